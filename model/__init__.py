@@ -1,0 +1,67 @@
+"""The golden model of xbarode: the mathematics every hardware block must reproduce.
+
+Float64 reference implementations of circular convolution (matrix and shift-sum forms), the
+real 2×2-block Fourier path, the Euler and implicit-Euler (Newton) solvers, discrete adjoints,
+and the digits classifier. See DESIGN.md §3 for the conventions.
+"""
+
+from .adjoint import adjoint
+from .classifier import head_grads, logits, softmax_cross_entropy
+from .conv import (
+    Conv,
+    Dense,
+    circular_conv,
+    conv_kernel_grad,
+    conv_matrix,
+    kernel_pullback,
+)
+from .data import DIGITS_SHAPE, Digits, load_digits_split
+from .fourier import dft_matrix, fourier_conv, from_real, kernel_spectrum, to_real
+from .ode import SOLVERS, ConvergenceWarning, Euler, ImplicitEuler, SolveInfo, odeint
+from .train import (
+    Config,
+    WeightsError,
+    accuracy,
+    init_params,
+    load_weights,
+    loss_and_grads,
+    predict,
+    save_weights,
+    train,
+)
+
+__all__ = [
+    "DIGITS_SHAPE",
+    "SOLVERS",
+    "Config",
+    "ConvergenceWarning",
+    "Conv",
+    "Dense",
+    "Digits",
+    "Euler",
+    "ImplicitEuler",
+    "SolveInfo",
+    "WeightsError",
+    "accuracy",
+    "adjoint",
+    "circular_conv",
+    "conv_kernel_grad",
+    "conv_matrix",
+    "dft_matrix",
+    "fourier_conv",
+    "from_real",
+    "head_grads",
+    "init_params",
+    "kernel_pullback",
+    "kernel_spectrum",
+    "load_digits_split",
+    "load_weights",
+    "logits",
+    "loss_and_grads",
+    "odeint",
+    "predict",
+    "save_weights",
+    "softmax_cross_entropy",
+    "to_real",
+    "train",
+]

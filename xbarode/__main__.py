@@ -1,0 +1,3 @@
+from xbarode.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,165 @@
+"""Benchmarks: figures measured side by side in one run, never timed tests.
+
+``bench_model`` times forward pass + gradient of a digits batch (3×3 kernels on 8×8 images,
+explicit Euler, float64, softmax cross-entropy head) in the golden model (discrete adjoint)
+against torchdiffeq's ``odeint`` (autograd through the Euler steps) and ``odeint_adjoint``
+(continuous adjoint), and reports the time ratios and how far the gradients differ.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+__all__ = ["MissingDependency", "bench_model"]
+
+
+class MissingDependency(RuntimeError):
+    """An optional dependency a benchmark needs is not installed."""
+
+
+def _golden(kernels, head, x, y, h, steps):
+    """Loss and gradients (a, b, C, d) from the golden model."""
+    from xbarode.model import Conv, adjoint, head_grads, logits, odeint, softmax_cross_entropy
+
+    A, B = Conv(kernels[0], (8, 8)), Conv(kernels[1], (8, 8))
+    trajectory = odeint(A, B, x, h, steps)
+    loss, grad_scores = softmax_cross_entropy(logits(*head, trajectory[-1]), y)
+    grad_C, grad_d, grad_z = head_grads(grad_scores, trajectory[-1], head[0])
+    _, grad_a, grad_b = adjoint(A, B, trajectory, h, grad_z)
+    return loss, [grad_a, grad_b, grad_C, grad_d]
+
+
+def _torch_problem(kernels, head):
+    """A torch module for ``dz/dt = conv(b, relu(conv(a, z)))`` with circular padding."""
+    import torch
+    from torch.nn import functional as F
+
+    class Dynamics(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = torch.nn.Parameter(torch.tensor(kernels[0]))
+            self.b = torch.nn.Parameter(torch.tensor(kernels[1]))
+
+        def conv(self, kernel, z):
+            # conv2d correlates; flipping the kernel makes it scipy.ndimage.convolve's convolution.
+            images = F.pad(z.view(-1, 1, 8, 8), (1, 1, 1, 1), mode="circular")
+            return F.conv2d(images, kernel.flip(0, 1).view(1, 1, 3, 3)).view(-1, 64)
+
+        def forward(self, t, z):
+            return self.conv(self.b, torch.relu(self.conv(self.a, z)))
+
+    dynamics = Dynamics().double()
+    C = torch.nn.Parameter(torch.tensor(head[0]))
+    d = torch.nn.Parameter(torch.tensor(head[1]))
+    return dynamics, C, d
+
+
+def _torch_step(solver, dynamics, C, d, x, y, times):
+    import torch
+
+    for p in (*dynamics.parameters(), C, d):
+        p.grad = None
+    z = solver(dynamics, x, times, method="euler")[-1]
+    loss = torch.nn.functional.cross_entropy(z @ C.T + d, y)
+    loss.backward()
+    return float(loss.detach()), [p.grad.numpy().copy() for p in (dynamics.a, dynamics.b, C, d)]
+
+
+def _median_time(fn, repeats):
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    return float(np.median(samples))
+
+
+def bench_model(batch=64, steps=8, T=1.0, repeats=30, seed=0, quiet=False) -> dict:
+    """Time forward + gradient of the golden model against torchdiffeq on one problem.
+
+    Parameters
+    ----------
+    batch, steps : int
+        Images per batch and Euler steps.
+    T : float
+        Horizon; ``h = T / steps``.
+    repeats : int
+        Timed repetitions per contender (median reported), interleaved so that load on this
+        shared machine hits all contenders alike.
+    seed : int
+        Seeds the kernels, head and the choice of images.
+    quiet : bool
+        Print nothing (for ``--json``).
+
+    Returns
+    -------
+    dict
+        ``golden_ms``, ``odeint_ms``, ``odeint_adjoint_ms``, ``speedup_vs_odeint``,
+        ``speedup_vs_odeint_adjoint``, ``grad_rel_diff_odeint`` (backprop through the same
+        Euler steps: should be at rounding level), ``grad_rel_diff_odeint_adjoint`` (the
+        continuous adjoint: not the exact gradient of the discretised network), ``loss``.
+    """
+    try:
+        import torch
+        import torchdiffeq
+    except ImportError as exc:
+        raise MissingDependency(
+            f"bench model needs torch and torchdiffeq ({exc.name} is missing); "
+            "install them with: pip install 'xbarode[bench]'"
+        ) from None
+    from xbarode.model import load_digits_split
+
+    torch.set_num_threads(1)  # the golden model runs on one core too: compare like with like
+    rng = np.random.default_rng(seed)
+    data = load_digits_split()
+    pick = rng.choice(len(data.y_train), size=batch, replace=False)
+    x, y = data.x_train[pick], data.y_train[pick]
+    kernels = [rng.normal(0, 0.3, (3, 3)), rng.normal(0, 0.3, (3, 3))]
+    head = [rng.normal(0, 0.1, (10, 64)), np.zeros(10)]
+    h = T / steps
+
+    dynamics, C, d = _torch_problem(kernels, head)
+    tx, ty = torch.tensor(x), torch.tensor(y)
+    times = torch.linspace(0.0, T, steps + 1, dtype=torch.float64)
+    contenders = {
+        "golden": lambda: _golden(kernels, head, x, y, h, steps),
+        "odeint": lambda: _torch_step(torchdiffeq.odeint, dynamics, C, d, tx, ty, times),
+        "odeint_adjoint": lambda: _torch_step(torchdiffeq.odeint_adjoint, dynamics, C, d, tx,
+                                              ty, times),
+    }
+    results = {name: fn() for name, fn in contenders.items()}  # warm-up and gradients
+    samples = {name: [] for name in contenders}
+    for _ in range(repeats):
+        for name, fn in contenders.items():
+            samples[name].append(_median_time(fn, 1))
+    ms = {name: 1e3 * float(np.median(s)) for name, s in samples.items()}
+
+    def rel_diff(other):
+        ours, theirs = results["golden"][1], results[other][1]
+        return max(float(np.abs(g - t).max() / np.abs(t).max()) for g, t in zip(ours, theirs,
+                                                                                strict=True))
+
+    report = {
+        "batch": batch, "steps": steps, "h": h, "repeats": repeats,
+        "golden_ms": ms["golden"], "odeint_ms": ms["odeint"],
+        "odeint_adjoint_ms": ms["odeint_adjoint"],
+        "speedup_vs_odeint": ms["odeint"] / ms["golden"],
+        "speedup_vs_odeint_adjoint": ms["odeint_adjoint"] / ms["golden"],
+        "grad_rel_diff_odeint": rel_diff("odeint"),
+        "grad_rel_diff_odeint_adjoint": rel_diff("odeint_adjoint"),
+        "loss": results["golden"][0],
+        "torch": torch.__version__, "torchdiffeq": torchdiffeq.__version__,
+    }
+    if not quiet:
+        print(f"forward + gradient, batch {batch}, 8x8 images, 3x3 kernels, {steps} Euler steps, "
+              f"float64, median of {repeats}")
+        print(f"  golden model (discrete adjoint)   {ms['golden']:8.3f} ms")
+        print(f"  torchdiffeq odeint (backprop)     {ms['odeint']:8.3f} ms   "
+              f"{report['speedup_vs_odeint']:.1f}x slower; gradient rel. diff "
+              f"{report['grad_rel_diff_odeint']:.1e}")
+        print(f"  torchdiffeq odeint_adjoint        {ms['odeint_adjoint']:8.3f} ms   "
+              f"{report['speedup_vs_odeint_adjoint']:.1f}x slower; gradient rel. diff "
+              f"{report['grad_rel_diff_odeint_adjoint']:.1e} (continuous adjoint)")
+    return report

@@ -1,0 +1,269 @@
+"""The ``xbarode`` command line (DESIGN §9).
+
+Every command has ``--help``; ``--json`` prints exactly one JSON object as the last line of
+stdout and silences progress bars. Exit status: 0 on success, 1 when a check fails, 2 for bad
+input (a usage error, a bad option value or a bad weights file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+
+#: Where ``xbarode demo`` writes its weights unless told otherwise.
+DEMO_WEIGHTS = Path("xbarode-demo") / "weights.npz"
+
+
+class CheckFailed(Exception):
+    """A check the command was asked to make failed (exit status 1)."""
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, not {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not np.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, not {text}")
+    return value
+
+
+def _add_json(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object as the last line of stdout; no progress bars")
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    """Options of the network and the training run; defaults come from ``Config``."""
+    from .model import SOLVERS, Config
+
+    d = Config()
+    net = parser.add_argument_group("network")
+    net.add_argument("--structure", choices=("dense", "conv"), default=d.structure,
+                     help="A and B as dense m×m matrices or k×k convolution kernels "
+                          "(default: %(default)s)")
+    net.add_argument("--kernel-size", type=_positive_int, default=d.kernel_size,
+                     help="odd kernel size for --structure conv (default: %(default)s)")
+    net.add_argument("--steps", type=_positive_int, default=d.steps,
+                     help="solver steps N (default: %(default)s)")
+    horizon = net.add_mutually_exclusive_group()
+    horizon.add_argument("--T", type=_positive_float, default=None,
+                         help=f"integration horizon; h = T/steps (default: {d.T})")
+    horizon.add_argument("--h", type=_positive_float, default=None,
+                         help="step size; sets T = h*steps")
+    net.add_argument("--method", choices=sorted(SOLVERS), default=d.method,
+                     help="solver (default: %(default)s)")
+    newton = parser.add_argument_group("implicit Euler (Newton)")
+    newton.add_argument("--linear-solver", choices=("exact", "neumann"), default=d.linear_solver,
+                        help="Newton's linear solve (default: %(default)s)")
+    newton.add_argument("--neumann-terms", type=_positive_int, default=d.neumann_terms,
+                        help="Neumann terms per linear solve (default: %(default)s)")
+    newton.add_argument("--max-iter", type=_positive_int, default=d.max_iter,
+                        help="Newton iteration limit (default: %(default)s)")
+    newton.add_argument("--tol", type=_positive_float, default=d.tol,
+                        help="Newton tolerance on |G|_inf (default: %(default)s)")
+    run = parser.add_argument_group("training")
+    run.add_argument("--epochs", type=_positive_int, default=d.epochs,
+                     help="passes over the 1437 training images (default: %(default)s)")
+    run.add_argument("--batch-size", type=_positive_int, default=d.batch_size,
+                     help="mini-batch size (default: %(default)s)")
+    run.add_argument("--lr", type=_positive_float, default=d.lr,
+                     help="Adam learning rate (default: %(default)s)")
+    run.add_argument("--seed", type=int, default=d.seed,
+                     help="seed of initialisation and batch order (default: %(default)s)")
+
+
+def _config_from(args):
+    from .model import Config
+
+    T = args.T if args.T is not None else (args.h * args.steps if args.h else Config().T)
+    return Config(structure=args.structure, kernel_size=args.kernel_size, steps=args.steps, T=T,
+                  method=args.method, linear_solver=args.linear_solver,
+                  neumann_terms=args.neumann_terms, max_iter=args.max_iter, tol=args.tol,
+                  epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+
+
+def _progress(args, desc: str):
+    if args.json:
+        return None
+    from tqdm import tqdm
+
+    return lambda iterable: tqdm(iterable, desc=desc, unit="epoch", file=sys.stderr)
+
+
+def _train_and_save(args, out: Path) -> dict:
+    from .model import save_weights, train
+
+    config = _config_from(args)
+    params, summary = train(config, progress=_progress(args, "training"))
+    save_weights(out, config, params)
+    return {
+        "command": args.command,
+        "weights": str(out),
+        "config": config.to_dict(),
+        "train_accuracy": summary["train_accuracy"],
+        "test_accuracy": summary["test_accuracy"],
+        "final_loss": summary["final_loss"],
+        "seconds": summary["seconds"],
+    }
+
+
+def cmd_train(args) -> dict:
+    """``xbarode train``: train the float64 network and save its weights."""
+    result = _train_and_save(args, Path(args.out))
+    if not args.json:
+        print(f"trained {result['config']['structure']} neural ODE "
+              f"({result['config']['method']}, {result['config']['steps']} steps) "
+              f"in {result['seconds']:.1f} s")
+        print(f"train accuracy {result['train_accuracy']:.2%}, "
+              f"test accuracy {result['test_accuracy']:.2%}")
+        print(f"weights written to {result['weights']}")
+    return result
+
+
+def cmd_evaluate(args) -> dict:
+    """``xbarode evaluate``: accuracy of a weights file on the digits split."""
+    from .model import accuracy, load_digits_split, load_weights
+
+    start = time.perf_counter()
+    config, params = load_weights(args.weights)
+    data = load_digits_split()
+    result = {
+        "command": "evaluate",
+        "weights": str(args.weights),
+        "config": config.to_dict(),
+        "train_accuracy": accuracy(config, params, data.x_train, data.y_train),
+        "test_accuracy": accuracy(config, params, data.x_test, data.y_test),
+        "seconds": time.perf_counter() - start,
+    }
+    if not args.json:
+        print(f"{args.weights}: test accuracy {result['test_accuracy']:.2%} "
+              f"({len(data.y_test)} images), train accuracy {result['train_accuracy']:.2%}")
+    return result
+
+
+def cmd_demo(args) -> dict:
+    """``xbarode demo``: the whole flow on the default configuration."""
+    result = _train_and_save(args, Path(args.out))
+    if not args.json:
+        cfg = result["config"]
+        print("xbarode demo: neural ODE dz/dt = B relu(A z) on the 8x8 digits")
+        print(f"  network   {cfg['structure']} A, B on m = 64; {cfg['method']}, "
+              f"{cfg['steps']} steps, T = {cfg['T']}")
+        print(f"  training  {cfg['epochs']} epochs of Adam (lr {cfg['lr']}, batch "
+              f"{cfg['batch_size']}, seed {cfg['seed']}) in {result['seconds']:.1f} s")
+        print(f"  accuracy  float64: test {result['test_accuracy']:.2%} (360 images), "
+              f"train {result['train_accuracy']:.2%}")
+        print(f"  weights   {result['weights']}")
+    return result
+
+
+def cmd_bench(args) -> dict:
+    """``xbarode bench``: performance figures."""
+    from .bench import bench_model
+
+    result = bench_model(batch=args.batch, steps=args.steps, repeats=args.repeats,
+                         seed=args.seed, quiet=args.json)
+    return {"command": "bench model", **result}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``xbarode`` command."""
+    parser = argparse.ArgumentParser(
+        prog="xbarode",
+        description="Neural ODEs on a fixed-point crossbar accelerator: golden model, hardware, "
+                    "co-simulation.",
+    )
+    parser.add_argument("--version", action="version", version=f"xbarode {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = sub.add_parser("train", help="train the float64 neural ODE on the digits",
+                           description="Train the neural ODE on scikit-learn's bundled digits "
+                                       "(1437 train / 360 test images) and save the weights "
+                                       "with the configuration that produced them.")
+    _add_model_options(train)
+    train.add_argument("--out", default="weights.npz",
+                       help="weights file to write (default: %(default)s)")
+    _add_json(train)
+    train.set_defaults(func=cmd_train)
+
+    evaluate = sub.add_parser("evaluate", help="accuracy of a weights file",
+                              description="Evaluate a weights file written by 'xbarode train' "
+                                          "on the digits test and training sets.")
+    evaluate.add_argument("weights", type=Path, help="the .npz weights file")
+    _add_json(evaluate)
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    demo = sub.add_parser("demo", help="the whole flow on the default configuration",
+                          description="Train the default network on the digits, print test "
+                                      "accuracy and a summary, and save the weights.")
+    _add_model_options(demo)
+    demo.add_argument("--out", default=str(DEMO_WEIGHTS),
+                      help="weights file to write (default: %(default)s)")
+    _add_json(demo)
+    demo.set_defaults(func=cmd_demo)
+
+    bench = sub.add_parser("bench", help="performance figures",
+                           description="Benchmarks, measured side by side in one run.")
+    bench_sub = bench.add_subparsers(dest="what", required=True, metavar="WHAT")
+    model = bench_sub.add_parser(
+        "model", help="golden model vs torchdiffeq: forward + gradient",
+        description="Forward pass and gradient of a digits batch (3x3 kernels on 8x8 images, "
+                    "explicit Euler, float64): the golden model's discrete adjoint against "
+                    "torchdiffeq's odeint (backprop through Euler) and odeint_adjoint. Needs "
+                    "the optional extra: pip install 'xbarode[bench]'.")
+    model.add_argument("--batch", type=_positive_int, default=64,
+                       help="images per batch (default: %(default)s)")
+    model.add_argument("--steps", type=_positive_int, default=8,
+                       help="Euler steps (default: %(default)s)")
+    model.add_argument("--repeats", type=_positive_int, default=30,
+                       help="timed repetitions of each contender (default: %(default)s)")
+    model.add_argument("--seed", type=int, default=0, help="seed (default: %(default)s)")
+    _add_json(model)
+    model.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv=None) -> int:
+    """Run the ``xbarode`` command; returns the exit status."""
+    from .bench import MissingDependency
+    from .model import ConvergenceWarning
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        with warnings.catch_warnings(record=args.json) as caught:
+            if not args.json:
+                warnings.simplefilter("always", ConvergenceWarning)
+            result = args.func(args)
+        if caught:
+            result["warnings"] = [str(w.message) for w in caught]
+    except (ValueError, MissingDependency) as exc:
+        print(f"xbarode {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except CheckFailed as exc:
+        print(f"xbarode {args.command}: check failed: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(result, default=_json_default))
+    return 0
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
