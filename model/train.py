@@ -11,9 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 import time
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +22,9 @@ from .adjoint import adjoint
 from .classifier import head_grads, logits, softmax_cross_entropy
 from .conv import Conv, Dense
 from .data import DIGITS_SHAPE, Digits, load_digits_split
+from .fixed import LFSR_SEED, ROUNDINGS, Lfsr, parse_format
+from .fixed_net import FixedFormats, FixedNetwork
+from .fixed_ops import power_of_two_shift
 from .ode import SOLVERS, odeint
 
 __all__ = [
@@ -74,12 +75,27 @@ class Config:
         Newton tolerance on ``‖G‖∞`` (implicit Euler only).
     epochs, batch_size : int
         Training length and mini-batch size.
+    optimizer : {"sgd", "adam"}
+        Plain mini-batch SGD (the one the hardware can run) or Adam (float64 only).
     lr : float
-        Adam learning rate.
+        Learning rate.
     seed : int
         Seeds initialisation and mini-batch order; same seed, same weights.
     init_scale : float
         Standard deviation of the initial ``A`` and ``B`` entries, relative to ``1/√fan_in``.
+    precision : {"float64", "fixed"}
+        Arithmetic of training and inference. ``fixed`` is the bit-exact integer model of
+        :mod:`xbarode.model.fixed_net`; it needs SGD, and ``h``, ``lr`` and ``batch_size``
+        powers of two.
+    weight_format, state_format, act_format, grad_format : str
+        ``"WIDTH.FRAC"`` of each signal class in fixed point (DESIGN §4).
+    acc_width : int
+        Accumulator width in fixed point.
+    rounding : {"floor", "nearest", "stochastic"}
+        Rounding of every narrowing in fixed point.
+    lfsr_seed : int
+        First LFSR seed of stochastic rounding (tiles A, B, C and the loss gradient use it and
+        the next three values).
     """
 
     structure: str = "dense"
@@ -93,11 +109,20 @@ class Config:
     neumann_terms: int = 30
     max_iter: int = 50
     tol: float = 1e-10
-    epochs: int = 40
+    epochs: int = 30
     batch_size: int = 32
-    lr: float = 2e-3
+    optimizer: str = "sgd"
+    lr: float = 0.125
     seed: int = 0
     init_scale: float = 0.5
+    precision: str = "float64"
+    weight_format: str = "16.14"
+    state_format: str = "16.11"
+    act_format: str = "16.10"
+    grad_format: str = "16.12"
+    acc_width: int = 48
+    rounding: str = "stochastic"
+    lfsr_seed: int = LFSR_SEED
     _model_fields: tuple = field(default=("structure", "kernel_size", "image_shape", "classes"),
                                  init=False, repr=False, compare=False)
 
@@ -124,6 +149,23 @@ class Config:
         _checks.positive_float("lr", self.lr)
         _checks.positive_int("seed", self.seed, minimum=0)
         _checks.positive_float("init_scale", self.init_scale)
+        if self.optimizer not in ("sgd", "adam"):
+            raise ValueError(f"optimizer must be 'sgd' or 'adam', not {self.optimizer!r}")
+        if self.precision not in ("float64", "fixed"):
+            raise ValueError(f"precision must be 'float64' or 'fixed', not {self.precision!r}")
+        if self.rounding not in ROUNDINGS:
+            raise ValueError(f"unknown rounding {self.rounding!r}; choose one of {list(ROUNDINGS)}")
+        Lfsr(self.lfsr_seed)
+        formats = self.fixed_formats()  # validates every format and the accumulator width
+        if self.precision == "fixed":
+            if self.optimizer != "sgd":
+                raise ValueError("fixed-point training uses optimizer 'sgd'")
+            if self.structure != "dense":
+                raise ValueError("fixed point needs structure 'dense' (the tiles hold matrices)")
+            power_of_two_shift(self.h, "h = T/steps")
+            power_of_two_shift(self.lr, "lr")
+            power_of_two_shift(1 / self.batch_size, "1/batch_size")
+            formats.check(self.m, self.classes, gradient_terms=self.steps * self.batch_size)
 
     @property
     def h(self) -> float:
@@ -134,6 +176,13 @@ class Config:
     def m(self) -> int:
         """State size ``H·W``."""
         return self.image_shape[0] * self.image_shape[1]
+
+    def fixed_formats(self) -> FixedFormats:
+        """The formats of the fixed-point signal classes."""
+        return FixedFormats(weight=parse_format(self.weight_format),
+                            state=parse_format(self.state_format),
+                            act=parse_format(self.act_format),
+                            grad=parse_format(self.grad_format), acc_width=self.acc_width)
 
     @property
     def solver_options(self) -> dict:
@@ -189,16 +238,40 @@ def init_params(config: Config) -> dict[str, np.ndarray]:
     }
 
 
+def fixed_network(config: Config, params: dict) -> FixedNetwork:
+    """The integer network for float ``params`` (quantised to the weight format, nearest)."""
+    newton = {"neumann_terms": config.neumann_terms, "max_iter": config.max_iter}
+    return FixedNetwork(params, config.fixed_formats(), rounding=config.rounding, h=config.h,
+                        steps=config.steps, method=config.method, newton=newton,
+                        lfsr_seed=config.lfsr_seed)
+
+
 def predict(config: Config, params: dict, x: np.ndarray) -> np.ndarray:
-    """Logits for a batch of flattened images ``x`` (batch, m)."""
+    """Logits (float64 values) for a batch of flattened images ``x`` (batch, m).
+
+    With ``config.precision == "fixed"`` these are the values of the integer network's logits.
+    """
+    if config.precision == "fixed":
+        net = fixed_network(config, params)
+        return config.fixed_formats().act.to_float(net.forward(x)[0])
     A, B = operators(config, params)
     trajectory = odeint(A, B, x, config.h, config.steps, config.method, **config.solver_options)
     return logits(params["C"], params["d"], trajectory[-1])
 
 
 def accuracy(config: Config, params: dict, x: np.ndarray, y: np.ndarray,
-             batch: int = 512) -> float:
-    """Fraction of ``x`` classified as ``y``."""
+             batch: int = 512, overflow: dict | None = None) -> float:
+    """Fraction of ``x`` classified as ``y``, in ``config.precision``.
+
+    In fixed point, ``overflow`` (a dict) receives the saturation counts per site.
+    """
+    if config.precision == "fixed":
+        net = fixed_network(config, params)
+        correct = sum(int((net.predict(x[i:i + batch]) == y[i:i + batch]).sum())
+                      for i in range(0, len(y), batch))
+        if overflow is not None:
+            overflow.update(net.overflow.counts)
+        return correct / len(y)
     correct = 0
     for start in range(0, len(y), batch):
         scores = predict(config, params, x[start:start + batch])
@@ -245,8 +318,50 @@ class Adam:
             params[k] -= self.lr * m_hat / (np.sqrt(v_hat) + self.eps)
 
 
+class Sgd:
+    """Plain mini-batch SGD, ``p <- p - lr·g``, updating a dict of arrays in place."""
+
+    def __init__(self, params: dict, lr: float):
+        self.lr = lr
+
+    def step(self, params: dict, grads: dict) -> None:
+        """Apply one update."""
+        for k, g in grads.items():
+            params[k] -= self.lr * g
+
+
+OPTIMIZERS = {"sgd": Sgd, "adam": Adam}
+
+
+def _float_stepper(config: Config):
+    params = init_params(config)
+    optimiser = OPTIMIZERS[config.optimizer](params, config.lr)
+
+    def step(x, y):
+        loss, grads = loss_and_grads(config, params, x, y)
+        optimiser.step(params, grads)
+        return loss
+
+    return step, lambda: params, lambda: {}
+
+
+def _fixed_stepper(config: Config):
+    net = fixed_network(config, init_params(config))
+    net.overflow.clear()  # saturation while loading the initial weights is not training's
+
+    def step(x, y):
+        scores, trajectory, _ = net.forward(x)
+        grad_scores = net.loss_gradient(scores, y)
+        net.sgd_step(net.backward(trajectory, grad_scores), lr=config.lr,
+                     batch_size=config.batch_size)
+        values = net.formats.act.to_float(scores)
+        return softmax_cross_entropy(values, y)[0]
+
+    return step, net.params, lambda: dict(net.overflow.counts)
+
+
 def train(config: Config, data: Digits | None = None, progress=None):
-    """Train the network on the digits with mini-batch Adam.
+    """Train the network on the digits with mini-batch SGD (or Adam), in float64 or fixed point.
 
     Parameters
     ----------
@@ -261,13 +376,14 @@ def train(config: Config, data: Digits | None = None, progress=None):
     -------
     params : dict of ndarray
     summary : dict
-        ``train_accuracy``, ``test_accuracy``, ``final_loss``, ``losses`` (mean per epoch)
-        and ``seconds``.
+        ``train_accuracy``, ``test_accuracy``, ``final_loss``, ``losses`` (mean per epoch),
+        ``overflows`` (saturated elements during fixed-point training; 0 in float64),
+        ``overflow_sites`` (the same per narrowing site) and ``seconds``.
     """
     data = load_digits_split() if data is None else data
     start = time.perf_counter()
-    params = init_params(config)
-    optimiser = Adam(params, config.lr)
+    stepper = _fixed_stepper if config.precision == "fixed" else _float_stepper
+    step, current_params, training_overflows = stepper(config)
     rng = np.random.default_rng(config.seed + 1)
     epochs = range(config.epochs)
     losses = []
@@ -276,15 +392,17 @@ def train(config: Config, data: Digits | None = None, progress=None):
         total = 0.0
         for first in range(0, len(order), config.batch_size):
             batch = order[first:first + config.batch_size]
-            loss, grads = loss_and_grads(config, params, data.x_train[batch], data.y_train[batch])
-            optimiser.step(params, grads)
-            total += loss * len(batch)
+            total += step(data.x_train[batch], data.y_train[batch]) * len(batch)
         losses.append(total / len(order))
+    params = current_params()
+    overflows = training_overflows()
     summary = {
         "train_accuracy": accuracy(config, params, data.x_train, data.y_train),
         "test_accuracy": accuracy(config, params, data.x_test, data.y_test),
         "final_loss": losses[-1],
         "losses": losses,
+        "overflows": sum(overflows.values()),
+        "overflow_sites": overflows,
         "seconds": time.perf_counter() - start,
     }
     return params, summary
@@ -299,13 +417,14 @@ def save_weights(path, config: Config, params: dict) -> Path:
     arrays = {k: np.asarray(params[k], dtype=np.float64) for k in config.param_shapes()}
     meta = {"format": np.array(WEIGHTS_FORMAT), "config": np.array(json.dumps(config.to_dict()))}
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
+    # A temporary name beside the target, opened like any new file (so the umask applies).
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with os.fdopen(fd, "wb") as handle:
+        with open(tmp, "xb") as handle:
             np.savez(handle, **arrays, **meta)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path
 
@@ -335,10 +454,16 @@ def load_weights(path, expect: Config | None = None) -> tuple[Config, dict]:
     if not path.is_file():
         raise WeightsError(f"weights file {path} does not exist")
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            contents = {k: archive[k] for k in archive.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise WeightsError(f"weights file {path} is corrupt or not an .npz file ({exc})") from None
+        # Opened here, not by np.load, so that the file is closed whatever np.load raises.
+        with open(path, "rb") as handle:
+            archive = np.load(handle, allow_pickle=False)
+            if not isinstance(archive, np.lib.npyio.NpzFile):
+                raise ValueError("a single array, not an .npz archive")
+            with archive:
+                contents = {k: archive[k] for k in archive.files}
+    except Exception as exc:  # any failure to parse the file means it is not a weights file
+        raise WeightsError(f"weights file {path} is corrupt or not an .npz file "
+                           f"({type(exc).__name__}: {exc})") from None
     if "format" not in contents or str(contents["format"]) != WEIGHTS_FORMAT:
         raise WeightsError(f"{path} is not an xbarode weights file (format {WEIGHTS_FORMAT})")
     try:
@@ -350,6 +475,8 @@ def load_weights(path, expect: Config | None = None) -> tuple[Config, dict]:
         if name not in contents:
             raise WeightsError(f"weights file {path} lacks the array {name!r}")
         array = contents[name]
+        if not np.issubdtype(array.dtype, np.floating):
+            raise WeightsError(f"weights file {path}: {name} holds {array.dtype}, not floats")
         if array.shape != shape:
             raise WeightsError(
                 f"weights file {path}: {name} has shape {array.shape}, but its configuration "

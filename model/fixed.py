@@ -1,0 +1,401 @@
+"""Fixed-point formats, rounding and saturation: the contract between model and hardware.
+
+DESIGN §4. A :class:`Format` Q(i.f) is ``width`` signed bits of which ``frac`` are fractional;
+value = integer / 2^frac. Every narrowing (a wide exact sum brought down to a format) is
+
+1. an arithmetic right shift by ``shift`` bits with one of three roundings:
+
+   - ``floor``: the shift alone;
+   - ``nearest``: add ``2^(shift-1)`` (half an LSB), then shift: round half up;
+   - ``stochastic``: add ``r`` in ``[0, 2^shift)``, the low ``shift`` bits of the next
+     :class:`Lfsr` draw, then shift;
+
+2. saturation to ``[-2^(width-1), 2^(width-1) - 1]``; every saturated element counts in an
+   :class:`Overflow` tally whose flag is sticky, as the hardware's status bit is.
+
+A left shift (``shift < 0``) is exact and needs no rounding.
+
+Integers are NumPy int64 throughout; every operation checks that int64 cannot overflow.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = [
+    "LFSR_POLY",
+    "LFSR_SEED",
+    "ROUNDINGS",
+    "Format",
+    "Lfsr",
+    "Overflow",
+    "Rounder",
+    "exact_matmul",
+    "narrow",
+    "parse_format",
+]
+
+#: The rounding modes, in the order the CLI lists them.
+ROUNDINGS = ("floor", "nearest", "stochastic")
+
+#: Largest word width; products of two words and sums of up to 2^20 of them stay in int64.
+MAX_WIDTH = 32
+
+
+@dataclass(frozen=True)
+class Format:
+    """A signed fixed-point format Q(i.f): ``width`` bits, ``frac`` of them fractional.
+
+    Parameters
+    ----------
+    width : int
+        Total bits including the sign, ``2 <= width <= 32``.
+    frac : int
+        Fractional bits, ``0 <= frac < width``.
+
+    Notes
+    -----
+    The value of integer ``n`` is ``n / 2**frac``; integers saturate to
+    ``[-2**(width-1), 2**(width-1) - 1]``. ``str(Format(16, 12))`` is ``"Q4.12"``: four integer
+    bits counting the sign, twelve fractional.
+    """
+
+    width: int
+    frac: int
+
+    def __post_init__(self):
+        for name in ("width", "frac"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | np.integer):
+                raise TypeError(f"format {name} must be an integer, not {type(value).__name__}")
+        if not 2 <= self.width <= MAX_WIDTH:
+            raise ValueError(f"format width must be between 2 and {MAX_WIDTH}, not {self.width}")
+        if not 0 <= self.frac < self.width:
+            raise ValueError(
+                f"format frac must be >= 0 and < width ({self.width}), not {self.frac}"
+            )
+
+    def __str__(self) -> str:
+        return f"Q{self.width - self.frac}.{self.frac}"
+
+    @property
+    def min_int(self) -> int:
+        """Smallest integer, ``-2**(width-1)``."""
+        return -(1 << (self.width - 1))
+
+    @property
+    def max_int(self) -> int:
+        """Largest integer, ``2**(width-1) - 1``."""
+        return (1 << (self.width - 1)) - 1
+
+    @property
+    def lsb(self) -> float:
+        """Value of one least significant bit, ``2**-frac``."""
+        return 2.0**-self.frac
+
+    @property
+    def max_value(self) -> float:
+        """Largest representable value."""
+        return self.max_int * self.lsb
+
+    def to_float(self, ints) -> np.ndarray:
+        """Values of integers in this format."""
+        return np.asarray(ints, dtype=np.float64) * self.lsb
+
+    def quantize(self, values, rounding: Rounder | str = "nearest",
+                 overflow: Overflow | None = None, label: str = "quantize") -> np.ndarray:
+        """Integers of this format nearest to float ``values`` (the host's DAC).
+
+        The floats are scaled by ``2**frac`` and narrowed like any sum: ``floor``, ``nearest``
+        (half up) or ``stochastic`` rounding on the 32 fractional bits below the LSB, then
+        saturation, counted in ``overflow`` under ``label``.
+        """
+        values = np.asarray(values, dtype=np.float64)
+        if not np.all(np.isfinite(values)):
+            raise ValueError(f"{label}: cannot quantise non-finite values")
+        scaled = values * 2.0 ** (self.frac + _QUANT_GUARD)
+        limit = 2.0**62
+        # Beyond int64, the value saturates anyway; clip first so that the cast is defined.
+        wide = np.clip(np.floor(scaled), -limit, limit).astype(np.int64)
+        return narrow(wide, _QUANT_GUARD, self, rounding, overflow, label)
+
+
+# Fractional bits kept below the LSB when quantising floats, so that stochastic rounding of a
+# float has the same 32-bit resolution as the LFSR draw.
+_QUANT_GUARD = 32
+
+
+def parse_format(text: str) -> Format:
+    """Parse ``"W.F"`` (width and fractional bits, e.g. ``"16.12"``) into a :class:`Format`."""
+    match = re.fullmatch(r"\s*(\d+)\.(\d+)\s*", str(text))
+    if not match:
+        raise ValueError(f"a format is written WIDTH.FRAC, e.g. 16.12, not {text!r}")
+    return Format(int(match[1]), int(match[2]))
+
+
+class Overflow:
+    """Sticky saturation tally: how many elements each narrowing site saturated.
+
+    ``flag`` is the hardware's sticky overflow status bit: it goes up on the first saturation
+    and stays up until :meth:`clear`.
+    """
+
+    def __init__(self):
+        self.counts: Counter[str] = Counter()
+
+    @property
+    def flag(self) -> bool:
+        """True once anything saturated."""
+        return self.total > 0
+
+    @property
+    def total(self) -> int:
+        """Saturated elements over all sites."""
+        return sum(self.counts.values())
+
+    def add(self, label: str, count: int) -> None:
+        """Count ``count`` saturated elements at site ``label``."""
+        if count:
+            self.counts[label] += int(count)
+
+    def clear(self) -> None:
+        """Lower the flag and forget the counts."""
+        self.counts.clear()
+
+
+# ---------------------------------------------------------------------------------------------
+# The LFSR of stochastic rounding.
+
+#: Feedback mask of the 32-bit Galois LFSR: taps 32, 22, 2, 1, i.e. the primitive polynomial
+#: x^32 + x^22 + x^2 + x + 1 (maximal length, period 2^32 - 1; Xilinx XAPP052).
+LFSR_POLY = 0x80200003
+#: Default seed (any non-zero 32-bit value works; zero is the LFSR's lock-up state).
+LFSR_SEED = 0xACE1ACE1
+_MASK32 = 0xFFFFFFFF
+
+
+def _lfsr_clock(state: int) -> int:
+    """One clock of the Galois LFSR: shift right; if the bit shifted out was 1, XOR the taps."""
+    return (state >> 1) ^ (LFSR_POLY if state & 1 else 0)
+
+
+def _columns_of_clock() -> tuple[int, ...]:
+    """The clock as a GF(2)-linear map: image of each basis state ``1 << b``."""
+    return tuple(_lfsr_clock(1 << b) for b in range(32))
+
+
+def _apply(columns: tuple[int, ...], state: int) -> int:
+    out = 0
+    for b in range(32):
+        if state >> b & 1:
+            out ^= columns[b]
+    return out
+
+
+def _compose(outer: tuple[int, ...], inner: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(_apply(outer, column) for column in inner)
+
+
+@functools.lru_cache(maxsize=None)
+def _power(exponent: int) -> tuple[int, ...]:
+    """Columns of the map ``clock**exponent`` (``exponent`` a power of two)."""
+    if exponent == 1:
+        return _columns_of_clock()
+    half = _power(exponent // 2)
+    return _compose(half, half)
+
+
+@functools.lru_cache(maxsize=None)
+def _half_tables(exponent: int) -> np.ndarray:
+    """``T[k, v]``: ``clock**exponent`` applied to the 16-bit half ``v`` at position ``k``."""
+    columns = np.array(_power(exponent), dtype=np.uint32)
+    values = np.arange(1 << 16, dtype=np.uint32)
+    tables = np.zeros((2, 1 << 16), dtype=np.uint32)
+    for k in range(2):
+        for bit in range(16):
+            tables[k] ^= np.where(values >> bit & 1, columns[16 * k + bit], 0).astype(np.uint32)
+    return tables
+
+
+def _apply_tables(tables: np.ndarray, states: np.ndarray) -> np.ndarray:
+    return tables[0][states & 0xFFFF] ^ tables[1][states >> 16]
+
+
+class Lfsr:
+    """The pseudo-random source of stochastic rounding, reproducible in hardware.
+
+    A 32-bit Galois LFSR with feedback mask :data:`LFSR_POLY`. One *draw* clocks it 32 times
+    and returns the new state, so every draw is 32 fresh bits; a rounding that discards
+    ``shift`` bits uses the low ``shift`` bits of one draw. Draws are taken in the C (row-major)
+    order of the array being narrowed. In hardware, the 32 clocks are one 32×32 XOR matrix
+    applied per draw.
+
+    Parameters
+    ----------
+    seed : int
+        Non-zero 32-bit initial state.
+    """
+
+    #: LFSR clocks per draw.
+    CLOCKS_PER_DRAW = 32
+
+    def __init__(self, seed: int = LFSR_SEED):
+        if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+            raise TypeError(f"LFSR seed must be an integer, not {type(seed).__name__}")
+        if not 0 < seed <= _MASK32:
+            raise ValueError(f"LFSR seed must be a non-zero 32-bit integer, not {seed}")
+        self._state = int(seed)
+        self._buffer = np.empty(0, dtype=np.uint32)
+        self._next = 0
+
+    @property
+    def state(self) -> int:
+        """The current 32-bit state (the last value drawn, or the seed)."""
+        return self._state
+
+    def draw(self, count: int) -> np.ndarray:
+        """The next ``count`` draws as a uint32 array, advancing the state past them."""
+        out = np.empty(count, dtype=np.uint32)
+        filled = 0
+        while filled < count:
+            if self._next == len(self._buffer):
+                self._refill()
+            n = min(count - filled, len(self._buffer) - self._next)
+            out[filled:filled + n] = self._buffer[self._next:self._next + n]
+            self._next += n
+            filled += n
+        if count:
+            self._state = int(out[-1])
+        return out
+
+    def _refill(self) -> None:
+        """Compute the next :data:`_CHUNK` draws: ``M^(i+1)·s`` for ``M = clock^32``."""
+        if len(self._buffer):
+            # The next chunk is the last one advanced by M^CHUNK, one table pass.
+            self._buffer = _apply_tables(_half_tables(self.CLOCKS_PER_DRAW * _CHUNK),
+                                         self._buffer)
+        else:
+            # First chunk by doubling: draws n..2n-1 are draws 0..n-1 advanced by M^n.
+            buffer = np.empty(_CHUNK, dtype=np.uint32)
+            buffer[0] = _apply(_power(self.CLOCKS_PER_DRAW), self._state)
+            filled = 1
+            while filled < _CHUNK:
+                tables = _half_tables(self.CLOCKS_PER_DRAW * filled)
+                buffer[filled:2 * filled] = _apply_tables(tables, buffer[:filled])
+                filled *= 2
+            self._buffer = buffer
+        self._next = 0
+
+
+# Draws computed at a time: the cost of a draw is then two table look-ups.
+_CHUNK = 1 << 14
+
+
+class Rounder:
+    """A rounding mode together with the LFSR it draws from (one per hardware rounding site).
+
+    Parameters
+    ----------
+    mode : {"floor", "nearest", "stochastic"}
+    seed : int
+        Seed of the site's :class:`Lfsr` (used only by ``stochastic``).
+    """
+
+    def __init__(self, mode: str = "nearest", seed: int = LFSR_SEED):
+        if mode not in ROUNDINGS:
+            raise ValueError(f"unknown rounding {mode!r}; choose one of {list(ROUNDINGS)}")
+        self.mode = mode
+        self.lfsr = Lfsr(seed)
+
+    def offsets(self, shape: tuple[int, ...], shift: int) -> np.ndarray | int:
+        """What is added before a right shift by ``shift`` bits (``shift >= 1``)."""
+        if self.mode == "floor":
+            return 0
+        if self.mode == "nearest":
+            return 1 << (shift - 1)
+        if shift > 32:
+            raise ValueError(f"stochastic rounding draws 32 bits; cannot discard {shift} bits")
+        draws = self.lfsr.draw(int(np.prod(shape))).astype(np.int64)
+        return (draws & ((1 << shift) - 1)).reshape(shape)
+
+
+def narrow(values, shift: int, fmt: Format, rounding: Rounder | str,
+           overflow: Overflow | None = None, label: str = "narrow") -> np.ndarray:
+    """Bring exact integers down to ``fmt``: shift right with rounding, then saturate.
+
+    Parameters
+    ----------
+    values : ndarray of int64
+        Exact wide integers with ``fmt.frac + shift`` fractional bits.
+    shift : int
+        Bits to discard (``> 0``: round; ``0``: none; ``< 0``: exact left shift).
+    fmt : Format
+        The output format.
+    rounding : Rounder or str
+        A :class:`Rounder` (required for ``stochastic``) or the name of a deterministic mode.
+    overflow : Overflow, optional
+        Tally that counts the elements saturated here under ``label``.
+    label : str
+        Name of the narrowing site, for the tally and error messages.
+
+    Returns
+    -------
+    ndarray of int64
+        In ``[fmt.min_int, fmt.max_int]``.
+    """
+    values = np.asarray(values)
+    if values.dtype != np.int64:
+        raise TypeError(f"{label}: narrow takes int64 integers, not {values.dtype}")
+    rounder = Rounder(rounding) if isinstance(rounding, str) else rounding
+    if isinstance(rounding, str) and rounding == "stochastic":
+        raise ValueError(f"{label}: stochastic rounding needs a Rounder with its own LFSR")
+    if shift > 0:
+        offsets = rounder.offsets(values.shape, shift)
+        _check_int64(values, np.max(offsets) if np.size(offsets) else 0, label)
+        shifted = (values + offsets) >> shift
+    elif shift < 0:
+        _check_int64(values, 0, label, left_shift=-shift)
+        shifted = values << -shift
+    else:
+        shifted = values
+    saturated = np.clip(shifted, fmt.min_int, fmt.max_int)
+    if overflow is not None:
+        overflow.add(label, np.count_nonzero(saturated != shifted))
+    return saturated
+
+
+_INT64_MAX = np.iinfo(np.int64).max
+
+
+def _check_int64(values: np.ndarray, offset: int, label: str, left_shift: int = 0) -> None:
+    """Assert that adding ``offset`` or shifting left cannot leave int64."""
+    if values.size == 0:
+        return
+    peak = int(np.max(np.abs(values.astype(np.float64))))
+    if (peak + int(offset)) << left_shift >= _INT64_MAX:
+        raise OverflowError(f"{label}: intermediate value exceeds int64")
+
+
+def exact_matmul(a: np.ndarray, b: np.ndarray, label: str = "matmul") -> np.ndarray:
+    """Exact integer product ``a @ b`` of int64 arrays, as the hardware's wide accumulator.
+
+    Uses float64 BLAS when every partial sum provably stays below 2^53 (then float64 is exact
+    and the result is the integer product, to the bit), else integer arithmetic. Raises
+    ``OverflowError`` if the exact result could leave int64.
+    """
+    a = np.asarray(a, dtype=np.int64)
+    b = np.asarray(b, dtype=np.int64)
+    if a.size == 0 or b.size == 0:
+        return a @ b
+    terms = a.shape[-1]
+    bound = int(np.abs(a).max()) * int(np.abs(b).max()) * terms
+    if bound >= _INT64_MAX:
+        raise OverflowError(f"{label}: the exact sum may exceed int64 (bound {bound:.3g})")
+    if bound < 2**53:
+        return (a.astype(np.float64) @ b.astype(np.float64)).astype(np.int64)
+    return a @ b

@@ -1,0 +1,278 @@
+"""The digits neural ODE in fixed point: inference, discrete adjoint and SGD on integers.
+
+The integer twin of :mod:`xbarode.model.train`, built from the hardware twins of
+:mod:`xbarode.model.fixed_ops`: three tiles (``A``, ``B`` and the head ``C`` with bias ``d``),
+the Euler or Newton step, the adjoint with transposed tile products, exact gradient sums in the
+wide accumulator, and one SGD step per mini-batch applied with the tiles' update.
+
+Signal classes and their formats (:class:`FixedFormats`): ``weight`` (A, B, C, d), ``state``
+(z and the Newton residual), ``act`` (``u = A z``, ``relu(u)``, logits), ``grad`` (λ, ``Bᵀλ``,
+``g``, the loss gradient). The step ``h``, the learning rate and ``1/batch`` are powers of two,
+folded into narrowing shifts.
+
+Where randomness enters: each tile has its own :class:`~xbarode.model.fixed.Rounder`, seeded
+``lfsr_seed + k`` for tiles A, B, C (k = 0, 1, 2); the loss gradient (the one float step, the
+softmax, which the host computes) is quantised with a fourth LFSR seeded ``lfsr_seed + 3``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .fixed import LFSR_SEED, Format, Overflow, Rounder, exact_matmul, narrow, parse_format
+from .fixed_ops import (
+    FixedTile,
+    accumulator_bits,
+    euler_step,
+    fixed_argmax,
+    newton_step,
+    power_of_two_shift,
+)
+
+__all__ = [
+    "INT_BITS",
+    "FixedFormats",
+    "FixedNetwork",
+    "formats_for_width",
+]
+
+#: Integer bits (sign included) per signal class, from the float model's ranges on the digits
+#: (max |weight| 0.65, |z| 9.5, |A z| 18, logits 30, |λ| 6.1, |Bᵀλ| 7.7 after training).
+INT_BITS = {"weight": 2, "state": 5, "act": 6, "grad": 4}
+
+
+@dataclass(frozen=True)
+class FixedFormats:
+    """Formats of each signal class and the accumulator width.
+
+    Attributes
+    ----------
+    weight, state, act, grad : Format
+    acc_width : int
+        Width of every wide accumulator (tile products and gradient sums).
+    """
+
+    weight: Format
+    state: Format
+    act: Format
+    grad: Format
+    acc_width: int = 48
+
+    def __post_init__(self):
+        if isinstance(self.acc_width, bool) or not isinstance(self.acc_width, int):
+            raise TypeError("acc_width must be an integer")
+        if not 2 <= self.acc_width <= 63:
+            raise ValueError(f"acc_width must be between 2 and 63, not {self.acc_width}")
+
+    def check(self, m: int, classes: int, gradient_terms: int = 0) -> None:
+        """Raise if the accumulator cannot hold a sum the network needs.
+
+        ``m`` products per tile output (A, B, and C with its bias), ``m`` per transposed output,
+        and ``gradient_terms`` products per weight-gradient entry (batch × steps) when training.
+        """
+        sums = [
+            ("A·z", self.weight, self.state, m, 0),
+            ("B·relu(u)", self.weight, self.act, m, 0),
+            ("C·z + d", self.weight, self.state, m, 1),
+            ("Cᵀ·λ", self.weight, self.grad, classes, 0),
+            ("Bᵀ·λ and Aᵀ·g", self.weight, self.grad, m, 0),
+        ]
+        if gradient_terms:
+            sums += [("the gradient sum λ·relu(u)ᵀ", self.grad, self.act, gradient_terms, 0),
+                     ("the gradient sum g·zᵀ", self.grad, self.state, gradient_terms, 0)]
+        for what, a, b, terms, extra in sums:
+            need = accumulator_bits(a, b, terms, extra)
+            if need > self.acc_width:
+                raise ValueError(
+                    f"an accumulator of {self.acc_width} bits is too narrow for {what}: "
+                    f"{terms} products of {a.width}x{b.width}-bit words need {need} bits"
+                )
+
+    def as_strings(self) -> dict[str, str]:
+        """``{"weight": "16.14", ...}``: the ``WIDTH.FRAC`` spelling of each class."""
+        return {k: f"{getattr(self, k).width}.{getattr(self, k).frac}" for k in INT_BITS}
+
+
+def formats_for_width(width: int, frac: int | None = None, acc_width: int = 48,
+                      **overrides: str) -> FixedFormats:
+    """Formats for a word width: ``frac`` for every class, or ``width - INT_BITS[class]``.
+
+    ``overrides`` maps a class name to a ``"WIDTH.FRAC"`` string.
+    """
+    unknown = set(overrides) - set(INT_BITS)
+    if unknown:
+        raise ValueError(f"unknown signal class {sorted(unknown)}; choose from {list(INT_BITS)}")
+    formats = {}
+    for name, int_bits in INT_BITS.items():
+        if name in overrides:
+            formats[name] = parse_format(overrides[name])
+        else:
+            formats[name] = Format(width, frac if frac is not None else max(width - int_bits, 0))
+    return FixedFormats(**formats, acc_width=acc_width)
+
+
+class FixedNetwork:
+    """The neural ODE on integers: weights in tiles, forward, adjoint and SGD.
+
+    Parameters
+    ----------
+    params : dict of ndarray
+        Float parameters ``A``, ``B`` (m×m), ``C`` (classes×m), ``d``; quantised to the weight
+        format with round-to-nearest (the host's DAC) and saturated (counted).
+    formats : FixedFormats
+    rounding : {"floor", "nearest", "stochastic"}
+        Rounding of every narrowing in the network.
+    h : float
+        Step size, a power of two.
+    steps : int
+    method : {"euler", "implicit_euler"}
+    newton : dict, optional
+        ``neumann_terms``, ``max_iter``, ``tol`` (integer LSBs of the state) for implicit Euler.
+    lfsr_seed : int
+        Seed of tile A's LFSR; B, C and the loss gradient use the next three values.
+    """
+
+    def __init__(self, params, formats: FixedFormats, *, rounding: str, h: float, steps: int,
+                 method: str = "euler", newton: dict | None = None, lfsr_seed: int = LFSR_SEED):
+        self.formats = formats
+        self.steps = steps
+        self.h_shift = power_of_two_shift(h, "h")
+        self.method = method
+        self.newton = {"neumann_terms": 8, "max_iter": 10, "tol": 1, **(newton or {})}
+        self.overflow = Overflow()
+        w = formats.weight
+        tiles = {}
+        for k, name in enumerate("ABC"):
+            ints = w.quantize(params[name], "nearest", self.overflow, f"{name}.load")
+            tiles[name] = FixedTile(ints, weight_format=w, acc_width=formats.acc_width,
+                                    rounder=Rounder(rounding, _seed(lfsr_seed, k)),
+                                    overflow=self.overflow, name=name)
+        self.A, self.B, self.C = tiles["A"], tiles["B"], tiles["C"]
+        self.d = w.quantize(params["d"], "nearest", self.overflow, "d.load")
+        self.loss_rounder = Rounder(rounding, _seed(lfsr_seed, 3))
+        formats.check(self.A.shape[0], self.C.shape[0])
+
+    def params(self) -> dict[str, np.ndarray]:
+        """The current weights as floats (exactly the integers' values)."""
+        w = self.formats.weight
+        return {"A": w.to_float(self.A.weights), "B": w.to_float(self.B.weights),
+                "C": w.to_float(self.C.weights), "d": w.to_float(self.d)}
+
+    def forward(self, x: np.ndarray):
+        """Integer forward pass of float images ``x`` (batch, m), pixels in [0, 1].
+
+        Returns
+        -------
+        logits : ndarray of int, (batch, classes), in the ``act`` format
+        trajectory : ndarray of int, (steps + 1, batch, m), in the ``state`` format
+        info : dict
+            ``iterations`` and ``converged`` per step and row (implicit Euler).
+        """
+        f = self.formats
+        z = f.state.quantize(x, "nearest", self.overflow, "input")
+        trajectory = [z]
+        iterations, converged = [], []
+        for _ in range(self.steps):
+            if self.method == "euler":
+                z = euler_step(self.A, self.B, z, state=f.state, act=f.act,
+                               h_shift=self.h_shift, overflow=self.overflow)[0]
+            else:
+                z, its, conv = newton_step(self.A, self.B, z, state=f.state, act=f.act,
+                                           h_shift=self.h_shift, overflow=self.overflow,
+                                           **self.newton)
+                iterations.append(its)
+                converged.append(conv)
+            trajectory.append(z)
+        logits = self.C.forward(z, f.state, f.act, bias=self.d)
+        info = {"iterations": np.array(iterations), "converged": np.array(converged)}
+        return logits, np.stack(trajectory), info
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Class of each image: argmax of the integer logits."""
+        return fixed_argmax(self.forward(x)[0])
+
+    def loss_gradient(self, logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """``softmax(logits) - onehot(labels)`` per row, quantised to the ``grad`` format.
+
+        The softmax is the host's float step; its result enters the hardware through the DAC.
+        """
+        scores = self.formats.act.to_float(logits)
+        probs = np.exp(scores - scores.max(axis=1, keepdims=True))
+        probs /= probs.sum(axis=1, keepdims=True)
+        probs[np.arange(len(labels)), labels] -= 1.0
+        return self.formats.grad.quantize(probs, self.loss_rounder, self.overflow, "loss")
+
+    def backward(self, trajectory: np.ndarray, grad_logits: np.ndarray) -> dict:
+        """Discrete adjoint on integers; exact gradient sums (not yet scaled by h or lr).
+
+        Returns
+        -------
+        dict
+            ``A``, ``B``, ``C``, ``d``: int64 sums of products, with ``grad.frac + state.frac``
+            (A, C), ``grad.frac + act.frac`` (B) and ``grad.frac`` (d) fractional bits; A and B
+            still lack the factor h; ``z0``: ``∂L/∂z_0`` in the ``grad`` format.
+        """
+        f = self.formats
+        steps, batch, m = trajectory.shape[0] - 1, trajectory.shape[1], trajectory.shape[2]
+        f.check(m, self.C.shape[0], gradient_terms=steps * batch)
+        grads = {"C": exact_matmul(grad_logits.T, trajectory[-1], "C.grad"),
+                 "d": grad_logits.sum(axis=0)}
+        lam = self.C.transposed(grad_logits, f.grad, f.grad)
+        b_out, b_in, a_out, a_in = [], [], [], []
+        for n in reversed(range(steps)):
+            z = trajectory[n + 1] if self.method == "implicit_euler" else trajectory[n]
+            u = self.A.forward(z, f.state, f.act)
+            r, mask = np.where(u > 0, u, 0), u > 0
+            if self.method == "implicit_euler":
+                lam = self._transposed_neumann(lam, mask)
+            g = np.where(mask, self.B.transposed(lam, f.grad, f.grad), 0)
+            b_out.append(lam)
+            b_in.append(r)
+            a_out.append(g)
+            a_in.append(z)
+            if self.method == "euler":
+                step = self.A.transposed(g, f.grad, f.grad, shift=self.h_shift)
+                lam = self._saturate(lam + step, f.grad, "adjoint.lambda")
+        grads["B"] = exact_matmul(np.concatenate(b_out).T, np.concatenate(b_in), "B.grad")
+        grads["A"] = exact_matmul(np.concatenate(a_out).T, np.concatenate(a_in), "A.grad")
+        grads["z0"] = lam
+        return grads
+
+    def _transposed_neumann(self, lam, mask):
+        """``μ`` with ``(I - h·J)ᵀ μ = λ``: ``μ <- sat(λ + narrow(h·Aᵀ(D ⊙ narrow(Bᵀ μ))))``."""
+        f = self.formats
+        mu = lam
+        for _ in range(self.newton["neumann_terms"]):
+            g = np.where(mask, self.B.transposed(mu, f.grad, f.grad), 0)
+            mu = self._saturate(lam + self.A.transposed(g, f.grad, f.grad, shift=self.h_shift),
+                                f.grad, "adjoint.mu")
+        return mu
+
+    def _saturate(self, values, fmt, label):
+        result = np.clip(values, fmt.min_int, fmt.max_int)
+        self.overflow.add(label, np.count_nonzero(result != values))
+        return result
+
+    def sgd_step(self, grads: dict, *, lr: float, batch_size: int) -> None:
+        """``W <- W - lr/batch_size · gradient`` for every tile and the bias, one rounding each.
+
+        ``lr`` and ``batch_size`` are powers of two; with ``h`` they make up each update's
+        shift.
+        """
+        f = self.formats
+        shift = power_of_two_shift(lr, "lr") + power_of_two_shift(1 / batch_size, "1/batch_size")
+        self.A.apply_gradient(grads["A"], f.grad.frac + f.state.frac, shift=shift + self.h_shift)
+        self.B.apply_gradient(grads["B"], f.grad.frac + f.act.frac, shift=shift + self.h_shift)
+        self.C.apply_gradient(grads["C"], f.grad.frac + f.state.frac, shift=shift)
+        step = narrow(-grads["d"], f.grad.frac + shift - f.weight.frac, f.weight,
+                      self.C.rounder, self.overflow, "d.update")
+        self.d = self._saturate(self.d + step, f.weight, "d.weights")
+
+
+def _seed(seed: int, k: int) -> int:
+    """The ``k``-th LFSR seed after ``seed``, skipping zero (the LFSR's lock-up state)."""
+    value = (seed + k) & 0xFFFFFFFF
+    return value or 1
+

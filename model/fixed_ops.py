@@ -1,0 +1,310 @@
+"""Integer twins of every hardware operation (DESIGN §4–§5).
+
+Each function or method here performs exactly the integer operations the hardware performs,
+in the same order wherever rounding makes order matter, on NumPy int64 arrays vectorised over
+a batch; the RTL must equal them bit for bit. Each is the twin of a float64 function of the
+golden model, and the tests bound the difference.
+
+Scales. A product of a ``Q(.a)`` word and a ``Q(.b)`` word has ``a + b`` fractional bits; sums
+of products are exact (the crossbar's analog sum, the hardware's wide accumulator) and are
+narrowed once to the output format (the ADC). Multiplying by a step ``h = 2^-s`` or a learning
+rate ``2^-e`` is folded into that one narrowing as ``s`` (or ``e``) more bits of shift, so it
+costs neither a multiplier nor a second rounding.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .fixed import Format, Overflow, Rounder, exact_matmul, narrow
+
+__all__ = [
+    "FixedTile",
+    "accumulator_bits",
+    "euler_step",
+    "fixed_argmax",
+    "fourier_conv_fixed",
+    "hadamard_fixed",
+    "newton_step",
+    "power_of_two_shift",
+    "relu_fixed",
+]
+
+
+def accumulator_bits(a: Format, b: Format, terms: int, extra: int = 0) -> int:
+    """Bits a signed accumulator needs for the exact sum of ``terms`` products ``a × b``.
+
+    One product of the most negative words is ``2^(wa-1) · 2^(wb-1)``, which needs
+    ``wa + wb - 1`` signed bits; ``terms`` of them need ``ceil(log2(terms))`` more; ``extra``
+    adds room for a bias or a rounding offset (one more bit each).
+    """
+    return a.width + b.width - 1 + math.ceil(math.log2(max(terms, 1))) + extra
+
+
+def power_of_two_shift(value: float, name: str) -> int:
+    """``s`` with ``value == 2^-s`` (``s`` may be negative), or a ``ValueError`` naming ``name``.
+
+    Step sizes and learning rates are powers of two in fixed point: a multiplication by them is
+    a shift folded into a narrowing, exact and free in hardware.
+    """
+    if not value > 0:
+        raise ValueError(f"{name} must be > 0, not {value}")
+    mantissa, exponent = math.frexp(value)
+    if mantissa != 0.5:
+        raise ValueError(f"{name} must be a power of two in fixed point (e.g. 0.25), not {value}")
+    return 1 - exponent
+
+
+def relu_fixed(u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(relu(u), H(u))`` on integers: exact, the mask is 1 where ``u > 0`` (``H(0) = 0``)."""
+    mask = u > 0
+    return np.where(mask, u, 0), mask
+
+
+def fixed_argmax(scores: np.ndarray) -> np.ndarray:
+    """Index of the largest integer score per row; ties go to the lowest index."""
+    return np.argmax(scores, axis=-1)
+
+
+class FixedTile:
+    """Integer twin of a crossbar tile: ``W x``, ``Wᵀ y`` and the rank-1 update.
+
+    Parameters
+    ----------
+    weights : ndarray of int, shape (rows, cols)
+        Weights as integers of ``weight_format``.
+    weight_format : Format
+        Format of the weights.
+    acc_width : int
+        Width of the signed accumulator; every product is checked to fit.
+    rounder : Rounder
+        This tile's rounding mode and LFSR (draws in the C order of each output).
+    overflow : Overflow, optional
+        Tally for saturations; a fresh one if omitted.
+    name : str
+        Prefix of the tally's labels.
+    """
+
+    def __init__(self, weights, *, weight_format: Format, acc_width: int, rounder: Rounder,
+                 overflow: Overflow | None = None, name: str = "tile"):
+        weights = np.asarray(weights)
+        if weights.ndim != 2 or not np.issubdtype(weights.dtype, np.integer):
+            raise ValueError(f"{name}: weights must be a 2-D integer array")
+        if weights.min(initial=0) < weight_format.min_int or \
+                weights.max(initial=0) > weight_format.max_int:
+            raise ValueError(f"{name}: weights lie outside {weight_format}")
+        self.weights = weights.astype(np.int64)
+        self.weight_format = weight_format
+        self.acc_width = acc_width
+        self.rounder = rounder
+        self.overflow = overflow if overflow is not None else Overflow()
+        self.name = name
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(rows, cols)``."""
+        return self.weights.shape
+
+    def check_accumulator(self, operand: Format, terms: int, extra: int = 0) -> None:
+        """Raise if the accumulator cannot hold ``terms`` products with ``operand`` words."""
+        need = accumulator_bits(self.weight_format, operand, terms, extra)
+        if need > self.acc_width:
+            raise ValueError(
+                f"{self.name}: an accumulator of {self.acc_width} bits is too narrow for a sum "
+                f"of {terms} products of {self.weight_format.width}x{operand.width}-bit words "
+                f"(needs {need} bits)"
+            )
+
+    def _narrow(self, acc, in_format, out_format, shift, label):
+        total = self.weight_format.frac + in_format.frac + shift - out_format.frac
+        return narrow(acc, total, out_format, self.rounder, self.overflow,
+                      f"{self.name}.{label}")
+
+    def forward(self, x: np.ndarray, in_format: Format, out_format: Format, *, shift: int = 0,
+                bias: np.ndarray | None = None) -> np.ndarray:
+        """``narrow(W x [+ bias] · 2^-shift)`` for each row of ``x`` (batch, cols).
+
+        ``bias`` (rows,), in ``weight_format``, is added to the exact sum before the one
+        rounding, scaled to the accumulator by ``in_format.frac`` bits (exact).
+        """
+        self.check_accumulator(in_format, self.shape[1], extra=int(bias is not None))
+        acc = exact_matmul(x, self.weights.T, self.name)
+        if bias is not None:
+            acc = acc + (np.asarray(bias, dtype=np.int64) << in_format.frac)
+        return self._narrow(acc, in_format, out_format, shift, "forward")
+
+    def transposed(self, y: np.ndarray, in_format: Format, out_format: Format, *,
+                   shift: int = 0) -> np.ndarray:
+        """``narrow(Wᵀ y · 2^-shift)`` for each row of ``y`` (batch, rows)."""
+        self.check_accumulator(in_format, self.shape[0])
+        acc = exact_matmul(y, self.weights, self.name)
+        return self._narrow(acc, in_format, out_format, shift, "transposed")
+
+    def update(self, u: np.ndarray, u_format: Format, v: np.ndarray, v_format: Format, *,
+               shift: int) -> None:
+        """Rank-1 update ``W <- sat(W + narrow(u vᵀ · 2^-shift))``; one rounding per weight.
+
+        ``u`` (rows,) and ``v`` (cols,) are words of their formats; ``2^-shift`` is the learning
+        rate (a power of two). Draws for stochastic rounding are taken in row-major order.
+        """
+        outer = np.asarray(u, dtype=np.int64)[:, None] * np.asarray(v, dtype=np.int64)[None, :]
+        self.apply_gradient(outer, u_format.frac + v_format.frac, shift=shift)
+
+    def apply_gradient(self, grad: np.ndarray, grad_frac: int, *, shift: int) -> None:
+        """``W <- sat(W - narrow(grad · 2^-shift))`` for an exact integer gradient sum.
+
+        ``grad`` has ``grad_frac`` fractional bits (e.g. an accumulated sum of ``u vᵀ``); this
+        is one SGD step with learning rate ``2^-shift``; subtracting first makes the rounding
+        act on the step actually applied.
+        """
+        # A step beyond the weight range saturates (and is counted): it could not be applied.
+        step = narrow(-np.asarray(grad, dtype=np.int64),
+                      grad_frac + shift - self.weight_format.frac, self.weight_format,
+                      self.rounder, self.overflow, f"{self.name}.update")
+        summed = self.weights + step
+        self.weights = np.clip(summed, self.weight_format.min_int, self.weight_format.max_int)
+        self.overflow.add(f"{self.name}.weights", np.count_nonzero(self.weights != summed))
+
+
+def euler_step(A: FixedTile, B: FixedTile, z: np.ndarray, *, state: Format, act: Format,
+               h_shift: int, overflow: Overflow) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One explicit Euler step ``z + h·B·relu(A z)`` with ``h = 2^-h_shift``.
+
+    ``u = narrow(A z)`` to ``act``; ``r = relu(u)`` exact; ``dz = narrow(B r · h)`` to
+    ``state`` (h folded into the shift: one rounding); ``z + dz`` saturated to ``state``.
+
+    Returns
+    -------
+    z_next, u, mask : ndarray
+        The new state and, for the adjoint, the pre-activation and its Heaviside mask.
+    """
+    u = A.forward(z, state, act)
+    r, mask = relu_fixed(u)
+    dz = B.forward(r, act, state, shift=h_shift)
+    z_next = _saturating_add(z, dz, state, overflow, "euler.state")
+    return z_next, u, mask
+
+
+def _saturating_add(a, b, fmt: Format, overflow: Overflow, label: str) -> np.ndarray:
+    total = a + b
+    result = np.clip(total, fmt.min_int, fmt.max_int)
+    overflow.add(label, np.count_nonzero(result != total))
+    return result
+
+
+def newton_step(A: FixedTile, B: FixedTile, z: np.ndarray, *, state: Format, act: Format,
+                h_shift: int, overflow: Overflow, neumann_terms: int, max_iter: int,
+                tol: int, predictor: bool = True):
+    """One implicit Euler step by Newton's method with a Neumann inner solve, on integers.
+
+    ``w_0`` is the explicit Euler predictor (or ``z`` with ``predictor=False``). Each Newton
+    iteration computes the residual ``G = w - z - narrow(h·B·relu(A w))`` in ``state``, stops
+    once ``max|G| <= tol`` (integer LSBs), else solves ``(I - h·J) δ = G`` by
+    ``δ <- sat(G + narrow(h·B·(D ⊙ narrow(A δ))))``, ``neumann_terms`` times from ``δ = G``, with
+    ``D`` the mask of ``A w``, and sets ``w <- sat(w - δ)``. Rows iterate independently.
+
+    Returns
+    -------
+    w : ndarray
+        The new state.
+    iterations : ndarray of int (batch,)
+        Newton updates applied.
+    converged : ndarray of bool (batch,)
+        Whether ``max|G| <= tol`` was reached within ``max_iter`` updates.
+    """
+    w = euler_step(A, B, z, state=state, act=act, h_shift=h_shift, overflow=overflow)[0] \
+        if predictor else z.copy()
+    iterations = np.zeros(len(z), dtype=np.int64)
+    converged = np.zeros(len(z), dtype=bool)
+    for _ in range(max_iter + 1):
+        u = A.forward(w, state, act)
+        r, mask = relu_fixed(u)
+        hf = B.forward(r, act, state, shift=h_shift)
+        residual = _saturating_add(w - z, -hf, state, overflow, "newton.residual")
+        converged = np.abs(residual).max(axis=-1) <= tol
+        active = ~converged & (iterations < max_iter)
+        if not active.any():
+            break
+        g, m = residual[active], mask[active]
+        delta = g
+        for _ in range(neumann_terms):
+            ad = A.forward(delta, state, act)
+            bd = B.forward(np.where(m, ad, 0), act, state, shift=h_shift)
+            delta = _saturating_add(g, bd, state, overflow, "newton.delta")
+        w[active] = _saturating_add(w[active], -delta, state, overflow, "newton.state")
+        iterations[active] += 1
+    return w, iterations, converged
+
+
+# ---------------------------------------------------------------------------------------------
+# The Fourier path.
+
+def hadamard_fixed(x: np.ndarray, spectrum: np.ndarray, *, x_format: Format,
+                   spectrum_format: Format, out_format: Format, rounder: Rounder,
+                   overflow: Overflow, gauss: bool = False) -> np.ndarray:
+    """Element-wise complex product of ``(..., n, 2)`` words with a stored spectrum ``(n, 2)``.
+
+    The 4-multiply form ``(ac - bd, ad + bc)`` and the 3-multiply Gauss form
+    ``k1 = c(a + b), k2 = a(d - c), k3 = b(c + d)``, ``(k1 - k3, k1 + k2)`` give the same exact
+    sums (integer algebra); each output component is narrowed once, real before imaginary per
+    element, in C order. ``gauss`` selects the form (the hardware's multiplier count).
+    """
+    a, b = x[..., 0], x[..., 1]
+    c, d = spectrum[..., 0], spectrum[..., 1]
+    if gauss:
+        k1, k2, k3 = c * (a + b), a * (d - c), b * (c + d)
+        re, im = k1 - k3, k1 + k2
+    else:
+        re, im = a * c - b * d, a * d + b * c
+    acc = np.stack([re, im], axis=-1)
+    return narrow(acc, x_format.frac + spectrum_format.frac - out_format.frac, out_format,
+                  rounder, overflow, "hadamard")
+
+
+def fourier_conv_fixed(kernel_spectrum: np.ndarray, image: np.ndarray, *, data: Format,
+                       twiddle: Format, rounder: Rounder, overflow: Overflow,
+                       gauss: bool = False) -> np.ndarray:
+    """Integer twin of :func:`~xbarode.model.fourier.fourier_conv`.
+
+    Parameters
+    ----------
+    kernel_spectrum : ndarray of int, shape (H, W, 2)
+        ``√(HW)·â`` quantised to ``twiddle`` (real, imaginary).
+    image : ndarray of int, shape (batch, H, W)
+        Words of ``data``.
+    data, twiddle : Format
+        Format of every intermediate vector, and of DFT matrices and spectra.
+
+    Notes
+    -----
+    Four passes of real block matrix–vector products with the DFT matrices of
+    :func:`~xbarode.model.fourier.to_real` quantised to ``twiddle`` (rows, columns, inverse
+    columns, inverse rows), each narrowed once per output word to ``data``, and the Hadamard
+    product between the forward and inverse column passes. Returns the real parts, (batch, H, W).
+    """
+    from .fourier import dft_matrix, to_real
+
+    batch, height, width = image.shape
+
+    def transform(n, inverse):
+        w = dft_matrix(n)
+        return twiddle.quantize(to_real(np.conj(w) if inverse else w))
+
+    def apply(blocks, matrix, label):
+        lead = blocks.shape[:-2]
+        n = blocks.shape[-2]
+        acc = exact_matmul(blocks.reshape(-1, 2 * n), matrix.T, label)
+        out = narrow(acc, twiddle.frac, data, rounder, overflow, label)
+        return out.reshape(*lead, n, 2)
+
+    blocks = np.stack([image, np.zeros_like(image)], axis=-1)             # (b, H, W, 2)
+    blocks = apply(blocks, transform(width, False), "dft.rows")
+    blocks = apply(np.swapaxes(blocks, 1, 2), transform(height, False), "dft.cols")
+    blocks = hadamard_fixed(blocks, np.swapaxes(kernel_spectrum, 0, 1), x_format=data,
+                            spectrum_format=twiddle, out_format=data, rounder=rounder,
+                            overflow=overflow, gauss=gauss)
+    blocks = apply(blocks, transform(height, True), "idft.cols")
+    blocks = apply(np.swapaxes(blocks, 1, 2), transform(width, True), "idft.rows")
+    return blocks[..., 0]

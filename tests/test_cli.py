@@ -1,0 +1,338 @@
+"""Tests of the ``xbarode`` command line (DESIGN §9): help, train/evaluate/demo round trips,
+usage and input errors, ``--json`` output and the model benchmark."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from xbarode.cli import main
+from xbarode.model import load_digits_split, load_weights, predict
+
+ACCURACY_KEYS = {"test_accuracy", "train_accuracy", "seconds"}
+
+
+def run(capsys, *argv):
+    """Run ``xbarode ARGV`` in-process; returns (exit status, stdout, stderr)."""
+    try:
+        code = main([str(arg) for arg in argv])
+    except SystemExit as exc:  # argparse: --help, --version and usage errors
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def last_json(out):
+    """The JSON object on the last line of stdout."""
+    lines = out.strip().splitlines()
+    assert lines, "nothing on stdout"
+    result = json.loads(lines[-1])
+    assert isinstance(result, dict)
+    return result
+
+
+def assert_no_progress_bar(text):
+    """No trace of a tqdm bar (``training: 50%|█████     | 1/2 [00:00<00:00, 1.7epoch/s]``)."""
+    for mark in ("%|", "epoch/s", "s/epoch", "\r"):
+        assert mark not in text, mark
+
+
+# --- help and version -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("command", "options"),
+    [
+        (["train"], ["--epochs", "--steps", "--T", "--h", "--method", "--structure",
+                     "--kernel-size", "--lr", "--batch-size", "--seed", "--out", "--json"]),
+        (["evaluate"], ["weights", "--json"]),
+        (["demo"], ["--epochs", "--steps", "--T", "--h", "--method", "--out", "--json"]),
+        (["bench"], ["model"]),
+        (["bench", "model"], ["--batch", "--steps", "--repeats", "--seed", "--json"]),
+        ([], ["train", "evaluate", "demo", "bench", "--version"]),
+    ],
+)
+def test_help(capsys, command, options):
+    code, out, err = run(capsys, *command, "--help")
+    assert code == 0
+    assert out.startswith("usage: xbarode")
+    for option in options:
+        assert option in out, option
+    assert err == ""
+
+
+def test_version_is_the_installed_distribution_version(capsys):
+    code, out, _ = run(capsys, "--version")
+    assert code == 0
+    assert out.split() == ["xbarode", importlib.metadata.version("xbarode")]
+
+
+@pytest.mark.parametrize("argv", [[], ["fly"], ["bench"], ["evaluate"]])
+def test_missing_or_unknown_command_is_a_usage_error(capsys, argv):
+    code, out, err = run(capsys, *argv)
+    assert code == 2
+    assert out == "" and "usage: xbarode" in err
+
+
+# --- train, evaluate, demo ------------------------------------------------------------------
+
+
+def test_train_then_evaluate_json(capsys, tmp_path):
+    weights = tmp_path / "w.npz"
+    code, out, err = run(capsys, "train", "--epochs", 2, "--out", weights, "--json")
+    assert code == 0, err
+    assert len(out.strip().splitlines()) == 1
+    trained = last_json(out)
+    assert ACCURACY_KEYS <= set(trained)
+    assert_no_progress_bar(out)
+    assert_no_progress_bar(err)
+    assert weights.is_file()
+    assert trained["config"]["epochs"] == 2 and trained["weights"] == str(weights)
+    # Two epochs learn far more than chance (10%) but need not be perfect.
+    assert 0.5 < trained["test_accuracy"] <= 1 and 0.5 < trained["train_accuracy"] <= 1
+    assert trained["seconds"] > 0
+
+    code, out, err = run(capsys, "evaluate", weights, "--json")
+    assert code == 0, err
+    evaluated = last_json(out)
+    assert ACCURACY_KEYS <= set(evaluated)
+    assert evaluated["test_accuracy"] == trained["test_accuracy"]
+    assert evaluated["train_accuracy"] == trained["train_accuracy"]
+
+    config, params = load_weights(weights)
+    data = load_digits_split()
+    predicted = predict(config, params, data.x_test).argmax(axis=1)
+    assert evaluated["test_accuracy"] == np.mean(predicted == data.y_test)
+
+
+def test_train_without_json_prints_a_summary_and_a_progress_bar(capsys, tmp_path):
+    weights = tmp_path / "w.npz"
+    code, out, err = run(capsys, "train", "--epochs", 2, "--structure", "conv", "--out", weights)
+    assert code == 0, err
+    assert "test accuracy" in out and str(weights) in out
+    assert_no_progress_bar(out)
+    assert "2/2" in err and "%|" in err  # tqdm's bar goes to stderr
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(out.strip().splitlines()[-1])
+    evaluated_code, evaluated_out, _ = run(capsys, "evaluate", weights)
+    assert evaluated_code == 0 and "test accuracy" in evaluated_out
+
+
+def test_step_size_option_sets_the_horizon(capsys, tmp_path):
+    weights = tmp_path / "w.npz"
+    code, out, err = run(capsys, "train", "--h", 0.25, "--steps", 4, "--epochs", 1,
+                         "--structure", "conv", "--out", weights, "--json")
+    assert code == 0, err
+    assert last_json(out)["config"]["T"] == 1.0
+    config, _ = load_weights(weights)
+    assert (config.T, config.steps, config.h) == (1.0, 4, 0.25)
+
+
+def test_horizon_option_and_other_settings_reach_the_saved_config(capsys, tmp_path):
+    weights = tmp_path / "w.npz"
+    code, _, err = run(capsys, "train", "--T", 1.5, "--steps", 3, "--epochs", 1, "--structure",
+                       "conv", "--kernel-size", 5, "--lr", 0.01, "--batch-size", 64, "--seed", 7,
+                       "--out", weights, "--json")
+    assert code == 0, err
+    config, params = load_weights(weights)
+    assert (config.T, config.steps, config.structure, config.kernel_size) == (1.5, 3, "conv", 5)
+    assert (config.lr, config.batch_size, config.seed, config.epochs) == (0.01, 64, 7, 1)
+    assert params["A"].shape == (5, 5)
+
+
+def test_horizon_and_step_size_together_is_a_usage_error(capsys, tmp_path):
+    weights = tmp_path / "w.npz"
+    code, out, err = run(capsys, "train", "--T", 1, "--h", 0.1, "--out", weights)
+    assert code == 2
+    assert "--h" in err and "--T" in err and "not allowed" in err
+    assert out == "" and not weights.exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "option"),
+    [
+        (["--steps", "0"], "--steps"),
+        (["--steps", "two"], "--steps"),
+        (["--lr", "-1"], "--lr"),
+        (["--lr", "nan"], "--lr"),
+        (["--lr", "inf"], "--lr"),
+        (["--epochs", "0"], "--epochs"),
+        (["--batch-size", "-3"], "--batch-size"),
+        (["--T", "0"], "--T"),
+        (["--h", "-0.5"], "--h"),
+        (["--tol", "0"], "--tol"),
+        (["--structure", "ring"], "--structure"),
+        (["--method", "rk4"], "--method"),
+    ],
+)
+def test_bad_option_values_exit_2(capsys, tmp_path, argv, option):
+    weights = tmp_path / "w.npz"
+    code, out, err = run(capsys, "train", *argv, "--out", weights, "--json")
+    assert code == 2
+    assert option in err and "Traceback" not in err
+    assert out == "" and not weights.exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--structure", "conv", "--kernel-size", "4"], "kernel size must be odd"),
+        (["--structure", "conv", "--kernel-size", "9"], "does not fit"),
+        (["--seed", "-1"], "seed must be >= 0"),
+    ],
+)
+def test_bad_configurations_exit_2(capsys, tmp_path, argv, message):
+    weights = tmp_path / "w.npz"
+    code, out, err = run(capsys, "train", *argv, "--epochs", 1, "--out", weights, "--json")
+    assert code == 2
+    assert err.startswith("xbarode train: error:") and message in err
+    assert "Traceback" not in err
+    assert out == "" and not weights.exists()
+
+
+def test_json_reports_convergence_warnings(capsys, tmp_path):
+    with warnings.catch_warnings():
+        # A plain interpreter's filters: this suite's turn every warning into an error.
+        warnings.resetwarnings()
+        warnings.simplefilter("default")
+        code, out, err = run(capsys, "train", "--method", "implicit_euler", "--max-iter", 1,
+                             "--tol", 1e-15, "--steps", 1, "--epochs", 1, "--batch-size", 512,
+                             "--out", tmp_path / "w.npz", "--json")
+    assert code == 0, err
+    assert len(out.strip().splitlines()) == 1
+    result = last_json(out)
+    assert result["warnings"]
+    assert all("Newton did not converge" in message for message in result["warnings"])
+
+
+# --- bad weights files ----------------------------------------------------------------------
+
+
+def test_evaluate_missing_file(capsys, tmp_path):
+    path = tmp_path / "absent.npz"
+    code, out, err = run(capsys, "evaluate", path, "--json")
+    assert code == 2
+    assert out == ""
+    assert "does not exist" in err and str(path) in err and "Traceback" not in err
+
+
+def test_evaluate_corrupt_file(capsys, tmp_path):
+    path = tmp_path / "noise.npz"
+    path.write_bytes(np.random.default_rng(0).bytes(1000))
+    code, out, err = run(capsys, "evaluate", path)
+    assert code == 2
+    assert out == ""
+    assert "corrupt" in err and str(path) in err and "Traceback" not in err
+
+
+def test_evaluate_foreign_npz(capsys, tmp_path):
+    path = tmp_path / "other.npz"
+    np.savez(path, A=np.zeros((64, 64)))
+    code, out, err = run(capsys, "evaluate", path)
+    assert code == 2
+    assert out == "" and "not an xbarode weights file" in err
+
+
+def test_evaluate_plain_npy_file(capsys, tmp_path):
+    path = tmp_path / "w.npy"
+    np.save(path, np.zeros(3))
+    code, _, err = run(capsys, "evaluate", path)
+    assert code == 2 and str(path) in err
+
+
+# --- demo -----------------------------------------------------------------------------------
+
+
+def test_demo_json(capsys, tmp_path):
+    weights = tmp_path / "demo" / "w.npz"
+    code, out, err = run(capsys, "demo", "--epochs", 2, "--out", weights, "--json")
+    assert code == 0, err
+    assert len(out.strip().splitlines()) == 1
+    result = last_json(out)
+    assert ACCURACY_KEYS <= set(result)
+    assert 0.5 < result["test_accuracy"] <= 1
+    assert weights.is_file()
+    assert_no_progress_bar(out)
+    assert_no_progress_bar(err)
+
+
+def test_demo_summary_and_default_output(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(capsys, "demo", "--epochs", 1)
+    assert code == 0, err
+    assert "test" in out.lower() and "accuracy" in out.lower()
+    assert_no_progress_bar(out)
+    written = list(tmp_path.rglob("*.npz"))
+    assert len(written) == 1 and str(written[0].relative_to(tmp_path)) in out
+    config, _ = load_weights(written[0])
+    assert config.epochs == 1
+
+
+# --- bench ----------------------------------------------------------------------------------
+
+
+def test_bench_model_json(capsys):
+    code, out, err = run(capsys, "bench", "model", "--json", "--repeats", 2, "--batch", 16,
+                         "--steps", 4)
+    assert code == 0, err
+    assert len(out.strip().splitlines()) == 1
+    result = last_json(out)
+    assert (result["batch"], result["steps"], result["repeats"]) == (16, 4, 2)
+    for key in ("speedup_vs_odeint", "speedup_vs_odeint_adjoint", "golden_ms", "odeint_ms",
+                "odeint_adjoint_ms"):
+        assert math.isfinite(result[key]) and result[key] > 0, key
+    # Backprop through the same Euler steps is the same gradient, up to rounding.
+    assert result["grad_rel_diff_odeint"] < 1e-10
+    # The continuous adjoint is a different (approximate) gradient of the discrete network.
+    assert 1e-6 < result["grad_rel_diff_odeint_adjoint"] < 1
+    assert math.isfinite(result["loss"]) and result["loss"] > 0
+
+
+def test_bench_model_without_torchdiffeq_exits_2(capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torchdiffeq", None)  # makes `import torchdiffeq` fail
+    code, out, err = run(capsys, "bench", "model", "--json", "--repeats", 1)
+    assert code == 2
+    assert out == ""
+    assert "torchdiffeq" in err and "xbarode[bench]" in err and "Traceback" not in err
+
+
+# --- the installed console script -----------------------------------------------------------
+
+
+def test_console_script_entry_point(tmp_path):
+    script = shutil.which("xbarode", path=os.path.dirname(sys.executable))
+    assert script is not None, "no xbarode console script beside the interpreter"
+    done = subprocess.run(
+        [script, "train", "--epochs", "1", "--structure", "conv", "--out", "w.npz", "--json"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    result = last_json(done.stdout)
+    assert ACCURACY_KEYS <= set(result)
+    assert Path(result["weights"]) == Path("w.npz") and (tmp_path / "w.npz").is_file()
+
+    done = subprocess.run(
+        [script, "evaluate", "missing.npz"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert done.returncode == 2
+    assert "does not exist" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_python_dash_m_xbarode(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "xbarode", "--version"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["xbarode", importlib.metadata.version("xbarode")]
