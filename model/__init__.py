@@ -16,6 +16,9 @@ from .conv import (
     kernel_pullback,
 )
 from .data import DIGITS_SHAPE, Digits, load_digits_split
+from .fixed import LFSR_POLY, LFSR_SEED, ROUNDINGS, Format, Lfsr, Overflow, Rounder, narrow
+from .fixed_net import FixedFormats, FixedNetwork, formats_for_width
+from .fixed_ops import FixedTile
 from .fourier import dft_matrix, fourier_conv, from_real, kernel_spectrum, to_real
 from .ode import SOLVERS, ConvergenceWarning, Euler, ImplicitEuler, SolveInfo, odeint
 from .train import (
@@ -32,6 +35,18 @@ from .train import (
 
 __all__ = [
     "DIGITS_SHAPE",
+    "LFSR_POLY",
+    "LFSR_SEED",
+    "ROUNDINGS",
+    "FixedFormats",
+    "FixedNetwork",
+    "FixedTile",
+    "Format",
+    "Lfsr",
+    "Overflow",
+    "Rounder",
+    "formats_for_width",
+    "narrow",
     "SOLVERS",
     "Config",
     "ConvergenceWarning",

@@ -60,7 +60,6 @@ def conv_matrix(kernel, shape) -> np.ndarray:
     -------
     ndarray, shape (H*W, H*W)
         ``A`` with ``A @ x.ravel() == scipy.ndimage.convolve(x, kernel, mode="wrap").ravel()``.
-        Taps that land on the same input pixel (possible only when k equals H or W) add up.
 
     Raises
     ------
@@ -74,7 +73,6 @@ def conv_matrix(kernel, shape) -> np.ndarray:
     index = _index_map(k, shape)
     matrix = np.zeros((m, m))
     rows = np.broadcast_to(np.arange(m), index.shape)
-    # np.add.at, not fancy assignment: with k == H two taps may hit the same matrix entry.
     np.add.at(matrix, (rows.ravel(), index.ravel()), np.repeat(kernel.ravel(), m))
     return matrix
 
@@ -199,7 +197,9 @@ class Dense:
     """
 
     def __init__(self, weights):
-        self._weights = _checks.as_finite("weights", weights, ndim=(2,))
+        # A private read-only copy: the caller's array may change, the operator must not.
+        self._weights = _checks.as_finite("weights", weights, ndim=(2,)).copy()
+        self._weights.flags.writeable = False
 
     @property
     def params(self) -> np.ndarray:
@@ -257,7 +257,8 @@ class Conv:
 
     def __init__(self, kernel, shape):
         self._shape = _checks.image_shape(shape)
-        self._kernel = _checks.kernel(kernel, self._shape)
+        self._kernel = _checks.kernel(kernel, self._shape).copy()
+        self._kernel.flags.writeable = False
         m = self._shape[0] * self._shape[1]
         self._matrix = conv_matrix(self._kernel, self._shape) if m <= self._DENSE_LIMIT else None
 

@@ -39,8 +39,9 @@ __all__ = [
 ]
 
 #: Integer bits (sign included) per signal class, from the float model's ranges on the digits
-#: (max |weight| 0.65, |z| 9.5, |A z| 18, logits 30, |λ| 6.1, |Bᵀλ| 7.7 after training).
-INT_BITS = {"weight": 2, "state": 5, "act": 6, "grad": 4}
+#: (max |weight| 0.65, |z| 9.5, |A z| 18, logits 30 (up to 40 in fixed point), |λ| 6.1,
+#: |Bᵀλ| 7.7 after training).
+INT_BITS = {"weight": 2, "state": 5, "act": 7, "grad": 4}
 
 
 @dataclass(frozen=True)

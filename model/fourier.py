@@ -87,6 +87,8 @@ def from_real(x) -> np.ndarray:
     ValueError
         If a dimension is odd, or a 2×2 block is not of the form ``[[a, -b], [b, a]]``.
     """
+    if np.iscomplexobj(x):
+        raise TypeError("x must be real (the real block form); use to_real first")
     x = _checks.as_finite("x", x, ndim=(1, 2))
     if any(d % 2 for d in x.shape):
         raise ValueError(f"x must have even dimensions in real block form, not {x.shape}")

@@ -250,7 +250,9 @@ def odeint(A, B, z0, h, steps, method="euler", *, return_info=False, **options):
     trajectory[0] = z
     reports = []
     for n in range(steps):
-        z, report = solver.step(A, B, z, h)
+        # A blow-up is reported below as FloatingPointError, not as numpy's overflow warning.
+        with np.errstate(over="ignore", invalid="ignore"):
+            z, report = solver.step(A, B, z, h)
         if not np.all(np.isfinite(z)):
             raise FloatingPointError(
                 f"the state became non-finite at step {n + 1} of {steps}; reduce h"

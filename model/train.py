@@ -118,7 +118,7 @@ class Config:
     precision: str = "float64"
     weight_format: str = "16.14"
     state_format: str = "16.11"
-    act_format: str = "16.10"
+    act_format: str = "16.9"
     grad_format: str = "16.12"
     acc_width: int = 48
     rounding: str = "stochastic"
@@ -158,14 +158,26 @@ class Config:
         Lfsr(self.lfsr_seed)
         formats = self.fixed_formats()  # validates every format and the accumulator width
         if self.precision == "fixed":
-            if self.optimizer != "sgd":
-                raise ValueError("fixed-point training uses optimizer 'sgd'")
             if self.structure != "dense":
                 raise ValueError("fixed point needs structure 'dense' (the tiles hold matrices)")
             power_of_two_shift(self.h, "h = T/steps")
-            power_of_two_shift(self.lr, "lr")
-            power_of_two_shift(1 / self.batch_size, "1/batch_size")
-            formats.check(self.m, self.classes, gradient_terms=self.steps * self.batch_size)
+            formats.check(self.m, self.classes)
+
+    def check_trainable(self) -> None:
+        """Raise unless :func:`train` can run this configuration.
+
+        Fixed-point training needs SGD with a power-of-two learning rate and batch size (they
+        become shifts) and an accumulator wide enough for the gradient sums.
+        """
+        if self.precision != "fixed":
+            return
+        if self.optimizer != "sgd":
+            raise ValueError("fixed-point training uses optimizer 'sgd', not "
+                             f"{self.optimizer!r}")
+        power_of_two_shift(self.lr, "lr")
+        power_of_two_shift(1 / self.batch_size, "1/batch_size")
+        self.fixed_formats().check(self.m, self.classes,
+                                   gradient_terms=self.steps * self.batch_size)
 
     @property
     def h(self) -> float:
@@ -380,6 +392,7 @@ def train(config: Config, data: Digits | None = None, progress=None):
         ``overflows`` (saturated elements during fixed-point training; 0 in float64),
         ``overflow_sites`` (the same per narrowing site) and ``seconds``.
     """
+    config.check_trainable()
     data = load_digits_split() if data is None else data
     start = time.perf_counter()
     stepper = _fixed_stepper if config.precision == "fixed" else _float_stepper

@@ -29,7 +29,7 @@ def problems(draw, max_side=12, batch=False):
     """Image shape, odd kernel fitting it, and a seeded generator; optionally a batch shape."""
     height = draw(st.integers(1, max_side))
     width = draw(st.integers(1, max_side))
-    k = draw(st.sampled_from([k for k in range(1, min(height, width) + 1, 2)]))
+    k = draw(st.sampled_from(list(range(1, min(height, width) + 1, 2))))
     lead = draw(st.lists(st.integers(1, 3), min_size=0, max_size=2)) if batch else []
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     return (height, width), rng.standard_normal((k, k)), tuple(lead), rng

@@ -8,6 +8,7 @@ a bad option value, a bad weights file or a missing optional dependency).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -76,10 +77,67 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
                      help="passes over the 1437 training images (default: %(default)s)")
     run.add_argument("--batch-size", type=_positive_int, default=d.batch_size,
                      help="mini-batch size (default: %(default)s)")
+    run.add_argument("--optimizer", choices=("sgd", "adam"), default=d.optimizer,
+                     help="mini-batch SGD (float64 or fixed point) or Adam (float64) "
+                          "(default: %(default)s)")
     run.add_argument("--lr", type=_positive_float, default=d.lr,
-                     help="Adam learning rate (default: %(default)s)")
+                     help="learning rate; a power of two in fixed point (default: %(default)s)")
     run.add_argument("--seed", type=int, default=d.seed,
                      help="seed of initialisation and batch order (default: %(default)s)")
+    _add_fixed_options(parser, training=True)
+
+
+def _add_fixed_options(parser: argparse.ArgumentParser, *, training: bool) -> None:
+    """Fixed-point options; giving --width or --format switches to fixed point."""
+    from .model import ROUNDINGS, Config
+    from .model.fixed_net import INT_BITS
+
+    d = Config()
+    what = "train" if training else "evaluate (post-training quantisation)"
+    group = parser.add_argument_group(
+        "fixed point", f"--width or --format makes the command {what} in bit-exact fixed point "
+                       f"(DESIGN §4); the default formats are "
+                       f"weight {d.weight_format}, state {d.state_format}, act {d.act_format}, "
+                       f"grad {d.grad_format} (WIDTH.FRAC)")
+    group.add_argument("--width", type=_positive_int, default=None,
+                       help="word width of every signal class")
+    group.add_argument("--frac", type=int, default=None,
+                       help="fractional bits of every class (default: width minus the class's "
+                            "integer bits: " + ", ".join(f"{k} {v}" for k, v in INT_BITS.items())
+                            + ")")
+    group.add_argument("--format", action="append", default=[], metavar="CLASS=W.F",
+                       help="format of one class (weight, state, act, grad), e.g. "
+                            "--format grad=16.13; repeatable")
+    group.add_argument("--acc-width", type=_positive_int, default=d.acc_width,
+                       help="accumulator width (default: %(default)s)")
+    group.add_argument("--rounding", choices=ROUNDINGS, default=d.rounding,
+                       help="rounding of every narrowing (default: %(default)s)")
+    group.add_argument("--lfsr-seed", type=lambda t: int(t, 0), default=d.lfsr_seed,
+                       help="non-zero 32-bit seed of the stochastic-rounding LFSRs "
+                            f"(default: {d.lfsr_seed:#x})")
+
+
+def _fixed_fields(args) -> dict:
+    """Config fields of the fixed-point options, or {} when fixed point was not asked for."""
+    from .model import Config
+    from .model.fixed_net import formats_for_width
+
+    if args.width is None and not args.format and args.frac is None:
+        return {}
+    overrides = {}
+    for item in args.format:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--format takes CLASS=WIDTH.FRAC, not {item!r}")
+        overrides[name.strip()] = value
+    d = Config()
+    width = args.width if args.width is not None else int(d.weight_format.split(".")[0])
+    formats = formats_for_width(width, args.frac, args.acc_width, **overrides)
+    strings = formats.as_strings()
+    return {"precision": "fixed", "weight_format": strings["weight"],
+            "state_format": strings["state"], "act_format": strings["act"],
+            "grad_format": strings["grad"], "acc_width": args.acc_width,
+            "rounding": args.rounding, "lfsr_seed": args.lfsr_seed}
 
 
 def _config_from(args):
@@ -89,7 +147,8 @@ def _config_from(args):
     return Config(structure=args.structure, kernel_size=args.kernel_size, steps=args.steps, T=T,
                   method=args.method, linear_solver=args.linear_solver,
                   neumann_terms=args.neumann_terms, max_iter=args.max_iter, tol=args.tol,
-                  epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+                  epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer,
+                  lr=args.lr, seed=args.seed, **_fixed_fields(args))
 
 
 def _progress(args, desc: str):
@@ -113,6 +172,8 @@ def _train_and_save(args, out: Path) -> dict:
         "train_accuracy": summary["train_accuracy"],
         "test_accuracy": summary["test_accuracy"],
         "final_loss": summary["final_loss"],
+        "overflows": summary["overflows"],
+        "overflow_sites": summary["overflow_sites"],
         "seconds": summary["seconds"],
     }
 
@@ -136,18 +197,30 @@ def cmd_evaluate(args) -> dict:
 
     start = time.perf_counter()
     config, params = load_weights(args.weights)
+    fixed = _fixed_fields(args)
+    if fixed:
+        config = dataclasses.replace(config, **fixed)
     data = load_digits_split()
+    sites: dict = {}
     result = {
         "command": "evaluate",
         "weights": str(args.weights),
         "config": config.to_dict(),
-        "train_accuracy": accuracy(config, params, data.x_train, data.y_train),
-        "test_accuracy": accuracy(config, params, data.x_test, data.y_test),
+        "precision": config.precision,
+        "train_accuracy": accuracy(config, params, data.x_train, data.y_train, overflow=sites),
+        "test_accuracy": accuracy(config, params, data.x_test, data.y_test, overflow=sites),
+        "overflows": sum(sites.values()),
+        "overflow_sites": sites,
         "seconds": time.perf_counter() - start,
     }
     if not args.json:
-        print(f"{args.weights}: test accuracy {result['test_accuracy']:.2%} "
+        arithmetic = "float64" if config.precision == "float64" else (
+            f"fixed point (weight {config.weight_format}, state {config.state_format}, act "
+            f"{config.act_format}, {config.rounding} rounding)")
+        print(f"{args.weights} in {arithmetic}: test accuracy {result['test_accuracy']:.2%} "
               f"({len(data.y_test)} images), train accuracy {result['train_accuracy']:.2%}")
+        if result["overflows"]:
+            print(f"  overflow: {result['overflows']} saturated words ({sites})")
     return result
 
 
@@ -176,6 +249,29 @@ def cmd_bench(args) -> dict:
     return {"command": "bench model", **result}
 
 
+def cmd_study(args) -> dict:
+    """``xbarode study precision``: accuracy against word width and rounding."""
+    from .study import markdown, precision_study, write_report
+
+    widths = tuple(int(w) for w in args.widths.split(","))
+    if any(w < 2 for w in widths):
+        raise ValueError(f"--widths must list widths >= 2, not {args.widths}")
+    progress = None
+    if not args.json:
+        from tqdm import tqdm
+
+        progress = lambda runs: tqdm(runs, desc="study", unit="run", file=sys.stderr)  # noqa: E731
+    result = precision_study(seeds=args.seeds, epochs=args.epochs, widths=widths,
+                             progress=progress)
+    files = write_report(result, Path(args.out))
+    if not args.json:
+        print(markdown(result))
+        print("written: " + ", ".join(files.values()))
+    return {"command": "study precision", "files": files, "table": result["table"],
+            "seeds": result["seeds"], "epochs": result["epochs"],
+            "seconds": result["seconds"]}
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``xbarode`` command."""
     parser = argparse.ArgumentParser(
@@ -200,6 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
                               description="Evaluate a weights file written by 'xbarode train' "
                                           "on the digits test and training sets.")
     evaluate.add_argument("weights", type=Path, help="the .npz weights file")
+    _add_fixed_options(evaluate, training=False)
     _add_json(evaluate)
     evaluate.set_defaults(func=cmd_evaluate)
 
@@ -211,6 +308,26 @@ def build_parser() -> argparse.ArgumentParser:
                       help="weights file to write (default: %(default)s)")
     _add_json(demo)
     demo.set_defaults(func=cmd_demo)
+
+    study = sub.add_parser("study", help="studies that answer a design question",
+                           description="Studies; each writes Markdown, JSON and a PNG plot.")
+    study_sub = study.add_subparsers(dest="what", required=True, metavar="WHAT")
+    precision = study_sub.add_parser(
+        "precision", help="digits accuracy against word width and rounding",
+        description="Train the digits neural ODE in float64 and in bit-exact fixed point at "
+                    "each width with nearest and stochastic rounding, and evaluate the float64 "
+                    "networks quantised after training; test accuracy mean ± std over seeds "
+                    "and overflow counts (Gupta et al. 2015, for neural ODEs).")
+    precision.add_argument("--seeds", type=_positive_int, default=3,
+                           help="training seeds 0..N-1 (default: %(default)s)")
+    precision.add_argument("--epochs", type=_positive_int, default=_config_default("epochs"),
+                           help="epochs of every run (default: %(default)s)")
+    precision.add_argument("--widths", default="16,12,10,8",
+                           help="comma-separated word widths (default: %(default)s)")
+    precision.add_argument("--out", default="xbarode-study",
+                           help="folder for precision.md/.json/.png (default: %(default)s)")
+    _add_json(precision)
+    precision.set_defaults(func=cmd_study)
 
     bench = sub.add_parser("bench", help="performance figures",
                            description="Benchmarks, measured side by side in one run.")
@@ -240,6 +357,13 @@ def main(argv=None) -> int:
     # The golden model multiplies small matrices; BLAS threads only fight over the cores.
     with threadpool_limits(limits=1, user_api="blas"):
         return _run(args)
+
+
+def _config_default(name: str):
+    """The default of one :class:`~xbarode.model.Config` field."""
+    from .model import Config
+
+    return getattr(Config(), name)
 
 
 def _run(args) -> int:
