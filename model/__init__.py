@@ -16,7 +16,17 @@ from .conv import (
     kernel_pullback,
 )
 from .data import DIGITS_SHAPE, Digits, load_digits_split
-from .fixed import LFSR_POLY, LFSR_SEED, ROUNDINGS, Format, Lfsr, Overflow, Rounder, narrow
+from .fixed import (
+    LFSR_POLY,
+    LFSR_SEED,
+    ROUNDINGS,
+    Format,
+    Lfsr,
+    Overflow,
+    Rounder,
+    narrow,
+    parse_format,
+)
 from .fixed_net import FixedFormats, FixedNetwork, formats_for_width
 from .fixed_ops import FixedTile
 from .fourier import dft_matrix, fourier_conv, from_real, kernel_spectrum, to_real
@@ -47,6 +57,7 @@ __all__ = [
     "Rounder",
     "formats_for_width",
     "narrow",
+    "parse_format",
     "SOLVERS",
     "Config",
     "ConvergenceWarning",
