@@ -36,6 +36,7 @@ __all__ = [
     "Overflow",
     "Rounder",
     "exact_matmul",
+    "lfsr_jump",
     "narrow",
     "parse_format",
 ]
@@ -220,6 +221,24 @@ def _half_tables(exponent: int) -> np.ndarray:
         for bit in range(16):
             tables[k] ^= np.where(values >> bit & 1, columns[16 * k + bit], 0).astype(np.uint32)
     return tables
+
+
+def lfsr_jump(clocks: int) -> tuple[int, ...]:
+    """The map ``clock**clocks`` as 32 columns: column ``b`` is the state that ``1 << b`` becomes.
+
+    Bit ``t`` of the state after ``clocks`` clocks is the XOR of the bits ``b`` of the current
+    state for which bit ``t`` of column ``b`` is set: what hardware computes in one cycle.
+    """
+    if clocks < 0:
+        raise ValueError(f"clocks must be >= 0, not {clocks}")
+    result = tuple(1 << b for b in range(32))
+    power = 1
+    while clocks:
+        if clocks & 1:
+            result = _compose(_power(power), result)
+        clocks >>= 1
+        power <<= 1
+    return result
 
 
 def _apply_tables(tables: np.ndarray, states: np.ndarray) -> np.ndarray:

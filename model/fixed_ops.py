@@ -155,7 +155,7 @@ class FixedTile:
         rate (a power of two). Draws for stochastic rounding are taken in row-major order.
         """
         outer = np.asarray(u, dtype=np.int64)[:, None] * np.asarray(v, dtype=np.int64)[None, :]
-        self.apply_gradient(outer, u_format.frac + v_format.frac, shift=shift)
+        self.apply_gradient(-outer, u_format.frac + v_format.frac, shift=shift)
 
     def apply_gradient(self, grad: np.ndarray, grad_frac: int, *, shift: int) -> None:
         """``W <- sat(W - narrow(grad · 2^-shift))`` for an exact integer gradient sum.

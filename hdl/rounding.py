@@ -1,0 +1,136 @@
+"""Narrowing and the stochastic-rounding LFSR in hardware: twins of :mod:`xbarode.model.fixed`.
+
+``narrow`` builds the combinational shift–round–saturate of DESIGN §4 for one value;
+``LfsrBank`` holds the 32-bit Galois LFSR state and offers the next ``n`` draws at once (each
+draw is 32 clocks of the LFSR, a fixed XOR matrix) and advances by however many were used.
+"""
+
+from __future__ import annotations
+
+from amaranth import Cat, Const, Module, Signal, signed, unsigned
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from xbarode.model.fixed import LFSR_SEED, Lfsr, lfsr_jump
+
+__all__ = ["LfsrBank", "narrow", "rounding_offset"]
+
+
+def narrow(m: Module, value, shift: int, width: int, offset=None):
+    """Shift ``value`` right by ``shift`` bits with an additive rounding ``offset``, saturate.
+
+    Parameters
+    ----------
+    m : Module
+        Module to add the combinational logic to.
+    value : Value
+        Signed exact value.
+    shift : int
+        Bits to discard; ``<= 0`` shifts left (exact, no offset).
+    width : int
+        Signed output width.
+    offset : Value or int, optional
+        Added before the shift: 0 for floor, ``2^(shift-1)`` for nearest, LFSR bits for
+        stochastic.
+
+    Returns
+    -------
+    result : Signal(signed(width))
+    saturated : Signal(1)
+        High when the result was clipped.
+    """
+    value = value.as_signed()
+    if shift > 0:
+        offset = 0 if offset is None else offset
+        widened = Signal(signed(len(value) + 1))
+        m.d.comb += widened.eq(value + offset)
+        shifted = widened >> shift
+    else:
+        shifted = value << -shift
+    lo, hi = -(1 << (width - 1)), (1 << (width - 1)) - 1
+    result = Signal(signed(width))
+    saturated = Signal()
+    with m.If(shifted > hi):
+        m.d.comb += [result.eq(hi), saturated.eq(1)]
+    with m.Elif(shifted < lo):
+        m.d.comb += [result.eq(lo), saturated.eq(1)]
+    with m.Else():
+        m.d.comb += result.eq(shifted)
+    return result, saturated
+
+
+def _apply(columns, state, bits: int):
+    """The low ``bits`` bits of ``columns`` applied to ``state``, as XOR reductions."""
+    out = []
+    for t in range(bits):
+        taps = [state[b] for b in range(32) if columns[b] >> t & 1]
+        out.append(Cat(*taps).xor() if taps else Const(0, 1))
+    return Cat(*out)
+
+
+class LfsrBank(wiring.Component):
+    """The LFSR of stochastic rounding, offering up to ``draws`` consecutive draws per cycle.
+
+    Parameters
+    ----------
+    draws : int
+        Largest number of draws used in one cycle (the tile's lanes).
+    bits : int
+        Low bits of each draw that are needed (the narrowing shift; at most 32).
+    steps : iterable of int
+        The numbers of draws a cycle may consume (e.g. ``{1, lanes, last chunk}``).
+    seed : int
+        Initial state (non-zero, 32 bits).
+
+    Attributes
+    ----------
+    draw : Out(unsigned(bits)) × draws
+        ``draw[k]`` is the low ``bits`` bits of draw ``k + 1`` from the current state.
+    advance : In(range(len(steps) + 1))
+        0 keeps the state; ``j > 0`` consumes ``steps[j - 1]`` draws this cycle.
+
+    Latency: draws are combinational from the state; the state updates at the clock edge.
+    """
+
+    def __init__(self, *, draws: int, bits: int, steps, seed: int = LFSR_SEED):
+        Lfsr(seed)  # validates the seed with the model's message
+        if not 1 <= bits <= 32:
+            raise ValueError(f"bits must be between 1 and 32, not {bits}")
+        self._draws = draws
+        self._bits = bits
+        self._steps = tuple(sorted(set(steps)))
+        if not all(1 <= s <= draws for s in self._steps):
+            raise ValueError(f"steps must lie in 1..{draws}, not {self._steps}")
+        self._seed = seed
+        super().__init__({
+            "draw": Out(unsigned(bits)).array(draws),
+            "advance": In(range(len(self._steps) + 1)),
+        })
+
+    @property
+    def steps(self) -> tuple[int, ...]:
+        """The numbers of draws a cycle may consume; ``advance = j`` selects ``steps[j-1]``."""
+        return self._steps
+
+    def elaborate(self, platform):
+        m = Module()
+        state = Signal(32, init=self._seed)
+        for k in range(self._draws):
+            m.d.comb += self.draw[k].eq(_apply(lfsr_jump(32 * (k + 1)), state, self._bits))
+        with m.Switch(self.advance):
+            for j, step in enumerate(self._steps, start=1):
+                with m.Case(j):
+                    m.d.sync += state.eq(_apply(lfsr_jump(32 * step), state, 32))
+        return m
+
+
+def rounding_offset(mode: str, shift: int, draw=None):
+    """The value added before a right shift of ``shift`` bits, per rounding mode."""
+    if shift <= 0 or mode == "floor":
+        return 0
+    if mode == "nearest":
+        return 1 << (shift - 1)
+    if shift > 32:
+        raise ValueError(f"stochastic rounding draws 32 bits; cannot discard {shift} bits")
+    return draw[:shift]
+

@@ -1,0 +1,602 @@
+"""The crossbar tile: ``W x``, ``Wᵀ y`` and the rank-1 update, exact sums and one rounding each.
+
+Digital emulation of an analog crossbar (DESIGN §3, §5): exact where the crossbar is exact
+(the sum) and rounding once where it rounds (the ADC). Its model twin is
+:class:`xbarode.model.fixed_ops.FixedTile`; tests compare the two bit for bit.
+
+Organisation. The ``lanes`` multipliers split each row of ``W`` into chunks of ``lanes``
+columns: weight bank ``p`` holds the columns ``j ≡ p (mod lanes)``, row ``i``'s chunk ``c`` at
+address ``i·C + c`` (``C = ceil(cols / lanes)``). Reading one address from every bank gives one
+chunk of a row, for all three operations — the same memory, the same multipliers, two
+reductions:
+
+- forward ``y_i = Σ_j W[i, j] x_j``: per cycle one chunk of row ``i`` times the same chunk of
+  ``x``, summed by a pipelined adder tree, accumulated over the chunks; one rounding per row;
+- transposed ``(Wᵀ y)_j = Σ_i W[i, j] y_i``: per cycle one chunk of row ``i`` times ``y_i``,
+  accumulated lane by lane over the rows (outer-product accumulation); ``lanes`` roundings at
+  the end of each chunk;
+- update ``W[i, j] <- sat(W[i, j] + narrow(u_i v_j · 2^-eta_shift))``: per cycle one chunk,
+  read, updated and written back.
+
+Every rounding draws (stochastic mode) in row-major order of its output, as the model does.
+"""
+
+from __future__ import annotations
+
+import math
+
+from amaranth import Module, Signal, signed
+from amaranth.lib import enum, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from xbarode.model.fixed import LFSR_SEED, ROUNDINGS, Format, Lfsr
+from xbarode.model.fixed_ops import accumulator_bits
+
+from .rounding import LfsrBank, narrow, rounding_offset
+
+__all__ = ["CrossbarTile", "TileOp"]
+
+
+class TileOp(enum.Enum, shape=3):
+    """Operations of the tile, selected on ``op`` when ``start`` is pulsed.
+
+    ========== ====================================================================
+    LOAD_W     stream in ``rows·cols`` weights, row-major
+    READ_W     stream out ``rows·cols`` weights, row-major
+    LOAD_X     stream in the ``cols`` entries of ``x`` (forward input, update's ``v``)
+    LOAD_S     stream in the ``rows`` entries of ``s`` (transposed input, update's ``u``)
+    FORWARD    ``y <- narrow(W x)`` (``rows`` words)
+    TRANSPOSED ``y <- narrow(Wᵀ s)`` (``cols`` words)
+    UPDATE     ``W <- sat(W + narrow(s xᵀ · 2^-eta_shift))``
+    READ_Y     stream out the result of the last FORWARD or TRANSPOSED
+    ========== ====================================================================
+    """
+
+    LOAD_W = 0
+    READ_W = 1
+    LOAD_X = 2
+    LOAD_S = 3
+    FORWARD = 4
+    TRANSPOSED = 5
+    UPDATE = 6
+    READ_Y = 7
+
+
+class CrossbarTile(wiring.Component):
+    """A fixed-point crossbar tile with ``lanes`` multipliers.
+
+    Parameters
+    ----------
+    rows, cols : int
+        Shape of ``W``.
+    lanes : int
+        Multipliers working in parallel, ``1 <= lanes <= cols``; need not divide ``cols``.
+    weight_format, input_format, output_format : Format
+        Formats of the weights, of ``x`` and ``s``, and of ``y``.
+    acc_width : int
+        Accumulator width; must hold ``cols`` (forward) and ``rows`` (transposed) products.
+    rounding : {"floor", "nearest", "stochastic"}
+        Rounding of every narrowing.
+    eta_shift : int
+        The update's learning rate is ``2^-eta_shift``.
+    lfsr_seed : int
+        Seed of the tile's LFSR (stochastic rounding).
+
+    Attributes
+    ----------
+    i : In(stream.Signature(signed(word)))
+        Words in, for LOAD_W, LOAD_X and LOAD_S (``word`` is the widest format's width).
+    o : Out(stream.Signature(signed(word)))
+        Words out, for READ_W and READ_Y.
+    op : In(TileOp)
+        Operation started by ``start``.
+    start : In(1)
+        Pulse for one cycle while ``busy`` is low to start ``op``.
+    busy : Out(1)
+        An operation is running.
+    done : Out(1)
+        One-cycle pulse when an operation ends.
+    overflow : Out(1)
+        Sticky: some narrowing (or weight update) saturated since the last ``clear``.
+    clear : In(1)
+        Lowers ``overflow``.
+
+    Notes
+    -----
+    Latency, from the cycle ``start`` is seen to the ``done`` pulse inclusive:
+    ``rows·C + T + 4`` cycles for FORWARD, where ``C = ceil(cols/lanes)`` and
+    ``T = ceil(log2(lanes) / 2)`` adder-tree register stages; ``rows·C + 3`` for TRANSPOSED and
+    UPDATE. A result is in the output buffer when ``done`` rises. Streams move
+    one word per cycle on LOAD_*; READ_* take two cycles per word. ``cycles_per_mvm`` in the
+    co-simulation reports is the measured FORWARD latency.
+    """
+
+    def __init__(self, *, rows: int, cols: int, lanes: int, weight_format: Format,
+                 input_format: Format, output_format: Format, acc_width: int = 48,
+                 rounding: str = "nearest", eta_shift: int = 0, lfsr_seed: int = LFSR_SEED):
+        for name, value in (("rows", rows), ("cols", cols), ("lanes", lanes),
+                            ("acc_width", acc_width), ("eta_shift", eta_shift)):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"{name} must be an integer, not {type(value).__name__}")
+        if rows < 1 or cols < 1:
+            raise ValueError(f"rows and cols must be >= 1, not {rows} and {cols}")
+        if not 1 <= lanes <= cols:
+            raise ValueError(f"lanes must be between 1 and cols ({cols}), not {lanes}")
+        for name, fmt in (("weight_format", weight_format), ("input_format", input_format),
+                          ("output_format", output_format)):
+            if not isinstance(fmt, Format):
+                raise TypeError(f"{name} must be a Format, not {type(fmt).__name__}")
+        if rounding not in ROUNDINGS:
+            raise ValueError(f"unknown rounding {rounding!r}; choose one of {list(ROUNDINGS)}")
+        Lfsr(lfsr_seed)
+        need = accumulator_bits(weight_format, input_format, max(rows, cols))
+        if acc_width < need:
+            raise ValueError(
+                f"an accumulator of {acc_width} bits is too narrow for a sum of "
+                f"{max(rows, cols)} products of {weight_format.width}x{input_format.width}-bit "
+                f"words (needs {need} bits)"
+            )
+        self._rows, self._cols, self._lanes = rows, cols, lanes
+        self._wf, self._if, self._of = weight_format, input_format, output_format
+        self._acc_width = acc_width
+        self._rounding = rounding
+        self._eta_shift = eta_shift
+        self._lfsr_seed = lfsr_seed
+        word = max(weight_format.width, input_format.width, output_format.width)
+        super().__init__({
+            "i": In(stream.Signature(signed(word))),
+            "o": Out(stream.Signature(signed(word))),
+            "op": In(TileOp),
+            "start": In(1),
+            "busy": Out(1),
+            "done": Out(1),
+            "overflow": Out(1),
+            "clear": In(1),
+        })
+
+    # Read-only parameters ------------------------------------------------------------------
+    @property
+    def rows(self) -> int:
+        """Rows of ``W``."""
+        return self._rows
+
+    @property
+    def cols(self) -> int:
+        """Columns of ``W``."""
+        return self._cols
+
+    @property
+    def lanes(self) -> int:
+        """Multipliers working in parallel."""
+        return self._lanes
+
+    @property
+    def weight_format(self) -> Format:
+        """Format of the weights."""
+        return self._wf
+
+    @property
+    def input_format(self) -> Format:
+        """Format of ``x`` and ``s``."""
+        return self._if
+
+    @property
+    def output_format(self) -> Format:
+        """Format of ``y``."""
+        return self._of
+
+    @property
+    def acc_width(self) -> int:
+        """Accumulator width."""
+        return self._acc_width
+
+    @property
+    def rounding(self) -> str:
+        """Rounding mode of every narrowing."""
+        return self._rounding
+
+    @property
+    def eta_shift(self) -> int:
+        """The update's learning rate is ``2^-eta_shift``."""
+        return self._eta_shift
+
+    @property
+    def lfsr_seed(self) -> int:
+        """Seed of the tile's LFSR."""
+        return self._lfsr_seed
+
+    @property
+    def chunks(self) -> int:
+        """``C = ceil(cols / lanes)``: chunks per row."""
+        return -(-self._cols // self._lanes)
+
+    @property
+    def forward_shift(self) -> int:
+        """Bits discarded by the forward and transposed narrowing."""
+        return self._wf.frac + self._if.frac - self._of.frac
+
+    @property
+    def update_shift(self) -> int:
+        """Bits discarded by the update's narrowing."""
+        return 2 * self._if.frac + self._eta_shift - self._wf.frac
+
+    @property
+    def tree_stages(self) -> int:
+        """Register stages of the forward adder tree (one per two levels)."""
+        return math.ceil(math.ceil(math.log2(self._lanes)) / 2) if self._lanes > 1 else 0
+
+    # Hardware -------------------------------------------------------------------------------
+    def elaborate(self, platform):
+        m = Module()
+        rows, cols, lanes, chunks = self._rows, self._cols, self._lanes, self.chunks
+        last_lanes = cols - (chunks - 1) * lanes  # valid lanes of the last chunk
+        wf, of = self._wf, self._of
+        acc_shape = signed(self._acc_width)
+
+        # Memories: weights (lanes banks), x (lanes banks), s (one), y (lanes banks).
+        w_depth = rows * chunks
+        y_depth = max(chunks, -(-rows // lanes))
+        w_banks = [Memory(shape=signed(wf.width), depth=w_depth, init=[]) for _ in range(lanes)]
+        x_banks = [Memory(shape=signed(self._if.width), depth=chunks, init=[])
+                   for _ in range(lanes)]
+        y_banks = [Memory(shape=signed(of.width), depth=y_depth, init=[]) for _ in range(lanes)]
+        s_mem = Memory(shape=signed(self._if.width), depth=rows, init=[])
+        for k, mem in enumerate(w_banks):
+            m.submodules[f"w{k}"] = mem
+        for k, mem in enumerate(x_banks):
+            m.submodules[f"x{k}"] = mem
+        for k, mem in enumerate(y_banks):
+            m.submodules[f"y{k}"] = mem
+        m.submodules.s = s_mem
+        w_rd = [mem.read_port() for mem in w_banks]
+        w_wr = [mem.write_port() for mem in w_banks]
+        x_rd = [mem.read_port() for mem in x_banks]
+        x_wr = [mem.write_port() for mem in x_banks]
+        y_rd = [mem.read_port() for mem in y_banks]
+        y_wr = [mem.write_port() for mem in y_banks]
+        s_rd, s_wr = s_mem.read_port(), s_mem.write_port()
+
+        # Stochastic rounding: draws for up to `lanes` narrowings per cycle.
+        shifts = [s for s in (self.forward_shift, self.update_shift) if s > 0]
+        draws = None
+        if self._rounding == "stochastic" and shifts:
+            if max(shifts) > 32:
+                raise ValueError("stochastic rounding draws 32 bits; cannot discard "
+                                 f"{max(shifts)} bits")
+            m.submodules.lfsr = lfsr = LfsrBank(draws=lanes, bits=max(shifts),
+                                                steps={1, lanes, last_lanes},
+                                                seed=self._lfsr_seed)
+            draws = lfsr.draw
+
+        def advance(count):
+            """Consume ``count`` draws this cycle (a Python int in lfsr.steps)."""
+            if draws is not None:
+                m.d.comb += lfsr.advance.eq(lfsr.steps.index(count) + 1)
+
+        def offset(k, shift):
+            return rounding_offset(self._rounding, shift, None if draws is None else draws[k])
+
+        overflow_set = Signal()
+        with m.If(self.clear):
+            m.d.sync += self.overflow.eq(0)
+        with m.Elif(overflow_set):
+            m.d.sync += self.overflow.eq(1)
+
+        # Counters shared by the stream and compute states.
+        row = Signal(range(max(rows, 2)))
+        chunk = Signal(range(max(chunks, y_depth, 2)))  # also walks vectors of rows words
+        lane = Signal(range(max(lanes, 2)))
+        waddr = Signal(range(max(w_depth, 2)))
+        count = Signal(range(max(rows * cols, max(rows, cols)) + 1))
+        y_len = Signal(range(max(rows, cols) + 1))
+        op = Signal(TileOp)
+
+        def reset_counters():
+            m.d.sync += [row.eq(0), chunk.eq(0), lane.eq(0), waddr.eq(0), count.eq(0)]
+
+        def step_lane_chunk():
+            """Advance (lane, chunk) to the next element of a vector: bank lane, address chunk."""
+            with m.If(lane == lanes - 1):
+                m.d.sync += [lane.eq(0), chunk.eq(chunk + 1)]
+            with m.Else():
+                m.d.sync += lane.eq(lane + 1)
+
+        def step_row_major():
+            """Advance (lane, chunk, waddr) to the next weight in row-major order."""
+            with m.If((chunk == chunks - 1) & (lane == last_lanes - 1)):
+                m.d.sync += [lane.eq(0), chunk.eq(0), waddr.eq(waddr + 1)]
+            with m.Elif(lane == lanes - 1):
+                m.d.sync += [lane.eq(0), chunk.eq(chunk + 1), waddr.eq(waddr + 1)]
+            with m.Else():
+                m.d.sync += lane.eq(lane + 1)
+
+        # Compute pipeline: stage 0 issues reads; metadata travels with the data.
+        issue = Signal()
+        issue_first = Signal()   # first chunk of a row (forward) / first row (transposed)
+        issue_last = Signal()    # last chunk of a row (forward) / last row (transposed)
+        issue_nlanes = Signal(range(lanes + 1))
+        for port in w_rd + x_rd + [s_rd]:
+            m.d.comb += port.en.eq(1)
+        for port in y_rd:
+            m.d.comb += port.en.eq(0)
+
+        # Stage 1: memory data valid.
+        s1 = Signal()
+        s1_first, s1_last = Signal(), Signal()
+        s1_nlanes = Signal(range(lanes + 1))
+        s1_waddr = Signal.like(waddr)
+        m.d.sync += [s1.eq(issue), s1_first.eq(issue_first), s1_last.eq(issue_last),
+                     s1_nlanes.eq(issue_nlanes), s1_waddr.eq(waddr)]
+
+        # Stage 2: products registered (DSP output register), old weights carried for UPDATE.
+        prod_width = wf.width + self._if.width
+        prods = [Signal(signed(prod_width), name=f"prod{k}") for k in range(lanes)]
+        w_old = [Signal(signed(wf.width), name=f"wold{k}") for k in range(lanes)]
+        s2 = Signal()
+        s2_first, s2_last = Signal(), Signal()
+        s2_nlanes = Signal(range(lanes + 1))
+        s2_waddr = Signal.like(waddr)
+        m.d.sync += [s2.eq(s1), s2_first.eq(s1_first), s2_last.eq(s1_last),
+                     s2_nlanes.eq(s1_nlanes), s2_waddr.eq(s1_waddr)]
+        for k in range(lanes):
+            valid_lane = k < s1_nlanes
+            with m.Switch(op):
+                with m.Case(TileOp.FORWARD):
+                    m.d.sync += prods[k].eq(w_rd[k].data * x_rd[k].data)
+                with m.Case(TileOp.TRANSPOSED):
+                    m.d.sync += prods[k].eq(w_rd[k].data * s_rd.data)
+                with m.Case(TileOp.UPDATE):
+                    m.d.sync += prods[k].eq(s_rd.data * x_rd[k].data)
+            with m.If(~valid_lane):
+                m.d.sync += prods[k].eq(0)
+            m.d.sync += w_old[k].eq(w_rd[k].data)
+
+        # Forward: pipelined adder tree, two levels per register stage.
+        level = list(prods)
+        valid_t, first_t, last_t = s2, s2_first, s2_last
+        depth = 0
+        while len(level) > 1:
+            nxt = []
+            for a in range(0, len(level), 2):
+                nxt.append(level[a] + level[a + 1] if a + 1 < len(level) else level[a])
+            level = nxt
+            depth += 1
+            if depth % 2 == 0 or len(level) == 1:
+                regs = [Signal(signed(len(v)), name=f"tree{depth}_{k}")
+                        for k, v in enumerate(level)]
+                m.d.sync += [r.eq(v) for r, v in zip(regs, level, strict=True)]
+                level = regs
+                v2, f2, l2 = Signal(), Signal(), Signal()
+                m.d.sync += [v2.eq(valid_t), f2.eq(first_t), l2.eq(last_t)]
+                valid_t, first_t, last_t = v2, f2, l2
+        tree_sum = level[0]
+        row_acc = Signal(acc_shape)
+        row_sum = Signal(acc_shape)
+        m.d.comb += row_sum.eq(tree_sum + (0 if chunks == 1 else row_acc))
+        with m.If(first_t):
+            m.d.comb += row_sum.eq(tree_sum)
+        fwd_y, fwd_sat = narrow(m, row_sum, self.forward_shift, of.width,
+                                offset(0, self.forward_shift))
+        fwd_write = Signal()
+        fwd_value = Signal(signed(of.width))
+        m.d.sync += fwd_write.eq(0)
+        with m.If((op == TileOp.FORWARD) & valid_t):
+            m.d.sync += row_acc.eq(row_sum)
+            with m.If(last_t):
+                m.d.sync += [fwd_write.eq(1), fwd_value.eq(fwd_y)]
+                advance(1)
+                with m.If(fwd_sat):
+                    m.d.comb += overflow_set.eq(1)
+        fwd_bank = Signal(range(max(lanes, 2)))
+        fwd_addr = Signal(range(max(y_depth, 2)))
+        with m.If(fwd_write):
+            for k in range(lanes):
+                with m.If(fwd_bank == k):
+                    m.d.comb += [y_wr[k].addr.eq(fwd_addr), y_wr[k].data.eq(fwd_value),
+                                 y_wr[k].en.eq(1)]
+            with m.If(fwd_bank == lanes - 1):
+                m.d.sync += [fwd_bank.eq(0), fwd_addr.eq(fwd_addr + 1)]
+            with m.Else():
+                m.d.sync += fwd_bank.eq(fwd_bank + 1)
+
+        # Transposed: lane accumulators over the rows; narrow all lanes after the last row.
+        lane_acc = [Signal(acc_shape, name=f"lacc{k}") for k in range(lanes)]
+        tr_chunk = Signal(range(max(chunks, 2)))
+        with m.If((op == TileOp.TRANSPOSED) & s2):
+            sat_any = []
+            for k in range(lanes):
+                total = Signal(acc_shape, name=f"ltot{k}")
+                m.d.comb += total.eq(prods[k] + lane_acc[k])
+                with m.If(s2_first):
+                    m.d.comb += total.eq(prods[k])
+                m.d.sync += lane_acc[k].eq(total)
+                y_k, sat_k = narrow(m, total, self.forward_shift, of.width,
+                                    offset(k, self.forward_shift))
+                with m.If(s2_last & (k < s2_nlanes)):
+                    m.d.comb += [y_wr[k].addr.eq(tr_chunk), y_wr[k].data.eq(y_k),
+                                 y_wr[k].en.eq(1)]
+                sat_any.append(sat_k & (k < s2_nlanes))
+            with m.If(s2_last):
+                m.d.sync += tr_chunk.eq(tr_chunk + 1)
+                with m.If(s2_nlanes == lanes):
+                    advance(lanes)
+                with m.Else():
+                    advance(last_lanes)
+                for sat in sat_any:
+                    with m.If(sat):
+                        m.d.comb += overflow_set.eq(1)
+
+        # Update: step = narrow(u_i v_j) saturated to the weight format; W + step saturated.
+        upd_write = Signal()
+        with m.If((op == TileOp.UPDATE) & s2):
+            m.d.comb += upd_write.eq(1)
+            with m.If(s2_nlanes == lanes):
+                advance(lanes)
+            with m.Else():
+                advance(last_lanes)
+            for k in range(lanes):
+                step_k, sat_step = narrow(m, prods[k], self.update_shift, wf.width,
+                                          offset(k, self.update_shift))
+                total = Signal(signed(wf.width + 1), name=f"wsum{k}")
+                m.d.comb += total.eq(w_old[k] + step_k)
+                w_new, sat_w = narrow(m, total, 0, wf.width)
+                with m.If(k < s2_nlanes):
+                    m.d.comb += [w_wr[k].addr.eq(s2_waddr), w_wr[k].data.eq(w_new),
+                                 w_wr[k].en.eq(1)]
+                    with m.If(sat_step | sat_w):
+                        m.d.comb += overflow_set.eq(1)
+
+        # Pipeline occupancy: the operation ends when the last issue has drained: the last
+        # forward result is written T + 3 cycles after its issue, the others 2 cycles after.
+        forward_drain = self.tree_stages + 3
+        drain = Signal(range(forward_drain + 1))
+        in_flight = Signal(range(forward_drain + 1))
+
+        # Output stream register for READ_* (two cycles per word).
+        out_valid = Signal()
+        m.d.comb += [self.o.valid.eq(out_valid)]
+
+        m.d.comb += self.busy.eq(1)
+        with m.FSM():
+            with m.State("IDLE"):
+                m.d.comb += self.busy.eq(0)
+                with m.If(self.start):
+                    m.d.sync += op.eq(self.op)
+                    reset_counters()
+                    m.d.sync += [fwd_bank.eq(0), fwd_addr.eq(0), tr_chunk.eq(0)]
+                    with m.Switch(self.op):
+                        with m.Case(TileOp.LOAD_W):
+                            m.next = "LOAD_W"
+                        with m.Case(TileOp.READ_W):
+                            m.next = "READ_ADDR"
+                        with m.Case(TileOp.LOAD_X):
+                            m.next = "LOAD_X"
+                        with m.Case(TileOp.LOAD_S):
+                            m.next = "LOAD_S"
+                        with m.Case(TileOp.READ_Y):
+                            m.next = "READ_ADDR"
+                        with m.Case(TileOp.FORWARD):
+                            m.d.sync += [y_len.eq(rows), drain.eq(forward_drain)]
+                            m.next = "ISSUE_ROWS"
+                        with m.Case(TileOp.UPDATE):
+                            m.d.sync += drain.eq(2)
+                            m.next = "ISSUE_ROWS"
+                        with m.Case(TileOp.TRANSPOSED):
+                            m.d.sync += [y_len.eq(cols), drain.eq(2)]
+                            m.next = "ISSUE_COLS"
+
+            with m.State("LOAD_W"):
+                m.d.comb += self.i.ready.eq(1)
+                with m.If(self.i.valid):
+                    for k in range(lanes):
+                        with m.If(lane == k):
+                            m.d.comb += [w_wr[k].addr.eq(waddr), w_wr[k].data.eq(self.i.payload),
+                                         w_wr[k].en.eq(1)]
+                    m.d.sync += count.eq(count + 1)
+                    step_row_major()
+                    with m.If(count == rows * cols - 1):
+                        m.d.comb += self.done.eq(1)
+                        m.next = "IDLE"
+
+            with m.State("LOAD_X"):
+                m.d.comb += self.i.ready.eq(1)
+                with m.If(self.i.valid):
+                    for k in range(lanes):
+                        with m.If(lane == k):
+                            m.d.comb += [x_wr[k].addr.eq(chunk), x_wr[k].data.eq(self.i.payload),
+                                         x_wr[k].en.eq(1)]
+                    step_lane_chunk()
+                    m.d.sync += count.eq(count + 1)
+                    with m.If(count == cols - 1):
+                        m.d.comb += self.done.eq(1)
+                        m.next = "IDLE"
+
+            with m.State("LOAD_S"):
+                m.d.comb += self.i.ready.eq(1)
+                with m.If(self.i.valid):
+                    m.d.comb += [s_wr.addr.eq(count), s_wr.data.eq(self.i.payload),
+                                 s_wr.en.eq(1)]
+                    m.d.sync += count.eq(count + 1)
+                    with m.If(count == rows - 1):
+                        m.d.comb += self.done.eq(1)
+                        m.next = "IDLE"
+
+            # FORWARD and UPDATE walk row by row, chunk by chunk.
+            with m.State("ISSUE_ROWS"):
+                m.d.comb += [issue.eq(1), issue_first.eq(chunk == 0),
+                             issue_last.eq(chunk == chunks - 1)]
+                m.d.comb += issue_nlanes.eq(lanes)
+                with m.If(chunk == chunks - 1):
+                    m.d.comb += issue_nlanes.eq(last_lanes)
+                for port in w_rd:
+                    m.d.comb += port.addr.eq(waddr)
+                for port in x_rd:
+                    m.d.comb += port.addr.eq(chunk)
+                m.d.comb += s_rd.addr.eq(row)
+                m.d.sync += waddr.eq(waddr + 1)
+                with m.If(chunk == chunks - 1):
+                    m.d.sync += [chunk.eq(0), row.eq(row + 1)]
+                    with m.If(row == rows - 1):
+                        m.d.sync += in_flight.eq(drain)
+                        m.next = "DRAIN"
+                with m.Else():
+                    m.d.sync += chunk.eq(chunk + 1)
+
+            # TRANSPOSED walks chunk by chunk, row by row.
+            with m.State("ISSUE_COLS"):
+                m.d.comb += [issue.eq(1), issue_first.eq(row == 0),
+                             issue_last.eq(row == rows - 1)]
+                m.d.comb += issue_nlanes.eq(lanes)
+                with m.If(chunk == chunks - 1):
+                    m.d.comb += issue_nlanes.eq(last_lanes)
+                for port in w_rd:
+                    m.d.comb += port.addr.eq(row * chunks + chunk)
+                m.d.comb += s_rd.addr.eq(row)
+                with m.If(row == rows - 1):
+                    m.d.sync += [row.eq(0), chunk.eq(chunk + 1)]
+                    with m.If(chunk == chunks - 1):
+                        m.d.sync += in_flight.eq(drain)
+                        m.next = "DRAIN"
+                with m.Else():
+                    m.d.sync += row.eq(row + 1)
+
+            with m.State("DRAIN"):
+                m.d.sync += in_flight.eq(in_flight - 1)
+                with m.If(in_flight == 1):
+                    m.d.comb += self.done.eq(1)
+                    m.next = "IDLE"
+
+            # READ_W / READ_Y: address, then present the word until it is taken.
+            with m.State("READ_ADDR"):
+                for k in range(lanes):
+                    m.d.comb += [w_rd[k].addr.eq(waddr), y_rd[k].addr.eq(chunk)]
+                    m.d.comb += y_rd[k].en.eq(1)
+                m.next = "READ_DATA"
+
+            with m.State("READ_DATA"):
+                for port in w_rd + y_rd:
+                    m.d.comb += port.en.eq(0)
+                m.d.comb += out_valid.eq(1)
+                for k in range(lanes):
+                    with m.If(lane == k):
+                        with m.If(op == TileOp.READ_W):
+                            m.d.comb += self.o.payload.eq(w_rd[k].data)
+                        with m.Else():
+                            m.d.comb += self.o.payload.eq(y_rd[k].data)
+                with m.If(self.o.ready):
+                    m.d.sync += count.eq(count + 1)
+                    total = Signal.like(count)
+                    m.d.comb += total.eq(y_len)
+                    with m.If(op == TileOp.READ_W):
+                        m.d.comb += total.eq(rows * cols)
+                        step_row_major()
+                    with m.Else():
+                        step_lane_chunk()
+                    with m.If(count == total - 1):
+                        m.d.comb += self.done.eq(1)
+                        m.next = "IDLE"
+                    with m.Else():
+                        m.next = "READ_ADDR"
+        return m
+
