@@ -119,15 +119,17 @@ class Format:
         values = np.asarray(values, dtype=np.float64)
         if not np.all(np.isfinite(values)):
             raise ValueError(f"{label}: cannot quantise non-finite values")
-        scaled = values * 2.0 ** (self.frac + _QUANT_GUARD)
-        limit = 2.0**62
-        # Beyond int64, the value saturates anyway; clip first so that the cast is defined.
-        wide = np.clip(np.floor(scaled), -limit, limit).astype(np.int64)
-        return narrow(wide, _QUANT_GUARD, self, rounding, overflow, label)
+        # Values beyond twice the range saturate anyway: clipping them first keeps the scaled
+        # integers inside int64 (and still counts them as saturated).
+        bound = 2.0 ** (self.width - self.frac)
+        guard = min(_QUANT_GUARD, 61 - self.width)
+        scaled = np.clip(values, -bound, bound) * 2.0 ** (self.frac + guard)
+        return narrow(np.floor(scaled).astype(np.int64), guard, self, rounding, overflow, label)
 
 
 # Fractional bits kept below the LSB when quantising floats, so that stochastic rounding of a
-# float has the same 32-bit resolution as the LFSR draw.
+# float has the 32-bit resolution of an LFSR draw (fewer for words wider than 29 bits, which
+# must stay inside int64).
 _QUANT_GUARD = 32
 
 
@@ -172,8 +174,10 @@ class Overflow:
 # ---------------------------------------------------------------------------------------------
 # The LFSR of stochastic rounding.
 
-#: Feedback mask of the 32-bit Galois LFSR: taps 32, 22, 2, 1, i.e. the primitive polynomial
-#: x^32 + x^22 + x^2 + x + 1 (maximal length, period 2^32 - 1; Xilinx XAPP052).
+#: Feedback mask of the 32-bit Galois LFSR: taps 32, 22, 2, 1 of the primitive polynomial
+#: x^32 + x^22 + x^2 + x + 1 (Xilinx XAPP052), tap t at mask bit t - 1. The right-shifting
+#: clock's own characteristic polynomial is the reciprocal, x^32 + x^31 + x^30 + x^10 + 1,
+#: also primitive: the period is 2^32 - 1 either way.
 LFSR_POLY = 0x80200003
 #: Default seed (any non-zero 32-bit value works; zero is the LFSR's lock-up state).
 LFSR_SEED = 0xACE1ACE1
@@ -395,7 +399,8 @@ def _check_int64(values: np.ndarray, offset: int, label: str, left_shift: int = 
     """Assert that adding ``offset`` or shifting left cannot leave int64."""
     if values.size == 0:
         return
-    peak = int(np.max(np.abs(values.astype(np.float64))))
+    # Python integers: exact, unlike a float64 peak, and no overflow in abs(int64 min).
+    peak = max(-int(values.min()), int(values.max()))
     if (peak + int(offset)) << left_shift >= _INT64_MAX:
         raise OverflowError(f"{label}: intermediate value exceeds int64")
 
@@ -412,7 +417,7 @@ def exact_matmul(a: np.ndarray, b: np.ndarray, label: str = "matmul") -> np.ndar
     if a.size == 0 or b.size == 0:
         return a @ b
     terms = a.shape[-1]
-    bound = int(np.abs(a).max()) * int(np.abs(b).max()) * terms
+    bound = (max(-int(a.min()), int(a.max())) * max(-int(b.min()), int(b.max())) * terms)
     if bound >= _INT64_MAX:
         raise OverflowError(f"{label}: the exact sum may exceed int64 (bound {bound:.3g})")
     if bound < 2**53:

@@ -36,11 +36,11 @@ __all__ = [
 def accumulator_bits(a: Format, b: Format, terms: int, extra: int = 0) -> int:
     """Bits a signed accumulator needs for the exact sum of ``terms`` products ``a × b``.
 
-    One product of the most negative words is ``2^(wa-1) · 2^(wb-1)``, which needs
-    ``wa + wb - 1`` signed bits; ``terms`` of them need ``ceil(log2(terms))`` more; ``extra``
-    adds room for a bias or a rounding offset (one more bit each).
+    The largest magnitude is ``terms`` products of the most negative words,
+    ``terms · 2^(wa-1) · 2^(wb-1)``, a positive number of ``wa + wb - 2 + bit_length(terms)``
+    bits, plus the sign; ``extra`` adds room for a bias or a rounding offset (one bit each).
     """
-    return a.width + b.width - 1 + math.ceil(math.log2(max(terms, 1))) + extra
+    return a.width + b.width - 1 + max(terms, 1).bit_length() + extra
 
 
 def power_of_two_shift(value: float, name: str) -> int:
@@ -158,11 +158,12 @@ class FixedTile:
         self.apply_gradient(-outer, u_format.frac + v_format.frac, shift=shift)
 
     def apply_gradient(self, grad: np.ndarray, grad_frac: int, *, shift: int) -> None:
-        """``W <- sat(W - narrow(grad · 2^-shift))`` for an exact integer gradient sum.
+        """``W <- sat(W + narrow(-grad · 2^-shift))`` for an exact integer gradient sum.
 
         ``grad`` has ``grad_frac`` fractional bits (e.g. an accumulated sum of ``u vᵀ``); this
-        is one SGD step with learning rate ``2^-shift``; subtracting first makes the rounding
-        act on the step actually applied.
+        is one SGD step with learning rate ``2^-shift``. The gradient is negated before the
+        rounding, so the rounding acts on the step actually applied (for floor and stochastic
+        rounding this differs from rounding the gradient and subtracting).
         """
         # A step beyond the weight range saturates (and is counted): it could not be applied.
         step = narrow(-np.asarray(grad, dtype=np.int64),

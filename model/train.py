@@ -119,7 +119,7 @@ class Config:
     weight_format: str = "16.14"
     state_format: str = "16.11"
     act_format: str = "16.9"
-    grad_format: str = "16.12"
+    grad_format: str = "16.11"
     acc_width: int = 48
     rounding: str = "stochastic"
     lfsr_seed: int = LFSR_SEED

@@ -1,0 +1,145 @@
+"""Co-simulation of the crossbar tile: random plans, the model's answers, the comparison.
+
+A *plan* is data that every simulator back end runs the same way: for each vector, load the
+weights, then a random sequence of operations (forward, transposed, update), each with its
+random operands; after each operation the result (``y`` for a product, the read-back weights
+for an update) and the sticky overflow flag are recorded. The fixed-point model
+(:class:`~xbarode.model.fixed_ops.FixedTile`) answers the same plan; :func:`compare` checks
+every word and flag.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from xbarode.model.fixed import Format, Overflow, Rounder
+from xbarode.model.fixed_ops import FixedTile
+
+__all__ = ["TileParams", "compare", "make_plan", "model_results"]
+
+OPS = ("forward", "transposed", "update")
+
+
+@dataclass(frozen=True)
+class TileParams:
+    """Everything that defines a tile build: sizes, formats, rounding, learning-rate shift."""
+
+    rows: int
+    cols: int
+    lanes: int
+    width: int
+    frac: int
+    rounding: str = "nearest"
+    eta_shift: int = 4
+    acc_width: int = 48
+    lfsr_seed: int = 0xACE1ACE1
+
+    @property
+    def format(self) -> Format:
+        """The format of weights, inputs and outputs (one format for all three)."""
+        return Format(self.width, self.frac)
+
+    def component(self):
+        """The Amaranth tile for these parameters."""
+        from xbarode.hdl.tile import CrossbarTile
+
+        f = self.format
+        return CrossbarTile(rows=self.rows, cols=self.cols, lanes=self.lanes, weight_format=f,
+                            input_format=f, output_format=f, acc_width=self.acc_width,
+                            rounding=self.rounding, eta_shift=self.eta_shift,
+                            lfsr_seed=self.lfsr_seed)
+
+
+def make_plan(params: TileParams, vectors: int, seed: int, ops_per_vector: int = 4) -> dict:
+    """A random plan: ``vectors`` weight sets, each with ``ops_per_vector`` operations.
+
+    Every fourth vector is a saturation corner: all weights and operands at full scale
+    (``min_int`` or ``max_int``, random signs), so that every narrowing saturates.
+    """
+    rng = np.random.default_rng(seed)
+    f = params.format
+    plan = []
+    for v in range(vectors):
+        corner = v % 4 == 3
+
+        def words(n):
+            if corner:
+                return rng.choice([f.min_int, f.max_int], n)
+            return rng.integers(f.min_int, f.max_int + 1, n)
+
+        vector = {"weights": words(params.rows * params.cols).tolist(), "ops": []}
+        for k in range(ops_per_vector):
+            op = OPS[k % 3] if k < 3 else OPS[int(rng.integers(3))]
+            entry = {"op": op}
+            if op in ("forward", "update"):
+                entry["x"] = words(params.cols).tolist()
+            if op in ("transposed", "update"):
+                entry["s"] = words(params.rows).tolist()
+            vector["ops"].append(entry)
+        plan.append(vector)
+    return {"params": params.__dict__, "vectors": plan}
+
+
+def model_results(params: TileParams, plan: dict) -> list[list[dict]]:
+    """The fixed-point model's answer to every operation of a plan.
+
+    One model tile serves the whole plan, as one hardware tile does: the LFSR runs on across
+    vectors, and the overflow flag is cleared when a vector's weights are loaded.
+    """
+    f = params.format
+    overflow = Overflow()
+    tile = FixedTile(np.zeros((params.rows, params.cols), dtype=np.int64), weight_format=f,
+                     acc_width=params.acc_width,
+                     rounder=Rounder(params.rounding, params.lfsr_seed), overflow=overflow,
+                     name="tile")
+    results = []
+    for vector in plan["vectors"]:
+        tile.weights = np.array(vector["weights"], dtype=np.int64).reshape(params.rows,
+                                                                           params.cols)
+        overflow.clear()
+        answers = []
+        for entry in vector["ops"]:
+            if entry["op"] == "forward":
+                out = tile.forward(np.array([entry["x"]]), f, f)[0]
+            elif entry["op"] == "transposed":
+                out = tile.transposed(np.array([entry["s"]]), f, f)[0]
+            else:
+                tile.update(np.array(entry["s"]), f, np.array(entry["x"]), f,
+                            shift=params.eta_shift)
+                out = tile.weights.ravel()
+            answers.append({"out": out.tolist(), "overflow": int(overflow.flag)})
+        results.append(answers)
+    return results
+
+
+def compare(expected: list[list[dict]], got: list[list[dict]]) -> dict:
+    """Count differing words and flags; name the first difference.
+
+    Returns
+    -------
+    dict
+        ``mismatches`` (words and flags that differ), ``compared`` (words and flags checked),
+        ``first`` (a sentence naming the first difference, or None).
+    """
+    mismatches = compared = 0
+    first = None
+    for v, (exp_ops, got_ops) in enumerate(zip(expected, got, strict=True)):
+        for k, (exp, res) in enumerate(zip(exp_ops, got_ops, strict=True)):
+            a, b = np.array(exp["out"]), np.array(res["out"])
+            compared += a.size + 1
+            if a.shape != b.shape:
+                mismatches += a.size
+                first = first or f"vector {v}, operation {k}: {b.size} words, expected {a.size}"
+                continue
+            bad = np.flatnonzero(a != b)
+            mismatches += bad.size
+            if bad.size and first is None:
+                first = (f"vector {v}, operation {k}: word {bad[0]} is {b[bad[0]]}, "
+                         f"the model says {a[bad[0]]}")
+            if exp["overflow"] != res["overflow"]:
+                mismatches += 1
+                first = first or (f"vector {v}, operation {k}: overflow flag "
+                                  f"{res['overflow']}, the model says {exp['overflow']}")
+    return {"mismatches": mismatches, "compared": compared, "first": first}
