@@ -1,3 +1,5 @@
+# amaranth: UnusedElaboratable=no
+# (TileParams.component() is also called only to validate parameters.)
 """Co-simulation of the crossbar tile: random plans, the model's answers, the comparison.
 
 A *plan* is data that every simulator back end runs the same way: for each vector, load the

@@ -1,8 +1,9 @@
 """The ``xbarode`` command line (DESIGN §9).
 
 Every command has ``--help``; ``--json`` prints exactly one JSON object as the last line of
-stdout and silences progress bars. Exit status: 0 on success, 2 for bad input (a usage error,
-a bad option value, a bad weights file or a missing optional dependency).
+stdout and silences progress bars. Exit status: 0 on success, 1 when a check fails (a
+co-simulation mismatch), 2 for bad input (a usage error, a bad option value, a bad weights
+file, a missing tool or optional dependency).
 """
 
 from __future__ import annotations
@@ -19,6 +20,14 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from . import __version__
+
+class CheckFailed(Exception):
+    """A check the command made failed (exit status 1); ``result`` is still reported."""
+
+    def __init__(self, message: str, result: dict):
+        super().__init__(message)
+        self.result = result
+
 
 #: Where ``xbarode demo`` writes its weights unless told otherwise.
 DEMO_WEIGHTS = Path("xbarode-demo") / "weights.npz"
@@ -272,6 +281,106 @@ def cmd_study(args) -> dict:
             "seconds": result["seconds"]}
 
 
+def _unit_results(args) -> tuple:
+    from .units import UNITS
+
+    unit = UNITS[args.unit]
+    return unit, unit.params(args)
+
+
+def cmd_generate(args) -> dict:
+    """``xbarode generate UNIT``: Verilog and a JSON manifest."""
+    from .units import generate
+
+    unit, params = _unit_results(args)
+    result = {"command": f"generate {unit.name}", **generate(unit, params, Path(args.out))}
+    if not args.json:
+        print(f"wrote {result['verilog']} and {result['manifest']} ({result['ports']} ports)")
+    return result
+
+
+def cmd_cosim(args) -> dict:
+    """``xbarode cosim UNIT``: RTL against the fixed-point model, bit for bit."""
+    from .units import cosim
+
+    unit, params = _unit_results(args)
+    result = {"command": f"cosim {unit.name}",
+              **cosim(unit, params, vectors=args.vectors, seed=args.seed,
+                      simulator=args.simulator, out=Path(args.out))}
+    if not args.json:
+        print(f"{unit.name} on {args.simulator}: {args.vectors} vectors, "
+              f"{result['compared']} words and flags compared, {result['mismatches']} "
+              f"mismatches; {result['cycles_per_mvm']} cycles per forward product "
+              f"(all: {result['cycles']}), {result['seconds']:.1f} s")
+    if result["mismatches"]:
+        raise CheckFailed(f"{result['mismatches']} mismatches; first: "
+                          f"{result['first_mismatch']}; waveform: {result['waveform']}",
+                          result)
+    return result
+
+
+def cmd_synth(args) -> dict:
+    """``xbarode synth UNIT``: yosys + nextpnr for ECP5."""
+    from .units import synth
+
+    unit, params = _unit_results(args)
+    result = {"command": f"synth {unit.name}",
+              **synth(unit, params, device=args.device, out=Path(args.out),
+                      freq_mhz=args.freq, seed=args.seed)}
+    if not args.json:
+        print(f"{unit.name} on {result['device']}: {result['luts']} LUT4, {result['ffs']} FF, "
+              f"{result['mult18']} MULT18, {result['ebr']} EBR; fmax "
+              f"{result['fmax_mhz']:.1f} MHz")
+    return result
+
+
+def _add_unit_commands(sub) -> None:
+    from .units import SIMULATORS, UNITS
+
+    commands = {
+        "generate": ("Verilog and a JSON manifest of parameters and ports", cmd_generate),
+        "cosim": ("randomised bit-exact comparison of RTL with the fixed-point model",
+                  cmd_cosim),
+        "synth": ("synthesis and place-and-route for ECP5: LUTs, FFs, MULT18, EBR, fmax",
+                  cmd_synth),
+    }
+    for command, (help_text, func) in commands.items():
+        parser = sub.add_parser(command, help=help_text, description=help_text)
+        units = parser.add_subparsers(dest="unit", required=True, metavar="UNIT")
+        for unit in UNITS.values():
+            p = units.add_parser(unit.name, help=unit.help, description=f"{help_text}: "
+                                                                        f"{unit.help}")
+            unit.add_arguments(p)
+            if command == "generate":
+                p.add_argument("--out", default=f"build/{unit.name}",
+                               help="output folder (default: %(default)s)")
+            elif command == "cosim":
+                p.add_argument("--vectors", type=_positive_int, default=10,
+                               help="random weight sets, each with an operation sequence "
+                                    "(default: %(default)s)")
+                p.add_argument("--seed", type=int, default=0,
+                               help="seed of the random vectors (default: %(default)s)")
+                p.add_argument("--simulator", choices=SIMULATORS, default="verilator",
+                               help="simulator (default: %(default)s)")
+                p.add_argument("--out", default=f"build/cosim-{unit.name}",
+                               help="folder for Verilog, logs and waveforms "
+                                    "(default: %(default)s)")
+            else:
+                from .synth import DEVICES
+
+                p.add_argument("--device", choices=sorted(DEVICES), default="ecp5-85f",
+                               help="FPGA (default: %(default)s)")
+                p.add_argument("--freq", type=_positive_float, default=100.0,
+                               help="target clock for placement, MHz (default: %(default)s)")
+                p.add_argument("--seed", type=int, default=1,
+                               help="nextpnr placement seed (default: %(default)s)")
+                p.add_argument("--out", default=f"build/synth-{unit.name}",
+                               help="folder for netlist, reports and logs "
+                                    "(default: %(default)s)")
+            _add_json(p)
+            p.set_defaults(func=func)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``xbarode`` command."""
     parser = argparse.ArgumentParser(
@@ -308,6 +417,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="weights file to write (default: %(default)s)")
     _add_json(demo)
     demo.set_defaults(func=cmd_demo)
+
+    _add_unit_commands(sub)
 
     study = sub.add_parser("study", help="studies that answer a design question",
                            description="Studies; each writes Markdown, JSON and a PNG plot.")
@@ -367,8 +478,11 @@ def _config_default(name: str):
 
 
 def _run(args) -> int:
+    from xbarode.sim.toolchain import ToolchainError
+
     from .bench import MissingDependency
     from .model import ConvergenceWarning
+    from .synth import SynthesisError
 
     try:
         with warnings.catch_warnings(record=args.json) as caught:
@@ -378,7 +492,12 @@ def _run(args) -> int:
             result = args.func(args)
         if caught:
             result["warnings"] = [str(w.message) for w in caught]
-    except (ValueError, MissingDependency) as exc:
+    except CheckFailed as exc:
+        print(f"xbarode {args.command}: check failed: {exc}", file=sys.stderr)
+        if args.json:
+            print(json.dumps(exc.result, default=_json_default))
+        return 1
+    except (ValueError, TypeError, MissingDependency, ToolchainError, SynthesisError) as exc:
         print(f"xbarode {args.command}: error: {exc}", file=sys.stderr)
         return 2
     if args.json:

@@ -1,0 +1,258 @@
+# amaranth: UnusedElaboratable=no
+"""The crossbar tile (hdl/tile.py) against its fixed-point twin, bit for bit, on every simulator.
+
+Plans (random weights and operation sequences, every fourth vector a saturation corner) come
+from :mod:`xbarode.sim.tile_plan`; the reference answers come from
+:class:`xbarode.model.fixed_ops.FixedTile`, which the tile does not use.
+"""
+
+import json
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from xbarode.cli import main
+from xbarode.hdl.rounding import LfsrBank
+from xbarode.hdl.tile import CrossbarTile
+from xbarode.model.fixed import LFSR_SEED, Format, Lfsr
+from xbarode.sim import tile_plan
+from xbarode.sim.tile_amaranth import run_plan_amaranth
+from xbarode.sim.tile_plan import TileParams, compare, make_plan, model_results
+from xbarode.units import UNITS, cosim
+
+F16 = Format(16, 12)
+
+
+def tile(**changes):
+    base = {"rows": 4, "cols": 4, "lanes": 2, "weight_format": F16, "input_format": F16,
+            "output_format": F16}
+    return CrossbarTile(**{**base, **changes})
+
+
+# --- constructor --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("changes", "error", "message"), [
+    ({"rows": 0}, ValueError, r"^rows and cols must be >= 1, not 0 and 4$"),
+    ({"cols": 0, "lanes": 1}, ValueError, r"^rows and cols must be >= 1, not 4 and 0$"),
+    ({"lanes": 0}, ValueError, r"^lanes must be between 1 and cols \(4\), not 0$"),
+    ({"lanes": 5}, ValueError, r"^lanes must be between 1 and cols \(4\), not 5$"),
+    ({"rows": 2.0}, TypeError, r"^rows must be an integer, not float$"),
+    ({"weight_format": (16, 12)}, TypeError, r"^weight_format must be a Format, not tuple$"),
+    ({"rounding": "up"}, ValueError, r"^unknown rounding 'up'; choose one of"),
+    ({"lfsr_seed": 0}, ValueError, r"^LFSR seed must be a non-zero 32-bit integer, not 0$"),
+    ({"acc_width": 33}, ValueError,
+     r"^an accumulator of 33 bits is too narrow for a sum of 4 products of 16x16-bit words "
+     r"\(needs 34 bits\)$"),
+])
+def test_constructor_errors(changes, error, message):
+    with pytest.raises(error, match=message):
+        tile(**changes)
+
+
+def test_parameters_are_read_only():
+    t = tile(rows=13, cols=7, lanes=3)
+    assert (t.rows, t.cols, t.lanes, t.chunks) == (13, 7, 3, 3)
+    with pytest.raises(AttributeError):
+        t.rows = 5
+
+
+def test_signature_ports():
+    t = tile()
+    members = dict(t.signature.members)
+    assert {"i", "o", "op", "start", "busy", "done", "overflow", "clear"} <= set(members)
+
+
+# --- LFSR bank vs the model's LFSR --------------------------------------------------------------
+
+@pytest.mark.parametrize(("draws", "steps", "advances"), [(3, (1, 3), [1, 3, 0, 1, 3, 3]),
+                                                         (5, (1, 2, 5), [2, 5, 1, 0, 2])])
+def test_lfsr_bank_draws_the_model_sequence(draws, steps, advances):
+    bank = LfsrBank(draws=draws, bits=32, steps=steps, seed=LFSR_SEED)
+    reference = Lfsr(LFSR_SEED).draw(sum(advances) + draws)
+    seen = []
+
+    async def testbench(ctx):
+        used = 0
+        for n in advances:
+            seen.append(([ctx.get(bank.draw[k]) for k in range(draws)], used))
+            ctx.set(bank.advance, 0 if n == 0 else bank.steps.index(n) + 1)
+            await ctx.tick()
+            used += n
+
+    sim = Simulator(bank)
+    sim.add_clock(1e-8)
+    sim.add_testbench(testbench)
+    sim.run()
+    for values, used in seen:
+        assert values == [int(v) for v in reference[used:used + draws]]
+
+
+# --- bit-exact against the model in Amaranth's simulator ------------------------------------
+
+def check_plan(params, vectors, seed, simulator="amaranth"):
+    result = cosim(UNITS["tile"], params, vectors=vectors, seed=seed, simulator=simulator,
+                   out=None)
+    assert result["mismatches"] == 0, result["first_mismatch"]
+    assert result["compared"] > 0
+    return result
+
+
+@settings(max_examples=8, deadline=None)
+@given(rows=st.integers(1, 9), cols=st.integers(1, 9), data=st.data(),
+       rounding=st.sampled_from(["floor", "nearest", "stochastic"]),
+       seed=st.integers(0, 2**16))
+def test_random_sizes_match_the_model(rows, cols, data, rounding, seed):
+    lanes = data.draw(st.integers(1, cols))
+    frac = data.draw(st.integers(0, 15))
+    params = TileParams(rows=rows, cols=cols, lanes=lanes, width=16, frac=frac,
+                        rounding=rounding, eta_shift=data.draw(st.integers(0, 8)))
+    check_plan(params, vectors=4, seed=seed)
+
+
+@pytest.mark.parametrize("rounding", ["floor", "nearest", "stochastic"])
+def test_odd_size_13x7_with_3_lanes(rounding):
+    check_plan(TileParams(rows=13, cols=7, lanes=3, width=16, frac=12, rounding=rounding),
+               vectors=4, seed=3)
+
+
+def test_saturation_corners_saturate_and_raise_the_flag():
+    params = TileParams(rows=5, cols=6, lanes=4, width=12, frac=6, rounding="nearest")
+    plan = make_plan(params, vectors=4, seed=0)
+    corner = plan["vectors"][3]
+    assert set(corner["weights"]) <= {params.format.min_int, params.format.max_int}
+    expected = model_results(params, plan)
+    assert all(answer["overflow"] == 1 for answer in expected[3])
+    got, _ = run_plan_amaranth(params, plan)
+    assert compare(expected, got)["mismatches"] == 0
+    assert all(answer["overflow"] == 1 for answer in got[3])
+
+
+def test_latency_is_the_documented_one():
+    for rows, cols, lanes in [(13, 7, 3), (8, 8, 8), (5, 9, 1), (6, 16, 16)]:
+        params = TileParams(rows=rows, cols=cols, lanes=lanes, width=16, frac=12)
+        result = check_plan(params, vectors=1, seed=0)
+        t = params.component()
+        work = rows * t.chunks
+        assert result["cycles"] == {"forward": work + t.tree_stages + 4,
+                                    "transposed": work + 3, "update": work + 3}
+
+
+def test_64x64_with_64_lanes_meets_the_cycle_target():
+    # The target: <= 74 cycles per forward or transposed product for 64x64, 64 lanes.
+    params = TileParams(rows=64, cols=64, lanes=64, width=16, frac=12, rounding="stochastic")
+    plan = make_plan(params, vectors=1, seed=0, ops_per_vector=3)
+    got, cycles = run_plan_amaranth(params, plan)
+    assert compare(model_results(params, plan), got)["mismatches"] == 0
+    assert cycles["forward"] <= 74 and cycles["transposed"] <= 74
+
+
+# --- the mismatch report ---------------------------------------------------------------------
+
+def test_a_mismatch_is_named_and_a_waveform_written(monkeypatch, tmp_path, capsys):
+    real = tile_plan.model_results
+
+    def wrong(params, plan):
+        results = real(params, plan)
+        results[1][2]["out"][3] += 1
+        return results
+
+    monkeypatch.setattr(tile_plan, "model_results", wrong)
+    code = main(["cosim", "tile", "--rows", "5", "--cols", "4", "--lanes", "2", "--vectors",
+                 "2", "--simulator", "amaranth", "--out", str(tmp_path), "--json"])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "vector 1, operation 2: word 3" in captured.err
+    report = json.loads(captured.out.strip().splitlines()[-1])
+    assert report["mismatches"] == 1
+    waves = tmp_path / "tile.vcd"
+    assert report["waveform"] == str(waves) and waves.stat().st_size > 0
+
+
+# --- cocotb on the generated Verilog ---------------------------------------------------------
+
+@pytest.mark.parametrize("simulator", ["verilator", "icarus"])
+@pytest.mark.parametrize(("rows", "cols", "lanes", "rounding"), [
+    (13, 7, 3, "stochastic"),
+    (8, 8, 8, "nearest"),
+])
+def test_cocotb_matches_the_model(simulator, rows, cols, lanes, rounding, tmp_path):
+    params = TileParams(rows=rows, cols=cols, lanes=lanes, width=16, frac=11,
+                        rounding=rounding)
+    result = cosim(UNITS["tile"], params, vectors=4, seed=7, simulator=simulator,
+                   out=tmp_path)
+    assert result["mismatches"] == 0, result["first_mismatch"]
+    t = params.component()
+    assert result["cycles"]["forward"] == rows * t.chunks + t.tree_stages + 4
+
+
+@pytest.mark.parametrize("simulator", ["verilator", "icarus"])
+def test_cocotb_mismatch_names_the_first_difference(simulator, monkeypatch, tmp_path):
+    real = tile_plan.model_results
+
+    def wrong(params, plan):
+        results = real(params, plan)
+        results[0][0]["out"][1] ^= 1
+        return results
+
+    monkeypatch.setattr(tile_plan, "model_results", wrong)
+    params = TileParams(rows=3, cols=4, lanes=2, width=16, frac=11)
+    result = cosim(UNITS["tile"], params, vectors=1, seed=0, simulator=simulator,
+                   out=tmp_path)
+    assert result["mismatches"] == 1
+    assert result["first_mismatch"].startswith("vector 0, operation 0: word 1")
+    assert result["waveform"] is not None
+
+
+# --- generate and the command line ------------------------------------------------------------
+
+def test_generate_writes_verilog_and_manifest(tmp_path, capsys):
+    code = main(["generate", "tile", "--rows", "13", "--cols", "7", "--lanes", "3", "--width",
+                 "12", "--frac", "8", "--out", str(tmp_path), "--json"])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    verilog = (tmp_path / "crossbar_tile.v").read_text()
+    assert "module crossbar_tile" in verilog and result["verilog"].endswith("crossbar_tile.v")
+    manifest = json.loads((tmp_path / "crossbar_tile.json").read_text())
+    assert manifest["parameters"]["rows"] == 13 and manifest["parameters"]["lanes"] == 3
+    ports = {p["name"]: p for p in manifest["ports"]}
+    assert ports["i__payload"]["width"] == 12 and ports["i__payload"]["direction"] == "in"
+    assert ports["o__payload"]["signed"] and ports["clk"]["role"] == "clock"
+    for name in ports:
+        assert name in verilog
+
+
+def test_cli_cosim_reports_the_fields(tmp_path, capsys):
+    code = main(["cosim", "tile", "--rows", "4", "--cols", "6", "--lanes", "4", "--vectors",
+                 "2", "--simulator", "amaranth", "--out", str(tmp_path), "--json"])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["mismatches"] == 0 and result["vectors"] == 2
+    assert result["simulator"] == "amaranth"
+    assert result["cycles_per_mvm"] == 4 * 2 + 1 + 4
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--lanes", "9", "--cols", "4"], "lanes must be between 1 and cols (4), not 9"),
+    (["--frac", "16"], "format frac must be >= 0 and < width (16), not 16"),
+    (["--acc-width", "20"], "accumulator of 20 bits is too narrow"),
+])
+def test_cli_bad_parameters_exit_2(argv, message, capsys):
+    code = main(["cosim", "tile", "--simulator", "amaranth", *argv])
+    assert code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_draw_order_does_not_depend_on_lanes():
+    # Stochastic draws are taken in row-major order whatever the lane count (the model has no
+    # lanes at all): two tiles with different lanes give the same words for the same plan.
+    a = TileParams(rows=6, cols=7, lanes=2, width=16, frac=12, rounding="stochastic")
+    b = TileParams(rows=6, cols=7, lanes=7, width=16, frac=12, rounding="stochastic")
+    plan = make_plan(a, vectors=2, seed=5)
+    got_a, _ = run_plan_amaranth(a, plan)
+    got_b, _ = run_plan_amaranth(b, plan)
+    assert compare(got_a, got_b)["mismatches"] == 0
+    expected = model_results(a, plan)[0][0]["out"]
+    assert np.array_equal(np.array(got_a[0][0]["out"]), np.array(expected))
