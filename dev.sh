@@ -45,6 +45,26 @@ ensure_venv() {
     echo "$hash [$extras]" > "$stamp"
 }
 
+# ensure_iverilog: Icarus Verilog, the second co-simulation simulator, is a Debian package,
+# not a PyPI one; install it when it is missing (as root), else say how and stop.
+ensure_iverilog() {
+    local log
+    command -v iverilog >/dev/null 2>&1 && return
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "dev.sh: installing Icarus Verilog (apt-get install iverilog)" >&2
+        # apt's output is shown only if it fails.
+        if ! log="$( (apt-get update -qq &&
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iverilog) 2>&1)"; then
+            echo "$log" >&2
+            echo "dev.sh: installing iverilog failed" >&2
+            exit 1
+        fi
+    else
+        echo "dev.sh: Icarus Verilog is missing; install it with: sudo apt-get install iverilog" >&2
+        exit 1
+    fi
+}
+
 [ $# -ge 1 ] || usage
 command="$1"
 shift
@@ -55,6 +75,7 @@ case "$command" in
         ;;
     test)
         ensure_venv "test"
+        ensure_iverilog
         cd "$root"
         exec "$venv/bin/pytest" "$@"
         ;;

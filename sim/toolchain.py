@@ -118,13 +118,6 @@ def _verilator():
     path = os.environ.get("PATH", "").split(os.pathsep)
     if path[:1] != [bin_dir]:
         os.environ["PATH"] = os.pathsep.join([bin_dir, *(p for p in path if p != bin_dir)])
-    # The wheel's verilated.mk was configured with an empty CFG_CXXFLAGS_PCH_I (no "-include"
-    # for precompiled headers): a design big enough for Verilator's split build then passes
-    # the header as a linker input and the build fails. A variable definition in MAKEFLAGS
-    # overrides the makefile's own assignment.
-    pch_fix = "CFG_CXXFLAGS_PCH_I=-include"
-    if pch_fix not in os.environ.get("MAKEFLAGS", ""):
-        os.environ["MAKEFLAGS"] = f"{os.environ.get('MAKEFLAGS', '')} {pch_fix}".strip()
     executables = {
         "verilator": str(driver),
         "perl": _need("perl", "apt-get install perl"),

@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-__all__ = ["MissingDependency", "bench_model"]
+__all__ = ["MissingDependency", "bench_model", "bench_tile"]
 
 
 class MissingDependency(RuntimeError):
@@ -163,3 +163,35 @@ def bench_model(batch=64, steps=8, T=1.0, repeats=30, seed=0, quiet=False) -> di
               f"{report['speedup_vs_odeint_adjoint']:.1f}x slower; gradient rel. diff "
               f"{report['grad_rel_diff_odeint_adjoint']:.1e} (continuous adjoint)")
     return report
+
+
+def bench_tile(lanes=(16, 64), *, rows=64, cols=64, width=16, frac=12, device="ecp5-85f",
+               freq_mhz=100.0, out_dir="build/bench-tile", quiet=False) -> dict:
+    """Synthesise a 64×64 16-bit tile at each lane count and measure its cycles per product.
+
+    Place and route takes several minutes per design on this 2-core machine. Cycles come from
+    one Amaranth simulation of a forward and a transposed product (latency, start to done).
+    """
+    from pathlib import Path
+
+    from xbarode.sim.tile_amaranth import run_plan_amaranth
+    from xbarode.sim.tile_plan import TileParams, make_plan
+    from xbarode.synth import synthesize
+
+    rows_out = []
+    for n in lanes:
+        params = TileParams(rows=rows, cols=cols, lanes=n, width=width, frac=frac)
+        _, cycles = run_plan_amaranth(params, make_plan(params, 1, 0, ops_per_vector=2))
+        report = synthesize(params.component(), "crossbar_tile", device=device,
+                            out_dir=Path(out_dir) / f"lanes{n}", freq_mhz=freq_mhz)
+        row = {"lanes": n, "forward_cycles": cycles["forward"],
+               "transposed_cycles": cycles["transposed"],
+               **{k: report[k] for k in ("luts", "carry", "lutram", "ffs", "mult18", "ebr",
+                                         "fmax_mhz")}}
+        rows_out.append(row)
+        if not quiet:
+            print(f"{rows}x{cols} tile, {width}-bit, {n:3d} lanes: {row['forward_cycles']} / "
+                  f"{row['transposed_cycles']} cycles (forward / transposed), "
+                  f"{row['luts']} LUT4 + {row['carry']} CCU2C, {row['ffs']} FF, "
+                  f"{row['mult18']} MULT18, {row['ebr']} EBR, fmax {row['fmax_mhz']:.1f} MHz")
+    return {"device": device, "rows": rows, "cols": cols, "width": width, "tiles": rows_out}

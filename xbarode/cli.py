@@ -381,6 +381,15 @@ def _add_unit_commands(sub) -> None:
             p.set_defaults(func=func)
 
 
+def cmd_bench_tile(args) -> dict:
+    """``xbarode bench tile``: the tile's cycles and synthesis figures."""
+    from .bench import bench_tile
+
+    lanes = tuple(int(n) for n in args.lanes.split(","))
+    return {"command": "bench tile",
+            **bench_tile(lanes, device=args.device, out_dir=args.out, quiet=args.json)}
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``xbarode`` command."""
     parser = argparse.ArgumentParser(
@@ -458,6 +467,18 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--seed", type=int, default=0, help="seed (default: %(default)s)")
     _add_json(model)
     model.set_defaults(func=cmd_bench)
+    tile = bench_sub.add_parser(
+        "tile", help="64x64 16-bit tile at 16 and 64 lanes: cycles, resources, fmax",
+        description="Synthesise, place and route a 64x64 16-bit crossbar tile for ECP5 at each "
+                    "lane count and measure its cycles per product in simulation. Takes "
+                    "several minutes per lane count.")
+    tile.add_argument("--lanes", default="16,64",
+                      help="comma-separated lane counts (default: %(default)s)")
+    tile.add_argument("--device", default="ecp5-85f", help="FPGA (default: %(default)s)")
+    tile.add_argument("--out", default="build/bench-tile",
+                      help="folder for synthesis files (default: %(default)s)")
+    _add_json(tile)
+    tile.set_defaults(func=cmd_bench_tile)
     return parser
 
 

