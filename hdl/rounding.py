@@ -7,7 +7,7 @@ draw is 32 clocks of the LFSR, a fixed XOR matrix) and advances by however many 
 
 from __future__ import annotations
 
-from amaranth import Cat, Const, Module, Signal, signed, unsigned
+from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -50,12 +50,17 @@ def narrow(m: Module, value, shift: int, width: int, offset=None):
     lo, hi = -(1 << (width - 1)), (1 << (width - 1)) - 1
     result = Signal(signed(width))
     saturated = Signal()
-    with m.If(shifted > hi):
-        m.d.comb += [result.eq(hi), saturated.eq(1)]
-    with m.Elif(shifted < lo):
-        m.d.comb += [result.eq(lo), saturated.eq(1)]
-    with m.Else():
+    if len(shifted) <= width:
         m.d.comb += result.eq(shifted)
+        return result, saturated
+    # The value fits iff the bits from the output's sign bit up are all equal: a LUT reduction,
+    # not the carry chain of a comparison.
+    top = shifted[width - 1:]
+    m.d.comb += saturated.eq(~(top.all() | ~top.any()))
+    with m.If(saturated):
+        m.d.comb += result.eq(Mux(shifted[-1], lo, hi))
+    with m.Else():
+        m.d.comb += result.eq(shifted[:width])
     return result, saturated
 
 

@@ -105,9 +105,10 @@ class CrossbarTile(wiring.Component):
     Notes
     -----
     Latency, from the cycle ``start`` is seen to the ``done`` pulse inclusive:
-    ``rows·C + T + 4`` cycles for FORWARD, where ``C = ceil(cols/lanes)`` and
-    ``T = ceil(log2(lanes) / 2)`` adder-tree register stages; ``rows·C + 3`` for TRANSPOSED and
-    UPDATE. A result is in the output buffer when ``done`` rises. Streams move
+    ``rows·C + T + 5`` cycles for FORWARD, where ``C = ceil(cols/lanes)`` and
+    ``T = ceil(log2(lanes) / 2)`` adder-tree register stages; ``rows·C + 5`` for TRANSPOSED and
+    UPDATE. A result is in the output buffer when ``done`` rises. Every path between
+    registers holds at most two carry chains (pipelined for 100 MHz on an ECP5). Streams move
     one word per cycle on LOAD_*; READ_* take two cycles per word. ``cycles_per_mvm`` in the
     co-simulation reports is the measured FORWARD latency.
     """
@@ -321,135 +322,150 @@ class CrossbarTile(wiring.Component):
         for port in y_rd:
             m.d.comb += port.en.eq(0)
 
-        # Stage 1: memory data valid.
-        s1 = Signal()
-        s1_first, s1_last = Signal(), Signal()
-        s1_nlanes = Signal(range(lanes + 1))
-        s1_waddr = Signal.like(waddr)
-        m.d.sync += [s1.eq(issue), s1_first.eq(issue_first), s1_last.eq(issue_last),
-                     s1_nlanes.eq(issue_nlanes), s1_waddr.eq(waddr)]
+        # The operation, decoded once into registered flags (they fan out to every lane).
+        is_fwd, is_tr, is_upd = Signal(), Signal(), Signal()
 
-        # Stage 2: products registered (DSP output register), old weights carried for UPDATE.
+        def stage(*signals, name):
+            """Registered copies of ``signals``: the pipeline's metadata moving one stage."""
+            regs = [Signal.like(sig, name=f"{name}_{k}") for k, sig in enumerate(signals)]
+            m.d.sync += [r.eq(sig) for r, sig in zip(regs, signals, strict=True)]
+            return regs
+
+        # Stage 1: memory data valid. Stage 2: multiplier operands registered (the DSP input
+        # registers), invalid lanes zeroed. Stage 3: products registered (its output register).
+        s1, s1_first, s1_last, s1_nlanes, s1_waddr = stage(
+            issue, issue_first, issue_last, issue_nlanes, waddr, name="s1")
+        s2, s2_first, s2_last, s2_nlanes, s2_waddr = stage(
+            s1, s1_first, s1_last, s1_nlanes, s1_waddr, name="s2")
+        s3, s3_first, s3_last, s3_nlanes, s3_waddr = stage(
+            s2, s2_first, s2_last, s2_nlanes, s2_waddr, name="s3")
         prod_width = wf.width + self._if.width
+        op_a = [Signal(signed(max(wf.width, self._if.width)), name=f"opa{k}")
+                for k in range(lanes)]
+        op_b = [Signal(signed(self._if.width), name=f"opb{k}") for k in range(lanes)]
         prods = [Signal(signed(prod_width), name=f"prod{k}") for k in range(lanes)]
+        w_s2 = [Signal(signed(wf.width), name=f"wold2_{k}") for k in range(lanes)]
         w_old = [Signal(signed(wf.width), name=f"wold{k}") for k in range(lanes)]
-        s2 = Signal()
-        s2_first, s2_last = Signal(), Signal()
-        s2_nlanes = Signal(range(lanes + 1))
-        s2_waddr = Signal.like(waddr)
-        m.d.sync += [s2.eq(s1), s2_first.eq(s1_first), s2_last.eq(s1_last),
-                     s2_nlanes.eq(s1_nlanes), s2_waddr.eq(s1_waddr)]
         for k in range(lanes):
-            valid_lane = k < s1_nlanes
-            with m.Switch(op):
-                with m.Case(TileOp.FORWARD):
-                    m.d.sync += prods[k].eq(w_rd[k].data * x_rd[k].data)
-                with m.Case(TileOp.TRANSPOSED):
-                    m.d.sync += prods[k].eq(w_rd[k].data * s_rd.data)
-                with m.Case(TileOp.UPDATE):
-                    m.d.sync += prods[k].eq(s_rd.data * x_rd[k].data)
-            with m.If(~valid_lane):
-                m.d.sync += prods[k].eq(0)
-            m.d.sync += w_old[k].eq(w_rd[k].data)
+            with m.If(k >= s1_nlanes):
+                m.d.sync += op_a[k].eq(0)
+            with m.Elif(is_upd):
+                m.d.sync += op_a[k].eq(s_rd.data)
+            with m.Else():
+                m.d.sync += op_a[k].eq(w_rd[k].data)
+            with m.If(is_tr):
+                m.d.sync += op_b[k].eq(s_rd.data)
+            with m.Else():
+                m.d.sync += op_b[k].eq(x_rd[k].data)
+            m.d.sync += [prods[k].eq(op_a[k] * op_b[k]), w_s2[k].eq(w_rd[k].data),
+                         w_old[k].eq(w_s2[k])]
 
-        # Forward: pipelined adder tree, two levels per register stage.
+        # Forward: pipelined adder tree, two levels per register stage, then the row
+        # accumulator; the row's one rounding happens the cycle after its last chunk, straight
+        # into the output memory.
         level = list(prods)
-        valid_t, first_t, last_t = s2, s2_first, s2_last
+        valid_t, first_t, last_t = s3, s3_first, s3_last
         depth = 0
         while len(level) > 1:
-            nxt = []
-            for a in range(0, len(level), 2):
-                nxt.append(level[a] + level[a + 1] if a + 1 < len(level) else level[a])
-            level = nxt
+            level = [level[a] + level[a + 1] if a + 1 < len(level) else level[a]
+                     for a in range(0, len(level), 2)]
             depth += 1
             if depth % 2 == 0 or len(level) == 1:
-                regs = [Signal(signed(len(v)), name=f"tree{depth}_{k}")
-                        for k, v in enumerate(level)]
-                m.d.sync += [r.eq(v) for r, v in zip(regs, level, strict=True)]
-                level = regs
-                v2, f2, l2 = Signal(), Signal(), Signal()
-                m.d.sync += [v2.eq(valid_t), f2.eq(first_t), l2.eq(last_t)]
-                valid_t, first_t, last_t = v2, f2, l2
+                level = stage(*level, name=f"tree{depth}")
+                valid_t, first_t, last_t = stage(valid_t, first_t, last_t, name=f"tmeta{depth}")
         tree_sum = level[0]
         row_acc = Signal(acc_shape)
-        row_sum = Signal(acc_shape)
-        m.d.comb += row_sum.eq(tree_sum + (0 if chunks == 1 else row_acc))
-        with m.If(first_t):
-            m.d.comb += row_sum.eq(tree_sum)
-        fwd_y, fwd_sat = narrow(m, row_sum, self.forward_shift, of.width,
-                                offset(0, self.forward_shift))
-        fwd_write = Signal()
-        fwd_value = Signal(signed(of.width))
-        m.d.sync += fwd_write.eq(0)
-        with m.If((op == TileOp.FORWARD) & valid_t):
-            m.d.sync += row_acc.eq(row_sum)
-            with m.If(last_t):
-                m.d.sync += [fwd_write.eq(1), fwd_value.eq(fwd_y)]
-                advance(1)
-                with m.If(fwd_sat):
-                    m.d.comb += overflow_set.eq(1)
+        fwd_pending = Signal()
+        m.d.sync += fwd_pending.eq(is_fwd & valid_t & last_t)
+        with m.If(is_fwd & valid_t):
+            with m.If(first_t):
+                m.d.sync += row_acc.eq(tree_sum)
+            with m.Else():
+                m.d.sync += row_acc.eq(row_acc + tree_sum)
         fwd_bank = Signal(range(max(lanes, 2)))
         fwd_addr = Signal(range(max(y_depth, 2)))
-        with m.If(fwd_write):
+        with m.If(fwd_pending):
+            fwd_y, fwd_sat = narrow(m, row_acc, self.forward_shift, of.width,
+                                    offset(0, self.forward_shift))
+            advance(1)
+            with m.If(fwd_sat):
+                m.d.comb += overflow_set.eq(1)
             for k in range(lanes):
                 with m.If(fwd_bank == k):
-                    m.d.comb += [y_wr[k].addr.eq(fwd_addr), y_wr[k].data.eq(fwd_value),
+                    m.d.comb += [y_wr[k].addr.eq(fwd_addr), y_wr[k].data.eq(fwd_y),
                                  y_wr[k].en.eq(1)]
             with m.If(fwd_bank == lanes - 1):
                 m.d.sync += [fwd_bank.eq(0), fwd_addr.eq(fwd_addr + 1)]
             with m.Else():
                 m.d.sync += fwd_bank.eq(fwd_bank + 1)
 
-        # Transposed: lane accumulators over the rows; narrow all lanes after the last row.
+        # Transposed: lane accumulators over the rows; the chunk's roundings happen the cycle
+        # after its last row, straight into the output memories.
         lane_acc = [Signal(acc_shape, name=f"lacc{k}") for k in range(lanes)]
         tr_chunk = Signal(range(max(chunks, 2)))
-        with m.If((op == TileOp.TRANSPOSED) & s2):
-            sat_any = []
+        tr_pending = Signal()
+        tr_nlanes = Signal(range(lanes + 1))
+        m.d.sync += tr_pending.eq(is_tr & s3 & s3_last)
+        with m.If(is_tr & s3):
+            m.d.sync += tr_nlanes.eq(s3_nlanes)
             for k in range(lanes):
-                total = Signal(acc_shape, name=f"ltot{k}")
-                m.d.comb += total.eq(prods[k] + lane_acc[k])
-                with m.If(s2_first):
-                    m.d.comb += total.eq(prods[k])
-                m.d.sync += lane_acc[k].eq(total)
-                y_k, sat_k = narrow(m, total, self.forward_shift, of.width,
+                with m.If(s3_first):
+                    m.d.sync += lane_acc[k].eq(prods[k])
+                with m.Else():
+                    m.d.sync += lane_acc[k].eq(lane_acc[k] + prods[k])
+        with m.If(tr_pending):
+            m.d.sync += tr_chunk.eq(tr_chunk + 1)
+            with m.If(tr_nlanes == lanes):
+                advance(lanes)
+            with m.Else():
+                advance(last_lanes)
+            for k in range(lanes):
+                y_k, sat_k = narrow(m, lane_acc[k], self.forward_shift, of.width,
                                     offset(k, self.forward_shift))
-                with m.If(s2_last & (k < s2_nlanes)):
+                with m.If(k < tr_nlanes):
                     m.d.comb += [y_wr[k].addr.eq(tr_chunk), y_wr[k].data.eq(y_k),
                                  y_wr[k].en.eq(1)]
-                sat_any.append(sat_k & (k < s2_nlanes))
-            with m.If(s2_last):
-                m.d.sync += tr_chunk.eq(tr_chunk + 1)
-                with m.If(s2_nlanes == lanes):
-                    advance(lanes)
-                with m.Else():
-                    advance(last_lanes)
-                for sat in sat_any:
-                    with m.If(sat):
+                    with m.If(sat_k):
                         m.d.comb += overflow_set.eq(1)
 
-        # Update: step = narrow(u_i v_j) saturated to the weight format; W + step saturated.
-        upd_write = Signal()
-        with m.If((op == TileOp.UPDATE) & s2):
-            m.d.comb += upd_write.eq(1)
-            with m.If(s2_nlanes == lanes):
+        # Update: stage U1 rounds the step and saturates it to the weight format (drawing in
+        # row-major order); U2 adds the old weight, saturates and writes back.
+        steps = [Signal(signed(wf.width), name=f"step{k}") for k in range(lanes)]
+        u_valid = Signal()
+        u_nlanes = Signal(range(lanes + 1))
+        u_waddr = Signal.like(waddr)
+        u_old = [Signal(signed(wf.width), name=f"uold{k}") for k in range(lanes)]
+        u_sat = Signal()
+        m.d.sync += [u_valid.eq(is_upd & s3), u_nlanes.eq(s3_nlanes), u_waddr.eq(s3_waddr),
+                     u_sat.eq(0)]
+        m.d.sync += [u_old[k].eq(w_old[k]) for k in range(lanes)]
+        with m.If(is_upd & s3):
+            with m.If(s3_nlanes == lanes):
                 advance(lanes)
             with m.Else():
                 advance(last_lanes)
             for k in range(lanes):
                 step_k, sat_step = narrow(m, prods[k], self.update_shift, wf.width,
                                           offset(k, self.update_shift))
+                m.d.sync += steps[k].eq(step_k)
+                with m.If(sat_step & (k < s3_nlanes)):
+                    m.d.sync += u_sat.eq(1)
+        with m.If(u_valid):
+            with m.If(u_sat):
+                m.d.comb += overflow_set.eq(1)
+            for k in range(lanes):
                 total = Signal(signed(wf.width + 1), name=f"wsum{k}")
-                m.d.comb += total.eq(w_old[k] + step_k)
+                m.d.comb += total.eq(u_old[k] + steps[k])
                 w_new, sat_w = narrow(m, total, 0, wf.width)
-                with m.If(k < s2_nlanes):
-                    m.d.comb += [w_wr[k].addr.eq(s2_waddr), w_wr[k].data.eq(w_new),
+                with m.If(k < u_nlanes):
+                    m.d.comb += [w_wr[k].addr.eq(u_waddr), w_wr[k].data.eq(w_new),
                                  w_wr[k].en.eq(1)]
-                    with m.If(sat_step | sat_w):
+                    with m.If(sat_w):
                         m.d.comb += overflow_set.eq(1)
 
         # Pipeline occupancy: the operation ends when the last issue has drained: the last
-        # forward result is written T + 3 cycles after its issue, the others 2 cycles after.
-        forward_drain = self.tree_stages + 3
+        # forward result is written T + 4 cycles after its issue, the others 4 cycles after.
+        forward_drain = self.tree_stages + 4
         drain = Signal(range(forward_drain + 1))
         in_flight = Signal(range(forward_drain + 1))
 
@@ -462,7 +478,9 @@ class CrossbarTile(wiring.Component):
             with m.State("IDLE"):
                 m.d.comb += self.busy.eq(0)
                 with m.If(self.start):
-                    m.d.sync += op.eq(self.op)
+                    m.d.sync += [op.eq(self.op), is_fwd.eq(self.op == TileOp.FORWARD),
+                                 is_tr.eq(self.op == TileOp.TRANSPOSED),
+                                 is_upd.eq(self.op == TileOp.UPDATE)]
                     reset_counters()
                     m.d.sync += [fwd_bank.eq(0), fwd_addr.eq(0), tr_chunk.eq(0)]
                     with m.Switch(self.op):
@@ -480,10 +498,10 @@ class CrossbarTile(wiring.Component):
                             m.d.sync += [y_len.eq(rows), drain.eq(forward_drain)]
                             m.next = "ISSUE_ROWS"
                         with m.Case(TileOp.UPDATE):
-                            m.d.sync += drain.eq(2)
+                            m.d.sync += drain.eq(4)
                             m.next = "ISSUE_ROWS"
                         with m.Case(TileOp.TRANSPOSED):
-                            m.d.sync += [y_len.eq(cols), drain.eq(2)]
+                            m.d.sync += [y_len.eq(cols), drain.eq(4)]
                             m.next = "ISSUE_COLS"
 
             with m.State("LOAD_W"):

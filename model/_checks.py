@@ -44,7 +44,8 @@ def image_shape(shape) -> tuple[int, int]:
     try:
         height, width = (int(s) for s in shape)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"shape must be a pair (H, W) of positive integers, not {shape!r}") from exc
+        message = f"shape must be a pair (H, W) of positive integers, not {shape!r}"
+        raise ValueError(message) from exc
     if height < 1 or width < 1 or (height, width) != tuple(shape):
         raise ValueError(f"shape must be a pair (H, W) of positive integers, not {shape!r}")
     return height, width

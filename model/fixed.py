@@ -206,7 +206,7 @@ def _compose(outer: tuple[int, ...], inner: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(_apply(outer, column) for column in inner)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _power(exponent: int) -> tuple[int, ...]:
     """Columns of the map ``clock**exponent`` (``exponent`` a power of two)."""
     if exponent == 1:
@@ -215,7 +215,7 @@ def _power(exponent: int) -> tuple[int, ...]:
     return _compose(half, half)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _half_tables(exponent: int) -> np.ndarray:
     """``T[k, v]``: ``clock**exponent`` applied to the 16-bit half ``v`` at position ``k``."""
     columns = np.array(_power(exponent), dtype=np.uint32)

@@ -316,7 +316,7 @@ def fourier_conv_fixed(kernel, image: np.ndarray, *, data: Format, twiddle: Form
     """
     from .fourier import dft_matrix, kernel_spectrum, to_real
 
-    batch, height, width = image.shape
+    _batch, height, width = image.shape
     spec = kernel_spectrum(kernel, (height, width))
     spec_ints = spectrum.quantize(np.stack([spec.real, spec.imag], axis=-1), "nearest",
                                   overflow, "spectrum.load")

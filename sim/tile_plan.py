@@ -63,22 +63,22 @@ def make_plan(params: TileParams, vectors: int, seed: int, ops_per_vector: int =
     rng = np.random.default_rng(seed)
     f = params.format
     plan = []
+    def words(n, corner):
+        if corner:
+            return rng.choice([f.min_int, f.max_int], n)
+        return rng.integers(f.min_int, f.max_int + 1, n)
+
     for v in range(vectors):
         corner = v % 4 == 3
 
-        def words(n):
-            if corner:
-                return rng.choice([f.min_int, f.max_int], n)
-            return rng.integers(f.min_int, f.max_int + 1, n)
-
-        vector = {"weights": words(params.rows * params.cols).tolist(), "ops": []}
+        vector = {"weights": words(params.rows * params.cols, corner).tolist(), "ops": []}
         for k in range(ops_per_vector):
             op = OPS[k % 3] if k < 3 else OPS[int(rng.integers(3))]
             entry = {"op": op}
             if op in ("forward", "update"):
-                entry["x"] = words(params.cols).tolist()
+                entry["x"] = words(params.cols, corner).tolist()
             if op in ("transposed", "update"):
-                entry["s"] = words(params.rows).tolist()
+                entry["s"] = words(params.rows, corner).tolist()
             vector["ops"].append(entry)
         plan.append(vector)
     return {"params": params.__dict__, "vectors": plan}

@@ -13,6 +13,7 @@ import time
 
 import cocotb
 from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly, Timer
+
 from xbarode.sim.cocotb_support import (
     CLOCK_PERIOD_NS,
     StreamBench,

@@ -11,6 +11,7 @@ import pytest
 import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+
 from xbarode.model import Conv, ConvergenceWarning, Dense, adjoint, odeint
 
 SETTINGS = settings(max_examples=25, deadline=None)

@@ -16,29 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from xbarode.cli import main
+from helpers import last_json, run
 from xbarode.model import load_digits_split, load_weights, predict
 
 ACCURACY_KEYS = {"test_accuracy", "train_accuracy", "seconds"}
-
-
-def run(capsys, *argv):
-    """Run ``xbarode ARGV`` in-process; returns (exit status, stdout, stderr)."""
-    try:
-        code = main([str(arg) for arg in argv])
-    except SystemExit as exc:  # argparse: --help, --version and usage errors
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def last_json(out):
-    """The JSON object on the last line of stdout."""
-    lines = out.strip().splitlines()
-    assert lines, "nothing on stdout"
-    result = json.loads(lines[-1])
-    assert isinstance(result, dict)
-    return result
 
 
 def assert_no_progress_bar(text):

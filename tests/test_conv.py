@@ -11,17 +11,11 @@ import pytest
 import scipy.ndimage
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from helpers import assert_close
 from xbarode.model import Conv, circular_conv, conv_kernel_grad, conv_matrix, kernel_pullback
 
 SETTINGS = settings(max_examples=30, deadline=None)
-
-
-def assert_close(actual, expected, rtol=1e-10):
-    """Assert equal shapes and ``max|actual - expected| <= rtol * max|expected|``."""
-    actual, expected = np.asarray(actual), np.asarray(expected)
-    assert actual.shape == expected.shape
-    error = np.abs(actual - expected).max(initial=0.0)
-    assert error <= rtol * np.abs(expected).max(initial=0.0), error
 
 
 @st.composite

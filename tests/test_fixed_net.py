@@ -5,21 +5,18 @@ line, against the float64 golden model on the same quantised weights."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import re
 from fractions import Fraction
 
 import numpy as np
 import pytest
-from threadpoolctl import threadpool_limits
 
-from xbarode.cli import main
+from helpers import last_json, run
 from xbarode.model import (
     Config,
     Digits,
     accuracy,
-    load_digits_split,
     load_weights,
     loss_and_grads,
     predict,
@@ -29,18 +26,6 @@ from xbarode.model.fixed import Format
 from xbarode.model.fixed_net import INT_BITS, FixedFormats, FixedNetwork, formats_for_width
 
 H = 0.25                     # the default Config's step: T = 2 over 8 steps
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_blas_thread():
-    # Threaded BLAS on these tiny products is many times slower on a loaded 2-core machine.
-    with threadpool_limits(limits=1, user_api="blas"):
-        yield
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_digits_split()
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +82,7 @@ def test_formats_for_width_frac_and_overrides():
     with pytest.raises(ValueError, match=r"unknown signal class \['bias', 'foo'\]; choose from "
                                          r"\['weight', 'state', 'act', 'grad'\]"):
         formats_for_width(16, foo="16.8", bias="8.4")
-    with pytest.raises(ValueError, match="WIDTH.FRAC"):
+    with pytest.raises(ValueError, match=r"WIDTH\.FRAC"):
         formats_for_width(16, grad="1.0.0")
     with pytest.raises(ValueError, match="frac must be"):
         formats_for_width(8, 8)
@@ -322,7 +307,7 @@ def test_fixed_training_is_reproducible_and_seeded(small_digits):
 
 def test_fixed_training_with_implicit_euler(small_digits):
     config = fixed_config(method="implicit_euler", epochs=1, neumann_terms=8, max_iter=5)
-    params, summary = train(config, small_digits)
+    _params, summary = train(config, small_digits)
     assert summary["test_accuracy"] > 0.3
     assert math.isfinite(summary["final_loss"])
 
@@ -393,22 +378,6 @@ def test_float_config_ignores_power_of_two_rules():
 
 
 # --- command line ----------------------------------------------------------------------------
-
-
-def run(capsys, *argv):
-    """Run ``xbarode ARGV`` in-process; returns (exit status, stdout, stderr)."""
-    try:
-        code = main([str(arg) for arg in argv])
-    except SystemExit as exc:  # argparse: usage errors
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def last_json(out):
-    lines = out.strip().splitlines()
-    assert lines, "nothing on stdout"
-    return json.loads(lines[-1])
 
 
 def test_cli_fixed_point_train_then_post_training_quantisation(capsys, tmp_path, digits):

@@ -251,7 +251,7 @@ def test_tile_accumulator_too_narrow():
 
 def test_tile_rejects_bad_weights():
     fmt = Format(8, 4)
-    with pytest.raises(ValueError, match="W: weights lie outside Q4.4"):
+    with pytest.raises(ValueError, match=r"W: weights lie outside Q4\.4"):
         tile(np.array([[128]]), fmt, "floor", name="W")
     with pytest.raises(ValueError, match="W: weights must be a 2-D integer array"):
         tile(np.array([1.0]), fmt, "floor", name="W")
@@ -428,13 +428,13 @@ def test_newton_step_approaches_the_float_implicit_euler_step():
 
 
 def test_newton_step_without_predictor_and_reports_non_convergence():
-    A, B, z, w, _, _, (wf, state, act) = newton_case(12, "nearest", seed=2)
+    A, B, z, w, _, _, (_wf, state, act) = newton_case(12, "nearest", seed=2)
     overflow = Overflow()
-    w0, its0, conv0 = newton_step(A, B, z, state=state, act=act, h_shift=1, overflow=overflow,
+    w0, _its0, conv0 = newton_step(A, B, z, state=state, act=act, h_shift=1, overflow=overflow,
                                   neumann_terms=40, max_iter=30, tol=1, predictor=False)
     assert conv0.all() and np.abs(w0 - w).max() <= 3
     # One Newton update with a single Neumann term cannot reach 0 LSBs from z.
-    w1, its1, conv1 = newton_step(A, B, z, state=state, act=act, h_shift=1, overflow=overflow,
+    _w1, its1, conv1 = newton_step(A, B, z, state=state, act=act, h_shift=1, overflow=overflow,
                                   neumann_terms=1, max_iter=1, tol=0, predictor=False)
     assert not conv1.any() and (its1 == 1).all()
 

@@ -14,6 +14,7 @@ import scipy.linalg
 import scipy.optimize
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from xbarode.model import Conv, ConvergenceWarning, Dense, SolveInfo, odeint
 from xbarode.model.ode import solve_shifted
 

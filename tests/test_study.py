@@ -9,8 +9,8 @@ import json
 import statistics
 
 import pytest
-from threadpoolctl import threadpool_limits
 
+from helpers import run
 from xbarode.cli import main
 from xbarode.model import Config, accuracy, load_digits_split, train
 from xbarode.study import markdown, precision_study
@@ -19,22 +19,6 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # formats_for_width(10): width minus the integer bits 2, 5, 7, 4 of weight, state, act, grad.
 FORMATS_10 = {"weight_format": "10.8", "state_format": "10.5", "act_format": "10.3",
               "grad_format": "10.5"}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_blas_thread():
-    with threadpool_limits(limits=1, user_api="blas"):
-        yield
-
-
-def run(capsys, *argv):
-    """Run ``xbarode ARGV`` in-process; returns (exit status, stdout, stderr)."""
-    try:
-        code = main([str(arg) for arg in argv])
-    except SystemExit as exc:  # argparse: usage errors
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")

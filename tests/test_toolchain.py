@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import random
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,34 +17,19 @@ import pytest
 from amaranth.sim import Simulator
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from toy_design import ToyDot, toy_dot_reference
 from xbarode.sim.runner import CosimError, run_cocotb
+from xbarode.sim.streams import stream_get, stream_put
 from xbarode.sim.toolchain import ToolchainError, _verilator_make_fixes, ensure_simulator
 from xbarode.sim.verilog import parse_verilog_ports, port_manifest, write_verilog
-
 from xbarode.synth import DEVICES, synthesize
-
-sys.path.insert(0, str(Path(__file__).parent))
-from toy_design import ToyDot, toy_dot_reference
 
 COCOTB_MODULE = Path(__file__).with_name("cocotb_toy.py")
 SIMULATORS = ["verilator", "icarus"]
 
 
 # --- Amaranth simulator ------------------------------------------------------------------
-
-async def stream_put(ctx, stream, payload):
-    ctx.set(stream.valid, 1)
-    ctx.set(stream.payload, payload)
-    await ctx.tick().until(stream.ready)
-    ctx.set(stream.valid, 0)
-
-
-async def stream_get(ctx, stream):
-    ctx.set(stream.ready, 1)
-    payload, = await ctx.tick().sample(stream.payload).until(stream.valid)
-    ctx.set(stream.ready, 0)
-    return payload
-
 
 def simulate_toy(width, length, weights, vectors, *, stall_seed=None):
     """Results of the toy design in Amaranth's simulator; with ``stall_seed``, the producer

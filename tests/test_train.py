@@ -16,7 +16,6 @@ import zipfile
 import numpy as np
 import pytest
 from scipy.special import log_softmax, softmax
-from threadpoolctl import threadpool_limits
 
 from xbarode.model import (
     Config,
@@ -38,18 +37,6 @@ train_module = importlib.import_module("xbarode.model.train")
 
 EPS = 1e-6
 RTOL = 1e-6
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_blas_thread():
-    # Threaded BLAS on these tiny products is many times slower on a loaded 2-core machine.
-    with threadpool_limits(limits=1, user_api="blas"):
-        yield
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_digits_split()
 
 
 def central_difference(f, array, index, eps=EPS):

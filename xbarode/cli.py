@@ -21,6 +21,7 @@ from threadpoolctl import threadpool_limits
 
 from . import __version__
 
+
 class CheckFailed(Exception):
     """A check the command made failed (exit status 1); ``result`` is still reported."""
 

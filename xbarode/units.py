@@ -12,9 +12,9 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 __all__ = ["SIMULATORS", "UNITS", "Unit", "cosim", "generate", "synth"]
 
