@@ -105,8 +105,8 @@ class CrossbarTile(wiring.Component):
     Notes
     -----
     Latency, from the cycle ``start`` is seen to the ``done`` pulse inclusive:
-    ``rows·C + T + 5`` cycles for FORWARD, where ``C = ceil(cols/lanes)`` and
-    ``T = ceil(log2(lanes) / 2)`` adder-tree register stages; ``rows·C + 5`` for TRANSPOSED and
+    ``rows·C + T + 6`` cycles for FORWARD, where ``C = ceil(cols/lanes)`` and
+    ``T = ceil(log2(lanes) / 2)`` adder-tree register stages; ``rows·C + 6`` for TRANSPOSED and
     UPDATE. A result is in the output buffer when ``done`` rises. Every path between
     registers holds at most two carry chains (pipelined for 100 MHz on an ECP5). Streams move
     one word per cycle on LOAD_*; READ_* take two cycles per word. ``cycles_per_mvm`` in the
@@ -361,8 +361,7 @@ class CrossbarTile(wiring.Component):
                          w_old[k].eq(w_s2[k])]
 
         # Forward: pipelined adder tree, two levels per register stage, then the row
-        # accumulator; the row's one rounding happens the cycle after its last chunk, straight
-        # into the output memory.
+        # accumulator; the row's one rounding happens the cycle after its last chunk.
         level = list(prods)
         valid_t, first_t, last_t = s3, s3_first, s3_last
         depth = 0
@@ -382,17 +381,24 @@ class CrossbarTile(wiring.Component):
                 m.d.sync += row_acc.eq(tree_sum)
             with m.Else():
                 m.d.sync += row_acc.eq(row_acc + tree_sum)
+        # The rounded word is registered before it fans out to the output banks.
         fwd_bank = Signal(range(max(lanes, 2)))
         fwd_addr = Signal(range(max(y_depth, 2)))
+        fwd_write = Signal()
+        fwd_value = Signal(signed(of.width))
+        fwd_sat_r = Signal()
+        m.d.sync += fwd_write.eq(fwd_pending)
         with m.If(fwd_pending):
             fwd_y, fwd_sat = narrow(m, row_acc, self.forward_shift, of.width,
                                     offset(0, self.forward_shift))
+            m.d.sync += [fwd_value.eq(fwd_y), fwd_sat_r.eq(fwd_sat)]
             advance(1)
-            with m.If(fwd_sat):
+        with m.If(fwd_write):
+            with m.If(fwd_sat_r):
                 m.d.comb += overflow_set.eq(1)
             for k in range(lanes):
                 with m.If(fwd_bank == k):
-                    m.d.comb += [y_wr[k].addr.eq(fwd_addr), y_wr[k].data.eq(fwd_y),
+                    m.d.comb += [y_wr[k].addr.eq(fwd_addr), y_wr[k].data.eq(fwd_value),
                                  y_wr[k].en.eq(1)]
             with m.If(fwd_bank == lanes - 1):
                 m.d.sync += [fwd_bank.eq(0), fwd_addr.eq(fwd_addr + 1)]
@@ -400,7 +406,7 @@ class CrossbarTile(wiring.Component):
                 m.d.sync += fwd_bank.eq(fwd_bank + 1)
 
         # Transposed: lane accumulators over the rows; the chunk's roundings happen the cycle
-        # after its last row, straight into the output memories.
+        # after its last row, and the rounded words are written the cycle after that.
         lane_acc = [Signal(acc_shape, name=f"lacc{k}") for k in range(lanes)]
         tr_chunk = Signal(range(max(chunks, 2)))
         tr_pending = Signal()
@@ -413,8 +419,13 @@ class CrossbarTile(wiring.Component):
                     m.d.sync += lane_acc[k].eq(prods[k])
                 with m.Else():
                     m.d.sync += lane_acc[k].eq(lane_acc[k] + prods[k])
+        tr_write = Signal()
+        tr_values = [Signal(signed(of.width), name=f"tval{k}") for k in range(lanes)]
+        tw_nlanes = Signal(range(lanes + 1))  # tr_nlanes moves on with the next chunk's rows
+        tr_sat = Signal(lanes)  # per-lane saturation, registered: a 64-input OR is a stage
+        m.d.sync += tr_write.eq(tr_pending)
         with m.If(tr_pending):
-            m.d.sync += tr_chunk.eq(tr_chunk + 1)
+            m.d.sync += tw_nlanes.eq(tr_nlanes)
             with m.If(tr_nlanes == lanes):
                 advance(lanes)
             with m.Else():
@@ -422,11 +433,15 @@ class CrossbarTile(wiring.Component):
             for k in range(lanes):
                 y_k, sat_k = narrow(m, lane_acc[k], self.forward_shift, of.width,
                                     offset(k, self.forward_shift))
-                with m.If(k < tr_nlanes):
-                    m.d.comb += [y_wr[k].addr.eq(tr_chunk), y_wr[k].data.eq(y_k),
+                m.d.sync += [tr_values[k].eq(y_k), tr_sat[k].eq(sat_k & (k < tr_nlanes))]
+        with m.If(tr_write):
+            with m.If(tr_sat.any()):
+                m.d.comb += overflow_set.eq(1)
+            m.d.sync += tr_chunk.eq(tr_chunk + 1)
+            for k in range(lanes):
+                with m.If(k < tw_nlanes):
+                    m.d.comb += [y_wr[k].addr.eq(tr_chunk), y_wr[k].data.eq(tr_values[k]),
                                  y_wr[k].en.eq(1)]
-                    with m.If(sat_k):
-                        m.d.comb += overflow_set.eq(1)
 
         # Update: stage U1 rounds the step and saturates it to the weight format (drawing in
         # row-major order); U2 adds the old weight, saturates and writes back.
@@ -435,7 +450,7 @@ class CrossbarTile(wiring.Component):
         u_nlanes = Signal(range(lanes + 1))
         u_waddr = Signal.like(waddr)
         u_old = [Signal(signed(wf.width), name=f"uold{k}") for k in range(lanes)]
-        u_sat = Signal()
+        u_sat = Signal(lanes)
         m.d.sync += [u_valid.eq(is_upd & s3), u_nlanes.eq(s3_nlanes), u_waddr.eq(s3_waddr),
                      u_sat.eq(0)]
         m.d.sync += [u_old[k].eq(w_old[k]) for k in range(lanes)]
@@ -448,10 +463,14 @@ class CrossbarTile(wiring.Component):
                 step_k, sat_step = narrow(m, prods[k], self.update_shift, wf.width,
                                           offset(k, self.update_shift))
                 m.d.sync += steps[k].eq(step_k)
-                with m.If(sat_step & (k < s3_nlanes)):
-                    m.d.sync += u_sat.eq(1)
+                m.d.sync += u_sat[k].eq(sat_step & (k < s3_nlanes))
+        # U3 only raises the flag: the saturations of all lanes, registered, ORed.
+        u3_sat = Signal(lanes)
+        m.d.sync += u3_sat.eq(0)
+        with m.If(u3_sat.any()):
+            m.d.comb += overflow_set.eq(1)
         with m.If(u_valid):
-            with m.If(u_sat):
+            with m.If(u_sat.any()):
                 m.d.comb += overflow_set.eq(1)
             for k in range(lanes):
                 total = Signal(signed(wf.width + 1), name=f"wsum{k}")
@@ -460,12 +479,12 @@ class CrossbarTile(wiring.Component):
                 with m.If(k < u_nlanes):
                     m.d.comb += [w_wr[k].addr.eq(u_waddr), w_wr[k].data.eq(w_new),
                                  w_wr[k].en.eq(1)]
-                    with m.If(sat_w):
-                        m.d.comb += overflow_set.eq(1)
+                    m.d.sync += u3_sat[k].eq(sat_w)
 
         # Pipeline occupancy: the operation ends when the last issue has drained: the last
-        # forward result is written T + 4 cycles after its issue, the others 4 cycles after.
-        forward_drain = self.tree_stages + 4
+        # forward result is written T + 5 cycles after its issue, a transposed one 5 cycles
+        # after; an update writes 4 cycles after and raises the flag (if any) 5 after.
+        forward_drain = self.tree_stages + 5
         drain = Signal(range(forward_drain + 1))
         in_flight = Signal(range(forward_drain + 1))
 
@@ -498,10 +517,10 @@ class CrossbarTile(wiring.Component):
                             m.d.sync += [y_len.eq(rows), drain.eq(forward_drain)]
                             m.next = "ISSUE_ROWS"
                         with m.Case(TileOp.UPDATE):
-                            m.d.sync += drain.eq(4)
+                            m.d.sync += drain.eq(5)
                             m.next = "ISSUE_ROWS"
                         with m.Case(TileOp.TRANSPOSED):
-                            m.d.sync += [y_len.eq(cols), drain.eq(4)]
+                            m.d.sync += [y_len.eq(cols), drain.eq(5)]
                             m.next = "ISSUE_COLS"
 
             with m.State("LOAD_W"):
