@@ -233,7 +233,10 @@ class CrossbarTile(wiring.Component):
         rows, cols, lanes, chunks = self._rows, self._cols, self._lanes, self.chunks
         last_lanes = cols - (chunks - 1) * lanes  # valid lanes of the last chunk
         wf, of = self._wf, self._of
-        acc_shape = signed(self._acc_width)
+        # Each sum is exact in the bits its own terms need (at most acc_width, checked in
+        # __init__): no wider registers and carry chains than the sum can use.
+        row_shape = signed(accumulator_bits(wf, self._if, cols))
+        lane_shape = signed(accumulator_bits(wf, self._if, rows))
 
         # Memories: weights (lanes banks), x (lanes banks), s (one), y (lanes banks).
         w_depth = rows * chunks
@@ -373,7 +376,7 @@ class CrossbarTile(wiring.Component):
                 level = stage(*level, name=f"tree{depth}")
                 valid_t, first_t, last_t = stage(valid_t, first_t, last_t, name=f"tmeta{depth}")
         tree_sum = level[0]
-        row_acc = Signal(acc_shape)
+        row_acc = Signal(row_shape)
         fwd_pending = Signal()
         m.d.sync += fwd_pending.eq(is_fwd & valid_t & last_t)
         with m.If(is_fwd & valid_t):
@@ -407,7 +410,7 @@ class CrossbarTile(wiring.Component):
 
         # Transposed: lane accumulators over the rows; the chunk's roundings happen the cycle
         # after its last row, and the rounded words are written the cycle after that.
-        lane_acc = [Signal(acc_shape, name=f"lacc{k}") for k in range(lanes)]
+        lane_acc = [Signal(lane_shape, name=f"lacc{k}") for k in range(lanes)]
         tr_chunk = Signal(range(max(chunks, 2)))
         tr_pending = Signal()
         tr_nlanes = Signal(range(lanes + 1))
