@@ -317,3 +317,11 @@ def test_python_dash_m_xbarode(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["xbarode", importlib.metadata.version("xbarode")]
+
+
+@pytest.mark.parametrize(("argv", "name"), [([], "SGD"), (["--optimizer", "adam", "--lr", "0.002"],
+                                                       "Adam")])
+def test_demo_summary_names_the_optimizer_used(capsys, tmp_path, argv, name):
+    code, out, _ = run(capsys, "demo", "--epochs", "1", "--out", tmp_path / "w.npz", *argv)
+    assert code == 0
+    assert f"1 epochs of {name} " in out

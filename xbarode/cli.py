@@ -242,7 +242,8 @@ def cmd_demo(args) -> dict:
         print("xbarode demo: neural ODE dz/dt = B relu(A z) on the 8x8 digits")
         print(f"  network   {cfg['structure']} A, B on m = 64; {cfg['method']}, "
               f"{cfg['steps']} steps, T = {cfg['T']}")
-        print(f"  training  {cfg['epochs']} epochs of Adam (lr {cfg['lr']}, batch "
+        optimiser = {"sgd": "SGD", "adam": "Adam"}[cfg["optimizer"]]
+        print(f"  training  {cfg['epochs']} epochs of {optimiser} (lr {cfg['lr']}, batch "
               f"{cfg['batch_size']}, seed {cfg['seed']}) in {result['seconds']:.1f} s")
         print(f"  accuracy  float64: test {result['test_accuracy']:.2%} (360 images), "
               f"train {result['train_accuracy']:.2%}")
