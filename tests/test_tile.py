@@ -7,6 +7,7 @@ from :mod:`xbarode.sim.tile_plan`; the reference answers come from
 """
 
 import json
+import tempfile
 
 import numpy as np
 import pytest
@@ -93,8 +94,9 @@ def test_lfsr_bank_draws_the_model_sequence(draws, steps, advances):
 # --- bit-exact against the model in Amaranth's simulator ------------------------------------
 
 def check_plan(params, vectors, seed, simulator="amaranth"):
-    result = cosim(UNITS["tile"], params, vectors=vectors, seed=seed, simulator=simulator,
-                   out=None)
+    with tempfile.TemporaryDirectory() as out:
+        result = cosim(UNITS["tile"], params, vectors=vectors, seed=seed, simulator=simulator,
+                       out=out)
     assert result["mismatches"] == 0, result["first_mismatch"]
     assert result["compared"] > 0
     return result

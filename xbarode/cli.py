@@ -283,7 +283,7 @@ def cmd_study(args) -> dict:
             "seconds": result["seconds"]}
 
 
-def _unit_results(args) -> tuple:
+def _unit_and_params(args) -> tuple:
     from .units import UNITS
 
     unit = UNITS[args.unit]
@@ -294,7 +294,7 @@ def cmd_generate(args) -> dict:
     """``xbarode generate UNIT``: Verilog and a JSON manifest."""
     from .units import generate
 
-    unit, params = _unit_results(args)
+    unit, params = _unit_and_params(args)
     result = {"command": f"generate {unit.name}", **generate(unit, params, Path(args.out))}
     if not args.json:
         print(f"wrote {result['verilog']} and {result['manifest']} ({result['ports']} ports)")
@@ -305,7 +305,7 @@ def cmd_cosim(args) -> dict:
     """``xbarode cosim UNIT``: RTL against the fixed-point model, bit for bit."""
     from .units import cosim
 
-    unit, params = _unit_results(args)
+    unit, params = _unit_and_params(args)
     result = {"command": f"cosim {unit.name}",
               **cosim(unit, params, vectors=args.vectors, seed=args.seed,
                       simulator=args.simulator, out=Path(args.out))}
@@ -325,7 +325,7 @@ def cmd_synth(args) -> dict:
     """``xbarode synth UNIT``: yosys + nextpnr for ECP5."""
     from .units import synth
 
-    unit, params = _unit_results(args)
+    unit, params = _unit_and_params(args)
     result = {"command": f"synth {unit.name}",
               **synth(unit, params, device=args.device, out=Path(args.out),
                       freq_mhz=args.freq, seed=args.seed)}
