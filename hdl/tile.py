@@ -35,7 +35,10 @@ from xbarode.model.fixed_ops import accumulator_bits
 
 from .rounding import LfsrBank, narrow, rounding_offset
 
-__all__ = ["CrossbarTile", "TileOp"]
+__all__ = ["GROUP", "CrossbarTile", "TileOp"]
+
+#: Lanes served by one copy of the shared operand register (a fan-out bound for routing).
+GROUP = 8
 
 
 class TileOp(enum.Enum, shape=3):
@@ -105,12 +108,14 @@ class CrossbarTile(wiring.Component):
     Notes
     -----
     Latency, from the cycle ``start`` is seen to the ``done`` pulse inclusive:
-    ``rows·C + T + 6`` cycles for FORWARD, where ``C = ceil(cols/lanes)`` and
-    ``T = ceil(log2(lanes) / 2)`` adder-tree register stages; ``rows·C + 6`` for TRANSPOSED and
+    ``rows·C + T + 7`` cycles for FORWARD, where ``C = ceil(cols/lanes)`` and
+    ``T = ceil(log2(lanes) / 2)`` adder-tree register stages; ``rows·C + 7`` for TRANSPOSED and
     UPDATE. A result is in the output buffer when ``done`` rises. Every path between
-    registers holds at most two carry chains (pipelined for 100 MHz on an ECP5). Streams move
-    one word per cycle on LOAD_*; READ_* take two cycles per word. ``cycles_per_mvm`` in the
-    co-simulation reports is the measured FORWARD latency.
+    registers holds at most two carry chains, memory outputs are registered before any logic
+    (a block RAM's clock-to-output is half a 100 MHz cycle on an ECP5), and the operand that
+    every lane shares is registered once per group of :data:`GROUP` lanes. Streams move
+    one word per cycle on LOAD_*, and on READ_* after one cycle of addressing.
+    ``cycles_per_mvm`` in the co-simulation reports is the measured FORWARD latency.
     """
 
     def __init__(self, *, rows: int, cols: int, lanes: int, weight_format: Format,
@@ -241,7 +246,11 @@ class CrossbarTile(wiring.Component):
         # Memories: weights (lanes banks), x (lanes banks), s (one), y (lanes banks).
         w_depth = rows * chunks
         y_depth = max(chunks, -(-rows // lanes))
-        w_banks = [Memory(shape=signed(wf.width), depth=w_depth, init=[]) for _ in range(lanes)]
+        # Weight banks deeper than a LUT-RAM cell go to block RAM: many wide LUT-RAM banks
+        # with their read multiplexers are what congested the 64-lane tile's routing.
+        w_attrs = {"ram_style": "block"} if w_depth > 16 else {}
+        w_banks = [Memory(shape=signed(wf.width), depth=w_depth, init=[], attrs=w_attrs)
+                   for _ in range(lanes)]
         x_banks = [Memory(shape=signed(self._if.width), depth=chunks, init=[])
                    for _ in range(lanes)]
         y_banks = [Memory(shape=signed(of.width), depth=y_depth, init=[]) for _ in range(lanes)]
@@ -334,39 +343,49 @@ class CrossbarTile(wiring.Component):
             m.d.sync += [r.eq(sig) for r, sig in zip(regs, signals, strict=True)]
             return regs
 
-        # Stage 1: memory data valid. Stage 2: multiplier operands registered (the DSP input
-        # registers), invalid lanes zeroed. Stage 3: products registered (its output register).
+        # Stage 1: memory data valid. Stage 2: memory data registered, the shared operand once
+        # per group of lanes. Stage 3: multiplier operands registered (the DSP input registers),
+        # invalid lanes zeroed. Stage 4: products registered (its output register).
         s1, s1_first, s1_last, s1_nlanes, s1_waddr = stage(
             issue, issue_first, issue_last, issue_nlanes, waddr, name="s1")
         s2, s2_first, s2_last, s2_nlanes, s2_waddr = stage(
             s1, s1_first, s1_last, s1_nlanes, s1_waddr, name="s2")
         s3, s3_first, s3_last, s3_nlanes, s3_waddr = stage(
             s2, s2_first, s2_last, s2_nlanes, s2_waddr, name="s3")
+        s4, s4_first, s4_last, s4_nlanes, s4_waddr = stage(
+            s3, s3_first, s3_last, s3_nlanes, s3_waddr, name="s4")
+        w_q = stage(*(port.data for port in w_rd), name="wq")
+        x_q = stage(*(port.data for port in x_rd), name="xq")
+        # "keep" stops Yosys merging the identical copies back into one register.
+        s_q = [Signal(signed(self._if.width), name=f"sq{g}", attrs={"keep": 1})
+               for g in range(-(-lanes // GROUP))]
+        m.d.sync += [reg.eq(s_rd.data) for reg in s_q]
         prod_width = wf.width + self._if.width
         op_a = [Signal(signed(max(wf.width, self._if.width)), name=f"opa{k}")
                 for k in range(lanes)]
         op_b = [Signal(signed(self._if.width), name=f"opb{k}") for k in range(lanes)]
         prods = [Signal(signed(prod_width), name=f"prod{k}") for k in range(lanes)]
-        w_s2 = [Signal(signed(wf.width), name=f"wold2_{k}") for k in range(lanes)]
+        w_s3 = [Signal(signed(wf.width), name=f"wold3_{k}") for k in range(lanes)]
         w_old = [Signal(signed(wf.width), name=f"wold{k}") for k in range(lanes)]
         for k in range(lanes):
-            with m.If(k >= s1_nlanes):
+            shared = s_q[k // GROUP]
+            with m.If(k >= s2_nlanes):
                 m.d.sync += op_a[k].eq(0)
             with m.Elif(is_upd):
-                m.d.sync += op_a[k].eq(s_rd.data)
+                m.d.sync += op_a[k].eq(shared)
             with m.Else():
-                m.d.sync += op_a[k].eq(w_rd[k].data)
+                m.d.sync += op_a[k].eq(w_q[k])
             with m.If(is_tr):
-                m.d.sync += op_b[k].eq(s_rd.data)
+                m.d.sync += op_b[k].eq(shared)
             with m.Else():
-                m.d.sync += op_b[k].eq(x_rd[k].data)
-            m.d.sync += [prods[k].eq(op_a[k] * op_b[k]), w_s2[k].eq(w_rd[k].data),
-                         w_old[k].eq(w_s2[k])]
+                m.d.sync += op_b[k].eq(x_q[k])
+            m.d.sync += [prods[k].eq(op_a[k] * op_b[k]), w_s3[k].eq(w_q[k]),
+                         w_old[k].eq(w_s3[k])]
 
         # Forward: pipelined adder tree, two levels per register stage, then the row
         # accumulator; the row's one rounding happens the cycle after its last chunk.
         level = list(prods)
-        valid_t, first_t, last_t = s3, s3_first, s3_last
+        valid_t, first_t, last_t = s4, s4_first, s4_last
         depth = 0
         while len(level) > 1:
             level = [level[a] + level[a + 1] if a + 1 < len(level) else level[a]
@@ -414,11 +433,11 @@ class CrossbarTile(wiring.Component):
         tr_chunk = Signal(range(max(chunks, 2)))
         tr_pending = Signal()
         tr_nlanes = Signal(range(lanes + 1))
-        m.d.sync += tr_pending.eq(is_tr & s3 & s3_last)
-        with m.If(is_tr & s3):
-            m.d.sync += tr_nlanes.eq(s3_nlanes)
+        m.d.sync += tr_pending.eq(is_tr & s4 & s4_last)
+        with m.If(is_tr & s4):
+            m.d.sync += tr_nlanes.eq(s4_nlanes)
             for k in range(lanes):
-                with m.If(s3_first):
+                with m.If(s4_first):
                     m.d.sync += lane_acc[k].eq(prods[k])
                 with m.Else():
                     m.d.sync += lane_acc[k].eq(lane_acc[k] + prods[k])
@@ -454,11 +473,11 @@ class CrossbarTile(wiring.Component):
         u_waddr = Signal.like(waddr)
         u_old = [Signal(signed(wf.width), name=f"uold{k}") for k in range(lanes)]
         u_sat = Signal(lanes)
-        m.d.sync += [u_valid.eq(is_upd & s3), u_nlanes.eq(s3_nlanes), u_waddr.eq(s3_waddr),
+        m.d.sync += [u_valid.eq(is_upd & s4), u_nlanes.eq(s4_nlanes), u_waddr.eq(s4_waddr),
                      u_sat.eq(0)]
         m.d.sync += [u_old[k].eq(w_old[k]) for k in range(lanes)]
-        with m.If(is_upd & s3):
-            with m.If(s3_nlanes == lanes):
+        with m.If(is_upd & s4):
+            with m.If(s4_nlanes == lanes):
                 advance(lanes)
             with m.Else():
                 advance(last_lanes)
@@ -466,7 +485,7 @@ class CrossbarTile(wiring.Component):
                 step_k, sat_step = narrow(m, prods[k], self.update_shift, wf.width,
                                           offset(k, self.update_shift))
                 m.d.sync += steps[k].eq(step_k)
-                m.d.sync += u_sat[k].eq(sat_step & (k < s3_nlanes))
+                m.d.sync += u_sat[k].eq(sat_step & (k < s4_nlanes))
         # U3 only raises the flag: the saturations of all lanes, registered, ORed.
         u3_sat = Signal(lanes)
         m.d.sync += u3_sat.eq(0)
@@ -485,9 +504,9 @@ class CrossbarTile(wiring.Component):
                     m.d.sync += u3_sat[k].eq(sat_w)
 
         # Pipeline occupancy: the operation ends when the last issue has drained: the last
-        # forward result is written T + 5 cycles after its issue, a transposed one 5 cycles
-        # after; an update writes 4 cycles after and raises the flag (if any) 5 after.
-        forward_drain = self.tree_stages + 5
+        # forward result is written T + 6 cycles after its issue, a transposed one 6 cycles
+        # after; an update writes 5 cycles after and raises the flag (if any) 6 after.
+        forward_drain = self.tree_stages + 6
         drain = Signal(range(forward_drain + 1))
         in_flight = Signal(range(forward_drain + 1))
 
@@ -520,10 +539,10 @@ class CrossbarTile(wiring.Component):
                             m.d.sync += [y_len.eq(rows), drain.eq(forward_drain)]
                             m.next = "ISSUE_ROWS"
                         with m.Case(TileOp.UPDATE):
-                            m.d.sync += drain.eq(5)
+                            m.d.sync += drain.eq(6)
                             m.next = "ISSUE_ROWS"
                         with m.Case(TileOp.TRANSPOSED):
-                            m.d.sync += [y_len.eq(cols), drain.eq(5)]
+                            m.d.sync += [y_len.eq(cols), drain.eq(6)]
                             m.next = "ISSUE_COLS"
 
             with m.State("LOAD_W"):
@@ -607,7 +626,10 @@ class CrossbarTile(wiring.Component):
                     m.d.comb += self.done.eq(1)
                     m.next = "IDLE"
 
-            # READ_W / READ_Y: address, then present the word until it is taken.
+            # READ_W / READ_Y: one cycle to address the first chunk, then one word per cycle.
+            # Every bank reads the same address, so a chunk's words are all present at once;
+            # the next chunk is read as the last word of this one is taken (the read ports
+            # hold their data while not enabled).
             with m.State("READ_ADDR"):
                 for k in range(lanes):
                     m.d.comb += [w_rd[k].addr.eq(waddr), y_rd[k].addr.eq(chunk)]
@@ -617,6 +639,8 @@ class CrossbarTile(wiring.Component):
             with m.State("READ_DATA"):
                 for port in w_rd + y_rd:
                     m.d.comb += port.en.eq(0)
+                for k in range(lanes):
+                    m.d.comb += [w_rd[k].addr.eq(waddr + 1), y_rd[k].addr.eq(chunk + 1)]
                 m.d.comb += out_valid.eq(1)
                 for k in range(lanes):
                     with m.If(lane == k):
@@ -630,13 +654,18 @@ class CrossbarTile(wiring.Component):
                     m.d.comb += total.eq(y_len)
                     with m.If(op == TileOp.READ_W):
                         m.d.comb += total.eq(rows * cols)
+                        with m.If((lane == lanes - 1)
+                                  | ((chunk == chunks - 1) & (lane == last_lanes - 1))):
+                            for port in w_rd:
+                                m.d.comb += port.en.eq(1)
                         step_row_major()
                     with m.Else():
+                        with m.If(lane == lanes - 1):
+                            for port in y_rd:
+                                m.d.comb += port.en.eq(1)
                         step_lane_chunk()
                     with m.If(count == total - 1):
                         m.d.comb += self.done.eq(1)
                         m.next = "IDLE"
-                    with m.Else():
-                        m.next = "READ_ADDR"
         return m
 

@@ -138,8 +138,8 @@ def test_latency_is_the_documented_one():
         result = check_plan(params, vectors=1, seed=0)
         t = params.component()
         work = rows * t.chunks
-        assert result["cycles"] == {"forward": work + t.tree_stages + 6,
-                                    "transposed": work + 6, "update": work + 6}
+        assert result["cycles"] == {"forward": work + t.tree_stages + 7,
+                                    "transposed": work + 7, "update": work + 7}
 
 
 def test_64x64_with_64_lanes_meets_the_cycle_target():
@@ -187,7 +187,7 @@ def test_cocotb_matches_the_model(simulator, rows, cols, lanes, rounding, tmp_pa
                    out=tmp_path)
     assert result["mismatches"] == 0, result["first_mismatch"]
     t = params.component()
-    assert result["cycles"]["forward"] == rows * t.chunks + t.tree_stages + 6
+    assert result["cycles"]["forward"] == rows * t.chunks + t.tree_stages + 7
 
 
 @pytest.mark.parametrize("simulator", ["verilator", "icarus"])
@@ -233,7 +233,7 @@ def test_cli_cosim_reports_the_fields(tmp_path, capsys):
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["mismatches"] == 0 and result["vectors"] == 2
     assert result["simulator"] == "amaranth"
-    assert result["cycles_per_mvm"] == 4 * 2 + 1 + 6
+    assert result["cycles_per_mvm"] == 4 * 2 + 1 + 7
 
 
 @pytest.mark.parametrize(("argv", "message"), [
