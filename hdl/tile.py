@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from amaranth import Module, Signal, signed
 from amaranth.lib import enum, stream, wiring
 from amaranth.lib.memory import Memory
@@ -85,6 +87,9 @@ class CrossbarTile(wiring.Component):
         The update's learning rate is ``2^-eta_shift``.
     lfsr_seed : int
         Seed of the tile's LFSR (stochastic rounding).
+    weights : array_like of int, shape (rows, cols), optional
+        Initial weights (words of ``weight_format``), e.g. a constant table; zeros otherwise.
+        LOAD_W and UPDATE still change them.
 
     Attributes
     ----------
@@ -120,7 +125,8 @@ class CrossbarTile(wiring.Component):
 
     def __init__(self, *, rows: int, cols: int, lanes: int, weight_format: Format,
                  input_format: Format, output_format: Format, acc_width: int = 48,
-                 rounding: str = "nearest", eta_shift: int = 0, lfsr_seed: int = LFSR_SEED):
+                 rounding: str = "nearest", eta_shift: int = 0, lfsr_seed: int = LFSR_SEED,
+                 weights=None):
         for name, value in (("rows", rows), ("cols", cols), ("lanes", lanes),
                             ("acc_width", acc_width), ("eta_shift", eta_shift)):
             if isinstance(value, bool) or not isinstance(value, int):
@@ -143,6 +149,17 @@ class CrossbarTile(wiring.Component):
                 f"{max(rows, cols)} products of {weight_format.width}x{input_format.width}-bit "
                 f"words (needs {need} bits)"
             )
+        if weights is not None:
+            weights = np.asarray(weights)
+            if weights.shape != (rows, cols) or not np.issubdtype(weights.dtype, np.integer):
+                raise ValueError(f"weights must be integers of shape ({rows}, {cols}), not "
+                                 f"{weights.dtype} of shape {weights.shape}")
+            if weights.size and (weights.min() < weight_format.min_int
+                                 or weights.max() > weight_format.max_int):
+                raise ValueError(f"weights must be words of {weight_format} "
+                                 f"({weight_format.min_int}..{weight_format.max_int})")
+            weights = weights.astype(np.int64)
+        self._weights = weights
         self._rows, self._cols, self._lanes = rows, cols, lanes
         self._wf, self._if, self._of = weight_format, input_format, output_format
         self._acc_width = acc_width
@@ -249,8 +266,14 @@ class CrossbarTile(wiring.Component):
         # Weight banks deeper than a LUT-RAM cell go to block RAM: many wide LUT-RAM banks
         # with their read multiplexers are what congested the 64-lane tile's routing.
         w_attrs = {"ram_style": "block"} if w_depth > 16 else {}
-        w_banks = [Memory(shape=signed(wf.width), depth=w_depth, init=[], attrs=w_attrs)
-                   for _ in range(lanes)]
+        w_init = [[] for _ in range(lanes)]
+        if self._weights is not None:
+            padded = np.zeros((rows, chunks * lanes), dtype=np.int64)
+            padded[:, :cols] = self._weights
+            # Bank p, address i·C + c holds W[i, c·lanes + p].
+            w_init = [padded[:, p::lanes].ravel().tolist() for p in range(lanes)]
+        w_banks = [Memory(shape=signed(wf.width), depth=w_depth, init=w_init[p], attrs=w_attrs)
+                   for p in range(lanes)]
         x_banks = [Memory(shape=signed(self._if.width), depth=chunks, init=[])
                    for _ in range(lanes)]
         y_banks = [Memory(shape=signed(of.width), depth=y_depth, init=[]) for _ in range(lanes)]

@@ -21,15 +21,20 @@ import numpy as np
 from .fixed import Format, Overflow, Rounder, exact_matmul, narrow
 
 __all__ = [
+    "FOURIER_SITES",
     "FixedTile",
     "accumulator_bits",
+    "dft2_fixed",
     "euler_step",
     "fixed_argmax",
     "fourier_conv_fixed",
+    "fourier_rounders",
     "hadamard_fixed",
     "newton_step",
     "power_of_two_shift",
     "relu_fixed",
+    "spectrum_words",
+    "twiddle_matrix",
 ]
 
 
@@ -275,23 +280,65 @@ def hadamard_fixed(x: np.ndarray, spectrum: np.ndarray, *, x_format: Format,
                   rounder, overflow, "hadamard")
 
 
+#: Rounding sites of the Fourier path, one LFSR each (seeds ``seed + index``): the row
+#: transforms (length W), the column transforms (length H) and the Hadamard product.
+FOURIER_SITES = ("rows", "cols", "hadamard")
+
+
+def fourier_rounders(mode: str, seed: int) -> tuple[Rounder, Rounder, Rounder]:
+    """The Fourier path's rounders, one per site of :data:`FOURIER_SITES` (seeds seed + 0..2)."""
+    return tuple(Rounder(mode, seed + k) for k in range(len(FOURIER_SITES)))
+
+
+def twiddle_matrix(n: int, twiddle: Format, overflow: Overflow | None = None) -> np.ndarray:
+    """The real block form of the unitary DFT matrix of length ``n``, as words of ``twiddle``.
+
+    Rounded to nearest (saturation counted as ``twiddle.load``). Its transpose is the inverse
+    transform's table: ``to_real(conj(W)) == to_real(W).T`` exactly, because ``W`` is symmetric,
+    so one table driven from either side computes both transforms — as a crossbar does.
+
+    Returns
+    -------
+    ndarray of int64, shape (2n, 2n)
+    """
+    from .fourier import dft_matrix, to_real
+
+    return twiddle.quantize(to_real(dft_matrix(n)), "nearest", overflow, "twiddle.load")
+
+
+def spectrum_words(kernel, shape: tuple[int, int], spectrum: Format,
+                   overflow: Overflow | None = None) -> np.ndarray:
+    """The kernel's scaled, centred spectrum ``√(HW)·â`` as words, shape ``(H, W, 2)``.
+
+    What the host loads into the Hadamard unit (row-major ``(re, im)`` pairs; the Fourier
+    pipeline uses them column by column). Rounded to nearest; saturation counted as
+    ``spectrum.load``.
+    """
+    from .fourier import kernel_spectrum
+
+    spec = kernel_spectrum(kernel, shape)
+    return spectrum.quantize(np.stack([spec.real, spec.imag], axis=-1), "nearest", overflow,
+                             "spectrum.load")
+
+
 def fourier_conv_fixed(kernel, image: np.ndarray, *, data: Format, twiddle: Format,
-                       spectrum: Format, rounder: Rounder, overflow: Overflow,
+                       spectrum: Format, rounder, overflow: Overflow,
                        gauss: bool = False) -> np.ndarray:
     """Integer twin of :func:`~xbarode.model.fourier.fourier_conv`.
 
     Parameters
     ----------
     kernel : array_like, shape (k, k)
-        Float kernel; its spectrum ``√(HW)·â`` is quantised to ``spectrum`` (round to
-        nearest, saturation counted as ``spectrum.load``), as the host would load it.
+        Float kernel; its spectrum is :func:`spectrum_words`.
     image : ndarray of int, shape (batch, H, W)
         Words of ``data``.
     data, twiddle, spectrum : Format
-        Format of every intermediate vector, of the DFT matrices, and of the kernel spectrum
-        (which needs about ``log2(sum |a|)`` more integer bits than the twiddles).
-    rounder : Rounder
-        Rounding of every narrowing.
+        Format of every intermediate vector, of the DFT tables (:func:`twiddle_matrix`), and
+        of the kernel spectrum (which needs about ``log2(sum |a|)`` more integer bits than
+        the twiddles).
+    rounder : Rounder or tuple of three Rounder
+        Rounding of every narrowing: one rounder for every site, or one per site of
+        :data:`FOURIER_SITES` as the hardware has (:func:`fourier_rounders`).
     overflow : Overflow
         Saturation tally.
     gauss : bool
@@ -304,41 +351,67 @@ def fourier_conv_fixed(kernel, image: np.ndarray, *, data: Format, twiddle: Form
 
     Notes
     -----
-    Four passes of real block matrix–vector products with the DFT matrices of
-    :func:`~xbarode.model.fourier.to_real` quantised to ``twiddle`` (rows, columns, inverse
-    columns, inverse rows), each narrowed once per output word to ``data``, and the Hadamard
-    product between the forward and inverse column passes; narrowings draw in that order, each
-    in C order of its output.
+    Images are processed one after the other, as the hardware does. Per image: the row
+    pass (H forward transforms of length W), the column pass (W transforms of length H,
+    column by column), the Hadamard product (column-major, real before imaginary), the
+    inverse column pass and the inverse row pass (the same tables, transposed). Every
+    transform is a real block matrix–vector product narrowed once per output word to
+    ``data``; each site's narrowings draw in that order, each in C order of its output.
 
     Error bound (documented, tested): for images in [0, 1] and without saturation, every output
     lies within ``(H + W)·max(1, Σ|a|)·(2^-data.frac + 2^-twiddle.frac + 2^-spectrum.frac)``
     of the float64 convolution of the image's word values; it halves with each added bit.
     """
-    from .fourier import dft_matrix, kernel_spectrum, to_real
-
+    rows_r, cols_r, had_r = (rounder,) * 3 if isinstance(rounder, Rounder) else rounder
     _batch, height, width = image.shape
-    spec = kernel_spectrum(kernel, (height, width))
-    spec_ints = spectrum.quantize(np.stack([spec.real, spec.imag], axis=-1), "nearest",
-                                  overflow, "spectrum.load")
+    spec_t = np.swapaxes(spectrum_words(kernel, (height, width), spectrum, overflow), 0, 1)
+    out = np.empty(image.shape, dtype=np.int64)
+    for b, picture in enumerate(image):
+        blocks = np.stack([picture, np.zeros_like(picture)], axis=-1)         # (H, W, 2)
+        blocks = dft2_fixed(blocks, data=data, twiddle=twiddle, rounder=(rows_r, cols_r),
+                            overflow=overflow)
+        blocks = np.swapaxes(hadamard_fixed(
+            np.swapaxes(blocks, 0, 1), spec_t, x_format=data, spectrum_format=spectrum,
+            out_format=data, rounder=had_r, overflow=overflow, gauss=gauss), 0, 1)
+        blocks = dft2_fixed(blocks, data=data, twiddle=twiddle, rounder=(rows_r, cols_r),
+                            overflow=overflow, inverse=True)
+        out[b] = blocks[..., 0]
+    return out
 
-    def transform(n, inverse):
-        w = dft_matrix(n)
-        return twiddle.quantize(to_real(np.conj(w) if inverse else w), "nearest", overflow,
-                                "twiddle.load")
 
-    def apply(blocks, matrix, label):
-        lead = blocks.shape[:-2]
-        n = blocks.shape[-2]
-        acc = exact_matmul(blocks.reshape(-1, 2 * n), matrix.T, label)
-        out = narrow(acc, twiddle.frac, data, rounder, overflow, label)
-        return out.reshape(*lead, n, 2)
+def dft2_fixed(blocks: np.ndarray, *, data: Format, twiddle: Format, rounder,
+               overflow: Overflow, inverse: bool = False) -> np.ndarray:
+    """Integer twin of the 2-D DFT block array: one H×W complex image, ``(H, W, 2)`` words.
 
-    blocks = np.stack([image, np.zeros_like(image)], axis=-1)             # (b, H, W, 2)
-    blocks = apply(blocks, transform(width, False), "dft.rows")
-    blocks = apply(np.swapaxes(blocks, 1, 2), transform(height, False), "dft.cols")
-    blocks = hadamard_fixed(blocks, np.swapaxes(spec_ints, 0, 1), x_format=data,
-                            spectrum_format=spectrum, out_format=data, rounder=rounder,
-                            overflow=overflow, gauss=gauss)
-    blocks = apply(blocks, transform(height, True), "idft.cols")
-    blocks = apply(np.swapaxes(blocks, 1, 2), transform(width, True), "idft.rows")
-    return blocks[..., 0]
+    Forward: the row pass (H transforms of length W, table :func:`twiddle_matrix`), then the
+    column pass (W transforms of length H, column by column). Inverse: the column pass, then
+    the row pass, with the tables transposed. Each transform is a real block matrix–vector
+    product narrowed once per output word to ``data``; each pass's narrowings draw in C order
+    of its output (a column pass: column by column). ``rounder`` is one :class:`Rounder` or
+    a pair (rows site, columns site).
+
+    Returns
+    -------
+    ndarray of int64, shape (H, W, 2)
+        ``(re, im)`` words of ``data``.
+    """
+    rows_r, cols_r = (rounder,) * 2 if isinstance(rounder, Rounder) else rounder
+    height, width = blocks.shape[:2]
+    table_w = twiddle_matrix(width, twiddle, overflow)
+    table_h = table_w if height == width else twiddle_matrix(height, twiddle, overflow)
+    if inverse:
+        table_w, table_h = table_w.T, table_h.T
+    prefix = "idft" if inverse else "dft"
+
+    def apply(vectors, matrix, rounder, label):
+        n = vectors.shape[-2]
+        acc = exact_matmul(vectors.reshape(-1, 2 * n), matrix.T, label)
+        return narrow(acc, twiddle.frac, data, rounder, overflow, label).reshape(vectors.shape)
+
+    def rows(x):
+        return apply(x, table_w, rows_r, f"{prefix}.rows")
+
+    def cols(x):
+        return np.swapaxes(apply(np.swapaxes(x, 0, 1), table_h, cols_r, f"{prefix}.cols"), 0, 1)
+
+    return rows(cols(blocks)) if inverse else cols(rows(blocks))

@@ -27,9 +27,10 @@ from pathlib import Path
 import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly, RisingEdge, with_timeout
+from cocotb.utils import get_sim_time
 
 __all__ = [
-    "CLOCK_PERIOD_NS", "DATA_ENV", "OUTPUT_ENV", "StreamBench", "StreamSink", "StreamSource",
+    "CLOCK_PERIOD_NS", "DATA_ENV", "OUTPUT_ENV", "OpDriver", "StreamBench", "StreamSink", "StreamSource",
     "check_equal", "field_value", "pack_fields", "record", "reset", "start_clock", "test_data",
     "unresolved", "wait_for",
 ]
@@ -250,3 +251,49 @@ def check_equal(name, got, expected, *, context=None):
             f"first mismatch at {name}[{first}]{where}: got {got[first]}, expected "
             f"{expected[first]}; {len(differing)} of {len(expected)} outputs differ")
 
+
+# Generous bound on one operation's cycles; a hang fails the test instead of the CI job.
+TIMEOUT_CYCLES = int(os.environ.get("XB_TIMEOUT_CYCLES", 1 << 20))
+
+
+class OpDriver:
+    """Drives a unit with the ``op``/``start``/``done`` strobes and ``i``/``o`` word streams
+    (the tile, the Fourier blocks): starts operations and moves words through the streams."""
+
+    def __init__(self, dut):
+        self.dut = dut
+        self.clk = dut.clk
+
+    async def strobe(self, name):
+        signal = getattr(self.dut, name)
+        await FallingEdge(self.clk)
+        signal.value = 1
+        await FallingEdge(self.clk)
+        signal.value = 0
+
+    async def start(self, op):
+        self.dut.op.value = op.value
+        await self.strobe("start")
+
+    async def run(self, op) -> int:
+        """Start a compute operation and wait for ``done``; return its latency in cycles."""
+        self.dut.op.value = op.value
+        await FallingEdge(self.clk)
+        self.dut.start.value = 1
+        began = get_sim_time("ns")
+        await FallingEdge(self.clk)
+        self.dut.start.value = 0
+        await wait_for(self.dut.done, clk=self.clk, timeout_cycles=TIMEOUT_CYCLES)
+        # wait_for returns on the falling edge after done rose: count start..done inclusive.
+        return round((get_sim_time("ns") - began) / CLOCK_PERIOD_NS) + 1
+
+    async def send(self, op, words):
+        await self.start(op)
+        await StreamBench(self.clk, sources=[StreamSource(self.dut, "i", words)]).run(
+            len(words) + 16)
+
+    async def receive(self, op, count):
+        await self.start(op)
+        sink = StreamSink(self.dut, "o", signed=True, expect=count)
+        await StreamBench(self.clk, sinks=[sink]).run(4 * count + 16)
+        return sink.received

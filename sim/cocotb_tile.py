@@ -9,66 +9,9 @@ output, so that the runner writes a waveform of the failure.
 from __future__ import annotations
 
 import cocotb
-from cocotb.triggers import FallingEdge
-from cocotb.utils import get_sim_time
 
 from xbarode.hdl.tile import TileOp
-from xbarode.sim.cocotb_support import (
-    CLOCK_PERIOD_NS,
-    StreamBench,
-    StreamSink,
-    StreamSource,
-    record,
-    reset,
-    start_clock,
-    test_data,
-    wait_for,
-)
-
-# Generous bound on one operation's cycles; a hang fails the test instead of the CI job.
-TIMEOUT_CYCLES = 1 << 20
-
-
-class TileDriver:
-    """Starts tile operations and moves words through its streams."""
-
-    def __init__(self, dut):
-        self.dut = dut
-        self.clk = dut.clk
-
-    async def strobe(self, name):
-        signal = getattr(self.dut, name)
-        await FallingEdge(self.clk)
-        signal.value = 1
-        await FallingEdge(self.clk)
-        signal.value = 0
-
-    async def start(self, op):
-        self.dut.op.value = op.value
-        await self.strobe("start")
-
-    async def run(self, op) -> int:
-        """Start a compute operation and wait for ``done``; return its latency in cycles."""
-        self.dut.op.value = op.value
-        await FallingEdge(self.clk)
-        self.dut.start.value = 1
-        began = get_sim_time("ns")
-        await FallingEdge(self.clk)
-        self.dut.start.value = 0
-        await wait_for(self.dut.done, clk=self.clk, timeout_cycles=TIMEOUT_CYCLES)
-        # wait_for returns on the falling edge after done rose: count start..done inclusive.
-        return round((get_sim_time("ns") - began) / CLOCK_PERIOD_NS) + 1
-
-    async def send(self, op, words):
-        await self.start(op)
-        await StreamBench(self.clk, sources=[StreamSource(self.dut, "i", words)]).run(
-            len(words) + 16)
-
-    async def receive(self, op, count):
-        await self.start(op)
-        sink = StreamSink(self.dut, "o", signed=True, expect=count)
-        await StreamBench(self.clk, sinks=[sink]).run(4 * count + 16)
-        return sink.received
+from xbarode.sim.cocotb_support import OpDriver, record, reset, start_clock, test_data
 
 
 @cocotb.test()
@@ -81,7 +24,7 @@ async def tile_plan(dut):
     for name in ("start", "clear", "i__valid", "o__ready"):
         getattr(dut, name).value = 0
     await reset(dut)
-    drv = TileDriver(dut)
+    drv = OpDriver(dut)
     results, cycles = [], {}
     for vector in plan["vectors"]:
         await drv.strobe("clear")

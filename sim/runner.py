@@ -41,6 +41,13 @@ TIMESCALE = ("1ns", "1ps")
 
 # Verilator's lint warnings stop the build by default; Amaranth's generated Verilog is known
 # good, so they are kept in the build log instead.
+# Amaranth's Verilog is Verilog-2005 (Yosys's non-SystemVerilog mode): each ``always @*`` block
+# reads a register declared ``reg trigger = 0`` so that it runs once at time 0. In Verilog-2005
+# that initialiser is an x -> 0 event; in SystemVerilog (cocotb passes -g2012) it happens before
+# time 0 without an event, so a combinational block whose inputs never change (a value that
+# depends only on a register that keeps its reset value) stays X for the whole run. The last
+# -g wins.
+ICARUS_ARGS = ("-g2005",)
 VERILATOR_ARGS = ("-Wno-fatal",)
 
 _STAMP = "build.done"
@@ -321,7 +328,7 @@ def _run_once(verilog_files, toplevel, test_module, simulator, build_dir, parame
         if not source.is_file():
             raise FileNotFoundError(f"Verilog file {source} does not exist")
     parameters = dict(parameters or {})
-    build_args = list(VERILATOR_ARGS) if simulator == "verilator" else []
+    build_args = list(VERILATOR_ARGS) if simulator == "verilator" else list(ICARUS_ARGS)
     if waves and simulator == "verilator":
         # VCD: Verilator 5.48's FST writer needs the system's lz4 headers (liblz4-dev).
         build_args += ["--trace-vcd"]

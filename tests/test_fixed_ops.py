@@ -552,3 +552,42 @@ def test_fourier_conv_fixed_counts_spectrum_saturation():
                        spectrum=spectrum, rounder=Rounder("nearest"), overflow=overflow)
     assert overflow.counts["spectrum.load"] == expected
     assert overflow.counts["twiddle.load"] == 0 and overflow.flag
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 8, 10, 28])
+def test_the_transposed_twiddle_table_is_the_inverse_transforms(n):
+    # The inverse DFT's table, quantised on its own, equals the forward table transposed: the
+    # hardware drives one table from either side.
+    from xbarode.model.fixed_ops import twiddle_matrix
+    from xbarode.model.fourier import dft_matrix, to_real
+
+    fmt = Format(14, 12)
+    inverse = fmt.quantize(to_real(np.conj(dft_matrix(n))), "nearest")
+    np.testing.assert_array_equal(twiddle_matrix(n, fmt).T, inverse)
+    # And the table is the DFT: numpy.fft on a random complex vector, within the quantisation.
+    rng = np.random.default_rng(n)
+    v = rng.normal(size=n) + 1j * rng.normal(size=n)
+    got = twiddle_matrix(n, fmt) @ np.stack([v.real, v.imag], axis=-1).ravel() / 2**12
+    want = np.fft.fft(v, norm="ortho")
+    np.testing.assert_allclose(got, np.stack([want.real, want.imag], axis=-1).ravel(),
+                               atol=2 * n * np.abs(v).max() * 2.0**-12)
+
+
+def test_fourier_sites_draw_from_their_own_lfsrs_image_by_image():
+    # Per-site rounders, image by image: two images in one call equal two calls that carry the
+    # rounders over; a single shared rounder gives other words.
+    from xbarode.model.fixed_ops import fourier_rounders
+
+    rng = np.random.default_rng(5)
+    kernel, image = rng.uniform(-0.4, 0.4, (3, 3)), rng.uniform(0, 1, (2, 5, 6))
+    fmts = fourier_formats(10)
+    words = fmts["data"].quantize(image)
+    both = fourier_conv_fixed(kernel, words, **fmts, rounder=fourier_rounders("stochastic", 7),
+                              overflow=Overflow())
+    rounders = fourier_rounders("stochastic", 7)
+    apart = [fourier_conv_fixed(kernel, words[b:b + 1], **fmts, rounder=rounders,
+                                overflow=Overflow()) for b in range(2)]
+    np.testing.assert_array_equal(both, np.concatenate(apart))
+    shared = fourier_conv_fixed(kernel, words, **fmts, rounder=Rounder("stochastic", 7),
+                                overflow=Overflow())
+    assert not np.array_equal(both, shared)

@@ -1,6 +1,6 @@
 """Hardware units as the command line sees them: options, Verilog, co-simulation, synthesis.
 
-Each unit (for now the crossbar ``tile``) is one :class:`Unit` in :data:`UNITS`: how to read
+Each unit (the crossbar ``tile``; ``dft``, ``hadamard`` and ``fourier-conv``) is one :class:`Unit` in :data:`UNITS`: how to read
 its parameters from the command line, how to build its Amaranth component, and how to
 co-simulate it against the fixed-point model on a given simulator. ``xbarode generate``,
 ``cosim`` and ``synth`` are generic over this registry.
@@ -71,27 +71,30 @@ def _tile_params(args):
     return params
 
 
-def _tile_cosim(params, vectors: int, seed: int, simulator: str, out_dir: Path) -> dict:
-    from xbarode.sim.tile_plan import compare, make_plan, model_results
+def _run_plan(unit: str, params, plan: dict, expected, simulator: str, out_dir: Path,
+              amaranth_runner, cocotb_module: str, top: str, seed: int) -> dict:
+    """Run a plan on one simulator and compare it with the model's answers.
 
-    plan = make_plan(params, vectors, seed)
-    expected = model_results(params, plan)
+    ``amaranth_runner(params, plan, vcd_path=None) -> (results, cycles)``; on the cocotb
+    simulators ``cocotb_module`` runs it on the Verilog of ``params.component()``. On a
+    mismatch a waveform is written (Amaranth: a second run with a VCD).
+    """
+    from xbarode.sim.tile_plan import compare
+
     waves = None
     if simulator == "amaranth":
-        from xbarode.sim.tile_amaranth import run_plan_amaranth
-
-        got, cycles = run_plan_amaranth(params, plan)
+        got, cycles = amaranth_runner(params, plan)
         report = compare(expected, got)
         if report["mismatches"]:
-            waves = out_dir / "tile.vcd"
+            waves = out_dir / f"{unit}.vcd"
             out_dir.mkdir(parents=True, exist_ok=True)
-            run_plan_amaranth(params, plan, vcd_path=waves)
+            amaranth_runner(params, plan, vcd_path=waves)
     else:
         from xbarode.sim.runner import run_cocotb
         from xbarode.sim.verilog import write_verilog
 
-        verilog = write_verilog(params.component(), "crossbar_tile", out_dir)
-        result = run_cocotb([verilog], "crossbar_tile", "xbarode.sim.cocotb_tile", simulator,
+        verilog = write_verilog(params.component(), top, out_dir)
+        result = run_cocotb([verilog], top, cocotb_module, simulator,
                             data={"plan": plan, "expected": expected}, waves="on_failure",
                             test_dir=out_dir / f"run-{simulator}", seed=seed, check=False)
         got = result.outputs.get("results")
@@ -105,17 +108,131 @@ def _tile_cosim(params, vectors: int, seed: int, simulator: str, out_dir: Path) 
         waves = result.waves
     return {"mismatches": report["mismatches"], "compared": report["compared"],
             "first_mismatch": report["first"], "cycles": cycles,
-            "cycles_per_mvm": cycles.get("forward"),
             "waveform": None if waves is None else str(waves)}
 
 
-def _tile_component(params):
+def _tile_cosim(params, vectors: int, seed: int, simulator: str, out_dir: Path) -> dict:
+    from xbarode.sim.tile_amaranth import run_plan_amaranth
+    from xbarode.sim.tile_plan import make_plan, model_results
+
+    plan = make_plan(params, vectors, seed)
+    result = _run_plan("tile", params, plan, model_results(params, plan), simulator, out_dir,
+                       run_plan_amaranth, "xbarode.sim.cocotb_tile", "crossbar_tile", seed)
+    return {**result, "cycles_per_mvm": result["cycles"].get("forward")}
+
+
+def _component(params):
     return params.component()
+
+
+# --- the Fourier units ------------------------------------------------------------------------
+
+def _image_size(text: str) -> tuple[int, int]:
+    import argparse
+
+    parts = text.lower().split("x")
+    try:
+        height, width = (int(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"image size must look like HxW (e.g. 8x8), not "
+                                         f"{text!r}") from None
+    if height < 1 or width < 1:
+        raise argparse.ArgumentTypeError(f"image size must be at least 1x1, not {text!r}")
+    return height, width
+
+
+def _word_format(text: str) -> tuple[int, int]:
+    import argparse
+
+    from xbarode.model.fixed import parse_format
+
+    try:
+        fmt = parse_format(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return fmt.width, fmt.frac
+
+
+def _fourier_arguments(unit: str):
+    def add(parser) -> None:
+        from xbarode.model import ROUNDINGS
+
+        group = parser.add_argument_group(unit)
+        group.add_argument("--image", type=_image_size, default=(8, 8), metavar="HxW",
+                           help="image size H x W (default: 8x8)")
+        if unit == "fourier-conv":
+            group.add_argument("--kernel", type=int, default=3, metavar="K",
+                               help="kernel size K x K, odd (default: %(default)s)")
+        if unit != "hadamard":
+            group.add_argument("--lanes", type=int, default=None,
+                               help="multipliers of each DFT array, capped at 2n "
+                                    "(default: 2n)")
+            group.add_argument("--twiddle", type=_word_format, default=(18, 16), metavar="W.F",
+                               help="format of the DFT tables (default: 18.16)")
+            group.add_argument("--acc-width", type=int, default=48,
+                               help="accumulator width of the arrays (default: %(default)s)")
+        if unit != "dft":
+            group.add_argument("--spectrum", type=_word_format, default=(18, 14),
+                               metavar="W.F",
+                               help="format of the kernel spectrum (default: 18.14)")
+            group.add_argument("--gauss", action="store_true",
+                               help="Hadamard product with 3 multipliers instead of 4")
+        group.add_argument("--width", type=int, default=18,
+                           help="width of the data words (default: %(default)s)")
+        group.add_argument("--frac", type=int, default=10,
+                           help="fractional bits of the data words (default: %(default)s)")
+        group.add_argument("--rounding", choices=ROUNDINGS, default="nearest",
+                           help="rounding of every narrowing (default: %(default)s)")
+        group.add_argument("--lfsr-seed", type=lambda t: int(t, 0), default=0xACE1ACE1,
+                           help="seed of the first stochastic-rounding LFSR "
+                                "(default: 0xace1ace1)")
+    return add
+
+
+def _fourier_params(unit: str):
+    def params(args):
+        from xbarode.model.fixed import Format
+        from xbarode.sim.fourier_plan import FourierParams
+
+        Format(args.width, args.frac)  # the format's own message for a bad width or frac
+        height, width = args.image
+        result = FourierParams(unit=unit, height=height, width_px=width,
+                               kernel=getattr(args, "kernel", 3),
+                               lanes=getattr(args, "lanes", None), width=args.width,
+                               frac=args.frac, twiddle=getattr(args, "twiddle", (18, 16)),
+                               spectrum=getattr(args, "spectrum", (18, 14)),
+                               rounding=args.rounding, gauss=getattr(args, "gauss", False),
+                               acc_width=getattr(args, "acc_width", 48),
+                               lfsr_seed=args.lfsr_seed)
+        result.component()  # validates every parameter with the component's own messages
+        return result
+    return params
+
+
+def _fourier_cosim(params, vectors: int, seed: int, simulator: str, out_dir: Path) -> dict:
+    from xbarode.sim.fourier_amaranth import run_plan_amaranth
+    from xbarode.sim.fourier_plan import make_plan, model_results
+
+    plan = make_plan(params, vectors, seed)
+    top = _FOURIER_TOPS[params.unit]
+    return _run_plan(params.unit, params, plan, model_results(params, plan), simulator,
+                     out_dir, run_plan_amaranth, "xbarode.sim.cocotb_fourier", top, seed)
+
+
+_FOURIER_TOPS = {"dft": "dft2d", "hadamard": "hadamard_unit", "fourier-conv": "fourier_conv"}
+_FOURIER_HELP = {
+    "dft": "2-D DFT and inverse DFT through two DFT block arrays and a transpose buffer",
+    "hadamard": "element-wise complex product with a stored spectrum (4 or 3 multipliers)",
+    "fourier-conv": "circular convolution: 2-D DFT, Hadamard product, inverse 2-D DFT",
+}
 
 
 UNITS = {
     "tile": Unit("tile", "the crossbar tile: W x, Wᵀ y, rank-1 update", _tile_arguments,
-                 _tile_params, _tile_component, "crossbar_tile", _tile_cosim),
+                 _tile_params, _component, "crossbar_tile", _tile_cosim),
+    **{name: Unit(name, _FOURIER_HELP[name], _fourier_arguments(name), _fourier_params(name),
+                  _component, top, _fourier_cosim)
+       for name, top in _FOURIER_TOPS.items()},
 }
 
 

@@ -1,0 +1,103 @@
+"""Run a Fourier-unit co-simulation plan (:mod:`xbarode.sim.fourier_plan`) in Amaranth's
+simulator."""
+
+from __future__ import annotations
+
+import contextlib
+
+from amaranth.sim import Simulator
+
+from xbarode.hdl.fourier import FourierOp
+
+from .fourier_plan import FourierParams
+from .streams import pulse, stream_get, stream_put, wait_for
+
+__all__ = ["run_plan_amaranth"]
+
+#: Simulated clock period (s); only the waveform's time axis depends on it.
+CLOCK_PERIOD = 1e-8
+
+
+def run_plan_amaranth(params: FourierParams, plan: dict, vcd_path=None):
+    """Run ``plan`` on the unit in Amaranth's simulator.
+
+    Returns
+    -------
+    results : list of list of dict
+        Per vector, per ``receive`` step (Hadamard: one per vector): ``out`` (words) and
+        ``overflow`` (the sticky flag).
+    cycles : dict
+        Measured latency (start to done, inclusive) of each ``run`` step, by operation name;
+        for the Hadamard unit, ``elements`` (cycles from the first element in to the last
+        out, per vector).
+    """
+    dut = params.component()
+    results, cycles = [], {}
+
+    async def op_testbench(ctx):
+        for vector in plan["vectors"]:
+            await pulse(ctx, dut.clear)
+            answers = []
+            for step in vector["steps"]:
+                if "send" in step:
+                    await start(ctx, FourierOp[step["send"]])
+                    for word in step["words"]:
+                        await stream_put(ctx, dut.i, word)
+                elif "run" in step:
+                    ctx.set(dut.op, FourierOp[step["run"]])
+                    ctx.set(dut.start, 1)
+                    await ctx.tick()
+                    ctx.set(dut.start, 0)
+                    cycles[step["run"]] = 1 + await wait_for(ctx, dut.done)
+                else:
+                    await start(ctx, FourierOp[step["receive"]])
+                    out = [await stream_get(ctx, dut.o) for _ in range(step["count"])]
+                    answers.append({"out": out, "overflow": ctx.get(dut.overflow)})
+            results.append(answers)
+
+    async def start(ctx, op):
+        ctx.set(dut.op, op)
+        await pulse(ctx, dut.start)
+
+    async def hadamard_testbench(ctx):
+        for vector in plan["vectors"]:
+            await pulse(ctx, dut.clear)
+            await pulse(ctx, dut.restart)
+            ctx.set(dut.load.valid, 1)
+            for re, im in vector["spectrum"]:
+                ctx.set(dut.load.payload, {"re": re, "im": im})
+                await ctx.tick()
+            ctx.set(dut.load.valid, 0)
+            out = []
+            began = None
+            elements = [tuple(e) for e in vector["elements"]]
+            ctx.set(dut.o.ready, 1)
+            sent = 0
+            ticks = 0
+            # Offer an element every cycle and take every product, until all are back.
+            while len(out) < 2 * len(elements):
+                if sent < len(elements):
+                    ctx.set(dut.i.valid, 1)
+                    re, im = elements[sent]
+                    ctx.set(dut.i.payload, {"re": re, "im": im})
+                else:
+                    ctx.set(dut.i.valid, 0)
+                _, _, i_ready, o_valid, payload = await ctx.tick().sample(
+                    dut.i.ready, dut.o.valid, dut.o.payload)
+                ticks += 1
+                if sent < len(elements) and i_ready:
+                    began = ticks if began is None else began
+                    sent += 1
+                if o_valid:
+                    out.extend([payload.re, payload.im])
+            ctx.set(dut.i.valid, 0)
+            cycles["elements"] = ticks - began + 1
+            results.append([{"out": out, "overflow": ctx.get(dut.overflow)}])
+
+    sim = Simulator(dut)
+    sim.add_clock(CLOCK_PERIOD)
+    sim.add_testbench(hadamard_testbench if params.unit == "hadamard" else op_testbench)
+    waves = sim.write_vcd(str(vcd_path)) if vcd_path else contextlib.nullcontext()
+    with waves:
+        sim.run()
+    return results, cycles

@@ -1,0 +1,208 @@
+# amaranth: UnusedElaboratable=no
+# (FourierParams.component() is also called only to validate parameters.)
+"""Co-simulation of the Fourier units (``dft``, ``hadamard``, ``fourier-conv``): plans and answers.
+
+A plan is a list of *vectors*, each a script of steps that every simulator back end runs the
+same way on a unit with the ``op``/``start``/``done`` and ``i``/``o`` stream interface
+(:class:`~xbarode.hdl.fourier.Dft2d`, :class:`~xbarode.hdl.fourier.FourierConv`):
+
+- ``{"send": OP, "words": [...]}`` starts ``OP`` and streams the words in;
+- ``{"run": OP}`` starts ``OP`` and waits for ``done`` (its latency is recorded by name);
+- ``{"receive": OP, "count": N}`` starts ``OP`` and collects ``N`` words, recorded with the
+  sticky overflow flag as one result.
+
+The Hadamard unit has element streams instead; its vectors are ``{"spectrum": pairs,
+"elements": pairs}`` and each yields one result. The fixed-point model answers every plan
+(:func:`model_results`); :func:`compare` (shared with the tile) checks every word and flag.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from xbarode.model.fixed import Format, Overflow, Rounder
+from xbarode.model.fixed_ops import (
+    dft2_fixed,
+    fourier_conv_fixed,
+    fourier_rounders,
+    hadamard_fixed,
+    spectrum_words,
+)
+
+from .tile_plan import compare
+
+__all__ = ["FOURIER_UNITS", "FourierParams", "compare", "make_plan", "model_results"]
+
+#: The units this module plans for.
+FOURIER_UNITS = ("dft", "hadamard", "fourier-conv")
+
+# Overflow tally labels that are the host's (quantising constants), not the hardware's.
+_HOST_LABELS = ("spectrum.load", "twiddle.load")
+
+
+@dataclass(frozen=True)
+class FourierParams:
+    """Everything that defines a Fourier unit build.
+
+    ``width``/``frac`` are the data words (image, transforms, products), ``twiddle`` and
+    ``spectrum`` the formats of the DFT tables and of the kernel spectrum as ``(width, frac)``.
+    """
+
+    unit: str
+    height: int
+    width_px: int
+    kernel: int = 3
+    lanes: int | None = None
+    width: int = 18
+    frac: int = 10
+    twiddle: tuple[int, int] = (18, 16)
+    spectrum: tuple[int, int] = (18, 14)
+    rounding: str = "nearest"
+    gauss: bool = False
+    acc_width: int = 48
+    lfsr_seed: int = 0xACE1ACE1
+
+    @property
+    def data_format(self) -> Format:
+        """Format of the data words."""
+        return Format(self.width, self.frac)
+
+    @property
+    def twiddle_format(self) -> Format:
+        """Format of the DFT tables."""
+        return Format(*self.twiddle)
+
+    @property
+    def spectrum_format(self) -> Format:
+        """Format of the kernel spectrum."""
+        return Format(*self.spectrum)
+
+    @property
+    def size(self) -> int:
+        """Elements of the image, ``H·W``."""
+        return self.height * self.width_px
+
+    def component(self):
+        """The Amaranth component for these parameters."""
+        from xbarode.hdl.fourier import Dft2d, FourierConv
+        from xbarode.hdl.hadamard import HadamardUnit
+
+        if self.unit not in FOURIER_UNITS:
+            raise ValueError(f"unknown Fourier unit {self.unit!r}; choose one of "
+                             f"{list(FOURIER_UNITS)}")
+        if self.unit == "fourier-conv" and (self.kernel < 1 or self.kernel % 2 == 0):
+            raise ValueError(f"the kernel size must be odd and >= 1, not {self.kernel}")
+        if self.unit == "fourier-conv" and self.kernel > min(self.height, self.width_px):
+            raise ValueError(f"a {self.kernel}x{self.kernel} kernel does not fit a "
+                             f"{self.height}x{self.width_px} image")
+        if self.unit == "hadamard":
+            return HadamardUnit(length=self.size, x_format=self.data_format,
+                                spectrum_format=self.spectrum_format,
+                                out_format=self.data_format, rounding=self.rounding,
+                                gauss=self.gauss, lfsr_seed=self.lfsr_seed)
+        common = {"lanes": self.lanes, "data_format": self.data_format,
+                  "twiddle_format": self.twiddle_format, "acc_width": self.acc_width,
+                  "rounding": self.rounding, "lfsr_seed": self.lfsr_seed}
+        if self.unit == "dft":
+            return Dft2d(self.height, self.width_px, **common)
+        return FourierConv(self.height, self.width_px, spectrum_format=self.spectrum_format,
+                           gauss=self.gauss, **common)
+
+
+def make_plan(params: FourierParams, vectors: int, seed: int) -> dict:
+    """A random plan of ``vectors`` vectors; every fourth one is a saturation corner.
+
+    ``dft``: a complex image in [-1, 1), DFT and read, IDFT and read (the round trip).
+    ``fourier-conv``: a kernel with taps in [-0.5, 0.5), its spectrum loaded, an image in
+    [0, 1), CONV and read the real parts. ``hadamard``: spectrum in [-2, 2) and elements in
+    [-4, 4), or (every fourth from the second) any words. Corners put every word at full
+    scale (a corner kernel has taps of ±0.99).
+    """
+    rng = np.random.default_rng(seed)
+    f = params.data_format
+    plan = []
+    for v in range(vectors):
+        corner = v % 4 == 3
+
+        def words(shape, low, high):
+            if corner:
+                return rng.choice([f.min_int, f.max_int], shape)
+            return f.quantize(rng.uniform(low, high, shape), "nearest")
+
+        if params.unit == "hadamard":
+            s, pairs = params.spectrum_format, (params.size, 2)
+            if corner:
+                spectrum = rng.choice([s.min_int, s.max_int], pairs)
+                elements = rng.choice([f.min_int, f.max_int], pairs)
+            elif v % 4 == 1:                      # any words: most products saturate
+                spectrum = rng.integers(s.min_int, s.max_int + 1, pairs)
+                elements = rng.integers(f.min_int, f.max_int + 1, pairs)
+            else:                                 # the ranges of a convolution
+                spectrum = s.quantize(rng.uniform(-2, 2, pairs), "nearest")
+                elements = f.quantize(rng.uniform(-4, 4, pairs), "nearest")
+            plan.append({"spectrum": spectrum.tolist(), "elements": elements.tolist()})
+            continue
+        shape = (params.height, params.width_px)
+        if params.unit == "dft":
+            image = words((*shape, 2), -1, 1)
+            steps = [{"send": "LOAD", "words": image.ravel().tolist()},
+                     {"run": "DFT"}, {"receive": "READ", "count": 2 * params.size},
+                     {"run": "IDFT"}, {"receive": "READ", "count": 2 * params.size}]
+            plan.append({"image": image.tolist(), "steps": steps})
+            continue
+        kernel = rng.uniform(-0.5, 0.5, (params.kernel, params.kernel))
+        if corner:
+            kernel = rng.choice([-1.0, 1.0], kernel.shape) * 0.99
+        spectrum = spectrum_words(kernel, shape, params.spectrum_format)
+        image = words(shape, 0, 1)
+        steps = [{"send": "LOAD_SPECTRUM",
+                  "words": np.swapaxes(spectrum, 0, 1).ravel().tolist()},
+                 {"send": "LOAD_REAL", "words": image.ravel().tolist()},
+                 {"run": "CONV"}, {"receive": "READ_REAL", "count": params.size}]
+        plan.append({"kernel": kernel.tolist(), "image": image.tolist(), "steps": steps})
+    return {"params": params.__dict__, "vectors": plan}
+
+
+def _flag(overflow: Overflow) -> int:
+    return int(any(n for label, n in overflow.counts.items() if label not in _HOST_LABELS))
+
+
+def model_results(params: FourierParams, plan: dict) -> list[list[dict]]:
+    """The fixed-point model's answer to every result of a plan.
+
+    One set of rounders (one LFSR per site) serves the whole plan, as in hardware; the
+    overflow flag is cleared at the start of each vector.
+    """
+    f = params.data_format
+    results = []
+    if params.unit == "hadamard":
+        rounder = Rounder(params.rounding, params.lfsr_seed)
+        for vector in plan["vectors"]:
+            overflow = Overflow()
+            out = hadamard_fixed(np.array(vector["elements"]), np.array(vector["spectrum"]),
+                                 x_format=f, spectrum_format=params.spectrum_format,
+                                 out_format=f, rounder=rounder, overflow=overflow,
+                                 gauss=params.gauss)
+            results.append([{"out": out.ravel().tolist(), "overflow": _flag(overflow)}])
+        return results
+    rounders = fourier_rounders(params.rounding, params.lfsr_seed)
+    for vector in plan["vectors"]:
+        overflow = Overflow()
+        answers = []
+        if params.unit == "dft":
+            x = np.array(vector["image"], dtype=np.int64)
+            for inverse in (False, True):
+                x = dft2_fixed(x, data=f, twiddle=params.twiddle_format, rounder=rounders[:2],
+                               overflow=overflow, inverse=inverse)
+                answers.append({"out": x.ravel().tolist(), "overflow": _flag(overflow)})
+        else:
+            image = np.array(vector["image"], dtype=np.int64)[None]
+            out = fourier_conv_fixed(np.array(vector["kernel"]), image, data=f,
+                                     twiddle=params.twiddle_format,
+                                     spectrum=params.spectrum_format, rounder=rounders,
+                                     overflow=overflow, gauss=params.gauss)
+            answers.append({"out": out.ravel().tolist(), "overflow": _flag(overflow)})
+        results.append(answers)
+    return results
