@@ -178,6 +178,9 @@ class Dft2d(wiring.Component):
         self._sf, self._gauss = spectrum_format, bool(gauss)
         # Built here so that bad parameters fail now, with the arrays' own messages.
         self._arrays = [self._array(width, lfsr_seed), self._array(height, lfsr_seed + 1)]
+        for array in self._arrays:
+            # Parts of this component: used when it is elaborated, not on their own.
+            array._MustUse__silence = True
         self._unit = None
         if self._hadamard:
             if not isinstance(spectrum_format, Format):
@@ -187,6 +190,7 @@ class Dft2d(wiring.Component):
                                       spectrum_format=spectrum_format, out_format=data_format,
                                       rounding=rounding, gauss=gauss,
                                       lfsr_seed=lfsr_seed + 2)
+            self._unit._MustUse__silence = True
         word = max(data_format.width, twiddle_format.width,
                    spectrum_format.width if self._hadamard else 0)
         super().__init__({

@@ -26,7 +26,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-
 from amaranth import Module, Signal, signed
 from amaranth.lib import enum, stream, wiring
 from amaranth.lib.memory import Memory

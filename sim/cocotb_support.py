@@ -30,8 +30,8 @@ from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly, RisingEdge, with
 from cocotb.utils import get_sim_time
 
 __all__ = [
-    "CLOCK_PERIOD_NS", "DATA_ENV", "OUTPUT_ENV", "OpDriver", "StreamBench", "StreamSink", "StreamSource",
-    "check_equal", "field_value", "pack_fields", "record", "reset", "start_clock", "test_data",
+    "CLOCK_PERIOD_NS", "DATA_ENV", "OUTPUT_ENV", "OpDriver", "StreamBench", "StreamSink",
+    "StreamSource", "check_equal", "field_value", "pack_fields", "record", "reset", "start_clock", "test_data",
     "unresolved", "wait_for",
 ]
 

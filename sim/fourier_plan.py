@@ -126,7 +126,7 @@ def make_plan(params: FourierParams, vectors: int, seed: int) -> dict:
     for v in range(vectors):
         corner = v % 4 == 3
 
-        def words(shape, low, high):
+        def words(shape, low, high, corner=corner):
             if corner:
                 return rng.choice([f.min_int, f.max_int], shape)
             return f.quantize(rng.uniform(low, high, shape), "nearest")

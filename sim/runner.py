@@ -48,6 +48,17 @@ TIMESCALE = ("1ns", "1ps")
 # depends only on a register that keeps its reset value) stays X for the whole run. The last
 # -g wins.
 ICARUS_ARGS = ("-g2005",)
+# cocotb's own Icarus dump module is SystemVerilog (a ``string``); this one is Verilog-2005.
+_ICARUS_DUMP_TOP = "xbarode_iverilog_dump"
+_ICARUS_DUMP = """module xbarode_iverilog_dump();
+  reg [8*4096-1:0] path;
+  initial begin
+    if ($value$plusargs("dumpfile_path=%s", path))
+      $dumpfile(path);
+    $dumpvars(0, {toplevel});
+  end
+endmodule
+"""
 VERILATOR_ARGS = ("-Wno-fatal",)
 
 _STAMP = "build.done"
@@ -349,11 +360,19 @@ def _run_once(verilog_files, toplevel, test_module, simulator, build_dir, parame
                 elif entry.name != ".lock":
                     entry.unlink()
             build_log = build / "build.log"
+            build_sources, build_waves = list(sources), waves
+            if waves and simulator == "icarus":
+                dump = build / f"{_ICARUS_DUMP_TOP}.v"
+                dump.write_text(_ICARUS_DUMP.format(toplevel=toplevel))
+                build_sources.append(dump)
+                build_args = [*build_args, "-s", _ICARUS_DUMP_TOP]
+                build_waves = False
             try:
                 with _environ(tool.build_env):
-                    runner.build(sources=sources, hdl_toplevel=toplevel, build_dir=build,
-                                 parameters=parameters, build_args=build_args, waves=waves,
-                                 timescale=TIMESCALE, always=True, log_file=build_log)
+                    runner.build(sources=build_sources, hdl_toplevel=toplevel, build_dir=build,
+                                 parameters=parameters, build_args=build_args,
+                                 waves=build_waves, timescale=TIMESCALE, always=True,
+                                 log_file=build_log)
             except (RuntimeError, SystemExit) as error:
                 raise CosimError(f"building {toplevel} for {simulator} failed ({error}); "
                                  f"last lines of {build_log}:\n{_tail(build_log)}") from None

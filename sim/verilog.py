@@ -128,7 +128,9 @@ def parse_verilog_ports(verilog, module=None):
     if not bodies:
         raise ValueError("no module found in the Verilog text")
     if module is None:
-        tops = re.findall(r"\(\*[^*]*\btop\b[^*]*\*\)\s*\nmodule\s+\\?(\S+?)\s*\(", verilog)
+        # The top attribute may be followed by other attributes (Amaranth adds "generator").
+        tops = re.findall(r"\(\*[^*]*\btop\b[^*]*\*\)\s*(?:\(\*[^*]*\*\)\s*)*"
+                          r"module\s+\\?(\S+?)\s*\(", verilog)
         module = tops[0] if tops else list(bodies)[-1]
     if module not in bodies:
         raise ValueError(f"module {module!r} not found; modules: {', '.join(bodies)}")

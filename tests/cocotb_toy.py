@@ -136,3 +136,4 @@ async def cycle_cost(dut):
         int(dut.y__valid.value)
     costs["python_driven"] = (time.perf_counter() - started) / cycles
     record("seconds_per_cycle", costs)
+

@@ -14,6 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from amaranth import Module, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -328,3 +331,49 @@ def test_synthesize_rejects_unknown_device(tmp_path):
     with pytest.raises(ValueError, match="unknown device 'ice40'; choose one of: "
                                          + ", ".join(DEVICES)):
         synthesize(ToyDot(width=8, length=5), "toy", device="ice40", out_dir=tmp_path)
+
+
+class _FixedAfterReset(wiring.Component):
+    """Two outputs decided by one register that keeps its reset value: in Verilog a
+    combinational ``always @*`` block whose inputs never change."""
+
+    def __init__(self):
+        super().__init__({"go": In(1), "lo": Out(4), "hi": Out(4)})
+
+    def elaborate(self, platform):
+        m = Module()
+        seen = Signal()
+        m.d.sync += seen.eq(seen | self.go)
+        with m.If(seen):
+            m.d.comb += [self.lo.eq(1), self.hi.eq(2)]
+        with m.Else():
+            m.d.comb += [self.lo.eq(5), self.hi.eq(9)]
+        return m
+
+
+def test_icarus_runs_combinational_blocks_at_time_zero(tmp_path):
+    # Icarus in SystemVerilog mode (cocotb compiles with -g2012) never runs such a block: the
+    # outputs stay X (seen in the Fourier unit, whose loop bound stayed X and never ended).
+    # The runner adds ICARUS_ARGS after cocotb's flags; the same command line here.
+    import subprocess
+
+    from xbarode.sim.runner import ICARUS_ARGS
+
+    verilog = write_verilog(_FixedAfterReset(), "fixed", tmp_path)
+    assert "always @*" in verilog.read_text()
+    bench = tmp_path / "bench.v"
+    bench.write_text("""module bench;
+  reg clk = 0, rst = 0, go = 0;
+  wire [3:0] lo, hi;
+  fixed dut(.clk(clk), .rst(rst), .lo(lo), .hi(hi), .go(go));
+  initial #5 $display("lo=%b hi=%b", lo, hi);
+endmodule
+""")
+    outputs = {}
+    for name, flags in (("cocotb", ["-g2012"]), ("runner", ["-g2012", *ICARUS_ARGS])):
+        binary = tmp_path / f"{name}.vvp"
+        subprocess.run(["iverilog", *flags, "-o", str(binary), str(verilog), str(bench)],
+                       check=True)
+        outputs[name] = subprocess.run(["vvp", str(binary)], check=True, capture_output=True,
+                                       text=True).stdout.strip()
+    assert outputs == {"cocotb": "lo=xxxx hi=xxxx", "runner": "lo=0101 hi=1001"}

@@ -1,8 +1,9 @@
 """Hardware units as the command line sees them: options, Verilog, co-simulation, synthesis.
 
-Each unit (the crossbar ``tile``; ``dft``, ``hadamard`` and ``fourier-conv``) is one :class:`Unit` in :data:`UNITS`: how to read
-its parameters from the command line, how to build its Amaranth component, and how to
-co-simulate it against the fixed-point model on a given simulator. ``xbarode generate``,
+Each unit (the crossbar ``tile``; ``dft``, ``hadamard`` and ``fourier-conv``) is one
+:class:`Unit` in :data:`UNITS`: how to read its parameters from the command line, how to build
+its Amaranth component, and how to co-simulate it against the fixed-point model on a given
+simulator. ``xbarode generate``,
 ``cosim`` and ``synth`` are generic over this registry.
 """
 
