@@ -31,8 +31,8 @@ from cocotb.utils import get_sim_time
 
 __all__ = [
     "CLOCK_PERIOD_NS", "DATA_ENV", "OUTPUT_ENV", "OpDriver", "StreamBench", "StreamSink",
-    "StreamSource", "check_equal", "field_value", "pack_fields", "record", "reset", "start_clock", "test_data",
-    "unresolved", "wait_for",
+    "StreamSource", "check_equal", "field_value", "pack_fields", "record", "reset",
+    "start_clock", "test_data", "unresolved", "wait_for",
 ]
 
 DATA_ENV = "XBARODE_COCOTB_DATA"
