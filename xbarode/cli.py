@@ -283,6 +283,48 @@ def cmd_study(args) -> dict:
             "seconds": result["seconds"]}
 
 
+def _int_list(text: str, option: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(item) for item in text.split(","))
+    except ValueError:
+        raise ValueError(f"{option} takes comma-separated integers, not {text!r}") from None
+
+
+def cmd_study_fourier(args) -> dict:
+    """``xbarode study fourier``: the Fourier path against the direct tile."""
+    from .study import (
+        StudyCheckError,
+        fourier_markdown,
+        fourier_study,
+        load_synthesis_cache,
+        write_fourier_report,
+    )
+
+    sizes, kernels = _int_list(args.sizes, "--sizes"), _int_list(args.kernels, "--kernels")
+    out = Path(args.out)
+    cache = load_synthesis_cache(out / "fourier.json")
+
+    def log(message):
+        print(f"[study fourier {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr,
+              flush=True)
+
+    try:
+        result = fourier_study(sizes=sizes, kernels=kernels, lanes=args.lanes,
+                               synth=args.synth, device=args.device, build=args.build,
+                               synth_timeout=args.synth_timeout, cache=cache,
+                               checkpoint=lambda partial: write_fourier_report(partial, out),
+                               log=log)
+    except StudyCheckError as exc:
+        raise CheckFailed(str(exc), {"command": "study fourier", **exc.result}) from None
+    files = write_fourier_report(result, out)
+    if not args.json:
+        print(fourier_markdown(result))
+        print("written: " + ", ".join(files.values()))
+    return {"command": "study fourier", "files": files, "params": result["params"],
+            "rows": result["rows"], "errors": result["errors"],
+            "crossover": result["crossover"], "seconds": result["seconds"]}
+
+
 def _unit_and_params(args) -> tuple:
     from .units import UNITS
 
@@ -454,6 +496,37 @@ def build_parser() -> argparse.ArgumentParser:
                            help="folder for precision.md/.json/.png (default: %(default)s)")
     _add_json(precision)
     precision.set_defaults(func=cmd_study)
+
+    fourier = study_sub.add_parser(
+        "fourier", help="Fourier path vs direct convolution-matrix tile",
+        description="Circular convolution of SxS images by the Fourier path (FourierConv: 2-D "
+                    "DFT, Hadamard product, inverse 2-D DFT) against one crossbar tile holding "
+                    "the S²xS² convolution matrix with as many multipliers: cycles (formula, "
+                    "checked by simulation), multiply-accumulates, memory words, fixed-point "
+                    "error, ECP5 resources and fmax, and where the Fourier path wins. Writes "
+                    "fourier.md/.json/.png; finished syntheses are cached in fourier.json and "
+                    "reused by a rerun with the same parameters. Synthesis takes minutes to "
+                    "tens of minutes per design.")
+    fourier.add_argument("--sizes", default="8,16,28",
+                         help="comma-separated image sizes S (default: %(default)s)")
+    fourier.add_argument("--kernels", default="3,5",
+                         help="comma-separated odd kernel sizes k (default: %(default)s)")
+    fourier.add_argument("--lanes", type=_positive_int, default=16,
+                         help="lanes of each DFT array, capped at 2S (default: %(default)s)")
+    fourier.add_argument("--synth", action=argparse.BooleanOptionalAction, default=True,
+                         help="run yosys + nextpnr, one design at a time (default: --synth)")
+    from .study import DEVICE_EBR, SYNTH_TIMEOUT
+
+    fourier.add_argument("--device", choices=sorted(DEVICE_EBR), default="ecp5-85f",
+                         help="FPGA (default: %(default)s)")
+    fourier.add_argument("--synth-timeout", type=_positive_float, default=SYNTH_TIMEOUT,
+                         help="seconds allowed per tool and design (default: %(default)g)")
+    fourier.add_argument("--build", default="build/study-fourier",
+                         help="working folder of the syntheses (default: %(default)s)")
+    fourier.add_argument("--out", default="xbarode-study",
+                         help="folder for fourier.md/.json/.png (default: %(default)s)")
+    _add_json(fourier)
+    fourier.set_defaults(func=cmd_study_fourier)
 
     bench = sub.add_parser("bench", help="performance figures",
                            description="Benchmarks, measured side by side in one run.")
