@@ -42,7 +42,7 @@ __all__ = ["GROUP", "CrossbarTile", "TileOp"]
 GROUP = 8
 
 
-class TileOp(enum.Enum, shape=3):
+class TileOp(enum.Enum, shape=4):
     """Operations of the tile, selected on ``op`` when ``start`` is pulsed.
 
     ========== ====================================================================
@@ -54,6 +54,10 @@ class TileOp(enum.Enum, shape=3):
     TRANSPOSED ``y <- narrow(Wᵀ s)`` (``cols`` words)
     UPDATE     ``W <- sat(W + narrow(s xᵀ · 2^-eta_shift))``
     READ_Y     stream out the result of the last FORWARD or TRANSPOSED
+    LOAD_BIAS  stream in the ``rows`` entries of the bias (tiles built with ``bias``)
+    TRANSPOSED_STREAM
+               ``TRANSPOSED`` whose ``s`` arrives on ``s_in`` during the operation: row ``i``
+               enters the multipliers once ``s_i`` has arrived (tiles with ``side_ports``)
     ========== ====================================================================
     """
 
@@ -65,6 +69,8 @@ class TileOp(enum.Enum, shape=3):
     TRANSPOSED = 5
     UPDATE = 6
     READ_Y = 7
+    LOAD_BIAS = 8
+    TRANSPOSED_STREAM = 9
 
 
 class CrossbarTile(wiring.Component):
@@ -89,6 +95,15 @@ class CrossbarTile(wiring.Component):
     weights : array_like of int, shape (rows, cols), optional
         Initial weights (words of ``weight_format``), e.g. a constant table; zeros otherwise.
         LOAD_W and UPDATE still change them.
+    shift : int
+        Extra right shift of the FORWARD and TRANSPOSED narrowings: the product is scaled by
+        ``2^-shift`` (a step ``h``) inside its one rounding.
+    bias : bool
+        FORWARD adds a bias (LOAD_BIAS, words of ``weight_format``) to each row's exact sum,
+        aligned to the accumulator (``<< input_format.frac``), before the rounding.
+    side_ports : bool
+        Ports for a core that joins tiles (below): ``y_out``, ``s_in``, ``x_side_*``,
+        ``y_side_*``.
 
     Attributes
     ----------
@@ -108,6 +123,16 @@ class CrossbarTile(wiring.Component):
         Sticky: some narrowing (or weight update) saturated since the last ``clear``.
     clear : In(1)
         Lowers ``overflow``.
+    y_out : Out(stream.Signature(signed(output width), always_ready=True))
+        (side ports) Each FORWARD result, in row order, as it is written.
+    s_in : In(stream.Signature(signed(input width), always_ready=True))
+        (side ports) Words of ``s`` for TRANSPOSED_STREAM, in row order.
+    x_side_addr, x_side_en, x_side_data : In
+        (side ports) Write ``x_side_data[k]`` into lane ``k``'s bank of ``x`` at chunk
+        ``x_side_addr`` where ``x_side_en[k]``: a whole chunk of ``x`` per cycle.
+    y_side_addr, y_side_data : In, Out
+        (side ports) While idle, ``y_side_data[k]`` is lane ``k``'s word of chunk
+        ``y_side_addr`` of the last TRANSPOSED result, one cycle after the address.
 
     Notes
     -----
@@ -125,9 +150,10 @@ class CrossbarTile(wiring.Component):
     def __init__(self, *, rows: int, cols: int, lanes: int, weight_format: Format,
                  input_format: Format, output_format: Format, acc_width: int = 48,
                  rounding: str = "nearest", eta_shift: int = 0, lfsr_seed: int = LFSR_SEED,
-                 weights=None):
+                 weights=None, shift: int = 0, bias: bool = False, side_ports: bool = False):
         for name, value in (("rows", rows), ("cols", cols), ("lanes", lanes),
-                            ("acc_width", acc_width), ("eta_shift", eta_shift)):
+                            ("acc_width", acc_width), ("eta_shift", eta_shift),
+                            ("shift", shift)):
             if isinstance(value, bool) or not isinstance(value, int):
                 raise TypeError(f"{name} must be an integer, not {type(value).__name__}")
         if rows < 1 or cols < 1:
@@ -141,7 +167,7 @@ class CrossbarTile(wiring.Component):
         if rounding not in ROUNDINGS:
             raise ValueError(f"unknown rounding {rounding!r}; choose one of {list(ROUNDINGS)}")
         Lfsr(lfsr_seed)
-        need = accumulator_bits(weight_format, input_format, max(rows, cols))
+        need = accumulator_bits(weight_format, input_format, max(rows, cols), extra=int(bias))
         if acc_width < need:
             raise ValueError(
                 f"an accumulator of {acc_width} bits is too narrow for a sum of "
@@ -159,6 +185,7 @@ class CrossbarTile(wiring.Component):
                                  f"({weight_format.min_int}..{weight_format.max_int})")
             weights = weights.astype(np.int64)
         self._weights = weights
+        self._shift, self._bias, self._side = shift, bool(bias), bool(side_ports)
         self._rows, self._cols, self._lanes = rows, cols, lanes
         self._wf, self._if, self._of = weight_format, input_format, output_format
         self._acc_width = acc_width
@@ -166,7 +193,20 @@ class CrossbarTile(wiring.Component):
         self._eta_shift = eta_shift
         self._lfsr_seed = lfsr_seed
         word = max(weight_format.width, input_format.width, output_format.width)
+        chunks = -(-cols // lanes)
+        side = {}
+        if side_ports:
+            side = {
+                "y_out": Out(stream.Signature(signed(output_format.width), always_ready=True)),
+                "s_in": In(stream.Signature(signed(input_format.width), always_ready=True)),
+                "x_side_addr": In(range(max(chunks, 2))),
+                "x_side_en": In(lanes),
+                "x_side_data": In(signed(input_format.width)).array(lanes),
+                "y_side_addr": In(range(max(chunks, -(-rows // lanes), 2))),
+                "y_side_data": Out(signed(output_format.width)).array(lanes),
+            }
         super().__init__({
+            **side,
             "i": In(stream.Signature(signed(word))),
             "o": Out(stream.Signature(signed(word))),
             "op": In(TileOp),
@@ -229,6 +269,21 @@ class CrossbarTile(wiring.Component):
         return self._lfsr_seed
 
     @property
+    def shift(self) -> int:
+        """Extra right shift of the FORWARD and TRANSPOSED narrowings."""
+        return self._shift
+
+    @property
+    def bias(self) -> bool:
+        """FORWARD adds a bias."""
+        return self._bias
+
+    @property
+    def side_ports(self) -> bool:
+        """The tile has the side ports of a core."""
+        return self._side
+
+    @property
     def chunks(self) -> int:
         """``C = ceil(cols / lanes)``: chunks per row."""
         return -(-self._cols // self._lanes)
@@ -236,7 +291,7 @@ class CrossbarTile(wiring.Component):
     @property
     def forward_shift(self) -> int:
         """Bits discarded by the forward and transposed narrowing."""
-        return self._wf.frac + self._if.frac - self._of.frac
+        return self._wf.frac + self._if.frac + self._shift - self._of.frac
 
     @property
     def update_shift(self) -> int:
@@ -256,7 +311,7 @@ class CrossbarTile(wiring.Component):
         wf, of = self._wf, self._of
         # Each sum is exact in the bits its own terms need (at most acc_width, checked in
         # __init__): no wider registers and carry chains than the sum can use.
-        row_shape = signed(accumulator_bits(wf, self._if, cols))
+        row_shape = signed(accumulator_bits(wf, self._if, cols, extra=int(self._bias)))
         lane_shape = signed(accumulator_bits(wf, self._if, rows))
 
         # Memories: weights (lanes banks), x (lanes banks), s (one), y (lanes banks).
@@ -291,6 +346,10 @@ class CrossbarTile(wiring.Component):
         y_rd = [mem.read_port() for mem in y_banks]
         y_wr = [mem.write_port() for mem in y_banks]
         s_rd, s_wr = s_mem.read_port(), s_mem.write_port()
+        if self._bias:
+            b_mem = Memory(shape=signed(wf.width), depth=rows, init=[])
+            m.submodules.bias = b_mem
+            b_rd, b_wr = b_mem.read_port(domain="comb"), b_mem.write_port()
 
         # Stochastic rounding: draws for up to `lanes` narrowings per cycle.
         shifts = [s for s in (self.forward_shift, self.update_shift) if s > 0]
@@ -420,9 +479,20 @@ class CrossbarTile(wiring.Component):
         row_acc = Signal(row_shape)
         fwd_pending = Signal()
         m.d.sync += fwd_pending.eq(is_fwd & valid_t & last_t)
+        start_sum = tree_sum
+        if self._bias:
+            # The row of the chunk at the accumulator, counted there; the bias memory is read
+            # combinationally (rows words, LUT RAM).
+            bias_row = Signal(range(max(rows, 2)))
+            m.d.comb += b_rd.addr.eq(bias_row)
+            start_sum = tree_sum + (b_rd.data << self._if.frac)
+            with m.If(is_fwd & valid_t & last_t):
+                m.d.sync += bias_row.eq(bias_row + 1)
+            with m.If(self.start & ~self.busy):
+                m.d.sync += bias_row.eq(0)
         with m.If(is_fwd & valid_t):
             with m.If(first_t):
-                m.d.sync += row_acc.eq(tree_sum)
+                m.d.sync += row_acc.eq(start_sum)
             with m.Else():
                 m.d.sync += row_acc.eq(row_acc + tree_sum)
         # The rounded word is registered before it fans out to the output banks.
@@ -437,6 +507,8 @@ class CrossbarTile(wiring.Component):
                                     offset(0, self.forward_shift))
             m.d.sync += [fwd_value.eq(fwd_y), fwd_sat_r.eq(fwd_sat)]
             advance(1)
+        if self._side:
+            m.d.comb += [self.y_out.valid.eq(fwd_write), self.y_out.payload.eq(fwd_value)]
         with m.If(fwd_write):
             with m.If(fwd_sat_r):
                 m.d.comb += overflow_set.eq(1)
@@ -536,13 +608,34 @@ class CrossbarTile(wiring.Component):
         out_valid = Signal()
         m.d.comb += [self.o.valid.eq(out_valid)]
 
+        # Side ports (a core's direct access); the FSM's own accesses below take precedence.
+        s_count = Signal(range(rows + 1))   # words of s that arrived on s_in
+        streaming = Signal()                # the running TRANSPOSED takes s from s_in
+        if self._side:
+            with m.If(self.s_in.valid):
+                m.d.comb += [s_wr.addr.eq(s_count), s_wr.data.eq(self.s_in.payload),
+                             s_wr.en.eq(1)]
+                m.d.sync += s_count.eq(s_count + 1)
+            for k in range(lanes):
+                with m.If(self.x_side_en[k]):
+                    m.d.comb += [x_wr[k].addr.eq(self.x_side_addr),
+                                 x_wr[k].data.eq(self.x_side_data[k]), x_wr[k].en.eq(1)]
+                m.d.comb += self.y_side_data[k].eq(y_rd[k].data)
+
         m.d.comb += self.busy.eq(1)
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += self.busy.eq(0)
+                if self._side:
+                    for k in range(lanes):
+                        m.d.comb += [y_rd[k].addr.eq(self.y_side_addr), y_rd[k].en.eq(1)]
                 with m.If(self.start):
+                    if self._side:
+                        m.d.sync += s_count.eq(0)
                     m.d.sync += [op.eq(self.op), is_fwd.eq(self.op == TileOp.FORWARD),
-                                 is_tr.eq(self.op == TileOp.TRANSPOSED),
+                                 is_tr.eq((self.op == TileOp.TRANSPOSED)
+                                          | (self.op == TileOp.TRANSPOSED_STREAM)),
+                                 streaming.eq(self.op == TileOp.TRANSPOSED_STREAM),
                                  is_upd.eq(self.op == TileOp.UPDATE)]
                     reset_counters()
                     m.d.sync += [fwd_bank.eq(0), fwd_addr.eq(0), tr_chunk.eq(0)]
@@ -566,6 +659,15 @@ class CrossbarTile(wiring.Component):
                         with m.Case(TileOp.TRANSPOSED):
                             m.d.sync += [y_len.eq(cols), drain.eq(6)]
                             m.next = "ISSUE_COLS"
+                        if self._side:
+                            with m.Case(TileOp.TRANSPOSED_STREAM):
+                                m.d.sync += [y_len.eq(cols), drain.eq(6)]
+                                m.next = "ISSUE_COLS"
+                        if self._bias:
+                            with m.Case(TileOp.LOAD_BIAS):
+                                m.next = "LOAD_BIAS"
+                        with m.Default():
+                            m.next = "NOTHING"
 
             with m.State("LOAD_W"):
                 m.d.comb += self.i.ready.eq(1)
@@ -624,9 +726,12 @@ class CrossbarTile(wiring.Component):
                 with m.Else():
                     m.d.sync += chunk.eq(chunk + 1)
 
-            # TRANSPOSED walks chunk by chunk, row by row.
+            # TRANSPOSED walks chunk by chunk, row by row; TRANSPOSED_STREAM issues row i once
+            # s_i has arrived (the pipeline carries a valid bit, so a gap is a bubble).
             with m.State("ISSUE_COLS"):
-                m.d.comb += [issue.eq(1), issue_first.eq(row == 0),
+                ready_row = Signal()
+                m.d.comb += ready_row.eq(~streaming | (row < s_count))
+                m.d.comb += [issue.eq(ready_row), issue_first.eq(row == 0),
                              issue_last.eq(row == rows - 1)]
                 m.d.comb += issue_nlanes.eq(lanes)
                 with m.If(chunk == chunks - 1):
@@ -634,13 +739,29 @@ class CrossbarTile(wiring.Component):
                 for port in w_rd:
                     m.d.comb += port.addr.eq(row * chunks + chunk)
                 m.d.comb += s_rd.addr.eq(row)
-                with m.If(row == rows - 1):
-                    m.d.sync += [row.eq(0), chunk.eq(chunk + 1)]
-                    with m.If(chunk == chunks - 1):
-                        m.d.sync += in_flight.eq(drain)
-                        m.next = "DRAIN"
-                with m.Else():
-                    m.d.sync += row.eq(row + 1)
+                with m.If(ready_row):
+                    with m.If(row == rows - 1):
+                        m.d.sync += [row.eq(0), chunk.eq(chunk + 1)]
+                        with m.If(chunk == chunks - 1):
+                            m.d.sync += in_flight.eq(drain)
+                            m.next = "DRAIN"
+                    with m.Else():
+                        m.d.sync += row.eq(row + 1)
+
+            with m.State("NOTHING"):
+                m.d.comb += self.done.eq(1)
+                m.next = "IDLE"
+
+            if self._bias:
+                with m.State("LOAD_BIAS"):
+                    m.d.comb += self.i.ready.eq(1)
+                    with m.If(self.i.valid):
+                        m.d.comb += [b_wr.addr.eq(count), b_wr.data.eq(self.i.payload),
+                                     b_wr.en.eq(1)]
+                        m.d.sync += count.eq(count + 1)
+                        with m.If(count == rows - 1):
+                            m.d.comb += self.done.eq(1)
+                            m.next = "IDLE"
 
             with m.State("DRAIN"):
                 m.d.sync += in_flight.eq(in_flight - 1)

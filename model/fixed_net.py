@@ -36,6 +36,7 @@ __all__ = [
     "FixedFormats",
     "FixedNetwork",
     "formats_for_width",
+    "site_seed",
 ]
 
 #: Integer bits (sign included) per signal class, from the float model's ranges on the digits
@@ -272,8 +273,12 @@ class FixedNetwork:
         self.d = self._saturate(self.d + step, f.weight, "d.weights")
 
 
-def _seed(seed: int, k: int) -> int:
-    """The ``k``-th LFSR seed after ``seed``, skipping zero (the LFSR's lock-up state)."""
+def site_seed(seed: int, k: int) -> int:
+    """The ``k``-th LFSR seed after ``seed``, skipping zero (the LFSR's lock-up state): the
+    seed of rounding site ``k`` (tiles A, B, C, then the loss gradient)."""
     value = (seed + k) & 0xFFFFFFFF
     return value or 1
+
+
+_seed = site_seed
 

@@ -1,0 +1,143 @@
+# amaranth: UnusedElaboratable=no
+"""Co-simulation of the neural-ODE core: the weights and images, the model's answers, the
+comparison.
+
+A *plan* holds the weights as words (``A``, ``Bt`` = Bᵀ, ``C``, ``d``) and the images as state
+words; every back end loads the weights once, then per image clears the overflow flag, loads
+the image, runs, and reads the logits, the final state, the status words, the class and the
+flag. The fixed-point model (:class:`~xbarode.model.fixed_net.FixedNetwork`, one image at a
+time, its LFSRs running on across images as the hardware's do) answers the same plan.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from xbarode.core_config import CoreConfig
+from xbarode.model.fixed import Overflow
+
+__all__ = ["compare", "core_params", "make_plan", "model_network", "model_results",
+           "random_params"]
+
+# Overflow tally labels that belong to the host (quantising weights and images).
+_HOST = ("input", "A.load", "B.load", "C.load", "d.load")
+
+
+def core_params(config: CoreConfig, params: dict) -> dict:
+    """Dense float parameters ``A``, ``B``, ``C``, ``d`` for the core's tiles.
+
+    For ``structure = "conv"`` the kernels become their m×m circular-convolution matrices
+    (the direct path: the tiles hold the matrices).
+    """
+    if config.structure == "conv":
+        from xbarode.model.conv import conv_matrix
+
+        params = {**params, "A": conv_matrix(params["A"], config.image),
+                  "B": conv_matrix(params["B"], config.image)}
+    m, classes = config.m, config.classes
+    expected = {"A": (m, m), "B": (m, m), "C": (classes, m), "d": (classes,)}
+    for name, shape in expected.items():
+        got = np.shape(params.get(name))
+        if got != shape:
+            raise ValueError(f"weights {name} have shape {got}; the configuration needs "
+                             f"{shape}")
+    return {name: np.asarray(params[name], dtype=np.float64) for name in expected}
+
+
+def model_network(config: CoreConfig, params: dict):
+    """The fixed-point model of the core for float ``params``."""
+    from xbarode.model.fixed_net import FixedNetwork
+
+    return FixedNetwork(core_params(config, params), config.formats(),
+                        rounding=config.rounding, h=config.h, steps=config.steps,
+                        method=config.method, newton=config.newton(),
+                        lfsr_seed=config.lfsr_seed)
+
+
+def random_params(config: CoreConfig, seed: int) -> dict:
+    """Random float weights of a size that exercises the core without saturating everywhere.
+
+    ``A`` and ``B`` have entries of about ``1.2/√m`` (ρ(hJ) < 1 for implicit Euler), ``C`` and
+    ``d`` of about 0.5.
+    """
+    rng = np.random.default_rng(seed)
+    m, classes = config.m, config.classes
+    scale = 1.2 / np.sqrt(m)
+    return {"A": rng.normal(0, scale, (m, m)), "B": rng.normal(0, scale, (m, m)),
+            "C": rng.normal(0, 0.5, (classes, m)), "d": rng.normal(0, 0.5, classes)}
+
+
+def make_plan(config: CoreConfig, params: dict, images: np.ndarray) -> dict:
+    """The words the host sends: weights (``Bt`` is Bᵀ) and the images as state words."""
+    net = model_network(config, params)
+    images = np.asarray(images, dtype=np.float64).reshape(len(images), config.m)
+    words = config.formats().state.quantize(images, "nearest")
+    return {"config": config.to_toml(),
+            "weights": {"A": net.A.weights.ravel().tolist(),
+                        "Bt": net.B.weights.T.ravel().tolist(),
+                        "C": net.C.weights.ravel().tolist(), "d": net.d.tolist()},
+            "images": words.tolist(), "m": config.m, "classes": config.classes,
+            "steps": config.steps}
+
+
+def model_results(config: CoreConfig, params: dict, images: np.ndarray) -> list[dict]:
+    """The model's answer per image: ``cls``, ``logits``, ``state`` (z_N), ``status`` (per
+    step: iterations | converged << 8) and ``overflow`` (some hardware narrowing or saturating
+    addition saturated on this image)."""
+    net = model_network(config, params)
+    images = np.asarray(images, dtype=np.float64).reshape(len(images), config.m)
+    results = []
+    for x in images:
+        before = _hardware_counts(net.overflow)
+        logits, trajectory, info = net.forward(x[None])
+        if config.method == "euler":
+            status = [0x100] * config.steps
+        else:
+            status = [int(i) | int(c) << 8 for i, c in zip(info["iterations"][:, 0],
+                                                           info["converged"][:, 0],
+                                                           strict=True)]
+        results.append({"cls": int(np.argmax(logits[0])), "logits": logits[0].tolist(),
+                        "state": trajectory[-1, 0].tolist(), "status": status,
+                        "overflow": int(_hardware_counts(net.overflow) > before)})
+    return results
+
+
+def _hardware_counts(overflow: Overflow) -> int:
+    return sum(n for label, n in overflow.counts.items() if label not in _HOST)
+
+
+_FIELDS = ("cls", "logits", "state", "status", "overflow")
+
+
+def compare(expected: list[dict], got: list[dict]) -> dict:
+    """Count differing words (logits, state, status) and flags (class, overflow); name the
+    first difference.
+
+    Returns
+    -------
+    dict
+        ``mismatches``, ``compared``, ``first`` (a sentence, or None), ``agreement`` (fraction
+        of images whose class matches).
+    """
+    mismatches = compared = agree = 0
+    first = None
+    if len(got) != len(expected):
+        return {"mismatches": len(expected), "compared": len(expected), "agreement": 0.0,
+                "first": f"{len(got)} images came back, expected {len(expected)}"}
+    for index, (exp, res) in enumerate(zip(expected, got, strict=True)):
+        agree += int(exp["cls"] == res["cls"])
+        for field in _FIELDS:
+            a, b = np.atleast_1d(exp[field]), np.atleast_1d(res[field])
+            compared += a.size
+            if a.shape != b.shape:
+                mismatches += a.size
+                first = first or f"image {index}: {field} has {b.size} words, expected {a.size}"
+                continue
+            bad = np.flatnonzero(a != b)
+            mismatches += bad.size
+            if bad.size and first is None:
+                where = f"{field}[{bad[0]}]" if a.size > 1 else field
+                first = (f"image {index}: {where} is {b[bad[0]]}, the model says "
+                         f"{a[bad[0]]}")
+    return {"mismatches": mismatches, "compared": compared, "first": first,
+            "agreement": agree / max(len(expected), 1)}

@@ -1,0 +1,219 @@
+"""The core's configuration: one TOML file describes the whole neural-ODE core.
+
+``xbarode generate core``, ``xbarode simulate`` and ``xbarode demo`` read it; every field has a
+default (the digits core, with the 16-bit formats the precision study chose), and every value
+is validated with a message that names the field. Example (all fields, default values)::
+
+    [core]
+    image = [8, 8]            # H, W: the state has m = H·W entries
+    structure = "dense"       # "dense" (A, B any m×m) or "conv" (k×k kernels)
+    kernel = 3                # kernel size for structure = "conv" (odd)
+    classes = 10
+    lanes = 64                # multipliers per tile, 1 … m
+    conv_path = "direct"      # "direct": tiles hold the m×m matrices; "fourier"
+
+    [ode]
+    steps = 8
+    h = 0.25                  # a power of two: T = steps·h
+    method = "euler"          # or "implicit_euler"
+    neumann_terms = 8         # implicit Euler: inner terms per Newton iteration
+    max_iter = 10             # Newton iterations per step, at most
+    tol = 1                   # Newton stops at max|G| <= tol (LSBs of the state)
+
+    [fixed]
+    weight = "16.14"          # WIDTH.FRAC of each signal class
+    state = "16.11"
+    act = "16.9"
+    grad = "16.11"
+    acc_width = 48
+    rounding = "nearest"      # floor | nearest | stochastic
+    lfsr_seed = 0xACE1ACE1    # tiles A, B, C draw from seed, seed + 1, seed + 2
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+__all__ = ["CoreConfig", "ConfigError", "load_config"]
+
+
+class ConfigError(ValueError):
+    """A configuration file or value is invalid; the message names the field."""
+
+
+_METHODS = ("euler", "implicit_euler")
+_STRUCTURES = ("dense", "conv")
+_PATHS = ("direct", "fourier")
+
+
+@dataclass(frozen=True)
+class CoreConfig:
+    """Everything that defines a core (see the module docstring for the TOML form)."""
+
+    image: tuple[int, int] = (8, 8)
+    structure: str = "dense"
+    kernel: int = 3
+    classes: int = 10
+    lanes: int = 64
+    conv_path: str = "direct"
+    steps: int = 8
+    h: float = 0.25
+    method: str = "euler"
+    neumann_terms: int = 8
+    max_iter: int = 10
+    tol: int = 1
+    weight: str = "16.14"
+    state: str = "16.11"
+    act: str = "16.9"
+    grad: str = "16.11"
+    acc_width: int = 48
+    rounding: str = "nearest"
+    lfsr_seed: int = 0xACE1ACE1
+
+    def __post_init__(self):
+        from xbarode.model.fixed import ROUNDINGS, Lfsr, parse_format
+
+        def integer(name, low, high=None):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"{name} must be an integer, not {value!r}")
+            if value < low or (high is not None and value > high):
+                bound = f">= {low}" if high is None else f"between {low} and {high}"
+                raise ConfigError(f"{name} must be {bound}, not {value}")
+
+        image = self.image
+        if (not isinstance(image, (tuple, list)) or len(image) != 2
+                or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1
+                           for v in image)):
+            raise ConfigError(f"image must be [H, W] with positive integers, not {image!r}")
+        object.__setattr__(self, "image", tuple(image))
+        for name, choices in (("structure", _STRUCTURES), ("conv_path", _PATHS),
+                              ("method", _METHODS), ("rounding", ROUNDINGS)):
+            if getattr(self, name) not in choices:
+                raise ConfigError(f"{name} must be one of {list(choices)}, not "
+                                  f"{getattr(self, name)!r}")
+        integer("kernel", 1)
+        if self.structure == "conv" and (self.kernel % 2 == 0 or self.kernel > min(self.image)):
+            raise ConfigError(f"kernel must be odd and fit the image {self.image}, not "
+                              f"{self.kernel}")
+        integer("classes", 2)
+        integer("lanes", 1, self.m)
+        integer("steps", 1)
+        integer("neumann_terms", 0)
+        integer("max_iter", 0, 255)
+        integer("tol", 0)
+        integer("acc_width", 8, 62)
+        if isinstance(self.h, bool) or not isinstance(self.h, (int, float)) or self.h <= 0 \
+                or math.log2(self.h) != round(math.log2(self.h)):
+            raise ConfigError(f"h must be a power of two (a shift in hardware), not {self.h!r}")
+        for name in ("weight", "state", "act", "grad"):
+            try:
+                parse_format(getattr(self, name))
+            except (ValueError, TypeError) as error:
+                raise ConfigError(f"{name}: {error}") from None
+        try:
+            Lfsr(self.lfsr_seed)
+        except (ValueError, TypeError) as error:
+            raise ConfigError(f"lfsr_seed: {error}") from None
+        if self.conv_path == "fourier":
+            raise ConfigError("conv_path 'fourier' is not available in the core yet; use "
+                              "'direct' (the Fourier units exist on their own: xbarode cosim "
+                              "fourier-conv)")
+        if self.conv_path == "fourier" and self.structure != "conv":
+            raise ConfigError("conv_path 'fourier' needs structure 'conv'")
+
+    @property
+    def m(self) -> int:
+        """State size ``H·W``."""
+        return self.image[0] * self.image[1]
+
+    @property
+    def h_shift(self) -> int:
+        """``h = 2^-h_shift``."""
+        return -round(math.log2(self.h))
+
+    def formats(self):
+        """The :class:`~xbarode.model.fixed_net.FixedFormats` of the configuration."""
+        from xbarode.model.fixed import parse_format
+        from xbarode.model.fixed_net import FixedFormats
+
+        return FixedFormats(weight=parse_format(self.weight), state=parse_format(self.state),
+                            act=parse_format(self.act), grad=parse_format(self.grad),
+                            acc_width=self.acc_width)
+
+    def newton(self) -> dict:
+        """Newton options of the fixed-point model."""
+        return {"neumann_terms": self.neumann_terms, "max_iter": self.max_iter,
+                "tol": self.tol}
+
+    def to_toml(self) -> str:
+        """The configuration as a TOML file (every field)."""
+        d = asdict(self)
+        groups = {"core": ("image", "structure", "kernel", "classes", "lanes", "conv_path"),
+                  "ode": ("steps", "h", "method", "neumann_terms", "max_iter", "tol"),
+                  "fixed": ("weight", "state", "act", "grad", "acc_width", "rounding",
+                            "lfsr_seed")}
+        lines = []
+        for group, names in groups.items():
+            lines.append(f"[{group}]")
+            for name in names:
+                value = d[name]
+                if isinstance(value, str):
+                    text = f'"{value}"'
+                elif isinstance(value, (tuple, list)):
+                    text = "[" + ", ".join(str(v) for v in value) + "]"
+                elif name == "lfsr_seed":
+                    text = f"0x{value:08X}"
+                else:
+                    text = repr(value)
+                lines.append(f"{name} = {text}")
+            lines.append("")
+        return "\n".join(lines)
+
+
+_GROUPS = {"core": ("image", "structure", "kernel", "classes", "lanes", "conv_path"),
+           "ode": ("steps", "h", "method", "neumann_terms", "max_iter", "tol"),
+           "fixed": ("weight", "state", "act", "grad", "acc_width", "rounding", "lfsr_seed")}
+
+
+def load_config(path=None) -> CoreConfig:
+    """Read and validate a core configuration file; the default configuration for None.
+
+    Raises
+    ------
+    ConfigError
+        For a missing or unreadable file, invalid TOML, an unknown table or key, or a bad
+        value; the message names the file and the field.
+    """
+    if path is None:
+        return CoreConfig()
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise ConfigError(f"cannot read configuration {path}: {error.strerror}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: not valid TOML: {error}") from None
+    values = {}
+    for group, table in data.items():
+        if group not in _GROUPS:
+            raise ConfigError(f"{path}: unknown table [{group}]; expected "
+                              f"{', '.join(f'[{g}]' for g in _GROUPS)}")
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: {group} must be a table")
+        for key, value in table.items():
+            if key not in _GROUPS[group]:
+                raise ConfigError(f"{path}: unknown key {key!r} in [{group}]; expected one "
+                                  f"of {', '.join(_GROUPS[group])}")
+            values[key] = value
+    known = {f.name for f in fields(CoreConfig)}
+    assert set(values) <= known
+    try:
+        return CoreConfig(**values)
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from None
