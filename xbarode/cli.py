@@ -234,9 +234,104 @@ def cmd_evaluate(args) -> dict:
     return result
 
 
+def _digits_test(count: int):
+    from .model import load_digits_split
+
+    digits = load_digits_split()
+    if not 1 <= count <= len(digits.y_test):
+        raise ValueError(f"--images must be between 1 and {len(digits.y_test)} (the digits "
+                         f"test set), not {count}")
+    return digits.x_test[:count], digits.y_test[:count]
+
+
+def _core_progress(args):
+    if args.json:
+        return None
+    from tqdm import tqdm
+
+    return lambda batches: tqdm(batches, desc="simulating", unit="batch", file=sys.stderr)
+
+
+def _synth_figure() -> dict | None:
+    """The recorded ``xbarode synth core`` report of the default core, if the package has it."""
+    from .simulate import DEFAULT_WEIGHTS
+
+    path = DEFAULT_WEIGHTS.with_name("core_synth.json")
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def cmd_simulate(args) -> dict:
+    """``xbarode simulate``: digits through the RTL core and the fixed-point model."""
+    from .core_config import load_config
+    from .model import load_weights
+    from .simulate import default_weights, simulate_core
+
+    config = load_config(args.config)
+    train_config, params = (load_weights(args.weights) if args.weights is not None
+                            else default_weights())
+    if train_config.structure != config.structure:
+        raise ValueError(f"the weights are for a {train_config.structure!r} network, the "
+                         f"configuration describes a {config.structure!r} core")
+    x, y = _digits_test(args.images)
+    result = {"command": "simulate",
+              **simulate_core(config, params, x, y, simulator=args.simulator,
+                              out_dir=Path(args.out), batch=args.batch,
+                              progress=_core_progress(args))}
+    if not args.json:
+        _print_simulation(result)
+    if result["mismatches"]:
+        raise CheckFailed(f"{result['mismatches']} mismatches; first: "
+                          f"{result['first_mismatch']}; waveform: {result['waveform']}",
+                          result)
+    return result
+
+
+def _print_simulation(result: dict) -> None:
+    print(f"RTL core on {result['simulator']}: {result['images']} images, agreement with the "
+          f"fixed-point model {result['agreement']:.2%}, {result['mismatches']} mismatches "
+          f"({result['compared']} words and flags compared)")
+    if "accuracy" in result:
+        print(f"  accuracy  RTL {result['accuracy']:.2%}, fixed-point model "
+              f"{result['model_accuracy']:.2%}")
+    print(f"  cycles    {result['cycles_per_image']:.0f} per image (MAC bound "
+          f"{result['mac_bound_cycles']:.0f}, ratio {result['cycles_ratio']:.2f})")
+    if "simulated_cycles_per_second" in result:
+        print(f"  speed     {result['simulated_cycles_per_second'] / 1e3:.0f} k cycles/s "
+              f"simulated; {result['seconds']:.1f} s in all (build "
+              f"{result['build_seconds']:.1f} s)")
+
+
 def cmd_demo(args) -> dict:
     """``xbarode demo``: the whole flow on the default configuration."""
-    result = _train_and_save(args, Path(args.out))
+    from .core_config import load_config
+    from .model import accuracy, load_digits_split, load_weights
+    from .simulate import TOP
+
+    started = time.perf_counter()
+    out = Path(args.out)
+    if args.width is None and not args.format and args.frac is None:
+        args.width = 16          # the demo trains in the core's 16-bit fixed point
+    trained = _train_and_save(args, out)
+    config, params = load_weights(out)
+    digits = load_digits_split()
+    float_accuracy = accuracy(dataclasses.replace(config, precision="float"), params,
+                              digits.x_test, digits.y_test)
+    result = {**trained, "command": "demo", "float_accuracy": float_accuracy,
+              "fixed_accuracy": trained["test_accuracy"]}
+    if args.rtl_images:
+        core = load_config(args.config)
+        x, y = _digits_test(args.rtl_images)
+        from .simulate import simulate_core
+
+        rtl = simulate_core(core, params, x, y, simulator=args.simulator,
+                            out_dir=out.parent / "rtl", progress=_core_progress(args))
+        result["rtl"] = rtl
+        result["verilog"] = str(out.parent / "rtl" / f"{TOP}.v")
+        synth = _synth_figure()
+        if synth is not None and synth.get("fmax_mhz"):
+            result["fmax_mhz"] = synth["fmax_mhz"]
+            result["latency_us"] = rtl["cycles_per_image"] / synth["fmax_mhz"]
+    result["seconds"] = time.perf_counter() - started
     if not args.json:
         cfg = result["config"]
         print("xbarode demo: neural ODE dz/dt = B relu(A z) on the 8x8 digits")
@@ -244,10 +339,28 @@ def cmd_demo(args) -> dict:
               f"{cfg['steps']} steps, T = {cfg['T']}")
         optimiser = {"sgd": "SGD", "adam": "Adam"}[cfg["optimizer"]]
         print(f"  training  {cfg['epochs']} epochs of {optimiser} (lr {cfg['lr']}, batch "
-              f"{cfg['batch_size']}, seed {cfg['seed']}) in {result['seconds']:.1f} s")
-        print(f"  accuracy  float64: test {result['test_accuracy']:.2%} (360 images), "
-              f"train {result['train_accuracy']:.2%}")
+              f"{cfg['batch_size']}, seed {cfg['seed']}) in fixed point "
+              f"({cfg['weight_format']} weights, {cfg['rounding']} rounding), "
+              f"{trained['seconds']:.1f} s")
+        print(f"  accuracy  test set (360 images): float64 {float_accuracy:.2%}, "
+              f"fixed point {result['fixed_accuracy']:.2%}")
         print(f"  weights   {result['weights']}")
+        if "rtl" in result:
+            rtl = result["rtl"]
+            print(f"  RTL       {rtl['images']} images on {rtl['simulator']}: accuracy "
+                  f"{rtl['accuracy']:.2%} (the model with the core's rounding: "
+                  f"{rtl['model_accuracy']:.2%}), agreement {rtl['agreement']:.2%}, "
+                  f"{rtl['mismatches']} mismatches")
+            print(f"  cycles    {rtl['cycles_per_image']:.0f} per inference (MAC bound "
+                  f"{rtl['mac_bound_cycles']:.0f})")
+            if "latency_us" in result:
+                print(f"  latency   {result['latency_us']:.1f} µs per inference at "
+                      f"{result['fmax_mhz']:.1f} MHz (ECP5-85F fmax from xbarode synth core)")
+            print(f"  Verilog   {result['verilog']}")
+        print(f"  total     {result['seconds']:.0f} s")
+    if "rtl" in result and result["rtl"]["mismatches"]:
+        raise CheckFailed(f"{result['rtl']['mismatches']} RTL mismatches; first: "
+                          f"{result['rtl']['first_mismatch']}", result)
     return result
 
 
@@ -467,13 +580,45 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(func=cmd_evaluate)
 
     demo = sub.add_parser("demo", help="the whole flow on the default configuration",
-                          description="Train the default network on the digits, print test "
-                                      "accuracy and a summary, and save the weights.")
+                          description="Train the default network on the digits in 16-bit "
+                                      "fixed point, save the weights, generate the core's "
+                                      "Verilog, run the test set through it on a simulator "
+                                      "and report accuracy (float64, fixed point, RTL), "
+                                      "mismatches and cycles per inference.")
     _add_model_options(demo)
     demo.add_argument("--out", default=str(DEMO_WEIGHTS),
-                      help="weights file to write (default: %(default)s)")
+                      help="weights file to write; the RTL build goes beside it "
+                           "(default: %(default)s)")
+    demo.add_argument("--config", type=Path, default=None,
+                      help="core configuration (TOML; default: the digits core)")
+    demo.add_argument("--rtl-images", type=int, default=360,
+                      help="test images through the RTL core; 0 skips the RTL "
+                           "(default: %(default)s)")
+    demo.add_argument("--simulator", choices=("amaranth", "verilator", "icarus"),
+                      default="verilator", help="simulator (default: %(default)s)")
     _add_json(demo)
     demo.set_defaults(func=cmd_demo)
+
+    simulate = sub.add_parser(
+        "simulate", help="digits through the RTL core, compared with the fixed-point model",
+        description="Run test images through the core's RTL on a simulator and through the "
+                    "fixed-point model; compare every logit, state word, status word and "
+                    "flag; report agreement, accuracy and cycles.")
+    simulate.add_argument("--config", type=Path, default=None,
+                          help="core configuration (TOML; default: the digits core)")
+    simulate.add_argument("--weights", type=Path, default=None,
+                          help="weights file (default: the trained 16-bit weights shipped "
+                               "with the package, what xbarode demo trains)")
+    simulate.add_argument("--images", type=int, default=360,
+                          help="first N digits test images (default: %(default)s, all)")
+    simulate.add_argument("--simulator", choices=("amaranth", "verilator", "icarus"),
+                          default="verilator", help="simulator (default: %(default)s)")
+    simulate.add_argument("--batch", type=_positive_int, default=90,
+                          help="images per simulation run (default: %(default)s)")
+    simulate.add_argument("--out", default="build/simulate",
+                          help="folder for Verilog, logs and waveforms (default: %(default)s)")
+    _add_json(simulate)
+    simulate.set_defaults(func=cmd_simulate)
 
     _add_unit_commands(sub)
 

@@ -9,7 +9,7 @@ is validated with a message that names the field. Example (all fields, default v
     structure = "dense"       # "dense" (A, B any m×m) or "conv" (k×k kernels)
     kernel = 3                # kernel size for structure = "conv" (odd)
     classes = 10
-    lanes = 64                # multipliers per tile, 1 … m
+    lanes = 16                # multipliers per tile, 1 … m
     conv_path = "direct"      # "direct": tiles hold the m×m matrices; "fourier"
 
     [ode]
@@ -37,7 +37,7 @@ import tomllib
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-__all__ = ["CoreConfig", "ConfigError", "load_config"]
+__all__ = ["ConfigError", "CoreConfig", "load_config"]
 
 
 class ConfigError(ValueError):
@@ -57,7 +57,7 @@ class CoreConfig:
     structure: str = "dense"
     kernel: int = 3
     classes: int = 10
-    lanes: int = 64
+    lanes: int = 16
     conv_path: str = "direct"
     steps: int = 8
     h: float = 0.25

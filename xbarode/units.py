@@ -1,10 +1,9 @@
 """Hardware units as the command line sees them: options, Verilog, co-simulation, synthesis.
 
-Each unit (the crossbar ``tile``; ``dft``, ``hadamard`` and ``fourier-conv``) is one
-:class:`Unit` in :data:`UNITS`: how to read its parameters from the command line, how to build
-its Amaranth component, and how to co-simulate it against the fixed-point model on a given
-simulator. ``xbarode generate``,
-``cosim`` and ``synth`` are generic over this registry.
+Each unit (the crossbar ``tile``; ``dft``, ``hadamard`` and ``fourier-conv``; the ``core``) is
+one :class:`Unit` in :data:`UNITS`: how to read its parameters from the command line, how to
+build its Amaranth component, and how to co-simulate it against the fixed-point model on a
+given simulator. ``xbarode generate``, ``cosim`` and ``synth`` are generic over this registry.
 """
 
 from __future__ import annotations
@@ -228,12 +227,45 @@ _FOURIER_HELP = {
 }
 
 
+# --- the core -------------------------------------------------------------------------------
+
+def _core_arguments(parser) -> None:
+    parser.add_argument("--config", type=Path, default=None,
+                        help="core configuration (TOML; default: the digits core, see "
+                             "xbarode.core_config)")
+
+
+def _core_params(args):
+    from xbarode.core_config import load_config
+
+    return load_config(args.config)
+
+
+def _core_cosim(config, vectors: int, seed: int, simulator: str, out_dir: Path) -> dict:
+    """Random weights and images through RTL and model (``xbarode simulate`` runs digits)."""
+    import numpy as np
+
+    from xbarode.sim.core_plan import random_params
+    from xbarode.simulate import simulate_core
+
+    images = np.random.default_rng(seed).uniform(0, 1, (vectors, config.m))
+    result = simulate_core(config, random_params(config, seed), images, simulator=simulator,
+                           out_dir=out_dir)
+    return {key: result[key] for key in ("mismatches", "compared", "first_mismatch",
+                                         "waveform", "agreement", "cycles_per_image",
+                                         "mac_bound_cycles")} | {
+        "cycles": {"run": result["cycles_per_image"]}}
+
+
 UNITS = {
     "tile": Unit("tile", "the crossbar tile: W x, Wᵀ y, rank-1 update", _tile_arguments,
                  _tile_params, _component, "crossbar_tile", _tile_cosim),
     **{name: Unit(name, _FOURIER_HELP[name], _fourier_arguments(name), _fourier_params(name),
                   _component, top, _fourier_cosim)
        for name, top in _FOURIER_TOPS.items()},
+    "core": Unit("core", "the neural-ODE core: tiles A, Bᵀ, C, Euler/Newton controller, "
+                 "classifier", _core_arguments, _core_params, _component, "xbarode_core",
+                 _core_cosim),
 }
 
 

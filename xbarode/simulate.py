@@ -1,0 +1,133 @@
+"""``xbarode simulate``: digits through the RTL core and the fixed-point model, compared.
+
+The images go through the core on the chosen simulator in batches (each batch one
+simulation that loads the weights and then runs its images back to back, the simulator
+running free while the core computes); the fixed-point model answers the same batches with
+fresh LFSRs, as the hardware starts each simulation from reset.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from xbarode.core_config import CoreConfig
+
+__all__ = ["DEFAULT_WEIGHTS", "default_weights", "mac_count", "simulate_core"]
+
+#: Weights shipped with the package: the default network trained in 16-bit fixed point
+#: (``xbarode train --width 16``, seed 0); what ``xbarode simulate`` uses without --weights.
+DEFAULT_WEIGHTS = Path(__file__).with_name("data") / "digits_fixed16.npz"
+
+TOP = "xbarode_core"
+
+
+def default_weights() -> tuple:
+    """``(training config, params)`` of :data:`DEFAULT_WEIGHTS`."""
+    from xbarode.model import load_weights
+
+    return load_weights(DEFAULT_WEIGHTS)
+
+
+def mac_count(config: CoreConfig, status: list[int]) -> int:
+    """Multiply–accumulates of one inference: ``2·m²`` per chain (A and B), ``classes·m``.
+
+    Explicit Euler: one chain per step. Implicit Euler, per step with ``k`` Newton updates:
+    the predictor, ``k + 1`` residuals and ``k·neumann_terms`` Neumann terms.
+    """
+    m = config.m
+    if config.method == "euler":
+        chains = config.steps
+    else:
+        chains = sum(1 + (s & 0xFF) + 1 + (s & 0xFF) * config.neumann_terms for s in status)
+    return chains * 2 * m * m + config.classes * m
+
+
+def simulate_core(config: CoreConfig, params: dict, images: np.ndarray, labels=None, *,
+                  simulator: str = "verilator", out_dir=None, batch: int = 90,
+                  progress=None) -> dict:
+    """Run ``images`` (float pixels in [0, 1], shape (n, m)) through RTL and model.
+
+    Returns
+    -------
+    dict
+        ``images``, ``agreement`` (fraction whose class matches the model), ``mismatches``
+        (differing logits, state or status words and flags), ``compared``,
+        ``first_mismatch``, ``accuracy`` (RTL, when ``labels``) and ``model_accuracy``,
+        ``cycles_per_image`` (mean RUN latency), ``mac_bound_cycles`` (mean MACs / lanes),
+        ``cycles_ratio``, ``simulated_cycles_per_second``, ``seconds`` (simulation runs),
+        ``build_seconds``, ``waveform``.
+    """
+    from xbarode.hdl.core import Core
+    from xbarode.sim.core_plan import compare, make_plan, model_results
+
+    images = np.asarray(images, dtype=np.float64).reshape(len(images), config.m)
+    out_dir = Path(out_dir if out_dir is not None else "build/simulate")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    expected, got, cycles = [], [], []
+    waveform = None
+    build_seconds = sim_seconds = 0.0
+    verilog = None
+    batches = [slice(i, i + batch) for i in range(0, len(images), batch)]
+    if progress is not None:
+        batches = progress(batches)
+    for part in batches:
+        chunk = images[part]
+        plan = make_plan(config, params, chunk)
+        answers = model_results(config, params, chunk)
+        expected.extend(answers)
+        if simulator == "amaranth":
+            from xbarode.sim.core_amaranth import run_plan_amaranth
+
+            results, run_cycles = run_plan_amaranth(config, plan)
+            if compare(answers, results)["mismatches"] and waveform is None:
+                waveform = out_dir / "core.vcd"
+                run_plan_amaranth(config, plan, vcd_path=waveform)
+        else:
+            from xbarode.sim.runner import run_cocotb
+            from xbarode.sim.verilog import write_verilog
+
+            if verilog is None:
+                verilog = write_verilog(Core(config), TOP, out_dir)
+            run = run_cocotb([verilog], TOP, "xbarode.sim.cocotb_core", simulator,
+                             data={"plan": plan, "expected": answers},
+                             waves="on_failure" if waveform is None else False,
+                             test_dir=out_dir / f"run-{simulator}", check=False)
+            build_seconds += run.build_seconds
+            sim_seconds += run.test_seconds
+            results = run.outputs.get("results") or []
+            run_cycles = run.outputs.get("cycles") or []
+            if len(results) != len(answers):
+                raise RuntimeError(
+                    f"the {simulator} simulation returned {len(results)} of {len(answers)} "
+                    f"images; see {run.log}" + "".join(
+                        f"\n  {c['name']}: {c['message']}" for c in run.testcases
+                        if c["message"]))
+            if run.waves is not None and waveform is None:
+                waveform = run.waves
+        got.extend(results)
+        cycles.extend(run_cycles)
+    report = compare(expected, got)
+    macs = np.array([mac_count(config, e["status"]) for e in expected])
+    result = {
+        "images": len(images), "simulator": simulator,
+        "agreement": report["agreement"], "mismatches": report["mismatches"],
+        "compared": report["compared"], "first_mismatch": report["first"],
+        "cycles_per_image": float(np.mean(cycles)), "cycles_min": int(np.min(cycles)),
+        "cycles_max": int(np.max(cycles)),
+        "mac_bound_cycles": float(np.mean(macs / config.lanes)),
+        "waveform": None if waveform is None else str(waveform),
+        "seconds": time.perf_counter() - started, "build_seconds": build_seconds,
+    }
+    result["cycles_ratio"] = result["cycles_per_image"] / result["mac_bound_cycles"]
+    if simulator != "amaranth" and sim_seconds > 0:
+        result["simulated_cycles_per_second"] = float(np.sum(cycles)) / sim_seconds
+        result["simulation_seconds"] = sim_seconds
+    if labels is not None:
+        labels = np.asarray(labels)
+        result["accuracy"] = float(np.mean([r["cls"] for r in got] == labels))
+        result["model_accuracy"] = float(np.mean([e["cls"] for e in expected] == labels))
+    return result
