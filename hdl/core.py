@@ -198,7 +198,7 @@ class Core(wiring.Component):
         nt = Signal(range(cfg.neumann_terms + 2))
         not_conv = Signal()
         mask = Signal(m)
-        u_idx = Signal(range(m + 1))
+        u_idx = Signal(range(max(m, cfg.classes) + 1))
         chunk = Signal(range(chunks + 1))
         count = Signal(range((steps + 1) * m + 1))
         lane = Signal(range(max(lanes, 2)))

@@ -241,6 +241,12 @@ def _core_params(args):
     return load_config(args.config)
 
 
+def _core_component(config):
+    from xbarode.hdl.core import Core
+
+    return Core(config)
+
+
 def _core_cosim(config, vectors: int, seed: int, simulator: str, out_dir: Path) -> dict:
     """Random weights and images through RTL and model (``xbarode simulate`` runs digits)."""
     import numpy as np
@@ -264,7 +270,7 @@ UNITS = {
                   _component, top, _fourier_cosim)
        for name, top in _FOURIER_TOPS.items()},
     "core": Unit("core", "the neural-ODE core: tiles A, Bᵀ, C, Euler/Newton controller, "
-                 "classifier", _core_arguments, _core_params, _component, "xbarode_core",
+                 "classifier", _core_arguments, _core_params, _core_component, "xbarode_core",
                  _core_cosim),
 }
 

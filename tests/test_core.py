@@ -1,0 +1,264 @@
+# amaranth: UnusedElaboratable=no
+"""The neural-ODE core (hdl/core.py) against its fixed-point twin (FixedNetwork, one image at a
+time), bit for bit, on every simulator; the configuration file; ``xbarode simulate``,
+``generate core`` and the demo.
+
+Small cores (a few state entries, odd lane counts) run on all three simulators; the default
+digits core runs on Verilator (one build, shared by every test that uses it).
+"""
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from helpers import last_json, run
+from xbarode.cli import main
+from xbarode.core_config import ConfigError, CoreConfig, load_config
+from xbarode.hdl.core import Core
+from xbarode.sim import core_plan
+from xbarode.sim.core_amaranth import run_plan_amaranth
+from xbarode.sim.core_plan import compare, make_plan, model_results, random_params
+from xbarode.simulate import DEFAULT_WEIGHTS, mac_count, simulate_core
+from xbarode.units import UNITS, cosim
+
+
+def small(**changes):
+    base = {"image": (2, 3), "lanes": 2, "classes": 3, "steps": 3}
+    return CoreConfig(**{**base, **changes})
+
+
+def check_amaranth(config, params, images):
+    plan = make_plan(config, params, images)
+    got, cycles = run_plan_amaranth(config, plan)
+    report = compare(model_results(config, params, images), got)
+    assert report["mismatches"] == 0, report["first"]
+    return got, cycles
+
+
+# --- configuration --------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"image": (0, 8)}, r"^image must be \[H, W\] with positive integers, not \(0, 8\)$"),
+    ({"lanes": 65}, r"^lanes must be between 1 and 64, not 65$"),
+    ({"lanes": True}, r"^lanes must be an integer, not True$"),
+    ({"method": "rk4"}, r"^method must be one of \['euler', 'implicit_euler'\], not 'rk4'$"),
+    ({"h": 0.3}, r"^h must be a power of two \(a shift in hardware\), not 0\.3$"),
+    ({"state": "16.16"}, r"^state: format frac must be >= 0 and < width \(16\), not 16$"),
+    ({"structure": "conv", "kernel": 4}, r"^kernel must be odd and fit the image \(8, 8\), "
+                                         r"not 4$"),
+    ({"conv_path": "fourier", "structure": "conv"}, r"^conv_path 'fourier' is not available"),
+    ({"max_iter": 300}, r"^max_iter must be between 0 and 255, not 300$"),
+    ({"lfsr_seed": 0}, r"^lfsr_seed: LFSR seed must be a non-zero 32-bit integer, not 0$"),
+])
+def test_config_errors(changes, message):
+    with pytest.raises(ConfigError, match=message):
+        CoreConfig(**changes)
+
+
+def test_config_file_round_trip_and_defaults(tmp_path):
+    config = CoreConfig(image=(4, 5), lanes=3, method="implicit_euler", h=0.125, tol=2,
+                        rounding="stochastic", lfsr_seed=0x1234)
+    path = tmp_path / "core.toml"
+    path.write_text(config.to_toml())
+    assert load_config(path) == config
+    assert load_config(None) == CoreConfig()
+    partial = tmp_path / "partial.toml"
+    partial.write_text('[ode]\nmethod = "implicit_euler"\n')
+    assert load_config(partial) == CoreConfig(method="implicit_euler")
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("[core\n", "not valid TOML"),
+    ("[solver]\nsteps = 3\n", "unknown table [solver]; expected [core], [ode], [fixed]"),
+    ("[ode]\nstep = 3\n", "unknown key 'step' in [ode]"),
+    ("[ode]\nsteps = 0\n", "steps must be >= 1, not 0"),
+    ("[fixed]\nrounding = 'up'\n", "rounding must be one of"),
+])
+def test_config_file_errors_name_the_file_and_field(tmp_path, text, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert message in str(error.value) and str(path) in str(error.value)
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read configuration"):
+        load_config(tmp_path / "none.toml")
+
+
+def test_core_rejects_a_non_config():
+    with pytest.raises(TypeError, match="^config must be a CoreConfig, not dict$"):
+        Core({"image": (8, 8)})
+
+
+# --- bit-exact against the model in Amaranth's simulator ------------------------------------
+
+@settings(max_examples=6, deadline=None)
+@given(h=st.integers(1, 3), w=st.integers(1, 3), data=st.data(),
+       method=st.sampled_from(["euler", "implicit_euler"]),
+       rounding=st.sampled_from(["floor", "nearest", "stochastic"]),
+       seed=st.integers(0, 2**16))
+def test_small_cores_match_the_model(h, w, data, method, rounding, seed):
+    m = h * w
+    config = CoreConfig(image=(h, w), lanes=data.draw(st.integers(1, m)), classes=3,
+                        steps=data.draw(st.integers(1, 3)), method=method, rounding=rounding,
+                        neumann_terms=data.draw(st.integers(0, 3)),
+                        max_iter=data.draw(st.integers(0, 3)), lfsr_seed=seed + 1)
+    images = np.random.default_rng(seed).uniform(0, 1, (2, m))
+    check_amaranth(config, random_params(config, seed), images)
+
+
+def test_implicit_euler_iterates_and_reports_it():
+    config = small(method="implicit_euler", neumann_terms=2, max_iter=4)
+    images = np.random.default_rng(3).uniform(0, 1, (2, config.m))
+    got, _ = check_amaranth(config, random_params(config, 3), images)
+    iterations = [s & 0xFF for r in got for s in r["status"]]
+    assert max(iterations) >= 1                      # Newton did update
+    assert all(s >> 8 in (0, 1) for r in got for s in r["status"])
+
+
+def test_newton_limit_reports_no_convergence():
+    # With tol = 0 and one update allowed, Newton stops at the limit without converging.
+    config = small(method="implicit_euler", max_iter=1, tol=0, neumann_terms=1)
+    images = np.random.default_rng(4).uniform(0, 1, (1, config.m))
+    expected = model_results(config, random_params(config, 4), images)
+    assert any(s >> 8 == 0 for s in expected[0]["status"])
+    got, _ = check_amaranth(config, random_params(config, 4), images)
+    assert got[0]["status"] == expected[0]["status"]
+
+
+def test_saturation_raises_the_flag_in_both():
+    config = small()
+    params = {k: v * 40 for k, v in random_params(config, 5).items()}
+    images = np.random.default_rng(5).uniform(0, 1, (2, config.m))
+    expected = model_results(config, params, images)
+    assert all(e["overflow"] == 1 for e in expected)
+    got, _ = check_amaranth(config, params, images)
+    assert all(g["overflow"] == 1 for g in got)
+
+
+def test_explicit_run_latency_and_mac_bound():
+    config = small(steps=4)
+    images = np.random.default_rng(6).uniform(0, 1, (1, config.m))
+    _, cycles = check_amaranth(config, random_params(config, 6), images)
+    m = config.m
+    assert mac_count(config, [0x100] * 4) == 4 * 2 * m * m + config.classes * m
+    # The two products of a chain overlap: a step costs less than two sequential products
+    # (2·(m·C + 7) cycles each, C = 3 chunks here).
+    assert cycles[0] < 4 * 2 * (m * 3 + 7) + 40
+
+
+# --- cocotb on the generated Verilog --------------------------------------------------------
+
+@pytest.mark.parametrize("simulator", ["verilator", "icarus"])
+@pytest.mark.parametrize("method", ["euler", "implicit_euler"])
+def test_small_core_on_cocotb_matches_the_model(simulator, method, tmp_path):
+    config = small(image=(3, 3), lanes=4, method=method, neumann_terms=2, max_iter=3,
+                   rounding="stochastic")
+    params = random_params(config, 7)
+    images = np.random.default_rng(7).uniform(0, 1, (3, config.m))
+    result = simulate_core(config, params, images, simulator=simulator, out_dir=tmp_path)
+    assert result["mismatches"] == 0, result["first_mismatch"]
+    assert result["agreement"] == 1.0 and result["images"] == 3
+    amaranth = simulate_core(config, params, images, simulator="amaranth", out_dir=tmp_path)
+    assert amaranth["cycles_per_image"] == result["cycles_per_image"]
+
+
+@pytest.mark.parametrize("simulator", ["amaranth", "verilator", "icarus"])
+def test_a_mismatch_is_named_and_a_waveform_written(simulator, monkeypatch, tmp_path):
+    real = core_plan.model_results
+
+    def wrong(config, params, images):
+        results = real(config, params, images)
+        results[0]["state"][2] += 1
+        return results
+
+    monkeypatch.setattr(core_plan, "model_results", wrong)
+    result = cosim(UNITS["core"], small(), vectors=1, seed=0, simulator=simulator,
+                   out=tmp_path)
+    assert result["mismatches"] == 1
+    assert result["first_mismatch"].startswith("image 0: state[2] is ")
+    assert "the model says" in result["first_mismatch"]
+    assert result["waveform"] is not None
+
+
+# --- the default digits core on Verilator -------------------------------------------------
+
+def test_simulate_default_core_on_digits(capsys, tmp_path):
+    code, out, err = run(capsys, "simulate", "--images", "12", "--out", tmp_path, "--json")
+    assert code == 0, err
+    result = last_json(out)
+    assert result["images"] == 12 and result["mismatches"] == 0
+    assert result["agreement"] == 1.0
+    assert result["accuracy"] >= 0.9 and result["model_accuracy"] == result["accuracy"]
+    # The overlap of the two products keeps the core under its MAC bound (target 1.15).
+    assert result["cycles_per_image"] <= 1.15 * result["mac_bound_cycles"]
+    assert result["mac_bound_cycles"] == mac_count(CoreConfig(), [0x100] * 8) / 16
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["euler", "implicit_euler"])
+def test_whole_test_set_on_verilator(method, tmp_path):
+    config = tmp_path / "core.toml"
+    config.write_text(CoreConfig(method=method).to_toml())
+    code = main(["simulate", "--config", str(config), "--out", str(tmp_path), "--json"])
+    assert code == 0
+
+
+def test_shipped_weights_are_what_training_produces(capsys, tmp_path):
+    out = tmp_path / "w.npz"
+    code, _, err = run(capsys, "train", "--width", "16", "--out", out, "--json")
+    assert code == 0, err
+    from xbarode.model import load_weights
+
+    config, params = load_weights(out)
+    shipped_config, shipped = load_weights(DEFAULT_WEIGHTS)
+    assert config == shipped_config
+    for name in params:
+        assert np.array_equal(params[name], shipped[name]), name
+
+
+def test_demo_runs_the_whole_flow(capsys, tmp_path):
+    code, out, err = run(capsys, "demo", "--epochs", "2", "--rtl-images", "3", "--out",
+                         tmp_path / "w.npz", "--json")
+    assert code == 0, err
+    result = last_json(out)
+    assert result["rtl"]["mismatches"] == 0 and result["rtl"]["images"] == 3
+    assert {"float_accuracy", "fixed_accuracy", "verilog"} <= set(result)
+    assert (tmp_path / "rtl" / "xbarode_core.v").is_file()
+
+
+# --- generate and the command line ----------------------------------------------------------
+
+def test_generate_core(tmp_path, capsys):
+    config = tmp_path / "c.toml"
+    config.write_text(small().to_toml())
+    code = main(["generate", "core", "--config", str(config), "--out", str(tmp_path),
+                 "--json"])
+    assert code == 0
+    verilog = (tmp_path / "xbarode_core.v").read_text()
+    assert "module xbarode_core" in verilog
+    manifest = json.loads((tmp_path / "xbarode_core.json").read_text())
+    assert manifest["parameters"]["image"] == [2, 3]
+    for port in manifest["ports"]:
+        assert port["name"] in verilog
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--images", "400"], "--images must be between 1 and 360"),
+    (["--config", "missing.toml"], "cannot read configuration missing.toml"),
+])
+def test_simulate_bad_input_exits_2(argv, message, capsys):
+    code, _, err = run(capsys, "simulate", *argv)
+    assert code == 2 and message in err
+
+
+def test_simulate_refuses_weights_of_another_shape(capsys, tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text(CoreConfig(image=(4, 4), lanes=4).to_toml())
+    code, _, err = run(capsys, "simulate", "--config", config, "--images", "1")
+    assert code == 2 and "weights A have shape (64, 64); the configuration needs (16, 16)" in err
