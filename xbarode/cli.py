@@ -272,6 +272,12 @@ def cmd_simulate(args) -> dict:
     if train_config.structure != config.structure:
         raise ValueError(f"the weights are for a {train_config.structure!r} network, the "
                          f"configuration describes a {config.structure!r} core")
+    from .sim.core_plan import core_params
+
+    core_params(config, params)       # the weights must fit the configured tiles
+    if config.image != (8, 8):
+        raise ValueError(f"the digits are 8x8 images; the configuration's image is "
+                         f"{config.image[0]}x{config.image[1]}")
     x, y = _digits_test(args.images)
     result = {"command": "simulate",
               **simulate_core(config, params, x, y, simulator=args.simulator,
