@@ -236,7 +236,8 @@ def test_evaluate_plain_npy_file(capsys, tmp_path):
 
 def test_demo_json(capsys, tmp_path):
     weights = tmp_path / "demo" / "w.npz"
-    code, out, err = run(capsys, "demo", "--epochs", 2, "--out", weights, "--json")
+    code, out, err = run(capsys, "demo", "--epochs", 2, "--rtl-images", 0, "--out", weights,
+                         "--json")
     assert code == 0, err
     assert len(out.strip().splitlines()) == 1
     result = last_json(out)
@@ -249,7 +250,7 @@ def test_demo_json(capsys, tmp_path):
 
 def test_demo_summary_and_default_output(capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    code, out, err = run(capsys, "demo", "--epochs", 1)
+    code, out, err = run(capsys, "demo", "--epochs", 1, "--rtl-images", 0)
     assert code == 0, err
     assert "test" in out.lower() and "accuracy" in out.lower()
     assert_no_progress_bar(out)
@@ -322,6 +323,7 @@ def test_python_dash_m_xbarode(tmp_path):
 @pytest.mark.parametrize(("argv", "name"), [([], "SGD"), (["--optimizer", "adam", "--lr", "0.002"],
                                                        "Adam")])
 def test_demo_summary_names_the_optimizer_used(capsys, tmp_path, argv, name):
-    code, out, _ = run(capsys, "demo", "--epochs", "1", "--out", tmp_path / "w.npz", *argv)
+    code, out, _ = run(capsys, "demo", "--epochs", "1", "--rtl-images", "0", "--out",
+                       tmp_path / "w.npz", *argv)
     assert code == 0
     assert f"1 epochs of {name} " in out
