@@ -57,13 +57,14 @@ def model_network(config: CoreConfig, params: dict):
 def random_params(config: CoreConfig, seed: int) -> dict:
     """Random float weights of a size that exercises the core without saturating everywhere.
 
-    ``A`` and ``B`` have entries of about ``1.2/√m`` (ρ(hJ) < 1 for implicit Euler), ``C`` and
-    ``d`` of about 0.5.
+    ``A`` and ``B`` (m×m, or k×k kernels for ``structure = "conv"``) have entries of about
+    ``1.2/√fan-in`` (ρ(hJ) < 1 for implicit Euler), ``C`` and ``d`` of about 0.5.
     """
     rng = np.random.default_rng(seed)
     m, classes = config.m, config.classes
-    scale = 1.2 / np.sqrt(m)
-    return {"A": rng.normal(0, scale, (m, m)), "B": rng.normal(0, scale, (m, m)),
+    shape = (config.kernel,) * 2 if config.structure == "conv" else (m, m)
+    scale = 1.2 / np.sqrt(shape[0] * shape[1] if config.structure == "conv" else m)
+    return {"A": rng.normal(0, scale, shape), "B": rng.normal(0, scale, shape),
             "C": rng.normal(0, 0.5, (classes, m)), "d": rng.normal(0, 0.5, classes)}
 
 

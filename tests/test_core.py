@@ -112,6 +112,18 @@ def test_small_cores_match_the_model(h, w, data, method, rounding, seed):
     check_amaranth(config, random_params(config, seed), images)
 
 
+@pytest.mark.parametrize("method", ["euler", "implicit_euler"])
+def test_conv_structure_on_the_direct_path(method):
+    # The tiles hold the kernels' circular-convolution matrices; the model's are checked
+    # against scipy in test_conv.py.
+    config = CoreConfig(image=(3, 4), structure="conv", kernel=3, lanes=5, classes=3, steps=2,
+                        method=method, neumann_terms=2, max_iter=2)
+    params = random_params(config, 8)
+    assert params["A"].shape == (3, 3)
+    images = np.random.default_rng(8).uniform(0, 1, (2, config.m))
+    check_amaranth(config, params, images)
+
+
 def test_implicit_euler_iterates_and_reports_it():
     config = small(method="implicit_euler", neumann_terms=2, max_iter=4)
     images = np.random.default_rng(3).uniform(0, 1, (2, config.m))
