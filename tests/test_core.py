@@ -274,3 +274,16 @@ def test_simulate_refuses_weights_of_another_shape(capsys, tmp_path):
     config.write_text(CoreConfig(image=(4, 4), lanes=4).to_toml())
     code, _, err = run(capsys, "simulate", "--config", config, "--images", "1")
     assert code == 2 and "weights A have shape (64, 64); the configuration needs (16, 16)" in err
+
+
+def test_set_overrides_the_configuration(tmp_path):
+    from xbarode.core_config import parse_overrides
+
+    path = tmp_path / "c.toml"
+    path.write_text('[ode]\nsteps = 4\n')
+    config = load_config(path, parse_overrides(["method=implicit_euler", "lanes=8",
+                                                "h=0.125", "image=[4, 4]"]))
+    assert (config.steps, config.method, config.lanes, config.h, config.image) == \
+        (4, "implicit_euler", 8, 0.125, (4, 4))
+    with pytest.raises(ConfigError, match="--set takes KEY=VALUE"):
+        parse_overrides(["speed=3"])

@@ -262,11 +262,11 @@ def _synth_figure() -> dict | None:
 
 def cmd_simulate(args) -> dict:
     """``xbarode simulate``: digits through the RTL core and the fixed-point model."""
-    from .core_config import load_config
+    from .core_config import load_config, parse_overrides
     from .model import load_weights
     from .simulate import default_weights, simulate_core
 
-    config = load_config(args.config)
+    config = load_config(args.config, parse_overrides(args.set))
     train_config, params = (load_weights(args.weights) if args.weights is not None
                             else default_weights())
     if train_config.structure != config.structure:
@@ -309,7 +309,7 @@ def _print_simulation(result: dict) -> None:
 
 def cmd_demo(args) -> dict:
     """``xbarode demo``: the whole flow on the default configuration."""
-    from .core_config import load_config
+    from .core_config import load_config, parse_overrides
     from .model import accuracy, load_digits_split, load_weights
     from .simulate import TOP
 
@@ -330,7 +330,7 @@ def cmd_demo(args) -> dict:
     result = {**trained, "command": "demo", "float_accuracy": float_accuracy,
               "fixed_accuracy": fixed_accuracy}
     if args.rtl_images:
-        core = load_config(args.config)
+        core = load_config(args.config, parse_overrides(args.set))
         x, y = _digits_test(args.rtl_images)
         from .simulate import simulate_core
 
@@ -603,6 +603,8 @@ def build_parser() -> argparse.ArgumentParser:
                            "(default: %(default)s)")
     demo.add_argument("--config", type=Path, default=None,
                       help="core configuration (TOML; default: the digits core)")
+    demo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                      help="override one core configuration field; repeatable")
     demo.add_argument("--rtl-images", type=int, default=360,
                       help="test images through the RTL core; 0 skips the RTL "
                            "(default: %(default)s)")
@@ -618,6 +620,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "flag; report agreement, accuracy and cycles.")
     simulate.add_argument("--config", type=Path, default=None,
                           help="core configuration (TOML; default: the digits core)")
+    simulate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                      help="override one core configuration field; repeatable")
     simulate.add_argument("--weights", type=Path, default=None,
                           help="weights file (default: the trained 16-bit weights shipped "
                                "with the package, what xbarode demo trains)")

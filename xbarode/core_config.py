@@ -37,7 +37,7 @@ import tomllib
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-__all__ = ["ConfigError", "CoreConfig", "load_config"]
+__all__ = ["ConfigError", "CoreConfig", "load_config", "parse_overrides"]
 
 
 class ConfigError(ValueError):
@@ -179,8 +179,27 @@ _GROUPS = {"core": ("image", "structure", "kernel", "classes", "lanes", "conv_pa
            "fixed": ("weight", "state", "act", "grad", "acc_width", "rounding", "lfsr_seed")}
 
 
-def load_config(path=None) -> CoreConfig:
+def parse_overrides(items) -> dict:
+    """``KEY=VALUE`` strings (VALUE in TOML syntax, bare words taken as strings) as a dict."""
+    values = {}
+    known = {f.name for f in fields(CoreConfig)}
+    for item in items or ():
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or key not in known:
+            raise ConfigError(f"--set takes KEY=VALUE with KEY one of {', '.join(sorted(known))}"
+                              f", not {item!r}")
+        try:
+            values[key] = tomllib.loads(f"v = {text.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            values[key] = text.strip()
+    return values
+
+
+def load_config(path=None, overrides: dict | None = None) -> CoreConfig:
     """Read and validate a core configuration file; the default configuration for None.
+
+    ``overrides`` (field → value, e.g. from the command line's ``--set``) win over the file.
 
     Raises
     ------
@@ -189,7 +208,7 @@ def load_config(path=None) -> CoreConfig:
         value; the message names the file and the field.
     """
     if path is None:
-        return CoreConfig()
+        return CoreConfig(**(overrides or {}))
     path = Path(path)
     try:
         text = path.read_text()
@@ -211,8 +230,7 @@ def load_config(path=None) -> CoreConfig:
                 raise ConfigError(f"{path}: unknown key {key!r} in [{group}]; expected one "
                                   f"of {', '.join(_GROUPS[group])}")
             values[key] = value
-    known = {f.name for f in fields(CoreConfig)}
-    assert set(values) <= known
+    values.update(overrides or {})
     try:
         return CoreConfig(**values)
     except ConfigError as error:
