@@ -497,7 +497,7 @@ def cmd_synth(args) -> dict:
     unit, params = _unit_and_params(args)
     result = {"command": f"synth {unit.name}",
               **synth(unit, params, device=args.device, out=Path(args.out),
-                      freq_mhz=args.freq, seed=args.seed)}
+                      freq_mhz=args.freq, seed=args.seed, router=args.router)}
     if not args.json:
         print(f"{unit.name} on {result['device']}: {result['luts']} LUT4, {result['ffs']} FF, "
               f"{result['mult18']} MULT18, {result['ebr']} EBR; fmax "
@@ -547,6 +547,9 @@ def _add_unit_commands(sub) -> None:
                                help="target clock for placement, MHz (default: %(default)s)")
                 p.add_argument("--seed", type=int, default=1,
                                help="nextpnr placement seed (default: %(default)s)")
+                p.add_argument("--router", choices=("router1", "router2"), default="router1",
+                               help="nextpnr's router; router2 copes better with congestion "
+                                    "(default: %(default)s)")
                 p.add_argument("--out", default=f"build/synth-{unit.name}",
                                help="folder for netlist, reports and logs "
                                     "(default: %(default)s)")

