@@ -144,9 +144,11 @@ def test_newton_limit_reports_no_convergence():
 
 
 def test_saturation_raises_the_flag_in_both():
+    # All-positive weights near the top of 16.14 and bright images: u = A z is about 11, and
+    # h·B·relu(u) about 32, twice the state format's range: z saturates on every image.
     config = small()
-    params = {k: v * 40 for k, v in random_params(config, 5).items()}
-    images = np.random.default_rng(5).uniform(0, 1, (2, config.m))
+    params = {**random_params(config, 5), "A": np.full((6, 6), 1.9), "B": np.full((6, 6), 1.9)}
+    images = np.random.default_rng(5).uniform(0.9, 1, (2, config.m))
     expected = model_results(config, params, images)
     assert all(e["overflow"] == 1 for e in expected)
     got, _ = check_amaranth(config, params, images)
