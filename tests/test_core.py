@@ -91,7 +91,7 @@ def test_missing_config_file(tmp_path):
 
 
 def test_core_rejects_a_non_config():
-    with pytest.raises(TypeError, match="^config must be a CoreConfig, not dict$"):
+    with pytest.raises(TypeError, match=r"^config must be a CoreConfig, not dict$"):
         Core({"image": (8, 8)})
 
 
