@@ -845,6 +845,12 @@ def _notes(result: dict) -> list[str]:
         "2^-spectrum.frac). The direct tile's error (16.12 words, one rounding) is shown for "
         "comparison.",
     ]
+    source = result.get("source")
+    if source:
+        modified = source.get("modified") or []
+        notes.append(f"Code measured: commit {source['commit'][:10]}"
+                     + (f" with local changes to {', '.join(modified)}" if modified else "")
+                     + (f" ({source['note']})" if source.get("note") else "") + ".")
     return notes
 
 
@@ -957,17 +963,21 @@ def fourier_plot(result: dict, path: Path) -> None:
         if key == "luts":
             for row in result["rows"]:
                 if not row["direct"]["fits"]:
-                    ax.annotate("direct: does not fit", (row["size"], 0.5), rotation=90,
-                                xycoords=("data", "axes fraction"), ha="center",
+                    ax.annotate("direct tile:\ndoes not fit", (row["size"], 0.12),
+                                xycoords=("data", "axes fraction"), ha="right",
                                 va="center", fontsize=7, color="0.3")
         ax.set_xticks(sizes)
         ax.set_xticklabels([f"{s}×{s}" for s in sizes])
         ax.set_title(name, fontsize=10)
         ax.set_ylabel(unit)
+        ax.margins(x=0.08)
         if plotted:
-            ax.set_yscale("log")
+            if key == "luts":                   # close figures: a linear axis from zero
+                ax.set_ylim(bottom=0, top=1.3 * ax.get_ylim()[1])
+            else:
+                ax.set_yscale("log")
             ax.grid(alpha=0.3, which="both")
-            ax.legend(fontsize=8)
+            ax.legend(fontsize=8, loc="upper left" if key == "luts" else "best")
         else:
             ax.text(0.5, 0.5, "not synthesised", transform=ax.transAxes, ha="center",
                     va="center", color="0.4")
