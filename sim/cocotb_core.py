@@ -12,7 +12,15 @@ from __future__ import annotations
 import cocotb
 
 from xbarode.hdl.core import CoreOp
-from xbarode.sim.cocotb_support import OpDriver, record, reset, start_clock, test_data
+from xbarode.sim.cocotb_support import (
+    OpDriver,
+    assert_no_mismatch,
+    record,
+    reset,
+    start_clock,
+    test_data,
+)
+from xbarode.sim.core_plan import compare
 
 
 @cocotb.test()
@@ -45,10 +53,4 @@ async def core_plan(dut):
             record("cycles", cycles)
     record("results", results)
     record("cycles", cycles)
-    if expected is not None:
-        from xbarode.sim.core_plan import compare
-
-        report = compare(expected, results)
-        assert report["mismatches"] == 0, (
-            f"{report['mismatches']} of {report['compared']} words and flags differ; first: "
-            f"{report['first']}")
+    assert_no_mismatch(compare, expected, results)

@@ -16,11 +16,13 @@ from xbarode.sim.cocotb_support import (
     StreamBench,
     StreamSink,
     StreamSource,
+    assert_no_mismatch,
     record,
     reset,
     start_clock,
     test_data,
 )
+from xbarode.sim.fourier_plan import compare
 
 
 def _pack(re, im, width):
@@ -90,10 +92,4 @@ async def fourier_plan(dut):
     results, cycles = await (_hadamard_plan if hadamard else _op_plan)(dut, plan)
     record("results", results)
     record("cycles", cycles)
-    if expected is not None:
-        from xbarode.sim.fourier_plan import compare
-
-        report = compare(expected, results)
-        assert report["mismatches"] == 0, (
-            f"{report['mismatches']} of {report['compared']} words and flags differ; first: "
-            f"{report['first']}")
+    assert_no_mismatch(compare, expected, results)

@@ -31,8 +31,8 @@ from cocotb.utils import get_sim_time
 
 __all__ = [
     "CLOCK_PERIOD_NS", "DATA_ENV", "OUTPUT_ENV", "OpDriver", "StreamBench", "StreamSink",
-    "StreamSource", "check_equal", "field_value", "pack_fields", "record", "reset",
-    "start_clock", "test_data", "unresolved", "wait_for",
+    "StreamSource", "assert_no_mismatch", "check_equal", "field_value", "pack_fields",
+    "record", "reset", "start_clock", "test_data", "unresolved", "wait_for",
 ]
 
 DATA_ENV = "XBARODE_COCOTB_DATA"
@@ -297,3 +297,15 @@ class OpDriver:
         sink = StreamSink(self.dut, "o", signed=True, expect=count)
         await StreamBench(self.clk, sinks=[sink]).run(4 * count + 16)
         return sink.received
+
+
+def assert_no_mismatch(compare, expected, results):
+    """Fail the cocotb test (so that the runner writes a waveform) when ``compare(expected,
+    results)`` — a plan module's comparison — reports a mismatch; nothing when ``expected``
+    is None."""
+    if expected is None:
+        return
+    report = compare(expected, results)
+    assert report["mismatches"] == 0, (
+        f"{report['mismatches']} of {report['compared']} words and flags differ; first: "
+        f"{report['first']}")

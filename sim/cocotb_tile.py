@@ -11,7 +11,15 @@ from __future__ import annotations
 import cocotb
 
 from xbarode.hdl.tile import TileOp
-from xbarode.sim.cocotb_support import OpDriver, record, reset, start_clock, test_data
+from xbarode.sim.cocotb_support import (
+    OpDriver,
+    assert_no_mismatch,
+    record,
+    reset,
+    start_clock,
+    test_data,
+)
+from xbarode.sim.tile_plan import compare
 
 
 @cocotb.test()
@@ -47,10 +55,4 @@ async def tile_plan(dut):
         results.append(answers)
         record("results", results)
     record("cycles", cycles)
-    if expected is not None:
-        from xbarode.sim.tile_plan import compare
-
-        report = compare(expected, results)
-        assert report["mismatches"] == 0, (
-            f"{report['mismatches']} of {report['compared']} words and flags differ; first: "
-            f"{report['first']}")
+    assert_no_mismatch(compare, expected, results)
