@@ -8,7 +8,7 @@ from amaranth.sim import Simulator
 
 from xbarode.hdl.core import Core, CoreOp
 
-from .streams import pulse, stream_get, stream_put, wait_for
+from .streams import op_receive, op_run, op_send, pulse
 
 __all__ = ["run_plan_amaranth"]
 
@@ -29,33 +29,18 @@ def run_plan_amaranth(config, plan: dict, vcd_path=None):
     dut = Core(config)
     results, cycles = [], []
 
-    async def send(ctx, op, words):
-        ctx.set(dut.op, op)
-        await pulse(ctx, dut.start)
-        for word in words:
-            await stream_put(ctx, dut.i, word)
-
-    async def receive(ctx, op, count):
-        ctx.set(dut.op, op)
-        await pulse(ctx, dut.start)
-        return [await stream_get(ctx, dut.o) for _ in range(count)]
-
     async def testbench(ctx):
         w = plan["weights"]
         for op, name in ((CoreOp.LOAD_A, "A"), (CoreOp.LOAD_B, "Bt"), (CoreOp.LOAD_C, "C"),
                          (CoreOp.LOAD_D, "d")):
-            await send(ctx, op, w[name])
+            await op_send(ctx, dut, op, w[name])
         for image in plan["images"]:
             await pulse(ctx, dut.clear)
-            await send(ctx, CoreOp.LOAD_IMAGE, image)
-            ctx.set(dut.op, CoreOp.RUN)
-            ctx.set(dut.start, 1)
-            await ctx.tick()
-            ctx.set(dut.start, 0)
-            cycles.append(1 + await wait_for(ctx, dut.done))
-            logits = await receive(ctx, CoreOp.READ_LOGITS, plan["classes"])
-            state = await receive(ctx, CoreOp.READ_STATE, plan["m"])
-            status = await receive(ctx, CoreOp.READ_STATUS, plan["steps"])
+            await op_send(ctx, dut, CoreOp.LOAD_IMAGE, image)
+            cycles.append(await op_run(ctx, dut, CoreOp.RUN))
+            logits = await op_receive(ctx, dut, CoreOp.READ_LOGITS, plan["classes"])
+            state = await op_receive(ctx, dut, CoreOp.READ_STATE, plan["m"])
+            status = await op_receive(ctx, dut, CoreOp.READ_STATUS, plan["steps"])
             results.append({"cls": ctx.get(dut.cls), "logits": logits, "state": state,
                             "status": [s & 0x1FF for s in status],
                             "overflow": ctx.get(dut.overflow)})

@@ -10,7 +10,7 @@ from amaranth.sim import Simulator
 from xbarode.hdl.fourier import FourierOp
 
 from .fourier_plan import FourierParams
-from .streams import pulse, stream_get, stream_put, wait_for
+from .streams import op_receive, op_run, op_send, pulse
 
 __all__ = ["run_plan_amaranth"]
 
@@ -40,24 +40,13 @@ def run_plan_amaranth(params: FourierParams, plan: dict, vcd_path=None):
             answers = []
             for step in vector["steps"]:
                 if "send" in step:
-                    await start(ctx, FourierOp[step["send"]])
-                    for word in step["words"]:
-                        await stream_put(ctx, dut.i, word)
+                    await op_send(ctx, dut, FourierOp[step["send"]], step["words"])
                 elif "run" in step:
-                    ctx.set(dut.op, FourierOp[step["run"]])
-                    ctx.set(dut.start, 1)
-                    await ctx.tick()
-                    ctx.set(dut.start, 0)
-                    cycles[step["run"]] = 1 + await wait_for(ctx, dut.done)
+                    cycles[step["run"]] = await op_run(ctx, dut, FourierOp[step["run"]])
                 else:
-                    await start(ctx, FourierOp[step["receive"]])
-                    out = [await stream_get(ctx, dut.o) for _ in range(step["count"])]
+                    out = await op_receive(ctx, dut, FourierOp[step["receive"]], step["count"])
                     answers.append({"out": out, "overflow": ctx.get(dut.overflow)})
             results.append(answers)
-
-    async def start(ctx, op):
-        ctx.set(dut.op, op)
-        await pulse(ctx, dut.start)
 
     async def hadamard_testbench(ctx):
         for vector in plan["vectors"]:

@@ -1,8 +1,10 @@
-"""Shared helpers for Amaranth-simulator testbenches: stream put/get and operation strobes."""
+"""Shared helpers for Amaranth-simulator testbenches: stream put/get, operation strobes, and
+operations of a unit with the ``op``/``start``/``done`` strobes and ``i``/``o`` word streams
+(the tile, the Fourier blocks, the core; the cocotb twin is ``cocotb_support.OpDriver``)."""
 
 from __future__ import annotations
 
-__all__ = ["pulse", "stream_get", "stream_put", "wait_for"]
+__all__ = ["op_receive", "op_run", "op_send", "pulse", "stream_get", "stream_put", "wait_for"]
 
 
 async def stream_put(ctx, stream, payload) -> None:
@@ -37,3 +39,27 @@ async def wait_for(ctx, signal) -> int:
         ticks += 1
         if value:
             return ticks
+
+
+async def op_send(ctx, dut, op, words) -> None:
+    """Start ``op`` and stream ``words`` into ``dut.i``."""
+    ctx.set(dut.op, op)
+    await pulse(ctx, dut.start)
+    for word in words:
+        await stream_put(ctx, dut.i, word)
+
+
+async def op_receive(ctx, dut, op, count) -> list:
+    """Start ``op`` and collect ``count`` words from ``dut.o``."""
+    ctx.set(dut.op, op)
+    await pulse(ctx, dut.start)
+    return [await stream_get(ctx, dut.o) for _ in range(count)]
+
+
+async def op_run(ctx, dut, op) -> int:
+    """Start ``op`` and wait for ``dut.done``; its latency, start to done inclusive."""
+    ctx.set(dut.op, op)
+    ctx.set(dut.start, 1)
+    await ctx.tick()
+    ctx.set(dut.start, 0)
+    return 1 + await wait_for(ctx, dut.done)
