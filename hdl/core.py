@@ -24,7 +24,7 @@ input banks (and C's).
 
 from __future__ import annotations
 
-from amaranth import Array, Module, Mux, Signal, signed
+from amaranth import Array, Cat, Module, Mux, Signal, signed
 from amaranth.lib import enum, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -53,6 +53,17 @@ class CoreOp(enum.Enum, shape=4):
     READ_STATUS     stream out one word per step: Newton iterations (bits 0–7) and
                     converged (bit 8); explicit Euler steps read ``0x100``
     READ_TRAJECTORY stream out ``z_0 … z_N`` ((steps + 1)·m state words)
+    LOAD_GRAD       (training) stream in ``∂L/∂logits`` (classes grad words, the host's
+                    softmax minus one-hot)
+    BACKWARD        (training) the discrete adjoint over the stored trajectory; adds this
+                    image's gradients to the tiles' accumulators; ``∂L/∂z_0`` kept
+    APPLY           (training) one SGD step on A, Bᵀ, C and d from the accumulated
+                    gradients, which are cleared
+    READ_GRAD       (training) stream out the gradient sums (acc_width-bit words):
+                    ``A`` (m·m), ``Bᵀ`` (m·m), ``C`` (classes·m), ``d`` (classes), then
+                    ``∂L/∂z_0`` of the last BACKWARD (m grad words)
+    READ_WEIGHTS    stream out the weights: ``A`` (m·m), ``Bᵀ`` (m·m), ``C`` (classes·m),
+                    ``d`` (classes)
     =============== ===================================================================
     """
 
@@ -66,10 +77,18 @@ class CoreOp(enum.Enum, shape=4):
     READ_STATE = 7
     READ_STATUS = 8
     READ_TRAJECTORY = 9
+    LOAD_GRAD = 10
+    BACKWARD = 11
+    APPLY = 12
+    READ_GRAD = 13
+    READ_WEIGHTS = 14
 
 
 # What a combine pass computes (chunk by chunk), and so what the controller is doing.
 _EULER, _PREDICT, _RESID, _NEU, _WUPD, _FINAL = range(6)
+# What the backward pass's transposed chain computes: a Neumann term of the transposed solve,
+# or g = D ⊙ Bᵀλ (and, for explicit Euler, λ + h·Aᵀg).
+_B_NEU, _B_G = range(2)
 
 
 class Core(wiring.Component):
@@ -78,9 +97,9 @@ class Core(wiring.Component):
     Attributes
     ----------
     i : In(stream.Signature(signed(word)))
-        Words in (LOAD_*); ``word`` is the widest of the weight and state formats.
+        Words in (LOAD_*); ``word`` is the widest of the weight, state, act and grad formats.
     o : Out(stream.Signature(signed(word)))
-        Words out (READ_*).
+        Words out (READ_*); with ``training``, ``acc_width`` bits wide (READ_GRAD).
     op : In(CoreOp)
     start : In(1)
         Pulse for one cycle while ``busy`` is low.
@@ -102,6 +121,16 @@ class Core(wiring.Component):
     ``C = ceil(m/lanes)``, the two products overlapping) and one combine (``C + 1``); implicit
     steps take one chain and combine per predictor, residual, Neumann term, and one combine per
     update; then C's forward product. ``xbarode simulate`` reports the measured cycles.
+
+    BACKWARD (``training``), the discrete adjoint of DESIGN §3 on the stored trajectory: C's
+    transposed product ``λ = Cᵀ ∂L/∂logits`` and C's gradient accumulation (running on
+    while the steps go back); per step, from the last: A's forward product of the step's
+    state recomputes ``u`` (the Heaviside mask; ``relu(u)`` is streamed into B's ``s``); for
+    implicit Euler, ``neumann_terms`` transposed chains ``μ ← sat(λ + h·Aᵀ(D ⊙ Bᵀμ))``
+    (B's forward product on gradients streaming into A's transposed one) and ``λ ← μ``; the
+    chain ``g = D ⊙ Bᵀλ`` (for explicit Euler with ``λ ← sat(λ + h·Aᵀg)``); then A and B
+    accumulate ``g zᵀ`` and ``relu(u) λᵀ`` at the same time. Per step about
+    ``(3 + 2·neumann_terms)·(m·C) `` cycles for ``5 + 2·neumann_terms`` products of m² MACs.
     """
 
     def __init__(self, config: CoreConfig):
@@ -113,19 +142,30 @@ class Core(wiring.Component):
         m, lanes, seed = config.m, config.lanes, config.lfsr_seed
         common = {"lanes": lanes, "weight_format": f.weight, "acc_width": config.acc_width,
                   "rounding": config.rounding, "side_ports": True}
+        train = {}
+        if config.training:
+            # The adjoint's products: Aᵀg·h on A, Bᵀλ as B's forward product (B holds Bᵀ),
+            # Cᵀ∂L/∂logits on C; A's and B's gradients carry the factor h (DESIGN §3).
+            sgd = config.sgd_shift
+            train = {"A": {"grad_format": f.grad, "grad_shift": config.h_shift,
+                           "sgd_shift": sgd + config.h_shift},
+                     "B": {"grad_format": f.grad, "sgd_shift": sgd + config.h_shift},
+                     "C": {"grad_format": f.grad, "sgd_shift": sgd}}
         self._a = CrossbarTile(rows=m, cols=m, input_format=f.state, output_format=f.act,
-                               lfsr_seed=site_seed(seed, 0), **common)
+                               lfsr_seed=site_seed(seed, 0), **common, **train.get("A", {}))
         self._b = CrossbarTile(rows=m, cols=m, input_format=f.act, output_format=f.state,
-                               shift=config.h_shift, lfsr_seed=site_seed(seed, 1), **common)
+                               shift=config.h_shift, lfsr_seed=site_seed(seed, 1), **common,
+                               **train.get("B", {}))
         self._c = CrossbarTile(rows=config.classes, cols=m, input_format=f.state,
                                output_format=f.act, bias=True, lfsr_seed=site_seed(seed, 2),
-                               **common)
+                               **common, **train.get("C", {}))
         for tile in (self._a, self._b, self._c):
             tile._MustUse__silence = True   # parts of the core, used when it is elaborated
-        word = max(f.weight.width, f.state.width, f.act.width)
+        word = max(f.weight.width, f.state.width, f.act.width, f.grad.width)
+        out_word = max(word, config.acc_width) if config.training else word
         super().__init__({
             "i": In(stream.Signature(signed(word))),
-            "o": Out(stream.Signature(signed(word))),
+            "o": Out(stream.Signature(signed(out_word))),
             "op": In(CoreOp),
             "start": In(1),
             "busy": Out(1),
@@ -157,8 +197,8 @@ class Core(wiring.Component):
 
         # Banked vectors: lane k holds entries j ≡ k (mod lanes) at address j // lanes, the
         # tiles' own banking, so a whole chunk moves per cycle.
-        def banks(name, depth):
-            mems = [Memory(shape=signed(sw), depth=depth, init=[]) for _ in range(lanes)]
+        def banks(name, depth, width=sw):
+            mems = [Memory(shape=signed(width), depth=depth, init=[]) for _ in range(lanes)]
             for k, mem in enumerate(mems):
                 mod.submodules[f"{name}{k}"] = mem
             return [mem.read_port() for mem in mems], [mem.write_port() for mem in mems]
@@ -168,15 +208,17 @@ class Core(wiring.Component):
         g_rd, g_wr = banks("g", chunks)
         d_rd, d_wr = banks("dl", chunks)
         t_rd, t_wr = banks("traj", (steps + 1) * chunks)
+        lam_rd, lam_wr = banks("lam", chunks, f.grad.width) if cfg.training else ([], [])
         vec_addr = Signal(range(max(chunks + 1, 2)))
         traj_addr = Signal(range((steps + 2) * chunks + 1))
-        for port in z_rd + w_rd + g_rd + d_rd:
+        for port in z_rd + w_rd + g_rd + d_rd + lam_rd:
             mod.d.comb += [port.addr.eq(vec_addr), port.en.eq(1)]
         for port in t_rd:
             mod.d.comb += [port.addr.eq(traj_addr), port.en.eq(1)]
         for tile in (A, B, C):
             mod.d.comb += tile.clear.eq(self.clear)
-        mod.d.comb += B.y_side_addr.eq(vec_addr)
+        for tile in (A, B, C):
+            mod.d.comb += tile.y_side_addr.eq(vec_addr)
 
         # Status.
         core_ovf = Signal()
@@ -207,6 +249,10 @@ class Core(wiring.Component):
         total_words = Signal(range((steps + 1) * m + 1))
         pos = Signal(range(max(m, 2)))     # word within a state vector (READ_*)
         op_reg = Signal(CoreOp)
+        bphase = Signal(range(2))
+        tiles_done = Signal(3)
+        a_runs = Signal()   # the backward chain runs A's transposed product
+        mod.d.comb += a_runs.eq((cfg.method == "euler") | (bphase == _B_NEU))
 
         def start_tile(tile, op):
             mod.d.comb += [tile.op.eq(op), tile.start.eq(1)]
@@ -219,9 +265,15 @@ class Core(wiring.Component):
             mod.d.comb += [tile.x_side_addr.eq(addr), tile.x_side_data[k].eq(value),
                            tile.x_side_en[k].eq(1)]
 
-        def saturate(value):
-            out, sat = narrow(mod, value, 0, sw)
+        def saturate(value, width=sw):
+            out, sat = narrow(mod, value, 0, width)
             return out, sat
+
+        def record_mask(u):
+            """The Heaviside mask bit of ``u_idx`` (H(0) = 0)."""
+            for i in range(m):
+                with mod.If(u_idx == i):
+                    mod.d.sync += mask[i].eq(u > 0)
 
         mod.d.comb += self.busy.eq(1)
         with mod.FSM():
@@ -248,9 +300,30 @@ class Core(wiring.Component):
                         with mod.Case(CoreOp.READ_STATE):
                             mod.d.sync += total_words.eq(m)
                             mod.next = "READ_ADDR"
+                        with mod.Case(CoreOp.READ_WEIGHTS):
+                            start_tile(A, TileOp.READ_W)
+                            mod.next = "READ_TILES_A"
                         with mod.Case(CoreOp.READ_TRAJECTORY):
                             mod.d.sync += total_words.eq((steps + 1) * m)
                             mod.next = "READ_ADDR"
+                        if cfg.training:
+                            with mod.Case(CoreOp.LOAD_GRAD):
+                                start_tile(C, TileOp.LOAD_S)
+                                mod.next = "PASS_LOAD_GRAD"
+                            with mod.Case(CoreOp.BACKWARD):
+                                start_tile(C, TileOp.TRANSPOSED_G)
+                                # z_n for explicit Euler, z_(n+1) for implicit (DESIGN §3).
+                                last = steps - 1 if cfg.method == "euler" else steps
+                                mod.d.sync += [n.eq(steps), traj_base.eq(last * chunks)]
+                                mod.next = "BW_LAMBDA_WAIT"
+                            with mod.Case(CoreOp.APPLY):
+                                for tile in (A, B, C):
+                                    start_tile(tile, TileOp.APPLY)
+                                mod.d.sync += tiles_done.eq(0)
+                                mod.next = "APPLY"
+                            with mod.Case(CoreOp.READ_GRAD):
+                                start_tile(A, TileOp.READ_G)
+                                mod.next = "READ_TILES_A"
                         with mod.Default():
                             mod.next = "NOTHING"
                     mod.d.sync += [op_reg.eq(self.op), pos.eq(0)]
@@ -260,8 +333,11 @@ class Core(wiring.Component):
                 mod.next = "IDLE"
 
             # Weight loads: the host's stream goes straight to the tile.
-            for op, tile in ((CoreOp.LOAD_A, A), (CoreOp.LOAD_B, B), (CoreOp.LOAD_C, C),
-                             (CoreOp.LOAD_D, C)):
+            passes = [(CoreOp.LOAD_A, A), (CoreOp.LOAD_B, B), (CoreOp.LOAD_C, C),
+                      (CoreOp.LOAD_D, C)]
+            if cfg.training:
+                passes.append((CoreOp.LOAD_GRAD, C))
+            for op, tile in passes:
                 with mod.State(f"PASS_{op.name}"):
                     mod.d.comb += [tile.i.valid.eq(self.i.valid),
                                    tile.i.payload.eq(self.i.payload),
@@ -316,11 +392,8 @@ class Core(wiring.Component):
                 with mod.If(A.y_out.valid):
                     mod.d.sync += u_idx.eq(u_idx + 1)
                     with mod.If(phase != _NEU):
-                        # relu's Heaviside mask (H(0) = 0); the Neumann terms reuse the
-                        # residual's.
-                        for i in range(m):
-                            with mod.If(u_idx == i):
-                                mod.d.sync += mask[i].eq(u > 0)
+                        # relu's Heaviside mask; the Neumann terms reuse the residual's.
+                        record_mask(u)
                 with mod.If(B.done):
                     mod.d.sync += [chunk.eq(0), not_conv.eq(0)]
                     mod.next = "COMBINE_ADDR"
@@ -434,6 +507,180 @@ class Core(wiring.Component):
                 with mod.If(C.done):
                     mod.d.comb += self.done.eq(1)
                     mod.next = "IDLE"
+
+            if cfg.training:
+                gw = f.grad.width
+
+                # λ = Cᵀ ∂L/∂logits, then into the λ banks (from C's result, a chunk per
+                # cycle); C accumulates its gradient while the steps go back.
+                with mod.State("BW_LAMBDA_WAIT"):
+                    with mod.If(C.done):
+                        mod.next = "BW_LAMBDA_ADDR"
+                with mod.State("BW_LAMBDA_ADDR"):   # vec_addr = 0: chunk 0 is read
+                    mod.d.sync += chunk.eq(0)
+                    mod.next = "BW_LAMBDA"
+                with mod.State("BW_LAMBDA"):
+                    mod.d.comb += vec_addr.eq(chunk + 1)
+                    for k in range(lanes):
+                        with mod.If(chunk * lanes + k < m):
+                            write_lane(lam_wr, k, chunk, C.y_side_data[k])
+                    mod.d.sync += chunk.eq(chunk + 1)
+                    with mod.If(chunk == chunks - 1):
+                        start_tile(C, TileOp.ACCUMULATE)
+                        mod.next = "BW_STEP"
+
+                # The steps, from the last: n counts down.
+                with mod.State("BW_STEP"):
+                    with mod.If(n == 0):
+                        mod.next = "BW_FINISH"
+                    with mod.Else():
+                        mod.d.sync += [n.eq(n - 1), chunk.eq(0)]
+                        mod.d.comb += [traj_addr.eq(traj_base), B.s_restart.eq(1)]
+                        mod.next = "BW_COPY"
+                # The step's state into A's x, λ into B's x (reads one cycle ahead).
+                with mod.State("BW_COPY"):
+                    mod.d.comb += [traj_addr.eq(traj_base + chunk + 1), vec_addr.eq(chunk + 1)]
+                    for k in range(lanes):
+                        with mod.If(chunk * lanes + k < m):
+                            side_write(A, k, chunk, t_rd[k].data)
+                            side_write(B, k, chunk, lam_rd[k].data)
+                    mod.d.sync += chunk.eq(chunk + 1)
+                    with mod.If(chunk == chunks - 1):
+                        start_tile(A, TileOp.FORWARD)
+                        mod.d.sync += u_idx.eq(0)
+                        mod.next = "BW_U"
+                # u = A z again: the mask, and relu(u) into B's s (B's gradient's u).
+                with mod.State("BW_U"):
+                    u = A.y_out.payload
+                    mod.d.comb += [B.s_in.valid.eq(A.y_out.valid),
+                                   B.s_in.payload.eq(Mux(u > 0, u, 0))]
+                    with mod.If(A.y_out.valid):
+                        mod.d.sync += u_idx.eq(u_idx + 1)
+                        record_mask(u)
+                    with mod.If(A.done):
+                        if cfg.method == "implicit_euler" and cfg.neumann_terms > 0:
+                            mod.d.sync += [bphase.eq(_B_NEU), nt.eq(0)]
+                        else:
+                            mod.d.sync += bphase.eq(_B_G)
+                        mod.next = "BW_CHAIN_START"
+
+                # One transposed chain: B's forward product on gradients (Bᵀ v), masked,
+                # streams into A's transposed product (h·Aᵀ·), the products overlapping. For
+                # implicit Euler's g, A only stores the words (its s, for the gradient).
+                with mod.State("BW_CHAIN_START"):
+                    start_tile(B, TileOp.FORWARD_G)
+                    with mod.If(a_runs):
+                        start_tile(A, TileOp.TRANSPOSED_STREAM_G)
+                    with mod.Else():
+                        mod.d.comb += A.s_restart.eq(1)
+                    mod.d.sync += u_idx.eq(0)
+                    mod.next = "BW_CHAIN"
+                with mod.State("BW_CHAIN"):
+                    y = B.y_out.payload
+                    mod.d.comb += [A.s_in.valid.eq(B.y_out.valid),
+                                   A.s_in.payload.eq(Mux(mask.bit_select(u_idx, 1), y, 0))]
+                    with mod.If(B.y_out.valid):
+                        mod.d.sync += u_idx.eq(u_idx + 1)
+                    with mod.If(Mux(a_runs, A.done, B.done)):
+                        mod.d.sync += chunk.eq(0)
+                        with mod.If(a_runs):
+                            mod.next = "BW_COMBINE_ADDR"
+                        with mod.Else():
+                            mod.next = "BW_ACCUMULATE_START"   # B is still draining
+                # sat(λ + A's result) chunk by chunk: μ into B's x (the last term's also into
+                # the λ banks), or explicit Euler's new λ into the λ banks only (B's x keeps
+                # the old λ for B's gradient).
+                with mod.State("BW_COMBINE_ADDR"):   # A idle, vec_addr = 0: chunk 0 is read
+                    mod.next = "BW_COMBINE"
+                with mod.State("BW_COMBINE"):
+                    mod.d.comb += vec_addr.eq(chunk + 1)
+                    last_term = nt == cfg.neumann_terms - 1
+                    chunk_sat = Signal(lanes)
+                    for k in range(lanes):
+                        with mod.If(chunk * lanes + k < m):
+                            total = Signal(signed(gw + 1), name=f"bsum{k}")
+                            mod.d.comb += total.eq(lam_rd[k].data + A.y_side_data[k])
+                            value, sat = saturate(total, gw)
+                            mod.d.comb += chunk_sat[k].eq(sat)
+                            with mod.If(bphase == _B_NEU):
+                                side_write(B, k, chunk, value)
+                            with mod.If((bphase == _B_G) | last_term):
+                                write_lane(lam_wr, k, chunk, value)
+                    with mod.If(chunk_sat.any()):
+                        mod.d.comb += ovf_set.eq(1)
+                    mod.d.sync += chunk.eq(chunk + 1)
+                    with mod.If(chunk == chunks - 1):
+                        with mod.If(bphase == _B_G):
+                            mod.next = "BW_ACCUMULATE_START"
+                        with mod.Else():
+                            mod.d.sync += nt.eq(nt + 1)
+                            with mod.If(last_term):
+                                mod.d.sync += bphase.eq(_B_G)
+                            mod.next = "BW_CHAIN_START"
+                # A += g zᵀ and Bᵀ += relu(u) λᵀ, at the same time.
+                with mod.State("BW_ACCUMULATE_START"):
+                    start_tile(A, TileOp.ACCUMULATE)
+                    start_tile(B, TileOp.ACCUMULATE)
+                    mod.d.sync += tiles_done.eq(0)
+                    mod.next = "BW_ACCUMULATE"
+                with mod.State("BW_ACCUMULATE"):
+                    done_now = tiles_done | Cat(A.done, B.done, 1)
+                    mod.d.sync += tiles_done.eq(done_now)
+                    with mod.If(done_now.all()):
+                        mod.d.sync += traj_base.eq(traj_base - chunks)
+                        mod.next = "BW_STEP"
+                with mod.State("BW_FINISH"):
+                    with mod.If(~C.busy):
+                        mod.d.comb += self.done.eq(1)
+                        mod.next = "IDLE"
+
+                # One SGD step in all three tiles at once (each with its own LFSR).
+                with mod.State("APPLY"):
+                    done_now = tiles_done | Cat(A.done, B.done, C.done)
+                    mod.d.sync += tiles_done.eq(done_now)
+                    with mod.If(done_now.all()):
+                        mod.d.comb += self.done.eq(1)
+                        mod.next = "IDLE"
+
+                # READ_GRAD's tail: ∂L/∂z_0 from the λ banks.
+                with mod.State("READ_GRAD_Z"):
+                    mod.d.comb += [self.o.valid.eq(1), vec_addr.eq(chunk)]
+                    for k in range(lanes):
+                        with mod.If(lane == k):
+                            mod.d.comb += self.o.payload.eq(lam_rd[k].data)
+                    with mod.If(self.o.ready):
+                        mod.d.sync += count.eq(count + 1)
+                        with mod.If((lane == lanes - 1) | (count == m - 1)):
+                            mod.d.comb += vec_addr.eq(chunk + 1)
+                            mod.d.sync += [chunk.eq(chunk + 1), lane.eq(0)]
+                        with mod.Else():
+                            mod.d.sync += lane.eq(lane + 1)
+                        with mod.If(count == m - 1):
+                            mod.d.comb += self.done.eq(1)
+                            mod.next = "IDLE"
+
+            # READ_WEIGHTS, READ_GRAD: the tiles' weights or gradient sums one after the other
+            # (C's with the bias's); READ_GRAD then adds ∂L/∂z_0.
+            tile_read = Mux(op_reg == CoreOp.READ_WEIGHTS, TileOp.READ_W, TileOp.READ_G)
+            for name, tile, then in (("A", A, B), ("B", B, C), ("C", C, None)):
+                with mod.State(f"READ_TILES_{name}"):
+                    mod.d.comb += [self.o.valid.eq(tile.o.valid),
+                                   self.o.payload.eq(tile.o.payload),
+                                   tile.o.ready.eq(self.o.ready)]
+                    with mod.If(tile.done):
+                        if then is not None:
+                            mod.d.comb += [then.op.eq(tile_read), then.start.eq(1)]
+                            mod.next = f"READ_TILES_{'BC'['AB'.index(name)]}"
+                        elif cfg.training:
+                            with mod.If(op_reg == CoreOp.READ_GRAD):
+                                mod.d.sync += [chunk.eq(0), lane.eq(0), count.eq(0)]
+                                mod.next = "READ_GRAD_Z"
+                            with mod.Else():
+                                mod.d.comb += self.done.eq(1)
+                                mod.next = "IDLE"
+                        else:
+                            mod.d.comb += self.done.eq(1)
+                            mod.next = "IDLE"
 
             # READ_LOGITS, READ_STATUS: from registers.
             with mod.State("READ_SMALL"):

@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from amaranth import Module, Signal, signed
+from amaranth import Module, Mux, Signal, signed
 from amaranth.lib import enum, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -47,7 +47,8 @@ class TileOp(enum.Enum, shape=4):
 
     ========== ====================================================================
     LOAD_W     stream in ``rows·cols`` weights, row-major
-    READ_W     stream out ``rows·cols`` weights, row-major
+    READ_W     stream out ``rows·cols`` weights, row-major, then the ``rows`` bias words
+               (tiles with ``bias``)
     LOAD_X     stream in the ``cols`` entries of ``x`` (forward input, update's ``v``)
     LOAD_S     stream in the ``rows`` entries of ``s`` (transposed input, update's ``u``)
     FORWARD    ``y <- narrow(W x)`` (``rows`` words)
@@ -58,6 +59,15 @@ class TileOp(enum.Enum, shape=4):
     TRANSPOSED_STREAM
                ``TRANSPOSED`` whose ``s`` arrives on ``s_in`` during the operation: row ``i``
                enters the multipliers once ``s_i`` has arrived (tiles with ``side_ports``)
+    FORWARD_G, TRANSPOSED_G, TRANSPOSED_STREAM_G
+               the same products on gradient words: input and output in ``grad_format``,
+               the extra shift ``grad_shift`` (tiles built with ``grad_format``)
+    ACCUMULATE ``G <- G + s xᵀ`` exactly in the gradient accumulators (``acc_width`` bits);
+               with ``bias``, also ``g_d <- g_d + s``
+    APPLY      ``W <- sat(W + narrow(-G · 2^-sgd_shift))``, ``G <- 0``; with ``bias``, then
+               ``d <- sat(d + narrow(-g_d · 2^-sgd_shift))``, ``g_d <- 0`` (one SGD step)
+    READ_G     stream out ``G`` (``rows·cols`` words, row-major), then ``g_d`` (``rows``
+               words, tiles with ``bias``)
     ========== ====================================================================
     """
 
@@ -71,6 +81,12 @@ class TileOp(enum.Enum, shape=4):
     READ_Y = 7
     LOAD_BIAS = 8
     TRANSPOSED_STREAM = 9
+    FORWARD_G = 10
+    TRANSPOSED_G = 11
+    TRANSPOSED_STREAM_G = 12
+    ACCUMULATE = 13
+    APPLY = 14
+    READ_G = 15
 
 
 class CrossbarTile(wiring.Component):
@@ -102,8 +118,17 @@ class CrossbarTile(wiring.Component):
         FORWARD adds a bias (LOAD_BIAS, words of ``weight_format``) to each row's exact sum,
         aligned to the accumulator (``<< input_format.frac``), before the rounding.
     side_ports : bool
-        Ports for a core that joins tiles (below): ``y_out``, ``s_in``, ``x_side_*``,
-        ``y_side_*``.
+        Ports for a core that joins tiles (below): ``y_out``, ``s_in``, ``s_restart``,
+        ``x_side_*``, ``y_side_*``.
+    grad_format : Format, optional
+        Format of gradient words (the adjoint's λ, ``g``); enables the training operations
+        (``*_G``, ACCUMULATE, APPLY, READ_G) and the gradient accumulators.
+    grad_shift : int
+        Extra right shift of the ``*_G`` products (a step ``h``).
+    sgd_shift : int
+        APPLY's learning rate is ``2^-sgd_shift``. ACCUMULATE's products have
+        ``grad_format.frac + input_format.frac`` fractional bits (one operand a gradient, the
+        other of ``input_format``), the bias gradient ``grad_format.frac``.
 
     Attributes
     ----------
@@ -126,7 +151,10 @@ class CrossbarTile(wiring.Component):
     y_out : Out(stream.Signature(signed(output width), always_ready=True))
         (side ports) Each FORWARD result, in row order, as it is written.
     s_in : In(stream.Signature(signed(input width), always_ready=True))
-        (side ports) Words of ``s`` for TRANSPOSED_STREAM, in row order.
+        (side ports) Words of ``s`` for TRANSPOSED_STREAM, in row order; words arriving while
+        the tile is idle are stored too (``s`` for a later ACCUMULATE).
+    s_restart : In(1)
+        (side ports) The next word on ``s_in`` is ``s_0`` (as on every ``start``).
     x_side_addr, x_side_en, x_side_data : In
         (side ports) Write ``x_side_data[k]`` into lane ``k``'s bank of ``x`` at chunk
         ``x_side_addr`` where ``x_side_en[k]``: a whole chunk of ``x`` per cycle.
@@ -138,22 +166,25 @@ class CrossbarTile(wiring.Component):
     -----
     Latency, from the cycle ``start`` is seen to the ``done`` pulse inclusive:
     ``rows·C + T + 7`` cycles for FORWARD, where ``C = ceil(cols/lanes)`` and
-    ``T = ceil(log2(lanes) / 2)`` adder-tree register stages; ``rows·C + 7`` for TRANSPOSED and
-    UPDATE. A result is in the output buffer when ``done`` rises. Every path between
-    registers holds at most two carry chains, memory outputs are registered before any logic
-    (a block RAM's clock-to-output is half a 100 MHz cycle on an ECP5), and the operand that
-    every lane shares is registered once per group of :data:`GROUP` lanes. Streams move
-    one word per cycle on LOAD_*, and on READ_* after one cycle of addressing.
+    ``T = ceil(log2(lanes) / 2)`` adder-tree register stages; ``rows·C + 7`` for TRANSPOSED,
+    UPDATE, ACCUMULATE and APPLY (with ``bias``, APPLY takes ``rows`` cycles more). A result
+    is in the output buffer when ``done`` rises. Every path between registers holds at most
+    two carry chains, memory outputs are registered before any logic (a block RAM's
+    clock-to-output is half a 100 MHz cycle on an ECP5), and the operand that every lane
+    shares is registered once per group of :data:`GROUP` lanes. Streams move one word per
+    cycle on LOAD_*, and on READ_* after one cycle of addressing.
     ``cycles_per_mvm`` in the co-simulation reports is the measured FORWARD latency.
     """
 
     def __init__(self, *, rows: int, cols: int, lanes: int, weight_format: Format,
                  input_format: Format, output_format: Format, acc_width: int = 48,
                  rounding: str = "nearest", eta_shift: int = 0, lfsr_seed: int = LFSR_SEED,
-                 weights=None, shift: int = 0, bias: bool = False, side_ports: bool = False):
+                 weights=None, shift: int = 0, bias: bool = False, side_ports: bool = False,
+                 grad_format: Format | None = None, grad_shift: int = 0, sgd_shift: int = 0):
         for name, value in (("rows", rows), ("cols", cols), ("lanes", lanes),
                             ("acc_width", acc_width), ("eta_shift", eta_shift),
-                            ("shift", shift)):
+                            ("shift", shift), ("grad_shift", grad_shift),
+                            ("sgd_shift", sgd_shift)):
             if isinstance(value, bool) or not isinstance(value, int):
                 raise TypeError(f"{name} must be an integer, not {type(value).__name__}")
         if rows < 1 or cols < 1:
@@ -161,17 +192,21 @@ class CrossbarTile(wiring.Component):
         if not 1 <= lanes <= cols:
             raise ValueError(f"lanes must be between 1 and cols ({cols}), not {lanes}")
         for name, fmt in (("weight_format", weight_format), ("input_format", input_format),
-                          ("output_format", output_format)):
+                          ("output_format", output_format), ("grad_format", grad_format)):
+            if fmt is None and name == "grad_format":
+                continue
             if not isinstance(fmt, Format):
                 raise TypeError(f"{name} must be a Format, not {type(fmt).__name__}")
         if rounding not in ROUNDINGS:
             raise ValueError(f"unknown rounding {rounding!r}; choose one of {list(ROUNDINGS)}")
         Lfsr(lfsr_seed)
-        need = accumulator_bits(weight_format, input_format, max(rows, cols), extra=int(bias))
+        operand = input_format if grad_format is None else \
+            Format(max(input_format.width, grad_format.width), 0)
+        need = accumulator_bits(weight_format, operand, max(rows, cols), extra=int(bias))
         if acc_width < need:
             raise ValueError(
                 f"an accumulator of {acc_width} bits is too narrow for a sum of "
-                f"{max(rows, cols)} products of {weight_format.width}x{input_format.width}-bit "
+                f"{max(rows, cols)} products of {weight_format.width}x{operand.width}-bit "
                 f"words (needs {need} bits)"
             )
         if weights is not None:
@@ -192,18 +227,26 @@ class CrossbarTile(wiring.Component):
         self._rounding = rounding
         self._eta_shift = eta_shift
         self._lfsr_seed = lfsr_seed
-        word = max(weight_format.width, input_format.width, output_format.width)
+        self._gf, self._grad_shift, self._sgd_shift = grad_format, grad_shift, sgd_shift
+        # Gradient words share the operand and result memories with the inference words.
+        in_w = operand.width
+        out_w = max(output_format.width, grad_format.width if grad_format else 0)
+        self._in_w, self._out_w = in_w, out_w
+        word = max(weight_format.width, in_w, out_w)
+        if grad_format is not None:
+            word = max(word, acc_width)   # READ_G streams the accumulators
         chunks = -(-cols // lanes)
         side = {}
         if side_ports:
             side = {
-                "y_out": Out(stream.Signature(signed(output_format.width), always_ready=True)),
-                "s_in": In(stream.Signature(signed(input_format.width), always_ready=True)),
+                "y_out": Out(stream.Signature(signed(out_w), always_ready=True)),
+                "s_in": In(stream.Signature(signed(in_w), always_ready=True)),
+                "s_restart": In(1),
                 "x_side_addr": In(range(max(chunks, 2))),
                 "x_side_en": In(lanes),
-                "x_side_data": In(signed(input_format.width)).array(lanes),
+                "x_side_data": In(signed(in_w)).array(lanes),
                 "y_side_addr": In(range(max(chunks, -(-rows // lanes), 2))),
-                "y_side_data": Out(signed(output_format.width)).array(lanes),
+                "y_side_data": Out(signed(out_w)).array(lanes),
             }
         super().__init__({
             **side,
@@ -284,6 +327,40 @@ class CrossbarTile(wiring.Component):
         return self._side
 
     @property
+    def grad_format(self) -> Format | None:
+        """Format of gradient words; None for a tile without the training operations."""
+        return self._gf
+
+    @property
+    def grad_shift(self) -> int:
+        """Extra right shift of the products on gradients (``*_G``)."""
+        return self._grad_shift
+
+    @property
+    def sgd_shift(self) -> int:
+        """APPLY's learning rate is ``2^-sgd_shift``."""
+        return self._sgd_shift
+
+    @property
+    def grad_product_shift(self) -> int:
+        """Bits discarded by the narrowing of a product on gradients (grad in, grad out)."""
+        return self._wf.frac + self._grad_shift
+
+    @property
+    def apply_shift(self) -> int:
+        """Bits discarded by APPLY's narrowing of a weight's gradient sum."""
+        if self._gf is None:
+            return 0
+        return self._gf.frac + self._if.frac + self._sgd_shift - self._wf.frac
+
+    @property
+    def bias_apply_shift(self) -> int:
+        """Bits discarded by APPLY's narrowing of a bias gradient sum."""
+        if self._gf is None:
+            return 0
+        return self._gf.frac + self._sgd_shift - self._wf.frac
+
+    @property
     def chunks(self) -> int:
         """``C = ceil(cols / lanes)``: chunks per row."""
         return -(-self._cols // self._lanes)
@@ -308,11 +385,13 @@ class CrossbarTile(wiring.Component):
         m = Module()
         rows, cols, lanes, chunks = self._rows, self._cols, self._lanes, self.chunks
         last_lanes = cols - (chunks - 1) * lanes  # valid lanes of the last chunk
-        wf, of = self._wf, self._of
+        wf = self._wf
         # Each sum is exact in the bits its own terms need (at most acc_width, checked in
         # __init__): no wider registers and carry chains than the sum can use.
-        row_shape = signed(accumulator_bits(wf, self._if, cols, extra=int(self._bias)))
-        lane_shape = signed(accumulator_bits(wf, self._if, rows))
+        operand = Format(self._in_w, 0)
+        row_shape = signed(accumulator_bits(wf, operand, cols, extra=int(self._bias)))
+        lane_shape = signed(accumulator_bits(wf, operand, rows))
+        train = self._gf is not None
 
         # Memories: weights (lanes banks), x (lanes banks), s (one), y (lanes banks).
         w_depth = rows * chunks
@@ -328,10 +407,11 @@ class CrossbarTile(wiring.Component):
             w_init = [padded[:, p::lanes].ravel().tolist() for p in range(lanes)]
         w_banks = [Memory(shape=signed(wf.width), depth=w_depth, init=w_init[p], attrs=w_attrs)
                    for p in range(lanes)]
-        x_banks = [Memory(shape=signed(self._if.width), depth=chunks, init=[])
+        x_banks = [Memory(shape=signed(self._in_w), depth=chunks, init=[])
                    for _ in range(lanes)]
-        y_banks = [Memory(shape=signed(of.width), depth=y_depth, init=[]) for _ in range(lanes)]
-        s_mem = Memory(shape=signed(self._if.width), depth=rows, init=[])
+        y_banks = [Memory(shape=signed(self._out_w), depth=y_depth, init=[])
+                   for _ in range(lanes)]
+        s_mem = Memory(shape=signed(self._in_w), depth=rows, init=[])
         for k, mem in enumerate(w_banks):
             m.submodules[f"w{k}"] = mem
         for k, mem in enumerate(x_banks):
@@ -350,9 +430,27 @@ class CrossbarTile(wiring.Component):
             b_mem = Memory(shape=signed(wf.width), depth=rows, init=[])
             m.submodules.bias = b_mem
             b_rd, b_wr = b_mem.read_port(domain="comb"), b_mem.write_port()
+        g_rd, g_wr = [], []
+        if train:
+            # Gradient accumulators, banked as the weights; the bias's in LUT RAM.
+            g_banks = [Memory(shape=signed(self._acc_width), depth=w_depth, init=[],
+                              attrs=w_attrs) for _ in range(lanes)]
+            for k, mem in enumerate(g_banks):
+                m.submodules[f"g{k}"] = mem
+            g_rd = [mem.read_port() for mem in g_banks]
+            g_wr = [mem.write_port() for mem in g_banks]
+            if self._bias:
+                gd_mem = Memory(shape=signed(self._acc_width), depth=rows, init=[])
+                m.submodules.gbias = gd_mem
+                gd_rd, gd_wr = gd_mem.read_port(domain="comb"), gd_mem.write_port()
 
         # Stochastic rounding: draws for up to `lanes` narrowings per cycle.
-        shifts = [s for s in (self.forward_shift, self.update_shift) if s > 0]
+        all_shifts = [self.forward_shift, self.update_shift]
+        if train:
+            all_shifts += [self.grad_product_shift, self.apply_shift]
+            if self._bias:
+                all_shifts.append(self.bias_apply_shift)
+        shifts = [s for s in all_shifts if s > 0]
         draws = None
         if self._rounding == "stochastic" and shifts:
             if max(shifts) > 32:
@@ -363,10 +461,22 @@ class CrossbarTile(wiring.Component):
                                                 seed=self._lfsr_seed)
             draws = lfsr.draw
 
-        def advance(count):
-            """Consume ``count`` draws this cycle (a Python int in lfsr.steps)."""
-            if draws is not None:
+        def advance(count, shift=1):
+            """Consume ``count`` draws this cycle (a Python int in lfsr.steps) if the narrowing
+            discards bits (``shift > 0``): the model draws only then."""
+            if draws is not None and shift > 0:
                 m.d.comb += lfsr.advance.eq(lfsr.steps.index(count) + 1)
+
+        def advance_product(count):
+            """Draws of a product's narrowing: inference or gradient shift, by the mode."""
+            if self.forward_shift > 0 and (not train or self.grad_product_shift > 0):
+                advance(count)
+            elif self.forward_shift > 0:
+                with m.If(~is_grad):
+                    advance(count)
+            elif train and self.grad_product_shift > 0:
+                with m.If(is_grad):
+                    advance(count)
 
         def offset(k, shift):
             return rounding_offset(self._rounding, shift, None if draws is None else draws[k])
@@ -410,13 +520,14 @@ class CrossbarTile(wiring.Component):
         issue_first = Signal()   # first chunk of a row (forward) / first row (transposed)
         issue_last = Signal()    # last chunk of a row (forward) / last row (transposed)
         issue_nlanes = Signal(range(lanes + 1))
-        for port in w_rd + x_rd + [s_rd]:
+        for port in w_rd + x_rd + [s_rd] + g_rd:
             m.d.comb += port.en.eq(1)
         for port in y_rd:
             m.d.comb += port.en.eq(0)
 
         # The operation, decoded once into registered flags (they fan out to every lane).
         is_fwd, is_tr, is_upd = Signal(), Signal(), Signal()
+        is_grad, is_acc, is_apply = Signal(), Signal(), Signal()
 
         def stage(*signals, name):
             """Registered copies of ``signals``: the pipeline's metadata moving one stage."""
@@ -438,13 +549,13 @@ class CrossbarTile(wiring.Component):
         w_q = stage(*(port.data for port in w_rd), name="wq")
         x_q = stage(*(port.data for port in x_rd), name="xq")
         # "keep" stops Yosys merging the identical copies back into one register.
-        s_q = [Signal(signed(self._if.width), name=f"sq{g}", attrs={"keep": 1})
+        s_q = [Signal(signed(self._in_w), name=f"sq{g}", attrs={"keep": 1})
                for g in range(-(-lanes // GROUP))]
         m.d.sync += [reg.eq(s_rd.data) for reg in s_q]
-        prod_width = wf.width + self._if.width
-        op_a = [Signal(signed(max(wf.width, self._if.width)), name=f"opa{k}")
+        prod_width = max(wf.width, self._in_w) + self._in_w
+        op_a = [Signal(signed(max(wf.width, self._in_w)), name=f"opa{k}")
                 for k in range(lanes)]
-        op_b = [Signal(signed(self._if.width), name=f"opb{k}") for k in range(lanes)]
+        op_b = [Signal(signed(self._in_w), name=f"opb{k}") for k in range(lanes)]
         prods = [Signal(signed(prod_width), name=f"prod{k}") for k in range(lanes)]
         w_s3 = [Signal(signed(wf.width), name=f"wold3_{k}") for k in range(lanes)]
         w_old = [Signal(signed(wf.width), name=f"wold{k}") for k in range(lanes)]
@@ -452,7 +563,7 @@ class CrossbarTile(wiring.Component):
             shared = s_q[k // GROUP]
             with m.If(k >= s2_nlanes):
                 m.d.sync += op_a[k].eq(0)
-            with m.Elif(is_upd):
+            with m.Elif(is_upd | is_acc):
                 m.d.sync += op_a[k].eq(shared)
             with m.Else():
                 m.d.sync += op_a[k].eq(w_q[k])
@@ -462,6 +573,32 @@ class CrossbarTile(wiring.Component):
                 m.d.sync += op_b[k].eq(x_q[k])
             m.d.sync += [prods[k].eq(op_a[k] * op_b[k]), w_s3[k].eq(w_q[k]),
                          w_old[k].eq(w_s3[k])]
+
+        # Gradient accumulators: read at issue like the weights; at stage 4 ACCUMULATE writes
+        # back the old sum plus the product, APPLY writes zero (its step comes from the
+        # negated old sum, registered at stage 4).
+        g_neg = []
+        if train:
+            g_q = stage(*(port.data for port in g_rd), name="gq")
+            g_s3 = stage(*g_q, name="gold3")
+            g_s4 = stage(*g_s3, name="gold4")
+            g_neg = [Signal(signed(self._acc_width + 1), name=f"gneg{k}") for k in range(lanes)]
+            m.d.sync += [g_neg[k].eq(-g_s3[k]) for k in range(lanes)]
+            for k in range(lanes):
+                with m.If((is_acc | is_apply) & s4 & (k < s4_nlanes)):
+                    m.d.comb += [g_wr[k].addr.eq(s4_waddr), g_wr[k].en.eq(1),
+                                 g_wr[k].data.eq(Mux(is_acc, g_s4[k] + prods[k], 0))]
+            if self._bias:
+                # The bias gradient: s_i added once per row (at its first chunk).
+                s_s4 = stage(op_a[0], name="sacc")[0]
+                acc_row = Signal(range(max(rows, 2)))
+                with m.If(is_acc & s4 & s4_first):
+                    m.d.comb += [gd_rd.addr.eq(acc_row), gd_wr.addr.eq(acc_row),
+                                 gd_wr.data.eq(gd_rd.data + s_s4), gd_wr.en.eq(1)]
+                with m.If(is_acc & s4 & s4_last):
+                    m.d.sync += acc_row.eq(acc_row + 1)
+                with m.If(self.start & ~self.busy):
+                    m.d.sync += acc_row.eq(0)
 
         # Forward: pipelined adder tree, two levels per register stage, then the row
         # accumulator; the row's one rounding happens the cycle after its last chunk.
@@ -485,7 +622,8 @@ class CrossbarTile(wiring.Component):
             # combinationally (rows words, LUT RAM).
             bias_row = Signal(range(max(rows, 2)))
             m.d.comb += b_rd.addr.eq(bias_row)
-            start_sum = tree_sum + (b_rd.data << self._if.frac)
+            bias_term = b_rd.data << self._if.frac
+            start_sum = tree_sum + (Mux(is_grad, 0, bias_term) if train else bias_term)
             with m.If(is_fwd & valid_t & last_t):
                 m.d.sync += bias_row.eq(bias_row + 1)
             with m.If(self.start & ~self.busy):
@@ -499,14 +637,13 @@ class CrossbarTile(wiring.Component):
         fwd_bank = Signal(range(max(lanes, 2)))
         fwd_addr = Signal(range(max(y_depth, 2)))
         fwd_write = Signal()
-        fwd_value = Signal(signed(of.width))
+        fwd_value = Signal(signed(self._out_w))
         fwd_sat_r = Signal()
         m.d.sync += fwd_write.eq(fwd_pending)
         with m.If(fwd_pending):
-            fwd_y, fwd_sat = narrow(m, row_acc, self.forward_shift, of.width,
-                                    offset(0, self.forward_shift))
+            fwd_y, fwd_sat = self._narrow_product(m, row_acc, is_grad, offset, 0)
             m.d.sync += [fwd_value.eq(fwd_y), fwd_sat_r.eq(fwd_sat)]
-            advance(1)
+            advance_product(1)
         if self._side:
             m.d.comb += [self.y_out.valid.eq(fwd_write), self.y_out.payload.eq(fwd_value)]
         with m.If(fwd_write):
@@ -536,19 +673,18 @@ class CrossbarTile(wiring.Component):
                 with m.Else():
                     m.d.sync += lane_acc[k].eq(lane_acc[k] + prods[k])
         tr_write = Signal()
-        tr_values = [Signal(signed(of.width), name=f"tval{k}") for k in range(lanes)]
+        tr_values = [Signal(signed(self._out_w), name=f"tval{k}") for k in range(lanes)]
         tw_nlanes = Signal(range(lanes + 1))  # tr_nlanes moves on with the next chunk's rows
         tr_sat = Signal(lanes)  # per-lane saturation, registered: a 64-input OR is a stage
         m.d.sync += tr_write.eq(tr_pending)
         with m.If(tr_pending):
             m.d.sync += tw_nlanes.eq(tr_nlanes)
             with m.If(tr_nlanes == lanes):
-                advance(lanes)
+                advance_product(lanes)
             with m.Else():
-                advance(last_lanes)
+                advance_product(last_lanes)
             for k in range(lanes):
-                y_k, sat_k = narrow(m, lane_acc[k], self.forward_shift, of.width,
-                                    offset(k, self.forward_shift))
+                y_k, sat_k = self._narrow_product(m, lane_acc[k], is_grad, offset, k)
                 m.d.sync += [tr_values[k].eq(y_k), tr_sat[k].eq(sat_k & (k < tr_nlanes))]
         with m.If(tr_write):
             with m.If(tr_sat.any()):
@@ -567,19 +703,26 @@ class CrossbarTile(wiring.Component):
         u_waddr = Signal.like(waddr)
         u_old = [Signal(signed(wf.width), name=f"uold{k}") for k in range(lanes)]
         u_sat = Signal(lanes)
-        m.d.sync += [u_valid.eq(is_upd & s4), u_nlanes.eq(s4_nlanes), u_waddr.eq(s4_waddr),
-                     u_sat.eq(0)]
+        m.d.sync += [u_valid.eq((is_upd | is_apply) & s4), u_nlanes.eq(s4_nlanes),
+                     u_waddr.eq(s4_waddr), u_sat.eq(0)]
         m.d.sync += [u_old[k].eq(w_old[k]) for k in range(lanes)]
-        with m.If(is_upd & s4):
+
+        def update_steps(source, shift):
+            """U1 of UPDATE (source: the products) or APPLY (the negated gradient sums)."""
             with m.If(s4_nlanes == lanes):
-                advance(lanes)
+                advance(lanes, shift)
             with m.Else():
-                advance(last_lanes)
+                advance(last_lanes, shift)
             for k in range(lanes):
-                step_k, sat_step = narrow(m, prods[k], self.update_shift, wf.width,
-                                          offset(k, self.update_shift))
+                step_k, sat_step = narrow(m, source[k], shift, wf.width, offset(k, shift))
                 m.d.sync += steps[k].eq(step_k)
                 m.d.sync += u_sat[k].eq(sat_step & (k < s4_nlanes))
+
+        with m.If(is_upd & s4):
+            update_steps(prods, self.update_shift)
+        if train:
+            with m.If(is_apply & s4):
+                update_steps(g_neg, self.apply_shift)
         # U3 only raises the flag: the saturations of all lanes, registered, ORed.
         u3_sat = Signal(lanes)
         m.d.sync += u3_sat.eq(0)
@@ -616,6 +759,8 @@ class CrossbarTile(wiring.Component):
                 m.d.comb += [s_wr.addr.eq(s_count), s_wr.data.eq(self.s_in.payload),
                              s_wr.en.eq(1)]
                 m.d.sync += s_count.eq(s_count + 1)
+            with m.If(self.s_restart):
+                m.d.sync += s_count.eq(0)
             for k in range(lanes):
                 with m.If(self.x_side_en[k]):
                     m.d.comb += [x_wr[k].addr.eq(self.x_side_addr),
@@ -632,10 +777,25 @@ class CrossbarTile(wiring.Component):
                 with m.If(self.start):
                     if self._side:
                         m.d.sync += s_count.eq(0)
-                    m.d.sync += [op.eq(self.op), is_fwd.eq(self.op == TileOp.FORWARD),
-                                 is_tr.eq((self.op == TileOp.TRANSPOSED)
-                                          | (self.op == TileOp.TRANSPOSED_STREAM)),
-                                 streaming.eq(self.op == TileOp.TRANSPOSED_STREAM),
+                    def one_of(ops):
+                        return self.op.as_value().matches(*ops)
+
+                    fwd_ops = [TileOp.FORWARD]
+                    tr_ops = [TileOp.TRANSPOSED, TileOp.TRANSPOSED_STREAM]
+                    stream_ops = [TileOp.TRANSPOSED_STREAM]
+                    grad_ops = []
+                    if train:
+                        grad_ops = [TileOp.FORWARD_G, TileOp.TRANSPOSED_G,
+                                    TileOp.TRANSPOSED_STREAM_G]
+                        fwd_ops.append(TileOp.FORWARD_G)
+                        tr_ops += grad_ops[1:]
+                        stream_ops.append(TileOp.TRANSPOSED_STREAM_G)
+                        m.d.sync += [is_grad.eq(one_of(grad_ops)),
+                                     is_acc.eq(self.op == TileOp.ACCUMULATE),
+                                     is_apply.eq(self.op == TileOp.APPLY)]
+                    m.d.sync += [op.eq(self.op), is_fwd.eq(one_of(fwd_ops)),
+                                 is_tr.eq(one_of(tr_ops)),
+                                 streaming.eq(one_of(stream_ops)),
                                  is_upd.eq(self.op == TileOp.UPDATE)]
                     reset_counters()
                     m.d.sync += [fwd_bank.eq(0), fwd_addr.eq(0), tr_chunk.eq(0)]
@@ -650,12 +810,25 @@ class CrossbarTile(wiring.Component):
                             m.next = "LOAD_S"
                         with m.Case(TileOp.READ_Y):
                             m.next = "READ_ADDR"
-                        with m.Case(TileOp.FORWARD):
+                        with m.Case(*fwd_ops):
                             m.d.sync += [y_len.eq(rows), drain.eq(forward_drain)]
                             m.next = "ISSUE_ROWS"
                         with m.Case(TileOp.UPDATE):
                             m.d.sync += drain.eq(6)
                             m.next = "ISSUE_ROWS"
+                        if train:
+                            with m.Case(TileOp.ACCUMULATE, TileOp.APPLY):
+                                m.d.sync += drain.eq(6)
+                                m.next = "ISSUE_ROWS"
+                            with m.Case(TileOp.READ_G):
+                                m.next = "READ_ADDR"
+                            with m.Case(TileOp.TRANSPOSED_G):
+                                m.d.sync += [y_len.eq(cols), drain.eq(6)]
+                                m.next = "ISSUE_COLS"
+                            if self._side:
+                                with m.Case(TileOp.TRANSPOSED_STREAM_G):
+                                    m.d.sync += [y_len.eq(cols), drain.eq(6)]
+                                    m.next = "ISSUE_COLS"
                         with m.Case(TileOp.TRANSPOSED):
                             m.d.sync += [y_len.eq(cols), drain.eq(6)]
                             m.next = "ISSUE_COLS"
@@ -712,7 +885,7 @@ class CrossbarTile(wiring.Component):
                 m.d.comb += issue_nlanes.eq(lanes)
                 with m.If(chunk == chunks - 1):
                     m.d.comb += issue_nlanes.eq(last_lanes)
-                for port in w_rd:
+                for port in w_rd + g_rd:
                     m.d.comb += port.addr.eq(waddr)
                 for port in x_rd:
                     m.d.comb += port.addr.eq(chunk)
@@ -766,8 +939,39 @@ class CrossbarTile(wiring.Component):
             with m.State("DRAIN"):
                 m.d.sync += in_flight.eq(in_flight - 1)
                 with m.If(in_flight == 1):
-                    m.d.comb += self.done.eq(1)
-                    m.next = "IDLE"
+                    if train and self._bias:
+                        with m.If(is_apply):
+                            m.d.sync += count.eq(0)
+                            m.next = "BIAS_APPLY"
+                        with m.Else():
+                            m.d.comb += self.done.eq(1)
+                            m.next = "IDLE"
+                    else:
+                        m.d.comb += self.done.eq(1)
+                        m.next = "IDLE"
+
+            if train and self._bias:
+                # APPLY's bias step, one row per cycle, drawing after all the weights' draws
+                # (the model applies the weights' step, then the bias's, with one LFSR).
+                with m.State("BIAS_APPLY"):
+                    shift = self.bias_apply_shift
+                    m.d.comb += [b_rd.addr.eq(count), gd_rd.addr.eq(count)]
+                    neg = Signal(signed(self._acc_width + 1))
+                    m.d.comb += neg.eq(-gd_rd.data)
+                    step, sat_step = narrow(m, neg, shift, wf.width, offset(0, shift))
+                    advance(1, shift)
+                    total = Signal(signed(wf.width + 1))
+                    m.d.comb += total.eq(b_rd.data + step)
+                    new_b, sat_b = narrow(m, total, 0, wf.width)
+                    m.d.comb += [b_wr.addr.eq(count), b_wr.data.eq(new_b), b_wr.en.eq(1),
+                                 gd_wr.addr.eq(count), gd_wr.data.eq(0), gd_wr.en.eq(1)]
+                    with m.If(sat_step | sat_b):
+                        m.d.comb += overflow_set.eq(1)
+                    m.d.sync += count.eq(count + 1)
+                    with m.If(count == rows - 1):
+                        m.d.comb += self.done.eq(1)
+                        m.next = "IDLE"
+
 
             # READ_W / READ_Y: one cycle to address the first chunk, then one word per cycle.
             # Every bank reads the same address, so a chunk's words are all present at once;
@@ -777,29 +981,39 @@ class CrossbarTile(wiring.Component):
                 for k in range(lanes):
                     m.d.comb += [w_rd[k].addr.eq(waddr), y_rd[k].addr.eq(chunk)]
                     m.d.comb += y_rd[k].en.eq(1)
+                for port in g_rd:
+                    m.d.comb += port.addr.eq(waddr)
                 m.next = "READ_DATA"
 
             with m.State("READ_DATA"):
-                for port in w_rd + y_rd:
+                row_major = op == TileOp.READ_W
+                for port in w_rd + y_rd + g_rd:
                     m.d.comb += port.en.eq(0)
                 for k in range(lanes):
                     m.d.comb += [w_rd[k].addr.eq(waddr + 1), y_rd[k].addr.eq(chunk + 1)]
+                for port in g_rd:
+                    m.d.comb += port.addr.eq(waddr + 1)
                 m.d.comb += out_valid.eq(1)
+                if train:
+                    row_major = row_major | (op == TileOp.READ_G)
                 for k in range(lanes):
                     with m.If(lane == k):
+                        if train:
+                            with m.If(op == TileOp.READ_G):
+                                m.d.comb += self.o.payload.eq(g_rd[k].data)
                         with m.If(op == TileOp.READ_W):
                             m.d.comb += self.o.payload.eq(w_rd[k].data)
-                        with m.Else():
+                        with m.Elif(op != TileOp.READ_G):
                             m.d.comb += self.o.payload.eq(y_rd[k].data)
                 with m.If(self.o.ready):
                     m.d.sync += count.eq(count + 1)
                     total = Signal.like(count)
                     m.d.comb += total.eq(y_len)
-                    with m.If(op == TileOp.READ_W):
+                    with m.If(row_major):
                         m.d.comb += total.eq(rows * cols)
                         with m.If((lane == lanes - 1)
                                   | ((chunk == chunks - 1) & (lane == last_lanes - 1))):
-                            for port in w_rd:
+                            for port in w_rd + g_rd:
                                 m.d.comb += port.en.eq(1)
                         step_row_major()
                     with m.Else():
@@ -808,7 +1022,43 @@ class CrossbarTile(wiring.Component):
                                 m.d.comb += port.en.eq(1)
                         step_lane_chunk()
                     with m.If(count == total - 1):
-                        m.d.comb += self.done.eq(1)
-                        m.next = "IDLE"
+                        if self._bias:
+                            with m.If(row_major):
+                                m.d.sync += count.eq(0)
+                                m.next = "READ_BIAS"
+                            with m.Else():
+                                m.d.comb += self.done.eq(1)
+                                m.next = "IDLE"
+                        else:
+                            m.d.comb += self.done.eq(1)
+                            m.next = "IDLE"
+
+            if self._bias:
+                # READ_W's and READ_G's tail: the bias (or its gradient) after the weights'.
+                with m.State("READ_BIAS"):
+                    m.d.comb += [b_rd.addr.eq(count), out_valid.eq(1),
+                                 self.o.payload.eq(b_rd.data)]
+                    if train:
+                        m.d.comb += gd_rd.addr.eq(count)
+                        with m.If(op == TileOp.READ_G):
+                            m.d.comb += self.o.payload.eq(gd_rd.data)
+                    with m.If(self.o.ready):
+                        m.d.sync += count.eq(count + 1)
+                        with m.If(count == rows - 1):
+                            m.d.comb += self.done.eq(1)
+                            m.next = "IDLE"
         return m
+
+    def _narrow_product(self, m, acc, is_grad, offset, k):
+        """The one rounding of a product: inference formats, or gradient formats when
+        ``is_grad`` (tiles with ``grad_format``); output in the wider of the two."""
+        y, sat = narrow(m, acc, self.forward_shift, self._of.width,
+                        offset(k, self.forward_shift))
+        if self._gf is None:
+            return y, sat
+        y_g, sat_g = narrow(m, acc, self.grad_product_shift, self._gf.width,
+                            offset(k, self.grad_product_shift))
+        out, flag = Signal(signed(self._out_w)), Signal()
+        m.d.comb += [out.eq(Mux(is_grad, y_g, y)), flag.eq(Mux(is_grad, sat_g, sat))]
+        return out, flag
 

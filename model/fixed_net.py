@@ -266,7 +266,9 @@ class FixedNetwork:
         f = self.formats
         shift = power_of_two_shift(lr, "lr") + power_of_two_shift(1 / batch_size, "1/batch_size")
         self.A.apply_gradient(grads["A"], f.grad.frac + f.state.frac, shift=shift + self.h_shift)
-        self.B.apply_gradient(grads["B"], f.grad.frac + f.act.frac, shift=shift + self.h_shift)
+        # The core's tile B holds Bᵀ: its step draws in the row-major order of Bᵀ.
+        self.B.apply_gradient(grads["B"], f.grad.frac + f.act.frac, shift=shift + self.h_shift,
+                              transposed=True)
         self.C.apply_gradient(grads["C"], f.grad.frac + f.state.frac, shift=shift)
         step = narrow(-grads["d"], f.grad.frac + shift - f.weight.frac, f.weight,
                       self.C.rounder, self.overflow, "d.update")

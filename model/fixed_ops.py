@@ -162,18 +162,23 @@ class FixedTile:
         outer = np.asarray(u, dtype=np.int64)[:, None] * np.asarray(v, dtype=np.int64)[None, :]
         self.apply_gradient(-outer, u_format.frac + v_format.frac, shift=shift)
 
-    def apply_gradient(self, grad: np.ndarray, grad_frac: int, *, shift: int) -> None:
+    def apply_gradient(self, grad: np.ndarray, grad_frac: int, *, shift: int,
+                       transposed: bool = False) -> None:
         """``W <- sat(W + narrow(-grad · 2^-shift))`` for an exact integer gradient sum.
 
         ``grad`` has ``grad_frac`` fractional bits (e.g. an accumulated sum of ``u vᵀ``); this
         is one SGD step with learning rate ``2^-shift``. The gradient is negated before the
         rounding, so the rounding acts on the step actually applied (for floor and stochastic
-        rounding this differs from rounding the gradient and subtracting).
+        rounding this differs from rounding the gradient and subtracting). Draws are taken in
+        row-major order of ``W``, or of ``Wᵀ`` if ``transposed`` (a hardware tile that
+        holds ``Wᵀ``, as the core's tile B holds ``Bᵀ``).
         """
         # A step beyond the weight range saturates (and is counted): it could not be applied.
-        step = narrow(-np.asarray(grad, dtype=np.int64),
+        negated = -np.asarray(grad, dtype=np.int64)
+        step = narrow(negated.T if transposed else negated,
                       grad_frac + shift - self.weight_format.frac, self.weight_format,
                       self.rounder, self.overflow, f"{self.name}.update")
+        step = step.T if transposed else step
         summed = self.weights + step
         self.weights = np.clip(summed, self.weight_format.min_int, self.weight_format.max_int)
         self.overflow.add(f"{self.name}.weights", np.count_nonzero(self.weights != summed))

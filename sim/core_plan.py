@@ -16,11 +16,12 @@ import numpy as np
 from xbarode.core_config import CoreConfig
 from xbarode.model.fixed import Overflow
 
-__all__ = ["compare", "core_params", "make_plan", "model_network", "model_results",
-           "random_params"]
+__all__ = ["compare", "core_params", "hardware_counts", "make_plan", "model_network",
+           "model_results", "random_params"]
 
-# Overflow tally labels that belong to the host (quantising weights and images).
-_HOST = ("input", "A.load", "B.load", "C.load", "d.load")
+# Overflow tally labels that belong to the host (quantising weights and images, and the loss
+# gradient, the host's softmax).
+_HOST = ("input", "A.load", "B.load", "C.load", "d.load", "loss")
 
 
 def core_params(config: CoreConfig, params: dict) -> dict:
@@ -89,7 +90,7 @@ def model_results(config: CoreConfig, params: dict, images: np.ndarray) -> list[
     images = np.asarray(images, dtype=np.float64).reshape(len(images), config.m)
     results = []
     for x in images:
-        before = _hardware_counts(net.overflow)
+        before = hardware_counts(net.overflow)
         logits, trajectory, info = net.forward(x[None])
         if config.method == "euler":
             status = [0x100] * config.steps
@@ -99,11 +100,12 @@ def model_results(config: CoreConfig, params: dict, images: np.ndarray) -> list[
                                                            strict=True)]
         results.append({"cls": int(np.argmax(logits[0])), "logits": logits[0].tolist(),
                         "state": trajectory[-1, 0].tolist(), "status": status,
-                        "overflow": int(_hardware_counts(net.overflow) > before)})
+                        "overflow": int(hardware_counts(net.overflow) > before)})
     return results
 
 
-def _hardware_counts(overflow: Overflow) -> int:
+def hardware_counts(overflow: Overflow) -> int:
+    """Saturations the hardware saw (the tally without the host's labels)."""
     return sum(n for label, n in overflow.counts.items() if label not in _HOST)
 
 

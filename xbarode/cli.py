@@ -189,7 +189,10 @@ def _train_and_save(args, out: Path) -> dict:
 
 
 def cmd_train(args) -> dict:
-    """``xbarode train``: train the float64 network and save its weights."""
+    """``xbarode train``: train the float64 network and save its weights; with ``--on rtl``,
+    train on the core in RTL simulation next to the fixed-point model."""
+    if args.on == "rtl":
+        return _train_on_rtl(args)
     result = _train_and_save(args, Path(args.out))
     if not args.json:
         print(f"trained {result['config']['structure']} neural ODE "
@@ -198,6 +201,43 @@ def cmd_train(args) -> dict:
         print(f"train accuracy {result['train_accuracy']:.2%}, "
               f"test accuracy {result['test_accuracy']:.2%}")
         print(f"weights written to {result['weights']}")
+    return result
+
+
+def _train_on_rtl(args) -> dict:
+    from .core_config import load_config, parse_overrides
+    from .model import load_digits_split, load_weights
+    from .train_rtl import initial_params, train_rtl
+
+    if args.images < 1:
+        raise ValueError(f"--images must be >= 1, not {args.images}")
+    config = load_config(args.config, {**parse_overrides(args.set), "training": True})
+    if args.weights is not None:
+        _, params = load_weights(args.weights)
+    else:
+        params = initial_params(config, args.seed)
+    data = load_digits_split()
+    if args.images > len(data.y_train):
+        raise ValueError(f"--images must be at most {len(data.y_train)} (the training set)")
+    result = {"command": "train --on rtl",
+              **train_rtl(config, params, data.x_train[:args.images],
+                          data.y_train[:args.images], simulator=args.simulator,
+                          out_dir=Path(args.rtl_out))}
+    if not args.json:
+        print(f"{result['images']} images, {result['sgd_steps']} SGD steps of {result['batch']} "
+              f"on {args.simulator}: {result['mismatches']} mismatches of "
+              f"{result['compared']} words and flags; final weights "
+              f"{'identical' if result['weights_identical'] else 'DIFFERENT'}")
+        print("step   loss (RTL)   loss (model)")
+        for k, (a, b) in enumerate(zip(result["loss_rtl"], result["loss_model"], strict=True)):
+            print(f"{k:4d}   {a:10.6f}   {b:10.6f}")
+        c = result["cycles"]
+        print(f"cycles per image: RUN {c['run']:.0f}, BACKWARD {c['backward']:.0f}; APPLY "
+              f"{c['apply']:.0f} per step; {result['cycles_per_training_image']:.0f} per "
+              f"training image; {result['seconds']:.1f} s")
+    if result["mismatches"] or not result["weights_identical"]:
+        raise CheckFailed(f"RTL training differs from the model: {result['first_mismatch']}; "
+                          f"waveform: {result['waveform']}", result)
     return result
 
 
@@ -583,6 +623,28 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(train)
     train.add_argument("--out", default="weights.npz",
                        help="weights file to write (default: %(default)s)")
+    rtl = train.add_argument_group(
+        "training on the RTL core (--on rtl)",
+        "SGD in RTL simulation of the core with its training hardware, next to the "
+        "fixed-point model; the network and formats come from the core configuration, the "
+        "mini-batch and learning rate from its [train] table; every logit and the final "
+        "weights are compared, and the loss curves printed. Exit status 1 on a difference.")
+    rtl.add_argument("--on", choices=("model", "rtl"), default="model",
+                     help="train the model (default) or the RTL core in simulation")
+    rtl.add_argument("--images", type=int, default=96,
+                     help="training images (the first of the training set; default: "
+                          "%(default)s, three mini-batches of 32)")
+    rtl.add_argument("--config", type=Path, default=None,
+                     help="core configuration (TOML; default: the digits core)")
+    rtl.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="override one core configuration field (e.g. --set batch=1); "
+                          "repeatable")
+    rtl.add_argument("--weights", type=Path, default=None,
+                     help="initial weights (default: the training's seeded initialisation)")
+    rtl.add_argument("--simulator", choices=("amaranth", "verilator", "icarus"),
+                     default="verilator", help="simulator (default: %(default)s)")
+    rtl.add_argument("--rtl-out", default="build/train-rtl",
+                     help="folder for the Verilog and simulator logs (default: %(default)s)")
     _add_json(train)
     train.set_defaults(func=cmd_train)
 

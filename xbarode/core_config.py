@@ -28,6 +28,11 @@ is validated with a message that names the field. Example (all fields, default v
     acc_width = 48
     rounding = "nearest"      # floor | nearest | stochastic
     lfsr_seed = 0xACE1ACE1    # tiles A, B, C draw from seed, seed + 1, seed + 2
+
+    [train]
+    training = false          # build the adjoint, gradient accumulators and SGD step
+    lr = 0.125                # SGD learning rate, a power of two
+    batch = 32                # images per SGD step (APPLY), a power of two
 """
 
 from __future__ import annotations
@@ -72,6 +77,9 @@ class CoreConfig:
     acc_width: int = 48
     rounding: str = "nearest"
     lfsr_seed: int = 0xACE1ACE1
+    training: bool = False
+    lr: float = 0.125
+    batch: int = 32
 
     def __post_init__(self):
         from xbarode.model.fixed import ROUNDINGS, Lfsr, parse_format
@@ -106,9 +114,18 @@ class CoreConfig:
         integer("max_iter", 0, 255)
         integer("tol", 0)
         integer("acc_width", 8, 62)
-        if isinstance(self.h, bool) or not isinstance(self.h, (int, float)) or self.h <= 0 \
-                or math.log2(self.h) != round(math.log2(self.h)):
-            raise ConfigError(f"h must be a power of two (a shift in hardware), not {self.h!r}")
+        for name in ("h", "lr"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0 \
+                    or math.log2(value) != round(math.log2(value)):
+                raise ConfigError(f"{name} must be a power of two (a shift in hardware), not "
+                                  f"{value!r}")
+        integer("batch", 1)
+        if self.batch & (self.batch - 1):
+            raise ConfigError(f"batch must be a power of two (a shift in hardware), not "
+                              f"{self.batch}")
+        if not isinstance(self.training, bool):
+            raise ConfigError(f"training must be true or false, not {self.training!r}")
         for name in ("weight", "state", "act", "grad"):
             try:
                 parse_format(getattr(self, name))
@@ -118,6 +135,12 @@ class CoreConfig:
             Lfsr(self.lfsr_seed)
         except (ValueError, TypeError) as error:
             raise ConfigError(f"lfsr_seed: {error}") from None
+        if self.training:
+            try:
+                self.formats().check(self.m, self.classes,
+                                     gradient_terms=self.steps * self.batch)
+            except ValueError as error:
+                raise ConfigError(f"acc_width: {error}") from None
         if self.conv_path == "fourier":
             raise ConfigError("conv_path 'fourier' is not available in the core yet; use "
                               "'direct' (the Fourier units exist on their own: xbarode cosim "
@@ -134,6 +157,11 @@ class CoreConfig:
     def h_shift(self) -> int:
         """``h = 2^-h_shift``."""
         return -round(math.log2(self.h))
+
+    @property
+    def sgd_shift(self) -> int:
+        """``lr / batch = 2^-sgd_shift``: the SGD step's shift (tiles A and B add ``h``)."""
+        return -round(math.log2(self.lr)) + round(math.log2(self.batch))
 
     def formats(self):
         """The :class:`~xbarode.model.fixed_net.FixedFormats` of the configuration."""
@@ -152,16 +180,14 @@ class CoreConfig:
     def to_toml(self) -> str:
         """The configuration as a TOML file (every field)."""
         d = asdict(self)
-        groups = {"core": ("image", "structure", "kernel", "classes", "lanes", "conv_path"),
-                  "ode": ("steps", "h", "method", "neumann_terms", "max_iter", "tol"),
-                  "fixed": ("weight", "state", "act", "grad", "acc_width", "rounding",
-                            "lfsr_seed")}
         lines = []
-        for group, names in groups.items():
+        for group, names in _GROUPS.items():
             lines.append(f"[{group}]")
             for name in names:
                 value = d[name]
-                if isinstance(value, str):
+                if isinstance(value, bool):
+                    text = "true" if value else "false"
+                elif isinstance(value, str):
                     text = f'"{value}"'
                 elif isinstance(value, (tuple, list)):
                     text = "[" + ", ".join(str(v) for v in value) + "]"
@@ -176,7 +202,8 @@ class CoreConfig:
 
 _GROUPS = {"core": ("image", "structure", "kernel", "classes", "lanes", "conv_path"),
            "ode": ("steps", "h", "method", "neumann_terms", "max_iter", "tol"),
-           "fixed": ("weight", "state", "act", "grad", "acc_width", "rounding", "lfsr_seed")}
+           "fixed": ("weight", "state", "act", "grad", "acc_width", "rounding", "lfsr_seed"),
+           "train": ("training", "lr", "batch")}
 
 
 def parse_overrides(items) -> dict:

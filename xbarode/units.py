@@ -16,7 +16,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-__all__ = ["SIMULATORS", "UNITS", "Unit", "cosim", "generate", "synth"]
+__all__ = ["SIMULATORS", "UNITS", "AdjointParams", "Unit", "backward_mac_count", "cosim",
+           "generate", "synth"]
 
 #: Simulators of ``xbarode cosim``.
 SIMULATORS = ("amaranth", "verilator", "icarus")
@@ -72,14 +73,18 @@ def _tile_params(args):
 
 
 def _run_plan(unit: str, params, plan: dict, expected, simulator: str, out_dir: Path,
-              amaranth_runner, cocotb_module: str, top: str, seed: int) -> dict:
+              amaranth_runner, cocotb_module: str, top: str, seed: int,
+              compare=None, keep_results: bool = False) -> dict:
     """Run a plan on one simulator and compare it with the model's answers.
 
     ``amaranth_runner(params, plan, vcd_path=None) -> (results, cycles)``; on the cocotb
     simulators ``cocotb_module`` runs it on the Verilog of ``params.component()``. On a
-    mismatch a waveform is written (Amaranth: a second run with a VCD).
+    mismatch a waveform is written (Amaranth: a second run with a VCD). ``compare`` is the
+    plan module's comparison (default: the tile's, which the Fourier units share);
+    ``keep_results`` adds the back end's ``results`` to the report.
     """
-    from xbarode.sim.tile_plan import compare
+    if compare is None:
+        from xbarode.sim.tile_plan import compare
 
     waves = None
     if simulator == "amaranth":
@@ -108,7 +113,8 @@ def _run_plan(unit: str, params, plan: dict, expected, simulator: str, out_dir: 
         waves = result.waves
     return {"mismatches": report["mismatches"], "compared": report["compared"],
             "first_mismatch": report["first"], "cycles": cycles,
-            "waveform": None if waves is None else str(waves)}
+            "waveform": None if waves is None else str(waves),
+            **({"results": got} if keep_results else {})}
 
 
 def _tile_cosim(params, vectors: int, seed: int, simulator: str, out_dir: Path) -> dict:
@@ -266,6 +272,79 @@ def _core_cosim(config, vectors: int, seed: int, simulator: str, out_dir: Path) 
         "cycles": {"run": result["cycles_per_image"]}}
 
 
+# --- training on the core (the adjoint) ------------------------------------------------------
+
+@dataclass(frozen=True)
+class AdjointParams:
+    """The core with its training hardware, and how often the co-simulation applies SGD."""
+
+    config: object        # CoreConfig with training = True
+    apply_every: int = 2
+
+    def component(self):
+        """The core."""
+        from xbarode.hdl.core import Core
+
+        return Core(self.config)
+
+
+def _adjoint_arguments(parser) -> None:
+    _core_arguments(parser)
+    parser.add_argument("--apply-every", type=int, default=2, metavar="N",
+                        help="one SGD step (APPLY) after every N images (default: "
+                             "%(default)s)")
+
+
+def _adjoint_params(args):
+    import dataclasses
+
+    if args.apply_every < 1:
+        raise ValueError(f"--apply-every must be >= 1, not {args.apply_every}")
+    return AdjointParams(dataclasses.replace(_core_params(args), training=True),
+                         args.apply_every)
+
+
+def backward_mac_count(config) -> int:
+    """Multiply–accumulates of one BACKWARD: ``Cᵀ∂L/∂logits`` and C's gradient
+    (``2·classes·m``); per step A's forward product, B's forward and A's transposed product
+    per Neumann term (implicit Euler) and for ``g`` (A's transposed only for explicit Euler),
+    and A's and B's gradient accumulations (m² each)."""
+    m2 = config.m * config.m
+    if config.method == "euler":
+        per_step = 5 * m2
+    else:
+        per_step = (4 + 2 * config.neumann_terms) * m2
+    return 2 * config.classes * config.m + config.steps * per_step
+
+
+def _adjoint_cosim(params: AdjointParams, vectors: int, seed: int, simulator: str,
+                   out_dir: Path) -> dict:
+    """Random weights, images and labels: forward, BACKWARD, every gradient word, SGD steps
+    and the weights after each, against the fixed-point model."""
+    import numpy as np
+
+    from xbarode.sim.adjoint_amaranth import run_plan_amaranth
+    from xbarode.sim.adjoint_plan import compare, make_plan
+    from xbarode.sim.core_plan import random_params
+
+    config = params.config
+    rng = np.random.default_rng(seed)
+    images = rng.uniform(0, 1, (vectors, config.m))
+    labels = rng.integers(0, config.classes, vectors)
+    plan, expected = make_plan(config, random_params(config, seed), images, labels,
+                               apply_every=params.apply_every)
+    result = _run_plan("adjoint", params, plan, expected, simulator, out_dir,
+                       lambda p, plan, vcd_path=None: run_plan_amaranth(p.config, plan,
+                                                                        vcd_path),
+                       "xbarode.sim.cocotb_adjoint", "xbarode_core", seed, compare=compare)
+    cycles = result.pop("cycles")
+    bound = backward_mac_count(config) / config.lanes
+    backward = float(np.mean(cycles["backward"]))
+    return {**result, "cycles": {"run": float(np.mean(cycles["run"])), "backward": backward,
+                                 "apply": float(np.mean(cycles["apply"]))},
+            "backward_mac_bound_cycles": bound, "backward_cycles_ratio": backward / bound}
+
+
 UNITS = {
     "tile": Unit("tile", "the crossbar tile: W x, Wᵀ y, rank-1 update", _tile_arguments,
                  _tile_params, _component, "crossbar_tile", _tile_cosim),
@@ -275,6 +354,9 @@ UNITS = {
     "core": Unit("core", "the neural-ODE core: tiles A, Bᵀ, C, Euler/Newton controller, "
                  "classifier", _core_arguments, _core_params, _core_component, "xbarode_core",
                  _core_cosim),
+    "adjoint": Unit("adjoint", "the core with its training hardware: BACKWARD (the adjoint), "
+                    "gradient sums, the SGD step", _adjoint_arguments, _adjoint_params,
+                    _component, "xbarode_core", _adjoint_cosim),
 }
 
 

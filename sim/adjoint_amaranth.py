@@ -1,0 +1,67 @@
+"""Run a training plan (:mod:`xbarode.sim.adjoint_plan`) on the core in Amaranth's simulator."""
+
+from __future__ import annotations
+
+import contextlib
+
+from amaranth.sim import Simulator
+
+from xbarode.hdl.core import Core, CoreOp
+
+from .streams import op_receive, op_run, op_send, pulse
+
+__all__ = ["run_plan_amaranth"]
+
+#: Simulated clock period (s); only the waveform's time axis depends on it.
+CLOCK_PERIOD = 1e-8
+
+
+def run_plan_amaranth(config, plan: dict, vcd_path=None):
+    """Run ``plan`` on the core in Amaranth's simulator.
+
+    Returns
+    -------
+    results : list of dict
+        Per image ``kind``, ``logits``, ``grads``, ``overflow``; per SGD step ``kind``,
+        ``weights``, ``overflow``.
+    cycles : dict
+        ``run`` and ``backward`` (RUN and BACKWARD latency per image), ``apply`` (APPLY
+        latency per step).
+    """
+    dut = Core(config)
+    results, cycles = [], {"run": [], "backward": [], "apply": []}
+    apply_after, read_after = set(plan["apply_after"]), set(plan["read_weights_after"])
+
+    async def testbench(ctx):
+        w = plan["weights"]
+        for op, name in ((CoreOp.LOAD_A, "A"), (CoreOp.LOAD_B, "Bt"), (CoreOp.LOAD_C, "C"),
+                         (CoreOp.LOAD_D, "d")):
+            await op_send(ctx, dut, op, w[name])
+        for index, image in enumerate(plan["images"]):
+            await pulse(ctx, dut.clear)
+            await op_send(ctx, dut, CoreOp.LOAD_IMAGE, image["x"])
+            cycles["run"].append(await op_run(ctx, dut, CoreOp.RUN))
+            logits = await op_receive(ctx, dut, CoreOp.READ_LOGITS, plan["classes"])
+            await op_send(ctx, dut, CoreOp.LOAD_GRAD, image["grad_logits"])
+            cycles["backward"].append(await op_run(ctx, dut, CoreOp.BACKWARD))
+            entry = {"kind": "image", "logits": logits, "overflow": ctx.get(dut.overflow)}
+            if plan["read_grads"]:
+                entry["grads"] = await op_receive(ctx, dut, CoreOp.READ_GRAD,
+                                                  plan["grad_words"])
+            results.append(entry)
+            if index in apply_after:
+                await pulse(ctx, dut.clear)
+                cycles["apply"].append(await op_run(ctx, dut, CoreOp.APPLY))
+                entry = {"kind": "apply", "overflow": ctx.get(dut.overflow)}
+                if index in read_after:
+                    entry["weights"] = await op_receive(ctx, dut, CoreOp.READ_WEIGHTS,
+                                                        plan["weight_words"])
+                results.append(entry)
+
+    sim = Simulator(dut)
+    sim.add_clock(CLOCK_PERIOD)
+    sim.add_testbench(testbench)
+    waves = sim.write_vcd(str(vcd_path)) if vcd_path else contextlib.nullcontext()
+    with waves:
+        sim.run()
+    return results, cycles

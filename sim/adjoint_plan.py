@@ -1,0 +1,180 @@
+"""Co-simulation of training on the core: the adjoint, the gradient sums, the SGD step.
+
+A *plan* holds the weights as words (``A``, ``Bt`` = Bᵀ, ``C``, ``d``), and per image the
+state words of the image and the words of ``∂L/∂logits`` that the host sends after reading
+the logits (the host's softmax minus one-hot, :meth:`FixedNetwork.loss_gradient`; the plan
+takes them from the model, whose logits the hardware's must equal). Every back end loads the
+weights, then per image clears the overflow flag, loads the image, runs, reads the logits,
+loads ``∂L/∂logits``, runs BACKWARD and reads every gradient sum and ``∂L/∂z_0``
+(READ_GRAD, unless the plan says ``read_grads = False``); after the images listed in
+``apply_after`` it clears the flag, runs APPLY (one SGD step) and, after those listed in
+``read_weights_after``, reads the weights back (READ_WEIGHTS).
+
+The fixed-point model (:class:`~xbarode.model.fixed_net.FixedNetwork`, one image at a time,
+its LFSRs running on as the hardware's do) answers the same plan: ``forward``,
+``loss_gradient``, ``backward``, the sums over the images since the last step, ``sgd_step``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from xbarode.core_config import CoreConfig
+
+from .core_plan import hardware_counts, model_network
+
+__all__ = ["compare", "gradient_words", "make_plan", "weight_words"]
+
+
+def gradient_words(config: CoreConfig) -> int:
+    """Words READ_GRAD streams: ``A``, ``Bᵀ`` (m² each), ``C``, ``d``, ``∂L/∂z_0``."""
+    m, classes = config.m, config.classes
+    return 2 * m * m + classes * m + classes + m
+
+
+def weight_words(config: CoreConfig) -> int:
+    """Words READ_WEIGHTS streams: ``A``, ``Bᵀ``, ``C``, ``d``."""
+    m, classes = config.m, config.classes
+    return 2 * m * m + classes * m + classes
+
+
+def _weights(net) -> list[int]:
+    return (net.A.weights.ravel().tolist() + net.B.weights.T.ravel().tolist()
+            + net.C.weights.ravel().tolist() + np.asarray(net.d).tolist())
+
+
+def make_plan(config: CoreConfig, params: dict, images: np.ndarray, labels, *,
+              apply_every: int, read_grads: bool = True,
+              read_weights: str = "every") -> tuple[dict, list[dict]]:
+    """The plan and the model's answers.
+
+    Parameters
+    ----------
+    config : CoreConfig
+        A configuration with ``training``.
+    params : dict
+        Float weights ``A``, ``B``, ``C``, ``d`` (kernels for ``structure = "conv"``).
+    images : ndarray, (n, m)
+        Float pixels in [0, 1].
+    labels : array_like of int, (n,)
+    apply_every : int
+        One SGD step after every ``apply_every`` images (and after the last).
+    read_grads : bool
+        Read every gradient sum and ``∂L/∂z_0`` after each image (``2m² + …`` words).
+    read_weights : {"every", "last"}
+        Read the weights after every SGD step, or after the last only.
+
+    Returns
+    -------
+    plan : dict
+    expected : list of dict
+        Per image ``{"kind": "image", "logits", "grads" (if read), "loss", "overflow"}``;
+        per SGD step ``{"kind": "apply", "weights" (if read), "overflow"}``.
+    """
+    if read_weights not in ("every", "last"):
+        raise ValueError(f"read_weights must be 'every' or 'last', not {read_weights!r}")
+    if not config.training:
+        raise ValueError("the configuration does not build the training hardware; set "
+                         "training = true in [train]")
+    if apply_every < 1:
+        raise ValueError(f"apply_every must be >= 1, not {apply_every}")
+    net = model_network(config, params)
+    images = np.asarray(images, dtype=np.float64).reshape(len(images), config.m)
+    labels = np.asarray(labels, dtype=np.int64).reshape(len(images))
+    if labels.size and (labels.min() < 0 or labels.max() >= config.classes):
+        raise ValueError(f"labels must lie in 0..{config.classes - 1}")
+    state = config.formats().state
+    plan = {"config": config.to_toml(), "m": config.m, "classes": config.classes,
+            "weights": {"A": net.A.weights.ravel().tolist(),
+                        "Bt": net.B.weights.T.ravel().tolist(),
+                        "C": net.C.weights.ravel().tolist(), "d": net.d.tolist()},
+            "images": [], "apply_after": [], "read_weights_after": [],
+            "read_grads": bool(read_grads), "grad_words": gradient_words(config),
+            "weight_words": weight_words(config)}
+    expected, sums = [], None
+    for index, (x, label) in enumerate(zip(images, labels, strict=True)):
+        before = hardware_counts(net.overflow)
+        logits, trajectory, _ = net.forward(x[None])
+        grad_logits = net.loss_gradient(logits, np.array([label]))
+        grads = net.backward(trajectory, grad_logits)
+        sums = {k: grads[k] if sums is None else sums[k] + grads[k] for k in "ABCd"}
+        words = (sums["A"].ravel().tolist() + sums["B"].T.ravel().tolist()
+                 + sums["C"].ravel().tolist() + sums["d"].tolist() + grads["z0"][0].tolist())
+        scores = config.formats().act.to_float(logits[0])
+        loss = float(np.log(np.sum(np.exp(scores - scores.max()))) + scores.max()
+                     - scores[label])
+        entry = {"kind": "image", "logits": logits[0].tolist(), "loss": loss,
+                 "overflow": int(hardware_counts(net.overflow) > before)}
+        if read_grads:
+            entry["grads"] = words
+        expected.append(entry)
+        plan["images"].append({"x": state.quantize(x, "nearest").tolist(),
+                               "grad_logits": grad_logits[0].tolist()})
+        if (index + 1) % apply_every == 0 or index == len(images) - 1:
+            before = hardware_counts(net.overflow)
+            net.sgd_step(sums, lr=config.lr, batch_size=config.batch)
+            sums = None
+            plan["apply_after"].append(index)
+            entry = {"kind": "apply", "overflow": int(hardware_counts(net.overflow) > before)}
+            if read_weights == "every" or index == len(images) - 1:
+                plan["read_weights_after"].append(index)
+                entry["weights"] = _weights(net)
+            expected.append(entry)
+    return plan, expected
+
+
+_FIELDS = {"image": ("logits", "grads", "overflow"), "apply": ("weights", "overflow")}
+
+
+def compare(expected: list[dict], got: list[dict]) -> dict:
+    """Count differing words (logits, gradient sums, ∂L/∂z_0, weights) and flags; name the
+    first difference.
+
+    Returns
+    -------
+    dict
+        ``mismatches``, ``compared``, ``first`` (a sentence, or None).
+    """
+    mismatches = compared = 0
+    first = None
+    if len(got) != len(expected):
+        return {"mismatches": len(expected), "compared": len(expected),
+                "first": f"{len(got)} results came back, expected {len(expected)}"}
+    names = _gradient_names(expected)
+    for index, (exp, res) in enumerate(zip(expected, got, strict=True)):
+        for field in (f for f in _FIELDS[exp["kind"]] if f in exp):
+            a, b = np.atleast_1d(exp[field]), np.atleast_1d(res.get(field, []))
+            compared += a.size
+            if a.shape != b.shape:
+                mismatches += a.size
+                first = first or (f"{exp['kind']} {index}: {field} has {b.size} words, "
+                                  f"expected {a.size}")
+                continue
+            bad = np.flatnonzero(a != b)
+            mismatches += bad.size
+            if bad.size and first is None:
+                where = field if a.size == 1 else f"{field}[{bad[0]}]"
+                if field in names:
+                    where += f" ({names[field](bad[0])})"
+                first = (f"{exp['kind']} {index}: {where} is {b[bad[0]]}, the model says "
+                         f"{a[bad[0]]}")
+    return {"mismatches": mismatches, "compared": compared, "first": first}
+
+
+def _gradient_names(expected):
+    """Readable names of the words of READ_GRAD and READ_WEIGHTS, from their sizes."""
+    image = next((e for e in expected if "grads" in e), None)
+    apply = next((e for e in expected if "weights" in e), None)
+    if image is None or apply is None:
+        return {}
+    m = len(image["grads"]) - len(apply["weights"])
+    classes = (len(apply["weights"]) - 2 * m * m) // (m + 1)
+    parts = [("A", m, m), ("Bt", m, m), ("C", classes, m), ("d", classes, 1), ("z0", m, 1)]
+
+    def name(k, with_z0):
+        for label, rows, cols in parts if with_z0 else parts[:-1]:
+            if k < rows * cols:
+                return f"{label}[{k // cols}, {k % cols}]" if cols > 1 else f"{label}[{k}]"
+            k -= rows * cols
+        return "beyond the end"
+    return {"grads": lambda k: name(k, True), "weights": lambda k: name(k, False)}

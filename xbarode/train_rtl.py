@@ -1,0 +1,91 @@
+"""``xbarode train --on rtl``: SGD on the digits in RTL simulation, next to the model.
+
+The core is built with its training hardware (``training = true``); each training image
+goes through RUN, the host's softmax (``∂L/∂logits``), LOAD_GRAD and BACKWARD; after every
+``batch`` images one APPLY is the SGD step. The fixed-point model trains on the same images
+in the same order (:mod:`xbarode.sim.adjoint_plan`); every logit of every image and the
+final weights are compared, and the loss curve is reported from both.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import numpy as np
+
+from xbarode.core_config import CoreConfig
+
+__all__ = ["initial_params", "train_rtl"]
+
+
+def initial_params(config: CoreConfig, seed: int = 0) -> dict:
+    """The training's seeded initial parameters (:func:`xbarode.model.train.init_params`)
+    for the network the core configuration describes."""
+    from xbarode.model.train import Config, init_params
+
+    return init_params(Config(structure=config.structure, kernel_size=config.kernel,
+                              image_shape=config.image, classes=config.classes,
+                              steps=config.steps, T=config.steps * config.h,
+                              method=config.method, seed=seed))
+
+
+def _loss(config: CoreConfig, logits, label: int) -> float:
+    scores = config.formats().act.to_float(np.asarray(logits))
+    top = scores.max()
+    return float(np.log(np.sum(np.exp(scores - top))) + top - scores[label])
+
+
+def train_rtl(config: CoreConfig, params: dict, images: np.ndarray, labels, *,
+              simulator: str = "verilator", out_dir=None) -> dict:
+    """Train on ``images`` in RTL simulation and in the fixed-point model, side by side.
+
+    Returns
+    -------
+    dict
+        ``images``, ``sgd_steps``, ``mismatches`` (logits, flags and final weight words that
+        differ), ``compared``, ``first_mismatch``, ``weights_identical``, ``loss_rtl`` and
+        ``loss_model`` (mean loss of each mini-batch, before its step), ``cycles`` per image
+        (``run``, ``backward``) and per step (``apply``), ``cycles_per_training_image``
+        (run + backward + apply / batch), ``seconds``, ``waveform``.
+    """
+    from xbarode.sim.adjoint_amaranth import run_plan_amaranth
+    from xbarode.sim.adjoint_plan import compare, make_plan
+    from xbarode.units import AdjointParams, _run_plan
+
+    config = dataclasses.replace(config, training=True)
+    labels = np.asarray(labels, dtype=np.int64)
+    out_dir = Path(out_dir if out_dir is not None else "build/train-rtl")
+    started = time.perf_counter()
+    plan, expected = make_plan(config, params, images, labels, apply_every=config.batch,
+                               read_grads=False, read_weights="last")
+    result = _run_plan("train", AdjointParams(config, config.batch), plan, expected, simulator,
+                       out_dir,
+                       lambda p, plan, vcd_path=None: run_plan_amaranth(p.config, plan,
+                                                                        vcd_path),
+                       "xbarode.sim.cocotb_adjoint", "xbarode_core", 0, compare=compare,
+                       keep_results=True)
+    got = result.pop("results")
+    got_images = [r for r in got if r["kind"] == "image"]
+    exp_images = [e for e in expected if e["kind"] == "image"]
+    rtl_loss = [_loss(config, r["logits"], int(y)) for r, y in zip(got_images, labels,
+                                                                    strict=True)]
+    model_loss = [e["loss"] for e in exp_images]
+    batches = range(0, len(labels), config.batch)
+    cycles = result["cycles"]
+    apply = float(np.mean(cycles["apply"]))
+    run, backward = float(np.mean(cycles["run"])), float(np.mean(cycles["backward"]))
+    final = next(e for e in reversed(expected) if "weights" in e)
+    final_got = next((r for r in reversed(got) if "weights" in r), {})
+    return {
+        "images": len(labels), "batch": config.batch, "sgd_steps": len(plan["apply_after"]),
+        "simulator": simulator, "mismatches": result["mismatches"],
+        "compared": result["compared"], "first_mismatch": result["first_mismatch"],
+        "weights_identical": final_got.get("weights") == final["weights"],
+        "loss_rtl": [float(np.mean(rtl_loss[b:b + config.batch])) for b in batches],
+        "loss_model": [float(np.mean(model_loss[b:b + config.batch])) for b in batches],
+        "cycles": {"run": run, "backward": backward, "apply": apply},
+        "cycles_per_training_image": run + backward + apply / config.batch,
+        "seconds": time.perf_counter() - started, "waveform": result["waveform"],
+    }
