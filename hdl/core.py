@@ -269,6 +269,25 @@ class Core(wiring.Component):
             out, sat = narrow(mod, value, 0, width)
             return out, sat
 
+        def stream_lanes(ports, addr, at, last_word, end):
+            """One word per cycle on ``o`` from banked read ``ports``: lane ``lane`` of the
+            chunk at address ``at`` (read one cycle ahead through ``addr``); the next address
+            after the last lane or ``last_word``; ``end`` (the last word) ends the operation."""
+            mod.d.comb += [self.o.valid.eq(1), addr.eq(at)]
+            for k in range(lanes):
+                with mod.If(lane == k):
+                    mod.d.comb += self.o.payload.eq(ports[k].data)
+            with mod.If(self.o.ready):
+                mod.d.sync += count.eq(count + 1)
+                with mod.If((lane == lanes - 1) | last_word):
+                    mod.d.comb += addr.eq(at + 1)
+                    mod.d.sync += [at.eq(at + 1), lane.eq(0)]
+                with mod.Else():
+                    mod.d.sync += lane.eq(lane + 1)
+                with mod.If(end):
+                    mod.d.comb += self.done.eq(1)
+                    mod.next = "IDLE"
+
         def record_mask(u):
             """The Heaviside mask bit of ``u_idx`` (H(0) = 0)."""
             for i in range(m):
@@ -644,20 +663,7 @@ class Core(wiring.Component):
 
                 # READ_GRAD's tail: ∂L/∂z_0 from the λ banks.
                 with mod.State("READ_GRAD_Z"):
-                    mod.d.comb += [self.o.valid.eq(1), vec_addr.eq(chunk)]
-                    for k in range(lanes):
-                        with mod.If(lane == k):
-                            mod.d.comb += self.o.payload.eq(lam_rd[k].data)
-                    with mod.If(self.o.ready):
-                        mod.d.sync += count.eq(count + 1)
-                        with mod.If((lane == lanes - 1) | (count == m - 1)):
-                            mod.d.comb += vec_addr.eq(chunk + 1)
-                            mod.d.sync += [chunk.eq(chunk + 1), lane.eq(0)]
-                        with mod.Else():
-                            mod.d.sync += lane.eq(lane + 1)
-                        with mod.If(count == m - 1):
-                            mod.d.comb += self.done.eq(1)
-                            mod.next = "IDLE"
+                    stream_lanes(lam_rd, vec_addr, chunk, count == m - 1, count == m - 1)
 
             # READ_WEIGHTS, READ_GRAD: the tiles' weights or gradient sums one after the other
             # (C's with the bias's); READ_GRAD then adds ∂L/∂z_0.
@@ -702,19 +708,7 @@ class Core(wiring.Component):
                 mod.d.sync += waddr.eq(base)
                 mod.next = "READ_DATA"
             with mod.State("READ_DATA"):
-                mod.d.comb += [self.o.valid.eq(1), traj_addr.eq(waddr)]
-                for k in range(lanes):
-                    with mod.If(lane == k):
-                        mod.d.comb += self.o.payload.eq(t_rd[k].data)
+                stream_lanes(t_rd, traj_addr, waddr, pos == m - 1, count == total_words - 1)
                 with mod.If(self.o.ready):
-                    mod.d.sync += count.eq(count + 1)
-                    with mod.If((lane == lanes - 1) | (pos == m - 1)):
-                        mod.d.comb += traj_addr.eq(waddr + 1)
-                        mod.d.sync += [waddr.eq(waddr + 1), lane.eq(0)]
-                    with mod.Else():
-                        mod.d.sync += lane.eq(lane + 1)
                     mod.d.sync += pos.eq(Mux(pos == m - 1, 0, pos + 1))
-                    with mod.If(count == total_words - 1):
-                        mod.d.comb += self.done.eq(1)
-                        mod.next = "IDLE"
         return mod

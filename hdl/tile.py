@@ -767,6 +767,18 @@ class CrossbarTile(wiring.Component):
                                  x_wr[k].data.eq(self.x_side_data[k]), x_wr[k].en.eq(1)]
                 m.d.comb += self.y_side_data[k].eq(y_rd[k].data)
 
+        def finish(next_state=None, when=None):
+            """End the operation (``done``), or go on to ``next_state`` where ``when``."""
+            if next_state is None:
+                m.d.comb += self.done.eq(1)
+                m.next = "IDLE"
+                return
+            with m.If(when):
+                m.d.sync += count.eq(0)
+                m.next = next_state
+            with m.Else():
+                finish()
+
         m.d.comb += self.busy.eq(1)
         with m.FSM():
             with m.State("IDLE"):
@@ -940,15 +952,9 @@ class CrossbarTile(wiring.Component):
                 m.d.sync += in_flight.eq(in_flight - 1)
                 with m.If(in_flight == 1):
                     if train and self._bias:
-                        with m.If(is_apply):
-                            m.d.sync += count.eq(0)
-                            m.next = "BIAS_APPLY"
-                        with m.Else():
-                            m.d.comb += self.done.eq(1)
-                            m.next = "IDLE"
+                        finish("BIAS_APPLY", is_apply)
                     else:
-                        m.d.comb += self.done.eq(1)
-                        m.next = "IDLE"
+                        finish()
 
             if train and self._bias:
                 # APPLY's bias step, one row per cycle, drawing after all the weights' draws
@@ -1023,15 +1029,9 @@ class CrossbarTile(wiring.Component):
                         step_lane_chunk()
                     with m.If(count == total - 1):
                         if self._bias:
-                            with m.If(row_major):
-                                m.d.sync += count.eq(0)
-                                m.next = "READ_BIAS"
-                            with m.Else():
-                                m.d.comb += self.done.eq(1)
-                                m.next = "IDLE"
+                            finish("READ_BIAS", row_major)
                         else:
-                            m.d.comb += self.done.eq(1)
-                            m.next = "IDLE"
+                            finish()
 
             if self._bias:
                 # READ_W's and READ_G's tail: the bias (or its gradient) after the weights'.

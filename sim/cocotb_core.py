@@ -13,14 +13,12 @@ import cocotb
 
 from xbarode.hdl.core import CoreOp
 from xbarode.sim.cocotb_support import (
-    OpDriver,
     assert_no_mismatch,
     record,
-    reset,
-    start_clock,
+    start_unit,
     test_data,
 )
-from xbarode.sim.core_plan import compare
+from xbarode.sim.core_plan import compare, weight_loads
 
 
 @cocotb.test()
@@ -28,15 +26,9 @@ async def core_plan(dut):
     """Run the plan; record every result; fail on the first word that differs."""
     data = test_data()
     plan, expected = data["plan"], data.get("expected")
-    start_clock(dut)
-    for name in ("start", "clear", "i__valid", "o__ready"):
-        getattr(dut, name).value = 0
-    await reset(dut)
-    drv = OpDriver(dut)
-    weights = plan["weights"]
-    for op, name in ((CoreOp.LOAD_A, "A"), (CoreOp.LOAD_B, "Bt"), (CoreOp.LOAD_C, "C"),
-                     (CoreOp.LOAD_D, "d")):
-        await drv.send(op, weights[name])
+    drv = await start_unit(dut)
+    for op, words in weight_loads(plan):
+        await drv.send(op, words)
     results, cycles = [], []
     for index, image in enumerate(plan["images"]):
         await drv.strobe("clear")

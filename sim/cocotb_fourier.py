@@ -12,14 +12,14 @@ import cocotb
 
 from xbarode.hdl.fourier import FourierOp
 from xbarode.sim.cocotb_support import (
+    OP_INPUTS,
     OpDriver,
     StreamBench,
     StreamSink,
     StreamSource,
     assert_no_mismatch,
     record,
-    reset,
-    start_clock,
+    start_unit,
     test_data,
 )
 from xbarode.sim.fourier_plan import compare
@@ -83,12 +83,8 @@ async def fourier_plan(dut):
     data = test_data()
     plan, expected = data["plan"], data.get("expected")
     hadamard = plan["params"]["unit"] == "hadamard"
-    start_clock(dut)
-    inputs = (("clear", "restart", "load__valid", "i__valid", "o__ready") if hadamard else
-              ("start", "clear", "i__valid", "o__ready"))
-    for name in inputs:
-        getattr(dut, name).value = 0
-    await reset(dut)
+    await start_unit(dut, ("clear", "restart", "load__valid", "i__valid", "o__ready")
+                     if hadamard else OP_INPUTS)
     results, cycles = await (_hadamard_plan if hadamard else _op_plan)(dut, plan)
     record("results", results)
     record("cycles", cycles)

@@ -30,9 +30,10 @@ from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly, RisingEdge, with
 from cocotb.utils import get_sim_time
 
 __all__ = [
-    "CLOCK_PERIOD_NS", "DATA_ENV", "OUTPUT_ENV", "OpDriver", "StreamBench", "StreamSink",
-    "StreamSource", "assert_no_mismatch", "check_equal", "field_value", "pack_fields",
-    "record", "reset", "start_clock", "test_data", "unresolved", "wait_for",
+    "CLOCK_PERIOD_NS", "DATA_ENV", "OP_INPUTS", "OUTPUT_ENV", "OpDriver", "StreamBench",
+    "StreamSink", "StreamSource", "assert_no_mismatch", "check_equal", "field_value",
+    "pack_fields", "record", "reset", "start_clock", "start_unit", "test_data", "unresolved",
+    "wait_for",
 ]
 
 DATA_ENV = "XBARODE_COCOTB_DATA"
@@ -297,6 +298,19 @@ class OpDriver:
         sink = StreamSink(self.dut, "o", signed=True, expect=count)
         await StreamBench(self.clk, sinks=[sink]).run(4 * count + 16)
         return sink.received
+
+
+#: Inputs of a unit driven by an :class:`OpDriver`.
+OP_INPUTS = ("start", "clear", "i__valid", "o__ready")
+
+
+async def start_unit(dut, inputs=OP_INPUTS) -> OpDriver:
+    """Start the clock, hold ``inputs`` low, reset; an :class:`OpDriver` for the unit."""
+    start_clock(dut)
+    for name in inputs:
+        getattr(dut, name).value = 0
+    await reset(dut)
+    return OpDriver(dut)
 
 
 def assert_no_mismatch(compare, expected, results):

@@ -12,11 +12,9 @@ import cocotb
 
 from xbarode.hdl.tile import TileOp
 from xbarode.sim.cocotb_support import (
-    OpDriver,
     assert_no_mismatch,
     record,
-    reset,
-    start_clock,
+    start_unit,
     test_data,
 )
 from xbarode.sim.tile_plan import compare
@@ -28,11 +26,7 @@ async def tile_plan(dut):
     data = test_data()
     plan, expected = data["plan"], data.get("expected")
     params = plan["params"]
-    start_clock(dut)
-    for name in ("start", "clear", "i__valid", "o__ready"):
-        getattr(dut, name).value = 0
-    await reset(dut)
-    drv = OpDriver(dut)
+    drv = await start_unit(dut)
     results, cycles = [], {}
     for vector in plan["vectors"]:
         await drv.strobe("clear")

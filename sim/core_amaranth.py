@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-
-from amaranth.sim import Simulator
-
 from xbarode.hdl.core import Core, CoreOp
 
-from .streams import op_receive, op_run, op_send, pulse
+from .core_plan import weight_loads
+from .streams import op_receive, op_run, op_send, pulse, run_simulation
 
 __all__ = ["run_plan_amaranth"]
-
-#: Simulated clock period (s); only the waveform's time axis depends on it.
-CLOCK_PERIOD = 1e-8
 
 
 def run_plan_amaranth(config, plan: dict, vcd_path=None):
@@ -30,10 +24,8 @@ def run_plan_amaranth(config, plan: dict, vcd_path=None):
     results, cycles = [], []
 
     async def testbench(ctx):
-        w = plan["weights"]
-        for op, name in ((CoreOp.LOAD_A, "A"), (CoreOp.LOAD_B, "Bt"), (CoreOp.LOAD_C, "C"),
-                         (CoreOp.LOAD_D, "d")):
-            await op_send(ctx, dut, op, w[name])
+        for op, words in weight_loads(plan):
+            await op_send(ctx, dut, op, words)
         for image in plan["images"]:
             await pulse(ctx, dut.clear)
             await op_send(ctx, dut, CoreOp.LOAD_IMAGE, image)
@@ -45,10 +37,5 @@ def run_plan_amaranth(config, plan: dict, vcd_path=None):
                             "status": [s & 0x1FF for s in status],
                             "overflow": ctx.get(dut.overflow)})
 
-    sim = Simulator(dut)
-    sim.add_clock(CLOCK_PERIOD)
-    sim.add_testbench(testbench)
-    waves = sim.write_vcd(str(vcd_path)) if vcd_path else contextlib.nullcontext()
-    with waves:
-        sim.run()
+    run_simulation(dut, testbench, vcd_path)
     return results, cycles

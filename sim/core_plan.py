@@ -17,7 +17,7 @@ from xbarode.core_config import CoreConfig
 from xbarode.model.fixed import Overflow
 
 __all__ = ["compare", "core_params", "hardware_counts", "make_plan", "model_network",
-           "model_results", "random_params"]
+           "model_results", "random_params", "weight_loads"]
 
 # Overflow tally labels that belong to the host (quantising weights and images, and the loss
 # gradient, the host's softmax).
@@ -67,6 +67,16 @@ def random_params(config: CoreConfig, seed: int) -> dict:
     scale = 1.2 / np.sqrt(shape[0] * shape[1] if config.structure == "conv" else m)
     return {"A": rng.normal(0, scale, shape), "B": rng.normal(0, scale, shape),
             "C": rng.normal(0, 0.5, (classes, m)), "d": rng.normal(0, 0.5, classes)}
+
+
+def weight_loads(plan: dict) -> list:
+    """``(CoreOp, words)`` of the four weight loads of a core plan (this one's or a training
+    plan's), in the order every back end sends them."""
+    from xbarode.hdl.core import CoreOp
+
+    w = plan["weights"]
+    return [(CoreOp.LOAD_A, w["A"]), (CoreOp.LOAD_B, w["Bt"]), (CoreOp.LOAD_C, w["C"]),
+            (CoreOp.LOAD_D, w["d"])]
 
 
 def make_plan(config: CoreConfig, params: dict, images: np.ndarray) -> dict:

@@ -3,19 +3,12 @@ simulator."""
 
 from __future__ import annotations
 
-import contextlib
-
-from amaranth.sim import Simulator
-
 from xbarode.hdl.fourier import FourierOp
 
 from .fourier_plan import FourierParams
-from .streams import op_receive, op_run, op_send, pulse
+from .streams import op_receive, op_run, op_send, pulse, run_simulation
 
 __all__ = ["run_plan_amaranth"]
-
-#: Simulated clock period (s); only the waveform's time axis depends on it.
-CLOCK_PERIOD = 1e-8
 
 
 def run_plan_amaranth(params: FourierParams, plan: dict, vcd_path=None):
@@ -83,10 +76,6 @@ def run_plan_amaranth(params: FourierParams, plan: dict, vcd_path=None):
             cycles["elements"] = ticks - began + 1
             results.append([{"out": out, "overflow": ctx.get(dut.overflow)}])
 
-    sim = Simulator(dut)
-    sim.add_clock(CLOCK_PERIOD)
-    sim.add_testbench(hadamard_testbench if params.unit == "hadamard" else op_testbench)
-    waves = sim.write_vcd(str(vcd_path)) if vcd_path else contextlib.nullcontext()
-    with waves:
-        sim.run()
+    run_simulation(dut, hadamard_testbench if params.unit == "hadamard" else op_testbench,
+                   vcd_path)
     return results, cycles

@@ -4,7 +4,26 @@ operations of a unit with the ``op``/``start``/``done`` strobes and ``i``/``o`` 
 
 from __future__ import annotations
 
-__all__ = ["op_receive", "op_run", "op_send", "pulse", "stream_get", "stream_put", "wait_for"]
+import contextlib
+
+__all__ = ["CLOCK_PERIOD", "op_receive", "op_run", "op_send", "pulse", "run_simulation",
+           "stream_get", "stream_put", "wait_for"]
+
+#: Simulated clock period (s); only the waveform's time axis depends on it.
+CLOCK_PERIOD = 1e-8
+
+
+def run_simulation(dut, testbench, vcd_path=None) -> None:
+    """Simulate ``dut`` with one clock until the async ``testbench(ctx)`` returns; a VCD
+    waveform at ``vcd_path`` if given."""
+    from amaranth.sim import Simulator
+
+    sim = Simulator(dut)
+    sim.add_clock(CLOCK_PERIOD)
+    sim.add_testbench(testbench)
+    waves = sim.write_vcd(str(vcd_path)) if vcd_path else contextlib.nullcontext()
+    with waves:
+        sim.run()
 
 
 async def stream_put(ctx, stream, payload) -> None:

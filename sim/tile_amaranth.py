@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-
-from amaranth.sim import Simulator
-
 from xbarode.hdl.tile import TileOp
 
-from .streams import op_receive, op_run, op_send, pulse
+from .streams import op_receive, op_run, op_send, pulse, run_simulation
 from .tile_plan import TileParams
 
 __all__ = ["run_plan_amaranth"]
-
-#: Simulated clock period (s); only the waveform's time axis depends on it.
-CLOCK_PERIOD = 1e-8
 
 
 def run_plan_amaranth(params: TileParams, plan: dict, vcd_path=None):
@@ -51,10 +44,5 @@ def run_plan_amaranth(params: TileParams, plan: dict, vcd_path=None):
                 answers.append({"out": out, "overflow": ctx.get(dut.overflow)})
             results.append(answers)
 
-    sim = Simulator(dut)
-    sim.add_clock(CLOCK_PERIOD)
-    sim.add_testbench(testbench)
-    waves = sim.write_vcd(str(vcd_path)) if vcd_path else contextlib.nullcontext()
-    with waves:
-        sim.run()
+    run_simulation(dut, testbench, vcd_path)
     return results, cycles
