@@ -23,7 +23,7 @@ from xbarode.core_config import CoreConfig
 
 from .core_plan import hardware_counts, model_network
 
-__all__ = ["compare", "gradient_words", "make_plan", "weight_words"]
+__all__ = ["compare", "gradient_words", "kernel_gradients", "make_plan", "weight_words"]
 
 
 def gradient_words(config: CoreConfig) -> int:
@@ -36,6 +36,34 @@ def weight_words(config: CoreConfig) -> int:
     """Words READ_WEIGHTS streams: ``A``, ``Bᵀ``, ``C``, ``d``."""
     m, classes = config.m, config.classes
     return 2 * m * m + classes * m + classes
+
+
+def kernel_gradients(config: CoreConfig, words) -> dict[str, np.ndarray]:
+    """The kernel gradients of a ``structure = "conv"`` core from READ_GRAD's words.
+
+    The tiles hold the kernels' m×m circular-convolution matrices and accumulate dense
+    gradient sums; the host pulls them back onto the kernels: the gradient of tap ``(p, q)``
+    is the exact sum of the dense entries that tap occupies (``kernel_pullback`` on
+    integers). ``A`` and ``B`` keep the dense sums' fractional bits.
+    """
+    from xbarode.model.conv import conv_matrix
+
+    if config.structure != "conv":
+        raise ValueError("kernel gradients need structure = 'conv'")
+    m, k = config.m, config.kernel
+    words = np.asarray(words, dtype=np.int64)
+    dense = {"A": words[:m * m].reshape(m, m), "B": words[m * m:2 * m * m].reshape(m, m).T}
+    result = {}
+    for name, grad in dense.items():
+        taps = np.zeros((k, k), dtype=np.int64)
+        for p in range(k):
+            for q in range(k):
+                tap = np.zeros((k, k))
+                tap[p, q] = 1.0
+                occupied = conv_matrix(tap, config.image).astype(np.int64)
+                taps[p, q] = int(np.sum(grad * occupied))
+        result[name] = taps
+    return result
 
 
 def _weights(net) -> list[int]:

@@ -246,3 +246,33 @@ def test_training_config_round_trips(tmp_path):
     path.write_text(config.to_toml())
     assert load_config(path) == config
     assert "[train]\ntraining = true\nlr = 0.25\nbatch = 8" in config.to_toml()
+
+
+def test_kernel_gradients_pulled_back_match_the_float64_kernel_adjoint(tmp_path):
+    # Convolution tiles accumulate dense sums; the host's pull-back of the RTL's words onto
+    # the 3×3 kernels agrees with the float64 adjoint's kernel gradients (24-bit formats).
+    from xbarode.model.train import Config, loss_and_grads
+    from xbarode.units import AdjointParams
+
+    config = small(image=(3, 4), structure="conv", kernel=3, lanes=5, classes=3,
+                   weight="24.20", state="24.16", act="24.14", grad="24.16", acc_width=62)
+    result = cosim(UNITS["adjoint"], AdjointParams(config, apply_every=8), vectors=1, seed=3,
+                   simulator="amaranth", out=tmp_path)
+    assert result["mismatches"] == 0, result["first_mismatch"]
+    rng = np.random.default_rng(3)   # the cosim's images and labels, drawn the same way
+    images = rng.uniform(0, 1, (1, config.m))
+    labels = rng.integers(0, config.classes, 1)
+    f = config.formats()
+    kernels = {k: f.weight.to_float(f.weight.quantize(v, "nearest"))
+               for k, v in random_params(config, 3).items()}
+    reference = Config(structure="conv", kernel_size=3, image_shape=(3, 4), classes=3,
+                       steps=config.steps, T=config.steps * config.h)
+    x = f.state.to_float(f.state.quantize(images, "nearest"))
+    _, float_grads = loss_and_grads(reference, kernels, x, labels)
+    scale = {"A": config.h * 2.0 ** -(f.grad.frac + f.state.frac),
+             "B": config.h * 2.0 ** -(f.grad.frac + f.act.frac)}
+    for name in "AB":
+        got = np.array(result["kernel_gradients"][name]) * scale[name]
+        assert got.shape == (3, 3)
+        assert np.abs(got - float_grads[name]).max() <= 1e-3 * max(
+            np.abs(float_grads[name]).max(), 1.0), name

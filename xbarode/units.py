@@ -336,8 +336,17 @@ def _adjoint_cosim(params: AdjointParams, vectors: int, seed: int, simulator: st
     result = _run_plan("adjoint", params, plan, expected, simulator, out_dir,
                        lambda p, plan, vcd_path=None: run_plan_amaranth(p.config, plan,
                                                                         vcd_path),
-                       "xbarode.sim.cocotb_adjoint", "xbarode_core", seed, compare=compare)
+                       "xbarode.sim.cocotb_adjoint", "xbarode_core", seed, compare=compare,
+                       keep_results=True)
+    got = result.pop("results")
     cycles = result.pop("cycles")
+    if config.structure == "conv":
+        # The host's pull-back of the RTL's dense sums (after the last image) onto the kernels.
+        from xbarode.sim.adjoint_plan import kernel_gradients
+
+        last = next(r for r in reversed(got) if "grads" in r)
+        result["kernel_gradients"] = {name: taps.tolist() for name, taps in
+                                      kernel_gradients(config, last["grads"]).items()}
     bound = backward_mac_count(config) / config.lanes
     backward = float(np.mean(cycles["backward"]))
     return {**result, "cycles": {"run": float(np.mean(cycles["run"])), "backward": backward,
