@@ -570,7 +570,8 @@ def _add_unit_commands(sub) -> None:
                                help="random vectors: weight sets with an operation "
                                     "sequence (tile), complex images (dft), images and "
                                     "kernels (fourier-conv), spectra and elements "
-                                    "(hadamard) (default: %(default)s)")
+                                    "(hadamard), images (core), images with labels "
+                                    "(adjoint) (default: %(default)s)")
                 p.add_argument("--seed", type=int, default=0,
                                help="seed of the random vectors (default: %(default)s)")
                 p.add_argument("--simulator", choices=SIMULATORS, default="verilator",
