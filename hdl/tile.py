@@ -779,6 +779,24 @@ class CrossbarTile(wiring.Component):
             with m.Else():
                 finish()
 
+        # The operations this tile has, by how they run: row-walking products (FORWARD*),
+        # row-walking weight writes (UPDATE, ACCUMULATE, APPLY), column-walking products
+        # (TRANSPOSED*, the streamed ones only with side ports), stream reads; the rest of the
+        # TileOp values end at once (NOTHING).
+        stream_ops = [TileOp.TRANSPOSED_STREAM] if self._side else []
+        fwd_ops, write_ops = [TileOp.FORWARD], [TileOp.UPDATE]
+        tr_ops = [TileOp.TRANSPOSED, *stream_ops]
+        read_ops = [TileOp.READ_W, TileOp.READ_Y]
+        grad_ops = []
+        if train:
+            grad_ops = [TileOp.FORWARD_G, TileOp.TRANSPOSED_G] + (
+                [TileOp.TRANSPOSED_STREAM_G] if self._side else [])
+            fwd_ops.append(TileOp.FORWARD_G)
+            tr_ops += grad_ops[1:]
+            stream_ops += grad_ops[2:]
+            write_ops += [TileOp.ACCUMULATE, TileOp.APPLY]
+            read_ops.append(TileOp.READ_G)
+
         m.d.comb += self.busy.eq(1)
         with m.FSM():
             with m.State("IDLE"):
@@ -792,16 +810,7 @@ class CrossbarTile(wiring.Component):
                     def one_of(ops):
                         return self.op.as_value().matches(*ops)
 
-                    fwd_ops = [TileOp.FORWARD]
-                    tr_ops = [TileOp.TRANSPOSED, TileOp.TRANSPOSED_STREAM]
-                    stream_ops = [TileOp.TRANSPOSED_STREAM]
-                    grad_ops = []
                     if train:
-                        grad_ops = [TileOp.FORWARD_G, TileOp.TRANSPOSED_G,
-                                    TileOp.TRANSPOSED_STREAM_G]
-                        fwd_ops.append(TileOp.FORWARD_G)
-                        tr_ops += grad_ops[1:]
-                        stream_ops.append(TileOp.TRANSPOSED_STREAM_G)
                         m.d.sync += [is_grad.eq(one_of(grad_ops)),
                                      is_acc.eq(self.op == TileOp.ACCUMULATE),
                                      is_apply.eq(self.op == TileOp.APPLY)]
@@ -814,40 +823,21 @@ class CrossbarTile(wiring.Component):
                     with m.Switch(self.op):
                         with m.Case(TileOp.LOAD_W):
                             m.next = "LOAD_W"
-                        with m.Case(TileOp.READ_W):
+                        with m.Case(*read_ops):
                             m.next = "READ_ADDR"
                         with m.Case(TileOp.LOAD_X):
                             m.next = "LOAD_X"
                         with m.Case(TileOp.LOAD_S):
                             m.next = "LOAD_S"
-                        with m.Case(TileOp.READ_Y):
-                            m.next = "READ_ADDR"
                         with m.Case(*fwd_ops):
                             m.d.sync += [y_len.eq(rows), drain.eq(forward_drain)]
                             m.next = "ISSUE_ROWS"
-                        with m.Case(TileOp.UPDATE):
+                        with m.Case(*write_ops):
                             m.d.sync += drain.eq(6)
                             m.next = "ISSUE_ROWS"
-                        if train:
-                            with m.Case(TileOp.ACCUMULATE, TileOp.APPLY):
-                                m.d.sync += drain.eq(6)
-                                m.next = "ISSUE_ROWS"
-                            with m.Case(TileOp.READ_G):
-                                m.next = "READ_ADDR"
-                            with m.Case(TileOp.TRANSPOSED_G):
-                                m.d.sync += [y_len.eq(cols), drain.eq(6)]
-                                m.next = "ISSUE_COLS"
-                            if self._side:
-                                with m.Case(TileOp.TRANSPOSED_STREAM_G):
-                                    m.d.sync += [y_len.eq(cols), drain.eq(6)]
-                                    m.next = "ISSUE_COLS"
-                        with m.Case(TileOp.TRANSPOSED):
+                        with m.Case(*tr_ops):
                             m.d.sync += [y_len.eq(cols), drain.eq(6)]
                             m.next = "ISSUE_COLS"
-                        if self._side:
-                            with m.Case(TileOp.TRANSPOSED_STREAM):
-                                m.d.sync += [y_len.eq(cols), drain.eq(6)]
-                                m.next = "ISSUE_COLS"
                         if self._bias:
                             with m.Case(TileOp.LOAD_BIAS):
                                 m.next = "LOAD_BIAS"
