@@ -13,6 +13,9 @@ __all__ = ["run_plan_amaranth"]
 def run_plan_amaranth(config, plan: dict, vcd_path=None):
     """Run ``plan`` on the core in Amaranth's simulator.
 
+    ``config`` is the core's :class:`~xbarode.core_config.CoreConfig`, or anything holding it
+    as ``.config`` (the command line's ``AdjointParams``).
+
     Returns
     -------
     results : list of dict
@@ -22,7 +25,7 @@ def run_plan_amaranth(config, plan: dict, vcd_path=None):
         ``run`` and ``backward`` (RUN and BACKWARD latency per image), ``apply`` (APPLY
         latency per step).
     """
-    dut = Core(config)
+    dut = Core(getattr(config, "config", config))
     results, cycles = [], {"run": [], "backward": [], "apply": []}
     apply_after, read_after = set(plan["apply_after"]), set(plan["read_weights_after"])
 

@@ -23,7 +23,8 @@ from xbarode.core_config import CoreConfig
 
 from .core_plan import hardware_counts, model_network
 
-__all__ = ["compare", "gradient_words", "kernel_gradients", "make_plan", "weight_words"]
+__all__ = ["compare", "gradient_words", "image_loss", "kernel_gradients", "make_plan",
+           "weight_words"]
 
 
 def gradient_words(config: CoreConfig) -> int:
@@ -64,6 +65,14 @@ def kernel_gradients(config: CoreConfig, words) -> dict[str, np.ndarray]:
                 taps[p, q] = int(np.sum(grad * occupied))
         result[name] = taps
     return result
+
+
+def image_loss(config: CoreConfig, logits, label: int) -> float:
+    """The host's cross-entropy of one image from its logit words (``act`` format)."""
+    from xbarode.model.classifier import softmax_cross_entropy
+
+    scores = config.formats().act.to_float(np.asarray(logits))[None]
+    return float(softmax_cross_entropy(scores, np.array([label]))[0])
 
 
 def _weights(net) -> list[int]:
@@ -128,10 +137,8 @@ def make_plan(config: CoreConfig, params: dict, images: np.ndarray, labels, *,
         sums = {k: grads[k] if sums is None else sums[k] + grads[k] for k in "ABCd"}
         words = (sums["A"].ravel().tolist() + sums["B"].T.ravel().tolist()
                  + sums["C"].ravel().tolist() + sums["d"].tolist() + grads["z0"][0].tolist())
-        scores = config.formats().act.to_float(logits[0])
-        loss = float(np.log(np.sum(np.exp(scores - scores.max()))) + scores.max()
-                     - scores[label])
-        entry = {"kind": "image", "logits": logits[0].tolist(), "loss": loss,
+        entry = {"kind": "image", "logits": logits[0].tolist(),
+                 "loss": image_loss(config, logits[0], label),
                  "overflow": int(hardware_counts(net.overflow) > before)}
         if read_grads:
             entry["grads"] = words

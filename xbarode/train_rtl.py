@@ -31,12 +31,6 @@ def initial_params(config: CoreConfig, seed: int = 0) -> dict:
                               method=config.method, seed=seed))
 
 
-def _loss(config: CoreConfig, logits, label: int) -> float:
-    scores = config.formats().act.to_float(np.asarray(logits))
-    top = scores.max()
-    return float(np.log(np.sum(np.exp(scores - top))) + top - scores[label])
-
-
 def train_rtl(config: CoreConfig, params: dict, images: np.ndarray, labels, *,
               simulator: str = "verilator", out_dir=None) -> dict:
     """Train on ``images`` in RTL simulation and in the fixed-point model, side by side.
@@ -51,8 +45,8 @@ def train_rtl(config: CoreConfig, params: dict, images: np.ndarray, labels, *,
         (run + backward + apply / batch), ``seconds``, ``waveform``.
     """
     from xbarode.sim.adjoint_amaranth import run_plan_amaranth
-    from xbarode.sim.adjoint_plan import compare, make_plan
-    from xbarode.units import AdjointParams, _run_plan
+    from xbarode.sim.adjoint_plan import compare, image_loss, make_plan
+    from xbarode.units import AdjointParams, run_plan
 
     config = dataclasses.replace(config, training=True)
     labels = np.asarray(labels, dtype=np.int64)
@@ -60,16 +54,13 @@ def train_rtl(config: CoreConfig, params: dict, images: np.ndarray, labels, *,
     started = time.perf_counter()
     plan, expected = make_plan(config, params, images, labels, apply_every=config.batch,
                                read_grads=False, read_weights="last")
-    result = _run_plan("train", AdjointParams(config, config.batch), plan, expected, simulator,
-                       out_dir,
-                       lambda p, plan, vcd_path=None: run_plan_amaranth(p.config, plan,
-                                                                        vcd_path),
-                       "xbarode.sim.cocotb_adjoint", "xbarode_core", 0, compare=compare,
-                       keep_results=True)
+    result = run_plan("train", AdjointParams(config, config.batch), plan, expected, simulator,
+                      out_dir, run_plan_amaranth, "xbarode.sim.cocotb_adjoint", "xbarode_core",
+                      0, compare=compare, keep_results=True)
     got = result.pop("results")
     got_images = [r for r in got if r["kind"] == "image"]
     exp_images = [e for e in expected if e["kind"] == "image"]
-    rtl_loss = [_loss(config, r["logits"], int(y)) for r, y in zip(got_images, labels,
+    rtl_loss = [image_loss(config, r["logits"], int(y)) for r, y in zip(got_images, labels,
                                                                     strict=True)]
     model_loss = [e["loss"] for e in exp_images]
     batches = range(0, len(labels), config.batch)

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 __all__ = ["SIMULATORS", "UNITS", "AdjointParams", "Unit", "backward_mac_count", "cosim",
-           "generate", "synth"]
+           "generate", "run_plan", "synth"]
 
 #: Simulators of ``xbarode cosim``.
 SIMULATORS = ("amaranth", "verilator", "icarus")
@@ -72,9 +72,9 @@ def _tile_params(args):
     return params
 
 
-def _run_plan(unit: str, params, plan: dict, expected, simulator: str, out_dir: Path,
-              amaranth_runner, cocotb_module: str, top: str, seed: int,
-              compare=None, keep_results: bool = False) -> dict:
+def run_plan(unit: str, params, plan: dict, expected, simulator: str, out_dir: Path,
+             amaranth_runner, cocotb_module: str, top: str, seed: int,
+             compare=None, keep_results: bool = False) -> dict:
     """Run a plan on one simulator and compare it with the model's answers.
 
     ``amaranth_runner(params, plan, vcd_path=None) -> (results, cycles)``; on the cocotb
@@ -122,8 +122,8 @@ def _tile_cosim(params, vectors: int, seed: int, simulator: str, out_dir: Path) 
     from xbarode.sim.tile_plan import make_plan, model_results
 
     plan = make_plan(params, vectors, seed)
-    result = _run_plan("tile", params, plan, model_results(params, plan), simulator, out_dir,
-                       run_plan_amaranth, "xbarode.sim.cocotb_tile", "crossbar_tile", seed)
+    result = run_plan("tile", params, plan, model_results(params, plan), simulator, out_dir,
+                      run_plan_amaranth, "xbarode.sim.cocotb_tile", "crossbar_tile", seed)
     return {**result, "cycles_per_mvm": result["cycles"].get("forward")}
 
 
@@ -221,8 +221,8 @@ def _fourier_cosim(params, vectors: int, seed: int, simulator: str, out_dir: Pat
 
     plan = make_plan(params, vectors, seed)
     top = _FOURIER_TOPS[params.unit]
-    return _run_plan(params.unit, params, plan, model_results(params, plan), simulator,
-                     out_dir, run_plan_amaranth, "xbarode.sim.cocotb_fourier", top, seed)
+    return run_plan(params.unit, params, plan, model_results(params, plan), simulator,
+                    out_dir, run_plan_amaranth, "xbarode.sim.cocotb_fourier", top, seed)
 
 
 _FOURIER_TOPS = {"dft": "dft2d", "hadamard": "hadamard_unit", "fourier-conv": "fourier_conv"}
@@ -333,11 +333,9 @@ def _adjoint_cosim(params: AdjointParams, vectors: int, seed: int, simulator: st
     labels = rng.integers(0, config.classes, vectors)
     plan, expected = make_plan(config, random_params(config, seed), images, labels,
                                apply_every=params.apply_every)
-    result = _run_plan("adjoint", params, plan, expected, simulator, out_dir,
-                       lambda p, plan, vcd_path=None: run_plan_amaranth(p.config, plan,
-                                                                        vcd_path),
-                       "xbarode.sim.cocotb_adjoint", "xbarode_core", seed, compare=compare,
-                       keep_results=True)
+    result = run_plan("adjoint", params, plan, expected, simulator, out_dir,
+                      run_plan_amaranth, "xbarode.sim.cocotb_adjoint", "xbarode_core", seed,
+                      compare=compare, keep_results=True)
     got = result.pop("results")
     cycles = result.pop("cycles")
     if config.structure == "conv":
