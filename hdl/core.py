@@ -58,7 +58,8 @@ class CoreOp(enum.Enum, shape=4):
     BACKWARD        (training) the discrete adjoint over the stored trajectory; adds this
                     image's gradients to the tiles' accumulators; ``∂L/∂z_0`` kept
     APPLY           (training) one SGD step on A, Bᵀ, C and d from the accumulated
-                    gradients, which are cleared
+                    gradients, which are cleared; with ``structure = "conv"`` one step
+                    per kernel tap of A and Bᵀ (weights tied: they stay convolutions)
     READ_GRAD       (training) stream out the gradient sums (acc_width-bit words):
                     ``A`` (m·m), ``Bᵀ`` (m·m), ``C`` (classes·m), ``d`` (classes), then
                     ``∂L/∂z_0`` of the last BACKWARD (m grad words)
@@ -151,6 +152,9 @@ class Core(wiring.Component):
                            "sgd_shift": sgd + config.h_shift},
                      "B": {"grad_format": f.grad, "sgd_shift": sgd + config.h_shift},
                      "C": {"grad_format": f.grad, "sgd_shift": sgd}}
+            if config.structure == "conv":
+                # A and Bᵀ hold convolution matrices: SGD keeps their kernels' weights tied.
+                train["A"]["taps"] = train["B"]["taps"] = config.conv_taps()
         self._a = CrossbarTile(rows=m, cols=m, input_format=f.state, output_format=f.act,
                                lfsr_seed=site_seed(seed, 0), **common, **train.get("A", {}))
         self._b = CrossbarTile(rows=m, cols=m, input_format=f.act, output_format=f.state,

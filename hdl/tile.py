@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from amaranth import Module, Mux, Signal, signed
+from amaranth import Array, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import enum, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -65,7 +65,8 @@ class TileOp(enum.Enum, shape=4):
     ACCUMULATE ``G <- G + s xᵀ`` exactly in the gradient accumulators (``acc_width`` bits);
                with ``bias``, also ``g_d <- g_d + s``
     APPLY      ``W <- sat(W + narrow(-G · 2^-sgd_shift))``, ``G <- 0``; with ``bias``, then
-               ``d <- sat(d + narrow(-g_d · 2^-sgd_shift))``, ``g_d <- 0`` (one SGD step)
+               ``d <- sat(d + narrow(-g_d · 2^-sgd_shift))``, ``g_d <- 0`` (one SGD step);
+               tiles with ``taps`` take one step per kernel tap (weights tied)
     READ_G     stream out ``G`` (``rows·cols`` words, row-major), then ``g_d`` (``rows``
                words, tiles with ``bias``)
     ========== ====================================================================
@@ -129,6 +130,15 @@ class CrossbarTile(wiring.Component):
         APPLY's learning rate is ``2^-sgd_shift``. ACCUMULATE's products have
         ``grad_format.frac + input_format.frac`` fractional bits (one operand a gradient, the
         other of ``input_format``), the bias gradient ``grad_format.frac``.
+    taps : array_like of int, shape (k², rows), optional
+        The tile holds a convolution matrix whose tap ``t`` sits at ``W[i, taps[t, i]]``
+        (:func:`xbarode.model.conv.tap_columns`); APPLY keeps the kernel's weights tied: per
+        tap, the exact sum of ``G`` over the entries it occupies (the pull-back onto the
+        kernel), one rounding ``narrow(-sum · 2^-sgd_shift)``, drawn in tap order, added to
+        the tap's value in row 0, saturated and written to every entry it occupies; then
+        ``G <- 0`` everywhere. The model twin is
+        :meth:`~xbarode.model.fixed_ops.FixedTile.apply_kernel_gradient`. Needs
+        ``grad_format``.
 
     Attributes
     ----------
@@ -167,7 +177,10 @@ class CrossbarTile(wiring.Component):
     Latency, from the cycle ``start`` is seen to the ``done`` pulse inclusive:
     ``rows·C + T + 7`` cycles for FORWARD, where ``C = ceil(cols/lanes)`` and
     ``T = ceil(log2(lanes) / 2)`` adder-tree register stages; ``rows·C + 7`` for TRANSPOSED,
-    UPDATE, ACCUMULATE and APPLY (with ``bias``, APPLY takes ``rows`` cycles more). A result
+    UPDATE, ACCUMULATE and APPLY (with ``bias``, APPLY takes ``rows`` cycles more); with
+    ``taps`` (``K = k²`` of them), APPLY takes ``K·rows + max(K·(rows + 1), rows·C - 1) + 6``
+    cycles (the second term: writing the taps, or clearing ``G`` if that is longer), plus
+    ``rows`` with ``bias``. A result
     is in the output buffer when ``done`` rises. Every path between registers holds at most
     two carry chains, memory outputs are registered before any logic (a block RAM's
     clock-to-output is half a 100 MHz cycle on an ECP5), and the operand that every lane
@@ -180,7 +193,8 @@ class CrossbarTile(wiring.Component):
                  input_format: Format, output_format: Format, acc_width: int = 48,
                  rounding: str = "nearest", eta_shift: int = 0, lfsr_seed: int = LFSR_SEED,
                  weights=None, shift: int = 0, bias: bool = False, side_ports: bool = False,
-                 grad_format: Format | None = None, grad_shift: int = 0, sgd_shift: int = 0):
+                 grad_format: Format | None = None, grad_shift: int = 0, sgd_shift: int = 0,
+                 taps=None):
         for name, value in (("rows", rows), ("cols", cols), ("lanes", lanes),
                             ("acc_width", acc_width), ("eta_shift", eta_shift),
                             ("shift", shift), ("grad_shift", grad_shift),
@@ -220,6 +234,20 @@ class CrossbarTile(wiring.Component):
                                  f"({weight_format.min_int}..{weight_format.max_int})")
             weights = weights.astype(np.int64)
         self._weights = weights
+        if taps is not None:
+            if grad_format is None:
+                raise ValueError("taps need grad_format: the tied step is APPLY's")
+            taps = np.asarray(taps)
+            if taps.ndim != 2 or taps.shape[1] != rows or not taps.size \
+                    or not np.issubdtype(taps.dtype, np.integer):
+                raise ValueError(f"taps must be integers of shape (k², {rows}), not "
+                                 f"{taps.dtype} of shape {taps.shape}")
+            if taps.min() < 0 or taps.max() >= cols:
+                raise ValueError(f"taps must be columns 0..{cols - 1}")
+            if any(len(set(column)) != len(column) for column in taps.T.tolist()):
+                raise ValueError("taps must sit in distinct columns of each row")
+            taps = taps.astype(np.int64)
+        self._taps = taps
         self._shift, self._bias, self._side = shift, bool(bias), bool(side_ports)
         self._rows, self._cols, self._lanes = rows, cols, lanes
         self._wf, self._if, self._of = weight_format, input_format, output_format
@@ -330,6 +358,11 @@ class CrossbarTile(wiring.Component):
     def grad_format(self) -> Format | None:
         """Format of gradient words; None for a tile without the training operations."""
         return self._gf
+
+    @property
+    def taps(self) -> np.ndarray | None:
+        """Columns of each kernel tap, row by row (``taps[t, i]``); None for a dense tile."""
+        return None if self._taps is None else self._taps.copy()
 
     @property
     def grad_shift(self) -> int:
@@ -740,6 +773,70 @@ class CrossbarTile(wiring.Component):
                                  w_wr[k].en.eq(1)]
                     m.d.sync += u3_sat[k].eq(sat_w)
 
+        # The tied SGD step of a convolution tile (``taps``): a walk over the taps' entries,
+        # one per cycle (a ROM gives each entry's bank and chunk), twice: first summing G per
+        # tap (stage 1 reads the banks, stage 3 picks the tap's bank, stage 4 accumulates),
+        # then writing each tap's new value; G is cleared by a walk over all addresses that
+        # runs alongside the second.
+        tied = self._taps is not None
+        if tied:
+            n_taps = self._taps.shape[0]
+            pbits = max(1, (lanes - 1).bit_length())
+            cbits = max(1, (chunks - 1).bit_length())
+            places = [(j // lanes) << pbits | (j % lanes) for j in self._taps.ravel().tolist()]
+            m.submodules.taps = rom = Memory(shape=unsigned(pbits + cbits),
+                                             depth=n_taps * rows, init=places)
+            rom_rd = rom.read_port()
+            sum_shape = signed(self._acc_width + (rows - 1).bit_length())  # rows words, exact
+            m.submodules.tap_sums = sum_mem = Memory(shape=sum_shape, depth=n_taps, init=[])
+            m.submodules.tap_values = val_mem = Memory(shape=signed(wf.width), depth=n_taps,
+                                                       init=[])
+            sum_rd, sum_wr = sum_mem.read_port(domain="comb"), sum_mem.write_port()
+            val_rd, val_wr = val_mem.read_port(domain="comb"), val_mem.write_port()
+            tap = Signal(range(max(n_taps, 2)))
+            walk = Signal()          # an entry issued this cycle (the ROM is addressed)
+            writing = Signal()       # the second walk: write the taps' new values
+            zeroing = Signal()       # the walk clearing G
+            zaddr = Signal(range(max(w_depth, 2)))
+            t1_valid, t1_first, t1_last, t1_base, t1_tap = stage(
+                walk, row == 0, row == rows - 1, waddr, tap, name="t1")
+            t1_bank, t1_chunk = rom_rd.data[:pbits], rom_rd.data[pbits:]
+            t1_addr = Signal.like(waddr)
+            m.d.comb += [rom_rd.addr.eq(count), t1_addr.eq(t1_base + t1_chunk),
+                         val_rd.addr.eq(t1_tap)]
+            t2_valid, t2_first, t2_last, t2_tap, t2_bank = stage(
+                t1_valid & ~writing, t1_first, t1_last, t1_tap, t1_bank, name="t2")
+            t3_valid, t3_first, t3_last, t3_tap, t3_bank = stage(
+                t2_valid, t2_first, t2_last, t2_tap, t2_bank, name="t3")
+            t4_valid, t4_first, t4_last, t4_tap = stage(
+                t3_valid, t3_first, t3_last, t3_tap, name="t4")
+            picked_g = Signal(signed(self._acc_width))
+            picked_w = Signal(signed(wf.width))
+            m.d.sync += [picked_g.eq(Array(g_q)[t3_bank]), picked_w.eq(Array(w_q)[t3_bank])]
+            tap_acc = Signal(sum_shape)
+            tap_total = Signal(sum_shape)
+            m.d.comb += tap_total.eq(Mux(t4_first, picked_g, tap_acc + picked_g))
+            with m.If(t4_valid):
+                m.d.sync += tap_acc.eq(tap_total)
+                with m.If(t4_last):
+                    m.d.comb += [sum_wr.addr.eq(t4_tap), sum_wr.data.eq(tap_total),
+                                 sum_wr.en.eq(1)]
+                with m.If(t4_first):   # the tap's value, from row 0
+                    m.d.comb += [val_wr.addr.eq(t4_tap), val_wr.data.eq(picked_w),
+                                 val_wr.en.eq(1)]
+
+            def walk_taps(last_state):
+                """Issue the next entry of the tap walk; after the last, go to ``last_state``."""
+                m.d.comb += walk.eq(1)
+                m.d.sync += count.eq(count + 1)
+                with m.If(row == rows - 1):
+                    m.d.sync += [row.eq(0), waddr.eq(0), tap.eq(tap + 1)]
+                    with m.If(tap == n_taps - 1):
+                        m.d.sync += [count.eq(0), tap.eq(0)]
+                        m.next = last_state
+                with m.Else():
+                    m.d.sync += [row.eq(row + 1), waddr.eq(waddr + chunks)]
+
         # Pipeline occupancy: the operation ends when the last issue has drained: the last
         # forward result is written T + 6 cycles after its issue, a transposed one 6 cycles
         # after; an update writes 5 cycles after and raises the flag (if any) 6 after.
@@ -794,7 +891,7 @@ class CrossbarTile(wiring.Component):
             fwd_ops.append(TileOp.FORWARD_G)
             tr_ops += grad_ops[1:]
             stream_ops += grad_ops[2:]
-            write_ops += [TileOp.ACCUMULATE, TileOp.APPLY]
+            write_ops += [TileOp.ACCUMULATE] + ([] if tied else [TileOp.APPLY])
             read_ops.append(TileOp.READ_G)
 
         m.d.comb += self.busy.eq(1)
@@ -838,6 +935,10 @@ class CrossbarTile(wiring.Component):
                         with m.Case(*tr_ops):
                             m.d.sync += [y_len.eq(cols), drain.eq(6)]
                             m.next = "ISSUE_COLS"
+                        if tied:
+                            with m.Case(TileOp.APPLY):
+                                m.d.sync += tap.eq(0)
+                                m.next = "TAP_SUM"
                         if self._bias:
                             with m.Case(TileOp.LOAD_BIAS):
                                 m.next = "LOAD_BIAS"
@@ -969,6 +1070,50 @@ class CrossbarTile(wiring.Component):
                         m.next = "IDLE"
 
 
+            if tied:
+                with m.State("TAP_SUM"):
+                    walk_taps("TAP_DRAIN")
+                    m.d.sync += in_flight.eq(4)
+
+                with m.State("TAP_DRAIN"):   # the last tap's sum is written at stage 4
+                    m.d.sync += in_flight.eq(in_flight - 1)
+                    with m.If(in_flight == 1):
+                        m.d.sync += [zeroing.eq(1), zaddr.eq(0)]
+                        m.next = "TAP_STEP"
+
+                # One tap per cycle, in tap order: the step from the negated sum, one rounding.
+                with m.State("TAP_STEP"):
+                    shift = self.apply_shift
+                    m.d.comb += [sum_rd.addr.eq(count), val_rd.addr.eq(count)]
+                    neg = Signal(signed(len(sum_rd.data) + 1))
+                    m.d.comb += neg.eq(-sum_rd.data)
+                    step, sat_step = narrow(m, neg, shift, wf.width, offset(0, shift))
+                    advance(1, shift)
+                    total = Signal(signed(wf.width + 1))
+                    m.d.comb += total.eq(val_rd.data + step)
+                    new_value, sat_value = narrow(m, total, 0, wf.width)
+                    m.d.comb += [val_wr.addr.eq(count), val_wr.data.eq(new_value),
+                                 val_wr.en.eq(1)]
+                    with m.If(sat_step | sat_value):
+                        m.d.comb += overflow_set.eq(1)
+                    m.d.sync += count.eq(count + 1)
+                    with m.If(count == n_taps - 1):
+                        m.d.sync += [count.eq(0), writing.eq(1)]
+                        m.next = "TAP_WRITE"
+
+                with m.State("TAP_WRITE"):
+                    walk_taps("TAP_END")
+
+                # The last entry is written now; the clearing of G may still be running.
+                with m.State("TAP_END"):
+                    with m.If(~zeroing | (zaddr == w_depth - 1)):
+                        m.d.sync += writing.eq(0)
+                        if self._bias:
+                            m.d.sync += count.eq(0)
+                            m.next = "BIAS_APPLY"
+                        else:
+                            finish()
+
             # READ_W / READ_Y: one cycle to address the first chunk, then one word per cycle.
             # Every bank reads the same address, so a chunk's words are all present at once;
             # the next chunk is read as the last word of this one is taken (the read ports
@@ -992,15 +1137,14 @@ class CrossbarTile(wiring.Component):
                 m.d.comb += out_valid.eq(1)
                 if train:
                     row_major = row_major | (op == TileOp.READ_G)
-                for k in range(lanes):
-                    with m.If(lane == k):
-                        if train:
-                            with m.If(op == TileOp.READ_G):
-                                m.d.comb += self.o.payload.eq(g_rd[k].data)
-                        with m.If(op == TileOp.READ_W):
-                            m.d.comb += self.o.payload.eq(w_rd[k].data)
-                        with m.Elif(op != TileOp.READ_G):
-                            m.d.comb += self.o.payload.eq(y_rd[k].data)
+                # One multiplexer per source, indexed by the lane (a tree of log2(lanes)
+                # levels, not a chain of one 2:1 multiplexer per lane).
+                m.d.comb += self.o.payload.eq(Array(port.data for port in y_rd)[lane])
+                with m.If(op == TileOp.READ_W):
+                    m.d.comb += self.o.payload.eq(Array(port.data for port in w_rd)[lane])
+                if train:
+                    with m.If(op == TileOp.READ_G):
+                        m.d.comb += self.o.payload.eq(Array(port.data for port in g_rd)[lane])
                 with m.If(self.o.ready):
                     m.d.sync += count.eq(count + 1)
                     total = Signal.like(count)
@@ -1037,6 +1181,22 @@ class CrossbarTile(wiring.Component):
                         with m.If(count == rows - 1):
                             m.d.comb += self.done.eq(1)
                             m.next = "IDLE"
+        if tied:
+            # Stage 1 of the tap walks (the ROM's data is here): read the banks (summing
+            # walk) or write the tap's new value into its bank (writing walk).
+            with m.If(t1_valid & ~writing):
+                m.d.comb += [port.addr.eq(t1_addr) for port in w_rd + g_rd]
+            for k in range(lanes):
+                with m.If(t1_valid & writing & (t1_bank == k)):
+                    m.d.comb += [w_wr[k].addr.eq(t1_addr), w_wr[k].data.eq(val_rd.data),
+                                 w_wr[k].en.eq(1)]
+            with m.If(zeroing):
+                m.d.comb += [g_wr[k].addr.eq(zaddr) for k in range(lanes)]
+                m.d.comb += [g_wr[k].data.eq(0) for k in range(lanes)]
+                m.d.comb += [g_wr[k].en.eq(1) for k in range(lanes)]
+                m.d.sync += zaddr.eq(zaddr + 1)
+                with m.If(zaddr == w_depth - 1):
+                    m.d.sync += zeroing.eq(0)
         return m
 
     def _narrow_product(self, m, acc, is_grad, offset, k):

@@ -14,6 +14,7 @@ from .conv import (
     conv_kernel_grad,
     conv_matrix,
     kernel_pullback,
+    tap_columns,
 )
 from .data import DIGITS_SHAPE, Digits, load_digits_split
 from .fixed import (
@@ -88,6 +89,7 @@ __all__ = [
     "predict",
     "save_weights",
     "softmax_cross_entropy",
+    "tap_columns",
     "to_real",
     "train",
 ]

@@ -26,6 +26,7 @@ __all__ = [
     "conv_kernel_grad",
     "conv_matrix",
     "kernel_pullback",
+    "tap_columns",
 ]
 
 
@@ -44,6 +45,25 @@ def _index_map(kernel_size: int, shape: tuple[int, int]) -> np.ndarray:
     index = (src_r * width + src_c).reshape(kernel_size, kernel_size, height * width)
     index.flags.writeable = False
     return index
+
+
+def tap_columns(kernel_size: int, shape) -> np.ndarray:
+    """Where each tap sits in the convolution matrix: ``cols[t, i]`` is the column of row ``i``
+    that tap ``t = p·k + q`` occupies in ``conv_matrix(kernel, shape)``.
+
+    Every row holds each of the ``k²`` taps once, in distinct columns (``k <= min(H, W)``), so
+    a matrix ``M`` is a convolution matrix iff ``M[i, cols[t, i]]`` is the same for all ``i``
+    and ``M`` is zero elsewhere. The transpose of a convolution matrix is the convolution
+    matrix of the 180°-rotated kernel: the same map holds its taps too.
+
+    Returns
+    -------
+    ndarray of int64, shape (k², H·W), read-only
+    """
+    shape = _checks.image_shape(shape)
+    _checks.kernel(np.zeros((kernel_size, kernel_size)), shape)
+    index = _index_map(kernel_size, shape)
+    return index.reshape(kernel_size * kernel_size, -1).astype(np.int64)
 
 
 def conv_matrix(kernel, shape) -> np.ndarray:

@@ -134,11 +134,17 @@ class FixedNetwork:
         ``neumann_terms``, ``max_iter``, ``tol`` (integer LSBs of the state) for implicit Euler.
     lfsr_seed : int
         Seed of tile A's LFSR; B, C and the loss gradient use the next three values.
+    conv_taps : ndarray of int, shape (k², m), optional
+        ``A`` and ``B`` are circular-convolution matrices whose taps sit where
+        :func:`xbarode.model.conv.tap_columns` says: :meth:`sgd_step` then keeps the kernels'
+        weights tied (one step per tap, :meth:`FixedTile.apply_kernel_gradient`).
     """
 
     def __init__(self, params, formats: FixedFormats, *, rounding: str, h: float, steps: int,
-                 method: str = "euler", newton: dict | None = None, lfsr_seed: int = LFSR_SEED):
+                 method: str = "euler", newton: dict | None = None, lfsr_seed: int = LFSR_SEED,
+                 conv_taps: np.ndarray | None = None):
         self.formats = formats
+        self.conv_taps = None if conv_taps is None else np.asarray(conv_taps, dtype=np.int64)
         self.steps = steps
         self.h_shift = power_of_two_shift(h, "h")
         self.method = method
@@ -261,14 +267,21 @@ class FixedNetwork:
         """``W <- W - lr/batch_size · gradient`` for every tile and the bias, one rounding each.
 
         ``lr`` and ``batch_size`` are powers of two; with ``h`` they make up each update's
-        shift.
+        shift. With ``conv_taps``, ``A`` and ``B`` take one step per kernel tap instead of one
+        per matrix entry, so they stay convolution matrices.
         """
         f = self.formats
         shift = power_of_two_shift(lr, "lr") + power_of_two_shift(1 / batch_size, "1/batch_size")
-        self.A.apply_gradient(grads["A"], f.grad.frac + f.state.frac, shift=shift + self.h_shift)
-        # The core's tile B holds Bᵀ: its step draws in the row-major order of Bᵀ.
-        self.B.apply_gradient(grads["B"], f.grad.frac + f.act.frac, shift=shift + self.h_shift,
-                              transposed=True)
+        # The core's tile B holds Bᵀ: its step draws in the row-major (or tap) order of Bᵀ.
+        for tile, frac in ((self.A, f.state.frac), (self.B, f.act.frac)):
+            transposed = tile is self.B
+            if self.conv_taps is None:
+                tile.apply_gradient(grads[tile.name], f.grad.frac + frac,
+                                    shift=shift + self.h_shift, transposed=transposed)
+            else:
+                tile.apply_kernel_gradient(grads[tile.name], f.grad.frac + frac,
+                                           shift=shift + self.h_shift, taps=self.conv_taps,
+                                           transposed=transposed)
         self.C.apply_gradient(grads["C"], f.grad.frac + f.state.frac, shift=shift)
         step = narrow(-grads["d"], f.grad.frac + shift - f.weight.frac, f.weight,
                       self.C.rounder, self.overflow, "d.update")

@@ -183,6 +183,37 @@ class FixedTile:
         self.weights = np.clip(summed, self.weight_format.min_int, self.weight_format.max_int)
         self.overflow.add(f"{self.name}.weights", np.count_nonzero(self.weights != summed))
 
+    def apply_kernel_gradient(self, grad: np.ndarray, grad_frac: int, *, shift: int,
+                              taps: np.ndarray, transposed: bool = False) -> None:
+        """One SGD step of a tile holding a convolution matrix, its kernel's weights tied.
+
+        The tile holds ``M`` (``W``, or ``Wᵀ`` if ``transposed``: a hardware tile that holds
+        the transpose), whose tap ``t`` sits at ``M[i, taps[t, i]]`` in every row ``i`` (see
+        :func:`xbarode.model.conv.tap_columns`). The tap's gradient is the exact sum of the
+        dense gradient over those entries (the pull-back onto the kernel); its step is
+        ``narrow(-sum · 2^-shift)``, one rounding per tap, drawn in tap order; the tap's new
+        value ``sat(M[0, taps[t, 0]] + step)`` is written to every entry it occupies. Other
+        entries are left as they are. ``grad`` (the shape of ``W``) has ``grad_frac``
+        fractional bits.
+        """
+        taps = np.asarray(taps, dtype=np.int64)
+        held = self.weights.T if transposed else self.weights
+        dense = np.asarray(grad, dtype=np.int64)
+        dense = dense.T if transposed else dense
+        if taps.ndim != 2 or taps.shape[1] != held.shape[0]:
+            raise ValueError(f"{self.name}: taps must have shape (taps, {held.shape[0]}), not "
+                             f"{taps.shape}")
+        rows = np.arange(held.shape[0])
+        sums = dense[rows[None, :], taps].sum(axis=1)
+        step = narrow(-sums, grad_frac + shift - self.weight_format.frac, self.weight_format,
+                      self.rounder, self.overflow, f"{self.name}.update")
+        summed = held[0, taps[:, 0]] + step
+        value = np.clip(summed, self.weight_format.min_int, self.weight_format.max_int)
+        self.overflow.add(f"{self.name}.weights", np.count_nonzero(value != summed))
+        held = held.copy()
+        held[rows[None, :], taps] = value[:, None]
+        self.weights = held.T if transposed else held
+
 
 def euler_step(A: FixedTile, B: FixedTile, z: np.ndarray, *, state: Format, act: Format,
                h_shift: int, overflow: Overflow) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -20,7 +20,7 @@ import numpy as np
 from . import _checks
 from .adjoint import adjoint
 from .classifier import head_grads, logits, softmax_cross_entropy
-from .conv import Conv, Dense
+from .conv import Conv, Dense, tap_columns
 from .data import DIGITS_SHAPE, Digits, load_digits_split
 from .fixed import LFSR_SEED, ROUNDINGS, Lfsr, parse_format
 from .fixed_net import FixedFormats, FixedNetwork
@@ -158,8 +158,6 @@ class Config:
         Lfsr(self.lfsr_seed)
         formats = self.fixed_formats()  # validates every format and the accumulator width
         if self.precision == "fixed":
-            if self.structure != "dense":
-                raise ValueError("fixed point needs structure 'dense' (the tiles hold matrices)")
             power_of_two_shift(self.h, "h = T/steps")
             formats.check(self.m, self.classes)
 
@@ -251,11 +249,32 @@ def init_params(config: Config) -> dict[str, np.ndarray]:
 
 
 def fixed_network(config: Config, params: dict) -> FixedNetwork:
-    """The integer network for float ``params`` (quantised to the weight format, nearest)."""
+    """The integer network for float ``params`` (quantised to the weight format, nearest).
+
+    With ``structure = "conv"`` the tiles hold the kernels' convolution matrices (the direct
+    path) and SGD keeps the kernels' weights tied (``conv_taps``).
+    """
     newton = {"neumann_terms": config.neumann_terms, "max_iter": config.max_iter}
+    taps = None
+    if config.structure == "conv":
+        A, B = operators(config, params)
+        params = {**params, "A": A.dense(), "B": B.dense()}
+        taps = tap_columns(config.kernel_size, config.image_shape)
     return FixedNetwork(params, config.fixed_formats(), rounding=config.rounding, h=config.h,
                         steps=config.steps, method=config.method, newton=newton,
-                        lfsr_seed=config.lfsr_seed)
+                        lfsr_seed=config.lfsr_seed, conv_taps=taps)
+
+
+def network_params(config: Config, net: FixedNetwork) -> dict[str, np.ndarray]:
+    """The parameters of ``config``'s shapes held by ``net``: its matrices, or for
+    ``structure = "conv"`` the kernels read from row 0 of A's and B's matrices (SGD keeps
+    every row the same)."""
+    params = net.params()
+    if config.structure == "conv":
+        k = config.kernel_size
+        for name in "AB":
+            params[name] = params[name][0, net.conv_taps[:, 0]].reshape(k, k)
+    return params
 
 
 def predict(config: Config, params: dict, x: np.ndarray) -> np.ndarray:
@@ -369,7 +388,7 @@ def _fixed_stepper(config: Config):
         values = net.formats.act.to_float(scores)
         return softmax_cross_entropy(values, y)[0]
 
-    return step, net.params, lambda: dict(net.overflow.counts)
+    return step, lambda: network_params(config, net), lambda: dict(net.overflow.counts)
 
 
 def train(config: Config, data: Digits | None = None, progress=None):

@@ -52,7 +52,7 @@ def model_network(config: CoreConfig, params: dict):
     return FixedNetwork(core_params(config, params), config.formats(),
                         rounding=config.rounding, h=config.h, steps=config.steps,
                         method=config.method, newton=config.newton(),
-                        lfsr_seed=config.lfsr_seed)
+                        lfsr_seed=config.lfsr_seed, conv_taps=config.conv_taps())
 
 
 def random_params(config: CoreConfig, seed: int) -> dict:

@@ -176,10 +176,13 @@ def test_gradients_approximate_the_float64_adjoint():
 
 # --- the command line, and cocotb on the generated Verilog ----------------------------------
 
-@pytest.mark.parametrize("simulator", ["verilator", "icarus"])
-@pytest.mark.parametrize("method", ["euler", "implicit_euler"])
-def test_cosim_adjoint_on_cocotb(simulator, method, tmp_path):
-    config = small(image=(3, 3), lanes=4, method=method, rounding="stochastic")
+@pytest.mark.parametrize(("simulator", "method", "structure"), [
+    ("verilator", "euler", "dense"), ("verilator", "implicit_euler", "conv"),
+    ("icarus", "euler", "conv"), ("icarus", "implicit_euler", "dense")])
+def test_cosim_adjoint_on_cocotb(simulator, method, structure, tmp_path):
+    # Both methods and both structures (the tied SGD step) on each simulator.
+    config = small(image=(3, 3), lanes=4, method=method, rounding="stochastic",
+                   structure=structure, kernel=3)
     from xbarode.units import AdjointParams
 
     params = AdjointParams(config, apply_every=2)
@@ -276,3 +279,38 @@ def test_kernel_gradients_pulled_back_match_the_float64_kernel_adjoint(tmp_path)
         assert got.shape == (3, 3)
         assert np.abs(got - float_grads[name]).max() <= 1e-3 * max(
             np.abs(float_grads[name]).max(), 1.0), name
+
+
+def test_conv_sgd_keeps_the_kernels_tied_and_steps_like_the_float64_adjoint():
+    # One SGD step on a convolution core (24-bit formats, nearest rounding): the RTL's A and
+    # Bᵀ stay circular-convolution matrices, and each kernel moves by -lr times the float64
+    # adjoint's kernel gradient (train.loss_and_grads), to within 1e-3 of the step.
+    from xbarode.model.conv import conv_matrix
+    from xbarode.model.train import Config, loss_and_grads
+
+    config = small(image=(3, 4), structure="conv", kernel=3, lanes=5, classes=3, lr=0.5,
+                   batch=1, weight="24.20", state="24.16", act="24.14", grad="24.16",
+                   acc_width=62)
+    m, f = config.m, config.formats()
+    rng = np.random.default_rng(0)
+    images, labels = rng.uniform(0, 1, (1, m)), [1]
+    kernels = {k: f.weight.to_float(f.weight.quantize(v, "nearest"))
+               for k, v in random_params(config, 0).items()}
+    got = check_amaranth(config, kernels, images, labels, apply_every=1)[2]
+    words = np.array(got[-1]["weights"], dtype=np.int64)
+    a_new = f.weight.to_float(words[:m * m].reshape(m, m))
+    b_new = f.weight.to_float(words[m * m:2 * m * m].reshape(m, m)).T   # read as Bᵀ
+    reference = Config(structure="conv", kernel_size=3, image_shape=(3, 4), classes=3,
+                       steps=config.steps, T=config.steps * config.h)
+    x = f.state.to_float(f.state.quantize(images, "nearest"))
+    _, float_grads = loss_and_grads(reference, kernels, x, np.array(labels))
+    for name, new in (("A", a_new), ("B", b_new)):
+        # The kernel the RTL holds, read off output pixel (1, 1): its tap (p, q) reads input
+        # pixel (2 - p, 2 - q) (the convention of conv.py's docstring).
+        kernel = np.array([[new[1 * 4 + 1, (2 - p) * 4 + (2 - q)] for q in range(3)]
+                           for p in range(3)])
+        assert np.array_equal(new, conv_matrix(kernel, (3, 4))), f"{name} is not a convolution"
+        step = kernel - kernels[name]
+        want = -config.lr * float_grads[name]
+        assert np.abs(step - want).max() <= 1e-3 * np.abs(want).max() + 2.0 ** -20, name
+        assert np.abs(want).max() > 2.0 ** -10, "the step is too small to test anything"

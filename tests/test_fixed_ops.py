@@ -292,6 +292,38 @@ def test_tile_apply_gradient_equals_reference(data, rows, cols, shift, mode, gra
             assert abs(new - (old + step)) <= bound
 
 
+@given(data=st.data(), height=st.integers(1, 5), width=st.integers(1, 5),
+       shift=st.integers(0, 6), mode=st.sampled_from(MODES), transposed=st.booleans())
+@SETTINGS
+def test_tile_apply_kernel_gradient_equals_the_pulled_back_reference(data, height, width, shift,
+                                                                    mode, transposed):
+    # Reference: the float pull-back (conv.kernel_pullback) of the gradient held by the tile,
+    # one step per tap through the reference rounder (tap order), the matrix rebuilt by
+    # conv.conv_matrix. ``transposed``: the tile holds Wᵀ (the core's B).
+    from xbarode.model.conv import conv_matrix, kernel_pullback, tap_columns
+
+    k = data.draw(st.sampled_from([s for s in (1, 3, 5) if s <= min(height, width)]))
+    wf = data.draw(formats(min_width=4))
+    grad_frac = data.draw(st.integers(0, 24))
+    total = grad_frac + shift - wf.frac
+    assume(mode != "stochastic" or total <= 32)
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32)))
+    kernel = random_words(rng, wf, (k, k))
+    held = conv_matrix(kernel, (height, width)).astype(np.int64)
+    m = height * width
+    grad = rng.integers(-(2**30), 2**30, size=(m, m), endpoint=True)
+    t = tile(held.T if transposed else held, wf, mode, seed=77, name="W")
+    t.apply_kernel_gradient(grad.T if transposed else grad, grad_frac, shift=shift,
+                            taps=tap_columns(k, (height, width)), transposed=transposed)
+    sums = kernel_pullback(grad.astype(np.float64), k, (height, width))
+    new, step_clipped, clipped, _ = reference_apply_gradient(
+        kernel, sums.astype(np.int64), total, wf, ReferenceRounder(mode, 77))
+    want = conv_matrix(np.reshape(new, (k, k)), (height, width)).astype(np.int64)
+    assert np.array_equal(t.weights, want.T if transposed else want)
+    assert t.overflow.counts.get("W.update", 0) == step_clipped
+    assert t.overflow.counts.get("W.weights", 0) == clipped
+
+
 def test_tile_apply_gradient_saturates_weights():
     fmt = Format(8, 6)
     t = tile(np.array([[120, -120, 0]]), fmt, "nearest", name="W")

@@ -258,3 +258,97 @@ def test_draw_order_does_not_depend_on_lanes():
     assert compare(got_a, got_b)["mismatches"] == 0
     expected = model_results(a, plan)[0][0]["out"]
     assert np.array_equal(np.array(got_a[0][0]["out"]), np.array(expected))
+
+
+# --- the tied SGD step of a convolution tile (``taps``) ------------------------------------------
+
+TAP_TILE = {"weight_format": Format(16, 12), "input_format": Format(16, 10),
+            "output_format": Format(16, 10), "grad_format": Format(16, 11)}
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"grad_format": None}, r"^taps need grad_format: the tied step is APPLY's$"),
+    ({"taps": [[0, 1, 2]]}, r"^taps must be integers of shape \(k², 4\), not int64 of shape"),
+    ({"taps": [[0.0, 1, 2, 3]]}, r"^taps must be integers of shape \(k², 4\), not float64"),
+    ({"taps": [[0, 1, 2, 4]]}, r"^taps must be columns 0\.\.3$"),
+    ({"taps": [[0, 1, 2, 3], [0, 2, 3, 1]]}, r"^taps must sit in distinct columns of each row$"),
+])
+def test_tap_errors(changes, message):
+    args = {**TAP_TILE, "rows": 4, "cols": 4, "lanes": 2, "taps": [[0, 1, 2, 3]], **changes}
+    with pytest.raises(ValueError, match=message):
+        CrossbarTile(**args)
+
+
+def run_tied_apply(height, width, k, lanes, rounding, bias, seed, scale, sgd_shift=3):
+    """ACCUMULATE twice, APPLY, READ_W and READ_G on a tile holding a convolution matrix;
+    the model's answer from FixedTile.apply_kernel_gradient (and the bias's step)."""
+    from xbarode.hdl.tile import TileOp
+    from xbarode.model.conv import conv_matrix, tap_columns
+    from xbarode.model.fixed import Overflow, Rounder, narrow
+    from xbarode.model.fixed_ops import FixedTile
+    from xbarode.sim.streams import op_receive, op_run, op_send, run_simulation
+
+    rng = np.random.default_rng(seed)
+    m, wf, inf, gf = height * width, *(TAP_TILE[n] for n in ("weight_format", "input_format",
+                                                             "grad_format"))
+    taps = tap_columns(k, (height, width))
+    held = conv_matrix(rng.integers(-3000, 3000, (k, k)), (height, width)).astype(np.int64)
+    dut = CrossbarTile(rows=m, cols=m, lanes=lanes, rounding=rounding, sgd_shift=sgd_shift,
+                       taps=taps, bias=bias, **TAP_TILE)
+    xs = rng.integers(-scale, scale, (2, m))
+    ss = rng.integers(-scale, scale, (2, m))
+    d0 = rng.integers(-3000, 3000, m)
+    extra = m if bias else 0
+    got = {}
+
+    async def testbench(ctx):
+        await op_send(ctx, dut, TileOp.LOAD_W, held.ravel().tolist())
+        if bias:
+            await op_send(ctx, dut, TileOp.LOAD_BIAS, d0.tolist())
+        for x, s in zip(xs, ss, strict=True):
+            await op_send(ctx, dut, TileOp.LOAD_X, x.tolist())
+            await op_send(ctx, dut, TileOp.LOAD_S, s.tolist())
+            await op_run(ctx, dut, TileOp.ACCUMULATE)
+        got["latency"] = await op_run(ctx, dut, TileOp.APPLY)
+        got["weights"] = await op_receive(ctx, dut, TileOp.READ_W, m * m + extra)
+        got["grads"] = await op_receive(ctx, dut, TileOp.READ_G, m * m + extra)
+        got["overflow"] = ctx.get(dut.overflow)
+
+    run_simulation(dut, testbench)
+    overflow, rounder = Overflow(), Rounder(rounding, LFSR_SEED)
+    model = FixedTile(held, weight_format=wf, acc_width=48, rounder=rounder, overflow=overflow)
+    model.apply_kernel_gradient(ss.T @ xs, gf.frac + inf.frac, shift=sgd_shift, taps=taps)
+    want = model.weights.ravel().tolist()
+    if bias:
+        step = narrow(-ss.sum(axis=0), gf.frac + sgd_shift - wf.frac, wf, rounder, overflow)
+        want += np.clip(d0 + step, wf.min_int, wf.max_int).tolist()
+    return got, want, overflow.flag, dut
+
+
+@settings(max_examples=8, deadline=None)
+@given(height=st.integers(1, 4), width=st.integers(1, 5), data=st.data(),
+       rounding=st.sampled_from(["floor", "nearest", "stochastic"]), bias=st.booleans(),
+       seed=st.integers(0, 2**16))
+def test_tied_apply_matches_the_model(height, width, data, rounding, bias, seed):
+    m = height * width
+    k = data.draw(st.sampled_from([s for s in (1, 3) if s <= min(height, width)]))
+    lanes = data.draw(st.integers(1, m))
+    # Small operands (no saturation) or full-scale ones (the flag).
+    scale = data.draw(st.sampled_from([300, 32000]))
+    got, want, overflow, dut = run_tied_apply(height, width, k, lanes, rounding, bias, seed,
+                                              scale)
+    assert got["weights"] == want
+    assert not any(got["grads"]), "APPLY must clear every gradient sum"
+    assert got["overflow"] == overflow
+    n_taps, work = k * k, m * dut.chunks
+    documented = n_taps * m + max(n_taps * (m + 1), work - 1) + 6 + (m if bias else 0)
+    assert got["latency"] == documented
+
+
+def test_tied_apply_on_odd_sizes_both_walk_lengths():
+    # 5×3 images, 3×3 kernel, 4 lanes (writing the taps is the longer walk), and a 1×1
+    # kernel with 2 lanes (clearing G is), with and without saturation.
+    for k, lanes, scale in [(3, 4, 200), (1, 2, 32000)]:
+        got, want, overflow, _ = run_tied_apply(5, 3, k, lanes, "stochastic", True, 9, scale)
+        assert got["weights"] == want and not any(got["grads"])
+        assert got["overflow"] == overflow == (scale > 1000)

@@ -172,6 +172,16 @@ class CoreConfig:
                             act=parse_format(self.act), grad=parse_format(self.grad),
                             acc_width=self.acc_width)
 
+    def conv_taps(self):
+        """Columns of each kernel tap in A's and Bᵀ's matrices
+        (:func:`~xbarode.model.conv.tap_columns`) for ``structure = "conv"``; None for dense
+        tiles. Training keeps the kernels' weights tied along these."""
+        if self.structure != "conv":
+            return None
+        from xbarode.model.conv import tap_columns
+
+        return tap_columns(self.kernel, self.image)
+
     def newton(self) -> dict:
         """Newton options of the fixed-point model."""
         return {"neumann_terms": self.neumann_terms, "max_iter": self.max_iter,
