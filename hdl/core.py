@@ -15,6 +15,16 @@ chain costs about one product's time. The controller then combines B's result ch
 (``lanes`` words per cycle) with the state, and writes the next operand straight into A's
 input banks (and C's).
 
+The Fourier path (``conv_path = "fourier"``, ``structure = "conv"``, inference): two
+:class:`~xbarode.hdl.fourier.FourierConv` units hold A's and B's kernel spectra (LOAD_A and
+LOAD_B stream the spectrum words, ``xbarode.sim.core_plan.tile_words``). A chain streams
+``v`` into unit A (state words shifted into the data format, exactly), convolves, streams
+the result through the controller — narrowed to ``act`` (one rounding, tile A's LFSR seed),
+``φ`` applied, shifted back into the data format — into unit B, convolves, and narrows B's
+result to ``state`` with ``h`` folded in (tile B's seed) into banks that the combine reads.
+The model twin is ``FixedNetwork(fourier=…)`` (:class:`~xbarode.model.fixed_ops.
+FixedFourierConv`). READ_WEIGHTS then streams only ``C`` and ``d``.
+
 - explicit Euler: ``z ← sat(z + narrow(h·B·relu(A z)))``;
 - implicit Euler: predictor ``w = z + h·B·relu(A z)``; per Newton iteration the residual
   ``G = sat(w − z − h·B·relu(A w))`` (mask ``D`` recorded), stop when ``max|G| <= tol`` or
@@ -32,7 +42,8 @@ from amaranth.lib.wiring import In, Out
 from xbarode.core_config import CoreConfig
 from xbarode.model.fixed_net import site_seed
 
-from .rounding import narrow
+from .fourier import FourierConv, FourierOp
+from .rounding import LfsrBank, narrow, rounding_offset
 from .tile import CrossbarTile, TileOp
 
 __all__ = ["Core", "CoreOp"]
@@ -64,7 +75,7 @@ class CoreOp(enum.Enum, shape=4):
                     ``A`` (m·m), ``Bᵀ`` (m·m), ``C`` (classes·m), ``d`` (classes), then
                     ``∂L/∂z_0`` of the last BACKWARD (m grad words)
     READ_WEIGHTS    stream out the weights: ``A`` (m·m), ``Bᵀ`` (m·m), ``C`` (classes·m),
-                    ``d`` (classes)
+                    ``d`` (classes); on the Fourier path only ``C`` and ``d``
     =============== ===================================================================
     """
 
@@ -98,7 +109,8 @@ class Core(wiring.Component):
     Attributes
     ----------
     i : In(stream.Signature(signed(word)))
-        Words in (LOAD_*); ``word`` is the widest of the weight, state, act and grad formats.
+        Words in (LOAD_*); ``word`` is the widest of the weight, state, act and grad formats
+        (and the spectrum format on the Fourier path).
     o : Out(stream.Signature(signed(word)))
         Words out (READ_*); with ``training``, ``acc_width`` bits wide (READ_GRAD).
     op : In(CoreOp)
@@ -155,17 +167,29 @@ class Core(wiring.Component):
             if config.structure == "conv":
                 # A and Bᵀ hold convolution matrices: SGD keeps their kernels' weights tied.
                 train["A"]["taps"] = train["B"]["taps"] = config.conv_taps()
-        self._a = CrossbarTile(rows=m, cols=m, input_format=f.state, output_format=f.act,
-                               lfsr_seed=site_seed(seed, 0), **common, **train.get("A", {}))
-        self._b = CrossbarTile(rows=m, cols=m, input_format=f.act, output_format=f.state,
-                               shift=config.h_shift, lfsr_seed=site_seed(seed, 1), **common,
-                               **train.get("B", {}))
+        self._fourier = config.fourier()
+        word = max(f.weight.width, f.state.width, f.act.width, f.grad.width)
+        if self._fourier is None:
+            self._a = CrossbarTile(rows=m, cols=m, input_format=f.state, output_format=f.act,
+                                   lfsr_seed=site_seed(seed, 0), **common,
+                                   **train.get("A", {}))
+            self._b = CrossbarTile(rows=m, cols=m, input_format=f.act, output_format=f.state,
+                                   shift=config.h_shift, lfsr_seed=site_seed(seed, 1),
+                                   **common, **train.get("B", {}))
+        else:
+            # Units A and B instead of the tiles (their sites: seed + 4…6 and + 7…9).
+            fr = self._fourier
+            units = {"lanes": lanes, "data_format": fr["data"], "acc_width": config.acc_width,
+                     "twiddle_format": fr["twiddle"], "spectrum_format": fr["spectrum"],
+                     "rounding": config.rounding}
+            self._a = FourierConv(*config.image, lfsr_seed=site_seed(seed, 4), **units)
+            self._b = FourierConv(*config.image, lfsr_seed=site_seed(seed, 7), **units)
+            word = max(word, fr["spectrum"].width)
         self._c = CrossbarTile(rows=config.classes, cols=m, input_format=f.state,
                                output_format=f.act, bias=True, lfsr_seed=site_seed(seed, 2),
                                **common, **train.get("C", {}))
         for tile in (self._a, self._b, self._c):
             tile._MustUse__silence = True   # parts of the core, used when it is elaborated
-        word = max(f.weight.width, f.state.width, f.act.width, f.grad.width)
         out_word = max(word, config.acc_width) if config.training else word
         super().__init__({
             "i": In(stream.Signature(signed(word))),
@@ -197,7 +221,13 @@ class Core(wiring.Component):
         m, lanes, chunks, steps = cfg.m, cfg.lanes, self.chunks, cfg.steps
         sw = f.state.width
         A, B, C = self._a, self._b, self._c
-        mod.submodules.tile_a, mod.submodules.tile_b, mod.submodules.tile_c = A, B, C
+        fourier = self._fourier is not None
+        if fourier:
+            mod.submodules.fourier_a, mod.submodules.fourier_b = A, B
+        else:
+            mod.submodules.tile_a, mod.submodules.tile_b = A, B
+        mod.submodules.tile_c = C
+        tiles = (C,) if fourier else (A, B, C)
 
         # Banked vectors: lane k holds entries j ≡ k (mod lanes) at address j // lanes, the
         # tiles' own banking, so a whole chunk moves per cycle.
@@ -213,15 +243,19 @@ class Core(wiring.Component):
         d_rd, d_wr = banks("dl", chunks)
         t_rd, t_wr = banks("traj", (steps + 1) * chunks)
         lam_rd, lam_wr = banks("lam", chunks, f.grad.width) if cfg.training else ([], [])
+        # The Fourier path: the chain's operand v (A's input banks on the direct path) and its
+        # result h·B·φ(A v) (B's result banks on the direct path).
+        v_rd, v_wr = banks("v", chunks) if fourier else ([], [])
+        dz_rd, dz_wr = banks("dz", chunks) if fourier else ([], [])
         vec_addr = Signal(range(max(chunks + 1, 2)))
         traj_addr = Signal(range((steps + 2) * chunks + 1))
-        for port in z_rd + w_rd + g_rd + d_rd + lam_rd:
+        for port in z_rd + w_rd + g_rd + d_rd + lam_rd + v_rd + dz_rd:
             mod.d.comb += [port.addr.eq(vec_addr), port.en.eq(1)]
         for port in t_rd:
             mod.d.comb += [port.addr.eq(traj_addr), port.en.eq(1)]
-        for tile in (A, B, C):
-            mod.d.comb += tile.clear.eq(self.clear)
-        for tile in (A, B, C):
+        for unit in (A, B, C):
+            mod.d.comb += unit.clear.eq(self.clear)
+        for tile in tiles:
             mod.d.comb += tile.y_side_addr.eq(vec_addr)
 
         # Status.
@@ -269,6 +303,13 @@ class Core(wiring.Component):
             mod.d.comb += [tile.x_side_addr.eq(addr), tile.x_side_data[k].eq(value),
                            tile.x_side_en[k].eq(1)]
 
+        def chain_in(k, addr, value):
+            """Lane ``k`` of chunk ``addr`` of the next chain's operand."""
+            if fourier:
+                write_lane(v_wr, k, addr, value)
+            else:
+                side_write(A, k, addr, value)
+
         def saturate(value, width=sw):
             out, sat = narrow(mod, value, 0, width)
             return out, sat
@@ -305,8 +346,9 @@ class Core(wiring.Component):
                 with mod.If(self.start):
                     mod.d.sync += [count.eq(0), lane.eq(0), waddr.eq(0)]
                     with mod.Switch(self.op):
-                        for op, tile, tile_op in ((CoreOp.LOAD_A, A, TileOp.LOAD_W),
-                                                  (CoreOp.LOAD_B, B, TileOp.LOAD_W),
+                        load_ab = FourierOp.LOAD_SPECTRUM if fourier else TileOp.LOAD_W
+                        for op, tile, tile_op in ((CoreOp.LOAD_A, A, load_ab),
+                                                  (CoreOp.LOAD_B, B, load_ab),
                                                   (CoreOp.LOAD_C, C, TileOp.LOAD_W),
                                                   (CoreOp.LOAD_D, C, TileOp.LOAD_BIAS)):
                             with mod.Case(op):
@@ -324,8 +366,9 @@ class Core(wiring.Component):
                             mod.d.sync += total_words.eq(m)
                             mod.next = "READ_ADDR"
                         with mod.Case(CoreOp.READ_WEIGHTS):
-                            start_tile(A, TileOp.READ_W)
-                            mod.next = "READ_TILES_A"
+                            first = C if fourier else A
+                            start_tile(first, TileOp.READ_W)
+                            mod.next = "READ_TILES_C" if fourier else "READ_TILES_A"
                         with mod.Case(CoreOp.READ_TRAJECTORY):
                             mod.d.sync += total_words.eq((steps + 1) * m)
                             mod.next = "READ_ADDR"
@@ -378,7 +421,7 @@ class Core(wiring.Component):
                         with mod.If(lane == k):
                             write_lane(z_wr, k, waddr, word)
                             write_lane(t_wr, k, waddr, word)
-                            side_write(A, k, waddr, word)
+                            chain_in(k, waddr, word)
                             side_write(C, k, waddr, word)
                     mod.d.sync += count.eq(count + 1)
                     with mod.If((lane == lanes - 1) | (count == m - 1)):
@@ -398,28 +441,125 @@ class Core(wiring.Component):
                                    it.eq(0)]
                     mod.next = "CHAIN_START"
 
-            # One chain: B·φ(A v), the products overlapping.
-            with mod.State("CHAIN_START"):
-                start_tile(A, TileOp.FORWARD)
-                start_tile(B, TileOp.TRANSPOSED_STREAM)
-                mod.d.sync += u_idx.eq(0)
-                mod.next = "CHAIN_RUN"
-            with mod.State("CHAIN_RUN"):
-                u = A.y_out.payload
+            def phi(u):
+                """relu (the Neumann terms: the recorded mask) of ``u_idx``'s word ``u``."""
                 masked = Signal(signed(f.act.width))
                 with mod.If(phase == _NEU):
                     mod.d.comb += masked.eq(Mux(mask.bit_select(u_idx, 1), u, 0))
                 with mod.Else():
                     mod.d.comb += masked.eq(Mux(u > 0, u, 0))
-                mod.d.comb += [B.s_in.valid.eq(A.y_out.valid), B.s_in.payload.eq(masked)]
-                with mod.If(A.y_out.valid):
-                    mod.d.sync += u_idx.eq(u_idx + 1)
-                    with mod.If(phase != _NEU):
-                        # relu's Heaviside mask; the Neumann terms reuse the residual's.
-                        record_mask(u)
-                with mod.If(B.done):
-                    mod.d.sync += [chunk.eq(0), not_conv.eq(0)]
-                    mod.next = "COMBINE_ADDR"
+                return masked
+
+            def next_u(u):
+                """``u`` has passed: count it; relu's Heaviside mask (the Neumann terms reuse
+                the residual's)."""
+                mod.d.sync += u_idx.eq(u_idx + 1)
+                with mod.If(phase != _NEU):
+                    record_mask(u)
+
+            if not fourier:
+                # One chain: B·φ(A v), the products overlapping.
+                with mod.State("CHAIN_START"):
+                    start_tile(A, TileOp.FORWARD)
+                    start_tile(B, TileOp.TRANSPOSED_STREAM)
+                    mod.d.sync += u_idx.eq(0)
+                    mod.next = "CHAIN_RUN"
+                with mod.State("CHAIN_RUN"):
+                    u = A.y_out.payload
+                    mod.d.comb += [B.s_in.valid.eq(A.y_out.valid), B.s_in.payload.eq(phi(u))]
+                    with mod.If(A.y_out.valid):
+                        next_u(u)
+                    with mod.If(B.done):
+                        mod.d.sync += [chunk.eq(0), not_conv.eq(0)]
+                        mod.next = "COMBINE_ADDR"
+            else:
+                # One chain on the Fourier path: v into unit A, A's convolution, its result
+                # through the narrowing to act and φ into unit B, B's convolution, B's result
+                # narrowed (h folded in) into the dz banks. The two narrowings are rounding
+                # sites of their own (tile A's and tile B's seeds).
+                df = self._fourier["data"]
+                shift_u = df.frac - f.act.frac
+                shift_dz = df.frac + cfg.h_shift - f.state.frac
+
+                def site(name, shift, k):
+                    """The LFSR of a narrowing that discards ``shift`` bits, or None."""
+                    if cfg.rounding != "stochastic" or shift <= 0:
+                        return None
+                    mod.submodules[name] = bank = LfsrBank(
+                        draws=1, bits=shift, steps={1}, seed=site_seed(cfg.lfsr_seed, k))
+                    return bank
+
+                def narrowed(value, shift, width, lfsr):
+                    """``value`` narrowed by ``shift`` bits; the draw consumed by ``take``."""
+                    draw = None if lfsr is None else lfsr.draw[0]
+                    out, sat = narrow(mod, value, shift, width,
+                                      rounding_offset(cfg.rounding, shift, draw))
+
+                    def take():
+                        if lfsr is not None:
+                            mod.d.comb += lfsr.advance.eq(1)
+                        with mod.If(sat):
+                            mod.d.comb += ovf_set.eq(1)
+                    return out, take
+
+                lfsr_u, lfsr_dz = site("lfsr_u", shift_u, 0), site("lfsr_dz", shift_dz, 1)
+                with mod.State("CHAIN_START"):   # vec_addr = 0: chunk 0 of v is read
+                    start_tile(A, FourierOp.LOAD_REAL)
+                    mod.d.sync += [chunk.eq(0), lane.eq(0), count.eq(0)]
+                    mod.next = "F_LOAD"
+                with mod.State("F_LOAD"):
+                    word = Array(port.data for port in v_rd)[lane]
+                    mod.d.comb += [A.i.valid.eq(1), vec_addr.eq(chunk),
+                                   A.i.payload.eq(word << (df.frac - f.state.frac))]
+                    with mod.If(A.i.ready):
+                        mod.d.sync += count.eq(count + 1)
+                        with mod.If((lane == lanes - 1) | (count == m - 1)):
+                            mod.d.comb += vec_addr.eq(chunk + 1)
+                            mod.d.sync += [chunk.eq(chunk + 1), lane.eq(0)]
+                        with mod.Else():
+                            mod.d.sync += lane.eq(lane + 1)
+                    with mod.If(A.done):
+                        mod.next = "F_CONV_A"
+                for unit, name, then in ((A, "A", "F_PIPE_START"), (B, "B", "F_READ_START")):
+                    with mod.State(f"F_CONV_{name}"):
+                        start_tile(unit, FourierOp.CONV)
+                        mod.next = f"F_WAIT_{name}"
+                    with mod.State(f"F_WAIT_{name}"):
+                        with mod.If(unit.done):
+                            mod.next = then
+                with mod.State("F_PIPE_START"):
+                    start_tile(A, FourierOp.READ_REAL)
+                    start_tile(B, FourierOp.LOAD_REAL)
+                    mod.d.sync += u_idx.eq(0)
+                    mod.next = "F_PIPE"
+                with mod.State("F_PIPE"):
+                    u, take_u = narrowed(A.o.payload, shift_u, f.act.width, lfsr_u)
+                    mod.d.comb += [B.i.valid.eq(A.o.valid), A.o.ready.eq(B.i.ready),
+                                   B.i.payload.eq(phi(u) << (df.frac - f.act.frac))]
+                    with mod.If(A.o.valid & B.i.ready):
+                        next_u(u)
+                        take_u()
+                    with mod.If(B.done):
+                        mod.next = "F_CONV_B"
+                with mod.State("F_READ_START"):
+                    start_tile(B, FourierOp.READ_REAL)
+                    mod.d.sync += [chunk.eq(0), lane.eq(0)]
+                    mod.next = "F_READ"
+                with mod.State("F_READ"):
+                    dz, take_dz = narrowed(B.o.payload, shift_dz, sw, lfsr_dz)
+                    mod.d.comb += B.o.ready.eq(1)
+                    with mod.If(B.o.valid):
+                        take_dz()
+                        for k in range(lanes):
+                            with mod.If(lane == k):
+                                write_lane(dz_wr, k, chunk, dz)
+                        with mod.If(lane == lanes - 1):
+                            mod.d.sync += [lane.eq(0), chunk.eq(chunk + 1)]
+                        with mod.Else():
+                            mod.d.sync += lane.eq(lane + 1)
+                    with mod.If(B.done):
+                        mod.d.sync += [chunk.eq(0), not_conv.eq(0)]
+                        mod.next = "COMBINE_ADDR"
 
             # Combine, chunk by chunk: reads issued one cycle ahead.
             with mod.State("COMBINE_ADDR"):   # vec_addr = 0: chunk 0 is read
@@ -431,7 +571,7 @@ class Core(wiring.Component):
                 for k in range(lanes):
                     valid = Signal(name=f"cvalid{k}")
                     mod.d.comb += valid.eq(chunk * lanes + k < m)
-                    dz = B.y_side_data[k]
+                    dz = dz_rd[k].data if fourier else B.y_side_data[k]
                     z_k, w_k, g_k, d_k = z_rd[k].data, w_rd[k].data, g_rd[k].data, d_rd[k].data
                     wide = Signal(signed(sw + 2), name=f"cwide{k}")
                     with mod.Switch(phase):
@@ -454,18 +594,18 @@ class Core(wiring.Component):
                             with mod.Case(_EULER, _FINAL):
                                 write_lane(z_wr, k, chunk, value)
                                 write_lane(t_wr, k, traj_base + chunk, value)
-                                side_write(A, k, chunk, value)
+                                chain_in(k, chunk, value)
                                 side_write(C, k, chunk, value)
                             with mod.Case(_PREDICT, _WUPD):
                                 write_lane(w_wr, k, chunk, value)
-                                side_write(A, k, chunk, value)
+                                chain_in(k, chunk, value)
                             with mod.Case(_RESID):
                                 write_lane(g_wr, k, chunk, value)
                                 write_lane(d_wr, k, chunk, value)
-                                side_write(A, k, chunk, value)
+                                chain_in(k, chunk, value)
                             with mod.Case(_NEU):
                                 write_lane(d_wr, k, chunk, value)
-                                side_write(A, k, chunk, value)
+                                chain_in(k, chunk, value)
                 with mod.If(chunk_sat.any()):
                     mod.d.comb += ovf_set.eq(1)
                 with mod.If((phase == _RESID) & chunk_far.any()):
@@ -672,7 +812,8 @@ class Core(wiring.Component):
             # READ_WEIGHTS, READ_GRAD: the tiles' weights or gradient sums one after the other
             # (C's with the bias's); READ_GRAD then adds ∂L/∂z_0.
             tile_read = Mux(op_reg == CoreOp.READ_WEIGHTS, TileOp.READ_W, TileOp.READ_G)
-            for name, tile, then in (("A", A, B), ("B", B, C), ("C", C, None)):
+            reads = [("C", C, None)] if fourier else [("A", A, B), ("B", B, C), ("C", C, None)]
+            for name, tile, then in reads:
                 with mod.State(f"READ_TILES_{name}"):
                     mod.d.comb += [self.o.valid.eq(tile.o.valid),
                                    self.o.payload.eq(tile.o.payload),

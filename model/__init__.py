@@ -29,7 +29,7 @@ from .fixed import (
     parse_format,
 )
 from .fixed_net import FixedFormats, FixedNetwork, formats_for_width
-from .fixed_ops import FixedTile
+from .fixed_ops import FixedFourierConv, FixedTile
 from .fourier import dft_matrix, fourier_conv, from_real, kernel_spectrum, to_real
 from .ode import SOLVERS, ConvergenceWarning, Euler, ImplicitEuler, SolveInfo, odeint
 from .train import (
@@ -57,6 +57,7 @@ __all__ = [
     "Digits",
     "Euler",
     "FixedFormats",
+    "FixedFourierConv",
     "FixedNetwork",
     "FixedTile",
     "Format",

@@ -12,7 +12,9 @@ folded into narrowing shifts.
 
 Where randomness enters: each tile has its own :class:`~xbarode.model.fixed.Rounder`, seeded
 ``lfsr_seed + k`` for tiles A, B, C (k = 0, 1, 2); the loss gradient (the one float step, the
-softmax, which the host computes) is quantised with a fourth LFSR seeded ``lfsr_seed + 3``.
+softmax, which the host computes) is quantised with a fourth LFSR seeded ``lfsr_seed + 3``. On
+the Fourier path (``fourier``) A's and B's output narrowings keep seeds 0 and 1, and the two
+Fourier units use 4–6 and 7–9 (:func:`site_seed`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import numpy as np
 
 from .fixed import LFSR_SEED, Format, Overflow, Rounder, exact_matmul, narrow, parse_format
 from .fixed_ops import (
+    FixedFourierConv,
     FixedTile,
     accumulator_bits,
     euler_step,
@@ -138,12 +141,19 @@ class FixedNetwork:
         ``A`` and ``B`` are circular-convolution matrices whose taps sit where
         :func:`xbarode.model.conv.tap_columns` says: :meth:`sgd_step` then keeps the kernels'
         weights tied (one step per tap, :meth:`FixedTile.apply_kernel_gradient`).
+    fourier : dict, optional
+        The Fourier path of the core: ``A`` and ``B`` are k×k kernels whose products run
+        through :class:`~xbarode.model.fixed_ops.FixedFourierConv`; keys ``shape`` (H, W),
+        ``data``, ``twiddle``, ``spectrum`` (Formats). Sites: A's and B's output narrowings
+        take the seeds of tiles A and B; the Fourier units of A and B the seeds ``4, 5, 6``
+        and ``7, 8, 9`` after ``lfsr_seed`` (:func:`site_seed`). Inference only.
     """
 
     def __init__(self, params, formats: FixedFormats, *, rounding: str, h: float, steps: int,
                  method: str = "euler", newton: dict | None = None, lfsr_seed: int = LFSR_SEED,
-                 conv_taps: np.ndarray | None = None):
+                 conv_taps: np.ndarray | None = None, fourier: dict | None = None):
         self.formats = formats
+        self.fourier = fourier
         self.conv_taps = None if conv_taps is None else np.asarray(conv_taps, dtype=np.int64)
         self.steps = steps
         self.h_shift = power_of_two_shift(h, "h")
@@ -152,7 +162,16 @@ class FixedNetwork:
         self.overflow = Overflow()
         w = formats.weight
         tiles = {}
+        if fourier is not None:
+            for k, name in enumerate("AB"):
+                tiles[name] = FixedFourierConv(
+                    params[name], fourier["shape"], data=fourier["data"],
+                    twiddle=fourier["twiddle"], spectrum=fourier["spectrum"], rounding=rounding,
+                    seed=_seed(lfsr_seed, 4 + 3 * k), out_seed=_seed(lfsr_seed, k),
+                    overflow=self.overflow, name=name)
         for k, name in enumerate("ABC"):
+            if name in tiles:
+                continue
             ints = w.quantize(params[name], "nearest", self.overflow, f"{name}.load")
             tiles[name] = FixedTile(ints, weight_format=w, acc_width=formats.acc_width,
                                     rounder=Rounder(rounding, _seed(lfsr_seed, k)),
@@ -163,10 +182,19 @@ class FixedNetwork:
         formats.check(self.A.shape[0], self.C.shape[0])
 
     def params(self) -> dict[str, np.ndarray]:
-        """The current weights as floats (exactly the integers' values)."""
+        """The current weights as floats (exactly the integers' values; on the Fourier path
+        the kernels as given, whose spectra the host quantises)."""
         w = self.formats.weight
-        return {"A": w.to_float(self.A.weights), "B": w.to_float(self.B.weights),
-                "C": w.to_float(self.C.weights), "d": w.to_float(self.d)}
+        if self.fourier is not None:
+            a, b = self.A.kernel.copy(), self.B.kernel.copy()
+        else:
+            a, b = w.to_float(self.A.weights), w.to_float(self.B.weights)
+        return {"A": a, "B": b, "C": w.to_float(self.C.weights), "d": w.to_float(self.d)}
+
+    def _trainable(self) -> None:
+        if self.fourier is not None:
+            raise ValueError("the Fourier path has no adjoint here; train with the direct "
+                             "path (conv_path 'direct')")
 
     def forward(self, x: np.ndarray):
         """Integer forward pass of float images ``x`` (batch, m), pixels in [0, 1].
@@ -222,6 +250,7 @@ class FixedNetwork:
             (A, C), ``grad.frac + act.frac`` (B) and ``grad.frac`` (d) fractional bits; A and B
             still lack the factor h; ``z0``: ``∂L/∂z_0`` in the ``grad`` format.
         """
+        self._trainable()
         f = self.formats
         steps, batch, m = trajectory.shape[0] - 1, trajectory.shape[1], trajectory.shape[2]
         f.check(m, self.C.shape[0], gradient_terms=steps * batch)
@@ -270,6 +299,7 @@ class FixedNetwork:
         shift. With ``conv_taps``, ``A`` and ``B`` take one step per kernel tap instead of one
         per matrix entry, so they stay convolution matrices.
         """
+        self._trainable()
         f = self.formats
         shift = power_of_two_shift(lr, "lr") + power_of_two_shift(1 / batch_size, "1/batch_size")
         # The core's tile B holds Bᵀ: its step draws in the row-major (or tap) order of Bᵀ.

@@ -22,6 +22,7 @@ from .fixed import Format, Overflow, Rounder, exact_matmul, narrow
 
 __all__ = [
     "FOURIER_SITES",
+    "FixedFourierConv",
     "FixedTile",
     "accumulator_bits",
     "dft2_fixed",
@@ -413,6 +414,70 @@ def fourier_conv_fixed(kernel, image: np.ndarray, *, data: Format, twiddle: Form
                             overflow=overflow, inverse=True)
         out[b] = blocks[..., 0]
     return out
+
+
+class FixedFourierConv:
+    """Integer twin of a convolution by the Fourier path inside the core: the product ``K x``
+    of a k×k kernel's convolution matrix, with :class:`FixedTile`'s ``forward`` interface.
+
+    ``forward`` moves each input word into the Fourier ``data`` format (exactly: a left shift;
+    the formats are checked for it), convolves with :func:`fourier_conv_fixed` (its three
+    rounding sites, seeded ``seed``, ``seed + 1``, ``seed + 2``), and narrows each real part
+    to the output format with the extra ``shift`` folded in: one more rounding, drawn from its
+    own LFSR (``out_seed``) in the output's C order.
+
+    Parameters
+    ----------
+    kernel : array_like, shape (k, k)
+        Float kernel; the host quantises its spectrum (:func:`spectrum_words`).
+    shape : tuple of int
+        Image shape (H, W).
+    data, twiddle, spectrum : Format
+        The Fourier unit's formats.
+    rounding : {"floor", "nearest", "stochastic"}
+    seed, out_seed : int
+        LFSR seeds of the Fourier unit's sites and of the output narrowing.
+    overflow : Overflow
+    name : str
+        Prefix of the output narrowing's tally label (``NAME.forward``).
+    """
+
+    def __init__(self, kernel, shape: tuple[int, int], *, data: Format, twiddle: Format,
+                 spectrum: Format, rounding: str, seed: int, out_seed: int,
+                 overflow: Overflow, name: str):
+        self.kernel = np.asarray(kernel, dtype=np.float64)
+        self.image_shape = tuple(shape)
+        self.data, self.twiddle, self.spectrum = data, twiddle, spectrum
+        self.rounders = fourier_rounders(rounding, seed)
+        self.out_rounder = Rounder(rounding, out_seed)
+        self.overflow = overflow
+        self.name = name
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(m, m)``: the shape of the convolution matrix."""
+        m = self.image_shape[0] * self.image_shape[1]
+        return m, m
+
+    def accepts(self, fmt: Format) -> bool:
+        """Whether words of ``fmt`` move into the data format exactly (no rounding, no
+        saturation): at least as many fractional and integer bits."""
+        return (self.data.frac >= fmt.frac
+                and self.data.width - self.data.frac >= fmt.width - fmt.frac)
+
+    def forward(self, x: np.ndarray, in_format: Format, out_format: Format, *,
+                shift: int = 0) -> np.ndarray:
+        """``narrow(conv(x) · 2^-shift)`` for each row of ``x`` (batch, m), in ``out_format``."""
+        if not self.accepts(in_format):
+            raise ValueError(f"{self.name}: words of {in_format} do not fit the Fourier data "
+                             f"format {self.data} exactly")
+        words = np.asarray(x, dtype=np.int64) << (self.data.frac - in_format.frac)
+        images = words.reshape(-1, *self.image_shape)
+        y = fourier_conv_fixed(self.kernel, images, data=self.data, twiddle=self.twiddle,
+                               spectrum=self.spectrum, rounder=self.rounders,
+                               overflow=self.overflow).reshape(words.shape)
+        return narrow(y, self.data.frac + shift - out_format.frac, out_format,
+                      self.out_rounder, self.overflow, f"{self.name}.forward")
 
 
 def dft2_fixed(blocks: np.ndarray, *, data: Format, twiddle: Format, rounder,

@@ -11,6 +11,8 @@ time, its LFSRs running on across images as the hardware's do) answers the same 
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from xbarode.core_config import CoreConfig
@@ -21,15 +23,21 @@ __all__ = ["compare", "core_params", "hardware_counts", "make_plan", "model_netw
 
 # Overflow tally labels that belong to the host (quantising weights and images, and the loss
 # gradient, the host's softmax).
-_HOST = ("input", "A.load", "B.load", "C.load", "d.load", "loss")
+_HOST = ("input", "A.load", "B.load", "C.load", "d.load", "loss", "spectrum.load",
+         "twiddle.load")
 
 
 def core_params(config: CoreConfig, params: dict) -> dict:
     """Dense float parameters ``A``, ``B``, ``C``, ``d`` for the core's tiles.
 
     For ``structure = "conv"`` the kernels become their m×m circular-convolution matrices
-    (the direct path: the tiles hold the matrices).
+    (the direct path: the tiles hold the matrices); the Fourier path keeps the kernels.
     """
+    if config.conv_path == "fourier":
+        # The same checks as the direct path's; the units take the kernels themselves.
+        dense = core_params(dataclasses.replace(config, conv_path="direct"), params)
+        return {**dense, "A": np.asarray(params["A"], dtype=np.float64),
+                "B": np.asarray(params["B"], dtype=np.float64)}
     if config.structure == "conv":
         from xbarode.model.conv import conv_matrix
 
@@ -52,7 +60,8 @@ def model_network(config: CoreConfig, params: dict):
     return FixedNetwork(core_params(config, params), config.formats(),
                         rounding=config.rounding, h=config.h, steps=config.steps,
                         method=config.method, newton=config.newton(),
-                        lfsr_seed=config.lfsr_seed, conv_taps=config.conv_taps())
+                        lfsr_seed=config.lfsr_seed, conv_taps=config.conv_taps(),
+                        fourier=config.fourier())
 
 
 def random_params(config: CoreConfig, seed: int) -> dict:
@@ -75,18 +84,33 @@ def weight_loads(plan: dict) -> list:
     from xbarode.hdl.core import CoreOp
 
     w = plan["weights"]
-    return [(CoreOp.LOAD_A, w["A"]), (CoreOp.LOAD_B, w["Bt"]), (CoreOp.LOAD_C, w["C"]),
-            (CoreOp.LOAD_D, w["d"])]
+    return [(CoreOp.LOAD_A, w["A"]), (CoreOp.LOAD_B, w["Bt"] if "Bt" in w else w["B"]),
+            (CoreOp.LOAD_C, w["C"]), (CoreOp.LOAD_D, w["d"])]
+
+
+def tile_words(config: CoreConfig, net) -> dict:
+    """What LOAD_A and LOAD_B send: the words of A and Bᵀ (``A``, ``Bt``), or on the Fourier
+    path the kernels' spectra in LOAD_SPECTRUM's order, column by column (``A``, ``B``)."""
+    if config.conv_path == "fourier":
+        from xbarode.model.fixed_ops import spectrum_words
+
+        spectra = {}
+        for name in "AB":
+            unit = getattr(net, name)
+            words = spectrum_words(unit.kernel, config.image, unit.spectrum)
+            spectra[name] = np.swapaxes(words, 0, 1).ravel().tolist()
+        return spectra
+    return {"A": net.A.weights.ravel().tolist(), "Bt": net.B.weights.T.ravel().tolist()}
 
 
 def make_plan(config: CoreConfig, params: dict, images: np.ndarray) -> dict:
-    """The words the host sends: weights (``Bt`` is Bᵀ) and the images as state words."""
+    """The words the host sends: weights (``Bt`` is Bᵀ; see :func:`tile_words`) and the
+    images as state words."""
     net = model_network(config, params)
     images = np.asarray(images, dtype=np.float64).reshape(len(images), config.m)
     words = config.formats().state.quantize(images, "nearest")
     return {"config": config.to_toml(),
-            "weights": {"A": net.A.weights.ravel().tolist(),
-                        "Bt": net.B.weights.T.ravel().tolist(),
+            "weights": {**tile_words(config, net),
                         "C": net.C.weights.ravel().tolist(), "d": net.d.tolist()},
             "images": words.tolist(), "m": config.m, "classes": config.classes,
             "steps": config.steps}

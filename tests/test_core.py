@@ -49,7 +49,16 @@ def check_amaranth(config, params, images):
     ({"state": "16.16"}, r"^state: format frac must be >= 0 and < width \(16\), not 16$"),
     ({"structure": "conv", "kernel": 4}, r"^kernel must be odd and fit the image \(8, 8\), "
                                          r"not 4$"),
-    ({"conv_path": "fourier", "structure": "conv"}, r"^conv_path 'fourier' is not available"),
+    ({"conv_path": "fourier"}, r"^conv_path 'fourier' needs structure 'conv'$"),
+    ({"conv_path": "fourier", "structure": "conv", "training": True},
+     r"^conv_path 'fourier' is for inference; training needs conv_path 'direct'$"),
+    ({"conv_path": "fourier", "structure": "conv", "fourier_data": "18.10"},
+     r"^fourier_data 18\.10 cannot hold state words \(16\.11\) exactly: it needs at least 5 "
+     r"integer and 11 fractional bits$"),
+    ({"conv_path": "fourier", "structure": "conv", "fourier_data": "17.11"},
+     r"^fourier_data 17\.11 cannot hold act words \(16\.9\) exactly: it needs at least 7 "
+     r"integer and 9 fractional bits$"),
+    ({"twiddle": "18"}, r"^twiddle: "),
     ({"max_iter": 300}, r"^max_iter must be between 0 and 255, not 300$"),
     ({"lfsr_seed": 0}, r"^lfsr_seed: LFSR seed must be a non-zero 32-bit integer, not 0$"),
 ])
@@ -124,6 +133,48 @@ def test_conv_structure_on_the_direct_path(method):
     check_amaranth(config, params, images)
 
 
+@settings(max_examples=6, deadline=None)
+@given(h=st.integers(1, 3), w=st.integers(1, 4), data=st.data(),
+       method=st.sampled_from(["euler", "implicit_euler"]),
+       rounding=st.sampled_from(["floor", "nearest", "stochastic"]),
+       seed=st.integers(0, 2**16))
+def test_fourier_path_cores_match_the_model(h, w, data, method, rounding, seed):
+    # conv_path = "fourier": two FourierConv units and the controller's narrowings.
+    m = h * w
+    config = CoreConfig(image=(h, w), structure="conv", conv_path="fourier",
+                        kernel=data.draw(st.sampled_from([k for k in (1, 3) if k <= min(h, w)])),
+                        lanes=data.draw(st.integers(1, m)), classes=3,
+                        steps=data.draw(st.integers(1, 2)), method=method, rounding=rounding,
+                        neumann_terms=data.draw(st.integers(0, 2)),
+                        max_iter=data.draw(st.integers(0, 2)), lfsr_seed=seed + 1,
+                        fourier_data=data.draw(st.sampled_from(["22.12", "20.11", "24.16"])))
+    images = np.random.default_rng(seed).uniform(0, 1, (2, m))
+    check_amaranth(config, random_params(config, seed), images)
+
+
+def test_fourier_path_approaches_the_float64_network():
+    # A reference outside the fixed-point model: the Fourier core's logits against the float64
+    # network on the same kernels (train.predict), explicit Euler, 3×4 images; the error is
+    # the formats' rounding, a few act LSBs (2^-9) per step.
+    from xbarode.model.train import Config, predict
+
+    config = CoreConfig(image=(3, 4), structure="conv", conv_path="fourier", kernel=3,
+                        lanes=4, classes=3, steps=2, fourier_data="24.16")
+    params = random_params(config, 11)
+    images = np.random.default_rng(11).uniform(0, 1, (2, config.m))
+    got, _ = check_amaranth(config, params, images)
+    f = config.formats()
+    weights = {"A": params["A"], "B": params["B"],
+               **{k: f.weight.to_float(f.weight.quantize(params[k], "nearest")) for k in "Cd"}}
+    reference = Config(structure="conv", kernel_size=3, image_shape=(3, 4), classes=3,
+                       steps=2, T=2 * config.h)
+    x = f.state.to_float(f.state.quantize(images, "nearest"))
+    want = predict(reference, weights, x)
+    logits = f.act.to_float(np.array([g["logits"] for g in got]))
+    assert np.abs(logits - want).max() <= 8 * 2.0 ** -9, np.abs(logits - want).max()
+    assert np.abs(want).max() > 0.25
+
+
 def test_implicit_euler_iterates_and_reports_it():
     config = small(method="implicit_euler", neumann_terms=2, max_iter=4)
     images = np.random.default_rng(3).uniform(0, 1, (2, config.m))
@@ -168,11 +219,14 @@ def test_explicit_run_latency_and_mac_bound():
 
 # --- cocotb on the generated Verilog --------------------------------------------------------
 
-@pytest.mark.parametrize("simulator", ["verilator", "icarus"])
-@pytest.mark.parametrize("method", ["euler", "implicit_euler"])
-def test_small_core_on_cocotb_matches_the_model(simulator, method, tmp_path):
+@pytest.mark.parametrize(("simulator", "method", "conv_path"), [
+    ("verilator", "euler", "direct"), ("verilator", "implicit_euler", "fourier"),
+    ("icarus", "euler", "fourier"), ("icarus", "implicit_euler", "direct")])
+def test_small_core_on_cocotb_matches_the_model(simulator, method, conv_path, tmp_path):
+    # Both methods and both convolution paths on each simulator.
+    structure = "conv" if conv_path == "fourier" else "dense"
     config = small(image=(3, 3), lanes=4, method=method, neumann_terms=2, max_iter=3,
-                   rounding="stochastic")
+                   rounding="stochastic", structure=structure, conv_path=conv_path)
     params = random_params(config, 7)
     images = np.random.default_rng(7).uniform(0, 1, (3, config.m))
     result = simulate_core(config, params, images, simulator=simulator, out_dir=tmp_path)
@@ -212,6 +266,25 @@ def test_simulate_default_core_on_digits(capsys, tmp_path):
     # The overlap of the two products keeps the core under its MAC bound (target 1.15).
     assert result["cycles_per_image"] <= 1.15 * result["mac_bound_cycles"]
     assert result["mac_bound_cycles"] == mac_count(CoreConfig(), [0x100] * 8) / 16
+
+
+def test_simulate_fourier_path_on_digits(capsys, tmp_path):
+    # 3×3 kernels trained in fixed point (the model's tied SGD), run on the Fourier path.
+    weights = tmp_path / "conv.npz"
+    code, _, err = run(capsys, "train", "--width", "16", "--structure", "conv",
+                       "--kernel-size", "3", "--epochs", "5", "--out", weights, "--json")
+    assert code == 0, err
+    code, out, err = run(capsys, "simulate", "--set", "structure=conv", "--set",
+                         "conv_path=fourier", "--weights", weights, "--images", "4", "--out",
+                         tmp_path, "--json")
+    assert code == 0, err
+    result = last_json(out)
+    assert result["mismatches"] == 0 and result["agreement"] == 1.0
+    assert result["accuracy"] == result["model_accuracy"] >= 0.75
+    fourier = CoreConfig(structure="conv", conv_path="fourier")
+    assert result["mac_bound_cycles"] == mac_count(fourier, [0x100] * 8) / 16
+    # Per chain two Fourier convolutions: 2·(H·(2W)² + W·(2H)²) + 4·H·W MACs each.
+    assert mac_count(fourier, [0x100] * 8) == 8 * 2 * (2 * (8 * 256 + 8 * 256) + 256) + 640
 
 
 @pytest.mark.slow

@@ -623,3 +623,31 @@ def test_fourier_sites_draw_from_their_own_lfsrs_image_by_image():
     shared = fourier_conv_fixed(kernel, words, **fmts, rounder=Rounder("stochastic", 7),
                                 overflow=Overflow())
     assert not np.array_equal(both, shared)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_fixed_fourier_conv_forward_is_the_narrowed_convolution(mode):
+    # The core's Fourier product: state words in, act words out with h = 1/2 folded in;
+    # against scipy's wrapped convolution of the word values (bound: the Fourier path's
+    # documented error, halved by h, plus one output LSB).
+    from scipy.ndimage import convolve
+
+    from xbarode.model.fixed_ops import FixedFourierConv
+
+    rng = np.random.default_rng(5)
+    kernel = rng.uniform(-0.4, 0.4, (3, 3))
+    state, act = Format(16, 11), Format(16, 9)
+    data, twiddle, spectrum = Format(22, 12), Format(18, 16), Format(18, 14)
+    x = state.quantize(rng.uniform(-2, 2, (2, 20)), "nearest")
+    unit = FixedFourierConv(kernel, (4, 5), data=data, twiddle=twiddle, spectrum=spectrum,
+                            rounding=mode, seed=SEED, out_seed=SEED + 9, overflow=Overflow(),
+                            name="A")
+    y = act.to_float(unit.forward(x, state, act, shift=1))
+    values = state.to_float(x).reshape(2, 4, 5)
+    want = np.stack([convolve(v, kernel, mode="wrap") for v in values]).reshape(2, 20) / 2
+    bound = (4 + 5) * max(1.0, np.abs(kernel).sum()) * (2.0**-12 + 2.0**-16 + 2.0**-14) / 2
+    assert np.abs(y - want).max() <= bound + 2.0**-9
+    assert unit.overflow.total == 0 and unit.shape == (20, 20)
+    with pytest.raises(ValueError, match=r"^A: words of Q12\.4 do not fit the Fourier data "
+                                         r"format Q10\.12 exactly$"):
+        unit.forward(x, Format(16, 4), act)

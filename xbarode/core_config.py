@@ -10,7 +10,8 @@ is validated with a message that names the field. Example (all fields, default v
     kernel = 3                # kernel size for structure = "conv" (odd)
     classes = 10
     lanes = 16                # multipliers per tile, 1 … m
-    conv_path = "direct"      # "direct": tiles hold the m×m matrices; "fourier"
+    conv_path = "direct"      # "direct": tiles hold the m×m matrices; "fourier": DFT,
+                              # Hadamard product with the kernel's spectrum, inverse DFT
 
     [ode]
     steps = 8
@@ -28,6 +29,9 @@ is validated with a message that names the field. Example (all fields, default v
     acc_width = 48
     rounding = "nearest"      # floor | nearest | stochastic
     lfsr_seed = 0xACE1ACE1    # tiles A, B, C draw from seed, seed + 1, seed + 2
+    fourier_data = "22.12"    # conv_path = "fourier": the Fourier units' data words
+    twiddle = "18.16"         #   their DFT tables
+    spectrum = "18.14"        #   the kernels' spectra
 
     [train]
     training = false          # build the adjoint, gradient accumulators and SGD step
@@ -77,6 +81,9 @@ class CoreConfig:
     acc_width: int = 48
     rounding: str = "nearest"
     lfsr_seed: int = 0xACE1ACE1
+    fourier_data: str = "22.12"
+    twiddle: str = "18.16"
+    spectrum: str = "18.14"
     training: bool = False
     lr: float = 0.125
     batch: int = 32
@@ -126,7 +133,7 @@ class CoreConfig:
                               f"{self.batch}")
         if not isinstance(self.training, bool):
             raise ConfigError(f"training must be true or false, not {self.training!r}")
-        for name in ("weight", "state", "act", "grad"):
+        for name in ("weight", "state", "act", "grad", "fourier_data", "twiddle", "spectrum"):
             try:
                 parse_format(getattr(self, name))
             except (ValueError, TypeError) as error:
@@ -142,11 +149,20 @@ class CoreConfig:
             except ValueError as error:
                 raise ConfigError(f"acc_width: {error}") from None
         if self.conv_path == "fourier":
-            raise ConfigError("conv_path 'fourier' is not available in the core yet; use "
-                              "'direct' (the Fourier units exist on their own: xbarode cosim "
-                              "fourier-conv)")
-        if self.conv_path == "fourier" and self.structure != "conv":
-            raise ConfigError("conv_path 'fourier' needs structure 'conv'")
+            if self.structure != "conv":
+                raise ConfigError("conv_path 'fourier' needs structure 'conv'")
+            if self.training:
+                raise ConfigError("conv_path 'fourier' is for inference; training needs "
+                                  "conv_path 'direct'")
+            # State and activation words enter the Fourier units by a shift, exactly.
+            data = parse_format(self.fourier_data)
+            for name in ("state", "act"):
+                fmt = parse_format(getattr(self, name))
+                if data.frac < fmt.frac or data.width - data.frac < fmt.width - fmt.frac:
+                    raise ConfigError(
+                        f"fourier_data {self.fourier_data} cannot hold {name} words "
+                        f"({getattr(self, name)}) exactly: it needs at least "
+                        f"{fmt.width - fmt.frac} integer and {fmt.frac} fractional bits")
 
     @property
     def m(self) -> int:
@@ -174,13 +190,24 @@ class CoreConfig:
 
     def conv_taps(self):
         """Columns of each kernel tap in A's and Bᵀ's matrices
-        (:func:`~xbarode.model.conv.tap_columns`) for ``structure = "conv"``; None for dense
-        tiles. Training keeps the kernels' weights tied along these."""
-        if self.structure != "conv":
+        (:func:`~xbarode.model.conv.tap_columns`) for ``structure = "conv"`` on the direct
+        path; None otherwise. Training keeps the kernels' weights tied along these."""
+        if self.structure != "conv" or self.conv_path != "direct":
             return None
         from xbarode.model.conv import tap_columns
 
         return tap_columns(self.kernel, self.image)
+
+    def fourier(self) -> dict | None:
+        """The Fourier path's shape and formats for
+        :class:`~xbarode.model.fixed_net.FixedNetwork` (``conv_path = "fourier"``), else
+        None."""
+        if self.conv_path != "fourier":
+            return None
+        from xbarode.model.fixed import parse_format
+
+        return {"shape": self.image, "data": parse_format(self.fourier_data),
+                "twiddle": parse_format(self.twiddle), "spectrum": parse_format(self.spectrum)}
 
     def newton(self) -> dict:
         """Newton options of the fixed-point model."""
@@ -212,7 +239,8 @@ class CoreConfig:
 
 _GROUPS = {"core": ("image", "structure", "kernel", "classes", "lanes", "conv_path"),
            "ode": ("steps", "h", "method", "neumann_terms", "max_iter", "tol"),
-           "fixed": ("weight", "state", "act", "grad", "acc_width", "rounding", "lfsr_seed"),
+           "fixed": ("weight", "state", "act", "grad", "acc_width", "rounding", "lfsr_seed",
+                     "fourier_data", "twiddle", "spectrum"),
            "train": ("training", "lr", "batch")}
 
 

@@ -32,17 +32,21 @@ def default_weights() -> tuple:
 
 
 def mac_count(config: CoreConfig, status: list[int]) -> int:
-    """Multiply–accumulates of one inference: ``2·m²`` per chain (A and B), ``classes·m``.
+    """Multiply–accumulates of one inference: ``2·m²`` per chain (A and B; on the Fourier
+    path two Fourier convolutions, ``xbarode.study.fourier_conv_macs``), ``classes·m``.
 
     Explicit Euler: one chain per step. Implicit Euler, per step with ``k`` Newton updates:
     the predictor, ``k + 1`` residuals and ``k·neumann_terms`` Neumann terms.
     """
+    from xbarode.study import fourier_conv_macs
+
     m = config.m
     if config.method == "euler":
         chains = config.steps
     else:
         chains = sum(1 + (s & 0xFF) + 1 + (s & 0xFF) * config.neumann_terms for s in status)
-    return chains * 2 * m * m + config.classes * m
+    product = m * m if config.conv_path == "direct" else fourier_conv_macs(*config.image)
+    return chains * 2 * product + config.classes * m
 
 
 def simulate_core(config: CoreConfig, params: dict, images: np.ndarray, labels=None, *,

@@ -265,6 +265,12 @@ def fourier_conv_latency(height: int, width: int, lanes: int) -> int:
             + height * width + 4)
 
 
+def fourier_conv_macs(height: int, width: int) -> int:
+    """Multiply–accumulates of one Fourier convolution (dense blocks, zeros included): the DFT
+    and the IDFT, ``H·(2W)² + W·(2H)²`` each, and the Hadamard product's ``4·H·W``."""
+    return 2 * (height * (2 * width) ** 2 + width * (2 * height) ** 2) + 4 * height * width
+
+
 def fourier_multipliers(size: int, lanes: int) -> int:
     """Multipliers of the Fourier unit for S×S images: two arrays of ``min(lanes, 2S)`` lanes
     and the Hadamard unit's four."""
@@ -290,7 +296,7 @@ def fourier_figures(size: int, lanes: int) -> dict:
         "stream_out_cycles": stream_out,
         "cycles": stream_in + compute + stream_out,
         "per_kernel_cycles": 2 * h * w,                # LOAD_SPECTRUM, once per kernel
-        "macs": 2 * (h * (2 * w) ** 2 + w * (2 * h) ** 2) + 4 * h * w,
+        "macs": fourier_conv_macs(h, w),
         "memory_words": sum(words.values()),
         "memory": words,
         "memory_bits": sum(words[k] * formats[k][0] for k in words),
