@@ -318,10 +318,8 @@ class Core(wiring.Component):
             """One word per cycle on ``o`` from banked read ``ports``: lane ``lane`` of the
             chunk at address ``at`` (read one cycle ahead through ``addr``); the next address
             after the last lane or ``last_word``; ``end`` (the last word) ends the operation."""
-            mod.d.comb += [self.o.valid.eq(1), addr.eq(at)]
-            for k in range(lanes):
-                with mod.If(lane == k):
-                    mod.d.comb += self.o.payload.eq(ports[k].data)
+            mod.d.comb += [self.o.valid.eq(1), addr.eq(at),
+                           self.o.payload.eq(Array(port.data for port in ports)[lane])]
             with mod.If(self.o.ready):
                 mod.d.sync += count.eq(count + 1)
                 with mod.If((lane == lanes - 1) | last_word):

@@ -514,6 +514,19 @@ class CrossbarTile(wiring.Component):
         def offset(k, shift):
             return rounding_offset(self._rounding, shift, None if draws is None else draws[k])
 
+        def sgd_word(old, total_grad, shift):
+            """One word's SGD step, ``sat(old + narrow(-total_grad · 2^-shift))``, drawing one
+            LFSR word: the bias's and a kernel tap's. Returns the new word and whether the
+            step or the sum saturated."""
+            neg = Signal(signed(len(total_grad) + 1))
+            m.d.comb += neg.eq(-total_grad)
+            step, sat_step = narrow(m, neg, shift, wf.width, offset(0, shift))
+            advance(1, shift)
+            total = Signal(signed(wf.width + 1))
+            m.d.comb += total.eq(old + step)
+            new, sat_new = narrow(m, total, 0, wf.width)
+            return new, sat_step | sat_new
+
         overflow_set = Signal()
         with m.If(self.clear):
             m.d.sync += self.overflow.eq(0)
@@ -1051,18 +1064,11 @@ class CrossbarTile(wiring.Component):
                 # APPLY's bias step, one row per cycle, drawing after all the weights' draws
                 # (the model applies the weights' step, then the bias's, with one LFSR).
                 with m.State("BIAS_APPLY"):
-                    shift = self.bias_apply_shift
                     m.d.comb += [b_rd.addr.eq(count), gd_rd.addr.eq(count)]
-                    neg = Signal(signed(self._acc_width + 1))
-                    m.d.comb += neg.eq(-gd_rd.data)
-                    step, sat_step = narrow(m, neg, shift, wf.width, offset(0, shift))
-                    advance(1, shift)
-                    total = Signal(signed(wf.width + 1))
-                    m.d.comb += total.eq(b_rd.data + step)
-                    new_b, sat_b = narrow(m, total, 0, wf.width)
+                    new_b, sat_b = sgd_word(b_rd.data, gd_rd.data, self.bias_apply_shift)
                     m.d.comb += [b_wr.addr.eq(count), b_wr.data.eq(new_b), b_wr.en.eq(1),
                                  gd_wr.addr.eq(count), gd_wr.data.eq(0), gd_wr.en.eq(1)]
-                    with m.If(sat_step | sat_b):
+                    with m.If(sat_b):
                         m.d.comb += overflow_set.eq(1)
                     m.d.sync += count.eq(count + 1)
                     with m.If(count == rows - 1):
@@ -1083,18 +1089,11 @@ class CrossbarTile(wiring.Component):
 
                 # One tap per cycle, in tap order: the step from the negated sum, one rounding.
                 with m.State("TAP_STEP"):
-                    shift = self.apply_shift
                     m.d.comb += [sum_rd.addr.eq(count), val_rd.addr.eq(count)]
-                    neg = Signal(signed(len(sum_rd.data) + 1))
-                    m.d.comb += neg.eq(-sum_rd.data)
-                    step, sat_step = narrow(m, neg, shift, wf.width, offset(0, shift))
-                    advance(1, shift)
-                    total = Signal(signed(wf.width + 1))
-                    m.d.comb += total.eq(val_rd.data + step)
-                    new_value, sat_value = narrow(m, total, 0, wf.width)
+                    new_value, sat_value = sgd_word(val_rd.data, sum_rd.data, self.apply_shift)
                     m.d.comb += [val_wr.addr.eq(count), val_wr.data.eq(new_value),
                                  val_wr.en.eq(1)]
-                    with m.If(sat_step | sat_value):
+                    with m.If(sat_value):
                         m.d.comb += overflow_set.eq(1)
                     m.d.sync += count.eq(count + 1)
                     with m.If(count == n_taps - 1):
