@@ -352,3 +352,26 @@ def test_tied_apply_on_odd_sizes_both_walk_lengths():
         got, want, overflow, _ = run_tied_apply(5, 3, k, lanes, "stochastic", True, 9, scale)
         assert got["weights"] == want and not any(got["grads"])
         assert got["overflow"] == overflow == (scale > 1000)
+
+
+def test_bench_tile_reports_cycles_and_passes_the_router(monkeypatch, capsys, tmp_path):
+    # Synthesis itself takes half an hour at 64 lanes (figures in the README); here the
+    # bench's plumbing: measured cycles (the documented latency) and the router it asks for.
+    import xbarode.synth
+
+    asked = {}
+
+    def fake_synthesize(component, top, **kwargs):
+        asked.update(kwargs, top=top, lanes=component.lanes)
+        return {"luts": 1, "carry": 2, "lutram": 3, "ffs": 4, "mult18": 5, "ebr": 6,
+                "fmax_mhz": 7.0}
+
+    monkeypatch.setattr(xbarode.synth, "synthesize", fake_synthesize)
+    code = main(["bench", "tile", "--lanes", "32", "--out", str(tmp_path), "--json"])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    (row,) = result["tiles"]
+    assert asked["router"] == "router2" and asked["top"] == "crossbar_tile"
+    assert asked["lanes"] == 32
+    assert row["forward_cycles"] == 64 * 2 + 3 + 7 and row["transposed_cycles"] == 64 * 2 + 7
+    assert row["fmax_mhz"] == 7.0

@@ -166,10 +166,12 @@ def bench_model(batch=64, steps=8, T=1.0, repeats=30, seed=0, quiet=False) -> di
 
 
 def bench_tile(lanes=(16, 64), *, rows=64, cols=64, width=16, frac=12, device="ecp5-85f",
-               freq_mhz=100.0, out_dir="build/bench-tile", quiet=False) -> dict:
+               freq_mhz=100.0, out_dir="build/bench-tile", router="router2",
+               quiet=False) -> dict:
     """Synthesise a 64×64 16-bit tile at each lane count and measure its cycles per product.
 
-    Place and route takes several minutes per design on this 2-core machine. Cycles come from
+    Place and route takes several minutes per design on this 2-core machine (the 64-lane
+    tile about 30 minutes; only nextpnr's router2 routes it). Cycles come from
     one Amaranth simulation of a forward and a transposed product (latency, start to done).
     """
     from pathlib import Path
@@ -183,7 +185,8 @@ def bench_tile(lanes=(16, 64), *, rows=64, cols=64, width=16, frac=12, device="e
         params = TileParams(rows=rows, cols=cols, lanes=n, width=width, frac=frac)
         _, cycles = run_plan_amaranth(params, make_plan(params, 1, 0, ops_per_vector=2))
         report = synthesize(params.component(), "crossbar_tile", device=device,
-                            out_dir=Path(out_dir) / f"lanes{n}", freq_mhz=freq_mhz)
+                            out_dir=Path(out_dir) / f"lanes{n}", freq_mhz=freq_mhz,
+                            router=router)
         row = {"lanes": n, "forward_cycles": cycles["forward"],
                "transposed_cycles": cycles["transposed"],
                **{k: report[k] for k in ("luts", "carry", "lutram", "ffs", "mult18", "ebr",

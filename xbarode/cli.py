@@ -604,7 +604,8 @@ def cmd_bench_tile(args) -> dict:
 
     lanes = tuple(int(n) for n in args.lanes.split(","))
     return {"command": "bench tile",
-            **bench_tile(lanes, device=args.device, out_dir=args.out, quiet=args.json)}
+            **bench_tile(lanes, device=args.device, out_dir=args.out, router=args.router,
+                         quiet=args.json)}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -781,6 +782,9 @@ def build_parser() -> argparse.ArgumentParser:
     tile.add_argument("--lanes", default="16,64",
                       help="comma-separated lane counts (default: %(default)s)")
     tile.add_argument("--device", default="ecp5-85f", help="FPGA (default: %(default)s)")
+    tile.add_argument("--router", choices=("router1", "router2"), default="router2",
+                      help="nextpnr's router (default: %(default)s; router1 does not route "
+                           "the 64-lane tile)")
     tile.add_argument("--out", default="build/bench-tile",
                       help="folder for synthesis files (default: %(default)s)")
     _add_json(tile)
