@@ -133,7 +133,10 @@ class Core(wiring.Component):
     Latency of RUN: per explicit step one chain (about ``m·C + T + 15`` cycles with
     ``C = ceil(m/lanes)``, the two products overlapping) and one combine (``C + 1``); implicit
     steps take one chain and combine per predictor, residual, Neumann term, and one combine per
-    update; then C's forward product. ``xbarode simulate`` reports the measured cycles.
+    update; then C's forward product. On the Fourier path a chain takes about
+    ``2·CONV + 3·m`` cycles (``CONV``: :class:`~xbarode.hdl.fourier.FourierConv`'s latency; the
+    two convolutions run one after the other, and A's result streams into B while it is read
+    out). ``xbarode simulate`` reports the measured cycles.
 
     BACKWARD (``training``), the discrete adjoint of DESIGN §3 on the stored trajectory: C's
     transposed product ``λ = Cᵀ ∂L/∂logits`` and C's gradient accumulation (running on
