@@ -539,11 +539,17 @@ class CrossbarTile(wiring.Component):
         lane = Signal(range(max(lanes, 2)))
         waddr = Signal(range(max(w_depth, 2)))
         count = Signal(range(max(rows * cols, max(rows, cols)) + 1))
+        # The weight banks' read addresses come from registers only (no arithmetic between a
+        # register and the 2·lanes address pins): TRANSPOSED's row·C + chunk and READ_*'s
+        # next address are counters of their own.
+        col_addr = Signal(range(max(w_depth, 2)))
+        next_addr = Signal(range(w_depth + 2))
         y_len = Signal(range(max(rows, cols) + 1))
         op = Signal(TileOp)
 
         def reset_counters():
-            m.d.sync += [row.eq(0), chunk.eq(0), lane.eq(0), waddr.eq(0), count.eq(0)]
+            m.d.sync += [row.eq(0), chunk.eq(0), lane.eq(0), waddr.eq(0), count.eq(0),
+                         col_addr.eq(0), next_addr.eq(1)]
 
         def step_lane_chunk():
             """Advance (lane, chunk) to the next element of a vector: bank lane, address chunk."""
@@ -1026,11 +1032,12 @@ class CrossbarTile(wiring.Component):
                 with m.If(chunk == chunks - 1):
                     m.d.comb += issue_nlanes.eq(last_lanes)
                 for port in w_rd:
-                    m.d.comb += port.addr.eq(row * chunks + chunk)
+                    m.d.comb += port.addr.eq(col_addr)     # row·C + chunk
                 m.d.comb += s_rd.addr.eq(row)
                 with m.If(ready_row):
+                    m.d.sync += col_addr.eq(col_addr + chunks)
                     with m.If(row == rows - 1):
-                        m.d.sync += [row.eq(0), chunk.eq(chunk + 1)]
+                        m.d.sync += [row.eq(0), chunk.eq(chunk + 1), col_addr.eq(chunk + 1)]
                         with m.If(chunk == chunks - 1):
                             m.d.sync += in_flight.eq(drain)
                             m.next = "DRAIN"
@@ -1130,9 +1137,9 @@ class CrossbarTile(wiring.Component):
                 for port in w_rd + y_rd + g_rd:
                     m.d.comb += port.en.eq(0)
                 for k in range(lanes):
-                    m.d.comb += [w_rd[k].addr.eq(waddr + 1), y_rd[k].addr.eq(chunk + 1)]
+                    m.d.comb += [w_rd[k].addr.eq(next_addr), y_rd[k].addr.eq(chunk + 1)]
                 for port in g_rd:
-                    m.d.comb += port.addr.eq(waddr + 1)
+                    m.d.comb += port.addr.eq(next_addr)     # waddr + 1
                 m.d.comb += out_valid.eq(1)
                 if train:
                     row_major = row_major | (op == TileOp.READ_G)
@@ -1154,6 +1161,7 @@ class CrossbarTile(wiring.Component):
                                   | ((chunk == chunks - 1) & (lane == last_lanes - 1))):
                             for port in w_rd + g_rd:
                                 m.d.comb += port.en.eq(1)
+                            m.d.sync += next_addr.eq(next_addr + 1)
                         step_row_major()
                     with m.Else():
                         with m.If(lane == lanes - 1):
