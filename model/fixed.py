@@ -104,6 +104,11 @@ class Format:
         """Largest representable value."""
         return self.max_int * self.lsb
 
+    def holds(self, other: Format) -> bool:
+        """Whether every word of ``other`` is a word of this format after a left shift (at
+        least as many integer and fractional bits): moving it here is exact."""
+        return self.frac >= other.frac and self.width - self.frac >= other.width - other.frac
+
     def to_float(self, ints) -> np.ndarray:
         """Values of integers in this format."""
         return np.asarray(ints, dtype=np.float64) * self.lsb

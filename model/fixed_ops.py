@@ -459,16 +459,10 @@ class FixedFourierConv:
         m = self.image_shape[0] * self.image_shape[1]
         return m, m
 
-    def accepts(self, fmt: Format) -> bool:
-        """Whether words of ``fmt`` move into the data format exactly (no rounding, no
-        saturation): at least as many fractional and integer bits."""
-        return (self.data.frac >= fmt.frac
-                and self.data.width - self.data.frac >= fmt.width - fmt.frac)
-
     def forward(self, x: np.ndarray, in_format: Format, out_format: Format, *,
                 shift: int = 0) -> np.ndarray:
         """``narrow(conv(x) · 2^-shift)`` for each row of ``x`` (batch, m), in ``out_format``."""
-        if not self.accepts(in_format):
+        if not self.data.holds(in_format):
             raise ValueError(f"{self.name}: words of {in_format} do not fit the Fourier data "
                              f"format {self.data} exactly")
         words = np.asarray(x, dtype=np.int64) << (self.data.frac - in_format.frac)

@@ -44,27 +44,20 @@ def kernel_gradients(config: CoreConfig, words) -> dict[str, np.ndarray]:
 
     The tiles hold the kernels' m×m circular-convolution matrices and accumulate dense
     gradient sums; the host pulls them back onto the kernels: the gradient of tap ``(p, q)``
-    is the exact sum of the dense entries that tap occupies (``kernel_pullback`` on
-    integers). ``A`` and ``B`` keep the dense sums' fractional bits.
+    is the exact integer sum of the dense entries that tap occupies
+    (:func:`~xbarode.model.conv.tap_columns`). ``A`` and ``B`` keep the dense sums' fractional
+    bits.
     """
-    from xbarode.model.conv import conv_matrix
+    from xbarode.model.conv import tap_columns
 
     if config.structure != "conv":
         raise ValueError("kernel gradients need structure = 'conv'")
     m, k = config.m, config.kernel
     words = np.asarray(words, dtype=np.int64)
     dense = {"A": words[:m * m].reshape(m, m), "B": words[m * m:2 * m * m].reshape(m, m).T}
-    result = {}
-    for name, grad in dense.items():
-        taps = np.zeros((k, k), dtype=np.int64)
-        for p in range(k):
-            for q in range(k):
-                tap = np.zeros((k, k))
-                tap[p, q] = 1.0
-                occupied = conv_matrix(tap, config.image).astype(np.int64)
-                taps[p, q] = int(np.sum(grad * occupied))
-        result[name] = taps
-    return result
+    taps = tap_columns(k, config.image)
+    return {name: grad[np.arange(m)[None, :], taps].sum(axis=1).reshape(k, k)
+            for name, grad in dense.items()}
 
 
 def image_loss(config: CoreConfig, logits, label: int) -> float:

@@ -19,7 +19,7 @@ from xbarode.core_config import CoreConfig
 from xbarode.model.fixed import Overflow
 
 __all__ = ["compare", "core_params", "hardware_counts", "make_plan", "model_network",
-           "model_results", "random_params", "weight_loads"]
+           "model_results", "random_params", "tile_words", "weight_loads"]
 
 # Overflow tally labels that belong to the host (quantising weights and images, and the loss
 # gradient, the host's softmax).

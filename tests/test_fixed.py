@@ -621,3 +621,16 @@ def test_exact_matmul_raises_for_the_most_negative_int64():
 
 def test_exact_matmul_of_empty_arrays():
     assert exact_matmul(np.zeros((0, 3), np.int64), np.zeros((3, 2), np.int64)).shape == (0, 2)
+
+
+@pytest.mark.parametrize(("into", "other", "holds"), [
+    ((22, 12), (16, 11), True), ((22, 12), (16, 9), True), ((18, 10), (16, 11), False),
+    ((17, 11), (16, 9), False), ((16, 9), (16, 9), True), ((16, 10), (16, 9), False)])
+def test_format_holds_when_it_has_the_integer_and_fractional_bits(into, other, holds):
+    big, small = Format(*into), Format(*other)
+    assert big.holds(small) is holds
+    if holds:   # every word of `small`, shifted, is a word of `big` with the same value
+        words = np.array([small.min_int, -1, 0, 1, small.max_int])
+        shifted = words << (big.frac - small.frac)
+        assert big.min_int <= shifted.min() and shifted.max() <= big.max_int
+        assert np.array_equal(big.to_float(shifted), small.to_float(words))

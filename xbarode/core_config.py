@@ -158,7 +158,7 @@ class CoreConfig:
             data = parse_format(self.fourier_data)
             for name in ("state", "act"):
                 fmt = parse_format(getattr(self, name))
-                if data.frac < fmt.frac or data.width - data.frac < fmt.width - fmt.frac:
+                if not data.holds(fmt):
                     raise ConfigError(
                         f"fourier_data {self.fourier_data} cannot hold {name} words "
                         f"({getattr(self, name)}) exactly: it needs at least "
