@@ -793,17 +793,20 @@ class CrossbarTile(wiring.Component):
                     m.d.sync += u3_sat[k].eq(sat_w)
 
         # The tied SGD step of a convolution tile (``taps``): a walk over the taps' entries,
-        # one per cycle (a ROM gives each entry's bank and chunk), twice: first summing G per
+        # one per cycle (a ROM gives each entry's bank and address), twice: first summing G per
         # tap (stage 1 reads the banks, stage 3 picks the tap's bank, stage 4 accumulates),
         # then writing each tap's new value; G is cleared by a walk over all addresses that
         # runs alongside the second.
         tied = self._taps is not None
         if tied:
             n_taps = self._taps.shape[0]
+            # Entry t·rows + i: W[i, j] with j = taps[t, i] is in bank j mod lanes at address
+            # i·C + j div lanes.
             pbits = max(1, (lanes - 1).bit_length())
-            cbits = max(1, (chunks - 1).bit_length())
-            places = [(j // lanes) << pbits | (j % lanes) for j in self._taps.ravel().tolist()]
-            m.submodules.taps = rom = Memory(shape=unsigned(pbits + cbits),
+            abits = max(1, (w_depth - 1).bit_length())
+            places = [((e % rows) * chunks + j // lanes) << pbits | (j % lanes)
+                      for e, j in enumerate(self._taps.ravel().tolist())]
+            m.submodules.taps = rom = Memory(shape=unsigned(pbits + abits),
                                              depth=n_taps * rows, init=places)
             rom_rd = rom.read_port()
             sum_shape = signed(self._acc_width + (rows - 1).bit_length())  # rows words, exact
@@ -817,12 +820,10 @@ class CrossbarTile(wiring.Component):
             writing = Signal()       # the second walk: write the taps' new values
             zeroing = Signal()       # the walk clearing G
             zaddr = Signal(range(max(w_depth, 2)))
-            t1_valid, t1_first, t1_last, t1_base, t1_tap = stage(
-                walk, row == 0, row == rows - 1, waddr, tap, name="t1")
-            t1_bank, t1_chunk = rom_rd.data[:pbits], rom_rd.data[pbits:]
-            t1_addr = Signal.like(waddr)
-            m.d.comb += [rom_rd.addr.eq(count), t1_addr.eq(t1_base + t1_chunk),
-                         val_rd.addr.eq(t1_tap)]
+            t1_valid, t1_first, t1_last, t1_tap = stage(
+                walk, row == 0, row == rows - 1, tap, name="t1")
+            t1_bank, t1_addr = rom_rd.data[:pbits], rom_rd.data[pbits:]
+            m.d.comb += [rom_rd.addr.eq(count), val_rd.addr.eq(t1_tap)]
             t2_valid, t2_first, t2_last, t2_tap, t2_bank = stage(
                 t1_valid & ~writing, t1_first, t1_last, t1_tap, t1_bank, name="t2")
             t3_valid, t3_first, t3_last, t3_tap, t3_bank = stage(
@@ -849,12 +850,12 @@ class CrossbarTile(wiring.Component):
                 m.d.comb += walk.eq(1)
                 m.d.sync += count.eq(count + 1)
                 with m.If(row == rows - 1):
-                    m.d.sync += [row.eq(0), waddr.eq(0), tap.eq(tap + 1)]
+                    m.d.sync += [row.eq(0), tap.eq(tap + 1)]
                     with m.If(tap == n_taps - 1):
                         m.d.sync += [count.eq(0), tap.eq(0)]
                         m.next = last_state
                 with m.Else():
-                    m.d.sync += [row.eq(row + 1), waddr.eq(waddr + chunks)]
+                    m.d.sync += row.eq(row + 1)
 
         # Pipeline occupancy: the operation ends when the last issue has drained: the last
         # forward result is written T + 6 cycles after its issue, a transposed one 6 cycles
