@@ -317,22 +317,25 @@ class Core(wiring.Component):
             out, sat = narrow(mod, value, 0, width)
             return out, sat
 
-        def stream_lanes(ports, addr, at, last_word, end):
-            """One word per cycle on ``o`` from banked read ``ports``: lane ``lane`` of the
-            chunk at address ``at`` (read one cycle ahead through ``addr``); the next address
-            after the last lane or ``last_word``; ``end`` (the last word) ends the operation."""
-            mod.d.comb += [self.o.valid.eq(1), addr.eq(at),
-                           self.o.payload.eq(Array(port.data for port in ports)[lane])]
-            with mod.If(self.o.ready):
+        def stream_lanes(ports, addr, at, last_word, end=None, sink=None, shift=0):
+            """One word per cycle into ``sink`` (default ``o``) from banked read ``ports``:
+            lane ``lane`` of the chunk at address ``at`` (read one cycle ahead through
+            ``addr``), shifted left by ``shift``; the next address after the last lane or
+            ``last_word``; ``end`` (the last word), if given, ends the operation."""
+            sink = self.o if sink is None else sink
+            mod.d.comb += [sink.valid.eq(1), addr.eq(at),
+                           sink.payload.eq(Array(port.data for port in ports)[lane] << shift)]
+            with mod.If(sink.ready):
                 mod.d.sync += count.eq(count + 1)
                 with mod.If((lane == lanes - 1) | last_word):
                     mod.d.comb += addr.eq(at + 1)
                     mod.d.sync += [at.eq(at + 1), lane.eq(0)]
                 with mod.Else():
                     mod.d.sync += lane.eq(lane + 1)
-                with mod.If(end):
-                    mod.d.comb += self.done.eq(1)
-                    mod.next = "IDLE"
+                if end is not None:
+                    with mod.If(end):
+                        mod.d.comb += self.done.eq(1)
+                        mod.next = "IDLE"
 
         def record_mask(u):
             """The Heaviside mask bit of ``u_idx`` (H(0) = 0)."""
@@ -509,16 +512,8 @@ class Core(wiring.Component):
                     mod.d.sync += [chunk.eq(0), lane.eq(0), count.eq(0)]
                     mod.next = "F_LOAD"
                 with mod.State("F_LOAD"):
-                    word = Array(port.data for port in v_rd)[lane]
-                    mod.d.comb += [A.i.valid.eq(1), vec_addr.eq(chunk),
-                                   A.i.payload.eq(word << (df.frac - f.state.frac))]
-                    with mod.If(A.i.ready):
-                        mod.d.sync += count.eq(count + 1)
-                        with mod.If((lane == lanes - 1) | (count == m - 1)):
-                            mod.d.comb += vec_addr.eq(chunk + 1)
-                            mod.d.sync += [chunk.eq(chunk + 1), lane.eq(0)]
-                        with mod.Else():
-                            mod.d.sync += lane.eq(lane + 1)
+                    stream_lanes(v_rd, vec_addr, chunk, count == m - 1, sink=A.i,
+                                 shift=df.frac - f.state.frac)
                     with mod.If(A.done):
                         mod.next = "F_CONV_A"
                 for unit, name, then in ((A, "A", "F_PIPE_START"), (B, "B", "F_READ_START")):
