@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from amaranth import Array, Module, Mux, Signal, signed, unsigned
+from amaranth import Array, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import enum, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -431,7 +431,13 @@ class CrossbarTile(wiring.Component):
         y_depth = max(chunks, -(-rows // lanes))
         # Weight banks deeper than a LUT-RAM cell go to block RAM: many wide LUT-RAM banks
         # with their read multiplexers are what congested the 64-lane tile's routing.
-        w_attrs = {"ram_style": "block"} if w_depth > 16 else {}
+        # "no_rw_check": no read whose data is used ever meets a write to the same address in
+        # the same cycle (every walk visits an address once per operation, and its write comes
+        # four or more cycles after its read; operations do not overlap), so Yosys need not
+        # emulate the old-data semantics across the block RAM's two ports — a registered copy
+        # of the write and an address comparator per bank, which were the 64-lane tile's
+        # critical path. A test watches the banks for such collisions.
+        w_attrs = {"ram_style": "block", "no_rw_check": 1} if w_depth > 16 else {}
         w_init = [[] for _ in range(lanes)]
         if self._weights is not None:
             padded = np.zeros((rows, chunks * lanes), dtype=np.int64)
@@ -476,6 +482,32 @@ class CrossbarTile(wiring.Component):
                 gd_mem = Memory(shape=signed(self._acc_width), depth=rows, init=[])
                 m.submodules.gbias = gd_mem
                 gd_rd, gd_wr = gd_mem.read_port(domain="comb"), gd_mem.write_port()
+
+        # The block-RAM banks' writes are registered (address, data and enable): the pins hang
+        # off registers that can sit next to each bank, and the bank is written the cycle
+        # after the walk or the pipeline asks (no operation reads it sooner).
+        bank_writes = {}
+        for name, ports in (("w", w_wr), ("g", g_wr)):
+            for k, port in enumerate(ports):
+                regs = (Signal(name=f"{name}{k}_wen"), Signal.like(port.addr, name=f"{name}{k}_wa"),
+                        Signal.like(port.data, name=f"{name}{k}_wd"))
+                m.d.sync += regs[0].eq(0)
+                m.d.comb += [port.en.eq(regs[0]), port.addr.eq(regs[1]), port.data.eq(regs[2])]
+                bank_writes[id(port)] = regs
+
+        def write_bank(port, address, data):
+            """Write ``data`` at ``address`` of a weight or gradient bank (one cycle later)."""
+            en, addr_reg, data_reg = bank_writes[id(port)]
+            m.d.sync += [en.eq(1), addr_reg.eq(address), data_reg.eq(data)]
+
+        n_groups = -(-lanes // GROUP)
+
+        def group_copies(value, name):
+            """Registered copies of the 1-bit ``value``, one per group of lanes (a control's
+            fan-out bound), one cycle late. "keep" stops Yosys merging them."""
+            regs = [Signal(name=f"{name}{g}", attrs={"keep": 1}) for g in range(n_groups)]
+            m.d.sync += [reg.eq(value) for reg in regs]
+            return regs
 
         # Stochastic rounding: draws for up to `lanes` narrowings per cycle.
         all_shifts = [self.forward_shift, self.update_shift]
@@ -539,17 +571,28 @@ class CrossbarTile(wiring.Component):
         lane = Signal(range(max(lanes, 2)))
         waddr = Signal(range(max(w_depth, 2)))
         count = Signal(range(max(rows * cols, max(rows, cols)) + 1))
-        # The weight banks' read addresses come from registers only (no arithmetic between a
-        # register and the 2·lanes address pins): TRANSPOSED's row·C + chunk and READ_*'s
-        # next address are counters of their own.
-        col_addr = Signal(range(max(w_depth, 2)))
-        next_addr = Signal(range(w_depth + 2))
+        # The banks' read address: one register per group of GROUP lanes (a fan-out bound for
+        # the 2·lanes address pins, which sit in block-RAM rows all over the device), loaded a
+        # cycle ahead with the address the walk presents next — nothing but a wire between
+        # a register and the pins. ("keep" stops Yosys merging the copies.)
+        rd_addr = [Signal(range(max(w_depth, 2)), name=f"raddr{g}", attrs={"keep": 1})
+                   for g in range(-(-lanes // GROUP))]
+
+        def next_read(address):
+            """The banks read ``address`` in the next cycle (if enabled then)."""
+            m.d.sync += [reg.eq(address) for reg in rd_addr]
+
+        for k in range(lanes):
+            m.d.comb += w_rd[k].addr.eq(rd_addr[k // GROUP])
+            if train:
+                m.d.comb += g_rd[k].addr.eq(rd_addr[k // GROUP])
+
         y_len = Signal(range(max(rows, cols) + 1))
         op = Signal(TileOp)
 
         def reset_counters():
-            m.d.sync += [row.eq(0), chunk.eq(0), lane.eq(0), waddr.eq(0), count.eq(0),
-                         col_addr.eq(0), next_addr.eq(1)]
+            m.d.sync += [row.eq(0), chunk.eq(0), lane.eq(0), waddr.eq(0), count.eq(0)]
+            next_read(0)
 
         def step_lane_chunk():
             """Advance (lane, chunk) to the next element of a vector: bank lane, address chunk."""
@@ -572,9 +615,11 @@ class CrossbarTile(wiring.Component):
         issue_first = Signal()   # first chunk of a row (forward) / first row (transposed)
         issue_last = Signal()    # last chunk of a row (forward) / last row (transposed)
         issue_nlanes = Signal(range(lanes + 1))
-        for port in w_rd + x_rd + [s_rd] + g_rd:
+        # The block-RAM banks (W, G) read only where the data is used (so that an enabled read
+        # never meets a write to its address, see w_attrs); the small memories always read.
+        for port in x_rd + [s_rd]:
             m.d.comb += port.en.eq(1)
-        for port in y_rd:
+        for port in y_rd + w_rd + g_rd:
             m.d.comb += port.en.eq(0)
 
         # The operation, decoded once into registered flags (they fan out to every lane).
@@ -611,15 +656,24 @@ class CrossbarTile(wiring.Component):
         prods = [Signal(signed(prod_width), name=f"prod{k}") for k in range(lanes)]
         w_s3 = [Signal(signed(wf.width), name=f"wold3_{k}") for k in range(lanes)]
         w_old = [Signal(signed(wf.width), name=f"wold{k}") for k in range(lanes)]
+        # The controls of the lanes' multiplexers, registered per lane (which lanes a chunk
+        # uses, moving with the pipeline) or per group of lanes (the operation's flags, steady
+        # while it runs): no control net fans out to more than a group's registers.
+        lane_on2 = Signal(lanes)
+        m.d.sync += lane_on2.eq(Cat(k < s1_nlanes for k in range(lanes)))
+        lane_on3, lane_on4, lane_on5 = Signal(lanes), Signal(lanes), Signal(lanes)
+        m.d.sync += [lane_on3.eq(lane_on2), lane_on4.eq(lane_on3), lane_on5.eq(lane_on4)]
+        times_s = group_copies(is_upd | is_acc, "times_s")   # op_a is s, not W
+        s_right = group_copies(is_tr, "s_right")             # op_b is s, not x
         for k in range(lanes):
             shared = s_q[k // GROUP]
-            with m.If(k >= s2_nlanes):
+            with m.If(~lane_on2[k]):
                 m.d.sync += op_a[k].eq(0)
-            with m.Elif(is_upd | is_acc):
+            with m.Elif(times_s[k // GROUP]):
                 m.d.sync += op_a[k].eq(shared)
             with m.Else():
                 m.d.sync += op_a[k].eq(w_q[k])
-            with m.If(is_tr):
+            with m.If(s_right[k // GROUP]):
                 m.d.sync += op_b[k].eq(shared)
             with m.Else():
                 m.d.sync += op_b[k].eq(x_q[k])
@@ -636,10 +690,11 @@ class CrossbarTile(wiring.Component):
             g_s4 = stage(*g_s3, name="gold4")
             g_neg = [Signal(signed(self._acc_width + 1), name=f"gneg{k}") for k in range(lanes)]
             m.d.sync += [g_neg[k].eq(-g_s3[k]) for k in range(lanes)]
+            g_write = group_copies((is_acc | is_apply) & s3, "g_write")   # at stage 4
+            g_keep = group_copies(is_acc, "g_keep")
             for k in range(lanes):
-                with m.If((is_acc | is_apply) & s4 & (k < s4_nlanes)):
-                    m.d.comb += [g_wr[k].addr.eq(s4_waddr), g_wr[k].en.eq(1),
-                                 g_wr[k].data.eq(Mux(is_acc, g_s4[k] + prods[k], 0))]
+                with m.If(g_write[k // GROUP] & lane_on4[k]):
+                    write_bank(g_wr[k], s4_waddr, Mux(g_keep[k // GROUP], g_s4[k] + prods[k], 0))
             if self._bias:
                 # The bias gradient: s_i added once per row (at its first chunk).
                 s_s4 = stage(op_a[0], name="sacc")[0]
@@ -719,8 +774,11 @@ class CrossbarTile(wiring.Component):
         m.d.sync += tr_pending.eq(is_tr & s4 & s4_last)
         with m.If(is_tr & s4):
             m.d.sync += tr_nlanes.eq(s4_nlanes)
-            for k in range(lanes):
-                with m.If(s4_first):
+        tr_acc = group_copies(is_tr & s3, "tr_acc")    # at stage 4
+        tr_first = group_copies(s3_first, "tr_first")
+        for k in range(lanes):
+            with m.If(tr_acc[k // GROUP]):
+                with m.If(tr_first[k // GROUP]):
                     m.d.sync += lane_acc[k].eq(prods[k])
                 with m.Else():
                     m.d.sync += lane_acc[k].eq(lane_acc[k] + prods[k])
@@ -735,9 +793,12 @@ class CrossbarTile(wiring.Component):
                 advance_product(lanes)
             with m.Else():
                 advance_product(last_lanes)
-            for k in range(lanes):
-                y_k, sat_k = self._narrow_product(m, lane_acc[k], is_grad, offset, k)
-                m.d.sync += [tr_values[k].eq(y_k), tr_sat[k].eq(sat_k & (k < tr_nlanes))]
+        grad_sel = group_copies(is_grad, "grad_sel") if train else [is_grad] * n_groups
+        # Rounded every cycle, kept only the cycle after tr_pending (tr_write): no enable
+        # fans out to the lanes' registers.
+        for k in range(lanes):
+            y_k, sat_k = self._narrow_product(m, lane_acc[k], grad_sel[k // GROUP], offset, k)
+            m.d.sync += [tr_values[k].eq(y_k), tr_sat[k].eq(sat_k & (k < tr_nlanes))]
         with m.If(tr_write):
             with m.If(tr_sat.any()):
                 m.d.comb += overflow_set.eq(1)
@@ -756,41 +817,47 @@ class CrossbarTile(wiring.Component):
         u_old = [Signal(signed(wf.width), name=f"uold{k}") for k in range(lanes)]
         u_sat = Signal(lanes)
         m.d.sync += [u_valid.eq((is_upd | is_apply) & s4), u_nlanes.eq(s4_nlanes),
-                     u_waddr.eq(s4_waddr), u_sat.eq(0)]
+                     u_waddr.eq(s4_waddr)]
         m.d.sync += [u_old[k].eq(w_old[k]) for k in range(lanes)]
+        u_write = group_copies((is_upd | is_apply) & s4, "u_write")   # = u_valid
 
-        def update_steps(source, shift):
-            """U1 of UPDATE (source: the products) or APPLY (the negated gradient sums)."""
+        def update_draws(shift):
             with m.If(s4_nlanes == lanes):
                 advance(lanes, shift)
             with m.Else():
                 advance(last_lanes, shift)
-            for k in range(lanes):
-                step_k, sat_step = narrow(m, source[k], shift, wf.width, offset(k, shift))
-                m.d.sync += steps[k].eq(step_k)
-                m.d.sync += u_sat[k].eq(sat_step & (k < s4_nlanes))
 
         with m.If(is_upd & s4):
-            update_steps(prods, self.update_shift)
+            update_draws(self.update_shift)
         if train:
             with m.If(is_apply & s4):
-                update_steps(g_neg, self.apply_shift)
+                update_draws(self.apply_shift)
+            apply_sel = group_copies(is_apply, "apply_sel")
+        # U1 of UPDATE (from the products) or APPLY (from the negated gradient sums), every
+        # cycle; the registers are used only when u_valid.
+        for k in range(lanes):
+            step_k, sat_step = narrow(m, prods[k], self.update_shift, wf.width,
+                                      offset(k, self.update_shift))
+            if train:
+                step_g, sat_g = narrow(m, g_neg[k], self.apply_shift, wf.width,
+                                       offset(k, self.apply_shift))
+                step_k = Mux(apply_sel[k // GROUP], step_g, step_k)
+                sat_step = Mux(apply_sel[k // GROUP], sat_g, sat_step)
+            m.d.sync += [steps[k].eq(step_k), u_sat[k].eq(sat_step & lane_on4[k])]
         # U3 only raises the flag: the saturations of all lanes, registered, ORed.
         u3_sat = Signal(lanes)
         m.d.sync += u3_sat.eq(0)
         with m.If(u3_sat.any()):
             m.d.comb += overflow_set.eq(1)
-        with m.If(u_valid):
-            with m.If(u_sat.any()):
-                m.d.comb += overflow_set.eq(1)
-            for k in range(lanes):
-                total = Signal(signed(wf.width + 1), name=f"wsum{k}")
-                m.d.comb += total.eq(u_old[k] + steps[k])
-                w_new, sat_w = narrow(m, total, 0, wf.width)
-                with m.If(k < u_nlanes):
-                    m.d.comb += [w_wr[k].addr.eq(u_waddr), w_wr[k].data.eq(w_new),
-                                 w_wr[k].en.eq(1)]
-                    m.d.sync += u3_sat[k].eq(sat_w)
+        with m.If(u_valid & u_sat.any()):
+            m.d.comb += overflow_set.eq(1)
+        for k in range(lanes):
+            total = Signal(signed(wf.width + 1), name=f"wsum{k}")
+            m.d.comb += total.eq(u_old[k] + steps[k])
+            w_new, sat_w = narrow(m, total, 0, wf.width)
+            with m.If(u_write[k // GROUP] & lane_on5[k]):
+                write_bank(w_wr[k], u_waddr, w_new)
+                m.d.sync += u3_sat[k].eq(sat_w)
 
         # The tied SGD step of a convolution tile (``taps``): a walk over the taps' entries,
         # one per cycle (a ROM gives each entry's bank and address), twice: first summing G per
@@ -970,8 +1037,7 @@ class CrossbarTile(wiring.Component):
                 with m.If(self.i.valid):
                     for k in range(lanes):
                         with m.If(lane == k):
-                            m.d.comb += [w_wr[k].addr.eq(waddr), w_wr[k].data.eq(self.i.payload),
-                                         w_wr[k].en.eq(1)]
+                            write_bank(w_wr[k], waddr, self.i.payload)
                     m.d.sync += count.eq(count + 1)
                     step_row_major()
                     with m.If(count == rows * cols - 1):
@@ -1009,11 +1075,12 @@ class CrossbarTile(wiring.Component):
                 with m.If(chunk == chunks - 1):
                     m.d.comb += issue_nlanes.eq(last_lanes)
                 for port in w_rd + g_rd:
-                    m.d.comb += port.addr.eq(waddr)
+                    m.d.comb += port.en.eq(1)                # at waddr
                 for port in x_rd:
                     m.d.comb += port.addr.eq(chunk)
                 m.d.comb += s_rd.addr.eq(row)
                 m.d.sync += waddr.eq(waddr + 1)
+                next_read(waddr + 1)
                 with m.If(chunk == chunks - 1):
                     m.d.sync += [chunk.eq(0), row.eq(row + 1)]
                     with m.If(row == rows - 1):
@@ -1033,12 +1100,13 @@ class CrossbarTile(wiring.Component):
                 with m.If(chunk == chunks - 1):
                     m.d.comb += issue_nlanes.eq(last_lanes)
                 for port in w_rd:
-                    m.d.comb += port.addr.eq(col_addr)     # row·C + chunk
+                    m.d.comb += port.en.eq(ready_row)        # at row·C + chunk
                 m.d.comb += s_rd.addr.eq(row)
                 with m.If(ready_row):
-                    m.d.sync += col_addr.eq(col_addr + chunks)
+                    next_read(rd_addr[0] + chunks)
                     with m.If(row == rows - 1):
-                        m.d.sync += [row.eq(0), chunk.eq(chunk + 1), col_addr.eq(chunk + 1)]
+                        m.d.sync += [row.eq(0), chunk.eq(chunk + 1)]
+                        next_read(chunk + 1)
                         with m.If(chunk == chunks - 1):
                             m.d.sync += in_flight.eq(drain)
                             m.next = "DRAIN"
@@ -1126,21 +1194,19 @@ class CrossbarTile(wiring.Component):
             # the next chunk is read as the last word of this one is taken (the read ports
             # hold their data while not enabled).
             with m.State("READ_ADDR"):
-                for k in range(lanes):
-                    m.d.comb += [w_rd[k].addr.eq(waddr), y_rd[k].addr.eq(chunk)]
-                    m.d.comb += y_rd[k].en.eq(1)
+                for k in range(lanes):               # the banks at waddr = 0
+                    m.d.comb += [y_rd[k].addr.eq(chunk), w_rd[k].en.eq(1), y_rd[k].en.eq(1)]
                 for port in g_rd:
-                    m.d.comb += port.addr.eq(waddr)
+                    m.d.comb += port.en.eq(1)
+                next_read(1)
                 m.next = "READ_DATA"
 
             with m.State("READ_DATA"):
                 row_major = op == TileOp.READ_W
                 for port in w_rd + y_rd + g_rd:
                     m.d.comb += port.en.eq(0)
-                for k in range(lanes):
-                    m.d.comb += [w_rd[k].addr.eq(next_addr), y_rd[k].addr.eq(chunk + 1)]
-                for port in g_rd:
-                    m.d.comb += port.addr.eq(next_addr)     # waddr + 1
+                for k in range(lanes):               # the banks at the next address
+                    m.d.comb += y_rd[k].addr.eq(chunk + 1)
                 m.d.comb += out_valid.eq(1)
                 if train:
                     row_major = row_major | (op == TileOp.READ_G)
@@ -1162,7 +1228,7 @@ class CrossbarTile(wiring.Component):
                                   | ((chunk == chunks - 1) & (lane == last_lanes - 1))):
                             for port in w_rd + g_rd:
                                 m.d.comb += port.en.eq(1)
-                            m.d.sync += next_addr.eq(next_addr + 1)
+                            next_read(rd_addr[0] + 1)
                         step_row_major()
                     with m.Else():
                         with m.If(lane == lanes - 1):
@@ -1194,14 +1260,13 @@ class CrossbarTile(wiring.Component):
             # walk) or write the tap's new value into its bank (writing walk).
             with m.If(t1_valid & ~writing):
                 m.d.comb += [port.addr.eq(t1_addr) for port in w_rd + g_rd]
+                m.d.comb += [port.en.eq(1) for port in w_rd + g_rd]
             for k in range(lanes):
                 with m.If(t1_valid & writing & (t1_bank == k)):
-                    m.d.comb += [w_wr[k].addr.eq(t1_addr), w_wr[k].data.eq(val_rd.data),
-                                 w_wr[k].en.eq(1)]
+                    write_bank(w_wr[k], t1_addr, val_rd.data)
             with m.If(zeroing):
-                m.d.comb += [g_wr[k].addr.eq(zaddr) for k in range(lanes)]
-                m.d.comb += [g_wr[k].data.eq(0) for k in range(lanes)]
-                m.d.comb += [g_wr[k].en.eq(1) for k in range(lanes)]
+                for port in g_wr:
+                    write_bank(port, zaddr, 0)
                 m.d.sync += zaddr.eq(zaddr + 1)
                 with m.If(zaddr == w_depth - 1):
                     m.d.sync += zeroing.eq(0)

@@ -375,3 +375,97 @@ def test_bench_tile_reports_cycles_and_passes_the_router(monkeypatch, capsys, tm
     assert asked["lanes"] == 32
     assert row["forward_cycles"] == 64 * 2 + 3 + 7 and row["transposed_cycles"] == 64 * 2 + 7
     assert row["fmax_mhz"] == 7.0
+
+
+# --- block-RAM banks: no read meets a write at its address ---------------------------------
+
+def watch_banks(dut, script):
+    """Run the async ``script(ctx)`` on ``dut`` while watching its weight and gradient banks
+    (the memories synthesis maps to block RAM with ``no_rw_check``). Returns the cycles in
+    which a bank's enabled read met a write to the same address (whose result the block RAM
+    leaves undefined) and those in which both ran at different addresses (to show the watch
+    sees overlapping accesses)."""
+    from amaranth.sim import Simulator
+
+    module = dut.elaborate(None)
+    names = [f"w{k}" for k in range(dut.lanes)]
+    if dut.grad_format is not None:
+        names += [f"g{k}" for k in range(dut.lanes)]
+    ports = []
+    for name in names:
+        memory = getattr(module.submodules, name)
+        (rd,), (wr,) = memory.read_ports, memory.write_ports
+        ports.append((name, rd, wr))
+    seen = {"collisions": [], "overlaps": 0}
+
+    async def watch(ctx):
+        signals = [s for _, rd, wr in ports for s in (rd.en, rd.addr, wr.en, wr.addr)]
+        cycle = 0
+        async for _, _, *values in ctx.tick().sample(*signals):
+            for n, (name, _, _) in enumerate(ports):
+                rd_en, rd_addr, wr_en, wr_addr = values[4 * n: 4 * n + 4]
+                if rd_en and wr_en:
+                    if rd_addr == wr_addr:
+                        seen["collisions"].append((cycle, name, rd_addr))
+                    else:
+                        seen["overlaps"] += 1
+            cycle += 1
+
+    sim = Simulator(module)
+    sim.add_clock(1e-8)
+    sim.add_process(watch)
+    sim.add_testbench(script)
+    sim.run()
+    return seen
+
+
+@pytest.mark.parametrize(("rows", "cols", "lanes"), [(2, 3, 3), (7, 9, 2), (5, 13, 4)])
+def test_banks_never_read_and_write_one_address_in_one_cycle(rows, cols, lanes):
+    # Every operation that touches the banks, on a training tile with a bias.
+    from xbarode.hdl.tile import TileOp
+    from xbarode.sim.streams import op_receive, op_run, op_send
+
+    rng = np.random.default_rng(rows * cols)
+    dut = CrossbarTile(rows=rows, cols=cols, lanes=lanes, bias=True, rounding="stochastic",
+                       eta_shift=2, sgd_shift=2, **TAP_TILE)
+
+    async def script(ctx):
+        await op_send(ctx, dut, TileOp.LOAD_W, rng.integers(-3000, 3000, rows * cols).tolist())
+        await op_send(ctx, dut, TileOp.LOAD_BIAS, rng.integers(-3000, 3000, rows).tolist())
+        for op in (TileOp.FORWARD, TileOp.TRANSPOSED, TileOp.UPDATE, TileOp.ACCUMULATE,
+                   TileOp.FORWARD_G, TileOp.TRANSPOSED_G, TileOp.ACCUMULATE, TileOp.APPLY,
+                   TileOp.UPDATE, TileOp.UPDATE):
+            await op_send(ctx, dut, TileOp.LOAD_X, rng.integers(-900, 900, cols).tolist())
+            await op_send(ctx, dut, TileOp.LOAD_S, rng.integers(-900, 900, rows).tolist())
+            await op_run(ctx, dut, op)
+            await op_receive(ctx, dut, TileOp.READ_W, rows * cols + rows)
+        await op_receive(ctx, dut, TileOp.READ_G, rows * cols + rows)
+
+    seen = watch_banks(dut, script)
+    assert seen["collisions"] == []
+    # A walk longer than the read-to-write distance reads and writes in the same cycles.
+    assert (seen["overlaps"] > 0) == (rows * dut.chunks > 6)
+
+
+def test_tied_apply_never_reads_and_writes_one_address_in_one_cycle():
+    from xbarode.hdl.tile import TileOp
+    from xbarode.model.conv import conv_matrix, tap_columns
+    from xbarode.sim.streams import op_receive, op_run, op_send
+
+    rng = np.random.default_rng(5)
+    m = 15   # 5×3 images, 3×3 kernel
+    dut = CrossbarTile(rows=m, cols=m, lanes=4, taps=tap_columns(3, (5, 3)), bias=True,
+                       sgd_shift=3, **TAP_TILE)
+    held = conv_matrix(rng.integers(-3000, 3000, (3, 3)), (5, 3)).astype(np.int64)
+
+    async def script(ctx):
+        await op_send(ctx, dut, TileOp.LOAD_W, held.ravel().tolist())
+        for _ in range(2):
+            await op_send(ctx, dut, TileOp.LOAD_X, rng.integers(-900, 900, m).tolist())
+            await op_send(ctx, dut, TileOp.LOAD_S, rng.integers(-900, 900, m).tolist())
+            await op_run(ctx, dut, TileOp.ACCUMULATE)
+            await op_run(ctx, dut, TileOp.APPLY)
+        await op_receive(ctx, dut, TileOp.READ_G, m * m + m)
+
+    seen = watch_banks(dut, script)
+    assert seen["collisions"] == [] and seen["overlaps"] > 0
