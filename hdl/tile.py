@@ -617,7 +617,7 @@ class CrossbarTile(wiring.Component):
         issue_nlanes = Signal(range(lanes + 1))
         # The block-RAM banks (W, G) read only where the data is used (so that an enabled read
         # never meets a write to its address, see w_attrs); the small memories always read.
-        for port in x_rd + [s_rd]:
+        for port in [*x_rd, s_rd]:
             m.d.comb += port.en.eq(1)
         for port in y_rd + w_rd + g_rd:
             m.d.comb += port.en.eq(0)
