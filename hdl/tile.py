@@ -183,8 +183,12 @@ class CrossbarTile(wiring.Component):
     ``rows`` with ``bias``. A result
     is in the output buffer when ``done`` rises. Every path between registers holds at most
     two carry chains, memory outputs are registered before any logic (a block RAM's
-    clock-to-output is half a 100 MHz cycle on an ECP5), and the operand that every lane
-    shares is registered once per group of :data:`GROUP` lanes. Streams move one word per
+    clock-to-output is half a 100 MHz cycle on an ECP5), the operand that every lane shares,
+    the banks' read address and the lanes' controls are registered once per group of
+    :data:`GROUP` lanes (or per lane), and the banks' writes come from registers (a bank is
+    written the cycle after its walk or pipeline asks, before any later read of it; an
+    enabled read never meets a write to its address, so synthesis needs no read-during-write
+    logic around the block RAMs). Streams move one word per
     cycle on LOAD_*, and on READ_* after one cycle of addressing.
     ``cycles_per_mvm`` in the co-simulation reports is the measured FORWARD latency.
     """
