@@ -779,13 +779,26 @@ class CrossbarTile(wiring.Component):
         with m.If(is_tr & s4):
             m.d.sync += tr_nlanes.eq(s4_nlanes)
         tr_acc = group_copies(is_tr & s3, "tr_acc")    # at stage 4
-        tr_first = group_copies(s3_first, "tr_first")
-        for k in range(lanes):
-            with m.If(tr_acc[k // GROUP]):
-                with m.If(tr_first[k // GROUP]):
-                    m.d.sync += lane_acc[k].eq(prods[k])
-                with m.Else():
+        if chunks == 1:
+            # One chunk: the accumulators are cleared as their sums are rounded (tr_pending),
+            # so they hold 0 when a TRANSPOSED starts and each cycle only adds — a carry chain
+            # straight into its registers (synchronous reset and enable), no multiplexer
+            # between them, which is what crowded the 64-lane tile's routing.
+            tr_clear = group_copies(is_tr & s4 & s4_last, "tr_clear")   # = tr_pending
+            for k in range(lanes):
+                with m.If(tr_clear[k // GROUP]):
+                    m.d.sync += lane_acc[k].eq(0)
+                with m.Elif(tr_acc[k // GROUP]):
                     m.d.sync += lane_acc[k].eq(lane_acc[k] + prods[k])
+        else:
+            # Chunks follow each other without a gap: the first row of a chunk loads.
+            tr_first = group_copies(s3_first, "tr_first")
+            for k in range(lanes):
+                with m.If(tr_acc[k // GROUP]):
+                    with m.If(tr_first[k // GROUP]):
+                        m.d.sync += lane_acc[k].eq(prods[k])
+                    with m.Else():
+                        m.d.sync += lane_acc[k].eq(lane_acc[k] + prods[k])
         tr_write = Signal()
         tr_values = [Signal(signed(self._out_w), name=f"tval{k}") for k in range(lanes)]
         tw_nlanes = Signal(range(lanes + 1))  # tr_nlanes moves on with the next chunk's rows
