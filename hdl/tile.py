@@ -580,7 +580,7 @@ class CrossbarTile(wiring.Component):
         # cycle ahead with the address the walk presents next — nothing but a wire between
         # a register and the pins. ("keep" stops Yosys merging the copies.)
         rd_addr = [Signal(range(max(w_depth, 2)), name=f"raddr{g}", attrs={"keep": 1})
-                   for g in range(-(-lanes // GROUP))]
+                   for g in range(n_groups)]
 
         def next_read(address):
             """The banks read ``address`` in the next cycle (if enabled then)."""
@@ -651,7 +651,7 @@ class CrossbarTile(wiring.Component):
         x_q = stage(*(port.data for port in x_rd), name="xq")
         # "keep" stops Yosys merging the identical copies back into one register.
         s_q = [Signal(signed(self._in_w), name=f"sq{g}", attrs={"keep": 1})
-               for g in range(-(-lanes // GROUP))]
+               for g in range(n_groups)]
         m.d.sync += [reg.eq(s_rd.data) for reg in s_q]
         prod_width = max(wf.width, self._in_w) + self._in_w
         op_a = [Signal(signed(max(wf.width, self._in_w)), name=f"opa{k}")
