@@ -829,12 +829,10 @@ class CrossbarTile(wiring.Component):
         # row-major order); U2 adds the old weight, saturates and writes back.
         steps = [Signal(signed(wf.width), name=f"step{k}") for k in range(lanes)]
         u_valid = Signal()
-        u_nlanes = Signal(range(lanes + 1))
         u_waddr = Signal.like(waddr)
         u_old = [Signal(signed(wf.width), name=f"uold{k}") for k in range(lanes)]
         u_sat = Signal(lanes)
-        m.d.sync += [u_valid.eq((is_upd | is_apply) & s4), u_nlanes.eq(s4_nlanes),
-                     u_waddr.eq(s4_waddr)]
+        m.d.sync += [u_valid.eq((is_upd | is_apply) & s4), u_waddr.eq(s4_waddr)]
         m.d.sync += [u_old[k].eq(w_old[k]) for k in range(lanes)]
         u_write = group_copies((is_upd | is_apply) & s4, "u_write")   # = u_valid
 
