@@ -34,6 +34,7 @@ from amaranth.lib.wiring import In, Out
 from xbarode.model.fixed import LFSR_SEED, ROUNDINGS, Format, Lfsr
 from xbarode.model.fixed_ops import accumulator_bits
 
+from .dsp import Multiplier
 from .rounding import LfsrBank, narrow, rounding_offset
 
 __all__ = ["GROUP", "CrossbarTile", "TileOp"]
@@ -182,7 +183,10 @@ class CrossbarTile(wiring.Component):
     cycles (the second term: writing the taps, or clearing ``G`` if that is longer), plus
     ``rows`` with ``bias``. A result
     is in the output buffer when ``done`` rises. Every path between registers holds at most
-    two carry chains, memory outputs are registered before any logic (a block RAM's
+    two carry chains (the adder tree's top levels, whose operands come from far-apart lanes, one
+    each where a register is free: a one-chunk tile without bias has no row accumulator and
+    gives its register to the tree), the multipliers are :class:`~xbarode.hdl.dsp.Multiplier`
+    (operand and product registers; on an ECP5 the DSP cell's own), memory outputs are registered before any logic (a block RAM's
     clock-to-output is half a 100 MHz cycle on an ECP5), the operand that every lane shares,
     the banks' read address and the lanes' controls are registered once per group of
     :data:`GROUP` lanes (or per lane), and the banks' writes come from registers (a bank is
@@ -637,8 +641,8 @@ class CrossbarTile(wiring.Component):
             return regs
 
         # Stage 1: memory data valid. Stage 2: memory data registered, the shared operand once
-        # per group of lanes. Stage 3: multiplier operands registered (the DSP input registers),
-        # invalid lanes zeroed. Stage 4: products registered (its output register).
+        # per group of lanes. Stage 3: multiplier operands registered (the DSP's input
+        # registers), invalid lanes zeroed. Stage 4: products registered (its output register).
         s1, s1_first, s1_last, s1_nlanes, s1_waddr = stage(
             issue, issue_first, issue_last, issue_nlanes, waddr, name="s1")
         s2, s2_first, s2_last, s2_nlanes, s2_waddr = stage(
@@ -653,11 +657,16 @@ class CrossbarTile(wiring.Component):
         s_q = [Signal(signed(self._in_w), name=f"sq{g}", attrs={"keep": 1})
                for g in range(n_groups)]
         m.d.sync += [reg.eq(s_rd.data) for reg in s_q]
-        prod_width = max(wf.width, self._in_w) + self._in_w
-        op_a = [Signal(signed(max(wf.width, self._in_w)), name=f"opa{k}")
-                for k in range(lanes)]
+        # The lanes' multipliers (Multiplier: operand and product registers, the DSP cell's
+        # own on an ECP5). op_a / op_b are their inputs at stage 2, registered into stage 3,
+        # the product registered into stage 4.
+        a_width = max(wf.width, self._in_w)
+        mults = [Multiplier(a_width, self._in_w) for _ in range(lanes)]
+        for k, mult in enumerate(mults):
+            m.submodules[f"mul{k}"] = mult
+        op_a = [Signal(signed(a_width), name=f"opa{k}") for k in range(lanes)]
         op_b = [Signal(signed(self._in_w), name=f"opb{k}") for k in range(lanes)]
-        prods = [Signal(signed(prod_width), name=f"prod{k}") for k in range(lanes)]
+        prods = [mult.p for mult in mults]
         w_s3 = [Signal(signed(wf.width), name=f"wold3_{k}") for k in range(lanes)]
         w_old = [Signal(signed(wf.width), name=f"wold{k}") for k in range(lanes)]
         # The controls of the lanes' multiplexers, registered per lane (which lanes a chunk
@@ -672,17 +681,17 @@ class CrossbarTile(wiring.Component):
         for k in range(lanes):
             shared = s_q[k // GROUP]
             with m.If(~lane_on2[k]):
-                m.d.sync += op_a[k].eq(0)
+                m.d.comb += op_a[k].eq(0)
             with m.Elif(times_s[k // GROUP]):
-                m.d.sync += op_a[k].eq(shared)
+                m.d.comb += op_a[k].eq(shared)
             with m.Else():
-                m.d.sync += op_a[k].eq(w_q[k])
+                m.d.comb += op_a[k].eq(w_q[k])
             with m.If(s_right[k // GROUP]):
-                m.d.sync += op_b[k].eq(shared)
+                m.d.comb += op_b[k].eq(shared)
             with m.Else():
-                m.d.sync += op_b[k].eq(x_q[k])
-            m.d.sync += [prods[k].eq(op_a[k] * op_b[k]), w_s3[k].eq(w_q[k]),
-                         w_old[k].eq(w_s3[k])]
+                m.d.comb += op_b[k].eq(x_q[k])
+            m.d.comb += [mults[k].a.eq(op_a[k]), mults[k].b.eq(op_b[k])]
+            m.d.sync += [w_s3[k].eq(w_q[k]), w_old[k].eq(w_s3[k])]
 
         # Gradient accumulators: read at issue like the weights; at stage 4 ACCUMULATE writes
         # back the old sum plus the product, APPLY writes zero (its step comes from the
@@ -701,7 +710,7 @@ class CrossbarTile(wiring.Component):
                     write_bank(g_wr[k], s4_waddr, Mux(g_keep[k // GROUP], g_s4[k] + prods[k], 0))
             if self._bias:
                 # The bias gradient: s_i added once per row (at its first chunk).
-                s_s4 = stage(op_a[0], name="sacc")[0]
+                s_s4 = stage(*stage(op_a[0], name="sacc3"), name="sacc")[0]   # lane 0's s
                 acc_row = Signal(range(max(rows, 2)))
                 with m.If(is_acc & s4 & s4_first):
                     m.d.comb += [gd_rd.addr.eq(acc_row), gd_wr.addr.eq(acc_row),
@@ -711,39 +720,56 @@ class CrossbarTile(wiring.Component):
                 with m.If(self.start & ~self.busy):
                     m.d.sync += acc_row.eq(0)
 
-        # Forward: pipelined adder tree, two levels per register stage, then the row
-        # accumulator; the row's one rounding happens the cycle after its last chunk.
+        # Forward: pipelined adder tree, then the row accumulator; the row's one rounding
+        # happens the cycle after its last chunk. The tree's T register stages hold two levels
+        # each. A one-chunk tile without bias has nothing to accumulate: its row accumulator's
+        # register becomes one more tree stage instead (same latency), so the top levels —
+        # whose operands come from lanes spread over the device — get a stage each.
+        fused = chunks == 1 and not self._bias
+        levels = math.ceil(math.log2(lanes)) if lanes > 1 else 0
+        n_regs = self.tree_stages + int(fused)
+        # Register after these levels: pairs at the bottom, single levels at the top.
+        doubles = max(0, levels - n_regs)
+        reg_after = {2 * (k + 1) for k in range(doubles)}
+        reg_after |= {2 * doubles + k + 1 for k in range(n_regs - doubles)}
         level = list(prods)
         valid_t, first_t, last_t = s4, s4_first, s4_last
-        depth = 0
-        while len(level) > 1:
-            level = [level[a] + level[a + 1] if a + 1 < len(level) else level[a]
-                     for a in range(0, len(level), 2)]
-            depth += 1
-            if depth % 2 == 0 or len(level) == 1:
+        meta_stages = self.tree_stages
+        for depth in range(1, max(levels, n_regs) + 1):
+            if len(level) > 1:
+                level = [level[a] + level[a + 1] if a + 1 < len(level) else level[a]
+                         for a in range(0, len(level), 2)]
+            if depth in reg_after:
                 level = stage(*level, name=f"tree{depth}")
-                valid_t, first_t, last_t = stage(valid_t, first_t, last_t, name=f"tmeta{depth}")
+                if meta_stages:
+                    meta_stages -= 1
+                    valid_t, first_t, last_t = stage(valid_t, first_t, last_t,
+                                                     name=f"tmeta{depth}")
         tree_sum = level[0]
         row_acc = Signal(row_shape)
         fwd_pending = Signal()
         m.d.sync += fwd_pending.eq(is_fwd & valid_t & last_t)
-        start_sum = tree_sum
-        if self._bias:
-            # The row of the chunk at the accumulator, counted there; the bias memory is read
-            # combinationally (rows words, LUT RAM).
-            bias_row = Signal(range(max(rows, 2)))
-            m.d.comb += b_rd.addr.eq(bias_row)
-            bias_term = b_rd.data << self._if.frac
-            start_sum = tree_sum + (Mux(is_grad, 0, bias_term) if train else bias_term)
-            with m.If(is_fwd & valid_t & last_t):
-                m.d.sync += bias_row.eq(bias_row + 1)
-            with m.If(self.start & ~self.busy):
-                m.d.sync += bias_row.eq(0)
-        with m.If(is_fwd & valid_t):
-            with m.If(first_t):
-                m.d.sync += row_acc.eq(start_sum)
-            with m.Else():
-                m.d.sync += row_acc.eq(row_acc + tree_sum)
+        if fused:
+            # The tree's last register is the row's sum (its metadata is fwd_pending).
+            m.d.comb += row_acc.eq(tree_sum)
+        else:
+            start_sum = tree_sum
+            if self._bias:
+                # The row of the chunk at the accumulator, counted there; the bias memory is
+                # read combinationally (rows words, LUT RAM).
+                bias_row = Signal(range(max(rows, 2)))
+                m.d.comb += b_rd.addr.eq(bias_row)
+                bias_term = b_rd.data << self._if.frac
+                start_sum = tree_sum + (Mux(is_grad, 0, bias_term) if train else bias_term)
+                with m.If(is_fwd & valid_t & last_t):
+                    m.d.sync += bias_row.eq(bias_row + 1)
+                with m.If(self.start & ~self.busy):
+                    m.d.sync += bias_row.eq(0)
+            with m.If(is_fwd & valid_t):
+                with m.If(first_t):
+                    m.d.sync += row_acc.eq(start_sum)
+                with m.Else():
+                    m.d.sync += row_acc.eq(row_acc + tree_sum)
         # The rounded word is registered before it fans out to the output banks.
         fwd_bank = Signal(range(max(lanes, 2)))
         fwd_addr = Signal(range(max(y_depth, 2)))

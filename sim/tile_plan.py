@@ -19,9 +19,12 @@ import numpy as np
 from xbarode.model.fixed import Format, Overflow, Rounder
 from xbarode.model.fixed_ops import FixedTile
 
-__all__ = ["TileParams", "compare", "make_plan", "model_results"]
+__all__ = ["DSP_MAPPINGS", "TileParams", "compare", "make_plan", "model_results"]
 
 OPS = ("forward", "transposed", "update")
+
+#: Multiplier mappings of a tile's Verilog (:attr:`TileParams.dsp`).
+DSP_MAPPINGS = ("none", "ecp5")
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,20 @@ class TileParams:
     eta_shift: int = 4
     acc_width: int = 48
     lfsr_seed: int = 0xACE1ACE1
+    #: Multiplier mapping of the Verilog: "none" (plain Verilog) or "ecp5" (MULT18X18D cells
+    #: with their own registers, as ``xbarode synth`` builds it; cocotb simulates them with
+    #: :data:`xbarode.sim.ecp5_models.MULT18X18D_MODEL`).
+    dsp: str = "none"
+
+    @property
+    def platform(self):
+        """The ``platform`` the Verilog is elaborated for (see :class:`xbarode.hdl.dsp.Ecp5Dsp`)."""
+        if self.dsp not in DSP_MAPPINGS:
+            raise ValueError(f"unknown dsp mapping {self.dsp!r}; choose one of: "
+                             f"{', '.join(DSP_MAPPINGS)}")
+        from xbarode.hdl.dsp import Ecp5Dsp
+
+        return Ecp5Dsp() if self.dsp == "ecp5" else None
 
     @property
     def format(self) -> Format:
@@ -48,6 +65,7 @@ class TileParams:
         from xbarode.hdl.tile import CrossbarTile
 
         f = self.format
+        self.platform  # noqa: B018 -- validates dsp
         return CrossbarTile(rows=self.rows, cols=self.cols, lanes=self.lanes, weight_format=f,
                             input_format=f, output_format=f, acc_width=self.acc_width,
                             rounding=self.rounding, eta_shift=self.eta_shift,

@@ -66,7 +66,7 @@ def component_ports(component):
     return ports
 
 
-def write_verilog(component, name, out_dir, ports=None):
+def write_verilog(component, name, out_dir, ports=None, platform=None):
     """Write the Verilog of ``component`` to ``out_dir/NAME.v`` and return that path.
 
     Parameters
@@ -80,6 +80,10 @@ def write_verilog(component, name, out_dir, ports=None):
         Folder, created if missing.
     ports : dict or list, optional
         Passed to ``verilog.convert`` as is, instead of the signature's ports.
+    platform : object, optional
+        Passed to every ``elaborate``: :class:`xbarode.hdl.dsp.Ecp5Dsp` for Verilog meant for
+        the ECP5 flow (multipliers as ``MULT18X18D`` cells with their registers); ``None``
+        (default) for plain Verilog that any simulator runs.
 
     Returns
     -------
@@ -91,7 +95,8 @@ def write_verilog(component, name, out_dir, ports=None):
         raise ValueError(f"name must be a Verilog identifier, not {name!r}")
     if ports is None:
         ports = component_ports(component)
-    text = amaranth_verilog.convert(component, name=name, ports=ports, emit_src=False)
+    text = amaranth_verilog.convert(component, name=name, platform=platform, ports=ports,
+                                    emit_src=False)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{name}.v"

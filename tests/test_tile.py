@@ -190,6 +190,30 @@ def test_cocotb_matches_the_model(simulator, rows, cols, lanes, rounding, tmp_pa
     assert result["cycles"]["forward"] == rows * t.chunks + t.tree_stages + 7
 
 
+@pytest.mark.parametrize(("simulator", "rows", "cols", "lanes", "rounding"), [
+    ("icarus", 13, 7, 3, "stochastic"),
+    ("verilator", 8, 8, 8, "nearest"),
+])
+def test_ecp5_dsp_mapping_matches_the_model(simulator, rows, cols, lanes, rounding, tmp_path):
+    """The Verilog that ``xbarode synth`` builds (multipliers as MULT18X18D cells with their
+    own registers), on the cell's simulation model: bit for bit, same latency."""
+    params = TileParams(rows=rows, cols=cols, lanes=lanes, width=16, frac=11,
+                        rounding=rounding, dsp="ecp5")
+    result = cosim(UNITS["tile"], params, vectors=4, seed=3, simulator=simulator,
+                   out=tmp_path)
+    assert result["mismatches"] == 0, result["first_mismatch"]
+    assert (tmp_path / "crossbar_tile.v").read_text().count("MULT18X18D #(") == lanes
+    t = params.component()
+    assert result["cycles"]["forward"] == rows * t.chunks + t.tree_stages + 7
+
+
+def test_amaranth_cannot_simulate_the_ecp5_mapping(tmp_path):
+    params = TileParams(rows=2, cols=2, lanes=2, width=16, frac=11, dsp="ecp5")
+    with pytest.raises(ValueError, match=r"^the Amaranth simulator cannot run MULT18X18D "
+                                         r"cells \(dsp 'ecp5'\); use icarus or verilator$"):
+        cosim(UNITS["tile"], params, vectors=1, seed=0, simulator="amaranth", out=tmp_path)
+
+
 @pytest.mark.parametrize("simulator", ["verilator", "icarus"])
 def test_cocotb_mismatch_names_the_first_difference(simulator, monkeypatch, tmp_path):
     real = tile_plan.model_results

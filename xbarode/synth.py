@@ -106,7 +106,9 @@ def synthesize(component_or_verilog, top_name, device="ecp5-85f", out_dir="build
     ----------
     component_or_verilog : Component, path, or list of paths
         An Amaranth component (its Verilog is written with
-        :func:`xbarode.sim.verilog.write_verilog`) or Verilog files.
+        :func:`xbarode.sim.verilog.write_verilog` for the platform
+        :class:`xbarode.hdl.dsp.Ecp5Dsp`: multipliers as ``MULT18X18D`` cells with their own
+        registers) or Verilog files.
     top_name : str
         Top-level module name (and the Verilog module name given to a component).
     device : str
@@ -154,8 +156,10 @@ def synthesize(component_or_verilog, top_name, device="ecp5-85f", out_dir="build
     elif isinstance(component_or_verilog, (list, tuple)):
         sources = [Path(path) for path in component_or_verilog]
     else:
+        from .hdl.dsp import Ecp5Dsp
         from .sim.verilog import write_verilog
-        sources = [write_verilog(component_or_verilog, top_name, out / "src")]
+        sources = [write_verilog(component_or_verilog, top_name, out / "src",
+                                 platform=Ecp5Dsp())]
     names = []
     for index, source in enumerate(sources):
         if not source.is_file():

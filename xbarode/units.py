@@ -58,6 +58,10 @@ def _tile_arguments(parser) -> None:
                        help="accumulator width (default: %(default)s)")
     group.add_argument("--lfsr-seed", type=lambda t: int(t, 0), default=0xACE1ACE1,
                        help="seed of the stochastic-rounding LFSR (default: 0xace1ace1)")
+    group.add_argument("--dsp", choices=("none", "ecp5"), default="none",
+                       help="multipliers in the Verilog: plain (none) or ECP5 MULT18X18D cells "
+                            "with their registers (ecp5), as synth builds them; cosim runs "
+                            "these on a model of the cell (default: %(default)s)")
 
 
 def _tile_params(args):
@@ -67,7 +71,7 @@ def _tile_params(args):
                         lanes=args.cols if args.lanes is None else args.lanes,
                         width=args.width, frac=args.frac, rounding=args.rounding,
                         eta_shift=args.eta_shift, acc_width=args.acc_width,
-                        lfsr_seed=args.lfsr_seed)
+                        lfsr_seed=args.lfsr_seed, dsp=args.dsp)
     params.component()  # validates every parameter with the component's own messages
     return params
 
@@ -87,6 +91,10 @@ def run_plan(unit: str, params, plan: dict, expected, simulator: str, out_dir: P
         from xbarode.sim.tile_plan import compare
 
     waves = None
+    platform = getattr(params, "platform", None)
+    if simulator == "amaranth" and platform is not None:
+        raise ValueError("the Amaranth simulator cannot run MULT18X18D cells (dsp 'ecp5'); "
+                         "use icarus or verilator")
     if simulator == "amaranth":
         got, cycles = amaranth_runner(params, plan)
         report = compare(expected, got)
@@ -98,8 +106,12 @@ def run_plan(unit: str, params, plan: dict, expected, simulator: str, out_dir: P
         from xbarode.sim.runner import run_cocotb
         from xbarode.sim.verilog import write_verilog
 
-        verilog = write_verilog(params.component(), top, out_dir)
-        result = run_cocotb([verilog], top, cocotb_module, simulator,
+        sources = [write_verilog(params.component(), top, out_dir, platform=platform)]
+        if platform is not None:
+            from xbarode.sim.ecp5_models import write_models
+
+            sources.append(write_models(out_dir))
+        result = run_cocotb(sources, top, cocotb_module, simulator,
                             data={"plan": plan, "expected": expected}, waves="on_failure",
                             test_dir=out_dir / f"run-{simulator}", seed=seed, check=False)
         got = result.outputs.get("results")
@@ -374,7 +386,8 @@ def generate(unit: Unit, params, out: Path) -> dict:
     from xbarode.sim.verilog import port_manifest, write_verilog
 
     component = unit.component(params)
-    verilog = write_verilog(component, unit.top, out)
+    verilog = write_verilog(component, unit.top, out,
+                            platform=getattr(params, "platform", None))
     manifest = {
         "unit": unit.name,
         "top": unit.top,

@@ -1,0 +1,104 @@
+# amaranth: UnusedElaboratable=no
+"""The lanes' multiplier (hdl/dsp.py): plain Amaranth and its ECP5 mapping, against Python's
+integer product; the MULT18X18D simulation model (sim/ecp5_models.py) against the same."""
+
+import re
+from pathlib import Path
+
+import pytest
+from amaranth.sim import Simulator
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from xbarode.hdl.dsp import DSP_WIDTH, Ecp5Dsp, Multiplier
+from xbarode.sim.ecp5_models import MULT18X18D_MODEL, write_models
+from xbarode.sim.runner import run_cocotb
+from xbarode.sim.tile_plan import TileParams
+from xbarode.sim.verilog import write_verilog
+
+
+@pytest.mark.parametrize(("args", "error", "message"), [
+    ((0, 16), ValueError, r"^a_width must be >= 1, not 0$"),
+    ((16, -2), ValueError, r"^b_width must be >= 1, not -2$"),
+    ((16.0, 16), TypeError, r"^a_width must be an integer, not float$"),
+    ((16, True), TypeError, r"^b_width must be an integer, not bool$"),
+])
+def test_constructor_errors(args, error, message):
+    with pytest.raises(error, match=message):
+        Multiplier(*args)
+
+
+def test_widths_are_read_only():
+    mult = Multiplier(16, 12)
+    assert (mult.a_width, mult.b_width, len(mult.p)) == (16, 12, 28)
+    with pytest.raises(AttributeError):
+        mult.a_width = 3
+
+
+@settings(max_examples=10, deadline=None)
+@given(a_width=st.integers(1, 24), b_width=st.integers(1, 24), data=st.data())
+def test_product_two_cycles_later(a_width, b_width, data):
+    """Every cycle a new pair; the product of the pair of two cycles before, exact."""
+    pairs = data.draw(st.lists(st.tuples(
+        st.integers(-(1 << (a_width - 1)), (1 << (a_width - 1)) - 1),
+        st.integers(-(1 << (b_width - 1)), (1 << (b_width - 1)) - 1)), min_size=1, max_size=12))
+    dut = Multiplier(a_width, b_width)
+    seen = []
+
+    async def bench(ctx):
+        for a, b in [*pairs, (0, 0), (0, 0)]:
+            ctx.set(dut.a, a)
+            ctx.set(dut.b, b)
+            await ctx.tick()
+            seen.append(ctx.get(dut.p))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    # After the k-th edge, p holds the product of the pair presented before edge k-1.
+    assert seen[0] == 0
+    assert seen[1:len(pairs) + 1] == [a * b for a, b in pairs]
+
+
+@pytest.mark.parametrize(("widths", "cells"), [((16, 16), 1), ((18, 18), 1), ((19, 16), 0)])
+def test_ecp5_mapping_uses_the_cell_only_where_it_fits(widths, cells, tmp_path):
+    mult = Multiplier(*widths)
+    assert mult.uses_dsp_cell(Ecp5Dsp()) == bool(cells)
+    assert not mult.uses_dsp_cell(None)
+    text = write_verilog(Multiplier(*widths), "mult", tmp_path, platform=Ecp5Dsp()).read_text()
+    assert text.count("MULT18X18D") == cells
+    if cells:
+        for stage in ("INPUTA", "INPUTB", "OUTPUT"):
+            assert re.search(rf'\.REG_{stage}_CLK\("CLK0"\)', text)
+    plain = write_verilog(Multiplier(*widths), "plain", tmp_path).read_text()
+    assert "MULT18X18D" not in plain
+
+
+def test_the_model_refuses_what_it_does_not_model():
+    # Clocks other than CLK0 stop the simulation instead of simulating something else.
+    for stage in ("INPUTA", "INPUTB", "INPUTC", "PIPELINE", "OUTPUT"):
+        assert f'REG_{stage}_CLK != "CLK0"' in MULT18X18D_MODEL
+
+
+@pytest.mark.parametrize("simulator", ["icarus", "verilator"])
+def test_model_and_mapping_multiply_like_python(simulator, tmp_path):
+    """The ECP5-mapped multiplier on the cell model: every product of a random sequence,
+    including the corners -2^17 · -2^17 and 2^17-1 · -2^17, two cycles later."""
+    import random
+
+    rng = random.Random(5)
+    lo, hi = -(1 << (DSP_WIDTH - 1)), (1 << (DSP_WIDTH - 1)) - 1
+    pairs = [(lo, lo), (hi, lo), (hi, hi), (0, lo), (-1, -1)]
+    pairs += [(rng.randint(lo, hi), rng.randint(lo, hi)) for _ in range(60)]
+    sources = [write_verilog(Multiplier(DSP_WIDTH, DSP_WIDTH), "mult", tmp_path,
+                             platform=Ecp5Dsp()), write_models(tmp_path)]
+    result = run_cocotb(sources, "mult", Path(__file__).with_name("cocotb_dsp.py"), simulator,
+                        data={"pairs": pairs}, test_dir=tmp_path / "run")
+    assert result.outputs["products"] == [a * b for a, b in pairs]
+
+
+def test_bad_dsp_mapping_is_named():
+    with pytest.raises(ValueError, match=r"^unknown dsp mapping 'xilinx'; choose one of: "
+                                         r"none, ecp5$"):
+        TileParams(rows=2, cols=2, lanes=2, width=16, frac=12, dsp="xilinx").component()
