@@ -17,7 +17,7 @@ from amaranth import ClockSignal, Instance, Module, ResetSignal, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["DSP_WIDTH", "Ecp5Dsp", "Multiplier"]
+__all__ = ["DSP_WIDTH", "Ecp5Dsp", "Multiplier", "maps_to_dsp_cell"]
 
 #: Operand width of the ECP5 multiplier cell (signed 18×18).
 DSP_WIDTH = 18
@@ -32,6 +32,12 @@ class Ecp5Dsp:
     """
 
     dsp = "ecp5"
+
+
+def maps_to_dsp_cell(platform, a_width: int, b_width: int) -> bool:
+    """Whether a :class:`Multiplier` of these widths elaborated for ``platform`` is one
+    ``MULT18X18D`` (platform :class:`Ecp5Dsp`, both widths at most :data:`DSP_WIDTH`)."""
+    return getattr(platform, "dsp", None) == "ecp5" and max(a_width, b_width) <= DSP_WIDTH
 
 
 class Multiplier(wiring.Component):
@@ -79,8 +85,7 @@ class Multiplier(wiring.Component):
 
     def uses_dsp_cell(self, platform) -> bool:
         """Whether elaborating for ``platform`` instantiates a ``MULT18X18D``."""
-        return (getattr(platform, "dsp", None) == "ecp5"
-                and max(self._a_width, self._b_width) <= DSP_WIDTH)
+        return maps_to_dsp_cell(platform, self._a_width, self._b_width)
 
     def elaborate(self, platform):
         m = Module()

@@ -34,7 +34,7 @@ from amaranth.lib.wiring import In, Out
 from xbarode.model.fixed import LFSR_SEED, ROUNDINGS, Format, Lfsr
 from xbarode.model.fixed_ops import accumulator_bits
 
-from .dsp import Multiplier
+from .dsp import Multiplier, maps_to_dsp_cell
 from .rounding import LfsrBank, narrow, rounding_offset
 
 __all__ = ["GROUP", "CrossbarTile", "TileOp"]
@@ -420,6 +420,20 @@ class CrossbarTile(wiring.Component):
     def tree_stages(self) -> int:
         """Register stages of the forward adder tree (one per two levels)."""
         return math.ceil(math.ceil(math.log2(self._lanes)) / 2) if self._lanes > 1 else 0
+
+    def lane_cells(self, platform):
+        """Names of lane ``k``'s multiplier cell and weight block RAM in Yosys's ECP5 netlist
+        of this tile synthesised alone (for pinning them, :func:`xbarode.synth.lane_sites`).
+
+        Returns a list of ``(multiplier, block RAM)`` per lane, ``None`` where the lane has no
+        such cell: a multiplier wider than the DSP cell, or a bank in LUT RAM or spread over
+        more than one block RAM (deeper than 1024 words or wider than 18 bits).
+        """
+        w_depth = self._rows * self.chunks
+        one_ebr = 16 < w_depth <= 1024 and self._wf.width <= 18
+        dsp = maps_to_dsp_cell(platform, max(self._wf.width, self._in_w), self._in_w)
+        return [(f"mul{k}.mult" if dsp else None, f"w{k}.0.0" if one_ebr else None)
+                for k in range(self._lanes)]
 
     # Hardware -------------------------------------------------------------------------------
     def elaborate(self, platform):

@@ -8,6 +8,7 @@ from :mod:`xbarode.sim.tile_plan`; the reference answers come from
 
 import json
 import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,6 +23,7 @@ from xbarode.model.fixed import LFSR_SEED, Format, Lfsr
 from xbarode.sim import tile_plan
 from xbarode.sim.tile_amaranth import run_plan_amaranth
 from xbarode.sim.tile_plan import TileParams, compare, make_plan, model_results
+from xbarode.synth import SynthesisError, lane_sites, synthesize
 from xbarode.units import UNITS, cosim
 
 F16 = Format(16, 12)
@@ -399,6 +401,58 @@ def test_bench_tile_reports_cycles_and_passes_the_router(monkeypatch, capsys, tm
     assert asked["lanes"] == 32
     assert row["forward_cycles"] == 64 * 2 + 3 + 7 and row["transposed_cycles"] == 64 * 2 + 7
     assert row["fmax_mhz"] == 7.0
+
+
+def test_lane_sites_pair_each_multiplier_with_a_block_ram_in_order():
+    for lanes, bands in ((1, 1), (16, 1), (17, 2), (64, 2), (104, 2)):
+        sites = lane_sites(lanes)
+        assert len(sites) == lanes and len(set(sites)) == lanes
+        assert len({site for pair in sites for site in pair}) == 2 * lanes
+        rows = set()
+        for dsp, ebr in sites:
+            (dx, dy, dcell), (ex, ey, ecell) = (site_xy(dsp), site_xy(ebr))
+            assert dcell.startswith("MULT18_") and ecell.startswith("EBR")
+            assert ey == dy + 12 and 0 <= ex - dx <= 1   # the block RAM right above
+            rows.add(dy)
+        assert len(rows) == bands
+        # Lanes go left to right within a band, so the adder tree pairs neighbours.
+        for row in rows:
+            xs = [site_xy(dsp)[0] for dsp, _ in sites if site_xy(dsp)[1] == row]
+            assert xs == sorted(xs)
+    assert lane_sites(105) == [] and lane_sites(8, "ecp5-45f") == []
+
+
+def site_xy(site):
+    x, y, cell = site.split("/")
+    return int(x[1:]), int(y[1:]), cell
+
+
+def test_synth_pins_the_lanes_and_nextpnr_takes_the_sites(tmp_path, capsys):
+    """A small tile through Yosys and nextpnr: every lane's multiplier (a MULT18X18D with its
+    registers) and block RAM carry their site, and nextpnr places them there (it stops on a
+    site the device lacks, as the second run shows)."""
+    code = main(["synth", "tile", "--rows", "20", "--cols", "3", "--lanes", "3", "--freq", "50",
+                 "--out", str(tmp_path / "ok"), "--json"])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (result["mult18"], result["ebr"], result["pinned"]) == (3, 3, 6)
+    netlist = json.loads(Path(result["files"]["netlist"]).read_text())
+    cells = netlist["modules"]["crossbar_tile"]["cells"]
+    for k, (dsp, ebr) in enumerate(lane_sites(3)):
+        mult = cells[f"mul{k}.mult"]
+        assert mult["type"] == "MULT18X18D" and mult["attributes"]["BEL"] == dsp
+        for stage in ("INPUTA", "INPUTB", "OUTPUT"):
+            assert mult["parameters"][f"REG_{stage}_CLK"] == "CLK0"
+        assert cells[f"w{k}.0.0"]["type"] == "DP16KD"
+        assert cells[f"w{k}.0.0"]["attributes"]["BEL"] == ebr
+    component = TileParams(rows=20, cols=3, lanes=3, width=16, frac=12).component()
+    with pytest.raises(SynthesisError, match="No Bel named 'X3/Y34/MULT18_0'"):
+        synthesize(component, "crossbar_tile", out_dir=tmp_path / "bad",
+                   sites={"mul0.mult": "X3/Y34/MULT18_0"})
+    with pytest.raises(ValueError, match=r"^sites name cells the netlist does not have: "
+                                         r"mul7\.mult$"):
+        synthesize(component, "crossbar_tile", out_dir=tmp_path / "bad",
+                   sites={"mul7.mult": "X31/Y34/MULT18_0"})
 
 
 # --- block-RAM banks: no read meets a write at its address ---------------------------------

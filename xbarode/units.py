@@ -34,6 +34,7 @@ class Unit:
     component: Callable           # (params) -> Amaranth component
     top: str                      # Verilog module name
     cosim: Callable               # (params, vectors, seed, simulator, out_dir) -> dict
+    sites: Callable | None = None  # (component, device) -> {cell: site} for synth, or None
 
 
 # --- the crossbar tile -----------------------------------------------------------------------
@@ -141,6 +142,21 @@ def _tile_cosim(params, vectors: int, seed: int, simulator: str, out_dir: Path) 
 
 def _component(params):
     return params.component()
+
+
+def tile_sites(tile, device: str) -> dict:
+    """``{cell: site}`` pinning each lane's multiplier and block RAM of a tile synthesised
+    alone (:func:`xbarode.synth.lane_sites`; empty where no layout is known)."""
+    from xbarode.hdl.dsp import Ecp5Dsp
+    from xbarode.synth import lane_sites
+
+    pairs = lane_sites(tile.lanes, device)
+    if not pairs:
+        return {}
+    sites = {}
+    for cells, places in zip(tile.lane_cells(Ecp5Dsp()), pairs, strict=True):
+        sites.update({cell: place for cell, place in zip(cells, places) if cell is not None})
+    return sites
 
 
 # --- the Fourier units ------------------------------------------------------------------------
@@ -366,7 +382,7 @@ def _adjoint_cosim(params: AdjointParams, vectors: int, seed: int, simulator: st
 
 UNITS = {
     "tile": Unit("tile", "the crossbar tile: W x, Wᵀ y, rank-1 update", _tile_arguments,
-                 _tile_params, _component, "crossbar_tile", _tile_cosim),
+                 _tile_params, _component, "crossbar_tile", _tile_cosim, tile_sites),
     **{name: Unit(name, _FOURIER_HELP[name], _fourier_arguments(name), _fourier_params(name),
                   _component, top, _fourier_cosim)
        for name, top in _FOURIER_TOPS.items()},
@@ -428,6 +444,8 @@ def synth(unit: Unit, params, *, device: str, out: Path, freq_mhz: float, seed: 
     """Synthesise, place and route the unit; resources and fmax."""
     from xbarode.synth import synthesize
 
-    report = synthesize(unit.component(params), unit.top, device=device, out_dir=out,
-                        seed=seed, freq_mhz=freq_mhz, router=router)
+    component = unit.component(params)
+    sites = unit.sites(component, device) if unit.sites is not None else None
+    report = synthesize(component, unit.top, device=device, out_dir=out, seed=seed,
+                        freq_mhz=freq_mhz, router=router, sites=sites)
     return {"unit": unit.name, **report}
