@@ -186,8 +186,8 @@ class CrossbarTile(wiring.Component):
     two carry chains (the adder tree's top levels, whose operands come from far-apart lanes, one
     each where a register is free: a one-chunk tile without bias has no row accumulator and
     gives its register to the tree), the multipliers are :class:`~xbarode.hdl.dsp.Multiplier`
-    (operand and product registers; on an ECP5 the DSP cell's own), memory outputs are registered before any logic (a block RAM's
-    clock-to-output is half a 100 MHz cycle on an ECP5), the operand that every lane shares,
+    (operand and product registers; on an ECP5 the DSP cell's own), memory outputs are
+    registered before any logic (a block RAM's clock-to-output is half a 100 MHz cycle on an ECP5), the operand that every lane shares,
     the banks' read address and the lanes' controls are registered once per group of
     :data:`GROUP` lanes (or per lane), and the banks' writes come from registers (a bank is
     written the cycle after its walk or pipeline asks, before any later read of it; an
