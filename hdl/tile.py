@@ -181,19 +181,18 @@ class CrossbarTile(wiring.Component):
     UPDATE, ACCUMULATE and APPLY (with ``bias``, APPLY takes ``rows`` cycles more); with
     ``taps`` (``K = k²`` of them), APPLY takes ``K·rows + max(K·(rows + 1), rows·C - 1) + 6``
     cycles (the second term: writing the taps, or clearing ``G`` if that is longer), plus
-    ``rows`` with ``bias``. A result
-    is in the output buffer when ``done`` rises. Every path between registers holds at most
-    two carry chains (the adder tree's top levels, whose operands come from far-apart lanes, one
-    each where a register is free: a one-chunk tile without bias has no row accumulator and
-    gives its register to the tree), the multipliers are :class:`~xbarode.hdl.dsp.Multiplier`
-    (operand and product registers; on an ECP5 the DSP cell's own), memory outputs are
-    registered before any logic (a block RAM's clock-to-output is half a 100 MHz cycle on an ECP5), the operand that every lane shares,
-    the banks' read address and the lanes' controls are registered once per group of
-    :data:`GROUP` lanes (or per lane), and the banks' writes come from registers (a bank is
-    written the cycle after its walk or pipeline asks, before any later read of it; an
-    enabled read never meets a write to its address, so synthesis needs no read-during-write
-    logic around the block RAMs). Streams move one word per
-    cycle on LOAD_*, and on READ_* after one cycle of addressing.
+    ``rows`` with ``bias``. A result is in the output buffer when ``done`` rises. Every path
+    between registers holds at most two carry chains (the adder tree's top levels, whose
+    operands come from far-apart lanes, one each where a register is free: a one-chunk tile
+    without bias has no row accumulator and gives its register to the tree), the multipliers are
+    :class:`~xbarode.hdl.dsp.Multiplier` (operand and product registers; on an ECP5 the DSP
+    cell's own), memory outputs are registered before any logic (a block RAM's clock-to-output
+    is half a 100 MHz cycle on an ECP5), the operand that every lane shares, the banks' read
+    address and the lanes' controls are registered once per group of :data:`GROUP` lanes (or per
+    lane), and the banks' writes come from registers (a bank is written the cycle after its walk
+    or pipeline asks, before any later read of it; an enabled read never meets a write to its
+    address, so synthesis needs no read-during-write logic around the block RAMs). Streams move
+    one word per cycle on LOAD_*, and on READ_* after one cycle of addressing.
     ``cycles_per_mvm`` in the co-simulation reports is the measured FORWARD latency.
     """
 

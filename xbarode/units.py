@@ -155,7 +155,8 @@ def tile_sites(tile, device: str) -> dict:
         return {}
     sites = {}
     for cells, places in zip(tile.lane_cells(Ecp5Dsp()), pairs, strict=True):
-        sites.update({cell: place for cell, place in zip(cells, places, strict=True) if cell is not None})
+        sites.update({cell: place for cell, place in zip(cells, places, strict=True)
+                      if cell is not None})
     return sites
 
 
