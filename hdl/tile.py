@@ -192,7 +192,7 @@ class CrossbarTile(wiring.Component):
     lane), and the banks' writes come from registers (a bank is written the cycle after its walk
     or pipeline asks, before any later read of it; an enabled read never meets a write to its
     address, so synthesis needs no read-during-write logic around the block RAMs). Streams move
-    one word per cycle on LOAD_*, and on READ_* after one cycle of addressing.
+    one word per cycle on LOAD_*, and on READ_* after two cycles (read, load the chain).
     ``cycles_per_mvm`` in the co-simulation reports is the measured FORWARD latency.
     """
 
@@ -985,9 +985,30 @@ class CrossbarTile(wiring.Component):
         drain = Signal(range(forward_drain + 1))
         in_flight = Signal(range(forward_drain + 1))
 
-        # Output stream register for READ_* (two cycles per word).
+        # READ_*'s output: a chain of registers, one per lane, loaded with a whole chunk from
+        # the lanes' banks and shifted towards lane 0 one word per handshake, so each lane's
+        # word travels to its neighbour only (a 64-way multiplexer at the output pulled every
+        # lane's bank outputs to one place, the 64-lane tile's most congested spot). While the
+        # chain is emptied the banks read the next chunk (prefetch), which the chain loads as
+        # its last word is taken; ``fresh`` says the prefetched words are there.
         out_valid = Signal()
         m.d.comb += [self.o.valid.eq(out_valid)]
+        chain = [Signal(signed(len(self.o.payload)), name=f"rchain{k}") for k in range(lanes)]
+        chain_load, chain_shift = Signal(), Signal()
+        prefetch, fresh = Signal(), Signal()
+        read_w = group_copies(op == TileOp.READ_W, "read_w")
+        read_g = group_copies(op == TileOp.READ_G, "read_g") if train else None
+        m.d.sync += [prefetch.eq(0), fresh.eq(fresh | prefetch)]
+        with m.If(chain_load):
+            m.d.sync += [prefetch.eq(1), fresh.eq(0)]
+        for k in range(lanes):
+            source = Mux(read_w[k // GROUP], w_rd[k].data, y_rd[k].data)
+            if train:
+                source = Mux(read_g[k // GROUP], g_rd[k].data, source)
+            with m.If(chain_load):
+                m.d.sync += chain[k].eq(source)
+            with m.Elif(chain_shift):
+                m.d.sync += chain[k].eq(chain[k + 1] if k + 1 < lanes else 0)
 
         # Side ports (a core's direct access); the FSM's own accesses below take precedence.
         s_count = Signal(range(rows + 1))   # words of s that arrived on s_in
@@ -1243,51 +1264,52 @@ class CrossbarTile(wiring.Component):
                         else:
                             finish()
 
-            # READ_W / READ_Y: one cycle to address the first chunk, then one word per cycle.
-            # Every bank reads the same address, so a chunk's words are all present at once;
-            # the next chunk is read as the last word of this one is taken (the read ports
-            # hold their data while not enabled).
+            # READ_W / READ_Y / READ_G: one cycle to read the first chunk, one to load it into
+            # the chain, then one word per cycle. Every bank reads the same address, so a
+            # chunk's words are all present at once; the read ports hold their data while not
+            # enabled, so a prefetched chunk waits there for the chain.
             with m.State("READ_ADDR"):
                 for k in range(lanes):               # the banks at waddr = 0
                     m.d.comb += [y_rd[k].addr.eq(chunk), w_rd[k].en.eq(1), y_rd[k].en.eq(1)]
                 for port in g_rd:
                     m.d.comb += port.en.eq(1)
-                next_read(1)
+                m.next = "READ_LOAD"
+
+            with m.State("READ_LOAD"):
+                m.d.comb += chain_load.eq(1)
+                next_read(1)                         # the chunk after, prefetched next cycle
                 m.next = "READ_DATA"
 
             with m.State("READ_DATA"):
                 row_major = op == TileOp.READ_W
-                for port in w_rd + y_rd + g_rd:
-                    m.d.comb += port.en.eq(0)
-                for k in range(lanes):               # the banks at the next address
-                    m.d.comb += y_rd[k].addr.eq(chunk + 1)
-                m.d.comb += out_valid.eq(1)
                 if train:
                     row_major = row_major | (op == TileOp.READ_G)
-                # One multiplexer per source, indexed by the lane (a tree of log2(lanes)
-                # levels, not a chain of one 2:1 multiplexer per lane).
-                m.d.comb += self.o.payload.eq(Array(port.data for port in y_rd)[lane])
-                with m.If(op == TileOp.READ_W):
-                    m.d.comb += self.o.payload.eq(Array(port.data for port in w_rd)[lane])
-                if train:
-                    with m.If(op == TileOp.READ_G):
-                        m.d.comb += self.o.payload.eq(Array(port.data for port in g_rd)[lane])
-                with m.If(self.o.ready):
+                with m.If(prefetch):                 # the banks at the next address
+                    for port in w_rd + y_rd + g_rd:
+                        m.d.comb += port.en.eq(1)
+                for k in range(lanes):
+                    m.d.comb += y_rd[k].addr.eq(chunk + 1)
+                m.d.comb += self.o.payload.eq(chain[0])
+                total = Signal.like(count)
+                last_of_chunk = Signal()
+                m.d.comb += [total.eq(Mux(row_major, rows * cols, y_len)),
+                             last_of_chunk.eq((lane == lanes - 1)
+                                              | (row_major & (chunk == chunks - 1)
+                                                 & (lane == last_lanes - 1)))]
+                # The last word of a chunk goes only once the next chunk is in the banks'
+                # outputs (a one-word chunk can be taken before its successor is read).
+                m.d.comb += out_valid.eq(~last_of_chunk | fresh | (count == total - 1))
+                with m.If(self.o.ready & out_valid):
                     m.d.sync += count.eq(count + 1)
-                    total = Signal.like(count)
-                    m.d.comb += total.eq(y_len)
+                    with m.If(last_of_chunk):
+                        m.d.comb += chain_load.eq(1)
+                    with m.Else():
+                        m.d.comb += chain_shift.eq(1)
                     with m.If(row_major):
-                        m.d.comb += total.eq(rows * cols)
-                        with m.If((lane == lanes - 1)
-                                  | ((chunk == chunks - 1) & (lane == last_lanes - 1))):
-                            for port in w_rd + g_rd:
-                                m.d.comb += port.en.eq(1)
+                        with m.If(last_of_chunk):
                             next_read(rd_addr[0] + 1)
                         step_row_major()
                     with m.Else():
-                        with m.If(lane == lanes - 1):
-                            for port in y_rd:
-                                m.d.comb += port.en.eq(1)
                         step_lane_chunk()
                     with m.If(count == total - 1):
                         if self._bias:

@@ -18,12 +18,12 @@ from hypothesis import strategies as st
 
 from xbarode.cli import main
 from xbarode.hdl.rounding import LfsrBank
-from xbarode.hdl.tile import CrossbarTile
+from xbarode.hdl.tile import GROUP, CrossbarTile
 from xbarode.model.fixed import LFSR_SEED, Format, Lfsr
 from xbarode.sim import tile_plan
 from xbarode.sim.tile_amaranth import run_plan_amaranth
 from xbarode.sim.tile_plan import TileParams, compare, make_plan, model_results
-from xbarode.synth import SynthesisError, lane_sites, synthesize
+from xbarode.synth import PIN_MIN_LANES, SynthesisError, lane_sites, synthesize
 from xbarode.units import UNITS, cosim
 
 F16 = Format(16, 12)
@@ -404,22 +404,21 @@ def test_bench_tile_reports_cycles_and_passes_the_router(monkeypatch, capsys, tm
 
 
 def test_lane_sites_pair_each_multiplier_with_a_block_ram_in_order():
-    for lanes, bands in ((1, 1), (16, 1), (17, 2), (64, 2), (104, 2)):
+    for lanes in (PIN_MIN_LANES, 64, 104):
         sites = lane_sites(lanes)
-        assert len(sites) == lanes and len(set(sites)) == lanes
+        assert len(sites) == lanes
         assert len({site for pair in sites for site in pair}) == 2 * lanes
-        rows = set()
+        rows = {}
         for dsp, ebr in sites:
             (dx, dy, dcell), (ex, ey, ecell) = (site_xy(dsp), site_xy(ebr))
             assert dcell.startswith("MULT18_") and ecell.startswith("EBR")
             assert ey == dy + 12 and 0 <= ex - dx <= 1   # the block RAM right above
-            rows.add(dy)
-        assert len(rows) == bands
-        # Lanes go left to right within a band, so the adder tree pairs neighbours.
-        for row in rows:
-            xs = [site_xy(dsp)[0] for dsp, _ in sites if site_xy(dsp)[1] == row]
-            assert xs == sorted(xs)
-    assert lane_sites(105) == [] and lane_sites(8, "ecp5-45f") == []
+            rows.setdefault(dy, []).append(dx)
+        assert len(rows) == 2 and abs(len(rows[34]) - len(rows[58])) <= 1
+        for xs in rows.values():   # left to right, so the adder tree pairs neighbours
+            assert xs == sorted(xs) and xs[0] < 10 and xs[-1] > 100 - 40 * (len(xs) < 9)
+    assert lane_sites(PIN_MIN_LANES - 1) == [] and lane_sites(105) == []
+    assert lane_sites(64, "ecp5-45f") == []
 
 
 def site_xy(site):
@@ -427,24 +426,30 @@ def site_xy(site):
     return int(x[1:]), int(y[1:]), cell
 
 
-def test_synth_pins_the_lanes_and_nextpnr_takes_the_sites(tmp_path, capsys):
-    """A small tile through Yosys and nextpnr: every lane's multiplier (a MULT18X18D with its
-    registers) and block RAM carry their site, and nextpnr places them there (it stops on a
-    site the device lacks, as the second run shows)."""
-    code = main(["synth", "tile", "--rows", "20", "--cols", "3", "--lanes", "3", "--freq", "50",
+def test_synth_pins_the_lanes_and_keeps_the_register_copies(tmp_path, capsys):
+    """A 17-lane tile through Yosys and nextpnr: every lane's multiplier (a MULT18X18D with its
+    registers) and block RAM carry their site and nextpnr takes them (it stops on a site the
+    device lacks, as the last runs show); the per-group copies of shared registers survive
+    Yosys (its opt_merge merged them into one before)."""
+    lanes = PIN_MIN_LANES
+    code = main(["synth", "tile", "--rows", "20", "--cols", str(lanes), "--freq", "50",
                  "--out", str(tmp_path / "ok"), "--json"])
     assert code == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert (result["mult18"], result["ebr"], result["pinned"]) == (3, 3, 6)
+    assert (result["mult18"], result["ebr"], result["pinned"]) == (lanes, lanes, 2 * lanes)
     netlist = json.loads(Path(result["files"]["netlist"]).read_text())
     cells = netlist["modules"]["crossbar_tile"]["cells"]
-    for k, (dsp, ebr) in enumerate(lane_sites(3)):
+    for k, (dsp, ebr) in enumerate(lane_sites(lanes)):
         mult = cells[f"mul{k}.mult"]
         assert mult["type"] == "MULT18X18D" and mult["attributes"]["BEL"] == dsp
         for stage in ("INPUTA", "INPUTB", "OUTPUT"):
             assert mult["parameters"][f"REG_{stage}_CLK"] == "CLK0"
         assert cells[f"w{k}.0.0"]["type"] == "DP16KD"
         assert cells[f"w{k}.0.0"]["attributes"]["BEL"] == ebr
+    groups = -(-lanes // GROUP)
+    shared = [name for name, cell in cells.items()
+              if cell["type"] == "TRELLIS_FF" and name.startswith("sq")]
+    assert len(shared) == groups * 16   # one 16-bit copy of s per group of lanes
     component = TileParams(rows=20, cols=3, lanes=3, width=16, frac=12).component()
     with pytest.raises(SynthesisError, match="No Bel named 'X3/Y34/MULT18_0'"):
         synthesize(component, "crossbar_tile", out_dir=tmp_path / "bad",

