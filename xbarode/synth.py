@@ -63,9 +63,10 @@ def lane_sites(lanes: int, device: str = "ecp5-85f"):
     -------
     list of (str, str)
         ``(multiplier site, block-RAM site)`` per lane, as nextpnr names them: half the
-        lanes in each of two bands of rows, spread evenly over the width of the device, in
-        order. An empty list where no layout is known or needed: devices other than the 85F,
-        fewer than :data:`PIN_MIN_LANES` lanes, more than the two bands' 2·4·13.
+        lanes in each of two bands of rows, in order, spread evenly over the middle of the
+        device at about two lanes per group of four sites (64 lanes: the whole width). An
+        empty list where no layout is known or needed: devices other than the 85F, fewer
+        than :data:`PIN_MIN_LANES` lanes, more than the two bands' 2·4·13.
 
     Notes
     -----
@@ -80,12 +81,14 @@ def lane_sites(lanes: int, device: str = "ecp5-85f"):
     if device != "ecp5-85f" or not PIN_MIN_LANES <= lanes <= 2 * 4 * len(_85F_GROUPS):
         return []
     per_band = -(-lanes // len(_85F_BANDS))
-    slots = 4 * len(_85F_GROUPS)
+    # About two lanes per group of four sites (room for their logic), in the middle.
+    groups = min(len(_85F_GROUPS), -(-per_band // 2))
+    first = (len(_85F_GROUPS) - groups + 1) // 2
     sites = []
     for k in range(lanes):
         (dsp_row, ebr_row), i = _85F_BANDS[k // per_band], k % per_band
-        group, slot = divmod(i * slots // per_band, 4)
-        x = _85F_GROUPS[group]
+        group, slot = divmod(i * 4 * groups // per_band, 4)
+        x = _85F_GROUPS[first + group]
         (dx, dsp), (ex, ebr) = _DSP_SLOTS[slot], _EBR_SLOTS[slot]
         sites.append((f"X{x + dx}/Y{dsp_row}/{dsp}", f"X{x + ex}/Y{ebr_row}/{ebr}"))
     return sites
