@@ -192,7 +192,8 @@ class CrossbarTile(wiring.Component):
     lane), and the banks' writes come from registers (a bank is written the cycle after its walk
     or pipeline asks, before any later read of it; an enabled read never meets a write to its
     address, so synthesis needs no read-during-write logic around the block RAMs). Streams move
-    one word per cycle on LOAD_*, and on READ_* after two cycles (read, load the chain).
+    one word per cycle on LOAD_*, and on READ_* one word every two cycles after three (read,
+    load the output chain).
     ``cycles_per_mvm`` in the co-simulation reports is the measured FORWARD latency.
     """
 
@@ -993,21 +994,24 @@ class CrossbarTile(wiring.Component):
         # its last word is taken; ``fresh`` says the prefetched words are there.
         out_valid = Signal()
         m.d.comb += [self.o.valid.eq(out_valid)]
+        # The chain acts on registered copies of the FSM's decisions, one per group of lanes
+        # (a decision taken with the handshake would fan out to every lane's registers in the
+        # same cycle, across the device): a word is offered every other cycle (``phase``).
         chain = [Signal(signed(len(self.o.payload)), name=f"rchain{k}") for k in range(lanes)]
         chain_load, chain_shift = Signal(), Signal()
-        prefetch, fresh = Signal(), Signal()
+        load_g = group_copies(chain_load, "chain_load")
+        shift_g = group_copies(chain_shift, "chain_shift")
+        prefetch, fresh, phase = Signal(), Signal(), Signal()
         read_w = group_copies(op == TileOp.READ_W, "read_w")
         read_g = group_copies(op == TileOp.READ_G, "read_g") if train else None
-        m.d.sync += [prefetch.eq(0), fresh.eq(fresh | prefetch)]
-        with m.If(chain_load):
-            m.d.sync += [prefetch.eq(1), fresh.eq(0)]
+        m.d.sync += [prefetch.eq(load_g[0]), fresh.eq(~load_g[0] & (fresh | prefetch))]
         for k in range(lanes):
             source = Mux(read_w[k // GROUP], w_rd[k].data, y_rd[k].data)
             if train:
                 source = Mux(read_g[k // GROUP], g_rd[k].data, source)
-            with m.If(chain_load):
+            with m.If(load_g[k // GROUP]):
                 m.d.sync += chain[k].eq(source)
-            with m.Elif(chain_shift):
+            with m.Elif(shift_g[k // GROUP]):
                 m.d.sync += chain[k].eq(chain[k + 1] if k + 1 < lanes else 0)
 
         # Side ports (a core's direct access); the FSM's own accesses below take precedence.
@@ -1264,8 +1268,8 @@ class CrossbarTile(wiring.Component):
                         else:
                             finish()
 
-            # READ_W / READ_Y / READ_G: one cycle to read the first chunk, one to load it into
-            # the chain, then one word per cycle. Every bank reads the same address, so a
+            # READ_W / READ_Y / READ_G: one cycle to read the first chunk, two to load it into
+            # the chain, then one word every two cycles. Every bank reads the same address, so a
             # chunk's words are all present at once; the read ports hold their data while not
             # enabled, so a prefetched chunk waits there for the chain.
             with m.State("READ_ADDR"):
@@ -1277,7 +1281,8 @@ class CrossbarTile(wiring.Component):
 
             with m.State("READ_LOAD"):
                 m.d.comb += chain_load.eq(1)
-                next_read(1)                         # the chunk after, prefetched next cycle
+                m.d.sync += phase.eq(0)
+                next_read(1)                         # the chunk after, prefetched once loaded
                 m.next = "READ_DATA"
 
             with m.State("READ_DATA"):
@@ -1298,9 +1303,11 @@ class CrossbarTile(wiring.Component):
                                                  & (lane == last_lanes - 1)))]
                 # The last word of a chunk goes only once the next chunk is in the banks'
                 # outputs (a one-word chunk can be taken before its successor is read).
-                m.d.comb += out_valid.eq(~last_of_chunk | fresh | (count == total - 1))
+                m.d.comb += out_valid.eq(phase & (~last_of_chunk | fresh | (count == total - 1)))
+                with m.If(~phase):                   # the chain acts in this cycle
+                    m.d.sync += phase.eq(1)
                 with m.If(self.o.ready & out_valid):
-                    m.d.sync += count.eq(count + 1)
+                    m.d.sync += [count.eq(count + 1), phase.eq(0)]
                     with m.If(last_of_chunk):
                         m.d.comb += chain_load.eq(1)
                     with m.Else():
