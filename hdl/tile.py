@@ -37,10 +37,14 @@ from xbarode.model.fixed_ops import accumulator_bits
 from .dsp import Multiplier, maps_to_dsp_cell
 from .rounding import LfsrBank, narrow, rounding_offset
 
-__all__ = ["GROUP", "CrossbarTile", "TileOp"]
+__all__ = ["CHAIN_MIN_LANES", "GROUP", "CrossbarTile", "TileOp"]
 
 #: Lanes served by one copy of the shared operand register (a fan-out bound for routing).
 GROUP = 8
+
+#: From this many lanes a tile alone (``xbarode generate/cosim/synth tile``) streams READ_*
+#: through its chain of lane registers (``read_chain``).
+CHAIN_MIN_LANES = 17
 
 
 class TileOp(enum.Enum, shape=4):
@@ -122,6 +126,12 @@ class CrossbarTile(wiring.Component):
     side_ports : bool
         Ports for a core that joins tiles (below): ``y_out``, ``s_in``, ``s_restart``,
         ``x_side_*``, ``y_side_*``.
+    read_chain : bool
+        READ_* streams through a chain of registers, one per lane, shifted towards lane 0 (a
+        word every two cycles; each lane's word moves to its neighbour only) instead of a
+        multiplexer over the lanes (a word per cycle; every lane's bank outputs wired to one
+        place, which congests the routing of a wide tile: use it from
+        :data:`CHAIN_MIN_LANES` lanes, as ``xbarode`` does for a tile alone).
     grad_format : Format, optional
         Format of gradient words (the adjoint's λ, ``g``); enables the training operations
         (``*_G``, ACCUMULATE, APPLY, READ_G) and the gradient accumulators.
@@ -192,8 +202,8 @@ class CrossbarTile(wiring.Component):
     lane), and the banks' writes come from registers (a bank is written the cycle after its walk
     or pipeline asks, before any later read of it; an enabled read never meets a write to its
     address, so synthesis needs no read-during-write logic around the block RAMs). Streams move
-    one word per cycle on LOAD_*, and on READ_* one word every two cycles after three (read,
-    load the output chain).
+    one word per cycle on LOAD_*; on READ_*, one word per cycle after one cycle of addressing,
+    or, with ``read_chain``, one word every two cycles after three (read, load the chain).
     ``cycles_per_mvm`` in the co-simulation reports is the measured FORWARD latency.
     """
 
@@ -202,7 +212,7 @@ class CrossbarTile(wiring.Component):
                  rounding: str = "nearest", eta_shift: int = 0, lfsr_seed: int = LFSR_SEED,
                  weights=None, shift: int = 0, bias: bool = False, side_ports: bool = False,
                  grad_format: Format | None = None, grad_shift: int = 0, sgd_shift: int = 0,
-                 taps=None):
+                 taps=None, read_chain: bool = False):
         for name, value in (("rows", rows), ("cols", cols), ("lanes", lanes),
                             ("acc_width", acc_width), ("eta_shift", eta_shift),
                             ("shift", shift), ("grad_shift", grad_shift),
@@ -257,6 +267,7 @@ class CrossbarTile(wiring.Component):
             taps = taps.astype(np.int64)
         self._taps = taps
         self._shift, self._bias, self._side = shift, bool(bias), bool(side_ports)
+        self._read_chain = bool(read_chain)
         self._rows, self._cols, self._lanes = rows, cols, lanes
         self._wf, self._if, self._of = weight_format, input_format, output_format
         self._acc_width = acc_width
@@ -361,6 +372,11 @@ class CrossbarTile(wiring.Component):
     def side_ports(self) -> bool:
         """The tile has the side ports of a core."""
         return self._side
+
+    @property
+    def read_chain(self) -> bool:
+        """READ_* streams through the chain of lane registers (see the class notes)."""
+        return self._read_chain
 
     @property
     def grad_format(self) -> Format | None:
@@ -986,33 +1002,36 @@ class CrossbarTile(wiring.Component):
         drain = Signal(range(forward_drain + 1))
         in_flight = Signal(range(forward_drain + 1))
 
-        # READ_*'s output: a chain of registers, one per lane, loaded with a whole chunk from
-        # the lanes' banks and shifted towards lane 0 one word per handshake, so each lane's
-        # word travels to its neighbour only (a 64-way multiplexer at the output pulled every
+        # READ_*'s output. A multiplexer indexed by the lane, one word per cycle; or
+        # (read_chain) a chain of registers, one per lane, loaded with a whole
+        # chunk from the lanes' banks and shifted towards lane 0 one word per handshake, so
+        # each lane's word travels to its neighbour only (the 64-way multiplexer pulled every
         # lane's bank outputs to one place, the 64-lane tile's most congested spot). While the
         # chain is emptied the banks read the next chunk (prefetch), which the chain loads as
         # its last word is taken; ``fresh`` says the prefetched words are there.
         out_valid = Signal()
         m.d.comb += [self.o.valid.eq(out_valid)]
-        # The chain acts on registered copies of the FSM's decisions, one per group of lanes
-        # (a decision taken with the handshake would fan out to every lane's registers in the
-        # same cycle, across the device): a word is offered every other cycle (``phase``).
-        chain = [Signal(signed(len(self.o.payload)), name=f"rchain{k}") for k in range(lanes)]
-        chain_load, chain_shift = Signal(), Signal()
-        load_g = group_copies(chain_load, "chain_load")
-        shift_g = group_copies(chain_shift, "chain_shift")
-        prefetch, fresh, phase = Signal(), Signal(), Signal()
-        read_w = group_copies(op == TileOp.READ_W, "read_w")
-        read_g = group_copies(op == TileOp.READ_G, "read_g") if train else None
-        m.d.sync += [prefetch.eq(load_g[0]), fresh.eq(~load_g[0] & (fresh | prefetch))]
-        for k in range(lanes):
-            source = Mux(read_w[k // GROUP], w_rd[k].data, y_rd[k].data)
-            if train:
-                source = Mux(read_g[k // GROUP], g_rd[k].data, source)
-            with m.If(load_g[k // GROUP]):
-                m.d.sync += chain[k].eq(source)
-            with m.Elif(shift_g[k // GROUP]):
-                m.d.sync += chain[k].eq(chain[k + 1] if k + 1 < lanes else 0)
+        chained = self._read_chain
+        if chained:
+            # The chain acts on registered copies of the FSM's decisions, one per group of lanes
+            # (a decision taken with the handshake would fan out to every lane's registers in the
+            # same cycle, across the device): a word is offered every other cycle (``phase``).
+            chain = [Signal(signed(len(self.o.payload)), name=f"rchain{k}") for k in range(lanes)]
+            chain_load, chain_shift = Signal(), Signal()
+            load_g = group_copies(chain_load, "chain_load")
+            shift_g = group_copies(chain_shift, "chain_shift")
+            prefetch, fresh, phase = Signal(), Signal(), Signal()
+            read_w = group_copies(op == TileOp.READ_W, "read_w")
+            read_g = group_copies(op == TileOp.READ_G, "read_g") if train else None
+            m.d.sync += [prefetch.eq(load_g[0]), fresh.eq(~load_g[0] & (fresh | prefetch))]
+            for k in range(lanes):
+                source = Mux(read_w[k // GROUP], w_rd[k].data, y_rd[k].data)
+                if train:
+                    source = Mux(read_g[k // GROUP], g_rd[k].data, source)
+                with m.If(load_g[k // GROUP]):
+                    m.d.sync += chain[k].eq(source)
+                with m.Elif(shift_g[k // GROUP]):
+                    m.d.sync += chain[k].eq(chain[k + 1] if k + 1 < lanes else 0)
 
         # Side ports (a core's direct access); the FSM's own accesses below take precedence.
         s_count = Signal(range(rows + 1))   # words of s that arrived on s_in
@@ -1268,61 +1287,117 @@ class CrossbarTile(wiring.Component):
                         else:
                             finish()
 
-            # READ_W / READ_Y / READ_G: one cycle to read the first chunk, two to load it into
-            # the chain, then one word every two cycles. Every bank reads the same address, so a
-            # chunk's words are all present at once; the read ports hold their data while not
-            # enabled, so a prefetched chunk waits there for the chain.
-            with m.State("READ_ADDR"):
-                for k in range(lanes):               # the banks at waddr = 0
-                    m.d.comb += [y_rd[k].addr.eq(chunk), w_rd[k].en.eq(1), y_rd[k].en.eq(1)]
-                for port in g_rd:
-                    m.d.comb += port.en.eq(1)
-                m.next = "READ_LOAD"
-
-            with m.State("READ_LOAD"):
-                m.d.comb += chain_load.eq(1)
-                m.d.sync += phase.eq(0)
-                next_read(1)                         # the chunk after, prefetched once loaded
-                m.next = "READ_DATA"
-
-            with m.State("READ_DATA"):
-                row_major = op == TileOp.READ_W
-                if train:
-                    row_major = row_major | (op == TileOp.READ_G)
-                with m.If(prefetch):                 # the banks at the next address
-                    for port in w_rd + y_rd + g_rd:
+            # READ_W / READ_Y / READ_G.
+            if chained:
+                # Chain: one cycle to read the first chunk, two to load it into the chain, then
+                # one word every two cycles. Every bank reads the same address, so a chunk's
+                # words are all present at once; the read ports hold their data while not
+                # enabled, so a prefetched chunk waits there for the chain.
+                with m.State("READ_ADDR"):
+                    for k in range(lanes):               # the banks at waddr = 0
+                        m.d.comb += [y_rd[k].addr.eq(chunk), w_rd[k].en.eq(1), y_rd[k].en.eq(1)]
+                    for port in g_rd:
                         m.d.comb += port.en.eq(1)
-                for k in range(lanes):
-                    m.d.comb += y_rd[k].addr.eq(chunk + 1)
-                m.d.comb += self.o.payload.eq(chain[0])
-                total = Signal.like(count)
-                last_of_chunk = Signal()
-                m.d.comb += [total.eq(Mux(row_major, rows * cols, y_len)),
-                             last_of_chunk.eq((lane == lanes - 1)
-                                              | (row_major & (chunk == chunks - 1)
-                                                 & (lane == last_lanes - 1)))]
-                # The last word of a chunk goes only once the next chunk is in the banks'
-                # outputs (a one-word chunk can be taken before its successor is read).
-                m.d.comb += out_valid.eq(phase & (~last_of_chunk | fresh | (count == total - 1)))
-                with m.If(~phase):                   # the chain acts in this cycle
-                    m.d.sync += phase.eq(1)
-                with m.If(self.o.ready & out_valid):
-                    m.d.sync += [count.eq(count + 1), phase.eq(0)]
-                    with m.If(last_of_chunk):
-                        m.d.comb += chain_load.eq(1)
-                    with m.Else():
-                        m.d.comb += chain_shift.eq(1)
-                    with m.If(row_major):
+                    m.next = "READ_LOAD"
+
+                with m.State("READ_LOAD"):
+                    m.d.comb += chain_load.eq(1)
+                    m.d.sync += phase.eq(0)
+                    next_read(1)                         # the chunk after, prefetched once loaded
+                    m.next = "READ_DATA"
+
+                with m.State("READ_DATA"):
+                    row_major = op == TileOp.READ_W
+                    if train:
+                        row_major = row_major | (op == TileOp.READ_G)
+                    with m.If(prefetch):                 # the banks at the next address
+                        for port in w_rd + y_rd + g_rd:
+                            m.d.comb += port.en.eq(1)
+                    for k in range(lanes):
+                        m.d.comb += y_rd[k].addr.eq(chunk + 1)
+                    m.d.comb += self.o.payload.eq(chain[0])
+                    total = Signal.like(count)
+                    last_of_chunk = Signal()
+                    m.d.comb += [total.eq(Mux(row_major, rows * cols, y_len)),
+                                 last_of_chunk.eq((lane == lanes - 1)
+                                                  | (row_major & (chunk == chunks - 1)
+                                                     & (lane == last_lanes - 1)))]
+                    # The last word of a chunk goes only once the next chunk is in the banks'
+                    # outputs (a one-word chunk can be taken before its successor is read).
+                    m.d.comb += out_valid.eq(
+                        phase & (~last_of_chunk | fresh | (count == total - 1)))
+                    with m.If(~phase):                   # the chain acts in this cycle
+                        m.d.sync += phase.eq(1)
+                    with m.If(self.o.ready & out_valid):
+                        m.d.sync += [count.eq(count + 1), phase.eq(0)]
                         with m.If(last_of_chunk):
-                            next_read(rd_addr[0] + 1)
-                        step_row_major()
-                    with m.Else():
-                        step_lane_chunk()
-                    with m.If(count == total - 1):
-                        if self._bias:
-                            finish("READ_BIAS", row_major)
-                        else:
-                            finish()
+                            m.d.comb += chain_load.eq(1)
+                        with m.Else():
+                            m.d.comb += chain_shift.eq(1)
+                        with m.If(row_major):
+                            with m.If(last_of_chunk):
+                                next_read(rd_addr[0] + 1)
+                            step_row_major()
+                        with m.Else():
+                            step_lane_chunk()
+                        with m.If(count == total - 1):
+                            if self._bias:
+                                finish("READ_BIAS", row_major)
+                            else:
+                                finish()
+
+            else:
+                # Multiplexer: one cycle to address the first chunk, then one word per cycle.
+                # Every bank reads the same address, so a chunk's words are all present at once;
+                # the next chunk is read as the last word of this one is taken (the read ports
+                # hold their data while not enabled).
+                with m.State("READ_ADDR"):
+                    for k in range(lanes):               # the banks at waddr = 0
+                        m.d.comb += [y_rd[k].addr.eq(chunk), w_rd[k].en.eq(1), y_rd[k].en.eq(1)]
+                    for port in g_rd:
+                        m.d.comb += port.en.eq(1)
+                    next_read(1)
+                    m.next = "READ_DATA"
+
+                with m.State("READ_DATA"):
+                    row_major = op == TileOp.READ_W
+                    for port in w_rd + y_rd + g_rd:
+                        m.d.comb += port.en.eq(0)
+                    for k in range(lanes):               # the banks at the next address
+                        m.d.comb += y_rd[k].addr.eq(chunk + 1)
+                    m.d.comb += out_valid.eq(1)
+                    if train:
+                        row_major = row_major | (op == TileOp.READ_G)
+                    # One multiplexer per source, indexed by the lane (a tree of log2(lanes)
+                    # levels, not a chain of one 2:1 multiplexer per lane).
+                    m.d.comb += self.o.payload.eq(Array(port.data for port in y_rd)[lane])
+                    with m.If(op == TileOp.READ_W):
+                        m.d.comb += self.o.payload.eq(Array(port.data for port in w_rd)[lane])
+                    if train:
+                        with m.If(op == TileOp.READ_G):
+                            m.d.comb += self.o.payload.eq(Array(port.data for port in g_rd)[lane])
+                    with m.If(self.o.ready):
+                        m.d.sync += count.eq(count + 1)
+                        total = Signal.like(count)
+                        m.d.comb += total.eq(y_len)
+                        with m.If(row_major):
+                            m.d.comb += total.eq(rows * cols)
+                            with m.If((lane == lanes - 1)
+                                      | ((chunk == chunks - 1) & (lane == last_lanes - 1))):
+                                for port in w_rd + g_rd:
+                                    m.d.comb += port.en.eq(1)
+                                next_read(rd_addr[0] + 1)
+                            step_row_major()
+                        with m.Else():
+                            with m.If(lane == lanes - 1):
+                                for port in y_rd:
+                                    m.d.comb += port.en.eq(1)
+                            step_lane_chunk()
+                        with m.If(count == total - 1):
+                            if self._bias:
+                                finish("READ_BIAS", row_major)
+                            else:
+                                finish()
 
             if self._bias:
                 # READ_W's and READ_G's tail: the bias (or its gradient) after the weights'.

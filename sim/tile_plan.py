@@ -44,6 +44,8 @@ class TileParams:
     #: with their own registers, as ``xbarode synth`` builds it; cocotb simulates them with
     #: :data:`xbarode.sim.ecp5_models.MULT18X18D_MODEL`).
     dsp: str = "none"
+    #: READ_* through the chain of lane registers; None: from CHAIN_MIN_LANES lanes.
+    read_chain: bool | None = None
 
     @property
     def platform(self):
@@ -62,14 +64,16 @@ class TileParams:
 
     def component(self):
         """The Amaranth tile for these parameters."""
-        from xbarode.hdl.tile import CrossbarTile
+        from xbarode.hdl.tile import CHAIN_MIN_LANES, CrossbarTile
 
         f = self.format
         self.platform  # noqa: B018 -- validates dsp
         return CrossbarTile(rows=self.rows, cols=self.cols, lanes=self.lanes, weight_format=f,
                             input_format=f, output_format=f, acc_width=self.acc_width,
                             rounding=self.rounding, eta_shift=self.eta_shift,
-                            lfsr_seed=self.lfsr_seed)
+                            lfsr_seed=self.lfsr_seed,
+                            read_chain=(self.lanes >= CHAIN_MIN_LANES if self.read_chain is None
+                                        else self.read_chain))
 
 
 def make_plan(params: TileParams, vectors: int, seed: int, ops_per_vector: int = 4) -> dict:

@@ -6,6 +6,7 @@ from :mod:`xbarode.sim.tile_plan`; the reference answers come from
 :class:`xbarode.model.fixed_ops.FixedTile`, which the tile does not use.
 """
 
+import itertools
 import json
 import tempfile
 from pathlib import Path
@@ -18,7 +19,7 @@ from hypothesis import strategies as st
 
 from xbarode.cli import main
 from xbarode.hdl.rounding import LfsrBank
-from xbarode.hdl.tile import GROUP, CrossbarTile
+from xbarode.hdl.tile import CHAIN_MIN_LANES, GROUP, CrossbarTile, TileOp
 from xbarode.model.fixed import LFSR_SEED, Format, Lfsr
 from xbarode.sim import tile_plan
 from xbarode.sim.tile_amaranth import run_plan_amaranth
@@ -120,6 +121,49 @@ def test_random_sizes_match_the_model(rows, cols, data, rounding, seed):
 def test_odd_size_13x7_with_3_lanes(rounding):
     check_plan(TileParams(rows=13, cols=7, lanes=3, width=16, frac=12, rounding=rounding),
                vectors=4, seed=3)
+
+
+@settings(max_examples=6, deadline=None)
+@given(rows=st.integers(1, 9), cols=st.integers(1, 9), data=st.data())
+def test_read_chain_matches_the_model(rows, cols, data):
+    """READ_* through the chain of lane registers (a tile alone from CHAIN_MIN_LANES lanes),
+    on small and odd sizes: chunks of one word, a last chunk shorter than the lanes."""
+    lanes = data.draw(st.integers(1, cols))
+    check_plan(TileParams(rows=rows, cols=cols, lanes=lanes, width=16, frac=12,
+                          rounding="stochastic", read_chain=True), vectors=2, seed=rows)
+
+
+def test_read_chain_streams_a_word_every_two_cycles():
+    t = TileParams(rows=3, cols=5, lanes=2, width=16, frac=12, read_chain=True).component()
+    assert t.read_chain
+    assert TileParams(rows=3, cols=CHAIN_MIN_LANES, lanes=CHAIN_MIN_LANES, width=16,
+                      frac=12).component().read_chain
+    assert not TileParams(rows=3, cols=CHAIN_MIN_LANES, lanes=CHAIN_MIN_LANES - 1, width=16,
+                          frac=12).component().read_chain
+    cycles = []
+
+    async def bench(ctx):
+        ctx.set(t.o.ready, 1)
+        ctx.set(t.op, TileOp.READ_W)
+        ctx.set(t.start, 1)
+        await ctx.tick()
+        ctx.set(t.start, 0)
+        for cycle in range(100):
+            if ctx.get(t.o.valid):
+                cycles.append(cycle)
+            if ctx.get(t.done):
+                break
+            await ctx.tick()
+
+    sim = Simulator(t)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    # 15 words: the first after reading (1 cycle) and loading the chain (2), then every other
+    # cycle, with one wait where a one-word chunk's successor is still being read.
+    assert len(cycles) == 15
+    gaps = [b - a for a, b in itertools.pairwise(cycles)]
+    assert cycles[0] == 3 and set(gaps) <= {2, 3}
 
 
 def test_saturation_corners_saturate_and_raise_the_flag():
