@@ -1061,6 +1061,13 @@ class CrossbarTile(wiring.Component):
             with m.Else():
                 finish()
 
+        def finish_read(row_major):
+            """The last word of READ_*: the bias words follow the weights' (``row_major``)."""
+            if self._bias:
+                finish("READ_BIAS", row_major)
+            else:
+                finish()
+
         # The operations this tile has, by how they run: row-walking products (FORWARD*),
         # row-walking weight writes (UPDATE, ACCUMULATE, APPLY), column-walking products
         # (TRANSPOSED*, the streamed ones only with side ports), stream reads; the rest of the
@@ -1341,10 +1348,7 @@ class CrossbarTile(wiring.Component):
                         with m.Else():
                             step_lane_chunk()
                         with m.If(count == total - 1):
-                            if self._bias:
-                                finish("READ_BIAS", row_major)
-                            else:
-                                finish()
+                            finish_read(row_major)
 
             else:
                 # Multiplexer: one cycle to address the first chunk, then one word per cycle.
@@ -1394,10 +1398,7 @@ class CrossbarTile(wiring.Component):
                                     m.d.comb += port.en.eq(1)
                             step_lane_chunk()
                         with m.If(count == total - 1):
-                            if self._bias:
-                                finish("READ_BIAS", row_major)
-                            else:
-                                finish()
+                            finish_read(row_major)
 
             if self._bias:
                 # READ_W's and READ_G's tail: the bias (or its gradient) after the weights'.
