@@ -44,8 +44,15 @@ class TileParams:
     #: with their own registers, as ``xbarode synth`` builds it; cocotb simulates them with
     #: :data:`xbarode.sim.ecp5_models.MULT18X18D_MODEL`).
     dsp: str = "none"
-    #: READ_* through the chain of lane registers; None: from CHAIN_MIN_LANES lanes.
+    #: READ_* through the chain of lane registers; None (resolved on construction): from
+    #: CHAIN_MIN_LANES lanes.
     read_chain: bool | None = None
+
+    def __post_init__(self):
+        if self.read_chain is None:
+            from xbarode.hdl.tile import CHAIN_MIN_LANES
+
+            object.__setattr__(self, "read_chain", self.lanes >= CHAIN_MIN_LANES)
 
     @property
     def platform(self):
@@ -64,7 +71,7 @@ class TileParams:
 
     def component(self):
         """The Amaranth tile for these parameters."""
-        from xbarode.hdl.tile import CHAIN_MIN_LANES, CrossbarTile
+        from xbarode.hdl.tile import CrossbarTile
 
         f = self.format
         self.platform  # noqa: B018 -- validates dsp
@@ -72,8 +79,7 @@ class TileParams:
                             input_format=f, output_format=f, acc_width=self.acc_width,
                             rounding=self.rounding, eta_shift=self.eta_shift,
                             lfsr_seed=self.lfsr_seed,
-                            read_chain=(self.lanes >= CHAIN_MIN_LANES if self.read_chain is None
-                                        else self.read_chain))
+                            read_chain=self.read_chain)
 
 
 def make_plan(params: TileParams, vectors: int, seed: int, ops_per_vector: int = 4) -> dict:
