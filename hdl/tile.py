@@ -1294,19 +1294,27 @@ class CrossbarTile(wiring.Component):
                         else:
                             finish()
 
-            # READ_W / READ_Y / READ_G.
-            if chained:
-                # Chain: one cycle to read the first chunk, two to load it into the chain, then
-                # one word every two cycles. Every bank reads the same address, so a chunk's
-                # words are all present at once; the read ports hold their data while not
-                # enabled, so a prefetched chunk waits there for the chain.
-                with m.State("READ_ADDR"):
-                    for k in range(lanes):               # the banks at waddr = 0
-                        m.d.comb += [y_rd[k].addr.eq(chunk), w_rd[k].en.eq(1), y_rd[k].en.eq(1)]
-                    for port in g_rd:
-                        m.d.comb += port.en.eq(1)
+            # READ_W / READ_Y / READ_G. Every bank reads the same address, so a chunk's words
+            # are all present at once; the read ports hold their data while not enabled.
+            # Multiplexer: one cycle to address the first chunk, then one word per cycle; the
+            # next chunk is read as the last word of this one is taken. Chain: one cycle to read
+            # the first chunk, two to load it into the chain, then one word every two cycles; a
+            # prefetched chunk waits in the banks' outputs for the chain.
+            row_major = op == TileOp.READ_W              # else READ_Y, by chunks of lanes
+            if train:
+                row_major = row_major | (op == TileOp.READ_G)
+            with m.State("READ_ADDR"):
+                for k in range(lanes):                   # the banks at waddr = 0
+                    m.d.comb += [y_rd[k].addr.eq(chunk), w_rd[k].en.eq(1), y_rd[k].en.eq(1)]
+                for port in g_rd:
+                    m.d.comb += port.en.eq(1)
+                if chained:
                     m.next = "READ_LOAD"
+                else:
+                    next_read(1)
+                    m.next = "READ_DATA"
 
+            if chained:
                 with m.State("READ_LOAD"):
                     m.d.comb += chain_load.eq(1)
                     m.d.sync += phase.eq(0)
@@ -1314,9 +1322,6 @@ class CrossbarTile(wiring.Component):
                     m.next = "READ_DATA"
 
                 with m.State("READ_DATA"):
-                    row_major = op == TileOp.READ_W
-                    if train:
-                        row_major = row_major | (op == TileOp.READ_G)
                     with m.If(prefetch):                 # the banks at the next address
                         for port in w_rd + y_rd + g_rd:
                             m.d.comb += port.en.eq(1)
@@ -1351,27 +1356,12 @@ class CrossbarTile(wiring.Component):
                             finish_read(row_major)
 
             else:
-                # Multiplexer: one cycle to address the first chunk, then one word per cycle.
-                # Every bank reads the same address, so a chunk's words are all present at once;
-                # the next chunk is read as the last word of this one is taken (the read ports
-                # hold their data while not enabled).
-                with m.State("READ_ADDR"):
-                    for k in range(lanes):               # the banks at waddr = 0
-                        m.d.comb += [y_rd[k].addr.eq(chunk), w_rd[k].en.eq(1), y_rd[k].en.eq(1)]
-                    for port in g_rd:
-                        m.d.comb += port.en.eq(1)
-                    next_read(1)
-                    m.next = "READ_DATA"
-
                 with m.State("READ_DATA"):
-                    row_major = op == TileOp.READ_W
                     for port in w_rd + y_rd + g_rd:
                         m.d.comb += port.en.eq(0)
                     for k in range(lanes):               # the banks at the next address
                         m.d.comb += y_rd[k].addr.eq(chunk + 1)
                     m.d.comb += out_valid.eq(1)
-                    if train:
-                        row_major = row_major | (op == TileOp.READ_G)
                     # One multiplexer per source, indexed by the lane (a tree of log2(lanes)
                     # levels, not a chain of one 2:1 multiplexer per lane).
                     m.d.comb += self.o.payload.eq(Array(port.data for port in y_rd)[lane])
