@@ -8,7 +8,8 @@ registers: Yosys maps a ``*`` onto that cell without them (it has no register pa
 ECP5), so the operand and product registers would sit in the fabric, the cell would be timed
 as the ~4 ns combinational multiplier it then is, and two long routes would join it to them.
 The same registers, the same latency: only where they sit changes. The co-simulation runs the
-instantiated version too (Icarus, with :data:`xbarode.sim.ecp5_models.MULT18X18D_MODEL`).
+instantiated version too (Icarus and Verilator, with
+:data:`xbarode.sim.ecp5_models.MULT18X18D_MODEL`).
 """
 
 from __future__ import annotations

@@ -41,6 +41,7 @@ class Unit:
 
 def _tile_arguments(parser) -> None:
     from xbarode.model import ROUNDINGS
+    from xbarode.sim.tile_plan import DSP_MAPPINGS
 
     group = parser.add_argument_group("tile")
     group.add_argument("--rows", type=int, default=64, help="rows of W (default: %(default)s)")
@@ -59,10 +60,11 @@ def _tile_arguments(parser) -> None:
                        help="accumulator width (default: %(default)s)")
     group.add_argument("--lfsr-seed", type=lambda t: int(t, 0), default=0xACE1ACE1,
                        help="seed of the stochastic-rounding LFSR (default: 0xace1ace1)")
-    group.add_argument("--dsp", choices=("none", "ecp5"), default="none",
-                       help="multipliers in the Verilog: plain (none) or ECP5 MULT18X18D cells "
-                            "with their registers (ecp5), as synth builds them; cosim runs "
-                            "these on a model of the cell (default: %(default)s)")
+    group.add_argument("--dsp", choices=DSP_MAPPINGS, default="none",
+                       help="multipliers in the Verilog of generate and cosim: plain (none) or "
+                            "ECP5 MULT18X18D cells with their registers (ecp5), which cosim "
+                            "runs on a model of the cell; synth always builds the cells "
+                            "(default: %(default)s)")
 
 
 def _tile_params(args):
