@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from amaranth import Array, Cat, Module, Mux, Signal, signed, unsigned
+from amaranth import Array, Cat, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import enum, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -39,7 +39,8 @@ from .rounding import LfsrBank, narrow, rounding_offset
 
 __all__ = ["CHAIN_MIN_LANES", "GROUP", "CrossbarTile", "TileOp"]
 
-#: Lanes served by one copy of the shared operand register (a fan-out bound for routing).
+#: Lanes served by one copy of a register they share — the operand, the banks' addresses and
+#: enables, the loaded word, the operation's controls (a fan-out bound for routing).
 GROUP = 8
 
 #: From this many lanes a tile alone (``xbarode generate/cosim/synth tile``) streams READ_*
@@ -202,7 +203,8 @@ class CrossbarTile(wiring.Component):
     lane), and the banks' writes come from registers (a bank is written the cycle after its walk
     or pipeline asks, before any later read of it; an enabled read never meets a write to its
     address, so synthesis needs no read-during-write logic around the block RAMs). Streams move
-    one word per cycle on LOAD_*; on READ_*, one word per cycle after one cycle of addressing,
+    one word per cycle on LOAD_* (a word reaches its bank a cycle later, through a register per
+    group of lanes); on READ_*, one word per cycle after one cycle of addressing,
     or, with ``read_chain``, one word every two cycles after three (read, load the chain).
     ``cycles_per_mvm`` in the co-simulation reports is the measured FORWARD latency.
     """
@@ -521,9 +523,32 @@ class CrossbarTile(wiring.Component):
                 m.submodules.gbias = gd_mem
                 gd_rd, gd_wr = gd_mem.read_port(domain="comb"), gd_mem.write_port()
 
+        n_groups = -(-lanes // GROUP)
+
+        # LOAD_W's and LOAD_X's words go to the banks through registers per group of lanes
+        # (valid, lane in the group, address, word), written the cycle after the handshake:
+        # the FSM's decision drives n_groups registers, not every lane's write multiplexers
+        # (the 64-lane tile's critical path went from the FSM's state to all lanes' write data).
+        keep = {"keep": 1}   # the copies are identical: "keep" stops Yosys merging them
+        lw_valid = [Signal(name=f"lw_valid{g}") for g in range(n_groups)]
+        lx_valid = [Signal(name=f"lx_valid{g}") for g in range(n_groups)]
+        lw_lane = [Signal(range(GROUP), name=f"lw_lane{g}", attrs=keep) for g in range(n_groups)]
+        lw_addr = [Signal(range(max(w_depth, 2)), name=f"lw_addr{g}", attrs=keep)
+                   for g in range(n_groups)]
+        lw_word = [Signal.like(self.i.payload, name=f"lw_word{g}", attrs=keep)
+                   for g in range(n_groups)]
+        m.d.sync += [valid.eq(0) for valid in lw_valid + lx_valid]
+
+        def load_word(valid, address):
+            """Pass the stream's word to lane ``lane``'s bank (the next cycle), by ``valid``."""
+            for g in range(n_groups):
+                m.d.sync += [valid[g].eq(lane // GROUP == g), lw_lane[g].eq(lane % GROUP),
+                             lw_addr[g].eq(address), lw_word[g].eq(self.i.payload)]
+
         # The block-RAM banks' writes are registered (address, data and enable): the pins hang
-        # off registers that can sit next to each bank, and the bank is written the cycle
-        # after the walk or the pipeline asks (no operation reads it sooner).
+        # off registers that can sit next to each bank (or, for a weight bank, its group's
+        # LOAD_W registers, through one multiplexer), and the bank is written the cycle after
+        # the walk or the pipeline asks (no operation reads it sooner).
         bank_writes = {}
         for name, ports in (("w", w_wr), ("g", g_wr)):
             for k, port in enumerate(ports):
@@ -531,6 +556,11 @@ class CrossbarTile(wiring.Component):
                         Signal.like(port.data, name=f"{name}{k}_wd"))
                 m.d.sync += regs[0].eq(0)
                 m.d.comb += [port.en.eq(regs[0]), port.addr.eq(regs[1]), port.data.eq(regs[2])]
+                if name == "w":
+                    g = k // GROUP
+                    with m.If(lw_valid[g] & (lw_lane[g] == k % GROUP)):
+                        m.d.comb += [port.en.eq(1), port.addr.eq(lw_addr[g]),
+                                     port.data.eq(lw_word[g])]
                 bank_writes[id(port)] = regs
 
         def write_bank(port, address, data):
@@ -538,12 +568,11 @@ class CrossbarTile(wiring.Component):
             en, addr_reg, data_reg = bank_writes[id(port)]
             m.d.sync += [en.eq(1), addr_reg.eq(address), data_reg.eq(data)]
 
-        n_groups = -(-lanes // GROUP)
-
         def group_copies(value, name):
-            """Registered copies of the 1-bit ``value``, one per group of lanes (a control's
-            fan-out bound), one cycle late. "keep" stops Yosys merging them."""
-            regs = [Signal(name=f"{name}{g}", attrs={"keep": 1}) for g in range(n_groups)]
+            """Registered copies of ``value``, one per group of lanes (a control's or an
+            address's fan-out bound), one cycle late. "keep" stops Yosys merging them."""
+            shape = Value.cast(value).shape()
+            regs = [Signal(shape, name=f"{name}{g}", attrs=keep) for g in range(n_groups)]
             m.d.sync += [reg.eq(value) for reg in regs]
             return regs
 
@@ -613,12 +642,23 @@ class CrossbarTile(wiring.Component):
         # the 2·lanes address pins, which sit in block-RAM rows all over the device), loaded a
         # cycle ahead with the address the walk presents next — nothing but a wire between
         # a register and the pins. ("keep" stops Yosys merging the copies.)
-        rd_addr = [Signal(range(max(w_depth, 2)), name=f"raddr{g}", attrs={"keep": 1})
+        rd_addr = [Signal(range(max(w_depth, 2)), name=f"raddr{g}", attrs=keep)
                    for g in range(n_groups)]
+        # Their read enables likewise, set a cycle ahead: ``walk_next`` for the W and G banks
+        # (the product walks), ``read_next`` for all banks (READ_*); a read decided in its own
+        # cycle (the multiplexer READ path, the tied walk, the side ports) is added to them.
+        walk_next, read_next = Signal(), Signal()
+        wg_en = [Signal(name=f"wg_en{g}", attrs=keep) for g in range(n_groups)]
+        y_en = [Signal(name=f"y_en{g}", attrs=keep) for g in range(n_groups)]
 
         def next_read(address):
             """The banks read ``address`` in the next cycle (if enabled then)."""
             m.d.sync += [reg.eq(address) for reg in rd_addr]
+
+        def advance_read(step):
+            """The banks read ``step`` addresses on in the next cycle: each copy adds on its
+            own (no address computed in one place travels to every group)."""
+            m.d.sync += [reg.eq(reg + step) for reg in rd_addr]
 
         for k in range(lanes):
             m.d.comb += w_rd[k].addr.eq(rd_addr[k // GROUP])
@@ -628,23 +668,38 @@ class CrossbarTile(wiring.Component):
         y_len = Signal(range(max(rows, cols) + 1))
         op = Signal(TileOp)
 
+        # Whether row and chunk are at their last values, registered with them (set_row,
+        # set_chunk): the walks' decisions take a flag, not a comparator on the counter.
+        row_last, chunk_last = Signal(init=rows == 1), Signal(init=chunks == 1)
+
+        def set_row(value):
+            m.d.sync += [row.eq(value), row_last.eq(Value.cast(value) == rows - 1)]
+
+        def set_chunk(value):
+            m.d.sync += [chunk.eq(value), chunk_last.eq(Value.cast(value) == chunks - 1)]
+
         def reset_counters():
-            m.d.sync += [row.eq(0), chunk.eq(0), lane.eq(0), waddr.eq(0), count.eq(0)]
+            set_row(0)
+            set_chunk(0)
+            m.d.sync += [lane.eq(0), waddr.eq(0), count.eq(0)]
             next_read(0)
 
         def step_lane_chunk():
             """Advance (lane, chunk) to the next element of a vector: bank lane, address chunk."""
             with m.If(lane == lanes - 1):
-                m.d.sync += [lane.eq(0), chunk.eq(chunk + 1)]
+                m.d.sync += lane.eq(0)
+                set_chunk(chunk + 1)
             with m.Else():
                 m.d.sync += lane.eq(lane + 1)
 
         def step_row_major():
             """Advance (lane, chunk, waddr) to the next weight in row-major order."""
-            with m.If((chunk == chunks - 1) & (lane == last_lanes - 1)):
-                m.d.sync += [lane.eq(0), chunk.eq(0), waddr.eq(waddr + 1)]
+            with m.If(chunk_last & (lane == last_lanes - 1)):
+                m.d.sync += [lane.eq(0), waddr.eq(waddr + 1)]
+                set_chunk(0)
             with m.Elif(lane == lanes - 1):
-                m.d.sync += [lane.eq(0), chunk.eq(chunk + 1), waddr.eq(waddr + 1)]
+                m.d.sync += [lane.eq(0), waddr.eq(waddr + 1)]
+                set_chunk(chunk + 1)
             with m.Else():
                 m.d.sync += lane.eq(lane + 1)
 
@@ -657,8 +712,10 @@ class CrossbarTile(wiring.Component):
         # never meets a write to its address, see w_attrs); the small memories always read.
         for port in [*x_rd, s_rd]:
             m.d.comb += port.en.eq(1)
-        for port in y_rd + w_rd + g_rd:
-            m.d.comb += port.en.eq(0)
+        for k in range(lanes):
+            for port in [w_rd[k], *g_rd[k:k + 1]]:
+                m.d.comb += port.en.eq(wg_en[k // GROUP])
+            m.d.comb += y_rd[k].en.eq(y_en[k // GROUP])
 
         # The operation, decoded once into registered flags (they fan out to every lane).
         is_fwd, is_tr, is_upd = Signal(), Signal(), Signal()
@@ -679,12 +736,16 @@ class CrossbarTile(wiring.Component):
             s1, s1_first, s1_last, s1_nlanes, s1_waddr, name="s2")
         s3, s3_first, s3_last, s3_nlanes, s3_waddr = stage(
             s2, s2_first, s2_last, s2_nlanes, s2_waddr, name="s3")
-        s4, s4_first, s4_last, s4_nlanes, s4_waddr = stage(
-            s3, s3_first, s3_last, s3_nlanes, s3_waddr, name="s4")
+        s4, s4_first, s4_last, s4_nlanes = stage(s3, s3_first, s3_last, s3_nlanes, name="s4")
+        # The banks' write address at stage 4 (ACCUMULATE) and 5 (UPDATE, APPLY), per group.
+        s4_waddr_g = group_copies(s3_waddr, "s4_waddr")
+        u_waddr = [Signal.like(address, name=f"u_waddr{g}", attrs=keep)
+                   for g, address in enumerate(s4_waddr_g)]
+        m.d.sync += [u.eq(address) for u, address in zip(u_waddr, s4_waddr_g, strict=True)]
         w_q = stage(*(port.data for port in w_rd), name="wq")
         x_q = stage(*(port.data for port in x_rd), name="xq")
         # "keep" stops Yosys merging the identical copies back into one register.
-        s_q = [Signal(signed(self._in_w), name=f"sq{g}", attrs={"keep": 1})
+        s_q = [Signal(signed(self._in_w), name=f"sq{g}", attrs=keep)
                for g in range(n_groups)]
         m.d.sync += [reg.eq(s_rd.data) for reg in s_q]
         # The lanes' multipliers (Multiplier: operand and product registers, the DSP cell's
@@ -702,9 +763,11 @@ class CrossbarTile(wiring.Component):
         # The controls of the lanes' multiplexers, registered per lane (which lanes a chunk
         # uses, moving with the pipeline) or per group of lanes (the operation's flags, steady
         # while it runs): no control net fans out to more than a group's registers.
-        lane_on2 = Signal(lanes)
+        # ("keep": where every chunk uses all lanes the bits are equal, and Yosys merged them
+        # into one register driving every lane.)
+        lane_on2, lane_on3, lane_on4, lane_on5 = (
+            Signal(lanes, name=f"lane_on{n}", attrs=keep) for n in range(2, 6))
         m.d.sync += lane_on2.eq(Cat(k < s1_nlanes for k in range(lanes)))
-        lane_on3, lane_on4, lane_on5 = Signal(lanes), Signal(lanes), Signal(lanes)
         m.d.sync += [lane_on3.eq(lane_on2), lane_on4.eq(lane_on3), lane_on5.eq(lane_on4)]
         times_s = group_copies(is_upd | is_acc, "times_s")   # op_a is s, not W
         s_right = group_copies(is_tr, "s_right")             # op_b is s, not x
@@ -737,7 +800,8 @@ class CrossbarTile(wiring.Component):
             g_keep = group_copies(is_acc, "g_keep")
             for k in range(lanes):
                 with m.If(g_write[k // GROUP] & lane_on4[k]):
-                    write_bank(g_wr[k], s4_waddr, Mux(g_keep[k // GROUP], g_s4[k] + prods[k], 0))
+                    write_bank(g_wr[k], s4_waddr_g[k // GROUP],
+                               Mux(g_keep[k // GROUP], g_s4[k] + prods[k], 0))
             if self._bias:
                 # The bias gradient: s_i added once per row (at its first chunk).
                 s_s4 = stage(*stage(op_a[0], name="sacc3"), name="sacc")[0]   # lane 0's s
@@ -800,30 +864,38 @@ class CrossbarTile(wiring.Component):
                     m.d.sync += row_acc.eq(start_sum)
                 with m.Else():
                     m.d.sync += row_acc.eq(row_acc + tree_sum)
-        # The rounded word is registered before it fans out to the output banks.
-        fwd_bank = Signal(range(max(lanes, 2)))
-        fwd_addr = Signal(range(max(y_depth, 2)))
-        fwd_write = Signal()
-        fwd_value = Signal(signed(self._out_w))
+        # The rounded word is registered before it fans out to the output banks, once per
+        # group of lanes (word, strobe, address); the bank it goes to is a one-hot ring, each
+        # lane's bit passed to its neighbour with every word (no lane compares a shared counter).
+        fwd_write = group_copies(fwd_pending, "fwd_write")
+        fwd_value = [Signal(signed(self._out_w), name=f"fwd_value{g}", attrs=keep)
+                     for g in range(n_groups)]
+        fwd_addr = [Signal(range(max(y_depth, 2)), name=f"fwd_addr{g}", attrs=keep)
+                    for g in range(n_groups)]
+        fwd_hot = Signal(lanes, init=1)
+        fwd_restart = Signal()                  # a product starts: the ring back to lane 0
         fwd_sat_r = Signal()
-        m.d.sync += fwd_write.eq(fwd_pending)
         with m.If(fwd_pending):
             fwd_y, fwd_sat = self._narrow_product(m, row_acc, is_grad, offset, 0)
-            m.d.sync += [fwd_value.eq(fwd_y), fwd_sat_r.eq(fwd_sat)]
+            m.d.sync += [*(value.eq(fwd_y) for value in fwd_value), fwd_sat_r.eq(fwd_sat)]
             advance_product(1)
         if self._side:
-            m.d.comb += [self.y_out.valid.eq(fwd_write), self.y_out.payload.eq(fwd_value)]
-        with m.If(fwd_write):
-            with m.If(fwd_sat_r):
-                m.d.comb += overflow_set.eq(1)
-            for k in range(lanes):
-                with m.If(fwd_bank == k):
-                    m.d.comb += [y_wr[k].addr.eq(fwd_addr), y_wr[k].data.eq(fwd_value),
+            m.d.comb += [self.y_out.valid.eq(fwd_write[0]), self.y_out.payload.eq(fwd_value[0])]
+        with m.If(fwd_write[0] & fwd_sat_r):
+            m.d.comb += overflow_set.eq(1)
+        restart_g = group_copies(fwd_restart, "fwd_restart")   # long before the first word
+        for g in range(n_groups):
+            group = range(g * GROUP, min(lanes, (g + 1) * GROUP))
+            for k in group:
+                with m.If(fwd_write[g] & fwd_hot[k]):
+                    m.d.comb += [y_wr[k].addr.eq(fwd_addr[g]), y_wr[k].data.eq(fwd_value[g]),
                                  y_wr[k].en.eq(1)]
-            with m.If(fwd_bank == lanes - 1):
-                m.d.sync += [fwd_bank.eq(0), fwd_addr.eq(fwd_addr + 1)]
-            with m.Else():
-                m.d.sync += fwd_bank.eq(fwd_bank + 1)
+            with m.If(restart_g[g]):
+                m.d.sync += [fwd_addr[g].eq(0), *(fwd_hot[k].eq(k == 0) for k in group)]
+            with m.Elif(fwd_write[g]):
+                m.d.sync += [fwd_hot[k].eq(fwd_hot[k - 1]) for k in group]   # [-1]: the last
+                with m.If(fwd_hot[lanes - 1]):
+                    m.d.sync += fwd_addr[g].eq(fwd_addr[g] + 1)
 
         # Transposed: lane accumulators over the rows; the chunk's roundings happen the cycle
         # after its last row, and the rounded words are written the cycle after that.
@@ -855,13 +927,14 @@ class CrossbarTile(wiring.Component):
                         m.d.sync += lane_acc[k].eq(prods[k])
                     with m.Else():
                         m.d.sync += lane_acc[k].eq(lane_acc[k] + prods[k])
-        tr_write = Signal()
+        tr_write = group_copies(tr_pending, "tr_write")
         tr_values = [Signal(signed(self._out_w), name=f"tval{k}") for k in range(lanes)]
-        tw_nlanes = Signal(range(lanes + 1))  # tr_nlanes moves on with the next chunk's rows
+        # The chunk's lanes as it is rounded (tr_pending: lane_on5 is its last row's) and
+        # written (tw_on): per lane, moving with the pipeline, no comparator on a shared count.
+        tw_on = Signal(lanes, attrs=keep)
+        m.d.sync += tw_on.eq(lane_on5)
         tr_sat = Signal(lanes)  # per-lane saturation, registered: a 64-input OR is a stage
-        m.d.sync += tr_write.eq(tr_pending)
         with m.If(tr_pending):
-            m.d.sync += tw_nlanes.eq(tr_nlanes)
             with m.If(tr_nlanes == lanes):
                 advance_product(lanes)
             with m.Else():
@@ -871,24 +944,23 @@ class CrossbarTile(wiring.Component):
         # fans out to the lanes' registers.
         for k in range(lanes):
             y_k, sat_k = self._narrow_product(m, lane_acc[k], grad_sel[k // GROUP], offset, k)
-            m.d.sync += [tr_values[k].eq(y_k), tr_sat[k].eq(sat_k & (k < tr_nlanes))]
-        with m.If(tr_write):
+            m.d.sync += [tr_values[k].eq(y_k), tr_sat[k].eq(sat_k & lane_on5[k])]
+        with m.If(tr_write[0]):
             with m.If(tr_sat.any()):
                 m.d.comb += overflow_set.eq(1)
             m.d.sync += tr_chunk.eq(tr_chunk + 1)
-            for k in range(lanes):
-                with m.If(k < tw_nlanes):
-                    m.d.comb += [y_wr[k].addr.eq(tr_chunk), y_wr[k].data.eq(tr_values[k]),
-                                 y_wr[k].en.eq(1)]
+        for k in range(lanes):
+            with m.If(tr_write[k // GROUP] & tw_on[k]):
+                m.d.comb += [y_wr[k].addr.eq(tr_chunk), y_wr[k].data.eq(tr_values[k]),
+                             y_wr[k].en.eq(1)]
 
         # Update: stage U1 rounds the step and saturates it to the weight format (drawing in
         # row-major order); U2 adds the old weight, saturates and writes back.
         steps = [Signal(signed(wf.width), name=f"step{k}") for k in range(lanes)]
         u_valid = Signal()
-        u_waddr = Signal.like(waddr)
         u_old = [Signal(signed(wf.width), name=f"uold{k}") for k in range(lanes)]
         u_sat = Signal(lanes)
-        m.d.sync += [u_valid.eq((is_upd | is_apply) & s4), u_waddr.eq(s4_waddr)]
+        m.d.sync += [u_valid.eq((is_upd | is_apply) & s4)]
         m.d.sync += [u_old[k].eq(w_old[k]) for k in range(lanes)]
         u_write = group_copies((is_upd | is_apply) & s4, "u_write")   # = u_valid
 
@@ -927,7 +999,7 @@ class CrossbarTile(wiring.Component):
             m.d.comb += total.eq(u_old[k] + steps[k])
             w_new, sat_w = narrow(m, total, 0, wf.width)
             with m.If(u_write[k // GROUP] & lane_on5[k]):
-                write_bank(w_wr[k], u_waddr, w_new)
+                write_bank(w_wr[k], u_waddr[k // GROUP], w_new)
                 m.d.sync += u3_sat[k].eq(sat_w)
 
         # The tied SGD step of a convolution tile (``taps``): a walk over the taps' entries,
@@ -959,7 +1031,7 @@ class CrossbarTile(wiring.Component):
             zeroing = Signal()       # the walk clearing G
             zaddr = Signal(range(max(w_depth, 2)))
             t1_valid, t1_first, t1_last, t1_tap = stage(
-                walk, row == 0, row == rows - 1, tap, name="t1")
+                walk, row == 0, row_last, tap, name="t1")
             t1_bank, t1_addr = rom_rd.data[:pbits], rom_rd.data[pbits:]
             m.d.comb += [rom_rd.addr.eq(count), val_rd.addr.eq(t1_tap)]
             t2_valid, t2_first, t2_last, t2_tap, t2_bank = stage(
@@ -987,13 +1059,14 @@ class CrossbarTile(wiring.Component):
                 """Issue the next entry of the tap walk; after the last, go to ``last_state``."""
                 m.d.comb += walk.eq(1)
                 m.d.sync += count.eq(count + 1)
-                with m.If(row == rows - 1):
-                    m.d.sync += [row.eq(0), tap.eq(tap + 1)]
+                with m.If(row_last):
+                    set_row(0)
+                    m.d.sync += tap.eq(tap + 1)
                     with m.If(tap == n_taps - 1):
                         m.d.sync += [count.eq(0), tap.eq(0)]
                         m.next = last_state
                 with m.Else():
-                    m.d.sync += row.eq(row + 1)
+                    set_row(row + 1)
 
         # Pipeline occupancy: the operation ends when the last issue has drained: the last
         # forward result is written T + 6 cycles after its issue, a transposed one 6 cycles
@@ -1033,6 +1106,17 @@ class CrossbarTile(wiring.Component):
                 with m.Elif(shift_g[k // GROUP]):
                     m.d.sync += chain[k].eq(chain[k + 1] if k + 1 < lanes else 0)
 
+        # The banks' read enables for the next cycle (a chunk loaded into the chain is the
+        # cue to prefetch the next, in the same group's banks, at the next address: the
+        # group's copy of it moves on with the load, as W and G are read row-major; this comes
+        # before the FSM, whose choice of address for an operation starting then wins).
+        for g in range(n_groups):
+            cue = load_g[g] if chained else 0
+            m.d.sync += [wg_en[g].eq(walk_next | read_next | cue), y_en[g].eq(read_next | cue)]
+            if chained:
+                with m.If(cue):
+                    m.d.sync += rd_addr[g].eq(rd_addr[g] + 1)
+
         # Side ports (a core's direct access); the FSM's own accesses below take precedence.
         s_count = Signal(range(rows + 1))   # words of s that arrived on s_in
         streaming = Signal()                # the running TRANSPOSED takes s from s_in
@@ -1048,6 +1132,11 @@ class CrossbarTile(wiring.Component):
                     m.d.comb += [x_wr[k].addr.eq(self.x_side_addr),
                                  x_wr[k].data.eq(self.x_side_data[k]), x_wr[k].en.eq(1)]
                 m.d.comb += self.y_side_data[k].eq(y_rd[k].data)
+        for k in range(lanes):                  # LOAD_X's words (load_word), a cycle late
+            g = k // GROUP
+            with m.If(lx_valid[g] & (lw_lane[g] == k % GROUP)):
+                m.d.comb += [x_wr[k].addr.eq(lw_addr[g]), x_wr[k].data.eq(lw_word[g]),
+                             x_wr[k].en.eq(1)]
 
         def finish(next_state=None, when=None):
             """End the operation (``done``), or go on to ``next_state`` where ``when``."""
@@ -1108,7 +1197,10 @@ class CrossbarTile(wiring.Component):
                                  streaming.eq(one_of(stream_ops)),
                                  is_upd.eq(self.op == TileOp.UPDATE)]
                     reset_counters()
-                    m.d.sync += [fwd_bank.eq(0), fwd_addr.eq(0), tr_chunk.eq(0)]
+                    m.d.sync += tr_chunk.eq(0)
+                    m.d.comb += fwd_restart.eq(1)
+                    m.d.comb += [walk_next.eq(one_of(fwd_ops + write_ops + tr_ops)),
+                                 read_next.eq(one_of(read_ops))]
                     with m.Switch(self.op):
                         with m.Case(TileOp.LOAD_W):
                             m.next = "LOAD_W"
@@ -1140,9 +1232,7 @@ class CrossbarTile(wiring.Component):
             with m.State("LOAD_W"):
                 m.d.comb += self.i.ready.eq(1)
                 with m.If(self.i.valid):
-                    for k in range(lanes):
-                        with m.If(lane == k):
-                            write_bank(w_wr[k], waddr, self.i.payload)
+                    load_word(lw_valid, waddr)
                     m.d.sync += count.eq(count + 1)
                     step_row_major()
                     with m.If(count == rows * cols - 1):
@@ -1152,10 +1242,7 @@ class CrossbarTile(wiring.Component):
             with m.State("LOAD_X"):
                 m.d.comb += self.i.ready.eq(1)
                 with m.If(self.i.valid):
-                    for k in range(lanes):
-                        with m.If(lane == k):
-                            m.d.comb += [x_wr[k].addr.eq(chunk), x_wr[k].data.eq(self.i.payload),
-                                         x_wr[k].en.eq(1)]
+                    load_word(lx_valid, chunk)
                     step_lane_chunk()
                     m.d.sync += count.eq(count + 1)
                     with m.If(count == cols - 1):
@@ -1174,25 +1261,24 @@ class CrossbarTile(wiring.Component):
 
             # FORWARD and UPDATE walk row by row, chunk by chunk.
             with m.State("ISSUE_ROWS"):
-                m.d.comb += [issue.eq(1), issue_first.eq(chunk == 0),
-                             issue_last.eq(chunk == chunks - 1)]
+                m.d.comb += [issue.eq(1), issue_first.eq(chunk == 0), issue_last.eq(chunk_last)]
                 m.d.comb += issue_nlanes.eq(lanes)
-                with m.If(chunk == chunks - 1):
+                with m.If(chunk_last):
                     m.d.comb += issue_nlanes.eq(last_lanes)
-                for port in w_rd + g_rd:
-                    m.d.comb += port.en.eq(1)                # at waddr
+                m.d.comb += walk_next.eq(~(chunk_last & row_last))
                 for port in x_rd:
                     m.d.comb += port.addr.eq(chunk)
                 m.d.comb += s_rd.addr.eq(row)
                 m.d.sync += waddr.eq(waddr + 1)
-                next_read(waddr + 1)
-                with m.If(chunk == chunks - 1):
-                    m.d.sync += [chunk.eq(0), row.eq(row + 1)]
-                    with m.If(row == rows - 1):
+                advance_read(1)                          # the banks read at waddr
+                with m.If(chunk_last):
+                    set_chunk(0)
+                    set_row(row + 1)
+                    with m.If(row_last):
                         m.d.sync += in_flight.eq(drain)
                         m.next = "DRAIN"
                 with m.Else():
-                    m.d.sync += chunk.eq(chunk + 1)
+                    set_chunk(chunk + 1)
 
             # TRANSPOSED walks chunk by chunk, row by row; TRANSPOSED_STREAM issues row i once
             # s_i has arrived (the pipeline carries a valid bit, so a gap is a bubble).
@@ -1200,23 +1286,24 @@ class CrossbarTile(wiring.Component):
                 ready_row = Signal()
                 m.d.comb += ready_row.eq(~streaming | (row < s_count))
                 m.d.comb += [issue.eq(ready_row), issue_first.eq(row == 0),
-                             issue_last.eq(row == rows - 1)]
+                             issue_last.eq(row_last)]
                 m.d.comb += issue_nlanes.eq(lanes)
-                with m.If(chunk == chunks - 1):
+                with m.If(chunk_last):
                     m.d.comb += issue_nlanes.eq(last_lanes)
-                for port in w_rd:
-                    m.d.comb += port.en.eq(ready_row)        # at row·C + chunk
+                # Read at row·C + chunk in every cycle (a bubble reads an address again).
+                m.d.comb += walk_next.eq(~(ready_row & row_last & chunk_last))
                 m.d.comb += s_rd.addr.eq(row)
                 with m.If(ready_row):
-                    next_read(rd_addr[0] + chunks)
-                    with m.If(row == rows - 1):
-                        m.d.sync += [row.eq(0), chunk.eq(chunk + 1)]
+                    with m.If(row_last):
+                        set_row(0)
+                        set_chunk(chunk + 1)
                         next_read(chunk + 1)
-                        with m.If(chunk == chunks - 1):
+                        with m.If(chunk_last):
                             m.d.sync += in_flight.eq(drain)
                             m.next = "DRAIN"
                     with m.Else():
-                        m.d.sync += row.eq(row + 1)
+                        set_row(row + 1)
+                        advance_read(chunks)
 
             with m.State("NOTHING"):
                 m.d.comb += self.done.eq(1)
@@ -1304,10 +1391,8 @@ class CrossbarTile(wiring.Component):
             if train:
                 row_major = row_major | (op == TileOp.READ_G)
             with m.State("READ_ADDR"):
-                for k in range(lanes):                   # the banks at waddr = 0
-                    m.d.comb += [y_rd[k].addr.eq(chunk), w_rd[k].en.eq(1), y_rd[k].en.eq(1)]
-                for port in g_rd:
-                    m.d.comb += port.en.eq(1)
+                for k in range(lanes):                   # the banks at waddr = 0 (read_next)
+                    m.d.comb += y_rd[k].addr.eq(chunk)
                 if chained:
                     m.next = "READ_LOAD"
                 else:
@@ -1318,26 +1403,23 @@ class CrossbarTile(wiring.Component):
                 with m.State("READ_LOAD"):
                     m.d.comb += chain_load.eq(1)
                     m.d.sync += phase.eq(0)
-                    next_read(1)                         # the chunk after, prefetched once loaded
                     m.next = "READ_DATA"
 
                 with m.State("READ_DATA"):
-                    with m.If(prefetch):                 # the banks at the next address
-                        for port in w_rd + y_rd + g_rd:
-                            m.d.comb += port.en.eq(1)
-                    for k in range(lanes):
+                    for k in range(lanes):               # prefetched: the banks read here
                         m.d.comb += y_rd[k].addr.eq(chunk + 1)
                     m.d.comb += self.o.payload.eq(chain[0])
-                    total = Signal.like(count)
-                    last_of_chunk = Signal()
-                    m.d.comb += [total.eq(Mux(row_major, rows * cols, y_len)),
-                                 last_of_chunk.eq((lane == lanes - 1)
-                                                  | (row_major & (chunk == chunks - 1)
-                                                     & (lane == last_lanes - 1)))]
+                    # Where the word offered is, registered: the counters move only with a
+                    # handshake, which only a cycle with ``phase`` has, and this state's first
+                    # cycle has none — so in every such cycle these describe the counters.
+                    last_of_chunk, last_word = Signal(), Signal()
+                    m.d.sync += [last_of_chunk.eq((lane == lanes - 1)
+                                                  | (row_major & chunk_last
+                                                     & (lane == last_lanes - 1))),
+                                 last_word.eq(count == Mux(row_major, rows * cols, y_len) - 1)]
                     # The last word of a chunk goes only once the next chunk is in the banks'
                     # outputs (a one-word chunk can be taken before its successor is read).
-                    m.d.comb += out_valid.eq(
-                        phase & (~last_of_chunk | fresh | (count == total - 1)))
+                    m.d.comb += out_valid.eq(phase & (~last_of_chunk | fresh | last_word))
                     with m.If(~phase):                   # the chain acts in this cycle
                         m.d.sync += phase.eq(1)
                     with m.If(self.o.ready & out_valid):
@@ -1347,18 +1429,14 @@ class CrossbarTile(wiring.Component):
                         with m.Else():
                             m.d.comb += chain_shift.eq(1)
                         with m.If(row_major):
-                            with m.If(last_of_chunk):
-                                next_read(rd_addr[0] + 1)
                             step_row_major()
                         with m.Else():
                             step_lane_chunk()
-                        with m.If(count == total - 1):
+                        with m.If(last_word):
                             finish_read(row_major)
 
             else:
                 with m.State("READ_DATA"):
-                    for port in w_rd + y_rd + g_rd:
-                        m.d.comb += port.en.eq(0)
                     for k in range(lanes):               # the banks at the next address
                         m.d.comb += y_rd[k].addr.eq(chunk + 1)
                     m.d.comb += out_valid.eq(1)
@@ -1377,7 +1455,7 @@ class CrossbarTile(wiring.Component):
                         with m.If(row_major):
                             m.d.comb += total.eq(rows * cols)
                             with m.If((lane == lanes - 1)
-                                      | ((chunk == chunks - 1) & (lane == last_lanes - 1))):
+                                      | (chunk_last & (lane == last_lanes - 1))):
                                 for port in w_rd + g_rd:
                                     m.d.comb += port.en.eq(1)
                                 next_read(rd_addr[0] + 1)

@@ -8,6 +8,7 @@ from :mod:`xbarode.sim.tile_plan`; the reference answers come from
 
 import itertools
 import json
+import re
 import tempfile
 from pathlib import Path
 
@@ -496,6 +497,21 @@ def test_synth_pins_the_lanes_and_keeps_the_register_copies(tmp_path, capsys):
     shared = [name for name, cell in cells.items()
               if cell["type"] == "TRELLIS_FF" and name.startswith("sq")]
     assert len(shared) == groups * 8   # one 8-bit copy of s per group of lanes
+    # The other per-group registers (the banks' read enables, the loaded word, the forward
+    # result, the update's write address): one copy per group each, not one merged register.
+    copies = {}
+    for name, cell in cells.items():
+        found = re.match(r"(wg_en|y_en|lw_word|fwd_value|u_waddr)(\d+)_TRELLIS_FF", name)
+        if cell["type"] == "TRELLIS_FF" and found:
+            copies.setdefault(found[1], set()).add(int(found[2]))
+    assert copies == {prefix: set(range(groups)) for prefix in
+                      ("wg_en", "y_en", "lw_word", "fwd_value", "u_waddr")}
+    # Which lanes a chunk uses: a register of its own per lane (with one chunk all are equal).
+    driver = {bit: name for name, cell in cells.items() if cell["type"] == "TRELLIS_FF"
+              for bit in cell["connections"]["Q"]}
+    nets = netlist["modules"]["crossbar_tile"]["netnames"]
+    for name in ("lane_on2", "lane_on5", "tw_on"):
+        assert len({driver[bit] for bit in nets[name]["bits"]}) == lanes, name
     component = TileParams(rows=20, cols=3, lanes=3, width=16, frac=12).component()
     with pytest.raises(SynthesisError, match="No Bel named 'X3/Y34/MULT18_0'"):
         synthesize(component, "crossbar_tile", out_dir=tmp_path / "bad",
