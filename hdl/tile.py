@@ -198,14 +198,16 @@ class CrossbarTile(wiring.Component):
     without bias has no row accumulator and gives its register to the tree), the multipliers are
     :class:`~xbarode.hdl.dsp.Multiplier` (operand and product registers; on an ECP5 the DSP
     cell's own), memory outputs are registered before any logic (a block RAM's clock-to-output
-    is half a 100 MHz cycle on an ECP5), the operand that every lane shares, the banks' read
-    address and the lanes' controls are registered once per group of :data:`GROUP` lanes (or per
-    lane), and the banks' writes come from registers (a bank is written the cycle after its walk
-    or pipeline asks, before any later read of it; an enabled read never meets a write to its
-    address, so synthesis needs no read-during-write logic around the block RAMs). Streams move
-    one word per cycle on LOAD_* (a word reaches its bank a cycle later, through a register per
-    group of lanes); on READ_*, one word per cycle after one cycle of addressing,
-    or, with ``read_chain``, one word every two cycles after three (read, load the chain).
+    is half a 100 MHz cycle on an ECP5), no decision of the FSM reaches every lane in its
+    cycle (the operand that every lane shares, the banks' read addresses and enables, the loaded
+    words, the forward result, the write addresses and the lanes' controls are registered once
+    per group of :data:`GROUP` lanes, or per lane), and the banks' writes come from registers
+    (a bank is written the cycle after its walk or pipeline asks, before any later read of it;
+    an enabled read never meets a write to its address, so synthesis needs no read-during-write
+    logic around the block RAMs). Streams move one word per cycle on LOAD_* (a word reaches its
+    bank a cycle later, through a register per group of lanes); on READ_*, one word per cycle
+    after one cycle of addressing, or, with ``read_chain``, one word every two cycles after
+    three (read, load the chain).
     ``cycles_per_mvm`` in the co-simulation reports is the measured FORWARD latency.
     """
 
