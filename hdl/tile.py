@@ -532,13 +532,15 @@ class CrossbarTile(wiring.Component):
         # the FSM's decision drives n_groups registers, not every lane's write multiplexers
         # (the 64-lane tile's critical path went from the FSM's state to all lanes' write data).
         keep = {"keep": 1}   # the copies are identical: "keep" stops Yosys merging them
-        lw_valid = [Signal(name=f"lw_valid{g}") for g in range(n_groups)]
-        lx_valid = [Signal(name=f"lx_valid{g}") for g in range(n_groups)]
-        lw_lane = [Signal(range(GROUP), name=f"lw_lane{g}", attrs=keep) for g in range(n_groups)]
-        lw_addr = [Signal(range(max(w_depth, 2)), name=f"lw_addr{g}", attrs=keep)
-                   for g in range(n_groups)]
-        lw_word = [Signal.like(self.i.payload, name=f"lw_word{g}", attrs=keep)
-                   for g in range(n_groups)]
+
+        def per_group(shape, name):
+            """One register of ``shape`` per group of lanes, ``{name}{g}``, kept apart."""
+            return [Signal(shape, name=f"{name}{g}", attrs=keep) for g in range(n_groups)]
+
+        lw_valid, lx_valid = per_group(1, "lw_valid"), per_group(1, "lx_valid")
+        lw_lane = per_group(range(GROUP), "lw_lane")
+        lw_addr = per_group(range(max(w_depth, 2)), "lw_addr")
+        lw_word = per_group(self.i.payload.shape(), "lw_word")
         m.d.sync += [valid.eq(0) for valid in lw_valid + lx_valid]
 
         def load_word(valid, address):
@@ -573,8 +575,7 @@ class CrossbarTile(wiring.Component):
         def group_copies(value, name):
             """Registered copies of ``value``, one per group of lanes (a control's or an
             address's fan-out bound), one cycle late. "keep" stops Yosys merging them."""
-            shape = Value.cast(value).shape()
-            regs = [Signal(shape, name=f"{name}{g}", attrs=keep) for g in range(n_groups)]
+            regs = per_group(Value.cast(value).shape(), name)
             m.d.sync += [reg.eq(value) for reg in regs]
             return regs
 
@@ -644,14 +645,12 @@ class CrossbarTile(wiring.Component):
         # the 2·lanes address pins, which sit in block-RAM rows all over the device), loaded a
         # cycle ahead with the address the walk presents next — nothing but a wire between
         # a register and the pins. ("keep" stops Yosys merging the copies.)
-        rd_addr = [Signal(range(max(w_depth, 2)), name=f"raddr{g}", attrs=keep)
-                   for g in range(n_groups)]
+        rd_addr = per_group(range(max(w_depth, 2)), "raddr")
         # Their read enables likewise, set a cycle ahead: ``walk_next`` for the W and G banks
         # (the product walks), ``read_next`` for all banks (READ_*); a read decided in its own
         # cycle (the multiplexer READ path, the tied walk, the side ports) is added to them.
         walk_next, read_next = Signal(), Signal()
-        wg_en = [Signal(name=f"wg_en{g}", attrs=keep) for g in range(n_groups)]
-        y_en = [Signal(name=f"y_en{g}", attrs=keep) for g in range(n_groups)]
+        wg_en, y_en = per_group(1, "wg_en"), per_group(1, "y_en")
 
         def next_read(address):
             """The banks read ``address`` in the next cycle (if enabled then)."""
@@ -741,14 +740,12 @@ class CrossbarTile(wiring.Component):
         s4, s4_first, s4_last, s4_nlanes = stage(s3, s3_first, s3_last, s3_nlanes, name="s4")
         # The banks' write address at stage 4 (ACCUMULATE) and 5 (UPDATE, APPLY), per group.
         s4_waddr_g = group_copies(s3_waddr, "s4_waddr")
-        u_waddr = [Signal.like(address, name=f"u_waddr{g}", attrs=keep)
-                   for g, address in enumerate(s4_waddr_g)]
+        u_waddr = per_group(s3_waddr.shape(), "u_waddr")
         m.d.sync += [u.eq(address) for u, address in zip(u_waddr, s4_waddr_g, strict=True)]
         w_q = stage(*(port.data for port in w_rd), name="wq")
         x_q = stage(*(port.data for port in x_rd), name="xq")
         # "keep" stops Yosys merging the identical copies back into one register.
-        s_q = [Signal(signed(self._in_w), name=f"sq{g}", attrs=keep)
-               for g in range(n_groups)]
+        s_q = per_group(signed(self._in_w), "sq")
         m.d.sync += [reg.eq(s_rd.data) for reg in s_q]
         # The lanes' multipliers (Multiplier: operand and product registers, the DSP cell's
         # own on an ECP5). op_a / op_b are their inputs at stage 2, registered into stage 3,
@@ -870,10 +867,8 @@ class CrossbarTile(wiring.Component):
         # group of lanes (word, strobe, address); the bank it goes to is a one-hot ring, each
         # lane's bit passed to its neighbour with every word (no lane compares a shared counter).
         fwd_write = group_copies(fwd_pending, "fwd_write")
-        fwd_value = [Signal(signed(self._out_w), name=f"fwd_value{g}", attrs=keep)
-                     for g in range(n_groups)]
-        fwd_addr = [Signal(range(max(y_depth, 2)), name=f"fwd_addr{g}", attrs=keep)
-                    for g in range(n_groups)]
+        fwd_value = per_group(signed(self._out_w), "fwd_value")
+        fwd_addr = per_group(range(max(y_depth, 2)), "fwd_addr")
         fwd_hot = Signal(lanes, init=1)
         fwd_restart = Signal()                  # a product starts: the ring back to lane 0
         fwd_sat_r = Signal()
@@ -1460,7 +1455,7 @@ class CrossbarTile(wiring.Component):
                                       | (chunk_last & (lane == last_lanes - 1))):
                                 for port in w_rd + g_rd:
                                     m.d.comb += port.en.eq(1)
-                                next_read(rd_addr[0] + 1)
+                                advance_read(1)
                             step_row_major()
                         with m.Else():
                             with m.If(lane == lanes - 1):
