@@ -30,37 +30,62 @@ def narrow(m: Module, value, shift: int, width: int, offset=None):
     width : int
         Signed output width.
     offset : Value or int, optional
-        Added before the shift: 0 for floor, ``2^(shift-1)`` for nearest, LFSR bits for
-        stochastic.
+        Added before the shift, ``0 <= offset < 2^shift``: 0 for floor, ``2^(shift-1)`` for
+        nearest, LFSR bits for stochastic.
 
     Returns
     -------
     result : Signal(signed(width))
+        ``clip(floor((value + offset) / 2^shift))`` to the signed range of ``width`` bits.
     saturated : Signal(1)
         High when the result was clipped.
+
+    Notes
+    -----
+    Since ``offset < 2^shift``, ``floor((value + offset) / 2^shift)`` is ``high + carry`` with
+    ``high = value >> shift`` and ``carry`` the carry out of ``value mod 2^shift + offset``: the
+    only carry chain is that of the discarded bits, and the range test and the increment look
+    at ``high``, a wire of ``value``, alongside it (the rounding of a wide sum then costs a
+    short carry chain and a few look-up tables, not a chain over the whole sum followed by the
+    range test).
     """
     value = value.as_signed()
-    if shift > 0:
-        offset = 0 if offset is None else offset
-        widened = Signal(signed(len(value) + 1))
-        m.d.comb += widened.eq(value + offset)
-        shifted = widened >> shift
+    if shift <= 0:
+        high, carry = value << -shift, Const(0, 1)
     else:
-        shifted = value << -shift
+        high = value >> shift
+        carry = Const(0, 1)
+        if not (offset is None or (isinstance(offset, int) and offset == 0)):
+            low = Signal(shift + 1)
+            m.d.comb += low.eq(value[:shift] + offset)
+            carry = low[shift]
     lo, hi = -(1 << (width - 1)), (1 << (width - 1)) - 1
     result = Signal(signed(width))
     saturated = Signal()
-    if len(shifted) <= width:
-        m.d.comb += result.eq(shifted)
+    if len(high) < width:            # high + carry fits in width bits
+        m.d.comb += result.eq(high + carry)
         return result, saturated
-    # The value fits iff the bits from the output's sign bit up are all equal: a LUT reduction,
-    # not the carry chain of a comparison.
-    top = shifted[width - 1:]
-    m.d.comb += saturated.eq(~(top.all() | ~top.any()))
-    with m.If(saturated):
-        m.d.comb += result.eq(Mux(shifted[-1], lo, hi))
-    with m.Else():
-        m.d.comb += result.eq(shifted[:width])
+    # high + carry fits iff high fits (the bits from the output's sign bit up are all equal: a
+    # LUT reduction, not the carry chain of a comparison), except at the two edges: high = hi
+    # with a carry leaves the range, high = lo - 1 with a carry enters it. Both outcomes, with
+    # and without the carry, are formed beside the chain; the carry picks one (a look-up table
+    # after the chain, the one thing that waits for it).
+    top = high[width - 1:]
+    low_ones = high[:width - 1].all()
+    fits = top.all() | ~top.any()
+    at_hi = ~top.any() & low_ones
+    below_lo = (high[width:].all() & ~high[width - 1] & low_ones) if len(high) > width \
+        else Const(0, 1)
+    sat_carry, sat_plain = Signal(), Signal()
+    m.d.comb += [sat_carry.eq((~fits & ~below_lo) | at_hi), sat_plain.eq(~fits)]
+    clip = Mux(high[-1], lo, hi)
+    word = high[:width]
+    with_carry, plain = Signal(signed(width)), Signal(signed(width))
+    # word + 1 wraps lo - 1 to lo in width bits.
+    m.d.comb += [with_carry.eq(Mux(sat_carry, clip, word + 1)),
+                 plain.eq(Mux(sat_plain, clip, word))]
+    m.d.comb += [result.eq(Mux(carry, with_carry, plain)),
+                 saturated.eq(Mux(carry, sat_carry, sat_plain))]
     return result, saturated
 
 

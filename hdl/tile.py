@@ -23,6 +23,7 @@ Every rounding draws (stochastic mode) in row-major order of its output, as the 
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy as np
@@ -193,21 +194,30 @@ class CrossbarTile(wiring.Component):
     ``taps`` (``K = k²`` of them), APPLY takes ``K·rows + max(K·(rows + 1), rows·C - 1) + 6``
     cycles (the second term: writing the taps, or clearing ``G`` if that is longer), plus
     ``rows`` with ``bias``. A result is in the output buffer when ``done`` rises. Every path
-    between registers holds at most two carry chains (the adder tree's top levels, whose
-    operands come from far-apart lanes, one each where a register is free: a one-chunk tile
-    without bias has no row accumulator and gives its register to the tree), the multipliers are
+    between registers holds at most two carry chains (where a register is free — a one-chunk
+    tile without bias has no row accumulator and gives its register to the tree — the adder
+    tree's first level, behind the DSP cells' long output routes, and its top levels, whose
+    operands come from far-apart lanes, have one each), the multipliers are
     :class:`~xbarode.hdl.dsp.Multiplier` (operand and product registers; on an ECP5 the DSP
     cell's own), memory outputs are registered before any logic (a block RAM's clock-to-output
     is half a 100 MHz cycle on an ECP5), no decision of the FSM reaches every lane in its
     cycle (the operand that every lane shares, the banks' read addresses and enables, the loaded
     words, the forward result, the write addresses and the lanes' controls are registered once
-    per group of :data:`GROUP` lanes, or per lane), and the banks' writes come from registers
+    per group of :data:`GROUP` lanes, or per lane; each group steps its own read address, and
+    enables its banks, from its own copies of which walk the FSM is in, so no decoder of the
+    FSM's state stands between a group and its decisions; where the FSM needs such a signal
+    too it has a copy of its own), and the banks' writes come from registers
     (a bank is written the cycle after its walk or pipeline asks, before any later read of it;
     an enabled read never meets a write to its address, so synthesis needs no read-during-write
-    logic around the block RAMs). Streams move one word per cycle on LOAD_* (a word reaches its
-    bank a cycle later, through a register per group of lanes); on READ_*, one word per cycle
-    after one cycle of addressing, or, with ``read_chain``, one word every two cycles after
-    three (read, load the chain).
+    logic around the block RAMs). Each narrowing has one short carry chain, over the bits it
+    discards (:func:`~xbarode.hdl.rounding.narrow`). Streams move one word per cycle on LOAD_*
+    (a word reaches its bank a cycle later, through a register per group of lanes); on
+    READ_*, one word per cycle after one cycle of addressing, or, with ``read_chain``, one word
+    every two cycles after three (read, load the chain); a one-word chunk waits two cycles
+    more, for its successor's read (the chain loads the banks' registered outputs). FORWARD's
+    words are written, as each row is rounded, into a memory of their own beside the rounding
+    (not into the lanes' banks across the device, where TRANSPOSED's go): READ_Y after a
+    FORWARD streams them one per cycle after one cycle, with or without ``read_chain``.
     ``cycles_per_mvm`` in the co-simulation reports is the measured FORWARD latency.
     """
 
@@ -468,9 +478,10 @@ class CrossbarTile(wiring.Component):
         lane_shape = signed(accumulator_bits(wf, operand, rows))
         train = self._gf is not None
 
-        # Memories: weights (lanes banks), x (lanes banks), s (one), y (lanes banks).
+        # Memories: weights (lanes banks), x (lanes banks), s (one), y (lanes banks: the
+        # TRANSPOSED result, a chunk per address), f (one: the FORWARD result, a row per word).
         w_depth = rows * chunks
-        y_depth = max(chunks, -(-rows // lanes))
+        y_depth = chunks
         # Weight banks deeper than a LUT-RAM cell go to block RAM: many wide LUT-RAM banks
         # with their read multiplexers are what congested the 64-lane tile's routing.
         # "no_rw_check": no read whose data is used ever meets a write to the same address in
@@ -507,6 +518,11 @@ class CrossbarTile(wiring.Component):
         y_rd = [mem.read_port() for mem in y_banks]
         y_wr = [mem.write_port() for mem in y_banks]
         s_rd, s_wr = s_mem.read_port(), s_mem.write_port()
+        # FORWARD's rows are rounded one by one in one place: each word goes into a memory
+        # beside the rounding (LUT RAM), not out to its lane's bank across the device.
+        f_mem = Memory(shape=signed(self._out_w), depth=rows, init=[])
+        m.submodules.f = f_mem
+        f_rd, f_wr = f_mem.read_port(domain="comb"), f_mem.write_port()
         if self._bias:
             b_mem = Memory(shape=signed(wf.width), depth=rows, init=[])
             m.submodules.bias = b_mem
@@ -543,11 +559,12 @@ class CrossbarTile(wiring.Component):
         lw_word = per_group(self.i.payload.shape(), "lw_word")
         m.d.sync += [valid.eq(0) for valid in lw_valid + lx_valid]
 
-        def load_word(valid, address):
-            """Pass the stream's word to lane ``lane``'s bank (the next cycle), by ``valid``."""
+        def load_word(valid):
+            """Pass the stream's word to lane ``lane``'s bank (the next cycle), by ``valid``:
+            the lane, address and word registers take their values in every cycle (below), so
+            only ``valid`` waits for the FSM's decision."""
             for g in range(n_groups):
-                m.d.sync += [valid[g].eq(lane // GROUP == g), lw_lane[g].eq(lane % GROUP),
-                             lw_addr[g].eq(address), lw_word[g].eq(self.i.payload)]
+                m.d.sync += valid[g].eq(lane // GROUP == g)
 
         # The block-RAM banks' writes are registered (address, data and enable): the pins hang
         # off registers that can sit next to each bank (or, for a weight bank, its group's
@@ -578,6 +595,14 @@ class CrossbarTile(wiring.Component):
             regs = per_group(Value.cast(value).shape(), name)
             m.d.sync += [reg.eq(value) for reg in regs]
             return regs
+
+        def own_copy(value, name):
+            """A registered copy of ``value`` for the FSM's side, kept apart from the groups'
+            copies: a group's copy read there too is pulled away from its lanes (group 0's
+            chain load, placed beside the FSM, was the critical path of the 64-lane tile)."""
+            reg = Signal(Value.cast(value).shape(), name=name, attrs=keep)
+            m.d.sync += reg.eq(value)
+            return reg
 
         # Stochastic rounding: draws for up to `lanes` narrowings per cycle.
         all_shifts = [self.forward_shift, self.update_shift]
@@ -629,11 +654,16 @@ class CrossbarTile(wiring.Component):
             new, sat_new = narrow(m, total, 0, wf.width)
             return new, sat_step | sat_new
 
+        # The overflow flag: a sticky register for the FSM's side (``overflow_set``: the forward
+        # rounding, the bias's and the taps' steps) and one per group of lanes (``group_sat``:
+        # the group's lanes' saturations, registered per lane, ORed within the group); the
+        # output is their OR, so no OR over every lane's register lies between registers (one
+        # across the device was the 64-lane tile's critical path).
         overflow_set = Signal()
-        with m.If(self.clear):
-            m.d.sync += self.overflow.eq(0)
-        with m.Elif(overflow_set):
-            m.d.sync += self.overflow.eq(1)
+        group_sat = [[] for _ in range(n_groups)]   # each group's terms, added below
+
+        def lanes_of(g):
+            return range(g * GROUP, min(lanes, (g + 1) * GROUP))
 
         # Counters shared by the stream and compute states.
         row = Signal(range(max(rows, 2)))
@@ -642,15 +672,31 @@ class CrossbarTile(wiring.Component):
         waddr = Signal(range(max(w_depth, 2)))
         count = Signal(range(max(rows * cols, max(rows, cols)) + 1))
         # The banks' read address: one register per group of GROUP lanes (a fan-out bound for
-        # the 2·lanes address pins, which sit in block-RAM rows all over the device), loaded a
-        # cycle ahead with the address the walk presents next — nothing but a wire between
-        # a register and the pins. ("keep" stops Yosys merging the copies.)
+        # the 2·lanes address pins, which sit in block-RAM rows all over the device), holding
+        # the address read in this cycle — nothing but a wire between a register and the
+        # pins. ("keep" stops Yosys merging the copies.) It is 0 between operations: every walk
+        # steps back to 0 with its last step.
         rd_addr = per_group(range(max(w_depth, 2)), "raddr")
-        # Their read enables likewise, set a cycle ahead: ``walk_next`` for the W and G banks
-        # (the product walks), ``read_next`` for all banks (READ_*); a read decided in its own
-        # cycle (the multiplexer READ path, the tied walk, the side ports) is added to them.
-        walk_next, read_next = Signal(), Signal()
-        wg_en, y_en = per_group(1, "wg_en"), per_group(1, "y_en")
+        # Which product walk the FSM is in, a copy per group (``walking``, kept by ``goto``
+        # below): each group steps its own address from its own copy, and a walk's banks read
+        # while it runs, so no decision of the FSM's state reaches a group's address or enable
+        # through more than the flag's own look-up table.
+        walking = {name: per_group(1, f"in_{name.lower()}")
+                   for name in ("ISSUE_ROWS", "ISSUE_COLS")}
+        # The FSM's own copies of other states, kept the same way: IDLE (``busy`` and the
+        # decisions taken with ``start``) and the chain's READ states (its load and shift).
+        mirrors = {**walking, "IDLE": [Signal(init=1, name="in_idle", attrs=keep)]}
+        if self._read_chain:
+            mirrors |= {name: [Signal(name=f"in_{name.lower()}", attrs=keep)]
+                        for name in ("READ_LOAD", "READ_DATA")}
+        walk_starts = Signal()   # the FSM enters a walk (goto)
+        # The banks' other reads, enabled a cycle ahead: ``read_next`` (READ_*, all banks) and
+        # the chain's prefetch (``rd_en``); the W and G banks' enable ``wg_en`` is ``rd_en`` or
+        # a walk, a register of its own at the block RAMs' enable pins (no look-up table
+        # between them). A read decided in its own cycle (the multiplexer READ path, the tied
+        # walk, the side ports) is added to them.
+        read_next = Signal()
+        rd_en, wg_en = per_group(1, "rd_en"), per_group(1, "wg_en")
 
         def next_read(address):
             """The banks read ``address`` in the next cycle (if enabled then)."""
@@ -666,8 +712,11 @@ class CrossbarTile(wiring.Component):
             if train:
                 m.d.comb += g_rd[k].addr.eq(rd_addr[k // GROUP])
 
-        y_len = Signal(range(max(rows, cols) + 1))
+        y_fwd = Signal()   # the last product was a FORWARD*: READ_Y streams the f memory
         op = Signal(TileOp)
+        for g in range(n_groups):   # LOAD_W's and LOAD_X's word, should it be taken (load_word)
+            m.d.sync += [lw_lane[g].eq(lane % GROUP), lw_word[g].eq(self.i.payload),
+                         lw_addr[g].eq(Mux(op == TileOp.LOAD_X, chunk, waddr))]
 
         # Whether row and chunk are at their last values, registered with them (set_row,
         # set_chunk): the walks' decisions take a flag, not a comparator on the counter.
@@ -683,7 +732,6 @@ class CrossbarTile(wiring.Component):
             set_row(0)
             set_chunk(0)
             m.d.sync += [lane.eq(0), waddr.eq(0), count.eq(0)]
-            next_read(0)
 
         def step_lane_chunk():
             """Advance (lane, chunk) to the next element of a vector: bank lane, address chunk."""
@@ -711,12 +759,15 @@ class CrossbarTile(wiring.Component):
         issue_nlanes = Signal(range(lanes + 1))
         # The block-RAM banks (W, G) read only where the data is used (so that an enabled read
         # never meets a write to its address, see w_attrs); the small memories always read.
+        # Their addresses are the walk's counters in every state (the data is used only
+        # while a walk issues): no decoder of the FSM's state in front of the LUT RAM's read.
         for port in [*x_rd, s_rd]:
             m.d.comb += port.en.eq(1)
+        m.d.comb += [*(port.addr.eq(chunk) for port in x_rd), s_rd.addr.eq(row)]
         for k in range(lanes):
             for port in [w_rd[k], *g_rd[k:k + 1]]:
                 m.d.comb += port.en.eq(wg_en[k // GROUP])
-            m.d.comb += y_rd[k].en.eq(y_en[k // GROUP])
+            m.d.comb += y_rd[k].en.eq(rd_en[k // GROUP])
 
         # The operation, decoded once into registered flags (they fan out to every lane).
         is_fwd, is_tr, is_upd = Signal(), Signal(), Signal()
@@ -766,7 +817,8 @@ class CrossbarTile(wiring.Component):
         # into one register driving every lane.)
         lane_on2, lane_on3, lane_on4, lane_on5 = (
             Signal(lanes, name=f"lane_on{n}", attrs=keep) for n in range(2, 6))
-        m.d.sync += lane_on2.eq(Cat(k < s1_nlanes for k in range(lanes)))
+        nlanes_g = group_copies(issue_nlanes, "s1_nlanes")   # = s1_nlanes, beside the group
+        m.d.sync += lane_on2.eq(Cat(k < nlanes_g[k // GROUP] for k in range(lanes)))
         m.d.sync += [lane_on3.eq(lane_on2), lane_on4.eq(lane_on3), lane_on5.eq(lane_on4)]
         times_s = group_copies(is_upd | is_acc, "times_s")   # op_a is s, not W
         s_right = group_copies(is_tr, "s_right")             # op_b is s, not x
@@ -821,10 +873,15 @@ class CrossbarTile(wiring.Component):
         fused = chunks == 1 and not self._bias
         levels = math.ceil(math.log2(lanes)) if lanes > 1 else 0
         n_regs = self.tree_stages + int(fused)
-        # Register after these levels: pairs at the bottom, single levels at the top.
+        # Register after these levels: the first alone where a level is to spare (the products
+        # leave the DSP cells' output registers on long routes, the 64-lane tile's critical
+        # path with a second level behind them), then pairs, then single levels at the top
+        # (whose operands come from lanes spread over the device).
         doubles = max(0, levels - n_regs)
-        reg_after = {2 * (k + 1) for k in range(doubles)}
-        reg_after |= {2 * doubles + k + 1 for k in range(n_regs - doubles)}
+        first = 1 if 0 < doubles < n_regs else 0
+        reg_after = set(range(1, first + 1))
+        reg_after |= {first + 2 * (k + 1) for k in range(doubles)}
+        reg_after |= {first + 2 * doubles + k + 1 for k in range(n_regs - doubles - first)}
         level = list(prods)
         valid_t, first_t, last_t = s4, s4_first, s4_last
         meta_stages = self.tree_stages
@@ -863,36 +920,26 @@ class CrossbarTile(wiring.Component):
                     m.d.sync += row_acc.eq(start_sum)
                 with m.Else():
                     m.d.sync += row_acc.eq(row_acc + tree_sum)
-        # The rounded word is registered before it fans out to the output banks, once per
-        # group of lanes (word, strobe, address); the bank it goes to is a one-hot ring, each
-        # lane's bit passed to its neighbour with every word (no lane compares a shared counter).
-        fwd_write = group_copies(fwd_pending, "fwd_write")
-        fwd_value = per_group(signed(self._out_w), "fwd_value")
-        fwd_addr = per_group(range(max(y_depth, 2)), "fwd_addr")
-        fwd_hot = Signal(lanes, init=1)
-        fwd_restart = Signal()                  # a product starts: the ring back to lane 0
-        fwd_sat_r = Signal()
+        # The rounded word is registered (for the f memory, the side port and the flag), then
+        # written into the f memory (row ``fwd_row``) the cycle after: the LUT RAM's write
+        # data has a setup time of its own, not to be added to the rounding's carry chain.
+        fwd_row = Signal(range(max(rows, 2)))
+        fwd_written, fwd_sat_r = Signal(), Signal()
+        fwd_y_r = Signal(signed(self._out_w), name="fwd_y")
+        m.d.sync += fwd_written.eq(fwd_pending)
         with m.If(fwd_pending):
             fwd_y, fwd_sat = self._narrow_product(m, row_acc, is_grad, offset, 0)
-            m.d.sync += [*(value.eq(fwd_y) for value in fwd_value), fwd_sat_r.eq(fwd_sat)]
+            m.d.sync += [fwd_y_r.eq(fwd_y), fwd_sat_r.eq(fwd_sat)]
             advance_product(1)
+        with m.If(fwd_written):
+            m.d.comb += [f_wr.addr.eq(fwd_row), f_wr.data.eq(fwd_y_r), f_wr.en.eq(1)]
+            m.d.sync += fwd_row.eq(fwd_row + 1)
+        with m.If(self.start & ~self.busy):
+            m.d.sync += fwd_row.eq(0)
         if self._side:
-            m.d.comb += [self.y_out.valid.eq(fwd_write[0]), self.y_out.payload.eq(fwd_value[0])]
-        with m.If(fwd_write[0] & fwd_sat_r):
+            m.d.comb += [self.y_out.valid.eq(fwd_written), self.y_out.payload.eq(fwd_y_r)]
+        with m.If(fwd_written & fwd_sat_r):
             m.d.comb += overflow_set.eq(1)
-        restart_g = group_copies(fwd_restart, "fwd_restart")   # long before the first word
-        for g in range(n_groups):
-            group = range(g * GROUP, min(lanes, (g + 1) * GROUP))
-            for k in group:
-                with m.If(fwd_write[g] & fwd_hot[k]):
-                    m.d.comb += [y_wr[k].addr.eq(fwd_addr[g]), y_wr[k].data.eq(fwd_value[g]),
-                                 y_wr[k].en.eq(1)]
-            with m.If(restart_g[g]):
-                m.d.sync += [fwd_addr[g].eq(0), *(fwd_hot[k].eq(k == 0) for k in group)]
-            with m.Elif(fwd_write[g]):
-                m.d.sync += [fwd_hot[k].eq(fwd_hot[k - 1]) for k in group]   # [-1]: the last
-                with m.If(fwd_hot[lanes - 1]):
-                    m.d.sync += fwd_addr[g].eq(fwd_addr[g] + 1)
 
         # Transposed: lane accumulators over the rows; the chunk's roundings happen the cycle
         # after its last row, and the rounded words are written the cycle after that.
@@ -942,10 +989,10 @@ class CrossbarTile(wiring.Component):
         for k in range(lanes):
             y_k, sat_k = self._narrow_product(m, lane_acc[k], grad_sel[k // GROUP], offset, k)
             m.d.sync += [tr_values[k].eq(y_k), tr_sat[k].eq(sat_k & lane_on5[k])]
-        with m.If(tr_write[0]):
-            with m.If(tr_sat.any()):
-                m.d.comb += overflow_set.eq(1)
+        with m.If(own_copy(tr_pending, "tr_written")):   # = tr_write
             m.d.sync += tr_chunk.eq(tr_chunk + 1)
+        for g in range(n_groups):
+            group_sat[g].append(tr_write[g] & Cat(tr_sat[k] for k in lanes_of(g)).any())
         for k in range(lanes):
             with m.If(tr_write[k // GROUP] & tw_on[k]):
                 m.d.comb += [y_wr[k].addr.eq(tr_chunk), y_wr[k].data.eq(tr_values[k]),
@@ -984,13 +1031,12 @@ class CrossbarTile(wiring.Component):
                 step_k = Mux(apply_sel[k // GROUP], step_g, step_k)
                 sat_step = Mux(apply_sel[k // GROUP], sat_g, sat_step)
             m.d.sync += [steps[k].eq(step_k), u_sat[k].eq(sat_step & lane_on4[k])]
-        # U3 only raises the flag: the saturations of all lanes, registered, ORed.
+        # U3 only raises the flag: the saturations of the lanes, registered, ORed per group.
         u3_sat = Signal(lanes)
         m.d.sync += u3_sat.eq(0)
-        with m.If(u3_sat.any()):
-            m.d.comb += overflow_set.eq(1)
-        with m.If(u_valid & u_sat.any()):
-            m.d.comb += overflow_set.eq(1)
+        for g in range(n_groups):
+            group_sat[g] += [Cat(u3_sat[k] for k in lanes_of(g)).any(),
+                             u_write[g] & Cat(u_sat[k] for k in lanes_of(g)).any()]
         for k in range(lanes):
             total = Signal(signed(wf.width + 1), name=f"wsum{k}")
             m.d.comb += total.eq(u_old[k] + steps[k])
@@ -1061,7 +1107,7 @@ class CrossbarTile(wiring.Component):
                     m.d.sync += tap.eq(tap + 1)
                     with m.If(tap == n_taps - 1):
                         m.d.sync += [count.eq(0), tap.eq(0)]
-                        m.next = last_state
+                        goto(last_state)
                 with m.Else():
                     set_row(row + 1)
 
@@ -1088,31 +1134,40 @@ class CrossbarTile(wiring.Component):
             # same cycle, across the device): a word is offered every other cycle (``phase``).
             chain = [Signal(signed(len(self.o.payload)), name=f"rchain{k}") for k in range(lanes)]
             chain_load, chain_shift = Signal(), Signal()
+            # Where READ_DATA's offered word is (registered there, see below).
+            last_of_chunk, last_word = Signal(), Signal()
             load_g = group_copies(chain_load, "chain_load")
             shift_g = group_copies(chain_shift, "chain_shift")
-            prefetch, fresh, phase = Signal(), Signal(), Signal()
+            # The chain loads W and G from their registered copies at stage 2 (``w_q``, ``g_q``:
+            # no block RAM's clock-to-output in front of the chain's multiplexer), a cycle
+            # after the banks' outputs; ``fresh`` waits for them.
+            prefetch, fresh, phase = Signal(2), Signal(), Signal()
             read_w = group_copies(op == TileOp.READ_W, "read_w")
             read_g = group_copies(op == TileOp.READ_G, "read_g") if train else None
-            m.d.sync += [prefetch.eq(load_g[0]), fresh.eq(~load_g[0] & (fresh | prefetch))]
+            loaded = own_copy(chain_load, "chain_loaded")   # = load_g
+            m.d.sync += [prefetch.eq(Cat(loaded, prefetch[0])),
+                         fresh.eq(~loaded & (fresh | prefetch[1]))]
+            # READ_DATA's handshake (below) shifts the chain, or at the last word of a chunk
+            # loads the next (the last word of all loads nothing); READ_LOAD loads the first.
+            # Decided from the FSM's copies of those states, not from a decoder of its state.
+            taken = mirrors["READ_DATA"][0] & self.o.ready & phase
+            m.d.comb += [chain_shift.eq(taken & ~last_of_chunk),
+                         chain_load.eq(mirrors["READ_LOAD"][0]
+                                       | (taken & last_of_chunk & fresh & ~last_word))]
             for k in range(lanes):
-                source = Mux(read_w[k // GROUP], w_rd[k].data, y_rd[k].data)
+                source = Mux(read_w[k // GROUP], w_q[k], y_rd[k].data)
                 if train:
-                    source = Mux(read_g[k // GROUP], g_rd[k].data, source)
+                    source = Mux(read_g[k // GROUP], g_q[k], source)
                 with m.If(load_g[k // GROUP]):
                     m.d.sync += chain[k].eq(source)
                 with m.Elif(shift_g[k // GROUP]):
                     m.d.sync += chain[k].eq(chain[k + 1] if k + 1 < lanes else 0)
 
-        # The banks' read enables for the next cycle (a chunk loaded into the chain is the
-        # cue to prefetch the next, in the same group's banks, at the next address: the
-        # group's copy of it moves on with the load, as W and G are read row-major; this comes
-        # before the FSM, whose choice of address for an operation starting then wins).
+        # The banks' reads other than the walks', enabled a cycle ahead: READ_* and the
+        # chain's prefetch (a chunk loaded into the chain is the cue to read the next, in the
+        # same group's banks).
         for g in range(n_groups):
-            cue = load_g[g] if chained else 0
-            m.d.sync += [wg_en[g].eq(walk_next | read_next | cue), y_en[g].eq(read_next | cue)]
-            if chained:
-                with m.If(cue):
-                    m.d.sync += rd_addr[g].eq(rd_addr[g] + 1)
+            m.d.sync += rd_en[g].eq(read_next | (load_g[g] if chained else 0))
 
         # Side ports (a core's direct access); the FSM's own accesses below take precedence.
         s_count = Signal(range(rows + 1))   # words of s that arrived on s_in
@@ -1135,15 +1190,67 @@ class CrossbarTile(wiring.Component):
                 m.d.comb += [x_wr[k].addr.eq(lw_addr[g]), x_wr[k].data.eq(lw_word[g]),
                              x_wr[k].en.eq(1)]
 
+        # Each group steps its own read address, in the shape of a flip-flop's own controls: a
+        # synchronous reset, an enable, and the stepped address as data. Along a row walk +1;
+        # down a column walk +C, and to the next chunk's top (1 - (rows - 1)·C) after its last
+        # row (a bubble of TRANSPOSED_STREAM holds it); with each prefetch of the chain for
+        # READ_W and READ_G, +1 (W and G are read row-major; READ_Y reads the y banks at
+        # ``chunk``). Back to 0 with the last step of each: a walk's where the FSM's registered
+        # flags say, a row-major READ's at the last address. The W and G banks' enable for the
+        # next cycle: a read cued (``rd_en``), a walk starting, or one going on.
+        ready_row = Signal()     # the column walk's row may enter (its s_i has arrived)
+        m.d.comb += ready_row.eq(~streaming | (row < s_count))
+        if chained:
+            row_major_g = group_copies((op == TileOp.READ_W) | (op == TileOp.READ_G),
+                                       "read_rows")
+        for g in range(n_groups):
+            address, in_rows, in_cols = (rd_addr[g], walking["ISSUE_ROWS"][g],
+                                         walking["ISSUE_COLS"][g])
+            down = in_cols & ready_row
+            walk_ends = (in_rows | down) & chunk_last & row_last
+            prefetch_w = load_g[g] & row_major_g[g] if chained else 0
+            step = 1
+            if chunks > 1:
+                step = Mux(in_cols, Mux(row_last, 1 - (rows - 1) * chunks, chunks), 1)
+            with m.If(walk_ends | (prefetch_w & (address == w_depth - 1))):
+                m.d.sync += address.eq(0)
+            with m.Elif(in_rows | down | prefetch_w):
+                m.d.sync += address.eq(address + step)
+            m.d.sync += wg_en[g].eq(read_next | (load_g[g] if chained else 0) | walk_starts
+                                    | ((in_rows | in_cols) & ~walk_ends))
+
+        # The FSM's state as the copies in ``mirrors`` see it: ``state`` is ``m.State``
+        # that knows its name, ``goto`` is ``m.next =`` that sets the copies of the state it
+        # enters and clears those of the state it leaves (their only inputs: each copy follows
+        # the state it mirrors without a decoder of the whole state).
+        here = []
+
+        @contextlib.contextmanager
+        def state(name):
+            with m.State(name):
+                here.append(name)
+                try:
+                    yield
+                finally:
+                    here.pop()
+
+        def goto(name):
+            m.next = name
+            if name != here[-1]:
+                m.d.sync += [flag.eq(1) for flag in mirrors.get(name, ())]
+                m.d.sync += [flag.eq(0) for flag in mirrors.get(here[-1], ())]
+                if name in walking and here[-1] not in walking:
+                    m.d.comb += walk_starts.eq(1)
+
         def finish(next_state=None, when=None):
             """End the operation (``done``), or go on to ``next_state`` where ``when``."""
             if next_state is None:
                 m.d.comb += self.done.eq(1)
-                m.next = "IDLE"
+                goto("IDLE")
                 return
             with m.If(when):
                 m.d.sync += count.eq(0)
-                m.next = next_state
+                goto(next_state)
             with m.Else():
                 finish()
 
@@ -1172,10 +1279,13 @@ class CrossbarTile(wiring.Component):
             write_ops += [TileOp.ACCUMULATE] + ([] if tied else [TileOp.APPLY])
             read_ops.append(TileOp.READ_G)
 
-        m.d.comb += self.busy.eq(1)
+        # busy, and the reads decided with start, from IDLE's copy (no decoder of the state
+        # in front of the 2·lanes bank enables).
+        idle = mirrors["IDLE"][0]
+        m.d.comb += self.busy.eq(~idle)
+        m.d.comb += read_next.eq(idle & self.start & self.op.as_value().matches(*read_ops))
         with m.FSM():
-            with m.State("IDLE"):
-                m.d.comb += self.busy.eq(0)
+            with state("IDLE"):
                 if self._side:
                     for k in range(lanes):
                         m.d.comb += [y_rd[k].addr.eq(self.y_side_addr), y_rd[k].en.eq(1)]
@@ -1195,58 +1305,55 @@ class CrossbarTile(wiring.Component):
                                  is_upd.eq(self.op == TileOp.UPDATE)]
                     reset_counters()
                     m.d.sync += tr_chunk.eq(0)
-                    m.d.comb += fwd_restart.eq(1)
-                    m.d.comb += [walk_next.eq(one_of(fwd_ops + write_ops + tr_ops)),
-                                 read_next.eq(one_of(read_ops))]
                     with m.Switch(self.op):
                         with m.Case(TileOp.LOAD_W):
-                            m.next = "LOAD_W"
+                            goto("LOAD_W")
                         with m.Case(*read_ops):
-                            m.next = "READ_ADDR"
+                            goto("READ_ADDR")
                         with m.Case(TileOp.LOAD_X):
-                            m.next = "LOAD_X"
+                            goto("LOAD_X")
                         with m.Case(TileOp.LOAD_S):
-                            m.next = "LOAD_S"
+                            goto("LOAD_S")
                         with m.Case(*fwd_ops):
-                            m.d.sync += [y_len.eq(rows), drain.eq(forward_drain)]
-                            m.next = "ISSUE_ROWS"
+                            m.d.sync += [y_fwd.eq(1), drain.eq(forward_drain)]
+                            goto("ISSUE_ROWS")
                         with m.Case(*write_ops):
                             m.d.sync += drain.eq(6)
-                            m.next = "ISSUE_ROWS"
+                            goto("ISSUE_ROWS")
                         with m.Case(*tr_ops):
-                            m.d.sync += [y_len.eq(cols), drain.eq(6)]
-                            m.next = "ISSUE_COLS"
+                            m.d.sync += [y_fwd.eq(0), drain.eq(6)]
+                            goto("ISSUE_COLS")
                         if tied:
                             with m.Case(TileOp.APPLY):
                                 m.d.sync += tap.eq(0)
-                                m.next = "TAP_SUM"
+                                goto("TAP_SUM")
                         if self._bias:
                             with m.Case(TileOp.LOAD_BIAS):
-                                m.next = "LOAD_BIAS"
+                                goto("LOAD_BIAS")
                         with m.Default():
-                            m.next = "NOTHING"
+                            goto("NOTHING")
 
-            with m.State("LOAD_W"):
+            with state("LOAD_W"):
                 m.d.comb += self.i.ready.eq(1)
                 with m.If(self.i.valid):
-                    load_word(lw_valid, waddr)
+                    load_word(lw_valid)
                     m.d.sync += count.eq(count + 1)
                     step_row_major()
                     with m.If(count == rows * cols - 1):
                         m.d.comb += self.done.eq(1)
-                        m.next = "IDLE"
+                        goto("IDLE")
 
-            with m.State("LOAD_X"):
+            with state("LOAD_X"):
                 m.d.comb += self.i.ready.eq(1)
                 with m.If(self.i.valid):
-                    load_word(lx_valid, chunk)
+                    load_word(lx_valid)
                     step_lane_chunk()
                     m.d.sync += count.eq(count + 1)
                     with m.If(count == cols - 1):
                         m.d.comb += self.done.eq(1)
-                        m.next = "IDLE"
+                        goto("IDLE")
 
-            with m.State("LOAD_S"):
+            with state("LOAD_S"):
                 m.d.comb += self.i.ready.eq(1)
                 with m.If(self.i.valid):
                     m.d.comb += [s_wr.addr.eq(count), s_wr.data.eq(self.i.payload),
@@ -1254,60 +1361,50 @@ class CrossbarTile(wiring.Component):
                     m.d.sync += count.eq(count + 1)
                     with m.If(count == rows - 1):
                         m.d.comb += self.done.eq(1)
-                        m.next = "IDLE"
+                        goto("IDLE")
 
             # FORWARD and UPDATE walk row by row, chunk by chunk.
-            with m.State("ISSUE_ROWS"):
+            with state("ISSUE_ROWS"):
                 m.d.comb += [issue.eq(1), issue_first.eq(chunk == 0), issue_last.eq(chunk_last)]
                 m.d.comb += issue_nlanes.eq(lanes)
                 with m.If(chunk_last):
                     m.d.comb += issue_nlanes.eq(last_lanes)
-                m.d.comb += walk_next.eq(~(chunk_last & row_last))
-                for port in x_rd:
-                    m.d.comb += port.addr.eq(chunk)
-                m.d.comb += s_rd.addr.eq(row)
-                m.d.sync += waddr.eq(waddr + 1)
-                advance_read(1)                          # the banks read at waddr
+                m.d.sync += waddr.eq(waddr + 1)         # the banks read at waddr (rd_addr)
                 with m.If(chunk_last):
                     set_chunk(0)
                     set_row(row + 1)
                     with m.If(row_last):
                         m.d.sync += in_flight.eq(drain)
-                        m.next = "DRAIN"
+                        goto("DRAIN")
                 with m.Else():
                     set_chunk(chunk + 1)
 
             # TRANSPOSED walks chunk by chunk, row by row; TRANSPOSED_STREAM issues row i once
             # s_i has arrived (the pipeline carries a valid bit, so a gap is a bubble).
-            with m.State("ISSUE_COLS"):
-                ready_row = Signal()
-                m.d.comb += ready_row.eq(~streaming | (row < s_count))
+            with state("ISSUE_COLS"):
                 m.d.comb += [issue.eq(ready_row), issue_first.eq(row == 0),
                              issue_last.eq(row_last)]
                 m.d.comb += issue_nlanes.eq(lanes)
                 with m.If(chunk_last):
                     m.d.comb += issue_nlanes.eq(last_lanes)
-                # Read at row·C + chunk in every cycle (a bubble reads an address again).
-                m.d.comb += walk_next.eq(~(ready_row & row_last & chunk_last))
-                m.d.comb += s_rd.addr.eq(row)
+                # The banks read at row·C + chunk (rd_addr) in every cycle (a bubble reads an
+                # address again).
                 with m.If(ready_row):
                     with m.If(row_last):
                         set_row(0)
                         set_chunk(chunk + 1)
-                        next_read(chunk + 1)
                         with m.If(chunk_last):
                             m.d.sync += in_flight.eq(drain)
-                            m.next = "DRAIN"
+                            goto("DRAIN")
                     with m.Else():
                         set_row(row + 1)
-                        advance_read(chunks)
 
-            with m.State("NOTHING"):
+            with state("NOTHING"):
                 m.d.comb += self.done.eq(1)
-                m.next = "IDLE"
+                goto("IDLE")
 
             if self._bias:
-                with m.State("LOAD_BIAS"):
+                with state("LOAD_BIAS"):
                     m.d.comb += self.i.ready.eq(1)
                     with m.If(self.i.valid):
                         m.d.comb += [b_wr.addr.eq(count), b_wr.data.eq(self.i.payload),
@@ -1315,9 +1412,9 @@ class CrossbarTile(wiring.Component):
                         m.d.sync += count.eq(count + 1)
                         with m.If(count == rows - 1):
                             m.d.comb += self.done.eq(1)
-                            m.next = "IDLE"
+                            goto("IDLE")
 
-            with m.State("DRAIN"):
+            with state("DRAIN"):
                 m.d.sync += in_flight.eq(in_flight - 1)
                 with m.If(in_flight == 1):
                     if train and self._bias:
@@ -1328,7 +1425,7 @@ class CrossbarTile(wiring.Component):
             if train and self._bias:
                 # APPLY's bias step, one row per cycle, drawing after all the weights' draws
                 # (the model applies the weights' step, then the bias's, with one LFSR).
-                with m.State("BIAS_APPLY"):
+                with state("BIAS_APPLY"):
                     m.d.comb += [b_rd.addr.eq(count), gd_rd.addr.eq(count)]
                     new_b, sat_b = sgd_word(b_rd.data, gd_rd.data, self.bias_apply_shift)
                     m.d.comb += [b_wr.addr.eq(count), b_wr.data.eq(new_b), b_wr.en.eq(1),
@@ -1338,22 +1435,22 @@ class CrossbarTile(wiring.Component):
                     m.d.sync += count.eq(count + 1)
                     with m.If(count == rows - 1):
                         m.d.comb += self.done.eq(1)
-                        m.next = "IDLE"
+                        goto("IDLE")
 
 
             if tied:
-                with m.State("TAP_SUM"):
+                with state("TAP_SUM"):
                     walk_taps("TAP_DRAIN")
                     m.d.sync += in_flight.eq(4)
 
-                with m.State("TAP_DRAIN"):   # the last tap's sum is written at stage 4
+                with state("TAP_DRAIN"):   # the last tap's sum is written at stage 4
                     m.d.sync += in_flight.eq(in_flight - 1)
                     with m.If(in_flight == 1):
                         m.d.sync += [zeroing.eq(1), zaddr.eq(0)]
-                        m.next = "TAP_STEP"
+                        goto("TAP_STEP")
 
                 # One tap per cycle, in tap order: the step from the negated sum, one rounding.
-                with m.State("TAP_STEP"):
+                with state("TAP_STEP"):
                     m.d.comb += [sum_rd.addr.eq(count), val_rd.addr.eq(count)]
                     new_value, sat_value = sgd_word(val_rd.data, sum_rd.data, self.apply_shift)
                     m.d.comb += [val_wr.addr.eq(count), val_wr.data.eq(new_value),
@@ -1363,18 +1460,18 @@ class CrossbarTile(wiring.Component):
                     m.d.sync += count.eq(count + 1)
                     with m.If(count == n_taps - 1):
                         m.d.sync += [count.eq(0), writing.eq(1)]
-                        m.next = "TAP_WRITE"
+                        goto("TAP_WRITE")
 
-                with m.State("TAP_WRITE"):
+                with state("TAP_WRITE"):
                     walk_taps("TAP_END")
 
                 # The last entry is written now; the clearing of G may still be running.
-                with m.State("TAP_END"):
+                with state("TAP_END"):
                     with m.If(~zeroing | (zaddr == w_depth - 1)):
                         m.d.sync += writing.eq(0)
                         if self._bias:
                             m.d.sync += count.eq(0)
-                            m.next = "BIAS_APPLY"
+                            goto("BIAS_APPLY")
                         else:
                             finish()
 
@@ -1383,37 +1480,49 @@ class CrossbarTile(wiring.Component):
             # Multiplexer: one cycle to address the first chunk, then one word per cycle; the
             # next chunk is read as the last word of this one is taken. Chain: one cycle to read
             # the first chunk, two to load it into the chain, then one word every two cycles; a
-            # prefetched chunk waits in the banks' outputs for the chain.
+            # prefetched chunk waits in the banks' outputs (and W's and G's in their registered
+            # copies) for the chain.
             row_major = op == TileOp.READ_W              # else READ_Y, by chunks of lanes
             if train:
                 row_major = row_major | (op == TileOp.READ_G)
-            with m.State("READ_ADDR"):
+            with state("READ_ADDR"):
                 for k in range(lanes):                   # the banks at waddr = 0 (read_next)
                     m.d.comb += y_rd[k].addr.eq(chunk)
-                if chained:
-                    m.next = "READ_LOAD"
-                else:
-                    next_read(1)
-                    m.next = "READ_DATA"
+                with m.If((op == TileOp.READ_Y) & y_fwd):
+                    goto("READ_F")
+                with m.Else():
+                    if chained:
+                        goto("READ_LOAD")
+                    else:
+                        next_read(1)
+                        goto("READ_DATA")
+
+            # READ_Y after a FORWARD*: the f memory, one word per cycle (after READ_ADDR's
+            # cycle, as from the banks).
+            with state("READ_F"):
+                m.d.comb += [f_rd.addr.eq(count), out_valid.eq(1), self.o.payload.eq(f_rd.data)]
+                with m.If(self.o.ready):
+                    m.d.sync += count.eq(count + 1)
+                    with m.If(count == rows - 1):
+                        m.d.comb += self.done.eq(1)
+                        goto("IDLE")
 
             if chained:
-                with m.State("READ_LOAD"):
-                    m.d.comb += chain_load.eq(1)
+                with state("READ_LOAD"):   # chain_load (above)
                     m.d.sync += phase.eq(0)
-                    m.next = "READ_DATA"
+                    goto("READ_DATA")
 
-                with m.State("READ_DATA"):
+                with state("READ_DATA"):
                     for k in range(lanes):               # prefetched: the banks read here
                         m.d.comb += y_rd[k].addr.eq(chunk + 1)
                     m.d.comb += self.o.payload.eq(chain[0])
                     # Where the word offered is, registered: the counters move only with a
                     # handshake, which only a cycle with ``phase`` has, and this state's first
                     # cycle has none — so in every such cycle these describe the counters.
-                    last_of_chunk, last_word = Signal(), Signal()
                     m.d.sync += [last_of_chunk.eq((lane == lanes - 1)
                                                   | (row_major & chunk_last
                                                      & (lane == last_lanes - 1))),
-                                 last_word.eq(count == Mux(row_major, rows * cols, y_len) - 1)]
+                                 last_word.eq(count == Mux(row_major, rows * cols, cols) - 1)]
                     # The last word of a chunk goes only once the next chunk is in the banks'
                     # outputs (a one-word chunk can be taken before its successor is read).
                     m.d.comb += out_valid.eq(phase & (~last_of_chunk | fresh | last_word))
@@ -1421,10 +1530,11 @@ class CrossbarTile(wiring.Component):
                         m.d.sync += phase.eq(1)
                     with m.If(self.o.ready & out_valid):
                         m.d.sync += [count.eq(count + 1), phase.eq(0)]
-                        with m.If(last_of_chunk):
-                            m.d.comb += chain_load.eq(1)
-                        with m.Else():
-                            m.d.comb += chain_shift.eq(1)
+                        # The last word loads nothing (the chain's next contents are not
+                        # used): a READ_W or READ_G thus cues the prefetch w_depth times, and
+                        # the groups' read addresses step back to 0 with the last cue.
+                        # (chain_shift where ~last_of_chunk, else chain_load where
+                        # ~last_word: above.)
                         with m.If(row_major):
                             step_row_major()
                         with m.Else():
@@ -1433,7 +1543,7 @@ class CrossbarTile(wiring.Component):
                             finish_read(row_major)
 
             else:
-                with m.State("READ_DATA"):
+                with state("READ_DATA"):
                     for k in range(lanes):               # the banks at the next address
                         m.d.comb += y_rd[k].addr.eq(chunk + 1)
                     m.d.comb += out_valid.eq(1)
@@ -1448,7 +1558,7 @@ class CrossbarTile(wiring.Component):
                     with m.If(self.o.ready):
                         m.d.sync += count.eq(count + 1)
                         total = Signal.like(count)
-                        m.d.comb += total.eq(y_len)
+                        m.d.comb += total.eq(cols)
                         with m.If(row_major):
                             m.d.comb += total.eq(rows * cols)
                             with m.If((lane == lanes - 1)
@@ -1463,11 +1573,12 @@ class CrossbarTile(wiring.Component):
                                     m.d.comb += port.en.eq(1)
                             step_lane_chunk()
                         with m.If(count == total - 1):
+                            next_read(0)
                             finish_read(row_major)
 
             if self._bias:
                 # READ_W's and READ_G's tail: the bias (or its gradient) after the weights'.
-                with m.State("READ_BIAS"):
+                with state("READ_BIAS"):
                     m.d.comb += [b_rd.addr.eq(count), out_valid.eq(1),
                                  self.o.payload.eq(b_rd.data)]
                     if train:
@@ -1478,7 +1589,7 @@ class CrossbarTile(wiring.Component):
                         m.d.sync += count.eq(count + 1)
                         with m.If(count == rows - 1):
                             m.d.comb += self.done.eq(1)
-                            m.next = "IDLE"
+                            goto("IDLE")
         if tied:
             # Stage 1 of the tap walks (the ROM's data is here): read the banks (summing
             # walk) or write the tap's new value into its bank (writing walk).
@@ -1494,6 +1605,13 @@ class CrossbarTile(wiring.Component):
                 m.d.sync += zaddr.eq(zaddr + 1)
                 with m.If(zaddr == w_depth - 1):
                     m.d.sync += zeroing.eq(0)
+        sticky = [Signal(name="ovf_fsm"), *per_group(1, "ovf")]
+        for flag, terms in zip(sticky, [[overflow_set], *group_sat], strict=True):
+            with m.If(self.clear):
+                m.d.sync += flag.eq(0)
+            with m.Elif(Cat(*terms).any()):
+                m.d.sync += flag.eq(1)
+        m.d.comb += self.overflow.eq(Cat(*sticky).any())
         return m
 
     def _narrow_product(self, m, acc, is_grad, offset, k):
