@@ -117,24 +117,38 @@ class Format:
                  overflow: Overflow | None = None, label: str = "quantize") -> np.ndarray:
         """Integers of this format nearest to float ``values`` (the host's DAC).
 
-        The floats are scaled by ``2**frac`` and narrowed like any sum: ``floor``, ``nearest``
-        (half up) or ``stochastic`` rounding on the 32 fractional bits below the LSB, then
-        saturation, counted in ``overflow`` under ``label``.
+        Each float ``v`` is taken exactly to 32 fractional bits below the LSB,
+        ``n = floor(v · 2**(frac + 32))``, and ``n`` is narrowed like any sum by a 32-bit
+        shift: ``floor``, ``nearest`` (half up) or ``stochastic`` rounding (one LFSR draw per
+        element, all 32 bits of it), then saturation, counted in ``overflow`` under ``label``.
+        This holds for every width the class accepts (2 to 32 bits).
+
+        Raises
+        ------
+        ValueError
+            If a value is not finite.
         """
         values = np.asarray(values, dtype=np.float64)
         if not np.all(np.isfinite(values)):
             raise ValueError(f"{label}: cannot quantise non-finite values")
-        # Values beyond twice the range saturate anyway: clipping them first keeps the scaled
-        # integers inside int64 (and still counts them as saturated).
+        rounder = _rounder(rounding, label)
+        # Values beyond twice the range saturate anyway: clipping them first keeps every
+        # integer below inside int64 (and still counts them as saturated).
         bound = 2.0 ** (self.width - self.frac)
-        guard = min(_QUANT_GUARD, 61 - self.width)
-        scaled = np.clip(values, -bound, bound) * 2.0 ** (self.frac + guard)
-        return narrow(np.floor(scaled).astype(np.int64), guard, self, rounding, overflow, label)
+        scaled = np.clip(values, -bound, bound) * 2.0**self.frac
+        # n = whole · 2^32 + guard, split so that no intermediate needs more than 34 bits
+        # (n itself needs up to 65 for a 32-bit format). modf's parts are exact in float64
+        # (whole truncates towards zero; the fraction keeps the sign, |fraction| < 1), and so
+        # are the power-of-two scaling and the floor: guard is in [-2^32, 2^32).
+        fraction, whole = np.modf(scaled)
+        guard = np.floor(fraction * 2.0**_QUANT_GUARD).astype(np.int64)
+        # floor((whole · 2^32 + guard + offset) / 2^32) = whole + carry, offset < 2^32.
+        carry = (guard + rounder.offsets(values.shape, _QUANT_GUARD)) >> _QUANT_GUARD
+        return _saturate(whole.astype(np.int64) + carry, self, overflow, label)
 
 
-# Fractional bits kept below the LSB when quantising floats, so that stochastic rounding of a
-# float has the 32-bit resolution of an LFSR draw (fewer for words wider than 29 bits, which
-# must stay inside int64).
+# Fractional bits kept below the LSB when quantising floats: the 32-bit resolution of one LFSR
+# draw, so a stochastically rounded float is unbiased to 2^-32 LSB.
 _QUANT_GUARD = 32
 
 
@@ -379,9 +393,7 @@ def narrow(values, shift: int, fmt: Format, rounding: Rounder | str,
     values = np.asarray(values)
     if values.dtype != np.int64:
         raise TypeError(f"{label}: narrow takes int64 integers, not {values.dtype}")
-    rounder = Rounder(rounding) if isinstance(rounding, str) else rounding
-    if isinstance(rounding, str) and rounding == "stochastic":
-        raise ValueError(f"{label}: stochastic rounding needs a Rounder with its own LFSR")
+    rounder = _rounder(rounding, label)
     if shift > 0:
         offsets = rounder.offsets(values.shape, shift)
         _check_int64(values, np.max(offsets) if np.size(offsets) else 0, label)
@@ -391,9 +403,24 @@ def narrow(values, shift: int, fmt: Format, rounding: Rounder | str,
         shifted = values << -shift
     else:
         shifted = values
-    saturated = np.clip(shifted, fmt.min_int, fmt.max_int)
+    return _saturate(shifted, fmt, overflow, label)
+
+
+def _rounder(rounding: Rounder | str, label: str) -> Rounder:
+    """The :class:`Rounder` for ``rounding`` (a name is enough for the deterministic modes)."""
+    if isinstance(rounding, Rounder):
+        return rounding
+    if rounding == "stochastic":
+        raise ValueError(f"{label}: stochastic rounding needs a Rounder with its own LFSR")
+    return Rounder(rounding)
+
+
+def _saturate(values: np.ndarray, fmt: Format, overflow: Overflow | None,
+              label: str) -> np.ndarray:
+    """Clip to ``fmt``'s integers, counting the clipped elements in ``overflow``."""
+    saturated = np.clip(values, fmt.min_int, fmt.max_int)
     if overflow is not None:
-        overflow.add(label, np.count_nonzero(saturated != shifted))
+        overflow.add(label, np.count_nonzero(saturated != values))
     return saturated
 
 
