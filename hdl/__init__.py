@@ -1,4 +1,4 @@
 """Amaranth hardware blocks of xbarode (crossbar tile, DFT array, controller, core).
 
-Empty until the hardware issues land; see DESIGN.md §5.
+See docs/architecture.md §3 for how the blocks fit together.
 """

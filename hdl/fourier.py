@@ -9,7 +9,7 @@ computes the inverse DFT, because ``to_real(conj(W)) == to_real(W).T``.
 columns): the 2-D transform is a row pass and a column pass through the buffer, which the
 column pass addresses column by column (the transpose). ``FourierConv`` adds a
 :class:`~xbarode.hdl.hadamard.HadamardUnit` holding the kernel's spectrum: image → 2-D DFT →
-Hadamard → inverse 2-D DFT = circular convolution (DESIGN §3). The model twins are
+Hadamard → inverse 2-D DFT = circular convolution (docs/architecture.md §1). The model twins are
 :func:`~xbarode.model.fixed_ops.dft2_fixed` and
 :func:`~xbarode.model.fixed_ops.fourier_conv_fixed`.
 """

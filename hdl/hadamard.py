@@ -1,9 +1,9 @@
 """The Hadamard unit: element-wise complex products with a stored spectrum, one per clock.
 
-A complex number is a 2×2 real block (DESIGN §3), so the element-wise product with the kernel's
-spectrum is a block-diagonal crossbar product: four real multiplies per element, or three with
-the Gauss trick. Its model twin is :func:`xbarode.model.fixed_ops.hadamard_fixed`; tests
-compare the two bit for bit.
+A complex number is a 2×2 real block (docs/architecture.md §1), so the element-wise product
+with the kernel's spectrum is a block-diagonal crossbar product: four real multiplies per
+element, or three with the Gauss trick. Its model twin is
+:func:`xbarode.model.fixed_ops.hadamard_fixed`; tests compare the two bit for bit.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Narrowing and the stochastic-rounding LFSR in hardware: twins of :mod:`xbarode.model.fixed`.
 
-``narrow`` builds the combinational shift–round–saturate of DESIGN §4 for one value;
+``narrow`` builds the combinational shift–round–saturate of docs/architecture.md §2 for one value;
 ``LfsrBank`` holds the 32-bit Galois LFSR state and offers the next ``n`` draws at once (each
 draw is 32 clocks of the LFSR, a fixed XOR matrix) and advances by however many were used.
 """

@@ -2,7 +2,7 @@
 
 Float64 reference implementations of circular convolution (matrix and shift-sum forms), the
 real 2×2-block Fourier path, the Euler and implicit-Euler (Newton) solvers, discrete adjoints,
-and the digits classifier. See DESIGN.md §3 for the conventions.
+and the digits classifier. See docs/architecture.md §1 for the conventions.
 """
 
 from .adjoint import adjoint

@@ -1,4 +1,4 @@
-"""Discrete adjoints: the exact gradient of the discretised network (DESIGN §3).
+"""Discrete adjoints: the exact gradient of the discretised network (docs/architecture.md §1).
 
 Explicit Euler, with ``u_n = A z_n``, ``r_n = relu(u_n)`` and ``λ_N = ∂L/∂z_N``, for
 ``n = N-1 … 0``::

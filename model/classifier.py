@@ -1,4 +1,4 @@
-"""Classifier head: ``logits = C·z_N + d`` and softmax cross-entropy (DESIGN §3)."""
+"""Classifier head: ``logits = C·z_N + d`` and softmax cross-entropy (docs/architecture.md §1)."""
 
 from __future__ import annotations
 

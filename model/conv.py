@@ -1,6 +1,6 @@
 """Circular convolution: the matrix form a crossbar holds, and a fast shift-sum form.
 
-Conventions (DESIGN §3): images are H×W, flattened row-major to vectors of ``m = H*W``
+Conventions (docs/architecture.md §1): images are H×W, flattened row-major to vectors of ``m = H*W``
 entries; kernels are k×k with k odd, centred at their middle tap; the convolution is circular
 (periodic), so ``conv_matrix(a, (H, W)) @ x.ravel()`` equals
 ``scipy.ndimage.convolve(x, a, mode="wrap").ravel()``.

@@ -1,7 +1,8 @@
 """Fixed-point formats, rounding and saturation: the contract between model and hardware.
 
-DESIGN §4. A :class:`Format` Q(i.f) is ``width`` signed bits of which ``frac`` are fractional;
-value = integer / 2^frac. Every narrowing (a wide exact sum brought down to a format) is
+docs/architecture.md §2. A :class:`Format` Q(i.f) is ``width`` signed bits of which ``frac``
+are fractional; value = integer / 2^frac. Every narrowing (a wide exact sum brought down to a
+format) is
 
 1. an arithmetic right shift by ``shift`` bits with one of three roundings:
 

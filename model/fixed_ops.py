@@ -1,4 +1,4 @@
-"""Integer twins of every hardware operation (DESIGN §4–§5).
+"""Integer twins of every hardware operation (docs/architecture.md §2–§3).
 
 Each function or method here performs exactly the integer operations the hardware performs,
 in the same order wherever rounding makes order matter, on NumPy int64 arrays vectorised over

@@ -2,10 +2,10 @@
 
 A complex number ``x + iy`` becomes the block ``[[x, -y], [y, x]]``; a complex vector becomes
 ``[Re v0, Im v0, Re v1, Im v1, ...]``; an n×p complex matrix becomes a 2n×2p real matrix of 2×2
-blocks (DESIGN §3, seed eq. 18–19). The map commutes with products, so a crossbar that holds only
+blocks (docs/architecture.md §1). The map commutes with products, so a crossbar that holds only
 reals computes complex transforms.
 
-Convolution theorem (seed eq. 17 corrected): with the kernel zero-padded to H×W and rolled so
+Convolution theorem, with its scale and centring: with the kernel zero-padded to H×W and rolled so
 its centre tap sits at (0, 0), ``â = W_H a_pad W_W`` and
 ``conv(a, X) = conj(W_H) · (√(HW) · â ⊙ X̂) · conj(W_W)`` with ``X̂ = W_H X W_W``.
 """
@@ -114,7 +114,7 @@ def kernel_spectrum(kernel, shape) -> np.ndarray:
     -------
     ndarray of complex128, shape (H, W)
         The kernel zero-padded to H×W with its centre tap rolled to (0, 0), transformed by the
-        unitary 2-D DFT and scaled by √(HW) (the factor the seed's eq. 17 omits).
+        unitary 2-D DFT and scaled by √(HW) (the factor of the unitary normalisation).
     """
     shape = _checks.image_shape(shape)
     kernel = _checks.kernel(kernel, shape)

@@ -5,10 +5,10 @@ a ``step`` method, in the manner of torchdiffeq's ``fixed_grid.py``.
 
 Implicit Euler solves ``G(w) = w - z_n - h·f(w) = 0`` by Newton's method,
 ``w <- w - (I - h·J(w))⁻¹ G(w)`` with ``J(w) = B·D(w)·A`` and ``D(w) = diag(H(A w))``, ``H(0) = 0``
-(DESIGN §3; the seed's eq. 11 and 26–27 have the wrong sign). The linear solve is either exact
-(dense LU) or the Neumann series ``δ <- G + h·B·D·A·δ`` with a fixed number of terms, which is
-what the crossbar computes with matrix–vector products only; it converges only while the
-spectral radius of ``h·J`` is below 1, which is checked and reported.
+(docs/architecture.md §1; note the sign: the correction is subtracted). The linear solve is
+either exact (dense LU) or the Neumann series ``δ <- G + h·B·D·A·δ`` with a fixed number of
+terms, which is what the crossbar computes with matrix–vector products only; it converges
+only while the spectral radius of ``h·J`` is below 1, which is checked and reported.
 """
 
 from __future__ import annotations

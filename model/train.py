@@ -2,7 +2,7 @@
 
 The network is ``z_0 = x`` (a flattened 8×8 image), ``dz/dt = B·relu(A z)`` over ``[0, T]``
 with ``steps`` fixed steps, ``logits = C·z_N + d``. ``A`` and ``B`` are either circular
-convolutions with k×k kernels (``structure="conv"``, the seed's network) or dense m×m matrices
+convolutions with k×k kernels (``structure="conv"``) or dense m×m matrices
 (``structure="dense"``, one full crossbar tile each).
 """
 
@@ -88,7 +88,7 @@ class Config:
         :mod:`xbarode.model.fixed_net`; it needs SGD, and ``h``, ``lr`` and ``batch_size``
         powers of two.
     weight_format, state_format, act_format, grad_format : str
-        ``"WIDTH.FRAC"`` of each signal class in fixed point (DESIGN §4).
+        ``"WIDTH.FRAC"`` of each signal class in fixed point (docs/architecture.md §2).
     acc_width : int
         Accumulator width in fixed point.
     rounding : {"floor", "nearest", "stochastic"}

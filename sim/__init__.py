@@ -1,4 +1,4 @@
 """Co-simulation glue: cocotb testbenches and runners that compare RTL with the golden model.
 
-Empty until the hardware issues land; see DESIGN.md §6.
+See docs/architecture.md §4 for the verification ladder it serves.
 """

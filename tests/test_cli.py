@@ -1,4 +1,4 @@
-"""Tests of the ``xbarode`` command line (DESIGN §9): help, train/evaluate/demo round trips,
+"""Tests of the ``xbarode`` command line (docs/cli.md): help, train/evaluate/demo round trips,
 usage and input errors, ``--json`` output and the model benchmark."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""Tests of the fixed-point contract (DESIGN §4, ``xbarode.model.fixed``): formats, narrowing
-with its three roundings and saturation, the stochastic-rounding LFSR, quantisation of floats
-and the exact integer product, all against references written here from the documentation."""
+"""Tests of the fixed-point contract (docs/architecture.md §2, ``xbarode.model.fixed``): formats,
+narrowing with its three roundings and saturation, the stochastic-rounding LFSR, quantisation of
+floats and the exact integer product, all against references written here from the documentation."""
 
 from __future__ import annotations
 
@@ -50,7 +50,8 @@ def reference_draws(seed: int, count: int) -> list[int]:
 
 
 def reference_round(value: Fraction, mode: str, draw: int | None, shift: int) -> int:
-    """Round ``value`` (in output LSBs, with ``shift`` discarded bits) as DESIGN §4 says."""
+    """Round ``value`` (in output LSBs, with ``shift`` discarded bits) as docs/architecture.md §2
+    says."""
     if mode == "floor":
         return math.floor(value)
     if mode == "nearest":

@@ -1,4 +1,5 @@
-"""The hardware narrowing (hdl/rounding.py ``narrow``) against the arithmetic of DESIGN §4.
+"""The hardware narrowing (hdl/rounding.py ``narrow``) against the arithmetic of
+docs/architecture.md §2.
 
 ``narrow`` computes ``clip(floor((value + offset) / 2^shift))`` without a carry chain over the
 whole value (it splits off the discarded bits' carry); these tests compare it, exhaustively

@@ -1,4 +1,4 @@
-"""The ``xbarode`` command line (DESIGN §9).
+"""The ``xbarode`` command line (docs/cli.md).
 
 Every command has ``--help``; ``--json`` prints exactly one JSON object as the last line of
 stdout and silences progress bars. Exit status: 0 on success, 1 when a check fails (a
