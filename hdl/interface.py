@@ -38,7 +38,8 @@ HANDSHAKE = (
     "An op code the unit does not have ends at once: done in the cycle after start, nothing "
     "changes.",
     "clear lowers overflow at the next edge; a one-cycle pulse is enough (holding it keeps "
-    "overflow low).",
+    "overflow low); it may come at any time, and a saturation in a cycle where clear is high "
+    "is not flagged.",
 )
 
 _RESET = {
@@ -48,7 +49,8 @@ _RESET = {
     "cycles": 1,
     "resets": "every register: the controller returns to idle, counters, status outputs, "
               "logits and every LFSR (re-seeded with its seed)",
-    "keeps": "every memory: weights, loaded inputs, states and the trajectory, results",
+    "keeps": "every memory: the weights (a RUN after reset needs no reload), and the banks "
+             "of inputs, states, trajectory and results as the last operation left them",
 }
 
 
@@ -350,11 +352,14 @@ def host_interface(component) -> HostInterface:
         kind, ops = "core", _core(component)
         meanings = {"i": "the words of LOAD_*", "o": "the words of READ_*"}
         cfg = component.config
+        wq = word_format(cfg.formats().weight)["q"]
         notes = [
             "Words narrower than the stream are sign-extended on o; on i the unit reads the "
             "low bits of the operation's format.",
-            "Weights files (xbarode train) hold floats on the Q2.14 grid of the weight format "
-            "(value · 2^14 is an integer) with B untransposed: LOAD_B sends Bᵀ row-major.",
+            f"Weights files (xbarode train) hold floats on the {wq} grid of the weight format "
+            f"(value · 2^{cfg.formats().weight.frac} is an integer) with B untransposed: "
+            "LOAD_B sends Bᵀ row-major.",
+            "Load the image (LOAD_IMAGE) before every RUN: RUN leaves z_N in the state banks.",
             f"Rounding '{cfg.rounding}'. Every LFSR runs on across operations and RUNs; only "
             "reset re-seeds them (stochastic rounding: the same image gives the same words "
             "only in the same position of the sequence after reset).",

@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from xbarode.cli import main
 
@@ -83,7 +82,6 @@ def reference(manifest, weights, images, reset_before):
     return out
 
 
-@pytest.mark.slow
 def test_outside_host_drives_the_generated_core(tmp_path):
     from cocotb_tools.runner import get_runner
 
