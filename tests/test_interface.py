@@ -187,7 +187,7 @@ def _handshake_trace(dut, description, rng):
                                    1 << (s["format"]["width"] - 1))
                      for s in op["in"] for _ in range(s["count"])]
             n_out = sum(s["count"] for s in op["out"])
-            ctx.set(dut.op, op["code"])
+            ctx.set(dut.op.as_value(), op["code"])
             ctx.set(dut.start, 1)
             assert ctx.get(dut.busy) == 0
             await ctx.tick()
@@ -196,7 +196,7 @@ def _handshake_trace(dut, description, rng):
                       "moved": 0, "read": 0}
             for cycle in range(200_000):
                 # op is not held: anything else is on it now; start while busy is ignored.
-                ctx.set(dut.op, rng.choice(codes))
+                ctx.set(dut.op.as_value(), rng.choice(codes))
                 ctx.set(dut.start, int(cycle == 1))
                 sending = record["moved"] < len(words)
                 ctx.set(dut.i.valid, int(sending))
@@ -221,6 +221,21 @@ def _handshake_trace(dut, description, rng):
             ctx.set(dut.start, 0)
             ctx.set(dut.i.valid, 0)
             trace[op["name"]] = record
+        # Op codes the unit does not have: done in the cycle after start, once.
+        available = {op["code"] for op in ops}
+        for code in range(1 << description["op_width"]):
+            if code in available:
+                continue
+            ctx.set(dut.op.as_value(), code)
+            ctx.set(dut.start, 1)
+            await ctx.tick()
+            ctx.set(dut.start, 0)
+            dones = []
+            for cycle in range(4):
+                if ctx.get(dut.done):
+                    dones.append(cycle)
+                await ctx.tick()
+            trace[f"code {code}"] = dones
         # clear: a one-cycle pulse lowers overflow at the next edge.
         trace["overflow_before_clear"] = ctx.get(dut.overflow)
         ctx.set(dut.clear, 1)
@@ -267,5 +282,10 @@ def test_handshake_rules_hold_for_every_operation(generated, unit):
         # busy from the cycle after start to done inclusive, then low.
         assert all(c > done for c in record["busy_low"]), op["name"]
         assert record["busy_low"][:1] == [done + 1], op["name"]
+    missing = [c for c in range(16) if c not in {op["code"] for op in
+                                                 manifest["interface"]["operations"]}]
+    assert missing, "every unit here lacks some op code"
+    for code in missing:
+        assert trace[f"code {code}"] == [0], code
     assert trace["overflow_before_clear"] == 1
     assert trace["overflow_after_clear"] == 0

@@ -65,6 +65,12 @@ def unit_manifest(unit, params, component, verilog: Path) -> dict:
         "parameters": asdict(params) if hasattr(params, "__dataclass_fields__") else params,
         "ports": ports,
         "clock": "clk (rising edge); rst is a synchronous active-high reset",
+        "build": {
+            "verilator": f"verilator --lint-only {unit.top}.vlt {verilog.name} (or --cc, "
+                         "--binary: the .vlt file before the Verilog)",
+            "icarus": f"iverilog -g2005 {verilog.name} (Verilog-2005: with -g2012 the "
+                      "combinational blocks are not evaluated at time 0)",
+        },
         "interface": interface,
         "amaranth_metadata": meta,
     }
