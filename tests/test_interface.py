@@ -36,6 +36,9 @@ UNITS = {
     "tile": (["--rows", "3", "--cols", "4", "--lanes", "2"], "crossbar_tile", TileOp,
              {"LOAD_W": (12, 0), "READ_W": (0, 12), "LOAD_X": (4, 0), "LOAD_S": (3, 0),
               "FORWARD": (0, 0), "READ_Y": (0, 3)}),
+    # 17 lanes: READ_* through the chain of lane registers, a word every two cycles.
+    "tile-chain": (["--rows", "2", "--cols", "17"], "crossbar_tile", TileOp,
+                   {"LOAD_W": (34, 0), "READ_W": (0, 34), "LOAD_X": (17, 0), "READ_Y": (0, 2)}),
     "dft": (["--image", "2x3"], "dft2d", FourierOp,
             {"LOAD_REAL": (6, 0), "LOAD": (12, 0), "DFT": (0, 0), "READ": (0, 12),
              "READ_REAL": (0, 6)}),
@@ -65,7 +68,8 @@ def generated(tmp_path_factory):
     for unit, (args, top, _, _) in UNITS.items():
         folder = root / unit
         args = [str(config) if a == "CORE" else a for a in args]
-        assert main(["generate", unit, *args, "--out", str(folder)]) == 0
+        assert main(["generate", unit.removesuffix("-chain"), *args, "--out",
+                     str(folder)]) == 0
         out[unit] = (folder, json.loads((folder / f"{top}.json").read_text()))
     return out
 
@@ -250,12 +254,12 @@ def _handshake_trace(dut, description, rng):
     return trace
 
 
-@pytest.mark.parametrize("unit", ["tile", "dft", "fourier-conv", "core"])
+@pytest.mark.parametrize("unit", ["tile", "tile-chain", "dft", "fourier-conv", "core"])
 def test_handshake_rules_hold_for_every_operation(generated, unit):
     from xbarode.units import UNITS as REGISTRY
 
     _, manifest = generated[unit]
-    registry = REGISTRY[unit]
+    registry = REGISTRY[unit.removesuffix("-chain")]
     if unit == "core":
         from xbarode.core_config import CoreConfig
 
@@ -265,6 +269,7 @@ def test_handshake_rules_hold_for_every_operation(generated, unit):
         registry.add_arguments(parser)
         params = registry.params(parser.parse_args(UNITS[unit][0]))
     dut = registry.component(params)
+    assert unit != "tile-chain" or dut.read_chain
     # The manifest describes this very component.
     assert host_interface(dut).as_json() == manifest["interface"]
     trace = _handshake_trace(dut, manifest["interface"], random.Random(3))
