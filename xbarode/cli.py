@@ -504,7 +504,8 @@ def cmd_generate(args) -> dict:
     unit, params = _unit_and_params(args)
     result = {"command": f"generate {unit.name}", **generate(unit, params, Path(args.out))}
     if not args.json:
-        print(f"wrote {result['verilog']} and {result['manifest']} ({result['ports']} ports)")
+        print(f"wrote {result['verilog']}, {result['manifest']}, {result['header']} and "
+              f"{result['waivers']} ({result['ports']} ports)")
     return result
 
 

@@ -9,11 +9,10 @@ given simulator. ``xbarode generate``, ``cosim`` and ``synth`` are generic over 
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = ["SIMULATORS", "UNITS", "AdjointParams", "Unit", "backward_mac_count", "cosim",
@@ -401,28 +400,25 @@ UNITS = {
 # --- the generic commands ---------------------------------------------------------------------
 
 def generate(unit: Unit, params, out: Path) -> dict:
-    """Write the unit's Verilog and a JSON manifest of parameters and ports into ``out``."""
-    from xbarode.sim.verilog import port_manifest, write_verilog
+    """Write into ``out`` the unit's Verilog, its JSON manifest (parameters, ports with roles
+    and groups, op encoding, words per operation: :mod:`xbarode.manifest`), a C header of its
+    op codes and words (``TOP.h``) and a Verilator configuration waiving the warnings of
+    generated Verilog (``TOP.vlt``)."""
+    from xbarode.manifest import c_header, unit_manifest, verilator_waivers, write_beside
+    from xbarode.sim.verilog import write_verilog
 
     component = unit.component(params)
     verilog = write_verilog(component, unit.top, out,
                             platform=getattr(params, "platform", None))
-    manifest = {
-        "unit": unit.name,
-        "top": unit.top,
-        "verilog": verilog.name,
-        "parameters": asdict(params) if hasattr(params, "__dataclass_fields__") else params,
-        "ports": port_manifest(component, verilog),
-        "clock": "clk (rising edge); rst is a synchronous active-high reset",
-    }
+    manifest = unit_manifest(unit, params, component, verilog)
     extra = getattr(component, "manifest", None)
     if callable(extra):
         manifest.update(extra())
-    path = out / f"{unit.top}.json"
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(manifest, indent=1) + "\n")
-    os.replace(tmp, path)
-    return {"verilog": str(verilog), "manifest": str(path), "ports": len(manifest["ports"])}
+    header = write_beside(out / manifest["header"], c_header(manifest))
+    waivers = write_beside(out / manifest["waivers"], verilator_waivers(verilog.name))
+    path = write_beside(out / f"{unit.top}.json", json.dumps(manifest, indent=1) + "\n")
+    return {"verilog": str(verilog), "manifest": str(path), "header": str(header),
+            "waivers": str(waivers), "ports": len(manifest["ports"])}
 
 
 def cosim(unit: Unit, params, *, vectors: int, seed: int, simulator: str,
