@@ -117,7 +117,8 @@ class Core(wiring.Component):
     start : In(1)
         Pulse for one cycle while ``busy`` is low.
     busy, done : Out(1)
-        ``done`` pulses for one cycle when an operation ends.
+        ``done`` pulses for one cycle when an operation ends; ``cls``, ``converged``,
+        ``iterations`` and ``overflow`` hold the operation's results in that cycle.
     overflow : Out(1)
         Sticky: some narrowing or saturating addition saturated since the last ``clear``.
     clear : In(1)
@@ -133,7 +134,8 @@ class Core(wiring.Component):
     Latency of RUN: per explicit step one chain (about ``m·C + T + 15`` cycles with
     ``C = ceil(m/lanes)``, the two products overlapping) and one combine (``C + 1``); implicit
     steps take one chain and combine per predictor, residual, Neumann term, and one combine per
-    update; then C's forward product. On the Fourier path a chain takes about
+    update; then C's forward product and one cycle (``done`` after the class is registered).
+    On the Fourier path a chain takes about
     ``2·CONV + 3·m`` cycles (``CONV``: :class:`~xbarode.hdl.fourier.FourierConv`'s latency; the
     two convolutions run one after the other, and A's result streams into B while it is read
     out). ``xbarode simulate`` reports the measured cycles.
@@ -664,8 +666,13 @@ class Core(wiring.Component):
                     with mod.If((u_idx == 0) | (value > best)):
                         mod.d.sync += [best.eq(value), self.cls.eq(u_idx)]
                 with mod.If(C.done):
-                    mod.d.comb += self.done.eq(1)
-                    mod.next = "IDLE"
+                    mod.next = "CLASSIFY_DONE"
+            # C's last logit is registered (cls, best, C's overflow flag) at the edge that
+            # ends C's done cycle: done follows one cycle later, so that every output is
+            # final in the cycle done pulses.
+            with mod.State("CLASSIFY_DONE"):
+                mod.d.comb += self.done.eq(1)
+                mod.next = "IDLE"
 
             if cfg.training:
                 gw = f.grad.width

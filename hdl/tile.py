@@ -168,9 +168,11 @@ class CrossbarTile(wiring.Component):
     done : Out(1)
         One-cycle pulse when an operation ends.
     overflow : Out(1)
-        Sticky: some narrowing (or weight update) saturated since the last ``clear``.
+        Sticky: some narrowing (or weight update) saturated since the last ``clear``; high
+        from the cycle the saturating word is produced, so in the ``done`` cycle of an
+        operation whose last narrowing saturated.
     clear : In(1)
-        Lowers ``overflow``.
+        Lowers ``overflow`` (at the next clock edge).
     y_out : Out(stream.Signature(signed(output width), always_ready=True))
         (side ports) Each FORWARD result, in row order, as it is written.
     s_in : In(stream.Signature(signed(input width), always_ready=True))
@@ -1606,12 +1608,20 @@ class CrossbarTile(wiring.Component):
                 with m.If(zaddr == w_depth - 1):
                     m.d.sync += zeroing.eq(0)
         sticky = [Signal(name="ovf_fsm"), *per_group(1, "ovf")]
+        setting = []
         for flag, terms in zip(sticky, [[overflow_set], *group_sat], strict=True):
+            sets = Signal(name=f"{flag.name}_set")
+            m.d.comb += sets.eq(Cat(*terms).any())
+            setting.append(sets)
             with m.If(self.clear):
                 m.d.sync += flag.eq(0)
-            with m.Elif(Cat(*terms).any()):
+            with m.Elif(sets):
                 m.d.sync += flag.eq(1)
-        m.d.comb += self.overflow.eq(Cat(*sticky).any())
+        # The output also shows what sets the registers at the coming edge: an operation's
+        # last narrowing saturates in its done cycle, and the flag is high in that cycle (the
+        # registers alone would show it one cycle after done). Only the output port sees
+        # these terms, no register between them.
+        m.d.comb += self.overflow.eq(Cat(*sticky).any() | Cat(*setting).any())
         return m
 
     def _narrow_product(self, m, acc, is_grad, offset, k):

@@ -21,7 +21,7 @@ import numpy as np
 
 from xbarode.core_config import CoreConfig
 
-from .core_plan import hardware_counts, model_network
+from .core_plan import hardware_counts, model_network, operation_limits
 
 __all__ = ["compare", "gradient_words", "image_loss", "kernel_gradients", "make_plan",
            "weight_words"]
@@ -120,7 +120,8 @@ def make_plan(config: CoreConfig, params: dict, images: np.ndarray, labels, *,
                         "C": net.C.weights.ravel().tolist(), "d": net.d.tolist()},
             "images": [], "apply_after": [], "read_weights_after": [],
             "read_grads": bool(read_grads), "grad_words": gradient_words(config),
-            "weight_words": weight_words(config)}
+            "weight_words": weight_words(config),
+            "limits": operation_limits(config, ("RUN", "BACKWARD", "APPLY"))}
     expected, sums = [], None
     for index, (x, label) in enumerate(zip(images, labels, strict=True)):
         before = hardware_counts(net.overflow)
@@ -158,6 +159,9 @@ def compare(expected: list[dict], got: list[dict]) -> dict:
     """Count differing words (logits, gradient sums, ∂L/∂z_0, weights) and flags; name the
     first difference.
 
+    A result missing, a field missing or of the wrong length, and a comparison of nothing
+    (``compared == 0``) count as mismatches.
+
     Returns
     -------
     dict
@@ -166,15 +170,20 @@ def compare(expected: list[dict], got: list[dict]) -> dict:
     mismatches = compared = 0
     first = None
     if len(got) != len(expected):
-        return {"mismatches": len(expected), "compared": len(expected),
+        return {"mismatches": max(len(expected), len(got)), "compared": len(expected),
                 "first": f"{len(got)} results came back, expected {len(expected)}"}
     names = _gradient_names(expected)
     for index, (exp, res) in enumerate(zip(expected, got, strict=True)):
+        if res.get("kind") != exp["kind"]:
+            mismatches += 1
+            first = first or f"result {index} is {res.get('kind')!r}, expected {exp['kind']!r}"
+            continue
         for field in (f for f in _FIELDS[exp["kind"]] if f in exp):
-            a, b = np.atleast_1d(exp[field]), np.atleast_1d(res.get(field, []))
+            a = np.atleast_1d(exp[field])
+            b = np.atleast_1d(res[field]) if field in res else np.zeros(0, dtype=a.dtype)
             compared += a.size
             if a.shape != b.shape:
-                mismatches += a.size
+                mismatches += max(a.size, b.size, 1)
                 first = first or (f"{exp['kind']} {index}: {field} has {b.size} words, "
                                   f"expected {a.size}")
                 continue
@@ -186,6 +195,8 @@ def compare(expected: list[dict], got: list[dict]) -> dict:
                     where += f" ({names[field](bad[0])})"
                 first = (f"{exp['kind']} {index}: {where} is {b[bad[0]]}, the model says "
                          f"{a[bad[0]]}")
+    if compared == 0:
+        mismatches, first = max(mismatches, 1), first or "nothing was compared (no result)"
     return {"mismatches": mismatches, "compared": compared, "first": first}
 
 

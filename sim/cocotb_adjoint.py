@@ -29,6 +29,7 @@ async def adjoint_plan(dut):
     """Run the plan; record every result; fail on the first word that differs."""
     data = test_data()
     plan, expected = data["plan"], data.get("expected")
+    limits = plan.get("limits", {})
     drv = await start_unit(dut)
     for op, words in weight_loads(plan):
         await drv.send(op, words)
@@ -37,18 +38,18 @@ async def adjoint_plan(dut):
     for index, image in enumerate(plan["images"]):
         await drv.strobe("clear")
         await drv.send(CoreOp.LOAD_IMAGE, image["x"])
-        cycles["run"].append(await drv.run(CoreOp.RUN))
+        cycles["run"].append(await drv.run(CoreOp.RUN, limit=limits.get("RUN")))
         entry = {"kind": "image", "logits": await drv.receive(CoreOp.READ_LOGITS,
                                                               plan["classes"])}
         await drv.send(CoreOp.LOAD_GRAD, image["grad_logits"])
-        cycles["backward"].append(await drv.run(CoreOp.BACKWARD))
+        cycles["backward"].append(await drv.run(CoreOp.BACKWARD, limit=limits.get("BACKWARD")))
         entry["overflow"] = int(dut.overflow.value)
         if plan["read_grads"]:
             entry["grads"] = await drv.receive(CoreOp.READ_GRAD, plan["grad_words"])
         results.append(entry)
         if index in apply_after:
             await drv.strobe("clear")
-            cycles["apply"].append(await drv.run(CoreOp.APPLY))
+            cycles["apply"].append(await drv.run(CoreOp.APPLY, limit=limits.get("APPLY")))
             entry = {"kind": "apply", "overflow": int(dut.overflow.value)}
             if index in read_after:
                 entry["weights"] = await drv.receive(CoreOp.READ_WEIGHTS, plan["weight_words"])

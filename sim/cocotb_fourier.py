@@ -13,6 +13,7 @@ import cocotb
 from xbarode.hdl.fourier import FourierOp
 from xbarode.sim.cocotb_support import (
     OP_INPUTS,
+    TAIL,
     OpDriver,
     StreamBench,
     StreamSink,
@@ -39,6 +40,7 @@ def _unpack(word, width):
 
 async def _op_plan(dut, plan):
     drv = OpDriver(dut)
+    limits = plan.get("limits", {})
     results, cycles = [], {}
     for vector in plan["vectors"]:
         await drv.strobe("clear")
@@ -47,7 +49,8 @@ async def _op_plan(dut, plan):
             if "send" in step:
                 await drv.send(FourierOp[step["send"]], step["words"])
             elif "run" in step:
-                cycles[step["run"]] = await drv.run(FourierOp[step["run"]])
+                cycles[step["run"]] = await drv.run(FourierOp[step["run"]],
+                                                    limit=limits.get(step["run"]))
             else:
                 out = await drv.receive(FourierOp[step["receive"]], step["count"])
                 answers.append({"out": out, "overflow": int(dut.overflow.value)})
@@ -67,10 +70,12 @@ async def _hadamard_plan(dut, plan):
         load = StreamSource(dut, "load", [_pack(re, im, swidth) for re, im in vector["spectrum"]])
         await StreamBench(drv.clk, sources=[load]).run(len(vector["spectrum"]) + 16)
         elements = [_pack(re, im, width) for re, im in vector["elements"]]
-        sink = StreamSink(dut, "o", expect=len(elements))
+        # A strict sink, still ready for TAIL cycles after the last product: a surplus one
+        # fails the test.
+        sink = StreamSink(dut, "o", expect=len(elements), strict=True)
         cycles["elements"] = await StreamBench(
-            drv.clk, sources=[StreamSource(dut, "i", elements)], sinks=[sink]).run(
-                len(elements) + 64)
+            drv.clk, sources=[StreamSource(dut, "i", elements)], sinks=[sink],
+            tail=TAIL).run(len(elements) + 64)
         out = [v for word in sink.received for v in _unpack(word, width)]
         results.append([{"out": out, "overflow": int(dut.overflow.value)}])
         record("results", results)

@@ -30,7 +30,8 @@ from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly, RisingEdge, with
 from cocotb.utils import get_sim_time
 
 __all__ = [
-    "CLOCK_PERIOD_NS", "DATA_ENV", "OP_INPUTS", "OUTPUT_ENV", "OpDriver", "StreamBench",
+    "CLOCK_PERIOD_NS", "DATA_ENV", "OP_INPUTS", "OUTPUT_ENV", "TAIL", "HandshakeError",
+    "OpDriver", "StreamBench",
     "StreamSink", "StreamSource", "assert_no_mismatch", "check_equal", "field_value",
     "pack_fields", "record", "reset", "start_clock", "start_unit", "test_data", "unresolved",
     "wait_for",
@@ -162,6 +163,10 @@ class StreamSource:
         if self._offering:
             self._payload.value = self._items[self.sent]
 
+    @property
+    def moved(self):
+        return self.sent
+
     def sample(self):
         if self._offering and (self._ready is None or int(self._ready.value)):
             self.sent += 1
@@ -171,8 +176,10 @@ class StreamSink:
     """Collects the payloads of an Amaranth stream output (``PREFIX__payload``, ``__valid``,
     ``__ready``) into ``received``, with ``ready`` high with probability ``ready_rate``."""
 
-    def __init__(self, dut, prefix, *, signed=False, ready_rate=1.0, rng=None, expect=None):
+    def __init__(self, dut, prefix, *, signed=False, ready_rate=1.0, rng=None, expect=None,
+                 strict=False):
         self.name = prefix
+        self._strict = strict
         self._payload = getattr(dut, f"{prefix}__payload")
         self._valid = getattr(dut, f"{prefix}__valid")
         self._ready = getattr(dut, f"{prefix}__ready")
@@ -187,6 +194,10 @@ class StreamSink:
     def done(self):
         return self.expect is not None and len(self.received) >= self.expect
 
+    @property
+    def moved(self):
+        return len(self.received)
+
     def idle(self):
         self._ready.value = 0
 
@@ -196,6 +207,9 @@ class StreamSink:
 
     def sample(self):
         if self._accepting and int(self._valid.value):
+            if self._strict and self.done:
+                raise HandshakeError(f"{self.name}: a surplus word after the {self.expect} "
+                                     "expected")
             value = self._payload.value
             if not value.is_resolvable:
                 raise AssertionError(f"{self.name}__payload is {value} (X/Z) on transfer "
@@ -207,31 +221,44 @@ class StreamBench:
     """Runs sources and sinks together, one loop iteration per clock cycle, until every source
     has sent everything and every sink with an ``expect`` count has received it.
 
-    Returns the number of cycles from :meth:`run`; raises ``TimeoutError`` after
-    ``max_cycles`` with the progress of every stream.
+    With ``tail``, the streams keep running that many cycles after they finished (a strict
+    sink, still ready, then sees any surplus word). ``monitors`` (objects with ``sample()``)
+    are sampled in every cycle, after the streams.
+
+    Returns the number of cycles from :meth:`run` (without the tail); raises ``TimeoutError``
+    after ``max_cycles`` with the progress of every stream.
     """
 
-    def __init__(self, clk, sources=(), sinks=()):
+    def __init__(self, clk, sources=(), sinks=(), *, tail=0, monitors=()):
         self._clk = clk
         self.sources = list(sources)
         self.sinks = list(sinks)
+        self.tail = tail
+        self.monitors = list(monitors)
 
     async def run(self, max_cycles):
         falling, read_only = FallingEdge(self._clk), ReadOnly()
         streams = self.sources + self.sinks
-        for cycle in range(max_cycles):
-            if all(source.done for source in self.sources) and all(
+        finished = None
+        for cycle in range(max_cycles + self.tail):
+            if finished is None and all(source.done for source in self.sources) and all(
                     sink.done or sink.expect is None for sink in self.sinks):
+                finished = cycle
+            if finished is not None and cycle >= finished + self.tail:
                 await falling
                 for stream in streams:
                     stream.idle()
-                return cycle
+                return finished
+            if finished is None and cycle >= max_cycles:
+                break
             await falling
             for stream in streams:
                 stream.drive()
             await read_only
             for stream in streams:
                 stream.sample()
+            for monitor in self.monitors:
+                monitor.sample()
         progress = ", ".join(
             [f"{s.name}: sent {s.sent}/{len(s._items)}" for s in self.sources]
             + [f"{s.name}: received {len(s.received)}/{s.expect}" for s in self.sinks])
@@ -253,13 +280,30 @@ def check_equal(name, got, expected, *, context=None):
             f"{expected[first]}; {len(differing)} of {len(expected)} outputs differ")
 
 
-# Generous bound on one operation's cycles; a hang fails the test instead of the CI job.
+# The limit of an operation without one of its own (a plan gives each operation its limit
+# from the documented latency bound, xbarode.sim.latency).
 TIMEOUT_CYCLES = int(os.environ.get("XB_TIMEOUT_CYCLES", 1 << 20))
+
+#: Cycles after a load's or read's last word in which ``done`` may still come and in which a
+#: read must offer no further word (as :data:`xbarode.sim.streams.TAIL`).
+TAIL = 4
+
+
+class HandshakeError(AssertionError):
+    """A unit broke the operation handshake: a surplus word, ``done`` early or missing."""
+
+
+def _op_name(op):
+    return getattr(op, "name", str(op))
 
 
 class OpDriver:
     """Drives a unit with the ``op``/``start``/``done`` strobes and ``i``/``o`` word streams
-    (the tile, the Fourier blocks): starts operations and moves words through the streams."""
+    (the tile, the Fourier blocks, the core): starts operations and moves words through the
+    streams, checking the handshake (as :mod:`xbarode.sim.streams` does in Amaranth's
+    simulator): ``done`` with the last word of a load or read (or within :data:`TAIL`
+    cycles), never before it, and no word offered after a read's last. Every operation has
+    a cycle limit; exceeding it raises ``TimeoutError`` naming the operation."""
 
     def __init__(self, dut):
         self.dut = dut
@@ -276,28 +320,80 @@ class OpDriver:
         self.dut.op.value = op.value
         await self.strobe("start")
 
-    async def run(self, op) -> int:
-        """Start a compute operation and wait for ``done``; return its latency in cycles."""
+    async def run(self, op, *, limit=None, sample=()):
+        """Start a compute operation and wait for ``done``; return its latency in cycles
+        (start to done inclusive), or with ``sample`` (output names) ``(latency, values)``,
+        the outputs read in the cycle ``done`` pulses."""
         self.dut.op.value = op.value
         await FallingEdge(self.clk)
         self.dut.start.value = 1
         began = get_sim_time("ns")
         await FallingEdge(self.clk)
         self.dut.start.value = 0
-        await wait_for(self.dut.done, clk=self.clk, timeout_cycles=TIMEOUT_CYCLES)
-        # wait_for returns on the falling edge after done rose: count start..done inclusive.
-        return round((get_sim_time("ns") - began) / CLOCK_PERIOD_NS) + 1
+        cycles = limit or TIMEOUT_CYCLES
+        try:
+            await wait_for(self.dut.done, clk=self.clk, timeout_cycles=cycles)
+        except TimeoutError as error:
+            raise TimeoutError(f"{_op_name(op)} did not finish within {cycles} cycles") \
+                from error
+        # wait_for returns on the falling edge after done rose, in the cycle done is high:
+        # count start..done inclusive and read the outputs a host latches on done.
+        latency = round((get_sim_time("ns") - began) / CLOCK_PERIOD_NS) + 1
+        if not sample:
+            return latency
+        return latency, [int(getattr(self.dut, name).value) for name in sample]
 
-    async def send(self, op, words):
+    async def send(self, op, words, *, limit=None):
+        """Start ``op`` and stream ``words`` into ``i``; ``done`` must come with the last
+        word (or within :data:`TAIL` cycles), never before it."""
         await self.start(op)
-        await StreamBench(self.clk, sources=[StreamSource(self.dut, "i", words)]).run(
-            len(words) + 16)
+        source = StreamSource(self.dut, "i", words)
+        done = _DoneMonitor(self.dut.done, source)
+        await self._bench(op, StreamBench(self.clk, sources=[source], tail=TAIL), done,
+                          limit or len(words) + 16)
+        done.check(op, len(words))
 
-    async def receive(self, op, count):
+    async def receive(self, op, count, *, limit=None):
+        """Start ``op`` and collect ``count`` words from ``o``; ``done`` must come with the
+        last word (or within :data:`TAIL` cycles), never before it, and no word may be offered
+        in the :data:`TAIL` cycles after the last."""
         await self.start(op)
-        sink = StreamSink(self.dut, "o", signed=True, expect=count)
-        await StreamBench(self.clk, sinks=[sink]).run(4 * count + 16)
+        sink = StreamSink(self.dut, "o", signed=True, expect=count, strict=True)
+        done = _DoneMonitor(self.dut.done, sink)
+        await self._bench(op, StreamBench(self.clk, sinks=[sink], tail=TAIL), done,
+                          limit or 4 * count + 16)
+        done.check(op, count)
         return sink.received
+
+    async def _bench(self, op, bench, monitor, limit):
+        bench.monitors.append(monitor)
+        try:
+            await bench.run(limit)
+        except TimeoutError as error:
+            raise TimeoutError(f"{_op_name(op)}: {error}") from error
+        except HandshakeError as error:
+            raise HandshakeError(f"{_op_name(op)}: {error}") from error
+
+
+class _DoneMonitor:
+    """Watches ``done`` while a stream moves words: when it came, counted in words."""
+
+    def __init__(self, done, stream):
+        self._done = done
+        self._stream = stream
+        self.at = None        # words moved when done was seen (counting that cycle's word)
+
+    def sample(self):
+        if self.at is None and int(self._done.value):
+            self.at = self._stream.moved
+
+    def check(self, op, count):
+        name = _op_name(op)
+        if self.at is None:
+            raise HandshakeError(f"{name}: done did not come within {TAIL} cycles of the "
+                                 f"last of {count} words")
+        if self.at < count:
+            raise HandshakeError(f"{name}: done came after {self.at} of {count} words")
 
 
 #: Inputs of a unit driven by an :class:`OpDriver`.

@@ -26,6 +26,7 @@ async def tile_plan(dut):
     data = test_data()
     plan, expected = data["plan"], data.get("expected")
     params = plan["params"]
+    limits = plan.get("limits", {})
     drv = await start_unit(dut)
     results, cycles = [], {}
     for vector in plan["vectors"]:
@@ -39,7 +40,7 @@ async def tile_plan(dut):
                 await drv.send(TileOp.LOAD_S, entry["s"])
             op = {"forward": TileOp.FORWARD, "transposed": TileOp.TRANSPOSED,
                   "update": TileOp.UPDATE}[entry["op"]]
-            cycles[entry["op"]] = await drv.run(op)
+            cycles[entry["op"]] = await drv.run(op, limit=limits.get(entry["op"]))
             if entry["op"] == "update":
                 out = await drv.receive(TileOp.READ_W, params["rows"] * params["cols"])
             else:

@@ -4,9 +4,11 @@ comparison.
 
 A *plan* holds the weights as words (``A``, ``Bt`` = Bᵀ, ``C``, ``d``) and the images as state
 words; every back end loads the weights once, then per image clears the overflow flag, loads
-the image, runs, and reads the logits, the final state, the status words, the class and the
-flag. The fixed-point model (:class:`~xbarode.model.fixed_net.FixedNetwork`, one image at a
-time, its LFSRs running on across images as the hardware's do) answers the same plan.
+the image, runs — sampling the class, ``converged``, ``iterations`` and the flag in the cycle
+``done`` pulses, as a host latching them on ``done`` would — and reads the logits, the final
+state, the status words and the trajectory (READ_TRAJECTORY: ``z_0 … z_N``). The
+fixed-point model (:class:`~xbarode.model.fixed_net.FixedNetwork`, one image at a time, its
+LFSRs running on across images as the hardware's do) answers the same plan.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from xbarode.core_config import CoreConfig
 from xbarode.model.fixed import Overflow
 
 __all__ = ["compare", "core_params", "hardware_counts", "make_plan", "model_network",
-           "model_results", "random_params", "tile_words", "weight_loads"]
+           "model_results", "operation_limits", "random_params", "tile_words", "weight_loads"]
 
 # Overflow tally labels that belong to the host (quantising weights and images, and the loss
 # gradient, the host's softmax).
@@ -113,13 +115,27 @@ def make_plan(config: CoreConfig, params: dict, images: np.ndarray) -> dict:
             "weights": {**tile_words(config, net),
                         "C": net.C.weights.ravel().tolist(), "d": net.d.tolist()},
             "images": words.tolist(), "m": config.m, "classes": config.classes,
-            "steps": config.steps}
+            "steps": config.steps, "limits": operation_limits(config, ("RUN",))}
+
+
+def operation_limits(config: CoreConfig, ops) -> dict[str, int]:
+    """Cycle limits of the core's compute operations ``ops`` (names of
+    :class:`~xbarode.hdl.core.CoreOp`), from their documented latency bounds
+    (:mod:`xbarode.sim.latency`), for back ends that cannot build the core themselves."""
+    from xbarode.hdl.core import Core, CoreOp
+
+    from .latency import latency_bound, limit
+
+    core = Core(config)
+    return {name: limit(latency_bound(core, CoreOp[name])) for name in ops}
 
 
 def model_results(config: CoreConfig, params: dict, images: np.ndarray) -> list[dict]:
     """The model's answer per image: ``cls``, ``logits``, ``state`` (z_N), ``status`` (per
-    step: iterations | converged << 8) and ``overflow`` (some hardware narrowing or saturating
-    addition saturated on this image)."""
+    step: iterations | converged << 8), ``trajectory`` (``z_0 … z_N``, row-major),
+    ``converged`` (every Newton solve of the image converged; 1 for explicit Euler),
+    ``iterations`` (Newton updates summed over the steps) and ``overflow`` (some hardware
+    narrowing or saturating addition saturated on this image)."""
     net = model_network(config, params)
     images = np.asarray(images, dtype=np.float64).reshape(len(images), config.m)
     results = []
@@ -127,13 +143,15 @@ def model_results(config: CoreConfig, params: dict, images: np.ndarray) -> list[
         before = hardware_counts(net.overflow)
         logits, trajectory, info = net.forward(x[None])
         if config.method == "euler":
-            status = [0x100] * config.steps
+            iterations, converged = [0] * config.steps, [True] * config.steps
         else:
-            status = [int(i) | int(c) << 8 for i, c in zip(info["iterations"][:, 0],
-                                                           info["converged"][:, 0],
-                                                           strict=True)]
+            iterations = [int(i) for i in info["iterations"][:, 0]]
+            converged = [bool(c) for c in info["converged"][:, 0]]
+        status = [i | int(c) << 8 for i, c in zip(iterations, converged, strict=True)]
         results.append({"cls": int(np.argmax(logits[0])), "logits": logits[0].tolist(),
                         "state": trajectory[-1, 0].tolist(), "status": status,
+                        "trajectory": trajectory[:, 0].ravel().tolist(),
+                        "converged": int(all(converged)), "iterations": sum(iterations),
                         "overflow": int(hardware_counts(net.overflow) > before)})
     return results
 
@@ -143,12 +161,16 @@ def hardware_counts(overflow: Overflow) -> int:
     return sum(n for label, n in overflow.counts.items() if label not in _HOST)
 
 
-_FIELDS = ("cls", "logits", "state", "status", "overflow")
+_FIELDS = ("cls", "logits", "state", "status", "trajectory", "converged", "iterations",
+           "overflow")
 
 
 def compare(expected: list[dict], got: list[dict]) -> dict:
-    """Count differing words (logits, state, status) and flags (class, overflow); name the
-    first difference.
+    """Count differing words (logits, state, status, trajectory) and flags (class,
+    converged, iterations, overflow); name the first difference.
+
+    A result missing, a field missing or of the wrong length, and a comparison of nothing
+    (``compared == 0``, e.g. no image expected) count as mismatches.
 
     Returns
     -------
@@ -159,15 +181,17 @@ def compare(expected: list[dict], got: list[dict]) -> dict:
     mismatches = compared = agree = 0
     first = None
     if len(got) != len(expected):
-        return {"mismatches": len(expected), "compared": len(expected), "agreement": 0.0,
+        return {"mismatches": max(len(expected), len(got)), "compared": len(expected),
+                "agreement": 0.0,
                 "first": f"{len(got)} images came back, expected {len(expected)}"}
     for index, (exp, res) in enumerate(zip(expected, got, strict=True)):
-        agree += int(exp["cls"] == res["cls"])
+        agree += int(exp["cls"] == res.get("cls"))
         for field in _FIELDS:
-            a, b = np.atleast_1d(exp[field]), np.atleast_1d(res[field])
+            a = np.atleast_1d(exp[field])
+            b = np.atleast_1d(res[field]) if field in res else np.zeros(0, dtype=a.dtype)
             compared += a.size
             if a.shape != b.shape:
-                mismatches += a.size
+                mismatches += max(a.size, b.size, 1)
                 first = first or f"image {index}: {field} has {b.size} words, expected {a.size}"
                 continue
             bad = np.flatnonzero(a != b)
@@ -176,5 +200,7 @@ def compare(expected: list[dict], got: list[dict]) -> dict:
                 where = f"{field}[{bad[0]}]" if a.size > 1 else field
                 first = (f"image {index}: {where} is {b[bad[0]]}, the model says "
                          f"{a[bad[0]]}")
+    if compared == 0:
+        mismatches, first = max(mismatches, 1), first or "nothing was compared (no image)"
     return {"mismatches": mismatches, "compared": compared, "first": first,
             "agreement": agree / max(len(expected), 1)}

@@ -6,7 +6,8 @@ from __future__ import annotations
 from xbarode.hdl.fourier import FourierOp
 
 from .fourier_plan import FourierParams
-from .streams import op_receive, op_run, op_send, pulse, run_simulation
+from .latency import OperationTimeout, stream_limit
+from .streams import TAIL, HandshakeError, op_receive, op_run, op_send, pulse, run_simulation
 
 __all__ = ["run_plan_amaranth"]
 
@@ -58,6 +59,9 @@ def run_plan_amaranth(params: FourierParams, plan: dict, vcd_path=None):
             ticks = 0
             # Offer an element every cycle and take every product, until all are back.
             while len(out) < 2 * len(elements):
+                if ticks >= stream_limit(2 * len(elements)):
+                    raise OperationTimeout(f"Hadamard unit: {len(out) // 2} of "
+                                           f"{len(elements)} products within {ticks} cycles")
                 if sent < len(elements):
                     ctx.set(dut.i.valid, 1)
                     re, im = elements[sent]
@@ -75,6 +79,14 @@ def run_plan_amaranth(params: FourierParams, plan: dict, vcd_path=None):
             ctx.set(dut.i.valid, 0)
             cycles["elements"] = ticks - began + 1
             results.append([{"out": out, "overflow": ctx.get(dut.overflow)}])
+            # Every element has come back: no further product may be offered.
+            for extra in range(TAIL):
+                _, _, o_valid = await ctx.tick().sample(dut.o.valid)
+                if o_valid:
+                    raise HandshakeError(f"Hadamard unit: a surplus product after the "
+                                         f"{len(elements)} expected ({extra + 1} cycles "
+                                         "after the last)")
+            ctx.set(dut.o.ready, 0)
 
     run_simulation(dut, hadamard_testbench if params.unit == "hadamard" else op_testbench,
                    vcd_path)

@@ -162,7 +162,19 @@ def make_plan(params: FourierParams, vectors: int, seed: int) -> dict:
                  {"send": "LOAD_REAL", "words": image.ravel().tolist()},
                  {"run": "CONV"}, {"receive": "READ_REAL", "count": params.size}]
         plan.append({"kernel": kernel.tolist(), "image": image.tolist(), "steps": steps})
-    return {"params": params.__dict__, "vectors": plan}
+    return {"params": params.__dict__, "vectors": plan, "limits": operation_limits(params)}
+
+
+def operation_limits(params: FourierParams) -> dict[str, int]:
+    """Cycle limits of the compute operations of ``dft`` and ``fourier-conv`` plans (by
+    :class:`~xbarode.hdl.fourier.FourierOp` name), from the documented latency bounds
+    (:mod:`xbarode.sim.latency`); none for the Hadamard unit (its streams have their own)."""
+    if params.unit == "hadamard":
+        return {}
+    from .latency import latency_bound, limit
+
+    unit = params.component()
+    return {name: limit(latency_bound(unit, name)) for name in ("DFT", "IDFT", "CONV")}
 
 
 def _flag(overflow: Overflow) -> int:

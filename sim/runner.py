@@ -126,7 +126,9 @@ class CosimResult:
 
     @property
     def ok(self):
-        return self.tests > 0 and self.failed == 0
+        """Every test ran and passed: a run with no test, or whose tests were all skipped,
+        checked nothing and is not ok."""
+        return self.tests > 0 and self.failed == 0 and self.skipped < self.tests
 
 
 def default_build_root():
@@ -300,7 +302,7 @@ def run_cocotb(verilog_files, toplevel, test_module, simulator, *, build_dir=Non
         raise ValueError(f"waves must be True, False or 'on_failure', not {waves!r}")
     result = _run_once(verilog_files, toplevel, test_module, simulator, build_dir, parameters,
                        extra_env, data, waves is True, test_dir, testcase, seed)
-    if waves == "on_failure" and result.tests and not result.ok:
+    if waves == "on_failure" and result.failed:
         failing = [case["name"] for case in result.testcases
                    if case["status"] in ("failed", "error")]
         traced = _run_once(verilog_files, toplevel, test_module, simulator, build_dir,
@@ -317,6 +319,9 @@ def _failure_report(result):
              f"{result.tests} tests failed"]
     if result.tests == 0:
         lines = [f"cocotb on {result.simulator} ({result.toplevel}) ran no test"]
+    elif result.failed == 0 and result.skipped == result.tests:
+        lines = [f"cocotb on {result.simulator} ({result.toplevel}): all {result.tests} "
+                 "tests were skipped; nothing was checked"]
     for case in result.testcases:
         if case["status"] in ("failed", "error"):
             lines.append(f"  {case['name']}: {case['message']}")

@@ -109,7 +109,18 @@ def make_plan(params: TileParams, vectors: int, seed: int, ops_per_vector: int =
                 entry["s"] = words(params.rows, corner).tolist()
             vector["ops"].append(entry)
         plan.append(vector)
-    return {"params": params.__dict__, "vectors": plan}
+    return {"params": params.__dict__, "vectors": plan, "limits": operation_limits(params)}
+
+
+def operation_limits(params: TileParams) -> dict[str, int]:
+    """Cycle limits of the plan's compute operations (``forward``, ``transposed``,
+    ``update``), from the tile's documented latency bounds (:mod:`xbarode.sim.latency`)."""
+    from xbarode.hdl.tile import TileOp
+
+    from .latency import latency_bound, limit
+
+    tile = params.component()
+    return {name: limit(latency_bound(tile, TileOp[name.upper()])) for name in OPS}
 
 
 def model_results(params: TileParams, plan: dict) -> list[list[dict]]:
@@ -147,6 +158,9 @@ def model_results(params: TileParams, plan: dict) -> list[list[dict]]:
 def compare(expected: list[list[dict]], got: list[list[dict]]) -> dict:
     """Count differing words and flags; name the first difference.
 
+    A vector or result missing, a result of the wrong length, and a comparison of nothing
+    (``compared == 0``) count as mismatches.
+
     Returns
     -------
     dict
@@ -155,12 +169,20 @@ def compare(expected: list[list[dict]], got: list[list[dict]]) -> dict:
     """
     mismatches = compared = 0
     first = None
+    if len(got) != len(expected):
+        return {"mismatches": max(len(expected), len(got)), "compared": 0,
+                "first": f"{len(got)} vectors came back, expected {len(expected)}"}
     for v, (exp_ops, got_ops) in enumerate(zip(expected, got, strict=True)):
+        if len(got_ops) != len(exp_ops):
+            mismatches += max(len(exp_ops), len(got_ops))
+            first = first or (f"vector {v}: {len(got_ops)} results came back, expected "
+                              f"{len(exp_ops)}")
+            continue
         for k, (exp, res) in enumerate(zip(exp_ops, got_ops, strict=True)):
-            a, b = np.array(exp["out"]), np.array(res["out"])
+            a, b = np.array(exp["out"]), np.array(res.get("out", []))
             compared += a.size + 1
             if a.shape != b.shape:
-                mismatches += a.size
+                mismatches += max(a.size, b.size, 1)
                 first = first or f"vector {v}, operation {k}: {b.size} words, expected {a.size}"
                 continue
             bad = np.flatnonzero(a != b)
@@ -168,8 +190,10 @@ def compare(expected: list[list[dict]], got: list[list[dict]]) -> dict:
             if bad.size and first is None:
                 first = (f"vector {v}, operation {k}: word {bad[0]} is {b[bad[0]]}, "
                          f"the model says {a[bad[0]]}")
-            if exp["overflow"] != res["overflow"]:
+            if exp["overflow"] != res.get("overflow"):
                 mismatches += 1
                 first = first or (f"vector {v}, operation {k}: overflow flag "
-                                  f"{res['overflow']}, the model says {exp['overflow']}")
+                                  f"{res.get('overflow')}, the model says {exp['overflow']}")
+    if compared == 0:
+        mismatches, first = max(mismatches, 1), first or "nothing was compared (no result)"
     return {"mismatches": mismatches, "compared": compared, "first": first}

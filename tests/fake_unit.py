@@ -1,0 +1,73 @@
+"""A unit with the op/start/done and i/o stream interface that breaks the handshake on
+request: the harness's checks (xbarode.sim.streams, cocotb_support.OpDriver) are tested on it.
+
+Operations: LOAD (0) takes ``count`` words; READ (1) offers the words 1 … ``count``; RUN (2)
+pulses ``done`` after ``latency`` cycles. ``bug`` plants one fault:
+
+- ``"surplus"``: READ offers ``count + 1`` words (``done`` with the last);
+- ``"no_done"``: LOAD and READ never pulse ``done``;
+- ``"early_done"``: READ pulses ``done`` with word ``count - 1``, then offers word ``count``;
+- ``"hang"``: RUN never ends.
+"""
+
+from amaranth import Module, Signal, signed
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+BUGS = (None, "surplus", "no_done", "early_done", "hang")
+
+
+class FakeUnit(wiring.Component):
+    """See the module docstring."""
+
+    def __init__(self, *, count=3, latency=5, bug=None):
+        if bug not in BUGS:
+            raise ValueError(f"bug must be one of {BUGS}, not {bug!r}")
+        self.count, self.latency, self.bug = count, latency, bug
+        super().__init__({"i": In(stream.Signature(signed(8))),
+                          "o": Out(stream.Signature(signed(8))),
+                          "op": In(4), "start": In(1), "busy": Out(1), "done": Out(1),
+                          "overflow": Out(1), "clear": In(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        words = self.count + (1 if self.bug == "surplus" else 0)
+        done_at = self.count - (2 if self.bug == "early_done" else 1)
+        n = Signal(range(max(words, self.latency) + 2))
+        m.d.comb += self.busy.eq(1)
+        with m.FSM():
+            with m.State("IDLE"):
+                m.d.comb += self.busy.eq(0)
+                with m.If(self.start):
+                    m.d.sync += n.eq(0)
+                    with m.Switch(self.op):
+                        with m.Case(0):
+                            m.next = "LOAD"
+                        with m.Case(1):
+                            m.next = "READ"
+                        with m.Default():
+                            m.next = "RUN"
+            with m.State("LOAD"):
+                m.d.comb += self.i.ready.eq(1)
+                with m.If(self.i.valid):
+                    m.d.sync += n.eq(n + 1)
+                    with m.If(n == self.count - 1):
+                        if self.bug != "no_done":
+                            m.d.comb += self.done.eq(1)
+                        m.next = "IDLE"
+            with m.State("READ"):
+                m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(n + 1)]
+                with m.If(self.o.ready):
+                    m.d.sync += n.eq(n + 1)
+                    if self.bug != "no_done":
+                        with m.If(n == done_at):
+                            m.d.comb += self.done.eq(1)
+                    with m.If(n == words - 1):
+                        m.next = "IDLE"
+            with m.State("RUN"):
+                m.d.sync += n.eq(n + 1)
+                if self.bug != "hang":
+                    with m.If(n == self.latency - 2):
+                        m.d.comb += self.done.eq(1)
+                        m.next = "IDLE"
+        return m
