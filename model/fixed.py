@@ -155,6 +155,8 @@ class Overflow:
 
     def __init__(self):
         self.counts: Counter[str] = Counter()
+        #: Words narrowed at each site, saturated or not (the denominator of a saturation rate).
+        self.words: Counter[str] = Counter()
 
     @property
     def flag(self) -> bool:
@@ -166,14 +168,22 @@ class Overflow:
         """Saturated elements over all sites."""
         return sum(self.counts.values())
 
-    def add(self, label: str, count: int) -> None:
-        """Count ``count`` saturated elements at site ``label``."""
+    @property
+    def total_words(self) -> int:
+        """Words narrowed over all sites (as counted by :func:`narrow`)."""
+        return sum(self.words.values())
+
+    def add(self, label: str, count: int, words: int = 0) -> None:
+        """Count ``count`` saturated elements at site ``label``, of ``words`` narrowed."""
         if count:
             self.counts[label] += int(count)
+        if words:
+            self.words[label] += int(words)
 
     def clear(self) -> None:
         """Lower the flag and forget the counts."""
         self.counts.clear()
+        self.words.clear()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -393,7 +403,7 @@ def narrow(values, shift: int, fmt: Format, rounding: Rounder | str,
         shifted = values
     saturated = np.clip(shifted, fmt.min_int, fmt.max_int)
     if overflow is not None:
-        overflow.add(label, np.count_nonzero(saturated != shifted))
+        overflow.add(label, np.count_nonzero(saturated != shifted), saturated.size)
     return saturated
 
 
