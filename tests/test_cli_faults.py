@@ -22,10 +22,10 @@ import numpy as np
 import pytest
 
 from helpers import last_json, run
+from xbarode import simulate
 from xbarode.core_config import CoreConfig
 from xbarode.model import Config, save_weights
 from xbarode.model.train import init_params
-from xbarode.simulate import check_weights, default_weights
 
 SCRIPT = shutil.which("xbarode", path=os.path.dirname(sys.executable))
 
@@ -258,15 +258,15 @@ def test_simulate_refuses_weights_of_another_network(capsys, tmp_path, fields, s
 
 def test_shipped_weights_match_the_default_core_exactly():
     # Also the rounding: the core's default is the shipped weights' (stochastic).
-    trained, _ = default_weights()
+    trained, _ = simulate.default_weights()
     assert trained.rounding == "stochastic"
     assert CoreConfig().rounding == "stochastic"
-    assert check_weights(trained, CoreConfig(), "shipped") == []
+    assert simulate.check_weights(trained, CoreConfig(), "shipped") == []
 
 
 def test_arithmetic_differences_are_warned_about():
-    trained, _ = default_weights()
-    differences = check_weights(trained, CoreConfig(rounding="nearest",
+    trained, _ = simulate.default_weights()
+    differences = simulate.check_weights(trained, CoreConfig(rounding="nearest",
                                                     method="implicit_euler"), "shipped")
     assert differences == ["method: euler in the weights, implicit_euler in the core",
                            "rounding: stochastic in the weights, nearest in the core"]
@@ -398,6 +398,6 @@ def test_run_folders_are_unique():
 
 def test_weights_files_still_load(tmp_path):
     # The shipped file's arrays are unchanged and loadable.
-    trained, params = default_weights()
+    trained, params = simulate.default_weights()
     assert trained.steps == 8 and trained.T == 2.0 and trained.structure == "dense"
     assert params["A"].shape == (64, 64) and np.all(np.isfinite(params["A"]))
