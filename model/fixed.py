@@ -170,6 +170,8 @@ class Overflow:
 
     def __init__(self):
         self.counts: Counter[str] = Counter()
+        #: Words narrowed at each site, saturated or not (the denominator of a saturation rate).
+        self.words: Counter[str] = Counter()
 
     @property
     def flag(self) -> bool:
@@ -181,14 +183,22 @@ class Overflow:
         """Saturated elements over all sites."""
         return sum(self.counts.values())
 
-    def add(self, label: str, count: int) -> None:
-        """Count ``count`` saturated elements at site ``label``."""
+    @property
+    def total_words(self) -> int:
+        """Words narrowed over all sites (as counted by :func:`narrow`)."""
+        return sum(self.words.values())
+
+    def add(self, label: str, count: int, words: int = 0) -> None:
+        """Count ``count`` saturated elements at site ``label``, of ``words`` narrowed."""
         if count:
             self.counts[label] += int(count)
+        if words:
+            self.words[label] += int(words)
 
     def clear(self) -> None:
         """Lower the flag and forget the counts."""
         self.counts.clear()
+        self.words.clear()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -421,7 +431,7 @@ def _saturate(values: np.ndarray, fmt: Format, overflow: Overflow | None,
     """Clip to ``fmt``'s integers, counting the clipped elements in ``overflow``."""
     saturated = np.clip(values, fmt.min_int, fmt.max_int)
     if overflow is not None:
-        overflow.add(label, np.count_nonzero(saturated != values))
+        overflow.add(label, np.count_nonzero(saturated != values), saturated.size)
     return saturated
 
 

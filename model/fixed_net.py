@@ -289,7 +289,7 @@ class FixedNetwork:
 
     def _saturate(self, values, fmt, label):
         result = np.clip(values, fmt.min_int, fmt.max_int)
-        self.overflow.add(label, np.count_nonzero(result != values))
+        self.overflow.add(label, np.count_nonzero(result != values), result.size)
         return result
 
     def sgd_step(self, grads: dict, *, lr: float, batch_size: int) -> None:

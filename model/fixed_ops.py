@@ -182,7 +182,8 @@ class FixedTile:
         step = step.T if transposed else step
         summed = self.weights + step
         self.weights = np.clip(summed, self.weight_format.min_int, self.weight_format.max_int)
-        self.overflow.add(f"{self.name}.weights", np.count_nonzero(self.weights != summed))
+        self.overflow.add(f"{self.name}.weights", np.count_nonzero(self.weights != summed),
+                          summed.size)
 
     def apply_kernel_gradient(self, grad: np.ndarray, grad_frac: int, *, shift: int,
                               taps: np.ndarray, transposed: bool = False) -> None:
@@ -210,7 +211,7 @@ class FixedTile:
                       self.rounder, self.overflow, f"{self.name}.update")
         summed = held[0, taps[:, 0]] + step
         value = np.clip(summed, self.weight_format.min_int, self.weight_format.max_int)
-        self.overflow.add(f"{self.name}.weights", np.count_nonzero(value != summed))
+        self.overflow.add(f"{self.name}.weights", np.count_nonzero(value != summed), summed.size)
         held = held.copy()
         held[rows[None, :], taps] = value[:, None]
         self.weights = held.T if transposed else held
@@ -244,7 +245,7 @@ def euler_step(A: FixedTile, B: FixedTile, z: np.ndarray, *, state: Format, act:
 def _saturating_add(a, b, fmt: Format, overflow: Overflow, label: str) -> np.ndarray:
     total = a + b
     result = np.clip(total, fmt.min_int, fmt.max_int)
-    overflow.add(label, np.count_nonzero(result != total))
+    overflow.add(label, np.count_nonzero(result != total), result.size)
     return result
 
 

@@ -29,6 +29,7 @@ from .ode import SOLVERS, odeint
 
 __all__ = [
     "Config",
+    "TrainingDiverged",
     "WeightsError",
     "accuracy",
     "init_params",
@@ -373,7 +374,7 @@ def _float_stepper(config: Config):
         optimiser.step(params, grads)
         return loss
 
-    return step, lambda: params, lambda: {}
+    return step, lambda: params, lambda: ({}, 0)
 
 
 def _fixed_stepper(config: Config):
@@ -388,7 +389,8 @@ def _fixed_stepper(config: Config):
         values = net.formats.act.to_float(scores)
         return softmax_cross_entropy(values, y)[0]
 
-    return step, lambda: network_params(config, net), lambda: dict(net.overflow.counts)
+    return (step, lambda: network_params(config, net),
+            lambda: (dict(net.overflow.counts), net.overflow.total_words))
 
 
 def train(config: Config, data: Digits | None = None, progress=None):
@@ -409,7 +411,15 @@ def train(config: Config, data: Digits | None = None, progress=None):
     summary : dict
         ``train_accuracy``, ``test_accuracy``, ``final_loss``, ``losses`` (mean per epoch),
         ``overflows`` (saturated elements during fixed-point training; 0 in float64),
-        ``overflow_sites`` (the same per narrowing site) and ``seconds``.
+        ``overflow_sites`` (the same per narrowing site), ``narrowed_words`` (words narrowed
+        during fixed-point training, saturated or not), ``overflow_fraction`` (``overflows /
+        narrowed_words``; 0 in float64) and ``seconds``.
+
+    Raises
+    ------
+    TrainingDiverged
+        When training diverges (a non-finite loss or state); the message names the epoch and
+        the learning rate.
     """
     config.check_trainable()
     data = load_digits_split() if data is None else data
@@ -419,15 +429,25 @@ def train(config: Config, data: Digits | None = None, progress=None):
     rng = np.random.default_rng(config.seed + 1)
     epochs = range(config.epochs)
     losses = []
-    for _ in progress(epochs) if progress else epochs:
+    for epoch in progress(epochs) if progress else epochs:
         order = rng.permutation(len(data.y_train))
         total = 0.0
         for first in range(0, len(order), config.batch_size):
             batch = order[first:first + config.batch_size]
-            total += step(data.x_train[batch], data.y_train[batch]) * len(batch)
+            try:
+                with np.errstate(over="ignore", invalid="ignore"):
+                    loss = step(data.x_train[batch], data.y_train[batch])
+            except FloatingPointError:
+                loss = np.nan   # the solver's state blew up: the weights did, not h
+            if not np.isfinite(loss):
+                raise TrainingDiverged(
+                    f"training diverged in epoch {epoch + 1} of {config.epochs} (the loss or "
+                    f"the state became non-finite): the learning rate {config.lr:g} is too "
+                    f"large for this network; reduce --lr")
+            total += loss * len(batch)
         losses.append(total / len(order))
     params = current_params()
-    overflows = training_overflows()
+    overflows, narrowed = training_overflows()
     summary = {
         "train_accuracy": accuracy(config, params, data.x_train, data.y_train),
         "test_accuracy": accuracy(config, params, data.x_test, data.y_test),
@@ -435,9 +455,15 @@ def train(config: Config, data: Digits | None = None, progress=None):
         "losses": losses,
         "overflows": sum(overflows.values()),
         "overflow_sites": overflows,
+        "narrowed_words": narrowed,
+        "overflow_fraction": sum(overflows.values()) / narrowed if narrowed else 0.0,
         "seconds": time.perf_counter() - start,
     }
     return params, summary
+
+
+class TrainingDiverged(ValueError):
+    """Training blew up (a non-finite loss or state): the learning rate is too large."""
 
 
 def save_weights(path, config: Config, params: dict) -> Path:

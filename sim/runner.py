@@ -4,7 +4,13 @@
 with what the project needs on top:
 
 - one build folder per design and parameter set, named by a hash of the Verilog text, the
-  simulator, its version and the build options, so a design is compiled once and reused;
+  simulator, its version and the build options, so a design is compiled once and reused; the
+  build compiles copies of the sources taken when the hash was computed (a file rewritten
+  meanwhile by another process cannot slip into a build under the wrong hash), and its stamp
+  records a checksum of the simulator binary, verified before each reuse (a damaged binary is
+  rebuilt; an interrupted build has no stamp and is rebuilt);
+- one run folder per call (:func:`run_folder`: a run id), so concurrent runs never share
+  their data, results or logs;
 - test data passed as one JSON file (path in ``XBARODE_COCOTB_DATA``) and results coming back
   through another (``XBARODE_COCOTB_OUTPUT``); see :mod:`xbarode.sim.cocotb_support`;
 - the results XML parsed into pass/fail counts and failure messages, and a
@@ -22,6 +28,8 @@ import fcntl
 import hashlib
 import json
 import os
+import re
+import secrets
 import shutil
 import sys
 import time
@@ -31,7 +39,7 @@ from pathlib import Path
 
 from .toolchain import SIMULATORS, ensure_simulator
 
-__all__ = ["CosimError", "CosimResult", "default_build_root", "run_cocotb"]
+__all__ = ["CosimError", "CosimResult", "default_build_root", "run_cocotb", "run_folder"]
 
 DATA_ENV = "XBARODE_COCOTB_DATA"
 OUTPUT_ENV = "XBARODE_COCOTB_OUTPUT"
@@ -140,15 +148,51 @@ def default_build_root():
     return Path(cache) / "xbarode" / "cosim"
 
 
-def _build_key(sources, simulator, version, toplevel, parameters, waves, build_args, build_env):
+def run_folder(out_dir, simulator):
+    """A new, unique run folder ``OUT_DIR/run-SIMULATOR-ID`` (not created): the id is the
+    time, the process id and random bits, so two runs started in one folder never share it."""
+    run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{secrets.token_hex(3)}"
+    return Path(out_dir) / f"run-{simulator}-{run_id}"
+
+
+def _build_key(texts, simulator, version, toplevel, parameters, waves, build_args, build_env):
     digest = hashlib.sha256()
     for part in (simulator, version, toplevel, json.dumps(sorted(parameters.items())),
                  str(bool(waves)), json.dumps(list(build_args)), json.dumps(build_env),
                  _cocotb_version()):
         digest.update(part.encode() + b"\0")
-    for source in sources:
-        digest.update(source.read_bytes() + b"\0")
+    for text in texts:
+        digest.update(text + b"\0")
     return digest.hexdigest()[:16]
+
+
+_NOT_ARTEFACTS = {".lock", _STAMP, "build.log"}
+
+
+def _artefacts(build):
+    """``{relative path: sha256}`` of a build's simulator binaries: its executables (Verilator's
+    model) and ``.vvp`` files (Icarus); every file when there are none."""
+    files = sorted(path for path in build.rglob("*")
+                   if path.is_file() and path.name not in _NOT_ARTEFACTS)
+    chosen = [path for path in files
+              if path.suffix == ".vvp" or path.stat().st_mode & 0o111] or files
+    return {str(path.relative_to(build)): hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in chosen}
+
+
+def _build_intact(build):
+    """Whether ``build`` finished (its stamp exists) and its binaries are what was built."""
+    try:
+        stamp = json.loads((build / _STAMP).read_text())
+        recorded = stamp["artefacts"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    try:
+        return bool(recorded) and all(
+            hashlib.sha256((build / name).read_bytes()).hexdigest() == digest
+            for name, digest in recorded.items())
+    except OSError:
+        return False
 
 
 def _cocotb_version():
@@ -343,29 +387,43 @@ def _run_once(verilog_files, toplevel, test_module, simulator, build_dir, parame
     for source in sources:
         if not source.is_file():
             raise FileNotFoundError(f"Verilog file {source} does not exist")
+    # Read once: the hash and the build see the same text.
+    texts = [source.read_bytes() for source in sources]
     parameters = dict(parameters or {})
     build_args = list(VERILATOR_ARGS) if simulator == "verilator" else list(ICARUS_ARGS)
     if waves and simulator == "verilator":
         # VCD: Verilator 5.48's FST writer needs the system's lz4 headers (liblz4-dev).
         build_args += ["--trace-vcd"]
-    key = _build_key(sources, simulator, tool.version, toplevel, parameters, waves, build_args,
+    key = _build_key(texts, simulator, tool.version, toplevel, parameters, waves, build_args,
                      tool.build_env)
     build = Path(build_dir or default_build_root()).resolve() / f"{toplevel}-{simulator}-{key}"
+    if simulator == "verilator" and re.search(r"\s", str(build)):
+        # Verilator's generated makefiles split paths at spaces.
+        raise ValueError(f"Verilator cannot build in a folder whose path contains a space "
+                         f"({build}); set XBARODE_BUILD_DIR to a folder without spaces")
     run_dir = Path(test_dir).resolve() if test_dir is not None else build / "run"
 
     with _locked(build):
         runner = get_runner(simulator)
         built = False
         started = time.perf_counter()
-        if not (build / _STAMP).is_file():
-            # No stamp: never built, or an earlier build failed or was killed; start clean.
+        if not _build_intact(build):
+            # No stamp (never built, or an earlier build failed or was killed) or a binary
+            # that is not what was built: start clean.
             for entry in build.iterdir():
                 if entry.is_dir():
                     shutil.rmtree(entry)
                 elif entry.name != ".lock":
                     entry.unlink()
             build_log = build / "build.log"
-            build_sources, build_waves = list(sources), waves
+            copies = build / "src"
+            copies.mkdir()
+            build_sources = []
+            for number, (source, text) in enumerate(zip(sources, texts, strict=True)):
+                copy = copies / f"{number}-{source.name}"
+                copy.write_bytes(text)
+                build_sources.append(copy)
+            build_waves = waves
             if waves and simulator == "icarus":
                 dump = build / f"{_ICARUS_DUMP_TOP}.v"
                 dump.write_text(_ICARUS_DUMP.format(toplevel=toplevel))
@@ -381,7 +439,8 @@ def _run_once(verilog_files, toplevel, test_module, simulator, build_dir, parame
             except (RuntimeError, SystemExit) as error:
                 raise CosimError(f"building {toplevel} for {simulator} failed ({error}); "
                                  f"last lines of {build_log}:\n{_tail(build_log)}") from None
-            (build / _STAMP).write_text(json.dumps({"sources": [str(s) for s in sources]}))
+            (build / _STAMP).write_text(json.dumps({"sources": [str(s) for s in sources],
+                                                    "artefacts": _artefacts(build)}))
             built = True
         build_seconds = time.perf_counter() - started
 
@@ -418,11 +477,12 @@ def _run_once(verilog_files, toplevel, test_module, simulator, build_dir, parame
                 pass
         test_seconds = time.perf_counter() - started
 
-    if not results_xml.is_file():
-        raise CosimError(f"{simulator} ended without writing {results_xml} (crash or build "
-                         f"problem); last lines of {sim_log}:\n{_tail(sim_log)}")
-    testcases = _parse_results(results_xml)
-    outputs = json.loads(output_file.read_text()) if output_file.is_file() else {}
+        # Read while the lock is held: the default run folder is the build's, shared.
+        if not results_xml.is_file():
+            raise CosimError(f"{simulator} ended without writing {results_xml} (crash or build "
+                             f"problem); last lines of {sim_log}:\n{_tail(sim_log)}")
+        testcases = _parse_results(results_xml)
+        outputs = json.loads(output_file.read_text()) if output_file.is_file() else {}
     return CosimResult(
         simulator=simulator, toplevel=toplevel, tests=len(testcases),
         failed=sum(case["status"] in ("failed", "error") for case in testcases),

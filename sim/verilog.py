@@ -88,7 +88,8 @@ def write_verilog(component, name, out_dir, ports=None, platform=None):
     Returns
     -------
     Path
-        The file, written atomically (a reader never sees a half-written file), without
+        The file, written atomically (a reader never sees a half-written file) with the
+        permissions of any new file (``0666`` less the umask: ``0644`` usually), without
         source locations (``emit_src=False``) so that the text depends only on the design.
     """
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
@@ -107,6 +108,10 @@ def write_verilog(component, name, out_dir, ports=None, platform=None):
 def _write_atomic(path, text):
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp creates 0600; the Verilog is for others too: 0666 less the umask, as open().
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)
         with os.fdopen(fd, "w") as file:
             file.write(text)
         os.replace(tmp, path)

@@ -1,9 +1,15 @@
 """The ``xbarode`` command line (docs/cli.md).
 
 Every command has ``--help``; ``--json`` prints exactly one JSON object as the last line of
-stdout and silences progress bars. Exit status: 0 on success, 1 when a check fails (a
-co-simulation mismatch), 2 for bad input (a usage error, a bad option value, a bad weights
-file, a missing tool or optional dependency).
+stdout and silences progress bars. Every option, input file and output place is checked
+before any work and any write: a command that refuses its input has written nothing.
+
+Exit status (:data:`EXIT_CODES`): 0 on success; 1 when a check fails (a co-simulation
+mismatch, ``--fail-on-overflow`` with too many saturated words); 2 for bad input (a usage
+error, a bad option value or configuration, a bad or mismatched weights file, an unwritable
+output, a missing tool or optional dependency); 3 for an internal error (a bug or a tool that
+crashed: one line, the traceback with ``XBARODE_TRACEBACK=1``); 130 when interrupted
+(Ctrl-C). Errors and warnings are one line each on stderr, ``xbarode COMMAND: error: ...``.
 """
 
 from __future__ import annotations
@@ -11,8 +17,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
+import tempfile
 import time
+import traceback
 import warnings
 from pathlib import Path
 
@@ -20,6 +29,18 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from . import __version__
+
+#: The exit statuses of every command.
+EXIT_CODES = {"ok": 0, "check failed": 1, "bad input": 2, "internal error": 3,
+              "interrupted": 130}
+
+#: A run that saturates more than this fraction of the words it narrows gets a warning (and
+#: fails with --fail-on-overflow).
+OVERFLOW_WARN_FRACTION = 1e-4
+
+#: Upper bounds of the training options (time and memory grow with each).
+TRAIN_LIMITS = {"steps": 1024, "epochs": 10_000, "batch_size": 4096, "neumann_terms": 1000,
+                "max_iter": 1000, "width": 32, "acc_width": 62}
 
 
 class CheckFailed(Exception):
@@ -39,6 +60,54 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, not {value}")
     return value
+
+
+def _int_in(low: int, high: int):
+    """An argparse type: an integer in ``[low, high]``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer, not {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low} and {high}, not {value}")
+        return value
+    parse.__name__ = "integer"    # argparse names the type in its messages
+    return parse
+
+
+def _note(args, message: str) -> None:
+    """A one-line warning: on stderr now, and in the JSON result's ``warnings``."""
+    print(f"xbarode {args.command}: warning: {message}", file=sys.stderr)
+    args.notes.append(message)
+
+
+def _nearest_existing(path: Path) -> Path:
+    ancestor = path.absolute()
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    return ancestor
+
+
+def _check_writable(path, option: str, *, folder: bool) -> Path:
+    """Raise ``ValueError`` naming ``option`` unless ``path`` (a file, or a folder if
+    ``folder``) can be written; nothing is created (a probe file is removed at once)."""
+    path = Path(path)
+    if folder and path.exists() and not path.is_dir():
+        raise ValueError(f"{option} {path} is not a folder")
+    if not folder and path.is_dir():
+        raise ValueError(f"{option} {path} is a folder, not a file")
+    ancestor = _nearest_existing(path if folder else path.parent)
+    if not ancestor.is_dir():
+        raise ValueError(f"{option} {path}: {ancestor} is not a folder")
+    try:
+        handle, probe = tempfile.mkstemp(dir=ancestor, prefix=".xbarode-probe-")
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as error:
+        raise ValueError(f"{option} {path}: cannot write in {ancestor} "
+                         f"({error.strerror})") from None
+    return path
 
 
 def _positive_float(text: str) -> float:
@@ -62,10 +131,11 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     net.add_argument("--structure", choices=("dense", "conv"), default=d.structure,
                      help="A and B as dense m×m matrices or k×k convolution kernels "
                           "(default: %(default)s)")
-    net.add_argument("--kernel-size", type=_positive_int, default=d.kernel_size,
+    net.add_argument("--kernel-size", type=_int_in(1, 63), default=d.kernel_size,
                      help="odd kernel size for --structure conv (default: %(default)s)")
-    net.add_argument("--steps", type=_positive_int, default=d.steps,
-                     help="solver steps N (default: %(default)s)")
+    net.add_argument("--steps", type=_int_in(1, TRAIN_LIMITS["steps"]), default=d.steps,
+                     help=f"solver steps N, at most {TRAIN_LIMITS['steps']} "
+                          f"(default: %(default)s)")
     horizon = net.add_mutually_exclusive_group()
     horizon.add_argument("--T", type=_positive_float, default=None,
                          help=f"integration horizon; h = T/steps (default: {d.T})")
@@ -76,16 +146,19 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     newton = parser.add_argument_group("implicit Euler (Newton)")
     newton.add_argument("--linear-solver", choices=("exact", "neumann"), default=d.linear_solver,
                         help="Newton's linear solve (default: %(default)s)")
-    newton.add_argument("--neumann-terms", type=_positive_int, default=d.neumann_terms,
+    newton.add_argument("--neumann-terms", type=_int_in(1, TRAIN_LIMITS["neumann_terms"]),
+                        default=d.neumann_terms,
                         help="Neumann terms per linear solve (default: %(default)s)")
-    newton.add_argument("--max-iter", type=_positive_int, default=d.max_iter,
+    newton.add_argument("--max-iter", type=_int_in(1, TRAIN_LIMITS["max_iter"]),
+                        default=d.max_iter,
                         help="Newton iteration limit (default: %(default)s)")
     newton.add_argument("--tol", type=_positive_float, default=d.tol,
                         help="Newton tolerance on |G|_inf (default: %(default)s)")
     run = parser.add_argument_group("training")
-    run.add_argument("--epochs", type=_positive_int, default=d.epochs,
+    run.add_argument("--epochs", type=_int_in(1, TRAIN_LIMITS["epochs"]), default=d.epochs,
                      help="passes over the 1437 training images (default: %(default)s)")
-    run.add_argument("--batch-size", type=_positive_int, default=d.batch_size,
+    run.add_argument("--batch-size", type=_int_in(1, TRAIN_LIMITS["batch_size"]),
+                     default=d.batch_size,
                      help="mini-batch size (default: %(default)s)")
     run.add_argument("--optimizer", choices=("sgd", "adam"), default=d.optimizer,
                      help="mini-batch SGD (float64 or fixed point) or Adam (float64) "
@@ -95,6 +168,11 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--seed", type=int, default=d.seed,
                      help="seed of initialisation and batch order (default: %(default)s)")
     _add_fixed_options(parser, training=True)
+    parser.add_argument(
+        "--fail-on-overflow", action="store_true",
+        help=f"in fixed point, exit with status 1 (and write no weights) when more than "
+             f"{OVERFLOW_WARN_FRACTION * 100:g} %% of the narrowed words saturated during "
+             f"training; without it, a warning")
 
 
 def _add_fixed_options(parser: argparse.ArgumentParser, *, training: bool) -> None:
@@ -109,8 +187,10 @@ def _add_fixed_options(parser: argparse.ArgumentParser, *, training: bool) -> No
                        f"(DESIGN §4); the default formats are "
                        f"weight {d.weight_format}, state {d.state_format}, act {d.act_format}, "
                        f"grad {d.grad_format} (WIDTH.FRAC)")
-    group.add_argument("--width", type=_positive_int, default=None,
-                       help="word width of every signal class")
+    group.add_argument("--width", type=_int_in(2, TRAIN_LIMITS["width"]), default=None,
+                       help=f"word width of every signal class, 2 to {TRAIN_LIMITS['width']}; "
+                            f"a class whose integer bits do not fit is narrowed to the width "
+                            f"(said in a warning)")
     group.add_argument("--frac", type=int, default=None,
                        help="fractional bits of every class (default: width minus the class's "
                             "integer bits: " + ", ".join(f"{k} {v}" for k, v in INT_BITS.items())
@@ -118,7 +198,8 @@ def _add_fixed_options(parser: argparse.ArgumentParser, *, training: bool) -> No
     group.add_argument("--format", action="append", default=[], metavar="CLASS=W.F",
                        help="format of one class (weight, state, act, grad), e.g. "
                             "--format grad=16.13; repeatable")
-    group.add_argument("--acc-width", type=_positive_int, default=d.acc_width,
+    group.add_argument("--acc-width", type=_int_in(8, TRAIN_LIMITS["acc_width"]),
+                       default=d.acc_width,
                        help="accumulator width (default: %(default)s)")
     group.add_argument("--rounding", choices=ROUNDINGS, default=d.rounding,
                        help="rounding of every narrowing (default: %(default)s)")
@@ -130,7 +211,7 @@ def _add_fixed_options(parser: argparse.ArgumentParser, *, training: bool) -> No
 def _fixed_fields(args) -> dict:
     """Config fields of the fixed-point options, or {} when fixed point was not asked for."""
     from .model import Config
-    from .model.fixed_net import formats_for_width
+    from .model.fixed_net import INT_BITS, formats_for_width
 
     if args.width is None and not args.format and args.frac is None:
         return {}
@@ -144,6 +225,15 @@ def _fixed_fields(args) -> dict:
     width = args.width if args.width is not None else int(d.weight_format.split(".")[0])
     formats = formats_for_width(width, args.frac, args.acc_width, **overrides)
     strings = formats.as_strings()
+    if args.frac is None:
+        clamped = [f"{name} {strings[name]} (wants {bits} integer bits)"
+                   for name, bits in INT_BITS.items()
+                   if name not in overrides and width - bits < 0]
+        if clamped and not getattr(args, "_clamp_said", False):
+            args._clamp_said = True
+            _note(args, f"--width {width} is narrower than the integer bits some signal "
+                        f"classes need; their formats are clamped to all-integer words: "
+                        f"{', '.join(clamped)}; expect saturation")
     return {"precision": "fixed", "weight_format": strings["weight"],
             "state_format": strings["state"], "act_format": strings["act"],
             "grad_format": strings["grad"], "acc_width": args.acc_width,
@@ -169,11 +259,40 @@ def _progress(args, desc: str):
     return lambda iterable: tqdm(iterable, desc=desc, unit="epoch", file=sys.stderr)
 
 
-def _train_and_save(args, out: Path) -> dict:
+def _training_config(args, out: Path):
+    """The training configuration, checked, and ``out`` checked writable: before any work."""
+    config = _config_from(args)
+    config.check_trainable()
+    _check_writable(out, "--out", folder=False)
+    return config
+
+
+def _check_overflow(args, summary: dict) -> None:
+    """Warn (or with --fail-on-overflow, fail) when training saturated too many words."""
+    fraction = summary.get("overflow_fraction", 0.0)
+    if fraction <= OVERFLOW_WARN_FRACTION:
+        return
+    sites = sorted(summary["overflow_sites"].items(), key=lambda item: -item[1])[:3]
+    message = (f"{summary['overflows']} of {summary['narrowed_words']} narrowed words "
+               f"({fraction:.2%}) saturated during training (most at "
+               f"{', '.join(f'{name} {count}' for name, count in sites)}); the formats are "
+               f"too narrow for this network: give integer bits (--frac, --format) or width")
+    if getattr(args, "fail_on_overflow", False):
+        raise CheckFailed(message + "; no weights written (--fail-on-overflow)",
+                          {"command": args.command, "overflows": summary["overflows"],
+                           "narrowed_words": summary["narrowed_words"],
+                           "overflow_fraction": fraction,
+                           "overflow_sites": summary["overflow_sites"]})
+    _note(args, message)
+
+
+def _train_and_save(args, out: Path, config=None) -> dict:
     from .model import save_weights, train
 
-    config = _config_from(args)
+    if config is None:
+        config = _training_config(args, out)
     params, summary = train(config, progress=_progress(args, "training"))
+    _check_overflow(args, summary)
     save_weights(out, config, params)
     return {
         "command": args.command,
@@ -184,6 +303,8 @@ def _train_and_save(args, out: Path) -> dict:
         "final_loss": summary["final_loss"],
         "overflows": summary["overflows"],
         "overflow_sites": summary["overflow_sites"],
+        "narrowed_words": summary["narrowed_words"],
+        "overflow_fraction": summary["overflow_fraction"],
         "seconds": summary["seconds"],
     }
 
@@ -207,18 +328,21 @@ def cmd_train(args) -> dict:
 def _train_on_rtl(args) -> dict:
     from .core_config import load_config, parse_overrides
     from .model import load_digits_split, load_weights
+    from .simulate import check_weights
     from .train_rtl import initial_params, train_rtl
 
-    if args.images < 1:
-        raise ValueError(f"--images must be >= 1, not {args.images}")
+    data = load_digits_split()
+    if not 1 <= args.images <= len(data.y_train):
+        raise ValueError(f"--images must be between 1 and {len(data.y_train)} (the training "
+                         f"set), not {args.images}")
     config = load_config(args.config, {**parse_overrides(args.set), "training": True})
     if args.weights is not None:
-        _, params = load_weights(args.weights)
+        trained, params = load_weights(args.weights)
+        for difference in check_weights(trained, config, str(args.weights)):
+            _note(args, f"the weights differ from the core's configuration in {difference}")
     else:
         params = initial_params(config, args.seed)
-    data = load_digits_split()
-    if args.images > len(data.y_train):
-        raise ValueError(f"--images must be at most {len(data.y_train)} (the training set)")
+    _check_writable(args.rtl_out, "--rtl-out", folder=True)
     result = {"command": "train --on rtl",
               **train_rtl(config, params, data.x_train[:args.images],
                           data.y_train[:args.images], simulator=args.simulator,
@@ -274,12 +398,12 @@ def cmd_evaluate(args) -> dict:
     return result
 
 
-def _digits_test(count: int):
+def _digits_test(count: int, option: str = "--images"):
     from .model import load_digits_split
 
     digits = load_digits_split()
     if not 1 <= count <= len(digits.y_test):
-        raise ValueError(f"--images must be between 1 and {len(digits.y_test)} (the digits "
+        raise ValueError(f"{option} must be between 1 and {len(digits.y_test)} (the digits "
                          f"test set), not {count}")
     return digits.x_test[:count], digits.y_test[:count]
 
@@ -304,21 +428,22 @@ def cmd_simulate(args) -> dict:
     """``xbarode simulate``: digits through the RTL core and the fixed-point model."""
     from .core_config import load_config, parse_overrides
     from .model import load_weights
-    from .simulate import default_weights, simulate_core
+    from .simulate import DEFAULT_WEIGHTS, check_weights, default_weights, simulate_core
 
     config = load_config(args.config, parse_overrides(args.set))
-    train_config, params = (load_weights(args.weights) if args.weights is not None
-                            else default_weights())
-    if train_config.structure != config.structure:
-        raise ValueError(f"the weights are for a {train_config.structure!r} network, the "
-                         f"configuration describes a {config.structure!r} core")
-    from .sim.core_plan import core_params
-
-    core_params(config, params)       # the weights must fit the configured tiles
     if config.image != (8, 8):
         raise ValueError(f"the digits are 8x8 images; the configuration's image is "
                          f"{config.image[0]}x{config.image[1]}")
     x, y = _digits_test(args.images)
+    train_config, params = (load_weights(args.weights) if args.weights is not None
+                            else default_weights())
+    source = str(args.weights if args.weights is not None else DEFAULT_WEIGHTS)
+    for difference in check_weights(train_config, config, source):
+        _note(args, f"the weights differ from the core's configuration in {difference}")
+    from .sim.core_plan import core_params
+
+    core_params(config, params)       # the weights must fit the configured tiles
+    _check_writable(args.out, "--out", folder=True)
     result = {"command": "simulate",
               **simulate_core(config, params, x, y, simulator=args.simulator,
                               out_dir=Path(args.out), batch=args.batch,
@@ -351,14 +476,30 @@ def cmd_demo(args) -> dict:
     """``xbarode demo``: the whole flow on the default configuration."""
     from .core_config import load_config, parse_overrides
     from .model import accuracy, load_digits_split, load_weights
-    from .simulate import TOP
+    from .simulate import TOP, weights_differences
 
     started = time.perf_counter()
     out = Path(args.out)
     if args.width is None and not args.format and args.frac is None \
             and args.optimizer == "sgd":
         args.width = 16          # the demo trains in the core's 16-bit fixed point
-    trained = _train_and_save(args, out)
+    # Everything checked before training overwrites the weights file.
+    training = _training_config(args, out)
+    if args.rtl_images:
+        core = load_config(args.config, parse_overrides(args.set))
+        if core.image != (8, 8):
+            raise ValueError(f"the digits are 8x8 images; the core configuration's image is "
+                             f"{core.image[0]}x{core.image[1]}")
+        _digits_test(args.rtl_images, "--rtl-images")
+        network, _ = weights_differences(training, core)
+        if network:
+            raise ValueError(f"the network to train differs from the core's configuration: "
+                             f"{'; '.join(network).replace(' in the weights', ' to train')} "
+                             f"(set them alike with --config/--set or the training options)")
+        _check_writable(out.parent / "rtl", "--out (its rtl folder)", folder=True)
+    elif args.rtl_images < 0:
+        raise ValueError(f"--rtl-images must be between 0 and 360, not {args.rtl_images}")
+    trained = _train_and_save(args, out, training)
     config, params = load_weights(out)
     digits = load_digits_split()
     float_accuracy = accuracy(dataclasses.replace(config, precision="float64"), params,
@@ -370,8 +511,7 @@ def cmd_demo(args) -> dict:
     result = {**trained, "command": "demo", "float_accuracy": float_accuracy,
               "fixed_accuracy": fixed_accuracy}
     if args.rtl_images:
-        core = load_config(args.config, parse_overrides(args.set))
-        x, y = _digits_test(args.rtl_images)
+        x, y = _digits_test(args.rtl_images, "--rtl-images")
         from .simulate import simulate_core
 
         rtl = simulate_core(core, params, x, y, simulator=args.simulator,
@@ -502,6 +642,7 @@ def cmd_generate(args) -> dict:
     from .units import generate
 
     unit, params = _unit_and_params(args)
+    _check_writable(args.out, "--out", folder=True)
     result = {"command": f"generate {unit.name}", **generate(unit, params, Path(args.out))}
     if not args.json:
         print(f"wrote {result['verilog']}, {result['manifest']}, {result['header']} and "
@@ -514,6 +655,7 @@ def cmd_cosim(args) -> dict:
     from .units import cosim
 
     unit, params = _unit_and_params(args)
+    _check_writable(args.out, "--out", folder=True)
     result = {"command": f"cosim {unit.name}",
               **cosim(unit, params, vectors=args.vectors, seed=args.seed,
                       simulator=args.simulator, out=Path(args.out))}
@@ -536,6 +678,7 @@ def cmd_synth(args) -> dict:
     from .units import synth
 
     unit, params = _unit_and_params(args)
+    _check_writable(args.out, "--out", folder=True)
     result = {"command": f"synth {unit.name}",
               **synth(unit, params, device=args.device, out=Path(args.out),
                       freq_mhz=args.freq, seed=args.seed, router=args.router)}
@@ -615,6 +758,18 @@ def build_parser() -> argparse.ArgumentParser:
         prog="xbarode",
         description="Neural ODEs on a fixed-point crossbar accelerator: golden model, hardware, "
                     "co-simulation.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="every option, input file and output place is checked before any work or "
+               "write.\n"
+               "exit status: 0 success; 1 a check failed (RTL mismatch, --fail-on-overflow);\n"
+               "  2 bad input (option, configuration, weights file, unwritable output, missing "
+               "tool);\n"
+               "  3 internal error (XBARODE_TRACEBACK=1 shows the traceback); 130 interrupted "
+               "(Ctrl-C).\n"
+               "simulator builds are cached by content in $XBARODE_BUILD_DIR (default "
+               "~/.cache/xbarode/cosim),\n"
+               "  verified before reuse; each simulation runs in its own folder "
+               "OUT/run-SIMULATOR-ID.",
     )
     parser.add_argument("--version", action="version", version=f"xbarode {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -794,9 +949,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    """Run the ``xbarode`` command; returns the exit status."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Run the ``xbarode`` command; returns the exit status (:data:`EXIT_CODES`)."""
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+    except KeyboardInterrupt:
+        print("xbarode: interrupted", file=sys.stderr)
+        return EXIT_CODES["interrupted"]
+    args.notes = []
     # The golden model multiplies small matrices; BLAS threads only fight over the cores.
     with threadpool_limits(limits=1, user_api="blas"):
         return _run(args)
@@ -816,25 +976,45 @@ def _run(args) -> int:
     from .model import ConvergenceWarning
     from .synth import SynthesisError
 
+    name = f"xbarode {args.command}"
     try:
         with warnings.catch_warnings(record=args.json) as caught:
             # Solver warnings are part of the result: shown once each, or listed in the JSON,
             # whatever filters the environment (PYTHONWARNINGS, pytest) has set.
             warnings.simplefilter("always", ConvergenceWarning)
             result = args.func(args)
-        if caught:
-            result["warnings"] = [str(w.message) for w in caught]
+        messages = [str(w.message) for w in caught or ()] + args.notes
+        if messages:
+            result["warnings"] = messages
     except CheckFailed as exc:
-        print(f"xbarode {args.command}: check failed: {exc}", file=sys.stderr)
+        print(f"{name}: check failed: {exc}", file=sys.stderr)
         if args.json:
-            print(json.dumps(exc.result, default=_json_default))
-        return 1
-    except (ValueError, TypeError, MissingDependency, ToolchainError, SynthesisError) as exc:
-        print(f"xbarode {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+            print(json.dumps({**exc.result, "warnings": args.notes} if args.notes
+                             else exc.result, default=_json_default))
+        return EXIT_CODES["check failed"]
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted", file=sys.stderr)
+        return EXIT_CODES["interrupted"]
+    except (ValueError, TypeError, MissingDependency, ToolchainError, SynthesisError,
+            FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as exc:
+        print(f"{name}: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_CODES["bad input"]
+    except Exception as exc:  # a bug or a crashed tool: one line, not a traceback
+        if os.environ.get("XBARODE_TRACEBACK"):
+            traceback.print_exc()
+        print(f"{name}: internal error: {type(exc).__name__}: {_one_line(exc)} (set "
+              f"XBARODE_TRACEBACK=1 for the traceback)", file=sys.stderr)
+        return EXIT_CODES["internal error"]
     if args.json:
         print(json.dumps(result, default=_json_default))
-    return 0
+    return EXIT_CODES["ok"]
+
+
+def _one_line(exc: BaseException) -> str:
+    """The exception's message; an OSError's as ``strerror: filename``."""
+    if isinstance(exc, OSError) and exc.strerror and exc.filename:
+        return f"{exc.strerror}: {exc.filename}"
+    return str(exc)
 
 
 def _json_default(value):

@@ -27,7 +27,7 @@ is validated with a message that names the field. Example (all fields, default v
     act = "16.9"
     grad = "16.11"
     acc_width = 48
-    rounding = "nearest"      # floor | nearest | stochastic
+    rounding = "stochastic"   # floor | nearest | stochastic (the shipped weights' rounding)
     lfsr_seed = 0xACE1ACE1    # tiles A, B, C draw from seed, seed + 1, seed + 2
     fourier_data = "22.12"    # conv_path = "fourier": the Fourier units' data words
     twiddle = "18.16"         #   their DFT tables
@@ -37,6 +37,11 @@ is validated with a message that names the field. Example (all fields, default v
     training = false          # build the adjoint, gradient accumulators and SGD step
     lr = 0.125                # SGD learning rate, a power of two
     batch = 32                # images per SGD step (APPLY), a power of two
+
+Limits (:data:`LIMITS`) keep the hardware a configuration describes, and so the memory and
+time needed to elaborate and simulate it, bounded: image sides at most 64 and ``m = H·W`` at
+most 1024, ``steps`` at most 1024, ``classes`` at most 1024, ``neumann_terms`` at most 255,
+word widths at most 32 (the Fourier units' 40), ``batch`` at most 65536.
 """
 
 from __future__ import annotations
@@ -46,12 +51,17 @@ import tomllib
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-__all__ = ["ConfigError", "CoreConfig", "load_config", "parse_overrides"]
+__all__ = ["LIMITS", "ConfigError", "CoreConfig", "load_config", "parse_overrides"]
 
 
 class ConfigError(ValueError):
     """A configuration file or value is invalid; the message names the field."""
 
+
+#: Upper bounds of the sizes (the hardware grows with each; ``steps = 10**8`` once grew to
+#: 21.5 GB while elaborating).
+LIMITS = {"side": 64, "m": 1024, "steps": 1024, "classes": 1024, "neumann_terms": 255,
+          "tol": 2**16, "batch": 2**16, "width": 32, "fourier_width": 40}
 
 _METHODS = ("euler", "implicit_euler")
 _STRUCTURES = ("dense", "conv")
@@ -79,7 +89,7 @@ class CoreConfig:
     act: str = "16.9"
     grad: str = "16.11"
     acc_width: int = 48
-    rounding: str = "nearest"
+    rounding: str = "stochastic"
     lfsr_seed: int = 0xACE1ACE1
     fourier_data: str = "22.12"
     twiddle: str = "18.16"
@@ -104,6 +114,9 @@ class CoreConfig:
                 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1
                            for v in image)):
             raise ConfigError(f"image must be [H, W] with positive integers, not {image!r}")
+        if max(image) > LIMITS["side"] or image[0] * image[1] > LIMITS["m"]:
+            raise ConfigError(f"image must have sides of at most {LIMITS['side']} and at most "
+                              f"{LIMITS['m']} pixels (H·W), not {image[0]}x{image[1]}")
         object.__setattr__(self, "image", tuple(image))
         for name, choices in (("structure", _STRUCTURES), ("conv_path", _PATHS),
                               ("method", _METHODS), ("rounding", ROUNDINGS)):
@@ -114,20 +127,22 @@ class CoreConfig:
         if self.structure == "conv" and (self.kernel % 2 == 0 or self.kernel > min(self.image)):
             raise ConfigError(f"kernel must be odd and fit the image {self.image}, not "
                               f"{self.kernel}")
-        integer("classes", 2)
+        integer("classes", 2, LIMITS["classes"])
         integer("lanes", 1, self.m)
-        integer("steps", 1)
-        integer("neumann_terms", 0)
+        integer("steps", 1, LIMITS["steps"])
+        integer("neumann_terms", 0, LIMITS["neumann_terms"])
         integer("max_iter", 0, 255)
-        integer("tol", 0)
+        integer("tol", 0, LIMITS["tol"])
         integer("acc_width", 8, 62)
         for name in ("h", "lr"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0 \
-                    or math.log2(value) != round(math.log2(value)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                    or not math.isfinite(value) or value <= 0 \
+                    or math.log2(value) != round(math.log2(value)) \
+                    or not -64 <= math.log2(value) <= 64:
                 raise ConfigError(f"{name} must be a power of two (a shift in hardware), not "
                                   f"{value!r}")
-        integer("batch", 1)
+        integer("batch", 1, LIMITS["batch"])
         if self.batch & (self.batch - 1):
             raise ConfigError(f"batch must be a power of two (a shift in hardware), not "
                               f"{self.batch}")
@@ -135,9 +150,14 @@ class CoreConfig:
             raise ConfigError(f"training must be true or false, not {self.training!r}")
         for name in ("weight", "state", "act", "grad", "fourier_data", "twiddle", "spectrum"):
             try:
-                parse_format(getattr(self, name))
+                fmt = parse_format(getattr(self, name))
             except (ValueError, TypeError) as error:
                 raise ConfigError(f"{name}: {error}") from None
+            limit = LIMITS["width" if name in ("weight", "state", "act", "grad")
+                           else "fourier_width"]
+            if fmt.width > limit:
+                raise ConfigError(f"{name}: a width of at most {limit} bits, not "
+                                  f"{getattr(self, name)}")
         try:
             Lfsr(self.lfsr_seed)
         except (ValueError, TypeError) as error:

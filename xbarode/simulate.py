@@ -3,11 +3,15 @@
 The images go through the core on the chosen simulator in batches (each batch one
 simulation that loads the weights and then runs its images back to back, the simulator
 running free while the core computes); the fixed-point model answers the same batches with
-fresh LFSRs, as the hardware starts each simulation from reset.
+fresh LFSRs, as the hardware starts each simulation from reset. Each simulation runs in its
+own folder ``OUT_DIR/run-SIMULATOR-ID`` (:func:`xbarode.sim.runner.run_folder`), so runs
+started together in one folder do not meet; a batch that agrees with the model leaves no
+run folder behind, a failing one keeps its logs and waveform.
 """
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
@@ -15,7 +19,8 @@ import numpy as np
 
 from xbarode.core_config import CoreConfig
 
-__all__ = ["DEFAULT_WEIGHTS", "default_weights", "mac_count", "simulate_core"]
+__all__ = ["DEFAULT_WEIGHTS", "check_weights", "default_weights", "mac_count", "simulate_core",
+           "weights_differences"]
 
 #: Weights shipped with the package: the default network trained in 16-bit fixed point
 #: (``xbarode train --width 16``, seed 0); what ``xbarode simulate`` uses without --weights.
@@ -29,6 +34,71 @@ def default_weights() -> tuple:
     from xbarode.model import load_weights
 
     return load_weights(DEFAULT_WEIGHTS)
+
+
+def weights_differences(trained, config: CoreConfig) -> tuple[list[str], list[str]]:
+    """What differs between the network a weights file was trained for and a core.
+
+    Parameters
+    ----------
+    trained : xbarode.model.Config
+        The training configuration stored in the weights file.
+    config : CoreConfig
+
+    Returns
+    -------
+    network : list of str
+        Differences that make the weights another network's: structure, kernel size (conv),
+        image, classes, steps, T and h. Each reads ``"steps: 4 in the weights, 8 in the
+        core"``.
+    arithmetic : list of str
+        Differences in how the same network is computed: the solver, and for weights trained
+        in fixed point the formats, accumulator width, rounding and LFSR seed.
+    """
+    import math
+
+    def differ(a, b):
+        if isinstance(a, float) or isinstance(b, float):
+            return not math.isclose(a, b, rel_tol=1e-12)
+        return a != b
+
+    network, arithmetic = [], []
+    pairs = [("structure", trained.structure, config.structure)]
+    if "conv" in (trained.structure, config.structure) and trained.structure == config.structure:
+        pairs.append(("kernel", trained.kernel_size, config.kernel))
+    pairs += [("image", tuple(trained.image_shape), tuple(config.image)),
+              ("classes", trained.classes, config.classes),
+              ("steps", trained.steps, config.steps),
+              ("T", float(trained.T), float(config.steps * config.h)),
+              ("h", float(trained.h), float(config.h))]
+    for name, have, want in pairs:
+        if differ(have, want):
+            network.append(f"{name}: {have} in the weights, {want} in the core")
+    fixed = [("method", trained.method, config.method)]
+    if trained.precision == "fixed":
+        fixed += [("weight", trained.weight_format, config.weight),
+                  ("state", trained.state_format, config.state),
+                  ("act", trained.act_format, config.act),
+                  ("grad", trained.grad_format, config.grad),
+                  ("acc_width", trained.acc_width, config.acc_width),
+                  ("rounding", trained.rounding, config.rounding),
+                  ("lfsr_seed", hex(trained.lfsr_seed), hex(config.lfsr_seed))]
+    for name, have, want in fixed:
+        if differ(have, want):
+            arithmetic.append(f"{name}: {have} in the weights, {want} in the core")
+    return network, arithmetic
+
+
+def check_weights(trained, config: CoreConfig, source: str) -> list[str]:
+    """Raise ``ValueError`` if the weights in ``source`` were trained for another network
+    than ``config`` describes (the message names every difference); return the arithmetic
+    differences (:func:`weights_differences`) for the caller to warn about."""
+    network, arithmetic = weights_differences(trained, config)
+    if network:
+        raise ValueError(f"the weights {source} were trained for another network than the "
+                         f"core's configuration: {'; '.join(network)} (set the core alike "
+                         f"with --config/--set, or train weights for it)")
+    return arithmetic
 
 
 def mac_count(config: CoreConfig, status: list[int]) -> int:
@@ -91,15 +161,16 @@ def simulate_core(config: CoreConfig, params: dict, images: np.ndarray, labels=N
                 waveform = out_dir / "core.vcd"
                 run_plan_amaranth(config, plan, vcd_path=waveform)
         else:
-            from xbarode.sim.runner import run_cocotb
+            from xbarode.sim.runner import run_cocotb, run_folder
             from xbarode.sim.verilog import write_verilog
 
             if verilog is None:
                 verilog = write_verilog(Core(config), TOP, out_dir)
+            run_dir = run_folder(out_dir, simulator)
             run = run_cocotb([verilog], TOP, "xbarode.sim.cocotb_core", simulator,
                              data={"plan": plan, "expected": answers},
                              waves="on_failure" if waveform is None else False,
-                             test_dir=out_dir / f"run-{simulator}", check=False)
+                             test_dir=run_dir, check=False)
             build_seconds += run.build_seconds
             sim_seconds += run.test_seconds
             results = run.outputs.get("results") or []
@@ -112,6 +183,9 @@ def simulate_core(config: CoreConfig, params: dict, images: np.ndarray, labels=N
                         if c["message"]))
             if run.waves is not None and waveform is None:
                 waveform = run.waves
+            elif compare(answers, results)["mismatches"] == 0:
+                # A passing batch's data, results and logs are of no further use.
+                shutil.rmtree(run_dir, ignore_errors=True)
         got.extend(results)
         cycles.extend(run_cycles)
     report = compare(expected, got)

@@ -36,6 +36,17 @@ class Unit:
     sites: Callable | None = None  # (component, device) -> {cell: site} for synth, or None
 
 
+#: Upper bounds of the units' sizes (memory and time of elaboration and simulation grow with
+#: each): tile rows and columns, Fourier image sides, word widths, co-simulation vectors.
+UNIT_LIMITS = {"rows": 512, "cols": 512, "side": 64, "width": 32, "fourier_width": 40,
+               "vectors": 10_000}
+
+
+def _bounded(name: str, value: int, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{name} must be between {low} and {high}, not {value}")
+
+
 # --- the crossbar tile -----------------------------------------------------------------------
 
 def _tile_arguments(parser) -> None:
@@ -69,12 +80,24 @@ def _tile_arguments(parser) -> None:
 def _tile_params(args):
     from xbarode.sim.tile_plan import TileParams
 
+    _bounded("--rows", args.rows, 1, UNIT_LIMITS["rows"])
+    _bounded("--cols", args.cols, 1, UNIT_LIMITS["cols"])
+    _bounded("--width", args.width, 2, UNIT_LIMITS["width"])
     params = TileParams(rows=args.rows, cols=args.cols,
                         lanes=args.cols if args.lanes is None else args.lanes,
                         width=args.width, frac=args.frac, rounding=args.rounding,
                         eta_shift=args.eta_shift, acc_width=args.acc_width,
                         lfsr_seed=args.lfsr_seed, dsp=args.dsp)
     params.component()  # validates every parameter with the component's own messages
+    # The update narrows a 2·width-bit product with 2·frac fractional bits to frac bits:
+    # it discards frac + eta_shift bits, at most the product's width (beyond it the model and
+    # the RTL disagree) and at most the 32 bits a stochastic-rounding draw has.
+    most = min(2 * args.width, 32) - args.frac
+    if not 0 <= args.eta_shift <= most:
+        raise ValueError(f"--eta-shift must be between 0 and {most} with --width {args.width} "
+                         f"--frac {args.frac} (the update discards frac + eta_shift bits of a "
+                         f"{2 * args.width}-bit product, at most {min(2 * args.width, 32)}), "
+                         f"not {args.eta_shift}")
     return params
 
 
@@ -105,7 +128,7 @@ def run_plan(unit: str, params, plan: dict, expected, simulator: str, out_dir: P
             out_dir.mkdir(parents=True, exist_ok=True)
             amaranth_runner(params, plan, vcd_path=waves)
     else:
-        from xbarode.sim.runner import run_cocotb
+        from xbarode.sim.runner import run_cocotb, run_folder
         from xbarode.sim.verilog import write_verilog
 
         sources = [write_verilog(params.component(), top, out_dir, platform=platform)]
@@ -115,7 +138,7 @@ def run_plan(unit: str, params, plan: dict, expected, simulator: str, out_dir: P
             sources.append(write_models(out_dir))
         result = run_cocotb(sources, top, cocotb_module, simulator,
                             data={"plan": plan, "expected": expected}, waves="on_failure",
-                            test_dir=out_dir / f"run-{simulator}", seed=seed, check=False)
+                            test_dir=run_folder(out_dir, simulator), seed=seed, check=False)
         got = result.outputs.get("results")
         cycles = result.outputs.get("cycles", {})
         if got is None or len(got) != len(expected):
@@ -231,7 +254,9 @@ def _fourier_params(unit: str):
         from xbarode.sim.fourier_plan import FourierParams
 
         Format(args.width, args.frac)  # the format's own message for a bad width or frac
+        _bounded("--width", args.width, 2, UNIT_LIMITS["fourier_width"])
         height, width = args.image
+        _bounded("--image sides", max(height, width), 1, UNIT_LIMITS["side"])
         result = FourierParams(unit=unit, height=height, width_px=width,
                                kernel=getattr(args, "kernel", 3),
                                lanes=getattr(args, "lanes", None), width=args.width,
@@ -430,6 +455,7 @@ def cosim(unit: Unit, params, *, vectors: int, seed: int, simulator: str,
     """
     if simulator not in SIMULATORS:
         raise ValueError(f"unknown simulator {simulator!r}; choose one of {list(SIMULATORS)}")
+    _bounded("--vectors", vectors, 1, UNIT_LIMITS["vectors"])
     out = Path(tempfile.mkdtemp(prefix=f"xbarode-cosim-{unit.name}-")) if out is None \
         else Path(out)
     start = time.perf_counter()
