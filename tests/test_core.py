@@ -152,6 +152,23 @@ def test_fourier_path_cores_match_the_model(h, w, data, method, rounding, seed):
     check_amaranth(config, random_params(config, seed), images)
 
 
+@pytest.mark.parametrize(("lfsr_seed", "conv_path"), [
+    (0xFFFFFFFF, "direct"), (0xFFFFFFFD, "direct"), (0xFFFFFFF8, "fourier")])
+def test_stochastic_rounding_at_the_top_seeds(lfsr_seed, conv_path):
+    # The sites' seeds wrap past 2³² − 1 (site_seed): at 0xFFFFFFFF tiles B and C used to
+    # share seed 1; at 0xFFFFFFF8 the Fourier units' sites passed 2³² − 1 (a ValueError). The
+    # hardware takes its seeds from the same rule as the model: every word must agree.
+    from xbarode.model.fixed import site_seed
+
+    shape = {"structure": "conv", "conv_path": "fourier", "kernel": 1, "image": (2, 2),
+             "steps": 1} if conv_path == "fourier" else {"steps": 2}
+    config = small(rounding="stochastic", lfsr_seed=lfsr_seed, **shape)
+    seeds = [site_seed(lfsr_seed, k) for k in range(10)]
+    assert len(set(seeds)) == 10 and 0 not in seeds
+    images = np.random.default_rng(12).uniform(0, 1, (2, config.m))
+    check_amaranth(config, random_params(config, 12), images)
+
+
 def test_fourier_path_approaches_the_float64_network():
     # A reference outside the fixed-point model: the Fourier core's logits against the float64
     # network on the same kernels (train.predict), explicit Euler, 3×4 images; the error is
