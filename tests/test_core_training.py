@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from helpers import last_json, run
+from helpers import LIVE_FRACTION, first_seed, last_json, live_fraction, run
 from xbarode.core_config import ConfigError, CoreConfig
 from xbarode.hdl.tile import CrossbarTile
 from xbarode.model.fixed import Format, Rounder
@@ -114,8 +114,9 @@ def test_small_cores_train_like_the_model(h, w, data, method, rounding, seed):
 @pytest.mark.parametrize("method", ["euler", "implicit_euler"])
 def test_conv_structure_trains_on_the_direct_path(method):
     config = small(image=(3, 3), structure="conv", kernel=3, lanes=4, method=method)
-    rng = np.random.default_rng(2)
-    check_amaranth(config, random_params(config, 2), rng.uniform(0, 1, (2, 9)), [0, 2])
+    images = np.random.default_rng(2).uniform(0, 1, (2, 9))
+    assert live_fraction(config, random_params(config, 2), images) >= LIVE_FRACTION
+    check_amaranth(config, random_params(config, 2), images, [0, 2])
 
 
 def test_saturation_corner_raises_the_flag_in_both():
@@ -134,9 +135,10 @@ def test_bias_gradient_is_the_sum_of_the_loaded_words():
     # A reference outside the model: ∂L/∂d summed over the images is the sum of the words
     # the host loaded, and ∂L/∂C of one image their outer product with the final state.
     config = small(image=(2, 2), classes=3)
-    rng = np.random.default_rng(9)
-    plan, _, got, _ = check_amaranth(config, random_params(config, 9),
-                                     rng.uniform(0, 1, (2, 4)), [1, 2], apply_every=2)
+    images = np.random.default_rng(9).uniform(0, 1, (2, 4))
+    assert live_fraction(config, random_params(config, 9), images) >= LIVE_FRACTION
+    plan, _, got, _ = check_amaranth(config, random_params(config, 9), images, [1, 2],
+                                     apply_every=2)
     m, classes = 4, 3
     loaded = np.array([image["grad_logits"] for image in plan["images"]])
     grads = np.array(got[1]["grads"])   # after the second image: sums over both
@@ -154,6 +156,7 @@ def test_gradients_approximate_the_float64_adjoint():
                    grad="24.16", acc_width=62, steps=2)
     params = random_params(config, 4)
     x = np.random.default_rng(4).uniform(0, 1, (1, 4))
+    assert live_fraction(config, params, x) >= LIVE_FRACTION
     plan, _, got, _ = check_amaranth(config, params, x, [1], apply_every=1)
     f = config.formats()
     weights = {k: f.weight.to_float(f.weight.quantize(params[k], "nearest")) for k in params}
@@ -170,8 +173,9 @@ def test_gradients_approximate_the_float64_adjoint():
           * 2.0 ** -(f.grad.frac + f.state.frac),
           "d": words[2 * m * m + c * m:2 * m * m + c * m + c] * 2.0 ** -f.grad.frac}
     for name, value in hw.items():
-        assert np.abs(value - float_grads[name]).max() <= 1e-3 * max(
-            np.abs(float_grads[name]).max(), 1.0), name
+        tolerance = 1e-3 * max(np.abs(float_grads[name]).max(), 1.0)
+        assert np.abs(float_grads[name]).max() >= 100 * tolerance, f"{name}: vacuous"
+        assert np.abs(value - float_grads[name]).max() <= tolerance, name
 
 
 # --- the command line, and cocotb on the generated Verilog ----------------------------------
@@ -251,27 +255,51 @@ def test_training_config_round_trips(tmp_path):
     assert "[train]\ntraining = true\nlr = 0.25\nbatch = 8" in config.to_toml()
 
 
+def kernel_reference(config, seed):
+    """What ``cosim adjoint --seed SEED --vectors 1`` draws (random_params and the images and
+    labels from default_rng(seed)), and the float64 adjoint's gradients of the same quantised
+    kernels: ``(params, images, float_grads)``."""
+    from xbarode.model.train import Config, loss_and_grads
+
+    rng = np.random.default_rng(seed)
+    images = rng.uniform(0, 1, (1, config.m))
+    labels = rng.integers(0, config.classes, 1)
+    params = random_params(config, seed)
+    f = config.formats()
+    kernels = {k: f.weight.to_float(f.weight.quantize(v, "nearest")) for k, v in params.items()}
+    reference = Config(structure="conv", kernel_size=3, image_shape=config.image,
+                       classes=config.classes, steps=config.steps, T=config.steps * config.h)
+    x = f.state.to_float(f.state.quantize(images, "nearest"))
+    return params, images, loss_and_grads(reference, kernels, x, labels)[1]
+
+
+#: The kernel gradients' tolerance, ``1e-3·max(max|g|, 1)``, must be this many times smaller
+#: than the reference's largest entry: a comparison with a reference below it proves nothing.
+KERNEL_GRADIENT_MARGIN = 100
+
+
 def test_kernel_gradients_pulled_back_match_the_float64_kernel_adjoint(tmp_path):
     # Convolution tiles accumulate dense sums; the host's pull-back of the RTL's words onto
     # the 3×3 kernels agrees with the float64 adjoint's kernel gradients (24-bit formats).
-    from xbarode.model.train import Config, loss_and_grads
+    # The draw must keep the relu alive and the reference's kernel gradients well above the
+    # tolerance (seed 3, the earlier choice, has relu dead at every step and both exactly 0).
     from xbarode.units import AdjointParams
 
     config = small(image=(3, 4), structure="conv", kernel=3, lanes=5, classes=3,
                    weight="24.20", state="24.16", act="24.14", grad="24.16", acc_width=62)
-    result = cosim(UNITS["adjoint"], AdjointParams(config, apply_every=8), vectors=1, seed=3,
-                   simulator="amaranth", out=tmp_path)
+
+    def live_with_large_kernel_gradients(seed):
+        params, images, grads = kernel_reference(config, seed)
+        big = [np.abs(grads[n]).max() >= KERNEL_GRADIENT_MARGIN * 1e-3 * max(
+            np.abs(grads[n]).max(), 1.0) for n in "AB"]
+        return live_fraction(config, params, images) >= LIVE_FRACTION and all(big)
+
+    seed = first_seed(live_with_large_kernel_gradients, start=3)
+    _, _, float_grads = kernel_reference(config, seed)
+    result = cosim(UNITS["adjoint"], AdjointParams(config, apply_every=8), vectors=1,
+                   seed=seed, simulator="amaranth", out=tmp_path)
     assert result["mismatches"] == 0, result["first_mismatch"]
-    rng = np.random.default_rng(3)   # the cosim's images and labels, drawn the same way
-    images = rng.uniform(0, 1, (1, config.m))
-    labels = rng.integers(0, config.classes, 1)
     f = config.formats()
-    kernels = {k: f.weight.to_float(f.weight.quantize(v, "nearest"))
-               for k, v in random_params(config, 3).items()}
-    reference = Config(structure="conv", kernel_size=3, image_shape=(3, 4), classes=3,
-                       steps=config.steps, T=config.steps * config.h)
-    x = f.state.to_float(f.state.quantize(images, "nearest"))
-    _, float_grads = loss_and_grads(reference, kernels, x, labels)
     scale = {"A": config.h * 2.0 ** -(f.grad.frac + f.state.frac),
              "B": config.h * 2.0 ** -(f.grad.frac + f.act.frac)}
     for name in "AB":
@@ -296,6 +324,7 @@ def test_conv_sgd_keeps_the_kernels_tied_and_steps_like_the_float64_adjoint():
     images, labels = rng.uniform(0, 1, (1, m)), [1]
     kernels = {k: f.weight.to_float(f.weight.quantize(v, "nearest"))
                for k, v in random_params(config, 0).items()}
+    assert live_fraction(config, kernels, images) >= LIVE_FRACTION
     got = check_amaranth(config, kernels, images, labels, apply_every=1)[2]
     words = np.array(got[-1]["weights"], dtype=np.int64)
     a_new = f.weight.to_float(words[:m * m].reshape(m, m))
