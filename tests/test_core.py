@@ -250,6 +250,37 @@ def test_explicit_run_latency_and_mac_bound():
     assert cycles[0] < 4 * 2 * (m * 3 + 7) + 40
 
 
+def inference_macs(config, iterations):
+    """Multiply–accumulates of one RUN on the direct path, counted from the equations of
+    DESIGN §3 as the core's docstring applies them: ``f(w) = B·relu(A w)`` and a Neumann term
+    ``B·(D ⊙ A δ)`` are two m×m products each; an explicit step evaluates ``f`` once; an
+    implicit step with ``k`` Newton updates (``iterations``, per step) evaluates ``f`` for the
+    predictor and ``k + 1`` residuals (the last one finds the stop) and ``k·neumann_terms``
+    Neumann terms; then the head ``C z`` (classes×m)."""
+    m = config.m
+    chains = 0
+    for k in iterations:
+        chains += 1 if config.method == "euler" else 1 + (k + 1) + k * config.neumann_terms
+    return chains * 2 * m * m + config.classes * m
+
+
+@pytest.mark.parametrize("changes", [
+    {}, {"method": "implicit_euler", "neumann_terms": 2, "max_iter": 4},
+    {"method": "implicit_euler", "neumann_terms": 0, "max_iter": 3, "image": (3, 3)},
+    {"method": "implicit_euler", "max_iter": 0},
+    {"method": "implicit_euler", "max_iter": 1, "tol": 0, "neumann_terms": 3}])
+def test_mac_count_is_the_equations(changes):
+    # The iteration counts from the model's status words (the hardware's are equal, tested
+    # above), the MACs from inference_macs.
+    config = small(**changes)
+    images = np.random.default_rng(1).uniform(0, 1, (3, config.m))
+    for result in model_results(config, random_params(config, 1), images):
+        iterations = [s & 0xFF for s in result["status"]]
+        if config.method == "euler":
+            assert iterations == [0] * config.steps
+        assert mac_count(config, result["status"]) == inference_macs(config, iterations)
+
+
 # --- cocotb on the generated Verilog --------------------------------------------------------
 
 @pytest.mark.parametrize(("simulator", "method", "conv_path"), [
@@ -298,7 +329,9 @@ def test_simulate_default_core_on_digits(capsys, tmp_path):
     assert result["accuracy"] >= 0.9 and result["model_accuracy"] == result["accuracy"]
     # The overlap of the two products keeps the core under its MAC bound (target 1.15).
     assert result["cycles_per_image"] <= 1.15 * result["mac_bound_cycles"]
-    assert result["mac_bound_cycles"] == mac_count(CoreConfig(), [0x100] * 8) / 16
+    # 8 explicit steps of two 64×64 products, and C's 10×64 product, on 16 lanes.
+    assert result["mac_bound_cycles"] == inference_macs(CoreConfig(), [0] * 8) / 16 == \
+        (8 * 2 * 64 * 64 + 10 * 64) / 16
 
 
 def test_simulate_fourier_path_on_digits(capsys, tmp_path):
