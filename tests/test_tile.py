@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from xbarode.cli import main
@@ -632,3 +632,161 @@ def test_tied_apply_never_reads_and_writes_one_address_in_one_cycle():
 
     seen = watch_banks(dut, script)
     assert seen["collisions"] == [] and seen["overlaps"] > 0
+
+
+# --- every operation of a standalone tile against FixedTile, word by word ----------------------
+
+def tile_formats(width):
+    """Formats of one width (other than 16 too) with distinct fractional bits per class."""
+    return {"weight_format": Format(width, width - 3), "input_format": Format(width, width - 5),
+            "output_format": Format(width, width - 6), "grad_format": Format(width, width - 4)}
+
+
+def run_every_operation(rows, cols, lanes, width, rounding, bias, shifts, seed, scale):
+    """Drive every operation of a training tile with side ports (LOAD_W, LOAD_BIAS, LOAD_X,
+    LOAD_S, FORWARD, TRANSPOSED, TRANSPOSED_STREAM, FORWARD_G, TRANSPOSED_G,
+    TRANSPOSED_STREAM_G, READ_Y, ACCUMULATE, READ_G, APPLY, READ_W) on the Amaranth simulator,
+    and FixedTile (with the bias's step as documented) through the same sequence.
+
+    Returns ``(got, want)``: per step, the words read and the overflow flag it raised (lowered
+    with ``clear`` after each), and the latencies of the row- and column-walking operations.
+    """
+    from xbarode.model.fixed import Overflow, Rounder, narrow
+    from xbarode.model.fixed_ops import FixedTile
+    from xbarode.sim.streams import op_receive, op_run, op_send, pulse, run_simulation, wait_for
+
+    shift, grad_shift, sgd_shift = shifts
+    fmts = tile_formats(width)
+    wf, inf, outf, gf = (fmts[k] for k in ("weight_format", "input_format", "output_format",
+                                            "grad_format"))
+    rng = np.random.default_rng(seed)
+
+    def words(fmt, shape):
+        # ``scale`` of the format's range: small operands, or full scale (saturation).
+        top = max(1, int(fmt.max_int * scale))
+        return rng.integers(-top, top, shape, endpoint=True)
+
+    weights, d = words(wf, (rows, cols)), words(wf, rows)
+    x, s, xg, sg = words(inf, cols), words(inf, rows), words(gf, cols), words(gf, rows)
+    s_stream, sg_stream = words(inf, rows), words(gf, rows)
+    acc_x, acc_s = words(inf, (2, cols)), words(gf, (2, rows))
+    gaps = rng.integers(0, 3, 2 * rows)          # idle cycles before each streamed word
+    dut = CrossbarTile(rows=rows, cols=cols, lanes=lanes, acc_width=48, rounding=rounding,
+                       shift=shift, bias=bias, side_ports=True, grad_shift=grad_shift,
+                       sgd_shift=sgd_shift, lfsr_seed=seed + 1, **fmts)
+    extra = rows if bias else 0
+    got = {}
+
+    async def stream_s(ctx, op, values, gaps):
+        ctx.set(dut.op, op)
+        ctx.set(dut.start, 1)
+        await ctx.tick()
+        ctx.set(dut.start, 0)
+        for value, gap in zip(values.tolist(), gaps.tolist(), strict=True):
+            for _ in range(gap):
+                await ctx.tick()
+            ctx.set(dut.s_in.valid, 1)
+            ctx.set(dut.s_in.payload, value)
+            await ctx.tick()
+            ctx.set(dut.s_in.valid, 0)
+        await wait_for(ctx, dut.done)
+
+    async def read(ctx, name, op, count):
+        # The flag raised by this step alone: lowered after each (``clear``).
+        got[name] = (await op_receive(ctx, dut, op, count), ctx.get(dut.overflow))
+        await pulse(ctx, dut.clear)
+
+    async def testbench(ctx):
+        await op_send(ctx, dut, TileOp.LOAD_W, weights.ravel().tolist())
+        if bias:
+            await op_send(ctx, dut, TileOp.LOAD_BIAS, d.tolist())
+        await op_send(ctx, dut, TileOp.LOAD_X, x.tolist())
+        got["FORWARD latency"] = await op_run(ctx, dut, TileOp.FORWARD)
+        await read(ctx, "FORWARD", TileOp.READ_Y, rows)
+        await op_send(ctx, dut, TileOp.LOAD_S, s.tolist())
+        got["TRANSPOSED latency"] = await op_run(ctx, dut, TileOp.TRANSPOSED)
+        await read(ctx, "TRANSPOSED", TileOp.READ_Y, cols)
+        await stream_s(ctx, TileOp.TRANSPOSED_STREAM, s_stream, gaps[:rows])
+        await read(ctx, "TRANSPOSED_STREAM", TileOp.READ_Y, cols)
+        await op_send(ctx, dut, TileOp.LOAD_X, xg.tolist())
+        got["FORWARD_G latency"] = await op_run(ctx, dut, TileOp.FORWARD_G)
+        await read(ctx, "FORWARD_G", TileOp.READ_Y, rows)
+        await op_send(ctx, dut, TileOp.LOAD_S, sg.tolist())
+        got["TRANSPOSED_G latency"] = await op_run(ctx, dut, TileOp.TRANSPOSED_G)
+        await read(ctx, "TRANSPOSED_G", TileOp.READ_Y, cols)
+        await stream_s(ctx, TileOp.TRANSPOSED_STREAM_G, sg_stream, gaps[rows:])
+        await read(ctx, "TRANSPOSED_STREAM_G", TileOp.READ_Y, cols)
+        for xk, sk in zip(acc_x, acc_s, strict=True):
+            await op_send(ctx, dut, TileOp.LOAD_X, xk.tolist())
+            await op_send(ctx, dut, TileOp.LOAD_S, sk.tolist())
+            got["ACCUMULATE latency"] = await op_run(ctx, dut, TileOp.ACCUMULATE)
+        await read(ctx, "ACCUMULATE", TileOp.READ_G, rows * cols + extra)
+        got["APPLY latency"] = await op_run(ctx, dut, TileOp.APPLY)
+        await read(ctx, "APPLY", TileOp.READ_W, rows * cols + extra)
+        await read(ctx, "cleared", TileOp.READ_G, rows * cols + extra)
+
+    run_simulation(dut, testbench)
+
+    # The model: one tile, one LFSR, the same order of operations.
+    overflow = Overflow()
+    rounder = Rounder(rounding, seed + 1)
+    model = FixedTile(weights, weight_format=wf, acc_width=48, rounder=rounder,
+                      overflow=overflow)
+    want = {}
+
+    def answer(name, values):
+        want[name] = (np.asarray(values).ravel().tolist(), int(overflow.flag))
+        overflow.clear()
+
+    answer("FORWARD", model.forward(x[None], inf, outf, shift=shift,
+                                    bias=d if bias else None))
+    answer("TRANSPOSED", model.transposed(s[None], inf, outf, shift=shift))
+    answer("TRANSPOSED_STREAM", model.transposed(s_stream[None], inf, outf, shift=shift))
+    answer("FORWARD_G", model.forward(xg[None], gf, gf, shift=grad_shift))
+    answer("TRANSPOSED_G", model.transposed(sg[None], gf, gf, shift=grad_shift))
+    answer("TRANSPOSED_STREAM_G", model.transposed(sg_stream[None], gf, gf, shift=grad_shift))
+    grad = acc_s.T @ acc_x                        # exact: Σ_k s_k x_kᵀ
+    grad_d = acc_s.sum(axis=0)
+    answer("ACCUMULATE", [*grad.ravel(), *(grad_d if bias else [])])
+    model.apply_gradient(grad, gf.frac + inf.frac, shift=sgd_shift)
+    new_d = []
+    if bias:
+        step = narrow(-grad_d, gf.frac + sgd_shift - wf.frac, wf, rounder, overflow, "d")
+        summed = d + step
+        new_d = np.clip(summed, wf.min_int, wf.max_int)
+        overflow.add("d.weights", np.count_nonzero(new_d != summed))
+    answer("APPLY", [*model.weights.ravel(), *new_d])
+    answer("cleared", [0] * (rows * cols + extra))
+    # Latencies from the docstring (C = ceil(cols/lanes), T = ceil(log2(lanes)/2)).
+    walk = documented_latency("transposed", rows, cols, lanes)
+    want.update({"FORWARD latency": documented_latency("forward", rows, cols, lanes),
+                 "FORWARD_G latency": documented_latency("forward", rows, cols, lanes),
+                 "TRANSPOSED latency": walk, "TRANSPOSED_G latency": walk,
+                 "ACCUMULATE latency": walk, "APPLY latency": walk + extra})
+    return got, want
+
+
+def assert_every_operation(got, want):
+    assert set(got) == set(want)
+    for name in want:
+        assert got[name] == want[name], name
+
+
+@settings(max_examples=10, deadline=None)
+@given(rows=st.integers(1, 6), cols=st.integers(1, 7), lanes=st.integers(1, 7),
+       width=st.sampled_from([10, 12, 16, 18]),
+       rounding=st.sampled_from(["floor", "nearest", "stochastic"]), bias=st.booleans(),
+       shifts=st.tuples(st.integers(0, 2), st.integers(0, 2), st.integers(1, 4)),
+       seed=st.integers(0, 2**16), scale=st.sampled_from([0.05, 1.0]))
+@example(rows=3, cols=5, lanes=5, width=16, rounding="stochastic", bias=True, shifts=(1, 2, 3),
+         seed=1, scale=0.05).via("lanes = cols")
+@example(rows=4, cols=3, lanes=1, width=12, rounding="nearest", bias=False, shifts=(0, 1, 1),
+         seed=2, scale=1.0).via("lanes = 1, saturating")
+@example(rows=2, cols=7, lanes=3, width=18, rounding="floor", bias=True, shifts=(2, 0, 4),
+         seed=3, scale=1.0).via("odd lanes, width 18, saturating")
+def test_every_tile_operation_matches_the_model(rows, cols, lanes, width, rounding, bias,
+                                                shifts, seed, scale):
+    # lanes <= cols (the tile's contract): lanes = cols whenever the draw exceeds it.
+    got, want = run_every_operation(rows, cols, min(lanes, cols), width, rounding, bias,
+                                    shifts, seed, scale)
+    assert_every_operation(got, want)
