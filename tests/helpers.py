@@ -81,3 +81,18 @@ def positive_fraction(u):
 def live_fraction(config, params, images):
     """The smallest fraction, over the steps, of positive relu inputs (:func:`relu_inputs`)."""
     return positive_fraction(relu_inputs(config, params, images))
+
+
+class Draws:
+    """A stand-in for ``st.data()`` in an ``@example``: ``draw`` returns the given values in
+    order, whatever the strategy (hypothesis cannot replay ``data`` draws in examples)."""
+
+    def __init__(self, *values):
+        self._values = list(values)
+
+    def draw(self, strategy, label=None):
+        assert self._values, "the example has fewer values than the test draws"
+        return self._values.pop(0)
+
+    def __repr__(self):
+        return f"Draws{tuple(self._values)}"

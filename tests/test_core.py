@@ -11,10 +11,10 @@ import json
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from helpers import LIVE_FRACTION, first_seed, last_json, live_fraction, run
+from helpers import LIVE_FRACTION, Draws, first_seed, last_json, live_fraction, run
 from xbarode.cli import main
 from xbarode.core_config import ConfigError, CoreConfig, load_config
 from xbarode.hdl.core import Core
@@ -111,12 +111,20 @@ def test_core_rejects_a_non_config():
        method=st.sampled_from(["euler", "implicit_euler"]),
        rounding=st.sampled_from(["floor", "nearest", "stochastic"]),
        seed=st.integers(0, 2**16))
+# Draws: lanes, steps, neumann_terms, max_iter, tol.
+@example(h=2, w=3, data=Draws(6, 2, 2, 0, 1), method="implicit_euler", rounding="stochastic",
+         seed=1).via("lanes = m, max_iter = 0")
+@example(h=3, w=2, data=Draws(1, 2, 2, 3, 0), method="implicit_euler", rounding="nearest",
+         seed=2).via("lanes = 1, tol = 0")
+@example(h=3, w=3, data=Draws(4, 1, 0, 2, 0), method="implicit_euler", rounding="floor",
+         seed=3).via("neumann_terms = 0, tol = 0")
 def test_small_cores_match_the_model(h, w, data, method, rounding, seed):
     m = h * w
     config = CoreConfig(image=(h, w), lanes=data.draw(st.integers(1, m)), classes=3,
                         steps=data.draw(st.integers(1, 3)), method=method, rounding=rounding,
                         neumann_terms=data.draw(st.integers(0, 3)),
-                        max_iter=data.draw(st.integers(0, 3)), lfsr_seed=seed + 1)
+                        max_iter=data.draw(st.integers(0, 3)), tol=data.draw(st.integers(0, 2)),
+                        lfsr_seed=seed + 1)
     images = np.random.default_rng(seed).uniform(0, 1, (2, m))
     check_amaranth(config, random_params(config, seed), images)
 

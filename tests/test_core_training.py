@@ -11,10 +11,10 @@ import dataclasses
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from helpers import LIVE_FRACTION, first_seed, last_json, live_fraction, run
+from helpers import LIVE_FRACTION, Draws, first_seed, last_json, live_fraction, run
 from xbarode.core_config import ConfigError, CoreConfig
 from xbarode.hdl.tile import CrossbarTile
 from xbarode.model.fixed import Format, Rounder
@@ -95,13 +95,21 @@ def test_transposed_apply_draws_in_the_order_of_the_transpose():
        method=st.sampled_from(["euler", "implicit_euler"]),
        rounding=st.sampled_from(["floor", "nearest", "stochastic"]),
        seed=st.integers(0, 2**16))
+# Draws: lanes, classes, steps, neumann_terms, max_iter, tol, lr, batch, apply_every.
+@example(h=2, w=3, data=Draws(6, 3, 2, 2, 0, 1, 0.5, 2, 2), method="implicit_euler",
+         rounding="stochastic", seed=1).via("lanes = m, max_iter = 0")
+@example(h=3, w=2, data=Draws(1, 2, 2, 1, 2, 0, 0.125, 1, 1), method="implicit_euler",
+         rounding="nearest", seed=2).via("lanes = 1, tol = 0")
+@example(h=1, w=3, data=Draws(3, 4, 1, 0, 2, 0, 1.0, 4, 3), method="euler", rounding="floor",
+         seed=3).via("one row, lanes = m")
 def test_small_cores_train_like_the_model(h, w, data, method, rounding, seed):
     m = h * w
     config = small(image=(h, w), lanes=data.draw(st.integers(1, m)),
                    classes=data.draw(st.integers(2, 4)), steps=data.draw(st.integers(1, 3)),
                    method=method, rounding=rounding,
                    neumann_terms=data.draw(st.integers(0, 2)),
-                   max_iter=data.draw(st.integers(0, 2)), lfsr_seed=seed + 1,
+                   max_iter=data.draw(st.integers(0, 2)), tol=data.draw(st.integers(0, 2)),
+                   lfsr_seed=seed + 1,
                    lr=data.draw(st.sampled_from([0.125, 0.5, 1.0])),
                    batch=data.draw(st.sampled_from([1, 2, 4])))
     rng = np.random.default_rng(seed)

@@ -19,6 +19,7 @@ from amaranth.sim import Simulator
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from helpers import Draws
 from xbarode.cli import main
 from xbarode.hdl.rounding import LfsrBank
 from xbarode.hdl.tile import CHAIN_MIN_LANES, GROUP, CrossbarTile, TileOp
@@ -116,14 +117,21 @@ def check_plan(params, vectors, seed, simulator="amaranth"):
     return result
 
 
-@settings(max_examples=8, deadline=None)
+@settings(max_examples=16, deadline=None)
 @given(rows=st.integers(1, 9), cols=st.integers(1, 9), data=st.data(),
        rounding=st.sampled_from(["floor", "nearest", "stochastic"]),
        seed=st.integers(0, 2**16))
+# Draws: lanes, width, frac, eta_shift.
+@example(rows=5, cols=7, data=Draws(7, 16, 12, 3), rounding="stochastic",
+         seed=1).via("lanes = cols")
+@example(rows=6, cols=5, data=Draws(1, 16, 11, 2), rounding="nearest", seed=2).via("lanes = 1")
+@example(rows=4, cols=6, data=Draws(3, 8, 5, 1), rounding="stochastic", seed=3).via("8 bits")
+@example(rows=3, cols=4, data=Draws(4, 18, 15, 4), rounding="floor", seed=4).via("18 bits")
 def test_random_sizes_match_the_model(rows, cols, data, rounding, seed):
     lanes = data.draw(st.integers(1, cols))
-    frac = data.draw(st.integers(0, 15))
-    params = TileParams(rows=rows, cols=cols, lanes=lanes, width=16, frac=frac,
+    width = data.draw(st.sampled_from([8, 12, 16, 18]))
+    frac = data.draw(st.integers(0, width - 1))
+    params = TileParams(rows=rows, cols=cols, lanes=lanes, width=width, frac=frac,
                         rounding=rounding, eta_shift=data.draw(st.integers(0, 8)))
     check_plan(params, vectors=4, seed=seed)
 
@@ -134,8 +142,10 @@ def test_odd_size_13x7_with_3_lanes(rounding):
                vectors=4, seed=3)
 
 
-@settings(max_examples=6, deadline=None)
+@settings(max_examples=10, deadline=None)
 @given(rows=st.integers(1, 9), cols=st.integers(1, 9), data=st.data())
+@example(rows=3, cols=7, data=Draws(7)).via("lanes = cols")
+@example(rows=4, cols=5, data=Draws(1)).via("lanes = 1")
 def test_read_chain_matches_the_model(rows, cols, data):
     """READ_* through the chain of lane registers (a tile alone from CHAIN_MIN_LANES lanes),
     on small and odd sizes: chunks of one word, a last chunk shorter than the lanes."""
@@ -409,6 +419,11 @@ def run_tied_apply(height, width, k, lanes, rounding, bias, seed, scale, sgd_shi
 @given(height=st.integers(1, 4), width=st.integers(1, 5), data=st.data(),
        rounding=st.sampled_from(["floor", "nearest", "stochastic"]), bias=st.booleans(),
        seed=st.integers(0, 2**16))
+# Draws: kernel, lanes, operand scale.
+@example(height=3, width=3, data=Draws(3, 9, 300), rounding="stochastic", bias=True,
+         seed=1).via("lanes = cols")
+@example(height=2, width=3, data=Draws(1, 1, 32000), rounding="nearest", bias=False,
+         seed=2).via("lanes = 1, saturating")
 def test_tied_apply_matches_the_model(height, width, data, rounding, bias, seed):
     m = height * width
     k = data.draw(st.sampled_from([s for s in (1, 3) if s <= min(height, width)]))
