@@ -11,7 +11,7 @@ Signal classes and their formats (:class:`FixedFormats`): ``weight`` (A, B, C, d
 folded into narrowing shifts.
 
 Where randomness enters: each rounding site ``k`` has its own LFSR seeded
-``sitesite_seed(lfsr_seed, k)`` (:func:`~xbarode.model.fixed.site_seed`: ``lfsr_seed + k``,
+``site_seed(lfsr_seed, k)`` (:func:`~xbarode.model.fixed.site_seed`: ``lfsr_seed + k``,
 counted cyclically through the non-zero 32-bit values, so the sites' seeds are distinct for
 every ``lfsr_seed``): tiles A, B, C are sites 0, 1, 2; the loss gradient (the one float step,
 the softmax, which the host computes) is quantised with site 3. On the Fourier path
