@@ -90,7 +90,7 @@ def test_transposed_apply_draws_in_the_order_of_the_transpose():
 
 # --- bit-exact against the model in Amaranth's simulator ------------------------------------
 
-@settings(max_examples=6, deadline=None)
+@settings(max_examples=4, deadline=None)   # and the pinned examples below
 @given(h=st.integers(1, 3), w=st.integers(1, 3), data=st.data(),
        method=st.sampled_from(["euler", "implicit_euler"]),
        rounding=st.sampled_from(["floor", "nearest", "stochastic"]),
