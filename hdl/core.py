@@ -182,7 +182,7 @@ class Core(wiring.Component):
                                    shift=config.h_shift, lfsr_seed=site_seed(seed, 1),
                                    **common, **train.get("B", {}))
         else:
-            # Units A and B instead of the tiles (their sites: seed + 4…6 and + 7…9).
+            # Units A and B instead of the tiles (their sites: site_seed(seed, 4…6), (7…9)).
             fr = self._fourier
             units = {"lanes": lanes, "data_format": fr["data"], "acc_width": config.acc_width,
                      "twiddle_format": fr["twiddle"], "spectrum_format": fr["spectrum"],

@@ -21,7 +21,7 @@ from amaranth.lib import enum, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from xbarode.model.fixed import LFSR_SEED, ROUNDINGS, Format, Lfsr
+from xbarode.model.fixed import LFSR_SEED, ROUNDINGS, Format, Lfsr, site_seed
 from xbarode.model.fixed_ops import twiddle_matrix
 
 from .hadamard import HadamardUnit, complex_layout
@@ -120,7 +120,8 @@ class Dft2d(wiring.Component):
         Rounding of every narrowing.
     lfsr_seed : int
         The rows array draws from an LFSR seeded ``lfsr_seed``, the columns array from
-        ``lfsr_seed + 1`` (the model's sites, :data:`~xbarode.model.fixed_ops.FOURIER_SITES`).
+        ``site_seed(lfsr_seed, 1)`` (:func:`~xbarode.model.fixed.site_seed`; the model's
+        sites, :data:`~xbarode.model.fixed_ops.FOURIER_SITES`).
 
     Attributes
     ----------
@@ -177,7 +178,7 @@ class Dft2d(wiring.Component):
         self._lfsr_seed = lfsr_seed
         self._sf, self._gauss = spectrum_format, bool(gauss)
         # Built here so that bad parameters fail now, with the arrays' own messages.
-        self._arrays = [self._array(width, lfsr_seed), self._array(height, lfsr_seed + 1)]
+        self._arrays = [self._array(width, lfsr_seed), self._array(height, site_seed(lfsr_seed, 1))]
         for array in self._arrays:
             # Parts of this component: used when it is elaborated, not on their own.
             array._MustUse__silence = True
@@ -189,7 +190,7 @@ class Dft2d(wiring.Component):
             self._unit = HadamardUnit(length=height * width, x_format=data_format,
                                       spectrum_format=spectrum_format, out_format=data_format,
                                       rounding=rounding, gauss=gauss,
-                                      lfsr_seed=lfsr_seed + 2)
+                                      lfsr_seed=site_seed(lfsr_seed, 2))
             self._unit._MustUse__silence = True
         word = max(data_format.width, twiddle_format.width,
                    spectrum_format.width if self._hadamard else 0)
@@ -574,7 +575,7 @@ class FourierConv(Dft2d):
     (:func:`~xbarode.model.fixed_ops.spectrum_words`, LOAD_SPECTRUM column by column), starts
     CONV, and reads the real parts (READ_REAL). Parameters as :class:`Dft2d`, plus
     ``spectrum_format`` (required) and ``gauss`` (three multipliers instead of four); the
-    Hadamard unit's LFSR is seeded ``lfsr_seed + 2``.
+    Hadamard unit's LFSR is seeded ``site_seed(lfsr_seed, 2)``.
 
     Notes
     -----

@@ -40,6 +40,7 @@ __all__ = [
     "lfsr_jump",
     "narrow",
     "parse_format",
+    "site_seed",
 ]
 
 #: The rounding modes, in the order the CLI lists them.
@@ -212,6 +213,36 @@ LFSR_POLY = 0x80200003
 #: Default seed (any non-zero 32-bit value works; zero is the LFSR's lock-up state).
 LFSR_SEED = 0xACE1ACE1
 _MASK32 = 0xFFFFFFFF
+
+
+def site_seed(seed: int, k: int) -> int:
+    """The LFSR seed of rounding site ``k`` of a unit seeded ``seed``.
+
+    The ``k``-th non-zero 32-bit value after ``seed``, counting cyclically through
+    ``1, 2, …, 2³² − 1, 1, 2, …``::
+
+        site_seed(seed, k) = (seed − 1 + k) mod (2³² − 1) + 1
+
+    so that
+
+    - it is never 0 (the LFSR's lock-up state);
+    - it is ``seed + k`` whenever that fits in 32 bits (every seed up to ``2³² − 1 − k``);
+    - the sites ``k = 0, 1, …, 2³² − 2`` of one seed have pairwise distinct seeds, whatever
+      the seed (no two sites of a unit ever draw the same sequence);
+    - ``site_seed(site_seed(seed, j), k) == site_seed(seed, j + k)``: a unit seeded with site
+      ``j``'s seed numbers its own sites on from ``j``.
+
+    Parameters
+    ----------
+    seed : int
+        A valid LFSR seed, ``1 <= seed <= 2³² − 1``.
+    k : int
+        The site, ``k >= 0``.
+    """
+    Lfsr(seed)  # validates the seed with the LFSR's message
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 0:
+        raise ValueError(f"site must be a non-negative integer, not {k!r}")
+    return (int(seed) - 1 + int(k)) % _MASK32 + 1
 
 
 def _lfsr_clock(state: int) -> int:

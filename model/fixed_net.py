@@ -10,11 +10,13 @@ Signal classes and their formats (:class:`FixedFormats`): ``weight`` (A, B, C, d
 ``g``, the loss gradient). The step ``h``, the learning rate and ``1/batch`` are powers of two,
 folded into narrowing shifts.
 
-Where randomness enters: each tile has its own :class:`~xbarode.model.fixed.Rounder`, seeded
-``lfsr_seed + k`` for tiles A, B, C (k = 0, 1, 2); the loss gradient (the one float step, the
-softmax, which the host computes) is quantised with a fourth LFSR seeded ``lfsr_seed + 3``. On
-the Fourier path (``fourier``) A's and B's output narrowings keep seeds 0 and 1, and the two
-Fourier units use 4–6 and 7–9 (:func:`site_seed`).
+Where randomness enters: each rounding site ``k`` has its own LFSR seeded
+``site_seed(lfsr_seed, k)`` (:func:`~xbarode.model.fixed.site_seed`: ``lfsr_seed + k``,
+counted cyclically through the non-zero 32-bit values, so the sites' seeds are distinct for
+every ``lfsr_seed``): tiles A, B, C are sites 0, 1, 2; the loss gradient (the one float step,
+the softmax, which the host computes) is quantised with site 3. On the Fourier path
+(``fourier``) A's and B's output narrowings keep sites 0 and 1, and the two Fourier units use
+sites 4–6 and 7–9.
 """
 
 from __future__ import annotations
@@ -23,7 +25,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .fixed import LFSR_SEED, Format, Overflow, Rounder, exact_matmul, narrow, parse_format
+from .fixed import (
+    LFSR_SEED,
+    Format,
+    Overflow,
+    Rounder,
+    exact_matmul,
+    narrow,
+    parse_format,
+    site_seed,
+)
 from .fixed_ops import (
     FixedFourierConv,
     FixedTile,
@@ -136,7 +147,8 @@ class FixedNetwork:
     newton : dict, optional
         ``neumann_terms``, ``max_iter``, ``tol`` (integer LSBs of the state) for implicit Euler.
     lfsr_seed : int
-        Seed of tile A's LFSR; B, C and the loss gradient use the next three values.
+        Seed of tile A's LFSR; B, C and the loss gradient use sites 1, 2, 3 after it
+        (:func:`~xbarode.model.fixed.site_seed`).
     conv_taps : ndarray of int, shape (k², m), optional
         ``A`` and ``B`` are circular-convolution matrices whose taps sit where
         :func:`xbarode.model.conv.tap_columns` says: :meth:`sgd_step` then keeps the kernels'
@@ -146,7 +158,7 @@ class FixedNetwork:
         through :class:`~xbarode.model.fixed_ops.FixedFourierConv`; keys ``shape`` (H, W),
         ``data``, ``twiddle``, ``spectrum`` (Formats). Sites: A's and B's output narrowings
         take the seeds of tiles A and B; the Fourier units of A and B the seeds ``4, 5, 6``
-        and ``7, 8, 9`` after ``lfsr_seed`` (:func:`site_seed`). Inference only.
+        and ``7, 8, 9`` of ``lfsr_seed`` (:func:`~xbarode.model.fixed.site_seed`). Inference only.
     """
 
     def __init__(self, params, formats: FixedFormats, *, rounding: str, h: float, steps: int,
@@ -167,18 +179,18 @@ class FixedNetwork:
                 tiles[name] = FixedFourierConv(
                     params[name], fourier["shape"], data=fourier["data"],
                     twiddle=fourier["twiddle"], spectrum=fourier["spectrum"], rounding=rounding,
-                    seed=_seed(lfsr_seed, 4 + 3 * k), out_seed=_seed(lfsr_seed, k),
+                    seed=site_seed(lfsr_seed, 4 + 3 * k), out_seed=site_seed(lfsr_seed, k),
                     overflow=self.overflow, name=name)
         for k, name in enumerate("ABC"):
             if name in tiles:
                 continue
             ints = w.quantize(params[name], "nearest", self.overflow, f"{name}.load")
             tiles[name] = FixedTile(ints, weight_format=w, acc_width=formats.acc_width,
-                                    rounder=Rounder(rounding, _seed(lfsr_seed, k)),
+                                    rounder=Rounder(rounding, site_seed(lfsr_seed, k)),
                                     overflow=self.overflow, name=name)
         self.A, self.B, self.C = tiles["A"], tiles["B"], tiles["C"]
         self.d = w.quantize(params["d"], "nearest", self.overflow, "d.load")
-        self.loss_rounder = Rounder(rounding, _seed(lfsr_seed, 3))
+        self.loss_rounder = Rounder(rounding, site_seed(lfsr_seed, 3))
         formats.check(self.A.shape[0], self.C.shape[0])
 
     def params(self) -> dict[str, np.ndarray]:
@@ -316,14 +328,3 @@ class FixedNetwork:
         step = narrow(-grads["d"], f.grad.frac + shift - f.weight.frac, f.weight,
                       self.C.rounder, self.overflow, "d.update")
         self.d = self._saturate(self.d + step, f.weight, "d.weights")
-
-
-def site_seed(seed: int, k: int) -> int:
-    """The ``k``-th LFSR seed after ``seed``, skipping zero (the LFSR's lock-up state): the
-    seed of rounding site ``k`` (tiles A, B, C, then the loss gradient)."""
-    value = (seed + k) & 0xFFFFFFFF
-    return value or 1
-
-
-_seed = site_seed
-

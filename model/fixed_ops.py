@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from .fixed import Format, Overflow, Rounder, exact_matmul, narrow
+from .fixed import Format, Overflow, Rounder, exact_matmul, narrow, site_seed
 
 __all__ = [
     "FOURIER_SITES",
@@ -318,14 +318,15 @@ def hadamard_fixed(x: np.ndarray, spectrum: np.ndarray, *, x_format: Format,
                   rounder, overflow, "hadamard")
 
 
-#: Rounding sites of the Fourier path, one LFSR each (seeds ``seed + index``): the row
+#: Rounding sites of the Fourier path, one LFSR each (seeds ``site_seed(seed, index)``): the row
 #: transforms (length W), the column transforms (length H) and the Hadamard product.
 FOURIER_SITES = ("rows", "cols", "hadamard")
 
 
 def fourier_rounders(mode: str, seed: int) -> tuple[Rounder, Rounder, Rounder]:
-    """The Fourier path's rounders, one per site of :data:`FOURIER_SITES` (seeds seed + 0..2)."""
-    return tuple(Rounder(mode, seed + k) for k in range(len(FOURIER_SITES)))
+    """The Fourier path's rounders, one per site of :data:`FOURIER_SITES` (seeds
+    ``site_seed(seed, 0..2)``, :func:`~xbarode.model.fixed.site_seed`)."""
+    return tuple(Rounder(mode, site_seed(seed, k)) for k in range(len(FOURIER_SITES)))
 
 
 def twiddle_matrix(n: int, twiddle: Format, overflow: Overflow | None = None) -> np.ndarray:
@@ -423,8 +424,8 @@ class FixedFourierConv:
 
     ``forward`` moves each input word into the Fourier ``data`` format (exactly: a left shift;
     the formats are checked for it), convolves with :func:`fourier_conv_fixed` (its three
-    rounding sites, seeded ``seed``, ``seed + 1``, ``seed + 2``), and narrows each real part
-    to the output format with the extra ``shift`` folded in: one more rounding, drawn from its
+    rounding sites, seeded ``site_seed(seed, 0..2)``), and narrows each real part to the
+    output format with the extra ``shift`` folded in: one more rounding, drawn from its
     own LFSR (``out_seed``) in the output's C order.
 
     Parameters

@@ -11,10 +11,10 @@ import dataclasses
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from helpers import last_json, run
+from helpers import LIVE_FRACTION, Draws, first_seed, last_json, live_fraction, run
 from xbarode.core_config import ConfigError, CoreConfig
 from xbarode.hdl.tile import CrossbarTile
 from xbarode.model.fixed import Format, Rounder
@@ -90,18 +90,26 @@ def test_transposed_apply_draws_in_the_order_of_the_transpose():
 
 # --- bit-exact against the model in Amaranth's simulator ------------------------------------
 
-@settings(max_examples=6, deadline=None)
+@settings(max_examples=4, deadline=None)   # and the pinned examples below
 @given(h=st.integers(1, 3), w=st.integers(1, 3), data=st.data(),
        method=st.sampled_from(["euler", "implicit_euler"]),
        rounding=st.sampled_from(["floor", "nearest", "stochastic"]),
        seed=st.integers(0, 2**16))
+# Draws: lanes, classes, steps, neumann_terms, max_iter, tol, lr, batch, apply_every.
+@example(h=2, w=3, data=Draws(6, 3, 2, 2, 0, 1, 0.5, 2, 2), method="implicit_euler",
+         rounding="stochastic", seed=1).via("lanes = m, max_iter = 0")
+@example(h=3, w=2, data=Draws(1, 2, 2, 1, 2, 0, 0.125, 1, 1), method="implicit_euler",
+         rounding="nearest", seed=2).via("lanes = 1, tol = 0")
+@example(h=1, w=3, data=Draws(3, 4, 1, 0, 2, 0, 1.0, 4, 3), method="euler", rounding="floor",
+         seed=3).via("one row, lanes = m")
 def test_small_cores_train_like_the_model(h, w, data, method, rounding, seed):
     m = h * w
     config = small(image=(h, w), lanes=data.draw(st.integers(1, m)),
                    classes=data.draw(st.integers(2, 4)), steps=data.draw(st.integers(1, 3)),
                    method=method, rounding=rounding,
                    neumann_terms=data.draw(st.integers(0, 2)),
-                   max_iter=data.draw(st.integers(0, 2)), lfsr_seed=seed + 1,
+                   max_iter=data.draw(st.integers(0, 2)), tol=data.draw(st.integers(0, 2)),
+                   lfsr_seed=seed + 1,
                    lr=data.draw(st.sampled_from([0.125, 0.5, 1.0])),
                    batch=data.draw(st.sampled_from([1, 2, 4])))
     rng = np.random.default_rng(seed)
@@ -114,8 +122,9 @@ def test_small_cores_train_like_the_model(h, w, data, method, rounding, seed):
 @pytest.mark.parametrize("method", ["euler", "implicit_euler"])
 def test_conv_structure_trains_on_the_direct_path(method):
     config = small(image=(3, 3), structure="conv", kernel=3, lanes=4, method=method)
-    rng = np.random.default_rng(2)
-    check_amaranth(config, random_params(config, 2), rng.uniform(0, 1, (2, 9)), [0, 2])
+    images = np.random.default_rng(2).uniform(0, 1, (2, 9))
+    assert live_fraction(config, random_params(config, 2), images) >= LIVE_FRACTION
+    check_amaranth(config, random_params(config, 2), images, [0, 2])
 
 
 def test_saturation_corner_raises_the_flag_in_both():
@@ -134,9 +143,10 @@ def test_bias_gradient_is_the_sum_of_the_loaded_words():
     # A reference outside the model: ∂L/∂d summed over the images is the sum of the words
     # the host loaded, and ∂L/∂C of one image their outer product with the final state.
     config = small(image=(2, 2), classes=3)
-    rng = np.random.default_rng(9)
-    plan, _, got, _ = check_amaranth(config, random_params(config, 9),
-                                     rng.uniform(0, 1, (2, 4)), [1, 2], apply_every=2)
+    images = np.random.default_rng(9).uniform(0, 1, (2, 4))
+    assert live_fraction(config, random_params(config, 9), images) >= LIVE_FRACTION
+    plan, _, got, _ = check_amaranth(config, random_params(config, 9), images, [1, 2],
+                                     apply_every=2)
     m, classes = 4, 3
     loaded = np.array([image["grad_logits"] for image in plan["images"]])
     grads = np.array(got[1]["grads"])   # after the second image: sums over both
@@ -154,6 +164,7 @@ def test_gradients_approximate_the_float64_adjoint():
                    grad="24.16", acc_width=62, steps=2)
     params = random_params(config, 4)
     x = np.random.default_rng(4).uniform(0, 1, (1, 4))
+    assert live_fraction(config, params, x) >= LIVE_FRACTION
     plan, _, got, _ = check_amaranth(config, params, x, [1], apply_every=1)
     f = config.formats()
     weights = {k: f.weight.to_float(f.weight.quantize(params[k], "nearest")) for k in params}
@@ -170,8 +181,54 @@ def test_gradients_approximate_the_float64_adjoint():
           * 2.0 ** -(f.grad.frac + f.state.frac),
           "d": words[2 * m * m + c * m:2 * m * m + c * m + c] * 2.0 ** -f.grad.frac}
     for name, value in hw.items():
-        assert np.abs(value - float_grads[name]).max() <= 1e-3 * max(
-            np.abs(float_grads[name]).max(), 1.0), name
+        tolerance = 1e-3 * max(np.abs(float_grads[name]).max(), 1.0)
+        assert np.abs(float_grads[name]).max() >= 100 * tolerance, f"{name}: vacuous"
+        assert np.abs(value - float_grads[name]).max() <= tolerance, name
+
+
+# --- the MAC bound of BACKWARD, counted from the adjoint's equations --------------------------
+
+def adjoint_products(config):
+    """The matrix products one image's BACKWARD needs, written from the discrete adjoint of
+    DESIGN §3: ``(what, rows, cols)``, each ``rows·cols`` multiply–accumulates.
+
+    The core keeps only the trajectory, so each step recomputes ``u = A z`` (the Heaviside
+    mask and ``relu(u)``); the head's ``∂L/∂logits`` comes from the host.
+    """
+    m, c = config.m, config.classes
+    products = [("λ_N = Cᵀ ∂L/∂logits", m, c), ("∂L/∂C += ∂L/∂logits z_Nᵀ", c, m)]
+    for _ in range(config.steps):
+        products.append(("u = A z", m, m))
+        if config.method == "euler":
+            products += [("Bᵀ λ", m, m), ("∂L/∂B += λ relu(u)ᵀ", m, m),
+                         ("∂L/∂A += g zᵀ", m, m), ("λ += h Aᵀ g", m, m)]
+        else:
+            # (I - h J)ᵀ μ = λ by the Neumann iteration: per term Bᵀ then Aᵀ.
+            for _ in range(config.neumann_terms):
+                products += [("Bᵀ μ", m, m), ("h Aᵀ (D Bᵀ μ)", m, m)]
+            products += [("g = D Bᵀ μ", m, m), ("∂L/∂B += μ relu(u)ᵀ", m, m),
+                         ("∂L/∂A += g zᵀ", m, m)]
+    return products
+
+
+def adjoint_macs(config):
+    return sum(rows * cols for _, rows, cols in adjoint_products(config))
+
+
+@pytest.mark.parametrize("changes", [
+    {}, {"method": "implicit_euler"}, {"method": "implicit_euler", "neumann_terms": 0},
+    {"image": (3, 5), "classes": 4, "steps": 3},
+    {"image": (3, 5), "steps": 5, "method": "implicit_euler", "neumann_terms": 3},
+    {"image": (3, 4), "structure": "conv", "kernel": 3}])
+def test_backward_mac_count_is_the_adjoints(changes):
+    config = small(**changes)
+    assert backward_mac_count(config) == adjoint_macs(config)
+
+
+def test_backward_mac_count_of_the_default_core():
+    # 8 explicit steps of 5 products of 64×64, C's transposed product and gradient (10×64).
+    assert adjoint_macs(CoreConfig()) == 8 * 5 * 64 * 64 + 2 * 10 * 64 == 165_120
+    assert backward_mac_count(CoreConfig()) == 165_120
 
 
 # --- the command line, and cocotb on the generated Verilog ----------------------------------
@@ -220,9 +277,12 @@ def test_cosim_adjoint_cli_default_core_and_cycle_bound(capsys, tmp_path):
     result = last_json(out)
     assert result["mismatches"] == 0 and result["compared"] > 2 * 8842
     config = CoreConfig()
-    assert result["backward_mac_bound_cycles"] == backward_mac_count(config) / 16
+    bound = adjoint_macs(config) / config.lanes   # 8·5·64² + 2·10·64 MACs on 16 lanes
+    assert bound == (8 * 5 * 64 * 64 + 2 * 10 * 64) / 16
+    assert result["backward_mac_bound_cycles"] == bound
     # The target: a backward pass within 1.2 × its MAC bound (deterministic cycle counts).
-    assert result["backward_cycles_ratio"] <= 1.2
+    assert result["cycles"]["backward"] <= 1.2 * bound
+    assert result["backward_cycles_ratio"] == result["cycles"]["backward"] / bound
 
 
 def test_train_on_rtl_equals_the_model(capsys, tmp_path):
@@ -251,27 +311,51 @@ def test_training_config_round_trips(tmp_path):
     assert "[train]\ntraining = true\nlr = 0.25\nbatch = 8" in config.to_toml()
 
 
+def kernel_reference(config, seed):
+    """What ``cosim adjoint --seed SEED --vectors 1`` draws (random_params and the images and
+    labels from default_rng(seed)), and the float64 adjoint's gradients of the same quantised
+    kernels: ``(params, images, float_grads)``."""
+    from xbarode.model.train import Config, loss_and_grads
+
+    rng = np.random.default_rng(seed)
+    images = rng.uniform(0, 1, (1, config.m))
+    labels = rng.integers(0, config.classes, 1)
+    params = random_params(config, seed)
+    f = config.formats()
+    kernels = {k: f.weight.to_float(f.weight.quantize(v, "nearest")) for k, v in params.items()}
+    reference = Config(structure="conv", kernel_size=3, image_shape=config.image,
+                       classes=config.classes, steps=config.steps, T=config.steps * config.h)
+    x = f.state.to_float(f.state.quantize(images, "nearest"))
+    return params, images, loss_and_grads(reference, kernels, x, labels)[1]
+
+
+#: The kernel gradients' tolerance, ``1e-3·max(max|g|, 1)``, must be this many times smaller
+#: than the reference's largest entry: a comparison with a reference below it proves nothing.
+KERNEL_GRADIENT_MARGIN = 100
+
+
 def test_kernel_gradients_pulled_back_match_the_float64_kernel_adjoint(tmp_path):
     # Convolution tiles accumulate dense sums; the host's pull-back of the RTL's words onto
     # the 3×3 kernels agrees with the float64 adjoint's kernel gradients (24-bit formats).
-    from xbarode.model.train import Config, loss_and_grads
+    # The draw must keep the relu alive and the reference's kernel gradients well above the
+    # tolerance (seed 3, the earlier choice, has relu dead at every step and both exactly 0).
     from xbarode.units import AdjointParams
 
     config = small(image=(3, 4), structure="conv", kernel=3, lanes=5, classes=3,
                    weight="24.20", state="24.16", act="24.14", grad="24.16", acc_width=62)
-    result = cosim(UNITS["adjoint"], AdjointParams(config, apply_every=8), vectors=1, seed=3,
-                   simulator="amaranth", out=tmp_path)
+
+    def live_with_large_kernel_gradients(seed):
+        params, images, grads = kernel_reference(config, seed)
+        big = [np.abs(grads[n]).max() >= KERNEL_GRADIENT_MARGIN * 1e-3 * max(
+            np.abs(grads[n]).max(), 1.0) for n in "AB"]
+        return live_fraction(config, params, images) >= LIVE_FRACTION and all(big)
+
+    seed = first_seed(live_with_large_kernel_gradients, start=3)
+    _, _, float_grads = kernel_reference(config, seed)
+    result = cosim(UNITS["adjoint"], AdjointParams(config, apply_every=8), vectors=1,
+                   seed=seed, simulator="amaranth", out=tmp_path)
     assert result["mismatches"] == 0, result["first_mismatch"]
-    rng = np.random.default_rng(3)   # the cosim's images and labels, drawn the same way
-    images = rng.uniform(0, 1, (1, config.m))
-    labels = rng.integers(0, config.classes, 1)
     f = config.formats()
-    kernels = {k: f.weight.to_float(f.weight.quantize(v, "nearest"))
-               for k, v in random_params(config, 3).items()}
-    reference = Config(structure="conv", kernel_size=3, image_shape=(3, 4), classes=3,
-                       steps=config.steps, T=config.steps * config.h)
-    x = f.state.to_float(f.state.quantize(images, "nearest"))
-    _, float_grads = loss_and_grads(reference, kernels, x, labels)
     scale = {"A": config.h * 2.0 ** -(f.grad.frac + f.state.frac),
              "B": config.h * 2.0 ** -(f.grad.frac + f.act.frac)}
     for name in "AB":
@@ -296,6 +380,7 @@ def test_conv_sgd_keeps_the_kernels_tied_and_steps_like_the_float64_adjoint():
     images, labels = rng.uniform(0, 1, (1, m)), [1]
     kernels = {k: f.weight.to_float(f.weight.quantize(v, "nearest"))
                for k, v in random_params(config, 0).items()}
+    assert live_fraction(config, kernels, images) >= LIVE_FRACTION
     got = check_amaranth(config, kernels, images, labels, apply_every=1)[2]
     words = np.array(got[-1]["weights"], dtype=np.int64)
     a_new = f.weight.to_float(words[:m * m].reshape(m, m))

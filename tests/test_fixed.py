@@ -23,6 +23,7 @@ from xbarode.model.fixed import (
     lfsr_jump,
     narrow,
     parse_format,
+    site_seed,
 )
 
 SETTINGS = settings(max_examples=40, deadline=None)
@@ -392,6 +393,73 @@ def test_lfsr_rejects_bad_seeds(seed, error):
 def test_lfsr_accepts_extreme_seeds():
     assert Lfsr(2**32 - 1).draw(3).tolist() == reference_draws(2**32 - 1, 3)
     assert Lfsr(np.uint32(7)).state == 7
+
+
+# --- the seeds of the rounding sites (site_seed), from its documented rule -------------------
+
+def reference_site_seed(seed, k):
+    """The documented rule walked one value at a time: the ``k``-th non-zero 32-bit value
+    after ``seed``, counting 1, 2, …, 2³² − 1, then 1 again."""
+    value = seed
+    for _ in range(k):
+        value = 1 if value == 2**32 - 1 else value + 1
+    return value
+
+
+#: Every site the network and the core use: tiles A, B, C, the loss gradient, the Fourier
+#: units' three sites each (fixed_net's docstring).
+SITES = range(10)
+
+
+def test_site_seeds_at_the_wrap():
+    # The corner that collided before: 0xFFFFFFFF + 1 wrapped to 0, which was skipped to 1,
+    # the seed of the next site too.
+    assert [site_seed(2**32 - 1, k) for k in SITES] == [2**32 - 1, *range(1, 10)]
+    assert [site_seed(2**32 - 3, k) for k in range(5)] == [2**32 - 3, 2**32 - 2, 2**32 - 1, 1,
+                                                          2]
+    # The default seed (every figure of the README) is the plain sum.
+    assert [site_seed(LFSR_SEED, k) for k in SITES] == [0xACE1ACE1 + k for k in SITES]
+
+
+def test_site_seeds_are_distinct_for_every_seed_near_the_wrap():
+    for seed in range(2**32 - 40, 2**32):
+        seeds = [site_seed(seed, k) for k in SITES]
+        assert seeds == [reference_site_seed(seed, k) for k in SITES]
+        assert len(set(seeds)) == len(seeds) and 0 not in seeds, hex(seed)
+
+
+@given(seed=st.integers(1, 2**32 - 1), j=st.integers(0, 40), k=st.integers(0, 40))
+@SETTINGS
+def test_site_seed_follows_its_documented_rule(seed, j, k):
+    assert site_seed(seed, k) == reference_site_seed(seed, k)
+    assert len({site_seed(seed, i) for i in range(41)}) == 41
+    if seed + k < 2**32:
+        assert site_seed(seed, k) == seed + k
+    # A unit seeded with site j's seed numbers its sites on from j.
+    assert site_seed(site_seed(seed, j), k) == site_seed(seed, j + k)
+
+
+@pytest.mark.parametrize(("seed", "k", "message"), [
+    (0, 1, "LFSR seed must be a non-zero 32-bit integer, not 0"),
+    (2**32, 0, "LFSR seed must be a non-zero 32-bit integer, not 4294967296"),
+    (5, -1, "site must be a non-negative integer, not -1"),
+])
+def test_site_seed_rejects_bad_arguments(seed, k, message):
+    with pytest.raises(ValueError, match=f"^{message}$"):
+        site_seed(seed, k)
+
+
+def test_network_sites_draw_from_distinct_seeds_at_the_wrap():
+    from xbarode.model.fixed_net import FixedNetwork, formats_for_width
+
+    rng = np.random.default_rng(0)
+    params = {"A": rng.normal(0, 0.3, (4, 4)), "B": rng.normal(0, 0.3, (4, 4)),
+              "C": rng.normal(0, 0.3, (3, 4)), "d": np.zeros(3)}
+    net = FixedNetwork(params, formats_for_width(16), rounding="stochastic", h=0.25, steps=1,
+                       lfsr_seed=2**32 - 1)
+    states = [r.lfsr.state for r in (net.A.rounder, net.B.rounder, net.C.rounder,
+                                     net.loss_rounder)]
+    assert states == [2**32 - 1, 1, 2, 3]
 
 
 def test_rounder_rejects_unknown_modes():

@@ -12,7 +12,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from helpers import last_json, run
+from helpers import LIVE_FRACTION, last_json, positive_fraction, run
 from xbarode.model import (
     Config,
     Digits,
@@ -212,6 +212,11 @@ def test_backward_approaches_float_gradients_as_width_grows(float_params, digits
         assert grads["z0"].shape == (64, 64)
         _, x_words, config = float_twin(net, x, method)
         _, reference = loss_and_grads(config, net.params(), x_words, y)
+        # Live relu at every step (where the adjoint differentiates), non-zero references.
+        states = net.formats.state.to_float(trajectory)
+        states = states[1:] if method == "implicit_euler" else states[:-1]
+        assert positive_fraction(states @ net.params()["A"].T) >= LIVE_FRACTION
+        assert all(np.abs(reference[k]).max() > 0 for k in "ABCd")
         ours = scaled_gradients(net, grads, len(y))
         errors[width] = max(np.abs(ours[k] - reference[k]).max() / np.abs(reference[k]).max()
                             for k in "ABCd")

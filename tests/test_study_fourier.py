@@ -77,16 +77,16 @@ def test_study_writes_its_files(fourier):
 
 
 def _conv_latency_from_hardware(size, lanes):
-    """CONV latency rebuilt from the arrays' own chunk and tree-stage counts, vector by
-    vector: feed 2n words, the product, read 2n + 1 words back, one cycle of bookkeeping."""
-    component = FourierParams(unit="fourier-conv", height=size, width_px=size,
-                              lanes=lanes).component()
+    """CONV latency rebuilt vector by vector: feed 2n words, the product (a 2n×2n tile of
+    ``min(lanes, 2n)`` lanes: CrossbarTile's documented ``rows·C + T + 7``, ``T`` only
+    forward), read 2n + 1 words back, one cycle of bookkeeping."""
     total = 0
     for inverse in (False, True):
         total += 4
-        for array in component._arrays:                 # rows array, columns array
-            n = array.n
-            product = 2 * n * array.chunks + 7 + (0 if inverse else array.tree_stages)
+        for n in (size, size):                          # rows array, columns array
+            p = min(lanes, 2 * n)
+            tree = 0 if inverse else math.ceil(math.log2(p) / 2)
+            product = 2 * n * math.ceil(2 * n / p) + tree + 7
             for _ in range(size):
                 total += 2 * n + product + (2 * n + 1) + 3
     return total + size * size + 4

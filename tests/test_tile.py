@@ -8,6 +8,7 @@ from :mod:`xbarode.sim.tile_plan`; the reference answers come from
 
 import itertools
 import json
+import math
 import re
 import tempfile
 from pathlib import Path
@@ -15,9 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from helpers import Draws
 from xbarode.cli import main
 from xbarode.hdl.rounding import LfsrBank
 from xbarode.hdl.tile import CHAIN_MIN_LANES, GROUP, CrossbarTile, TileOp
@@ -29,6 +31,15 @@ from xbarode.synth import PIN_MIN_LANES, SynthesisError, lane_sites, synthesize
 from xbarode.units import UNITS, cosim
 
 F16 = Format(16, 12)
+
+
+def documented_latency(op, rows, cols, lanes):
+    """Latency of ``op``, start to ``done`` inclusive, as CrossbarTile's docstring gives it:
+    ``rows·C + T + 7`` for FORWARD, ``rows·C + 7`` for TRANSPOSED, UPDATE, ACCUMULATE and
+    APPLY (no bias, no taps), ``C = ceil(cols/lanes)``, ``T = ceil(log2(lanes)/2)``."""
+    chunks = -(-cols // lanes)
+    tree = math.ceil(math.log2(lanes) / 2)
+    return rows * chunks + (tree if op == "forward" else 0) + 7
 
 
 def tile(**changes):
@@ -106,14 +117,21 @@ def check_plan(params, vectors, seed, simulator="amaranth"):
     return result
 
 
-@settings(max_examples=8, deadline=None)
+@settings(max_examples=16, deadline=None)
 @given(rows=st.integers(1, 9), cols=st.integers(1, 9), data=st.data(),
        rounding=st.sampled_from(["floor", "nearest", "stochastic"]),
        seed=st.integers(0, 2**16))
+# Draws: lanes, width, frac, eta_shift.
+@example(rows=5, cols=7, data=Draws(7, 16, 12, 3), rounding="stochastic",
+         seed=1).via("lanes = cols")
+@example(rows=6, cols=5, data=Draws(1, 16, 11, 2), rounding="nearest", seed=2).via("lanes = 1")
+@example(rows=4, cols=6, data=Draws(3, 8, 5, 1), rounding="stochastic", seed=3).via("8 bits")
+@example(rows=3, cols=4, data=Draws(4, 18, 15, 4), rounding="floor", seed=4).via("18 bits")
 def test_random_sizes_match_the_model(rows, cols, data, rounding, seed):
     lanes = data.draw(st.integers(1, cols))
-    frac = data.draw(st.integers(0, 15))
-    params = TileParams(rows=rows, cols=cols, lanes=lanes, width=16, frac=frac,
+    width = data.draw(st.sampled_from([8, 12, 16, 18]))
+    frac = data.draw(st.integers(0, width - 1))
+    params = TileParams(rows=rows, cols=cols, lanes=lanes, width=width, frac=frac,
                         rounding=rounding, eta_shift=data.draw(st.integers(0, 8)))
     check_plan(params, vectors=4, seed=seed)
 
@@ -124,8 +142,10 @@ def test_odd_size_13x7_with_3_lanes(rounding):
                vectors=4, seed=3)
 
 
-@settings(max_examples=6, deadline=None)
+@settings(max_examples=10, deadline=None)
 @given(rows=st.integers(1, 9), cols=st.integers(1, 9), data=st.data())
+@example(rows=3, cols=7, data=Draws(7)).via("lanes = cols")
+@example(rows=4, cols=5, data=Draws(1)).via("lanes = 1")
 def test_read_chain_matches_the_model(rows, cols, data):
     """READ_* through the chain of lane registers (a tile alone from CHAIN_MIN_LANES lanes),
     on small and odd sizes: chunks of one word, a last chunk shorter than the lanes."""
@@ -186,10 +206,8 @@ def test_latency_is_the_documented_one():
     for rows, cols, lanes in [(13, 7, 3), (8, 8, 8), (5, 9, 1), (6, 16, 16)]:
         params = TileParams(rows=rows, cols=cols, lanes=lanes, width=16, frac=12)
         result = check_plan(params, vectors=1, seed=0)
-        t = params.component()
-        work = rows * t.chunks
-        assert result["cycles"] == {"forward": work + t.tree_stages + 7,
-                                    "transposed": work + 7, "update": work + 7}
+        assert result["cycles"] == {op: documented_latency(op, rows, cols, lanes)
+                                    for op in ("forward", "transposed", "update")}
 
 
 def test_64x64_with_64_lanes_meets_the_cycle_target():
@@ -236,8 +254,7 @@ def test_cocotb_matches_the_model(simulator, rows, cols, lanes, rounding, tmp_pa
     result = cosim(UNITS["tile"], params, vectors=4, seed=7, simulator=simulator,
                    out=tmp_path)
     assert result["mismatches"] == 0, result["first_mismatch"]
-    t = params.component()
-    assert result["cycles"]["forward"] == rows * t.chunks + t.tree_stages + 7
+    assert result["cycles"]["forward"] == documented_latency("forward", rows, cols, lanes)
 
 
 @pytest.mark.parametrize(("simulator", "rows", "cols", "lanes", "rounding"), [
@@ -253,8 +270,7 @@ def test_ecp5_dsp_mapping_matches_the_model(simulator, rows, cols, lanes, roundi
                    out=tmp_path)
     assert result["mismatches"] == 0, result["first_mismatch"]
     assert (tmp_path / "crossbar_tile.v").read_text().count("MULT18X18D #(") == lanes
-    t = params.component()
-    assert result["cycles"]["forward"] == rows * t.chunks + t.tree_stages + 7
+    assert result["cycles"]["forward"] == documented_latency("forward", rows, cols, lanes)
 
 
 def test_amaranth_cannot_simulate_the_ecp5_mapping(tmp_path):
@@ -403,18 +419,23 @@ def run_tied_apply(height, width, k, lanes, rounding, bias, seed, scale, sgd_shi
 @given(height=st.integers(1, 4), width=st.integers(1, 5), data=st.data(),
        rounding=st.sampled_from(["floor", "nearest", "stochastic"]), bias=st.booleans(),
        seed=st.integers(0, 2**16))
+# Draws: kernel, lanes, operand scale.
+@example(height=3, width=3, data=Draws(3, 9, 300), rounding="stochastic", bias=True,
+         seed=1).via("lanes = cols")
+@example(height=2, width=3, data=Draws(1, 1, 32000), rounding="nearest", bias=False,
+         seed=2).via("lanes = 1, saturating")
 def test_tied_apply_matches_the_model(height, width, data, rounding, bias, seed):
     m = height * width
     k = data.draw(st.sampled_from([s for s in (1, 3) if s <= min(height, width)]))
     lanes = data.draw(st.integers(1, m))
     # Small operands (no saturation) or full-scale ones (the flag).
     scale = data.draw(st.sampled_from([300, 32000]))
-    got, want, overflow, dut = run_tied_apply(height, width, k, lanes, rounding, bias, seed,
+    got, want, overflow, _ = run_tied_apply(height, width, k, lanes, rounding, bias, seed,
                                               scale)
     assert got["weights"] == want
     assert not any(got["grads"]), "APPLY must clear every gradient sum"
     assert got["overflow"] == overflow
-    n_taps, work = k * k, m * dut.chunks
+    n_taps, work = k * k, m * -(-m // lanes)   # rows·C, C = ceil(cols/lanes)
     documented = n_taps * m + max(n_taps * (m + 1), work - 1) + 6 + (m if bias else 0)
     assert got["latency"] == documented
 
@@ -601,7 +622,7 @@ def test_banks_never_read_and_write_one_address_in_one_cycle(rows, cols, lanes):
     assert seen["collisions"] == []
     # A walk longer than the shortest read-to-write distance (ACCUMULATE's: its G word is
     # written five cycles after it was read) reads and writes in the same cycles.
-    assert (seen["overlaps"] > 0) == (rows * dut.chunks > 5)
+    assert (seen["overlaps"] > 0) == (rows * -(-cols // lanes) > 5)
 
 
 def test_tied_apply_never_reads_and_writes_one_address_in_one_cycle():
@@ -626,3 +647,161 @@ def test_tied_apply_never_reads_and_writes_one_address_in_one_cycle():
 
     seen = watch_banks(dut, script)
     assert seen["collisions"] == [] and seen["overlaps"] > 0
+
+
+# --- every operation of a standalone tile against FixedTile, word by word ----------------------
+
+def tile_formats(width):
+    """Formats of one width (other than 16 too) with distinct fractional bits per class."""
+    return {"weight_format": Format(width, width - 3), "input_format": Format(width, width - 5),
+            "output_format": Format(width, width - 6), "grad_format": Format(width, width - 4)}
+
+
+def run_every_operation(rows, cols, lanes, width, rounding, bias, shifts, seed, scale):
+    """Drive every operation of a training tile with side ports (LOAD_W, LOAD_BIAS, LOAD_X,
+    LOAD_S, FORWARD, TRANSPOSED, TRANSPOSED_STREAM, FORWARD_G, TRANSPOSED_G,
+    TRANSPOSED_STREAM_G, READ_Y, ACCUMULATE, READ_G, APPLY, READ_W) on the Amaranth simulator,
+    and FixedTile (with the bias's step as documented) through the same sequence.
+
+    Returns ``(got, want)``: per step, the words read and the overflow flag it raised (lowered
+    with ``clear`` after each), and the latencies of the row- and column-walking operations.
+    """
+    from xbarode.model.fixed import Overflow, Rounder, narrow
+    from xbarode.model.fixed_ops import FixedTile
+    from xbarode.sim.streams import op_receive, op_run, op_send, pulse, run_simulation, wait_for
+
+    shift, grad_shift, sgd_shift = shifts
+    fmts = tile_formats(width)
+    wf, inf, outf, gf = (fmts[k] for k in ("weight_format", "input_format", "output_format",
+                                            "grad_format"))
+    rng = np.random.default_rng(seed)
+
+    def words(fmt, shape):
+        # ``scale`` of the format's range: small operands, or full scale (saturation).
+        top = max(1, int(fmt.max_int * scale))
+        return rng.integers(-top, top, shape, endpoint=True)
+
+    weights, d = words(wf, (rows, cols)), words(wf, rows)
+    x, s, xg, sg = words(inf, cols), words(inf, rows), words(gf, cols), words(gf, rows)
+    s_stream, sg_stream = words(inf, rows), words(gf, rows)
+    acc_x, acc_s = words(inf, (2, cols)), words(gf, (2, rows))
+    gaps = rng.integers(0, 3, 2 * rows)          # idle cycles before each streamed word
+    dut = CrossbarTile(rows=rows, cols=cols, lanes=lanes, acc_width=48, rounding=rounding,
+                       shift=shift, bias=bias, side_ports=True, grad_shift=grad_shift,
+                       sgd_shift=sgd_shift, lfsr_seed=seed + 1, **fmts)
+    extra = rows if bias else 0
+    got = {}
+
+    async def stream_s(ctx, op, values, gaps):
+        ctx.set(dut.op, op)
+        ctx.set(dut.start, 1)
+        await ctx.tick()
+        ctx.set(dut.start, 0)
+        for value, gap in zip(values.tolist(), gaps.tolist(), strict=True):
+            for _ in range(gap):
+                await ctx.tick()
+            ctx.set(dut.s_in.valid, 1)
+            ctx.set(dut.s_in.payload, value)
+            await ctx.tick()
+            ctx.set(dut.s_in.valid, 0)
+        await wait_for(ctx, dut.done)
+
+    async def read(ctx, name, op, count):
+        # The flag raised by this step alone: lowered after each (``clear``).
+        got[name] = (await op_receive(ctx, dut, op, count), ctx.get(dut.overflow))
+        await pulse(ctx, dut.clear)
+
+    async def testbench(ctx):
+        await op_send(ctx, dut, TileOp.LOAD_W, weights.ravel().tolist())
+        if bias:
+            await op_send(ctx, dut, TileOp.LOAD_BIAS, d.tolist())
+        await op_send(ctx, dut, TileOp.LOAD_X, x.tolist())
+        got["FORWARD latency"] = await op_run(ctx, dut, TileOp.FORWARD)
+        await read(ctx, "FORWARD", TileOp.READ_Y, rows)
+        await op_send(ctx, dut, TileOp.LOAD_S, s.tolist())
+        got["TRANSPOSED latency"] = await op_run(ctx, dut, TileOp.TRANSPOSED)
+        await read(ctx, "TRANSPOSED", TileOp.READ_Y, cols)
+        await stream_s(ctx, TileOp.TRANSPOSED_STREAM, s_stream, gaps[:rows])
+        await read(ctx, "TRANSPOSED_STREAM", TileOp.READ_Y, cols)
+        await op_send(ctx, dut, TileOp.LOAD_X, xg.tolist())
+        got["FORWARD_G latency"] = await op_run(ctx, dut, TileOp.FORWARD_G)
+        await read(ctx, "FORWARD_G", TileOp.READ_Y, rows)
+        await op_send(ctx, dut, TileOp.LOAD_S, sg.tolist())
+        got["TRANSPOSED_G latency"] = await op_run(ctx, dut, TileOp.TRANSPOSED_G)
+        await read(ctx, "TRANSPOSED_G", TileOp.READ_Y, cols)
+        await stream_s(ctx, TileOp.TRANSPOSED_STREAM_G, sg_stream, gaps[rows:])
+        await read(ctx, "TRANSPOSED_STREAM_G", TileOp.READ_Y, cols)
+        for xk, sk in zip(acc_x, acc_s, strict=True):
+            await op_send(ctx, dut, TileOp.LOAD_X, xk.tolist())
+            await op_send(ctx, dut, TileOp.LOAD_S, sk.tolist())
+            got["ACCUMULATE latency"] = await op_run(ctx, dut, TileOp.ACCUMULATE)
+        await read(ctx, "ACCUMULATE", TileOp.READ_G, rows * cols + extra)
+        got["APPLY latency"] = await op_run(ctx, dut, TileOp.APPLY)
+        await read(ctx, "APPLY", TileOp.READ_W, rows * cols + extra)
+        await read(ctx, "cleared", TileOp.READ_G, rows * cols + extra)
+
+    run_simulation(dut, testbench)
+
+    # The model: one tile, one LFSR, the same order of operations.
+    overflow = Overflow()
+    rounder = Rounder(rounding, seed + 1)
+    model = FixedTile(weights, weight_format=wf, acc_width=48, rounder=rounder,
+                      overflow=overflow)
+    want = {}
+
+    def answer(name, values):
+        want[name] = (np.asarray(values).ravel().tolist(), int(overflow.flag))
+        overflow.clear()
+
+    answer("FORWARD", model.forward(x[None], inf, outf, shift=shift,
+                                    bias=d if bias else None))
+    answer("TRANSPOSED", model.transposed(s[None], inf, outf, shift=shift))
+    answer("TRANSPOSED_STREAM", model.transposed(s_stream[None], inf, outf, shift=shift))
+    answer("FORWARD_G", model.forward(xg[None], gf, gf, shift=grad_shift))
+    answer("TRANSPOSED_G", model.transposed(sg[None], gf, gf, shift=grad_shift))
+    answer("TRANSPOSED_STREAM_G", model.transposed(sg_stream[None], gf, gf, shift=grad_shift))
+    grad = acc_s.T @ acc_x                        # exact: Σ_k s_k x_kᵀ
+    grad_d = acc_s.sum(axis=0)
+    answer("ACCUMULATE", [*grad.ravel(), *(grad_d if bias else [])])
+    model.apply_gradient(grad, gf.frac + inf.frac, shift=sgd_shift)
+    new_d = []
+    if bias:
+        step = narrow(-grad_d, gf.frac + sgd_shift - wf.frac, wf, rounder, overflow, "d")
+        summed = d + step
+        new_d = np.clip(summed, wf.min_int, wf.max_int)
+        overflow.add("d.weights", np.count_nonzero(new_d != summed))
+    answer("APPLY", [*model.weights.ravel(), *new_d])
+    answer("cleared", [0] * (rows * cols + extra))
+    # Latencies from the docstring (C = ceil(cols/lanes), T = ceil(log2(lanes)/2)).
+    walk = documented_latency("transposed", rows, cols, lanes)
+    want.update({"FORWARD latency": documented_latency("forward", rows, cols, lanes),
+                 "FORWARD_G latency": documented_latency("forward", rows, cols, lanes),
+                 "TRANSPOSED latency": walk, "TRANSPOSED_G latency": walk,
+                 "ACCUMULATE latency": walk, "APPLY latency": walk + extra})
+    return got, want
+
+
+def assert_every_operation(got, want):
+    assert set(got) == set(want)
+    for name in want:
+        assert got[name] == want[name], name
+
+
+@settings(max_examples=10, deadline=None)
+@given(rows=st.integers(1, 6), cols=st.integers(1, 7), lanes=st.integers(1, 7),
+       width=st.sampled_from([10, 12, 16, 18]),
+       rounding=st.sampled_from(["floor", "nearest", "stochastic"]), bias=st.booleans(),
+       shifts=st.tuples(st.integers(0, 2), st.integers(0, 2), st.integers(1, 4)),
+       seed=st.integers(0, 2**16), scale=st.sampled_from([0.05, 1.0]))
+@example(rows=3, cols=5, lanes=5, width=16, rounding="stochastic", bias=True, shifts=(1, 2, 3),
+         seed=1, scale=0.05).via("lanes = cols")
+@example(rows=4, cols=3, lanes=1, width=12, rounding="nearest", bias=False, shifts=(0, 1, 1),
+         seed=2, scale=1.0).via("lanes = 1, saturating")
+@example(rows=2, cols=7, lanes=3, width=18, rounding="floor", bias=True, shifts=(2, 0, 4),
+         seed=3, scale=1.0).via("odd lanes, width 18, saturating")
+def test_every_tile_operation_matches_the_model(rows, cols, lanes, width, rounding, bias,
+                                                shifts, seed, scale):
+    # lanes <= cols (the tile's contract): lanes = cols whenever the draw exceeds it.
+    got, want = run_every_operation(rows, cols, min(lanes, cols), width, rounding, bias,
+                                    shifts, seed, scale)
+    assert_every_operation(got, want)

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from scipy.special import log_softmax, softmax
 
+from helpers import LIVE_FRACTION, positive_fraction
 from xbarode.model import (
     Config,
     WeightsError,
@@ -151,6 +152,15 @@ def test_loss_and_grads_match_finite_differences(digits, structure, method):
     def loss():
         return reference_loss(predict(config, params, x), y)
 
+    # The relu must be live at every step, or A and B get no gradient to check.
+    from xbarode.model import odeint
+    from xbarode.model.train import operators
+
+    a_op, b_op = operators(config, params)
+    states = odeint(a_op, b_op, x, config.h, config.steps, config.method,
+                    **config.solver_options)
+    states = states[1:] if method == "implicit_euler" else states[:-1]
+    assert positive_fraction(states @ a_op.dense().T) >= LIVE_FRACTION
     value, grads = loss_and_grads(config, params, x, y)
     assert value == pytest.approx(loss(), rel=1e-12)
     assert set(grads) == {"A", "B", "C", "d"}

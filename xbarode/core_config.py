@@ -28,7 +28,7 @@ is validated with a message that names the field. Example (all fields, default v
     grad = "16.11"
     acc_width = 48
     rounding = "stochastic"   # floor | nearest | stochastic (the shipped weights' rounding)
-    lfsr_seed = 0xACE1ACE1    # tiles A, B, C draw from seed, seed + 1, seed + 2
+    lfsr_seed = 0xACE1ACE1    # rounding site k (tiles A, B, C: 0, 1, 2): site_seed(seed, k)
     fourier_data = "22.12"    # conv_path = "fourier": the Fourier units' data words
     twiddle = "18.16"         #   their DFT tables
     spectrum = "18.14"        #   the kernels' spectra
