@@ -19,12 +19,14 @@ reductions:
   read, updated and written back.
 
 Every rounding draws (stochastic mode) in row-major order of its output, as the model does.
+
+Parts, each a component of its own built in ``elaborate``: the forward adder tree
+(:class:`~xbarode.hdl.adder_tree.AdderTree`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 
 import numpy as np
 from amaranth import Array, Cat, Module, Mux, Signal, Value, signed, unsigned
@@ -35,6 +37,7 @@ from amaranth.lib.wiring import In, Out
 from xbarode.model.fixed import LFSR_SEED, ROUNDINGS, Format, Lfsr
 from xbarode.model.fixed_ops import accumulator_bits
 
+from .adder_tree import AdderTree
 from .dsp import Multiplier, maps_to_dsp_cell
 from .rounding import LfsrBank, narrow, rounding_offset
 
@@ -448,8 +451,9 @@ class CrossbarTile(wiring.Component):
 
     @property
     def tree_stages(self) -> int:
-        """Register stages of the forward adder tree (one per two levels)."""
-        return math.ceil(math.ceil(math.log2(self._lanes)) / 2) if self._lanes > 1 else 0
+        """Register stages of the forward adder tree (one per two levels,
+        :meth:`AdderTree.min_stages <xbarode.hdl.adder_tree.AdderTree.min_stages>`)."""
+        return AdderTree.min_stages(self._lanes)
 
     def lane_cells(self, platform):
         """Names of lane ``k``'s multiplier cell and weight block RAM in Yosys's ECP5 netlist
@@ -871,31 +875,15 @@ class CrossbarTile(wiring.Component):
         # register becomes one more tree stage instead (same latency), so the top levels —
         # whose operands come from lanes spread over the device — get a stage each.
         fused = chunks == 1 and not self._bias
-        levels = math.ceil(math.log2(lanes)) if lanes > 1 else 0
-        n_regs = self.tree_stages + int(fused)
-        # Register after these levels: the first alone where a level is to spare (the products
-        # leave the DSP cells' output registers on long routes, the 64-lane tile's critical
-        # path with a second level behind them), then pairs, then single levels at the top
-        # (whose operands come from lanes spread over the device).
-        doubles = max(0, levels - n_regs)
-        first = 1 if 0 < doubles < n_regs else 0
-        reg_after = set(range(1, first + 1))
-        reg_after |= {first + 2 * (k + 1) for k in range(doubles)}
-        reg_after |= {first + 2 * doubles + k + 1 for k in range(n_regs - doubles - first)}
-        level = list(prods)
+        m.submodules.tree = tree = AdderTree(width=len(prods[0]), count=lanes,
+                                             stages=self.tree_stages + int(fused))
+        m.d.comb += [term.eq(prod) for term, prod in zip(tree.terms, prods, strict=True)]
+        # The chunk's metadata moves along with it; a fused tree's last stage is the row
+        # accumulator's, whose metadata is fwd_pending.
         valid_t, first_t, last_t = s4, s4_first, s4_last
-        meta_stages = self.tree_stages
-        for depth in range(1, max(levels, n_regs) + 1):
-            if len(level) > 1:
-                level = [level[a] + level[a + 1] if a + 1 < len(level) else level[a]
-                         for a in range(0, len(level), 2)]
-            if depth in reg_after:
-                level = stage(*level, name=f"tree{depth}")
-                if meta_stages:
-                    meta_stages -= 1
-                    valid_t, first_t, last_t = stage(valid_t, first_t, last_t,
-                                                     name=f"tmeta{depth}")
-        tree_sum = level[0]
+        for depth in range(tree.latency - int(fused)):
+            valid_t, first_t, last_t = stage(valid_t, first_t, last_t, name=f"tmeta{depth}")
+        tree_sum = tree.total
         row_acc = Signal(row_shape)
         fwd_pending = Signal()
         m.d.sync += fwd_pending.eq(is_fwd & valid_t & last_t)
@@ -1114,7 +1102,7 @@ class CrossbarTile(wiring.Component):
         # Pipeline occupancy: the operation ends when the last issue has drained: the last
         # forward result is written T + 6 cycles after its issue, a transposed one 6 cycles
         # after; an update writes 5 cycles after and raises the flag (if any) 6 after.
-        forward_drain = self.tree_stages + 6
+        forward_drain = tree.latency + int(not fused) + 5
         drain = Signal(range(forward_drain + 1))
         in_flight = Signal(range(forward_drain + 1))
 
