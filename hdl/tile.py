@@ -21,7 +21,9 @@ reductions:
 Every rounding draws (stochastic mode) in row-major order of its output, as the model does.
 
 Parts, each a component of its own built in ``elaborate``: the forward adder tree
-(:class:`~xbarode.hdl.adder_tree.AdderTree`).
+(:class:`~xbarode.hdl.adder_tree.AdderTree`); the READ_* read-out
+(:class:`~xbarode.hdl.readout.MuxReadout` or, with ``read_chain``,
+:class:`~xbarode.hdl.readout.ChainReadout`).
 """
 
 from __future__ import annotations
@@ -39,13 +41,11 @@ from xbarode.model.fixed_ops import accumulator_bits
 
 from .adder_tree import AdderTree
 from .dsp import Multiplier, maps_to_dsp_cell
+from .groups import GROUP
+from .readout import ChainReadout, MuxReadout
 from .rounding import LfsrBank, narrow, rounding_offset
 
 __all__ = ["CHAIN_MIN_LANES", "GROUP", "CrossbarTile", "TileOp"]
-
-#: Lanes served by one copy of a register they share — the operand, the banks' addresses and
-#: enables, the loaded word, the operation's controls (a fan-out bound for routing).
-GROUP = 8
 
 #: From this many lanes a tile alone (``xbarode generate/cosim/synth tile``) streams READ_*
 #: through its chain of lane registers (``read_chain``).
@@ -1116,22 +1116,26 @@ class CrossbarTile(wiring.Component):
         out_valid = Signal()
         m.d.comb += [self.o.valid.eq(out_valid)]
         chained = self._read_chain
+        readout_class = ChainReadout if chained else MuxReadout
+        m.submodules.readout = readout = readout_class(
+            lanes=lanes, width=len(self.o.payload), w_width=wf.width, y_width=self._out_w,
+            g_width=self._acc_width if train else None)
+        m.d.comb += readout.read_w.eq(op == TileOp.READ_W)
+        if train:
+            m.d.comb += readout.read_g.eq(op == TileOp.READ_G)
         if chained:
-            # The chain acts on registered copies of the FSM's decisions, one per group of lanes
-            # (a decision taken with the handshake would fan out to every lane's registers in the
-            # same cycle, across the device): a word is offered every other cycle (``phase``).
-            chain = [Signal(signed(len(self.o.payload)), name=f"rchain{k}") for k in range(lanes)]
-            chain_load, chain_shift = Signal(), Signal()
+            # The chain acts on registered copies of the FSM's decisions, one per group of lanes:
+            # a word is offered every other cycle (``phase``). It loads W and G from their
+            # registered copies at stage 2 (``w_q``, ``g_q``: no block RAM's clock-to-output in
+            # front of the chain's multiplexer), a cycle after the banks' outputs; ``fresh``
+            # waits for them.
+            m.d.comb += [readout.w[k].eq(w_q[k]) for k in range(lanes)]
+            m.d.comb += [readout.g[k].eq(g_q[k]) for k in range(lanes) if train]
+            chain_load, chain_shift = readout.load, readout.shift
+            load_g = readout.loading
             # Where READ_DATA's offered word is (registered there, see below).
             last_of_chunk, last_word = Signal(), Signal()
-            load_g = group_copies(chain_load, "chain_load")
-            shift_g = group_copies(chain_shift, "chain_shift")
-            # The chain loads W and G from their registered copies at stage 2 (``w_q``, ``g_q``:
-            # no block RAM's clock-to-output in front of the chain's multiplexer), a cycle
-            # after the banks' outputs; ``fresh`` waits for them.
             prefetch, fresh, phase = Signal(2), Signal(), Signal()
-            read_w = group_copies(op == TileOp.READ_W, "read_w")
-            read_g = group_copies(op == TileOp.READ_G, "read_g") if train else None
             loaded = own_copy(chain_load, "chain_loaded")   # = load_g
             m.d.sync += [prefetch.eq(Cat(loaded, prefetch[0])),
                          fresh.eq(~loaded & (fresh | prefetch[1]))]
@@ -1142,14 +1146,11 @@ class CrossbarTile(wiring.Component):
             m.d.comb += [chain_shift.eq(taken & ~last_of_chunk),
                          chain_load.eq(mirrors["READ_LOAD"][0]
                                        | (taken & last_of_chunk & fresh & ~last_word))]
-            for k in range(lanes):
-                source = Mux(read_w[k // GROUP], w_q[k], y_rd[k].data)
-                if train:
-                    source = Mux(read_g[k // GROUP], g_q[k], source)
-                with m.If(load_g[k // GROUP]):
-                    m.d.sync += chain[k].eq(source)
-                with m.Elif(shift_g[k // GROUP]):
-                    m.d.sync += chain[k].eq(chain[k + 1] if k + 1 < lanes else 0)
+        else:
+            m.d.comb += readout.lane.eq(lane)
+            m.d.comb += [readout.w[k].eq(w_rd[k].data) for k in range(lanes)]
+            m.d.comb += [readout.g[k].eq(g_rd[k].data) for k in range(lanes) if train]
+        m.d.comb += [readout.y[k].eq(y_rd[k].data) for k in range(lanes)]
 
         # The banks' reads other than the walks', enabled a cycle ahead: READ_* and the
         # chain's prefetch (a chunk loaded into the chain is the cue to read the next, in the
@@ -1503,7 +1504,7 @@ class CrossbarTile(wiring.Component):
                 with state("READ_DATA"):
                     for k in range(lanes):               # prefetched: the banks read here
                         m.d.comb += y_rd[k].addr.eq(chunk + 1)
-                    m.d.comb += self.o.payload.eq(chain[0])
+                    m.d.comb += self.o.payload.eq(readout.payload)
                     # Where the word offered is, registered: the counters move only with a
                     # handshake, which only a cycle with ``phase`` has, and this state's first
                     # cycle has none — so in every such cycle these describe the counters.
@@ -1535,14 +1536,7 @@ class CrossbarTile(wiring.Component):
                     for k in range(lanes):               # the banks at the next address
                         m.d.comb += y_rd[k].addr.eq(chunk + 1)
                     m.d.comb += out_valid.eq(1)
-                    # One multiplexer per source, indexed by the lane (a tree of log2(lanes)
-                    # levels, not a chain of one 2:1 multiplexer per lane).
-                    m.d.comb += self.o.payload.eq(Array(port.data for port in y_rd)[lane])
-                    with m.If(op == TileOp.READ_W):
-                        m.d.comb += self.o.payload.eq(Array(port.data for port in w_rd)[lane])
-                    if train:
-                        with m.If(op == TileOp.READ_G):
-                            m.d.comb += self.o.payload.eq(Array(port.data for port in g_rd)[lane])
+                    m.d.comb += self.o.payload.eq(readout.payload)
                     with m.If(self.o.ready):
                         m.d.sync += count.eq(count + 1)
                         total = Signal.like(count)

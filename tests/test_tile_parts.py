@@ -1,4 +1,4 @@
-"""The crossbar tile's parts on their own (hdl/adder_tree.py): each against
+"""The crossbar tile's parts on their own (hdl/adder_tree.py, hdl/readout.py): each against
 plain Python arithmetic, cycle by cycle. The tile's own tests (test_tile.py) cover them inside
 the tile against the fixed-point model."""
 
@@ -8,6 +8,7 @@ from amaranth import ClockDomain, Module
 from amaranth.sim import Simulator
 
 from xbarode.hdl.adder_tree import AdderTree
+from xbarode.hdl.readout import ChainReadout, MuxReadout
 
 
 def simulate(dut, bench):
@@ -51,3 +52,65 @@ def test_adder_tree_sums_exactly_latency_cycles_later(count, stages):
 def test_adder_tree_stages_follow_the_pairs_rule():
     assert [AdderTree.min_stages(n) for n in (1, 2, 3, 4, 5, 16, 17, 64, 65)] == \
         [0, 1, 1, 1, 2, 2, 3, 3, 4]
+
+
+def readout_words(rng, lanes):
+    return {"w": rng.integers(-128, 128, lanes).tolist(),
+            "y": rng.integers(-2048, 2048, lanes).tolist(),
+            "g": rng.integers(-(1 << 19), 1 << 19, lanes).tolist()}
+
+
+def set_words(ctx, dut, words):
+    for name, values in words.items():
+        for port, value in zip(getattr(dut, name), values, strict=True):
+            ctx.set(port, value)
+
+
+@pytest.mark.parametrize("lanes", [1, 3, 9])
+def test_mux_readout_offers_the_chosen_lane_of_the_chosen_source(lanes):
+    dut = MuxReadout(lanes=lanes, width=24, w_width=8, y_width=12, g_width=20)
+    words = readout_words(np.random.default_rng(lanes), lanes)
+
+    async def bench(ctx):
+        set_words(ctx, dut, words)
+        for read_w, read_g, source in ((0, 0, "y"), (1, 0, "w"), (0, 1, "g"), (1, 1, "g")):
+            ctx.set(dut.read_w, read_w)
+            ctx.set(dut.read_g, read_g)
+            for lane in range(lanes):
+                ctx.set(dut.lane, lane)
+                assert ctx.get(dut.payload) == words[source][lane]
+
+    simulate(dut, bench)
+
+
+@pytest.mark.parametrize("lanes", [1, 3, 17])
+def test_chain_readout_loads_then_shifts_towards_lane_0(lanes):
+    dut = ChainReadout(lanes=lanes, width=24, w_width=8, y_width=12, g_width=20)
+    rng = np.random.default_rng(lanes)
+
+    async def bench(ctx):
+        for read_w, read_g, source in ((1, 0, "w"), (0, 0, "y"), (0, 1, "g")):
+            set_words(ctx, dut, readout_words(rng, lanes))   # gone before the chain loads
+            ctx.set(dut.read_w, read_w)
+            ctx.set(dut.read_g, read_g)
+            ctx.set(dut.load, 1)
+            await ctx.tick()
+            ctx.set(dut.load, 0)
+            # Every group's copy of the load, a cycle after it; the chain takes the words of
+            # that cycle.
+            assert [ctx.get(flag) for flag in dut.loading] == [1] * len(dut.loading)
+            words = readout_words(rng, lanes)
+            set_words(ctx, dut, words)
+            await ctx.tick()
+            assert not any(ctx.get(flag) for flag in dut.loading)
+            set_words(ctx, dut, readout_words(rng, lanes))   # after the load: unseen
+            offered = []
+            for _ in range(lanes + 1):
+                offered.append(ctx.get(dut.payload))
+                ctx.set(dut.shift, 1)
+                await ctx.tick()
+                ctx.set(dut.shift, 0)
+                await ctx.tick()   # the shift acts two cycles after it is asked
+            assert offered == [*words[source], 0]
+
+    simulate(dut, bench)
