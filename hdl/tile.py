@@ -23,7 +23,8 @@ Every rounding draws (stochastic mode) in row-major order of its output, as the 
 Parts, each a component of its own built in ``elaborate``: the forward adder tree
 (:class:`~xbarode.hdl.adder_tree.AdderTree`); the READ_* read-out
 (:class:`~xbarode.hdl.readout.MuxReadout` or, with ``read_chain``,
-:class:`~xbarode.hdl.readout.ChainReadout`).
+:class:`~xbarode.hdl.readout.ChainReadout`); the forward output stage (row accumulator, bias,
+rounding, output memory: :class:`~xbarode.hdl.output_stage.ForwardOutput`).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from xbarode.model.fixed_ops import accumulator_bits
 from .adder_tree import AdderTree
 from .dsp import Multiplier, maps_to_dsp_cell
 from .groups import GROUP
+from .output_stage import ForwardOutput, narrow_product
 from .readout import ChainReadout, MuxReadout
 from .rounding import LfsrBank, narrow, rounding_offset
 
@@ -522,11 +524,6 @@ class CrossbarTile(wiring.Component):
         y_rd = [mem.read_port() for mem in y_banks]
         y_wr = [mem.write_port() for mem in y_banks]
         s_rd, s_wr = s_mem.read_port(), s_mem.write_port()
-        # FORWARD's rows are rounded one by one in one place: each word goes into a memory
-        # beside the rounding (LUT RAM), not out to its lane's bank across the device.
-        f_mem = Memory(shape=signed(self._out_w), depth=rows, init=[])
-        m.submodules.f = f_mem
-        f_rd, f_wr = f_mem.read_port(domain="comb"), f_mem.write_port()
         if self._bias:
             b_mem = Memory(shape=signed(wf.width), depth=rows, init=[])
             m.submodules.bias = b_mem
@@ -883,50 +880,27 @@ class CrossbarTile(wiring.Component):
         valid_t, first_t, last_t = s4, s4_first, s4_last
         for depth in range(tree.latency - int(fused)):
             valid_t, first_t, last_t = stage(valid_t, first_t, last_t, name=f"tmeta{depth}")
-        tree_sum = tree.total
-        row_acc = Signal(row_shape)
-        fwd_pending = Signal()
-        m.d.sync += fwd_pending.eq(is_fwd & valid_t & last_t)
-        if fused:
-            # The tree's last register is the row's sum (its metadata is fwd_pending).
-            m.d.comb += row_acc.eq(tree_sum)
-        else:
-            start_sum = tree_sum
-            if self._bias:
-                # The row of the chunk at the accumulator, counted there; the bias memory is
-                # read combinationally (rows words, LUT RAM).
-                bias_row = Signal(range(max(rows, 2)))
-                m.d.comb += b_rd.addr.eq(bias_row)
-                bias_term = b_rd.data << self._if.frac
-                start_sum = tree_sum + (Mux(is_grad, 0, bias_term) if train else bias_term)
-                with m.If(is_fwd & valid_t & last_t):
-                    m.d.sync += bias_row.eq(bias_row + 1)
-                with m.If(self.start & ~self.busy):
-                    m.d.sync += bias_row.eq(0)
-            with m.If(is_fwd & valid_t):
-                with m.If(first_t):
-                    m.d.sync += row_acc.eq(start_sum)
-                with m.Else():
-                    m.d.sync += row_acc.eq(row_acc + tree_sum)
-        # The rounded word is registered (for the f memory, the side port and the flag), then
-        # written into the f memory (row ``fwd_row``) the cycle after: the LUT RAM's write
-        # data has a setup time of its own, not to be added to the rounding's carry chain.
-        fwd_row = Signal(range(max(rows, 2)))
-        fwd_written, fwd_sat_r = Signal(), Signal()
-        fwd_y_r = Signal(signed(self._out_w), name="fwd_y")
-        m.d.sync += fwd_written.eq(fwd_pending)
-        with m.If(fwd_pending):
-            fwd_y, fwd_sat = self._narrow_product(m, row_acc, is_grad, offset, 0)
-            m.d.sync += [fwd_y_r.eq(fwd_y), fwd_sat_r.eq(fwd_sat)]
+        # The rows' sums, bias, rounding and memory (the side port's stream is its output).
+        m.submodules.fwd = fwd = ForwardOutput(
+            rows=rows, sum_width=len(tree.total), acc_width=row_shape.width,
+            shift=self.forward_shift, width=self._of.width, out_width=self._out_w,
+            rounding=self._rounding, draw_bits=0 if draws is None else len(draws[0]),
+            grad=(self.grad_product_shift, self._gf.width) if train else None,
+            bias=(wf.width, self._if.frac) if self._bias else None, accumulate=not fused)
+        m.d.comb += [fwd.total.eq(tree.total), fwd.valid.eq(valid_t), fwd.first.eq(first_t),
+                     fwd.last.eq(last_t), fwd.forward.eq(is_fwd),
+                     fwd.restart.eq(self.start & ~self.busy)]
+        if train:
+            m.d.comb += fwd.grad.eq(is_grad)
+        if draws is not None:
+            m.d.comb += fwd.draw.eq(draws[0])
+        if self._bias:
+            m.d.comb += [b_rd.addr.eq(fwd.bias_row), fwd.bias.eq(b_rd.data)]
+        with m.If(fwd.rounds):
             advance_product(1)
-        with m.If(fwd_written):
-            m.d.comb += [f_wr.addr.eq(fwd_row), f_wr.data.eq(fwd_y_r), f_wr.en.eq(1)]
-            m.d.sync += fwd_row.eq(fwd_row + 1)
-        with m.If(self.start & ~self.busy):
-            m.d.sync += fwd_row.eq(0)
         if self._side:
-            m.d.comb += [self.y_out.valid.eq(fwd_written), self.y_out.payload.eq(fwd_y_r)]
-        with m.If(fwd_written & fwd_sat_r):
+            wiring.connect(m, fwd.y, wiring.flipped(self.y_out))
+        with m.If(fwd.overflow):
             m.d.comb += overflow_set.eq(1)
 
         # Transposed: lane accumulators over the rows; the chunk's roundings happen the cycle
@@ -1489,7 +1463,8 @@ class CrossbarTile(wiring.Component):
             # READ_Y after a FORWARD*: the f memory, one word per cycle (after READ_ADDR's
             # cycle, as from the banks).
             with state("READ_F"):
-                m.d.comb += [f_rd.addr.eq(count), out_valid.eq(1), self.o.payload.eq(f_rd.data)]
+                m.d.comb += [fwd.read_addr.eq(count), out_valid.eq(1),
+                             self.o.payload.eq(fwd.read_data)]
                 with m.If(self.o.ready):
                     m.d.sync += count.eq(count + 1)
                     with m.If(count == rows - 1):
@@ -1599,13 +1574,7 @@ class CrossbarTile(wiring.Component):
     def _narrow_product(self, m, acc, is_grad, offset, k):
         """The one rounding of a product: inference formats, or gradient formats when
         ``is_grad`` (tiles with ``grad_format``); output in the wider of the two."""
-        y, sat = narrow(m, acc, self.forward_shift, self._of.width,
-                        offset(k, self.forward_shift))
-        if self._gf is None:
-            return y, sat
-        y_g, sat_g = narrow(m, acc, self.grad_product_shift, self._gf.width,
-                            offset(k, self.grad_product_shift))
-        out, flag = Signal(signed(self._out_w)), Signal()
-        m.d.comb += [out.eq(Mux(is_grad, y_g, y)), flag.eq(Mux(is_grad, sat_g, sat))]
-        return out, flag
-
+        grad = None if self._gf is None else (self.grad_product_shift, self._gf.width)
+        return narrow_product(m, acc, shift=self.forward_shift, width=self._of.width,
+                              out_width=self._out_w, offset=lambda shift: offset(k, shift),
+                              grad=grad, is_grad=is_grad)

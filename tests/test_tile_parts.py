@@ -1,6 +1,6 @@
-"""The crossbar tile's parts on their own (hdl/adder_tree.py, hdl/readout.py): each against
-plain Python arithmetic, cycle by cycle. The tile's own tests (test_tile.py) cover them inside
-the tile against the fixed-point model."""
+"""The crossbar tile's parts on their own (hdl/adder_tree.py, hdl/readout.py,
+hdl/output_stage.py): each against plain Python arithmetic, cycle by cycle. The tile's own
+tests (test_tile.py) cover them inside the tile against the fixed-point model."""
 
 import numpy as np
 import pytest
@@ -8,6 +8,7 @@ from amaranth import ClockDomain, Module
 from amaranth.sim import Simulator
 
 from xbarode.hdl.adder_tree import AdderTree
+from xbarode.hdl.output_stage import ForwardOutput
 from xbarode.hdl.readout import ChainReadout, MuxReadout
 
 
@@ -114,3 +115,54 @@ def test_chain_readout_loads_then_shifts_towards_lane_0(lanes):
             assert offered == [*words[source], 0]
 
     simulate(dut, bench)
+
+
+def test_forward_output_rounds_each_row_once_with_its_bias():
+    """Rows of two chunks, a bias per row, nearest rounding of 3 bits into 6-bit words: each
+    word ``sat((Σ chunks + bias·4 + 4) >> 3)`` on ``y`` two cycles after its last chunk, the
+    flag with it where it saturated, and in the memory at its row."""
+    rows, shift, width = 4, 3, 6
+    dut = ForwardOutput(rows=rows, sum_width=12, acc_width=14, shift=shift, width=width,
+                        out_width=width, rounding="nearest", bias=(8, 2))
+    rng = np.random.default_rng(3)
+    chunks = rng.integers(-300, 300, (rows, 2)).tolist()
+    chunks[1] = [2000, 2000]   # saturates high
+    biases = rng.integers(-128, 128, rows).tolist()
+    expected, flags = [], []
+    for (a, b), bias in zip(chunks, biases, strict=True):
+        word = (a + b + bias * 4 + (1 << (shift - 1))) >> shift
+        clipped = min(max(word, -(1 << (width - 1))), (1 << (width - 1)) - 1)
+        expected.append(clipped)
+        flags.append(int(clipped != word))
+    seen = {}
+
+    async def bench(ctx):
+        ctx.set(dut.forward, 1)
+        ctx.set(dut.restart, 1)
+        await ctx.tick()
+        ctx.set(dut.restart, 0)
+        cycle = 0
+        for row in range(rows):
+            for c in range(2):
+                ctx.set(dut.bias, biases[ctx.get(dut.bias_row)])
+                ctx.set(dut.total, chunks[row][c])
+                ctx.set(dut.valid, 1)
+                ctx.set(dut.first, c == 0)
+                ctx.set(dut.last, c == 1)
+                if ctx.get(dut.y.valid):
+                    seen[cycle] = (ctx.get(dut.y.payload), ctx.get(dut.overflow))
+                await ctx.tick()
+                cycle += 1
+        ctx.set(dut.valid, 0)
+        for _ in range(4):
+            if ctx.get(dut.y.valid):
+                seen[cycle] = (ctx.get(dut.y.payload), ctx.get(dut.overflow))
+            await ctx.tick()
+            cycle += 1
+        for row in range(rows):
+            ctx.set(dut.read_addr, row)
+            assert ctx.get(dut.read_data) == expected[row]
+
+    simulate(dut, bench)
+    # Row r's last chunk is at cycle 2r + 1; its word two cycles later.
+    assert seen == {2 * r + 3: (expected[r], flags[r]) for r in range(rows)}
