@@ -19,12 +19,17 @@ reductions:
   read, updated and written back.
 
 Every rounding draws (stochastic mode) in row-major order of its output, as the model does.
+
+Parts, each a component of its own built in ``elaborate``: the forward adder tree
+(:class:`~xbarode.hdl.adder_tree.AdderTree`); the READ_* read-out
+(:class:`~xbarode.hdl.readout.MuxReadout` or, with ``read_chain``,
+:class:`~xbarode.hdl.readout.ChainReadout`); the forward output stage (row accumulator, bias,
+rounding, output memory: :class:`~xbarode.hdl.output_stage.ForwardOutput`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 
 import numpy as np
 from amaranth import Array, Cat, Module, Mux, Signal, Value, signed, unsigned
@@ -35,14 +40,14 @@ from amaranth.lib.wiring import In, Out
 from xbarode.model.fixed import LFSR_SEED, ROUNDINGS, Format, Lfsr
 from xbarode.model.fixed_ops import accumulator_bits
 
+from .adder_tree import AdderTree
 from .dsp import Multiplier, maps_to_dsp_cell
+from .groups import GROUP
+from .output_stage import ForwardOutput, narrow_product
+from .readout import ChainReadout, MuxReadout
 from .rounding import LfsrBank, narrow, rounding_offset
 
 __all__ = ["CHAIN_MIN_LANES", "GROUP", "CrossbarTile", "TileOp"]
-
-#: Lanes served by one copy of a register they share — the operand, the banks' addresses and
-#: enables, the loaded word, the operation's controls (a fan-out bound for routing).
-GROUP = 8
 
 #: From this many lanes a tile alone (``xbarode generate/cosim/synth tile``) streams READ_*
 #: through its chain of lane registers (``read_chain``).
@@ -450,8 +455,9 @@ class CrossbarTile(wiring.Component):
 
     @property
     def tree_stages(self) -> int:
-        """Register stages of the forward adder tree (one per two levels)."""
-        return math.ceil(math.ceil(math.log2(self._lanes)) / 2) if self._lanes > 1 else 0
+        """Register stages of the forward adder tree (one per two levels,
+        :meth:`AdderTree.min_stages <xbarode.hdl.adder_tree.AdderTree.min_stages>`)."""
+        return AdderTree.min_stages(self._lanes)
 
     def lane_cells(self, platform):
         """Names of lane ``k``'s multiplier cell and weight block RAM in Yosys's ECP5 netlist
@@ -520,11 +526,6 @@ class CrossbarTile(wiring.Component):
         y_rd = [mem.read_port() for mem in y_banks]
         y_wr = [mem.write_port() for mem in y_banks]
         s_rd, s_wr = s_mem.read_port(), s_mem.write_port()
-        # FORWARD's rows are rounded one by one in one place: each word goes into a memory
-        # beside the rounding (LUT RAM), not out to its lane's bank across the device.
-        f_mem = Memory(shape=signed(self._out_w), depth=rows, init=[])
-        m.submodules.f = f_mem
-        f_rd, f_wr = f_mem.read_port(domain="comb"), f_mem.write_port()
         if self._bias:
             b_mem = Memory(shape=signed(wf.width), depth=rows, init=[])
             m.submodules.bias = b_mem
@@ -873,74 +874,35 @@ class CrossbarTile(wiring.Component):
         # register becomes one more tree stage instead (same latency), so the top levels —
         # whose operands come from lanes spread over the device — get a stage each.
         fused = chunks == 1 and not self._bias
-        levels = math.ceil(math.log2(lanes)) if lanes > 1 else 0
-        n_regs = self.tree_stages + int(fused)
-        # Register after these levels: the first alone where a level is to spare (the products
-        # leave the DSP cells' output registers on long routes, the 64-lane tile's critical
-        # path with a second level behind them), then pairs, then single levels at the top
-        # (whose operands come from lanes spread over the device).
-        doubles = max(0, levels - n_regs)
-        first = 1 if 0 < doubles < n_regs else 0
-        reg_after = set(range(1, first + 1))
-        reg_after |= {first + 2 * (k + 1) for k in range(doubles)}
-        reg_after |= {first + 2 * doubles + k + 1 for k in range(n_regs - doubles - first)}
-        level = list(prods)
+        m.submodules.tree = tree = AdderTree(width=len(prods[0]), count=lanes,
+                                             stages=self.tree_stages + int(fused))
+        m.d.comb += [term.eq(prod) for term, prod in zip(tree.terms, prods, strict=True)]
+        # The chunk's metadata moves along with it; a fused tree's last stage is the row
+        # accumulator's, whose metadata is fwd_pending.
         valid_t, first_t, last_t = s4, s4_first, s4_last
-        meta_stages = self.tree_stages
-        for depth in range(1, max(levels, n_regs) + 1):
-            if len(level) > 1:
-                level = [level[a] + level[a + 1] if a + 1 < len(level) else level[a]
-                         for a in range(0, len(level), 2)]
-            if depth in reg_after:
-                level = stage(*level, name=f"tree{depth}")
-                if meta_stages:
-                    meta_stages -= 1
-                    valid_t, first_t, last_t = stage(valid_t, first_t, last_t,
-                                                     name=f"tmeta{depth}")
-        tree_sum = level[0]
-        row_acc = Signal(row_shape)
-        fwd_pending = Signal()
-        m.d.sync += fwd_pending.eq(is_fwd & valid_t & last_t)
-        if fused:
-            # The tree's last register is the row's sum (its metadata is fwd_pending).
-            m.d.comb += row_acc.eq(tree_sum)
-        else:
-            start_sum = tree_sum
-            if self._bias:
-                # The row of the chunk at the accumulator, counted there; the bias memory is
-                # read combinationally (rows words, LUT RAM).
-                bias_row = Signal(range(max(rows, 2)))
-                m.d.comb += b_rd.addr.eq(bias_row)
-                bias_term = b_rd.data << self._if.frac
-                start_sum = tree_sum + (Mux(is_grad, 0, bias_term) if train else bias_term)
-                with m.If(is_fwd & valid_t & last_t):
-                    m.d.sync += bias_row.eq(bias_row + 1)
-                with m.If(self.start & ~self.busy):
-                    m.d.sync += bias_row.eq(0)
-            with m.If(is_fwd & valid_t):
-                with m.If(first_t):
-                    m.d.sync += row_acc.eq(start_sum)
-                with m.Else():
-                    m.d.sync += row_acc.eq(row_acc + tree_sum)
-        # The rounded word is registered (for the f memory, the side port and the flag), then
-        # written into the f memory (row ``fwd_row``) the cycle after: the LUT RAM's write
-        # data has a setup time of its own, not to be added to the rounding's carry chain.
-        fwd_row = Signal(range(max(rows, 2)))
-        fwd_written, fwd_sat_r = Signal(), Signal()
-        fwd_y_r = Signal(signed(self._out_w), name="fwd_y")
-        m.d.sync += fwd_written.eq(fwd_pending)
-        with m.If(fwd_pending):
-            fwd_y, fwd_sat = self._narrow_product(m, row_acc, is_grad, offset, 0)
-            m.d.sync += [fwd_y_r.eq(fwd_y), fwd_sat_r.eq(fwd_sat)]
+        for depth in range(tree.latency - int(fused)):
+            valid_t, first_t, last_t = stage(valid_t, first_t, last_t, name=f"tmeta{depth}")
+        # The rows' sums, bias, rounding and memory (the side port's stream is its output).
+        m.submodules.fwd = fwd = ForwardOutput(
+            rows=rows, sum_width=len(tree.total), acc_width=row_shape.width,
+            shift=self.forward_shift, width=self._of.width, out_width=self._out_w,
+            rounding=self._rounding, draw_bits=0 if draws is None else len(draws[0]),
+            grad=(self.grad_product_shift, self._gf.width) if train else None,
+            bias=(wf.width, self._if.frac) if self._bias else None, accumulate=not fused)
+        m.d.comb += [fwd.total.eq(tree.total), fwd.valid.eq(valid_t), fwd.first.eq(first_t),
+                     fwd.last.eq(last_t), fwd.forward.eq(is_fwd),
+                     fwd.restart.eq(self.start & ~self.busy)]
+        if train:
+            m.d.comb += fwd.grad.eq(is_grad)
+        if draws is not None:
+            m.d.comb += fwd.draw.eq(draws[0])
+        if self._bias:
+            m.d.comb += [b_rd.addr.eq(fwd.bias_row), fwd.bias.eq(b_rd.data)]
+        with m.If(fwd.rounds):
             advance_product(1)
-        with m.If(fwd_written):
-            m.d.comb += [f_wr.addr.eq(fwd_row), f_wr.data.eq(fwd_y_r), f_wr.en.eq(1)]
-            m.d.sync += fwd_row.eq(fwd_row + 1)
-        with m.If(self.start & ~self.busy):
-            m.d.sync += fwd_row.eq(0)
         if self._side:
-            m.d.comb += [self.y_out.valid.eq(fwd_written), self.y_out.payload.eq(fwd_y_r)]
-        with m.If(fwd_written & fwd_sat_r):
+            wiring.connect(m, fwd.y, wiring.flipped(self.y_out))
+        with m.If(fwd.overflow):
             m.d.comb += overflow_set.eq(1)
 
         # Transposed: lane accumulators over the rows; the chunk's roundings happen the cycle
@@ -1116,7 +1078,7 @@ class CrossbarTile(wiring.Component):
         # Pipeline occupancy: the operation ends when the last issue has drained: the last
         # forward result is written T + 6 cycles after its issue, a transposed one 6 cycles
         # after; an update writes 5 cycles after and raises the flag (if any) 6 after.
-        forward_drain = self.tree_stages + 6
+        forward_drain = tree.latency + int(not fused) + 5
         drain = Signal(range(forward_drain + 1))
         in_flight = Signal(range(forward_drain + 1))
 
@@ -1130,22 +1092,26 @@ class CrossbarTile(wiring.Component):
         out_valid = Signal()
         m.d.comb += [self.o.valid.eq(out_valid)]
         chained = self._read_chain
+        readout_class = ChainReadout if chained else MuxReadout
+        m.submodules.readout = readout = readout_class(
+            lanes=lanes, width=len(self.o.payload), w_width=wf.width, y_width=self._out_w,
+            g_width=self._acc_width if train else None)
+        m.d.comb += readout.read_w.eq(op == TileOp.READ_W)
+        if train:
+            m.d.comb += readout.read_g.eq(op == TileOp.READ_G)
         if chained:
-            # The chain acts on registered copies of the FSM's decisions, one per group of lanes
-            # (a decision taken with the handshake would fan out to every lane's registers in the
-            # same cycle, across the device): a word is offered every other cycle (``phase``).
-            chain = [Signal(signed(len(self.o.payload)), name=f"rchain{k}") for k in range(lanes)]
-            chain_load, chain_shift = Signal(), Signal()
+            # The chain acts on registered copies of the FSM's decisions, one per group of lanes:
+            # a word is offered every other cycle (``phase``). It loads W and G from their
+            # registered copies at stage 2 (``w_q``, ``g_q``: no block RAM's clock-to-output in
+            # front of the chain's multiplexer), a cycle after the banks' outputs; ``fresh``
+            # waits for them.
+            m.d.comb += [readout.w[k].eq(w_q[k]) for k in range(lanes)]
+            m.d.comb += [readout.g[k].eq(g_q[k]) for k in range(lanes) if train]
+            chain_load, chain_shift = readout.load, readout.shift
+            load_g = readout.loading
             # Where READ_DATA's offered word is (registered there, see below).
             last_of_chunk, last_word = Signal(), Signal()
-            load_g = group_copies(chain_load, "chain_load")
-            shift_g = group_copies(chain_shift, "chain_shift")
-            # The chain loads W and G from their registered copies at stage 2 (``w_q``, ``g_q``:
-            # no block RAM's clock-to-output in front of the chain's multiplexer), a cycle
-            # after the banks' outputs; ``fresh`` waits for them.
             prefetch, fresh, phase = Signal(2), Signal(), Signal()
-            read_w = group_copies(op == TileOp.READ_W, "read_w")
-            read_g = group_copies(op == TileOp.READ_G, "read_g") if train else None
             loaded = own_copy(chain_load, "chain_loaded")   # = load_g
             m.d.sync += [prefetch.eq(Cat(loaded, prefetch[0])),
                          fresh.eq(~loaded & (fresh | prefetch[1]))]
@@ -1156,14 +1122,11 @@ class CrossbarTile(wiring.Component):
             m.d.comb += [chain_shift.eq(taken & ~last_of_chunk),
                          chain_load.eq(mirrors["READ_LOAD"][0]
                                        | (taken & last_of_chunk & fresh & ~last_word))]
-            for k in range(lanes):
-                source = Mux(read_w[k // GROUP], w_q[k], y_rd[k].data)
-                if train:
-                    source = Mux(read_g[k // GROUP], g_q[k], source)
-                with m.If(load_g[k // GROUP]):
-                    m.d.sync += chain[k].eq(source)
-                with m.Elif(shift_g[k // GROUP]):
-                    m.d.sync += chain[k].eq(chain[k + 1] if k + 1 < lanes else 0)
+        else:
+            m.d.comb += readout.lane.eq(lane)
+            m.d.comb += [readout.w[k].eq(w_rd[k].data) for k in range(lanes)]
+            m.d.comb += [readout.g[k].eq(g_rd[k].data) for k in range(lanes) if train]
+        m.d.comb += [readout.y[k].eq(y_rd[k].data) for k in range(lanes)]
 
         # The banks' reads other than the walks', enabled a cycle ahead: READ_* and the
         # chain's prefetch (a chunk loaded into the chain is the cue to read the next, in the
@@ -1502,7 +1465,8 @@ class CrossbarTile(wiring.Component):
             # READ_Y after a FORWARD*: the f memory, one word per cycle (after READ_ADDR's
             # cycle, as from the banks).
             with state("READ_F"):
-                m.d.comb += [f_rd.addr.eq(count), out_valid.eq(1), self.o.payload.eq(f_rd.data)]
+                m.d.comb += [fwd.read_addr.eq(count), out_valid.eq(1),
+                             self.o.payload.eq(fwd.read_data)]
                 with m.If(self.o.ready):
                     m.d.sync += count.eq(count + 1)
                     with m.If(count == rows - 1):
@@ -1517,7 +1481,7 @@ class CrossbarTile(wiring.Component):
                 with state("READ_DATA"):
                     for k in range(lanes):               # prefetched: the banks read here
                         m.d.comb += y_rd[k].addr.eq(chunk + 1)
-                    m.d.comb += self.o.payload.eq(chain[0])
+                    m.d.comb += self.o.payload.eq(readout.payload)
                     # Where the word offered is, registered: the counters move only with a
                     # handshake, which only a cycle with ``phase`` has, and this state's first
                     # cycle has none — so in every such cycle these describe the counters.
@@ -1549,14 +1513,7 @@ class CrossbarTile(wiring.Component):
                     for k in range(lanes):               # the banks at the next address
                         m.d.comb += y_rd[k].addr.eq(chunk + 1)
                     m.d.comb += out_valid.eq(1)
-                    # One multiplexer per source, indexed by the lane (a tree of log2(lanes)
-                    # levels, not a chain of one 2:1 multiplexer per lane).
-                    m.d.comb += self.o.payload.eq(Array(port.data for port in y_rd)[lane])
-                    with m.If(op == TileOp.READ_W):
-                        m.d.comb += self.o.payload.eq(Array(port.data for port in w_rd)[lane])
-                    if train:
-                        with m.If(op == TileOp.READ_G):
-                            m.d.comb += self.o.payload.eq(Array(port.data for port in g_rd)[lane])
+                    m.d.comb += self.o.payload.eq(readout.payload)
                     with m.If(self.o.ready):
                         m.d.sync += count.eq(count + 1)
                         total = Signal.like(count)
@@ -1627,13 +1584,7 @@ class CrossbarTile(wiring.Component):
     def _narrow_product(self, m, acc, is_grad, offset, k):
         """The one rounding of a product: inference formats, or gradient formats when
         ``is_grad`` (tiles with ``grad_format``); output in the wider of the two."""
-        y, sat = narrow(m, acc, self.forward_shift, self._of.width,
-                        offset(k, self.forward_shift))
-        if self._gf is None:
-            return y, sat
-        y_g, sat_g = narrow(m, acc, self.grad_product_shift, self._gf.width,
-                            offset(k, self.grad_product_shift))
-        out, flag = Signal(signed(self._out_w)), Signal()
-        m.d.comb += [out.eq(Mux(is_grad, y_g, y)), flag.eq(Mux(is_grad, sat_g, sat))]
-        return out, flag
-
+        grad = None if self._gf is None else (self.grad_product_shift, self._gf.width)
+        return narrow_product(m, acc, shift=self.forward_shift, width=self._of.width,
+                              out_width=self._out_w, offset=lambda shift: offset(k, shift),
+                              grad=grad, is_grad=is_grad)
