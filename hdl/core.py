@@ -39,7 +39,7 @@ from amaranth.lib import enum, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from xbarode.core_config import CoreConfig
+from xbarode.model.core_config import CoreConfig
 from xbarode.model.fixed_net import site_seed
 
 from .fourier import FourierConv, FourierOp
@@ -104,7 +104,7 @@ _B_NEU, _B_G = range(2)
 
 
 class Core(wiring.Component):
-    """The neural-ODE core for a :class:`~xbarode.core_config.CoreConfig`.
+    """The neural-ODE core for a :class:`~xbarode.model.core_config.CoreConfig`.
 
     Attributes
     ----------

@@ -13,7 +13,7 @@ __all__ = ["run_plan_amaranth"]
 def run_plan_amaranth(config, plan: dict, vcd_path=None):
     """Run ``plan`` on the core in Amaranth's simulator.
 
-    ``config`` is the core's :class:`~xbarode.core_config.CoreConfig`, or anything holding it
+    ``config`` is the core's :class:`~xbarode.model.core_config.CoreConfig`, or anything holding it
     as ``.config`` (the command line's ``AdjointParams``).
 
     Returns

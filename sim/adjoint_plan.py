@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from xbarode.core_config import CoreConfig
+from xbarode.model.core_config import CoreConfig
 
 from .core_plan import hardware_counts, model_network, operation_limits
 

@@ -17,7 +17,7 @@ import dataclasses
 
 import numpy as np
 
-from xbarode.core_config import CoreConfig
+from xbarode.model.core_config import CoreConfig
 from xbarode.model.fixed import Overflow
 
 __all__ = ["compare", "core_params", "hardware_counts", "make_plan", "model_network",

@@ -23,8 +23,8 @@ import pytest
 
 from helpers import last_json, run
 from xbarode import simulate
-from xbarode.core_config import CoreConfig
 from xbarode.model import Config, save_weights
+from xbarode.model.core_config import CoreConfig
 from xbarode.model.train import init_params
 
 SCRIPT = shutil.which("xbarode", path=os.path.dirname(sys.executable))

@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 
 from helpers import LIVE_FRACTION, Draws, first_seed, last_json, live_fraction, run
 from xbarode.cli import main
-from xbarode.core_config import ConfigError, CoreConfig, load_config
 from xbarode.hdl.core import Core
+from xbarode.model.core_config import ConfigError, CoreConfig, load_config
 from xbarode.sim import core_plan
 from xbarode.sim.core_amaranth import run_plan_amaranth
 from xbarode.sim.core_plan import compare, make_plan, model_results, random_params
@@ -426,7 +426,7 @@ def test_simulate_refuses_weights_of_another_shape(capsys, tmp_path):
 
 
 def test_set_overrides_the_configuration(tmp_path):
-    from xbarode.core_config import parse_overrides
+    from xbarode.model.core_config import parse_overrides
 
     path = tmp_path / "c.toml"
     path.write_text('[ode]\nsteps = 4\n')

@@ -15,8 +15,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from helpers import LIVE_FRACTION, Draws, first_seed, last_json, live_fraction, run
-from xbarode.core_config import ConfigError, CoreConfig
 from xbarode.hdl.tile import CrossbarTile
+from xbarode.model.core_config import ConfigError, CoreConfig
 from xbarode.model.fixed import Format, Rounder
 from xbarode.model.fixed_ops import FixedTile
 from xbarode.sim import adjoint_plan
@@ -302,7 +302,7 @@ def test_train_on_rtl_bad_input(capsys):
 
 
 def test_training_config_round_trips(tmp_path):
-    from xbarode.core_config import load_config
+    from xbarode.model.core_config import load_config
 
     config = dataclasses.replace(small(), lr=0.25, batch=8)
     path = tmp_path / "core.toml"

@@ -13,8 +13,8 @@ the winning class is the last one evaluated, the only saturating word is the las
 import numpy as np
 import pytest
 
-from xbarode.core_config import CoreConfig
 from xbarode.hdl.core import Core, CoreOp
+from xbarode.model.core_config import CoreConfig
 from xbarode.sim import adjoint_plan, core_plan
 from xbarode.sim.streams import TAIL, op_receive, op_sample, op_send, pulse, run_simulation
 

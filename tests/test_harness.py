@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from fake_unit import FakeUnit
 
-from xbarode.core_config import CoreConfig
+from xbarode.model.core_config import CoreConfig
 from xbarode.sim import adjoint_plan, core_plan, streams, tile_plan
 from xbarode.sim.latency import OperationTimeout, latency_bound, limit
 from xbarode.sim.streams import (

@@ -261,7 +261,7 @@ def test_handshake_rules_hold_for_every_operation(generated, unit):
     _, manifest = generated[unit]
     registry = REGISTRY[unit.removesuffix("-chain")]
     if unit == "core":
-        from xbarode.core_config import CoreConfig
+        from xbarode.model.core_config import CoreConfig
 
         params = CoreConfig(image=(2, 3), classes=3, lanes=2, steps=2)
     else:

@@ -1,5 +1,6 @@
 """The code base passes ruff with the rule set chosen in pyproject.toml."""
 
+import ast
 import shutil
 import subprocess
 import sys
@@ -14,3 +15,37 @@ def test_ruff_finds_nothing():
     result = subprocess.run([ruff, "check", "--no-cache", str(ROOT)], capture_output=True,
                             text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# Which package may import which (the layering of the architecture): the golden model stands
+# alone, the hardware uses only the model's constants, co-simulation joins the two, and only
+# the command-line package (xbarode/) sits on top of everything.
+ALLOWED_IMPORTS = {
+    "model": {"xbarode.model"},
+    "hdl": {"xbarode.model", "xbarode.hdl"},
+    "sim": {"xbarode.model", "xbarode.hdl", "xbarode.sim"},
+}
+
+
+def project_imports(path: Path):
+    """The ``xbarode…`` modules that the file at ``path`` imports, with their line numbers."""
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]
+        elif isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        else:
+            continue
+        for name in names:
+            if name == "xbarode" or name.startswith("xbarode."):
+                yield node.lineno, name
+
+
+def test_packages_import_only_the_layers_below_them():
+    wrong = []
+    for folder, allowed in ALLOWED_IMPORTS.items():
+        for path in sorted((ROOT / folder).glob("*.py")):
+            for line, name in project_imports(path):
+                if not any(name == top or name.startswith(top + ".") for top in allowed):
+                    wrong.append(f"{folder}/{path.name}:{line} imports {name}")
+    assert not wrong, "\n".join(wrong)

@@ -326,7 +326,8 @@ def cmd_train(args) -> dict:
 
 
 def _train_on_rtl(args) -> dict:
-    from .core_config import load_config, parse_overrides
+    from xbarode.model.core_config import load_config, parse_overrides
+
     from .model import load_digits_split, load_weights
     from .simulate import check_weights
     from .train_rtl import initial_params, train_rtl
@@ -426,7 +427,8 @@ def _synth_figure() -> dict | None:
 
 def cmd_simulate(args) -> dict:
     """``xbarode simulate``: digits through the RTL core and the fixed-point model."""
-    from .core_config import load_config, parse_overrides
+    from xbarode.model.core_config import load_config, parse_overrides
+
     from .model import load_weights
     from .simulate import DEFAULT_WEIGHTS, check_weights, default_weights, simulate_core
 
@@ -474,7 +476,8 @@ def _print_simulation(result: dict) -> None:
 
 def cmd_demo(args) -> dict:
     """``xbarode demo``: the whole flow on the default configuration."""
-    from .core_config import load_config, parse_overrides
+    from xbarode.model.core_config import load_config, parse_overrides
+
     from .model import accuracy, load_digits_split, load_weights
     from .simulate import TOP, weights_differences
 

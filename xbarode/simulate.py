@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from xbarode.core_config import CoreConfig
+from xbarode.model.core_config import CoreConfig
 
 __all__ = ["DEFAULT_WEIGHTS", "check_weights", "default_weights", "mac_count", "simulate_core",
            "weights_differences"]

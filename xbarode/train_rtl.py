@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from xbarode.core_config import CoreConfig
+from xbarode.model.core_config import CoreConfig
 
 __all__ = ["initial_params", "train_rtl"]
 

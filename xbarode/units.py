@@ -293,14 +293,14 @@ _FOURIER_HELP = {
 def _core_arguments(parser) -> None:
     parser.add_argument("--config", type=Path, default=None,
                         help="core configuration (TOML; default: the digits core, see "
-                             "xbarode.core_config)")
+                             "xbarode.model.core_config)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override one configuration field (e.g. --set "
                              "method=implicit_euler --set lanes=8); repeatable")
 
 
 def _core_params(args):
-    from xbarode.core_config import load_config, parse_overrides
+    from xbarode.model.core_config import load_config, parse_overrides
 
     return load_config(args.config, parse_overrides(args.set))
 
