@@ -220,7 +220,8 @@ class Core(wiring.Component):
         """``C = ceil(m / lanes)``: chunks of a state vector."""
         return -(-self._config.m // self._config.lanes)
 
-    def elaborate(self, platform):
+    # Too long still: the host port, chain engine and controllers are to become components.
+    def elaborate(self, platform):  # noqa: C901, PLR0915
         mod = Module()
         cfg, f = self._config, self._formats
         m, lanes, chunks, steps = cfg.m, cfg.lanes, self.chunks, cfg.steps

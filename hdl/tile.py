@@ -228,7 +228,8 @@ class CrossbarTile(wiring.Component):
     ``cycles_per_mvm`` in the co-simulation reports is the measured FORWARD latency.
     """
 
-    def __init__(self, *, rows: int, cols: int, lanes: int, weight_format: Format,
+    # Many options, each validated with its own message.
+    def __init__(self, *, rows: int, cols: int, lanes: int, weight_format: Format,  # noqa: C901
                  input_format: Format, output_format: Format, acc_width: int = 48,
                  rounding: str = "nearest", eta_shift: int = 0, lfsr_seed: int = LFSR_SEED,
                  weights=None, shift: int = 0, bias: bool = False, side_ports: bool = False,
@@ -474,7 +475,8 @@ class CrossbarTile(wiring.Component):
                 for k in range(self._lanes)]
 
     # Hardware -------------------------------------------------------------------------------
-    def elaborate(self, platform):
+    # Too long still: the lane group and the sequencer are to become components.
+    def elaborate(self, platform):  # noqa: C901, PLR0915
         m = Module()
         rows, cols, lanes, chunks = self._rows, self._cols, self._lanes, self.chunks
         last_lanes = cols - (chunks - 1) * lanes  # valid lanes of the last chunk

@@ -98,7 +98,8 @@ class CoreConfig:
     lr: float = 0.125
     batch: int = 32
 
-    def __post_init__(self):
+    # One check per field, each with a message naming it.
+    def __post_init__(self):  # noqa: C901
         from xbarode.model.fixed import ROUNDINGS, Lfsr, parse_format
 
         def integer(name, low, high=None):

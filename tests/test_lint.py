@@ -49,3 +49,37 @@ def test_packages_import_only_the_layers_below_them():
                 if not any(name == top or name.startswith(top + ".") for top in allowed):
                     wrong.append(f"{folder}/{path.name}:{line} imports {name}")
     assert not wrong, "\n".join(wrong)
+
+
+#: The longest a function may be, in lines (a component's elaborate, a command, a test).
+MAX_FUNCTION_LINES = 150
+#: Functions still longer than that, each to be split into components; the list may only
+#: shrink (a test fails when one of them is short enough to leave it).
+LONG_FUNCTIONS = {
+    "hdl/tile.py::elaborate",
+    "hdl/core.py::elaborate",
+    "hdl/fourier.py::elaborate",
+    "xbarode/cli.py::build_parser",
+}
+
+
+def function_lengths():
+    """``{"folder/file.py::name": lines}`` for every function of the project (tests too)."""
+    lengths = {}
+    for folder in ("hdl", "model", "sim", "xbarode", "tests"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                    key = f"{path.relative_to(ROOT).as_posix()}::{node.name}"
+                    lines = node.end_lineno - node.lineno + 1
+                    lengths[key] = max(lengths.get(key, 0), lines)
+    return lengths
+
+
+def test_no_function_is_longer_than_the_limit():
+    lengths = function_lengths()
+    too_long = {k: n for k, n in lengths.items()
+                if n > MAX_FUNCTION_LINES and k not in LONG_FUNCTIONS}
+    assert not too_long, f"functions over {MAX_FUNCTION_LINES} lines: {too_long}"
+    fixed = {k for k in LONG_FUNCTIONS if lengths.get(k, 0) <= MAX_FUNCTION_LINES}
+    assert not fixed, f"short enough now, remove from LONG_FUNCTIONS: {sorted(fixed)}"
