@@ -454,6 +454,16 @@ class CrossbarTile(wiring.Component):
         """Bits discarded by the update's narrowing."""
         return 2 * self._if.frac + self._eta_shift - self._wf.frac
 
+    @staticmethod
+    def product_latency(rows: int, cols: int, lanes: int, *, transposed: bool = False) -> int:
+        """Cycles of one product (start to ``done``), the formula of the class docstring:
+        ``rows·C + T + 7`` forward, ``rows·C + 7`` transposed, ``C = ceil(cols / lanes)``,
+        ``T`` the adder tree's register stages (:meth:`AdderTree.min_stages
+        <xbarode.hdl.adder_tree.AdderTree.min_stages>`). The one place the formula is written:
+        the studies and the simulations' cycle limits use it; the tests derive it themselves."""
+        chunks = -(-cols // lanes)
+        return rows * chunks + (0 if transposed else AdderTree.min_stages(lanes)) + 7
+
     @property
     def tree_stages(self) -> int:
         """Register stages of the forward adder tree (one per two levels,

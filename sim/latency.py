@@ -52,8 +52,9 @@ def stream_limit(words: int) -> int:
 def _tile_bound(tile, name: str) -> int:
     rows, chunks = tile.rows, tile.chunks
     work = rows * chunks
+    forward = tile.product_latency(rows, tile.cols, tile.lanes)
     if name in ("FORWARD", "FORWARD_G"):
-        return work + tile.tree_stages + 7
+        return forward
     if name == "APPLY" and tile.taps is not None:
         k = len(tile.taps)
         bound = k * rows + max(k * (rows + 1), work - 1) + 6
@@ -62,8 +63,8 @@ def _tile_bound(tile, name: str) -> int:
         return work + 7 + (rows if tile.bias else 0)
     if name in ("TRANSPOSED_STREAM", "TRANSPOSED_STREAM_G"):
         # Fed by another product: both, one after the other.
-        return 2 * (work + tile.tree_stages + 7)
-    return work + 7
+        return 2 * forward
+    return tile.product_latency(rows, tile.cols, tile.lanes, transposed=True)
 
 
 def _dft_pass(unit, forward: bool, columns: bool) -> int:

@@ -902,9 +902,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help="lanes of each DFT array, capped at 2S (default: %(default)s)")
     fourier.add_argument("--synth", action=argparse.BooleanOptionalAction, default=True,
                          help="run yosys + nextpnr, one design at a time (default: --synth)")
-    from .study import DEVICE_EBR, SYNTH_TIMEOUT
+    from .study import SYNTH_TIMEOUT
+    from .synth import DEVICES
 
-    fourier.add_argument("--device", choices=sorted(DEVICE_EBR), default="ecp5-85f",
+    fourier.add_argument("--device", choices=sorted(DEVICES), default="ecp5-85f",
                          help="FPGA (default: %(default)s)")
     fourier.add_argument("--synth-timeout", type=_positive_float, default=SYNTH_TIMEOUT,
                          help="seconds allowed per tool and design (default: %(default)g)")

