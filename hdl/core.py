@@ -1,6 +1,6 @@
 """The neural-ODE core: three crossbar tiles, the Euler/Newton controller, a trajectory memory.
 
-``dz/dt = B·relu(A z)`` integrated with explicit or implicit Euler (DESIGN §3), then
+``dz/dt = B·relu(A z)`` integrated with explicit or implicit Euler (docs/architecture.md §1), then
 ``logits = C·z_N + d`` and the class (argmax). The model twin is
 :meth:`xbarode.model.fixed_net.FixedNetwork.forward` on one image; tests compare every logit,
 state word, status word and flag.
@@ -140,7 +140,7 @@ class Core(wiring.Component):
     two convolutions run one after the other, and A's result streams into B while it is read
     out). ``xbarode simulate`` reports the measured cycles.
 
-    BACKWARD (``training``), the discrete adjoint of DESIGN §3 on the stored trajectory: C's
+    BACKWARD (``training``), the discrete adjoint of docs/architecture.md §1 on the stored trajectory: C's
     transposed product ``λ = Cᵀ ∂L/∂logits`` and C's gradient accumulation (running on
     while the steps go back); per step, from the last: A's forward product of the step's
     state recomputes ``u`` (the Heaviside mask; ``relu(u)`` is streamed into B's ``s``); for
@@ -163,7 +163,7 @@ class Core(wiring.Component):
         train = {}
         if config.training:
             # The adjoint's products: Aᵀg·h on A, Bᵀλ as B's forward product (B holds Bᵀ),
-            # Cᵀ∂L/∂logits on C; A's and B's gradients carry the factor h (DESIGN §3).
+            # Cᵀ∂L/∂logits on C; A's and B's gradients carry the factor h (docs/architecture.md §1).
             sgd = config.sgd_shift
             train = {"A": {"grad_format": f.grad, "grad_shift": config.h_shift,
                            "sgd_shift": sgd + config.h_shift},
@@ -385,7 +385,7 @@ class Core(wiring.Component):
                                 mod.next = "PASS_LOAD_GRAD"
                             with mod.Case(CoreOp.BACKWARD):
                                 start_tile(C, TileOp.TRANSPOSED_G)
-                                # z_n for explicit Euler, z_(n+1) for implicit (DESIGN §3).
+                                # z_n for explicit Euler, z_(n+1) for implicit (architecture.md §1).
                                 last = steps - 1 if cfg.method == "euler" else steps
                                 mod.d.sync += [n.eq(steps), traj_base.eq(last * chunks)]
                                 mod.next = "BW_LAMBDA_WAIT"

@@ -190,7 +190,7 @@ def test_gradients_approximate_the_float64_adjoint():
 
 def adjoint_products(config):
     """The matrix products one image's BACKWARD needs, written from the discrete adjoint of
-    DESIGN §3: ``(what, rows, cols)``, each ``rows·cols`` multiply–accumulates.
+    docs/architecture.md §1: ``(what, rows, cols)``, each ``rows·cols`` multiply–accumulates.
 
     The core keeps only the trajectory, so each step recomputes ``u = A z`` (the Heaviside
     mask and ``relu(u)``); the head's ``∂L/∂logits`` comes from the host.

@@ -184,7 +184,7 @@ def _add_fixed_options(parser: argparse.ArgumentParser, *, training: bool) -> No
     what = "train" if training else "evaluate (post-training quantisation)"
     group = parser.add_argument_group(
         "fixed point", f"--width or --format makes the command {what} in bit-exact fixed point "
-                       f"(DESIGN §4); the default formats are "
+                       f"(docs/architecture.md §2); the default formats are "
                        f"weight {d.weight_format}, state {d.state_format}, act {d.act_format}, "
                        f"grad {d.grad_format} (WIDTH.FRAC)")
     group.add_argument("--width", type=_int_in(2, TRAIN_LIMITS["width"]), default=None,
