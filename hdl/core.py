@@ -140,8 +140,8 @@ class Core(wiring.Component):
     two convolutions run one after the other, and A's result streams into B while it is read
     out). ``xbarode simulate`` reports the measured cycles.
 
-    BACKWARD (``training``), the discrete adjoint of docs/architecture.md §1 on the stored trajectory: C's
-    transposed product ``λ = Cᵀ ∂L/∂logits`` and C's gradient accumulation (running on
+    BACKWARD (``training``), the discrete adjoint (docs/architecture.md §1) on the stored
+    trajectory: C's transposed product ``λ = Cᵀ ∂L/∂logits`` and C's gradient accumulation (running on
     while the steps go back); per step, from the last: A's forward product of the step's
     state recomputes ``u`` (the Heaviside mask; ``relu(u)`` is streamed into B's ``s``); for
     implicit Euler, ``neumann_terms`` transposed chains ``μ ← sat(λ + h·Aᵀ(D ⊙ Bᵀμ))``

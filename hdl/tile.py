@@ -1,7 +1,7 @@
 """The crossbar tile: ``W x``, ``Wᵀ y`` and the rank-1 update, exact sums and one rounding each.
 
-Digital emulation of an analog crossbar (docs/architecture.md §1, §3): exact where the crossbar is exact
-(the sum) and rounding once where it rounds (the ADC). Its model twin is
+Digital emulation of an analog crossbar (docs/architecture.md §1, §3): exact where the
+crossbar is exact (the sum) and rounding once where it rounds (the ADC). Its model twin is
 :class:`xbarode.model.fixed_ops.FixedTile`; tests compare the two bit for bit.
 
 Organisation. The ``lanes`` multipliers split each row of ``W`` into chunks of ``lanes``
