@@ -141,8 +141,8 @@ class Core(wiring.Component):
     out). ``xbarode simulate`` reports the measured cycles.
 
     BACKWARD (``training``), the discrete adjoint (docs/architecture.md §1) on the stored
-    trajectory: C's transposed product ``λ = Cᵀ ∂L/∂logits`` and C's gradient accumulation (running on
-    while the steps go back); per step, from the last: A's forward product of the step's
+    trajectory: C's transposed product ``λ = Cᵀ ∂L/∂logits`` and C's gradient accumulation
+    (running on while the steps go back); per step, from the last: A's forward product of the step's
     state recomputes ``u`` (the Heaviside mask; ``relu(u)`` is streamed into B's ``s``); for
     implicit Euler, ``neumann_terms`` transposed chains ``μ ← sat(λ + h·Aᵀ(D ⊙ Bᵀμ))``
     (B's forward product on gradients streaming into A's transposed one) and ``λ ← μ``; the
