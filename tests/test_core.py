@@ -262,9 +262,9 @@ def inference_macs(config, iterations):
     """Multiply–accumulates of one RUN on the direct path, counted from the equations of
     docs/architecture.md §1 as the core's docstring applies them: ``f(w) = B·relu(A w)`` and a
     Neumann term ``B·(D ⊙ A δ)`` are two m×m products each; an explicit step evaluates ``f``
-    once; an implicit step with ``k`` Newton updates (``iterations``, per step) evaluates ``f`` for the
-    predictor and ``k + 1`` residuals (the last one finds the stop) and ``k·neumann_terms``
-    Neumann terms; then the head ``C z`` (classes×m)."""
+    once; an implicit step with ``k`` Newton updates (``iterations``, per step) evaluates
+    ``f`` for the predictor and ``k + 1`` residuals (the last one finds the stop) and
+    ``k·neumann_terms`` Neumann terms; then the head ``C z`` (classes×m)."""
     m = config.m
     chains = 0
     for k in iterations:
