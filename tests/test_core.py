@@ -83,7 +83,7 @@ def test_config_file_round_trip_and_defaults(tmp_path):
     ("[core\n", "not valid TOML"),
     ("[solver]\nsteps = 3\n", "unknown table [solver]; expected [core], [ode], [fixed]"),
     ("[ode]\nstep = 3\n", "unknown key 'step' in [ode]"),
-    ("[ode]\nsteps = 0\n", "steps must be >= 1, not 0"),
+    ("[ode]\nsteps = 0\n", "steps must be between 1 and 1024, not 0"),
     ("[fixed]\nrounding = 'up'\n", "rounding must be one of"),
 ])
 def test_config_file_errors_name_the_file_and_field(tmp_path, text, message):
