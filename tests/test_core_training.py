@@ -45,7 +45,7 @@ def check_amaranth(config, params, images, labels, apply_every=2):
 @pytest.mark.parametrize(("changes", "message"), [
     ({"lr": 0.3}, r"^lr must be a power of two \(a shift in hardware\), not 0\.3$"),
     ({"batch": 3}, r"^batch must be a power of two \(a shift in hardware\), not 3$"),
-    ({"batch": 0}, r"^batch must be >= 1, not 0$"),
+    ({"batch": 0}, r"^batch must be between 1 and 65536, not 0$"),
     ({"training": "yes"}, r"^training must be true or false, not 'yes'$"),
     ({"training": True, "acc_width": 39},
      r"^acc_width: an accumulator of 39 bits is too narrow for the gradient sum "
@@ -298,7 +298,7 @@ def test_train_on_rtl_equals_the_model(capsys, tmp_path):
 
 def test_train_on_rtl_bad_input(capsys):
     code, _, err = run(capsys, "train", "--on", "rtl", "--images", "0")
-    assert code == 2 and "--images must be >= 1, not 0" in err
+    assert code == 2 and "--images must be between 1 and 1437 (the training set), not 0" in err
 
 
 def test_training_config_round_trips(tmp_path):
