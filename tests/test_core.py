@@ -418,11 +418,13 @@ def test_simulate_bad_input_exits_2(argv, message, capsys):
     assert code == 2 and message in err
 
 
-def test_simulate_refuses_weights_of_another_shape(capsys, tmp_path):
+def test_simulate_refuses_a_core_of_another_image_size(capsys, tmp_path):
+    # Checked before the weights (whose shapes follow from the image): the digits are 8×8.
     config = tmp_path / "c.toml"
     config.write_text(CoreConfig(image=(4, 4), lanes=4).to_toml())
     code, _, err = run(capsys, "simulate", "--config", config, "--images", "1")
-    assert code == 2 and "weights A have shape (64, 64); the configuration needs (16, 16)" in err
+    assert code == 2
+    assert "the digits are 8x8 images; the configuration's image is 4x4" in err
 
 
 def test_set_overrides_the_configuration(tmp_path):
