@@ -18,7 +18,8 @@ from amaranth import ClockSignal, Instance, Module, ResetSignal, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["DSP_WIDTH", "Ecp5Dsp", "Multiplier", "maps_to_dsp_cell"]
+__all__ = ["DSP_MAPPINGS", "DSP_WIDTH", "Ecp5Dsp", "Multiplier", "dsp_platform",
+           "maps_to_dsp_cell"]
 
 #: Operand width of the ECP5 multiplier cell (signed 18×18).
 DSP_WIDTH = 18
@@ -33,6 +34,20 @@ class Ecp5Dsp:
     """
 
     dsp = "ecp5"
+
+
+#: Multiplier mappings a unit's Verilog can be written with: plain Verilog ("none") or ECP5
+#: ``MULT18X18D`` cells with their own registers ("ecp5", what ``xbarode synth`` builds).
+DSP_MAPPINGS = ("none", "ecp5")
+
+
+def dsp_platform(mapping: str):
+    """The ``platform`` to elaborate for a multiplier mapping of :data:`DSP_MAPPINGS`:
+    :class:`Ecp5Dsp` for "ecp5", None for "none"; ValueError naming the choices otherwise."""
+    if mapping not in DSP_MAPPINGS:
+        raise ValueError(f"unknown dsp mapping {mapping!r}; choose one of: "
+                         f"{', '.join(DSP_MAPPINGS)}")
+    return Ecp5Dsp() if mapping == "ecp5" else None
 
 
 def maps_to_dsp_cell(platform, a_width: int, b_width: int) -> bool:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["MULT18X18D_MODEL", "write_models"]
+__all__ = ["MULT18X18D_MODEL", "check_simulator", "write_models"]
 
 
 def _mult18x18d() -> str:
@@ -102,3 +102,12 @@ def write_models(out_dir) -> Path:
     tmp.write_text(MULT18X18D_MODEL)
     os.replace(tmp, path)
     return path
+
+
+def check_simulator(simulator: str, platform) -> None:
+    """Refuse the Amaranth simulator for Verilog elaborated for ``platform`` with cells (it
+    simulates the Amaranth design, not the Verilog, and has no cell model): a ValueError
+    naming the simulators that can."""
+    if simulator == "amaranth" and platform is not None:
+        raise ValueError("the Amaranth simulator cannot run MULT18X18D cells (dsp 'ecp5'); "
+                         "use icarus or verilator")

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from xbarode.hdl.dsp import DSP_MAPPINGS, dsp_platform
 from xbarode.model.fixed import Format, Overflow, Rounder
 from xbarode.model.fixed_ops import FixedTile
 
@@ -23,8 +24,6 @@ __all__ = ["DSP_MAPPINGS", "TileParams", "compare", "make_plan", "model_results"
 
 OPS = ("forward", "transposed", "update")
 
-#: Multiplier mappings of a tile's Verilog (:attr:`TileParams.dsp`).
-DSP_MAPPINGS = ("none", "ecp5")
 
 
 @dataclass(frozen=True)
@@ -57,12 +56,7 @@ class TileParams:
     @property
     def platform(self):
         """The ``platform`` the Verilog is elaborated for (see :class:`xbarode.hdl.dsp.Ecp5Dsp`)."""
-        if self.dsp not in DSP_MAPPINGS:
-            raise ValueError(f"unknown dsp mapping {self.dsp!r}; choose one of: "
-                             f"{', '.join(DSP_MAPPINGS)}")
-        from xbarode.hdl.dsp import Ecp5Dsp
-
-        return Ecp5Dsp() if self.dsp == "ecp5" else None
+        return dsp_platform(self.dsp)
 
     @property
     def format(self) -> Format:

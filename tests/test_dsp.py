@@ -119,3 +119,61 @@ def test_bad_dsp_mapping_is_named():
     with pytest.raises(ValueError, match=r"^unknown dsp mapping 'xilinx'; choose one of: "
                                          r"none, ecp5$"):
         TileParams(rows=2, cols=2, lanes=2, width=16, frac=12, dsp="xilinx").component()
+
+
+# --- the core with every lane multiplier a MULT18X18D -----------------------------------------
+
+def dsp_core(**changes):
+    from xbarode.model.core_config import CoreConfig
+
+    # 16-bit formats (every product fits the 18×18 cell), stochastic rounding, odd sizes.
+    return CoreConfig(**{"image": (2, 3), "lanes": 2, "classes": 3, "steps": 3, **changes})
+
+
+def cells_in(out_dir):
+    return len(re.findall(r"^\s*MULT18X18D\s", (out_dir / "xbarode_core.v").read_text(),
+                          flags=re.M))
+
+
+@pytest.mark.parametrize(("unit", "simulator"), [
+    ("core", "icarus"), ("adjoint", "icarus"),
+    pytest.param("core", "verilator", marks=pytest.mark.slow)])
+def test_core_on_dsp_cells_equals_the_model(unit, simulator, tmp_path):
+    """``cosim core|adjoint --dsp ecp5``: the core's Verilog with each lane multiplier of the
+    tiles A, Bᵀ and C an ECP5 cell (on its simulation model), every logit, state, status and
+    flag word (adjoint: every gradient sum and the weights after SGD) against the model."""
+    from xbarode.units import UNITS, AdjointParams, CoreParams, cosim
+
+    config = dsp_core(training=unit == "adjoint")
+    params = (CoreParams(config, "ecp5") if unit == "core"
+              else AdjointParams(config, apply_every=1, dsp="ecp5"))
+    result = cosim(UNITS[unit], params, vectors=3, seed=4, simulator=simulator, out=tmp_path)
+    assert cells_in(tmp_path) == 3 * config.lanes
+    assert result["compared"] > 0
+    assert result["mismatches"] == 0, result["first_mismatch"]
+
+
+def test_core_on_a_wrong_cell_model_is_caught(tmp_path, monkeypatch):
+    """The comparison sees the cells: a model that ignores SIGNEDA (negative weights read as
+    unsigned) gives mismatches."""
+    from xbarode.sim import ecp5_models
+    from xbarode.units import UNITS, CoreParams, cosim
+
+    wrong = ecp5_models.MULT18X18D_MODEL.replace("{18{sa_in & a_in[17]}}", "{18{1'b0}}")
+    assert wrong != ecp5_models.MULT18X18D_MODEL
+    monkeypatch.setattr(ecp5_models, "MULT18X18D_MODEL", wrong)
+    result = cosim(UNITS["core"], CoreParams(dsp_core(), "ecp5"), vectors=2, seed=4,
+                   simulator="icarus", out=tmp_path)
+    assert result["mismatches"] > 0
+
+
+def test_core_dsp_mapping_is_refused_on_amaranth_and_named_when_unknown(tmp_path):
+    from xbarode.units import UNITS, CoreParams, cosim
+
+    with pytest.raises(ValueError, match=r"^the Amaranth simulator cannot run MULT18X18D "
+                                         r"cells \(dsp 'ecp5'\); use icarus or verilator$"):
+        cosim(UNITS["core"], CoreParams(dsp_core(), "ecp5"), vectors=1, seed=0,
+              simulator="amaranth", out=tmp_path)
+    with pytest.raises(ValueError, match=r"^unknown dsp mapping 'xilinx'; choose one of: "
+                                         r"none, ecp5$"):
+        CoreParams(dsp_core(), "xilinx").component()

@@ -43,8 +43,6 @@ def unit_manifest(unit, params, component, verilog: Path) -> dict:
     ``meaning``. Added: ``interface`` (the :class:`~xbarode.hdl.interface.HostInterface`),
     ``amaranth_metadata`` (``component.metadata.as_json()`` with it), ``header``, ``waivers``.
     """
-    from dataclasses import asdict
-
     from xbarode.hdl.interface import HostInterface, metadata
     from xbarode.sim.verilog import port_manifest
 
@@ -62,7 +60,7 @@ def unit_manifest(unit, params, component, verilog: Path) -> dict:
         "verilog": verilog.name,
         "header": f"{unit.top}.h",
         "waivers": f"{unit.top}.vlt",
-        "parameters": asdict(params) if hasattr(params, "__dataclass_fields__") else params,
+        "parameters": _parameters(params),
         "ports": ports,
         "clock": "clk (rising edge); rst is a synchronous active-high reset",
         "build": {
@@ -74,6 +72,14 @@ def unit_manifest(unit, params, component, verilog: Path) -> dict:
         "interface": interface,
         "amaranth_metadata": meta,
     }
+
+
+def _parameters(params) -> dict:
+    from dataclasses import asdict
+
+    if hasattr(params, "manifest_parameters"):
+        return params.manifest_parameters()
+    return asdict(params) if hasattr(params, "__dataclass_fields__") else params
 
 
 def _macro(text: str) -> str:

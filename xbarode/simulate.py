@@ -121,8 +121,12 @@ def mac_count(config: CoreConfig, status: list[int]) -> int:
 
 def simulate_core(config: CoreConfig, params: dict, images: np.ndarray, labels=None, *,
                   simulator: str = "verilator", out_dir=None, batch: int = 90,
-                  progress=None) -> dict:
+                  progress=None, platform=None) -> dict:
     """Run ``images`` (float pixels in [0, 1], shape (n, m)) through RTL and model.
+
+    ``platform`` is passed to the Verilog's elaboration: :class:`xbarode.hdl.dsp.Ecp5Dsp`
+    builds every lane multiplier as an ECP5 ``MULT18X18D``, simulated with the cell model of
+    :mod:`xbarode.sim.ecp5_models` (icarus and verilator only).
 
     Returns
     -------
@@ -136,7 +140,9 @@ def simulate_core(config: CoreConfig, params: dict, images: np.ndarray, labels=N
     """
     from xbarode.hdl.core import Core
     from xbarode.sim.core_plan import compare, make_plan, model_results
+    from xbarode.sim.ecp5_models import check_simulator
 
+    check_simulator(simulator, platform)
     images = np.asarray(images, dtype=np.float64).reshape(len(images), config.m)
     out_dir = Path(out_dir if out_dir is not None else "build/simulate")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -165,9 +171,13 @@ def simulate_core(config: CoreConfig, params: dict, images: np.ndarray, labels=N
             from xbarode.sim.verilog import write_verilog
 
             if verilog is None:
-                verilog = write_verilog(Core(config), TOP, out_dir)
+                verilog = [write_verilog(Core(config), TOP, out_dir, platform=platform)]
+                if platform is not None:
+                    from xbarode.sim.ecp5_models import write_models
+
+                    verilog.append(write_models(out_dir))
             run_dir = run_folder(out_dir, simulator)
-            run = run_cocotb([verilog], TOP, "xbarode.sim.cocotb_core", simulator,
+            run = run_cocotb(verilog, TOP, "xbarode.sim.cocotb_core", simulator,
                              data={"plan": plan, "expected": answers},
                              waves="on_failure" if waveform is None else False,
                              test_dir=run_dir, check=False)

@@ -15,7 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["SIMULATORS", "UNITS", "AdjointParams", "Unit", "backward_mac_count", "cosim",
+__all__ = ["SIMULATORS", "UNITS", "AdjointParams", "CoreParams", "Unit", "backward_mac_count",
+           "cosim",
            "generate", "run_plan", "synth"]
 
 #: Simulators of ``xbarode cosim``.
@@ -115,11 +116,11 @@ def run_plan(unit: str, params, plan: dict, expected, simulator: str, out_dir: P
     if compare is None:
         from xbarode.sim.tile_plan import compare
 
+    from xbarode.sim.ecp5_models import check_simulator
+
     waves = None
     platform = getattr(params, "platform", None)
-    if simulator == "amaranth" and platform is not None:
-        raise ValueError("the Amaranth simulator cannot run MULT18X18D cells (dsp 'ecp5'); "
-                         "use icarus or verilator")
+    check_simulator(simulator, platform)
     if simulator == "amaranth":
         got, cycles = amaranth_runner(params, plan)
         report = compare(expected, got)
@@ -297,30 +298,70 @@ def _core_arguments(parser) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override one configuration field (e.g. --set "
                              "method=implicit_euler --set lanes=8); repeatable")
+    parser.add_argument("--dsp", choices=("none", "ecp5"), default="none",
+                        help="multipliers in the Verilog of generate and cosim: plain (none) or "
+                             "ECP5 MULT18X18D cells with their registers (ecp5), which cosim "
+                             "runs on a model of the cell (icarus, verilator); synth always "
+                             "builds the cells (default: %(default)s)")
+
+
+@dataclass(frozen=True)
+class CoreParams:
+    """A core build: its configuration and the multiplier mapping of its Verilog."""
+
+    config: object        # CoreConfig
+    #: "none" (plain Verilog) or "ecp5" (MULT18X18D cells with their registers, as ``xbarode
+    #: synth`` builds them; cocotb simulates them with the cell model).
+    dsp: str = "none"
+
+    @property
+    def platform(self):
+        """The ``platform`` the Verilog is elaborated for (:func:`xbarode.hdl.dsp.dsp_platform`)."""
+        from xbarode.hdl.dsp import dsp_platform
+
+        return dsp_platform(self.dsp)
+
+    def component(self):
+        """The core."""
+        from xbarode.hdl.core import Core
+
+        self.platform  # noqa: B018 -- validates dsp
+        return Core(self.config)
+
+    def manifest_parameters(self) -> dict:
+        """The configuration's fields and ``dsp``, as the manifest lists them."""
+        from dataclasses import asdict
+
+        return {**asdict(self.config), "dsp": self.dsp}
+
+
+def _as_core_params(params) -> CoreParams:
+    # The library API also takes a bare CoreConfig (plain multipliers).
+    return params if isinstance(params, CoreParams) else CoreParams(params)
 
 
 def _core_params(args):
     from xbarode.model.core_config import load_config, parse_overrides
 
-    return load_config(args.config, parse_overrides(args.set))
+    return CoreParams(load_config(args.config, parse_overrides(args.set)), args.dsp)
 
 
-def _core_component(config):
-    from xbarode.hdl.core import Core
-
-    return Core(config)
+def _core_component(params):
+    return _as_core_params(params).component()
 
 
-def _core_cosim(config, vectors: int, seed: int, simulator: str, out_dir: Path) -> dict:
+def _core_cosim(params, vectors: int, seed: int, simulator: str, out_dir: Path) -> dict:
     """Random weights and images through RTL and model (``xbarode simulate`` runs digits)."""
     import numpy as np
 
     from xbarode.sim.core_plan import random_params
     from xbarode.simulate import simulate_core
 
+    params = _as_core_params(params)
+    config = params.config
     images = np.random.default_rng(seed).uniform(0, 1, (vectors, config.m))
     result = simulate_core(config, random_params(config, seed), images, simulator=simulator,
-                           out_dir=out_dir)
+                           out_dir=out_dir, platform=params.platform)
     return {key: result[key] for key in ("mismatches", "compared", "first_mismatch",
                                          "waveform", "agreement", "cycles_per_image",
                                          "mac_bound_cycles")} | {
@@ -335,11 +376,21 @@ class AdjointParams:
 
     config: object        # CoreConfig with training = True
     apply_every: int = 2
+    #: Multiplier mapping of the Verilog, as :attr:`CoreParams.dsp`.
+    dsp: str = "none"
+
+    @property
+    def platform(self):
+        """The ``platform`` the Verilog is elaborated for (:func:`xbarode.hdl.dsp.dsp_platform`)."""
+        from xbarode.hdl.dsp import dsp_platform
+
+        return dsp_platform(self.dsp)
 
     def component(self):
         """The core."""
         from xbarode.hdl.core import Core
 
+        self.platform  # noqa: B018 -- validates dsp
         return Core(self.config)
 
 
@@ -355,8 +406,9 @@ def _adjoint_params(args):
 
     if args.apply_every < 1:
         raise ValueError(f"--apply-every must be >= 1, not {args.apply_every}")
-    return AdjointParams(dataclasses.replace(_core_params(args), training=True),
-                         args.apply_every)
+    core = _core_params(args)
+    return AdjointParams(dataclasses.replace(core.config, training=True), args.apply_every,
+                         core.dsp)
 
 
 def backward_mac_count(config) -> int:
