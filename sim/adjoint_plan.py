@@ -21,10 +21,10 @@ import numpy as np
 
 from xbarode.model.core_config import CoreConfig
 
-from .core_plan import hardware_counts, model_network, operation_limits
+from .core_plan import hardware_counts, model_network, operation_limits, weight_loads
 
-__all__ = ["compare", "gradient_words", "image_loss", "kernel_gradients", "make_plan",
-           "weight_words"]
+__all__ = ["compare", "execute", "gradient_words", "image_loss", "kernel_gradients",
+           "make_plan", "run_plan_amaranth", "weight_words"]
 
 
 def gradient_words(config: CoreConfig) -> int:
@@ -150,6 +150,62 @@ def make_plan(config: CoreConfig, params: dict, images: np.ndarray, labels, *,
                 entry["weights"] = _weights(net)
             expected.append(entry)
     return plan, expected
+
+
+async def execute(plan: dict, drv, progress=None):
+    """Run a training plan through a co-simulation driver (:mod:`xbarode.sim.engine`): load
+    the weights; per image clear the flag, load the image, RUN, read the logits, load
+    ``∂L/∂logits``, BACKWARD, read the flag and the gradient sums; APPLY (after a clear) and
+    READ_WEIGHTS where the plan says.
+
+    Returns
+    -------
+    results : list of dict
+        Per image ``kind``, ``logits``, ``grads``, ``overflow``; per SGD step ``kind``,
+        ``weights``, ``overflow``.
+    cycles : dict
+        ``run`` and ``backward`` (RUN and BACKWARD latency per image), ``apply`` (APPLY
+        latency per step).
+    """
+    from xbarode.hdl.core import CoreOp
+
+    for op, words in weight_loads(plan):
+        await drv.send(op, words)
+    apply_after, read_after = set(plan["apply_after"]), set(plan["read_weights_after"])
+    results, cycles = [], {"run": [], "backward": [], "apply": []}
+    for index, image in enumerate(plan["images"]):
+        await drv.strobe("clear")
+        await drv.send(CoreOp.LOAD_IMAGE, image["x"])
+        cycles["run"].append((await drv.run(CoreOp.RUN))[0])
+        entry = {"kind": "image", "logits": await drv.receive(CoreOp.READ_LOGITS,
+                                                              plan["classes"])}
+        await drv.send(CoreOp.LOAD_GRAD, image["grad_logits"])
+        cycles["backward"].append((await drv.run(CoreOp.BACKWARD))[0])
+        entry["overflow"] = drv.get("overflow")
+        if plan["read_grads"]:
+            entry["grads"] = await drv.receive(CoreOp.READ_GRAD, plan["grad_words"])
+        results.append(entry)
+        if index in apply_after:
+            await drv.strobe("clear")
+            cycles["apply"].append((await drv.run(CoreOp.APPLY))[0])
+            entry = {"kind": "apply", "overflow": drv.get("overflow")}
+            if index in read_after:
+                entry["weights"] = await drv.receive(CoreOp.READ_WEIGHTS, plan["weight_words"])
+            results.append(entry)
+        if progress is not None and index % 16 == 15:
+            progress(results, cycles)
+    return results, cycles
+
+
+def run_plan_amaranth(config, plan: dict, vcd_path=None):
+    """Run ``plan`` on the core in Amaranth's simulator: :func:`execute`'s ``(results,
+    cycles)``. ``config`` is the core's :class:`~xbarode.model.core_config.CoreConfig`, or
+    anything holding it as ``.config`` (the command line's ``AdjointParams``)."""
+    from xbarode.hdl.core import Core
+
+    from .engine import run_amaranth
+
+    return run_amaranth(Core(getattr(config, "config", config)), execute, plan, vcd_path)
 
 
 _FIELDS = {"image": ("logits", "grads", "overflow"), "apply": ("weights", "overflow")}

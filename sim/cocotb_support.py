@@ -30,8 +30,8 @@ from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly, RisingEdge, with
 from cocotb.utils import get_sim_time
 
 __all__ = [
-    "CLOCK_PERIOD_NS", "DATA_ENV", "OP_INPUTS", "OUTPUT_ENV", "TAIL", "HandshakeError",
-    "OpDriver", "StreamBench",
+    "CLOCK_PERIOD_NS", "DATA_ENV", "OP_INPUTS", "OUTPUT_ENV", "TAIL", "CocotbDriver",
+    "HandshakeError", "OpDriver", "StreamBench",
     "StreamSink", "StreamSource", "assert_no_mismatch", "check_equal", "field_value",
     "pack_fields", "record", "reset", "start_clock", "start_unit", "test_data", "unresolved",
     "wait_for",
@@ -394,6 +394,45 @@ class _DoneMonitor:
                                  f"last of {count} words")
         if self.at < count:
             raise HandshakeError(f"{name}: done came after {self.at} of {count} words")
+
+
+class CocotbDriver:
+    """The co-simulation engine's driver (:class:`xbarode.sim.engine.Driver`) on a cocotb
+    DUT: an :class:`OpDriver` whose compute operations have the plan's cycle ``limits`` (by
+    operation name, from the documented latency bounds)."""
+
+    def __init__(self, driver: OpDriver, limits=None):
+        self._drv = driver
+        self._dut = driver.dut
+        self._limits = dict(limits or {})
+
+    async def strobe(self, name):
+        await self._drv.strobe(name)
+
+    async def send(self, op, words):
+        await self._drv.send(op, words)
+
+    async def run(self, op, sample=()):
+        result = await self._drv.run(op, limit=self._limits.get(_op_name(op)),
+                                     sample=tuple(sample))
+        return result if sample else (result, [])
+
+    async def receive(self, op, count):
+        return await self._drv.receive(op, count)
+
+    def get(self, name):
+        return int(getattr(self._dut, name).value)
+
+    async def put(self, stream, words):
+        await StreamBench(self._drv.clk, sources=[StreamSource(self._dut, stream, words)]).run(
+            len(words) + 16)
+
+    async def exchange(self, source, words, sink, count):
+        # A strict sink, still ready for TAIL cycles after the last word: a surplus one fails.
+        out = StreamSink(self._dut, sink, expect=count, strict=True)
+        cycles = await StreamBench(self._drv.clk, sources=[StreamSource(self._dut, source, words)],
+                                   sinks=[out], tail=TAIL).run(count + 64)
+        return out.received, cycles
 
 
 #: Inputs of a unit driven by an :class:`OpDriver`.

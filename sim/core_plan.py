@@ -20,8 +20,9 @@ import numpy as np
 from xbarode.model.core_config import CoreConfig
 from xbarode.model.fixed import Overflow
 
-__all__ = ["compare", "core_params", "hardware_counts", "make_plan", "model_network",
-           "model_results", "operation_limits", "random_params", "tile_words", "weight_loads"]
+__all__ = ["DONE_OUTPUTS", "compare", "core_params", "execute", "hardware_counts", "make_plan",
+           "model_network", "model_results", "operation_limits", "random_params",
+           "run_plan_amaranth", "tile_words", "weight_loads"]
 
 # Overflow tally labels that belong to the host (quantising weights and images, and the loss
 # gradient, the host's softmax).
@@ -88,6 +89,57 @@ def weight_loads(plan: dict) -> list:
     w = plan["weights"]
     return [(CoreOp.LOAD_A, w["A"]), (CoreOp.LOAD_B, w["Bt"] if "Bt" in w else w["B"]),
             (CoreOp.LOAD_C, w["C"]), (CoreOp.LOAD_D, w["d"])]
+
+
+#: The core's outputs a host latches when RUN's ``done`` pulses.
+DONE_OUTPUTS = ("cls", "converged", "iterations", "overflow")
+
+
+async def execute(plan: dict, drv, progress=None):
+    """Run a core plan through a co-simulation driver (:mod:`xbarode.sim.engine`): load the
+    weights; per image clear the flag, load the image, RUN (``cls``, ``converged``,
+    ``iterations`` and the flag read in the cycle ``done`` pulses), then read the logits, the
+    final state, the status words and the trajectory.
+
+    Returns
+    -------
+    results : list of dict
+        Per image: the :data:`DONE_OUTPUTS`, ``logits``, ``state``, ``status``,
+        ``trajectory``.
+    cycles : list of int
+        RUN latency (start to done, inclusive) per image.
+    """
+    from xbarode.hdl.core import CoreOp
+
+    for op, words in weight_loads(plan):
+        await drv.send(op, words)
+    results, cycles = [], []
+    words = (plan["steps"] + 1) * plan["m"]
+    for index, image in enumerate(plan["images"]):
+        await drv.strobe("clear")
+        await drv.send(CoreOp.LOAD_IMAGE, image)
+        latency, at_done = await drv.run(CoreOp.RUN, sample=DONE_OUTPUTS)
+        cycles.append(latency)
+        result = dict(zip(DONE_OUTPUTS, at_done, strict=True))
+        result["logits"] = await drv.receive(CoreOp.READ_LOGITS, plan["classes"])
+        result["state"] = await drv.receive(CoreOp.READ_STATE, plan["m"])
+        status = await drv.receive(CoreOp.READ_STATUS, plan["steps"])
+        result["status"] = [s & 0x1FF for s in status]
+        result["trajectory"] = await drv.receive(CoreOp.READ_TRAJECTORY, words)
+        results.append(result)
+        if progress is not None and index % 32 == 31:
+            progress(results, cycles)
+    return results, cycles
+
+
+def run_plan_amaranth(config: CoreConfig, plan: dict, vcd_path=None):
+    """Run ``plan`` on the core in Amaranth's simulator: :func:`execute`'s ``(results,
+    cycles)``."""
+    from xbarode.hdl.core import Core
+
+    from .engine import run_amaranth
+
+    return run_amaranth(Core(config), execute, plan, vcd_path)
 
 
 def tile_words(config: CoreConfig, net) -> dict:

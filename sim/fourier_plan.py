@@ -33,7 +33,8 @@ from xbarode.model.fixed_ops import (
 
 from .tile_plan import compare
 
-__all__ = ["FOURIER_UNITS", "FourierParams", "compare", "make_plan", "model_results"]
+__all__ = ["FOURIER_UNITS", "FourierParams", "compare", "execute", "make_plan", "model_results",
+           "pack_pair", "run_plan_amaranth", "unpack_pair"]
 
 #: The units this module plans for.
 FOURIER_UNITS = ("dft", "hadamard", "fourier-conv")
@@ -175,6 +176,75 @@ def operation_limits(params: FourierParams) -> dict[str, int]:
 
     unit = params.component()
     return {name: limit(latency_bound(unit, name)) for name in ("DFT", "IDFT", "CONV")}
+
+
+def pack_pair(re: int, im: int, width: int) -> int:
+    """The raw bits of a complex pair on a Hadamard stream: ``re`` in the low ``width`` bits,
+    ``im`` above, each two's complement."""
+    mask = (1 << width) - 1
+    return (re & mask) | (im & mask) << width
+
+
+def unpack_pair(word: int, width: int) -> list[int]:
+    """``[re, im]`` of a pair's raw bits (:func:`pack_pair`)."""
+    def signed(v):
+        return v - (1 << width) if v >> (width - 1) else v
+    mask = (1 << width) - 1
+    return [signed(word & mask), signed(word >> width & mask)]
+
+
+async def execute(plan: dict, drv, progress=None):
+    """Run a Fourier-unit plan through a co-simulation driver (:mod:`xbarode.sim.engine`).
+
+    ``dft``/``fourier-conv``: per vector clear the flag, then its ``send``/``run``/
+    ``receive`` steps. ``hadamard``: per vector clear, restart, load the spectrum, then offer
+    an element every cycle while taking every product.
+
+    Returns
+    -------
+    results : list of list of dict
+        Per vector, per ``receive`` step (Hadamard: one per vector): ``out`` (words) and
+        ``overflow`` (the sticky flag).
+    cycles : dict
+        Latency (start to done, inclusive) of each ``run`` step, by operation name; for the
+        Hadamard unit, ``elements`` (cycles from the first element in to the last out).
+    """
+    from xbarode.hdl.fourier import FourierOp
+
+    params = plan["params"]
+    results, cycles = [], {}
+    for vector in plan["vectors"]:
+        await drv.strobe("clear")
+        answers = []
+        if params["unit"] == "hadamard":
+            width, swidth = params["width"], params["spectrum"][0]
+            await drv.strobe("restart")
+            await drv.put("load", [pack_pair(re, im, swidth) for re, im in vector["spectrum"]])
+            words, cycles["elements"] = await drv.exchange(
+                "i", [pack_pair(re, im, width) for re, im in vector["elements"]], "o",
+                len(vector["elements"]))
+            out = [v for word in words for v in unpack_pair(word, width)]
+            answers.append({"out": out, "overflow": drv.get("overflow")})
+        for step in vector.get("steps", ()):
+            if "send" in step:
+                await drv.send(FourierOp[step["send"]], step["words"])
+            elif "run" in step:
+                cycles[step["run"]], _ = await drv.run(FourierOp[step["run"]])
+            else:
+                out = await drv.receive(FourierOp[step["receive"]], step["count"])
+                answers.append({"out": out, "overflow": drv.get("overflow")})
+        results.append(answers)
+        if progress is not None:
+            progress(results, cycles)
+    return results, cycles
+
+
+def run_plan_amaranth(params: FourierParams, plan: dict, vcd_path=None):
+    """Run ``plan`` on the unit in Amaranth's simulator: :func:`execute`'s ``(results,
+    cycles)``."""
+    from .engine import run_amaranth
+
+    return run_amaranth(params.component(), execute, plan, vcd_path)
 
 
 def _flag(overflow: Overflow) -> int:

@@ -20,7 +20,8 @@ from xbarode.hdl.dsp import DSP_MAPPINGS, dsp_platform
 from xbarode.model.fixed import Format, Overflow, Rounder
 from xbarode.model.fixed_ops import FixedTile
 
-__all__ = ["DSP_MAPPINGS", "TileParams", "compare", "make_plan", "model_results"]
+__all__ = ["DSP_MAPPINGS", "TileParams", "compare", "execute", "make_plan", "model_results",
+           "run_plan_amaranth"]
 
 OPS = ("forward", "transposed", "update")
 
@@ -107,14 +108,61 @@ def make_plan(params: TileParams, vectors: int, seed: int, ops_per_vector: int =
 
 
 def operation_limits(params: TileParams) -> dict[str, int]:
-    """Cycle limits of the plan's compute operations (``forward``, ``transposed``,
-    ``update``), from the tile's documented latency bounds (:mod:`xbarode.sim.latency`)."""
+    """Cycle limits of the plan's compute operations (FORWARD, TRANSPOSED, UPDATE, by
+    :class:`~xbarode.hdl.tile.TileOp` name), from the tile's documented latency bounds
+    (:mod:`xbarode.sim.latency`)."""
     from xbarode.hdl.tile import TileOp
 
     from .latency import latency_bound, limit
 
     tile = params.component()
-    return {name: limit(latency_bound(tile, TileOp[name.upper()])) for name in OPS}
+    return {name.upper(): limit(latency_bound(tile, TileOp[name.upper()])) for name in OPS}
+
+
+async def execute(plan: dict, drv, progress=None):
+    """Run a tile plan through a co-simulation driver (:mod:`xbarode.sim.engine`): per
+    vector clear the flag and load the weights; per operation load its operands, run it,
+    read ``y`` (products) or the weights (update) and the flag.
+
+    Returns
+    -------
+    results : list of list of dict
+        Per vector and operation: ``out`` (words) and ``overflow`` (the sticky flag).
+    cycles : dict
+        Latency (start to done, inclusive) of each operation kind, by plan name.
+    """
+    from xbarode.hdl.tile import TileOp
+
+    rows, cols = plan["params"]["rows"], plan["params"]["cols"]
+    results, cycles = [], {}
+    for vector in plan["vectors"]:
+        await drv.strobe("clear")
+        await drv.send(TileOp.LOAD_W, vector["weights"])
+        answers = []
+        for entry in vector["ops"]:
+            if "x" in entry:
+                await drv.send(TileOp.LOAD_X, entry["x"])
+            if "s" in entry:
+                await drv.send(TileOp.LOAD_S, entry["s"])
+            cycles[entry["op"]], _ = await drv.run(TileOp[entry["op"].upper()])
+            if entry["op"] == "update":
+                out = await drv.receive(TileOp.READ_W, rows * cols)
+            else:
+                out = await drv.receive(TileOp.READ_Y, rows if entry["op"] == "forward"
+                                        else cols)
+            answers.append({"out": out, "overflow": drv.get("overflow")})
+        results.append(answers)
+        if progress is not None:
+            progress(results, cycles)
+    return results, cycles
+
+
+def run_plan_amaranth(params: TileParams, plan: dict, vcd_path=None):
+    """Run ``plan`` on the tile in Amaranth's simulator: :func:`execute`'s ``(results,
+    cycles)``."""
+    from .engine import run_amaranth
+
+    return run_amaranth(params.component(), execute, plan, vcd_path)
 
 
 def model_results(params: TileParams, plan: dict) -> list[list[dict]]:

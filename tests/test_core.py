@@ -19,8 +19,13 @@ from xbarode.cli import main
 from xbarode.hdl.core import Core
 from xbarode.model.core_config import ConfigError, CoreConfig, load_config
 from xbarode.sim import core_plan
-from xbarode.sim.core_amaranth import run_plan_amaranth
-from xbarode.sim.core_plan import compare, make_plan, model_results, random_params
+from xbarode.sim.core_plan import (
+    compare,
+    make_plan,
+    model_results,
+    random_params,
+    run_plan_amaranth,
+)
 from xbarode.simulate import DEFAULT_WEIGHTS, mac_count, simulate_core
 from xbarode.units import UNITS, cosim
 

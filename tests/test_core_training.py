@@ -20,8 +20,7 @@ from xbarode.model.core_config import ConfigError, CoreConfig
 from xbarode.model.fixed import Format, Rounder
 from xbarode.model.fixed_ops import FixedTile
 from xbarode.sim import adjoint_plan
-from xbarode.sim.adjoint_amaranth import run_plan_amaranth
-from xbarode.sim.adjoint_plan import compare, gradient_words, make_plan
+from xbarode.sim.adjoint_plan import compare, gradient_words, make_plan, run_plan_amaranth
 from xbarode.sim.core_plan import random_params
 from xbarode.units import UNITS, backward_mac_count, cosim
 

@@ -145,7 +145,7 @@ def test_core_on_dsp_cells_equals_the_model(unit, simulator, tmp_path):
     from xbarode.units import UNITS, AdjointParams, CoreParams, cosim
 
     config = dsp_core(training=unit == "adjoint")
-    params = (CoreParams(config, "ecp5") if unit == "core"
+    params = (CoreParams(config, dsp="ecp5") if unit == "core"
               else AdjointParams(config, apply_every=1, dsp="ecp5"))
     result = cosim(UNITS[unit], params, vectors=3, seed=4, simulator=simulator, out=tmp_path)
     assert cells_in(tmp_path) == 3 * config.lanes
@@ -162,7 +162,7 @@ def test_core_on_a_wrong_cell_model_is_caught(tmp_path, monkeypatch):
     wrong = ecp5_models.MULT18X18D_MODEL.replace("{18{sa_in & a_in[17]}}", "{18{1'b0}}")
     assert wrong != ecp5_models.MULT18X18D_MODEL
     monkeypatch.setattr(ecp5_models, "MULT18X18D_MODEL", wrong)
-    result = cosim(UNITS["core"], CoreParams(dsp_core(), "ecp5"), vectors=2, seed=4,
+    result = cosim(UNITS["core"], CoreParams(dsp_core(), dsp="ecp5"), vectors=2, seed=4,
                    simulator="icarus", out=tmp_path)
     assert result["mismatches"] > 0
 
@@ -172,8 +172,8 @@ def test_core_dsp_mapping_is_refused_on_amaranth_and_named_when_unknown(tmp_path
 
     with pytest.raises(ValueError, match=r"^the Amaranth simulator cannot run MULT18X18D "
                                          r"cells \(dsp 'ecp5'\); use icarus or verilator$"):
-        cosim(UNITS["core"], CoreParams(dsp_core(), "ecp5"), vectors=1, seed=0,
+        cosim(UNITS["core"], CoreParams(dsp_core(), dsp="ecp5"), vectors=1, seed=0,
               simulator="amaranth", out=tmp_path)
     with pytest.raises(ValueError, match=r"^unknown dsp mapping 'xilinx'; choose one of: "
                                          r"none, ecp5$"):
-        CoreParams(dsp_core(), "xilinx").component()
+        CoreParams(dsp_core(), dsp="xilinx").component()

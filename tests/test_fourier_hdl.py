@@ -23,8 +23,13 @@ from xbarode.hdl.hadamard import HadamardUnit
 from xbarode.hdl.tile import CrossbarTile
 from xbarode.model.fixed import Format
 from xbarode.sim import fourier_plan
-from xbarode.sim.fourier_amaranth import run_plan_amaranth
-from xbarode.sim.fourier_plan import FourierParams, compare, make_plan, model_results
+from xbarode.sim.fourier_plan import (
+    FourierParams,
+    compare,
+    make_plan,
+    model_results,
+    run_plan_amaranth,
+)
 from xbarode.units import UNITS, cosim
 
 D, T, S = Format(18, 10), Format(18, 16), Format(18, 14)

@@ -115,7 +115,7 @@ def test_amaranth_harness_catches_a_broken_unit(bug, script, error, message):
 
 def test_a_hung_core_fails_naming_the_operation(monkeypatch):
     # The core's RUN with its limit cut to 20 cycles: the harness stops and names it.
-    from xbarode.sim.core_amaranth import run_plan_amaranth
+    from xbarode.sim.core_plan import run_plan_amaranth
 
     config = CoreConfig(image=(2, 3), lanes=2, classes=3, steps=1)
     params = core_plan.random_params(config, 0)
@@ -132,7 +132,7 @@ def test_measured_latencies_lie_within_the_documented_bounds(changes):
     # The limits rest on the bounds: every latency measured must lie within its bound (the
     # limit is then 4x that plus 64), for both methods, the Fourier path and training.
     from xbarode.hdl.core import Core, CoreOp
-    from xbarode.sim.core_amaranth import run_plan_amaranth
+    from xbarode.sim.core_plan import run_plan_amaranth
 
     config = CoreConfig(image=(2, 3), lanes=2, classes=3, steps=2, neumann_terms=2,
                         **changes)
@@ -140,7 +140,7 @@ def test_measured_latencies_lie_within_the_documented_bounds(changes):
     images = np.random.default_rng(2).uniform(0, 1, (2, config.m))
     core = Core(config)
     if config.training:
-        from xbarode.sim.adjoint_amaranth import run_plan_amaranth as run_training
+        from xbarode.sim.adjoint_plan import run_plan_amaranth as run_training
 
         plan, _ = adjoint_plan.make_plan(config, params, images, [0, 1], apply_every=1,
                                          read_grads=False)

@@ -20,8 +20,7 @@ from xbarode.cli import main
 from xbarode.model import fixed_ops
 from xbarode.model.conv import conv_matrix
 from xbarode.model.fixed import LFSR_SEED, Format, Overflow, Rounder
-from xbarode.sim.fourier_amaranth import run_plan_amaranth
-from xbarode.sim.fourier_plan import FourierParams, make_plan
+from xbarode.sim.fourier_plan import FourierParams, make_plan, run_plan_amaranth
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SIZES = (4, 6)

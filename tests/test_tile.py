@@ -25,8 +25,7 @@ from xbarode.hdl.rounding import LfsrBank
 from xbarode.hdl.tile import CHAIN_MIN_LANES, GROUP, CrossbarTile, TileOp
 from xbarode.model.fixed import LFSR_SEED, Format, Lfsr
 from xbarode.sim import tile_plan
-from xbarode.sim.tile_amaranth import run_plan_amaranth
-from xbarode.sim.tile_plan import TileParams, compare, make_plan, model_results
+from xbarode.sim.tile_plan import TileParams, compare, make_plan, model_results, run_plan_amaranth
 from xbarode.synth import PIN_MIN_LANES, SynthesisError, lane_sites, synthesize
 from xbarode.units import UNITS, cosim
 

@@ -176,8 +176,7 @@ def bench_tile(lanes=(16, 64), *, rows=64, cols=64, width=16, frac=12, device="e
     """
     from pathlib import Path
 
-    from xbarode.sim.tile_amaranth import run_plan_amaranth
-    from xbarode.sim.tile_plan import TileParams, make_plan
+    from xbarode.sim.tile_plan import TileParams, make_plan, run_plan_amaranth
     from xbarode.synth import synthesize
     from xbarode.units import tile_sites
 

@@ -160,13 +160,14 @@ def simulate_core(config: CoreConfig, params: dict, images: np.ndarray, labels=N
         answers = model_results(config, params, chunk)
         expected.extend(answers)
         if simulator == "amaranth":
-            from xbarode.sim.core_amaranth import run_plan_amaranth
+            from xbarode.sim.core_plan import run_plan_amaranth
 
             results, run_cycles = run_plan_amaranth(config, plan)
             if compare(answers, results)["mismatches"] and waveform is None:
                 waveform = out_dir / "core.vcd"
                 run_plan_amaranth(config, plan, vcd_path=waveform)
         else:
+            from xbarode.sim.engine import cocotb_data
             from xbarode.sim.runner import run_cocotb, run_folder
             from xbarode.sim.verilog import write_verilog
 
@@ -177,8 +178,8 @@ def simulate_core(config: CoreConfig, params: dict, images: np.ndarray, labels=N
 
                     verilog.append(write_models(out_dir))
             run_dir = run_folder(out_dir, simulator)
-            run = run_cocotb(verilog, TOP, "xbarode.sim.cocotb_core", simulator,
-                             data={"plan": plan, "expected": answers},
+            run = run_cocotb(verilog, TOP, "xbarode.sim.cocotb_plan", simulator,
+                             data=cocotb_data("xbarode.sim.core_plan", plan, answers),
                              waves="on_failure" if waveform is None else False,
                              test_dir=run_dir, check=False)
             build_seconds += run.build_seconds

@@ -342,8 +342,7 @@ def _fourier_params(size: int, kernel: int, lanes: int):
 def simulate_fourier(size: int, kernel: int, lanes: int) -> dict:
     """CONV latency of FourierConv in Amaranth's simulator, with its outputs checked against
     the fixed-point model (one random image and kernel)."""
-    from xbarode.sim.fourier_amaranth import run_plan_amaranth
-    from xbarode.sim.fourier_plan import compare, make_plan, model_results
+    from xbarode.sim.fourier_plan import compare, make_plan, model_results, run_plan_amaranth
 
     start = time.perf_counter()
     params = _fourier_params(size, kernel, lanes)
@@ -357,8 +356,13 @@ def simulate_fourier(size: int, kernel: int, lanes: int) -> dict:
 def simulate_direct(m: int, lanes: int) -> dict:
     """FORWARD latency of an m×m tile in Amaranth's simulator, outputs checked against the
     model (one random weight set and vector)."""
-    from xbarode.sim.tile_amaranth import run_plan_amaranth
-    from xbarode.sim.tile_plan import TileParams, compare, make_plan, model_results
+    from xbarode.sim.tile_plan import (
+        TileParams,
+        compare,
+        make_plan,
+        model_results,
+        run_plan_amaranth,
+    )
 
     start = time.perf_counter()
     params = TileParams(rows=m, cols=m, lanes=lanes, width=DIRECT_FORMAT[0],

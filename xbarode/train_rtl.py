@@ -44,8 +44,7 @@ def train_rtl(config: CoreConfig, params: dict, images: np.ndarray, labels, *,
         (``run``, ``backward``) and per step (``apply``), ``cycles_per_training_image``
         (run + backward + apply / batch), ``seconds``, ``waveform``.
     """
-    from xbarode.sim.adjoint_amaranth import run_plan_amaranth
-    from xbarode.sim.adjoint_plan import compare, image_loss, make_plan
+    from xbarode.sim.adjoint_plan import image_loss, make_plan
     from xbarode.units import AdjointParams, run_plan
 
     config = dataclasses.replace(config, training=True)
@@ -55,8 +54,8 @@ def train_rtl(config: CoreConfig, params: dict, images: np.ndarray, labels, *,
     plan, expected = make_plan(config, params, images, labels, apply_every=config.batch,
                                read_grads=False, read_weights="last")
     result = run_plan("train", AdjointParams(config, config.batch), plan, expected, simulator,
-                      out_dir, run_plan_amaranth, "xbarode.sim.cocotb_adjoint", "xbarode_core",
-                      0, compare=compare, keep_results=True)
+                      out_dir, "xbarode.sim.adjoint_plan", "xbarode_core", 0,
+                      keep_results=True)
     got = result.pop("results")
     got_images = [r for r in got if r["kind"] == "image"]
     exp_images = [e for e in expected if e["kind"] == "image"]

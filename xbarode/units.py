@@ -12,7 +12,7 @@ import json
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = ["SIMULATORS", "UNITS", "AdjointParams", "CoreParams", "Unit", "backward_mac_count",
@@ -103,32 +103,34 @@ def _tile_params(args):
 
 
 def run_plan(unit: str, params, plan: dict, expected, simulator: str, out_dir: Path,
-             amaranth_runner, cocotb_module: str, top: str, seed: int,
-             compare=None, keep_results: bool = False) -> dict:
+             plan_module: str, top: str, seed: int, keep_results: bool = False) -> dict:
     """Run a plan on one simulator and compare it with the model's answers.
 
-    ``amaranth_runner(params, plan, vcd_path=None) -> (results, cycles)``; on the cocotb
-    simulators ``cocotb_module`` runs it on the Verilog of ``params.component()``. On a
-    mismatch a waveform is written (Amaranth: a second run with a VCD). ``compare`` is the
-    plan module's comparison (default: the tile's, which the Fourier units share);
+    ``plan_module`` names the unit's plan module (e.g. ``"xbarode.sim.tile_plan"``): its
+    ``run_plan_amaranth(params, plan, vcd_path)`` runs the plan in Amaranth's simulator, and
+    on the cocotb simulators its ``execute`` runs inside :mod:`xbarode.sim.cocotb_plan` on the
+    Verilog of ``params.component()`` (:mod:`xbarode.sim.engine`); its ``compare`` checks the
+    results. On a mismatch a waveform is written (Amaranth: a second run with a VCD);
     ``keep_results`` adds the back end's ``results`` to the report.
     """
-    if compare is None:
-        from xbarode.sim.tile_plan import compare
+    import importlib
 
     from xbarode.sim.ecp5_models import check_simulator
 
+    module = importlib.import_module(plan_module)
+    compare = module.compare
     waves = None
     platform = getattr(params, "platform", None)
     check_simulator(simulator, platform)
     if simulator == "amaranth":
-        got, cycles = amaranth_runner(params, plan)
+        got, cycles = module.run_plan_amaranth(params, plan)
         report = compare(expected, got)
         if report["mismatches"]:
             waves = out_dir / f"{unit}.vcd"
             out_dir.mkdir(parents=True, exist_ok=True)
-            amaranth_runner(params, plan, vcd_path=waves)
+            module.run_plan_amaranth(params, plan, vcd_path=waves)
     else:
+        from xbarode.sim.engine import cocotb_data
         from xbarode.sim.runner import run_cocotb, run_folder
         from xbarode.sim.verilog import write_verilog
 
@@ -137,8 +139,8 @@ def run_plan(unit: str, params, plan: dict, expected, simulator: str, out_dir: P
             from xbarode.sim.ecp5_models import write_models
 
             sources.append(write_models(out_dir))
-        result = run_cocotb(sources, top, cocotb_module, simulator,
-                            data={"plan": plan, "expected": expected}, waves="on_failure",
+        result = run_cocotb(sources, top, "xbarode.sim.cocotb_plan", simulator,
+                            data=cocotb_data(plan_module, plan, expected), waves="on_failure",
                             test_dir=run_folder(out_dir, simulator), seed=seed, check=False)
         got = result.outputs.get("results")
         cycles = result.outputs.get("cycles", {})
@@ -156,12 +158,11 @@ def run_plan(unit: str, params, plan: dict, expected, simulator: str, out_dir: P
 
 
 def _tile_cosim(params, vectors: int, seed: int, simulator: str, out_dir: Path) -> dict:
-    from xbarode.sim.tile_amaranth import run_plan_amaranth
     from xbarode.sim.tile_plan import make_plan, model_results
 
     plan = make_plan(params, vectors, seed)
     result = run_plan("tile", params, plan, model_results(params, plan), simulator, out_dir,
-                      run_plan_amaranth, "xbarode.sim.cocotb_tile", "crossbar_tile", seed)
+                      "xbarode.sim.tile_plan", "crossbar_tile", seed)
     return {**result, "cycles_per_mvm": result["cycles"].get("forward")}
 
 
@@ -272,13 +273,12 @@ def _fourier_params(unit: str):
 
 
 def _fourier_cosim(params, vectors: int, seed: int, simulator: str, out_dir: Path) -> dict:
-    from xbarode.sim.fourier_amaranth import run_plan_amaranth
     from xbarode.sim.fourier_plan import make_plan, model_results
 
     plan = make_plan(params, vectors, seed)
     top = _FOURIER_TOPS[params.unit]
     return run_plan(params.unit, params, plan, model_results(params, plan), simulator,
-                    out_dir, run_plan_amaranth, "xbarode.sim.cocotb_fourier", top, seed)
+                    out_dir, "xbarode.sim.fourier_plan", top, seed)
 
 
 _FOURIER_TOPS = {"dft": "dft2d", "hadamard": "hadamard_unit", "fourier-conv": "fourier_conv"}
@@ -311,8 +311,8 @@ class CoreParams:
 
     config: object        # CoreConfig
     #: "none" (plain Verilog) or "ecp5" (MULT18X18D cells with their registers, as ``xbarode
-    #: synth`` builds them; cocotb simulates them with the cell model).
-    dsp: str = "none"
+    #: synth`` builds them; cocotb simulates them with the cell model). Keyword-only.
+    dsp: str = field(default="none", kw_only=True)
 
     @property
     def platform(self):
@@ -343,7 +343,7 @@ def _as_core_params(params) -> CoreParams:
 def _core_params(args):
     from xbarode.model.core_config import load_config, parse_overrides
 
-    return CoreParams(load_config(args.config, parse_overrides(args.set)), args.dsp)
+    return CoreParams(load_config(args.config, parse_overrides(args.set)), dsp=args.dsp)
 
 
 def _core_component(params):
@@ -371,27 +371,15 @@ def _core_cosim(params, vectors: int, seed: int, simulator: str, out_dir: Path) 
 # --- training on the core (the adjoint) ------------------------------------------------------
 
 @dataclass(frozen=True)
-class AdjointParams:
+class AdjointParams(CoreParams):
     """The core with its training hardware, and how often the co-simulation applies SGD."""
 
-    config: object        # CoreConfig with training = True
+    # config: a CoreConfig with training = True
     apply_every: int = 2
-    #: Multiplier mapping of the Verilog, as :attr:`CoreParams.dsp`.
-    dsp: str = "none"
 
-    @property
-    def platform(self):
-        """The ``platform`` the Verilog is elaborated for (:func:`xbarode.hdl.dsp.dsp_platform`)."""
-        from xbarode.hdl.dsp import dsp_platform
-
-        return dsp_platform(self.dsp)
-
-    def component(self):
-        """The core."""
-        from xbarode.hdl.core import Core
-
-        self.platform  # noqa: B018 -- validates dsp
-        return Core(self.config)
+    def manifest_parameters(self) -> dict:
+        """The configuration's fields, ``dsp`` and ``apply_every``."""
+        return {**super().manifest_parameters(), "apply_every": self.apply_every}
 
 
 def _adjoint_arguments(parser) -> None:
@@ -408,7 +396,7 @@ def _adjoint_params(args):
         raise ValueError(f"--apply-every must be >= 1, not {args.apply_every}")
     core = _core_params(args)
     return AdjointParams(dataclasses.replace(core.config, training=True), args.apply_every,
-                         core.dsp)
+                         dsp=core.dsp)
 
 
 def backward_mac_count(config) -> int:
@@ -430,8 +418,7 @@ def _adjoint_cosim(params: AdjointParams, vectors: int, seed: int, simulator: st
     and the weights after each, against the fixed-point model."""
     import numpy as np
 
-    from xbarode.sim.adjoint_amaranth import run_plan_amaranth
-    from xbarode.sim.adjoint_plan import compare, make_plan
+    from xbarode.sim.adjoint_plan import make_plan
     from xbarode.sim.core_plan import random_params
 
     config = params.config
@@ -441,8 +428,7 @@ def _adjoint_cosim(params: AdjointParams, vectors: int, seed: int, simulator: st
     plan, expected = make_plan(config, random_params(config, seed), images, labels,
                                apply_every=params.apply_every)
     result = run_plan("adjoint", params, plan, expected, simulator, out_dir,
-                      run_plan_amaranth, "xbarode.sim.cocotb_adjoint", "xbarode_core", seed,
-                      compare=compare, keep_results=True)
+                      "xbarode.sim.adjoint_plan", "xbarode_core", seed, keep_results=True)
     got = result.pop("results")
     cycles = result.pop("cycles")
     if config.structure == "conv":
