@@ -43,7 +43,7 @@ STUDY_ROUNDINGS = ("nearest", "stochastic")
 
 
 def precision_study(*, seeds: int = 3, epochs: int = 30, widths=DEFAULT_WIDTHS,
-                    progress=None) -> dict:
+                    progress=None, dataset: str = "digits") -> dict:
     """Run the study; returns a JSON-ready dict (see :func:`write_report` for the layout).
 
     Parameters
@@ -56,13 +56,15 @@ def precision_study(*, seeds: int = 3, epochs: int = 30, widths=DEFAULT_WIDTHS,
         Word widths.
     progress : callable, optional
         Wraps the list of runs (e.g. ``tqdm.tqdm``).
+    dataset : str
+        The data set (``"digits"`` or ``"mnist5k"``); the network's image is its image.
     """
-    from xbarode.model import Config, accuracy, load_digits_split, train
+    from xbarode.model import DATASET_SHAPES, Config, accuracy, load_dataset, train
     from xbarode.model.fixed_net import formats_for_width
 
     start = time.perf_counter()
-    data = load_digits_split()
-    base = Config(epochs=epochs)
+    base = Config(epochs=epochs, dataset=dataset, image_shape=DATASET_SHAPES.get(dataset, (8, 8)))
+    data = load_dataset(dataset)
     runs = [("float64", None, None, seed) for seed in range(seeds)]
     runs += [(kind, width, rounding, seed) for width in widths for rounding in STUDY_ROUNDINGS
              for kind in ("fixed", "ptq") for seed in range(seeds)]
@@ -109,6 +111,10 @@ def precision_study(*, seeds: int = 3, epochs: int = 30, widths=DEFAULT_WIDTHS,
             "runs": raw, "seconds": time.perf_counter() - start}
 
 
+#: How the precision study's table names each data set.
+_DATASET_TITLES = {"digits": "Digits", "mnist5k": "mnist5k"}
+
+
 def _pct(c: dict) -> str:
     return f"{100 * c['mean']:.2f} ± {100 * c['std']:.2f}"
 
@@ -117,7 +123,8 @@ def markdown(result: dict) -> str:
     """The study's table in Markdown."""
     t = result["table"]
     lines = [
-        f"Digits test accuracy (%, mean ± std over {result['seeds']} seeds, "
+        f"{_DATASET_TITLES[result['config'].get('dataset', 'digits')]} test accuracy (%, mean ± "
+        f"std over {result['seeds']} seeds, "
         f"{result['epochs']} epochs of SGD); overflows = mean saturated words per run.",
         "",
         f"float64: {_pct(t['float64'])}",
