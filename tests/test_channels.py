@@ -103,6 +103,21 @@ def test_bank_kernel_gradient_is_the_block_matrix_gradient_pulled_back(shape, c,
     assert relative_error(got, expected) < 1e-12
 
 
+def test_bank_kernel_gradient_sums_a_batch_longer_than_one_chunk():
+    """A trajectory's worth of vectors (3 × 50, more than the 64 images the gradient takes at
+    a time): every chunk counts."""
+    rng = np.random.default_rng(12)
+    shape, c = (3, 4), 2
+    kernels = rng.standard_normal((c, c, 3, 3))
+    x, g = rng.standard_normal((2, 3, 50, c * 12))
+    expected = np.empty(kernels.shape)
+    for index in np.ndindex(kernels.shape):
+        unit = np.zeros(kernels.shape)
+        unit[index] = 1.0
+        expected[index] = np.einsum("sbi,ij,sbj->", g, scipy_block_matrix(unit, shape), x)
+    assert relative_error(ConvBank(kernels, shape).param_grad(g, x), expected) < 1e-12
+
+
 def test_one_channel_bank_is_todays_conv():
     rng = np.random.default_rng(3)
     shape, kernel = (5, 7), rng.standard_normal((3, 3))
