@@ -346,6 +346,10 @@ def test_demo_summary_names_the_optimizer_used(capsys, tmp_path, argv, name):
 # --- data sets: --dataset, --channels, --pool ------------------------------------------------
 
 
+def refuse_training(*args, **kwargs):
+    raise AssertionError("training started before the input was checked")
+
+
 def mnist5k_weights(path, **changes):
     """Untrained weights of a 28x28 network on mnist5k (a random head: not all one class)."""
     config = Config(**{"structure": "conv", "image_shape": (28, 28), "dataset": "mnist5k",
@@ -441,7 +445,8 @@ def test_simulate_refuses_weights_with_channels(capsys, tmp_path):
     assert "pool: 2 in the weights, 1 in the core" in err
 
 
-def test_demo_on_mnist5k_refuses_the_8x8_core_before_training(capsys, tmp_path):
+def test_demo_on_mnist5k_refuses_the_8x8_core_before_training(capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr("xbarode.model.train", refuse_training)
     weights = tmp_path / "demo" / "w.npz"
     code, out, err = run(capsys, "demo", "--dataset", "mnist5k", "--structure", "conv",
                          "--out", weights)
@@ -464,7 +469,9 @@ def test_demo_rtl_images_bound_is_the_data_sets_test_set(capsys, tmp_path):
     (["--pool", 3], "pool 3 does not divide the 8x8 image"),
     (["--pool", 3, "--dataset", "mnist5k"], "pool 3 does not divide the 28x28 image"),
 ])
-def test_bad_channel_settings_exit_2_before_any_work(capsys, tmp_path, argv, message):
+def test_bad_channel_settings_exit_2_before_any_work(capsys, tmp_path, monkeypatch, argv,
+                                                      message):
+    monkeypatch.setattr("xbarode.model.train", refuse_training)
     weights = tmp_path / "w.npz"
     code, out, err = run(capsys, "train", *argv, "--out", weights, "--json")
     assert code == 2 and out == ""
