@@ -470,7 +470,7 @@ def _synth_figure() -> dict | None:
 
 
 def cmd_simulate(args) -> dict:
-    """``xbarode simulate``: digits through the RTL core and the fixed-point model."""
+    """``xbarode simulate``: test images through the RTL core and the fixed-point model."""
     from xbarode.model.core_config import load_config, parse_overrides
 
     from .model import check_dataset, load_weights
@@ -874,7 +874,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(func=cmd_evaluate)
 
     demo = sub.add_parser("demo", help="the whole flow on the default configuration",
-                          description="Train the default network on the digits in 16-bit "
+                          description="Train the default network (on the digits unless "
+                                      "--dataset says otherwise) in 16-bit "
                                       "fixed point, save the weights, generate the core's "
                                       "Verilog, run the test set through it on a simulator "
                                       "and report accuracy (float64, fixed point, RTL), "
@@ -896,7 +897,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     simulate = sub.add_parser(
-        "simulate", help="digits through the RTL core, compared with the fixed-point model",
+        "simulate", help="test images through the RTL core, compared with the fixed-point model",
         description="Run test images through the core's RTL on a simulator and through the "
                     "fixed-point model; compare every logit, state word, status word and "
                     "flag; report agreement, accuracy and cycles.")
@@ -925,8 +926,9 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Studies; each writes Markdown, JSON and a PNG plot.")
     study_sub = study.add_subparsers(dest="what", required=True, metavar="WHAT")
     precision = study_sub.add_parser(
-        "precision", help="digits accuracy against word width and rounding",
-        description="Train the digits neural ODE in float64 and in bit-exact fixed point at "
+        "precision", help="accuracy against word width and rounding",
+        description="Train the one-channel neural ODE (digits unless --dataset says otherwise) "
+                    "in float64 and in bit-exact fixed point at "
                     "each width with nearest and stochastic rounding, and evaluate the float64 "
                     "networks quantised after training; test accuracy mean ± std over seeds "
                     "and overflow counts (Gupta et al. 2015, for neural ODEs).")
@@ -979,10 +981,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench_sub = bench.add_subparsers(dest="what", required=True, metavar="WHAT")
     model = bench_sub.add_parser(
         "model", help="golden model vs torchdiffeq: forward + gradient",
-        description="Forward pass and gradient of a digits batch (3x3 kernels on 8x8 images, "
-                    "explicit Euler, float64): the golden model's discrete adjoint against "
-                    "torchdiffeq's odeint (backprop through Euler) and odeint_adjoint. Needs "
-                    "the optional extra: pip install 'xbarode[bench]'.")
+        description="Forward pass and gradient of a batch of training images (3x3 kernels on "
+                    "the data set's images, explicit Euler, float64): the golden model's "
+                    "discrete adjoint against torchdiffeq's odeint (backprop through Euler) and "
+                    "odeint_adjoint. Needs the optional extra: pip install 'xbarode[bench]'.")
     _add_dataset(model, "data set of the batch")
     model.add_argument("--batch", type=_positive_int, default=64,
                        help="images per batch (default: %(default)s)")

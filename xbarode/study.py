@@ -1,6 +1,7 @@
 """Studies that answer a design question; each writes Markdown, JSON and a PNG plot.
 
-**The precision study**: digits accuracy against word width and rounding (Gupta et al. 2015).
+**The precision study**: accuracy (digits, or mnist5k) against word width and rounding (Gupta
+et al. 2015).
 For each seed, a float64 network is trained (SGD, the same settings as the fixed-point runs).
 Then for each width and rounding mode:
 
@@ -166,9 +167,10 @@ def plot(result: dict, path: Path) -> None:
                     yerr=[100 * c["std"] for c in cells], fmt=style, capsize=3,
                     label=f"{names[kind]}, {rounding}")
     ax.set_xlabel("word width (bits)")
-    ax.set_ylabel("digits test accuracy (%)")
+    dataset = result["config"].get("dataset", "digits")
+    ax.set_ylabel(f"{dataset} test accuracy (%)")
     ax.set_xticks(widths)
-    ax.set_title("Neural ODE on digits: accuracy against precision")
+    ax.set_title(f"Neural ODE on {dataset}: accuracy against precision")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
