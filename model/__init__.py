@@ -2,13 +2,22 @@
 
 Float64 reference implementations of circular convolution (matrix and shift-sum forms), the
 real 2×2-block Fourier path, the Euler and implicit-Euler (Newton) solvers, discrete adjoints,
-and the digits classifier. See docs/architecture.md §1 for the conventions.
+and the image classifier (one channel, or an augmented multi-channel network). See
+docs/architecture.md §1 for the conventions.
 """
 
 from .adjoint import adjoint
-from .classifier import head_grads, logits, softmax_cross_entropy
+from .classifier import (
+    augment,
+    avg_pool,
+    avg_pool_grad,
+    head_grads,
+    logits,
+    softmax_cross_entropy,
+)
 from .conv import (
     Conv,
+    ConvBank,
     Dense,
     circular_conv,
     conv_kernel_grad,
@@ -16,7 +25,17 @@ from .conv import (
     kernel_pullback,
     tap_columns,
 )
-from .data import DIGITS_SHAPE, Digits, load_digits_split
+from .data import (
+    DATASET_SHAPES,
+    DATASETS,
+    DIGITS_SHAPE,
+    MNIST5K_SHAPE,
+    Digits,
+    Split,
+    load_dataset,
+    load_digits_split,
+    load_mnist5k_split,
+)
 from .fixed import (
     LFSR_POLY,
     LFSR_SEED,
@@ -36,6 +55,7 @@ from .train import (
     Config,
     WeightsError,
     accuracy,
+    check_dataset,
     init_params,
     load_weights,
     loss_and_grads,
@@ -45,13 +65,17 @@ from .train import (
 )
 
 __all__ = [
+    "DATASETS",
+    "DATASET_SHAPES",
     "DIGITS_SHAPE",
     "LFSR_POLY",
     "LFSR_SEED",
+    "MNIST5K_SHAPE",
     "ROUNDINGS",
     "SOLVERS",
     "Config",
     "Conv",
+    "ConvBank",
     "ConvergenceWarning",
     "Dense",
     "Digits",
@@ -66,9 +90,14 @@ __all__ = [
     "Overflow",
     "Rounder",
     "SolveInfo",
+    "Split",
     "WeightsError",
     "accuracy",
     "adjoint",
+    "augment",
+    "avg_pool",
+    "avg_pool_grad",
+    "check_dataset",
     "circular_conv",
     "conv_kernel_grad",
     "conv_matrix",
@@ -80,7 +109,9 @@ __all__ = [
     "init_params",
     "kernel_pullback",
     "kernel_spectrum",
+    "load_dataset",
     "load_digits_split",
+    "load_mnist5k_split",
     "load_weights",
     "logits",
     "loss_and_grads",

@@ -1,9 +1,14 @@
-"""The digits neural ODE: configuration, forward pass, gradients, training, weights files.
+"""The image neural ODE: configuration, forward pass, gradients, training, weights files.
 
-The network is ``z_0 = x`` (a flattened 8×8 image), ``dz/dt = B·relu(A z)`` over ``[0, T]``
-with ``steps`` fixed steps, ``logits = C·z_N + d``. ``A`` and ``B`` are either circular
-convolutions with k×k kernels (``structure="conv"``) or dense m×m matrices
-(``structure="dense"``, one full crossbar tile each).
+The network is ``z_0 = x`` (a flattened H×W image: 8×8 digits or 28×28 mnist5k),
+``dz/dt = B·relu(A z)`` over ``[0, T]`` with ``steps`` fixed steps, ``logits = C·z_N + d``.
+``A`` and ``B`` are either circular convolutions with k×k kernels (``structure="conv"``) or
+dense m×m matrices (``structure="dense"``, one full crossbar tile each).
+
+With ``channels = c > 1`` the state is c images: ``z_0`` holds the image in channel 0 and
+zeros in the others (augmented neural ODE), ``A`` and ``B`` are c×c banks of k×k circular
+convolutions (:class:`~xbarode.model.conv.ConvBank`). With ``pool = p > 1`` the head reads
+the p×p average pool of every channel of ``z_N`` (docs/architecture.md §1).
 """
 
 from __future__ import annotations
@@ -19,9 +24,16 @@ import numpy as np
 
 from . import _checks
 from .adjoint import adjoint
-from .classifier import head_grads, logits, softmax_cross_entropy
-from .conv import Conv, Dense, tap_columns
-from .data import DIGITS_SHAPE, Digits, load_digits_split
+from .classifier import (
+    augment,
+    avg_pool,
+    avg_pool_grad,
+    head_grads,
+    logits,
+    softmax_cross_entropy,
+)
+from .conv import Conv, ConvBank, Dense, tap_columns
+from .data import DATASET_SHAPES, DATASETS, DIGITS_SHAPE, Split, load_dataset
 from .fixed import LFSR_SEED, ROUNDINGS, Lfsr, parse_format
 from .fixed_net import FixedFormats, FixedNetwork
 from .fixed_ops import power_of_two_shift
@@ -32,6 +44,7 @@ __all__ = [
     "TrainingDiverged",
     "WeightsError",
     "accuracy",
+    "check_dataset",
     "init_params",
     "load_weights",
     "loss_and_grads",
@@ -59,9 +72,18 @@ class Config:
     kernel_size : int
         Odd kernel size for ``structure="conv"``.
     image_shape : tuple of int
-        ``(H, W)``; the digits are 8×8.
+        ``(H, W)``; the digits are 8×8, mnist5k 28×28.
     classes : int
         Number of classes.
+    channels : int
+        Channels ``c`` of the state: 1 is the one-image network; ``c > 1`` (conv only) starts
+        with the image in channel 0 and zeros in the others, ``A`` and ``B`` c×c kernel banks.
+    pool : int
+        The head reads the ``pool``×``pool`` average pool of every channel of ``z_N``; 1 is no
+        pool. Must divide H and W.
+    dataset : str
+        The data set trained on (a key of :data:`~xbarode.model.data.DATASETS`); :func:`train`
+        loads it when no data is given, and its images must be ``image_shape``.
     steps : int
         Solver steps N.
     T : float
@@ -103,6 +125,9 @@ class Config:
     kernel_size: int = 3
     image_shape: tuple[int, int] = DIGITS_SHAPE
     classes: int = 10
+    channels: int = 1
+    pool: int = 1
+    dataset: str = "digits"
     steps: int = 8
     T: float = 2.0
     method: str = "euler"
@@ -124,7 +149,8 @@ class Config:
     acc_width: int = 48
     rounding: str = "stochastic"
     lfsr_seed: int = LFSR_SEED
-    _model_fields: tuple = field(default=("structure", "kernel_size", "image_shape", "classes"),
+    _model_fields: tuple = field(default=("structure", "kernel_size", "image_shape", "classes",
+                                          "channels", "pool"),
                                  init=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -134,6 +160,7 @@ class Config:
         if self.structure == "conv":
             _checks.kernel(np.zeros((self.kernel_size,) * 2), self.image_shape)
         _checks.positive_int("classes", self.classes, minimum=2)
+        self._check_channels()
         _checks.positive_int("steps", self.steps)
         _checks.positive_float("T", self.T)
         if self.method not in SOLVERS:
@@ -162,6 +189,22 @@ class Config:
             power_of_two_shift(self.h, "h = T/steps")
             formats.check(self.m, self.classes)
 
+    def _check_channels(self) -> None:
+        _checks.positive_int("channels", self.channels)
+        _checks.positive_int("pool", self.pool)
+        if self.dataset not in DATASETS:
+            raise ValueError(f"unknown data set {self.dataset!r}; choose one of "
+                             f"{sorted(DATASETS)}")
+        height, width = self.image_shape
+        if height % self.pool or width % self.pool:
+            raise ValueError(f"pool {self.pool} does not divide the {height}x{width} image")
+        if self.channels > 1 and self.structure != "conv":
+            raise ValueError(f"channels {self.channels} needs structure 'conv' (kernel banks), "
+                             f"not {self.structure!r}")
+        if self.precision == "fixed" and (self.channels, self.pool) != (1, 1):
+            raise ValueError(f"the fixed-point model has one channel and no pool, not channels "
+                             f"{self.channels} and pool {self.pool}; use precision 'float64'")
+
     def check_trainable(self) -> None:
         """Raise unless :func:`train` can run this configuration.
 
@@ -185,8 +228,18 @@ class Config:
 
     @property
     def m(self) -> int:
-        """State size ``H·W``."""
+        """Pixels per image ``H·W`` (the state size with one channel)."""
         return self.image_shape[0] * self.image_shape[1]
+
+    @property
+    def state_size(self) -> int:
+        """State size ``channels·H·W``."""
+        return self.channels * self.m
+
+    @property
+    def features(self) -> int:
+        """Inputs of the head: ``channels·(H/pool)·(W/pool)``."""
+        return self.state_size // self.pool**2
 
     def fixed_formats(self) -> FixedFormats:
         """The formats of the fixed-point signal classes."""
@@ -223,13 +276,22 @@ class Config:
         return cls(**data)
 
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
-        """The shape of each parameter array: ``A``, ``B``, ``C``, ``d``."""
+        """The shape of each parameter array: ``A``, ``B``, ``C``, ``d``.
+
+        ``A`` and ``B`` are k×k kernels (conv, one channel), ``(c, c, k, k)`` banks (conv,
+        ``c`` channels) or m×m matrices (dense); ``C`` is ``(classes, features)``.
+        """
         ab = (self.kernel_size,) * 2 if self.structure == "conv" else (self.m, self.m)
-        return {"A": ab, "B": ab, "C": (self.classes, self.m), "d": (self.classes,)}
+        if self.channels > 1:
+            ab = (self.channels, self.channels, *ab)
+        return {"A": ab, "B": ab, "C": (self.classes, self.features), "d": (self.classes,)}
 
 
-def operators(config: Config, params: dict) -> tuple[Dense | Conv, Dense | Conv]:
+def operators(config: Config, params: dict) -> tuple[Dense | Conv | ConvBank, ...]:
     """The operators ``A`` and ``B`` for a parameter set."""
+    if config.channels > 1:
+        return (ConvBank(params["A"], config.image_shape),
+                ConvBank(params["B"], config.image_shape))
     if config.structure == "conv":
         return Conv(params["A"], config.image_shape), Conv(params["B"], config.image_shape)
     return Dense(params["A"]), Dense(params["B"])
@@ -239,7 +301,8 @@ def init_params(config: Config) -> dict[str, np.ndarray]:
     """Seeded initial parameters: scaled Gaussian ``A``, ``B``; zero head."""
     rng = np.random.default_rng(config.seed)
     shapes = config.param_shapes()
-    fan_in = config.kernel_size**2 if config.structure == "conv" else config.m
+    fan_in = (config.channels * config.kernel_size**2 if config.structure == "conv"
+              else config.m)
     scale = config.init_scale / np.sqrt(fan_in)
     return {
         "A": rng.normal(0.0, scale, shapes["A"]),
@@ -287,8 +350,10 @@ def predict(config: Config, params: dict, x: np.ndarray) -> np.ndarray:
         net = fixed_network(config, params)
         return config.fixed_formats().act.to_float(net.forward(x)[0])
     A, B = operators(config, params)
-    trajectory = odeint(A, B, x, config.h, config.steps, config.method, **config.solver_options)
-    return logits(params["C"], params["d"], trajectory[-1])
+    trajectory = odeint(A, B, augment(x, config.channels), config.h, config.steps,
+                        config.method, **config.solver_options)
+    features = avg_pool(trajectory[-1], config.channels, config.image_shape, config.pool)
+    return logits(params["C"], params["d"], features)
 
 
 def accuracy(config: Config, params: dict, x: np.ndarray, y: np.ndarray,
@@ -322,10 +387,14 @@ def loss_and_grads(config: Config, params: dict, x: np.ndarray, y: np.ndarray):
     """
     A, B = operators(config, params)
     options = config.solver_options
-    trajectory = odeint(A, B, x, config.h, config.steps, config.method, **options)
-    scores = logits(params["C"], params["d"], trajectory[-1])
+    trajectory = odeint(A, B, augment(x, config.channels), config.h, config.steps,
+                        config.method, **options)
+    shape = (config.channels, config.image_shape, config.pool)
+    features = avg_pool(trajectory[-1], *shape)
+    scores = logits(params["C"], params["d"], features)
     loss, grad_scores = softmax_cross_entropy(scores, y)
-    grad_C, grad_d, grad_z = head_grads(grad_scores, trajectory[-1], params["C"])
+    grad_C, grad_d, grad_features = head_grads(grad_scores, features, params["C"])
+    grad_z = avg_pool_grad(grad_features, *shape)
     _, grad_A, grad_B = adjoint(A, B, trajectory, config.h, grad_z, config.method, **options)
     return loss, {"A": grad_A, "B": grad_B, "C": grad_C, "d": grad_d}
 
@@ -393,15 +462,16 @@ def _fixed_stepper(config: Config):
             lambda: (dict(net.overflow.counts), net.overflow.total_words))
 
 
-def train(config: Config, data: Digits | None = None, progress=None):
-    """Train the network on the digits with mini-batch SGD (or Adam), in float64 or fixed point.
+def train(config: Config, data: Split | None = None, progress=None):
+    """Train the network with mini-batch SGD (or Adam), in float64 or fixed point.
 
     Parameters
     ----------
     config : Config
         Network and training settings.
-    data : Digits, optional
-        Defaults to :func:`~xbarode.model.data.load_digits_split`.
+    data : Split, optional
+        Defaults to ``load_dataset(config.dataset)``; its images must have ``config.m``
+        pixels.
     progress : callable, optional
         Wraps the epoch range (e.g. ``tqdm.tqdm``); called as ``progress(iterable)``.
 
@@ -420,9 +490,17 @@ def train(config: Config, data: Digits | None = None, progress=None):
     TrainingDiverged
         When training diverges (a non-finite loss or state); the message names the epoch and
         the learning rate.
+    ValueError
+        When the data's images are not ``config.image_shape``.
     """
     config.check_trainable()
-    data = load_digits_split() if data is None else data
+    if data is None:
+        check_dataset(config, config.dataset)
+        data = load_dataset(config.dataset)
+    if data.x_train.shape[1] != config.m:
+        raise ValueError(f"the data's images have {data.x_train.shape[1]} pixels, the "
+                         f"network's {config.image_shape[0]}x{config.image_shape[1]} = "
+                         f"{config.m}")
     start = time.perf_counter()
     stepper = _fixed_stepper if config.precision == "fixed" else _float_stepper
     step, current_params, training_overflows = stepper(config)
@@ -460,6 +538,22 @@ def train(config: Config, data: Digits | None = None, progress=None):
         "seconds": time.perf_counter() - start,
     }
     return params, summary
+
+
+def check_dataset(config: Config, dataset: str, source: str | None = None) -> None:
+    """Raise :class:`WeightsError` (one line) unless ``dataset``'s images are the network's.
+
+    ``source`` names the weights file the configuration came from, for the message.
+    """
+    if dataset not in DATASET_SHAPES:
+        raise ValueError(f"unknown data set {dataset!r}; choose one of {sorted(DATASETS)}")
+    want = DATASET_SHAPES[dataset]
+    if tuple(config.image_shape) != want:
+        have = "x".join(map(str, config.image_shape))
+        what = (f"the weights {source} were trained on {config.dataset} ({have} images)"
+                if source is not None else f"the network has {have} images")
+        raise WeightsError(f"{what}; the data set {dataset} has {want[0]}x{want[1]} images "
+                           f"(choose the data set the weights were trained on)")
 
 
 class TrainingDiverged(ValueError):

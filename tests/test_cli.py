@@ -17,7 +17,16 @@ import numpy as np
 import pytest
 
 from helpers import last_json, run
-from xbarode.model import load_digits_split, load_weights, predict
+from xbarode.model import (
+    Config,
+    init_params,
+    load_dataset,
+    load_digits_split,
+    load_weights,
+    predict,
+    save_weights,
+)
+from xbarode.model import data as data_module
 
 ACCURACY_KEYS = {"test_accuracy", "train_accuracy", "seconds"}
 
@@ -35,11 +44,16 @@ def assert_no_progress_bar(text):
     ("command", "options"),
     [
         (["train"], ["--epochs", "--steps", "--T", "--h", "--method", "--structure",
-                     "--kernel-size", "--lr", "--batch-size", "--seed", "--out", "--json"]),
-        (["evaluate"], ["weights", "--json"]),
-        (["demo"], ["--epochs", "--steps", "--T", "--h", "--method", "--out", "--json"]),
+                     "--kernel-size", "--lr", "--batch-size", "--seed", "--out", "--json",
+                     "--dataset", "--channels", "--pool"]),
+        (["evaluate"], ["weights", "--json", "--dataset"]),
+        (["demo"], ["--epochs", "--steps", "--T", "--h", "--method", "--out", "--json",
+                    "--dataset", "--channels", "--pool"]),
+        (["simulate"], ["--dataset", "--images"]),
+        (["study", "precision"], ["--dataset", "--seeds"]),
         (["bench"], ["model"]),
-        (["bench", "model"], ["--batch", "--steps", "--repeats", "--seed", "--json"]),
+        (["bench", "model"], ["--batch", "--steps", "--repeats", "--seed", "--json",
+                              "--dataset"]),
         ([], ["train", "evaluate", "demo", "bench", "--version"]),
     ],
 )
@@ -327,3 +341,145 @@ def test_demo_summary_names_the_optimizer_used(capsys, tmp_path, argv, name):
                        tmp_path / "w.npz", *argv)
     assert code == 0
     assert f"1 epochs of {name} " in out
+
+
+# --- data sets: --dataset, --channels, --pool ------------------------------------------------
+
+
+def refuse_training(*args, **kwargs):
+    raise AssertionError("training started before the input was checked")
+
+
+def mnist5k_weights(path, **changes):
+    """Untrained weights of a 28x28 network on mnist5k (a random head: not all one class)."""
+    config = Config(**{"structure": "conv", "image_shape": (28, 28), "dataset": "mnist5k",
+                       "channels": 2, "pool": 2, **changes})
+    params = init_params(config)
+    params["C"] = np.random.default_rng(0).normal(0, 0.1, params["C"].shape)
+    return save_weights(path, config, params), config, params
+
+
+@pytest.fixture
+def small_mnist5k(monkeypatch):
+    """mnist5k cut to its first 64 training and 32 test images, so that a CLI training run
+    takes seconds; the split's other properties are tests/test_channels.py's."""
+    full = data_module.load_mnist5k_split()
+    small = data_module.Split(full.x_train[:64], full.y_train[:64], full.x_test[:32],
+                              full.y_test[:32], "mnist5k", (28, 28))
+    monkeypatch.setitem(data_module.DATASETS, "mnist5k", lambda: small)
+    return small
+
+
+def test_train_and_evaluate_on_mnist5k_with_channels(capsys, tmp_path, small_mnist5k):
+    weights = tmp_path / "w.npz"
+    code, out, err = run(capsys, "train", "--dataset", "mnist5k", "--structure", "conv",
+                         "--channels", 2, "--pool", 2, "--epochs", 1, "--optimizer", "adam",
+                         "--lr", 0.01, "--out", weights, "--json")
+    assert code == 0, err
+    trained = last_json(out)
+    config, params = load_weights(weights)
+    assert (config.dataset, config.image_shape, config.channels, config.pool) == (
+        "mnist5k", (28, 28), 2, 2)
+    assert trained["config"]["dataset"] == "mnist5k"
+    assert params["A"].shape == (2, 2, 3, 3) and params["C"].shape == (10, 2 * 14 * 14)
+    code, out, err = run(capsys, "evaluate", weights, "--dataset", "mnist5k", "--json")
+    assert code == 0, err
+    evaluated = last_json(out)
+    predicted = predict(config, params, small_mnist5k.x_test).argmax(axis=1)
+    assert evaluated["test_accuracy"] == np.mean(predicted == small_mnist5k.y_test)
+    assert evaluated["test_accuracy"] == trained["test_accuracy"]
+    assert evaluated["dataset"] == "mnist5k"
+
+
+def test_evaluate_mnist5k_weights_on_the_full_test_set(capsys, tmp_path):
+    path, config, params = mnist5k_weights(tmp_path / "w.npz", channels=1)
+    code, out, err = run(capsys, "evaluate", path, "--dataset", "mnist5k")
+    assert code == 0, err
+    data = load_dataset("mnist5k")
+    accuracy = np.mean(predict(config, params, data.x_test).argmax(axis=1) == data.y_test)
+    assert f"mnist5k test accuracy {accuracy:.2%} (1000 images)" in out
+
+
+@pytest.mark.parametrize(("weights_set", "asked", "message"), [
+    ("mnist5k", [], "the weights {path} were trained on mnist5k (28x28 images); the data set "
+                    "digits has 8x8 images"),
+    ("digits", ["--dataset", "mnist5k"], "the weights {path} were trained on digits (8x8 "
+                                         "images); the data set mnist5k has 28x28 images"),
+])
+def test_evaluate_refuses_weights_of_another_image_size(capsys, tmp_path, weights_set, asked,
+                                                        message):
+    if weights_set == "mnist5k":
+        path = mnist5k_weights(tmp_path / "w.npz")[0]
+    else:
+        config = Config(structure="conv")
+        path = save_weights(tmp_path / "w.npz", config, init_params(config))
+    code, out, err = run(capsys, "evaluate", path, *asked, "--json")
+    assert code == 2 and out == ""
+    assert err == f"xbarode evaluate: error: {message.format(path=path)} (choose the data set " \
+                  f"the weights were trained on)\n"
+
+
+def test_simulate_refuses_a_data_set_of_another_image_size(capsys, tmp_path):
+    code, out, err = run(capsys, "simulate", "--dataset", "mnist5k", "--out", tmp_path / "sim")
+    assert code == 2 and out == ""
+    assert err == ("xbarode simulate: error: the mnist5k digits are 28x28 images; the "
+                   "configuration's image is 8x8\n")
+    assert not (tmp_path / "sim").exists()
+
+
+def test_simulate_refuses_weights_of_another_image_size(capsys, tmp_path):
+    path = mnist5k_weights(tmp_path / "w.npz")[0]
+    code, out, err = run(capsys, "simulate", "--weights", path, "--out", tmp_path / "sim")
+    assert code == 2 and out == ""
+    assert err.startswith(f"xbarode simulate: error: the weights {path} were trained on "
+                          f"mnist5k (28x28 images)") and err.count("\n") == 1
+    assert not (tmp_path / "sim").exists()
+
+
+def test_simulate_refuses_weights_with_channels(capsys, tmp_path):
+    """Digits weights with two channels: the right image size, but not the core's network."""
+    path = mnist5k_weights(tmp_path / "w.npz", image_shape=(8, 8), dataset="digits")[0]
+    code, out, err = run(capsys, "simulate", "--weights", path, "--out", tmp_path / "sim")
+    assert code == 2 and out == ""
+    assert "channels: 2 in the weights, 1 in the core" in err
+    assert "pool: 2 in the weights, 1 in the core" in err
+
+
+def test_demo_on_mnist5k_refuses_the_8x8_core_before_training(capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr("xbarode.model.train", refuse_training)
+    weights = tmp_path / "demo" / "w.npz"
+    code, out, err = run(capsys, "demo", "--dataset", "mnist5k", "--structure", "conv",
+                         "--out", weights)
+    assert code == 2 and out == ""
+    assert err == ("xbarode demo: error: the mnist5k digits are 28x28 images; the core "
+                   "configuration's image is 8x8\n")
+    assert not weights.exists() and not weights.parent.exists()
+
+
+def test_demo_rtl_images_bound_is_the_data_sets_test_set(capsys, tmp_path):
+    code, _, err = run(capsys, "demo", "--rtl-images", 361, "--out", tmp_path / "w.npz")
+    assert code == 2
+    assert "--rtl-images must be between 0 and 360 (the digits test set), not 361" in err
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--channels", 2], "channels 2 needs structure 'conv' (kernel banks), not 'dense'"),
+    (["--channels", 2, "--structure", "conv", "--width", 16],
+     "the fixed-point model has one channel and no pool"),
+    (["--pool", 3], "pool 3 does not divide the 8x8 image"),
+    (["--pool", 3, "--dataset", "mnist5k"], "pool 3 does not divide the 28x28 image"),
+])
+def test_bad_channel_settings_exit_2_before_any_work(capsys, tmp_path, monkeypatch, argv,
+                                                      message):
+    monkeypatch.setattr("xbarode.model.train", refuse_training)
+    weights = tmp_path / "w.npz"
+    code, out, err = run(capsys, "train", *argv, "--out", weights, "--json")
+    assert code == 2 and out == ""
+    assert err.startswith("xbarode train: error:") and message in err
+    assert not weights.exists()
+
+
+def test_unknown_data_set_is_a_usage_error(capsys, tmp_path):
+    code, out, err = run(capsys, "evaluate", tmp_path / "w.npz", "--dataset", "cifar")
+    assert code == 2 and out == ""
+    assert "--dataset" in err and "invalid choice: 'cifar'" in err

@@ -1,6 +1,7 @@
 """Benchmarks: figures measured side by side in one run, never timed tests.
 
-``bench_model`` times forward pass + gradient of a digits batch (3×3 kernels on 8×8 images,
+``bench_model`` times forward pass + gradient of a batch of a data set (3×3 kernels on its
+images: 8×8 digits or 28×28 mnist5k,
 explicit Euler, float64, softmax cross-entropy head) in the golden model (discrete adjoint)
 against torchdiffeq's ``odeint`` (autograd through the Euler steps) and ``odeint_adjoint``
 (continuous adjoint), and reports the time ratios and how far the gradients differ.
@@ -19,11 +20,11 @@ class MissingDependency(RuntimeError):
     """An optional dependency a benchmark needs is not installed."""
 
 
-def _golden(kernels, head, x, y, h, steps):
+def _golden(kernels, head, x, y, h, steps, shape):
     """Loss and gradients (a, b, C, d) from the golden model."""
     from xbarode.model import Conv, adjoint, head_grads, logits, odeint, softmax_cross_entropy
 
-    A, B = Conv(kernels[0], (8, 8)), Conv(kernels[1], (8, 8))
+    A, B = Conv(kernels[0], shape), Conv(kernels[1], shape)
     trajectory = odeint(A, B, x, h, steps)
     loss, grad_scores = softmax_cross_entropy(logits(*head, trajectory[-1]), y)
     grad_C, grad_d, grad_z = head_grads(grad_scores, trajectory[-1], head[0])
@@ -31,7 +32,7 @@ def _golden(kernels, head, x, y, h, steps):
     return loss, [grad_a, grad_b, grad_C, grad_d]
 
 
-def _torch_problem(kernels, head):
+def _torch_problem(kernels, head, shape):
     """A torch module for ``dz/dt = conv(b, relu(conv(a, z)))`` with circular padding."""
     import torch
     from torch.nn import functional as F
@@ -44,8 +45,8 @@ def _torch_problem(kernels, head):
 
         def conv(self, kernel, z):
             # conv2d correlates; flipping the kernel makes it scipy.ndimage.convolve's convolution.
-            images = F.pad(z.view(-1, 1, 8, 8), (1, 1, 1, 1), mode="circular")
-            return F.conv2d(images, kernel.flip(0, 1).view(1, 1, 3, 3)).view(-1, 64)
+            images = F.pad(z.view(-1, 1, *shape), (1, 1, 1, 1), mode="circular")
+            return F.conv2d(images, kernel.flip(0, 1).view(1, 1, 3, 3)).view(z.shape)
 
         def forward(self, t, z):
             return self.conv(self.b, torch.relu(self.conv(self.a, z)))
@@ -76,7 +77,8 @@ def _median_time(fn, repeats):
     return float(np.median(samples))
 
 
-def bench_model(batch=64, steps=8, T=1.0, repeats=30, seed=0, quiet=False) -> dict:
+def bench_model(batch=64, steps=8, T=1.0, repeats=30, seed=0, quiet=False,
+                dataset="digits") -> dict:
     """Time forward + gradient of the golden model against torchdiffeq on one problem.
 
     Parameters
@@ -92,6 +94,8 @@ def bench_model(batch=64, steps=8, T=1.0, repeats=30, seed=0, quiet=False) -> di
         Seeds the kernels, head and the choice of images.
     quiet : bool
         Print nothing (for ``--json``).
+    dataset : str
+        The data set whose training images make the batch (``"digits"`` or ``"mnist5k"``).
 
     Returns
     -------
@@ -109,22 +113,26 @@ def bench_model(batch=64, steps=8, T=1.0, repeats=30, seed=0, quiet=False) -> di
             f"bench model needs torch and torchdiffeq ({exc.name} is missing); "
             "install them with: pip install 'xbarode[bench]'"
         ) from None
-    from xbarode.model import load_digits_split
+    from xbarode.model import load_dataset
 
     torch.set_num_threads(1)  # the golden model runs on one core too: compare like with like
     rng = np.random.default_rng(seed)
-    data = load_digits_split()
+    data = load_dataset(dataset)
+    if not 1 <= batch <= len(data.y_train):
+        raise ValueError(f"--batch must be between 1 and {len(data.y_train)} (the {dataset} "
+                         f"training set), not {batch}")
     pick = rng.choice(len(data.y_train), size=batch, replace=False)
     x, y = data.x_train[pick], data.y_train[pick]
     kernels = [rng.normal(0, 0.3, (3, 3)), rng.normal(0, 0.3, (3, 3))]
-    head = [rng.normal(0, 0.1, (10, 64)), np.zeros(10)]
+    shape = data.image_shape
+    head = [rng.normal(0, 0.1, (10, shape[0] * shape[1])), np.zeros(10)]
     h = T / steps
 
-    dynamics, C, d = _torch_problem(kernels, head)
+    dynamics, C, d = _torch_problem(kernels, head, shape)
     tx, ty = torch.tensor(x), torch.tensor(y)
     times = torch.linspace(0.0, T, steps + 1, dtype=torch.float64)
     contenders = {
-        "golden": lambda: _golden(kernels, head, x, y, h, steps),
+        "golden": lambda: _golden(kernels, head, x, y, h, steps, shape),
         "odeint": lambda: _torch_step(torchdiffeq.odeint, dynamics, C, d, tx, ty, times),
         "odeint_adjoint": lambda: _torch_step(torchdiffeq.odeint_adjoint, dynamics, C, d, tx,
                                               ty, times),
@@ -142,7 +150,7 @@ def bench_model(batch=64, steps=8, T=1.0, repeats=30, seed=0, quiet=False) -> di
                                                                                 strict=True))
 
     report = {
-        "batch": batch, "steps": steps, "h": h, "repeats": repeats,
+        "dataset": dataset, "batch": batch, "steps": steps, "h": h, "repeats": repeats,
         "golden_ms": ms["golden"], "odeint_ms": ms["odeint"],
         "odeint_adjoint_ms": ms["odeint_adjoint"],
         "speedup_vs_odeint": ms["odeint"] / ms["golden"],
@@ -153,8 +161,8 @@ def bench_model(batch=64, steps=8, T=1.0, repeats=30, seed=0, quiet=False) -> di
         "torch": torch.__version__, "torchdiffeq": torchdiffeq.__version__,
     }
     if not quiet:
-        print(f"forward + gradient, batch {batch}, 8x8 images, 3x3 kernels, {steps} Euler steps, "
-              f"float64, median of {repeats}")
+        print(f"forward + gradient, batch {batch}, {shape[0]}x{shape[1]} {dataset} images, 3x3 "
+              f"kernels, {steps} Euler steps, float64, median of {repeats}")
         print(f"  golden model (discrete adjoint)   {ms['golden']:8.3f} ms")
         print(f"  torchdiffeq odeint (backprop)     {ms['odeint']:8.3f} ms   "
               f"{report['speedup_vs_odeint']:.1f}x slower; gradient rel. diff "

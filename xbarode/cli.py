@@ -39,8 +39,9 @@ EXIT_CODES = {"ok": 0, "check failed": 1, "bad input": 2, "internal error": 3,
 OVERFLOW_WARN_FRACTION = 1e-4
 
 #: Upper bounds of the training options (time and memory grow with each).
-TRAIN_LIMITS = {"steps": 1024, "epochs": 10_000, "batch_size": 4096, "neumann_terms": 1000,
-                "max_iter": 1000, "width": 32, "acc_width": 62}
+TRAIN_LIMITS = {"channels": 64, "pool": 28, "steps": 1024, "epochs": 10_000,
+                "batch_size": 4096, "neumann_terms": 1000, "max_iter": 1000, "width": 32,
+                "acc_width": 62}
 
 
 class CheckFailed(Exception):
@@ -122,17 +123,49 @@ def _add_json(parser: argparse.ArgumentParser) -> None:
                         help="print one JSON object as the last line of stdout; no progress bars")
 
 
+#: What the messages call each data set.
+_DATASET_NOUNS = {"digits": "the digits", "mnist5k": "the mnist5k digits"}
+
+
+def _add_dataset(parser: argparse.ArgumentParser, what: str = "the data set") -> None:
+    from .model import DATASETS
+
+    parser.add_argument("--dataset", choices=sorted(DATASETS), default="digits",
+                        help=f"{what}: digits (8x8, 1437 train / 360 test images) or mnist5k "
+                             f"(28x28 MNIST, 4000 train / 1000 test) (default: %(default)s)")
+
+
+def _image_check(dataset: str, image, what: str) -> None:
+    """Raise unless ``dataset``'s images are ``image`` (a core configuration's)."""
+    from .model import DATASET_SHAPES
+
+    height, width = DATASET_SHAPES[dataset]
+    if tuple(image) != (height, width):
+        raise ValueError(f"{_DATASET_NOUNS[dataset]} are {height}x{width} images; {what} is "
+                         f"{image[0]}x{image[1]}")
+
+
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
     """Options of the network and the training run; defaults come from ``Config``."""
     from .model import SOLVERS, Config
 
     d = Config()
+    _add_dataset(parser, "data set to train on")
     net = parser.add_argument_group("network")
     net.add_argument("--structure", choices=("dense", "conv"), default=d.structure,
                      help="A and B as dense m×m matrices or k×k convolution kernels "
                           "(default: %(default)s)")
     net.add_argument("--kernel-size", type=_int_in(1, 63), default=d.kernel_size,
                      help="odd kernel size for --structure conv (default: %(default)s)")
+    net.add_argument("--channels", type=_int_in(1, TRAIN_LIMITS["channels"]),
+                     default=d.channels,
+                     help="channels c of the state: the image in channel 0, zeros in the others; "
+                          "A and B become cxc banks of kernels (--structure conv, float64) "
+                          "(default: %(default)s)")
+    net.add_argument("--pool", type=_int_in(1, TRAIN_LIMITS["pool"]), default=d.pool,
+                     help="the classifier reads the pool x pool average of each channel of the "
+                          "final state; 1 is none; must divide the image size "
+                          "(default: %(default)s)")
     net.add_argument("--steps", type=_int_in(1, TRAIN_LIMITS["steps"]), default=d.steps,
                      help=f"solver steps N, at most {TRAIN_LIMITS['steps']} "
                           f"(default: %(default)s)")
@@ -156,7 +189,7 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
                         help="Newton tolerance on |G|_inf (default: %(default)s)")
     run = parser.add_argument_group("training")
     run.add_argument("--epochs", type=_int_in(1, TRAIN_LIMITS["epochs"]), default=d.epochs,
-                     help="passes over the 1437 training images (default: %(default)s)")
+                     help="passes over the training images (default: %(default)s)")
     run.add_argument("--batch-size", type=_int_in(1, TRAIN_LIMITS["batch_size"]),
                      default=d.batch_size,
                      help="mini-batch size (default: %(default)s)")
@@ -241,10 +274,12 @@ def _fixed_fields(args) -> dict:
 
 
 def _config_from(args):
-    from .model import Config
+    from .model import DATASET_SHAPES, Config
 
     T = args.T if args.T is not None else (args.h * args.steps if args.h else Config().T)
-    return Config(structure=args.structure, kernel_size=args.kernel_size, steps=args.steps, T=T,
+    return Config(structure=args.structure, kernel_size=args.kernel_size,
+                  image_shape=DATASET_SHAPES[args.dataset], channels=args.channels,
+                  pool=args.pool, dataset=args.dataset, steps=args.steps, T=T,
                   method=args.method, linear_solver=args.linear_solver,
                   neumann_terms=args.neumann_terms, max_iter=args.max_iter, tol=args.tol,
                   epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer,
@@ -316,8 +351,11 @@ def cmd_train(args) -> dict:
         return _train_on_rtl(args)
     result = _train_and_save(args, Path(args.out))
     if not args.json:
-        print(f"trained {result['config']['structure']} neural ODE "
-              f"({result['config']['method']}, {result['config']['steps']} steps) "
+        cfg = result["config"]
+        channels = f", {cfg['channels']} channels" if cfg["channels"] > 1 else ""
+        pool = f", {cfg['pool']}x{cfg['pool']} pool" if cfg["pool"] > 1 else ""
+        print(f"trained {cfg['structure']} neural ODE on {cfg['dataset']} "
+              f"({cfg['method']}, {cfg['steps']} steps{channels}{pool}) "
               f"in {result['seconds']:.1f} s")
         print(f"train accuracy {result['train_accuracy']:.2%}, "
               f"test accuracy {result['test_accuracy']:.2%}")
@@ -328,17 +366,19 @@ def cmd_train(args) -> dict:
 def _train_on_rtl(args) -> dict:
     from xbarode.model.core_config import load_config, parse_overrides
 
-    from .model import load_digits_split, load_weights
+    from .model import check_dataset, load_dataset, load_weights
     from .simulate import check_weights
     from .train_rtl import initial_params, train_rtl
 
-    data = load_digits_split()
+    data = load_dataset(args.dataset)
     if not 1 <= args.images <= len(data.y_train):
         raise ValueError(f"--images must be between 1 and {len(data.y_train)} (the training "
                          f"set), not {args.images}")
     config = load_config(args.config, {**parse_overrides(args.set), "training": True})
+    _image_check(args.dataset, config.image, "the core configuration's image")
     if args.weights is not None:
         trained, params = load_weights(args.weights)
+        check_dataset(trained, args.dataset, str(args.weights))
         for difference in check_weights(trained, config, str(args.weights)):
             _note(args, f"the weights differ from the core's configuration in {difference}")
     else:
@@ -367,19 +407,21 @@ def _train_on_rtl(args) -> dict:
 
 
 def cmd_evaluate(args) -> dict:
-    """``xbarode evaluate``: accuracy of a weights file on the digits split."""
-    from .model import accuracy, load_digits_split, load_weights
+    """``xbarode evaluate``: accuracy of a weights file on a data set's split."""
+    from .model import accuracy, check_dataset, load_dataset, load_weights
 
     start = time.perf_counter()
     config, params = load_weights(args.weights)
+    check_dataset(config, args.dataset, str(args.weights))
     fixed = _fixed_fields(args)
     if fixed:
         config = dataclasses.replace(config, **fixed)
-    data = load_digits_split()
+    data = load_dataset(args.dataset)
     sites: dict = {}
     result = {
         "command": "evaluate",
         "weights": str(args.weights),
+        "dataset": args.dataset,
         "config": config.to_dict(),
         "precision": config.precision,
         "train_accuracy": accuracy(config, params, data.x_train, data.y_train, overflow=sites),
@@ -392,21 +434,23 @@ def cmd_evaluate(args) -> dict:
         arithmetic = "float64" if config.precision == "float64" else (
             f"fixed point (weight {config.weight_format}, state {config.state_format}, act "
             f"{config.act_format}, {config.rounding} rounding)")
-        print(f"{args.weights} in {arithmetic}: test accuracy {result['test_accuracy']:.2%} "
-              f"({len(data.y_test)} images), train accuracy {result['train_accuracy']:.2%}")
+        print(f"{args.weights} in {arithmetic}: {args.dataset} test accuracy "
+              f"{result['test_accuracy']:.2%} ({len(data.y_test)} images), train accuracy "
+              f"{result['train_accuracy']:.2%}")
         if result["overflows"]:
             print(f"  overflow: {result['overflows']} saturated words ({sites})")
     return result
 
 
-def _digits_test(count: int, option: str = "--images"):
-    from .model import load_digits_split
+def _test_images(dataset: str, count: int, option: str = "--images", low: int = 1):
+    """The first ``count`` test images of ``dataset``; ``count`` checked in ``[low, size]``."""
+    from .model import load_dataset
 
-    digits = load_digits_split()
-    if not 1 <= count <= len(digits.y_test):
-        raise ValueError(f"{option} must be between 1 and {len(digits.y_test)} (the digits "
-                         f"test set), not {count}")
-    return digits.x_test[:count], digits.y_test[:count]
+    data = load_dataset(dataset)
+    if not low <= count <= len(data.y_test):
+        raise ValueError(f"{option} must be between {low} and {len(data.y_test)} (the "
+                         f"{dataset} test set), not {count}")
+    return data.x_test[:count], data.y_test[:count]
 
 
 def _core_progress(args):
@@ -426,20 +470,19 @@ def _synth_figure() -> dict | None:
 
 
 def cmd_simulate(args) -> dict:
-    """``xbarode simulate``: digits through the RTL core and the fixed-point model."""
+    """``xbarode simulate``: test images through the RTL core and the fixed-point model."""
     from xbarode.model.core_config import load_config, parse_overrides
 
-    from .model import load_weights
+    from .model import check_dataset, load_weights
     from .simulate import DEFAULT_WEIGHTS, check_weights, default_weights, simulate_core
 
     config = load_config(args.config, parse_overrides(args.set))
-    if config.image != (8, 8):
-        raise ValueError(f"the digits are 8x8 images; the configuration's image is "
-                         f"{config.image[0]}x{config.image[1]}")
-    x, y = _digits_test(args.images)
+    _image_check(args.dataset, config.image, "the configuration's image")
+    x, y = _test_images(args.dataset, args.images)
     train_config, params = (load_weights(args.weights) if args.weights is not None
                             else default_weights())
     source = str(args.weights if args.weights is not None else DEFAULT_WEIGHTS)
+    check_dataset(train_config, args.dataset, source)
     for difference in check_weights(train_config, config, source):
         _note(args, f"the weights differ from the core's configuration in {difference}")
     from .sim.core_plan import core_params
@@ -478,43 +521,45 @@ def cmd_demo(args) -> dict:
     """``xbarode demo``: the whole flow on the default configuration."""
     from xbarode.model.core_config import load_config, parse_overrides
 
-    from .model import accuracy, load_digits_split, load_weights
+    from .model import accuracy, load_dataset, load_weights
     from .simulate import TOP, weights_differences
 
     started = time.perf_counter()
     out = Path(args.out)
     if args.width is None and not args.format and args.frac is None \
-            and args.optimizer == "sgd":
+            and args.optimizer == "sgd" and (args.channels, args.pool) == (1, 1):
         args.width = 16          # the demo trains in the core's 16-bit fixed point
     # Everything checked before training overwrites the weights file.
     training = _training_config(args, out)
+    _test_images(args.dataset, args.rtl_images, "--rtl-images", low=0)
     if args.rtl_images:
         core = load_config(args.config, parse_overrides(args.set))
-        if core.image != (8, 8):
-            raise ValueError(f"the digits are 8x8 images; the core configuration's image is "
-                             f"{core.image[0]}x{core.image[1]}")
-        _digits_test(args.rtl_images, "--rtl-images")
+        _image_check(args.dataset, core.image, "the core configuration's image")
         network, _ = weights_differences(training, core)
         if network:
             raise ValueError(f"the network to train differs from the core's configuration: "
                              f"{'; '.join(network).replace(' in the weights', ' to train')} "
                              f"(set them alike with --config/--set or the training options)")
         _check_writable(out.parent / "rtl", "--out (its rtl folder)", folder=True)
-    elif args.rtl_images < 0:
-        raise ValueError(f"--rtl-images must be between 0 and 360, not {args.rtl_images}")
     trained = _train_and_save(args, out, training)
     config, params = load_weights(out)
-    digits = load_digits_split()
+    data = load_dataset(args.dataset)
     float_accuracy = accuracy(dataclasses.replace(config, precision="float64"), params,
-                              digits.x_test, digits.y_test)
+                              data.x_test, data.y_test)
     # Trained in float64 (e.g. with Adam): the fixed-point figure is post-training
-    # quantisation to the default 16-bit formats.
-    fixed_accuracy = trained["test_accuracy"] if config.precision == "fixed" else accuracy(
-        dataclasses.replace(config, precision="fixed"), params, digits.x_test, digits.y_test)
+    # quantisation to the default 16-bit formats; the fixed-point model has one channel and
+    # no pool, so a network with more has no fixed-point figure (None).
+    if config.precision == "fixed":
+        fixed_accuracy = trained["test_accuracy"]
+    elif (config.channels, config.pool) == (1, 1):
+        fixed_accuracy = accuracy(dataclasses.replace(config, precision="fixed"), params,
+                                  data.x_test, data.y_test)
+    else:
+        fixed_accuracy = None
     result = {**trained, "command": "demo", "float_accuracy": float_accuracy,
               "fixed_accuracy": fixed_accuracy}
     if args.rtl_images:
-        x, y = _digits_test(args.rtl_images, "--rtl-images")
+        x, y = _test_images(args.dataset, args.rtl_images, "--rtl-images")
         from .simulate import simulate_core
 
         rtl = simulate_core(core, params, x, y, simulator=args.simulator,
@@ -528,17 +573,23 @@ def cmd_demo(args) -> dict:
     result["seconds"] = time.perf_counter() - started
     if not args.json:
         cfg = result["config"]
-        print("xbarode demo: neural ODE dz/dt = B relu(A z) on the 8x8 digits")
-        print(f"  network   {cfg['structure']} A, B on m = 64; {cfg['method']}, "
-              f"{cfg['steps']} steps, T = {cfg['T']}")
+        height, width = cfg["image_shape"]
+        print(f"xbarode demo: neural ODE dz/dt = B relu(A z) on {_DATASET_NOUNS[args.dataset]} "
+              f"({height}x{width})")
+        channels = (f", {cfg['channels']} channels" if cfg["channels"] > 1 else "") + (
+            f", {cfg['pool']}x{cfg['pool']} pool" if cfg["pool"] > 1 else "")
+        print(f"  network   {cfg['structure']} A, B on m = {height * width}{channels}; "
+              f"{cfg['method']}, {cfg['steps']} steps, T = {cfg['T']}")
         optimiser = {"sgd": "SGD", "adam": "Adam"}[cfg["optimizer"]]
         print(f"  training  {cfg['epochs']} epochs of {optimiser} (lr {cfg['lr']}, batch "
               f"{cfg['batch_size']}, seed {cfg['seed']}) in "
               + (f"fixed point ({cfg['weight_format']} weights, {cfg['rounding']} rounding)"
                  if cfg["precision"] == "fixed" else "float64")
               + f", {trained['seconds']:.1f} s")
-        print(f"  accuracy  test set (360 images): float64 {float_accuracy:.2%}, "
-              f"fixed point {result['fixed_accuracy']:.2%}")
+        fixed = ("n/a (the fixed-point model has one channel, no pool)"
+                 if fixed_accuracy is None else f"{fixed_accuracy:.2%}")
+        print(f"  accuracy  test set ({len(data.y_test)} images): float64 "
+              f"{float_accuracy:.2%}, fixed point {fixed}")
         print(f"  weights   {result['weights']}")
         if "rtl" in result:
             rtl = result["rtl"]
@@ -564,7 +615,7 @@ def cmd_bench(args) -> dict:
     from .bench import bench_model
 
     result = bench_model(batch=args.batch, steps=args.steps, repeats=args.repeats,
-                         seed=args.seed, quiet=args.json)
+                         seed=args.seed, quiet=args.json, dataset=args.dataset)
     return {"command": "bench model", **result}
 
 
@@ -581,12 +632,13 @@ def cmd_study(args) -> dict:
 
         progress = lambda runs: tqdm(runs, desc="study", unit="run", file=sys.stderr)  # noqa: E731
     result = precision_study(seeds=args.seeds, epochs=args.epochs, widths=widths,
-                             progress=progress)
+                             progress=progress, dataset=args.dataset)
     files = write_report(result, Path(args.out))
     if not args.json:
         print(markdown(result))
         print("written: " + ", ".join(files.values()))
-    return {"command": "study precision", "files": files, "table": result["table"],
+    return {"command": "study precision", "dataset": args.dataset, "files": files,
+            "table": result["table"],
             "seeds": result["seeds"], "epochs": result["epochs"],
             "seconds": result["seconds"]}
 
@@ -777,10 +829,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"xbarode {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    train = sub.add_parser("train", help="train the float64 neural ODE on the digits",
-                           description="Train the neural ODE on scikit-learn's bundled digits "
-                                       "(1437 train / 360 test images) and save the weights "
-                                       "with the configuration that produced them.")
+    train = sub.add_parser("train", help="train the neural ODE on a data set",
+                           description="Train the neural ODE on a bundled data set "
+                                       "(--dataset: digits, 1437 train / 360 test 8x8 "
+                                       "images, or mnist5k, 4000 / 1000 28x28 images) and "
+                                       "save the weights with the configuration that "
+                                       "produced them (the data set included).")
     _add_model_options(train)
     train.add_argument("--out", default="weights.npz",
                        help="weights file to write (default: %(default)s)")
@@ -811,14 +865,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = sub.add_parser("evaluate", help="accuracy of a weights file",
                               description="Evaluate a weights file written by 'xbarode train' "
-                                          "on the digits test and training sets.")
+                                          "on a data set's test and training sets; weights "
+                                          "trained for another image size are refused.")
     evaluate.add_argument("weights", type=Path, help="the .npz weights file")
+    _add_dataset(evaluate)
     _add_fixed_options(evaluate, training=False)
     _add_json(evaluate)
     evaluate.set_defaults(func=cmd_evaluate)
 
     demo = sub.add_parser("demo", help="the whole flow on the default configuration",
-                          description="Train the default network on the digits in 16-bit "
+                          description="Train the default network (on the digits unless "
+                                      "--dataset says otherwise) in 16-bit "
                                       "fixed point, save the weights, generate the core's "
                                       "Verilog, run the test set through it on a simulator "
                                       "and report accuracy (float64, fixed point, RTL), "
@@ -840,7 +897,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     simulate = sub.add_parser(
-        "simulate", help="digits through the RTL core, compared with the fixed-point model",
+        "simulate", help="test images through the RTL core, compared with the fixed-point model",
         description="Run test images through the core's RTL on a simulator and through the "
                     "fixed-point model; compare every logit, state word, status word and "
                     "flag; report agreement, accuracy and cycles.")
@@ -851,8 +908,9 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--weights", type=Path, default=None,
                           help="weights file (default: the trained 16-bit weights shipped "
                                "with the package, what xbarode demo trains)")
+    _add_dataset(simulate, "data set of the test images; its image size must be the core's")
     simulate.add_argument("--images", type=int, default=360,
-                          help="first N digits test images (default: %(default)s, all)")
+                          help="first N test images (default: %(default)s, all the digits)")
     simulate.add_argument("--simulator", choices=("amaranth", "verilator", "icarus"),
                           default="verilator", help="simulator (default: %(default)s)")
     simulate.add_argument("--batch", type=_positive_int, default=90,
@@ -868,11 +926,13 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Studies; each writes Markdown, JSON and a PNG plot.")
     study_sub = study.add_subparsers(dest="what", required=True, metavar="WHAT")
     precision = study_sub.add_parser(
-        "precision", help="digits accuracy against word width and rounding",
-        description="Train the digits neural ODE in float64 and in bit-exact fixed point at "
+        "precision", help="accuracy against word width and rounding",
+        description="Train the one-channel neural ODE (digits unless --dataset says otherwise) "
+                    "in float64 and in bit-exact fixed point at "
                     "each width with nearest and stochastic rounding, and evaluate the float64 "
                     "networks quantised after training; test accuracy mean ± std over seeds "
                     "and overflow counts (Gupta et al. 2015, for neural ODEs).")
+    _add_dataset(precision)
     precision.add_argument("--seeds", type=_positive_int, default=3,
                            help="training seeds 0..N-1 (default: %(default)s)")
     precision.add_argument("--epochs", type=_positive_int, default=_config_default("epochs"),
@@ -921,10 +981,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench_sub = bench.add_subparsers(dest="what", required=True, metavar="WHAT")
     model = bench_sub.add_parser(
         "model", help="golden model vs torchdiffeq: forward + gradient",
-        description="Forward pass and gradient of a digits batch (3x3 kernels on 8x8 images, "
-                    "explicit Euler, float64): the golden model's discrete adjoint against "
-                    "torchdiffeq's odeint (backprop through Euler) and odeint_adjoint. Needs "
-                    "the optional extra: pip install 'xbarode[bench]'.")
+        description="Forward pass and gradient of a batch of training images (3x3 kernels on "
+                    "the data set's images, explicit Euler, float64): the golden model's "
+                    "discrete adjoint against torchdiffeq's odeint (backprop through Euler) and "
+                    "odeint_adjoint. Needs the optional extra: pip install 'xbarode[bench]'.")
+    _add_dataset(model, "data set of the batch")
     model.add_argument("--batch", type=_positive_int, default=64,
                        help="images per batch (default: %(default)s)")
     model.add_argument("--steps", type=_positive_int, default=8,

@@ -49,7 +49,8 @@ def weights_differences(trained, config: CoreConfig) -> tuple[list[str], list[st
     -------
     network : list of str
         Differences that make the weights another network's: structure, kernel size (conv),
-        image, classes, steps, T and h. Each reads ``"steps: 4 in the weights, 8 in the
+        image, channels and pool (the core has one channel and no pool), classes, steps, T
+        and h. Each reads ``"steps: 4 in the weights, 8 in the
         core"``.
     arithmetic : list of str
         Differences in how the same network is computed: the solver, and for weights trained
@@ -67,6 +68,7 @@ def weights_differences(trained, config: CoreConfig) -> tuple[list[str], list[st
     if "conv" in (trained.structure, config.structure) and trained.structure == config.structure:
         pairs.append(("kernel", trained.kernel_size, config.kernel))
     pairs += [("image", tuple(trained.image_shape), tuple(config.image)),
+              ("channels", trained.channels, 1), ("pool", trained.pool, 1),
               ("classes", trained.classes, config.classes),
               ("steps", trained.steps, config.steps),
               ("T", float(trained.T), float(config.steps * config.h)),

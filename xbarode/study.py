@@ -1,6 +1,7 @@
 """Studies that answer a design question; each writes Markdown, JSON and a PNG plot.
 
-**The precision study**: digits accuracy against word width and rounding (Gupta et al. 2015).
+**The precision study**: accuracy (digits, or mnist5k) against word width and rounding (Gupta
+et al. 2015).
 For each seed, a float64 network is trained (SGD, the same settings as the fixed-point runs).
 Then for each width and rounding mode:
 
@@ -43,7 +44,7 @@ STUDY_ROUNDINGS = ("nearest", "stochastic")
 
 
 def precision_study(*, seeds: int = 3, epochs: int = 30, widths=DEFAULT_WIDTHS,
-                    progress=None) -> dict:
+                    progress=None, dataset: str = "digits") -> dict:
     """Run the study; returns a JSON-ready dict (see :func:`write_report` for the layout).
 
     Parameters
@@ -56,13 +57,15 @@ def precision_study(*, seeds: int = 3, epochs: int = 30, widths=DEFAULT_WIDTHS,
         Word widths.
     progress : callable, optional
         Wraps the list of runs (e.g. ``tqdm.tqdm``).
+    dataset : str
+        The data set (``"digits"`` or ``"mnist5k"``); the network's image is its image.
     """
-    from xbarode.model import Config, accuracy, load_digits_split, train
+    from xbarode.model import DATASET_SHAPES, Config, accuracy, load_dataset, train
     from xbarode.model.fixed_net import formats_for_width
 
     start = time.perf_counter()
-    data = load_digits_split()
-    base = Config(epochs=epochs)
+    base = Config(epochs=epochs, dataset=dataset, image_shape=DATASET_SHAPES.get(dataset, (8, 8)))
+    data = load_dataset(dataset)
     runs = [("float64", None, None, seed) for seed in range(seeds)]
     runs += [(kind, width, rounding, seed) for width in widths for rounding in STUDY_ROUNDINGS
              for kind in ("fixed", "ptq") for seed in range(seeds)]
@@ -109,6 +112,10 @@ def precision_study(*, seeds: int = 3, epochs: int = 30, widths=DEFAULT_WIDTHS,
             "runs": raw, "seconds": time.perf_counter() - start}
 
 
+#: How the precision study's table names each data set.
+_DATASET_TITLES = {"digits": "Digits", "mnist5k": "mnist5k"}
+
+
 def _pct(c: dict) -> str:
     return f"{100 * c['mean']:.2f} ± {100 * c['std']:.2f}"
 
@@ -117,7 +124,8 @@ def markdown(result: dict) -> str:
     """The study's table in Markdown."""
     t = result["table"]
     lines = [
-        f"Digits test accuracy (%, mean ± std over {result['seeds']} seeds, "
+        f"{_DATASET_TITLES[result['config'].get('dataset', 'digits')]} test accuracy (%, mean ± "
+        f"std over {result['seeds']} seeds, "
         f"{result['epochs']} epochs of SGD); overflows = mean saturated words per run.",
         "",
         f"float64: {_pct(t['float64'])}",
@@ -159,9 +167,10 @@ def plot(result: dict, path: Path) -> None:
                     yerr=[100 * c["std"] for c in cells], fmt=style, capsize=3,
                     label=f"{names[kind]}, {rounding}")
     ax.set_xlabel("word width (bits)")
-    ax.set_ylabel("digits test accuracy (%)")
+    dataset = result["config"].get("dataset", "digits")
+    ax.set_ylabel(f"{dataset} test accuracy (%)")
     ax.set_xticks(widths)
-    ax.set_title("Neural ODE on digits: accuracy against precision")
+    ax.set_title(f"Neural ODE on {dataset}: accuracy against precision")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
