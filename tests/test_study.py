@@ -1,4 +1,4 @@
-"""Tests of the precision study (``xbarode.study`` and ``xbarode study precision``): files
+"""Tests of the precision study (``xbarode.study_precision`` and ``xbarode study precision``): files
 written, the table's layout and statistics, and that each cell is the run it claims to be."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 from helpers import run
 from xbarode.cli import main
 from xbarode.model import Config, accuracy, load_digits_split, train
-from xbarode.study import markdown, precision_study
+from xbarode.study_precision import markdown, precision_study
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # formats_for_width(10): width minus the integer bits 2, 5, 7, 4 of weight, state, act, grad.

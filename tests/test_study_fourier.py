@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from helpers import last_json, run
-from xbarode import study
+from xbarode import study_fourier as study
 from xbarode.cli import main
 from xbarode.model import fixed_ops
 from xbarode.model.conv import conv_matrix

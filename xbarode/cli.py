@@ -621,7 +621,7 @@ def cmd_bench(args) -> dict:
 
 def cmd_study(args) -> dict:
     """``xbarode study precision``: accuracy against word width and rounding."""
-    from .study import markdown, precision_study, write_report
+    from .study_precision import markdown, precision_study, write_report
 
     widths = tuple(int(w) for w in args.widths.split(","))
     if any(w < 2 for w in widths):
@@ -652,7 +652,7 @@ def _int_list(text: str, option: str) -> tuple[int, ...]:
 
 def cmd_study_fourier(args) -> dict:
     """``xbarode study fourier``: the Fourier path against the direct tile."""
-    from .study import (
+    from .study_fourier import (
         StudyCheckError,
         fourier_markdown,
         fourier_study,
@@ -962,7 +962,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="lanes of each DFT array, capped at 2S (default: %(default)s)")
     fourier.add_argument("--synth", action=argparse.BooleanOptionalAction, default=True,
                          help="run yosys + nextpnr, one design at a time (default: --synth)")
-    from .study import SYNTH_TIMEOUT
+    from .study_fourier import SYNTH_TIMEOUT
     from .synth import DEVICES
 
     fourier.add_argument("--device", choices=sorted(DEVICES), default="ecp5-85f",

@@ -105,12 +105,12 @@ def check_weights(trained, config: CoreConfig, source: str) -> list[str]:
 
 def mac_count(config: CoreConfig, status: list[int]) -> int:
     """Multiply–accumulates of one inference: ``2·m²`` per chain (A and B; on the Fourier
-    path two Fourier convolutions, ``xbarode.study.fourier_conv_macs``), ``classes·m``.
+    path two Fourier convolutions, ``xbarode.study_fourier.fourier_conv_macs``), ``classes·m``.
 
     Explicit Euler: one chain per step. Implicit Euler, per step with ``k`` Newton updates:
     the predictor, ``k + 1`` residuals and ``k·neumann_terms`` Neumann terms.
     """
-    from xbarode.study import fourier_conv_macs
+    from xbarode.study_fourier import fourier_conv_macs
 
     m = config.m
     if config.method == "euler":
