@@ -29,13 +29,14 @@ import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
-from amaranth import ClockDomain, Elaboratable, Module
+from amaranth import ClockDomain, Elaboratable, Module, Value
 
 from xbarode.model.fixed import Rounder, site_seed
 from xbarode.sim.latency import OperationTimeout, latency_bound, limit, stream_limit
 from xbarode.sim.streams import CLOCK_PERIOD
 
-__all__ = ["CoreReference", "HostError", "Step", "TileReference", "run_sequence"]
+__all__ = ["PRESSURE", "CoreReference", "Expect", "HostError", "Reference", "Step", "TileReference",
+           "run_sequence"]
 
 #: Back-pressure: the probability that the host holds ``valid`` (loads) or ``ready`` (reads)
 #: low in a cycle, per ``Step.pressure``.
@@ -56,7 +57,8 @@ class Step:
         An op code (0–15), or ``"reset"`` (one cycle of ``rst`` while idle), ``"clear"`` (one
         cycle of ``clear`` while idle).
     seed : int
-        Seed of the words a load sends and of the back-pressure pattern.
+        Seed of the words a load sends and of the back-pressure pattern; a multiple of 5
+        loads full-scale words (saturation).
     pressure : int
         Index into :data:`PRESSURE`.
     busy_start : int or None
@@ -117,8 +119,14 @@ class Expect:
     interrupted: object = None
 
 
-class _Reference:
-    """What both references share: the overflow flag and how an operation ends."""
+class Reference:
+    """What every reference shares: the overflow flag and how an operation ends.
+
+    A reference has ``codes()`` (op code -> ``(kind, words)``), ``words(code, rng, full)``
+    (what a load sends), ``expect(code, words)`` (an :class:`Expect`), ``reset()`` and
+    optionally ``cycle_limit(code)`` (a compute operation's cycle limit, for a unit without a
+    documented latency in :mod:`xbarode.sim.latency`).
+    """
 
     overflow: int | None = 0
 
@@ -152,7 +160,7 @@ class _Reference:
         return _or(self.overflow, expect.saturates)
 
 
-class CoreReference(_Reference):
+class CoreReference(Reference):
     """The core as docs/interface.md describes it, for a host that tracks what it loaded.
 
     State: the weights (``A``, ``Bt``, ``C``, ``d``), the state ``z`` the next RUN starts
@@ -210,13 +218,14 @@ class CoreReference(_Reference):
                     13: ("read", 2 * m * m + classes * m + classes + m)}
         return ops
 
-    def words(self, code: int, rng) -> list[int]:
+    def words(self, code: int, rng, full: bool) -> list[int]:
         """Words a load of ``code`` sends: weights of about the size the core is trained
-        with, or at full scale (a fifth of the loads: saturation), pixels, loss gradients."""
+        with, pixels, loss gradients; or with ``full`` any words of the format (saturation
+        likely)."""
         cfg, f = self.config, self.f
         n = self.codes()[code][1]
         fmt = {4: f.state, 10: f.grad}.get(code, f.weight)
-        if rng.random() < 0.2:
+        if full:
             return rng.integers(fmt.min_int, fmt.max_int + 1, n).tolist()
         if code == 4:
             return rng.integers(0, 2 ** f.state.frac + 1, n).tolist()
@@ -393,7 +402,7 @@ class CoreReference(_Reference):
                       interrupted=lambda: unknown())
 
 
-class TileReference(_Reference):
+class TileReference(Reference):
     """The crossbar tile alone (``TileOp`` codes 0–7) as docs/interface.md describes it.
 
     State: ``W``, ``x``, ``s``, the result of the last FORWARD (``rows`` words) and of the last
@@ -430,12 +439,15 @@ class TileReference(_Reference):
                 3: ("load", rows), 4: ("compute", 0), 5: ("compute", 0), 6: ("compute", 0),
                 7: ("read", None)}
 
-    def words(self, code: int, rng) -> list[int]:
+    def words(self, code: int, rng, full: bool) -> list[int]:
+        """Words a load of ``code`` sends: values in [-1, 1], or with ``full`` the format's
+        extremes (every narrowing saturates)."""
         n = self.codes()[code][1]
         f = self.fmt
-        if rng.random() < 0.2:
+        if full:
             return rng.choice([f.min_int, f.max_int], n).tolist()
-        return rng.integers(f.min_int, f.max_int + 1, n).tolist()
+        one = 1 << f.frac
+        return rng.integers(-one, one + 1, n).tolist()
 
     def expect(self, code: int, words=None) -> Expect:
         mem, f = self.mem, self.fmt
@@ -564,21 +576,20 @@ class _Host:
     async def step(self, step: Step):
         """Run one step; return the outcome for the reference."""
         ref = self.ref
-        if step.code == "reset":
-            out = await self.pulse(self.rst)
-            ref.reset()
-            await self.check_idle_after("reset")
-            return
-        if step.code == "clear":
-            out = await self.pulse(self.dut.clear)
+        if step.code in ("reset", "clear"):
+            out = await self.pulse(self.rst if step.code == "reset" else self.dut.clear)
             if out["busy"] or out["done"]:
-                self.fail("busy or done while idle")
+                self.fail(f"busy {out['busy']}, done {out['done']} while idle")
+            if step.code == "reset":
+                ref.reset()
             ref.overflow = 0
-            await self.check_idle_after("clear")
+            await self.check_idle_after(step.code)
+            if int(self.ctx.get(self.dut.overflow)):
+                self.fail(f"overflow high after {step.code}")
             return
         rng = np.random.default_rng(step.seed)
         kind = ref.codes().get(step.code, ("none", 0))[0]
-        words = ref.words(step.code, rng) if kind == "load" else None
+        words = ref.words(step.code, rng, step.seed % 5 == 0) if kind == "load" else None
         expect = ref.expect(step.code, words)
         outcome = await self.operation(step, expect, rng)
         ref.finish(expect, outcome)
@@ -603,6 +614,8 @@ class _Host:
             return 2
         if expect.kind in ("load", "read"):
             return stream_limit(expect.count)
+        if hasattr(self.ref, "cycle_limit"):
+            return self.ref.cycle_limit(step.code)
         enum = CoreOp if isinstance(self.dut, Core) else TileOp
         return limit(latency_bound(self.dut, enum(step.code)))
 
@@ -619,7 +632,7 @@ class _Host:
             ctx.set(dut.start, int(cycle in (0, step.busy_start)))
             # op is sampled at the start edge only: any value afterwards.
             # (The raw bits: codes the enum lacks are sent too.)
-            ctx.set(dut.op.as_value(), step.code if cycle == 0 else step.busy_code
+            ctx.set(Value.cast(dut.op), step.code if cycle == 0 else step.busy_code
                     if cycle == step.busy_start else int(rng.integers(16)))
             offering = taking = False
             if expect.kind == "load" and moved < expect.count:
