@@ -11,12 +11,19 @@ with ``OperationTimeout`` (the cycle limits of xbarode.sim.latency).
 """
 
 import pytest
+from fake_unit import FakeUnit
+from host_sequences import (
+    CoreReference,
+    Expect,
+    HostError,
+    Reference,
+    Step,
+    TileReference,
+    run_sequence,
+)
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from fake_unit import FakeUnit
-from host_sequences import Expect, HostError, Reference, Step, run_sequence
-from host_sequences import CoreReference, TileReference
 from xbarode.hdl.core import Core, CoreOp
 from xbarode.hdl.tile import TileOp
 from xbarode.model.core_config import CoreConfig
@@ -93,7 +100,8 @@ INFERENCE = CoreConfig(image=(3, 3), classes=2, steps=1, lanes=4, rounding="near
 LOADS = [Step(A, seed=1), Step(B, seed=2), Step(C, seed=3), Step(D, seed=4),
          Step(IMAGE, seed=6, pressure=1)]
 TRAIN = [*LOADS, Step(RUN), Step(LOGITS, pressure=2), Step(GRAD_IN, seed=7), Step(BACKWARD),
-         Step(READ_GRAD, pressure=1), Step(APPLY), Step(WEIGHTS), Step(RUN)]
+         Step(READ_GRAD, pressure=1), Step(APPLY), Step(WEIGHTS), Step(IMAGE, seed=9),
+         Step(RUN), Step(LOGITS)]
 
 CORE_CORNERS = {
     # RUN before anything is loaded: memories are zero at power-up.
@@ -119,8 +127,9 @@ CORE_CORNERS = {
         Step(A, seed=5), Step(B, seed=10), Step(C, seed=15), Step(IMAGE, seed=20),
         Step(RUN, clear_at="done"), Step(RUN), Step(RUN, clear_at=0), Step(LOGITS)]),
     # The whole training flow, implicit Euler, stochastic rounding; a reset re-seeds.
-    "training flow": (IMPLICIT, [*TRAIN, "reset", Step(IMAGE, seed=6), Step(RUN),
-                                 Step(TRAJ)]),
+    # ... and a RUN after BACKWARD without LOAD_IMAGE (unspecified), then a reset.
+    "training flow": (IMPLICIT, [*TRAIN, Step(BACKWARD), Step(RUN), Step(LOGITS), "reset",
+                                 Step(IMAGE, seed=6), Step(RUN), Step(TRAJ)]),
     "training flow, explicit": (EXPLICIT, TRAIN),
 }
 
@@ -185,6 +194,24 @@ def test_tile_host_sequences_many(params, sequence):
     run_sequence(params.component(), TileReference(params), sequence)
 
 
+@pytest.mark.parametrize(("corner", "read", "skipped"), [
+    # The whole training flow is known: every word read is compared (logits, gradient sums
+    # and ∂L/∂z_0, weights), none is left unspecified.
+    ("training flow, explicit", 2 + 46 + 42 + 2, 0),
+    # After a reset in the middle of LOAD_C, C is unspecified (8 words of READ_WEIGHTS) and
+    # nothing else; reloading C makes RUN's outputs known again.
+    ("reset during a load", 42 + 2, 8),
+])
+def test_pinned_sequences_compare_what_they_read(corner, read, skipped):
+    config, sequence = CORE_CORNERS[corner]
+    stats = run_sequence(Core(config), CoreReference(config), sequence)
+    assert stats["steps"] == len(sequence)
+    assert stats["skipped"] == skipped
+    # Besides the words: the flag after every operation and in its done cycle, and RUN's
+    # three outputs in its done cycle.
+    assert stats["compared"] >= read
+
+
 # --- the host catches a broken unit ---------------------------------------------------------
 
 class FakeReference(Reference):
@@ -224,7 +251,7 @@ class FakeReference(Reference):
 def test_host_catches_a_broken_unit(bug, sequence, error, message):
     dut = FakeUnit(bug=bug, unknown=8)
     if error is None:
-        assert len(run_sequence(dut, FakeReference(), sequence)) == len(sequence)
+        assert run_sequence(dut, FakeReference(), sequence)["steps"] == len(sequence)
         return
     with pytest.raises(error, match=message):
         run_sequence(dut, FakeReference(), sequence)
