@@ -628,7 +628,7 @@ class _Host:
         ctx, dut = self.ctx, self.dut
         low = PRESSURE[step.pressure]
         budget, stalls = self.budget(step, expect), 0
-        moved, got, clear, done_out, reset = 0, [], None, None, False
+        moved, got, clear, done_out, reset, held = 0, [], None, None, False, False
         streams = expect.kind in ("load", "read")
         cycle = 0
         while True:
@@ -639,7 +639,8 @@ class _Host:
                     if cycle == step.busy_start else int(rng.integers(16)))
             offering = taking = False
             if expect.kind == "load" and moved < expect.count:
-                offering = bool(rng.random() >= low)
+                # Gaps between words; a word offered is held until it moves (rule 1).
+                offering = held or bool(rng.random() >= low)
                 ctx.set(dut.i.valid, int(offering))
                 ctx.set(dut.i.payload, expect.words[moved])
             if expect.kind == "read":
@@ -661,6 +662,7 @@ class _Host:
             ctx.set(self.rst, 0)
             if clearing:
                 clear = "start" if cycle == 0 else "after" if out["done"] else "during"
+            held = offering and not out["i_ready"]
             if cycle == 0:
                 # Rule 3: busy low in the cycle of the accepted start; no word moves yet.
                 if out["busy"] or out["done"] or out["i_ready"] or out["o_valid"]:
