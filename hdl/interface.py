@@ -52,9 +52,10 @@ _RESET = {
     "keeps": "every memory: the weights (a RUN after reset needs no reload), and the banks "
              "of inputs, states, trajectory and results as the last operation left them",
     "power_up": "every memory is zero and every register at its reset value",
-    "during_an_operation": "ends it (no done unless in the reset cycle); the memories it was "
-                           "writing hold an unspecified mix of old and new words, every other "
-                           "memory is kept",
+    "during_an_operation": "ends it (no done unless in the reset cycle); a load has written "
+                           "the words that moved before the reset cycle and no other; the "
+                           "memories a compute operation was writing hold an unspecified mix "
+                           "of old and new words; every other memory is kept",
 }
 
 

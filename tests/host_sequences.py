@@ -17,10 +17,12 @@ What the words, flags and outputs should be comes from a reference state machine
 what the host has loaded (memories are zero at power-up; reset keeps them and re-seeds the
 LFSRs), and computes every result with the fixed-point model (``FixedNetwork``'s and
 ``FixedTile``'s operations, the LFSRs running on across operations as the hardware's do). A
-value the documentation leaves unspecified (a memory an interrupted operation was writing,
-the overflow flag after a ``clear`` in the middle of a saturating operation) is ``None``: its
-words are not compared, and whatever is computed from it is ``None`` too, until the host
-loads it again.
+value the documentation leaves unspecified (what a reset in the middle of a RUN, BACKWARD,
+APPLY or tile product leaves in the memories it was writing; the results of a RUN after
+BACKWARD without LOAD_IMAGE; the overflow flag after a ``clear`` in the middle of a
+saturating operation) is ``None``: its words are not compared, and whatever is computed from
+it is ``None`` too, until the host loads it again. A load a reset interrupts has written the
+words that moved before the reset cycle, and no other.
 """
 
 from __future__ import annotations
@@ -92,6 +94,16 @@ def _known(*values):
     return all(v is not None for v in values)
 
 
+def _partial(old, new, moved):
+    """A memory after a load of ``new`` that a reset interrupted after ``moved`` words: those
+    words written, the rest as it was (None if that was unspecified)."""
+    if old is None:
+        return None
+    flat = np.array(old, dtype=np.int64).ravel()
+    flat[:moved] = np.asarray(new).ravel()[:moved]
+    return flat.reshape(np.shape(old))
+
+
 def _or(a, b):
     """Sticky OR of two flags, either of which may be unknown (None)."""
     if a == 1 or b == 1:
@@ -107,7 +119,8 @@ class Expect:
     not have); ``words`` are a load's words to send, or a read's expected words (an entry or
     the whole list None where unknown); ``at_done`` maps output names to their expected
     values in the ``done`` cycle; ``saturates`` says whether the operation saturates (None:
-    unknown); ``commit`` applies the operation's effect to the reference.
+    unknown); ``commit`` applies the operation's effect to the reference, ``interrupted``
+    (given the words moved) what a reset in its middle leaves.
     """
 
     kind: str
@@ -133,10 +146,12 @@ class Reference:
     def finish(self, expect: Expect, outcome: dict) -> None:
         """Apply an operation's effect given how it went (``outcome`` from the host)."""
         if outcome["reset"]:
-            if outcome["ended"] and expect.commit is not None:
-                expect.commit()
+            # done in the reset cycle: the operation has ended; else it was interrupted.
+            if outcome["ended"]:
+                if expect.commit is not None:
+                    expect.commit()
             elif expect.interrupted is not None:
-                expect.interrupted()
+                expect.interrupted(outcome["moved"])
             self.reset()
             return
         if expect.commit is not None:
@@ -194,8 +209,9 @@ class CoreReference(Reference):
         self.lfsr_known = True
         self.reset()
 
-    # Registers and LFSRs: what reset (and power-up) sets.
     def reset(self) -> None:
+        """What reset (and power-up) sets: the registers to zero, the LFSRs re-seeded, the
+        flag low; the memories are kept."""
         cfg = self.config
         self.regs = {"logits": np.zeros(cfg.classes, dtype=np.int64),
                      "status": np.zeros(cfg.steps, dtype=np.int64),
@@ -257,11 +273,11 @@ class CoreReference(Reference):
                 self.mem["traj"][0] = value
                 self.ran = False
 
-        def interrupted():
-            # Which of the words a reset interrupted reached the memory is not documented.
-            self.mem[name] = None
+        def interrupted(moved):
+            # The words that moved before the reset cycle are written (docs/interface.md).
+            self.mem[name] = _partial(self.mem[name], value, moved)
             if name == "z":
-                self.mem["traj"][0] = None
+                self.mem["traj"][0] = _partial(self.mem["traj"][0], value, moved)
                 self.ran = False
         return Expect("load", count, words=words.tolist(), commit=commit,
                       interrupted=interrupted)
@@ -306,7 +322,7 @@ class CoreReference(Reference):
                 self.ran = True
                 self._unknown_lfsr()
             return Expect("compute", at_done={}, saturates=None, commit=commit,
-                          interrupted=lambda: self._run_interrupted())
+                          interrupted=lambda moved: self._run_interrupted())
         self._set_weights()
         before = self._counts()
         logits, trajectory, info = self.net.forward(f.state.to_float(mem["z"])[None])
@@ -328,7 +344,7 @@ class CoreReference(Reference):
             self.ran = True
         return Expect("compute", saturates=saturates, commit=commit,
                       at_done={k: regs[k] for k in ("cls", "converged", "iterations")},
-                      interrupted=lambda: self._run_interrupted())
+                      interrupted=lambda moved: self._run_interrupted())
 
     def _run_interrupted(self):
         self.mem["z"] = None
@@ -349,7 +365,7 @@ class CoreReference(Reference):
                 unknown()
                 self._unknown_lfsr()
             return Expect("compute", saturates=None, commit=commit,
-                          interrupted=lambda: unknown())
+                          interrupted=lambda moved: unknown())
         self._set_weights()
         before = self._counts()
         grads = self.net.backward(np.stack(mem["traj"])[:, None, :], mem["grad"][None])
@@ -365,7 +381,7 @@ class CoreReference(Reference):
             # next RUN needs a LOAD_IMAGE (docs/interface.md).
             mem["z"] = None
         return Expect("compute", saturates=saturates, commit=commit,
-                      interrupted=lambda: unknown())
+                      interrupted=lambda moved: unknown())
 
     def _apply(self) -> Expect:
         cfg, mem = self.config, self.mem
@@ -385,7 +401,7 @@ class CoreReference(Reference):
                 mem["Gd"] = np.zeros(cfg.classes, dtype=np.int64)
                 self._unknown_lfsr()
             return Expect("compute", saturates=None, commit=commit,
-                          interrupted=lambda: unknown())
+                          interrupted=lambda moved: unknown())
         self._set_weights()
         before = self._counts()
         self.net.sgd_step({"A": mem["GA"], "B": mem["GB"], "C": mem["GC"], "d": mem["Gd"]},
@@ -399,7 +415,7 @@ class CoreReference(Reference):
             for k in ("GA", "GB", "GC", "Gd"):
                 mem[k] = np.zeros_like(mem[k])
         return Expect("compute", saturates=saturates, commit=commit,
-                      interrupted=lambda: unknown())
+                      interrupted=lambda moved: unknown())
 
 
 class TileReference(Reference):
@@ -428,12 +444,16 @@ class TileReference(Reference):
         self.reset()
 
     def reset(self) -> None:
+        """Reset: the LFSR re-seeded, READ_Y on TRANSPOSED's result, the flag low; the
+        memories are kept."""
         self.model.rounder = Rounder(self.params.rounding, self.params.lfsr_seed)
         self.lfsr_known = True
         self.forward_last = False
         self.overflow = 0
 
     def codes(self) -> dict[int, tuple[str, int]]:
+        """Op code -> (kind, words) of the tile's operations (READ_Y's count depends on the
+        last product: :meth:`expect` gives it)."""
         rows, cols = self.params.rows, self.params.cols
         return {0: ("load", rows * cols), 1: ("read", rows * cols), 2: ("load", cols),
                 3: ("load", rows), 4: ("compute", 0), 5: ("compute", 0), 6: ("compute", 0),
@@ -450,6 +470,7 @@ class TileReference(Reference):
         return rng.integers(-one, one + 1, n).tolist()
 
     def expect(self, code: int, words=None) -> Expect:
+        """What operation ``code`` should do now (``words``: a load's words)."""
         mem, f = self.mem, self.fmt
         kind, count = self.codes().get(code, ("none", 0))
         if kind == "none":
@@ -462,8 +483,8 @@ class TileReference(Reference):
             def commit():
                 mem[name] = value
 
-            def interrupted():
-                mem[name] = None
+            def interrupted(moved):
+                mem[name] = _partial(mem[name], value, moved)
             return Expect("load", count, words=value.ravel().tolist(), commit=commit,
                           interrupted=interrupted)
         if code == 1:
@@ -490,7 +511,7 @@ class TileReference(Reference):
                 if self.params.rounding == "stochastic":
                     self.lfsr_known = False
             return Expect("compute", saturates=None, commit=commit,
-                          interrupted=lambda: mem.__setitem__(target, None))
+                          interrupted=lambda moved: mem.__setitem__(target, None))
         tile.weights = mem["W"].copy()
         before = tile.overflow.total
         if code == 4:
@@ -506,7 +527,7 @@ class TileReference(Reference):
             mem[target] = result
             self.forward_last = forward
         return Expect("compute", saturates=saturates, commit=commit,
-                      interrupted=lambda: mem.__setitem__(target, None))
+                      interrupted=lambda moved: mem.__setitem__(target, None))
 
 
 # --- the host ---------------------------------------------------------------------------------
@@ -705,7 +726,7 @@ class _Host:
             cycle += 1
         self.quiet()
         self.check_results(expect, got, done_out, clear)
-        return {"reset": reset, "ended": done_out is not None, "clear": clear}
+        return {"reset": reset, "ended": done_out is not None, "clear": clear, "moved": moved}
 
     def check_results(self, expect, got, done_out, clear):
         """A read's words (those taken, if a reset cut it short), the outputs in the done
