@@ -51,6 +51,11 @@ _RESET = {
               "logits and every LFSR (re-seeded with its seed)",
     "keeps": "every memory: the weights (a RUN after reset needs no reload), and the banks "
              "of inputs, states, trajectory and results as the last operation left them",
+    "power_up": "every memory is zero and every register at its reset value",
+    "during_an_operation": "ends it (no done unless in the reset cycle); a load has written "
+                           "the words that moved before the reset cycle and no other; the "
+                           "memories a compute operation was writing hold an unspecified mix "
+                           "of old and new words; every other memory is kept",
 }
 
 
@@ -359,7 +364,10 @@ def host_interface(component) -> HostInterface:
             f"Weights files (xbarode train) hold floats on the {wq} grid of the weight format "
             f"(value · 2^{cfg.formats().weight.frac} is an integer) with B untransposed: "
             "LOAD_B sends Bᵀ row-major.",
-            "Load the image (LOAD_IMAGE) before every RUN: RUN leaves z_N in the state banks.",
+            "Load the image (LOAD_IMAGE) before every RUN: RUN leaves z_N in the state banks "
+            "(a RUN without LOAD_IMAGE goes on from z_N). After BACKWARD, LOAD_IMAGE before "
+            "the next RUN: BACKWARD leaves tile A's inputs at a state of the trajectory. No "
+            "LOAD_IMAGE between a RUN and its BACKWARD.",
             f"Rounding '{cfg.rounding}'. Every LFSR runs on across operations and RUNs; only "
             "reset re-seeds them (stochastic rounding: the same image gives the same words "
             "only in the same position of the sequence after reset).",
@@ -375,6 +383,8 @@ def host_interface(component) -> HostInterface:
     elif isinstance(component, CrossbarTile):
         kind, ops = "tile", _tile(component)
         meanings = {"i": "the words of LOAD_*", "o": "the words of READ_*"}
+        notes = ["After reset (and at power-up) READ_Y streams the last TRANSPOSED's result "
+                 "(cols words), even if a FORWARD came last."]
     elif isinstance(component, HadamardUnit):
         return _hadamard(component)
     else:
