@@ -1589,8 +1589,9 @@ class CrossbarTile(wiring.Component):
         # The output also shows what sets the registers at the coming edge: an operation's
         # last narrowing saturates in its done cycle, and the flag is high in that cycle (the
         # registers alone would show it one cycle after done). Only the output port sees
-        # these terms, no register between them.
-        m.d.comb += self.overflow.eq(Cat(*sticky).any() | Cat(*setting).any())
+        # these terms, no register between them. A clear in the same cycle wins over them, as
+        # it does over the registers (interface rule 6: holding clear keeps the flag low).
+        m.d.comb += self.overflow.eq(Cat(*sticky).any() | (Cat(*setting).any() & ~self.clear))
         return m
 
     def _narrow_product(self, m, acc, is_grad, offset, k):
