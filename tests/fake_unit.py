@@ -7,14 +7,16 @@ pulses ``done`` after ``latency`` cycles. ``bug`` plants one fault:
 - ``"surplus"``: READ offers ``count + 1`` words (``done`` with the last);
 - ``"no_done"``: LOAD and READ never pulse ``done``;
 - ``"early_done"``: READ pulses ``done`` with word ``count - 1``, then offers word ``count``;
-- ``"hang"``: RUN never ends.
+- ``"hang"``: RUN never ends;
+- ``"restart"``: a ``start`` while busy re-samples ``op`` and starts the operation again (no
+  ``done`` for the first).
 """
 
 from amaranth import Module, Signal, signed
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-BUGS = (None, "surplus", "no_done", "early_done", "hang")
+BUGS = (None, "surplus", "no_done", "early_done", "hang", "restart")
 
 
 class FakeUnit(wiring.Component):
@@ -34,19 +36,29 @@ class FakeUnit(wiring.Component):
         words = self.count + (1 if self.bug == "surplus" else 0)
         done_at = self.count - (2 if self.bug == "early_done" else 1)
         n = Signal(range(max(words, self.latency) + 2))
+
+        def dispatch():
+            m.d.sync += n.eq(0)
+            with m.Switch(self.op):
+                with m.Case(0):
+                    m.next = "LOAD"
+                with m.Case(1):
+                    m.next = "READ"
+                with m.Default():
+                    m.next = "RUN"
+
+        def restart():
+            # Last in its state, so that it wins over the state's own next state.
+            if self.bug == "restart":
+                with m.If(self.start):
+                    dispatch()
+
         m.d.comb += self.busy.eq(1)
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += self.busy.eq(0)
                 with m.If(self.start):
-                    m.d.sync += n.eq(0)
-                    with m.Switch(self.op):
-                        with m.Case(0):
-                            m.next = "LOAD"
-                        with m.Case(1):
-                            m.next = "READ"
-                        with m.Default():
-                            m.next = "RUN"
+                    dispatch()
             with m.State("LOAD"):
                 m.d.comb += self.i.ready.eq(1)
                 with m.If(self.i.valid):
@@ -55,6 +67,7 @@ class FakeUnit(wiring.Component):
                         if self.bug != "no_done":
                             m.d.comb += self.done.eq(1)
                         m.next = "IDLE"
+                restart()
             with m.State("READ"):
                 m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(n + 1)]
                 with m.If(self.o.ready):
@@ -64,10 +77,12 @@ class FakeUnit(wiring.Component):
                             m.d.comb += self.done.eq(1)
                     with m.If(n == words - 1):
                         m.next = "IDLE"
+                restart()
             with m.State("RUN"):
                 m.d.sync += n.eq(n + 1)
                 if self.bug != "hang":
                     with m.If(n == self.latency - 2):
                         m.d.comb += self.done.eq(1)
                         m.next = "IDLE"
+                restart()
         return m
