@@ -177,7 +177,8 @@ class CrossbarTile(wiring.Component):
         from the cycle the saturating word is produced, so in the ``done`` cycle of an
         operation whose last narrowing saturated.
     clear : In(1)
-        Lowers ``overflow`` (at the next clock edge).
+        Lowers ``overflow`` (at the next clock edge); a saturation in a cycle with ``clear``
+        high is not flagged, not even in that cycle (holding ``clear`` keeps ``overflow`` low).
     y_out : Out(stream.Signature(signed(output width), always_ready=True))
         (side ports) Each FORWARD result, in row order, as it is written.
     s_in : In(stream.Signature(signed(input width), always_ready=True))
