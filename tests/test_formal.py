@@ -147,7 +147,7 @@ def harness(unit, props):
 
 def proof_id(unit, props, engine, depth):
     what = "protocol" if props == PROTOCOL else "+".join(props)
-    return f"{unit}-{what}-{engine.split()[1]}{depth or ''}"
+    return f"{unit}-{what}-{engine.split()[1]}" + (f"-depth{depth}" if depth else "")
 
 
 @pytest.mark.parametrize(
