@@ -177,7 +177,8 @@ class CrossbarTile(wiring.Component):
         from the cycle the saturating word is produced, so in the ``done`` cycle of an
         operation whose last narrowing saturated.
     clear : In(1)
-        Lowers ``overflow`` (at the next clock edge).
+        Lowers ``overflow`` (at the next clock edge); a saturation in a cycle with ``clear``
+        high is not flagged, not even in that cycle (holding ``clear`` keeps ``overflow`` low).
     y_out : Out(stream.Signature(signed(output width), always_ready=True))
         (side ports) Each FORWARD result, in row order, as it is written.
     s_in : In(stream.Signature(signed(input width), always_ready=True))
@@ -1589,8 +1590,9 @@ class CrossbarTile(wiring.Component):
         # The output also shows what sets the registers at the coming edge: an operation's
         # last narrowing saturates in its done cycle, and the flag is high in that cycle (the
         # registers alone would show it one cycle after done). Only the output port sees
-        # these terms, no register between them.
-        m.d.comb += self.overflow.eq(Cat(*sticky).any() | Cat(*setting).any())
+        # these terms, no register between them. A clear in the same cycle wins over them, as
+        # it does over the registers (interface rule 6: holding clear keeps the flag low).
+        m.d.comb += self.overflow.eq(Cat(*sticky).any() | (Cat(*setting).any() & ~self.clear))
         return m
 
     def _narrow_product(self, m, acc, is_grad, offset, k):

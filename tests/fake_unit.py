@@ -12,7 +12,9 @@ pulses ``done`` after ``latency`` cycles. ``bug`` plants one fault:
   second ``done``);
 - ``"busy_low"``: ``busy`` is low in the ``done`` cycle;
 - ``"idle_ready"``: ``i.ready`` is high while idle (a word offered then is lost);
-- ``"slow_unknown"``: op codes 3 and above take two cycles instead of ending at once.
+- ``"slow_unknown"``: op codes 3 and above take two cycles instead of ending at once;
+- ``"resample"``: a ``start`` while busy re-samples ``op`` and starts the operation again (no
+  ``done`` for the first).
 
 Op codes 3 and above are RUN, or with ``unknown`` (a number of codes) those from ``unknown``
 on end at once, as docs/interface.md's rule 5 asks of an op code the unit does not have.
@@ -23,7 +25,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 BUGS = (None, "surplus", "no_done", "early_done", "hang", "restart", "busy_low",
-        "idle_ready", "slow_unknown")
+        "idle_ready", "slow_unknown", "resample")
 
 
 class FakeUnit(wiring.Component):
@@ -44,6 +46,26 @@ class FakeUnit(wiring.Component):
         done_at = self.count - (2 if self.bug == "early_done" else 1)
         n = Signal(range(max(words, self.latency) + 2))
         again = Signal()   # the "restart" bug: a start seen while RUN was busy
+
+        def dispatch():
+            m.d.sync += n.eq(0)
+            with m.Switch(self.op):
+                with m.Case(0):
+                    m.next = "LOAD"
+                with m.Case(1):
+                    m.next = "READ"
+                if self.unknown is not None:
+                    with m.Case(*range(self.unknown, 16)):
+                        m.next = "SLOW" if self.bug == "slow_unknown" else "NOTHING"
+                with m.Default():
+                    m.next = "RUN"
+
+        def resample():
+            # Last in its state, so that it wins over the state's own next state.
+            if self.bug == "resample":
+                with m.If(self.start):
+                    dispatch()
+
         m.d.comb += self.busy.eq(1)
         if self.bug == "busy_low":
             with m.If(self.done):
@@ -54,17 +76,7 @@ class FakeUnit(wiring.Component):
                 if self.bug == "idle_ready":
                     m.d.comb += self.i.ready.eq(1)
                 with m.If(self.start):
-                    m.d.sync += n.eq(0)
-                    with m.Switch(self.op):
-                        with m.Case(0):
-                            m.next = "LOAD"
-                        with m.Case(1):
-                            m.next = "READ"
-                        if self.unknown is not None:
-                            with m.Case(*range(self.unknown, 16)):
-                                m.next = "SLOW" if self.bug == "slow_unknown" else "NOTHING"
-                        with m.Default():
-                            m.next = "RUN"
+                    dispatch()
             with m.State("SLOW"):
                 m.next = "NOTHING"
             with m.State("NOTHING"):
@@ -78,6 +90,7 @@ class FakeUnit(wiring.Component):
                         if self.bug != "no_done":
                             m.d.comb += self.done.eq(1)
                         m.next = "IDLE"
+                resample()
             with m.State("READ"):
                 m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(n + 1)]
                 with m.If(self.o.ready):
@@ -87,6 +100,7 @@ class FakeUnit(wiring.Component):
                             m.d.comb += self.done.eq(1)
                     with m.If(n == words - 1):
                         m.next = "IDLE"
+                resample()
             with m.State("RUN"):
                 m.d.sync += n.eq(n + 1)
                 if self.bug == "restart":
@@ -99,4 +113,5 @@ class FakeUnit(wiring.Component):
                         with m.If(again):
                             m.d.sync += [again.eq(0), n.eq(0)]
                             m.next = "RUN"
+                resample()
         return m
