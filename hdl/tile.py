@@ -20,7 +20,10 @@ reductions:
 
 Every rounding draws (stochastic mode) in row-major order of its output, as the model does.
 
-Parts, each a component of its own built in ``elaborate``: the forward adder tree
+Parts, each a component of its own built in ``elaborate``: the lanes, one
+:class:`~xbarode.hdl.lane_group.LaneGroup` per group of :data:`GROUP` lanes (weight and gradient
+banks, multipliers, lane accumulators, the update's narrowing and the banks' write registers,
+with the group's own registered copy of the sequencer's controls); the forward adder tree
 (:class:`~xbarode.hdl.adder_tree.AdderTree`); the READ_* read-out
 (:class:`~xbarode.hdl.readout.MuxReadout` or, with ``read_chain``,
 :class:`~xbarode.hdl.readout.ChainReadout`); the forward output stage (row accumulator, bias,
@@ -41,9 +44,10 @@ from xbarode.model.fixed import LFSR_SEED, ROUNDINGS, Format, Lfsr
 from xbarode.model.fixed_ops import accumulator_bits
 
 from .adder_tree import AdderTree
-from .dsp import Multiplier, maps_to_dsp_cell
-from .groups import GROUP
-from .output_stage import ForwardOutput, narrow_product
+from .dsp import maps_to_dsp_cell
+from .groups import GROUP, KEEP, group_copies, own_copy, per_group
+from .lane_group import LaneGroup, lane_control
+from .output_stage import ForwardOutput
 from .readout import ChainReadout, MuxReadout
 from .rounding import LfsrBank, narrow, rounding_offset
 
@@ -482,11 +486,12 @@ class CrossbarTile(wiring.Component):
         w_depth = self._rows * self.chunks
         one_ebr = 16 < w_depth <= 1024 and self._wf.width <= 18
         dsp = maps_to_dsp_cell(platform, max(self._wf.width, self._in_w), self._in_w)
-        return [(f"mul{k}.mult" if dsp else None, f"w{k}.0.0" if one_ebr else None)
-                for k in range(self._lanes)]
+        # Lane k's cells sit in its LaneGroup, lanes{k // GROUP}.
+        return [(f"lanes{k // GROUP}.mul{k}.mult" if dsp else None,
+                 f"lanes{k // GROUP}.w{k}.0.0" if one_ebr else None) for k in range(self._lanes)]
 
     # Hardware -------------------------------------------------------------------------------
-    # Too long still: the lane group and the sequencer are to become components.
+    # Too long still: the sequencer is to become a component.
     def elaborate(self, platform):  # noqa: C901, PLR0915
         m = Module()
         rows, cols, lanes, chunks = self._rows, self._cols, self._lanes, self.chunks
@@ -499,41 +504,36 @@ class CrossbarTile(wiring.Component):
         lane_shape = signed(accumulator_bits(wf, operand, rows))
         train = self._gf is not None
 
-        # Memories: weights (lanes banks), x (lanes banks), s (one), y (lanes banks: the
-        # TRANSPOSED result, a chunk per address), f (one: the FORWARD result, a row per word).
+        # Memories: weights and gradients (lanes banks, in the lane groups), x (lanes banks),
+        # s (one), y (lanes banks: the TRANSPOSED result, a chunk per address), f (one: the
+        # FORWARD result, a row per word, in the output stage).
         w_depth = rows * chunks
         y_depth = chunks
-        # Weight banks deeper than a LUT-RAM cell go to block RAM: many wide LUT-RAM banks
-        # with their read multiplexers are what congested the 64-lane tile's routing.
-        # "no_rw_check": no read whose data is used ever meets a write to the same address in
-        # the same cycle (every walk visits an address once per operation, and its write comes
-        # four or more cycles after its read; operations do not overlap), so Yosys need not
-        # emulate the old-data semantics across the block RAM's two ports — a registered copy
-        # of the write and an address comparator per bank, which were the 64-lane tile's
-        # critical path. A test watches the banks for such collisions.
-        w_attrs = {"ram_style": "block", "no_rw_check": 1} if w_depth > 16 else {}
+        # Weight banks deeper than a LUT-RAM cell go to block RAM (LaneGroup's block_ram): many
+        # wide LUT-RAM banks with their read multiplexers are what congested the 64-lane tile's
+        # routing. "no_rw_check" with it: no read whose data is used ever meets a write to the
+        # same address in the same cycle (every walk visits an address once per operation, and
+        # its write comes four or more cycles after its read; operations do not overlap), so
+        # Yosys need not emulate the old-data semantics across the block RAM's two ports — a
+        # registered copy of the write and an address comparator per bank, which were the
+        # 64-lane tile's critical path. A test watches the banks for such collisions.
+        block_ram = w_depth > 16
         w_init = [[] for _ in range(lanes)]
         if self._weights is not None:
             padded = np.zeros((rows, chunks * lanes), dtype=np.int64)
             padded[:, :cols] = self._weights
             # Bank p, address i·C + c holds W[i, c·lanes + p].
             w_init = [padded[:, p::lanes].ravel().tolist() for p in range(lanes)]
-        w_banks = [Memory(shape=signed(wf.width), depth=w_depth, init=w_init[p], attrs=w_attrs)
-                   for p in range(lanes)]
         x_banks = [Memory(shape=signed(self._in_w), depth=chunks, init=[])
                    for _ in range(lanes)]
         y_banks = [Memory(shape=signed(self._out_w), depth=y_depth, init=[])
                    for _ in range(lanes)]
         s_mem = Memory(shape=signed(self._in_w), depth=rows, init=[])
-        for k, mem in enumerate(w_banks):
-            m.submodules[f"w{k}"] = mem
         for k, mem in enumerate(x_banks):
             m.submodules[f"x{k}"] = mem
         for k, mem in enumerate(y_banks):
             m.submodules[f"y{k}"] = mem
         m.submodules.s = s_mem
-        w_rd = [mem.read_port() for mem in w_banks]
-        w_wr = [mem.write_port() for mem in w_banks]
         x_rd = [mem.read_port() for mem in x_banks]
         x_wr = [mem.write_port() for mem in x_banks]
         y_rd = [mem.read_port() for mem in y_banks]
@@ -543,15 +543,8 @@ class CrossbarTile(wiring.Component):
             b_mem = Memory(shape=signed(wf.width), depth=rows, init=[])
             m.submodules.bias = b_mem
             b_rd, b_wr = b_mem.read_port(domain="comb"), b_mem.write_port()
-        g_rd, g_wr = [], []
         if train:
-            # Gradient accumulators, banked as the weights; the bias's in LUT RAM.
-            g_banks = [Memory(shape=signed(self._acc_width), depth=w_depth, init=[],
-                              attrs=w_attrs) for _ in range(lanes)]
-            for k, mem in enumerate(g_banks):
-                m.submodules[f"g{k}"] = mem
-            g_rd = [mem.read_port() for mem in g_banks]
-            g_wr = [mem.write_port() for mem in g_banks]
+            # The bias's gradient accumulators, in LUT RAM (the weights' are in the lane groups).
             if self._bias:
                 gd_mem = Memory(shape=signed(self._acc_width), depth=rows, init=[])
                 m.submodules.gbias = gd_mem
@@ -563,16 +556,10 @@ class CrossbarTile(wiring.Component):
         # (valid, lane in the group, address, word), written the cycle after the handshake:
         # the FSM's decision drives n_groups registers, not every lane's write multiplexers
         # (the 64-lane tile's critical path went from the FSM's state to all lanes' write data).
-        keep = {"keep": 1}   # the copies are identical: "keep" stops Yosys merging them
-
-        def per_group(shape, name):
-            """One register of ``shape`` per group of lanes, ``{name}{g}``, kept apart."""
-            return [Signal(shape, name=f"{name}{g}", attrs=keep) for g in range(n_groups)]
-
-        lw_valid, lx_valid = per_group(1, "lw_valid"), per_group(1, "lx_valid")
-        lw_lane = per_group(range(GROUP), "lw_lane")
-        lw_addr = per_group(range(max(w_depth, 2)), "lw_addr")
-        lw_word = per_group(self.i.payload.shape(), "lw_word")
+        lw_valid, lx_valid = per_group(n_groups, 1, "lw_valid"), per_group(n_groups, 1, "lx_valid")
+        lw_lane = per_group(n_groups, range(GROUP), "lw_lane")
+        lw_addr = per_group(n_groups, range(max(w_depth, 2)), "lw_addr")
+        lw_word = per_group(n_groups, self.i.payload.shape(), "lw_word")
         m.d.sync += [valid.eq(0) for valid in lw_valid + lx_valid]
 
         def load_word(valid):
@@ -581,44 +568,6 @@ class CrossbarTile(wiring.Component):
             only ``valid`` waits for the FSM's decision."""
             for g in range(n_groups):
                 m.d.sync += valid[g].eq(lane // GROUP == g)
-
-        # The block-RAM banks' writes are registered (address, data and enable): the pins hang
-        # off registers that can sit next to each bank (or, for a weight bank, its group's
-        # LOAD_W registers, through one multiplexer), and the bank is written the cycle after
-        # the walk or the pipeline asks (no operation reads it sooner).
-        bank_writes = {}
-        for name, ports in (("w", w_wr), ("g", g_wr)):
-            for k, port in enumerate(ports):
-                regs = (Signal(name=f"{name}{k}_wen"), Signal.like(port.addr, name=f"{name}{k}_wa"),
-                        Signal.like(port.data, name=f"{name}{k}_wd"))
-                m.d.sync += regs[0].eq(0)
-                m.d.comb += [port.en.eq(regs[0]), port.addr.eq(regs[1]), port.data.eq(regs[2])]
-                if name == "w":
-                    g = k // GROUP
-                    with m.If(lw_valid[g] & (lw_lane[g] == k % GROUP)):
-                        m.d.comb += [port.en.eq(1), port.addr.eq(lw_addr[g]),
-                                     port.data.eq(lw_word[g])]
-                bank_writes[id(port)] = regs
-
-        def write_bank(port, address, data):
-            """Write ``data`` at ``address`` of a weight or gradient bank (one cycle later)."""
-            en, addr_reg, data_reg = bank_writes[id(port)]
-            m.d.sync += [en.eq(1), addr_reg.eq(address), data_reg.eq(data)]
-
-        def group_copies(value, name):
-            """Registered copies of ``value``, one per group of lanes (a control's or an
-            address's fan-out bound), one cycle late. "keep" stops Yosys merging them."""
-            regs = per_group(Value.cast(value).shape(), name)
-            m.d.sync += [reg.eq(value) for reg in regs]
-            return regs
-
-        def own_copy(value, name):
-            """A registered copy of ``value`` for the FSM's side, kept apart from the groups'
-            copies: a group's copy read there too is pulled away from its lanes (group 0's
-            chain load, placed beside the FSM, was the critical path of the 64-lane tile)."""
-            reg = Signal(Value.cast(value).shape(), name=name, attrs=keep)
-            m.d.sync += reg.eq(value)
-            return reg
 
         # Stochastic rounding: draws for up to `lanes` narrowings per cycle.
         all_shifts = [self.forward_shift, self.update_shift]
@@ -671,15 +620,11 @@ class CrossbarTile(wiring.Component):
             return new, sat_step | sat_new
 
         # The overflow flag: a sticky register for the FSM's side (``overflow_set``: the forward
-        # rounding, the bias's and the taps' steps) and one per group of lanes (``group_sat``:
-        # the group's lanes' saturations, registered per lane, ORed within the group); the
+        # rounding, the bias's and the taps' steps) and one per group of lanes (in its
+        # LaneGroup: the lanes' saturations, registered per lane, ORed within the group); the
         # output is their OR, so no OR over every lane's register lies between registers (one
         # across the device was the 64-lane tile's critical path).
         overflow_set = Signal()
-        group_sat = [[] for _ in range(n_groups)]   # each group's terms, added below
-
-        def lanes_of(g):
-            return range(g * GROUP, min(lanes, (g + 1) * GROUP))
 
         # Counters shared by the stream and compute states.
         row = Signal(range(max(rows, 2)))
@@ -692,18 +637,18 @@ class CrossbarTile(wiring.Component):
         # the address read in this cycle — nothing but a wire between a register and the
         # pins. ("keep" stops Yosys merging the copies.) It is 0 between operations: every walk
         # steps back to 0 with its last step.
-        rd_addr = per_group(range(max(w_depth, 2)), "raddr")
+        rd_addr = per_group(n_groups, range(max(w_depth, 2)), "raddr")
         # Which product walk the FSM is in, a copy per group (``walking``, kept by ``goto``
         # below): each group steps its own address from its own copy, and a walk's banks read
         # while it runs, so no decision of the FSM's state reaches a group's address or enable
         # through more than the flag's own look-up table.
-        walking = {name: per_group(1, f"in_{name.lower()}")
+        walking = {name: per_group(n_groups, 1, f"in_{name.lower()}")
                    for name in ("ISSUE_ROWS", "ISSUE_COLS")}
         # The FSM's own copies of other states, kept the same way: IDLE (``busy`` and the
         # decisions taken with ``start``) and the chain's READ states (its load and shift).
-        mirrors = {**walking, "IDLE": [Signal(init=1, name="in_idle", attrs=keep)]}
+        mirrors = {**walking, "IDLE": [Signal(init=1, name="in_idle", attrs=KEEP)]}
         if self._read_chain:
-            mirrors |= {name: [Signal(name=f"in_{name.lower()}", attrs=keep)]
+            mirrors |= {name: [Signal(name=f"in_{name.lower()}", attrs=KEEP)]
                         for name in ("READ_LOAD", "READ_DATA")}
         walk_starts = Signal()   # the FSM enters a walk (goto)
         # The banks' other reads, enabled a cycle ahead: ``read_next`` (READ_*, all banks) and
@@ -712,7 +657,7 @@ class CrossbarTile(wiring.Component):
         # between them). A read decided in its own cycle (the multiplexer READ path, the tied
         # walk, the side ports) is added to them.
         read_next = Signal()
-        rd_en, wg_en = per_group(1, "rd_en"), per_group(1, "wg_en")
+        rd_en, wg_en = per_group(n_groups, 1, "rd_en"), per_group(n_groups, 1, "wg_en")
 
         def next_read(address):
             """The banks read ``address`` in the next cycle (if enabled then)."""
@@ -723,10 +668,11 @@ class CrossbarTile(wiring.Component):
             own (no address computed in one place travels to every group)."""
             m.d.sync += [reg.eq(reg + step) for reg in rd_addr]
 
-        for k in range(lanes):
-            m.d.comb += w_rd[k].addr.eq(rd_addr[k // GROUP])
-            if train:
-                m.d.comb += g_rd[k].addr.eq(rd_addr[k // GROUP])
+        # The W and G banks' address and enable as each group sees them (these, or a READ's
+        # or the tied walk's own read, below).
+        bank_addr = [Signal(range(max(w_depth, 2)), name=f"bank_addr{g}") for g in range(n_groups)]
+        bank_en = [Signal(name=f"bank_en{g}") for g in range(n_groups)]
+        m.d.comb += [addr.eq(reg) for addr, reg in zip(bank_addr, rd_addr, strict=True)]
 
         y_fwd = Signal()   # the last product was a FORWARD*: READ_Y streams the f memory
         op = Signal(TileOp)
@@ -780,9 +726,8 @@ class CrossbarTile(wiring.Component):
         for port in [*x_rd, s_rd]:
             m.d.comb += port.en.eq(1)
         m.d.comb += [*(port.addr.eq(chunk) for port in x_rd), s_rd.addr.eq(row)]
+        m.d.comb += [en.eq(reg) for en, reg in zip(bank_en, wg_en, strict=True)]
         for k in range(lanes):
-            for port in [w_rd[k], *g_rd[k:k + 1]]:
-                m.d.comb += port.en.eq(wg_en[k // GROUP])
             m.d.comb += y_rd[k].en.eq(rd_en[k // GROUP])
 
         # The operation, decoded once into registered flags (they fan out to every lane).
@@ -805,73 +750,49 @@ class CrossbarTile(wiring.Component):
         s3, s3_first, s3_last, s3_nlanes, s3_waddr = stage(
             s2, s2_first, s2_last, s2_nlanes, s2_waddr, name="s3")
         s4, s4_first, s4_last, s4_nlanes = stage(s3, s3_first, s3_last, s3_nlanes, name="s4")
-        # The banks' write address at stage 4 (ACCUMULATE) and 5 (UPDATE, APPLY), per group.
-        s4_waddr_g = group_copies(s3_waddr, "s4_waddr")
-        u_waddr = per_group(s3_waddr.shape(), "u_waddr")
-        m.d.sync += [u.eq(address) for u, address in zip(u_waddr, s4_waddr_g, strict=True)]
-        w_q = stage(*(port.data for port in w_rd), name="wq")
-        x_q = stage(*(port.data for port in x_rd), name="xq")
-        # "keep" stops Yosys merging the identical copies back into one register.
-        s_q = per_group(signed(self._in_w), "sq")
-        m.d.sync += [reg.eq(s_rd.data) for reg in s_q]
-        # The lanes' multipliers (Multiplier: operand and product registers, the DSP cell's
-        # own on an ECP5). op_a / op_b are their inputs at stage 2, registered into stage 3,
-        # the product registered into stage 4.
-        a_width = max(wf.width, self._in_w)
-        mults = [Multiplier(a_width, self._in_w) for _ in range(lanes)]
-        for k, mult in enumerate(mults):
-            m.submodules[f"mul{k}"] = mult
-        op_a = [Signal(signed(a_width), name=f"opa{k}") for k in range(lanes)]
-        op_b = [Signal(signed(self._in_w), name=f"opb{k}") for k in range(lanes)]
-        prods = [mult.p for mult in mults]
-        w_s3 = [Signal(signed(wf.width), name=f"wold3_{k}") for k in range(lanes)]
-        w_old = [Signal(signed(wf.width), name=f"wold{k}") for k in range(lanes)]
-        # The controls of the lanes' multiplexers, registered per lane (which lanes a chunk
-        # uses, moving with the pipeline) or per group of lanes (the operation's flags, steady
-        # while it runs): no control net fans out to more than a group's registers.
-        # ("keep": where every chunk uses all lanes the bits are equal, and Yosys merged them
-        # into one register driving every lane.)
-        lane_on2, lane_on3, lane_on4, lane_on5 = (
-            Signal(lanes, name=f"lane_on{n}", attrs=keep) for n in range(2, 6))
-        nlanes_g = group_copies(issue_nlanes, "s1_nlanes")   # = s1_nlanes, beside the group
-        m.d.sync += lane_on2.eq(Cat(k < nlanes_g[k // GROUP] for k in range(lanes)))
-        m.d.sync += [lane_on3.eq(lane_on2), lane_on4.eq(lane_on3), lane_on5.eq(lane_on4)]
-        times_s = group_copies(is_upd | is_acc, "times_s")   # op_a is s, not W
-        s_right = group_copies(is_tr, "s_right")             # op_b is s, not x
-        for k in range(lanes):
-            shared = s_q[k // GROUP]
-            with m.If(~lane_on2[k]):
-                m.d.comb += op_a[k].eq(0)
-            with m.Elif(times_s[k // GROUP]):
-                m.d.comb += op_a[k].eq(shared)
-            with m.Else():
-                m.d.comb += op_a[k].eq(w_q[k])
-            with m.If(s_right[k // GROUP]):
-                m.d.comb += op_b[k].eq(shared)
-            with m.Else():
-                m.d.comb += op_b[k].eq(x_q[k])
-            m.d.comb += [mults[k].a.eq(op_a[k]), mults[k].b.eq(op_b[k])]
-            m.d.sync += [w_s3[k].eq(w_q[k]), w_old[k].eq(w_s3[k])]
+        # The lanes, a LaneGroup per group of GROUP lanes: its banks, multipliers, lane
+        # accumulators and weight updates, each group with its own registered copy of the
+        # controls below (its fan-out bound).
+        ctrl = Signal(lane_control(lanes, w_depth))
+        m.d.comb += [ctrl.nlanes.eq(issue_nlanes), ctrl.waddr.eq(s3_waddr),
+                     ctrl.times_s.eq(is_upd | is_acc), ctrl.s_right.eq(is_tr),
+                     ctrl.tr_acc.eq(is_tr & s3), ctrl.tr_first.eq(s3_first),
+                     ctrl.tr_clear.eq(is_tr & s4 & s4_last),
+                     ctrl.u_write.eq((is_upd | is_apply) & s4), ctrl.grad.eq(is_grad),
+                     ctrl.g_write.eq((is_acc | is_apply) & s3), ctrl.g_keep.eq(is_acc),
+                     ctrl.apply.eq(is_apply)]
+        lane_groups = []
+        for g in range(n_groups):
+            first = g * GROUP
+            size = min(lanes, first + GROUP) - first
+            m.submodules[f"lanes{g}"] = group = LaneGroup(
+                first=first, count=size, lanes=lanes, depth=w_depth, weight_width=wf.width,
+                operand_width=self._in_w, lane_width=lane_shape.width,
+                shift=self.forward_shift, width=self._of.width, out_width=self._out_w,
+                grad=(self.grad_product_shift, self._gf.width) if train else None,
+                update_shift=self.update_shift, acc_width=self._acc_width if train else None,
+                apply_shift=self.apply_shift, rounding=self._rounding,
+                draw_bits=0 if draws is None else len(draws[0]), one_chunk=chunks == 1,
+                tied=self._taps is not None, init=w_init[first:first + size],
+                block_ram=block_ram)
+            lane_groups.append(group)
+            m.d.comb += [group.ctrl.eq(ctrl), group.addr.eq(bank_addr[g]),
+                         group.en.eq(bank_en[g]), group.load_valid.eq(lw_valid[g]),
+                         group.load_lane.eq(lw_lane[g]), group.load_addr.eq(lw_addr[g]),
+                         group.load_word.eq(lw_word[g]), group.s.eq(s_rd.data),
+                         group.clear.eq(self.clear)]
+            m.d.comb += [group.x[j].eq(x_rd[first + j].data) for j in range(size)]
+            if draws is not None:
+                m.d.comb += [group.draw[j].eq(draws[first + j]) for j in range(size)]
+        prods = [p for group in lane_groups for p in group.product]
+        w_q = [q for group in lane_groups for q in group.w_q]
+        g_q = [q for group in lane_groups for q in group.g_q] if train else []
 
-        # Gradient accumulators: read at issue like the weights; at stage 4 ACCUMULATE writes
-        # back the old sum plus the product, APPLY writes zero (its step comes from the
-        # negated old sum, registered at stage 4).
-        g_neg = []
         if train:
-            g_q = stage(*(port.data for port in g_rd), name="gq")
-            g_s3 = stage(*g_q, name="gold3")
-            g_s4 = stage(*g_s3, name="gold4")
-            g_neg = [Signal(signed(self._acc_width + 1), name=f"gneg{k}") for k in range(lanes)]
-            m.d.sync += [g_neg[k].eq(-g_s3[k]) for k in range(lanes)]
-            g_write = group_copies((is_acc | is_apply) & s3, "g_write")   # at stage 4
-            g_keep = group_copies(is_acc, "g_keep")
-            for k in range(lanes):
-                with m.If(g_write[k // GROUP] & lane_on4[k]):
-                    write_bank(g_wr[k], s4_waddr_g[k // GROUP],
-                               Mux(g_keep[k // GROUP], g_s4[k] + prods[k], 0))
             if self._bias:
-                # The bias gradient: s_i added once per row (at its first chunk).
-                s_s4 = stage(*stage(op_a[0], name="sacc3"), name="sacc")[0]   # lane 0's s
+                # The bias gradient: s_i added once per row (at its first chunk); lane 0's
+                # multiplier operand a is s_i in ACCUMULATE.
+                s_s4 = stage(*stage(lane_groups[0].a_first, name="sacc3"), name="sacc")[0]
                 acc_row = Signal(range(max(rows, 2)))
                 with m.If(is_acc & s4 & s4_first):
                     m.d.comb += [gd_rd.addr.eq(acc_row), gd_wr.addr.eq(acc_row),
@@ -918,73 +839,32 @@ class CrossbarTile(wiring.Component):
         with m.If(fwd.overflow):
             m.d.comb += overflow_set.eq(1)
 
-        # Transposed: lane accumulators over the rows; the chunk's roundings happen the cycle
-        # after its last row, and the rounded words are written the cycle after that.
-        lane_acc = [Signal(lane_shape, name=f"lacc{k}") for k in range(lanes)]
+        # Transposed: the lanes accumulate over the rows; the chunk's roundings happen the
+        # cycle after its last row (tr_pending), and the rounded words are written the cycle
+        # after that, at chunk tr_chunk of the y banks.
         tr_chunk = Signal(range(max(chunks, 2)))
         tr_pending = Signal()
         tr_nlanes = Signal(range(lanes + 1))
         m.d.sync += tr_pending.eq(is_tr & s4 & s4_last)
+        m.d.comb += ctrl.tr_write.eq(tr_pending)
         with m.If(is_tr & s4):
             m.d.sync += tr_nlanes.eq(s4_nlanes)
-        tr_acc = group_copies(is_tr & s3, "tr_acc")    # at stage 4
-        if chunks == 1:
-            # One chunk: the accumulators are cleared as their sums are rounded (tr_pending),
-            # so they hold 0 when a TRANSPOSED starts and each cycle only adds — a carry chain
-            # straight into its registers (synchronous reset and enable), no multiplexer
-            # between them, which is what crowded the 64-lane tile's routing.
-            tr_clear = group_copies(is_tr & s4 & s4_last, "tr_clear")   # = tr_pending
-            for k in range(lanes):
-                with m.If(tr_clear[k // GROUP]):
-                    m.d.sync += lane_acc[k].eq(0)
-                with m.Elif(tr_acc[k // GROUP]):
-                    m.d.sync += lane_acc[k].eq(lane_acc[k] + prods[k])
-        else:
-            # Chunks follow each other without a gap: the first row of a chunk loads.
-            tr_first = group_copies(s3_first, "tr_first")
-            for k in range(lanes):
-                with m.If(tr_acc[k // GROUP]):
-                    with m.If(tr_first[k // GROUP]):
-                        m.d.sync += lane_acc[k].eq(prods[k])
-                    with m.Else():
-                        m.d.sync += lane_acc[k].eq(lane_acc[k] + prods[k])
-        tr_write = group_copies(tr_pending, "tr_write")
-        tr_values = [Signal(signed(self._out_w), name=f"tval{k}") for k in range(lanes)]
-        # The chunk's lanes as it is rounded (tr_pending: lane_on5 is its last row's) and
-        # written (tw_on): per lane, moving with the pipeline, no comparator on a shared count.
-        tw_on = Signal(lanes, attrs=keep)
-        m.d.sync += tw_on.eq(lane_on5)
-        tr_sat = Signal(lanes)  # per-lane saturation, registered: a 64-input OR is a stage
         with m.If(tr_pending):
             with m.If(tr_nlanes == lanes):
                 advance_product(lanes)
             with m.Else():
                 advance_product(last_lanes)
-        grad_sel = group_copies(is_grad, "grad_sel") if train else [is_grad] * n_groups
-        # Rounded every cycle, kept only the cycle after tr_pending (tr_write): no enable
-        # fans out to the lanes' registers.
-        for k in range(lanes):
-            y_k, sat_k = self._narrow_product(m, lane_acc[k], grad_sel[k // GROUP], offset, k)
-            m.d.sync += [tr_values[k].eq(y_k), tr_sat[k].eq(sat_k & lane_on5[k])]
-        with m.If(own_copy(tr_pending, "tr_written")):   # = tr_write
+        with m.If(own_copy(m, tr_pending, "tr_written")):   # = each group's tr_write
             m.d.sync += tr_chunk.eq(tr_chunk + 1)
-        for g in range(n_groups):
-            group_sat[g].append(tr_write[g] & Cat(tr_sat[k] for k in lanes_of(g)).any())
-        for k in range(lanes):
-            with m.If(tr_write[k // GROUP] & tw_on[k]):
-                m.d.comb += [y_wr[k].addr.eq(tr_chunk), y_wr[k].data.eq(tr_values[k]),
-                             y_wr[k].en.eq(1)]
+        for group in lane_groups:
+            for j in range(group.count):
+                port = y_wr[group.first + j]
+                with m.If(group.y_write[j]):
+                    m.d.comb += [port.addr.eq(tr_chunk), port.data.eq(group.y_word[j]),
+                                 port.en.eq(1)]
 
-        # Update: stage U1 rounds the step and saturates it to the weight format (drawing in
-        # row-major order); U2 adds the old weight, saturates and writes back.
-        steps = [Signal(signed(wf.width), name=f"step{k}") for k in range(lanes)]
-        u_valid = Signal()
-        u_old = [Signal(signed(wf.width), name=f"uold{k}") for k in range(lanes)]
-        u_sat = Signal(lanes)
-        m.d.sync += [u_valid.eq((is_upd | is_apply) & s4)]
-        m.d.sync += [u_old[k].eq(w_old[k]) for k in range(lanes)]
-        u_write = group_copies((is_upd | is_apply) & s4, "u_write")   # = u_valid
-
+        # Update and APPLY: the lanes round the step (drawing in row-major order), add the old
+        # weight, saturate and write back.
         def update_draws(shift):
             with m.If(s4_nlanes == lanes):
                 advance(lanes, shift)
@@ -996,31 +876,6 @@ class CrossbarTile(wiring.Component):
         if train:
             with m.If(is_apply & s4):
                 update_draws(self.apply_shift)
-            apply_sel = group_copies(is_apply, "apply_sel")
-        # U1 of UPDATE (from the products) or APPLY (from the negated gradient sums), every
-        # cycle; the registers are used only when u_valid.
-        for k in range(lanes):
-            step_k, sat_step = narrow(m, prods[k], self.update_shift, wf.width,
-                                      offset(k, self.update_shift))
-            if train:
-                step_g, sat_g = narrow(m, g_neg[k], self.apply_shift, wf.width,
-                                       offset(k, self.apply_shift))
-                step_k = Mux(apply_sel[k // GROUP], step_g, step_k)
-                sat_step = Mux(apply_sel[k // GROUP], sat_g, sat_step)
-            m.d.sync += [steps[k].eq(step_k), u_sat[k].eq(sat_step & lane_on4[k])]
-        # U3 only raises the flag: the saturations of the lanes, registered, ORed per group.
-        u3_sat = Signal(lanes)
-        m.d.sync += u3_sat.eq(0)
-        for g in range(n_groups):
-            group_sat[g] += [Cat(u3_sat[k] for k in lanes_of(g)).any(),
-                             u_write[g] & Cat(u_sat[k] for k in lanes_of(g)).any()]
-        for k in range(lanes):
-            total = Signal(signed(wf.width + 1), name=f"wsum{k}")
-            m.d.comb += total.eq(u_old[k] + steps[k])
-            w_new, sat_w = narrow(m, total, 0, wf.width)
-            with m.If(u_write[k // GROUP] & lane_on5[k]):
-                write_bank(w_wr[k], u_waddr[k // GROUP], w_new)
-                m.d.sync += u3_sat[k].eq(sat_w)
 
         # The tied SGD step of a convolution tile (``taps``): a walk over the taps' entries,
         # one per cycle (a ROM gives each entry's bank and address), twice: first summing G per
@@ -1125,7 +980,7 @@ class CrossbarTile(wiring.Component):
             # Where READ_DATA's offered word is (registered there, see below).
             last_of_chunk, last_word = Signal(), Signal()
             prefetch, fresh, phase = Signal(2), Signal(), Signal()
-            loaded = own_copy(chain_load, "chain_loaded")   # = load_g
+            loaded = own_copy(m, chain_load, "chain_loaded")   # = load_g
             m.d.sync += [prefetch.eq(Cat(loaded, prefetch[0])),
                          fresh.eq(~loaded & (fresh | prefetch[1]))]
             # READ_DATA's handshake (below) shifts the chain, or at the last word of a chunk
@@ -1137,8 +992,11 @@ class CrossbarTile(wiring.Component):
                                        | (taken & last_of_chunk & fresh & ~last_word))]
         else:
             m.d.comb += readout.lane.eq(lane)
-            m.d.comb += [readout.w[k].eq(w_rd[k].data) for k in range(lanes)]
-            m.d.comb += [readout.g[k].eq(g_rd[k].data) for k in range(lanes) if train]
+            w_data = [word for group in lane_groups for word in group.w_data]
+            m.d.comb += [readout.w[k].eq(w_data[k]) for k in range(lanes)]
+            if train:
+                g_data = [word for group in lane_groups for word in group.g_data]
+                m.d.comb += [readout.g[k].eq(g_data[k]) for k in range(lanes)]
         m.d.comb += [readout.y[k].eq(y_rd[k].data) for k in range(lanes)]
 
         # The banks' reads other than the walks', enabled a cycle ahead: READ_* and the
@@ -1179,7 +1037,7 @@ class CrossbarTile(wiring.Component):
         ready_row = Signal()     # the column walk's row may enter (its s_i has arrived)
         m.d.comb += ready_row.eq(~streaming | (row < s_count))
         if chained:
-            row_major_g = group_copies((op == TileOp.READ_W) | (op == TileOp.READ_G),
+            row_major_g = group_copies(m, n_groups, (op == TileOp.READ_W) | (op == TileOp.READ_G),
                                        "read_rows")
         for g in range(n_groups):
             address, in_rows, in_cols = (rd_addr[g], walking["ISSUE_ROWS"][g],
@@ -1535,8 +1393,7 @@ class CrossbarTile(wiring.Component):
                             m.d.comb += total.eq(rows * cols)
                             with m.If((lane == lanes - 1)
                                       | (chunk_last & (lane == last_lanes - 1))):
-                                for port in w_rd + g_rd:
-                                    m.d.comb += port.en.eq(1)
+                                m.d.comb += [en.eq(1) for en in bank_en]
                                 advance_read(1)
                             step_row_major()
                         with m.Else():
@@ -1566,27 +1423,27 @@ class CrossbarTile(wiring.Component):
             # Stage 1 of the tap walks (the ROM's data is here): read the banks (summing
             # walk) or write the tap's new value into its bank (writing walk).
             with m.If(t1_valid & ~writing):
-                m.d.comb += [port.addr.eq(t1_addr) for port in w_rd + g_rd]
-                m.d.comb += [port.en.eq(1) for port in w_rd + g_rd]
-            for k in range(lanes):
-                with m.If(t1_valid & writing & (t1_bank == k)):
-                    write_bank(w_wr[k], t1_addr, val_rd.data)
+                m.d.comb += [addr.eq(t1_addr) for addr in bank_addr]
+                m.d.comb += [en.eq(1) for en in bank_en]
+            for group in lane_groups:
+                lanes_here = range(group.first, group.first + group.count)
+                m.d.comb += [group.tap_we.eq(Cat(t1_valid & writing & (t1_bank == k)
+                                                 for k in lanes_here)),
+                             group.tap_addr.eq(t1_addr), group.tap_word.eq(val_rd.data),
+                             group.zero.eq(zeroing), group.zero_addr.eq(zaddr)]
             with m.If(zeroing):
-                for port in g_wr:
-                    write_bank(port, zaddr, 0)
                 m.d.sync += zaddr.eq(zaddr + 1)
                 with m.If(zaddr == w_depth - 1):
                     m.d.sync += zeroing.eq(0)
-        sticky = [Signal(name="ovf_fsm"), *per_group(1, "ovf")]
-        setting = []
-        for flag, terms in zip(sticky, [[overflow_set], *group_sat], strict=True):
-            sets = Signal(name=f"{flag.name}_set")
-            m.d.comb += sets.eq(Cat(*terms).any())
-            setting.append(sets)
-            with m.If(self.clear):
-                m.d.sync += flag.eq(0)
-            with m.Elif(sets):
-                m.d.sync += flag.eq(1)
+        # The FSM's side's sticky flag; each group has its own (LaneGroup.overflow).
+        ovf_fsm, ovf_fsm_set = Signal(name="ovf_fsm"), Signal(name="ovf_fsm_set")
+        m.d.comb += ovf_fsm_set.eq(Cat(overflow_set).any())
+        with m.If(self.clear):
+            m.d.sync += ovf_fsm.eq(0)
+        with m.Elif(ovf_fsm_set):
+            m.d.sync += ovf_fsm.eq(1)
+        sticky = [ovf_fsm, *(group.overflow for group in lane_groups)]
+        setting = [ovf_fsm_set, *(group.saturating for group in lane_groups)]
         # The output also shows what sets the registers at the coming edge: an operation's
         # last narrowing saturates in its done cycle, and the flag is high in that cycle (the
         # registers alone would show it one cycle after done). Only the output port sees
@@ -1594,11 +1451,3 @@ class CrossbarTile(wiring.Component):
         # it does over the registers (interface rule 6: holding clear keeps the flag low).
         m.d.comb += self.overflow.eq(Cat(*sticky).any() | (Cat(*setting).any() & ~self.clear))
         return m
-
-    def _narrow_product(self, m, acc, is_grad, offset, k):
-        """The one rounding of a product: inference formats, or gradient formats when
-        ``is_grad`` (tiles with ``grad_format``); output in the wider of the two."""
-        grad = None if self._gf is None else (self.grad_product_shift, self._gf.width)
-        return narrow_product(m, acc, shift=self.forward_shift, width=self._of.width,
-                              out_width=self._out_w, offset=lambda shift: offset(k, shift),
-                              grad=grad, is_grad=is_grad)

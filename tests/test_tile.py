@@ -510,44 +510,53 @@ def test_synth_pins_the_lanes_and_keeps_the_register_copies(tmp_path, capsys):
     netlist = json.loads(Path(result["files"]["netlist"]).read_text())
     cells = netlist["modules"]["crossbar_tile"]["cells"]
     for k, (dsp, ebr) in enumerate(lane_sites(lanes)):
-        mult = cells[f"mul{k}.mult"]
+        group = f"lanes{k // GROUP}"   # the LaneGroup of lane k
+        mult = cells[f"{group}.mul{k}.mult"]
         assert mult["type"] == "MULT18X18D" and mult["attributes"]["BEL"] == dsp
         for stage in ("INPUTA", "INPUTB", "OUTPUT"):
             assert mult["parameters"][f"REG_{stage}_CLK"] == "CLK0"
-        assert cells[f"w{k}.0.0"]["type"] == "DP16KD"
-        assert cells[f"w{k}.0.0"]["attributes"]["BEL"] == ebr
+        assert cells[f"{group}.w{k}.0.0"]["type"] == "DP16KD"
+        assert cells[f"{group}.w{k}.0.0"]["attributes"]["BEL"] == ebr
     groups = -(-lanes // GROUP)
     shared = [name for name, cell in cells.items()
-              if cell["type"] == "TRELLIS_FF" and name.startswith("sq")]
+              if cell["type"] == "TRELLIS_FF" and re.match(r"lanes\d+\.sq", name)]
     assert len(shared) == groups * 8   # one 8-bit copy of s per group of lanes
     # The other per-group registers (the banks' read enables, the copies of the walk states,
     # the loaded word, the transposed result's write cue, the update's write address): one
-    # copy per group each, not one merged register.
-    prefixes = ("rd_en", "wg_en", "in_issue_rows", "in_issue_cols", "lw_word", "tr_write",
-                "u_waddr")
+    # copy per group each, not one merged register (the last two in each LaneGroup; the
+    # loaded word below, by the nets it drives).
+    prefixes = ("rd_en", "wg_en", "in_issue_rows", "in_issue_cols")
+    in_groups = ("tr_write", "u_waddr")
     copies = {}
     for name, cell in cells.items():
         found = re.match(rf"({'|'.join(prefixes)})(\d+)_TRELLIS_FF", name)
+        found_in_group = re.match(rf"lanes(\d+)\.({'|'.join(in_groups)})_TRELLIS_FF", name)
         if cell["type"] == "TRELLIS_FF" and found:
             copies.setdefault(found[1], set()).add(int(found[2]))
-    assert copies == {prefix: set(range(groups)) for prefix in prefixes}
+        if cell["type"] == "TRELLIS_FF" and found_in_group:
+            copies.setdefault(found_in_group[2], set()).add(int(found_in_group[1]))
+    assert copies == {prefix: set(range(groups)) for prefix in prefixes + in_groups}
     # Which lanes a chunk uses: a register of its own per lane (with one chunk all are equal).
     driver = {bit: name for name, cell in cells.items() if cell["type"] == "TRELLIS_FF"
               for bit in cell["connections"]["Q"]}
     nets = netlist["modules"]["crossbar_tile"]["netnames"]
+    # The loaded word's copies (Yosys names them after the groups' load_word ports they feed).
+    word_bits = [driver[bit] for g in range(groups) for bit in nets[f"lanes{g}.load_word"]["bits"]]
+    assert len(set(word_bits)) == len(word_bits) == groups * 8
     for name in ("lane_on2", "lane_on5", "tw_on"):
-        assert len({driver[bit] for bit in nets[name]["bits"]}) == lanes, name
+        bits = [bit for g in range(groups) for bit in nets[f"lanes{g}.{name}"]["bits"]]
+        assert len({driver[bit] for bit in bits}) == lanes, name
     # The read address's copies (their flip-flops are named after the banks' address ports).
     address_bits = [driver[bit] for g in range(groups) for bit in nets[f"raddr{g}"]["bits"]]
     assert len(set(address_bits)) == len(address_bits) == groups * 5   # 17 words: 5 bits
     component = TileParams(rows=20, cols=3, lanes=3, width=16, frac=12).component()
     with pytest.raises(SynthesisError, match="No Bel named 'X3/Y34/MULT18_0'"):
         synthesize(component, "crossbar_tile", out_dir=tmp_path / "bad",
-                   sites={"mul0.mult": "X3/Y34/MULT18_0"})
+                   sites={"lanes0.mul0.mult": "X3/Y34/MULT18_0"})
     with pytest.raises(ValueError, match=r"^sites name cells the netlist does not have: "
-                                         r"mul7\.mult$"):
+                                         r"lanes0\.mul7\.mult$"):
         synthesize(component, "crossbar_tile", out_dir=tmp_path / "bad",
-                   sites={"mul7.mult": "X31/Y34/MULT18_0"})
+                   sites={"lanes0.mul7.mult": "X31/Y34/MULT18_0"})
 
 
 # --- block-RAM banks: no read meets a write at its address ---------------------------------
@@ -561,14 +570,20 @@ def watch_banks(dut, script):
     from amaranth.sim import Simulator
 
     module = dut.elaborate(None)
-    names = [f"w{k}" for k in range(dut.lanes)]
-    if dut.grad_format is not None:
-        names += [f"g{k}" for k in range(dut.lanes)]
     ports = []
-    for name in names:
-        memory = getattr(module.submodules, name)
-        (rd,), (wr,) = memory.read_ports, memory.write_ports
-        ports.append((name, rd, wr))
+    for g in range(-(-dut.lanes // GROUP)):
+        # The banks are the LaneGroups'; the simulation runs the modules watched here.
+        group = getattr(module.submodules, f"lanes{g}")
+        inner = group.elaborate(None)
+        group.elaborate = lambda platform, inner=inner: inner
+        lanes = range(group.first, group.first + group.count)
+        names = [f"w{k}" for k in lanes]
+        if dut.grad_format is not None:
+            names += [f"g{k}" for k in lanes]
+        for name in names:
+            memory = getattr(inner.submodules, name)
+            (rd,), (wr,) = memory.read_ports, memory.write_ports
+            ports.append((name, rd, wr))
     seen = {"collisions": [], "overlaps": 0}
 
     async def watch(ctx):

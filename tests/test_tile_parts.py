@@ -1,6 +1,7 @@
+# amaranth: UnusedElaboratable=no
 """The crossbar tile's parts on their own (hdl/adder_tree.py, hdl/readout.py,
-hdl/output_stage.py): each against plain Python arithmetic, cycle by cycle. The tile's own
-tests (test_tile.py) cover them inside the tile against the fixed-point model."""
+hdl/output_stage.py, hdl/lane_group.py): each against plain Python arithmetic, cycle by cycle.
+The tile's own tests (test_tile.py) cover them inside the tile against the fixed-point model."""
 
 import numpy as np
 import pytest
@@ -8,6 +9,7 @@ from amaranth import ClockDomain, Module
 from amaranth.sim import Simulator
 
 from xbarode.hdl.adder_tree import AdderTree
+from xbarode.hdl.lane_group import LaneGroup
 from xbarode.hdl.output_stage import ForwardOutput
 from xbarode.hdl.readout import ChainReadout, MuxReadout
 
@@ -166,3 +168,192 @@ def test_forward_output_rounds_each_row_once_with_its_bias():
     simulate(dut, bench)
     # Row r's last chunk is at cycle 2r + 1; its word two cycles later.
     assert seen == {2 * r + 3: (expected[r], flags[r]) for r in range(rows)}
+
+
+# --- the lane group: its lanes driven as the tile's sequencer drives them --------------------
+
+GROUP_BASE = {"first": 8, "count": 3, "lanes": 11, "depth": 8, "weight_width": 8,
+              "operand_width": 8, "lane_width": 20, "shift": 4, "width": 8, "out_width": 8,
+              "update_shift": 4, "rounding": "nearest"}
+
+
+def clip(value, width=8):
+    return min(max(value, -(1 << (width - 1))), (1 << (width - 1)) - 1)
+
+
+def nearest(value, shift):
+    """``floor((value + 2^(shift-1)) / 2^shift)``, clipped to 8 bits, and whether it clipped."""
+    word = (value + (1 << (shift - 1))) >> shift
+    return clip(word), clip(word) != word
+
+
+def run_lane_group(dut, weights, operations):
+    """Load ``weights`` (a list per lane) through LOAD_W's ports, run ``operations``, pairs of
+    a kind (``"transposed"``, ``"update"``, ``"accumulate"``, ``"apply"``) and issues, one per
+    cycle — dicts ``addr``, ``nlanes``, ``s``, ``x`` (per lane), ``first``, ``last``, or None
+    for a bubble — with the controls at the stages the class docstring gives; read the banks
+    back. Returns per cycle of the last operation the products, ``y_write``, ``y_word`` and
+    ``saturating``, and the banks' words and ``overflow`` at the end."""
+    count = dut.count
+    seen = {"products": [], "y": [], "saturating": []}
+
+    async def operation(ctx, kind, issues):
+        def at(c):
+            return issues[c] if 0 <= c < len(issues) else None
+
+        for c in range(len(issues) + 8):
+            now, s1, s3, s4, s5 = at(c), at(c - 1), at(c - 3), at(c - 4), at(c - 5)
+            ctx.set(dut.en, now is not None)
+            ctx.set(dut.addr, now["addr"] if now else 0)
+            ctx.set(dut.s, s1["s"] if s1 else 0)
+            for j in range(count):
+                ctx.set(dut.x[j], s1["x"][j] if s1 else 0)
+            tr = kind == "transposed"
+            ctx.set(dut.ctrl, {
+                "nlanes": now["nlanes"] if now else 0, "waddr": s3["addr"] if s3 else 0,
+                "times_s": kind in ("update", "accumulate"), "s_right": tr,
+                "tr_acc": tr and s3 is not None, "tr_first": bool(s3 and s3["first"]),
+                "tr_clear": tr and bool(s4 and s4["last"]),
+                "tr_write": tr and bool(s5 and s5["last"]),
+                "u_write": kind in ("update", "apply") and s4 is not None,
+                "g_write": kind in ("accumulate", "apply") and s3 is not None,
+                "g_keep": kind == "accumulate", "apply": kind == "apply"})
+            seen["products"].append([ctx.get(p) for p in dut.product])
+            seen["y"].append((ctx.get(dut.y_write), [ctx.get(w) for w in dut.y_word]))
+            seen["saturating"].append(ctx.get(dut.saturating))
+            await ctx.tick()
+
+    async def bench(ctx):
+        for j, words in enumerate(weights):
+            for address, word in enumerate(words):
+                ctx.set(dut.load_valid, 1)
+                ctx.set(dut.load_lane, j)
+                ctx.set(dut.load_addr, address)
+                ctx.set(dut.load_word, word)
+                await ctx.tick()
+        ctx.set(dut.load_valid, 0)
+        for kind, issues in operations:
+            seen.update({"products": [], "y": [], "saturating": []})
+            await operation(ctx, kind, issues)
+        seen["overflow"] = ctx.get(dut.overflow)
+        seen["w"], seen["g"] = [[] for _ in range(count)], [[] for _ in range(count)]
+        for address in range(dut.depth):
+            ctx.set(dut.addr, address)
+            ctx.set(dut.en, 1)
+            await ctx.tick()
+            for j in range(count):
+                seen["w"][j].append(ctx.get(dut.w_data[j]))
+                if dut.training:
+                    seen["g"][j].append(ctx.get(dut.g_data[j]))
+
+    simulate(dut, bench)
+    return seen
+
+
+@pytest.mark.parametrize("one_chunk", [False, True])
+def test_lane_group_accumulates_transposed_rows_and_rounds_each_chunk(one_chunk):
+    """TRANSPOSED on lanes 8-10 of an 11-lane tile, rows of 4 (two chunks of 4 rows, or the
+    same chunk twice with ``one_chunk``); the second chunk uses lanes 8-9 only (``nlanes`` 10).
+    Each lane's product at stage 4 is ``W·s`` (0 where the lane is off); each chunk's words
+    ``nearest(Σ_i W[i·C + c]·s_i >> 4)`` are written (``y_write``) 6 cycles after its last
+    row, by the lanes it uses; a saturating word raises ``overflow``."""
+    rng = np.random.default_rng(5)
+    dut = LaneGroup(**GROUP_BASE, one_chunk=one_chunk)
+    rows, chunks = 4, 2
+    weights = rng.integers(-20, 21, (3, 8)).tolist()
+    weights[0][7] = 127       # lane 8, row 3 of chunk 1 (or 0): with s = 127, saturates
+    s = [rng.integers(-20, 21, rows).tolist(), [*rng.integers(-20, 21, rows - 1).tolist(), 127]]
+    address = (lambda i, c: i) if one_chunk else (lambda i, c: i * chunks + c)
+    if one_chunk:
+        weights[0][3] = 127
+    issues = [{"addr": address(i, c), "nlanes": 11 - c, "s": s[c][i], "x": [0, 0, 0],
+               "first": i == 0, "last": i == rows - 1} for c in range(chunks) for i in range(rows)]
+    if one_chunk:   # one chunk per operation: a gap between the two
+        issues[rows:rows] = [None] * 4
+    seen = run_lane_group(dut, weights, [("transposed", issues)])
+    last = [c for c, issue in enumerate(issues) if issue and issue["last"]]
+    for c, issue in enumerate(issues):
+        if issue is None:
+            continue
+        on = [8 + j < issue["nlanes"] for j in range(3)]
+        assert seen["products"][c + 4] == [weights[j][issue["addr"]] * issue["s"] if on[j]
+                                           else 0 for j in range(3)]
+    writes = {c: (mask, words) for c, (mask, words) in enumerate(seen["y"]) if mask}
+    expected, flags = {}, []
+    for c in range(chunks):
+        on = [8 + j < 11 - c for j in range(3)]
+        sums = [sum(weights[j][address(i, c)] * s[c][i] for i in range(rows)) for j in range(3)]
+        rounded = [nearest(total, 4) for total in sums]
+        flags += [sat for (_, sat), lane_on in zip(rounded, on, strict=True) if lane_on]
+        expected[last[c] + 6] = (sum(1 << j for j in range(3) if on[j]),
+                                            [word if lane_on else None for (word, _), lane_on
+                                             in zip(rounded, on, strict=True)])
+    got = {c: (mask, [w if mask >> j & 1 else None for j, w in enumerate(words)])
+           for c, (mask, words) in writes.items()}
+    assert got == expected
+    assert any(flags) and seen["overflow"] == 1
+
+
+def test_lane_group_update_writes_back_the_saturated_sums():
+    """UPDATE: each lane's weight at the address becomes ``clip(W + nearest(s·x >> 4))``,
+    written back (lanes off keep theirs); a clipped step or sum raises ``overflow``."""
+    rng = np.random.default_rng(7)
+    dut = LaneGroup(**GROUP_BASE)
+    weights = rng.integers(-128, 128, (3, 8)).tolist()
+    weights[1][2] = 120
+    issues = [{"addr": a, "nlanes": 10 if a == 5 else 11, "s": int(rng.integers(-128, 128)),
+               "x": rng.integers(-128, 128, 3).tolist(), "first": True, "last": True}
+              for a in range(8)]
+    issues[2]["s"], issues[2]["x"][1] = 127, 127       # a step of 1008: clipped to 127
+    seen = run_lane_group(dut, weights, [("update", issues)])
+    expected, flags = [list(words) for words in weights], []
+    for issue in issues:
+        for j in range(3):
+            if 8 + j < issue["nlanes"]:
+                step, sat_step = nearest(issue["s"] * issue["x"][j], 4)
+                total = weights[j][issue["addr"]] + step
+                expected[j][issue["addr"]] = clip(total)
+                flags.append(sat_step or clip(total) != total)
+    assert seen["w"] == expected
+    assert any(flags) and seen["overflow"] == 1
+
+
+def test_lane_group_accumulates_gradients_and_applies_them():
+    """A training group: ACCUMULATE adds ``s·x`` to each lane's gradient word, exactly (16
+    bits; twice here, without touching W); APPLY then adds ``clip(nearest(-G >> 3))`` to each
+    weight and clears G."""
+    rng = np.random.default_rng(11)
+    weights = rng.integers(-100, 100, (3, 8)).tolist()
+
+    def accumulate():
+        return [{"addr": a, "nlanes": 11, "s": int(rng.integers(-128, 128)),
+                 "x": rng.integers(-128, 128, 3).tolist(), "first": True, "last": True}
+                for a in range(8)]
+
+    both = [accumulate(), accumulate()]
+    g = [[sum(issues[a]["s"] * issues[a]["x"][j] for issues in both) for a in range(8)]
+         for j in range(3)]
+    operations = [("accumulate", issues) for issues in both]
+    seen = run_lane_group(LaneGroup(**GROUP_BASE, acc_width=16, apply_shift=3), weights,
+                          operations)
+    assert seen["g"] == g and seen["w"] == weights
+    applied = run_lane_group(LaneGroup(**GROUP_BASE, acc_width=16, apply_shift=3), weights,
+                             [*operations, ("apply", [{**issue, "s": 0} for issue in both[0]])])
+    assert applied["g"] == [[0] * 8 for _ in range(3)]
+    assert applied["w"] == [[clip(weights[j][a] + nearest(-g[j][a], 3)[0]) for a in range(8)]
+                            for j in range(3)]
+
+
+@pytest.mark.parametrize(("changes", "error", "message"), [
+    ({"count": 0}, ValueError, r"^count must be >= 1, not 0$"),
+    ({"count": 9}, ValueError, r"^count must be at most GROUP \(8\), not 9$"),
+    ({"lanes": 10}, ValueError, r"^lanes 8\.\.10 are not lanes of a tile of 10$"),
+    ({"depth": 2.0}, TypeError, r"^depth must be an integer, not float$"),
+    ({"rounding": "up"}, ValueError, r"^unknown rounding 'up'; choose one of"),
+    ({"tied": True}, ValueError, r"^tied needs acc_width: the tied step is APPLY's$"),
+    ({"grad": (4,)}, TypeError, r"^grad must be a pair of integers, not \(4,\)$"),
+    ({"init": [[1]]}, ValueError, r"^init must hold 3 banks' words, not 1$"),
+])
+def test_lane_group_rejects_bad_parameters(changes, error, message):
+    with pytest.raises(error, match=message):
+        LaneGroup(**{**GROUP_BASE, **changes})

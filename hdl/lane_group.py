@@ -1,0 +1,459 @@
+"""A group of the crossbar tile's lanes: weight (and gradient) banks, multipliers, lane
+accumulators, update narrowing and bank writes, for up to :data:`~xbarode.hdl.groups.GROUP`
+lanes, with its own registered copy of the controls the tile's sequencer drives.
+
+The tile (:class:`~xbarode.hdl.tile.CrossbarTile`) builds one :class:`LaneGroup` per group of
+lanes: the one-copy-per-group rule of :mod:`xbarode.hdl.groups` (no control net fans out to
+more than a group's registers) is the structure, each group registering the
+:func:`lane_control` struct for itself.
+"""
+
+from __future__ import annotations
+
+from amaranth import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from xbarode.model.fixed import ROUNDINGS
+
+from .dsp import Multiplier
+from .groups import GROUP, KEEP
+from .output_stage import narrow_product
+from .rounding import narrow, rounding_offset
+
+__all__ = ["LaneGroup", "lane_control"]
+
+
+def lane_control(lanes: int, depth: int) -> data.StructLayout:
+    """Layout of the controls a :class:`LaneGroup` registers for itself, one copy per group,
+    as the tile's sequencer drives them (each field a cycle before the group acts on it).
+
+    Fields: ``nlanes`` (lanes the chunk issued now uses), ``waddr`` (stage 3's bank address),
+    ``times_s`` (the multipliers' ``a`` is ``s``: UPDATE, ACCUMULATE), ``s_right`` (their
+    ``b`` is ``s``: TRANSPOSED*), ``tr_acc`` (stage 3 holds a transposed row), ``tr_first``
+    (its first row), ``tr_clear`` (stage 4 holds a transposed product's last row),
+    ``tr_write`` (the lane accumulators hold a finished chunk), ``u_write`` (stage 4 holds an
+    UPDATE or APPLY), ``grad`` (the products are on gradients), ``g_write`` (stage 3 holds an
+    ACCUMULATE or APPLY), ``g_keep`` (ACCUMULATE) and ``apply`` (APPLY).
+    """
+    return data.StructLayout({
+        "nlanes": range(lanes + 1), "waddr": range(max(depth, 2)),
+        "times_s": 1, "s_right": 1, "tr_acc": 1, "tr_first": 1, "tr_clear": 1, "tr_write": 1,
+        "u_write": 1, "grad": 1, "g_write": 1, "g_keep": 1, "apply": 1,
+    })
+
+
+def _check_int(name, value, low):
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an integer, not {type(value).__name__}")
+    if value < low:
+        raise ValueError(f"{name} must be >= {low}, not {value}")
+
+
+class LaneGroup(wiring.Component):
+    """Lanes ``first … first + count - 1`` of a tile of ``lanes`` lanes.
+
+    Each lane has a weight bank (and, with ``acc_width``, a gradient bank) of ``depth`` words
+    and a :class:`~xbarode.hdl.dsp.Multiplier`; per lane, a transposed product's accumulator
+    and its narrowing, and UPDATE's (or APPLY's) step, sum and write-back.
+
+    Parameters
+    ----------
+    first : int
+        Index of the group's first lane in the tile, ``>= 0`` (lane ``first + j`` is used by a
+        chunk of ``nlanes`` lanes where ``first + j < nlanes``).
+    count : int
+        Lanes in the group, ``1 … GROUP``.
+    lanes : int
+        Lanes of the tile, ``>= first + count``.
+    depth : int
+        Words per bank (``rows·C``), ``>= 1``.
+    weight_width, operand_width : int
+        Width of a weight, and of the other operand (``x`` or ``s``).
+    lane_width : int
+        Width of a lane accumulator (the exact sum of ``rows`` products).
+    shift, width, out_width : int
+        Bits a transposed sum's narrowing discards, the rounded word's width, and the width
+        of the words written (the wider of ``width`` and the gradient width).
+    grad : tuple of int, optional
+        ``(shift, width)`` of a transposed sum's narrowing on gradients (where ``grad`` is
+        high); None for a tile without gradients.
+    update_shift : int
+        Bits UPDATE's narrowing of ``s_i x_j`` discards.
+    acc_width : int, optional
+        Width of the gradient accumulators (gradient banks, ACCUMULATE, APPLY); None for none.
+    apply_shift : int
+        Bits APPLY's narrowing of ``-G`` discards (with ``acc_width``).
+    rounding : {"floor", "nearest", "stochastic"}
+        Rounding of every narrowing.
+    draw_bits : int
+        Width of each lane's LFSR word (stochastic rounding); 0 for none.
+    one_chunk : bool
+        Rows are one chunk: the lane accumulators are cleared as their sums are rounded (so
+        each cycle only adds) instead of loaded by a chunk's first row.
+    tied : bool
+        Ports for the tied-kernel walk (``tap_*``, ``zero*``).
+    init : list of list of int, optional
+        Initial words of each lane's weight bank; empty banks otherwise.
+    block_ram : bool
+        The weight and gradient banks go to block RAM (``ram_style``), with ``no_rw_check``:
+        no enabled read ever meets a write to its address (the tile's walks see to it).
+
+    Attributes
+    ----------
+    ctrl : In(lane_control(lanes, depth))
+        The sequencer's controls, registered here (one copy per group, ``keep``).
+    addr, en : In
+        The weight and gradient banks' read address and enable (data a cycle later).
+    load_valid, load_lane, load_addr, load_word : In
+        LOAD_W: write ``load_word`` at ``load_addr`` of lane ``first + load_lane`` now.
+    x : In(signed(operand_width)).array(count)
+        Each lane's word of ``x`` (read a cycle before the banks' data is registered).
+    s : In(signed(operand_width))
+        The word of ``s`` every lane shares, registered here once for the group.
+    draw : In(unsigned(draw_bits)).array(count)
+        (with ``draw_bits``) Each lane's LFSR word.
+    clear : In(1)
+        Lowers ``overflow``.
+    tap_we, tap_addr, tap_word, zero, zero_addr : In
+        (``tied``) Write ``tap_word`` at ``tap_addr`` into the weight banks of ``tap_we``; write
+        0 at ``zero_addr`` into every gradient bank where ``zero``.
+    product : Out(signed(max(weight_width, operand_width) + operand_width)).array(count)
+        Each lane's product (stage 4).
+    a_first : Out(signed(max(weight_width, operand_width)))
+        The first lane's multiplier operand ``a`` (stage 2; ``s`` where ``times_s``).
+    w_data, w_q : Out(signed(weight_width)).array(count)
+        The weight banks' read data, and that data registered (stage 2).
+    g_data, g_q : Out(signed(acc_width)).array(count)
+        (``acc_width``) The same of the gradient banks.
+    y_word : Out(signed(out_width)).array(count), y_write : Out(count)
+        A transposed chunk's rounded words, and which lanes write theirs in this cycle.
+    overflow : Out(1)
+        Sticky: a lane's narrowing or weight sum saturated since ``clear``.
+    saturating : Out(1)
+        ``overflow`` is set at the coming clock edge.
+
+    Notes
+    -----
+    Latency, from ``addr``/``en`` (stage 0): bank data at stage 1, registered at stage 2 (the
+    shared ``s`` too), multiplier operands at stage 3, products at stage 4. ACCUMULATE and APPLY
+    write a gradient word at stage 5 (``ctrl`` a cycle ahead: ``g_write`` at stage 3); a
+    transposed product adds into the lane accumulators at stage 5 (``tr_acc`` at stage 3),
+    its chunk is rounded and registered a cycle after ``tr_write`` and written (``y_write``)
+    then; UPDATE's and APPLY's step is registered at stage 5, the sum written to the weight
+    bank at stage 6 (``u_write`` at stage 4), its saturation raising ``overflow`` a cycle
+    later. Bank writes go through registers (address, data, enable), so a bank is written
+    the cycle after its write is decided; LOAD_W's ``load_*`` (registered by the sequencer)
+    go straight to the write ports.
+    """
+
+    def __init__(self, *, first: int, count: int, lanes: int, depth: int, weight_width: int,
+                 operand_width: int, lane_width: int, shift: int, width: int, out_width: int,
+                 update_shift: int, rounding: str, grad=None, acc_width: int | None = None,
+                 apply_shift: int = 0, draw_bits: int = 0, one_chunk: bool = False,
+                 tied: bool = False, init=None, block_ram: bool = False):
+        for name, value, low in (
+                ("first", first, 0), ("count", count, 1), ("lanes", lanes, 1),
+                ("depth", depth, 1), ("weight_width", weight_width, 1),
+                ("operand_width", operand_width, 1), ("lane_width", lane_width, 1),
+                ("shift", shift, -1 << 16), ("width", width, 1), ("out_width", out_width, 1),
+                ("update_shift", update_shift, -1 << 16), ("apply_shift", apply_shift, -1 << 16),
+                ("draw_bits", draw_bits, 0)):
+            _check_int(name, value, low)
+        if count > GROUP:
+            raise ValueError(f"count must be at most GROUP ({GROUP}), not {count}")
+        if first + count > lanes:
+            raise ValueError(f"lanes {first}..{first + count - 1} are not lanes of a tile of "
+                             f"{lanes}")
+        if acc_width is not None:
+            _check_int("acc_width", acc_width, 1)
+        if tied and acc_width is None:
+            raise ValueError("tied needs acc_width: the tied step is APPLY's")
+        if rounding not in ROUNDINGS:
+            raise ValueError(f"unknown rounding {rounding!r}; choose one of {list(ROUNDINGS)}")
+        if grad is not None and (len(grad) != 2 or not all(
+                isinstance(v, int) and not isinstance(v, bool) for v in grad)):
+            raise TypeError(f"grad must be a pair of integers, not {grad!r}")
+        if init is not None and len(init) != count:
+            raise ValueError(f"init must hold {count} banks' words, not {len(init)}")
+        self._first, self._count, self._lanes, self._depth = first, count, lanes, depth
+        self._ww, self._ow, self._lane_width = weight_width, operand_width, lane_width
+        self._shift, self._width, self._out_width, self._grad = shift, width, out_width, grad
+        self._update_shift, self._apply_shift = update_shift, apply_shift
+        self._acc_width, self._rounding, self._draw_bits = acc_width, rounding, draw_bits
+        self._one_chunk, self._tied, self._block_ram = bool(one_chunk), bool(tied), block_ram
+        self._init = [[] for _ in range(count)] if init is None else [list(w) for w in init]
+        a_width = max(weight_width, operand_width)
+        address = range(max(depth, 2))
+        members = {
+            "ctrl": In(lane_control(lanes, depth)),
+            "addr": In(address), "en": In(1),
+            "load_valid": In(1), "load_lane": In(range(GROUP)), "load_addr": In(address),
+            "load_word": In(signed(weight_width)),
+            "x": In(signed(operand_width)).array(count), "s": In(signed(operand_width)),
+            "clear": In(1),
+            "product": Out(signed(a_width + operand_width)).array(count),
+            "a_first": Out(signed(a_width)),
+            "w_data": Out(signed(weight_width)).array(count),
+            "w_q": Out(signed(weight_width)).array(count),
+            "y_word": Out(signed(out_width)).array(count), "y_write": Out(count),
+            "overflow": Out(1), "saturating": Out(1),
+        }
+        if draw_bits:
+            members["draw"] = In(unsigned(draw_bits)).array(count)
+        if acc_width is not None:
+            members |= {"g_data": Out(signed(acc_width)).array(count),
+                        "g_q": Out(signed(acc_width)).array(count)}
+        if tied:
+            members |= {"tap_we": In(count), "tap_addr": In(address),
+                        "tap_word": In(signed(weight_width)), "zero": In(1),
+                        "zero_addr": In(address)}
+        super().__init__(members)
+
+    @property
+    def first(self) -> int:
+        """Index of the group's first lane in the tile."""
+        return self._first
+
+    @property
+    def count(self) -> int:
+        """Lanes in the group."""
+        return self._count
+
+    @property
+    def depth(self) -> int:
+        """Words per bank."""
+        return self._depth
+
+    @property
+    def training(self) -> bool:
+        """The group has gradient banks (``acc_width`` given)."""
+        return self._acc_width is not None
+
+    def _offset(self, j, shift):
+        return rounding_offset(self._rounding, shift, self.draw[j] if self._draw_bits else None)
+
+    def _banks(self, m):
+        """The weight and gradient banks with their registered writes; returns the read and
+        write ports and ``write(port, address, data)``, which writes a cycle later."""
+        attrs = {"ram_style": "block", "no_rw_check": 1} if self._block_ram else {}
+        first, count = self._first, self._count
+        w_banks = [Memory(shape=signed(self._ww), depth=self._depth, init=self._init[j],
+                          attrs=attrs) for j in range(count)]
+        for j, mem in enumerate(w_banks):
+            m.submodules[f"w{first + j}"] = mem
+        g_banks = []
+        if self.training:
+            g_banks = [Memory(shape=signed(self._acc_width), depth=self._depth, init=[],
+                              attrs=attrs) for _ in range(count)]
+            for j, mem in enumerate(g_banks):
+                m.submodules[f"g{first + j}"] = mem
+        w_rd = [mem.read_port() for mem in w_banks]
+        w_wr = [mem.write_port() for mem in w_banks]
+        g_rd = [mem.read_port() for mem in g_banks]
+        g_wr = [mem.write_port() for mem in g_banks]
+        for port in w_rd + g_rd:
+            m.d.comb += [port.addr.eq(self.addr), port.en.eq(self.en)]
+        # The pins hang off registers that can sit next to each bank (or, for a weight bank,
+        # the group's LOAD_W registers, through one multiplexer).
+        writes = {}
+        for name, ports in (("w", w_wr), ("g", g_wr)):
+            for j, port in enumerate(ports):
+                k = first + j
+                regs = (Signal(name=f"{name}{k}_wen"), Signal.like(port.addr, name=f"{name}{k}_wa"),
+                        Signal.like(port.data, name=f"{name}{k}_wd"))
+                m.d.sync += regs[0].eq(0)
+                m.d.comb += [port.en.eq(regs[0]), port.addr.eq(regs[1]), port.data.eq(regs[2])]
+                if name == "w":
+                    with m.If(self.load_valid & (self.load_lane == j)):
+                        m.d.comb += [port.en.eq(1), port.addr.eq(self.load_addr),
+                                     port.data.eq(self.load_word)]
+                writes[id(port)] = regs
+
+        def write(port, address, data):
+            en, addr_reg, data_reg = writes[id(port)]
+            m.d.sync += [en.eq(1), addr_reg.eq(address), data_reg.eq(data)]
+
+        m.d.comb += [self.w_data[j].eq(port.data) for j, port in enumerate(w_rd)]
+        m.d.comb += [self.g_data[j].eq(port.data) for j, port in enumerate(g_rd)]
+        return w_rd, w_wr, g_rd, g_wr, write
+
+    def elaborate(self, platform):
+        m = Module()
+        first, count, ww, ow = self._first, self._count, self._ww, self._ow
+        lanes = range(first, first + count)
+        train = self.training
+        w_rd, w_wr, g_rd, g_wr, write = self._banks(m)
+
+        def copy(field):
+            """This group's registered copy of the sequencer's control ``field`` (``keep``:
+            every group's copy is identical, and Yosys would merge them)."""
+            value = getattr(self.ctrl, field)
+            reg = Signal(value.shape(), name=field, attrs=KEEP)
+            m.d.sync += reg.eq(value)
+            return reg
+
+        def stage(signals, name):
+            """Registered copies of the lanes' ``signals``, ``{name}_{lane}``."""
+            regs = [Signal.like(sig, name=f"{name}_{k}") for k, sig in zip(lanes, signals,
+                                                                            strict=True)]
+            m.d.sync += [r.eq(sig) for r, sig in zip(regs, signals, strict=True)]
+            return regs
+
+        # Stage 2: the banks' data registered, the shared operand once for the group.
+        w_q = stage([port.data for port in w_rd], "wq")
+        x_q = stage(list(self.x), "xq")
+        s_q = Signal(signed(ow), name="sq", attrs=KEEP)
+        m.d.sync += s_q.eq(self.s)
+        m.d.comb += [self.w_q[j].eq(w_q[j]) for j in range(count)]
+        # The multipliers (Multiplier: operand and product registers, the DSP cell's own on an
+        # ECP5): op_a / op_b at stage 2, registered into stage 3, the product into stage 4.
+        a_width = max(ww, ow)
+        mults = [Multiplier(a_width, ow) for _ in lanes]
+        for k, mult in zip(lanes, mults, strict=True):
+            m.submodules[f"mul{k}"] = mult
+        op_a = [Signal(signed(a_width), name=f"opa{k}") for k in lanes]
+        op_b = [Signal(signed(ow), name=f"opb{k}") for k in lanes]
+        prods = [mult.p for mult in mults]
+        m.d.comb += [self.product[j].eq(prods[j]) for j in range(count)]
+        m.d.comb += self.a_first.eq(op_a[0])
+        w_s3 = [Signal(signed(ww), name=f"wold3_{k}") for k in lanes]
+        w_old = [Signal(signed(ww), name=f"wold{k}") for k in lanes]
+        # Which lanes a chunk uses, a register per lane moving with the pipeline ("keep":
+        # where every chunk uses all lanes the bits are equal, and Yosys would merge them).
+        lane_on2, lane_on3, lane_on4, lane_on5 = (
+            Signal(count, name=f"lane_on{n}", attrs=KEEP) for n in range(2, 6))
+        nlanes = copy("nlanes")                 # stage 1
+        m.d.sync += lane_on2.eq(Cat(k < nlanes for k in lanes))
+        m.d.sync += [lane_on3.eq(lane_on2), lane_on4.eq(lane_on3), lane_on5.eq(lane_on4)]
+        times_s, s_right = copy("times_s"), copy("s_right")
+        for j in range(count):
+            with m.If(~lane_on2[j]):
+                m.d.comb += op_a[j].eq(0)
+            with m.Elif(times_s):
+                m.d.comb += op_a[j].eq(s_q)
+            with m.Else():
+                m.d.comb += op_a[j].eq(w_q[j])
+            with m.If(s_right):
+                m.d.comb += op_b[j].eq(s_q)
+            with m.Else():
+                m.d.comb += op_b[j].eq(x_q[j])
+            m.d.comb += [mults[j].a.eq(op_a[j]), mults[j].b.eq(op_b[j])]
+            m.d.sync += [w_s3[j].eq(w_q[j]), w_old[j].eq(w_s3[j])]
+        s4_waddr = copy("waddr")                # stage 4
+        u_waddr = Signal.like(s4_waddr, name="u_waddr", attrs=KEEP)
+        m.d.sync += u_waddr.eq(s4_waddr)
+
+        # Gradient accumulators: at stage 4 ACCUMULATE writes back the old sum plus the
+        # product, APPLY writes zero (its step comes from the negated old sum).
+        g_neg = []
+        if train:
+            g_q = stage([port.data for port in g_rd], "gq")
+            m.d.comb += [self.g_q[j].eq(g_q[j]) for j in range(count)]
+            g_s3 = stage(g_q, "gold3")
+            g_s4 = stage(g_s3, "gold4")
+            g_neg = [Signal(signed(self._acc_width + 1), name=f"gneg{k}") for k in lanes]
+            m.d.sync += [g_neg[j].eq(-g_s3[j]) for j in range(count)]
+            g_write, g_keep = copy("g_write"), copy("g_keep")
+            for j in range(count):
+                with m.If(g_write & lane_on4[j]):
+                    write(g_wr[j], s4_waddr, Mux(g_keep, g_s4[j] + prods[j], 0))
+
+        sat_terms = self._transposed(m, prods, lane_on5, copy)
+        sat_terms += self._update(m, prods, g_neg, w_old, lane_on4, lane_on5, u_waddr, w_wr,
+                                  write, copy)
+        if self._tied:
+            for j in range(count):
+                with m.If(self.tap_we[j]):
+                    write(w_wr[j], self.tap_addr, self.tap_word)
+            with m.If(self.zero):
+                for port in g_wr:
+                    write(port, self.zero_addr, 0)
+
+        # The sticky flag of the group's lanes.
+        ovf, sets = Signal(name="ovf", attrs=KEEP), Signal(name="ovf_set")
+        m.d.comb += sets.eq(Cat(*sat_terms).any())
+        with m.If(self.clear):
+            m.d.sync += ovf.eq(0)
+        with m.Elif(sets):
+            m.d.sync += ovf.eq(1)
+        m.d.comb += [self.overflow.eq(ovf), self.saturating.eq(sets)]
+        return m
+
+    def _transposed(self, m, prods, lane_on5, copy):
+        """The lane accumulators over a transposed product's rows; the chunk's roundings,
+        registered, and the write of the words. Returns the flag's terms."""
+        count, lanes = self._count, range(self._first, self._first + self._count)
+        lane_acc = [Signal(signed(self._lane_width), name=f"lacc{k}") for k in lanes]
+        tr_acc = copy("tr_acc")                 # stage 4
+        if self._one_chunk:
+            # The accumulators are cleared as their sums are rounded, so they hold 0 when a
+            # TRANSPOSED starts and each cycle only adds — a carry chain straight into its
+            # registers (synchronous reset and enable), no multiplexer between them.
+            tr_clear = copy("tr_clear")
+            for j in range(count):
+                with m.If(tr_clear):
+                    m.d.sync += lane_acc[j].eq(0)
+                with m.Elif(tr_acc):
+                    m.d.sync += lane_acc[j].eq(lane_acc[j] + prods[j])
+        else:
+            # Chunks follow each other without a gap: the first row of a chunk loads.
+            tr_first = copy("tr_first")
+            for j in range(count):
+                with m.If(tr_acc):
+                    with m.If(tr_first):
+                        m.d.sync += lane_acc[j].eq(prods[j])
+                    with m.Else():
+                        m.d.sync += lane_acc[j].eq(lane_acc[j] + prods[j])
+        tr_write = copy("tr_write")
+        tr_values = [Signal(signed(self._out_width), name=f"tval{k}") for k in lanes]
+        # The chunk's lanes as it is rounded (lane_on5 is its last row's) and written (tw_on).
+        tw_on = Signal(count, name="tw_on", attrs=KEEP)
+        m.d.sync += tw_on.eq(lane_on5)
+        tr_sat = Signal(count, name="tr_sat")   # registered: an OR over the lanes is a stage
+        grad_sel = copy("grad") if self._grad is not None else None
+        # Rounded every cycle, kept only the cycle after tr_write's cue: no enable fans out
+        # to the lanes' registers.
+        for j in range(count):
+            y_k, sat_k = narrow_product(
+                m, lane_acc[j], shift=self._shift, width=self._width, out_width=self._out_width,
+                offset=lambda shift, j=j: self._offset(j, shift), grad=self._grad,
+                is_grad=grad_sel)
+            m.d.sync += [tr_values[j].eq(y_k), tr_sat[j].eq(sat_k & lane_on5[j])]
+        m.d.comb += [self.y_word[j].eq(tr_values[j]) for j in range(count)]
+        m.d.comb += self.y_write.eq(Cat(tr_write & tw_on[j] for j in range(count)))
+        return [tr_write & tr_sat.any()]
+
+    def _update(self, m, prods, g_neg, w_old, lane_on4, lane_on5, u_waddr, w_wr, write, copy):
+        """UPDATE's (or APPLY's) step (U1), the old weight plus the step saturated and written
+        back (U2); the saturations raise the flag (U3). Returns the flag's terms."""
+        count, lanes, ww = self._count, range(self._first, self._first + self._count), self._ww
+        steps = [Signal(signed(ww), name=f"step{k}") for k in lanes]
+        u_old = [Signal(signed(ww), name=f"uold{k}") for k in lanes]
+        u_sat = Signal(count, name="u_sat")
+        m.d.sync += [u_old[j].eq(w_old[j]) for j in range(count)]
+        u_write = copy("u_write")
+        apply_sel = copy("apply") if self.training else None
+        # U1 of UPDATE (from the products) or APPLY (from the negated gradient sums), every
+        # cycle; the registers are used only where u_write follows.
+        for j in range(count):
+            step_k, sat_step = narrow(m, prods[j], self._update_shift, ww,
+                                      self._offset(j, self._update_shift))
+            if apply_sel is not None:
+                step_g, sat_g = narrow(m, g_neg[j], self._apply_shift, ww,
+                                       self._offset(j, self._apply_shift))
+                step_k = Mux(apply_sel, step_g, step_k)
+                sat_step = Mux(apply_sel, sat_g, sat_step)
+            m.d.sync += [steps[j].eq(step_k), u_sat[j].eq(sat_step & lane_on4[j])]
+        # U3 only raises the flag: the lanes' saturations, registered.
+        u3_sat = Signal(count, name="u3_sat")
+        m.d.sync += u3_sat.eq(0)
+        for j, k in enumerate(lanes):
+            total = Signal(signed(ww + 1), name=f"wsum{k}")
+            m.d.comb += total.eq(u_old[j] + steps[j])
+            w_new, sat_w = narrow(m, total, 0, ww)
+            with m.If(u_write & lane_on5[j]):
+                write(w_wr[j], u_waddr, w_new)
+                m.d.sync += u3_sat[j].eq(sat_w)
+        return [u3_sat.any(), u_write & u_sat.any()]
