@@ -35,14 +35,15 @@ FixedFourierConv`). READ_WEIGHTS then streams only ``C`` and ``d``.
 from __future__ import annotations
 
 from amaranth import Array, Cat, Module, Mux, Signal, signed
-from amaranth.lib import enum, stream, wiring
+from amaranth.lib import enum, wiring
 from amaranth.lib.memory import Memory
-from amaranth.lib.wiring import In, Out
+from amaranth.lib.wiring import Out
 
 from xbarode.model.core_config import CoreConfig
 from xbarode.model.fixed_net import site_seed
 
 from .fourier import FourierConv, FourierOp
+from .interface import ControlSignature
 from .rounding import LfsrBank, narrow, rounding_offset
 from .tile import CrossbarTile, TileOp
 
@@ -196,19 +197,11 @@ class Core(wiring.Component):
         for tile in (self._a, self._b, self._c):
             tile._MustUse__silence = True   # parts of the core, used when it is elaborated
         out_word = max(word, config.acc_width) if config.training else word
-        super().__init__({
-            "i": In(stream.Signature(signed(word))),
-            "o": Out(stream.Signature(signed(out_word))),
-            "op": In(CoreOp),
-            "start": In(1),
-            "busy": Out(1),
-            "done": Out(1),
-            "overflow": Out(1),
-            "clear": In(1),
+        super().__init__(ControlSignature(CoreOp, word, out_word, results={
             "cls": Out(range(config.classes)),
             "converged": Out(1),
             "iterations": Out(16),
-        })
+        }))
 
     @property
     def config(self) -> CoreConfig:
