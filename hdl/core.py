@@ -35,66 +35,19 @@ FixedFourierConv`). READ_WEIGHTS then streams only ``C`` and ``d``.
 from __future__ import annotations
 
 from amaranth import Array, Cat, Module, Mux, Signal, signed
-from amaranth.lib import enum, wiring
-from amaranth.lib.memory import Memory
+from amaranth.lib import wiring
 from amaranth.lib.wiring import Out
 
 from xbarode.model.core_config import CoreConfig
 from xbarode.model.fixed_net import site_seed
 
+from .core_parts import HOST_OPS, HOST_TRAINING_OPS, CoreOp, HostPort, VectorBanks, stream_lanes
 from .fourier import FourierConv, FourierOp
 from .interface import ControlSignature
 from .rounding import LfsrBank, narrow, rounding_offset
 from .tile import CrossbarTile, TileOp
 
 __all__ = ["Core", "CoreOp"]
-
-
-class CoreOp(enum.Enum, shape=4):
-    """Host operations of the core, selected on ``op`` when ``start`` is pulsed.
-
-    =============== ===================================================================
-    LOAD_A          stream in ``A`` (m·m weight words, row-major)
-    LOAD_B          stream in ``Bᵀ`` (m·m weight words, row-major: ``B`` column by column)
-    LOAD_C          stream in ``C`` (classes·m weight words, row-major)
-    LOAD_D          stream in ``d`` (classes weight words)
-    LOAD_IMAGE      stream in ``z_0`` (m state words)
-    RUN             integrate and classify; ``done`` when the class is ready
-    READ_LOGITS     stream out the logits (classes act words)
-    READ_STATE      stream out ``z_N`` (m state words)
-    READ_STATUS     stream out one word per step: Newton iterations (bits 0–7) and
-                    converged (bit 8); explicit Euler steps read ``0x100``
-    READ_TRAJECTORY stream out ``z_0 … z_N`` ((steps + 1)·m state words)
-    LOAD_GRAD       (training) stream in ``∂L/∂logits`` (classes grad words, the host's
-                    softmax minus one-hot)
-    BACKWARD        (training) the discrete adjoint over the stored trajectory; adds this
-                    image's gradients to the tiles' accumulators; ``∂L/∂z_0`` kept
-    APPLY           (training) one SGD step on A, Bᵀ, C and d from the accumulated
-                    gradients, which are cleared; with ``structure = "conv"`` one step
-                    per kernel tap of A and Bᵀ (weights tied: they stay convolutions)
-    READ_GRAD       (training) stream out the gradient sums (acc_width-bit words):
-                    ``A`` (m·m), ``Bᵀ`` (m·m), ``C`` (classes·m), ``d`` (classes), then
-                    ``∂L/∂z_0`` of the last BACKWARD (m grad words)
-    READ_WEIGHTS    stream out the weights: ``A`` (m·m), ``Bᵀ`` (m·m), ``C`` (classes·m),
-                    ``d`` (classes); on the Fourier path only ``C`` and ``d``
-    =============== ===================================================================
-    """
-
-    LOAD_A = 0
-    LOAD_B = 1
-    LOAD_C = 2
-    LOAD_D = 3
-    LOAD_IMAGE = 4
-    RUN = 5
-    READ_LOGITS = 6
-    READ_STATE = 7
-    READ_STATUS = 8
-    READ_TRAJECTORY = 9
-    LOAD_GRAD = 10
-    BACKWARD = 11
-    APPLY = 12
-    READ_GRAD = 13
-    READ_WEIGHTS = 14
 
 
 # What a combine pass computes (chunk by chunk), and so what the controller is doing.
@@ -228,30 +181,24 @@ class Core(wiring.Component):
         mod.submodules.tile_c = C
         tiles = (C,) if fourier else (A, B, C)
 
-        # Banked vectors: lane k holds entries j ≡ k (mod lanes) at address j // lanes, the
-        # tiles' own banking, so a whole chunk moves per cycle.
+        # Banked vectors (hdl/core_parts.py): a whole chunk moves per cycle.
         def banks(name, depth, width=sw):
-            mems = [Memory(shape=signed(width), depth=depth, init=[]) for _ in range(lanes)]
-            for k, mem in enumerate(mems):
-                mod.submodules[f"{name}{k}"] = mem
-            return [mem.read_port() for mem in mems], [mem.write_port() for mem in mems]
+            mod.submodules[name] = bank = VectorBanks(lanes=lanes, depth=depth, width=width)
+            return bank
 
-        z_rd, z_wr = banks("z", chunks)
-        w_rd, w_wr = banks("w", chunks)
-        g_rd, g_wr = banks("g", chunks)
-        d_rd, d_wr = banks("dl", chunks)
-        t_rd, t_wr = banks("traj", (steps + 1) * chunks)
-        lam_rd, lam_wr = banks("lam", chunks, f.grad.width) if cfg.training else ([], [])
+        z_b, w_b, g_b, d_b = (banks(name, chunks) for name in ("z", "w", "g", "dl"))
+        t_b = banks("traj", (steps + 1) * chunks)
+        lam_b = banks("lam", chunks, f.grad.width) if cfg.training else None
         # The Fourier path: the chain's operand v (A's input banks on the direct path) and its
         # result h·B·φ(A v) (B's result banks on the direct path).
-        v_rd, v_wr = banks("v", chunks) if fourier else ([], [])
-        dz_rd, dz_wr = banks("dz", chunks) if fourier else ([], [])
+        v_b = banks("v", chunks) if fourier else None
+        dz_b = banks("dz", chunks) if fourier else None
         vec_addr = Signal(range(max(chunks + 1, 2)))
         traj_addr = Signal(range((steps + 2) * chunks + 1))
-        for port in z_rd + w_rd + g_rd + d_rd + lam_rd + v_rd + dz_rd:
-            mod.d.comb += [port.addr.eq(vec_addr), port.en.eq(1)]
-        for port in t_rd:
-            mod.d.comb += [port.addr.eq(traj_addr), port.en.eq(1)]
+        for bank in (z_b, w_b, g_b, d_b, lam_b, v_b, dz_b):
+            if bank is not None:
+                mod.d.comb += bank.rd_addr.eq(vec_addr)
+        mod.d.comb += t_b.rd_addr.eq(traj_addr)
         for unit in (A, B, C):
             mod.d.comb += unit.clear.eq(self.clear)
         for tile in tiles:
@@ -281,11 +228,7 @@ class Core(wiring.Component):
         chunk = Signal(range(chunks + 1))
         count = Signal(range((steps + 1) * m + 1))
         lane = Signal(range(max(lanes, 2)))
-        waddr = Signal(range(max((steps + 1) * chunks, 2)))
         traj_base = Signal(range((steps + 2) * chunks + 1))
-        total_words = Signal(range((steps + 1) * m + 1))
-        pos = Signal(range(max(m, 2)))     # word within a state vector (READ_*)
-        op_reg = Signal(CoreOp)
         bphase = Signal(range(2))
         tiles_done = Signal(3)
         a_runs = Signal()   # the backward chain runs A's transposed product
@@ -294,9 +237,9 @@ class Core(wiring.Component):
         def start_tile(tile, op):
             mod.d.comb += [tile.op.eq(op), tile.start.eq(1)]
 
-        def write_lane(wr_ports, k, addr, value):
-            mod.d.comb += [wr_ports[k].addr.eq(addr), wr_ports[k].data.eq(value),
-                           wr_ports[k].en.eq(1)]
+        def write_lane(bank, k, addr, value):
+            mod.d.comb += [bank.wr_addr[k].eq(addr), bank.wr_data[k].eq(value),
+                           bank.wr_en[k].eq(1)]
 
         def side_write(tile, k, addr, value):
             mod.d.comb += [tile.x_side_addr.eq(addr), tile.x_side_data[k].eq(value),
@@ -305,7 +248,7 @@ class Core(wiring.Component):
         def chain_in(k, addr, value):
             """Lane ``k`` of chunk ``addr`` of the next chain's operand."""
             if fourier:
-                write_lane(v_wr, k, addr, value)
+                write_lane(v_b, k, addr, value)
             else:
                 side_write(A, k, addr, value)
 
@@ -313,69 +256,63 @@ class Core(wiring.Component):
             out, sat = narrow(mod, value, 0, width)
             return out, sat
 
-        def stream_lanes(ports, addr, at, last_word, end=None, sink=None, shift=0):
-            """One word per cycle into ``sink`` (default ``o``) from banked read ``ports``:
-            lane ``lane`` of the chunk at address ``at`` (read one cycle ahead through
-            ``addr``), shifted left by ``shift``; the next address after the last lane or
-            ``last_word``; ``end`` (the last word), if given, ends the operation."""
-            sink = self.o if sink is None else sink
-            mod.d.comb += [sink.valid.eq(1), addr.eq(at),
-                           sink.payload.eq(Array(port.data for port in ports)[lane] << shift)]
-            with mod.If(sink.ready):
-                mod.d.sync += count.eq(count + 1)
-                with mod.If((lane == lanes - 1) | last_word):
-                    mod.d.comb += addr.eq(at + 1)
-                    mod.d.sync += [at.eq(at + 1), lane.eq(0)]
-                with mod.Else():
-                    mod.d.sync += lane.eq(lane + 1)
-                if end is not None:
-                    with mod.If(end):
-                        mod.d.comb += self.done.eq(1)
-                        mod.next = "IDLE"
-
         def record_mask(u):
             """The Heaviside mask bit of ``u_idx`` (H(0) = 0)."""
             for i in range(m):
                 with mod.If(u_idx == i):
                     mod.d.sync += mask[i].eq(u > 0)
 
+        # The host port: the stream operations (loads, reads), on the core's own streams.
+        mod.submodules.host = host = HostPort(
+            m=m, lanes=lanes, steps=steps, classes=cfg.classes, word=len(self.i.payload),
+            out_word=len(self.o.payload), state_width=sw, act_width=f.act.width,
+            grad_width=f.grad.width, fourier=fourier, training=cfg.training)
+        host_ops = HOST_OPS + (HOST_TRAINING_OPS if cfg.training else ())
+        wiring.connect(mod, wiring.flipped(self.i), host.i)
+        wiring.connect(mod, host.o, wiring.flipped(self.o))
+        mod.d.comb += host.op.eq(self.op)
+        for k, unit in enumerate((A, B, C)):
+            mod.d.comb += [host.tile_done[k].eq(unit.done),
+                           unit.i.valid.eq(host.tile_i[k].valid),
+                           unit.i.payload.eq(host.tile_i[k].payload),
+                           host.tile_i[k].ready.eq(unit.i.ready)]
+            if unit is C or not fourier:   # the Fourier units' words are not read out
+                mod.d.comb += [host.tile_o[k].valid.eq(unit.o.valid),
+                               host.tile_o[k].payload.eq(unit.o.payload),
+                               unit.o.ready.eq(host.tile_o[k].ready)]
+            with mod.If(host.tile_start[k]):
+                start_tile(unit, host.tile_op)
+        for k in range(lanes):
+            # LOAD_IMAGE's z_0: the state banks, the trajectory, the inputs of A (or v) and C.
+            with mod.If(host.image_en[k]):
+                addr, word = host.image_addr, host.image_data
+                write_lane(z_b, k, addr, word)
+                write_lane(t_b, k, addr, word)
+                chain_in(k, addr, word)
+                side_write(C, k, addr, word)
+            mod.d.comb += host.traj_data[k].eq(t_b.rd_data[k])
+            if cfg.training:
+                mod.d.comb += host.lam_data[k].eq(lam_b.rd_data[k])
+        mod.d.comb += [host.logits[k].eq(logits[k]) for k in range(cfg.classes)]
+        mod.d.comb += [host.status[k].eq(status[k]) for k in range(steps)]
+        mod.d.comb += traj_addr.eq(host.traj_addr)
+        if cfg.training:
+            mod.d.comb += vec_addr.eq(host.lam_addr)
+
         mod.d.comb += self.busy.eq(1)
         with mod.FSM():
             with mod.State("IDLE"):
                 mod.d.comb += self.busy.eq(0)
                 with mod.If(self.start):
-                    mod.d.sync += [count.eq(0), lane.eq(0), waddr.eq(0)]
                     with mod.Switch(self.op):
-                        load_ab = FourierOp.LOAD_SPECTRUM if fourier else TileOp.LOAD_W
-                        for op, tile, tile_op in ((CoreOp.LOAD_A, A, load_ab),
-                                                  (CoreOp.LOAD_B, B, load_ab),
-                                                  (CoreOp.LOAD_C, C, TileOp.LOAD_W),
-                                                  (CoreOp.LOAD_D, C, TileOp.LOAD_BIAS)):
-                            with mod.Case(op):
-                                start_tile(tile, tile_op)
-                                mod.next = f"PASS_{op.name}"
-                        with mod.Case(CoreOp.LOAD_IMAGE):
-                            mod.next = "LOAD_IMAGE"
+                        with mod.Case(*host_ops):
+                            mod.d.comb += host.start.eq(1)
+                            mod.next = "HOST"
                         with mod.Case(CoreOp.RUN):
                             mod.d.sync += [n.eq(0), traj_base.eq(chunks), self.iterations.eq(0),
                                            self.converged.eq(1)]
                             mod.next = "STEP"
-                        with mod.Case(CoreOp.READ_LOGITS, CoreOp.READ_STATUS):
-                            mod.next = "READ_SMALL"
-                        with mod.Case(CoreOp.READ_STATE):
-                            mod.d.sync += total_words.eq(m)
-                            mod.next = "READ_ADDR"
-                        with mod.Case(CoreOp.READ_WEIGHTS):
-                            first = C if fourier else A
-                            start_tile(first, TileOp.READ_W)
-                            mod.next = "READ_TILES_C" if fourier else "READ_TILES_A"
-                        with mod.Case(CoreOp.READ_TRAJECTORY):
-                            mod.d.sync += total_words.eq((steps + 1) * m)
-                            mod.next = "READ_ADDR"
                         if cfg.training:
-                            with mod.Case(CoreOp.LOAD_GRAD):
-                                start_tile(C, TileOp.LOAD_S)
-                                mod.next = "PASS_LOAD_GRAD"
                             with mod.Case(CoreOp.BACKWARD):
                                 start_tile(C, TileOp.TRANSPOSED_G)
                                 # z_n for explicit Euler, z_(n+1) for implicit (architecture.md §1).
@@ -387,50 +324,18 @@ class Core(wiring.Component):
                                     start_tile(tile, TileOp.APPLY)
                                 mod.d.sync += tiles_done.eq(0)
                                 mod.next = "APPLY"
-                            with mod.Case(CoreOp.READ_GRAD):
-                                start_tile(A, TileOp.READ_G)
-                                mod.next = "READ_TILES_A"
                         with mod.Default():
                             mod.next = "NOTHING"
-                    mod.d.sync += [op_reg.eq(self.op), pos.eq(0)]
 
             with mod.State("NOTHING"):
                 mod.d.comb += self.done.eq(1)
                 mod.next = "IDLE"
 
-            # Weight loads: the host's stream goes straight to the tile.
-            passes = [(CoreOp.LOAD_A, A), (CoreOp.LOAD_B, B), (CoreOp.LOAD_C, C),
-                      (CoreOp.LOAD_D, C)]
-            if cfg.training:
-                passes.append((CoreOp.LOAD_GRAD, C))
-            for op, tile in passes:
-                with mod.State(f"PASS_{op.name}"):
-                    mod.d.comb += [tile.i.valid.eq(self.i.valid),
-                                   tile.i.payload.eq(self.i.payload),
-                                   self.i.ready.eq(tile.i.ready)]
-                    with mod.If(tile.done):
-                        mod.d.comb += self.done.eq(1)
-                        mod.next = "IDLE"
-
-            # z_0: into the state banks, the trajectory, and the inputs of tiles A and C.
-            with mod.State("LOAD_IMAGE"):
-                mod.d.comb += self.i.ready.eq(1)
-                with mod.If(self.i.valid):
-                    word = self.i.payload[:sw].as_signed()
-                    for k in range(lanes):
-                        with mod.If(lane == k):
-                            write_lane(z_wr, k, waddr, word)
-                            write_lane(t_wr, k, waddr, word)
-                            chain_in(k, waddr, word)
-                            side_write(C, k, waddr, word)
-                    mod.d.sync += count.eq(count + 1)
-                    with mod.If((lane == lanes - 1) | (count == m - 1)):
-                        mod.d.sync += [lane.eq(0), waddr.eq(waddr + 1)]
-                    with mod.Else():
-                        mod.d.sync += lane.eq(lane + 1)
-                    with mod.If(count == m - 1):
-                        mod.d.comb += self.done.eq(1)
-                        mod.next = "IDLE"
+            # The stream operations: the host port's.
+            with mod.State("HOST"):
+                with mod.If(host.done):
+                    mod.d.comb += self.done.eq(1)
+                    mod.next = "IDLE"
 
             # The step loop.
             with mod.State("STEP"):
@@ -508,8 +413,10 @@ class Core(wiring.Component):
                     mod.d.sync += [chunk.eq(0), lane.eq(0), count.eq(0)]
                     mod.next = "F_LOAD"
                 with mod.State("F_LOAD"):
-                    stream_lanes(v_rd, vec_addr, chunk, count == m - 1, sink=A.i,
-                                 shift=df.frac - f.state.frac)
+                    stream_lanes(mod, sink=A.i, data=[word << (df.frac - f.state.frac)
+                                                      for word in v_b.rd_data],
+                                 addr=vec_addr, at=chunk, lane=lane, count=count, lanes=lanes,
+                                 last_word=count == m - 1)
                     with mod.If(A.done):
                         mod.next = "F_CONV_A"
                 for unit, name, then in ((A, "A", "F_PIPE_START"), (B, "B", "F_READ_START")):
@@ -544,7 +451,7 @@ class Core(wiring.Component):
                         take_dz()
                         for k in range(lanes):
                             with mod.If(lane == k):
-                                write_lane(dz_wr, k, chunk, dz)
+                                write_lane(dz_b, k, chunk, dz)
                         with mod.If(lane == lanes - 1):
                             mod.d.sync += [lane.eq(0), chunk.eq(chunk + 1)]
                         with mod.Else():
@@ -563,8 +470,8 @@ class Core(wiring.Component):
                 for k in range(lanes):
                     valid = Signal(name=f"cvalid{k}")
                     mod.d.comb += valid.eq(chunk * lanes + k < m)
-                    dz = dz_rd[k].data if fourier else B.y_side_data[k]
-                    z_k, w_k, g_k, d_k = z_rd[k].data, w_rd[k].data, g_rd[k].data, d_rd[k].data
+                    dz = dz_b.rd_data[k] if fourier else B.y_side_data[k]
+                    z_k, w_k, g_k, d_k = (bank.rd_data[k] for bank in (z_b, w_b, g_b, d_b))
                     wide = Signal(signed(sw + 2), name=f"cwide{k}")
                     with mod.Switch(phase):
                         with mod.Case(_EULER, _PREDICT):
@@ -584,19 +491,19 @@ class Core(wiring.Component):
                     with mod.If(valid):
                         with mod.Switch(phase):
                             with mod.Case(_EULER, _FINAL):
-                                write_lane(z_wr, k, chunk, value)
-                                write_lane(t_wr, k, traj_base + chunk, value)
+                                write_lane(z_b, k, chunk, value)
+                                write_lane(t_b, k, traj_base + chunk, value)
                                 chain_in(k, chunk, value)
                                 side_write(C, k, chunk, value)
                             with mod.Case(_PREDICT, _WUPD):
-                                write_lane(w_wr, k, chunk, value)
+                                write_lane(w_b, k, chunk, value)
                                 chain_in(k, chunk, value)
                             with mod.Case(_RESID):
-                                write_lane(g_wr, k, chunk, value)
-                                write_lane(d_wr, k, chunk, value)
+                                write_lane(g_b, k, chunk, value)
+                                write_lane(d_b, k, chunk, value)
                                 chain_in(k, chunk, value)
                             with mod.Case(_NEU):
-                                write_lane(d_wr, k, chunk, value)
+                                write_lane(d_b, k, chunk, value)
                                 chain_in(k, chunk, value)
                 with mod.If(chunk_sat.any()):
                     mod.d.comb += ovf_set.eq(1)
@@ -683,7 +590,7 @@ class Core(wiring.Component):
                     mod.d.comb += vec_addr.eq(chunk + 1)
                     for k in range(lanes):
                         with mod.If(chunk * lanes + k < m):
-                            write_lane(lam_wr, k, chunk, C.y_side_data[k])
+                            write_lane(lam_b, k, chunk, C.y_side_data[k])
                     mod.d.sync += chunk.eq(chunk + 1)
                     with mod.If(chunk == chunks - 1):
                         start_tile(C, TileOp.ACCUMULATE)
@@ -702,8 +609,8 @@ class Core(wiring.Component):
                     mod.d.comb += [traj_addr.eq(traj_base + chunk + 1), vec_addr.eq(chunk + 1)]
                     for k in range(lanes):
                         with mod.If(chunk * lanes + k < m):
-                            side_write(A, k, chunk, t_rd[k].data)
-                            side_write(B, k, chunk, lam_rd[k].data)
+                            side_write(A, k, chunk, t_b.rd_data[k])
+                            side_write(B, k, chunk, lam_b.rd_data[k])
                     mod.d.sync += chunk.eq(chunk + 1)
                     with mod.If(chunk == chunks - 1):
                         start_tile(A, TileOp.FORWARD)
@@ -759,13 +666,13 @@ class Core(wiring.Component):
                     for k in range(lanes):
                         with mod.If(chunk * lanes + k < m):
                             total = Signal(signed(gw + 1), name=f"bsum{k}")
-                            mod.d.comb += total.eq(lam_rd[k].data + A.y_side_data[k])
+                            mod.d.comb += total.eq(lam_b.rd_data[k] + A.y_side_data[k])
                             value, sat = saturate(total, gw)
                             mod.d.comb += chunk_sat[k].eq(sat)
                             with mod.If(bphase == _B_NEU):
                                 side_write(B, k, chunk, value)
                             with mod.If((bphase == _B_G) | last_term):
-                                write_lane(lam_wr, k, chunk, value)
+                                write_lane(lam_b, k, chunk, value)
                     with mod.If(chunk_sat.any()):
                         mod.d.comb += ovf_set.eq(1)
                     mod.d.sync += chunk.eq(chunk + 1)
@@ -801,56 +708,4 @@ class Core(wiring.Component):
                     with mod.If(done_now.all()):
                         mod.d.comb += self.done.eq(1)
                         mod.next = "IDLE"
-
-                # READ_GRAD's tail: ∂L/∂z_0 from the λ banks.
-                with mod.State("READ_GRAD_Z"):
-                    stream_lanes(lam_rd, vec_addr, chunk, count == m - 1, count == m - 1)
-
-            # READ_WEIGHTS, READ_GRAD: the tiles' weights or gradient sums one after the other
-            # (C's with the bias's); READ_GRAD then adds ∂L/∂z_0.
-            tile_read = Mux(op_reg == CoreOp.READ_WEIGHTS, TileOp.READ_W, TileOp.READ_G)
-            reads = [("C", C, None)] if fourier else [("A", A, B), ("B", B, C), ("C", C, None)]
-            for name, tile, then in reads:
-                with mod.State(f"READ_TILES_{name}"):
-                    mod.d.comb += [self.o.valid.eq(tile.o.valid),
-                                   self.o.payload.eq(tile.o.payload),
-                                   tile.o.ready.eq(self.o.ready)]
-                    with mod.If(tile.done):
-                        if then is not None:
-                            mod.d.comb += [then.op.eq(tile_read), then.start.eq(1)]
-                            mod.next = f"READ_TILES_{'BC'['AB'.index(name)]}"
-                        elif cfg.training:
-                            with mod.If(op_reg == CoreOp.READ_GRAD):
-                                mod.d.sync += [chunk.eq(0), lane.eq(0), count.eq(0)]
-                                mod.next = "READ_GRAD_Z"
-                            with mod.Else():
-                                mod.d.comb += self.done.eq(1)
-                                mod.next = "IDLE"
-                        else:
-                            mod.d.comb += self.done.eq(1)
-                            mod.next = "IDLE"
-
-            # READ_LOGITS, READ_STATUS: from registers.
-            with mod.State("READ_SMALL"):
-                is_logits = op_reg == CoreOp.READ_LOGITS
-                last = Mux(is_logits, cfg.classes - 1, steps - 1)
-                mod.d.comb += [self.o.valid.eq(1),
-                               self.o.payload.eq(Mux(is_logits, logits[count],
-                                                     status[count]))]
-                with mod.If(self.o.ready):
-                    mod.d.sync += count.eq(count + 1)
-                    with mod.If(count == last):
-                        mod.d.comb += self.done.eq(1)
-                        mod.next = "IDLE"
-
-            # READ_STATE, READ_TRAJECTORY: banked memories, one word per cycle.
-            with mod.State("READ_ADDR"):
-                base = Mux(op_reg == CoreOp.READ_STATE, steps * chunks, 0)
-                mod.d.comb += traj_addr.eq(base)
-                mod.d.sync += waddr.eq(base)
-                mod.next = "READ_DATA"
-            with mod.State("READ_DATA"):
-                stream_lanes(t_rd, traj_addr, waddr, pos == m - 1, count == total_words - 1)
-                with mod.If(self.o.ready):
-                    mod.d.sync += pos.eq(Mux(pos == m - 1, 0, pos + 1))
         return mod
