@@ -34,24 +34,24 @@ FixedFourierConv`). READ_WEIGHTS then streams only ``C`` and ``d``.
 
 from __future__ import annotations
 
-from amaranth import Array, Cat, Module, Mux, Signal, signed
+from amaranth import Cat, Module, Mux, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import Out
 
 from xbarode.model.core_config import CoreConfig
 from xbarode.model.fixed_net import site_seed
 
-from .core_parts import HOST_OPS, HOST_TRAINING_OPS, CoreOp, HostPort, VectorBanks, stream_lanes
-from .fourier import FourierConv, FourierOp
+from .core_chain import DirectChain, FourierChain
+from .core_forward import ForwardController
+from .core_parts import HOST_OPS, HOST_TRAINING_OPS, CoreOp, HostPort, VectorBanks
+from .fourier import FourierConv
 from .interface import ControlSignature
-from .rounding import LfsrBank, narrow, rounding_offset
+from .rounding import narrow
 from .tile import CrossbarTile, TileOp
 
 __all__ = ["Core", "CoreOp"]
 
 
-# What a combine pass computes (chunk by chunk), and so what the controller is doing.
-_EULER, _PREDICT, _RESID, _NEU, _WUPD, _FINAL = range(6)
 # What the backward pass's transposed chain computes: a Neumann term of the transposed solve,
 # or g = D ⊙ Bᵀλ (and, for explicit Euler, λ + h·Aᵀg).
 _B_NEU, _B_G = range(2)
@@ -166,7 +166,85 @@ class Core(wiring.Component):
         """``C = ceil(m / lanes)``: chunks of a state vector."""
         return -(-self._config.m // self._config.lanes)
 
-    # Too long still: the host port, chain engine and controllers are to become components.
+    def _chain_engine(self, mod, A, B):
+        """The chain engine on tiles A and B, or on the Fourier units A and B."""
+        cfg, f = self._config, self._formats
+        if self._fourier is None:
+            mod.submodules.chain = chain = DirectChain(
+                m=cfg.m, lanes=cfg.lanes, act_width=f.act.width,
+                u_width=len(A.y_out.payload), s_width=len(B.s_in.payload),
+                x_width=len(A.x_side_data[0]), r_width=len(B.y_side_data[0]))
+            wiring.connect(mod, A.y_out, chain.a_y)
+            wiring.connect(mod, chain.b_s, B.s_in)
+            mod.d.comb += [chain.b_done.eq(B.done), B.y_side_addr.eq(chain.b_y_addr),
+                           A.x_side_addr.eq(chain.a_x_addr), A.x_side_en.eq(chain.a_x_en)]
+            mod.d.comb += [A.x_side_data[k].eq(chain.a_x_data[k]) for k in range(cfg.lanes)]
+            mod.d.comb += [chain.b_y_data[k].eq(B.y_side_data[k]) for k in range(cfg.lanes)]
+        else:
+            fr = self._fourier
+            mod.submodules.chain = chain = FourierChain(
+                m=cfg.m, lanes=cfg.lanes, state_format=f.state, act_format=f.act,
+                data_format=fr["data"], h_shift=cfg.h_shift, rounding=cfg.rounding,
+                lfsr_seed=cfg.lfsr_seed, unit_word=len(A.i.payload))
+            # The units' i streams are shared with the host port (_host_port).
+            for unit, name in ((A, "a"), (B, "b")):
+                wiring.connect(mod, unit.o, getattr(chain, f"{name}_o"))
+                mod.d.comb += getattr(chain, f"{name}_done").eq(unit.done)
+        for unit, name in ((A, "a"), (B, "b")):
+            with mod.If(getattr(chain, f"{name}_start")):
+                mod.d.comb += [unit.op.eq(getattr(chain, f"{name}_op")), unit.start.eq(1)]
+        return chain
+
+    def _forward_controller(self, mod, chain, C):
+        """The forward controller (RUN), joined to the chain engine and tile C."""
+        cfg, f = self._config, self._formats
+        r_width = len(chain.chain.r_data[0])
+        mod.submodules.forward = fwd = ForwardController(
+            m=cfg.m, lanes=cfg.lanes, steps=cfg.steps, classes=cfg.classes, method=cfg.method,
+            neumann_terms=cfg.neumann_terms, max_iter=cfg.max_iter, tol=cfg.tol,
+            state_width=f.state.width, act_width=f.act.width,
+            x_width=len(chain.chain.x_data[0]), r_width=r_width,
+            c_width=len(C.y_out.payload))
+        wiring.connect(mod, fwd.chain, chain.chain)
+        wiring.connect(mod, C.y_out, fwd.c_y)
+        mod.d.comb += fwd.c_done.eq(C.done)
+        with mod.If(fwd.c_start):
+            mod.d.comb += [C.op.eq(fwd.c_op), C.start.eq(1)]
+        return fwd
+
+    def _host_port(self, mod, A, B, C, chain):
+        """The host port, on the core's streams and the tiles' (or units')."""
+        cfg, f = self._config, self._formats
+        fourier = self._fourier is not None
+        mod.submodules.host = host = HostPort(
+            m=cfg.m, lanes=cfg.lanes, steps=cfg.steps, classes=cfg.classes,
+            word=len(self.i.payload), out_word=len(self.o.payload), state_width=f.state.width,
+            act_width=f.act.width, grad_width=f.grad.width, fourier=fourier,
+            training=cfg.training)
+        wiring.connect(mod, wiring.flipped(self.i), host.i)
+        wiring.connect(mod, host.o, wiring.flipped(self.o))
+        mod.d.comb += host.op.eq(self.op)
+        for k, unit in enumerate((A, B, C)):
+            mod.d.comb += host.tile_done[k].eq(unit.done)
+            # The tiles' i streams are the host port's; the Fourier units' are also the chain
+            # engine's. Each drives valid and payload only while it runs (0 otherwise), and
+            # never at the same time as the other: their OR is the one that runs.
+            valid, payload = host.tile_i[k].valid, host.tile_i[k].payload
+            if fourier and unit is not C:
+                other = chain.a_i if unit is A else chain.b_i
+                valid, payload = valid | other.valid, payload | other.payload
+                mod.d.comb += other.ready.eq(unit.i.ready)
+            mod.d.comb += [unit.i.valid.eq(valid), unit.i.payload.eq(payload),
+                           host.tile_i[k].ready.eq(unit.i.ready)]
+            if unit is C or not fourier:   # the Fourier units' words are not read out
+                mod.d.comb += [host.tile_o[k].valid.eq(unit.o.valid),
+                               host.tile_o[k].payload.eq(unit.o.payload),
+                               unit.o.ready.eq(host.tile_o[k].ready)]
+            with mod.If(host.tile_start[k]):
+                mod.d.comb += [unit.op.eq(host.tile_op), unit.start.eq(1)]
+        return host
+
+    # Too long still: the adjoint controller is to become a component.
     def elaborate(self, platform):  # noqa: C901, PLR0915
         mod = Module()
         cfg, f = self._config, self._formats
@@ -179,7 +257,6 @@ class Core(wiring.Component):
         else:
             mod.submodules.tile_a, mod.submodules.tile_b = A, B
         mod.submodules.tile_c = C
-        tiles = (C,) if fourier else (A, B, C)
 
         # Banked vectors (hdl/core_parts.py): a whole chunk moves per cycle.
         def banks(name, depth, width=sw):
@@ -189,50 +266,16 @@ class Core(wiring.Component):
         z_b, w_b, g_b, d_b = (banks(name, chunks) for name in ("z", "w", "g", "dl"))
         t_b = banks("traj", (steps + 1) * chunks)
         lam_b = banks("lam", chunks, f.grad.width) if cfg.training else None
-        # The Fourier path: the chain's operand v (A's input banks on the direct path) and its
-        # result h·B·φ(A v) (B's result banks on the direct path).
-        v_b = banks("v", chunks) if fourier else None
-        dz_b = banks("dz", chunks) if fourier else None
         vec_addr = Signal(range(max(chunks + 1, 2)))
         traj_addr = Signal(range((steps + 2) * chunks + 1))
-        for bank in (z_b, w_b, g_b, d_b, lam_b, v_b, dz_b):
+        for bank in (z_b, w_b, g_b, d_b, lam_b):
             if bank is not None:
                 mod.d.comb += bank.rd_addr.eq(vec_addr)
         mod.d.comb += t_b.rd_addr.eq(traj_addr)
         for unit in (A, B, C):
             mod.d.comb += unit.clear.eq(self.clear)
-        for tile in tiles:
+        for tile in (A, C) if not fourier else (C,):
             mod.d.comb += tile.y_side_addr.eq(vec_addr)
-
-        # Status.
-        core_ovf = Signal()
-        mod.d.comb += self.overflow.eq(core_ovf | A.overflow | B.overflow | C.overflow)
-        ovf_set = Signal()
-        with mod.If(self.clear):
-            mod.d.sync += core_ovf.eq(0)
-        with mod.Elif(ovf_set):
-            mod.d.sync += core_ovf.eq(1)
-        logits = Array(Signal(signed(f.act.width), name=f"logit{k}")
-                       for k in range(cfg.classes))
-        status = Array(Signal(9, name=f"status{n}") for n in range(steps))
-        best = Signal(signed(f.act.width))
-
-        # Controller registers.
-        n = Signal(range(steps + 1))
-        phase = Signal(range(6))
-        it = Signal(8)
-        nt = Signal(range(cfg.neumann_terms + 2))
-        not_conv = Signal()
-        mask = Signal(m)
-        u_idx = Signal(range(max(m, cfg.classes) + 1))
-        chunk = Signal(range(chunks + 1))
-        count = Signal(range((steps + 1) * m + 1))
-        lane = Signal(range(max(lanes, 2)))
-        traj_base = Signal(range((steps + 2) * chunks + 1))
-        bphase = Signal(range(2))
-        tiles_done = Signal(3)
-        a_runs = Signal()   # the backward chain runs A's transposed product
-        mod.d.comb += a_runs.eq((cfg.method == "euler") | (bphase == _B_NEU))
 
         def start_tile(tile, op):
             mod.d.comb += [tile.op.eq(op), tile.start.eq(1)]
@@ -245,12 +288,65 @@ class Core(wiring.Component):
             mod.d.comb += [tile.x_side_addr.eq(addr), tile.x_side_data[k].eq(value),
                            tile.x_side_en[k].eq(1)]
 
-        def chain_in(k, addr, value):
-            """Lane ``k`` of chunk ``addr`` of the next chain's operand."""
-            if fourier:
-                write_lane(v_b, k, addr, value)
-            else:
-                side_write(A, k, addr, value)
+        # Status.
+        core_ovf = Signal()
+        mod.d.comb += self.overflow.eq(core_ovf | A.overflow | B.overflow | C.overflow)
+        ovf_set = Signal()
+        with mod.If(self.clear):
+            mod.d.sync += core_ovf.eq(0)
+        with mod.Elif(ovf_set):
+            mod.d.sync += core_ovf.eq(1)
+
+        chain = self._chain_engine(mod, A, B)
+        fwd = self._forward_controller(mod, chain, C)
+        host = self._host_port(mod, A, B, C, chain)
+        mod.d.comb += [self.cls.eq(fwd.cls), self.converged.eq(fwd.converged),
+                       self.iterations.eq(fwd.iterations), ovf_set.eq(fwd.saturated)]
+        mod.d.comb += [host.logits[k].eq(fwd.logits[k]) for k in range(cfg.classes)]
+        mod.d.comb += [host.status[k].eq(fwd.status[k]) for k in range(steps)]
+        # The forward controller's writes and reads of the state banks.
+        # Each part drives its read address only while it runs (0 otherwise): one of them
+        # is the banks' (the adjoint's states below override it).
+        mod.d.comb += vec_addr.eq(fwd.vec_addr | host.lam_addr if cfg.training
+                                  else fwd.vec_addr)
+        for k in range(lanes):
+            mod.d.comb += [fwd.z_data[k].eq(z_b.rd_data[k]), fwd.w_data[k].eq(w_b.rd_data[k]),
+                           fwd.g_data[k].eq(g_b.rd_data[k]), fwd.d_data[k].eq(d_b.rd_data[k])]
+            for bank, en in ((z_b, fwd.z_en), (w_b, fwd.w_en), (g_b, fwd.g_en),
+                             (d_b, fwd.d_en)):
+                with mod.If(en[k]):
+                    write_lane(bank, k, fwd.wr_addr, fwd.wr_data[k])
+            with mod.If(fwd.t_en[k]):
+                write_lane(t_b, k, fwd.t_addr, fwd.wr_data[k])
+            with mod.If(fwd.c_en[k]):
+                side_write(C, k, fwd.wr_addr, fwd.wr_data[k])
+        # LOAD_IMAGE's z_0 (from the host port): the state banks, the trajectory, the chain's
+        # operand and C's inputs.
+        for k in range(lanes):
+            with mod.If(host.image_en[k]):
+                addr, word = host.image_addr, host.image_data
+                write_lane(z_b, k, addr, word)
+                write_lane(t_b, k, addr, word)
+                mod.d.comb += [chain.chain.x_addr.eq(addr), chain.chain.x_data[k].eq(word),
+                               chain.chain.x_en[k].eq(1)]
+                side_write(C, k, addr, word)
+            mod.d.comb += host.traj_data[k].eq(t_b.rd_data[k])
+            if cfg.training:
+                mod.d.comb += host.lam_data[k].eq(lam_b.rd_data[k])
+        mod.d.comb += traj_addr.eq(host.traj_addr)
+        host_ops = HOST_OPS + (HOST_TRAINING_OPS if cfg.training else ())
+
+        # The adjoint's registers (training).
+        n = Signal(range(steps + 1))
+        nt = Signal(range(cfg.neumann_terms + 2))
+        mask = Signal(m)
+        u_idx = Signal(range(m + 1))
+        chunk = Signal(range(chunks + 1))
+        traj_base = Signal(range((steps + 2) * chunks + 1))
+        bphase = Signal(range(2))
+        tiles_done = Signal(3)
+        a_runs = Signal()   # the backward chain runs A's transposed product
+        mod.d.comb += a_runs.eq((cfg.method == "euler") | (bphase == _B_NEU))
 
         def saturate(value, width=sw):
             out, sat = narrow(mod, value, 0, width)
@@ -262,43 +358,6 @@ class Core(wiring.Component):
                 with mod.If(u_idx == i):
                     mod.d.sync += mask[i].eq(u > 0)
 
-        # The host port: the stream operations (loads, reads), on the core's own streams.
-        mod.submodules.host = host = HostPort(
-            m=m, lanes=lanes, steps=steps, classes=cfg.classes, word=len(self.i.payload),
-            out_word=len(self.o.payload), state_width=sw, act_width=f.act.width,
-            grad_width=f.grad.width, fourier=fourier, training=cfg.training)
-        host_ops = HOST_OPS + (HOST_TRAINING_OPS if cfg.training else ())
-        wiring.connect(mod, wiring.flipped(self.i), host.i)
-        wiring.connect(mod, host.o, wiring.flipped(self.o))
-        mod.d.comb += host.op.eq(self.op)
-        for k, unit in enumerate((A, B, C)):
-            mod.d.comb += [host.tile_done[k].eq(unit.done),
-                           unit.i.valid.eq(host.tile_i[k].valid),
-                           unit.i.payload.eq(host.tile_i[k].payload),
-                           host.tile_i[k].ready.eq(unit.i.ready)]
-            if unit is C or not fourier:   # the Fourier units' words are not read out
-                mod.d.comb += [host.tile_o[k].valid.eq(unit.o.valid),
-                               host.tile_o[k].payload.eq(unit.o.payload),
-                               unit.o.ready.eq(host.tile_o[k].ready)]
-            with mod.If(host.tile_start[k]):
-                start_tile(unit, host.tile_op)
-        for k in range(lanes):
-            # LOAD_IMAGE's z_0: the state banks, the trajectory, the inputs of A (or v) and C.
-            with mod.If(host.image_en[k]):
-                addr, word = host.image_addr, host.image_data
-                write_lane(z_b, k, addr, word)
-                write_lane(t_b, k, addr, word)
-                chain_in(k, addr, word)
-                side_write(C, k, addr, word)
-            mod.d.comb += host.traj_data[k].eq(t_b.rd_data[k])
-            if cfg.training:
-                mod.d.comb += host.lam_data[k].eq(lam_b.rd_data[k])
-        mod.d.comb += [host.logits[k].eq(logits[k]) for k in range(cfg.classes)]
-        mod.d.comb += [host.status[k].eq(status[k]) for k in range(steps)]
-        mod.d.comb += traj_addr.eq(host.traj_addr)
-        if cfg.training:
-            mod.d.comb += vec_addr.eq(host.lam_addr)
-
         mod.d.comb += self.busy.eq(1)
         with mod.FSM():
             with mod.State("IDLE"):
@@ -309,9 +368,8 @@ class Core(wiring.Component):
                             mod.d.comb += host.start.eq(1)
                             mod.next = "HOST"
                         with mod.Case(CoreOp.RUN):
-                            mod.d.sync += [n.eq(0), traj_base.eq(chunks), self.iterations.eq(0),
-                                           self.converged.eq(1)]
-                            mod.next = "STEP"
+                            mod.d.comb += fwd.start.eq(1)
+                            mod.next = "RUN"
                         if cfg.training:
                             with mod.Case(CoreOp.BACKWARD):
                                 start_tile(C, TileOp.TRANSPOSED_G)
@@ -331,249 +389,12 @@ class Core(wiring.Component):
                 mod.d.comb += self.done.eq(1)
                 mod.next = "IDLE"
 
-            # The stream operations: the host port's.
-            with mod.State("HOST"):
-                with mod.If(host.done):
-                    mod.d.comb += self.done.eq(1)
-                    mod.next = "IDLE"
-
-            # The step loop.
-            with mod.State("STEP"):
-                with mod.If(n == steps):
-                    mod.next = "CLASSIFY_START"
-                with mod.Else():
-                    mod.d.sync += [phase.eq(_EULER if cfg.method == "euler" else _PREDICT),
-                                   it.eq(0)]
-                    mod.next = "CHAIN_START"
-
-            def phi(u):
-                """relu (the Neumann terms: the recorded mask) of ``u_idx``'s word ``u``."""
-                masked = Signal(signed(f.act.width))
-                with mod.If(phase == _NEU):
-                    mod.d.comb += masked.eq(Mux(mask.bit_select(u_idx, 1), u, 0))
-                with mod.Else():
-                    mod.d.comb += masked.eq(Mux(u > 0, u, 0))
-                return masked
-
-            def next_u(u):
-                """``u`` has passed: count it; relu's Heaviside mask (the Neumann terms reuse
-                the residual's)."""
-                mod.d.sync += u_idx.eq(u_idx + 1)
-                with mod.If(phase != _NEU):
-                    record_mask(u)
-
-            if not fourier:
-                # One chain: B·φ(A v), the products overlapping.
-                with mod.State("CHAIN_START"):
-                    start_tile(A, TileOp.FORWARD)
-                    start_tile(B, TileOp.TRANSPOSED_STREAM)
-                    mod.d.sync += u_idx.eq(0)
-                    mod.next = "CHAIN_RUN"
-                with mod.State("CHAIN_RUN"):
-                    u = A.y_out.payload
-                    mod.d.comb += [B.s_in.valid.eq(A.y_out.valid), B.s_in.payload.eq(phi(u))]
-                    with mod.If(A.y_out.valid):
-                        next_u(u)
-                    with mod.If(B.done):
-                        mod.d.sync += [chunk.eq(0), not_conv.eq(0)]
-                        mod.next = "COMBINE_ADDR"
-            else:
-                # One chain on the Fourier path: v into unit A, A's convolution, its result
-                # through the narrowing to act and φ into unit B, B's convolution, B's result
-                # narrowed (h folded in) into the dz banks. The two narrowings are rounding
-                # sites of their own (tile A's and tile B's seeds).
-                df = self._fourier["data"]
-                shift_u = df.frac - f.act.frac
-                shift_dz = df.frac + cfg.h_shift - f.state.frac
-
-                def site(name, shift, k):
-                    """The LFSR of a narrowing that discards ``shift`` bits, or None."""
-                    if cfg.rounding != "stochastic" or shift <= 0:
-                        return None
-                    mod.submodules[name] = bank = LfsrBank(
-                        draws=1, bits=shift, steps={1}, seed=site_seed(cfg.lfsr_seed, k))
-                    return bank
-
-                def narrowed(value, shift, width, lfsr):
-                    """``value`` narrowed by ``shift`` bits; the draw consumed by ``take``."""
-                    draw = None if lfsr is None else lfsr.draw[0]
-                    out, sat = narrow(mod, value, shift, width,
-                                      rounding_offset(cfg.rounding, shift, draw))
-
-                    def take():
-                        if lfsr is not None:
-                            mod.d.comb += lfsr.advance.eq(1)
-                        with mod.If(sat):
-                            mod.d.comb += ovf_set.eq(1)
-                    return out, take
-
-                lfsr_u, lfsr_dz = site("lfsr_u", shift_u, 0), site("lfsr_dz", shift_dz, 1)
-                with mod.State("CHAIN_START"):   # vec_addr = 0: chunk 0 of v is read
-                    start_tile(A, FourierOp.LOAD_REAL)
-                    mod.d.sync += [chunk.eq(0), lane.eq(0), count.eq(0)]
-                    mod.next = "F_LOAD"
-                with mod.State("F_LOAD"):
-                    stream_lanes(mod, sink=A.i, data=[word << (df.frac - f.state.frac)
-                                                      for word in v_b.rd_data],
-                                 addr=vec_addr, at=chunk, lane=lane, count=count, lanes=lanes,
-                                 last_word=count == m - 1)
-                    with mod.If(A.done):
-                        mod.next = "F_CONV_A"
-                for unit, name, then in ((A, "A", "F_PIPE_START"), (B, "B", "F_READ_START")):
-                    with mod.State(f"F_CONV_{name}"):
-                        start_tile(unit, FourierOp.CONV)
-                        mod.next = f"F_WAIT_{name}"
-                    with mod.State(f"F_WAIT_{name}"):
-                        with mod.If(unit.done):
-                            mod.next = then
-                with mod.State("F_PIPE_START"):
-                    start_tile(A, FourierOp.READ_REAL)
-                    start_tile(B, FourierOp.LOAD_REAL)
-                    mod.d.sync += u_idx.eq(0)
-                    mod.next = "F_PIPE"
-                with mod.State("F_PIPE"):
-                    u, take_u = narrowed(A.o.payload, shift_u, f.act.width, lfsr_u)
-                    mod.d.comb += [B.i.valid.eq(A.o.valid), A.o.ready.eq(B.i.ready),
-                                   B.i.payload.eq(phi(u) << (df.frac - f.act.frac))]
-                    with mod.If(A.o.valid & B.i.ready):
-                        next_u(u)
-                        take_u()
-                    with mod.If(B.done):
-                        mod.next = "F_CONV_B"
-                with mod.State("F_READ_START"):
-                    start_tile(B, FourierOp.READ_REAL)
-                    mod.d.sync += [chunk.eq(0), lane.eq(0)]
-                    mod.next = "F_READ"
-                with mod.State("F_READ"):
-                    dz, take_dz = narrowed(B.o.payload, shift_dz, sw, lfsr_dz)
-                    mod.d.comb += B.o.ready.eq(1)
-                    with mod.If(B.o.valid):
-                        take_dz()
-                        for k in range(lanes):
-                            with mod.If(lane == k):
-                                write_lane(dz_b, k, chunk, dz)
-                        with mod.If(lane == lanes - 1):
-                            mod.d.sync += [lane.eq(0), chunk.eq(chunk + 1)]
-                        with mod.Else():
-                            mod.d.sync += lane.eq(lane + 1)
-                    with mod.If(B.done):
-                        mod.d.sync += [chunk.eq(0), not_conv.eq(0)]
-                        mod.next = "COMBINE_ADDR"
-
-            # Combine, chunk by chunk: reads issued one cycle ahead.
-            with mod.State("COMBINE_ADDR"):   # vec_addr = 0: chunk 0 is read
-                mod.next = "COMBINE"
-            with mod.State("COMBINE"):
-                mod.d.comb += vec_addr.eq(chunk + 1)
-                chunk_sat = Signal(lanes)
-                chunk_far = Signal(lanes)
-                for k in range(lanes):
-                    valid = Signal(name=f"cvalid{k}")
-                    mod.d.comb += valid.eq(chunk * lanes + k < m)
-                    dz = dz_b.rd_data[k] if fourier else B.y_side_data[k]
-                    z_k, w_k, g_k, d_k = (bank.rd_data[k] for bank in (z_b, w_b, g_b, d_b))
-                    wide = Signal(signed(sw + 2), name=f"cwide{k}")
-                    with mod.Switch(phase):
-                        with mod.Case(_EULER, _PREDICT):
-                            mod.d.comb += wide.eq(z_k + dz)
-                        with mod.Case(_RESID):
-                            mod.d.comb += wide.eq(w_k - z_k - dz)
-                        with mod.Case(_NEU):
-                            mod.d.comb += wide.eq(g_k + dz)
-                        with mod.Case(_WUPD):
-                            mod.d.comb += wide.eq(w_k - d_k)
-                        with mod.Case(_FINAL):
-                            mod.d.comb += wide.eq(w_k)
-                    value, sat = saturate(wide)
-                    mod.d.comb += chunk_sat[k].eq(sat & valid)
-                    mod.d.comb += chunk_far[k].eq(valid & ((value > cfg.tol)
-                                                           | (value < -cfg.tol)))
-                    with mod.If(valid):
-                        with mod.Switch(phase):
-                            with mod.Case(_EULER, _FINAL):
-                                write_lane(z_b, k, chunk, value)
-                                write_lane(t_b, k, traj_base + chunk, value)
-                                chain_in(k, chunk, value)
-                                side_write(C, k, chunk, value)
-                            with mod.Case(_PREDICT, _WUPD):
-                                write_lane(w_b, k, chunk, value)
-                                chain_in(k, chunk, value)
-                            with mod.Case(_RESID):
-                                write_lane(g_b, k, chunk, value)
-                                write_lane(d_b, k, chunk, value)
-                                chain_in(k, chunk, value)
-                            with mod.Case(_NEU):
-                                write_lane(d_b, k, chunk, value)
-                                chain_in(k, chunk, value)
-                with mod.If(chunk_sat.any()):
-                    mod.d.comb += ovf_set.eq(1)
-                with mod.If((phase == _RESID) & chunk_far.any()):
-                    mod.d.sync += not_conv.eq(1)
-                mod.d.sync += chunk.eq(chunk + 1)
-                with mod.If(chunk == chunks - 1):
-                    mod.next = "AFTER_COMBINE"
-
-            with mod.State("AFTER_COMBINE"):
-                with mod.Switch(phase):
-                    with mod.Case(_EULER):
-                        mod.d.sync += [status[n].eq(0x100), n.eq(n + 1),
-                                       traj_base.eq(traj_base + chunks)]
-                        mod.next = "STEP"
-                    with mod.Case(_PREDICT):
-                        mod.d.sync += phase.eq(_RESID)
-                        mod.next = "CHAIN_START"
-                    with mod.Case(_RESID):
-                        with mod.If(~not_conv | (it == cfg.max_iter)):
-                            mod.d.sync += [phase.eq(_FINAL),
-                                           status[n].eq(it | (~not_conv << 8))]
-                            with mod.If(not_conv):
-                                mod.d.sync += self.converged.eq(0)
-                            mod.next = "COMBINE_START"
-                        with mod.Elif(cfg.neumann_terms == 0):
-                            mod.d.sync += phase.eq(_WUPD)
-                            mod.next = "COMBINE_START"
-                        with mod.Else():
-                            mod.d.sync += [phase.eq(_NEU), nt.eq(0)]
-                            mod.next = "CHAIN_START"
-                    with mod.Case(_NEU):
-                        mod.d.sync += nt.eq(nt + 1)
-                        with mod.If(nt == cfg.neumann_terms - 1):
-                            mod.d.sync += phase.eq(_WUPD)
-                            mod.next = "COMBINE_START"
-                        with mod.Else():
-                            mod.next = "CHAIN_START"
-                    with mod.Case(_WUPD):
-                        mod.d.sync += [it.eq(it + 1), self.iterations.eq(self.iterations + 1),
-                                       phase.eq(_RESID)]
-                        mod.next = "CHAIN_START"
-                    with mod.Case(_FINAL):
-                        mod.d.sync += [n.eq(n + 1), traj_base.eq(traj_base + chunks)]
-                        mod.next = "STEP"
-
-            # A combine without a chain before it (the update, the step's final state).
-            with mod.State("COMBINE_START"):
-                mod.d.sync += [chunk.eq(0), not_conv.eq(0)]
-                mod.next = "COMBINE_ADDR"
-
-            # The classifier: C's forward product with its bias; the argmax as logits arrive.
-            with mod.State("CLASSIFY_START"):
-                start_tile(C, TileOp.FORWARD)
-                mod.d.sync += u_idx.eq(0)
-                mod.next = "CLASSIFY"
-            with mod.State("CLASSIFY"):
-                with mod.If(C.y_out.valid):
-                    value = C.y_out.payload
-                    mod.d.sync += [logits[u_idx].eq(value), u_idx.eq(u_idx + 1)]
-                    with mod.If((u_idx == 0) | (value > best)):
-                        mod.d.sync += [best.eq(value), self.cls.eq(u_idx)]
-                with mod.If(C.done):
-                    mod.next = "CLASSIFY_DONE"
-            # C's last logit is registered (cls, best, C's overflow flag) at the edge that
-            # ends C's done cycle: done follows one cycle later, so that every output is
-            # final in the cycle done pulses.
-            with mod.State("CLASSIFY_DONE"):
-                mod.d.comb += self.done.eq(1)
-                mod.next = "IDLE"
+            # The stream operations (the host port's) and RUN (the forward controller's).
+            for name, part in (("HOST", host), ("RUN", fwd)):
+                with mod.State(name):
+                    with mod.If(part.done):
+                        mod.d.comb += self.done.eq(1)
+                        mod.next = "IDLE"
 
             if cfg.training:
                 gw = f.grad.width

@@ -75,7 +75,8 @@ HOST_TRAINING_OPS = (CoreOp.LOAD_GRAD, CoreOp.READ_GRAD)
 
 
 
-def _check_int(name, value, low):
+def check_int(name, value, low):
+    """Raise unless ``value`` is an integer (not a bool) ``>= low``; ``name`` in the message."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an integer, not {type(value).__name__}")
     if value < low:
@@ -131,7 +132,7 @@ class VectorBanks(wiring.Component):
 
     def __init__(self, *, lanes: int, depth: int, width: int):
         for name, value in (("lanes", lanes), ("depth", depth), ("width", width)):
-            _check_int(name, value, 1)
+            check_int(name, value, 1)
         self._lanes, self._depth, self._width = lanes, depth, width
         super().__init__({
             "rd_addr": In(range(depth)),
@@ -251,7 +252,7 @@ class HostPort(wiring.Component):
                             ("word", word), ("out_word", out_word),
                             ("state_width", state_width), ("act_width", act_width),
                             ("grad_width", grad_width)):
-            _check_int(name, value, 1)
+            check_int(name, value, 1)
         if fourier and training:
             raise ValueError("the Fourier path is for inference: fourier and training "
                              "exclude each other")

@@ -11,12 +11,14 @@ from amaranth.lib import wiring
 from amaranth.sim import Simulator
 
 from xbarode.hdl.core import Core, CoreOp
+from xbarode.hdl.core_chain import DirectChain, FourierChain
+from xbarode.hdl.core_forward import ForwardController
 from xbarode.hdl.core_parts import HostPort, VectorBanks
 from xbarode.hdl.fourier import Dft2d, FourierConv, FourierOp
 from xbarode.hdl.interface import ControlSignature
 from xbarode.hdl.tile import CrossbarTile, TileOp
 from xbarode.model.core_config import CoreConfig
-from xbarode.model.fixed import Format
+from xbarode.model.fixed import Format, Overflow, Rounder, narrow, site_seed
 
 # The Verilog ports of the control set as docs/interface.md names them (a stream X is
 # X__valid, X__ready, X__payload), in the order of the signature's members (a stream's
@@ -375,3 +377,372 @@ def test_host_port_reads_the_tiles_one_after_the_other(op, code, fourier, traini
     simulate(dut, bench)
     assert got["starts"] == [(k, code.value) for k in order]
     assert got["words"] == [word for k in order for word in tile_words[k]] + lam
+
+
+# --- the forward controller ---------------------------------------------------------------------
+
+def _sat(values, width):
+    low, high = -(1 << (width - 1)), (1 << (width - 1)) - 1
+    return [min(max(int(v), low), high) for v in values]
+
+
+def _chain_f(v, width):
+    """The test's stand-in for h·B·φ(A v): some nonlinear map of integers."""
+    m = len(v)
+    return _sat([(v[i] - max(v[(i + 1) % m], 0) // 2) // 4 for i in range(m)], width)
+
+
+def _chain_masked(v, width):
+    """… and for the Neumann terms' masked chain: near its derivative, so that Newton
+    converges (or not, by max_iter and tol)."""
+    return _sat([v[i] // 4 for i in range(len(v))], width)
+
+
+def _logits(x, classes):
+    return [(sum(x) * (j + 1) + 7 * x[j % len(x)]) % 200 - 100 for j in range(classes)]
+
+
+def forward_reference(z0, *, steps, method, neumann_terms, max_iter, tol, width, classes):
+    """RUN as the equations in hdl/core_forward.py's docstring state it."""
+    sat = lambda v: _sat(v, width)   # noqa: E731
+    z, trajectory, status = list(z0), [], []
+    iterations, converged, saturated = 0, 1, False
+
+    def add(*terms):
+        nonlocal saturated
+        exact = [sum(t) for t in zip(*terms, strict=True)]
+        saturated |= sat(exact) != exact
+        return sat(exact)
+    for _ in range(steps):
+        if method == "euler":
+            z = add(z, _chain_f(z, width))
+            status.append(0x100)
+        else:
+            w, it = add(z, _chain_f(z, width)), 0
+            while True:
+                g = add(w, [-x for x in z], [-x for x in _chain_f(w, width)])
+                conv = max(abs(x) for x in g) <= tol
+                if conv or it == max_iter:
+                    status.append(it | (int(conv) << 8))
+                    converged &= int(conv)
+                    break
+                d = g
+                for _ in range(neumann_terms):
+                    d = add(g, _chain_masked(d, width))
+                w = add(w, [-x for x in d])
+                it += 1
+                iterations += 1
+            z = w
+        trajectory.append(z)
+    logits = _logits(z, classes)
+    return {"z": z, "trajectory": trajectory, "status": status, "iterations": iterations,
+            "converged": converged, "logits": logits, "cls": logits.index(max(logits)),
+            "saturated": saturated}
+
+
+class _Banks:
+    """A testbench's banked vectors: ``read(addr)`` one cycle late, writes at the edge."""
+
+    def __init__(self, m, lanes, init=None):
+        self.m, self.lanes = m, lanes
+        self.words = {}
+        if init is not None:
+            for j, word in enumerate(init):
+                self.words[(j // lanes, j % lanes)] = word
+
+    def chunk(self, addr):
+        return [self.words.get((addr, k), 0) for k in range(self.lanes)]
+
+    def vector(self, base=0):
+        return [self.words.get((base + j // self.lanes, j % self.lanes), 0)
+                for j in range(self.m)]
+
+
+def _fake_chain(ctx, dut, chain, rng):
+    """At the edge: the chain played by the testbench — its result some cycles after start
+    (``_chain_f`` or, where ``masked``, ``_chain_masked`` of the operand), done for one
+    cycle."""
+    if chain["left"] == 0:
+        chain["left"] = None
+    elif chain["left"] is not None:
+        chain["left"] -= 1
+    if ctx.get(dut.chain.start):
+        assert chain["left"] is None, "a chain started while one runs"
+        f = _chain_masked if ctx.get(dut.chain.masked) else _chain_f
+        result = f(chain["operand"].vector(), len(dut.wr_data[0]))
+        chain["result"] = _Banks(dut.m, dut.lanes, init=result)
+        chain["left"] = int(rng.integers(2, 9))
+
+
+def _fake_c(ctx, dut, c, c_word, inputs, classes):
+    """At the edge: tile C played by the testbench — after FORWARD, the logits of its inputs
+    (``_logits``), then done a cycle after the last."""
+    if c_word is not None:
+        c["words"] = c["words"][1:]
+        if not c["words"]:
+            c["wait"] = 1
+    elif c["wait"] == 0:
+        c["wait"] = None
+    elif c["wait"] is not None:
+        c["wait"] -= 1
+    if ctx.get(dut.c_start):
+        assert ctx.get(dut.c_op) == TileOp.FORWARD
+        c["words"] = _logits(inputs.vector(), classes)
+
+
+def _write_banks(ctx, dut, banks, operand):
+    """At the edge: the controller's writes into the banks, C's inputs and the operand."""
+    addr, t_addr = ctx.get(dut.wr_addr), ctx.get(dut.t_addr)
+    for k in range(dut.lanes):
+        data = ctx.get(dut.wr_data[k])
+        for name in ("z", "w", "g", "d", "c"):
+            if ctx.get(getattr(dut, f"{name}_en")[k]):
+                banks[name].words[(addr, k)] = data
+        if ctx.get(dut.t_en[k]):
+            banks["t"].words[(t_addr, k)] = data
+        if ctx.get(dut.chain.x_en[k]):
+            operand.words[(ctx.get(dut.chain.x_addr), k)] = ctx.get(dut.chain.x_data[k])
+
+
+def run_forward(dut, z0, classes, rng):
+    """RUN on ``dut`` with the chain engine, the banks and tile C played by the testbench."""
+    m, lanes, chunks = dut.m, dut.lanes, dut.chunks
+    banks = {name: _Banks(m, lanes, init=z0 if name == "z" else None)
+             for name in ("z", "w", "g", "d", "t", "c")}
+    chain = {"operand": _Banks(m, lanes, init=z0), "result": _Banks(m, lanes), "left": None}
+    c = {"words": [], "wait": None}
+    seen = {"done": 0, "saturated": False}
+
+    async def bench(ctx):
+        read = {"vec": 0, "r": 0}
+        ctx.set(dut.start, 1)
+        for _ in range(4000):
+            # Inputs for this cycle: the words at the addresses of the cycle before.
+            for name in ("z", "w", "g", "d"):
+                for k, word in enumerate(banks[name].chunk(read["vec"])):
+                    ctx.set(getattr(dut, f"{name}_data")[k], word)
+            for k, word in enumerate(chain["result"].chunk(read["r"])):
+                ctx.set(dut.chain.r_data[k], word)
+            ctx.set(dut.chain.done, int(chain["left"] == 0))
+            c_word = c["words"][0] if c["words"] and rng.random() < 0.6 else None
+            ctx.set(dut.c_y.valid, int(c_word is not None))
+            ctx.set(dut.c_y.payload, c_word or 0)
+            ctx.set(dut.c_done, int(c["wait"] == 0))
+            if ctx.get(dut.done):
+                seen["done"] += 1
+                seen["at_done"] = {
+                    "cls": ctx.get(dut.cls), "converged": ctx.get(dut.converged),
+                    "iterations": ctx.get(dut.iterations),
+                    "status": [ctx.get(s) for s in dut.status],
+                    "logits": [ctx.get(s) for s in dut.logits]}
+                return
+            seen["saturated"] |= bool(ctx.get(dut.saturated))
+            read = {"vec": ctx.get(dut.vec_addr), "r": ctx.get(dut.chain.r_addr)}
+            _write_banks(ctx, dut, banks, chain["operand"])
+            _fake_chain(ctx, dut, chain, rng)
+            _fake_c(ctx, dut, c, c_word, banks["c"], classes)
+            await ctx.tick()
+            ctx.set(dut.start, 0)
+        raise AssertionError("RUN did not end")
+
+    simulate(dut, bench)
+    seen["z"] = banks["z"].vector()
+    seen["trajectory"] = [banks["t"].vector(n * chunks) for n in range(1, dut.steps + 1)]
+    return seen
+
+
+@pytest.mark.parametrize(("method", "neumann_terms", "max_iter", "tol", "seed"), [
+    ("euler", 0, 0, 0, 0),
+    ("implicit_euler", 2, 4, 1, 1),    # two steps converge, the third does not
+    ("implicit_euler", 0, 3, 0, 2),    # no Neumann terms: δ = G
+    ("implicit_euler", 1, 1, 0, 3),    # the Newton limit reached: not converged
+    ("implicit_euler", 2, 4, 0, 4),    # tol = 0: converged at G = 0
+])
+def test_forward_controller_integrates_as_the_equations_say(method, neumann_terms, max_iter,
+                                                            tol, seed):
+    m, lanes, steps, classes, width = 5, 2, 3, 4, 8
+    dut = ForwardController(m=m, lanes=lanes, steps=steps, classes=classes, method=method,
+                            neumann_terms=neumann_terms, max_iter=max_iter, tol=tol,
+                            state_width=width, act_width=9, x_width=width, r_width=width,
+                            c_width=9)
+    rng = np.random.default_rng(seed)
+    z0 = rng.integers(-60, 60, m).tolist()
+    if method == "euler":
+        z0[0] = 127   # saturates in the first combine
+    expected = forward_reference(z0, steps=steps, method=method, neumann_terms=neumann_terms,
+                                 max_iter=max_iter, tol=tol, width=width, classes=classes)
+    seen = run_forward(dut, z0, classes, rng)
+    assert seen["done"] == 1
+    assert seen["z"] == expected["z"]
+    assert seen["trajectory"] == expected["trajectory"]
+    assert seen["at_done"]["status"] == expected["status"]
+    assert seen["at_done"]["iterations"] == expected["iterations"]
+    assert seen["at_done"]["converged"] == expected["converged"]
+    assert seen["at_done"]["logits"] == expected["logits"]
+    assert seen["at_done"]["cls"] == expected["cls"]
+    assert seen["saturated"] == expected["saturated"]
+    # The cases the rows are for.
+    assert expected["saturated"] == (seed in (0, 1, 3))
+    assert [s >> 8 for s in expected["status"]] == \
+        {0: [1] * 3, 1: [1, 1, 0], 2: [1] * 3, 3: [0] * 3, 4: [1] * 3}[seed]
+
+
+# --- the chain engines ----------------------------------------------------------------------------
+
+def test_direct_chain_streams_relu_then_the_recorded_mask_into_b():
+    m, lanes, act = 5, 2, 6
+    dut = DirectChain(m=m, lanes=lanes, act_width=act, u_width=8, s_width=act, x_width=7,
+                      r_width=9)
+    rng = np.random.default_rng(7)
+    first = [5, 0, -3, 31, -1]   # relu: 5, 0, 0, 31, 0; mask 1 0 0 1 0 (H(0) = 0)
+    second = [-7, 9, 4, -2, 11]  # masked by the first: -7, 0, 0, -2, 0
+    third = [1, 2, 3, 4, 5]      # still the first's mask (a masked chain records none)
+    got = []
+
+    async def bench(ctx):
+        for words, masked in ((first, 0), (second, 1), (third, 1)):
+            ctx.set(dut.chain.masked, masked)
+            ctx.set(dut.chain.start, 1)
+            ops = (ctx.get(dut.a_start), ctx.get(dut.a_op), ctx.get(dut.b_start),
+                   ctx.get(dut.b_op))
+            assert ops == (1, TileOp.FORWARD, 1, TileOp.TRANSPOSED_STREAM)
+            await ctx.tick()
+            ctx.set(dut.chain.start, 0)
+            assert ctx.get(dut.a_start) == 0   # only in the cycle of start
+            s_words, pending, dones = [], list(words), 0
+            for cycle in range(40):
+                valid = bool(pending) and rng.random() < 0.6
+                ctx.set(dut.a_y.valid, int(valid))
+                ctx.set(dut.a_y.payload, pending[0] if valid else 0)
+                b_done = not pending and cycle % 3 == 0   # B ends some cycles later
+                ctx.set(dut.b_done, int(b_done))
+                if ctx.get(dut.b_s.valid):
+                    s_words.append(ctx.get(dut.b_s.payload))
+                dones += ctx.get(dut.chain.done)
+                assert ctx.get(dut.chain.done) == int(b_done)
+                await ctx.tick()
+                ctx.set(dut.b_done, 0)
+                if valid:
+                    pending.pop(0)
+                if b_done:
+                    break
+            got.append((s_words, dones))
+
+    simulate(dut, bench)
+    assert got == [([5, 0, 0, 31, 0], 1), ([-7, 0, 0, -2, 0], 1), ([1, 0, 0, 4, 0], 1)]
+
+
+def test_direct_chain_passes_the_operand_and_the_result_through():
+    dut = DirectChain(m=5, lanes=2, act_width=6, u_width=8, s_width=6, x_width=7, r_width=9)
+
+    async def bench(ctx):
+        ctx.set(dut.chain.x_addr, 2)
+        ctx.set(dut.chain.r_addr, 3)
+        for k, (x, r) in enumerate(((-60, 200), (33, -255))):
+            ctx.set(dut.chain.x_data[k], x)
+            ctx.set(dut.chain.x_en[k], k)
+            ctx.set(dut.b_y_data[k], r)
+        assert (ctx.get(dut.a_x_addr), ctx.get(dut.b_y_addr), ctx.get(dut.a_x_en)) == (2, 3, 2)
+        assert [ctx.get(dut.a_x_data[k]) for k in range(2)] == [-60, 33]
+        assert [ctx.get(dut.chain.r_data[k]) for k in range(2)] == [200, -255]
+        await ctx.tick()
+
+    simulate(dut, bench)
+
+
+def _fake_unit(ctx, dut, name, state, rng):
+    """One cycle of a Fourier unit played by the testbench: LOAD_REAL takes words on ``i``
+    (done with the last), CONV is done two cycles later, READ_REAL offers ``state["out"]`` on
+    ``o`` (done with the last). Call before reading the engine's outputs; returns a function
+    to call after them (at the edge)."""
+    i, o = getattr(dut, f"{name}_i"), getattr(dut, f"{name}_o")
+    done = getattr(dut, f"{name}_done")
+    busy = state.get("busy")
+    offer = busy == "read" and state["out"] and rng.random() < 0.7
+    ready = busy == "load" and rng.random() < 0.7
+    ctx.set(o.valid, int(bool(offer)))
+    ctx.set(o.payload, state["out"][0] if offer else 0)
+    ctx.set(i.ready, int(ready))
+    conv_done = busy == "conv" and state["wait"] == 0
+
+    def edge():
+        last_in = ready and ctx.get(i.valid) and len(state["in"]) == state["count"] - 1
+        last_out = offer and ctx.get(o.ready) and len(state["out"]) == 1
+        ctx.set(done, int(bool(last_in or last_out or conv_done)))   # done with the last word
+        if ready and ctx.get(i.valid):
+            state["in"].append(ctx.get(i.payload))
+        if offer and ctx.get(o.ready):
+            state["out"] = state["out"][1:]
+        if busy == "conv":
+            state["wait"] -= 1
+        if last_in or last_out or conv_done:
+            state["busy"] = None
+        if ctx.get(getattr(dut, f"{name}_start")):
+            op = ctx.get(getattr(dut, f"{name}_op"))
+            state["ops"].append(op)
+            state["busy"] = {FourierOp.LOAD_REAL: "load", FourierOp.CONV: "conv",
+                             FourierOp.READ_REAL: "read"}[op]
+            state["wait"] = 2
+            if op == FourierOp.LOAD_REAL:
+                state["in"] = []
+            if op == FourierOp.READ_REAL:
+                state["out"] = list(state["result"])
+    return edge
+
+
+@pytest.mark.parametrize("rounding", ["nearest", "stochastic"])
+def test_fourier_chain_narrows_and_shifts_between_the_units(rounding):
+    m, lanes, seed, h_shift = 5, 2, 0xACE1ACE1, 2
+    sf, af, df = Format(8, 3), Format(8, 2), Format(14, 5)
+    dut = FourierChain(m=m, lanes=lanes, state_format=sf, act_format=af, data_format=df,
+                       h_shift=h_shift, rounding=rounding, lfsr_seed=seed, unit_word=16)
+    rng = np.random.default_rng(9)
+    v = rng.integers(-128, 128, m).tolist()
+    # What the units' convolutions give: negative words (relu), words that saturate.
+    a_out = [-900, 8100, 301, -5, 997]
+    b_out = [700, -1500, 8000, 35, -9000]
+    units = {"a": {"ops": [], "result": a_out, "count": m},
+             "b": {"ops": [], "result": b_out, "count": m}}
+    seen = {"done": 0, "saturated": 0, "r": []}
+
+    async def bench(ctx):
+        for j, word in enumerate(v):   # the operand, as the controller writes it
+            for k in range(lanes):
+                ctx.set(dut.chain.x_en[k], int(k == j % lanes))
+            ctx.set(dut.chain.x_addr, j // lanes)
+            ctx.set(dut.chain.x_data[j % lanes], word)
+            await ctx.tick()
+        for k in range(lanes):
+            ctx.set(dut.chain.x_en[k], 0)
+        ctx.set(dut.chain.start, 1)
+        for _ in range(200):
+            edges = [_fake_unit(ctx, dut, name, units[name], rng) for name in ("a", "b")]
+            seen["saturated"] += ctx.get(dut.chain.saturated)
+            for edge in edges:
+                edge()
+            done = ctx.get(dut.chain.done)   # with the unit's done, set at the edge
+            await ctx.tick()
+            ctx.set(dut.chain.start, 0)
+            if done:
+                seen["done"] += 1
+                break
+        for addr in range(3):   # the result, one cycle after its address
+            ctx.set(dut.chain.r_addr, addr)
+            await ctx.tick()
+            seen["r"] += [ctx.get(dut.chain.r_data[k]) for k in range(lanes)]
+
+    simulate(dut, bench)
+    # The model's narrowings (xbarode.model.fixed), their sites' LFSRs as the core seeds them.
+    rounder_u = Rounder(rounding, site_seed(seed, 0))
+    rounder_dz = Rounder(rounding, site_seed(seed, 1))
+    overflow = Overflow()
+    u = narrow(np.array(a_out, dtype=np.int64), df.frac - af.frac, af, rounder_u, overflow)
+    dz = narrow(np.array(b_out, dtype=np.int64), df.frac + h_shift - sf.frac, sf, rounder_dz,
+                overflow)
+    assert units["a"]["ops"] == [FourierOp.LOAD_REAL, FourierOp.CONV, FourierOp.READ_REAL]
+    assert units["b"]["ops"] == [FourierOp.LOAD_REAL, FourierOp.CONV, FourierOp.READ_REAL]
+    assert units["a"]["in"] == [word << (df.frac - sf.frac) for word in v]
+    assert units["b"]["in"] == [max(int(x), 0) << (df.frac - af.frac) for x in u]
+    assert seen["r"][:m] == dz.tolist()
+    assert seen["done"] == 1
+    assert seen["saturated"] == overflow.total >= 1   # one cycle per saturated word
