@@ -34,31 +34,44 @@ FixedFourierConv`). READ_WEIGHTS then streams only ``C`` and ``d``.
 
 from __future__ import annotations
 
-from amaranth import Cat, Module, Mux, Signal, signed
+from amaranth import Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import Out
 
 from xbarode.model.core_config import CoreConfig
 from xbarode.model.fixed_net import site_seed
 
+from .core_adjoint import AdjointController
 from .core_chain import DirectChain, FourierChain
 from .core_forward import ForwardController
 from .core_parts import HOST_OPS, HOST_TRAINING_OPS, CoreOp, HostPort, VectorBanks
 from .fourier import FourierConv
 from .interface import ControlSignature
-from .rounding import narrow
-from .tile import CrossbarTile, TileOp
+from .tile import CrossbarTile
 
 __all__ = ["Core", "CoreOp"]
 
 
-# What the backward pass's transposed chain computes: a Neumann term of the transposed solve,
-# or g = D ⊙ Bᵀλ (and, for explicit Euler, λ + h·Aᵀg).
-_B_NEU, _B_G = range(2)
+
+
+def _any(values):
+    """The OR of ``values`` (of parts that drive them only while they run)."""
+    values = list(values)
+    result = values[0]
+    for value in values[1:]:
+        result = result | value
+    return result
 
 
 class Core(wiring.Component):
     """The neural-ODE core for a :class:`~xbarode.model.core_config.CoreConfig`.
+
+    Built in :meth:`elaborate` from the tiles (or Fourier units) and its parts: the host port
+    and the state banks (:mod:`~xbarode.hdl.core_parts`), the chain engine
+    (:mod:`~xbarode.hdl.core_chain`), the forward controller
+    (:mod:`~xbarode.hdl.core_forward`) and, with ``training``, the adjoint controller
+    (:mod:`~xbarode.hdl.core_adjoint`); its own controller dispatches each operation to the
+    part that carries it out.
 
     Attributes
     ----------
@@ -175,11 +188,9 @@ class Core(wiring.Component):
                 u_width=len(A.y_out.payload), s_width=len(B.s_in.payload),
                 x_width=len(A.x_side_data[0]), r_width=len(B.y_side_data[0]))
             wiring.connect(mod, A.y_out, chain.a_y)
-            wiring.connect(mod, chain.b_s, B.s_in)
-            mod.d.comb += [chain.b_done.eq(B.done), B.y_side_addr.eq(chain.b_y_addr),
-                           A.x_side_addr.eq(chain.a_x_addr), A.x_side_en.eq(chain.a_x_en)]
-            mod.d.comb += [A.x_side_data[k].eq(chain.a_x_data[k]) for k in range(cfg.lanes)]
+            mod.d.comb += [chain.b_done.eq(B.done), B.y_side_addr.eq(chain.b_y_addr)]
             mod.d.comb += [chain.b_y_data[k].eq(B.y_side_data[k]) for k in range(cfg.lanes)]
+            # B's s_in and A's x side port are shared with the adjoint controller (_join).
         else:
             fr = self._fourier
             mod.submodules.chain = chain = FourierChain(
@@ -244,11 +255,37 @@ class Core(wiring.Component):
                 mod.d.comb += [unit.op.eq(host.tile_op), unit.start.eq(1)]
         return host
 
-    # Too long still: the adjoint controller is to become a component.
-    def elaborate(self, platform):  # noqa: C901, PLR0915
+    def _adjoint_controller(self, mod, A, B, C):
+        """The adjoint controller (training), joined to the three tiles."""
+        cfg, f = self._config, self._formats
+        widths = {"a_s": len(A.s_in.payload), "b_s": len(B.s_in.payload),
+                  "a_y": len(A.y_out.payload), "b_y": len(B.y_out.payload),
+                  "a_x": len(A.x_side_data[0]), "b_x": len(B.x_side_data[0]),
+                  "a_r": len(A.y_side_data[0]), "c_r": len(C.y_side_data[0])}
+        mod.submodules.adjoint = adj = AdjointController(
+            m=cfg.m, lanes=cfg.lanes, steps=cfg.steps, method=cfg.method,
+            neumann_terms=cfg.neumann_terms, state_width=f.state.width,
+            grad_width=f.grad.width, widths=widths)
+        wiring.connect(mod, adj.a_s, A.s_in)
+        mod.d.comb += [adj.a_y.valid.eq(A.y_out.valid), adj.a_y.payload.eq(A.y_out.payload),
+                       adj.b_y.valid.eq(B.y_out.valid), adj.b_y.payload.eq(B.y_out.payload),
+                       A.s_restart.eq(adj.a_s_restart), B.s_restart.eq(adj.b_s_restart),
+                       B.x_side_addr.eq(adj.b_x_addr), B.x_side_en.eq(adj.b_x_en),
+                       adj.c_busy.eq(C.busy)]
+        for k in range(cfg.lanes):
+            mod.d.comb += [B.x_side_data[k].eq(adj.b_x_data[k]),
+                           adj.a_r_data[k].eq(A.y_side_data[k]),
+                           adj.c_r_data[k].eq(C.y_side_data[k])]
+        for tile, name in ((A, "a"), (B, "b"), (C, "c")):
+            mod.d.comb += getattr(adj, f"{name}_done").eq(tile.done)
+            with mod.If(getattr(adj, f"{name}_start")):
+                mod.d.comb += [tile.op.eq(getattr(adj, f"{name}_op")), tile.start.eq(1)]
+        return adj
+
+    def elaborate(self, platform):
         mod = Module()
         cfg, f = self._config, self._formats
-        m, lanes, chunks, steps = cfg.m, cfg.lanes, self.chunks, cfg.steps
+        lanes, chunks, steps = cfg.lanes, self.chunks, cfg.steps
         sw = f.state.width
         A, B, C = self._a, self._b, self._c
         fourier = self._fourier is not None
@@ -300,16 +337,22 @@ class Core(wiring.Component):
         chain = self._chain_engine(mod, A, B)
         fwd = self._forward_controller(mod, chain, C)
         host = self._host_port(mod, A, B, C, chain)
+        adj = self._adjoint_controller(mod, A, B, C) if cfg.training else None
         mod.d.comb += [self.cls.eq(fwd.cls), self.converged.eq(fwd.converged),
-                       self.iterations.eq(fwd.iterations), ovf_set.eq(fwd.saturated)]
+                       self.iterations.eq(fwd.iterations)]
         mod.d.comb += [host.logits[k].eq(fwd.logits[k]) for k in range(cfg.classes)]
         mod.d.comb += [host.status[k].eq(fwd.status[k]) for k in range(steps)]
-        # The forward controller's writes and reads of the state banks.
-        # Each part drives its read address only while it runs (0 otherwise): one of them
-        # is the banks' (the adjoint's states below override it).
-        mod.d.comb += vec_addr.eq(fwd.vec_addr | host.lam_addr if cfg.training
-                                  else fwd.vec_addr)
+        # Each part drives its addresses, enables and words only while it runs (0 otherwise)
+        # and never while another runs: the OR of them is the one that runs.
+        vec_addrs, traj_addrs, sat = [fwd.vec_addr], [host.traj_addr], [fwd.saturated]
+        if cfg.training:
+            vec_addrs += [host.lam_addr, adj.vec_addr]
+            traj_addrs.append(adj.traj_addr)
+            sat.append(adj.saturated)
+        mod.d.comb += [vec_addr.eq(_any(vec_addrs)), traj_addr.eq(_any(traj_addrs)),
+                       ovf_set.eq(_any(sat))]
         for k in range(lanes):
+            # The forward controller's writes and reads of the state banks.
             mod.d.comb += [fwd.z_data[k].eq(z_b.rd_data[k]), fwd.w_data[k].eq(w_b.rd_data[k]),
                            fwd.g_data[k].eq(g_b.rd_data[k]), fwd.d_data[k].eq(d_b.rd_data[k])]
             for bank, en in ((z_b, fwd.z_en), (w_b, fwd.w_en), (g_b, fwd.g_en),
@@ -320,9 +363,8 @@ class Core(wiring.Component):
                 write_lane(t_b, k, fwd.t_addr, fwd.wr_data[k])
             with mod.If(fwd.c_en[k]):
                 side_write(C, k, fwd.wr_addr, fwd.wr_data[k])
-        # LOAD_IMAGE's z_0 (from the host port): the state banks, the trajectory, the chain's
-        # operand and C's inputs.
-        for k in range(lanes):
+            # LOAD_IMAGE's z_0 (from the host port): the state banks, the trajectory, the
+            # chain's operand and C's inputs.
             with mod.If(host.image_en[k]):
                 addr, word = host.image_addr, host.image_data
                 write_lane(z_b, k, addr, word)
@@ -332,32 +374,35 @@ class Core(wiring.Component):
                 side_write(C, k, addr, word)
             mod.d.comb += host.traj_data[k].eq(t_b.rd_data[k])
             if cfg.training:
-                mod.d.comb += host.lam_data[k].eq(lam_b.rd_data[k])
-        mod.d.comb += traj_addr.eq(host.traj_addr)
+                mod.d.comb += [host.lam_data[k].eq(lam_b.rd_data[k]),
+                               adj.lam_data[k].eq(lam_b.rd_data[k]),
+                               adj.traj_data[k].eq(t_b.rd_data[k])]
+                with mod.If(adj.lam_en[k]):
+                    write_lane(lam_b, k, adj.lam_addr, adj.lam_wdata[k])
+        if not fourier:
+            self._join(mod, A, B, chain, adj)
+        self._dispatch(mod, host, fwd, adj)
+        return mod
+
+    def _join(self, mod, A, B, chain, adj):
+        """Tile A's x side port and B's s_in: the chain engine's and the adjoint
+        controller's."""
+        a_x = [(chain.a_x_addr, chain.a_x_en, chain.a_x_data)]
+        b_s = [chain.b_s]
+        if adj is not None:
+            a_x.append((adj.a_x_addr, adj.a_x_en, adj.a_x_data))
+            b_s.append(adj.b_s)
+        mod.d.comb += [A.x_side_addr.eq(_any(addr for addr, _, _ in a_x)),
+                       A.x_side_en.eq(_any(en for _, en, _ in a_x)),
+                       B.s_in.valid.eq(_any(s.valid for s in b_s)),
+                       B.s_in.payload.eq(_any(s.payload for s in b_s))]
+        for k in range(self._config.lanes):
+            mod.d.comb += A.x_side_data[k].eq(_any(data[k] for _, _, data in a_x))
+
+    def _dispatch(self, mod, host, fwd, adj):
+        """The core's own controller: each operation to the part that carries it out."""
+        cfg = self._config
         host_ops = HOST_OPS + (HOST_TRAINING_OPS if cfg.training else ())
-
-        # The adjoint's registers (training).
-        n = Signal(range(steps + 1))
-        nt = Signal(range(cfg.neumann_terms + 2))
-        mask = Signal(m)
-        u_idx = Signal(range(m + 1))
-        chunk = Signal(range(chunks + 1))
-        traj_base = Signal(range((steps + 2) * chunks + 1))
-        bphase = Signal(range(2))
-        tiles_done = Signal(3)
-        a_runs = Signal()   # the backward chain runs A's transposed product
-        mod.d.comb += a_runs.eq((cfg.method == "euler") | (bphase == _B_NEU))
-
-        def saturate(value, width=sw):
-            out, sat = narrow(mod, value, 0, width)
-            return out, sat
-
-        def record_mask(u):
-            """The Heaviside mask bit of ``u_idx`` (H(0) = 0)."""
-            for i in range(m):
-                with mod.If(u_idx == i):
-                    mod.d.sync += mask[i].eq(u > 0)
-
         mod.d.comb += self.busy.eq(1)
         with mod.FSM():
             with mod.State("IDLE"):
@@ -372,161 +417,19 @@ class Core(wiring.Component):
                             mod.next = "RUN"
                         if cfg.training:
                             with mod.Case(CoreOp.BACKWARD):
-                                start_tile(C, TileOp.TRANSPOSED_G)
-                                # z_n for explicit Euler, z_(n+1) for implicit (architecture.md §1).
-                                last = steps - 1 if cfg.method == "euler" else steps
-                                mod.d.sync += [n.eq(steps), traj_base.eq(last * chunks)]
-                                mod.next = "BW_LAMBDA_WAIT"
+                                mod.d.comb += adj.backward.eq(1)
+                                mod.next = "ADJOINT"
                             with mod.Case(CoreOp.APPLY):
-                                for tile in (A, B, C):
-                                    start_tile(tile, TileOp.APPLY)
-                                mod.d.sync += tiles_done.eq(0)
-                                mod.next = "APPLY"
+                                mod.d.comb += adj.apply.eq(1)
+                                mod.next = "ADJOINT"
                         with mod.Default():
                             mod.next = "NOTHING"
-
             with mod.State("NOTHING"):
                 mod.d.comb += self.done.eq(1)
                 mod.next = "IDLE"
-
-            # The stream operations (the host port's) and RUN (the forward controller's).
-            for name, part in (("HOST", host), ("RUN", fwd)):
+            parts = [("HOST", host), ("RUN", fwd)] + ([("ADJOINT", adj)] if adj else [])
+            for name, part in parts:
                 with mod.State(name):
                     with mod.If(part.done):
                         mod.d.comb += self.done.eq(1)
                         mod.next = "IDLE"
-
-            if cfg.training:
-                gw = f.grad.width
-
-                # λ = Cᵀ ∂L/∂logits, then into the λ banks (from C's result, a chunk per
-                # cycle); C accumulates its gradient while the steps go back.
-                with mod.State("BW_LAMBDA_WAIT"):
-                    with mod.If(C.done):
-                        mod.next = "BW_LAMBDA_ADDR"
-                with mod.State("BW_LAMBDA_ADDR"):   # vec_addr = 0: chunk 0 is read
-                    mod.d.sync += chunk.eq(0)
-                    mod.next = "BW_LAMBDA"
-                with mod.State("BW_LAMBDA"):
-                    mod.d.comb += vec_addr.eq(chunk + 1)
-                    for k in range(lanes):
-                        with mod.If(chunk * lanes + k < m):
-                            write_lane(lam_b, k, chunk, C.y_side_data[k])
-                    mod.d.sync += chunk.eq(chunk + 1)
-                    with mod.If(chunk == chunks - 1):
-                        start_tile(C, TileOp.ACCUMULATE)
-                        mod.next = "BW_STEP"
-
-                # The steps, from the last: n counts down.
-                with mod.State("BW_STEP"):
-                    with mod.If(n == 0):
-                        mod.next = "BW_FINISH"
-                    with mod.Else():
-                        mod.d.sync += [n.eq(n - 1), chunk.eq(0)]
-                        mod.d.comb += [traj_addr.eq(traj_base), B.s_restart.eq(1)]
-                        mod.next = "BW_COPY"
-                # The step's state into A's x, λ into B's x (reads one cycle ahead).
-                with mod.State("BW_COPY"):
-                    mod.d.comb += [traj_addr.eq(traj_base + chunk + 1), vec_addr.eq(chunk + 1)]
-                    for k in range(lanes):
-                        with mod.If(chunk * lanes + k < m):
-                            side_write(A, k, chunk, t_b.rd_data[k])
-                            side_write(B, k, chunk, lam_b.rd_data[k])
-                    mod.d.sync += chunk.eq(chunk + 1)
-                    with mod.If(chunk == chunks - 1):
-                        start_tile(A, TileOp.FORWARD)
-                        mod.d.sync += u_idx.eq(0)
-                        mod.next = "BW_U"
-                # u = A z again: the mask, and relu(u) into B's s (B's gradient's u).
-                with mod.State("BW_U"):
-                    u = A.y_out.payload
-                    mod.d.comb += [B.s_in.valid.eq(A.y_out.valid),
-                                   B.s_in.payload.eq(Mux(u > 0, u, 0))]
-                    with mod.If(A.y_out.valid):
-                        mod.d.sync += u_idx.eq(u_idx + 1)
-                        record_mask(u)
-                    with mod.If(A.done):
-                        if cfg.method == "implicit_euler" and cfg.neumann_terms > 0:
-                            mod.d.sync += [bphase.eq(_B_NEU), nt.eq(0)]
-                        else:
-                            mod.d.sync += bphase.eq(_B_G)
-                        mod.next = "BW_CHAIN_START"
-
-                # One transposed chain: B's forward product on gradients (Bᵀ v), masked,
-                # streams into A's transposed product (h·Aᵀ·), the products overlapping. For
-                # implicit Euler's g, A only stores the words (its s, for the gradient).
-                with mod.State("BW_CHAIN_START"):
-                    start_tile(B, TileOp.FORWARD_G)
-                    with mod.If(a_runs):
-                        start_tile(A, TileOp.TRANSPOSED_STREAM_G)
-                    with mod.Else():
-                        mod.d.comb += A.s_restart.eq(1)
-                    mod.d.sync += u_idx.eq(0)
-                    mod.next = "BW_CHAIN"
-                with mod.State("BW_CHAIN"):
-                    y = B.y_out.payload
-                    mod.d.comb += [A.s_in.valid.eq(B.y_out.valid),
-                                   A.s_in.payload.eq(Mux(mask.bit_select(u_idx, 1), y, 0))]
-                    with mod.If(B.y_out.valid):
-                        mod.d.sync += u_idx.eq(u_idx + 1)
-                    with mod.If(Mux(a_runs, A.done, B.done)):
-                        mod.d.sync += chunk.eq(0)
-                        with mod.If(a_runs):
-                            mod.next = "BW_COMBINE_ADDR"
-                        with mod.Else():
-                            mod.next = "BW_ACCUMULATE_START"   # B is still draining
-                # sat(λ + A's result) chunk by chunk: μ into B's x (the last term's also into
-                # the λ banks), or explicit Euler's new λ into the λ banks only (B's x keeps
-                # the old λ for B's gradient).
-                with mod.State("BW_COMBINE_ADDR"):   # A idle, vec_addr = 0: chunk 0 is read
-                    mod.next = "BW_COMBINE"
-                with mod.State("BW_COMBINE"):
-                    mod.d.comb += vec_addr.eq(chunk + 1)
-                    last_term = nt == cfg.neumann_terms - 1
-                    chunk_sat = Signal(lanes)
-                    for k in range(lanes):
-                        with mod.If(chunk * lanes + k < m):
-                            total = Signal(signed(gw + 1), name=f"bsum{k}")
-                            mod.d.comb += total.eq(lam_b.rd_data[k] + A.y_side_data[k])
-                            value, sat = saturate(total, gw)
-                            mod.d.comb += chunk_sat[k].eq(sat)
-                            with mod.If(bphase == _B_NEU):
-                                side_write(B, k, chunk, value)
-                            with mod.If((bphase == _B_G) | last_term):
-                                write_lane(lam_b, k, chunk, value)
-                    with mod.If(chunk_sat.any()):
-                        mod.d.comb += ovf_set.eq(1)
-                    mod.d.sync += chunk.eq(chunk + 1)
-                    with mod.If(chunk == chunks - 1):
-                        with mod.If(bphase == _B_G):
-                            mod.next = "BW_ACCUMULATE_START"
-                        with mod.Else():
-                            mod.d.sync += nt.eq(nt + 1)
-                            with mod.If(last_term):
-                                mod.d.sync += bphase.eq(_B_G)
-                            mod.next = "BW_CHAIN_START"
-                # A += g zᵀ and Bᵀ += relu(u) λᵀ, at the same time.
-                with mod.State("BW_ACCUMULATE_START"):
-                    start_tile(A, TileOp.ACCUMULATE)
-                    start_tile(B, TileOp.ACCUMULATE)
-                    mod.d.sync += tiles_done.eq(0)
-                    mod.next = "BW_ACCUMULATE"
-                with mod.State("BW_ACCUMULATE"):
-                    done_now = tiles_done | Cat(A.done, B.done, 1)
-                    mod.d.sync += tiles_done.eq(done_now)
-                    with mod.If(done_now.all()):
-                        mod.d.sync += traj_base.eq(traj_base - chunks)
-                        mod.next = "BW_STEP"
-                with mod.State("BW_FINISH"):
-                    with mod.If(~C.busy):
-                        mod.d.comb += self.done.eq(1)
-                        mod.next = "IDLE"
-
-                # One SGD step in all three tiles at once (each with its own LFSR).
-                with mod.State("APPLY"):
-                    done_now = tiles_done | Cat(A.done, B.done, C.done)
-                    mod.d.sync += tiles_done.eq(done_now)
-                    with mod.If(done_now.all()):
-                        mod.d.comb += self.done.eq(1)
-                        mod.next = "IDLE"
-        return mod

@@ -1,8 +1,10 @@
 # amaranth: UnusedElaboratable=no
 """The core's parts on their own: the control signature every op-driven unit shares
-(hdl/interface.py) and the core's components (hdl/core_parts.py), each against plain Python,
-cycle by cycle. The core's own tests (test_core.py, test_core_training.py) cover them inside
-the core against the fixed-point model."""
+(hdl/interface.py) and the core's components (hdl/core_parts.py, core_chain.py,
+core_forward.py, core_adjoint.py), each against plain Python, cycle by cycle; where a part
+drives others (tiles, a chain engine, banks), the testbench plays them. The core's own tests
+(test_core.py, test_core_training.py) cover the parts inside the core against the
+fixed-point model."""
 
 import numpy as np
 import pytest
@@ -11,6 +13,7 @@ from amaranth.lib import wiring
 from amaranth.sim import Simulator
 
 from xbarode.hdl.core import Core, CoreOp
+from xbarode.hdl.core_adjoint import AdjointController
 from xbarode.hdl.core_chain import DirectChain, FourierChain
 from xbarode.hdl.core_forward import ForwardController
 from xbarode.hdl.core_parts import HostPort, VectorBanks
@@ -746,3 +749,218 @@ def test_fourier_chain_narrows_and_shifts_between_the_units(rounding):
     assert seen["r"][:m] == dz.tolist()
     assert seen["done"] == 1
     assert seen["saturated"] == overflow.total >= 1   # one cycle per saturated word
+
+
+# --- the adjoint controller -----------------------------------------------------------------------
+
+#: Width of every word of the adjoint controller's tests (a tile's results are narrowed to it).
+ADJ_WIDTH = 7
+
+
+def _fa(x):
+    """The test's stand-ins for the tiles' products: A's forward product, …"""
+    m = len(x)
+    return _sat([x[i] - x[(i + 1) % m] + (i - 1) for i in range(m)], ADJ_WIDTH)
+
+
+def _fb(x):
+    """… B's forward product on gradients (Bᵀ x), …"""
+    m = len(x)
+    return _sat([2 * x[i] - x[(i + 2) % m] for i in range(m)], ADJ_WIDTH)
+
+
+def _fat(s):
+    """… and A's transposed product on gradients (h·Aᵀ s)."""
+    m = len(s)
+    return _sat([s[i] + s[(i + 1) % m] // 2 for i in range(m)], ADJ_WIDTH)
+
+
+def adjoint_reference(trajectory, lam0, *, method, neumann_terms, width):
+    """BACKWARD as hdl/core_adjoint.py's docstring states it, on the stand-in products:
+    per step, from the last, what A and B accumulate (x, s), and λ at the end."""
+    sat = lambda v: _sat(v, width)   # noqa: E731
+    steps = len(trajectory) - 1
+    lam, records, saturated = list(lam0), {"a": [], "b": []}, False
+
+    def add(a, b):
+        nonlocal saturated
+        exact = [x + y for x, y in zip(a, b, strict=True)]
+        saturated |= sat(exact) != exact
+        return sat(exact)
+    for j in range(steps):
+        # explicit Euler: z_n; implicit: z_(n+1).
+        z = trajectory[steps - 1 - j] if method == "euler" else trajectory[steps - j]
+        u = _fa(z)
+        mask = [int(x > 0) for x in u]
+        relu = [max(x, 0) for x in u]
+        b_x = list(lam)
+        if method == "implicit_euler" and neumann_terms > 0:
+            mu = list(lam)
+            for _ in range(neumann_terms):
+                mu = add(lam, _fat([d * y for d, y in zip(mask, _fb(mu), strict=True)]))
+            lam, b_x = mu, mu
+        g = [d * y for d, y in zip(mask, _fb(b_x), strict=True)]
+        if method == "euler":
+            lam = add(lam, _fat(g))
+        records["a"].append((z, g))
+        records["b"].append((b_x, relu))
+    return {"records": records, "lam": lam, "saturated": saturated}
+
+
+class _FakeTile:
+    """A tile played by the testbench: its x (side writes), s (s_in words), result (y side)
+    and the operations the controller starts."""
+
+    def __init__(self, name, m, lanes, rng):
+        self.name, self.m, self.lanes, self.rng = name, m, lanes, rng
+        self.x, self.s, self.s_idx = [0] * m, [0] * m, 0
+        self.result, self.stream, self.op, self.wait = [0] * m, [], None, None
+        self.records, self.ops = [], []
+
+    def start(self, op, lam0):
+        self.ops.append(op)
+        self.op, self.s_idx, self.wait = op, 0, None
+        if op == TileOp.FORWARD:
+            self.stream = _fa(self.x)
+        elif op == TileOp.FORWARD_G:
+            self.stream = _fb(self.x)
+        elif op == TileOp.TRANSPOSED_G:
+            self.result, self.wait = list(lam0), 3
+        elif op == TileOp.ACCUMULATE:
+            self.records.append((list(self.x), list(self.s)))
+            self.wait = 300 if self.name == "c" else 2   # C's runs on past the steps
+        elif op == TileOp.APPLY:
+            self.wait = {"a": 3, "b": 5, "c": 1}[self.name]
+
+    def offer(self):
+        """The word offered on y_out this cycle (None for none)."""
+        if self.stream and self.rng.random() < 0.7:
+            return self.stream[0]
+        return None
+
+    def done(self):
+        return self.op is not None and self.wait == 0
+
+    def edge(self, word, s_word, s_restart):
+        """The edge: a word left on y_out, ``s_word`` arrived on s_in."""
+        if s_restart:
+            self.s_idx = 0
+        if s_word is not None:
+            self.s[self.s_idx] = s_word
+            self.s_idx += 1
+            if self.op == TileOp.TRANSPOSED_STREAM_G and self.s_idx == self.m:
+                self.result, self.wait = _fat(self.s), 3
+        if self.done():
+            self.op, self.wait = None, None
+        elif self.wait is not None:
+            self.wait -= 1
+        if word is not None:
+            self.stream = self.stream[1:]
+            if not self.stream:
+                self.wait = 1
+
+
+def run_adjoint(dut, trajectory, lam0, rng, op="backward"):
+    """BACKWARD (or APPLY) on ``dut`` with the tiles and the banks played by the testbench."""
+    m, lanes = dut.m, dut.lanes
+    chunks = -(-m // lanes)
+    tiles = {t: _FakeTile(t, m, lanes, rng) for t in "abc"}
+    traj = _Banks(m, lanes)
+    for n, vector in enumerate(trajectory):
+        for j, word in enumerate(vector):
+            traj.words[(n * chunks + j // lanes, j % lanes)] = word
+    lam = _Banks(m, lanes)
+    seen = {"done": 0, "saturated": False}
+
+    async def bench(ctx):
+        read = {"vec": 0, "traj": 0}
+        ctx.set(getattr(dut, op), 1)
+        for _ in range(3000):
+            words = {t: tiles[t].offer() for t in "ab"}
+            for t in "ab":
+                stream_ = getattr(dut, f"{t}_y")
+                ctx.set(stream_.valid, int(words[t] is not None))
+                ctx.set(stream_.payload, words[t] or 0)
+            for t in "abc":
+                ctx.set(getattr(dut, f"{t}_done"), int(tiles[t].done()))
+            ctx.set(dut.c_busy, int(tiles["c"].op is not None))
+            for k in range(lanes):
+                for t in "ac":
+                    ctx.set(getattr(dut, f"{t}_r_data")[k],
+                            _Banks(m, lanes, init=tiles[t].result).chunk(read["vec"])[k])
+                ctx.set(dut.lam_data[k], lam.chunk(read["vec"])[k])
+                ctx.set(dut.traj_data[k], traj.chunk(read["traj"])[k])
+            if ctx.get(dut.done):
+                seen["done"] += 1
+                # Tiles still running (not in their done cycle).
+                seen["busy_at_done"] = [tiles[t].op for t in "abc"
+                                        if tiles[t].op is not None and not tiles[t].done()]
+                return
+            seen["saturated"] |= bool(ctx.get(dut.saturated))
+            read = {"vec": ctx.get(dut.vec_addr), "traj": ctx.get(dut.traj_addr)}
+            for k in range(lanes):
+                if ctx.get(dut.lam_en[k]):
+                    lam.words[(ctx.get(dut.lam_addr), k)] = ctx.get(dut.lam_wdata[k])
+                for t in "ab":
+                    if ctx.get(getattr(dut, f"{t}_x_en")) >> k & 1:
+                        j = ctx.get(getattr(dut, f"{t}_x_addr")) * lanes + k
+                        tiles[t].x[j] = ctx.get(getattr(dut, f"{t}_x_data")[k])
+            for t in "abc":
+                s_word = None
+                if t != "c" and ctx.get(getattr(dut, f"{t}_s").valid):
+                    s_word = ctx.get(getattr(dut, f"{t}_s").payload)
+                restart = t != "c" and ctx.get(getattr(dut, f"{t}_s_restart"))
+                started = ctx.get(getattr(dut, f"{t}_start"))
+                tile_op = ctx.get(getattr(dut, f"{t}_op"))
+                tiles[t].edge(words.get(t), s_word, restart)
+                if started:
+                    tiles[t].start(tile_op, lam0)
+            await ctx.tick()
+            ctx.set(getattr(dut, op), 0)
+        raise AssertionError(f"{op} did not end")
+
+    simulate(dut, bench)
+    return tiles, lam.vector(), seen
+
+
+def adjoint_controller(m, lanes, steps, method, neumann_terms, width=ADJ_WIDTH):
+    widths = dict.fromkeys(("a_s", "b_s", "a_y", "b_y", "a_x", "b_x", "a_r", "c_r"), width)
+    return AdjointController(m=m, lanes=lanes, steps=steps, method=method,
+                             neumann_terms=neumann_terms, state_width=width,
+                             grad_width=width, widths=widths)
+
+
+@pytest.mark.parametrize(("method", "neumann_terms", "seed"), [
+    ("euler", 0, 0), ("implicit_euler", 2, 1), ("implicit_euler", 0, 2)])
+def test_adjoint_controller_goes_back_as_the_equations_say(method, neumann_terms, seed):
+    m, lanes, steps, width = 3, 2, 2, ADJ_WIDTH
+    dut = adjoint_controller(m, lanes, steps, method, neumann_terms)
+    rng = np.random.default_rng(seed)
+    trajectory = rng.integers(-20, 20, (steps + 1, m)).tolist()
+    for z in trajectory:
+        z[0] = z[1] + 1   # u_0 = 0: relu and the mask at 0 (H(0) = 0)
+    lam0 = rng.integers(-30, 30, m).tolist()
+    lam0[:2] = [63, -60]   # λ + h·Aᵀ(…) saturates
+    expected = adjoint_reference(trajectory, lam0, method=method,
+                                 neumann_terms=neumann_terms, width=width)
+    tiles, lam, seen = run_adjoint(dut, trajectory, lam0, rng)
+    assert seen["done"] == 1
+    assert seen["busy_at_done"] == []   # C's accumulation has ended too
+    assert tiles["a"].records == expected["records"]["a"]
+    assert tiles["b"].records == expected["records"]["b"]
+    assert lam == expected["lam"]
+    assert seen["saturated"] == expected["saturated"]
+    assert tiles["c"].ops == [TileOp.TRANSPOSED_G, TileOp.ACCUMULATE]
+    # The cases lam0 is for (implicit Euler without Neumann terms adds nothing to λ).
+    changes = method == "euler" or neumann_terms > 0
+    assert expected["saturated"] == changes
+    assert (expected["lam"] != lam0) == changes
+
+
+def test_adjoint_controller_applies_in_every_tile_then_is_done():
+    dut = adjoint_controller(3, 2, 2, "euler", 0)
+    tiles, _, seen = run_adjoint(dut, [[0] * 3] * 3, [0] * 3, np.random.default_rng(3),
+                                 op="apply")
+    assert [tiles[t].ops for t in "abc"] == [[TileOp.APPLY]] * 3
+    assert seen["done"] == 1
+    assert seen["busy_at_done"] == []   # done with the last tile's (B's, the slowest)
