@@ -34,77 +34,44 @@ FixedFourierConv`). READ_WEIGHTS then streams only ``C`` and ``d``.
 
 from __future__ import annotations
 
-from amaranth import Array, Cat, Module, Mux, Signal, signed
-from amaranth.lib import enum, stream, wiring
-from amaranth.lib.memory import Memory
-from amaranth.lib.wiring import In, Out
+from amaranth import Module, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import Out
 
 from xbarode.model.core_config import CoreConfig
 from xbarode.model.fixed_net import site_seed
 
-from .fourier import FourierConv, FourierOp
-from .rounding import LfsrBank, narrow, rounding_offset
-from .tile import CrossbarTile, TileOp
+from .core_adjoint import AdjointController
+from .core_chain import DirectChain, FourierChain
+from .core_forward import ForwardController
+from .core_parts import HOST_OPS, HOST_TRAINING_OPS, CoreOp, HostPort, VectorBanks
+from .fourier import FourierConv
+from .interface import ControlSignature
+from .tile import CrossbarTile
 
 __all__ = ["Core", "CoreOp"]
 
 
-class CoreOp(enum.Enum, shape=4):
-    """Host operations of the core, selected on ``op`` when ``start`` is pulsed.
-
-    =============== ===================================================================
-    LOAD_A          stream in ``A`` (m·m weight words, row-major)
-    LOAD_B          stream in ``Bᵀ`` (m·m weight words, row-major: ``B`` column by column)
-    LOAD_C          stream in ``C`` (classes·m weight words, row-major)
-    LOAD_D          stream in ``d`` (classes weight words)
-    LOAD_IMAGE      stream in ``z_0`` (m state words)
-    RUN             integrate and classify; ``done`` when the class is ready
-    READ_LOGITS     stream out the logits (classes act words)
-    READ_STATE      stream out ``z_N`` (m state words)
-    READ_STATUS     stream out one word per step: Newton iterations (bits 0–7) and
-                    converged (bit 8); explicit Euler steps read ``0x100``
-    READ_TRAJECTORY stream out ``z_0 … z_N`` ((steps + 1)·m state words)
-    LOAD_GRAD       (training) stream in ``∂L/∂logits`` (classes grad words, the host's
-                    softmax minus one-hot)
-    BACKWARD        (training) the discrete adjoint over the stored trajectory; adds this
-                    image's gradients to the tiles' accumulators; ``∂L/∂z_0`` kept
-    APPLY           (training) one SGD step on A, Bᵀ, C and d from the accumulated
-                    gradients, which are cleared; with ``structure = "conv"`` one step
-                    per kernel tap of A and Bᵀ (weights tied: they stay convolutions)
-    READ_GRAD       (training) stream out the gradient sums (acc_width-bit words):
-                    ``A`` (m·m), ``Bᵀ`` (m·m), ``C`` (classes·m), ``d`` (classes), then
-                    ``∂L/∂z_0`` of the last BACKWARD (m grad words)
-    READ_WEIGHTS    stream out the weights: ``A`` (m·m), ``Bᵀ`` (m·m), ``C`` (classes·m),
-                    ``d`` (classes); on the Fourier path only ``C`` and ``d``
-    =============== ===================================================================
-    """
-
-    LOAD_A = 0
-    LOAD_B = 1
-    LOAD_C = 2
-    LOAD_D = 3
-    LOAD_IMAGE = 4
-    RUN = 5
-    READ_LOGITS = 6
-    READ_STATE = 7
-    READ_STATUS = 8
-    READ_TRAJECTORY = 9
-    LOAD_GRAD = 10
-    BACKWARD = 11
-    APPLY = 12
-    READ_GRAD = 13
-    READ_WEIGHTS = 14
 
 
-# What a combine pass computes (chunk by chunk), and so what the controller is doing.
-_EULER, _PREDICT, _RESID, _NEU, _WUPD, _FINAL = range(6)
-# What the backward pass's transposed chain computes: a Neumann term of the transposed solve,
-# or g = D ⊙ Bᵀλ (and, for explicit Euler, λ + h·Aᵀg).
-_B_NEU, _B_G = range(2)
+def _any(values):
+    """The OR of ``values`` (of parts that drive them only while they run)."""
+    values = list(values)
+    result = values[0]
+    for value in values[1:]:
+        result = result | value
+    return result
 
 
 class Core(wiring.Component):
     """The neural-ODE core for a :class:`~xbarode.model.core_config.CoreConfig`.
+
+    Built in :meth:`elaborate` from the tiles (or Fourier units) and its parts: the host port
+    and the state banks (:mod:`~xbarode.hdl.core_parts`), the chain engine
+    (:mod:`~xbarode.hdl.core_chain`), the forward controller
+    (:mod:`~xbarode.hdl.core_forward`) and, with ``training``, the adjoint controller
+    (:mod:`~xbarode.hdl.core_adjoint`); its own controller dispatches each operation to the
+    part that carries it out.
 
     Attributes
     ----------
@@ -196,19 +163,11 @@ class Core(wiring.Component):
         for tile in (self._a, self._b, self._c):
             tile._MustUse__silence = True   # parts of the core, used when it is elaborated
         out_word = max(word, config.acc_width) if config.training else word
-        super().__init__({
-            "i": In(stream.Signature(signed(word))),
-            "o": Out(stream.Signature(signed(out_word))),
-            "op": In(CoreOp),
-            "start": In(1),
-            "busy": Out(1),
-            "done": Out(1),
-            "overflow": Out(1),
-            "clear": In(1),
+        super().__init__(ControlSignature(CoreOp, word, out_word, results={
             "cls": Out(range(config.classes)),
             "converged": Out(1),
             "iterations": Out(16),
-        })
+        }))
 
     @property
     def config(self) -> CoreConfig:
@@ -220,11 +179,113 @@ class Core(wiring.Component):
         """``C = ceil(m / lanes)``: chunks of a state vector."""
         return -(-self._config.m // self._config.lanes)
 
-    # Too long still: the host port, chain engine and controllers are to become components.
-    def elaborate(self, platform):  # noqa: C901, PLR0915
+    def _chain_engine(self, mod, A, B):
+        """The chain engine on tiles A and B, or on the Fourier units A and B."""
+        cfg, f = self._config, self._formats
+        if self._fourier is None:
+            mod.submodules.chain = chain = DirectChain(
+                m=cfg.m, lanes=cfg.lanes, act_width=f.act.width,
+                u_width=len(A.y_out.payload), s_width=len(B.s_in.payload),
+                x_width=len(A.x_side_data[0]), r_width=len(B.y_side_data[0]))
+            wiring.connect(mod, A.y_out, chain.a_y)
+            mod.d.comb += [chain.b_done.eq(B.done), B.y_side_addr.eq(chain.b_y_addr)]
+            mod.d.comb += [chain.b_y_data[k].eq(B.y_side_data[k]) for k in range(cfg.lanes)]
+            # B's s_in and A's x side port are shared with the adjoint controller (_join).
+        else:
+            fr = self._fourier
+            mod.submodules.chain = chain = FourierChain(
+                m=cfg.m, lanes=cfg.lanes, state_format=f.state, act_format=f.act,
+                data_format=fr["data"], h_shift=cfg.h_shift, rounding=cfg.rounding,
+                lfsr_seed=cfg.lfsr_seed, unit_word=len(A.i.payload))
+            # The units' i streams are shared with the host port (_host_port).
+            for unit, name in ((A, "a"), (B, "b")):
+                wiring.connect(mod, unit.o, getattr(chain, f"{name}_o"))
+                mod.d.comb += getattr(chain, f"{name}_done").eq(unit.done)
+        for unit, name in ((A, "a"), (B, "b")):
+            with mod.If(getattr(chain, f"{name}_start")):
+                mod.d.comb += [unit.op.eq(getattr(chain, f"{name}_op")), unit.start.eq(1)]
+        return chain
+
+    def _forward_controller(self, mod, chain, C):
+        """The forward controller (RUN), joined to the chain engine and tile C."""
+        cfg, f = self._config, self._formats
+        r_width = len(chain.chain.r_data[0])
+        mod.submodules.forward = fwd = ForwardController(
+            m=cfg.m, lanes=cfg.lanes, steps=cfg.steps, classes=cfg.classes, method=cfg.method,
+            neumann_terms=cfg.neumann_terms, max_iter=cfg.max_iter, tol=cfg.tol,
+            state_width=f.state.width, act_width=f.act.width,
+            x_width=len(chain.chain.x_data[0]), r_width=r_width,
+            c_width=len(C.y_out.payload))
+        wiring.connect(mod, fwd.chain, chain.chain)
+        wiring.connect(mod, C.y_out, fwd.c_y)
+        mod.d.comb += fwd.c_done.eq(C.done)
+        with mod.If(fwd.c_start):
+            mod.d.comb += [C.op.eq(fwd.c_op), C.start.eq(1)]
+        return fwd
+
+    def _host_port(self, mod, A, B, C, chain):
+        """The host port, on the core's streams and the tiles' (or units')."""
+        cfg, f = self._config, self._formats
+        fourier = self._fourier is not None
+        mod.submodules.host = host = HostPort(
+            m=cfg.m, lanes=cfg.lanes, steps=cfg.steps, classes=cfg.classes,
+            word=len(self.i.payload), out_word=len(self.o.payload), state_width=f.state.width,
+            act_width=f.act.width, grad_width=f.grad.width, fourier=fourier,
+            training=cfg.training)
+        wiring.connect(mod, wiring.flipped(self.i), host.i)
+        wiring.connect(mod, host.o, wiring.flipped(self.o))
+        mod.d.comb += host.op.eq(self.op)
+        for k, unit in enumerate((A, B, C)):
+            mod.d.comb += host.tile_done[k].eq(unit.done)
+            # The tiles' i streams are the host port's; the Fourier units' are also the chain
+            # engine's. Each drives valid and payload only while it runs (0 otherwise), and
+            # never at the same time as the other: their OR is the one that runs.
+            valid, payload = host.tile_i[k].valid, host.tile_i[k].payload
+            if fourier and unit is not C:
+                other = chain.a_i if unit is A else chain.b_i
+                valid, payload = valid | other.valid, payload | other.payload
+                mod.d.comb += other.ready.eq(unit.i.ready)
+            mod.d.comb += [unit.i.valid.eq(valid), unit.i.payload.eq(payload),
+                           host.tile_i[k].ready.eq(unit.i.ready)]
+            if unit is C or not fourier:   # the Fourier units' words are not read out
+                mod.d.comb += [host.tile_o[k].valid.eq(unit.o.valid),
+                               host.tile_o[k].payload.eq(unit.o.payload),
+                               unit.o.ready.eq(host.tile_o[k].ready)]
+            with mod.If(host.tile_start[k]):
+                mod.d.comb += [unit.op.eq(host.tile_op), unit.start.eq(1)]
+        return host
+
+    def _adjoint_controller(self, mod, A, B, C):
+        """The adjoint controller (training), joined to the three tiles."""
+        cfg, f = self._config, self._formats
+        widths = {"a_s": len(A.s_in.payload), "b_s": len(B.s_in.payload),
+                  "a_y": len(A.y_out.payload), "b_y": len(B.y_out.payload),
+                  "a_x": len(A.x_side_data[0]), "b_x": len(B.x_side_data[0]),
+                  "a_r": len(A.y_side_data[0]), "c_r": len(C.y_side_data[0])}
+        mod.submodules.adjoint = adj = AdjointController(
+            m=cfg.m, lanes=cfg.lanes, steps=cfg.steps, method=cfg.method,
+            neumann_terms=cfg.neumann_terms, state_width=f.state.width,
+            grad_width=f.grad.width, widths=widths)
+        wiring.connect(mod, adj.a_s, A.s_in)
+        mod.d.comb += [adj.a_y.valid.eq(A.y_out.valid), adj.a_y.payload.eq(A.y_out.payload),
+                       adj.b_y.valid.eq(B.y_out.valid), adj.b_y.payload.eq(B.y_out.payload),
+                       A.s_restart.eq(adj.a_s_restart), B.s_restart.eq(adj.b_s_restart),
+                       B.x_side_addr.eq(adj.b_x_addr), B.x_side_en.eq(adj.b_x_en),
+                       adj.c_busy.eq(C.busy)]
+        for k in range(cfg.lanes):
+            mod.d.comb += [B.x_side_data[k].eq(adj.b_x_data[k]),
+                           adj.a_r_data[k].eq(A.y_side_data[k]),
+                           adj.c_r_data[k].eq(C.y_side_data[k])]
+        for tile, name in ((A, "a"), (B, "b"), (C, "c")):
+            mod.d.comb += getattr(adj, f"{name}_done").eq(tile.done)
+            with mod.If(getattr(adj, f"{name}_start")):
+                mod.d.comb += [tile.op.eq(getattr(adj, f"{name}_op")), tile.start.eq(1)]
+        return adj
+
+    def elaborate(self, platform):
         mod = Module()
         cfg, f = self._config, self._formats
-        m, lanes, chunks, steps = cfg.m, cfg.lanes, self.chunks, cfg.steps
+        lanes, chunks, steps = cfg.lanes, self.chunks, cfg.steps
         sw = f.state.width
         A, B, C = self._a, self._b, self._c
         fourier = self._fourier is not None
@@ -233,36 +294,36 @@ class Core(wiring.Component):
         else:
             mod.submodules.tile_a, mod.submodules.tile_b = A, B
         mod.submodules.tile_c = C
-        tiles = (C,) if fourier else (A, B, C)
 
-        # Banked vectors: lane k holds entries j ≡ k (mod lanes) at address j // lanes, the
-        # tiles' own banking, so a whole chunk moves per cycle.
+        # Banked vectors (hdl/core_parts.py): a whole chunk moves per cycle.
         def banks(name, depth, width=sw):
-            mems = [Memory(shape=signed(width), depth=depth, init=[]) for _ in range(lanes)]
-            for k, mem in enumerate(mems):
-                mod.submodules[f"{name}{k}"] = mem
-            return [mem.read_port() for mem in mems], [mem.write_port() for mem in mems]
+            mod.submodules[name] = bank = VectorBanks(lanes=lanes, depth=depth, width=width)
+            return bank
 
-        z_rd, z_wr = banks("z", chunks)
-        w_rd, w_wr = banks("w", chunks)
-        g_rd, g_wr = banks("g", chunks)
-        d_rd, d_wr = banks("dl", chunks)
-        t_rd, t_wr = banks("traj", (steps + 1) * chunks)
-        lam_rd, lam_wr = banks("lam", chunks, f.grad.width) if cfg.training else ([], [])
-        # The Fourier path: the chain's operand v (A's input banks on the direct path) and its
-        # result h·B·φ(A v) (B's result banks on the direct path).
-        v_rd, v_wr = banks("v", chunks) if fourier else ([], [])
-        dz_rd, dz_wr = banks("dz", chunks) if fourier else ([], [])
+        z_b, w_b, g_b, d_b = (banks(name, chunks) for name in ("z", "w", "g", "dl"))
+        t_b = banks("traj", (steps + 1) * chunks)
+        lam_b = banks("lam", chunks, f.grad.width) if cfg.training else None
         vec_addr = Signal(range(max(chunks + 1, 2)))
         traj_addr = Signal(range((steps + 2) * chunks + 1))
-        for port in z_rd + w_rd + g_rd + d_rd + lam_rd + v_rd + dz_rd:
-            mod.d.comb += [port.addr.eq(vec_addr), port.en.eq(1)]
-        for port in t_rd:
-            mod.d.comb += [port.addr.eq(traj_addr), port.en.eq(1)]
+        for bank in (z_b, w_b, g_b, d_b, lam_b):
+            if bank is not None:
+                mod.d.comb += bank.rd_addr.eq(vec_addr)
+        mod.d.comb += t_b.rd_addr.eq(traj_addr)
         for unit in (A, B, C):
             mod.d.comb += unit.clear.eq(self.clear)
-        for tile in tiles:
+        for tile in (A, C) if not fourier else (C,):
             mod.d.comb += tile.y_side_addr.eq(vec_addr)
+
+        def start_tile(tile, op):
+            mod.d.comb += [tile.op.eq(op), tile.start.eq(1)]
+
+        def write_lane(bank, k, addr, value):
+            mod.d.comb += [bank.wr_addr[k].eq(addr), bank.wr_data[k].eq(value),
+                           bank.wr_en[k].eq(1)]
+
+        def side_write(tile, k, addr, value):
+            mod.d.comb += [tile.x_side_addr.eq(addr), tile.x_side_data[k].eq(value),
+                           tile.x_side_en[k].eq(1)]
 
         # Status.
         core_ovf = Signal()
@@ -272,592 +333,103 @@ class Core(wiring.Component):
             mod.d.sync += core_ovf.eq(0)
         with mod.Elif(ovf_set):
             mod.d.sync += core_ovf.eq(1)
-        logits = Array(Signal(signed(f.act.width), name=f"logit{k}")
-                       for k in range(cfg.classes))
-        status = Array(Signal(9, name=f"status{n}") for n in range(steps))
-        best = Signal(signed(f.act.width))
 
-        # Controller registers.
-        n = Signal(range(steps + 1))
-        phase = Signal(range(6))
-        it = Signal(8)
-        nt = Signal(range(cfg.neumann_terms + 2))
-        not_conv = Signal()
-        mask = Signal(m)
-        u_idx = Signal(range(max(m, cfg.classes) + 1))
-        chunk = Signal(range(chunks + 1))
-        count = Signal(range((steps + 1) * m + 1))
-        lane = Signal(range(max(lanes, 2)))
-        waddr = Signal(range(max((steps + 1) * chunks, 2)))
-        traj_base = Signal(range((steps + 2) * chunks + 1))
-        total_words = Signal(range((steps + 1) * m + 1))
-        pos = Signal(range(max(m, 2)))     # word within a state vector (READ_*)
-        op_reg = Signal(CoreOp)
-        bphase = Signal(range(2))
-        tiles_done = Signal(3)
-        a_runs = Signal()   # the backward chain runs A's transposed product
-        mod.d.comb += a_runs.eq((cfg.method == "euler") | (bphase == _B_NEU))
+        chain = self._chain_engine(mod, A, B)
+        fwd = self._forward_controller(mod, chain, C)
+        host = self._host_port(mod, A, B, C, chain)
+        adj = self._adjoint_controller(mod, A, B, C) if cfg.training else None
+        mod.d.comb += [self.cls.eq(fwd.cls), self.converged.eq(fwd.converged),
+                       self.iterations.eq(fwd.iterations)]
+        mod.d.comb += [host.logits[k].eq(fwd.logits[k]) for k in range(cfg.classes)]
+        mod.d.comb += [host.status[k].eq(fwd.status[k]) for k in range(steps)]
+        # Each part drives its addresses, enables and words only while it runs (0 otherwise)
+        # and never while another runs: the OR of them is the one that runs.
+        vec_addrs, traj_addrs, sat = [fwd.vec_addr], [host.traj_addr], [fwd.saturated]
+        if cfg.training:
+            vec_addrs += [host.lam_addr, adj.vec_addr]
+            traj_addrs.append(adj.traj_addr)
+            sat.append(adj.saturated)
+        mod.d.comb += [vec_addr.eq(_any(vec_addrs)), traj_addr.eq(_any(traj_addrs)),
+                       ovf_set.eq(_any(sat))]
+        for k in range(lanes):
+            # The forward controller's writes and reads of the state banks.
+            mod.d.comb += [fwd.z_data[k].eq(z_b.rd_data[k]), fwd.w_data[k].eq(w_b.rd_data[k]),
+                           fwd.g_data[k].eq(g_b.rd_data[k]), fwd.d_data[k].eq(d_b.rd_data[k])]
+            for bank, en in ((z_b, fwd.z_en), (w_b, fwd.w_en), (g_b, fwd.g_en),
+                             (d_b, fwd.d_en)):
+                with mod.If(en[k]):
+                    write_lane(bank, k, fwd.wr_addr, fwd.wr_data[k])
+            with mod.If(fwd.t_en[k]):
+                write_lane(t_b, k, fwd.t_addr, fwd.wr_data[k])
+            with mod.If(fwd.c_en[k]):
+                side_write(C, k, fwd.wr_addr, fwd.wr_data[k])
+            # LOAD_IMAGE's z_0 (from the host port): the state banks, the trajectory, the
+            # chain's operand and C's inputs.
+            with mod.If(host.image_en[k]):
+                addr, word = host.image_addr, host.image_data
+                write_lane(z_b, k, addr, word)
+                write_lane(t_b, k, addr, word)
+                mod.d.comb += [chain.chain.x_addr.eq(addr), chain.chain.x_data[k].eq(word),
+                               chain.chain.x_en[k].eq(1)]
+                side_write(C, k, addr, word)
+            mod.d.comb += host.traj_data[k].eq(t_b.rd_data[k])
+            if cfg.training:
+                mod.d.comb += [host.lam_data[k].eq(lam_b.rd_data[k]),
+                               adj.lam_data[k].eq(lam_b.rd_data[k]),
+                               adj.traj_data[k].eq(t_b.rd_data[k])]
+                with mod.If(adj.lam_en[k]):
+                    write_lane(lam_b, k, adj.lam_addr, adj.lam_wdata[k])
+        if not fourier:
+            self._join(mod, A, B, chain, adj)
+        self._dispatch(mod, host, fwd, adj)
+        return mod
 
-        def start_tile(tile, op):
-            mod.d.comb += [tile.op.eq(op), tile.start.eq(1)]
+    def _join(self, mod, A, B, chain, adj):
+        """Tile A's x side port and B's s_in: the chain engine's and the adjoint
+        controller's."""
+        a_x = [(chain.a_x_addr, chain.a_x_en, chain.a_x_data)]
+        b_s = [chain.b_s]
+        if adj is not None:
+            a_x.append((adj.a_x_addr, adj.a_x_en, adj.a_x_data))
+            b_s.append(adj.b_s)
+        mod.d.comb += [A.x_side_addr.eq(_any(addr for addr, _, _ in a_x)),
+                       A.x_side_en.eq(_any(en for _, en, _ in a_x)),
+                       B.s_in.valid.eq(_any(s.valid for s in b_s)),
+                       B.s_in.payload.eq(_any(s.payload for s in b_s))]
+        for k in range(self._config.lanes):
+            mod.d.comb += A.x_side_data[k].eq(_any(data[k] for _, _, data in a_x))
 
-        def write_lane(wr_ports, k, addr, value):
-            mod.d.comb += [wr_ports[k].addr.eq(addr), wr_ports[k].data.eq(value),
-                           wr_ports[k].en.eq(1)]
-
-        def side_write(tile, k, addr, value):
-            mod.d.comb += [tile.x_side_addr.eq(addr), tile.x_side_data[k].eq(value),
-                           tile.x_side_en[k].eq(1)]
-
-        def chain_in(k, addr, value):
-            """Lane ``k`` of chunk ``addr`` of the next chain's operand."""
-            if fourier:
-                write_lane(v_wr, k, addr, value)
-            else:
-                side_write(A, k, addr, value)
-
-        def saturate(value, width=sw):
-            out, sat = narrow(mod, value, 0, width)
-            return out, sat
-
-        def stream_lanes(ports, addr, at, last_word, end=None, sink=None, shift=0):
-            """One word per cycle into ``sink`` (default ``o``) from banked read ``ports``:
-            lane ``lane`` of the chunk at address ``at`` (read one cycle ahead through
-            ``addr``), shifted left by ``shift``; the next address after the last lane or
-            ``last_word``; ``end`` (the last word), if given, ends the operation."""
-            sink = self.o if sink is None else sink
-            mod.d.comb += [sink.valid.eq(1), addr.eq(at),
-                           sink.payload.eq(Array(port.data for port in ports)[lane] << shift)]
-            with mod.If(sink.ready):
-                mod.d.sync += count.eq(count + 1)
-                with mod.If((lane == lanes - 1) | last_word):
-                    mod.d.comb += addr.eq(at + 1)
-                    mod.d.sync += [at.eq(at + 1), lane.eq(0)]
-                with mod.Else():
-                    mod.d.sync += lane.eq(lane + 1)
-                if end is not None:
-                    with mod.If(end):
-                        mod.d.comb += self.done.eq(1)
-                        mod.next = "IDLE"
-
-        def record_mask(u):
-            """The Heaviside mask bit of ``u_idx`` (H(0) = 0)."""
-            for i in range(m):
-                with mod.If(u_idx == i):
-                    mod.d.sync += mask[i].eq(u > 0)
-
+    def _dispatch(self, mod, host, fwd, adj):
+        """The core's own controller: each operation to the part that carries it out."""
+        cfg = self._config
+        host_ops = HOST_OPS + (HOST_TRAINING_OPS if cfg.training else ())
         mod.d.comb += self.busy.eq(1)
         with mod.FSM():
             with mod.State("IDLE"):
                 mod.d.comb += self.busy.eq(0)
                 with mod.If(self.start):
-                    mod.d.sync += [count.eq(0), lane.eq(0), waddr.eq(0)]
                     with mod.Switch(self.op):
-                        load_ab = FourierOp.LOAD_SPECTRUM if fourier else TileOp.LOAD_W
-                        for op, tile, tile_op in ((CoreOp.LOAD_A, A, load_ab),
-                                                  (CoreOp.LOAD_B, B, load_ab),
-                                                  (CoreOp.LOAD_C, C, TileOp.LOAD_W),
-                                                  (CoreOp.LOAD_D, C, TileOp.LOAD_BIAS)):
-                            with mod.Case(op):
-                                start_tile(tile, tile_op)
-                                mod.next = f"PASS_{op.name}"
-                        with mod.Case(CoreOp.LOAD_IMAGE):
-                            mod.next = "LOAD_IMAGE"
+                        with mod.Case(*host_ops):
+                            mod.d.comb += host.start.eq(1)
+                            mod.next = "HOST"
                         with mod.Case(CoreOp.RUN):
-                            mod.d.sync += [n.eq(0), traj_base.eq(chunks), self.iterations.eq(0),
-                                           self.converged.eq(1)]
-                            mod.next = "STEP"
-                        with mod.Case(CoreOp.READ_LOGITS, CoreOp.READ_STATUS):
-                            mod.next = "READ_SMALL"
-                        with mod.Case(CoreOp.READ_STATE):
-                            mod.d.sync += total_words.eq(m)
-                            mod.next = "READ_ADDR"
-                        with mod.Case(CoreOp.READ_WEIGHTS):
-                            first = C if fourier else A
-                            start_tile(first, TileOp.READ_W)
-                            mod.next = "READ_TILES_C" if fourier else "READ_TILES_A"
-                        with mod.Case(CoreOp.READ_TRAJECTORY):
-                            mod.d.sync += total_words.eq((steps + 1) * m)
-                            mod.next = "READ_ADDR"
+                            mod.d.comb += fwd.start.eq(1)
+                            mod.next = "RUN"
                         if cfg.training:
-                            with mod.Case(CoreOp.LOAD_GRAD):
-                                start_tile(C, TileOp.LOAD_S)
-                                mod.next = "PASS_LOAD_GRAD"
                             with mod.Case(CoreOp.BACKWARD):
-                                start_tile(C, TileOp.TRANSPOSED_G)
-                                # z_n for explicit Euler, z_(n+1) for implicit (architecture.md §1).
-                                last = steps - 1 if cfg.method == "euler" else steps
-                                mod.d.sync += [n.eq(steps), traj_base.eq(last * chunks)]
-                                mod.next = "BW_LAMBDA_WAIT"
+                                mod.d.comb += adj.backward.eq(1)
+                                mod.next = "ADJOINT"
                             with mod.Case(CoreOp.APPLY):
-                                for tile in (A, B, C):
-                                    start_tile(tile, TileOp.APPLY)
-                                mod.d.sync += tiles_done.eq(0)
-                                mod.next = "APPLY"
-                            with mod.Case(CoreOp.READ_GRAD):
-                                start_tile(A, TileOp.READ_G)
-                                mod.next = "READ_TILES_A"
+                                mod.d.comb += adj.apply.eq(1)
+                                mod.next = "ADJOINT"
                         with mod.Default():
                             mod.next = "NOTHING"
-                    mod.d.sync += [op_reg.eq(self.op), pos.eq(0)]
-
             with mod.State("NOTHING"):
                 mod.d.comb += self.done.eq(1)
                 mod.next = "IDLE"
-
-            # Weight loads: the host's stream goes straight to the tile.
-            passes = [(CoreOp.LOAD_A, A), (CoreOp.LOAD_B, B), (CoreOp.LOAD_C, C),
-                      (CoreOp.LOAD_D, C)]
-            if cfg.training:
-                passes.append((CoreOp.LOAD_GRAD, C))
-            for op, tile in passes:
-                with mod.State(f"PASS_{op.name}"):
-                    mod.d.comb += [tile.i.valid.eq(self.i.valid),
-                                   tile.i.payload.eq(self.i.payload),
-                                   self.i.ready.eq(tile.i.ready)]
-                    with mod.If(tile.done):
+            parts = [("HOST", host), ("RUN", fwd)] + ([("ADJOINT", adj)] if adj else [])
+            for name, part in parts:
+                with mod.State(name):
+                    with mod.If(part.done):
                         mod.d.comb += self.done.eq(1)
                         mod.next = "IDLE"
-
-            # z_0: into the state banks, the trajectory, and the inputs of tiles A and C.
-            with mod.State("LOAD_IMAGE"):
-                mod.d.comb += self.i.ready.eq(1)
-                with mod.If(self.i.valid):
-                    word = self.i.payload[:sw].as_signed()
-                    for k in range(lanes):
-                        with mod.If(lane == k):
-                            write_lane(z_wr, k, waddr, word)
-                            write_lane(t_wr, k, waddr, word)
-                            chain_in(k, waddr, word)
-                            side_write(C, k, waddr, word)
-                    mod.d.sync += count.eq(count + 1)
-                    with mod.If((lane == lanes - 1) | (count == m - 1)):
-                        mod.d.sync += [lane.eq(0), waddr.eq(waddr + 1)]
-                    with mod.Else():
-                        mod.d.sync += lane.eq(lane + 1)
-                    with mod.If(count == m - 1):
-                        mod.d.comb += self.done.eq(1)
-                        mod.next = "IDLE"
-
-            # The step loop.
-            with mod.State("STEP"):
-                with mod.If(n == steps):
-                    mod.next = "CLASSIFY_START"
-                with mod.Else():
-                    mod.d.sync += [phase.eq(_EULER if cfg.method == "euler" else _PREDICT),
-                                   it.eq(0)]
-                    mod.next = "CHAIN_START"
-
-            def phi(u):
-                """relu (the Neumann terms: the recorded mask) of ``u_idx``'s word ``u``."""
-                masked = Signal(signed(f.act.width))
-                with mod.If(phase == _NEU):
-                    mod.d.comb += masked.eq(Mux(mask.bit_select(u_idx, 1), u, 0))
-                with mod.Else():
-                    mod.d.comb += masked.eq(Mux(u > 0, u, 0))
-                return masked
-
-            def next_u(u):
-                """``u`` has passed: count it; relu's Heaviside mask (the Neumann terms reuse
-                the residual's)."""
-                mod.d.sync += u_idx.eq(u_idx + 1)
-                with mod.If(phase != _NEU):
-                    record_mask(u)
-
-            if not fourier:
-                # One chain: B·φ(A v), the products overlapping.
-                with mod.State("CHAIN_START"):
-                    start_tile(A, TileOp.FORWARD)
-                    start_tile(B, TileOp.TRANSPOSED_STREAM)
-                    mod.d.sync += u_idx.eq(0)
-                    mod.next = "CHAIN_RUN"
-                with mod.State("CHAIN_RUN"):
-                    u = A.y_out.payload
-                    mod.d.comb += [B.s_in.valid.eq(A.y_out.valid), B.s_in.payload.eq(phi(u))]
-                    with mod.If(A.y_out.valid):
-                        next_u(u)
-                    with mod.If(B.done):
-                        mod.d.sync += [chunk.eq(0), not_conv.eq(0)]
-                        mod.next = "COMBINE_ADDR"
-            else:
-                # One chain on the Fourier path: v into unit A, A's convolution, its result
-                # through the narrowing to act and φ into unit B, B's convolution, B's result
-                # narrowed (h folded in) into the dz banks. The two narrowings are rounding
-                # sites of their own (tile A's and tile B's seeds).
-                df = self._fourier["data"]
-                shift_u = df.frac - f.act.frac
-                shift_dz = df.frac + cfg.h_shift - f.state.frac
-
-                def site(name, shift, k):
-                    """The LFSR of a narrowing that discards ``shift`` bits, or None."""
-                    if cfg.rounding != "stochastic" or shift <= 0:
-                        return None
-                    mod.submodules[name] = bank = LfsrBank(
-                        draws=1, bits=shift, steps={1}, seed=site_seed(cfg.lfsr_seed, k))
-                    return bank
-
-                def narrowed(value, shift, width, lfsr):
-                    """``value`` narrowed by ``shift`` bits; the draw consumed by ``take``."""
-                    draw = None if lfsr is None else lfsr.draw[0]
-                    out, sat = narrow(mod, value, shift, width,
-                                      rounding_offset(cfg.rounding, shift, draw))
-
-                    def take():
-                        if lfsr is not None:
-                            mod.d.comb += lfsr.advance.eq(1)
-                        with mod.If(sat):
-                            mod.d.comb += ovf_set.eq(1)
-                    return out, take
-
-                lfsr_u, lfsr_dz = site("lfsr_u", shift_u, 0), site("lfsr_dz", shift_dz, 1)
-                with mod.State("CHAIN_START"):   # vec_addr = 0: chunk 0 of v is read
-                    start_tile(A, FourierOp.LOAD_REAL)
-                    mod.d.sync += [chunk.eq(0), lane.eq(0), count.eq(0)]
-                    mod.next = "F_LOAD"
-                with mod.State("F_LOAD"):
-                    stream_lanes(v_rd, vec_addr, chunk, count == m - 1, sink=A.i,
-                                 shift=df.frac - f.state.frac)
-                    with mod.If(A.done):
-                        mod.next = "F_CONV_A"
-                for unit, name, then in ((A, "A", "F_PIPE_START"), (B, "B", "F_READ_START")):
-                    with mod.State(f"F_CONV_{name}"):
-                        start_tile(unit, FourierOp.CONV)
-                        mod.next = f"F_WAIT_{name}"
-                    with mod.State(f"F_WAIT_{name}"):
-                        with mod.If(unit.done):
-                            mod.next = then
-                with mod.State("F_PIPE_START"):
-                    start_tile(A, FourierOp.READ_REAL)
-                    start_tile(B, FourierOp.LOAD_REAL)
-                    mod.d.sync += u_idx.eq(0)
-                    mod.next = "F_PIPE"
-                with mod.State("F_PIPE"):
-                    u, take_u = narrowed(A.o.payload, shift_u, f.act.width, lfsr_u)
-                    mod.d.comb += [B.i.valid.eq(A.o.valid), A.o.ready.eq(B.i.ready),
-                                   B.i.payload.eq(phi(u) << (df.frac - f.act.frac))]
-                    with mod.If(A.o.valid & B.i.ready):
-                        next_u(u)
-                        take_u()
-                    with mod.If(B.done):
-                        mod.next = "F_CONV_B"
-                with mod.State("F_READ_START"):
-                    start_tile(B, FourierOp.READ_REAL)
-                    mod.d.sync += [chunk.eq(0), lane.eq(0)]
-                    mod.next = "F_READ"
-                with mod.State("F_READ"):
-                    dz, take_dz = narrowed(B.o.payload, shift_dz, sw, lfsr_dz)
-                    mod.d.comb += B.o.ready.eq(1)
-                    with mod.If(B.o.valid):
-                        take_dz()
-                        for k in range(lanes):
-                            with mod.If(lane == k):
-                                write_lane(dz_wr, k, chunk, dz)
-                        with mod.If(lane == lanes - 1):
-                            mod.d.sync += [lane.eq(0), chunk.eq(chunk + 1)]
-                        with mod.Else():
-                            mod.d.sync += lane.eq(lane + 1)
-                    with mod.If(B.done):
-                        mod.d.sync += [chunk.eq(0), not_conv.eq(0)]
-                        mod.next = "COMBINE_ADDR"
-
-            # Combine, chunk by chunk: reads issued one cycle ahead.
-            with mod.State("COMBINE_ADDR"):   # vec_addr = 0: chunk 0 is read
-                mod.next = "COMBINE"
-            with mod.State("COMBINE"):
-                mod.d.comb += vec_addr.eq(chunk + 1)
-                chunk_sat = Signal(lanes)
-                chunk_far = Signal(lanes)
-                for k in range(lanes):
-                    valid = Signal(name=f"cvalid{k}")
-                    mod.d.comb += valid.eq(chunk * lanes + k < m)
-                    dz = dz_rd[k].data if fourier else B.y_side_data[k]
-                    z_k, w_k, g_k, d_k = z_rd[k].data, w_rd[k].data, g_rd[k].data, d_rd[k].data
-                    wide = Signal(signed(sw + 2), name=f"cwide{k}")
-                    with mod.Switch(phase):
-                        with mod.Case(_EULER, _PREDICT):
-                            mod.d.comb += wide.eq(z_k + dz)
-                        with mod.Case(_RESID):
-                            mod.d.comb += wide.eq(w_k - z_k - dz)
-                        with mod.Case(_NEU):
-                            mod.d.comb += wide.eq(g_k + dz)
-                        with mod.Case(_WUPD):
-                            mod.d.comb += wide.eq(w_k - d_k)
-                        with mod.Case(_FINAL):
-                            mod.d.comb += wide.eq(w_k)
-                    value, sat = saturate(wide)
-                    mod.d.comb += chunk_sat[k].eq(sat & valid)
-                    mod.d.comb += chunk_far[k].eq(valid & ((value > cfg.tol)
-                                                           | (value < -cfg.tol)))
-                    with mod.If(valid):
-                        with mod.Switch(phase):
-                            with mod.Case(_EULER, _FINAL):
-                                write_lane(z_wr, k, chunk, value)
-                                write_lane(t_wr, k, traj_base + chunk, value)
-                                chain_in(k, chunk, value)
-                                side_write(C, k, chunk, value)
-                            with mod.Case(_PREDICT, _WUPD):
-                                write_lane(w_wr, k, chunk, value)
-                                chain_in(k, chunk, value)
-                            with mod.Case(_RESID):
-                                write_lane(g_wr, k, chunk, value)
-                                write_lane(d_wr, k, chunk, value)
-                                chain_in(k, chunk, value)
-                            with mod.Case(_NEU):
-                                write_lane(d_wr, k, chunk, value)
-                                chain_in(k, chunk, value)
-                with mod.If(chunk_sat.any()):
-                    mod.d.comb += ovf_set.eq(1)
-                with mod.If((phase == _RESID) & chunk_far.any()):
-                    mod.d.sync += not_conv.eq(1)
-                mod.d.sync += chunk.eq(chunk + 1)
-                with mod.If(chunk == chunks - 1):
-                    mod.next = "AFTER_COMBINE"
-
-            with mod.State("AFTER_COMBINE"):
-                with mod.Switch(phase):
-                    with mod.Case(_EULER):
-                        mod.d.sync += [status[n].eq(0x100), n.eq(n + 1),
-                                       traj_base.eq(traj_base + chunks)]
-                        mod.next = "STEP"
-                    with mod.Case(_PREDICT):
-                        mod.d.sync += phase.eq(_RESID)
-                        mod.next = "CHAIN_START"
-                    with mod.Case(_RESID):
-                        with mod.If(~not_conv | (it == cfg.max_iter)):
-                            mod.d.sync += [phase.eq(_FINAL),
-                                           status[n].eq(it | (~not_conv << 8))]
-                            with mod.If(not_conv):
-                                mod.d.sync += self.converged.eq(0)
-                            mod.next = "COMBINE_START"
-                        with mod.Elif(cfg.neumann_terms == 0):
-                            mod.d.sync += phase.eq(_WUPD)
-                            mod.next = "COMBINE_START"
-                        with mod.Else():
-                            mod.d.sync += [phase.eq(_NEU), nt.eq(0)]
-                            mod.next = "CHAIN_START"
-                    with mod.Case(_NEU):
-                        mod.d.sync += nt.eq(nt + 1)
-                        with mod.If(nt == cfg.neumann_terms - 1):
-                            mod.d.sync += phase.eq(_WUPD)
-                            mod.next = "COMBINE_START"
-                        with mod.Else():
-                            mod.next = "CHAIN_START"
-                    with mod.Case(_WUPD):
-                        mod.d.sync += [it.eq(it + 1), self.iterations.eq(self.iterations + 1),
-                                       phase.eq(_RESID)]
-                        mod.next = "CHAIN_START"
-                    with mod.Case(_FINAL):
-                        mod.d.sync += [n.eq(n + 1), traj_base.eq(traj_base + chunks)]
-                        mod.next = "STEP"
-
-            # A combine without a chain before it (the update, the step's final state).
-            with mod.State("COMBINE_START"):
-                mod.d.sync += [chunk.eq(0), not_conv.eq(0)]
-                mod.next = "COMBINE_ADDR"
-
-            # The classifier: C's forward product with its bias; the argmax as logits arrive.
-            with mod.State("CLASSIFY_START"):
-                start_tile(C, TileOp.FORWARD)
-                mod.d.sync += u_idx.eq(0)
-                mod.next = "CLASSIFY"
-            with mod.State("CLASSIFY"):
-                with mod.If(C.y_out.valid):
-                    value = C.y_out.payload
-                    mod.d.sync += [logits[u_idx].eq(value), u_idx.eq(u_idx + 1)]
-                    with mod.If((u_idx == 0) | (value > best)):
-                        mod.d.sync += [best.eq(value), self.cls.eq(u_idx)]
-                with mod.If(C.done):
-                    mod.next = "CLASSIFY_DONE"
-            # C's last logit is registered (cls, best, C's overflow flag) at the edge that
-            # ends C's done cycle: done follows one cycle later, so that every output is
-            # final in the cycle done pulses.
-            with mod.State("CLASSIFY_DONE"):
-                mod.d.comb += self.done.eq(1)
-                mod.next = "IDLE"
-
-            if cfg.training:
-                gw = f.grad.width
-
-                # λ = Cᵀ ∂L/∂logits, then into the λ banks (from C's result, a chunk per
-                # cycle); C accumulates its gradient while the steps go back.
-                with mod.State("BW_LAMBDA_WAIT"):
-                    with mod.If(C.done):
-                        mod.next = "BW_LAMBDA_ADDR"
-                with mod.State("BW_LAMBDA_ADDR"):   # vec_addr = 0: chunk 0 is read
-                    mod.d.sync += chunk.eq(0)
-                    mod.next = "BW_LAMBDA"
-                with mod.State("BW_LAMBDA"):
-                    mod.d.comb += vec_addr.eq(chunk + 1)
-                    for k in range(lanes):
-                        with mod.If(chunk * lanes + k < m):
-                            write_lane(lam_wr, k, chunk, C.y_side_data[k])
-                    mod.d.sync += chunk.eq(chunk + 1)
-                    with mod.If(chunk == chunks - 1):
-                        start_tile(C, TileOp.ACCUMULATE)
-                        mod.next = "BW_STEP"
-
-                # The steps, from the last: n counts down.
-                with mod.State("BW_STEP"):
-                    with mod.If(n == 0):
-                        mod.next = "BW_FINISH"
-                    with mod.Else():
-                        mod.d.sync += [n.eq(n - 1), chunk.eq(0)]
-                        mod.d.comb += [traj_addr.eq(traj_base), B.s_restart.eq(1)]
-                        mod.next = "BW_COPY"
-                # The step's state into A's x, λ into B's x (reads one cycle ahead).
-                with mod.State("BW_COPY"):
-                    mod.d.comb += [traj_addr.eq(traj_base + chunk + 1), vec_addr.eq(chunk + 1)]
-                    for k in range(lanes):
-                        with mod.If(chunk * lanes + k < m):
-                            side_write(A, k, chunk, t_rd[k].data)
-                            side_write(B, k, chunk, lam_rd[k].data)
-                    mod.d.sync += chunk.eq(chunk + 1)
-                    with mod.If(chunk == chunks - 1):
-                        start_tile(A, TileOp.FORWARD)
-                        mod.d.sync += u_idx.eq(0)
-                        mod.next = "BW_U"
-                # u = A z again: the mask, and relu(u) into B's s (B's gradient's u).
-                with mod.State("BW_U"):
-                    u = A.y_out.payload
-                    mod.d.comb += [B.s_in.valid.eq(A.y_out.valid),
-                                   B.s_in.payload.eq(Mux(u > 0, u, 0))]
-                    with mod.If(A.y_out.valid):
-                        mod.d.sync += u_idx.eq(u_idx + 1)
-                        record_mask(u)
-                    with mod.If(A.done):
-                        if cfg.method == "implicit_euler" and cfg.neumann_terms > 0:
-                            mod.d.sync += [bphase.eq(_B_NEU), nt.eq(0)]
-                        else:
-                            mod.d.sync += bphase.eq(_B_G)
-                        mod.next = "BW_CHAIN_START"
-
-                # One transposed chain: B's forward product on gradients (Bᵀ v), masked,
-                # streams into A's transposed product (h·Aᵀ·), the products overlapping. For
-                # implicit Euler's g, A only stores the words (its s, for the gradient).
-                with mod.State("BW_CHAIN_START"):
-                    start_tile(B, TileOp.FORWARD_G)
-                    with mod.If(a_runs):
-                        start_tile(A, TileOp.TRANSPOSED_STREAM_G)
-                    with mod.Else():
-                        mod.d.comb += A.s_restart.eq(1)
-                    mod.d.sync += u_idx.eq(0)
-                    mod.next = "BW_CHAIN"
-                with mod.State("BW_CHAIN"):
-                    y = B.y_out.payload
-                    mod.d.comb += [A.s_in.valid.eq(B.y_out.valid),
-                                   A.s_in.payload.eq(Mux(mask.bit_select(u_idx, 1), y, 0))]
-                    with mod.If(B.y_out.valid):
-                        mod.d.sync += u_idx.eq(u_idx + 1)
-                    with mod.If(Mux(a_runs, A.done, B.done)):
-                        mod.d.sync += chunk.eq(0)
-                        with mod.If(a_runs):
-                            mod.next = "BW_COMBINE_ADDR"
-                        with mod.Else():
-                            mod.next = "BW_ACCUMULATE_START"   # B is still draining
-                # sat(λ + A's result) chunk by chunk: μ into B's x (the last term's also into
-                # the λ banks), or explicit Euler's new λ into the λ banks only (B's x keeps
-                # the old λ for B's gradient).
-                with mod.State("BW_COMBINE_ADDR"):   # A idle, vec_addr = 0: chunk 0 is read
-                    mod.next = "BW_COMBINE"
-                with mod.State("BW_COMBINE"):
-                    mod.d.comb += vec_addr.eq(chunk + 1)
-                    last_term = nt == cfg.neumann_terms - 1
-                    chunk_sat = Signal(lanes)
-                    for k in range(lanes):
-                        with mod.If(chunk * lanes + k < m):
-                            total = Signal(signed(gw + 1), name=f"bsum{k}")
-                            mod.d.comb += total.eq(lam_rd[k].data + A.y_side_data[k])
-                            value, sat = saturate(total, gw)
-                            mod.d.comb += chunk_sat[k].eq(sat)
-                            with mod.If(bphase == _B_NEU):
-                                side_write(B, k, chunk, value)
-                            with mod.If((bphase == _B_G) | last_term):
-                                write_lane(lam_wr, k, chunk, value)
-                    with mod.If(chunk_sat.any()):
-                        mod.d.comb += ovf_set.eq(1)
-                    mod.d.sync += chunk.eq(chunk + 1)
-                    with mod.If(chunk == chunks - 1):
-                        with mod.If(bphase == _B_G):
-                            mod.next = "BW_ACCUMULATE_START"
-                        with mod.Else():
-                            mod.d.sync += nt.eq(nt + 1)
-                            with mod.If(last_term):
-                                mod.d.sync += bphase.eq(_B_G)
-                            mod.next = "BW_CHAIN_START"
-                # A += g zᵀ and Bᵀ += relu(u) λᵀ, at the same time.
-                with mod.State("BW_ACCUMULATE_START"):
-                    start_tile(A, TileOp.ACCUMULATE)
-                    start_tile(B, TileOp.ACCUMULATE)
-                    mod.d.sync += tiles_done.eq(0)
-                    mod.next = "BW_ACCUMULATE"
-                with mod.State("BW_ACCUMULATE"):
-                    done_now = tiles_done | Cat(A.done, B.done, 1)
-                    mod.d.sync += tiles_done.eq(done_now)
-                    with mod.If(done_now.all()):
-                        mod.d.sync += traj_base.eq(traj_base - chunks)
-                        mod.next = "BW_STEP"
-                with mod.State("BW_FINISH"):
-                    with mod.If(~C.busy):
-                        mod.d.comb += self.done.eq(1)
-                        mod.next = "IDLE"
-
-                # One SGD step in all three tiles at once (each with its own LFSR).
-                with mod.State("APPLY"):
-                    done_now = tiles_done | Cat(A.done, B.done, C.done)
-                    mod.d.sync += tiles_done.eq(done_now)
-                    with mod.If(done_now.all()):
-                        mod.d.comb += self.done.eq(1)
-                        mod.next = "IDLE"
-
-                # READ_GRAD's tail: ∂L/∂z_0 from the λ banks.
-                with mod.State("READ_GRAD_Z"):
-                    stream_lanes(lam_rd, vec_addr, chunk, count == m - 1, count == m - 1)
-
-            # READ_WEIGHTS, READ_GRAD: the tiles' weights or gradient sums one after the other
-            # (C's with the bias's); READ_GRAD then adds ∂L/∂z_0.
-            tile_read = Mux(op_reg == CoreOp.READ_WEIGHTS, TileOp.READ_W, TileOp.READ_G)
-            reads = [("C", C, None)] if fourier else [("A", A, B), ("B", B, C), ("C", C, None)]
-            for name, tile, then in reads:
-                with mod.State(f"READ_TILES_{name}"):
-                    mod.d.comb += [self.o.valid.eq(tile.o.valid),
-                                   self.o.payload.eq(tile.o.payload),
-                                   tile.o.ready.eq(self.o.ready)]
-                    with mod.If(tile.done):
-                        if then is not None:
-                            mod.d.comb += [then.op.eq(tile_read), then.start.eq(1)]
-                            mod.next = f"READ_TILES_{'BC'['AB'.index(name)]}"
-                        elif cfg.training:
-                            with mod.If(op_reg == CoreOp.READ_GRAD):
-                                mod.d.sync += [chunk.eq(0), lane.eq(0), count.eq(0)]
-                                mod.next = "READ_GRAD_Z"
-                            with mod.Else():
-                                mod.d.comb += self.done.eq(1)
-                                mod.next = "IDLE"
-                        else:
-                            mod.d.comb += self.done.eq(1)
-                            mod.next = "IDLE"
-
-            # READ_LOGITS, READ_STATUS: from registers.
-            with mod.State("READ_SMALL"):
-                is_logits = op_reg == CoreOp.READ_LOGITS
-                last = Mux(is_logits, cfg.classes - 1, steps - 1)
-                mod.d.comb += [self.o.valid.eq(1),
-                               self.o.payload.eq(Mux(is_logits, logits[count],
-                                                     status[count]))]
-                with mod.If(self.o.ready):
-                    mod.d.sync += count.eq(count + 1)
-                    with mod.If(count == last):
-                        mod.d.comb += self.done.eq(1)
-                        mod.next = "IDLE"
-
-            # READ_STATE, READ_TRAJECTORY: banked memories, one word per cycle.
-            with mod.State("READ_ADDR"):
-                base = Mux(op_reg == CoreOp.READ_STATE, steps * chunks, 0)
-                mod.d.comb += traj_addr.eq(base)
-                mod.d.sync += waddr.eq(base)
-                mod.next = "READ_DATA"
-            with mod.State("READ_DATA"):
-                stream_lanes(t_rd, traj_addr, waddr, pos == m - 1, count == total_words - 1)
-                with mod.If(self.o.ready):
-                    mod.d.sync += pos.eq(Mux(pos == m - 1, 0, pos + 1))
-        return mod

@@ -17,14 +17,14 @@ Hadamard → inverse 2-D DFT = circular convolution (docs/architecture.md §1). 
 from __future__ import annotations
 
 from amaranth import Module, Signal, signed
-from amaranth.lib import enum, stream, wiring
+from amaranth.lib import enum, wiring
 from amaranth.lib.memory import Memory
-from amaranth.lib.wiring import In, Out
 
 from xbarode.model.fixed import LFSR_SEED, ROUNDINGS, Format, Lfsr, site_seed
 from xbarode.model.fixed_ops import twiddle_matrix
 
 from .hadamard import HadamardUnit, complex_layout
+from .interface import ControlSignature
 from .tile import CrossbarTile, TileOp
 
 __all__ = ["Dft2d", "DftArray", "FourierConv", "FourierOp"]
@@ -194,16 +194,7 @@ class Dft2d(wiring.Component):
             self._unit._MustUse__silence = True
         word = max(data_format.width, twiddle_format.width,
                    spectrum_format.width if self._hadamard else 0)
-        super().__init__({
-            "i": In(stream.Signature(signed(word))),
-            "o": Out(stream.Signature(signed(word))),
-            "op": In(FourierOp),
-            "start": In(1),
-            "busy": Out(1),
-            "done": Out(1),
-            "overflow": Out(1),
-            "clear": In(1),
-        })
+        super().__init__(ControlSignature(FourierOp, word))
 
     def _array(self, n, seed):
         lanes = None if self._lanes is None else min(self._lanes, 2 * n)

@@ -19,10 +19,12 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from amaranth.hdl import Value
-from amaranth.lib import meta, stream, wiring
+from amaranth.hdl import Shape, Value, signed
+from amaranth.lib import enum, meta, stream, wiring
+from amaranth.lib.wiring import In, Out
 
-__all__ = ["HANDSHAKE", "HostInterface", "host_interface", "metadata", "word_format"]
+__all__ = ["HANDSHAKE", "ControlSignature", "HostInterface", "host_interface", "metadata",
+           "word_format"]
 
 #: The rules every unit with ``op``/``start``/``busy``/``done`` follows (checked by
 #: ``tests/test_interface.py`` on the Amaranth simulator and by ``tests/test_outside_host.py``
@@ -57,6 +59,86 @@ _RESET = {
                            "memories a compute operation was writing hold an unspecified mix "
                            "of old and new words; every other memory is kept",
 }
+
+
+class ControlSignature(wiring.Signature):
+    """The port set of every unit driven by an operation code: the tile, the 2-D DFT, the
+    Fourier convolution and the core (the Hadamard unit runs free and has its own).
+
+    Members, in this order: ``side`` (if given), then ``i``, ``o``, ``op``, ``start``,
+    ``busy``, ``done``, ``overflow``, ``clear``, then ``results`` (if given). The order is the
+    order of the Verilog ports and of the manifest's; the names are the Verilog names
+    (docs/interface.md).
+
+    Parameters
+    ----------
+    op : enum.Enum subclass
+        The unit's operations (an Amaranth enum with a shape); the shape of ``op``.
+    word : int
+        Width of the words in, ``>= 1``.
+    out_word : int, optional
+        Width of the words out, ``>= 1``; default ``word``.
+    side : dict, optional
+        Further members before the control set (the tile's side ports).
+    results : dict, optional
+        Further members after it (the core's ``cls``, ``converged``, ``iterations``).
+
+    Attributes
+    ----------
+    i : In(stream.Signature(signed(word)))
+        Words in (LOAD_* operations).
+    o : Out(stream.Signature(signed(out_word)))
+        Words out (READ_* operations).
+    op : In(op)
+        The operation, sampled at the edge where ``start`` is accepted.
+    start : In(1)
+        Starts ``op``; a pulse while ``busy`` is low.
+    busy, done : Out(1)
+        An operation runs; one-cycle pulse when it ends.
+    overflow : Out(1)
+        Sticky saturation flag, lowered by ``clear``.
+    clear : In(1)
+    """
+
+    def __init__(self, op, word: int, out_word: int | None = None, *,
+                 side: dict | None = None, results: dict | None = None):
+        if not (isinstance(op, type) and issubclass(op, enum.Enum)
+                and isinstance(op.as_shape(), Shape)):
+            raise TypeError(f"op must be an enum with a shape, not {op!r}")
+        out_word = word if out_word is None else out_word
+        for name, value in (("word", word), ("out_word", out_word)):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"{name} must be an integer, not {type(value).__name__}")
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, not {value}")
+        self._op, self._word, self._out_word = op, word, out_word
+        super().__init__({
+            **(side or {}),
+            "i": In(stream.Signature(signed(word))),
+            "o": Out(stream.Signature(signed(out_word))),
+            "op": In(op),
+            "start": In(1),
+            "busy": Out(1),
+            "done": Out(1),
+            "overflow": Out(1),
+            "clear": In(1),
+            **(results or {}),
+        })
+
+    @property
+    def op(self):
+        """The enum of the operations."""
+        return self._op
+
+    @property
+    def word(self) -> int:
+        """Width of the words in."""
+        return self._word
+
+    @property
+    def out_word(self) -> int:
+        """Width of the words out."""
+        return self._out_word
 
 
 def word_format(fmt) -> dict:

@@ -46,6 +46,7 @@ from xbarode.model.fixed_ops import accumulator_bits
 from .adder_tree import AdderTree
 from .dsp import maps_to_dsp_cell
 from .groups import GROUP, KEEP, group_copies, own_copy, per_group
+from .interface import ControlSignature
 from .lane_group import LaneGroup, lane_control
 from .output_stage import ForwardOutput
 from .readout import ChainReadout, MuxReadout
@@ -322,17 +323,7 @@ class CrossbarTile(wiring.Component):
                 "y_side_addr": In(range(max(chunks, -(-rows // lanes), 2))),
                 "y_side_data": Out(signed(out_w)).array(lanes),
             }
-        super().__init__({
-            **side,
-            "i": In(stream.Signature(signed(word))),
-            "o": Out(stream.Signature(signed(word))),
-            "op": In(TileOp),
-            "start": In(1),
-            "busy": Out(1),
-            "done": Out(1),
-            "overflow": Out(1),
-            "clear": In(1),
-        })
+        super().__init__(ControlSignature(TileOp, word, side=side))
 
     # Read-only parameters ------------------------------------------------------------------
     @property

@@ -1,0 +1,341 @@
+"""The core's adjoint controller (training): BACKWARD, the discrete adjoint over the stored
+trajectory, and APPLY, one SGD step in every tile (docs/architecture.md §1).
+
+BACKWARD: C's transposed product ``λ = Cᵀ ∂L/∂logits`` into the λ banks while C accumulates
+its gradient; per step, from the last: A's forward product of the step's state recomputes
+``u`` (the Heaviside mask ``D``; ``relu(u)`` is streamed into B's ``s``); for implicit Euler,
+``neumann_terms`` transposed chains ``μ ← sat(λ + h·Aᵀ(D ⊙ Bᵀμ))`` (B's forward product on
+gradients streaming into A's transposed one) and ``λ ← μ``; the chain ``g = D ⊙ Bᵀλ`` (for
+explicit Euler with ``λ ← sat(λ + h·Aᵀg)``); then A and B accumulate ``g zᵀ`` and
+``relu(u) λᵀ`` at the same time.
+"""
+
+from __future__ import annotations
+
+from amaranth import Cat, Module, Mux, Signal, signed
+from amaranth.lib import enum, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .core_parts import check_int
+from .rounding import narrow
+from .tile import TileOp
+
+__all__ = ["AdjointController", "AdjointPhase"]
+
+
+class AdjointPhase(enum.Enum, shape=1):
+    """What a backward step's transposed chain computes."""
+
+    NEU = 0   #: a Neumann term of the transposed solve: μ ← sat(λ + h·Aᵀ(D ⊙ Bᵀμ))
+    G = 1     #: g = D ⊙ Bᵀλ (explicit Euler: and λ ← sat(λ + h·Aᵀg))
+
+
+class AdjointController(wiring.Component):
+    """BACKWARD and APPLY on tiles A, B (holding Bᵀ) and C.
+
+    Parameters
+    ----------
+    m, lanes, steps : int
+        State words, lanes, Euler steps; each ``>= 1``.
+    method : {"euler", "implicit_euler"}
+    neumann_terms : int
+        Implicit Euler: Neumann terms of the transposed solve, ``>= 0``.
+    state_width, grad_width : int
+        Widths of the state words (trajectory) and of the gradient words (λ).
+    widths : dict of int
+        The tiles' port widths: ``a_s``, ``b_s`` (``s_in``), ``a_y``, ``b_y`` (``y_out``),
+        ``a_x``, ``b_x`` (``x_side_data``), ``a_r``, ``c_r`` (``y_side_data``).
+
+    Attributes
+    ----------
+    backward, apply : In(1)
+        Start BACKWARD or APPLY (the controller idle).
+    done : Out(1)
+        The operation ends in this cycle.
+    a_op, b_op, c_op : Out(TileOp)
+    a_start, b_start, c_start : Out(1)
+        Start a tile.
+    a_done, b_done, c_done, c_busy : In(1)
+        The tiles' ``done`` (and C's ``busy``).
+    a_s_restart, b_s_restart : Out(1)
+        The tiles' ``s_restart``.
+    a_s, b_s : Out(stream.Signature(signed(...), always_ready=True))
+        The tiles' ``s_in``.
+    a_y, b_y : In(stream.Signature(signed(...), always_ready=True))
+        The tiles' ``y_out``.
+    a_x_addr, a_x_data, a_x_en, b_x_addr, b_x_data, b_x_en : Out
+        The tiles' ``x_side_*``.
+    a_r_data, c_r_data : In(signed(...)).array(lanes)
+        A's and C's ``y_side_data`` (at ``vec_addr`` of the cycle before).
+    vec_addr : Out(range(chunks + 1))
+        Read address of the λ banks and of A's and C's results.
+    lam_data : In(signed(grad_width)).array(lanes)
+    lam_addr : Out(range(chunks))
+    lam_wdata : Out(signed(grad_width)).array(lanes)
+    lam_en : Out(1).array(lanes)
+        The λ banks: read words; write ``lam_wdata[k]`` at ``lam_addr`` where ``lam_en[k]``.
+    traj_addr : Out(range((steps + 2)·chunks + 1))
+    traj_data : In(signed(state_width)).array(lanes)
+        The trajectory banks' read address and words.
+    saturated : Out(1)
+        A saturating addition saturated in this cycle.
+
+    Notes
+    -----
+    Latency of BACKWARD: C's transposed product, then per step about
+    ``(3 + 2·neumann_terms)·(m·C)`` cycles (``C = ceil(m/lanes)``) for ``5 + 2·neumann_terms``
+    products of m² MACs; ``done`` once C's gradient accumulation has ended too. APPLY: the
+    tiles' SGD steps, ``done`` with the last tile's ``done``.
+    """
+
+    def __init__(self, *, m: int, lanes: int, steps: int, method: str, neumann_terms: int,
+                 state_width: int, grad_width: int, widths: dict):
+        for name, value in (("m", m), ("lanes", lanes), ("steps", steps),
+                            ("state_width", state_width), ("grad_width", grad_width)):
+            check_int(name, value, 1)
+        check_int("neumann_terms", neumann_terms, 0)
+        if method not in ("euler", "implicit_euler"):
+            raise ValueError(f"method must be 'euler' or 'implicit_euler', not {method!r}")
+        keys = ("a_s", "b_s", "a_y", "b_y", "a_x", "b_x", "a_r", "c_r")
+        if not isinstance(widths, dict) or sorted(widths) != sorted(keys):
+            raise ValueError(f"widths must give {list(keys)}")
+        for name in keys:
+            check_int(f"widths[{name!r}]", widths[name], 1)
+        chunks = -(-m // lanes)
+        self._m, self._lanes, self._steps, self._chunks = m, lanes, steps, chunks
+        self._method, self._neumann_terms, self._gw = method, neumann_terms, grad_width
+        w = widths
+        side = {}
+        for t in ("a", "b"):
+            side |= {f"{t}_s_restart": Out(1),
+                     f"{t}_s": Out(stream.Signature(signed(w[f"{t}_s"]), always_ready=True)),
+                     f"{t}_y": In(stream.Signature(signed(w[f"{t}_y"]), always_ready=True)),
+                     f"{t}_x_addr": Out(range(max(chunks, 2))),
+                     f"{t}_x_data": Out(signed(w[f"{t}_x"])).array(lanes),
+                     f"{t}_x_en": Out(lanes)}
+        super().__init__({
+            "backward": In(1), "apply": In(1), "done": Out(1),
+            **{f"{t}_op": Out(TileOp) for t in "abc"},
+            **{f"{t}_start": Out(1) for t in "abc"},
+            **{f"{t}_done": In(1) for t in "abc"}, "c_busy": In(1),
+            **side,
+            "a_r_data": In(signed(w["a_r"])).array(lanes),
+            "c_r_data": In(signed(w["c_r"])).array(lanes),
+            "vec_addr": Out(range(max(chunks + 1, 2))),
+            "lam_data": In(signed(grad_width)).array(lanes),
+            "lam_addr": Out(range(max(chunks, 2))),
+            "lam_wdata": Out(signed(grad_width)).array(lanes),
+            "lam_en": Out(1).array(lanes),
+            "traj_addr": Out(range((steps + 2) * chunks + 1)),
+            "traj_data": In(signed(state_width)).array(lanes),
+            "saturated": Out(1),
+        })
+
+    @property
+    def m(self) -> int:
+        """State words."""
+        return self._m
+
+    @property
+    def lanes(self) -> int:
+        """Lanes."""
+        return self._lanes
+
+    @property
+    def steps(self) -> int:
+        """Euler steps."""
+        return self._steps
+
+    @property
+    def method(self) -> str:
+        """``"euler"`` or ``"implicit_euler"``."""
+        return self._method
+
+    def _start(self, mod, tile, op):
+        mod.d.comb += [getattr(self, f"{tile}_op").eq(op), getattr(self, f"{tile}_start").eq(1)]
+
+    def _lam_write(self, mod, k, addr, value):
+        mod.d.comb += [self.lam_addr.eq(addr), self.lam_wdata[k].eq(value),
+                       self.lam_en[k].eq(1)]
+
+    def _side_write(self, mod, tile, k, addr, value):
+        mod.d.comb += [getattr(self, f"{tile}_x_addr").eq(addr),
+                       getattr(self, f"{tile}_x_data")[k].eq(value),
+                       getattr(self, f"{tile}_x_en")[k].eq(1)]
+
+    def elaborate(self, platform):
+        mod = Module()
+        steps, chunks, m = self._steps, self._chunks, self._m
+        shapes = {"n": range(steps + 1), "nt": range(self._neumann_terms + 2), "mask": m,
+                  "u_idx": range(m + 1), "chunk": range(chunks + 1),
+                  "traj_base": range((steps + 2) * chunks + 1), "bphase": AdjointPhase,
+                  "tiles_done": 3, "a_runs": 1}
+        r = {name: Signal(shape, name=name) for name, shape in shapes.items()}
+        # The backward chain runs A's transposed product (else A only stores the words).
+        mod.d.comb += r["a_runs"].eq((self._method == "euler")
+                                     | (r["bphase"] == AdjointPhase.NEU))
+        with mod.FSM():
+            with mod.State("IDLE"):
+                with mod.If(self.backward):
+                    self._start(mod, "c", TileOp.TRANSPOSED_G)
+                    # z_n for explicit Euler, z_(n+1) for implicit (architecture.md §1).
+                    last = steps - 1 if self._method == "euler" else steps
+                    mod.d.sync += [r["n"].eq(steps), r["traj_base"].eq(last * chunks)]
+                    mod.next = "LAMBDA_WAIT"
+                with mod.Elif(self.apply):
+                    for tile in "abc":
+                        self._start(mod, tile, TileOp.APPLY)
+                    mod.d.sync += r["tiles_done"].eq(0)
+                    mod.next = "APPLY"
+            self._lambda(mod, r)
+            self._step(mod, r)
+            self._chain(mod, r)
+            self._combine(mod, r)
+            self._accumulate(mod, r)
+        return mod
+
+    def _lambda(self, mod, r):
+        """λ = Cᵀ ∂L/∂logits, then into the λ banks (from C's result, a chunk per cycle); C
+        accumulates its gradient while the steps go back."""
+        chunk, lanes = r["chunk"], self._lanes
+        with mod.State("LAMBDA_WAIT"):
+            with mod.If(self.c_done):
+                mod.next = "LAMBDA_ADDR"
+        with mod.State("LAMBDA_ADDR"):   # vec_addr = 0: chunk 0 is read
+            mod.d.sync += chunk.eq(0)
+            mod.next = "LAMBDA"
+        with mod.State("LAMBDA"):
+            mod.d.comb += self.vec_addr.eq(chunk + 1)
+            for k in range(lanes):
+                with mod.If(chunk * lanes + k < self._m):
+                    self._lam_write(mod, k, chunk, self.c_r_data[k])
+            mod.d.sync += chunk.eq(chunk + 1)
+            with mod.If(chunk == self._chunks - 1):
+                self._start(mod, "c", TileOp.ACCUMULATE)
+                mod.next = "STEP"
+
+    def _step(self, mod, r):
+        """A step, from the last (n counts down): the state into A's x, λ into B's x, and
+        ``u = A z`` again."""
+        n, chunk, u_idx, lanes = r["n"], r["chunk"], r["u_idx"], self._lanes
+        with mod.State("STEP"):
+            with mod.If(n == 0):
+                mod.next = "FINISH"
+            with mod.Else():
+                mod.d.sync += [n.eq(n - 1), chunk.eq(0)]
+                mod.d.comb += [self.traj_addr.eq(r["traj_base"]), self.b_s_restart.eq(1)]
+                mod.next = "COPY"
+        # Reads one cycle ahead.
+        with mod.State("COPY"):
+            mod.d.comb += [self.traj_addr.eq(r["traj_base"] + chunk + 1),
+                           self.vec_addr.eq(chunk + 1)]
+            for k in range(lanes):
+                with mod.If(chunk * lanes + k < self._m):
+                    self._side_write(mod, "a", k, chunk, self.traj_data[k])
+                    self._side_write(mod, "b", k, chunk, self.lam_data[k])
+            mod.d.sync += chunk.eq(chunk + 1)
+            with mod.If(chunk == self._chunks - 1):
+                self._start(mod, "a", TileOp.FORWARD)
+                mod.d.sync += u_idx.eq(0)
+                mod.next = "U"
+        # u = A z again: the mask, and relu(u) into B's s (B's gradient's u).
+        with mod.State("U"):
+            u = self.a_y.payload
+            mod.d.comb += [self.b_s.valid.eq(self.a_y.valid),
+                           self.b_s.payload.eq(Mux(u > 0, u, 0))]
+            with mod.If(self.a_y.valid):
+                mod.d.sync += u_idx.eq(u_idx + 1)
+                for i in range(self._m):   # the Heaviside mask bit of u_idx (H(0) = 0)
+                    with mod.If(u_idx == i):
+                        mod.d.sync += r["mask"][i].eq(u > 0)
+            with mod.If(self.a_done):
+                if self._method == "implicit_euler" and self._neumann_terms > 0:
+                    mod.d.sync += [r["bphase"].eq(AdjointPhase.NEU), r["nt"].eq(0)]
+                else:
+                    mod.d.sync += r["bphase"].eq(AdjointPhase.G)
+                mod.next = "CHAIN_START"
+
+    def _chain(self, mod, r):
+        """One transposed chain: B's forward product on gradients (Bᵀ v), masked, streams
+        into A's transposed product (h·Aᵀ·), the products overlapping. For implicit Euler's
+        g, A only stores the words (its s, for the gradient)."""
+        u_idx, a_runs = r["u_idx"], r["a_runs"]
+        with mod.State("CHAIN_START"):
+            self._start(mod, "b", TileOp.FORWARD_G)
+            with mod.If(a_runs):
+                self._start(mod, "a", TileOp.TRANSPOSED_STREAM_G)
+            with mod.Else():
+                mod.d.comb += self.a_s_restart.eq(1)
+            mod.d.sync += u_idx.eq(0)
+            mod.next = "CHAIN"
+        with mod.State("CHAIN"):
+            y = self.b_y.payload
+            mod.d.comb += [self.a_s.valid.eq(self.b_y.valid),
+                           self.a_s.payload.eq(Mux(r["mask"].bit_select(u_idx, 1), y, 0))]
+            with mod.If(self.b_y.valid):
+                mod.d.sync += u_idx.eq(u_idx + 1)
+            with mod.If(Mux(a_runs, self.a_done, self.b_done)):
+                mod.d.sync += r["chunk"].eq(0)
+                with mod.If(a_runs):
+                    mod.next = "COMBINE_ADDR"
+                with mod.Else():
+                    mod.next = "ACCUMULATE_START"   # B is still draining
+
+    def _combine(self, mod, r):
+        """sat(λ + A's result) chunk by chunk: μ into B's x (the last term's also into the λ
+        banks), or explicit Euler's new λ into the λ banks only (B's x keeps the old λ for
+        B's gradient)."""
+        P = AdjointPhase
+        chunk, nt, bphase, lanes, gw = r["chunk"], r["nt"], r["bphase"], self._lanes, self._gw
+        with mod.State("COMBINE_ADDR"):   # A idle, vec_addr = 0: chunk 0 is read
+            mod.next = "COMBINE"
+        with mod.State("COMBINE"):
+            mod.d.comb += self.vec_addr.eq(chunk + 1)
+            last_term = nt == self._neumann_terms - 1
+            chunk_sat = Signal(lanes)
+            for k in range(lanes):
+                with mod.If(chunk * lanes + k < self._m):
+                    total = Signal(signed(gw + 1), name=f"bsum{k}")
+                    mod.d.comb += total.eq(self.lam_data[k] + self.a_r_data[k])
+                    value, sat = narrow(mod, total, 0, gw)
+                    mod.d.comb += chunk_sat[k].eq(sat)
+                    with mod.If(bphase == P.NEU):
+                        self._side_write(mod, "b", k, chunk, value)
+                    with mod.If((bphase == P.G) | last_term):
+                        self._lam_write(mod, k, chunk, value)
+            mod.d.comb += self.saturated.eq(chunk_sat.any())
+            mod.d.sync += chunk.eq(chunk + 1)
+            with mod.If(chunk == self._chunks - 1):
+                with mod.If(bphase == P.G):
+                    mod.next = "ACCUMULATE_START"
+                with mod.Else():
+                    mod.d.sync += nt.eq(nt + 1)
+                    with mod.If(last_term):
+                        mod.d.sync += bphase.eq(P.G)
+                    mod.next = "CHAIN_START"
+
+    def _accumulate(self, mod, r):
+        """A += g zᵀ and Bᵀ += relu(u) λᵀ at the same time; the end of BACKWARD; APPLY."""
+        tiles_done = r["tiles_done"]
+        with mod.State("ACCUMULATE_START"):
+            self._start(mod, "a", TileOp.ACCUMULATE)
+            self._start(mod, "b", TileOp.ACCUMULATE)
+            mod.d.sync += tiles_done.eq(0)
+            mod.next = "ACCUMULATE"
+        with mod.State("ACCUMULATE"):
+            done_now = tiles_done | Cat(self.a_done, self.b_done, 1)
+            mod.d.sync += tiles_done.eq(done_now)
+            with mod.If(done_now.all()):
+                mod.d.sync += r["traj_base"].eq(r["traj_base"] - self._chunks)
+                mod.next = "STEP"
+        with mod.State("FINISH"):
+            with mod.If(~self.c_busy):
+                mod.d.comb += self.done.eq(1)
+                mod.next = "IDLE"
+        # One SGD step in all three tiles at once (each with its own LFSR).
+        with mod.State("APPLY"):
+            done_now = tiles_done | Cat(self.a_done, self.b_done, self.c_done)
+            mod.d.sync += tiles_done.eq(done_now)
+            with mod.If(done_now.all()):
+                mod.d.comb += self.done.eq(1)
+                mod.next = "IDLE"

@@ -1,0 +1,458 @@
+"""The neural-ODE core's parts (hdl/core.py builds and joins them): its operation codes, the
+banked vector memories and the host port.
+
+Banking. A vector of ``m`` words is kept in ``lanes`` memories: lane ``k`` holds the entries
+``j ≡ k (mod lanes)`` at address ``j // lanes`` (the tiles' own banking), so that a whole
+chunk of ``lanes`` words moves in one cycle.
+"""
+
+from __future__ import annotations
+
+from amaranth import Array, Module, Mux, Signal, signed
+from amaranth.lib import enum, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from .fourier import FourierOp
+from .tile import TileOp
+
+__all__ = ["CoreOp", "HostPort", "VectorBanks", "stream_lanes"]
+
+
+class CoreOp(enum.Enum, shape=4):
+    """Host operations of the core, selected on ``op`` when ``start`` is pulsed.
+
+    =============== ===================================================================
+    LOAD_A          stream in ``A`` (m·m weight words, row-major)
+    LOAD_B          stream in ``Bᵀ`` (m·m weight words, row-major: ``B`` column by column)
+    LOAD_C          stream in ``C`` (classes·m weight words, row-major)
+    LOAD_D          stream in ``d`` (classes weight words)
+    LOAD_IMAGE      stream in ``z_0`` (m state words)
+    RUN             integrate and classify; ``done`` when the class is ready
+    READ_LOGITS     stream out the logits (classes act words)
+    READ_STATE      stream out ``z_N`` (m state words)
+    READ_STATUS     stream out one word per step: Newton iterations (bits 0–7) and
+                    converged (bit 8); explicit Euler steps read ``0x100``
+    READ_TRAJECTORY stream out ``z_0 … z_N`` ((steps + 1)·m state words)
+    LOAD_GRAD       (training) stream in ``∂L/∂logits`` (classes grad words, the host's
+                    softmax minus one-hot)
+    BACKWARD        (training) the discrete adjoint over the stored trajectory; adds this
+                    image's gradients to the tiles' accumulators; ``∂L/∂z_0`` kept
+    APPLY           (training) one SGD step on A, Bᵀ, C and d from the accumulated
+                    gradients, which are cleared; with ``structure = "conv"`` one step
+                    per kernel tap of A and Bᵀ (weights tied: they stay convolutions)
+    READ_GRAD       (training) stream out the gradient sums (acc_width-bit words):
+                    ``A`` (m·m), ``Bᵀ`` (m·m), ``C`` (classes·m), ``d`` (classes), then
+                    ``∂L/∂z_0`` of the last BACKWARD (m grad words)
+    READ_WEIGHTS    stream out the weights: ``A`` (m·m), ``Bᵀ`` (m·m), ``C`` (classes·m),
+                    ``d`` (classes); on the Fourier path only ``C`` and ``d``
+    =============== ===================================================================
+    """
+
+    LOAD_A = 0
+    LOAD_B = 1
+    LOAD_C = 2
+    LOAD_D = 3
+    LOAD_IMAGE = 4
+    RUN = 5
+    READ_LOGITS = 6
+    READ_STATE = 7
+    READ_STATUS = 8
+    READ_TRAJECTORY = 9
+    LOAD_GRAD = 10
+    BACKWARD = 11
+    APPLY = 12
+    READ_GRAD = 13
+    READ_WEIGHTS = 14
+
+
+#: The operations the host port carries out on its own (streams in and out).
+HOST_OPS = (CoreOp.LOAD_A, CoreOp.LOAD_B, CoreOp.LOAD_C, CoreOp.LOAD_D, CoreOp.LOAD_IMAGE,
+            CoreOp.READ_LOGITS, CoreOp.READ_STATE, CoreOp.READ_STATUS,
+            CoreOp.READ_TRAJECTORY, CoreOp.READ_WEIGHTS)
+#: … and with ``training``.
+HOST_TRAINING_OPS = (CoreOp.LOAD_GRAD, CoreOp.READ_GRAD)
+
+
+
+def check_int(name, value, low):
+    """Raise unless ``value`` is an integer (not a bool) ``>= low``; ``name`` in the message."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an integer, not {type(value).__name__}")
+    if value < low:
+        raise ValueError(f"{name} must be >= {low}, not {value}")
+
+
+def stream_lanes(mod, *, sink, data, addr, at, lane, count, lanes, last_word):
+    """One word per cycle into stream ``sink`` from banked read ``data`` (one per lane): lane
+    ``lane`` of the chunk at address ``at``, read one cycle ahead through ``addr``; the next
+    address after the last lane or ``last_word``. Counts the words moved in ``count``.
+    Returns the condition "a word moved" (``sink.ready``)."""
+    mod.d.comb += [sink.valid.eq(1), addr.eq(at), sink.payload.eq(Array(data)[lane])]
+    with mod.If(sink.ready):
+        mod.d.sync += count.eq(count + 1)
+        with mod.If((lane == lanes - 1) | last_word):
+            mod.d.comb += addr.eq(at + 1)
+            mod.d.sync += [at.eq(at + 1), lane.eq(0)]
+        with mod.Else():
+            mod.d.sync += lane.eq(lane + 1)
+    return sink.ready
+
+
+class VectorBanks(wiring.Component):
+    """A banked vector: ``lanes`` memories of ``depth`` words, one read address for all.
+
+    Parameters
+    ----------
+    lanes : int
+        Memories (lanes), ``>= 1``.
+    depth : int
+        Words per memory, ``>= 1``.
+    width : int
+        Word width (signed), ``>= 1``.
+
+    Attributes
+    ----------
+    rd_addr : In(range(depth))
+        The address every lane reads.
+    rd_data : Out(signed(width)).array(lanes)
+        Each lane's word at the ``rd_addr`` of the cycle before.
+    wr_addr : In(range(depth)).array(lanes)
+    wr_data : In(signed(width)).array(lanes)
+    wr_en : In(1).array(lanes)
+        Lane ``k`` writes ``wr_data[k]`` at ``wr_addr[k]`` at the edge where ``wr_en[k]``
+        is high.
+
+    Notes
+    -----
+    Latency 1: a read returns the word at the next edge; a word written at an edge is read
+    from the cycle after (the read ports are not transparent: a read and a write of the same
+    address at the same edge return the old word).
+    """
+
+    def __init__(self, *, lanes: int, depth: int, width: int):
+        for name, value in (("lanes", lanes), ("depth", depth), ("width", width)):
+            check_int(name, value, 1)
+        self._lanes, self._depth, self._width = lanes, depth, width
+        super().__init__({
+            "rd_addr": In(range(depth)),
+            "rd_data": Out(signed(width)).array(lanes),
+            "wr_addr": In(range(depth)).array(lanes),
+            "wr_data": In(signed(width)).array(lanes),
+            "wr_en": In(1).array(lanes),
+        })
+
+    @property
+    def lanes(self) -> int:
+        """Memories (lanes)."""
+        return self._lanes
+
+    @property
+    def depth(self) -> int:
+        """Words per memory."""
+        return self._depth
+
+    @property
+    def width(self) -> int:
+        """Word width."""
+        return self._width
+
+    def elaborate(self, platform):
+        m = Module()
+        for k in range(self._lanes):
+            m.submodules[f"lane{k}"] = mem = Memory(shape=signed(self._width),
+                                                    depth=self._depth, init=[])
+            rd, wr = mem.read_port(), mem.write_port()
+            m.d.comb += [rd.addr.eq(self.rd_addr), rd.en.eq(1), self.rd_data[k].eq(rd.data),
+                         wr.addr.eq(self.wr_addr[k]), wr.data.eq(self.wr_data[k]),
+                         wr.en.eq(self.wr_en[k])]
+        return m
+
+
+class HostPort(wiring.Component):
+    """The core's stream operations: loads into the tiles and the state banks, reads out of
+    the tiles, the registers and the banks.
+
+    Started (``start``, ``op``) by the core for the operations of :data:`HOST_OPS` (and
+    :data:`HOST_TRAINING_OPS` with ``training``); ``done`` pulses in the cycle the last word
+    moves (or the last tile is done), so the core passes it on as its own.
+
+    ============================== ========================================================
+    LOAD_A, LOAD_B, LOAD_C, LOAD_D start the tile (tile 0, 1, 2 = A, B, C) with LOAD_W (A
+                                   and B on the Fourier path: LOAD_SPECTRUM), LOAD_BIAS
+                                   for LOAD_D; ``i`` passes to ``tile_i`` until it is done
+    LOAD_GRAD                      the same into C with LOAD_S
+    LOAD_IMAGE                     ``m`` words from ``i`` to ``image_*``
+    READ_LOGITS, READ_STATUS       ``logits`` or ``status`` to ``o``
+    READ_STATE, READ_TRAJECTORY    the trajectory banks (``traj_*``) from ``z_N`` or ``z_0``
+    READ_WEIGHTS, READ_GRAD        each tile's READ_W or READ_G (A, B, C; on the Fourier
+                                   path C only) passed from ``tile_o`` to ``o``; READ_GRAD
+                                   then ``∂L/∂z_0`` from the λ banks (``lam_*``)
+    ============================== ========================================================
+
+    Parameters
+    ----------
+    m, lanes, steps, classes : int
+        State words, lanes (banking), Euler steps, classes; each ``>= 1``.
+    word, out_word : int
+        Widths of ``i`` and ``o``.
+    state_width, act_width, grad_width : int
+        Widths of a state word (``image_data``, ``traj_data``), an act word (``logits``) and
+        a gradient word (``lam_data``).
+    fourier : bool
+        A and B are Fourier units (LOAD_SPECTRUM; READ_WEIGHTS reads C only).
+    training : bool
+        The core trains (LOAD_GRAD, READ_GRAD).
+
+    Attributes
+    ----------
+    i : In(stream.Signature(signed(word)))
+    o : Out(stream.Signature(signed(out_word)))
+        The core's streams.
+    op : In(CoreOp)
+    start : In(1)
+        Start ``op`` (a host operation); only while idle.
+    done : Out(1)
+        The operation ends in this cycle.
+    tile_op : Out(4)
+        The operation code of the tile started (TileOp or FourierOp values).
+    tile_start : Out(1).array(3)
+        Start tile A, B or C with ``tile_op``.
+    tile_done : In(1).array(3)
+        The tiles' ``done``.
+    tile_i : Out(stream.Signature(signed(word))).array(3)
+    tile_o : In(stream.Signature(signed(out_word))).array(3)
+        The tiles' ``i`` and ``o`` streams.
+    image_addr : Out(range(chunks))
+    image_data : Out(signed(state_width))
+    image_en : Out(1).array(lanes)
+        LOAD_IMAGE: write ``image_data`` at ``image_addr`` of lane ``k``'s banks.
+    logits : In(signed(act_width)).array(classes)
+    status : In(9).array(steps)
+        The registers READ_LOGITS and READ_STATUS stream out.
+    traj_addr : Out(range((steps + 2)·chunks + 1))
+    traj_data : In(signed(state_width)).array(lanes)
+        The trajectory banks' read address and words (``z_n`` at ``n·chunks``).
+    lam_addr : Out(range(chunks + 1))
+    lam_data : In(signed(grad_width)).array(lanes)
+        The λ banks' (training).
+
+    Notes
+    -----
+    Latency: ``done`` with the last word; loads and reads from the banks move one word per
+    cycle the stream allows (their first read is issued in the cycle after ``start``);
+    READ_LOGITS and READ_STATUS one word per cycle from the cycle after ``start``; the tile
+    operations as fast as the tiles stream.
+    """
+
+    def __init__(self, *, m: int, lanes: int, steps: int, classes: int, word: int,
+                 out_word: int, state_width: int, act_width: int, grad_width: int,
+                 fourier: bool = False, training: bool = False):
+        for name, value in (("m", m), ("lanes", lanes), ("steps", steps), ("classes", classes),
+                            ("word", word), ("out_word", out_word),
+                            ("state_width", state_width), ("act_width", act_width),
+                            ("grad_width", grad_width)):
+            check_int(name, value, 1)
+        if fourier and training:
+            raise ValueError("the Fourier path is for inference: fourier and training "
+                             "exclude each other")
+        self._m, self._lanes, self._steps, self._classes = m, lanes, steps, classes
+        self._fourier, self._training = bool(fourier), bool(training)
+        chunks = -(-m // lanes)
+        self._chunks = chunks
+        super().__init__({
+            "i": In(stream.Signature(signed(word))),
+            "o": Out(stream.Signature(signed(out_word))),
+            "op": In(CoreOp),
+            "start": In(1),
+            "done": Out(1),
+            "tile_op": Out(4),
+            "tile_start": Out(1).array(3),
+            "tile_done": In(1).array(3),
+            "tile_i": Out(stream.Signature(signed(word))).array(3),
+            "tile_o": In(stream.Signature(signed(out_word))).array(3),
+            "image_addr": Out(range(max(chunks, 2))),
+            "image_data": Out(signed(state_width)),
+            "image_en": Out(1).array(lanes),
+            "logits": In(signed(act_width)).array(classes),
+            "status": In(9).array(steps),
+            "traj_addr": Out(range((steps + 2) * chunks + 1)),
+            "traj_data": In(signed(state_width)).array(lanes),
+            "lam_addr": Out(range(max(chunks + 1, 2))),
+            "lam_data": In(signed(grad_width)).array(lanes),
+        })
+
+    @property
+    def m(self) -> int:
+        """State words."""
+        return self._m
+
+    @property
+    def lanes(self) -> int:
+        """Lanes of the banks."""
+        return self._lanes
+
+    @property
+    def steps(self) -> int:
+        """Euler steps (trajectory length ``steps + 1``)."""
+        return self._steps
+
+    @property
+    def classes(self) -> int:
+        """Classes (logits)."""
+        return self._classes
+
+    @property
+    def fourier(self) -> bool:
+        """A and B are Fourier units."""
+        return self._fourier
+
+    @property
+    def training(self) -> bool:
+        """LOAD_GRAD and READ_GRAD are carried out."""
+        return self._training
+
+    def _start_ops(self, mod, regs):
+        """The IDLE state's decoding of ``op``."""
+        m, steps, fourier = self._m, self._steps, self._fourier
+        load_ab = FourierOp.LOAD_SPECTRUM if fourier else TileOp.LOAD_W
+
+        def start_tile(k, code):
+            mod.d.comb += [self.tile_op.eq(code), self.tile_start[k].eq(1)]
+
+        with mod.Switch(self.op):
+            loads = [(CoreOp.LOAD_A, 0, load_ab), (CoreOp.LOAD_B, 1, load_ab),
+                     (CoreOp.LOAD_C, 2, TileOp.LOAD_W), (CoreOp.LOAD_D, 2, TileOp.LOAD_BIAS)]
+            if self._training:
+                loads.append((CoreOp.LOAD_GRAD, 2, TileOp.LOAD_S))
+            for op, k, code in loads:
+                with mod.Case(op):
+                    start_tile(k, code)
+                    mod.next = f"PASS_{op.name}"
+            with mod.Case(CoreOp.LOAD_IMAGE):
+                mod.next = "LOAD_IMAGE"
+            with mod.Case(CoreOp.READ_LOGITS, CoreOp.READ_STATUS):
+                mod.next = "READ_SMALL"
+            with mod.Case(CoreOp.READ_STATE):
+                mod.d.sync += regs["total_words"].eq(m)
+                mod.next = "READ_ADDR"
+            with mod.Case(CoreOp.READ_TRAJECTORY):
+                mod.d.sync += regs["total_words"].eq((steps + 1) * m)
+                mod.next = "READ_ADDR"
+            with mod.Case(CoreOp.READ_WEIGHTS):
+                start_tile(2 if fourier else 0, TileOp.READ_W)
+                mod.next = "READ_TILES_C" if fourier else "READ_TILES_A"
+            if self._training:
+                with mod.Case(CoreOp.READ_GRAD):
+                    start_tile(0, TileOp.READ_G)
+                    mod.next = "READ_TILES_A"
+
+    def elaborate(self, platform):
+        mod = Module()
+        m, lanes, chunks, steps = self._m, self._lanes, self._chunks, self._steps
+        count = Signal(range((steps + 1) * m + 1))
+        lane = Signal(range(max(lanes, 2)))
+        waddr = Signal(range(max((steps + 1) * chunks, 2)))
+        total_words = Signal(range((steps + 1) * m + 1))
+        pos = Signal(range(max(m, 2)))     # word within a state vector (READ_STATE, …)
+        op_reg = Signal(CoreOp)
+        regs = {"total_words": total_words}
+
+        with mod.FSM():
+            with mod.State("IDLE"):
+                with mod.If(self.start):
+                    mod.d.sync += [count.eq(0), lane.eq(0), waddr.eq(0), pos.eq(0),
+                                   op_reg.eq(self.op)]
+                    self._start_ops(mod, regs)
+
+            # Weight loads: the host's stream goes straight to the tile.
+            passes = [(CoreOp.LOAD_A, 0), (CoreOp.LOAD_B, 1), (CoreOp.LOAD_C, 2),
+                      (CoreOp.LOAD_D, 2)] + ([(CoreOp.LOAD_GRAD, 2)] if self._training else [])
+            for op, k in passes:
+                with mod.State(f"PASS_{op.name}"):
+                    wiring.connect(mod, wiring.flipped(self.i), wiring.flipped(self.tile_i[k]))
+                    with mod.If(self.tile_done[k]):
+                        mod.d.comb += self.done.eq(1)
+                        mod.next = "IDLE"
+
+            # z_0: one word per lane, a chunk after the other.
+            with mod.State("LOAD_IMAGE"):
+                mod.d.comb += [self.i.ready.eq(1), self.image_addr.eq(waddr),
+                               self.image_data.eq(self.i.payload)]
+                with mod.If(self.i.valid):
+                    for k in range(lanes):
+                        mod.d.comb += self.image_en[k].eq(lane == k)
+                    mod.d.sync += count.eq(count + 1)
+                    with mod.If((lane == lanes - 1) | (count == m - 1)):
+                        mod.d.sync += [lane.eq(0), waddr.eq(waddr + 1)]
+                    with mod.Else():
+                        mod.d.sync += lane.eq(lane + 1)
+                    with mod.If(count == m - 1):
+                        mod.d.comb += self.done.eq(1)
+                        mod.next = "IDLE"
+
+            self._tile_reads(mod, op_reg, regs | {"count": count, "lane": lane,
+                                                   "waddr": waddr})
+
+            # READ_LOGITS, READ_STATUS: from registers.
+            with mod.State("READ_SMALL"):
+                is_logits = op_reg == CoreOp.READ_LOGITS
+                last = Mux(is_logits, self._classes - 1, steps - 1)
+                mod.d.comb += [self.o.valid.eq(1),
+                               self.o.payload.eq(Mux(is_logits, Array(self.logits)[count],
+                                                     Array(self.status)[count]))]
+                with mod.If(self.o.ready):
+                    mod.d.sync += count.eq(count + 1)
+                    with mod.If(count == last):
+                        mod.d.comb += self.done.eq(1)
+                        mod.next = "IDLE"
+
+            # READ_STATE, READ_TRAJECTORY: the trajectory banks, one word per cycle.
+            with mod.State("READ_ADDR"):
+                base = Mux(op_reg == CoreOp.READ_STATE, steps * chunks, 0)
+                mod.d.comb += self.traj_addr.eq(base)
+                mod.d.sync += waddr.eq(base)
+                mod.next = "READ_DATA"
+            with mod.State("READ_DATA"):
+                moved = stream_lanes(mod, sink=self.o, data=self.traj_data,
+                                     addr=self.traj_addr, at=waddr, lane=lane, count=count,
+                                     lanes=lanes, last_word=pos == m - 1)
+                with mod.If(moved):
+                    mod.d.sync += pos.eq(Mux(pos == m - 1, 0, pos + 1))
+                    with mod.If(count == total_words - 1):
+                        mod.d.comb += self.done.eq(1)
+                        mod.next = "IDLE"
+        return mod
+
+    def _tile_reads(self, mod, op_reg, regs):
+        """READ_WEIGHTS, READ_GRAD: the tiles' weights or gradient sums one after the other
+        (C's with the bias's); READ_GRAD then adds ∂L/∂z_0 from the λ banks."""
+        count, lane, at = regs["count"], regs["lane"], regs["waddr"]
+        tile_read = Mux(op_reg == CoreOp.READ_WEIGHTS, TileOp.READ_W, TileOp.READ_G)
+        reads = [("C", 2)] if self._fourier else [("A", 0), ("B", 1), ("C", 2)]
+        for name, k in reads:
+            with mod.State(f"READ_TILES_{name}"):
+                wiring.connect(mod, wiring.flipped(self.tile_o[k]), wiring.flipped(self.o))
+                with mod.If(self.tile_done[k]):
+                    if k < 2:
+                        mod.d.comb += [self.tile_op.eq(tile_read), self.tile_start[k + 1].eq(1)]
+                        mod.next = f"READ_TILES_{'ABC'[k + 1]}"
+                    elif self._training:
+                        with mod.If(op_reg == CoreOp.READ_GRAD):
+                            mod.d.sync += [at.eq(0), lane.eq(0), count.eq(0)]
+                            mod.next = "READ_GRAD_Z"
+                        with mod.Else():
+                            mod.d.comb += self.done.eq(1)
+                            mod.next = "IDLE"
+                    else:
+                        mod.d.comb += self.done.eq(1)
+                        mod.next = "IDLE"
+        if self._training:
+            with mod.State("READ_GRAD_Z"):
+                last = count == self._m - 1
+                moved = stream_lanes(mod, sink=self.o, data=self.lam_data, addr=self.lam_addr,
+                                     at=at, lane=lane, count=count, lanes=self._lanes,
+                                     last_word=last)
+                with mod.If(moved & last):
+                    mod.d.comb += self.done.eq(1)
+                    mod.next = "IDLE"
