@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The project's two entry points, as the README gives them:
 #   ./dev.sh demo [OPTIONS]    the main job: `xbarode demo` (options are passed on)
-#   ./dev.sh test [PYTEST]     the whole test suite (arguments are passed to pytest)
+#   ./dev.sh test [PYTEST]     the whole test suite on every core (arguments go to pytest)
 # Each creates the virtual environment .venv on first use and installs what it needs into it;
 # it reinstalls only when pyproject.toml changes. Set XBARODE_VENV to use another folder.
 set -euo pipefail
@@ -77,7 +77,8 @@ case "$command" in
         ensure_venv "test"
         ensure_iverilog
         cd "$root"
-        exec "$venv/bin/pytest" "$@"
+        # One worker per core (pytest-xdist); a later -n in the arguments wins (-n 0: none).
+        exec "$venv/bin/pytest" -n "${XBARODE_TEST_WORKERS:-auto}" --dist worksteal "$@"
         ;;
     *)
         usage
