@@ -58,7 +58,6 @@ MAX_FUNCTION_LINES = 150
 LONG_FUNCTIONS = {
     "hdl/tile.py::elaborate",
     "hdl/fourier.py::elaborate",
-    "xbarode/cli.py::build_parser",
 }
 
 

@@ -745,7 +745,7 @@ def cmd_synth(args) -> dict:
 
 
 def _add_unit_commands(sub) -> None:
-    from .units import SIMULATORS, UNITS
+    from .units import UNITS
 
     commands = {
         "generate": ("Verilog and a JSON manifest of parameters and ports", cmd_generate),
@@ -773,8 +773,7 @@ def _add_unit_commands(sub) -> None:
                                     "(adjoint) (default: %(default)s)")
                 p.add_argument("--seed", type=int, default=0,
                                help="seed of the random vectors (default: %(default)s)")
-                p.add_argument("--simulator", choices=SIMULATORS, default="verilator",
-                               help="simulator (default: %(default)s)")
+                _add_simulator(p)
                 p.add_argument("--out", default=f"build/cosim-{unit.name}",
                                help="folder for Verilog, logs and waveforms "
                                     "(default: %(default)s)")
@@ -807,28 +806,25 @@ def cmd_bench_tile(args) -> dict:
                          quiet=args.json)}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of the ``xbarode`` command."""
-    parser = argparse.ArgumentParser(
-        prog="xbarode",
-        description="Neural ODEs on a fixed-point crossbar accelerator: golden model, hardware, "
-                    "co-simulation.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="every option, input file and output place is checked before any work or "
-               "write.\n"
-               "exit status: 0 success; 1 a check failed (RTL mismatch, --fail-on-overflow);\n"
-               "  2 bad input (option, configuration, weights file, unwritable output, missing "
-               "tool);\n"
-               "  3 internal error (XBARODE_TRACEBACK=1 shows the traceback); 130 interrupted "
-               "(Ctrl-C).\n"
-               "simulator builds are cached by content in $XBARODE_BUILD_DIR (default "
-               "~/.cache/xbarode/cosim),\n"
-               "  verified before reuse; each simulation runs in its own folder "
-               "OUT/run-SIMULATOR-ID.",
-    )
-    parser.add_argument("--version", action="version", version=f"xbarode {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+def _add_core_config(parser) -> None:
+    """``--config`` (a core configuration file) and repeatable ``--set KEY=VALUE``."""
+    parser.add_argument("--config", type=Path, default=None,
+                        help="core configuration (TOML; default: the digits core)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one core configuration field (e.g. --set batch=1); "
+                             "repeatable")
 
+
+def _add_simulator(parser) -> None:
+    """``--simulator``: which simulator runs the RTL (Verilator by default)."""
+    from .units import SIMULATORS
+
+    parser.add_argument("--simulator", choices=SIMULATORS, default="verilator",
+                        help="simulator (default: %(default)s)")
+
+
+def _add_train(sub) -> None:
+    """The ``train`` command."""
     train = sub.add_parser("train", help="train the neural ODE on a data set",
                            description="Train the neural ODE on a bundled data set "
                                        "(--dataset: digits, 1437 train / 360 test 8x8 "
@@ -849,20 +845,18 @@ def build_parser() -> argparse.ArgumentParser:
     rtl.add_argument("--images", type=int, default=96,
                      help="training images (the first of the training set; default: "
                           "%(default)s, three mini-batches of 32)")
-    rtl.add_argument("--config", type=Path, default=None,
-                     help="core configuration (TOML; default: the digits core)")
-    rtl.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                     help="override one core configuration field (e.g. --set batch=1); "
-                          "repeatable")
+    _add_core_config(rtl)
     rtl.add_argument("--weights", type=Path, default=None,
                      help="initial weights (default: the training's seeded initialisation)")
-    rtl.add_argument("--simulator", choices=("amaranth", "verilator", "icarus"),
-                     default="verilator", help="simulator (default: %(default)s)")
+    _add_simulator(rtl)
     rtl.add_argument("--rtl-out", default="build/train-rtl",
                      help="folder for the Verilog and simulator logs (default: %(default)s)")
     _add_json(train)
     train.set_defaults(func=cmd_train)
 
+
+def _add_evaluate(sub) -> None:
+    """The ``evaluate`` command."""
     evaluate = sub.add_parser("evaluate", help="accuracy of a weights file",
                               description="Evaluate a weights file written by 'xbarode train' "
                                           "on a data set's test and training sets; weights "
@@ -873,6 +867,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_json(evaluate)
     evaluate.set_defaults(func=cmd_evaluate)
 
+
+def _add_demo(sub) -> None:
+    """The ``demo`` command."""
     demo = sub.add_parser("demo", help="the whole flow on the default configuration",
                           description="Train the default network (on the digits unless "
                                       "--dataset says otherwise) in 16-bit "
@@ -884,35 +881,30 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default=str(DEMO_WEIGHTS),
                       help="weights file to write; the RTL build goes beside it "
                            "(default: %(default)s)")
-    demo.add_argument("--config", type=Path, default=None,
-                      help="core configuration (TOML; default: the digits core)")
-    demo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                      help="override one core configuration field; repeatable")
+    _add_core_config(demo)
     demo.add_argument("--rtl-images", type=int, default=360,
                       help="test images through the RTL core; 0 skips the RTL "
                            "(default: %(default)s)")
-    demo.add_argument("--simulator", choices=("amaranth", "verilator", "icarus"),
-                      default="verilator", help="simulator (default: %(default)s)")
+    _add_simulator(demo)
     _add_json(demo)
     demo.set_defaults(func=cmd_demo)
 
+
+def _add_simulate(sub) -> None:
+    """The ``simulate`` command."""
     simulate = sub.add_parser(
         "simulate", help="test images through the RTL core, compared with the fixed-point model",
         description="Run test images through the core's RTL on a simulator and through the "
                     "fixed-point model; compare every logit, state word, status word and "
                     "flag; report agreement, accuracy and cycles.")
-    simulate.add_argument("--config", type=Path, default=None,
-                          help="core configuration (TOML; default: the digits core)")
-    simulate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                      help="override one core configuration field; repeatable")
+    _add_core_config(simulate)
     simulate.add_argument("--weights", type=Path, default=None,
                           help="weights file (default: the trained 16-bit weights shipped "
                                "with the package, what xbarode demo trains)")
     _add_dataset(simulate, "data set of the test images; its image size must be the core's")
     simulate.add_argument("--images", type=int, default=360,
                           help="first N test images (default: %(default)s, all the digits)")
-    simulate.add_argument("--simulator", choices=("amaranth", "verilator", "icarus"),
-                          default="verilator", help="simulator (default: %(default)s)")
+    _add_simulator(simulate)
     simulate.add_argument("--batch", type=_positive_int, default=90,
                           help="images per simulation run (default: %(default)s)")
     simulate.add_argument("--out", default="build/simulate",
@@ -920,8 +912,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_json(simulate)
     simulate.set_defaults(func=cmd_simulate)
 
-    _add_unit_commands(sub)
 
+def _add_study(sub) -> None:
+    """The ``study`` commands: precision and fourier."""
     study = sub.add_parser("study", help="studies that answer a design question",
                            description="Studies; each writes Markdown, JSON and a PNG plot.")
     study_sub = study.add_subparsers(dest="what", required=True, metavar="WHAT")
@@ -976,6 +969,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_json(fourier)
     fourier.set_defaults(func=cmd_study_fourier)
 
+
+def _add_bench(sub) -> None:
+    """The ``bench`` commands: model and tile."""
     bench = sub.add_parser("bench", help="performance figures",
                            description="Benchmarks, measured side by side in one run.")
     bench_sub = bench.add_subparsers(dest="what", required=True, metavar="WHAT")
@@ -1010,6 +1006,35 @@ def build_parser() -> argparse.ArgumentParser:
                       help="folder for synthesis files (default: %(default)s)")
     _add_json(tile)
     tile.set_defaults(func=cmd_bench_tile)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``xbarode`` command."""
+    parser = argparse.ArgumentParser(
+        prog="xbarode",
+        description="Neural ODEs on a fixed-point crossbar accelerator: golden model, hardware, "
+                    "co-simulation.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="every option, input file and output place is checked before any work or "
+               "write.\n"
+               "exit status: 0 success; 1 a check failed (RTL mismatch, --fail-on-overflow);\n"
+               "  2 bad input (option, configuration, weights file, unwritable output, missing "
+               "tool);\n"
+               "  3 internal error (XBARODE_TRACEBACK=1 shows the traceback); 130 interrupted "
+               "(Ctrl-C).\n"
+               "simulator builds are cached by content in $XBARODE_BUILD_DIR (default "
+               "~/.cache/xbarode/cosim),\n"
+               "  verified before reuse; each simulation runs in its own folder "
+               "OUT/run-SIMULATOR-ID.",
+    )
+    parser.add_argument("--version", action="version", version=f"xbarode {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    for add in (_add_train, _add_evaluate, _add_demo, _add_simulate):
+        add(sub)
+    _add_unit_commands(sub)
+    _add_study(sub)
+    _add_bench(sub)
     return parser
 
 
