@@ -159,7 +159,7 @@ def _build_key(texts, simulator, version, toplevel, parameters, waves, build_arg
     digest = hashlib.sha256()
     for part in (simulator, version, toplevel, json.dumps(sorted(parameters.items())),
                  str(bool(waves)), json.dumps(list(build_args)), json.dumps(build_env),
-                 _cocotb_version()):
+                 _cocotb_version(), _cocotb_libs()):
         digest.update(part.encode() + b"\0")
     for text in texts:
         digest.update(text + b"\0")
@@ -198,6 +198,14 @@ def _build_intact(build):
 def _cocotb_version():
     import cocotb
     return cocotb.__version__
+
+
+def _cocotb_libs():
+    """Where this environment's cocotb libraries are: a Verilator model links to them by
+    absolute path (its runpath), so a build made by another environment (another clone,
+    virtual environment or install) must not be reused here — it would fail to load them."""
+    import cocotb
+    return str((Path(cocotb.__file__).parent / "libs").resolve())
 
 
 @contextlib.contextmanager

@@ -249,6 +249,24 @@ def test_cocotb_build_is_reused_and_keyed_by_design(simulator, build_root, tmp_p
     assert third.build_dir != first.build_dir
 
 
+def test_a_build_of_another_environment_is_not_reused(build_root, tmp_path, monkeypatch):
+    # A Verilator model links to cocotb's libraries by absolute path: a build made by another
+    # virtual environment or clone (same design, same versions) would not load here.
+    import cocotb
+
+    dut = ToyDot(width=8, length=5)
+    verilog = write_verilog(dut, "toy", tmp_path)
+    data = toy_data(dut, verilog, seed=1, vectors=2)
+    first = run_cocotb([verilog], "toy", COCOTB_MODULE, "verilator", build_dir=build_root,
+                       data=data, testcase="toy_dot")
+    elsewhere = tmp_path / "other-venv" / "cocotb" / "__init__.py"
+    monkeypatch.setattr(cocotb, "__file__", str(elsewhere))
+    second = run_cocotb([verilog], "toy", COCOTB_MODULE, "verilator", build_dir=build_root,
+                        data=data, testcase="toy_dot")
+    assert second.build_dir != first.build_dir
+    assert second.built
+
+
 @pytest.mark.parametrize("simulator", SIMULATORS)
 def test_cocotb_mismatch_names_first_output_and_writes_waves(simulator, build_root,
                                                               tmp_path):
