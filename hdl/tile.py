@@ -87,7 +87,7 @@ class CrossbarTile(wiring.Component):
         Seed of the tile's LFSR (stochastic rounding).
     weights : array_like of int, shape (rows, cols), optional
         Initial weights (words of ``weight_format``), e.g. a constant table; zeros otherwise.
-        LOAD_W and UPDATE still change them.
+        LOAD_W and UPDATE still change them (unless ``writable`` is False).
     shift : int
         Extra right shift of the FORWARD and TRANSPOSED narrowings: the product is scaled by
         ``2^-shift`` (a step ``h``) inside its one rounding.
@@ -121,6 +121,12 @@ class CrossbarTile(wiring.Component):
         ``G <- 0`` everywhere. The model twin is
         :meth:`~xbarode.model.fixed_ops.FixedTile.apply_kernel_gradient`. Needs
         ``grad_format``.
+    writable : bool
+        With False, a read-only table tile: no LOAD_W and no UPDATE (their op codes end at
+        once, as any operation the tile does not have), and the weight banks have no write
+        port — they hold ``weights``, which must be given, and nothing else (READ_W still
+        streams them). No training operations (``grad_format`` must be None). The DFT arrays
+        (:class:`~xbarode.hdl.fourier.DftArray`) are such tiles.
 
     Attributes
     ----------
@@ -193,12 +199,13 @@ class CrossbarTile(wiring.Component):
     ``cycles_per_mvm`` in the co-simulation reports is the measured FORWARD latency.
     """
 
-    def __init__(self, *, rows: int, cols: int, lanes: int, weight_format: Format,
+    # Many options, each validated with its own message.
+    def __init__(self, *, rows: int, cols: int, lanes: int, weight_format: Format,  # noqa: C901
                  input_format: Format, output_format: Format, acc_width: int = 48,
                  rounding: str = "nearest", eta_shift: int = 0, lfsr_seed: int = LFSR_SEED,
                  weights=None, shift: int = 0, bias: bool = False, side_ports: bool = False,
                  grad_format: Format | None = None, grad_shift: int = 0, sgd_shift: int = 0,
-                 taps=None, read_chain: bool = False):
+                 taps=None, read_chain: bool = False, writable: bool = True):
         for name, value in (("rows", rows), ("cols", cols), ("lanes", lanes),
                             ("acc_width", acc_width), ("eta_shift", eta_shift),
                             ("shift", shift), ("grad_shift", grad_shift),
@@ -243,6 +250,15 @@ class CrossbarTile(wiring.Component):
                 raise ValueError("taps need grad_format: the tied step is APPLY's")
             taps = check_taps(taps, rows, cols)
         self._taps = taps
+        if not isinstance(writable, bool):
+            raise TypeError(f"writable must be a bool, not {type(writable).__name__}")
+        if not writable and weights is None:
+            raise ValueError("a read-only tile (writable=False) needs weights: its banks hold "
+                             "only their initial contents")
+        if not writable and grad_format is not None:
+            raise ValueError("a read-only tile (writable=False) has no training operations: "
+                             "grad_format must be None")
+        self._writable = writable
         self._shift, self._bias, self._side = shift, bool(bias), bool(side_ports)
         self._read_chain = bool(read_chain)
         self._rows, self._cols, self._lanes = rows, cols, lanes
@@ -344,6 +360,11 @@ class CrossbarTile(wiring.Component):
     def read_chain(self) -> bool:
         """READ_* streams through the chain of lane registers (see the class notes)."""
         return self._read_chain
+
+    @property
+    def writable(self) -> bool:
+        """The weights can be written (LOAD_W, UPDATE); False for a read-only table tile."""
+        return self._writable
 
     @property
     def grad_format(self) -> Format | None:
@@ -524,15 +545,17 @@ class CrossbarTile(wiring.Component):
                 update_shift=self.update_shift, acc_width=self._acc_width if train else None,
                 apply_shift=self.apply_shift, rounding=self._rounding, draw_bits=draws.bits,
                 one_chunk=chunks == 1, tied=self._taps is not None,
-                init=w_init[first:first + size], block_ram=block_ram)
+                init=w_init[first:first + size], block_ram=block_ram,
+                writable=self._writable)
             groups.append(group)
             m.d.comb += [group.ctrl.eq(ctrl), group.addr.eq(seq.bank_addr[g]),
                          group.en.eq(seq.bank_en[g]), group.s.eq(mem.s_rd.data),
-                         group.clear.eq(self.clear),
-                         group.load_valid.eq(seq.lw_valid[g]),
-                         group.load_lane.eq(seq.lw_lane[g]),
-                         group.load_addr.eq(seq.lw_addr[g]),
-                         group.load_word.eq(seq.lw_word[g])]
+                         group.clear.eq(self.clear)]
+            if self._writable:
+                m.d.comb += [group.load_valid.eq(seq.lw_valid[g]),
+                             group.load_lane.eq(seq.lw_lane[g]),
+                             group.load_addr.eq(seq.lw_addr[g]),
+                             group.load_word.eq(seq.lw_word[g])]
             m.d.comb += [group.x[j].eq(mem.x_rd[first + j].data) for j in range(size)]
             if draws.bits:
                 m.d.comb += [group.draw[j].eq(draws.draws[first + j]) for j in range(size)]
@@ -748,7 +771,7 @@ class _Draws:
         self.m, self._rounding = m, tile.rounding
         self._train = tile.grad_format is not None
         self._forward_shift, self._grad_shift = tile.forward_shift, tile.grad_product_shift
-        all_shifts = [tile.forward_shift, tile.update_shift]
+        all_shifts = [tile.forward_shift] + ([tile.update_shift] if tile.writable else [])
         if self._train:
             all_shifts += [tile.grad_product_shift, tile.apply_shift]
             if tile.bias:

@@ -37,6 +37,9 @@ class TileOp(enum.Enum, shape=4):
     READ_G     stream out ``G`` (``rows·cols`` words, row-major), then ``g_d`` (``rows``
                words, tiles with ``bias``)
     ========== ====================================================================
+
+    A read-only tile (``writable=False``) has neither LOAD_W nor UPDATE: like every
+    operation a tile does not have, they end at once (``done`` the cycle after ``start``).
     """
 
     LOAD_W = 0

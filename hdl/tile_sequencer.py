@@ -58,7 +58,8 @@ class TileSequencer:
     walking, mirrors : dict of list of Signal
         The copies of states (see the module docstring).
     lw_valid, lx_valid, lw_lane, lw_addr, lw_word : list of Signal
-        Per group: LOAD_W's and LOAD_X's word on its way to the banks.
+        Per group: LOAD_W's and LOAD_X's word on its way to the banks (``lw_valid`` only on a
+        writable tile).
     op, is_fwd, is_tr, is_upd, is_grad, is_acc, is_apply, streaming, y_fwd : Signal
         The operation and its decoded flags, registered at ``start``.
     s_count, tr_chunk : Signal
@@ -76,6 +77,7 @@ class TileSequencer:
         self.n_groups = group_count(lanes)
         self.train, self.tied = tile.grad_format is not None, tile.taps is not None
         self.bias, self.side, self.chained = tile.bias, tile.side_ports, tile.read_chain
+        self.writable = tile.writable
         self._loads()
         self._counters()
         self._reads()
@@ -90,7 +92,7 @@ class TileSequencer:
         FSM's decision drives n_groups registers, not every lane's write multiplexers (the
         64-lane tile's critical path went from the FSM's state to all lanes' write data)."""
         m, n_groups, w_depth = self.m, self.n_groups, self.w_depth
-        lw_valid = per_group(n_groups, 1, "lw_valid")
+        lw_valid = per_group(n_groups, 1, "lw_valid") if self.writable else []
         lx_valid = per_group(n_groups, 1, "lx_valid")
         self.lw_valid, self.lx_valid = lw_valid, lx_valid
         self.lw_lane = per_group(n_groups, range(GROUP), "lw_lane")
@@ -117,9 +119,10 @@ class TileSequencer:
         self.y_fwd = Signal()   # the last product was a FORWARD*: READ_Y streams the f memory
         self.op = op = Signal(TileOp)
         for g in range(self.n_groups):   # LOAD_W's and LOAD_X's word, should it be taken
+            load_addr = Mux(op == TileOp.LOAD_X, chunk, waddr) if self.writable else chunk
             m.d.sync += [self.lw_lane[g].eq(self.lane % GROUP),
                          self.lw_word[g].eq(self.tile.i.payload),
-                         self.lw_addr[g].eq(Mux(op == TileOp.LOAD_X, chunk, waddr))]
+                         self.lw_addr[g].eq(load_addr)]
         # Whether row and chunk are at their last values, registered with them (set_row,
         # set_chunk): the walks' decisions take a flag, not a comparator on the counter.
         self.row_last, self.chunk_last = Signal(init=rows == 1), Signal(init=chunks == 1)
@@ -395,7 +398,7 @@ class TileSequencer:
         TileOp values end at once (NOTHING)."""
         stream_ops = [TileOp.TRANSPOSED_STREAM] if self.side else []
         fwd_ops = [TileOp.FORWARD]
-        write_ops = [TileOp.UPDATE]
+        write_ops = [TileOp.UPDATE] if self.writable else []
         tr_ops = [TileOp.TRANSPOSED, *stream_ops]
         read_ops = [TileOp.READ_W, TileOp.READ_Y]
         grad_ops = []
@@ -456,8 +459,9 @@ class TileSequencer:
                                  self.is_apply.eq(tile.op == TileOp.APPLY)]
                 m.d.sync += [self.op.eq(tile.op), self.is_fwd.eq(one_of(ops.fwd)),
                              self.is_tr.eq(one_of(ops.tr)),
-                             self.streaming.eq(one_of(ops.stream)),
-                             self.is_upd.eq(tile.op == TileOp.UPDATE)]
+                             self.streaming.eq(one_of(ops.stream))]
+                if self.writable:
+                    m.d.sync += self.is_upd.eq(tile.op == TileOp.UPDATE)
                 self.reset_counters()
                 m.d.sync += self.tr_chunk.eq(0)
                 self._dispatch(ops)
@@ -466,8 +470,9 @@ class TileSequencer:
         """IDLE's choice of the operation's first state."""
         m, tile = self.m, self.tile
         with m.Switch(tile.op):
-            with m.Case(TileOp.LOAD_W):
-                self.goto("LOAD_W")
+            if self.writable:
+                with m.Case(TileOp.LOAD_W):
+                    self.goto("LOAD_W")
             with m.Case(*ops.read):
                 self.goto("READ_ADDR")
             with m.Case(TileOp.LOAD_X):
@@ -477,9 +482,10 @@ class TileSequencer:
             with m.Case(*ops.fwd):
                 m.d.sync += [self.y_fwd.eq(1), self.drain.eq(self.forward_drain)]
                 self.goto("ISSUE_ROWS")
-            with m.Case(*ops.write):
-                m.d.sync += self.drain.eq(6)
-                self.goto("ISSUE_ROWS")
+            if ops.write:
+                with m.Case(*ops.write):
+                    m.d.sync += self.drain.eq(6)
+                    self.goto("ISSUE_ROWS")
             with m.Case(*ops.tr):
                 m.d.sync += [self.y_fwd.eq(0), self.drain.eq(6)]
                 self.goto("ISSUE_COLS")
@@ -495,12 +501,13 @@ class TileSequencer:
 
     def _load_states(self):
         m, tile, mem, rows, cols = self.m, self.tile, self.mem, self.rows, self.cols
-        with self.state("LOAD_W"):
-            def load_w(count):
-                self.load_word(self.lw_valid)
-                self.step_row_major()
+        if self.writable:
+            with self.state("LOAD_W"):
+                def load_w(count):
+                    self.load_word(self.lw_valid)
+                    self.step_row_major()
 
-            self.take_words(rows * cols - 1, load_w)
+                self.take_words(rows * cols - 1, load_w)
 
         with self.state("LOAD_X"):
             def load_x(count):

@@ -1,21 +1,26 @@
 # amaranth: UnusedElaboratable=no
 """The crossbar tile's parts on their own (hdl/adder_tree.py, hdl/readout.py,
-hdl/output_stage.py, hdl/lane_group.py, hdl/tap_walker.py): each against plain Python
-arithmetic, cycle by cycle. The tile's own tests (test_tile.py) cover them inside the tile
-against the fixed-point model."""
+hdl/output_stage.py, hdl/lane_group.py, hdl/tap_walker.py), and the read-only table tile
+(``writable=False``): each against plain Python arithmetic, cycle by cycle. The tile's own
+tests (test_tile.py) cover the parts inside the tile against the fixed-point model."""
 
 import numpy as np
 import pytest
-from amaranth import ClockDomain, Module
+from amaranth import ClockDomain, Fragment, Module
 from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 
 from xbarode.hdl.adder_tree import AdderTree
+from xbarode.hdl.fourier import DftArray
+from xbarode.hdl.interface import host_interface
 from xbarode.hdl.lane_group import LaneGroup
 from xbarode.hdl.output_stage import ForwardOutput
 from xbarode.hdl.readout import ChainReadout, MuxReadout
 from xbarode.hdl.tap_walker import TapWalker
+from xbarode.hdl.tile import CrossbarTile, TileOp
 from xbarode.model.conv import tap_columns
+from xbarode.model.fixed import Format
+from xbarode.sim.streams import op_receive, op_run, op_send
 
 
 def simulate(dut, bench):
@@ -513,3 +518,81 @@ def test_tap_walker_rejects_bad_parameters(changes, error, message):
     with pytest.raises(error, match=message):
         TapWalker(**args)
 
+
+# --- the read-only table tile (writable=False): no weight-load path --------------------------
+
+TABLE = {"rows": 3, "cols": 5, "lanes": 2, "weight_format": Format(8, 4),
+         "input_format": Format(8, 4), "output_format": Format(8, 4)}
+
+
+def elaborated(component):
+    """``component``'s module, its parts elaborated too (so none is left unused)."""
+    module = component.elaborate(None)
+    Fragment.get(module, None)
+    return module
+
+
+def test_read_only_tile_has_no_weight_write_path():
+    """A table tile's lane groups have no load ports and their weight banks no write port;
+    its interface lists neither LOAD_W nor UPDATE. A writable tile's have them."""
+    weights = np.arange(15).reshape(3, 5) - 7
+    for writable in (False, True):
+        tile = CrossbarTile(**TABLE, weights=weights, writable=writable)
+        assert tile.writable is writable
+        group = elaborated(tile).submodules.lanes0
+        assert group.writable is writable
+        assert ("load_valid" in group.signature.members) is writable
+        bank = elaborated(group).submodules.w0
+        assert len(bank.write_ports) == int(writable)
+        ops = {op["name"] for op in host_interface(tile).as_json()["operations"]}
+        assert ({"LOAD_W", "UPDATE"} <= ops) is writable
+        assert {"READ_W", "LOAD_X", "FORWARD", "TRANSPOSED", "READ_Y"} <= ops
+    assert DftArray(2, data_format=Format(8, 4), twiddle_format=Format(8, 6)).writable is False
+
+
+def test_read_only_tile_keeps_its_table_and_computes_with_it():
+    """LOAD_W and UPDATE end at once (done the cycle after start) and change nothing; READ_W
+    streams the table; FORWARD and TRANSPOSED are ``nearest((W x) >> 4)`` and
+    ``nearest((Wᵀ s) >> 4)``, clipped to 8 bits."""
+    rng = np.random.default_rng(2)
+    weights = rng.integers(-40, 40, (3, 5))
+    x, s = rng.integers(-40, 40, 5).tolist(), rng.integers(-40, 40, 3).tolist()
+    dut = CrossbarTile(**TABLE, weights=weights, writable=False)
+    seen = {}
+
+    async def bench(ctx):
+        seen["ends"] = [await op_run(ctx, dut, op, max_cycles=8)
+                        for op in (TileOp.LOAD_W, TileOp.UPDATE)]
+        seen["table"] = await op_receive(ctx, dut, TileOp.READ_W, 15)
+        await op_send(ctx, dut, TileOp.LOAD_X, x)
+        await op_send(ctx, dut, TileOp.LOAD_S, s)
+        await op_run(ctx, dut, TileOp.FORWARD)
+        seen["forward"] = await op_receive(ctx, dut, TileOp.READ_Y, 3)
+        await op_run(ctx, dut, TileOp.TRANSPOSED)
+        seen["transposed"] = await op_receive(ctx, dut, TileOp.READ_Y, 5)
+
+    simulate(dut, bench)
+    assert seen["ends"] == [2, 2]
+    assert seen["table"] == weights.ravel().tolist()
+    assert seen["forward"] == [nearest(int(v), 4)[0] for v in weights @ np.array(x)]
+    assert seen["transposed"] == [nearest(int(v), 4)[0] for v in weights.T @ np.array(s)]
+
+
+@pytest.mark.parametrize(("changes", "error", "message"), [
+    ({"writable": 0}, TypeError, r"^writable must be a bool, not int$"),
+    ({"writable": False, "weights": None}, ValueError,
+     r"^a read-only tile \(writable=False\) needs weights: its banks hold only their initial "
+     r"contents$"),
+    ({"writable": False, "grad_format": Format(8, 4)}, ValueError,
+     r"^a read-only tile \(writable=False\) has no training operations: grad_format must be "
+     r"None$"),
+])
+def test_read_only_tile_rejects_bad_parameters(changes, error, message):
+    with pytest.raises(error, match=message):
+        CrossbarTile(**{**TABLE, "weights": np.zeros((3, 5), dtype=int), **changes})
+
+
+def test_read_only_lane_group_has_no_gradient_banks():
+    with pytest.raises(ValueError, match=r"^a read-only group \(writable=False\) has no "
+                                         r"gradient banks: acc_width must be None$"):
+        LaneGroup(**GROUP_BASE, writable=False, acc_width=16)
