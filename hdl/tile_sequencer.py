@@ -125,10 +125,11 @@ class TileSequencer:
                          self.lw_addr[g].eq(load_addr)]
         # Whether row and chunk are at their last values, registered with them (set_row,
         # set_chunk): the walks' decisions take a flag, not a comparator on the counter.
-        self.row_last, self.chunk_last = Signal(init=rows == 1), Signal(init=chunks == 1)
+        self.row_last = Signal(init=rows == 1, name="row_last")
+        self.chunk_last = Signal(init=chunks == 1, name="chunk_last")
         # The operation, decoded once into registered flags (they fan out to every lane).
-        self.is_fwd, self.is_tr, self.is_upd = Signal(), Signal(), Signal()
-        self.is_grad, self.is_acc, self.is_apply = Signal(), Signal(), Signal()
+        for flag in ("is_fwd", "is_tr", "is_upd", "is_grad", "is_acc", "is_apply"):
+            setattr(self, flag, Signal(name=flag))
         self.streaming = Signal()   # the running TRANSPOSED takes s from s_in
         self.s_count = Signal(range(rows + 1))   # words of s that arrived on s_in
         self.tr_chunk = Signal(range(max(chunks, 2)))   # the TRANSPOSED chunk written next
@@ -371,8 +372,9 @@ class TileSequencer:
             chain_load, chain_shift = readout.load, readout.shift
             load_g = readout.loading
             # Where READ_DATA's offered word is (registered there, see below).
-            last_of_chunk, last_word = Signal(), Signal()
-            prefetch, fresh, phase = Signal(2), Signal(), Signal()
+            last_of_chunk, last_word = Signal(name="last_of_chunk"), Signal(name="last_word")
+            prefetch = Signal(2, name="prefetch")
+            fresh, phase = Signal(name="fresh"), Signal(name="phase")
             self.last_of_chunk, self.last_word, self.fresh, self.phase = (
                 last_of_chunk, last_word, fresh, phase)
             loaded = own_copy(m, chain_load, "chain_loaded")   # = load_g
