@@ -35,8 +35,10 @@ class DftArray(CrossbarTile):
 
     FORWARD computes the unitary DFT of a complex vector ``[Re v0, Im v0, Re v1, …]`` (2n
     words, LOAD_X), TRANSPOSED its inverse (LOAD_S); every output word is narrowed once to
-    ``data_format``. Other operations and the latency are the tile's
-    (:class:`~xbarode.hdl.tile.CrossbarTile`, with ``rows = cols = 2n``).
+    ``data_format``. A read-only table tile (:class:`~xbarode.hdl.tile.CrossbarTile` with
+    ``writable=False``): its weight banks hold the table and have no write port, so it has
+    no LOAD_W and no UPDATE (they end at once); READ_W streams the table. Its other
+    operations and the latency are the tile's (with ``rows = cols = 2n``).
 
     Parameters
     ----------
@@ -64,7 +66,8 @@ class DftArray(CrossbarTile):
         super().__init__(rows=2 * n, cols=2 * n, lanes=2 * n if lanes is None else lanes,
                          weight_format=twiddle_format, input_format=data_format,
                          output_format=data_format, acc_width=acc_width, rounding=rounding,
-                         lfsr_seed=lfsr_seed, weights=twiddle_matrix(n, twiddle_format))
+                         lfsr_seed=lfsr_seed, weights=twiddle_matrix(n, twiddle_format),
+                         writable=False)
 
     @property
     def n(self) -> int:

@@ -4,13 +4,14 @@ A decision that every lane of a tile needs (a control, an address, a shared oper
 registered once per group of lanes instead of once for the whole tile, so no net fans out to
 more than a group's registers. The copies are identical, so each carries the ``keep``
 attribute: without it Yosys's ``opt_merge`` merges them back into one register.
+:func:`stage` is the other kind of copy: a pipeline's metadata, registered once per stage.
 """
 
 from __future__ import annotations
 
 from amaranth import Signal, Value
 
-__all__ = ["GROUP", "KEEP", "group_copies", "group_count", "own_copy", "per_group"]
+__all__ = ["GROUP", "KEEP", "group_copies", "group_count", "own_copy", "per_group", "stage"]
 
 #: Lanes served by one copy of a register they share — the operand, the banks' addresses and
 #: enables, the loaded word, the operation's controls (a fan-out bound for routing).
@@ -44,3 +45,11 @@ def own_copy(m, value, name: str) -> Signal:
     reg = Signal(Value.cast(value).shape(), name=name, attrs=KEEP)
     m.d.sync += reg.eq(value)
     return reg
+
+
+def stage(m, *signals, name: str) -> list[Signal]:
+    """Registered copies of ``signals``, ``{name}_{k}``: a pipeline's metadata moving one
+    stage along with its data."""
+    regs = [Signal.like(sig, name=f"{name}_{k}") for k, sig in enumerate(signals)]
+    m.d.sync += [r.eq(sig) for r, sig in zip(regs, signals, strict=True)]
+    return regs

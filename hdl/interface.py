@@ -314,6 +314,8 @@ def _tile(tile) -> dict:
                                f"TRANSPOSED: {cols} words, y[j] is word j")],
                    "stream out the last FORWARD or TRANSPOSED result"),
     }
+    if not tile.writable:   # a read-only table: its weights are its initial contents
+        del ops["LOAD_W"], ops["UPDATE"]
     if tile.bias:
         ops["LOAD_BIAS"] = ([_words("bias", rows, wf, "bias[i] is word i")], [],
                             "bias <- the words; FORWARD adds bias[i] << input frac to row "

@@ -96,6 +96,10 @@ class LaneGroup(wiring.Component):
         Ports for the tied-kernel walk (``tap_*``, ``zero*``).
     init : list of list of int, optional
         Initial words of each lane's weight bank; empty banks otherwise.
+    writable : bool
+        With False, the weight banks have no write port (a read-only table: they hold
+        ``init`` and nothing else): no ``load_*`` ports and no UPDATE; no gradient banks
+        (``acc_width`` must be None).
     block_ram : bool
         The weight and gradient banks go to block RAM (``ram_style``), with ``no_rw_check``:
         no enabled read ever meets a write to its address (the tile's walks see to it).
@@ -107,7 +111,8 @@ class LaneGroup(wiring.Component):
     addr, en : In
         The weight and gradient banks' read address and enable (data a cycle later).
     load_valid, load_lane, load_addr, load_word : In
-        LOAD_W: write ``load_word`` at ``load_addr`` of lane ``first + load_lane`` now.
+        (``writable``) LOAD_W: write ``load_word`` at ``load_addr`` of lane
+        ``first + load_lane`` now.
     x : In(signed(operand_width)).array(count)
         Each lane's word of ``x`` (read a cycle before the banks' data is registered).
     s : In(signed(operand_width))
@@ -152,7 +157,8 @@ class LaneGroup(wiring.Component):
                  operand_width: int, lane_width: int, shift: int, width: int, out_width: int,
                  update_shift: int, rounding: str, grad=None, acc_width: int | None = None,
                  apply_shift: int = 0, draw_bits: int = 0, one_chunk: bool = False,
-                 tied: bool = False, init=None, block_ram: bool = False):
+                 tied: bool = False, init=None, block_ram: bool = False,
+                 writable: bool = True):
         for name, value, low in (
                 ("first", first, 0), ("count", count, 1), ("lanes", lanes, 1),
                 ("depth", depth, 1), ("weight_width", weight_width, 1),
@@ -177,20 +183,22 @@ class LaneGroup(wiring.Component):
             raise TypeError(f"grad must be a pair of integers, not {grad!r}")
         if init is not None and len(init) != count:
             raise ValueError(f"init must hold {count} banks' words, not {len(init)}")
+        if not writable and acc_width is not None:
+            raise ValueError("a read-only group (writable=False) has no gradient banks: "
+                             "acc_width must be None")
         self._first, self._count, self._lanes, self._depth = first, count, lanes, depth
         self._ww, self._ow, self._lane_width = weight_width, operand_width, lane_width
         self._shift, self._width, self._out_width, self._grad = shift, width, out_width, grad
         self._update_shift, self._apply_shift = update_shift, apply_shift
         self._acc_width, self._rounding, self._draw_bits = acc_width, rounding, draw_bits
         self._one_chunk, self._tied, self._block_ram = bool(one_chunk), bool(tied), block_ram
+        self._writable = bool(writable)
         self._init = [[] for _ in range(count)] if init is None else [list(w) for w in init]
         a_width = max(weight_width, operand_width)
         address = range(max(depth, 2))
         members = {
             "ctrl": In(lane_control(lanes, depth)),
             "addr": In(address), "en": In(1),
-            "load_valid": In(1), "load_lane": In(range(GROUP)), "load_addr": In(address),
-            "load_word": In(signed(weight_width)),
             "x": In(signed(operand_width)).array(count), "s": In(signed(operand_width)),
             "clear": In(1),
             "product": Out(signed(a_width + operand_width)).array(count),
@@ -200,6 +208,9 @@ class LaneGroup(wiring.Component):
             "y_word": Out(signed(out_width)).array(count), "y_write": Out(count),
             "overflow": Out(1), "saturating": Out(1),
         }
+        if writable:
+            members |= {"load_valid": In(1), "load_lane": In(range(GROUP)),
+                        "load_addr": In(address), "load_word": In(signed(weight_width))}
         if draw_bits:
             members["draw"] = In(unsigned(draw_bits)).array(count)
         if acc_width is not None:
@@ -227,6 +238,11 @@ class LaneGroup(wiring.Component):
         return self._depth
 
     @property
+    def writable(self) -> bool:
+        """The weight banks have write ports (LOAD_W, UPDATE, the tied walk)."""
+        return self._writable
+
+    @property
     def training(self) -> bool:
         """The group has gradient banks (``acc_width`` given)."""
         return self._acc_width is not None
@@ -250,7 +266,7 @@ class LaneGroup(wiring.Component):
             for j, mem in enumerate(g_banks):
                 m.submodules[f"g{first + j}"] = mem
         w_rd = [mem.read_port() for mem in w_banks]
-        w_wr = [mem.write_port() for mem in w_banks]
+        w_wr = [mem.write_port() for mem in w_banks] if self._writable else []
         g_rd = [mem.read_port() for mem in g_banks]
         g_wr = [mem.write_port() for mem in g_banks]
         for port in w_rd + g_rd:
@@ -318,8 +334,12 @@ class LaneGroup(wiring.Component):
         prods = [mult.p for mult in mults]
         m.d.comb += [self.product[j].eq(prods[j]) for j in range(count)]
         m.d.comb += self.a_first.eq(op_a[0])
-        w_s3 = [Signal(signed(ww), name=f"wold3_{k}") for k in lanes]
-        w_old = [Signal(signed(ww), name=f"wold{k}") for k in lanes]
+        w_old = []   # the old weights, for UPDATE and APPLY (stages 3 and 4)
+        if self._writable:
+            w_s3 = [Signal(signed(ww), name=f"wold3_{k}") for k in lanes]
+            w_old = [Signal(signed(ww), name=f"wold{k}") for k in lanes]
+            m.d.sync += [w_s3[j].eq(w_q[j]) for j in range(count)]
+            m.d.sync += [w_old[j].eq(w_s3[j]) for j in range(count)]
         # Which lanes a chunk uses, a register per lane moving with the pipeline ("keep":
         # where every chunk uses all lanes the bits are equal, and Yosys would merge them).
         lane_on2, lane_on3, lane_on4, lane_on5 = (
@@ -340,10 +360,11 @@ class LaneGroup(wiring.Component):
             with m.Else():
                 m.d.comb += op_b[j].eq(x_q[j])
             m.d.comb += [mults[j].a.eq(op_a[j]), mults[j].b.eq(op_b[j])]
-            m.d.sync += [w_s3[j].eq(w_q[j]), w_old[j].eq(w_s3[j])]
-        s4_waddr = copy("waddr")                # stage 4
-        u_waddr = Signal.like(s4_waddr, name="u_waddr", attrs=KEEP)
-        m.d.sync += u_waddr.eq(s4_waddr)
+        if self._writable or train:
+            s4_waddr = copy("waddr")            # stage 4
+        if self._writable:
+            u_waddr = Signal.like(s4_waddr, name="u_waddr", attrs=KEEP)
+            m.d.sync += u_waddr.eq(s4_waddr)
 
         # Gradient accumulators: at stage 4 ACCUMULATE writes back the old sum plus the
         # product, APPLY writes zero (its step comes from the negated old sum).
@@ -361,8 +382,9 @@ class LaneGroup(wiring.Component):
                     write(g_wr[j], s4_waddr, Mux(g_keep, g_s4[j] + prods[j], 0))
 
         sat_terms = self._transposed(m, prods, lane_on5, copy)
-        sat_terms += self._update(m, prods, g_neg, w_old, lane_on4, lane_on5, u_waddr, w_wr,
-                                  write, copy)
+        if self._writable:
+            sat_terms += self._update(m, prods, g_neg, w_old, lane_on4, lane_on5, u_waddr,
+                                      w_wr, write, copy)
         if self._tied:
             for j in range(count):
                 with m.If(self.tap_we[j]):

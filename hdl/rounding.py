@@ -13,7 +13,7 @@ from amaranth.lib.wiring import In, Out
 
 from xbarode.model.fixed import LFSR_SEED, Lfsr, lfsr_jump
 
-__all__ = ["LfsrBank", "narrow", "rounding_offset"]
+__all__ = ["LfsrBank", "narrow", "rounding_offset", "sgd_step"]
 
 
 def narrow(m: Module, value, shift: int, width: int, offset=None):
@@ -87,6 +87,26 @@ def narrow(m: Module, value, shift: int, width: int, offset=None):
     m.d.comb += [result.eq(Mux(carry, with_carry, plain)),
                  saturated.eq(Mux(carry, sat_carry, sat_plain))]
     return result, saturated
+
+
+def sgd_step(m: Module, old, total_grad, shift: int, width: int, offset=None):
+    """One word's SGD step, ``sat(old + narrow(-total_grad · 2^-shift))``: a bias word's or a
+    kernel tap's (one rounding, ``offset`` as for :func:`narrow`).
+
+    Returns
+    -------
+    new : Signal(signed(width))
+        The new word.
+    saturated : Value
+        High when the step or the sum was clipped.
+    """
+    neg = Signal(signed(len(total_grad) + 1))
+    m.d.comb += neg.eq(-total_grad)
+    step, sat_step = narrow(m, neg, shift, width, offset)
+    total = Signal(signed(width + 1))
+    m.d.comb += total.eq(old + step)
+    new, sat_new = narrow(m, total, 0, width)
+    return new, sat_step | sat_new
 
 
 def _apply(columns, state, bits: int):

@@ -1,17 +1,26 @@
 # amaranth: UnusedElaboratable=no
 """The crossbar tile's parts on their own (hdl/adder_tree.py, hdl/readout.py,
-hdl/output_stage.py, hdl/lane_group.py): each against plain Python arithmetic, cycle by cycle.
-The tile's own tests (test_tile.py) cover them inside the tile against the fixed-point model."""
+hdl/output_stage.py, hdl/lane_group.py, hdl/tap_walker.py), and the read-only table tile
+(``writable=False``): each against plain Python arithmetic, cycle by cycle. The tile's own
+tests (test_tile.py) cover the parts inside the tile against the fixed-point model."""
 
 import numpy as np
 import pytest
-from amaranth import ClockDomain, Module
+from amaranth import ClockDomain, Fragment, Module
+from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 
 from xbarode.hdl.adder_tree import AdderTree
+from xbarode.hdl.fourier import DftArray
+from xbarode.hdl.interface import host_interface
 from xbarode.hdl.lane_group import LaneGroup
 from xbarode.hdl.output_stage import ForwardOutput
 from xbarode.hdl.readout import ChainReadout, MuxReadout
+from xbarode.hdl.tap_walker import TapWalker
+from xbarode.hdl.tile import CrossbarTile, TileOp
+from xbarode.model.conv import tap_columns
+from xbarode.model.fixed import Format
+from xbarode.sim.streams import op_receive, op_run, op_send
 
 
 def simulate(dut, bench):
@@ -357,3 +366,233 @@ def test_lane_group_accumulates_gradients_and_applies_them():
 def test_lane_group_rejects_bad_parameters(changes, error, message):
     with pytest.raises(error, match=message):
         LaneGroup(**{**GROUP_BASE, **changes})
+
+
+# --- the tied-kernel walk: the lane groups' banks emulated around it -------------------------
+
+def tap_walker_reference(w, g, taps, shift, width, draws=None):
+    """The tied SGD step on matrices ``w`` and ``g`` (lists of rows), from the definition:
+    per tap, in tap order, the exact sum of ``g`` over its entries, ``-sum`` rounded once
+    (nearest, or the next of ``draws`` added before the floor), added to the tap's value in
+    row 0, clipped to ``width`` bits and written to every entry; then ``g`` cleared. Returns
+    the new ``w``, the cleared ``g`` and how many steps saturated (the rounding or the sum)."""
+    w = [list(row) for row in w]
+    saturated = 0
+    for t, columns in enumerate(taps):
+        total = sum(g[i][j] for i, j in enumerate(columns))
+        offset = draws[t] % (1 << shift) if draws is not None else 1 << (shift - 1)
+        step = (-total + offset) >> shift
+        new = w[0][columns[0]] + clip(step, width)
+        saturated += clip(step, width) != step or clip(new, width) != new
+        for i, j in enumerate(columns):
+            w[i][j] = clip(new, width)
+    return w, [[0] * len(row) for row in g], saturated
+
+
+def run_tap_walker(dut, w, g, draw_values):
+    """Start ``dut`` once, with banks holding ``w`` and ``g`` (matrices, banked as the tile
+    banks them: column j in bank j mod lanes, row i's at address i·C + j div lanes); answer
+    its reads two cycles later (random words in every other cycle), apply its writes and
+    clears, offer ``draw_values`` one per cycle. Returns the banks as matrices, the cycle of
+    ``done`` (start's cycle is 0), the draws it took and its overflow pulses."""
+    lanes, chunks = dut.lanes, dut.chunks
+    rows, cols = len(w), len(w[0])
+
+    def banked(matrix):
+        banks = [[0] * dut.depth for _ in range(lanes)]
+        for i in range(rows):
+            for j in range(cols):
+                banks[j % lanes][i * chunks + j // lanes] = matrix[i][j]
+        return banks
+
+    wb, gb = banked(w), banked(g)
+    rng = np.random.default_rng(1)
+    seen = {"draws": [], "overflow": 0, "done": None}
+
+    async def bench(ctx):
+        reads = {}
+        ctx.set(dut.start, 1)
+        for cycle in range(dut.latency + 20):
+            due = reads.pop(cycle - 2, None)
+            for k in range(lanes):
+                ctx.set(dut.w[k], due[0][k] if due else int(rng.integers(-128, 128)))
+                ctx.set(dut.g[k], due[1][k] if due else int(rng.integers(-500, 500)))
+            if hasattr(dut, "draw"):
+                ctx.set(dut.draw, draw_values[cycle])
+            if ctx.get(dut.read):
+                address = ctx.get(dut.addr)
+                reads[cycle] = ([wb[k][address] for k in range(lanes)],
+                                [gb[k][address] for k in range(lanes)])
+            for k in range(lanes):
+                if ctx.get(dut.write) >> k & 1:
+                    wb[k][ctx.get(dut.addr)] = ctx.get(dut.word)
+            if ctx.get(dut.zero):
+                for bank in gb:
+                    bank[ctx.get(dut.zero_addr)] = 0
+            if ctx.get(dut.advance):
+                seen["draws"].append(draw_values[cycle])
+            seen["overflow"] += ctx.get(dut.overflow)
+            if ctx.get(dut.done):
+                assert seen["done"] is None, "a second done"
+                seen["done"] = cycle
+            await ctx.tick()
+            ctx.set(dut.start, 0)
+
+    simulate(dut, bench)
+    seen["w"] = [[wb[j % lanes][i * chunks + j // lanes] for j in range(cols)]
+                 for i in range(rows)]
+    seen["g"] = [[gb[j % lanes][i * chunks + j // lanes] for j in range(cols)]
+                 for i in range(rows)]
+    return seen
+
+
+TAP_WALKER = {"weight_width": 8, "acc_width": 12, "shift": 3, "rounding": "nearest"}
+
+
+@pytest.mark.parametrize(("kernel", "shape", "lanes", "rounding"), [
+    (3, (3, 4), 5, "nearest"),      # the taps' writes take longer than clearing G
+    (3, (3, 3), 9, "stochastic"),   # one chunk per row
+    (1, (2, 3), 1, "nearest"),      # one lane, one tap: clearing G takes longer
+])
+def test_tap_walker_steps_each_tap_once_and_clears_g(kernel, shape, lanes, rounding):
+    """Every entry of each tap ends up at that tap's new value (from its exact gradient sum,
+    one rounding, its value in row 0), the rest of W is untouched, G is zero, and ``done``
+    comes ``K·rows + max(K·(rows + 1), rows·C - 1) + 6`` cycles after ``start``, inclusive;
+    a stochastic step takes one draw per tap, in tap order."""
+    taps = tap_columns(kernel, shape)
+    rows = cols = shape[0] * shape[1]
+    rng = np.random.default_rng(rows + lanes)
+    w = rng.integers(-100, 100, (rows, cols)).tolist()
+    g = rng.integers(-40, 40, (rows, cols)).tolist()
+    g[1][taps[0][1]] = 2000                   # tap 0's step saturates
+    dut = TapWalker(taps=taps, rows=rows, cols=cols, lanes=lanes, draw_bits=5,
+                    **{**TAP_WALKER, "rounding": rounding})
+    draw_values = rng.integers(0, 32, 1000).tolist()
+    seen = run_tap_walker(dut, w, g, draw_values)
+    k, chunks = len(taps), -(-cols // lanes)
+    assert seen["done"] + 1 == k * rows + max(k * (rows + 1), rows * chunks - 1) + 6
+    assert seen["done"] + 1 == dut.latency
+    draws = seen["draws"] if rounding == "stochastic" else None
+    assert len(seen["draws"]) == (k if rounding == "stochastic" else 0)
+    expected_w, expected_g, saturated = tap_walker_reference(w, g, taps.tolist(), 3, 8, draws)
+    assert seen["w"] == expected_w
+    assert seen["g"] == expected_g
+    assert seen["overflow"] == saturated >= 1
+
+
+def test_tap_walker_signature():
+    dut = TapWalker(taps=[[0, 1, 2], [2, 0, 1]], rows=3, cols=3, lanes=2, **TAP_WALKER)
+    members = dut.signature.members
+    flows = {name: members[name].flow for name in members}
+    assert flows == {"start": In, "done": Out, "read": Out, "addr": Out, "w": In, "g": In,
+                     "write": Out, "word": Out, "zero": Out, "zero_addr": Out,
+                     "advance": Out, "overflow": Out}
+    assert (len(dut.w), len(dut.g), len(dut.write), len(dut.word)) == (2, 2, 2, 8)
+    assert (dut.rows, dut.lanes, dut.chunks, dut.depth) == (3, 2, 2, 6)
+    assert dut.taps.tolist() == [[0, 1, 2], [2, 0, 1]]
+    dut.taps[0, 0] = 2          # a copy: the walker's taps stay
+    assert dut.taps[0, 0] == 0
+    with pytest.raises(AttributeError):
+        dut.rows = 4
+    drawing = TapWalker(taps=[[0]], rows=1, cols=1, lanes=1, draw_bits=4,
+                        **{**TAP_WALKER, "rounding": "stochastic"})
+    assert drawing.signature.members["draw"].flow == In and len(drawing.draw) == 4
+
+
+@pytest.mark.parametrize(("changes", "error", "message"), [
+    ({"rows": 0}, ValueError, r"^rows must be >= 1, not 0$"),
+    ({"lanes": 4}, ValueError, r"^lanes must be between 1 and cols \(3\), not 4$"),
+    ({"acc_width": 12.0}, TypeError, r"^acc_width must be an integer, not float$"),
+    ({"draw_bits": True}, TypeError, r"^draw_bits must be an integer, not bool$"),
+    ({"rounding": "up"}, ValueError, r"^unknown rounding 'up'; choose one of"),
+    ({"rounding": "stochastic", "draw_bits": 2}, ValueError,
+     r"^stochastic rounding of 3 bits needs draw_bits >= 3, not 2$"),
+    ({"taps": [[0, 1]]}, ValueError,
+     r"^taps must be integers of shape \(k², 3\), not int64 of shape \(1, 2\)$"),
+    ({"taps": [[0, 1, 3]]}, ValueError, r"^taps must be columns 0\.\.2$"),
+    ({"taps": [[0, 1, 2], [0, 2, 1]]}, ValueError,
+     r"^taps must sit in distinct columns of each row$"),
+])
+def test_tap_walker_rejects_bad_parameters(changes, error, message):
+    args = {"taps": [[0, 1, 2]], "rows": 3, "cols": 3, "lanes": 2, **TAP_WALKER, **changes}
+    with pytest.raises(error, match=message):
+        TapWalker(**args)
+
+
+# --- the read-only table tile (writable=False): no weight-load path --------------------------
+
+TABLE = {"rows": 3, "cols": 5, "lanes": 2, "weight_format": Format(8, 4),
+         "input_format": Format(8, 4), "output_format": Format(8, 4)}
+
+
+def elaborated(component):
+    """``component``'s module, its parts elaborated too (so none is left unused)."""
+    module = component.elaborate(None)
+    Fragment.get(module, None)
+    return module
+
+
+def test_read_only_tile_has_no_weight_write_path():
+    """A table tile's lane groups have no load ports and their weight banks no write port;
+    its interface lists neither LOAD_W nor UPDATE. A writable tile's have them."""
+    weights = np.arange(15).reshape(3, 5) - 7
+    for writable in (False, True):
+        tile = CrossbarTile(**TABLE, weights=weights, writable=writable)
+        assert tile.writable is writable
+        group = elaborated(tile).submodules.lanes0
+        assert group.writable is writable
+        assert ("load_valid" in group.signature.members) is writable
+        bank = elaborated(group).submodules.w0
+        assert len(bank.write_ports) == int(writable)
+        ops = {op["name"] for op in host_interface(tile).as_json()["operations"]}
+        assert ({"LOAD_W", "UPDATE"} <= ops) is writable
+        assert {"READ_W", "LOAD_X", "FORWARD", "TRANSPOSED", "READ_Y"} <= ops
+    assert DftArray(2, data_format=Format(8, 4), twiddle_format=Format(8, 6)).writable is False
+
+
+def test_read_only_tile_keeps_its_table_and_computes_with_it():
+    """LOAD_W and UPDATE end at once (done the cycle after start) and change nothing; READ_W
+    streams the table; FORWARD and TRANSPOSED are ``nearest((W x) >> 4)`` and
+    ``nearest((Wᵀ s) >> 4)``, clipped to 8 bits."""
+    rng = np.random.default_rng(2)
+    weights = rng.integers(-40, 40, (3, 5))
+    x, s = rng.integers(-40, 40, 5).tolist(), rng.integers(-40, 40, 3).tolist()
+    dut = CrossbarTile(**TABLE, weights=weights, writable=False)
+    seen = {}
+
+    async def bench(ctx):
+        seen["ends"] = [await op_run(ctx, dut, op, max_cycles=8)
+                        for op in (TileOp.LOAD_W, TileOp.UPDATE)]
+        seen["table"] = await op_receive(ctx, dut, TileOp.READ_W, 15)
+        await op_send(ctx, dut, TileOp.LOAD_X, x)
+        await op_send(ctx, dut, TileOp.LOAD_S, s)
+        await op_run(ctx, dut, TileOp.FORWARD)
+        seen["forward"] = await op_receive(ctx, dut, TileOp.READ_Y, 3)
+        await op_run(ctx, dut, TileOp.TRANSPOSED)
+        seen["transposed"] = await op_receive(ctx, dut, TileOp.READ_Y, 5)
+
+    simulate(dut, bench)
+    assert seen["ends"] == [2, 2]
+    assert seen["table"] == weights.ravel().tolist()
+    assert seen["forward"] == [nearest(int(v), 4)[0] for v in weights @ np.array(x)]
+    assert seen["transposed"] == [nearest(int(v), 4)[0] for v in weights.T @ np.array(s)]
+
+
+@pytest.mark.parametrize(("changes", "error", "message"), [
+    ({"writable": 0}, TypeError, r"^writable must be a bool, not int$"),
+    ({"writable": False, "weights": None}, ValueError,
+     r"^a read-only tile \(writable=False\) needs weights: its banks hold only their initial "
+     r"contents$"),
+    ({"writable": False, "grad_format": Format(8, 4)}, ValueError,
+     r"^a read-only tile \(writable=False\) has no training operations: grad_format must be "
+     r"None$"),
+])
+def test_read_only_tile_rejects_bad_parameters(changes, error, message):
+    with pytest.raises(error, match=message):
+        CrossbarTile(**{**TABLE, "weights": np.zeros((3, 5), dtype=int), **changes})
+
+
+def test_read_only_lane_group_has_no_gradient_banks():
+    with pytest.raises(ValueError, match=r"^a read-only group \(writable=False\) has no "
+                                         r"gradient banks: acc_width must be None$"):
+        LaneGroup(**GROUP_BASE, writable=False, acc_width=16)
