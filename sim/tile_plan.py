@@ -111,12 +111,10 @@ def operation_limits(params: TileParams) -> dict[str, int]:
     """Cycle limits of the plan's compute operations (FORWARD, TRANSPOSED, UPDATE, by
     :class:`~xbarode.hdl.tile.TileOp` name), from the tile's documented latency bounds
     (:mod:`xbarode.sim.latency`)."""
-    from xbarode.hdl.tile import TileOp
+    from .latency import limit, tile_bound
 
-    from .latency import latency_bound, limit
-
-    tile = params.component()
-    return {name.upper(): limit(latency_bound(tile, TileOp[name.upper()])) for name in OPS}
+    return {name.upper(): limit(tile_bound(params.rows, params.cols, params.lanes, name.upper()))
+            for name in OPS}
 
 
 async def execute(plan: dict, drv, progress=None):

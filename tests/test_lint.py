@@ -57,7 +57,6 @@ MAX_FUNCTION_LINES = 150
 #: shrink (a test fails when one of them is short enough to leave it).
 LONG_FUNCTIONS = {
     "hdl/tile.py::elaborate",
-    "hdl/fourier.py::elaborate",
 }
 
 
