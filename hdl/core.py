@@ -136,7 +136,8 @@ class Core(wiring.Component):
     (:mod:`~xbarode.hdl.core_chain`), the forward controller
     (:mod:`~xbarode.hdl.core_forward`) and, with ``training``, the adjoint controller
     (:mod:`~xbarode.hdl.core_adjoint`); its own controller dispatches each operation to the
-    part that carries it out.
+    part that carries it out. The constructor builds nothing: it checks the tiles' (units')
+    parameters, so that a bad configuration fails there with the refusing part's message.
 
     Attributes
     ----------

@@ -1,5 +1,6 @@
 # amaranth: UnusedElaboratable=no
-# (TileParams.component() is also called only to validate parameters.)
+# (xbarode.units checks a tile's parameters by building TileParams.component() and
+# dropping it: CrossbarTile has no check that runs without building a tile.)
 """Co-simulation of the crossbar tile: random plans, the model's answers, the comparison.
 
 A *plan* is data that every simulator back end runs the same way: for each vector, load the
