@@ -380,6 +380,8 @@ class _Words:
 
     @classmethod
     def create(cls, size, dw, in_width):
+        """The registers for ``size`` elements of ``dw``-bit words (``in_width``: the
+        ``i`` stream's payload, which ``re_hold`` holds whole)."""
         op = Signal(FourierOp)
         count = Signal(range(2 * size + 1))
         half = Signal()                    # second word (imaginary part) of an element
@@ -419,6 +421,8 @@ class _Walk:
 
     @classmethod
     def create(cls, m, height, width):
+        """The registers, with ``n_vec``, ``n_len`` and ``stride`` driven from ``sel`` in
+        ``m``."""
         size = height * width
         sel = Signal()                     # 0: rows array (length W), 1: columns array
         inverse = Signal()
@@ -461,6 +465,7 @@ class _ArrayDrive:
 
     @classmethod
     def create(cls, m, arrays, sel, dw):
+        """The strobes and answers, wired in ``m`` to ``arrays`` (rows, columns)."""
         rows_arr, cols_arr = arrays
         a_op = Signal(TileOp)
         a_start, a_valid, a_ready_out = Signal(), Signal(), Signal()
@@ -500,6 +505,7 @@ class _Sweep:
 
     @classmethod
     def create(cls, height, width):
+        """The counters for an H×W buffer."""
         size = height * width
         h_rr = Signal(range(height + 1))
         h_rc = Signal(range(width + 1))
