@@ -109,6 +109,30 @@ def test_dft2d_refuses_what_its_arrays_refuse_with_their_messages(height, width,
     assert str(got.value) == str(refused)
 
 
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"unit": "dft", "lanes": 0}, r"^lanes must be a positive integer, not 0$"),
+    ({"unit": "fourier-conv", "acc_width": 20},
+     r"^an accumulator of 20 bits is too narrow for a sum of 8 products of 18x18-bit words"),
+    ({"unit": "fourier-conv", "kernel": 2}, r"^the kernel size must be odd and >= 1, not 2$"),
+    ({"unit": "hadamard", "rounding": "up"}, r"^unknown rounding 'up'"),
+    ({"unit": "dft"}, None),
+])
+def test_fourier_params_are_checked_without_building_the_unit(changes, message, monkeypatch):
+    # The command line checks its parameters with check(): the unit's own messages, and no
+    # unit built (one built and dropped would be an elaboratable never elaborated).
+    def built(*args, **kwargs):
+        raise AssertionError("a unit was built")
+
+    for cls in (Dft2d, HadamardUnit):
+        monkeypatch.setattr(cls, "__init__", built)
+    params = FourierParams(height=4, width_px=4, **changes)
+    if message is None:
+        params.check()
+        return
+    with pytest.raises(ValueError, match=message):
+        params.check()
+
+
 @pytest.mark.parametrize("lanes", [None, 3, 8])
 def test_lanes_are_those_of_the_arrays_elaborate_builds(lanes):
     unit = FourierConv(3, 5, lanes=lanes, data_format=D, twiddle_format=T, spectrum_format=S)
