@@ -39,7 +39,9 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import Out
 
 from xbarode.model.core_config import CoreConfig
+from xbarode.model.fixed import Format
 from xbarode.model.fixed_net import site_seed
+from xbarode.model.fixed_ops import check_accumulator
 
 from .core_adjoint import AdjointController
 from .core_chain import DirectChain, FourierChain
@@ -52,6 +54,69 @@ from .tile import CrossbarTile
 __all__ = ["Core", "CoreOp"]
 
 
+def _part_parameters(config: CoreConfig) -> dict:
+    """``{"A": (class, keyword arguments), "B": …, "C": …}``: tiles A, B and C, or on the
+    Fourier path units A and B and tile C, for ``config``."""
+    f = config.formats()
+    m, lanes, seed = config.m, config.lanes, config.lfsr_seed
+    common = {"lanes": lanes, "weight_format": f.weight, "acc_width": config.acc_width,
+              "rounding": config.rounding, "side_ports": True}
+    train = {}
+    if config.training:
+        # The adjoint's products: Aᵀg·h on A, Bᵀλ as B's forward product (B holds Bᵀ),
+        # Cᵀ∂L/∂logits on C; A's and B's gradients carry the factor h (docs/architecture.md §1).
+        sgd = config.sgd_shift
+        train = {"A": {"grad_format": f.grad, "grad_shift": config.h_shift,
+                       "sgd_shift": sgd + config.h_shift},
+                 "B": {"grad_format": f.grad, "sgd_shift": sgd + config.h_shift},
+                 "C": {"grad_format": f.grad, "sgd_shift": sgd}}
+        if config.structure == "conv":
+            # A and Bᵀ hold convolution matrices: SGD keeps their kernels' weights tied.
+            train["A"]["taps"] = train["B"]["taps"] = config.conv_taps()
+    fr = config.fourier()
+    if fr is None:
+        parts = {
+            "A": (CrossbarTile, dict(rows=m, cols=m, input_format=f.state, output_format=f.act,
+                                     lfsr_seed=site_seed(seed, 0), **common,
+                                     **train.get("A", {}))),
+            "B": (CrossbarTile, dict(rows=m, cols=m, input_format=f.act, output_format=f.state,
+                                     shift=config.h_shift, lfsr_seed=site_seed(seed, 1),
+                                     **common, **train.get("B", {}))),
+        }
+    else:
+        # Units A and B instead of the tiles (their sites: site_seed(seed, 4…6), (7…9)).
+        height, width = config.image
+        units = {"height": height, "width": width, "lanes": lanes, "data_format": fr["data"],
+                 "acc_width": config.acc_width, "twiddle_format": fr["twiddle"],
+                 "spectrum_format": fr["spectrum"], "rounding": config.rounding}
+        parts = {"A": (FourierConv, dict(lfsr_seed=site_seed(seed, 4), **units)),
+                 "B": (FourierConv, dict(lfsr_seed=site_seed(seed, 7), **units))}
+    parts["C"] = (CrossbarTile, dict(rows=config.classes, cols=m, input_format=f.state,
+                                     output_format=f.act, bias=True,
+                                     lfsr_seed=site_seed(seed, 2), **common,
+                                     **train.get("C", {})))
+    return parts
+
+
+def _check_part(cls, kwargs: dict) -> None:
+    """Raise what ``cls(**kwargs)`` raises, without building it.
+
+    A Fourier unit checks its own parameters (:meth:`Dft2d.check_parameters
+    <xbarode.hdl.fourier.Dft2d.check_parameters>`). Of a tile's checks, a valid
+    :class:`~xbarode.model.core_config.CoreConfig` leaves only the accumulator's (it checks
+    the accumulator only for training, and not for C's bias with gradient words): the
+    tile's rule and message, :func:`~xbarode.model.fixed_ops.check_accumulator` on
+    ``max(rows, cols)`` products of weights and operands (the wider of the input and gradient
+    words), one more bit with a bias.
+    """
+    if cls is FourierConv:
+        FourierConv.check_parameters(**kwargs)
+        return
+    operand, grad = kwargs["input_format"], kwargs.get("grad_format")
+    if grad is not None:
+        operand = Format(max(operand.width, grad.width), 0)
+    check_accumulator(kwargs["acc_width"], kwargs["weight_format"], operand,
+                      max(kwargs["rows"], kwargs["cols"]), int(kwargs.get("bias", False)))
 
 
 def _any(values):
@@ -71,7 +136,8 @@ class Core(wiring.Component):
     (:mod:`~xbarode.hdl.core_chain`), the forward controller
     (:mod:`~xbarode.hdl.core_forward`) and, with ``training``, the adjoint controller
     (:mod:`~xbarode.hdl.core_adjoint`); its own controller dispatches each operation to the
-    part that carries it out.
+    part that carries it out. The constructor builds nothing: it checks the tiles' (units')
+    parameters, so that a bad configuration fails there with the refusing part's message.
 
     Attributes
     ----------
@@ -124,44 +190,15 @@ class Core(wiring.Component):
         self._config = config
         f = config.formats()
         self._formats = f
-        m, lanes, seed = config.m, config.lanes, config.lfsr_seed
-        common = {"lanes": lanes, "weight_format": f.weight, "acc_width": config.acc_width,
-                  "rounding": config.rounding, "side_ports": True}
-        train = {}
-        if config.training:
-            # The adjoint's products: Aᵀg·h on A, Bᵀλ as B's forward product (B holds Bᵀ),
-            # Cᵀ∂L/∂logits on C; A's and B's gradients carry the factor h (docs/architecture.md §1).
-            sgd = config.sgd_shift
-            train = {"A": {"grad_format": f.grad, "grad_shift": config.h_shift,
-                           "sgd_shift": sgd + config.h_shift},
-                     "B": {"grad_format": f.grad, "sgd_shift": sgd + config.h_shift},
-                     "C": {"grad_format": f.grad, "sgd_shift": sgd}}
-            if config.structure == "conv":
-                # A and Bᵀ hold convolution matrices: SGD keeps their kernels' weights tied.
-                train["A"]["taps"] = train["B"]["taps"] = config.conv_taps()
         self._fourier = config.fourier()
+        # The tiles (or units) are built in elaborate from these; checked now, so that bad
+        # parameters fail here, with the parts' own messages.
+        self._parts = _part_parameters(config)
+        for cls, kwargs in self._parts.values():
+            _check_part(cls, kwargs)
         word = max(f.weight.width, f.state.width, f.act.width, f.grad.width)
-        if self._fourier is None:
-            self._a = CrossbarTile(rows=m, cols=m, input_format=f.state, output_format=f.act,
-                                   lfsr_seed=site_seed(seed, 0), **common,
-                                   **train.get("A", {}))
-            self._b = CrossbarTile(rows=m, cols=m, input_format=f.act, output_format=f.state,
-                                   shift=config.h_shift, lfsr_seed=site_seed(seed, 1),
-                                   **common, **train.get("B", {}))
-        else:
-            # Units A and B instead of the tiles (their sites: site_seed(seed, 4…6), (7…9)).
-            fr = self._fourier
-            units = {"lanes": lanes, "data_format": fr["data"], "acc_width": config.acc_width,
-                     "twiddle_format": fr["twiddle"], "spectrum_format": fr["spectrum"],
-                     "rounding": config.rounding}
-            self._a = FourierConv(*config.image, lfsr_seed=site_seed(seed, 4), **units)
-            self._b = FourierConv(*config.image, lfsr_seed=site_seed(seed, 7), **units)
-            word = max(word, fr["spectrum"].width)
-        self._c = CrossbarTile(rows=config.classes, cols=m, input_format=f.state,
-                               output_format=f.act, bias=True, lfsr_seed=site_seed(seed, 2),
-                               **common, **train.get("C", {}))
-        for tile in (self._a, self._b, self._c):
-            tile._MustUse__silence = True   # parts of the core, used when it is elaborated
+        if self._fourier is not None:
+            word = max(word, self._fourier["spectrum"].width)
         out_word = max(word, config.acc_width) if config.training else word
         super().__init__(ControlSignature(CoreOp, word, out_word, results={
             "cls": Out(range(config.classes)),
@@ -287,7 +324,7 @@ class Core(wiring.Component):
         cfg, f = self._config, self._formats
         lanes, chunks, steps = cfg.lanes, self.chunks, cfg.steps
         sw = f.state.width
-        A, B, C = self._a, self._b, self._c
+        A, B, C = (cls(**kwargs) for cls, kwargs in self._parts.values())
         fourier = self._fourier is not None
         if fourier:
             mod.submodules.fourier_a, mod.submodules.fourier_b = A, B

@@ -16,12 +16,14 @@ Hadamard → inverse 2-D DFT = circular convolution (docs/architecture.md §1). 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from amaranth import Module, Signal, signed
 from amaranth.lib import enum, wiring
 from amaranth.lib.memory import Memory
 
 from xbarode.model.fixed import LFSR_SEED, ROUNDINGS, Format, Lfsr, site_seed
-from xbarode.model.fixed_ops import twiddle_matrix
+from xbarode.model.fixed_ops import check_accumulator, twiddle_matrix
 
 from .hadamard import HadamardUnit, complex_layout
 from .interface import ControlSignature
@@ -151,6 +153,13 @@ class Dft2d(wiring.Component):
     TRANSPOSED for IDFT, with ``rows = cols = 2n``): each vector is streamed into the array
     (``2n`` cycles), multiplied, and read back into the buffer (``2n + 1``). LOAD_* and READ_*
     move one word per cycle.
+
+    Structure: :meth:`elaborate` builds the two arrays (and FourierConv's Hadamard unit), the
+    buffer, and one FSM over registers the operations share, its states from one builder
+    each: IDLE (the dispatch), LOAD and LOAD_SPECTRUM, READ_RE and READ_IM, NEXT_PASS (the
+    pass sequencer), VEC_START … VEC_END (one vector of a pass; a column pass steps through
+    the buffer ``W`` apart, the transpose) and the Hadamard pass. The constructor checks
+    every parameter, the parts' included (:meth:`check_parameters`).
     """
 
     _hadamard = False
@@ -159,6 +168,36 @@ class Dft2d(wiring.Component):
                  data_format: Format, twiddle_format: Format, acc_width: int = 48,
                  rounding: str = "nearest", lfsr_seed: int = LFSR_SEED,
                  spectrum_format: Format | None = None, gauss: bool = False):
+        self.check_parameters(height, width, lanes=lanes, data_format=data_format,
+                              twiddle_format=twiddle_format, acc_width=acc_width,
+                              rounding=rounding, lfsr_seed=lfsr_seed,
+                              spectrum_format=spectrum_format, gauss=gauss)
+        self._height, self._width = height, width
+        self._lanes = lanes
+        self._df, self._tf = data_format, twiddle_format
+        self._acc_width = acc_width
+        self._rounding = rounding
+        self._lfsr_seed = lfsr_seed
+        self._sf, self._gauss = spectrum_format, bool(gauss)
+        word = max(data_format.width, twiddle_format.width,
+                   spectrum_format.width if self._hadamard else 0)
+        super().__init__(ControlSignature(FourierOp, word))
+
+    @classmethod
+    def check_parameters(cls, height: int, width: int, *, lanes: int | None = None,
+                         data_format: Format, twiddle_format: Format, acc_width: int = 48,
+                         rounding: str = "nearest", lfsr_seed: int = LFSR_SEED,
+                         spectrum_format: Format | None = None, gauss: bool = False) -> None:
+        """Raise the ``TypeError`` or ``ValueError`` the constructor raises for these
+        parameters, without building the unit or its parts.
+
+        The unit's own checks, then its parts' with their own messages: the rows array's and
+        the columns array's accumulator (:class:`DftArray`; the arrays' other parameters are
+        the unit's, checked here already) and, for :class:`FourierConv`, the Hadamard
+        unit's (:meth:`HadamardUnit.check_parameters
+        <xbarode.hdl.hadamard.HadamardUnit.check_parameters>`). A parent (the core) checks
+        its Fourier units with it; the parts themselves are built in :meth:`elaborate`.
+        """
         for name, value in (("height", height), ("width", width)):
             if isinstance(value, bool) or not isinstance(value, int):
                 raise TypeError(f"{name} must be an integer, not {type(value).__name__}")
@@ -173,36 +212,25 @@ class Dft2d(wiring.Component):
         if rounding not in ROUNDINGS:
             raise ValueError(f"unknown rounding {rounding!r}; choose one of {list(ROUNDINGS)}")
         Lfsr(lfsr_seed)
-        self._height, self._width = height, width
-        self._lanes = lanes
-        self._df, self._tf = data_format, twiddle_format
-        self._acc_width = acc_width
-        self._rounding = rounding
-        self._lfsr_seed = lfsr_seed
-        self._sf, self._gauss = spectrum_format, bool(gauss)
-        # Built here so that bad parameters fail now, with the arrays' own messages.
-        self._arrays = [self._array(width, lfsr_seed), self._array(height, site_seed(lfsr_seed, 1))]
-        for array in self._arrays:
-            # Parts of this component: used when it is elaborated, not on their own.
-            array._MustUse__silence = True
-        self._unit = None
-        if self._hadamard:
+        # The arrays' checks (in the order they are built: rows, then columns).
+        if isinstance(acc_width, bool) or not isinstance(acc_width, int):
+            raise TypeError(f"acc_width must be an integer, not {type(acc_width).__name__}")
+        for n in (width, height):
+            check_accumulator(acc_width, twiddle_format, data_format, 2 * n)
+        if cls._hadamard:
             if not isinstance(spectrum_format, Format):
                 raise TypeError(f"spectrum_format must be a Format, not "
                                 f"{type(spectrum_format).__name__}")
-            self._unit = HadamardUnit(length=height * width, x_format=data_format,
-                                      spectrum_format=spectrum_format, out_format=data_format,
-                                      rounding=rounding, gauss=gauss,
-                                      lfsr_seed=site_seed(lfsr_seed, 2))
-            self._unit._MustUse__silence = True
-        word = max(data_format.width, twiddle_format.width,
-                   spectrum_format.width if self._hadamard else 0)
-        super().__init__(ControlSignature(FourierOp, word))
+            HadamardUnit.check_parameters(length=height * width, x_format=data_format,
+                                          spectrum_format=spectrum_format,
+                                          out_format=data_format, rounding=rounding,
+                                          gauss=gauss, lfsr_seed=site_seed(lfsr_seed, 2))
 
-    def _array(self, n, seed):
-        lanes = None if self._lanes is None else min(self._lanes, 2 * n)
-        return DftArray(n, lanes=lanes, data_format=self._df, twiddle_format=self._tf,
-                        acc_width=self._acc_width, rounding=self._rounding, lfsr_seed=seed)
+    @staticmethod
+    def array_lanes(height: int, width: int, lanes: int | None = None) -> tuple[int, int]:
+        """Multipliers of the rows array (length ``width``) and of the columns array (length
+        ``height``) for the constructor's ``lanes``: each capped at its ``2n``, or ``2n``."""
+        return tuple(2 * n if lanes is None else min(lanes, 2 * n) for n in (width, height))
 
     # Read-only parameters ------------------------------------------------------------------
     @property
@@ -218,7 +246,7 @@ class Dft2d(wiring.Component):
     @property
     def lanes(self) -> tuple[int, int]:
         """Multipliers of the rows array and of the columns array."""
-        return tuple(a.lanes for a in self._arrays)
+        return self.array_lanes(self._height, self._width, self._lanes)
 
     @property
     def data_format(self) -> Format:
@@ -256,310 +284,54 @@ class Dft2d(wiring.Component):
         return self._acc_width
 
     # Hardware -------------------------------------------------------------------------------
-    # Too long still: the pass sequencer is to become a component.
-    def elaborate(self, platform):  # noqa: PLR0915
+    def _parts(self, m):
+        """Build the rows array, the columns array and (FourierConv) the Hadamard unit as
+        submodules of ``m``; ``((rows, cols), unit or None)``."""
+        rows_lanes, cols_lanes = self.lanes
+        common = {"data_format": self._df, "twiddle_format": self._tf,
+                  "acc_width": self._acc_width, "rounding": self._rounding}
+        m.submodules.rows = rows_arr = DftArray(self._width, lanes=rows_lanes,
+                                                lfsr_seed=self._lfsr_seed, **common)
+        m.submodules.cols = cols_arr = DftArray(self._height, lanes=cols_lanes,
+                                                lfsr_seed=site_seed(self._lfsr_seed, 1),
+                                                **common)
+        unit = None
+        if self._hadamard:
+            m.submodules.hadamard = unit = HadamardUnit(
+                length=self._height * self._width, x_format=self._df,
+                spectrum_format=self._sf, out_format=self._df, rounding=self._rounding,
+                gauss=self._gauss, lfsr_seed=site_seed(self._lfsr_seed, 2))
+        return (rows_arr, cols_arr), unit
+
+    def elaborate(self, platform):
         m = Module()
         height, width = self._height, self._width
         size = height * width
         dw = self._df.width
-        rows_arr, cols_arr = self._arrays
-        m.submodules.rows = rows_arr
-        m.submodules.cols = cols_arr
-        arrays = (rows_arr, cols_arr)
-        unit = self._unit
-        if unit is not None:
-            m.submodules.hadamard = unit
+        arrays, unit = self._parts(m)
 
         buf = Memory(shape=complex_layout(dw), depth=size, init=[])
         m.submodules.buffer = buf
         rd, wr = buf.read_port(), buf.write_port()
         m.d.comb += rd.en.eq(0)
+        _join_flags(m, self, [*arrays, *([unit] if unit else [])])
 
-        overflow_in = [a.overflow for a in arrays] + ([unit.overflow] if unit else [])
-        flags = overflow_in[0]
-        for flag in overflow_in[1:]:
-            flags = flags | flag
-        m.d.comb += self.overflow.eq(flags)
-        for a in arrays:
-            m.d.comb += a.clear.eq(self.clear)
+        words = _Words.create(size, dw, len(self.i.payload))
+        walk = _Walk.create(m, height, width)
+        drive = _ArrayDrive.create(m, arrays, walk.sel, dw)
         if unit is not None:
-            m.d.comb += unit.clear.eq(self.clear)
-
-        op = Signal(FourierOp)
-        count = Signal(range(2 * size + 1))
-        half = Signal()                    # second word (imaginary part) of an element
-        re_hold = Signal(signed(max(dw, len(self.i.payload))))
-        im_hold = Signal(signed(dw))
-
-        # Pass state: which array, direction, vector and element counters, addresses.
-        sel = Signal()                     # 0: rows array (length W), 1: columns array
-        inverse = Signal()
-        vec = Signal(range(max(height, width) + 1))
-        elem = Signal(range(max(height, width) + 1))
-        vec_start = Signal(range(size + 1))
-        feed_addr = Signal(range(size + width + 1))
-        back_addr = Signal(range(size + width + 1))
-        # The work list of CONV / DFT / IDFT: passes, in order, as (sel, inverse) bits.
-        plan = Signal(4)                   # pending passes, one bit each, low bit first
-        then_hadamard = Signal()           # CONV: Hadamard between the forward and inverse
-        # (sel, inverse) of each pass bit: 0 rows fwd, 1 cols fwd, 2 cols inv, 3 rows inv.
-        pass_sel = [0, 1, 1, 0]
-        pass_inv = [0, 0, 1, 1]
-
-        n_vec = Signal(range(max(height, width) + 1))
-        n_len = Signal(range(max(height, width) + 1))
-        with m.If(sel):
-            m.d.comb += [n_vec.eq(width), n_len.eq(height)]
-        with m.Else():
-            m.d.comb += [n_vec.eq(height), n_len.eq(width)]
-        stride = Signal(range(width + 1))
-        m.d.comb += stride.eq(1)
-        with m.If(sel):
-            m.d.comb += stride.eq(width)
-
-        # Array drive: every array sees the same strobes, gated by `sel`.
-        a_op = Signal(TileOp)
-        a_start, a_valid, a_ready_out = Signal(), Signal(), Signal()
-        a_payload = Signal(signed(dw))
-        for k, a in enumerate(arrays):
-            mine = sel == k
-            m.d.comb += [a.op.eq(a_op), a.start.eq(a_start & mine),
-                         a.i.valid.eq(a_valid & mine), a.i.payload.eq(a_payload),
-                         a.o.ready.eq(a_ready_out & mine)]
-        a_i_ready = Signal()
-        a_done = Signal()
-        a_o_valid = Signal()
-        a_o_payload = Signal(signed(len(rows_arr.o.payload)))
-        m.d.comb += [a_i_ready.eq(rows_arr.i.ready), a_done.eq(rows_arr.done),
-                     a_o_valid.eq(rows_arr.o.valid), a_o_payload.eq(rows_arr.o.payload)]
-        with m.If(sel):
-            m.d.comb += [a_i_ready.eq(cols_arr.i.ready), a_done.eq(cols_arr.done),
-                         a_o_valid.eq(cols_arr.o.valid), a_o_payload.eq(cols_arr.o.payload)]
-
-        def next_pass():
-            """Go to the first pending pass, the Hadamard pass, or finish."""
-            with m.If(plan[0]):
-                begin_pass(0)
-            with m.Elif(plan[1]):
-                begin_pass(1)
-            with m.Elif(then_hadamard):
-                m.d.sync += then_hadamard.eq(0)
-                if unit is not None:
-                    m.next = "HADAMARD_START"
-            with m.Elif(plan[2]):
-                begin_pass(2)
-            with m.Elif(plan[3]):
-                begin_pass(3)
-            with m.Else():
-                m.d.comb += self.done.eq(1)
-                m.next = "IDLE"
-
-        def begin_pass(k):
-            m.d.sync += [sel.eq(pass_sel[k]), inverse.eq(pass_inv[k]), vec.eq(0),
-                         vec_start.eq(0), plan[k].eq(0)]
-            m.next = "VEC_START"
-
-        # Hadamard pass: element counters, column-major.
-        h_rr = Signal(range(height + 1))
-        h_rc = Signal(range(width + 1))
-        h_read = Signal(range(size + width + 1))
-        h_wr = Signal(range(height + 1))
-        h_wc = Signal(range(width + 1))
-        h_write = Signal(range(size + width + 1))
-        h_fed = Signal(range(size + 1))
-        h_out = Signal(range(size + 1))
-        if unit is not None:
+            sweep = _Sweep.create(height, width)
             m.d.comb += [unit.i.payload.re.eq(rd.data.re), unit.i.payload.im.eq(rd.data.im)]
 
         m.d.comb += self.busy.eq(1)
         with m.FSM():
-            with m.State("IDLE"):
-                m.d.comb += self.busy.eq(0)
-                with m.If(self.start):
-                    m.d.sync += [op.eq(self.op), count.eq(0), half.eq(0), plan.eq(0),
-                                 then_hadamard.eq(0)]
-                    with m.Switch(self.op):
-                        with m.Case(FourierOp.LOAD_REAL, FourierOp.LOAD):
-                            m.next = "LOAD"
-                        with m.Case(FourierOp.READ_REAL, FourierOp.READ):
-                            m.d.comb += [rd.addr.eq(0), rd.en.eq(1)]
-                            m.next = "READ_RE"
-                        with m.Case(FourierOp.DFT):
-                            m.d.sync += plan.eq(0b0011)
-                            m.next = "NEXT_PASS"
-                        with m.Case(FourierOp.IDFT):
-                            m.d.sync += plan.eq(0b1100)
-                            m.next = "NEXT_PASS"
-                        if unit is not None:
-                            with m.Case(FourierOp.LOAD_SPECTRUM):
-                                m.d.comb += unit.restart.eq(1)
-                                m.next = "LOAD_SPECTRUM"
-                            with m.Case(FourierOp.HADAMARD):
-                                m.next = "HADAMARD_START"
-                            with m.Case(FourierOp.CONV):
-                                m.d.sync += [plan.eq(0b1111), then_hadamard.eq(1)]
-                                m.next = "NEXT_PASS"
-                        with m.Default():
-                            m.next = "NOTHING"
-
-            with m.State("NOTHING"):
-                m.d.comb += self.done.eq(1)
-                m.next = "IDLE"
-
-            with m.State("LOAD"):
-                m.d.comb += self.i.ready.eq(1)
-                with m.If(self.i.valid):
-                    with m.If((op == FourierOp.LOAD) & ~half):
-                        m.d.sync += [re_hold.eq(self.i.payload), half.eq(1)]
-                    with m.Else():
-                        m.d.comb += [wr.addr.eq(count), wr.en.eq(1)]
-                        with m.If(op == FourierOp.LOAD):
-                            m.d.comb += [wr.data.re.eq(re_hold), wr.data.im.eq(self.i.payload)]
-                        with m.Else():
-                            m.d.comb += [wr.data.re.eq(self.i.payload), wr.data.im.eq(0)]
-                        m.d.sync += [count.eq(count + 1), half.eq(0)]
-                        with m.If(count == size - 1):
-                            m.d.comb += self.done.eq(1)
-                            m.next = "IDLE"
-
+            _idle_states(m, self, words, walk, rd, unit)
+            _load_states(m, self, words, wr, unit, size)
+            _read_states(m, self, words, rd, size)
+            _sequencer_state(m, self, walk, unit)
+            _vector_states(m, walk, drive, words, rd, wr, width)
             if unit is not None:
-                with m.State("LOAD_SPECTRUM"):
-                    m.d.comb += [unit.load.payload.re.eq(re_hold),
-                                 unit.load.payload.im.eq(self.i.payload)]
-                    with m.If(~half):
-                        m.d.comb += self.i.ready.eq(1)
-                        with m.If(self.i.valid):
-                            m.d.sync += [re_hold.eq(self.i.payload), half.eq(1)]
-                    with m.Else():
-                        m.d.comb += [self.i.ready.eq(unit.load.ready),
-                                     unit.load.valid.eq(self.i.valid)]
-                        with m.If(self.i.valid & unit.load.ready):
-                            m.d.sync += [count.eq(count + 1), half.eq(0)]
-                            with m.If(count == size - 1):
-                                m.d.comb += self.done.eq(1)
-                                m.next = "IDLE"
-
-            # READ_*: the element at `count` is in the read port; the next one is read as
-            # the last word of this one is taken (the port holds its data while not enabled).
-            with m.State("READ_RE"):
-                m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(rd.data.re),
-                             rd.addr.eq(count + 1)]
-                with m.If(self.o.ready):
-                    m.d.sync += im_hold.eq(rd.data.im)
-                    with m.If(op == FourierOp.READ):
-                        m.next = "READ_IM"
-                    with m.Else():
-                        m.d.comb += rd.en.eq(1)
-                        m.d.sync += count.eq(count + 1)
-                        with m.If(count == size - 1):
-                            m.d.comb += self.done.eq(1)
-                            m.next = "IDLE"
-            with m.State("READ_IM"):
-                m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(im_hold),
-                             rd.addr.eq(count + 1)]
-                with m.If(self.o.ready):
-                    m.d.comb += rd.en.eq(1)
-                    m.d.sync += count.eq(count + 1)
-                    with m.If(count == size - 1):
-                        m.d.comb += self.done.eq(1)
-                        m.next = "IDLE"
-                    with m.Else():
-                        m.next = "READ_RE"
-
-            with m.State("NEXT_PASS"):
-                next_pass()
-
-            # One vector of a pass: load it into the array, multiply, read it back in place.
-            with m.State("VEC_START"):
-                m.d.comb += [a_op.eq(TileOp.LOAD_X), a_start.eq(1), rd.addr.eq(vec_start),
-                             rd.en.eq(1)]
-                with m.If(inverse):
-                    m.d.comb += a_op.eq(TileOp.LOAD_S)
-                m.d.sync += [feed_addr.eq(vec_start), back_addr.eq(vec_start), elem.eq(0)]
-                m.next = "FEED_RE"
-            with m.State("FEED_RE"):
-                m.d.comb += [a_valid.eq(1), a_payload.eq(rd.data.re),
-                             rd.addr.eq(feed_addr + stride)]
-                with m.If(a_i_ready):
-                    m.d.comb += rd.en.eq(1)
-                    m.d.sync += [im_hold.eq(rd.data.im), feed_addr.eq(feed_addr + stride)]
-                    m.next = "FEED_IM"
-            with m.State("FEED_IM"):
-                m.d.comb += [a_valid.eq(1), a_payload.eq(im_hold)]
-                with m.If(a_i_ready):
-                    m.d.sync += elem.eq(elem + 1)
-                    with m.If(elem == n_len - 1):
-                        m.next = "COMPUTE"
-                    with m.Else():
-                        m.next = "FEED_RE"
-            with m.State("COMPUTE"):
-                m.d.comb += [a_op.eq(TileOp.FORWARD), a_start.eq(1)]
-                with m.If(inverse):
-                    m.d.comb += a_op.eq(TileOp.TRANSPOSED)
-                m.next = "COMPUTE_WAIT"
-            with m.State("COMPUTE_WAIT"):
-                with m.If(a_done):
-                    m.next = "COLLECT_START"
-            with m.State("COLLECT_START"):
-                m.d.comb += [a_op.eq(TileOp.READ_Y), a_start.eq(1)]
-                m.d.sync += [half.eq(0), elem.eq(0)]
-                m.next = "COLLECT"
-            with m.State("COLLECT"):
-                m.d.comb += a_ready_out.eq(1)
-                with m.If(a_o_valid):
-                    with m.If(~half):
-                        m.d.sync += [re_hold.eq(a_o_payload), half.eq(1)]
-                    with m.Else():
-                        m.d.comb += [wr.addr.eq(back_addr), wr.data.re.eq(re_hold),
-                                     wr.data.im.eq(a_o_payload), wr.en.eq(1)]
-                        m.d.sync += [back_addr.eq(back_addr + stride), half.eq(0),
-                                     elem.eq(elem + 1)]
-                        with m.If(elem == n_len - 1):
-                            m.next = "VEC_END"
-            with m.State("VEC_END"):
-                m.d.sync += vec.eq(vec + 1)
-                with m.If(sel):
-                    m.d.sync += vec_start.eq(vec_start + 1)
-                with m.Else():
-                    m.d.sync += vec_start.eq(vec_start + width)
-                with m.If(vec == n_vec - 1):
-                    m.next = "NEXT_PASS"
-                with m.Else():
-                    m.next = "VEC_START"
-
-            if unit is not None:
-                # Hadamard pass, column-major: reads run ahead of the unit's pipeline; each
-                # product is written back where its element was read.
-                with m.State("HADAMARD_START"):
-                    m.d.comb += [unit.restart.eq(1), rd.addr.eq(0), rd.en.eq(1)]
-                    m.d.sync += [h_rr.eq(0), h_rc.eq(0), h_read.eq(0), h_wr.eq(0), h_wc.eq(0),
-                                 h_write.eq(0), h_fed.eq(0), h_out.eq(0)]
-                    m.next = "HADAMARD"
-                with m.State("HADAMARD"):
-                    next_read = Signal.like(h_read)
-                    m.d.comb += next_read.eq(h_read + width)
-                    with m.If(h_rr == height - 1):
-                        m.d.comb += next_read.eq(h_rc + 1)
-                    m.d.comb += [unit.i.valid.eq(h_fed != size), rd.addr.eq(next_read)]
-                    with m.If(unit.i.valid & unit.i.ready):
-                        m.d.comb += rd.en.eq(1)
-                        m.d.sync += [h_read.eq(next_read), h_fed.eq(h_fed + 1)]
-                        with m.If(h_rr == height - 1):
-                            m.d.sync += [h_rr.eq(0), h_rc.eq(h_rc + 1)]
-                        with m.Else():
-                            m.d.sync += h_rr.eq(h_rr + 1)
-                    m.d.comb += unit.o.ready.eq(1)
-                    with m.If(unit.o.valid):
-                        m.d.comb += [wr.addr.eq(h_write), wr.data.eq(unit.o.payload),
-                                     wr.en.eq(1)]
-                        m.d.sync += h_out.eq(h_out + 1)
-                        with m.If(h_wr == height - 1):
-                            m.d.sync += [h_wr.eq(0), h_wc.eq(h_wc + 1),
-                                         h_write.eq(h_wc + 1)]
-                        with m.Else():
-                            m.d.sync += [h_wr.eq(h_wr + 1), h_write.eq(h_write + width)]
-                        with m.If(h_out == size - 1):
-                            m.next = "NEXT_PASS"
+                _hadamard_states(m, unit, sweep, rd, wr, height, width)
         return m
 
 
@@ -579,3 +351,407 @@ class FourierConv(Dft2d):
     """
 
     _hadamard = True
+
+
+# The parts of Dft2d.elaborate -----------------------------------------------------------------
+# One FSM, its states added by the builders below in this order: the passes reuse the
+# streaming operations' word registers, and every state drives the buffer's two ports, so the
+# parts share one controller instead of handing the buffer from one component to another.
+
+def _join_flags(m, dut, parts):
+    """``dut.overflow`` is the OR of its parts' sticky flags; ``dut.clear`` clears them all."""
+    flags = parts[0].overflow
+    for part in parts[1:]:
+        flags = flags | part.overflow
+    m.d.comb += dut.overflow.eq(flags)
+    for part in parts:
+        m.d.comb += part.clear.eq(dut.clear)
+
+
+@dataclass(frozen=True)
+class _Words:
+    """The operation and the word registers of the streaming operations, which the passes
+    reuse: a complex element moves as two words, the real one held (``re_hold``) until the
+    imaginary one comes (``half`` set between them), or the imaginary one held (``im_hold``)
+    while the real one goes; ``count`` counts elements."""
+
+    op: Signal
+    count: Signal
+    half: Signal
+    re_hold: Signal
+    im_hold: Signal
+
+    @classmethod
+    def create(cls, size, dw, in_width):
+        """The registers for ``size`` elements of ``dw``-bit words (``in_width``: the
+        ``i`` stream's payload, which ``re_hold`` holds whole)."""
+        op = Signal(FourierOp)
+        count = Signal(range(2 * size + 1))
+        half = Signal()                    # second word (imaginary part) of an element
+        re_hold = Signal(signed(max(dw, in_width)))
+        im_hold = Signal(signed(dw))
+        return cls(op, count, half, re_hold, im_hold)
+
+
+#: (sel, inverse) of each bit of the pass plan: 0 rows fwd, 1 cols fwd, 2 cols inv, 3 rows inv.
+_PASS_SEL = (0, 1, 1, 0)
+_PASS_INV = (0, 0, 1, 1)
+
+
+@dataclass(frozen=True)
+class _Walk:
+    """The pass registers: the plan of pending passes and the walk of the one that runs.
+
+    A pass takes ``n_vec`` vectors of ``n_len`` elements through array ``sel`` (0: the rows
+    array, length W, vectors along a row; 1: the columns array, length H, vectors down a
+    column, ``stride`` W apart: the transpose), forward or ``inverse``. ``plan`` holds the
+    pending passes, one bit each (:data:`_PASS_SEL`, :data:`_PASS_INV`), low bit first;
+    ``then_hadamard`` puts CONV's Hadamard pass between the forward and the inverse ones.
+    """
+
+    sel: Signal
+    inverse: Signal
+    vec: Signal
+    elem: Signal
+    vec_start: Signal
+    feed_addr: Signal
+    back_addr: Signal
+    plan: Signal
+    then_hadamard: Signal
+    n_vec: Signal
+    n_len: Signal
+    stride: Signal
+
+    @classmethod
+    def create(cls, m, height, width):
+        """The registers, with ``n_vec``, ``n_len`` and ``stride`` driven from ``sel`` in
+        ``m``."""
+        size = height * width
+        sel = Signal()                     # 0: rows array (length W), 1: columns array
+        inverse = Signal()
+        vec = Signal(range(max(height, width) + 1))
+        elem = Signal(range(max(height, width) + 1))
+        vec_start = Signal(range(size + 1))
+        feed_addr = Signal(range(size + width + 1))
+        back_addr = Signal(range(size + width + 1))
+        plan = Signal(4)                   # pending passes, one bit each, low bit first
+        then_hadamard = Signal()           # CONV: Hadamard between the forward and inverse
+        n_vec = Signal(range(max(height, width) + 1))
+        n_len = Signal(range(max(height, width) + 1))
+        with m.If(sel):
+            m.d.comb += [n_vec.eq(width), n_len.eq(height)]
+        with m.Else():
+            m.d.comb += [n_vec.eq(height), n_len.eq(width)]
+        stride = Signal(range(width + 1))
+        m.d.comb += stride.eq(1)
+        with m.If(sel):
+            m.d.comb += stride.eq(width)
+        return cls(sel, inverse, vec, elem, vec_start, feed_addr, back_addr, plan,
+                   then_hadamard, n_vec, n_len, stride)
+
+
+@dataclass(frozen=True)
+class _ArrayDrive:
+    """One set of strobes for both arrays, gated by ``sel``, and the selected array's
+    answers: the walk drives ``a_op``, ``a_start``, ``a_valid``, ``a_payload`` and
+    ``a_ready_out``, and reads ``a_i_ready``, ``a_done``, ``a_o_valid`` and ``a_o_payload``."""
+
+    a_op: Signal
+    a_start: Signal
+    a_valid: Signal
+    a_ready_out: Signal
+    a_payload: Signal
+    a_i_ready: Signal
+    a_done: Signal
+    a_o_valid: Signal
+    a_o_payload: Signal
+
+    @classmethod
+    def create(cls, m, arrays, sel, dw):
+        """The strobes and answers, wired in ``m`` to ``arrays`` (rows, columns)."""
+        rows_arr, cols_arr = arrays
+        a_op = Signal(TileOp)
+        a_start, a_valid, a_ready_out = Signal(), Signal(), Signal()
+        a_payload = Signal(signed(dw))
+        for k, a in enumerate(arrays):
+            mine = sel == k
+            m.d.comb += [a.op.eq(a_op), a.start.eq(a_start & mine),
+                         a.i.valid.eq(a_valid & mine), a.i.payload.eq(a_payload),
+                         a.o.ready.eq(a_ready_out & mine)]
+        a_i_ready = Signal()
+        a_done = Signal()
+        a_o_valid = Signal()
+        a_o_payload = Signal(signed(len(rows_arr.o.payload)))
+        m.d.comb += [a_i_ready.eq(rows_arr.i.ready), a_done.eq(rows_arr.done),
+                     a_o_valid.eq(rows_arr.o.valid), a_o_payload.eq(rows_arr.o.payload)]
+        with m.If(sel):
+            m.d.comb += [a_i_ready.eq(cols_arr.i.ready), a_done.eq(cols_arr.done),
+                         a_o_valid.eq(cols_arr.o.valid), a_o_payload.eq(cols_arr.o.payload)]
+        return cls(a_op, a_start, a_valid, a_ready_out, a_payload, a_i_ready, a_done,
+                   a_o_valid, a_o_payload)
+
+
+@dataclass(frozen=True)
+class _Sweep:
+    """The Hadamard pass's counters, column-major: the row and column of the next element
+    read (``h_rr``, ``h_rc``) and of the next product written (``h_wr``, ``h_wc``), their
+    buffer addresses, and the elements fed to the unit and taken from it."""
+
+    h_rr: Signal
+    h_rc: Signal
+    h_read: Signal
+    h_wr: Signal
+    h_wc: Signal
+    h_write: Signal
+    h_fed: Signal
+    h_out: Signal
+
+    @classmethod
+    def create(cls, height, width):
+        """The counters for an H×W buffer."""
+        size = height * width
+        h_rr = Signal(range(height + 1))
+        h_rc = Signal(range(width + 1))
+        h_read = Signal(range(size + width + 1))
+        h_wr = Signal(range(height + 1))
+        h_wc = Signal(range(width + 1))
+        h_write = Signal(range(size + width + 1))
+        h_fed = Signal(range(size + 1))
+        h_out = Signal(range(size + 1))
+        return cls(h_rr, h_rc, h_read, h_wr, h_wc, h_write, h_fed, h_out)
+
+
+def _idle_states(m, dut, words, walk, rd, unit):
+    """IDLE: take ``op`` at ``start`` and go to its first state (a DFT, IDFT or CONV sets
+    the pass plan); NOTHING: an operation the unit does not have ends at once."""
+    plan, then_hadamard = walk.plan, walk.then_hadamard
+    with m.State("IDLE"):
+        m.d.comb += dut.busy.eq(0)
+        with m.If(dut.start):
+            m.d.sync += [words.op.eq(dut.op), words.count.eq(0), words.half.eq(0),
+                         plan.eq(0), then_hadamard.eq(0)]
+            with m.Switch(dut.op):
+                with m.Case(FourierOp.LOAD_REAL, FourierOp.LOAD):
+                    m.next = "LOAD"
+                with m.Case(FourierOp.READ_REAL, FourierOp.READ):
+                    m.d.comb += [rd.addr.eq(0), rd.en.eq(1)]
+                    m.next = "READ_RE"
+                with m.Case(FourierOp.DFT):
+                    m.d.sync += plan.eq(0b0011)
+                    m.next = "NEXT_PASS"
+                with m.Case(FourierOp.IDFT):
+                    m.d.sync += plan.eq(0b1100)
+                    m.next = "NEXT_PASS"
+                if unit is not None:
+                    with m.Case(FourierOp.LOAD_SPECTRUM):
+                        m.d.comb += unit.restart.eq(1)
+                        m.next = "LOAD_SPECTRUM"
+                    with m.Case(FourierOp.HADAMARD):
+                        m.next = "HADAMARD_START"
+                    with m.Case(FourierOp.CONV):
+                        m.d.sync += [plan.eq(0b1111), then_hadamard.eq(1)]
+                        m.next = "NEXT_PASS"
+                with m.Default():
+                    m.next = "NOTHING"
+
+    with m.State("NOTHING"):
+        m.d.comb += dut.done.eq(1)
+        m.next = "IDLE"
+
+
+def _load_states(m, dut, words, wr, unit, size):
+    """LOAD (LOAD_REAL and LOAD): words into the buffer, row-major; LOAD_SPECTRUM
+    (FourierConv): ``(re, im)`` pairs into the Hadamard unit's spectrum."""
+    op, count, half, re_hold = words.op, words.count, words.half, words.re_hold
+    with m.State("LOAD"):
+        m.d.comb += dut.i.ready.eq(1)
+        with m.If(dut.i.valid):
+            with m.If((op == FourierOp.LOAD) & ~half):
+                m.d.sync += [re_hold.eq(dut.i.payload), half.eq(1)]
+            with m.Else():
+                m.d.comb += [wr.addr.eq(count), wr.en.eq(1)]
+                with m.If(op == FourierOp.LOAD):
+                    m.d.comb += [wr.data.re.eq(re_hold), wr.data.im.eq(dut.i.payload)]
+                with m.Else():
+                    m.d.comb += [wr.data.re.eq(dut.i.payload), wr.data.im.eq(0)]
+                m.d.sync += [count.eq(count + 1), half.eq(0)]
+                with m.If(count == size - 1):
+                    m.d.comb += dut.done.eq(1)
+                    m.next = "IDLE"
+
+    if unit is not None:
+        with m.State("LOAD_SPECTRUM"):
+            m.d.comb += [unit.load.payload.re.eq(re_hold),
+                         unit.load.payload.im.eq(dut.i.payload)]
+            with m.If(~half):
+                m.d.comb += dut.i.ready.eq(1)
+                with m.If(dut.i.valid):
+                    m.d.sync += [re_hold.eq(dut.i.payload), half.eq(1)]
+            with m.Else():
+                m.d.comb += [dut.i.ready.eq(unit.load.ready),
+                             unit.load.valid.eq(dut.i.valid)]
+                with m.If(dut.i.valid & unit.load.ready):
+                    m.d.sync += [count.eq(count + 1), half.eq(0)]
+                    with m.If(count == size - 1):
+                        m.d.comb += dut.done.eq(1)
+                        m.next = "IDLE"
+
+
+def _read_states(m, dut, words, rd, size):
+    """READ_RE, READ_IM (READ_REAL and READ): the buffer out, row-major.
+
+    The element at ``count`` is in the read port; the next one is read as the last word of
+    this one is taken (the port holds its data while not enabled).
+    """
+    op, count, im_hold = words.op, words.count, words.im_hold
+    with m.State("READ_RE"):
+        m.d.comb += [dut.o.valid.eq(1), dut.o.payload.eq(rd.data.re), rd.addr.eq(count + 1)]
+        with m.If(dut.o.ready):
+            m.d.sync += im_hold.eq(rd.data.im)
+            with m.If(op == FourierOp.READ):
+                m.next = "READ_IM"
+            with m.Else():
+                m.d.comb += rd.en.eq(1)
+                m.d.sync += count.eq(count + 1)
+                with m.If(count == size - 1):
+                    m.d.comb += dut.done.eq(1)
+                    m.next = "IDLE"
+    with m.State("READ_IM"):
+        m.d.comb += [dut.o.valid.eq(1), dut.o.payload.eq(im_hold), rd.addr.eq(count + 1)]
+        with m.If(dut.o.ready):
+            m.d.comb += rd.en.eq(1)
+            m.d.sync += count.eq(count + 1)
+            with m.If(count == size - 1):
+                m.d.comb += dut.done.eq(1)
+                m.next = "IDLE"
+            with m.Else():
+                m.next = "READ_RE"
+
+
+def _sequencer_state(m, dut, walk, unit):
+    """The pass sequencer, NEXT_PASS: start the first pending pass of the plan — the forward
+    ones, CONV's Hadamard pass, the inverse ones — or end the operation (``done``)."""
+    plan = walk.plan
+
+    def begin_pass(k):
+        m.d.sync += [walk.sel.eq(_PASS_SEL[k]), walk.inverse.eq(_PASS_INV[k]), walk.vec.eq(0),
+                     walk.vec_start.eq(0), plan[k].eq(0)]
+        m.next = "VEC_START"
+
+    with m.State("NEXT_PASS"):
+        with m.If(plan[0]):
+            begin_pass(0)
+        with m.Elif(plan[1]):
+            begin_pass(1)
+        with m.Elif(walk.then_hadamard):
+            m.d.sync += walk.then_hadamard.eq(0)
+            if unit is not None:
+                m.next = "HADAMARD_START"
+        with m.Elif(plan[2]):
+            begin_pass(2)
+        with m.Elif(plan[3]):
+            begin_pass(3)
+        with m.Else():
+            m.d.comb += dut.done.eq(1)
+            m.next = "IDLE"
+
+
+def _vector_states(m, walk, drive, words, rd, wr, width):
+    """One vector of a pass (VEC_START … VEC_END): stream its ``n_len`` elements from the
+    buffer into the selected array (two words each), multiply (FORWARD, or TRANSPOSED for
+    the inverse), read the result back in place, then go to the next vector or back to
+    NEXT_PASS."""
+    w, d = walk, drive
+    half, re_hold, im_hold = words.half, words.re_hold, words.im_hold
+    with m.State("VEC_START"):
+        m.d.comb += [d.a_op.eq(TileOp.LOAD_X), d.a_start.eq(1), rd.addr.eq(w.vec_start),
+                     rd.en.eq(1)]
+        with m.If(w.inverse):
+            m.d.comb += d.a_op.eq(TileOp.LOAD_S)
+        m.d.sync += [w.feed_addr.eq(w.vec_start), w.back_addr.eq(w.vec_start), w.elem.eq(0)]
+        m.next = "FEED_RE"
+    with m.State("FEED_RE"):
+        m.d.comb += [d.a_valid.eq(1), d.a_payload.eq(rd.data.re),
+                     rd.addr.eq(w.feed_addr + w.stride)]
+        with m.If(d.a_i_ready):
+            m.d.comb += rd.en.eq(1)
+            m.d.sync += [im_hold.eq(rd.data.im), w.feed_addr.eq(w.feed_addr + w.stride)]
+            m.next = "FEED_IM"
+    with m.State("FEED_IM"):
+        m.d.comb += [d.a_valid.eq(1), d.a_payload.eq(im_hold)]
+        with m.If(d.a_i_ready):
+            m.d.sync += w.elem.eq(w.elem + 1)
+            with m.If(w.elem == w.n_len - 1):
+                m.next = "COMPUTE"
+            with m.Else():
+                m.next = "FEED_RE"
+    with m.State("COMPUTE"):
+        m.d.comb += [d.a_op.eq(TileOp.FORWARD), d.a_start.eq(1)]
+        with m.If(w.inverse):
+            m.d.comb += d.a_op.eq(TileOp.TRANSPOSED)
+        m.next = "COMPUTE_WAIT"
+    with m.State("COMPUTE_WAIT"):
+        with m.If(d.a_done):
+            m.next = "COLLECT_START"
+    with m.State("COLLECT_START"):
+        m.d.comb += [d.a_op.eq(TileOp.READ_Y), d.a_start.eq(1)]
+        m.d.sync += [half.eq(0), w.elem.eq(0)]
+        m.next = "COLLECT"
+    with m.State("COLLECT"):
+        m.d.comb += d.a_ready_out.eq(1)
+        with m.If(d.a_o_valid):
+            with m.If(~half):
+                m.d.sync += [re_hold.eq(d.a_o_payload), half.eq(1)]
+            with m.Else():
+                m.d.comb += [wr.addr.eq(w.back_addr), wr.data.re.eq(re_hold),
+                             wr.data.im.eq(d.a_o_payload), wr.en.eq(1)]
+                m.d.sync += [w.back_addr.eq(w.back_addr + w.stride), half.eq(0),
+                             w.elem.eq(w.elem + 1)]
+                with m.If(w.elem == w.n_len - 1):
+                    m.next = "VEC_END"
+    with m.State("VEC_END"):
+        m.d.sync += w.vec.eq(w.vec + 1)
+        with m.If(w.sel):
+            m.d.sync += w.vec_start.eq(w.vec_start + 1)
+        with m.Else():
+            m.d.sync += w.vec_start.eq(w.vec_start + width)
+        with m.If(w.vec == w.n_vec - 1):
+            m.next = "NEXT_PASS"
+        with m.Else():
+            m.next = "VEC_START"
+
+
+def _hadamard_states(m, unit, sweep, rd, wr, height, width):
+    """The Hadamard pass (HADAMARD_START, HADAMARD), column-major: reads run ahead of the
+    unit's pipeline; each product is written back where its element was read; then back to
+    NEXT_PASS."""
+    size = height * width
+    s = sweep
+    with m.State("HADAMARD_START"):
+        m.d.comb += [unit.restart.eq(1), rd.addr.eq(0), rd.en.eq(1)]
+        m.d.sync += [s.h_rr.eq(0), s.h_rc.eq(0), s.h_read.eq(0), s.h_wr.eq(0), s.h_wc.eq(0),
+                     s.h_write.eq(0), s.h_fed.eq(0), s.h_out.eq(0)]
+        m.next = "HADAMARD"
+    with m.State("HADAMARD"):
+        next_read = Signal.like(s.h_read)
+        m.d.comb += next_read.eq(s.h_read + width)
+        with m.If(s.h_rr == height - 1):
+            m.d.comb += next_read.eq(s.h_rc + 1)
+        m.d.comb += [unit.i.valid.eq(s.h_fed != size), rd.addr.eq(next_read)]
+        with m.If(unit.i.valid & unit.i.ready):
+            m.d.comb += rd.en.eq(1)
+            m.d.sync += [s.h_read.eq(next_read), s.h_fed.eq(s.h_fed + 1)]
+            with m.If(s.h_rr == height - 1):
+                m.d.sync += [s.h_rr.eq(0), s.h_rc.eq(s.h_rc + 1)]
+            with m.Else():
+                m.d.sync += s.h_rr.eq(s.h_rr + 1)
+        m.d.comb += unit.o.ready.eq(1)
+        with m.If(unit.o.valid):
+            m.d.comb += [wr.addr.eq(s.h_write), wr.data.eq(unit.o.payload), wr.en.eq(1)]
+            m.d.sync += s.h_out.eq(s.h_out + 1)
+            with m.If(s.h_wr == height - 1):
+                m.d.sync += [s.h_wr.eq(0), s.h_wc.eq(s.h_wc + 1), s.h_write.eq(s.h_wc + 1)]
+            with m.Else():
+                m.d.sync += [s.h_wr.eq(s.h_wr + 1), s.h_write.eq(s.h_write + width)]
+            with m.If(s.h_out == size - 1):
+                m.next = "NEXT_PASS"

@@ -69,9 +69,13 @@ class HadamardUnit(wiring.Component):
     registers holds at most two carry chains.
     """
 
-    def __init__(self, *, length: int, x_format: Format, spectrum_format: Format,
-                 out_format: Format, rounding: str = "nearest", gauss: bool = False,
-                 lfsr_seed: int = LFSR_SEED):
+    @staticmethod
+    def check_parameters(*, length: int, x_format: Format, spectrum_format: Format,
+                         out_format: Format, rounding: str = "nearest", gauss: bool = False,
+                         lfsr_seed: int = LFSR_SEED) -> None:
+        """Raise the ``TypeError`` or ``ValueError`` the constructor raises for these
+        parameters (the constructor's arguments), without building a unit: a parent checks
+        its part with it before building the part in its ``elaborate``."""
         if isinstance(length, bool) or not isinstance(length, int):
             raise TypeError(f"length must be an integer, not {type(length).__name__}")
         if length < 1:
@@ -86,6 +90,13 @@ class HadamardUnit(wiring.Component):
         if rounding == "stochastic" and shift > 32:
             raise ValueError(f"stochastic rounding draws 32 bits; cannot discard {shift} bits")
         Lfsr(lfsr_seed)
+
+    def __init__(self, *, length: int, x_format: Format, spectrum_format: Format,
+                 out_format: Format, rounding: str = "nearest", gauss: bool = False,
+                 lfsr_seed: int = LFSR_SEED):
+        self.check_parameters(length=length, x_format=x_format,
+                              spectrum_format=spectrum_format, out_format=out_format,
+                              rounding=rounding, gauss=gauss, lfsr_seed=lfsr_seed)
         self._length = length
         self._xf, self._sf, self._of = x_format, spectrum_format, out_format
         self._rounding = rounding

@@ -25,6 +25,7 @@ __all__ = [
     "FixedFourierConv",
     "FixedTile",
     "accumulator_bits",
+    "check_accumulator",
     "dft2_fixed",
     "euler_step",
     "fixed_argmax",
@@ -47,6 +48,23 @@ def accumulator_bits(a: Format, b: Format, terms: int, extra: int = 0) -> int:
     bits, plus the sign; ``extra`` adds room for a bias or a rounding offset (one bit each).
     """
     return a.width + b.width - 1 + max(terms, 1).bit_length() + extra
+
+
+def check_accumulator(acc_width: int, a: Format, b: Format, terms: int, extra: int = 0, *,
+                      name: str | None = None) -> None:
+    """Raise ``ValueError`` if ``acc_width`` bits cannot hold the exact sum of ``terms``
+    products ``a × b`` (:func:`accumulator_bits`).
+
+    The message is the crossbar tile's (:class:`~xbarode.hdl.tile.CrossbarTile`), prefixed
+    ``name: `` when ``name`` is given, so that a unit that checks its parts' accumulators
+    before building them, and this model's tiles, say what the hardware tile says.
+    """
+    need = accumulator_bits(a, b, terms, extra)
+    if need > acc_width:
+        prefix = "" if name is None else f"{name}: "
+        raise ValueError(f"{prefix}an accumulator of {acc_width} bits is too narrow for a sum "
+                         f"of {terms} products of {a.width}x{b.width}-bit words (needs {need} "
+                         f"bits)")
 
 
 def power_of_two_shift(value: float, name: str) -> int:
@@ -120,13 +138,8 @@ class FixedTile:
 
     def check_accumulator(self, operand: Format, terms: int, extra: int = 0) -> None:
         """Raise if the accumulator cannot hold ``terms`` products with ``operand`` words."""
-        need = accumulator_bits(self.weight_format, operand, terms, extra)
-        if need > self.acc_width:
-            raise ValueError(
-                f"{self.name}: an accumulator of {self.acc_width} bits is too narrow for a sum "
-                f"of {terms} products of {self.weight_format.width}x{operand.width}-bit words "
-                f"(needs {need} bits)"
-            )
+        check_accumulator(self.acc_width, self.weight_format, operand, terms, extra,
+                          name=self.name)
 
     def _narrow(self, acc, in_format, out_format, shift, label):
         total = self.weight_format.frac + in_format.frac + shift - out_format.frac

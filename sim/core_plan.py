@@ -1,4 +1,3 @@
-# amaranth: UnusedElaboratable=no
 """Co-simulation of the neural-ODE core: the weights and images, the model's answers, the
 comparison.
 
@@ -174,12 +173,9 @@ def operation_limits(config: CoreConfig, ops) -> dict[str, int]:
     """Cycle limits of the core's compute operations ``ops`` (names of
     :class:`~xbarode.hdl.core.CoreOp`), from their documented latency bounds
     (:mod:`xbarode.sim.latency`), for back ends that cannot build the core themselves."""
-    from xbarode.hdl.core import Core, CoreOp
+    from .latency import core_bound, limit
 
-    from .latency import latency_bound, limit
-
-    core = Core(config)
-    return {name: limit(latency_bound(core, CoreOp[name])) for name in ops}
+    return {name: limit(core_bound(config, name)) for name in ops}
 
 
 def model_results(config: CoreConfig, params: dict, images: np.ndarray) -> list[dict]:

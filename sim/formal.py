@@ -112,18 +112,24 @@ class ProtocolHarness(Elaboratable):
         streams ``i`` (in) and ``o`` (out).
     ops : dict of int to OpSpec
         Every op code (``0 … 2^len(op) − 1``; codes not given are unsupported).
-    properties : iterable of str
-        Which of :data:`PROPERTIES` to assert.
+    properties : collection of str
+        Which of :data:`PROPERTIES` to assert; others are refused (``ValueError``) before the
+        harness exists or looks at ``dut``.
     eager_host : bool
         The host is always ready on ``o`` and always valid on ``i`` (the latency proof).
     """
 
-    def __init__(self, dut, ops: dict, properties, *, eager_host: bool = False):
+    def __new__(cls, dut, ops: dict, properties, *, eager_host: bool = False):
+        # Checked here, not in __init__: a harness refused there would already exist, an
+        # elaboratable never elaborated, which Amaranth warns about.
         unknown = set(properties) - set(PROPERTIES)
         if unknown:
-            self._MustUse__silence = True    # refused, so never elaborated
             raise ValueError(f"unknown properties {sorted(unknown)}; choose from "
                              f"{sorted(PROPERTIES)}")
+        # Amaranth records where an elaboratable is made: the caller, one frame up.
+        return super().__new__(cls, src_loc_at=1)
+
+    def __init__(self, dut, ops: dict, properties, *, eager_host: bool = False):
         self._dut = dut
         codes = 1 << len(Value.cast(dut.op))
         self._ops = {code: ops.get(code, OpSpec(f"code {code}", supported=False))

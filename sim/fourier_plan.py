@@ -1,5 +1,3 @@
-# amaranth: UnusedElaboratable=no
-# (FourierParams.component() is also called only to validate parameters.)
 """Co-simulation of the Fourier units (``dft``, ``hadamard``, ``fourier-conv``): plans and answers.
 
 A plan is a list of *vectors*, each a script of steps that every simulator back end runs the
@@ -85,8 +83,9 @@ class FourierParams:
         """Elements of the image, ``H·W``."""
         return self.height * self.width_px
 
-    def component(self):
-        """The Amaranth component for these parameters."""
+    def _unit(self):
+        """The unit's class and constructor arguments, after the checks of the unit's name
+        and of the kernel (which only the plans use)."""
         from xbarode.hdl.fourier import Dft2d, FourierConv
         from xbarode.hdl.hadamard import HadamardUnit
 
@@ -99,17 +98,28 @@ class FourierParams:
             raise ValueError(f"a {self.kernel}x{self.kernel} kernel does not fit a "
                              f"{self.height}x{self.width_px} image")
         if self.unit == "hadamard":
-            return HadamardUnit(length=self.size, x_format=self.data_format,
-                                spectrum_format=self.spectrum_format,
-                                out_format=self.data_format, rounding=self.rounding,
-                                gauss=self.gauss, lfsr_seed=self.lfsr_seed)
+            return HadamardUnit, (), {
+                "length": self.size, "x_format": self.data_format,
+                "spectrum_format": self.spectrum_format, "out_format": self.data_format,
+                "rounding": self.rounding, "gauss": self.gauss, "lfsr_seed": self.lfsr_seed}
         common = {"lanes": self.lanes, "data_format": self.data_format,
                   "twiddle_format": self.twiddle_format, "acc_width": self.acc_width,
                   "rounding": self.rounding, "lfsr_seed": self.lfsr_seed}
         if self.unit == "dft":
-            return Dft2d(self.height, self.width_px, **common)
-        return FourierConv(self.height, self.width_px, spectrum_format=self.spectrum_format,
-                           gauss=self.gauss, **common)
+            return Dft2d, (self.height, self.width_px), common
+        return FourierConv, (self.height, self.width_px), {
+            "spectrum_format": self.spectrum_format, "gauss": self.gauss, **common}
+
+    def check(self) -> None:
+        """Raise what :meth:`component` raises for these parameters (the unit's own messages),
+        without building the unit."""
+        cls, args, kwargs = self._unit()
+        cls.check_parameters(*args, **kwargs)
+
+    def component(self):
+        """The Amaranth component for these parameters."""
+        cls, args, kwargs = self._unit()
+        return cls(*args, **kwargs)
 
 
 def make_plan(params: FourierParams, vectors: int, seed: int) -> dict:
@@ -172,10 +182,13 @@ def operation_limits(params: FourierParams) -> dict[str, int]:
     (:mod:`xbarode.sim.latency`); none for the Hadamard unit (its streams have their own)."""
     if params.unit == "hadamard":
         return {}
-    from .latency import latency_bound, limit
+    from xbarode.hdl.fourier import Dft2d
 
-    unit = params.component()
-    return {name: limit(latency_bound(unit, name)) for name in ("DFT", "IDFT", "CONV")}
+    from .latency import dft_bound, limit
+
+    lanes = Dft2d.array_lanes(params.height, params.width_px, params.lanes)
+    return {name: limit(dft_bound(params.height, params.width_px, lanes, name))
+            for name in ("DFT", "IDFT", "CONV")}
 
 
 def pack_pair(re: int, im: int, width: int) -> int:

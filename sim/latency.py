@@ -27,7 +27,8 @@ tree's register stages (:class:`~xbarode.hdl.tile.CrossbarTile`'s docstring):
 
 from __future__ import annotations
 
-__all__ = ["OperationTimeout", "latency_bound", "limit", "stream_limit"]
+__all__ = ["OperationTimeout", "core_bound", "dft_bound", "latency_bound", "limit",
+           "stream_limit", "tile_bound"]
 
 #: Cycles added to every limit (start-up, pipeline fill, the handshake's own cycles).
 SLACK = 64
@@ -49,81 +50,112 @@ def stream_limit(words: int) -> int:
     return limit(words)
 
 
-def _tile_bound(tile, name: str) -> int:
-    rows, chunks = tile.rows, tile.chunks
+def _name(op) -> str:
+    return getattr(op, "name", str(op))
+
+
+def tile_bound(rows: int, cols: int, lanes: int, op, *, taps: int = 0,
+               bias: bool = False) -> int:
+    """The documented latency bound of operation ``op`` (a
+    :class:`~xbarode.hdl.tile.TileOp` or its name) on a tile of ``rows × cols`` weights with
+    ``lanes`` multipliers, ``taps`` kernel taps (0: a dense tile) and a ``bias`` or not."""
+    from xbarode.hdl.tile import CrossbarTile
+
+    name = _name(op)
+    chunks = -(-cols // lanes)
     work = rows * chunks
-    forward = tile.product_latency(rows, tile.cols, tile.lanes)
+    forward = CrossbarTile.product_latency(rows, cols, lanes)
     if name in ("FORWARD", "FORWARD_G"):
         return forward
-    if name == "APPLY" and tile.taps is not None:
-        k = len(tile.taps)
-        bound = k * rows + max(k * (rows + 1), work - 1) + 6
-        return bound + (rows if tile.bias else 0)
+    if name == "APPLY" and taps:
+        bound = taps * rows + max(taps * (rows + 1), work - 1) + 6
+        return bound + (rows if bias else 0)
     if name == "APPLY":
-        return work + 7 + (rows if tile.bias else 0)
+        return work + 7 + (rows if bias else 0)
     if name in ("TRANSPOSED_STREAM", "TRANSPOSED_STREAM_G"):
         # Fed by another product: both, one after the other.
         return 2 * forward
-    return tile.product_latency(rows, tile.cols, tile.lanes, transposed=True)
+    return CrossbarTile.product_latency(rows, cols, lanes, transposed=True)
 
 
-def _dft_pass(unit, forward: bool, columns: bool) -> int:
-    array = unit._arrays[1 if columns else 0]
-    n = unit.height if columns else unit.width
-    vectors = unit.width if columns else unit.height
-    product = _tile_bound(array, "FORWARD" if forward else "TRANSPOSED")
+def _dft_pass(height: int, width: int, lanes: tuple[int, int], forward: bool,
+              columns: bool) -> int:
+    n = height if columns else width
+    vectors = width if columns else height
+    product = tile_bound(2 * n, 2 * n, lanes[1 if columns else 0],
+                         "FORWARD" if forward else "TRANSPOSED")
     return vectors * (4 * n + product + 4)
 
 
-def _fourier_bound(unit, name: str) -> int:
-    dft = 4 + _dft_pass(unit, True, False) + _dft_pass(unit, True, True)
-    idft = 4 + _dft_pass(unit, False, True) + _dft_pass(unit, False, False)
-    hadamard = unit.height * unit.width + 4
+def dft_bound(height: int, width: int, lanes: tuple[int, int], op) -> int:
+    """The documented latency bound of operation ``op`` (a
+    :class:`~xbarode.hdl.fourier.FourierOp` or its name) on an H×W
+    :class:`~xbarode.hdl.fourier.Dft2d` or :class:`~xbarode.hdl.fourier.FourierConv` whose
+    rows and columns arrays have ``lanes`` multipliers
+    (:meth:`Dft2d.array_lanes <xbarode.hdl.fourier.Dft2d.array_lanes>`)."""
+    name = _name(op)
+    dft = 4 + _dft_pass(height, width, lanes, True, False) \
+        + _dft_pass(height, width, lanes, True, True)
+    idft = 4 + _dft_pass(height, width, lanes, False, True) \
+        + _dft_pass(height, width, lanes, False, False)
+    hadamard = height * width + 4
     return {"DFT": dft, "IDFT": idft, "HADAMARD": hadamard,
             "CONV": dft + idft + hadamard}.get(name, 2)
 
 
-def _core_bound(core, name: str) -> int:
-    cfg = core.config
-    m, chunks = cfg.m, core.chunks
-    a, c = core._a, core._c
+def core_bound(config, op) -> int:
+    """The documented latency bound of operation ``op`` (a
+    :class:`~xbarode.hdl.core.CoreOp` or its name) on the core of ``config`` (a
+    :class:`~xbarode.model.core_config.CoreConfig`)."""
+    from xbarode.hdl.fourier import Dft2d
+
+    name = _name(op)
+    m, chunks, lanes = config.m, -(-config.m // config.lanes), config.lanes
+    taps = config.conv_taps() if config.training else None
+    a = {"rows": m, "cols": m, "lanes": lanes, "taps": 0 if taps is None else len(taps)}
+    c = {"rows": config.classes, "cols": m, "lanes": lanes, "bias": True}
     combine = chunks + 4
-    if core._fourier is not None:
-        chain = 2 * _fourier_bound(a, "CONV") + 4 * m + 16
+    fourier = config.conv_path == "fourier"
+    if fourier:
+        height, width = config.image
+        conv = dft_bound(height, width, Dft2d.array_lanes(height, width, lanes), "CONV")
+        chain = 2 * conv + 4 * m + 16
     else:
-        chain = _tile_bound(a, "FORWARD") + _tile_bound(core._b, "TRANSPOSED") + 8
-    classify = _tile_bound(c, "FORWARD") + 4
+        chain = tile_bound(op="FORWARD", **a) + tile_bound(op="TRANSPOSED", **a) + 8
+    classify = tile_bound(op="FORWARD", **c) + 4
     if name == "RUN":
-        if cfg.method == "euler":
+        if config.method == "euler":
             per_step = chain + combine + 2
         else:
-            chains = 1 + (cfg.max_iter + 1) + cfg.max_iter * cfg.neumann_terms
-            per_step = chains * (chain + combine + 2) + (cfg.max_iter + 1) * (combine + 2)
-        return cfg.steps * per_step + classify + 2
+            chains = 1 + (config.max_iter + 1) + config.max_iter * config.neumann_terms
+            per_step = chains * (chain + combine + 2) + (config.max_iter + 1) * (combine + 2)
+        return config.steps * per_step + classify + 2
     if name == "BACKWARD":
-        products = 5 + (2 * cfg.neumann_terms if cfg.method == "implicit_euler" else 0)
-        product = _tile_bound(a, "FORWARD")
+        products = 5 + (2 * config.neumann_terms if config.method == "implicit_euler" else 0)
+        product = tile_bound(op="FORWARD", **a)
         per_step = products * (product + combine) + 2 * combine
-        return _tile_bound(c, "TRANSPOSED") + combine + cfg.steps * per_step + 8
+        return tile_bound(op="TRANSPOSED", **c) + combine + config.steps * per_step + 8
     if name == "APPLY":
-        tiles = [c] if core._fourier is not None else [a, core._b, c]
-        return max(_tile_bound(t, "APPLY") for t in tiles) + 4
+        tiles = [c] if fourier else [a, a, c]
+        return max(tile_bound(op="APPLY", **t) for t in tiles) + 4
     return 2
 
 
 def latency_bound(dut, op) -> int:
     """The documented latency bound (cycles, start to ``done`` inclusive) of compute
     operation ``op`` on ``dut`` (a tile, a DFT array, ``Dft2d``/``FourierConv`` or the
-    core); 2 for an operation that ends at once."""
+    core); 2 for an operation that ends at once. :func:`tile_bound`, :func:`dft_bound` and
+    :func:`core_bound` give it from the parameters, without a unit."""
     from xbarode.hdl.core import Core
     from xbarode.hdl.fourier import Dft2d
     from xbarode.hdl.tile import CrossbarTile
 
-    name = getattr(op, "name", str(op))
     if isinstance(dut, Core):
-        return _core_bound(dut, name)
+        return core_bound(dut.config, op)
     if isinstance(dut, Dft2d):
-        return _fourier_bound(dut, name)
+        return dft_bound(dut.height, dut.width, dut.lanes, op)
     if isinstance(dut, CrossbarTile):
-        return _tile_bound(dut, name)
+        taps = dut.taps
+        return tile_bound(dut.rows, dut.cols, dut.lanes, op,
+                          taps=0 if taps is None else len(taps), bias=dut.bias)
     raise TypeError(f"no documented latency for {type(dut).__name__}")

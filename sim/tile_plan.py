@@ -1,5 +1,6 @@
 # amaranth: UnusedElaboratable=no
-# (TileParams.component() is also called only to validate parameters.)
+# (xbarode.units checks a tile's parameters by building TileParams.component() and
+# dropping it: CrossbarTile has no check that runs without building a tile.)
 """Co-simulation of the crossbar tile: random plans, the model's answers, the comparison.
 
 A *plan* is data that every simulator back end runs the same way: for each vector, load the
@@ -111,12 +112,10 @@ def operation_limits(params: TileParams) -> dict[str, int]:
     """Cycle limits of the plan's compute operations (FORWARD, TRANSPOSED, UPDATE, by
     :class:`~xbarode.hdl.tile.TileOp` name), from the tile's documented latency bounds
     (:mod:`xbarode.sim.latency`)."""
-    from xbarode.hdl.tile import TileOp
+    from .latency import limit, tile_bound
 
-    from .latency import latency_bound, limit
-
-    tile = params.component()
-    return {name.upper(): limit(latency_bound(tile, TileOp[name.upper()])) for name in OPS}
+    return {name.upper(): limit(tile_bound(params.rows, params.cols, params.lanes, name.upper()))
+            for name in OPS}
 
 
 async def execute(plan: dict, drv, progress=None):

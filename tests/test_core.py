@@ -17,6 +17,8 @@ from hypothesis import strategies as st
 from helpers import LIVE_FRACTION, Draws, first_seed, last_json, live_fraction, run
 from xbarode.cli import main
 from xbarode.hdl.core import Core
+from xbarode.hdl.fourier import FourierConv
+from xbarode.hdl.tile import CrossbarTile
 from xbarode.model.core_config import ConfigError, CoreConfig, load_config
 from xbarode.sim import core_plan
 from xbarode.sim.core_plan import (
@@ -107,6 +109,37 @@ def test_missing_config_file(tmp_path):
 def test_core_rejects_a_non_config():
     with pytest.raises(TypeError, match=r"^config must be a CoreConfig, not dict$"):
         Core({"image": (8, 8)})
+
+
+def _tile_c(config):
+    f = config.formats()
+    return CrossbarTile(rows=config.classes, cols=config.m, lanes=config.lanes, bias=True,
+                        weight_format=f.weight, input_format=f.state, output_format=f.act,
+                        grad_format=f.grad, acc_width=config.acc_width)
+
+
+@pytest.mark.parametrize(("changes", "build_part"), [
+    # Inference: the configuration leaves the accumulator to the tiles; A is the first.
+    ({"acc_width": 20}, lambda c: CrossbarTile(
+        rows=c.m, cols=c.m, lanes=c.lanes, weight_format=c.formats().weight,
+        input_format=c.formats().state, output_format=c.formats().act, acc_width=20)),
+    # Training: the configuration checks its sums, but not C's bias on gradient-wide words.
+    ({"training": True, "grad": "24.16", "acc_width": 42, "batch": 1, "steps": 1}, _tile_c),
+    # The Fourier path: unit A's rows array.
+    ({"structure": "conv", "conv_path": "fourier", "kernel": 1, "acc_width": 36},
+     lambda c: FourierConv(*c.image, lanes=c.lanes, data_format=c.fourier()["data"],
+                           twiddle_format=c.fourier()["twiddle"],
+                           spectrum_format=c.fourier()["spectrum"], acc_width=36)),
+], ids=["inference", "training-C", "fourier"])
+def test_core_refuses_what_its_parts_refuse_with_their_messages(changes, build_part):
+    # The parts are built in elaborate; the constructor checks them first, so a bad
+    # configuration still fails at Core(config), with the message of the part that refuses.
+    config = small(**{"image": (2, 2), "classes": 2, **changes})
+    with pytest.raises(ValueError) as part:
+        build_part(config)
+    with pytest.raises(ValueError) as core:
+        Core(config)
+    assert str(core.value) == str(part.value)
 
 
 # --- bit-exact against the model in Amaranth's simulator ------------------------------------

@@ -1,4 +1,3 @@
-# amaranth: UnusedElaboratable=no
 """Every output in the cycle ``done`` pulses, for every operation, against the fixed-point model.
 
 A host latches results when ``done`` pulses (the core's docstring: RUN's ``done`` comes "when

@@ -14,6 +14,7 @@ import tempfile
 import numpy as np
 import pytest
 import scipy.ndimage
+from amaranth.hdl import Fragment
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -83,6 +84,62 @@ def check(params, vectors=4, seed=0, simulator="amaranth", out=None):
 def test_constructor_errors(build, error, message):
     with pytest.raises(error, match=message):
         build()
+
+
+@pytest.mark.parametrize(("height", "width", "changes"), [
+    (4, 4, {"acc_width": 30}),       # both arrays too narrow: the rows array's message
+    (2, 8, {"acc_width": 30}),       # both, of different lengths (16 and 4 products)
+    (8, 2, {"acc_width": 39}),       # only the columns array (16 products need 40 bits)
+    (4, 4, {"acc_width": 48.0}),
+])
+def test_dft2d_refuses_what_its_arrays_refuse_with_their_messages(height, width, changes):
+    # The arrays are built in elaborate; the constructor checks them first, rows array
+    # (length W) then columns array (length H), as elaborate builds them.
+    kwargs = {"data_format": D, "twiddle_format": T, **changes}
+    refused = None
+    for n in (width, height):
+        try:
+            DftArray(n, **kwargs)
+        except (TypeError, ValueError) as error:
+            refused = error
+            break
+    assert refused is not None
+    with pytest.raises(type(refused)) as got:
+        Dft2d(height, width, **kwargs)
+    assert str(got.value) == str(refused)
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"unit": "dft", "lanes": 0}, r"^lanes must be a positive integer, not 0$"),
+    ({"unit": "fourier-conv", "acc_width": 20},
+     r"^an accumulator of 20 bits is too narrow for a sum of 8 products of 18x18-bit words"),
+    ({"unit": "fourier-conv", "kernel": 2}, r"^the kernel size must be odd and >= 1, not 2$"),
+    ({"unit": "hadamard", "rounding": "up"}, r"^unknown rounding 'up'"),
+    ({"unit": "dft"}, None),
+])
+def test_fourier_params_are_checked_without_building_the_unit(changes, message, monkeypatch):
+    # The command line checks its parameters with check(): the unit's own messages, and no
+    # unit built (one built and dropped would be an elaboratable never elaborated).
+    def built(*args, **kwargs):
+        raise AssertionError("a unit was built")
+
+    for cls in (Dft2d, HadamardUnit):
+        monkeypatch.setattr(cls, "__init__", built)
+    params = FourierParams(height=4, width_px=4, **changes)
+    if message is None:
+        params.check()
+        return
+    with pytest.raises(ValueError, match=message):
+        params.check()
+
+
+@pytest.mark.parametrize("lanes", [None, 3, 8])
+def test_lanes_are_those_of_the_arrays_elaborate_builds(lanes):
+    unit = FourierConv(3, 5, lanes=lanes, data_format=D, twiddle_format=T, spectrum_format=S)
+    m = unit.elaborate(None)
+    Fragment.get(m, None)          # elaborates the parts, as a build does
+    assert unit.lanes == (m.submodules.rows.lanes, m.submodules.cols.lanes)
+    assert unit.lanes == Dft2d.array_lanes(3, 5, lanes)
 
 
 def test_parameters_are_read_only_and_arrays_are_capped():

@@ -1,4 +1,3 @@
-# amaranth: UnusedElaboratable=no
 """Random host sequences on the core and the crossbar tile (Amaranth simulator): operations
 in any order — RUN before any weights, the training operations before LOAD_GRAD or on a core
 without training, reads before any RUN, ``start`` while busy, op codes the unit lacks,

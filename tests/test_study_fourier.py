@@ -17,6 +17,7 @@ import pytest
 from helpers import last_json, run
 from xbarode import study_fourier as study
 from xbarode.cli import main
+from xbarode.hdl.fourier import Dft2d
 from xbarode.model import fixed_ops
 from xbarode.model.conv import conv_matrix
 from xbarode.model.fixed import LFSR_SEED, Format, Overflow, Rounder
@@ -166,10 +167,9 @@ def test_multipliers_macs_and_memory_match_independent_counts(fourier, monkeypat
         assert row["fourier"]["memory_words"] == tables + buffer + spectrum
         assert row["direct"]["memory_words"] == matrix.size           # every weight stored
 
-        component = FourierParams(unit="fourier-conv", height=size, width_px=size,
-                                  lanes=16).component()
-        assert row["fourier"]["multipliers"] == sum(component.lanes) + 4
-        assert row["direct"]["multipliers"] == min(sum(component.lanes) + 4, size * size)
+        lanes = Dft2d.array_lanes(size, size, 16)     # as the unit caps lanes=16 per array
+        assert row["fourier"]["multipliers"] == sum(lanes) + 4
+        assert row["direct"]["multipliers"] == min(sum(lanes) + 4, size * size)
 
 
 def test_fixed_point_errors_are_within_the_documented_bound(fourier):

@@ -267,7 +267,7 @@ def _fourier_params(unit: str):
                                rounding=args.rounding, gauss=getattr(args, "gauss", False),
                                acc_width=getattr(args, "acc_width", 48),
                                lfsr_seed=args.lfsr_seed)
-        result.component()  # validates every parameter with the component's own messages
+        result.check()  # every parameter, with the component's own messages
         return result
     return params
 
