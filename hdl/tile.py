@@ -200,12 +200,28 @@ class CrossbarTile(wiring.Component):
     """
 
     # Many options, each validated with its own message.
-    def __init__(self, *, rows: int, cols: int, lanes: int, weight_format: Format,  # noqa: C901
-                 input_format: Format, output_format: Format, acc_width: int = 48,
-                 rounding: str = "nearest", eta_shift: int = 0, lfsr_seed: int = LFSR_SEED,
-                 weights=None, shift: int = 0, bias: bool = False, side_ports: bool = False,
-                 grad_format: Format | None = None, grad_shift: int = 0, sgd_shift: int = 0,
-                 taps=None, read_chain: bool = False, writable: bool = True):
+    @staticmethod
+    def check_parameters(*, rows: int, cols: int, lanes: int,
+                         weight_format: Format, input_format: Format, output_format: Format,
+                         acc_width: int = 48, rounding: str = "nearest", eta_shift: int = 0,
+                         lfsr_seed: int = LFSR_SEED, weights=None, shift: int = 0,
+                         bias: bool = False, side_ports: bool = False,
+                         grad_format: Format | None = None, grad_shift: int = 0,
+                         sgd_shift: int = 0, taps=None, read_chain: bool = False,
+                         writable: bool = True):
+        """The constructor's checks, without building a tile (the same arguments).
+
+        Returns
+        -------
+        tuple
+            ``(weights, taps)``: the weights as an int64 array (or None) and the checked taps
+            (:func:`~xbarode.hdl.tap_walker.check_taps`, or None).
+
+        Raises
+        ------
+        TypeError, ValueError
+            With the messages the constructor gives.
+        """
         for name, value in (("rows", rows), ("cols", cols), ("lanes", lanes),
                             ("acc_width", acc_width), ("eta_shift", eta_shift),
                             ("shift", shift), ("grad_shift", grad_shift),
@@ -244,12 +260,10 @@ class CrossbarTile(wiring.Component):
                 raise ValueError(f"weights must be words of {weight_format} "
                                  f"({weight_format.min_int}..{weight_format.max_int})")
             weights = weights.astype(np.int64)
-        self._weights = weights
         if taps is not None:
             if grad_format is None:
                 raise ValueError("taps need grad_format: the tied step is APPLY's")
             taps = check_taps(taps, rows, cols)
-        self._taps = taps
         if not isinstance(writable, bool):
             raise TypeError(f"writable must be a bool, not {type(writable).__name__}")
         if not writable and weights is None:
@@ -258,6 +272,24 @@ class CrossbarTile(wiring.Component):
         if not writable and grad_format is not None:
             raise ValueError("a read-only tile (writable=False) has no training operations: "
                              "grad_format must be None")
+        return weights, taps
+
+    def __init__(self, *, rows: int, cols: int, lanes: int, weight_format: Format,
+                 input_format: Format, output_format: Format, acc_width: int = 48,
+                 rounding: str = "nearest", eta_shift: int = 0, lfsr_seed: int = LFSR_SEED,
+                 weights=None, shift: int = 0, bias: bool = False, side_ports: bool = False,
+                 grad_format: Format | None = None, grad_shift: int = 0, sgd_shift: int = 0,
+                 taps=None, read_chain: bool = False, writable: bool = True):
+        weights, taps = self.check_parameters(
+            rows=rows, cols=cols, lanes=lanes, weight_format=weight_format,
+            input_format=input_format, output_format=output_format, acc_width=acc_width,
+            rounding=rounding, eta_shift=eta_shift, lfsr_seed=lfsr_seed, weights=weights,
+            shift=shift, bias=bias, side_ports=side_ports, grad_format=grad_format,
+            grad_shift=grad_shift, sgd_shift=sgd_shift, taps=taps, read_chain=read_chain,
+            writable=writable)
+        self._weights, self._taps = weights, taps
+        operand = input_format if grad_format is None else \
+            Format(max(input_format.width, grad_format.width), 0)
         self._writable = writable
         self._shift, self._bias, self._side = shift, bool(bias), bool(side_ports)
         self._read_chain = bool(read_chain)

@@ -1,6 +1,3 @@
-# amaranth: UnusedElaboratable=no
-# (xbarode.units checks a tile's parameters by building TileParams.component() and
-# dropping it: CrossbarTile has no check that runs without building a tile.)
 """Co-simulation of the crossbar tile: random plans, the model's answers, the comparison.
 
 A *plan* is data that every simulator back end runs the same way: for each vector, load the
@@ -65,17 +62,26 @@ class TileParams:
         """The format of weights, inputs and outputs (one format for all three)."""
         return Format(self.width, self.frac)
 
+    def _tile_arguments(self) -> dict:
+        f = self.format
+        return {"rows": self.rows, "cols": self.cols, "lanes": self.lanes, "weight_format": f,
+                "input_format": f, "output_format": f, "acc_width": self.acc_width,
+                "rounding": self.rounding, "eta_shift": self.eta_shift,
+                "lfsr_seed": self.lfsr_seed, "read_chain": self.read_chain}
+
+    def check(self) -> None:
+        """Refuse bad parameters with the tile's own messages, without building a tile."""
+        from xbarode.hdl.tile import CrossbarTile
+
+        self.platform  # noqa: B018 -- validates dsp
+        CrossbarTile.check_parameters(**self._tile_arguments())
+
     def component(self):
         """The Amaranth tile for these parameters."""
         from xbarode.hdl.tile import CrossbarTile
 
-        f = self.format
         self.platform  # noqa: B018 -- validates dsp
-        return CrossbarTile(rows=self.rows, cols=self.cols, lanes=self.lanes, weight_format=f,
-                            input_format=f, output_format=f, acc_width=self.acc_width,
-                            rounding=self.rounding, eta_shift=self.eta_shift,
-                            lfsr_seed=self.lfsr_seed,
-                            read_chain=self.read_chain)
+        return CrossbarTile(**self._tile_arguments())
 
 
 def make_plan(params: TileParams, vectors: int, seed: int, ops_per_vector: int = 4) -> dict:

@@ -62,9 +62,23 @@ def tile(**changes):
      r"^an accumulator of 33 bits is too narrow for a sum of 4 products of 16x16-bit words "
      r"\(needs 34 bits\)$"),
 ])
-def test_constructor_errors(changes, error, message):
+@pytest.mark.parametrize("how", ["constructor", "check_parameters"])
+def test_constructor_errors(changes, error, message, how):
+    base = {"rows": 4, "cols": 4, "lanes": 2, "weight_format": F16, "input_format": F16,
+            "output_format": F16}
+    build = CrossbarTile if how == "constructor" else CrossbarTile.check_parameters
     with pytest.raises(error, match=message):
-        tile(**changes)
+        build(**{**base, **changes})
+
+
+def test_tile_params_check_builds_no_tile(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("a tile was built")
+
+    monkeypatch.setattr(CrossbarTile, "__init__", refuse)
+    TileParams(rows=13, cols=7, lanes=3, width=16, frac=12).check()
+    with pytest.raises(ValueError, match=r"^lanes must be between 1 and cols \(7\), not 8$"):
+        TileParams(rows=13, cols=7, lanes=8, width=16, frac=12).check()
 
 
 def test_parameters_are_read_only():
@@ -156,10 +170,11 @@ def test_read_chain_matches_the_model(rows, cols, data):
 def test_read_chain_streams_a_word_every_two_cycles():
     t = TileParams(rows=3, cols=5, lanes=2, width=16, frac=12, read_chain=True).component()
     assert t.read_chain
+    # The default: the chain from CHAIN_MIN_LANES lanes on.
     assert TileParams(rows=3, cols=CHAIN_MIN_LANES, lanes=CHAIN_MIN_LANES, width=16,
-                      frac=12).component().read_chain
+                      frac=12).read_chain
     assert not TileParams(rows=3, cols=CHAIN_MIN_LANES, lanes=CHAIN_MIN_LANES - 1, width=16,
-                          frac=12).component().read_chain
+                          frac=12).read_chain
     cycles = []
 
     async def bench(ctx):

@@ -89,7 +89,7 @@ def _tile_params(args):
                         width=args.width, frac=args.frac, rounding=args.rounding,
                         eta_shift=args.eta_shift, acc_width=args.acc_width,
                         lfsr_seed=args.lfsr_seed, dsp=args.dsp)
-    params.component()  # validates every parameter with the component's own messages
+    params.check()  # every parameter, with the component's own messages
     # The update narrows a 2·width-bit product with 2·frac fractional bits to frac bits:
     # it discards frac + eta_shift bits, at most the product's width (beyond it the model and
     # the RTL disagree) and at most the 32 bits a stochastic-rounding draw has.
