@@ -398,7 +398,7 @@ def test_one_channel_bank_is_the_one_channel_tile(mode, transposed):
 # --- the pool ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("factor", [1, 2, 3, 4, 5, 7, 14, 28])
+@pytest.mark.parametrize("factor", [1, 2, 3, 4, 5, 7, 14, 19, 28])
 def test_pool_reciprocal_is_the_documented_constant(factor):
     rho, bits = pool_reciprocal(factor)
     assert (rho, bits) == reference_pool(factor)
@@ -440,6 +440,22 @@ def test_pool_and_its_transpose_against_the_average(factor, c, mode, seed):
     tolerance = rounding * fmt.lsb + np.abs(exact) * 2.0**-17 * (rho != 1)
     assert (np.abs(fmt.to_float(back) - exact) <= tolerance + 1e-12).all()
     assert not overflow.flag and overflow.words["pool"] == features.size
+
+
+def test_pool_saturation_is_counted_never_silent():
+    """The corner: a 19×19 pool's reciprocal rounds up (ρ·361 > 2^25), so the average of 32-bit
+    words at the top of the range lies above it and saturates — counted, in both directions."""
+    fmt = Format(32, 20)
+    rho, bits = pool_reciprocal(19)
+    assert rho * 361 > 2**bits
+    overflow = Overflow()
+    pool = FixedPool(19, 1, (19, 19), rounder=Rounder("floor"), overflow=overflow)
+    z = np.full((2, 361), fmt.max_int)
+    np.testing.assert_array_equal(pool.forward(z, fmt), [[fmt.max_int]] * 2)
+    assert overflow.flag and overflow.counts == Counter({"pool": 2})
+    pool.transposed(np.full((3, 1), fmt.max_int), fmt)
+    assert overflow.counts["pool.transposed"] == 0            # δ/361: far inside the range
+    assert pool.forward(z - 2**14, fmt).max() < fmt.max_int and overflow.total == 2
 
 
 # --- the network -----------------------------------------------------------------------------
@@ -703,3 +719,39 @@ def test_cli_trains_a_channel_network_in_fixed_point(capsys, tmp_path):
     code, out, err = run(capsys, "evaluate", weights, "--json")
     assert code == 0, err
     assert last_json(out)["test_accuracy"] == trained["test_accuracy"]
+
+
+def test_bank_tile_checks_the_block_matrix_row_against_its_accumulator():
+    """A row of the block matrix has c·m products, zeros included: 3 channels of 5×7 with
+    10-bit words need 10 + 10 - 1 + 7 bits."""
+    w = Format(10, 8)
+    tile = FixedConvBank(np.zeros((3, 3, 3, 3), dtype=np.int64), (5, 7), weight_format=w,
+                         acc_width=25, rounder=Rounder("floor"))
+    with pytest.raises(ValueError, match="too narrow for a sum of 105 products of 10x10-bit "
+                                         r"words \(needs 26 bits\)"):
+        tile.forward(np.zeros((1, 105), dtype=np.int64), w, w)
+    with pytest.raises(ValueError, match="a sum of 105 products"):
+        tile.transposed(np.zeros((1, 105), dtype=np.int64), w, w)
+
+
+@pytest.mark.parametrize(("build", "message"), [
+    (lambda: FixedConvBank(np.zeros((2, 2, 3, 3)), (5, 5), weight_format=Format(8, 6),
+                           acc_width=40, rounder=Rounder()), "kernels must be integers"),
+    (lambda: FixedConvBank(np.full((2, 2, 3, 3), 128), (5, 5), weight_format=Format(8, 6),
+                           acc_width=40, rounder=Rounder()), r"kernels lie outside Q2\.6"),
+    (lambda: FixedConvBank(np.zeros((2, 2, 3, 3), dtype=int), (2, 5),
+                           weight_format=Format(8, 6), acc_width=40, rounder=Rounder()),
+     "does not fit a 2x5 image"),
+    (lambda: FixedPool(3, 2, (6, 8), rounder=Rounder(), overflow=Overflow()),
+     "pool 3 does not divide the 6x8 image"),
+    (lambda: FixedPool(257, 1, (257, 257), rounder=Rounder(), overflow=Overflow()),
+     "would discard 33 bits"),
+    (lambda: FixedNetwork({"A": np.zeros((16, 16)), "B": np.zeros((16, 16)),
+                           "C": np.zeros((3, 4)), "d": np.zeros(3)}, FORMATS, rounding="floor",
+                          h=0.25, steps=1, pool=2), "a pool needs the image shape"),
+    (lambda: fixed_net(random_problem(0, (4, 4), 2, 3, 1), (4, 4), "floor", 2),
+     "C has 32 columns; the head reads 8 features"),
+])
+def test_bad_banks_and_pools_are_refused(build, message):
+    with pytest.raises(ValueError, match=message):
+        build()
