@@ -755,3 +755,15 @@ def test_bank_tile_checks_the_block_matrix_row_against_its_accumulator():
 def test_bad_banks_and_pools_are_refused(build, message):
     with pytest.raises(ValueError, match=message):
         build()
+
+
+def test_cli_demo_reports_the_fixed_point_figure_of_a_channel_network(capsys, tmp_path):
+    """A network with channels and a pool trains in float64 in the demo (the core has one
+    channel); its fixed-point figure is post-training quantisation to 16 bits."""
+    code, out, err = run(capsys, "demo", "--structure", "conv", "--channels", 2, "--pool", 2,
+                         "--epochs", 2, "--rtl-images", 0, "--out", tmp_path / "w.npz", "--json")
+    assert code == 0, err
+    result = last_json(out)
+    assert result["config"]["precision"] == "float64" and result["config"]["channels"] == 2
+    assert isinstance(result["fixed_accuracy"], float)
+    assert abs(result["fixed_accuracy"] - result["float_accuracy"]) <= 0.02
