@@ -249,6 +249,7 @@ def random_problem(seed, shape, c, k, pool, classes=3, batch=2, formats=FORMATS)
     C = np.rint(rng.normal(0, 0.5 * 2**w.frac, (classes, features))).astype(np.int64)
     d = np.rint(rng.normal(0, 0.2 * 2**w.frac, classes)).astype(np.int64)
     x = rng.integers(0, 2**formats.state.frac + 1, (batch, shape[0] * shape[1]))
+    ka, kb, C, d = (np.clip(a, w.min_int, w.max_int) for a in (ka, kb, C, d))
     return ka, kb, C, d, x
 
 
