@@ -524,7 +524,7 @@ def test_training_step_equals_the_reference(shape, c, k, pool, mode):
         assert moved.any(), name
 
 
-def conv_taps_net(problem, shape, mode, method):
+def conv_taps_net(problem, shape, mode, method, pool):
     """The one-channel network as it was: tiles holding m×m convolution matrices, tied."""
     ka, kb, C, d, _ = problem
     params = {"A": conv_matrix(ka[0, 0], shape) / 2**FORMATS.weight.frac,
@@ -532,18 +532,19 @@ def conv_taps_net(problem, shape, mode, method):
               "C": C / 2**FORMATS.weight.frac, "d": d / 2**FORMATS.weight.frac}
     return FixedNetwork(params, FORMATS, rounding=mode, h=2.0**-H_SHIFT, steps=2, method=method,
                         lfsr_seed=SEED, conv_taps=tap_columns(3, shape),
-                        newton={"neumann_terms": 12, "max_iter": 20})
+                        newton={"neumann_terms": 12, "max_iter": 20}, image_shape=shape,
+                        pool=pool)
 
 
 @pytest.mark.parametrize("method", ["euler", "implicit_euler"])
 @pytest.mark.parametrize("mode", ["nearest", "stochastic"])
-def test_one_channel_bank_network_is_the_one_channel_network(method, mode):
-    """A 1×1 bank trains exactly as the one-channel network with ``conv_taps``: forward,
-    adjoint and SGD, two steps, both solvers, every draw."""
-    shape = (5, 7)
-    problem = random_problem(23, shape, 1, 3, 1, batch=4)
-    bank, dense = (fixed_net(problem, shape, mode, 1, method=method),
-                   conv_taps_net(problem, shape, mode, method))
+@pytest.mark.parametrize(("shape", "pool"), [((5, 7), 1), ((4, 6), 2)])
+def test_one_channel_bank_network_is_the_one_channel_network(method, mode, shape, pool):
+    """A 1×1 bank trains exactly as the one-channel network with ``conv_taps`` (with or without
+    a pool): forward, adjoint and SGD, two steps, both solvers, every draw."""
+    problem = random_problem(23, shape, 1, 3, pool, batch=4)
+    bank, dense = (fixed_net(problem, shape, mode, pool, method=method),
+                   conv_taps_net(problem, shape, mode, method, pool))
     x = problem[-1] / 2**FORMATS.state.frac
     taps = tap_columns(3, shape)
     for _ in range(2):
@@ -560,7 +561,7 @@ def test_one_channel_bank_network_is_the_one_channel_network(method, mode):
         grads = [net.backward(out[1], grad_logits) for net, out in zip((bank, dense), outputs,
                                                                       strict=True)]
         for name in "AB":
-            pulled = grads[1][name][np.arange(35)[None, :], taps].sum(axis=1)
+            pulled = grads[1][name][np.arange(shape[0] * shape[1])[None, :], taps].sum(axis=1)
             np.testing.assert_array_equal(grads[0][name].ravel(), pulled)
         for key in ("C", "d", "z0"):
             np.testing.assert_array_equal(grads[0][key], grads[1][key])
@@ -676,14 +677,17 @@ def test_gradients_approach_float64_as_width_grows(method):
 # --- configuration, training and the command line --------------------------------------------
 
 
-def test_fixed_point_channel_network_trains_reproducibly(digits):
+@pytest.mark.parametrize(("structure", "channels", "pool", "kernel"), [
+    ("conv", 2, 2, (2, 2, 3, 3)), ("conv", 1, 2, (3, 3)), ("dense", 1, 4, (64, 64))])
+def test_fixed_point_channel_network_trains_reproducibly(digits, structure, channels, pool,
+                                                         kernel):
     data = Split(digits.x_train[:128], digits.y_train[:128], digits.x_test[:64],
                  digits.y_test[:64], "digits", (8, 8))
-    config = Config(structure="conv", channels=2, pool=2, precision="fixed", epochs=2,
-                    batch_size=32, lr=0.125, seed=1)
+    config = Config(structure=structure, channels=channels, pool=pool, precision="fixed",
+                    epochs=2, batch_size=32, lr=0.125, seed=1)
     params, summary = train(config, data)
     again, _ = train(config, data)
-    assert params["A"].shape == (2, 2, 3, 3) and params["C"].shape == (10, 32)
+    assert params["A"].shape == kernel and params["C"].shape == (10, config.features)
     for name in params:
         np.testing.assert_array_equal(params[name], again[name])
         scaled = params[name] * 2**14
@@ -692,8 +696,9 @@ def test_fixed_point_channel_network_trains_reproducibly(digits):
     assert summary["overflows"] == 0
     # Evaluating the trained words reproduces training's figure.
     assert accuracy(config, params, data.x_test, data.y_test) == summary["test_accuracy"]
-    net = fixed_network(config, params)
-    np.testing.assert_array_equal(net.A.kernels, np.rint(params["A"] * 2**14))
+    if channels > 1:
+        net = fixed_network(config, params)
+        np.testing.assert_array_equal(net.A.kernels, np.rint(params["A"] * 2**14))
 
 
 def test_accumulator_check_counts_the_block_matrix_row():
