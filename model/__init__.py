@@ -47,6 +47,7 @@ from .fixed import (
     narrow,
     parse_format,
 )
+from .fixed_bank import FixedConvBank, FixedPool
 from .fixed_net import FixedFormats, FixedNetwork, formats_for_width
 from .fixed_ops import FixedFourierConv, FixedTile
 from .fourier import dft_matrix, fourier_conv, from_real, kernel_spectrum, to_real
@@ -80,9 +81,11 @@ __all__ = [
     "Dense",
     "Digits",
     "Euler",
+    "FixedConvBank",
     "FixedFormats",
     "FixedFourierConv",
     "FixedNetwork",
+    "FixedPool",
     "FixedTile",
     "Format",
     "ImplicitEuler",

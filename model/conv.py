@@ -353,12 +353,14 @@ def _patches(images: np.ndarray, kernel_size: int) -> np.ndarray:
     The im2col form of a batch of multi-channel images ``(batch, c_in, H, W)``, laid out
     ``(batch, c_in·k², H·W)`` so that a bank's product is one batched ``(c_out, c_in·k²)``
     matrix product that lands in the state's own (channel, pixel) order: built from k² slice
-    copies of a wrapped copy, ~3x faster than a transposing copy of the sliding windows.
+    copies of a wrapped copy, ~3x faster than a transposing copy of the sliding windows. The
+    copy keeps the images' dtype (the fixed-point bank passes exact integers).
     """
     batch, channels, height, width = images.shape
     c = kernel_size // 2
     padded = np.pad(images, [(0, 0), (0, 0), (c, c), (c, c)], mode="wrap")
-    patches = np.empty((batch, channels, kernel_size, kernel_size, height, width))
+    patches = np.empty((batch, channels, kernel_size, kernel_size, height, width),
+                       dtype=images.dtype)
     for u in range(kernel_size):
         for v in range(kernel_size):
             patches[:, :, u, v] = padded[:, :, u:u + height, v:v + width]

@@ -1,9 +1,11 @@
-"""The digits neural ODE in fixed point: inference, discrete adjoint and SGD on integers.
+"""The image neural ODE in fixed point: inference, discrete adjoint and SGD on integers.
 
 The integer twin of :mod:`xbarode.model.train`, built from the hardware twins of
-:mod:`xbarode.model.fixed_ops`: three tiles (``A``, ``B`` and the head ``C`` with bias ``d``),
-the Euler or Newton step, the adjoint with transposed tile products, exact gradient sums in the
-wide accumulator, and one SGD step per mini-batch applied with the tiles' update.
+:mod:`xbarode.model.fixed_ops` and :mod:`xbarode.model.fixed_bank`: three tiles (``A``, ``B``
+and the head ``C`` with bias ``d``; with ``c`` channels A and B hold the (c·m)×(c·m) block
+matrices of their kernel banks), the Euler or Newton step, the average pool before the head
+(if any), the adjoint with transposed tile products, exact gradient sums in the wide
+accumulator, and one SGD step per mini-batch applied with the tiles' update.
 
 Signal classes and their formats (:class:`FixedFormats`): ``weight`` (A, B, C, d), ``state``
 (z and the Newton residual), ``act`` (``u = A z``, ``relu(u)``, logits), ``grad`` (λ, ``Bᵀλ``,
@@ -16,7 +18,7 @@ counted cyclically through the non-zero 32-bit values, so the sites' seeds are d
 every ``lfsr_seed``): tiles A, B, C are sites 0, 1, 2; the loss gradient (the one float step,
 the softmax, which the host computes) is quantised with site 3. On the Fourier path
 (``fourier``) A's and B's output narrowings keep sites 0 and 1, and the two Fourier units use
-sites 4–6 and 7–9.
+sites 4–6 and 7–9. The pool unit is site 10.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from .fixed import (
     parse_format,
     site_seed,
 )
+from .fixed_bank import POOL_SITE, FixedConvBank, FixedPool
 from .fixed_ops import (
     FixedFourierConv,
     FixedTile,
@@ -82,16 +85,19 @@ class FixedFormats:
         if not 2 <= self.acc_width <= 63:
             raise ValueError(f"acc_width must be between 2 and 63, not {self.acc_width}")
 
-    def check(self, m: int, classes: int, gradient_terms: int = 0) -> None:
+    def check(self, m: int, classes: int, gradient_terms: int = 0,
+              features: int | None = None) -> None:
         """Raise if the accumulator cannot hold a sum the network needs.
 
-        ``m`` products per tile output (A, B, and C with its bias), ``m`` per transposed output,
-        and ``gradient_terms`` products per weight-gradient entry (batch × steps) when training.
+        ``m`` products per tile output of A and B (the state size, ``c·H·W`` with ``c``
+        channels: the tiles hold the block matrices) and per transposed output, ``features``
+        (default ``m``; fewer after a pool) per output of C with its bias, and
+        ``gradient_terms`` products per weight-gradient entry (batch × steps) when training.
         """
         sums = [
             ("A·z", self.weight, self.state, m, 0),
             ("B·relu(u)", self.weight, self.act, m, 0),
-            ("C·z + d", self.weight, self.state, m, 1),
+            ("C·z + d", self.weight, self.state, m if features is None else features, 1),
             ("Cᵀ·λ", self.weight, self.grad, classes, 0),
             ("Bᵀ·λ and Aᵀ·g", self.weight, self.grad, m, 0),
         ]
@@ -135,8 +141,12 @@ class FixedNetwork:
     Parameters
     ----------
     params : dict of ndarray
-        Float parameters ``A``, ``B`` (m×m), ``C`` (classes×m), ``d``; quantised to the weight
-        format with round-to-nearest (the host's DAC) and saturated (counted).
+        Float parameters ``A``, ``B`` (m×m matrices, or (c, c, k, k) kernel banks), ``C``
+        (classes × features), ``d``; quantised to the weight format with round-to-nearest
+        (the host's DAC) and saturated (counted). A bank makes its tile a
+        :class:`~xbarode.model.fixed_bank.FixedConvBank`: the tile holds the bank's
+        (c·m)×(c·m) block matrix, its SGD step keeps the kernels tied, and the state is ``c``
+        images, ``z_0`` the image in channel 0 and zeros in the others.
     formats : FixedFormats
     rounding : {"floor", "nearest", "stochastic"}
         Rounding of every narrowing in the network.
@@ -159,11 +169,24 @@ class FixedNetwork:
         ``data``, ``twiddle``, ``spectrum`` (Formats). Sites: A's and B's output narrowings
         take the seeds of tiles A and B; the Fourier units of A and B the seeds ``4, 5, 6``
         and ``7, 8, 9`` of ``lfsr_seed`` (:func:`~xbarode.model.fixed.site_seed`). Inference only.
+    image_shape : tuple of int, optional
+        ``(H, W)``; needed with kernel banks and with a pool.
+    pool : int
+        The head reads the ``pool``×``pool`` average of every channel of ``z_N``, computed by
+        :class:`~xbarode.model.fixed_bank.FixedPool` (one narrowing per feature, to the state
+        format; its own rounding site ``POOL_SITE`` = 10); 1 is no pool.
+
+    Notes
+    -----
+    One stepping loop (:meth:`forward`) and one adjoint (:meth:`backward`) serve every
+    network: dense or convolution tiles, one channel or a bank. With ``c = 1`` and no pool the
+    network is the one-channel network, bit for bit.
     """
 
     def __init__(self, params, formats: FixedFormats, *, rounding: str, h: float, steps: int,
                  method: str = "euler", newton: dict | None = None, lfsr_seed: int = LFSR_SEED,
-                 conv_taps: np.ndarray | None = None, fourier: dict | None = None):
+                 conv_taps: np.ndarray | None = None, fourier: dict | None = None,
+                 image_shape: tuple[int, int] | None = None, pool: int = 1):
         self.formats = formats
         self.fourier = fourier
         self.conv_taps = None if conv_taps is None else np.asarray(conv_taps, dtype=np.int64)
@@ -185,13 +208,29 @@ class FixedNetwork:
             if name in tiles:
                 continue
             ints = w.quantize(params[name], "nearest", self.overflow, f"{name}.load")
-            tiles[name] = FixedTile(ints, weight_format=w, acc_width=formats.acc_width,
-                                    rounder=Rounder(rounding, site_seed(lfsr_seed, k)),
-                                    overflow=self.overflow, name=name)
+            tile = FixedConvBank if ints.ndim == 4 else FixedTile
+            shape = {"shape": image_shape} if ints.ndim == 4 else {}
+            tiles[name] = tile(ints, **shape, weight_format=w, acc_width=formats.acc_width,
+                               rounder=Rounder(rounding, site_seed(lfsr_seed, k)),
+                               overflow=self.overflow, name=name)
         self.A, self.B, self.C = tiles["A"], tiles["B"], tiles["C"]
         self.d = w.quantize(params["d"], "nearest", self.overflow, "d.load")
         self.loss_rounder = Rounder(rounding, site_seed(lfsr_seed, 3))
-        formats.check(self.A.shape[0], self.C.shape[0])
+        state_size = self.A.shape[0]
+        self.channels = self.A.channels[1] if isinstance(self.A, FixedConvBank) else 1
+        self.pool = None
+        if pool != 1:
+            if image_shape is None:
+                raise ValueError("a pool needs the image shape")
+            self.pool = FixedPool(pool, state_size // (image_shape[0] * image_shape[1]),
+                                  image_shape, rounder=Rounder(rounding,
+                                                               site_seed(lfsr_seed, POOL_SITE)),
+                                  overflow=self.overflow)
+        features = state_size if self.pool is None else self.pool.features
+        if self.C.shape[1] != features:
+            raise ValueError(f"C has {self.C.shape[1]} columns; the head reads {features} "
+                             f"features")
+        formats.check(state_size, self.C.shape[0], features=features)
 
     def params(self) -> dict[str, np.ndarray]:
         """The current weights as floats (exactly the integers' values; on the Fourier path
@@ -199,6 +238,8 @@ class FixedNetwork:
         w = self.formats.weight
         if self.fourier is not None:
             a, b = self.A.kernel.copy(), self.B.kernel.copy()
+        elif isinstance(self.A, FixedConvBank):
+            a, b = w.to_float(self.A.kernels), w.to_float(self.B.kernels)
         else:
             a, b = w.to_float(self.A.weights), w.to_float(self.B.weights)
         return {"A": a, "B": b, "C": w.to_float(self.C.weights), "d": w.to_float(self.d)}
@@ -211,15 +252,23 @@ class FixedNetwork:
     def forward(self, x: np.ndarray):
         """Integer forward pass of float images ``x`` (batch, m), pixels in [0, 1].
 
+        The images are quantised to the state format (nearest) and, with ``c`` channels,
+        placed in channel 0 of a state whose other channels are 0. The head reads ``z_N``, or
+        its pooled features.
+
         Returns
         -------
         logits : ndarray of int, (batch, classes), in the ``act`` format
-        trajectory : ndarray of int, (steps + 1, batch, m), in the ``state`` format
+        trajectory : ndarray of int, (steps + 1, batch, c·m), in the ``state`` format
         info : dict
             ``iterations`` and ``converged`` per step and row (implicit Euler).
         """
         f = self.formats
         z = f.state.quantize(x, "nearest", self.overflow, "input")
+        if self.channels > 1:
+            image = z
+            z = np.zeros((*image.shape[:-1], self.channels * image.shape[-1]), dtype=np.int64)
+            z[..., :image.shape[-1]] = image
         trajectory = [z]
         iterations, converged = [], []
         for _ in range(self.steps):
@@ -233,9 +282,13 @@ class FixedNetwork:
                 iterations.append(its)
                 converged.append(conv)
             trajectory.append(z)
-        logits = self.C.forward(z, f.state, f.act, bias=self.d)
+        logits = self.C.forward(self._features(z), f.state, f.act, bias=self.d)
         info = {"iterations": np.array(iterations), "converged": np.array(converged)}
         return logits, np.stack(trajectory), info
+
+    def _features(self, z: np.ndarray) -> np.ndarray:
+        """What the head reads: ``z``, or its pooled features."""
+        return z if self.pool is None else self.pool.forward(z, self.formats.state)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Class of each image: argmax of the integer logits."""
@@ -255,20 +308,28 @@ class FixedNetwork:
     def backward(self, trajectory: np.ndarray, grad_logits: np.ndarray) -> dict:
         """Discrete adjoint on integers; exact gradient sums (not yet scaled by h or lr).
 
+        With a pool, the head's features are computed again from ``z_N`` (the pool's LFSR
+        draws on, as A's does when the adjoint recomputes ``u``), and ``∂L/∂z_N`` is the pool's
+        transpose of C's transposed product.
+
         Returns
         -------
         dict
             ``A``, ``B``, ``C``, ``d``: int64 sums of products, with ``grad.frac + state.frac``
             (A, C), ``grad.frac + act.frac`` (B) and ``grad.frac`` (d) fractional bits; A and B
-            still lack the factor h; ``z0``: ``∂L/∂z_0`` in the ``grad`` format.
+            still lack the factor h, and for a kernel bank they are the sums per kernel tap
+            (:meth:`FixedConvBank.gradient_sums`, shaped like the bank); ``z0``: ``∂L/∂z_0``
+            in the ``grad`` format.
         """
         self._trainable()
         f = self.formats
         steps, batch, m = trajectory.shape[0] - 1, trajectory.shape[1], trajectory.shape[2]
-        f.check(m, self.C.shape[0], gradient_terms=steps * batch)
-        grads = {"C": exact_matmul(grad_logits.T, trajectory[-1], "C.grad"),
+        f.check(m, self.C.shape[0], gradient_terms=steps * batch, features=self.C.shape[1])
+        grads = {"C": exact_matmul(grad_logits.T, self._features(trajectory[-1]), "C.grad"),
                  "d": grad_logits.sum(axis=0)}
         lam = self.C.transposed(grad_logits, f.grad, f.grad)
+        if self.pool is not None:
+            lam = self.pool.transposed(lam, f.grad)
         b_out, b_in, a_out, a_in = [], [], [], []
         for n in reversed(range(steps)):
             z = trajectory[n + 1] if self.method == "implicit_euler" else trajectory[n]
@@ -284,8 +345,8 @@ class FixedNetwork:
             if self.method == "euler":
                 step = self.A.transposed(g, f.grad, f.grad, shift=self.h_shift)
                 lam = self._saturate(lam + step, f.grad, "adjoint.lambda")
-        grads["B"] = exact_matmul(np.concatenate(b_out).T, np.concatenate(b_in), "B.grad")
-        grads["A"] = exact_matmul(np.concatenate(a_out).T, np.concatenate(a_in), "A.grad")
+        grads["B"] = _gradient_sums(self.B, np.concatenate(b_out), np.concatenate(b_in))
+        grads["A"] = _gradient_sums(self.A, np.concatenate(a_out), np.concatenate(a_in))
         grads["z0"] = lam
         return grads
 
@@ -317,7 +378,10 @@ class FixedNetwork:
         # The core's tile B holds Bᵀ: its step draws in the row-major (or tap) order of Bᵀ.
         for tile, frac in ((self.A, f.state.frac), (self.B, f.act.frac)):
             transposed = tile is self.B
-            if self.conv_taps is None:
+            if isinstance(tile, FixedConvBank):
+                tile.apply_kernel_gradient(grads[tile.name], f.grad.frac + frac,
+                                           shift=shift + self.h_shift, transposed=transposed)
+            elif self.conv_taps is None:
                 tile.apply_gradient(grads[tile.name], f.grad.frac + frac,
                                     shift=shift + self.h_shift, transposed=transposed)
             else:
@@ -328,3 +392,10 @@ class FixedNetwork:
         step = narrow(-grads["d"], f.grad.frac + shift - f.weight.frac, f.weight,
                       self.C.rounder, self.overflow, "d.update")
         self.d = self._saturate(self.d + step, f.weight, "d.weights")
+
+
+def _gradient_sums(tile, outputs: np.ndarray, inputs: np.ndarray) -> np.ndarray:
+    """The exact gradient sums of a tile: ``Σ g xᵀ`` (m×m), or per kernel tap for a bank."""
+    if isinstance(tile, FixedConvBank):
+        return tile.gradient_sums(outputs, inputs)
+    return exact_matmul(outputs.T, inputs, f"{tile.name}.grad")

@@ -187,7 +187,7 @@ class Config:
         formats = self.fixed_formats()  # validates every format and the accumulator width
         if self.precision == "fixed":
             power_of_two_shift(self.h, "h = T/steps")
-            formats.check(self.m, self.classes)
+            formats.check(self.state_size, self.classes, features=self.features)
 
     def _check_channels(self) -> None:
         _checks.positive_int("channels", self.channels)
@@ -201,9 +201,6 @@ class Config:
         if self.channels > 1 and self.structure != "conv":
             raise ValueError(f"channels {self.channels} needs structure 'conv' (kernel banks), "
                              f"not {self.structure!r}")
-        if self.precision == "fixed" and (self.channels, self.pool) != (1, 1):
-            raise ValueError(f"the fixed-point model has one channel and no pool, not channels "
-                             f"{self.channels} and pool {self.pool}; use precision 'float64'")
 
     def check_trainable(self) -> None:
         """Raise unless :func:`train` can run this configuration.
@@ -218,8 +215,9 @@ class Config:
                              f"{self.optimizer!r}")
         power_of_two_shift(self.lr, "lr")
         power_of_two_shift(1 / self.batch_size, "1/batch_size")
-        self.fixed_formats().check(self.m, self.classes,
-                                   gradient_terms=self.steps * self.batch_size)
+        self.fixed_formats().check(self.state_size, self.classes,
+                                   gradient_terms=self.steps * self.batch_size,
+                                   features=self.features)
 
     @property
     def h(self) -> float:
@@ -316,25 +314,28 @@ def fixed_network(config: Config, params: dict) -> FixedNetwork:
     """The integer network for float ``params`` (quantised to the weight format, nearest).
 
     With ``structure = "conv"`` the tiles hold the kernels' convolution matrices (the direct
-    path) and SGD keeps the kernels' weights tied (``conv_taps``).
+    path) and SGD keeps the kernels' weights tied: with one channel, tiles holding the m×m
+    matrices (``conv_taps``); with ``c`` channels, tiles holding the (c·m)×(c·m) block
+    matrices of the banks (:class:`~xbarode.model.fixed_bank.FixedConvBank`).
     """
     newton = {"neumann_terms": config.neumann_terms, "max_iter": config.max_iter}
     taps = None
-    if config.structure == "conv":
+    if config.structure == "conv" and config.channels == 1:
         A, B = operators(config, params)
         params = {**params, "A": A.dense(), "B": B.dense()}
         taps = tap_columns(config.kernel_size, config.image_shape)
     return FixedNetwork(params, config.fixed_formats(), rounding=config.rounding, h=config.h,
                         steps=config.steps, method=config.method, newton=newton,
-                        lfsr_seed=config.lfsr_seed, conv_taps=taps)
+                        lfsr_seed=config.lfsr_seed, conv_taps=taps,
+                        image_shape=config.image_shape, pool=config.pool)
 
 
 def network_params(config: Config, net: FixedNetwork) -> dict[str, np.ndarray]:
     """The parameters of ``config``'s shapes held by ``net``: its matrices, or for
     ``structure = "conv"`` the kernels read from row 0 of A's and B's matrices (SGD keeps
-    every row the same)."""
+    every row the same); with ``c`` channels, the banks' kernels."""
     params = net.params()
-    if config.structure == "conv":
+    if config.structure == "conv" and config.channels == 1:
         k = config.kernel_size
         for name in "AB":
             params[name] = params[name][0, net.conv_taps[:, 0]].reshape(k, k)

@@ -310,8 +310,6 @@ def test_augmented_start_holds_the_image_in_channel_zero():
     ({"channels": 0}, "channels must be >= 1, not 0"),
     ({"pool": 4}, "pool 4 does not divide the 4x6 image"),
     ({"structure": "dense"}, "channels 3 needs structure 'conv'"),
-    ({"precision": "fixed", "optimizer": "sgd", "T": 0.75},
-     "the fixed-point model has one channel and no pool"),
     ({"dataset": "cifar"}, "unknown data set 'cifar'"),
 ])
 def test_config_refuses_bad_channel_settings(changes, message):

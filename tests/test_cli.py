@@ -502,8 +502,6 @@ def test_demo_rtl_images_bound_is_the_data_sets_test_set(capsys, tmp_path):
 
 @pytest.mark.parametrize(("argv", "message"), [
     (["--channels", 2], "channels 2 needs structure 'conv' (kernel banks), not 'dense'"),
-    (["--channels", 2, "--structure", "conv", "--width", 16],
-     "the fixed-point model has one channel and no pool"),
     (["--pool", 3], "pool 3 does not divide the 8x8 image"),
     (["--pool", 3, "--dataset", "mnist5k"], "pool 3 does not divide the 28x28 image"),
 ])

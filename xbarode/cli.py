@@ -160,12 +160,13 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     net.add_argument("--channels", type=_int_in(1, TRAIN_LIMITS["channels"]),
                      default=d.channels,
                      help="channels c of the state: the image in channel 0, zeros in the others; "
-                          "A and B become cxc banks of kernels (--structure conv, float64) "
-                          "(default: %(default)s)")
+                          "A and B become cxc banks of kernels (--structure conv; in fixed point "
+                          "each tile holds the bank's block matrix) (default: %(default)s)")
     net.add_argument("--pool", type=_int_in(1, TRAIN_LIMITS["pool"]), default=d.pool,
                      help="the classifier reads the pool x pool average of each channel of the "
-                          "final state; 1 is none; must divide the image size "
-                          "(default: %(default)s)")
+                          "final state (in fixed point: the block's exact sum, narrowed once, a "
+                          "shift when pool² is a power of two); 1 is none; must divide the "
+                          "image size (default: %(default)s)")
     net.add_argument("--steps", type=_int_in(1, TRAIN_LIMITS["steps"]), default=d.steps,
                      help=f"solver steps N, at most {TRAIN_LIMITS['steps']} "
                           f"(default: %(default)s)")
@@ -546,16 +547,14 @@ def cmd_demo(args) -> dict:
     data = load_dataset(args.dataset)
     float_accuracy = accuracy(dataclasses.replace(config, precision="float64"), params,
                               data.x_test, data.y_test)
-    # Trained in float64 (e.g. with Adam): the fixed-point figure is post-training
-    # quantisation to the default 16-bit formats; the fixed-point model has one channel and
-    # no pool, so a network with more has no fixed-point figure (None).
+    # Trained in float64 (e.g. with Adam, or a network with channels or a pool, which the core
+    # does not have): the fixed-point figure is post-training quantisation to the default
+    # 16-bit formats.
     if config.precision == "fixed":
         fixed_accuracy = trained["test_accuracy"]
-    elif (config.channels, config.pool) == (1, 1):
+    else:
         fixed_accuracy = accuracy(dataclasses.replace(config, precision="fixed"), params,
                                   data.x_test, data.y_test)
-    else:
-        fixed_accuracy = None
     result = {**trained, "command": "demo", "float_accuracy": float_accuracy,
               "fixed_accuracy": fixed_accuracy}
     if args.rtl_images:
@@ -586,10 +585,8 @@ def cmd_demo(args) -> dict:
               + (f"fixed point ({cfg['weight_format']} weights, {cfg['rounding']} rounding)"
                  if cfg["precision"] == "fixed" else "float64")
               + f", {trained['seconds']:.1f} s")
-        fixed = ("n/a (the fixed-point model has one channel, no pool)"
-                 if fixed_accuracy is None else f"{fixed_accuracy:.2%}")
         print(f"  accuracy  test set ({len(data.y_test)} images): float64 "
-              f"{float_accuracy:.2%}, fixed point {fixed}")
+              f"{float_accuracy:.2%}, fixed point {fixed_accuracy:.2%}")
         print(f"  weights   {result['weights']}")
         if "rtl" in result:
             rtl = result["rtl"]
