@@ -40,6 +40,7 @@ from .fixed_ops import power_of_two_shift
 from .ode import SOLVERS, odeint
 
 __all__ = [
+    "DIVERGED_LOSS",
     "Config",
     "TrainingDiverged",
     "WeightsError",
@@ -489,8 +490,8 @@ def train(config: Config, data: Split | None = None, progress=None):
     Raises
     ------
     TrainingDiverged
-        When training diverges (a non-finite loss or state); the message names the epoch and
-        the learning rate.
+        When training diverges (a non-finite loss or state, or a batch loss above
+        :data:`DIVERGED_LOSS`); the message names the epoch and the learning rate.
     ValueError
         When the data's images are not ``config.image_shape``.
     """
@@ -518,11 +519,13 @@ def train(config: Config, data: Split | None = None, progress=None):
                     loss = step(data.x_train[batch], data.y_train[batch])
             except FloatingPointError:
                 loss = np.nan   # the solver's state blew up: the weights did, not h
-            if not np.isfinite(loss):
+            if not np.isfinite(loss) or loss > DIVERGED_LOSS:
+                what = ("the loss or the state became non-finite" if not np.isfinite(loss)
+                        else f"a batch's loss reached {loss:.3g}")
                 raise TrainingDiverged(
-                    f"training diverged in epoch {epoch + 1} of {config.epochs} (the loss or "
-                    f"the state became non-finite): the learning rate {config.lr:g} is too "
-                    f"large for this network; reduce --lr")
+                    f"training diverged in epoch {epoch + 1} of {config.epochs} ({what}): "
+                    f"the learning rate {config.lr:g} is too large for this network; "
+                    f"reduce --lr")
             total += loss * len(batch)
         losses.append(total / len(order))
     params = current_params()
@@ -557,8 +560,15 @@ def check_dataset(config: Config, dataset: str, source: str | None = None) -> No
                            f"(choose the data set the weights were trained on)")
 
 
+#: A mean batch loss above this is divergence: a softmax cross-entropy that large means logits
+#: of that size (an untrained network starts near ln(classes)), so the weights have blown up
+#: even while every number is still finite.
+DIVERGED_LOSS = 1e6
+
+
 class TrainingDiverged(ValueError):
-    """Training blew up (a non-finite loss or state): the learning rate is too large."""
+    """Training blew up (a non-finite loss or state, or a loss above :data:`DIVERGED_LOSS`):
+    the learning rate is too large."""
 
 
 def save_weights(path, config: Config, params: dict) -> Path:

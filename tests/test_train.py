@@ -535,3 +535,23 @@ def test_save_weights_failing_mid_write_keeps_the_old_file(tmp_path, monkeypatch
         save_weights(old, config, init_params(config))
     assert os.listdir(tmp_path) == ["w.npz"]
     assert old.read_bytes() == before
+
+
+def test_a_finite_blow_up_is_divergence(monkeypatch):
+    # float64 SGD can blow the weights up to losses of 1e37 while every number stays finite;
+    # that must not be reported as a trained network.
+    train_module = importlib.import_module("xbarode.model.train")
+    losses = iter([2.3, 5e5, 2e6])
+    real = train_module._float_stepper
+
+    def stepper(config):
+        _, params, overflows = real(config)
+        return (lambda x, y: next(losses)), params, overflows
+
+    monkeypatch.setattr(train_module, "_float_stepper", stepper)
+    config = Config(epochs=1, batch_size=600)
+    with pytest.raises(train_module.TrainingDiverged,
+                       match=r"^training diverged in epoch 1 of 1 \(a batch's loss reached "
+                             r"2e\+06\): the learning rate 0\.125 is too large"):
+        train_module.train(config)
+    assert train_module.DIVERGED_LOSS == 1e6
