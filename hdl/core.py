@@ -13,7 +13,10 @@ recorded mask) and feeds ``φ(u_i)`` to B's ``s_in``, and B — running its *tra
 A is still computing. B's narrowing folds in ``h`` (a shift). The two products overlap, so a
 chain costs about one product's time. The controller then combines B's result chunk by chunk
 (``lanes`` words per cycle) with the state, and writes the next operand straight into A's
-input banks (and C's).
+input banks. RUN starts by copying ``z_0`` from the image buffer (LOAD_IMAGE's, or the
+``image`` stream's, which takes the next image while this one runs) and ends by copying
+``z_N`` into C's inputs, a chunk of C's ``lanes_c`` words per cycle (A and B have ``lanes``
+each; C, busy once per image, may have fewer).
 
 The Fourier path (``conv_path = "fourier"``, ``structure = "conv"``, inference): two
 :class:`~xbarode.hdl.fourier.FourierConv` units hold A's and B's kernel spectra (LOAD_A and
@@ -34,9 +37,9 @@ FixedFourierConv`). READ_WEIGHTS then streams only ``C`` and ``d``.
 
 from __future__ import annotations
 
-from amaranth import Module, Signal
-from amaranth.lib import wiring
-from amaranth.lib.wiring import Out
+from amaranth import Module, Signal, signed
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
 
 from xbarode.model.core_config import CoreConfig
 from xbarode.model.fixed import Format
@@ -46,7 +49,7 @@ from xbarode.model.fixed_ops import check_accumulator
 from .core_adjoint import AdjointController
 from .core_chain import DirectChain, FourierChain
 from .core_forward import ForwardController
-from .core_parts import HOST_OPS, HOST_TRAINING_OPS, CoreOp, HostPort, VectorBanks
+from .core_parts import HOST_OPS, HOST_TRAINING_OPS, CoreOp, HostPort, ImageBuffer, VectorBanks
 from .fourier import FourierConv
 from .interface import ControlSignature
 from .tile import CrossbarTile
@@ -93,7 +96,8 @@ def _part_parameters(config: CoreConfig) -> dict:
                  "B": (FourierConv, dict(lfsr_seed=site_seed(seed, 7), **units))}
     parts["C"] = (CrossbarTile, dict(rows=config.classes, cols=m, input_format=f.state,
                                      output_format=f.act, bias=True,
-                                     lfsr_seed=site_seed(seed, 2), **common,
+                                     lfsr_seed=site_seed(seed, 2),
+                                     **(common | {"lanes": config.lanes_c}),
                                      **train.get("C", {})))
     return parts
 
@@ -141,6 +145,10 @@ class Core(wiring.Component):
 
     Attributes
     ----------
+    image : In(stream.Signature(signed(state width)))
+        Images (``m`` state words each) into the image buffer, at any time, also while an
+        operation runs (docs/interface.md, "The image buffer and the image stream"); not
+        ready while LOAD_IMAGE runs and while RUN copies the buffer.
     i : In(stream.Signature(signed(word)))
         Words in (LOAD_*); ``word`` is the widest of the weight, state, act and grad formats
         (and the spectrum format on the Fourier path).
@@ -164,10 +172,13 @@ class Core(wiring.Component):
 
     Notes
     -----
-    Latency of RUN: per explicit step one chain (about ``m·C + T + 15`` cycles with
-    ``C = ceil(m/lanes)``, the two products overlapping) and one combine (``C + 1``); implicit
-    steps take one chain and combine per predictor, residual, Neumann term, and one combine per
-    update; then C's forward product and one cycle (``done`` after the class is registered).
+    Latency of RUN: the copy of ``z_0`` from the image buffer (``C + 2`` cycles with
+    ``C = ceil(m/lanes)``, after the last word of an image still arriving); per explicit step
+    one chain (about ``m·C + T + 15`` cycles, the two products overlapping) and one combine
+    (``C + 1``); implicit steps take one chain and combine per predictor, residual, Neumann
+    term, and one combine per update; then the copy of ``z_N`` into C's inputs
+    (``ceil(m/lanes_c) + 1``), C's forward product on its ``lanes_c`` multipliers and one
+    cycle (``done`` after the class is registered).
     On the Fourier path a chain takes about
     ``2·CONV + 3·m`` cycles (``CONV``: :class:`~xbarode.hdl.fourier.FourierConv`'s latency; the
     two convolutions run one after the other, and A's result streams into B while it is read
@@ -200,7 +211,9 @@ class Core(wiring.Component):
         if self._fourier is not None:
             word = max(word, self._fourier["spectrum"].width)
         out_word = max(word, config.acc_width) if config.training else word
-        super().__init__(ControlSignature(CoreOp, word, out_word, results={
+        super().__init__(ControlSignature(CoreOp, word, out_word, side={
+            "image": In(stream.Signature(signed(f.state.width))),
+        }, results={
             "cls": Out(range(config.classes)),
             "converged": Out(1),
             "iterations": Out(16),
@@ -252,12 +265,17 @@ class Core(wiring.Component):
             neumann_terms=cfg.neumann_terms, max_iter=cfg.max_iter, tol=cfg.tol,
             state_width=f.state.width, act_width=f.act.width,
             x_width=len(chain.chain.x_data[0]), r_width=r_width,
-            c_width=len(C.y_out.payload))
+            c_width=len(C.y_out.payload), lanes_c=cfg.lanes_c)
         wiring.connect(mod, fwd.chain, chain.chain)
         wiring.connect(mod, C.y_out, fwd.c_y)
         mod.d.comb += fwd.c_done.eq(C.done)
         with mod.If(fwd.c_start):
             mod.d.comb += [C.op.eq(fwd.c_op), C.start.eq(1)]
+        # z_N into C's inputs (nothing else writes them).
+        mod.d.comb += C.x_side_addr.eq(fwd.c_x_addr)
+        for t in range(cfg.lanes_c):
+            mod.d.comb += [C.x_side_data[t].eq(fwd.c_x_data[t]),
+                           C.x_side_en[t].eq(fwd.c_x_en[t])]
         return fwd
 
     def _host_port(self, mod, A, B, C, chain):
@@ -302,7 +320,7 @@ class Core(wiring.Component):
         mod.submodules.adjoint = adj = AdjointController(
             m=cfg.m, lanes=cfg.lanes, steps=cfg.steps, method=cfg.method,
             neumann_terms=cfg.neumann_terms, state_width=f.state.width,
-            grad_width=f.grad.width, widths=widths)
+            grad_width=f.grad.width, widths=widths, lanes_c=cfg.lanes_c)
         wiring.connect(mod, adj.a_s, A.s_in)
         mod.d.comb += [adj.a_y.valid.eq(A.y_out.valid), adj.a_y.payload.eq(A.y_out.payload),
                        adj.b_y.valid.eq(B.y_out.valid), adj.b_y.payload.eq(B.y_out.payload),
@@ -311,8 +329,9 @@ class Core(wiring.Component):
                        adj.c_busy.eq(C.busy)]
         for k in range(cfg.lanes):
             mod.d.comb += [B.x_side_data[k].eq(adj.b_x_data[k]),
-                           adj.a_r_data[k].eq(A.y_side_data[k]),
-                           adj.c_r_data[k].eq(C.y_side_data[k])]
+                           adj.a_r_data[k].eq(A.y_side_data[k])]
+        for t in range(cfg.lanes_c):
+            mod.d.comb += adj.c_r_data[t].eq(C.y_side_data[t])
         for tile, name in ((A, "a"), (B, "b"), (C, "c")):
             mod.d.comb += getattr(adj, f"{name}_done").eq(tile.done)
             with mod.If(getattr(adj, f"{name}_start")):
@@ -340,9 +359,11 @@ class Core(wiring.Component):
         z_b, w_b, g_b, d_b = (banks(name, chunks) for name in ("z", "w", "g", "dl"))
         t_b = banks("traj", (steps + 1) * chunks)
         lam_b = banks("lam", chunks, f.grad.width) if cfg.training else None
-        vec_addr = Signal(range(max(chunks + 1, 2)))
+        mod.submodules.image = img = ImageBuffer(m=cfg.m, lanes=lanes, width=sw)
+        wiring.connect(mod, wiring.flipped(self.image), img.image)
+        vec_addr = Signal(range(max(chunks + 1, -(-cfg.m // cfg.lanes_c) + 1, 2)))
         traj_addr = Signal(range((steps + 2) * chunks + 1))
-        for bank in (z_b, w_b, g_b, d_b, lam_b):
+        for bank in (z_b, w_b, g_b, d_b, lam_b, img):
             if bank is not None:
                 mod.d.comb += bank.rd_addr.eq(vec_addr)
         mod.d.comb += t_b.rd_addr.eq(traj_addr)
@@ -357,10 +378,6 @@ class Core(wiring.Component):
         def write_lane(bank, k, addr, value):
             mod.d.comb += [bank.wr_addr[k].eq(addr), bank.wr_data[k].eq(value),
                            bank.wr_en[k].eq(1)]
-
-        def side_write(tile, k, addr, value):
-            mod.d.comb += [tile.x_side_addr.eq(addr), tile.x_side_data[k].eq(value),
-                           tile.x_side_en[k].eq(1)]
 
         # Status.
         core_ovf = Signal()
@@ -387,28 +404,21 @@ class Core(wiring.Component):
             traj_addrs.append(adj.traj_addr)
             sat.append(adj.saturated)
         mod.d.comb += [vec_addr.eq(_any(vec_addrs)), traj_addr.eq(_any(traj_addrs)),
-                       ovf_set.eq(_any(sat))]
+                       ovf_set.eq(_any(sat)), img.wr_addr.eq(host.image_addr),
+                       img.wr_data.eq(host.image_data), fwd.image_wait.eq(img.arriving)]
         for k in range(lanes):
             # The forward controller's writes and reads of the state banks.
             mod.d.comb += [fwd.z_data[k].eq(z_b.rd_data[k]), fwd.w_data[k].eq(w_b.rd_data[k]),
-                           fwd.g_data[k].eq(g_b.rd_data[k]), fwd.d_data[k].eq(d_b.rd_data[k])]
+                           fwd.g_data[k].eq(g_b.rd_data[k]), fwd.d_data[k].eq(d_b.rd_data[k]),
+                           fwd.i_data[k].eq(img.rd_data[k])]
             for bank, en in ((z_b, fwd.z_en), (w_b, fwd.w_en), (g_b, fwd.g_en),
                              (d_b, fwd.d_en)):
                 with mod.If(en[k]):
                     write_lane(bank, k, fwd.wr_addr, fwd.wr_data[k])
             with mod.If(fwd.t_en[k]):
                 write_lane(t_b, k, fwd.t_addr, fwd.wr_data[k])
-            with mod.If(fwd.c_en[k]):
-                side_write(C, k, fwd.wr_addr, fwd.wr_data[k])
-            # LOAD_IMAGE's z_0 (from the host port): the state banks, the trajectory, the
-            # chain's operand and C's inputs.
-            with mod.If(host.image_en[k]):
-                addr, word = host.image_addr, host.image_data
-                write_lane(z_b, k, addr, word)
-                write_lane(t_b, k, addr, word)
-                mod.d.comb += [chain.chain.x_addr.eq(addr), chain.chain.x_data[k].eq(word),
-                               chain.chain.x_en[k].eq(1)]
-                side_write(C, k, addr, word)
+            # LOAD_IMAGE's z_0 (from the host port) into the image buffer; RUN copies it.
+            mod.d.comb += img.wr_en[k].eq(host.image_en[k])
             mod.d.comb += host.traj_data[k].eq(t_b.rd_data[k])
             if cfg.training:
                 mod.d.comb += [host.lam_data[k].eq(lam_b.rd_data[k]),
@@ -418,7 +428,7 @@ class Core(wiring.Component):
                     write_lane(lam_b, k, adj.lam_addr, adj.lam_wdata[k])
         if not fourier:
             self._join(mod, A, B, chain, adj)
-        self._dispatch(mod, host, fwd, adj)
+        self._dispatch(mod, host, fwd, adj, img)
         return mod
 
     def _join(self, mod, A, B, chain, adj):
@@ -436,17 +446,26 @@ class Core(wiring.Component):
         for k in range(self._config.lanes):
             mod.d.comb += A.x_side_data[k].eq(_any(data[k] for _, _, data in a_x))
 
-    def _dispatch(self, mod, host, fwd, adj):
+    def _dispatch(self, mod, host, fwd, adj, img):
         """The core's own controller: each operation to the part that carries it out."""
         cfg = self._config
         host_ops = HOST_OPS + (HOST_TRAINING_OPS if cfg.training else ())
-        mod.d.comb += self.busy.eq(1)
+        # LOAD_IMAGE writes the image buffer: the image stream waits, and a partly arrived
+        # image is forgotten.
+        loading = Signal()
+        mod.d.comb += [self.busy.eq(1), img.lock.eq(fwd.image_lock | loading)]
+        with mod.If(host.done):
+            mod.d.sync += loading.eq(0)
         with mod.FSM():
             with mod.State("IDLE"):
                 mod.d.comb += self.busy.eq(0)
                 with mod.If(self.start):
                     with mod.Switch(self.op):
-                        with mod.Case(*host_ops):
+                        with mod.Case(CoreOp.LOAD_IMAGE):
+                            mod.d.comb += [host.start.eq(1), img.discard.eq(1)]
+                            mod.d.sync += loading.eq(1)
+                            mod.next = "HOST"
+                        with mod.Case(*(op for op in host_ops if op != CoreOp.LOAD_IMAGE)):
                             mod.d.comb += host.start.eq(1)
                             mod.next = "HOST"
                         with mod.Case(CoreOp.RUN):

@@ -37,6 +37,8 @@ class AdjointController(wiring.Component):
     ----------
     m, lanes, steps : int
         State words, lanes, Euler steps; each ``>= 1``.
+    lanes_c : int, optional
+        Lanes of tile C, dividing ``lanes``; default ``lanes``.
     method : {"euler", "implicit_euler"}
     neumann_terms : int
         Implicit Euler: Neumann terms of the transposed solve, ``>= 0``.
@@ -65,9 +67,11 @@ class AdjointController(wiring.Component):
         The tiles' ``y_out``.
     a_x_addr, a_x_data, a_x_en, b_x_addr, b_x_data, b_x_en : Out
         The tiles' ``x_side_*``.
-    a_r_data, c_r_data : In(signed(...)).array(lanes)
-        A's and C's ``y_side_data`` (at ``vec_addr`` of the cycle before).
-    vec_addr : Out(range(chunks + 1))
+    a_r_data : In(signed(...)).array(lanes)
+    c_r_data : In(signed(...)).array(lanes_c)
+        A's and C's ``y_side_data`` (at ``vec_addr`` of the cycle before; C's chunks are of
+        ``lanes_c`` words).
+    vec_addr : Out(range(max(chunks, ceil(m / lanes_c)) + 1))
         Read address of the λ banks and of A's and C's results.
     lam_data : In(signed(grad_width)).array(lanes)
     lam_addr : Out(range(chunks))
@@ -89,7 +93,12 @@ class AdjointController(wiring.Component):
     """
 
     def __init__(self, *, m: int, lanes: int, steps: int, method: str, neumann_terms: int,
-                 state_width: int, grad_width: int, widths: dict):
+                 state_width: int, grad_width: int, widths: dict,
+                 lanes_c: int | None = None):
+        lanes_c = lanes if lanes_c is None else lanes_c
+        check_int("lanes_c", lanes_c, 1)
+        if isinstance(lanes, int) and lanes >= 1 and lanes % lanes_c:
+            raise ValueError(f"lanes_c must divide lanes ({lanes}), not {lanes_c}")
         for name, value in (("m", m), ("lanes", lanes), ("steps", steps),
                             ("state_width", state_width), ("grad_width", grad_width)):
             check_int(name, value, 1)
@@ -103,6 +112,7 @@ class AdjointController(wiring.Component):
             check_int(f"widths[{name!r}]", widths[name], 1)
         chunks = -(-m // lanes)
         self._m, self._lanes, self._steps, self._chunks = m, lanes, steps, chunks
+        self._lanes_c, self._chunks_c = lanes_c, -(-m // lanes_c)
         self._method, self._neumann_terms, self._gw = method, neumann_terms, grad_width
         w = widths
         side = {}
@@ -120,8 +130,8 @@ class AdjointController(wiring.Component):
             **{f"{t}_done": In(1) for t in "abc"}, "c_busy": In(1),
             **side,
             "a_r_data": In(signed(w["a_r"])).array(lanes),
-            "c_r_data": In(signed(w["c_r"])).array(lanes),
-            "vec_addr": Out(range(max(chunks + 1, 2))),
+            "c_r_data": In(signed(w["c_r"])).array(lanes_c),
+            "vec_addr": Out(range(max(self._chunks_c + 1, 2))),
             "lam_data": In(signed(grad_width)).array(lanes),
             "lam_addr": Out(range(max(chunks, 2))),
             "lam_wdata": Out(signed(grad_width)).array(lanes),
@@ -169,7 +179,8 @@ class AdjointController(wiring.Component):
         shapes = {"n": range(steps + 1), "nt": range(self._neumann_terms + 2), "mask": m,
                   "u_idx": range(m + 1), "chunk": range(chunks + 1),
                   "traj_base": range((steps + 2) * chunks + 1), "bphase": AdjointPhase,
-                  "tiles_done": 3, "a_runs": 1}
+                  "tiles_done": 3, "a_runs": 1, "c_chunk": range(self._chunks_c + 1),
+                  "c_off": range(self._lanes // self._lanes_c)}
         r = {name: Signal(shape, name=name) for name, shape in shapes.items()}
         # The backward chain runs A's transposed product (else A only stores the words).
         mod.d.comb += r["a_runs"].eq((self._method == "euler")
@@ -195,22 +206,27 @@ class AdjointController(wiring.Component):
         return mod
 
     def _lambda(self, mod, r):
-        """λ = Cᵀ ∂L/∂logits, then into the λ banks (from C's result, a chunk per cycle); C
-        accumulates its gradient while the steps go back."""
-        chunk, lanes = r["chunk"], self._lanes
+        """λ = Cᵀ ∂L/∂logits, then into the λ banks (from C's result, a chunk of C per cycle:
+        C's chunk ``j`` is the part ``j mod R`` of the λ banks' chunk ``j // R``,
+        ``R = lanes / lanes_c``); C accumulates its gradient while the steps go back."""
+        chunk, j, off, lanes_c = r["chunk"], r["c_chunk"], r["c_off"], self._lanes_c
+        parts = self._lanes // lanes_c
         with mod.State("LAMBDA_WAIT"):
             with mod.If(self.c_done):
                 mod.next = "LAMBDA_ADDR"
-        with mod.State("LAMBDA_ADDR"):   # vec_addr = 0: chunk 0 is read
-            mod.d.sync += chunk.eq(0)
+        with mod.State("LAMBDA_ADDR"):   # vec_addr = 0: C's chunk 0 is read
+            mod.d.sync += [chunk.eq(0), j.eq(0), off.eq(0)]
             mod.next = "LAMBDA"
         with mod.State("LAMBDA"):
-            mod.d.comb += self.vec_addr.eq(chunk + 1)
-            for k in range(lanes):
-                with mod.If(chunk * lanes + k < self._m):
-                    self._lam_write(mod, k, chunk, self.c_r_data[k])
-            mod.d.sync += chunk.eq(chunk + 1)
-            with mod.If(chunk == self._chunks - 1):
+            mod.d.comb += self.vec_addr.eq(j + 1)
+            for k in range(self._lanes):
+                t = k % lanes_c
+                with mod.If((off == k // lanes_c) & (j * lanes_c + t < self._m)):
+                    self._lam_write(mod, k, chunk, self.c_r_data[t])
+            last_part = off == parts - 1
+            mod.d.sync += [j.eq(j + 1), off.eq(Mux(last_part, 0, off + 1)),
+                           chunk.eq(chunk + last_part)]
+            with mod.If(j == self._chunks_c - 1):
                 self._start(mod, "c", TileOp.ACCUMULATE)
                 mod.next = "STEP"
 

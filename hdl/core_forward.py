@@ -1,10 +1,12 @@
 """The core's forward controller: RUN, the Euler steps (explicit, or implicit with Newton) and
 the classifier.
 
-Per step it starts chains on the chain engine (:mod:`xbarode.hdl.core_chain`) and *combines*
-each chain's result ``dz = h·B·φ(A v)`` with the state, chunk by chunk (``lanes`` words per
-cycle), writing the next operand straight into the engine and, at the end of the step, the
-state into the state banks, the trajectory and C's inputs (docs/architecture.md §1):
+RUN begins by copying the image buffer's ``z_0`` into the state banks, the trajectory and the
+chain engine's operand (phase START). Per step it starts chains on the chain engine
+(:mod:`xbarode.hdl.core_chain`) and *combines* each chain's result ``dz = h·B·φ(A v)`` with the
+state, chunk by chunk (``lanes`` words per cycle), writing the next operand straight into the
+engine and, at the end of the step, the state into the state banks and the trajectory
+(docs/architecture.md §1):
 
 - explicit Euler: ``z ← sat(z + dz)`` (phase EULER);
 - implicit Euler: the predictor ``w = sat(z + dz)`` (PREDICT); per Newton iteration the
@@ -13,13 +15,14 @@ state into the state banks, the trajectory and C's inputs (docs/architecture.md 
   ``δ ← sat(G + dz)`` with the recorded mask (NEU), and ``w ← sat(w − δ)`` (WUPD); the step's
   state is ``w`` (FINAL).
 
-Then C's forward product: the logits, and the class (argmax, ties to the lowest index) as they
+Then ``z_N`` is copied into C's inputs (a chunk of C's ``lanes_c`` words per cycle) and C's
+forward product gives the logits, and the class (argmax, ties to the lowest index) as they
 arrive.
 """
 
 from __future__ import annotations
 
-from amaranth import Array, Module, Signal, signed
+from amaranth import Array, Module, Mux, Signal, signed
 from amaranth.lib import enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -40,6 +43,7 @@ class ForwardPhase(enum.Enum, shape=3):
     NEU = 3       #: a Neumann term: δ ← sat(G + dz), dz with the recorded mask
     WUPD = 4      #: the Newton update: w ← sat(w − δ)
     FINAL = 5     #: the step's state: z ← w
+    START = 6     #: RUN's start: z ← the image buffer's z_0 (also the trajectory's z_0)
 
 
 class ForwardController(wiring.Component):
@@ -49,6 +53,8 @@ class ForwardController(wiring.Component):
     ----------
     m, lanes, steps, classes : int
         State words, lanes, Euler steps, classes; each ``>= 1``.
+    lanes_c : int, optional
+        Lanes of tile C, dividing ``lanes``; default ``lanes``.
     method : {"euler", "implicit_euler"}
     neumann_terms, max_iter, tol : int
         Implicit Euler: Neumann terms per Newton iteration, Newton iterations per step at
@@ -68,16 +74,25 @@ class ForwardController(wiring.Component):
         RUN ends: the class, logits, status and flags are final in this cycle.
     chain : Out(ChainSignature(...))
         The chain engine.
+    image_wait : In(1)
+        An image is arriving in the image buffer: RUN's start waits for its last word.
+    image_lock : Out(1)
+        RUN reads the image buffer (from ``start`` to the end of phase START): no word may
+        be written into it.
     vec_addr : Out(range(chunks + 1))
-        The read address of the state banks (z, w, G, δ).
-    z_data, w_data, g_data, d_data : In(signed(state_width)).array(lanes)
+        The read address of the state banks (z, w, G, δ) and of the image buffer.
+    z_data, w_data, g_data, d_data, i_data : In(signed(state_width)).array(lanes)
         Their words (one cycle after ``vec_addr``).
     wr_addr : Out(range(chunks))
     wr_data : Out(signed(state_width)).array(lanes)
     t_addr : Out(range((steps + 2)·chunks + 1))
-    z_en, w_en, g_en, d_en, t_en, c_en : Out(1).array(lanes)
-        Write lane ``k``'s ``wr_data`` at ``wr_addr`` into z, w, G, δ or C's inputs, or at
-        ``t_addr`` into the trajectory.
+    z_en, w_en, g_en, d_en, t_en : Out(1).array(lanes)
+        Write lane ``k``'s ``wr_data`` at ``wr_addr`` into z, w, G or δ, or at ``t_addr``
+        into the trajectory.
+    c_x_addr : Out(range(ceil(m / lanes_c)))
+    c_x_data : Out(signed(state_width)).array(lanes_c)
+    c_x_en : Out(1).array(lanes_c)
+        Write C's inputs (its ``x_side_*``): ``z_N``, a chunk of C per cycle.
     c_op : Out(TileOp)
     c_start : Out(1)
         Start tile C (FORWARD).
@@ -98,16 +113,22 @@ class ForwardController(wiring.Component):
 
     Notes
     -----
-    Latency of RUN: per explicit step one chain and one combine (``C + 1`` cycles,
-    ``C = ceil(m/lanes)``, and one cycle to the next step); implicit steps take one chain and
-    combine per predictor, residual and Neumann term, and one combine per update and for the
-    final state; then C's forward product and one cycle (``done`` after the class is
-    registered).
+    Latency of RUN: the copy of ``z_0`` (``C + 2`` cycles, ``C = ceil(m/lanes)``, after any
+    wait for an arriving image); per explicit step one chain and one combine (``C + 1``
+    cycles, and one cycle to the next step); implicit steps take one chain and combine per
+    predictor, residual and Neumann term, and one combine per update and for the final
+    state; then the copy of ``z_N`` into C (``ceil(m/lanes_c) + 1`` cycles), C's forward
+    product and one cycle (``done`` after the class is registered).
     """
 
     def __init__(self, *, m: int, lanes: int, steps: int, classes: int, method: str,
                  neumann_terms: int, max_iter: int, tol: int, state_width: int,
-                 act_width: int, x_width: int, r_width: int, c_width: int):
+                 act_width: int, x_width: int, r_width: int, c_width: int,
+                 lanes_c: int | None = None):
+        lanes_c = lanes if lanes_c is None else lanes_c
+        check_int("lanes_c", lanes_c, 1)
+        if isinstance(lanes, int) and lanes >= 1 and lanes % lanes_c:
+            raise ValueError(f"lanes_c must divide lanes ({lanes}), not {lanes_c}")
         for name, value in (("m", m), ("lanes", lanes), ("steps", steps),
                             ("classes", classes), ("state_width", state_width),
                             ("act_width", act_width), ("c_width", c_width)):
@@ -119,22 +140,28 @@ class ForwardController(wiring.Component):
             raise ValueError(f"method must be 'euler' or 'implicit_euler', not {method!r}")
         chunks = -(-m // lanes)
         self._m, self._lanes, self._steps, self._classes = m, lanes, steps, classes
+        self._lanes_c, self._chunks_c = lanes_c, -(-m // lanes_c)
         self._chunks, self._method = chunks, method
         self._neumann_terms, self._max_iter, self._tol = neumann_terms, max_iter, tol
         self._sw = state_width
         sdata = In(signed(state_width)).array(lanes)
         enables = {name: Out(1).array(lanes)
-                   for name in ("z_en", "w_en", "g_en", "d_en", "t_en", "c_en")}
+                   for name in ("z_en", "w_en", "g_en", "d_en", "t_en")}
         super().__init__({
             "start": In(1), "done": Out(1),
             "chain": Out(ChainSignature(lanes=lanes, chunks=chunks, x_width=x_width,
                                         r_width=r_width)),
+            "image_wait": In(1), "image_lock": Out(1),
             "vec_addr": Out(range(max(chunks + 1, 2))),
             "z_data": sdata, "w_data": sdata, "g_data": sdata, "d_data": sdata,
+            "i_data": sdata,
             "wr_addr": Out(range(max(chunks, 2))),
             "wr_data": Out(signed(state_width)).array(lanes),
             "t_addr": Out(range((steps + 2) * chunks + 1)),
             **enables,
+            "c_x_addr": Out(range(max(self._chunks_c, 2))),
+            "c_x_data": Out(signed(state_width)).array(lanes_c),
+            "c_x_en": Out(1).array(lanes_c),
             "c_op": Out(TileOp), "c_start": Out(1),
             "c_y": In(stream.Signature(signed(c_width), always_ready=True)),
             "c_done": In(1),
@@ -153,6 +180,11 @@ class ForwardController(wiring.Component):
     def lanes(self) -> int:
         """Lanes."""
         return self._lanes
+
+    @property
+    def lanes_c(self) -> int:
+        """Lanes of tile C."""
+        return self._lanes_c
 
     @property
     def method(self) -> str:
@@ -175,21 +207,33 @@ class ForwardController(wiring.Component):
         shapes = {"n": range(steps + 1), "phase": ForwardPhase, "it": 8,
                   "nt": range(self._neumann_terms + 2), "not_conv": 1,
                   "chunk": range(chunks + 1), "traj_base": range((steps + 2) * chunks + 1),
-                  "combine_sat": 1}
+                  "combine_sat": 1, "c_chunk": range(self._chunks_c + 1),
+                  "c_addr": range(chunks + 1), "c_off": range(self._lanes // self._lanes_c)}
         r = {name: Signal(shape, name=name) for name, shape in shapes.items()}
         n, phase, chunk = r["n"], r["phase"], r["chunk"]
         mod.d.comb += [self.chain.masked.eq(phase == ForwardPhase.NEU),
                        self.saturated.eq(r["combine_sat"] | self.chain.saturated)]
+        lock = Signal()
+        mod.d.comb += self.image_lock.eq(lock)
         with mod.FSM():
             with mod.State("IDLE"):
                 with mod.If(self.start):
-                    mod.d.sync += [n.eq(0), r["traj_base"].eq(chunks), self.iterations.eq(0),
-                                   self.converged.eq(1)]
-                    mod.next = "STEP"
+                    mod.d.sync += [n.eq(0), r["traj_base"].eq(0), self.iterations.eq(0),
+                                   self.converged.eq(1), phase.eq(ForwardPhase.START)]
+                    mod.next = "IMAGE_WAIT"
+            # z_0 from the image buffer, once no image is arriving; the buffer is locked from
+            # the cycle the copy is decided (no word enters it at that edge) to its end.
+            with mod.State("IMAGE_WAIT"):
+                with mod.If(~self.image_wait):
+                    mod.d.comb += self.image_lock.eq(1)
+                    mod.d.sync += lock.eq(1)
+                    mod.next = "COMBINE_START"
             # The step loop.
             with mod.State("STEP"):
+                mod.d.sync += lock.eq(0)
                 with mod.If(n == steps):
-                    mod.next = "CLASSIFY_START"
+                    mod.d.sync += [r["c_chunk"].eq(0), r["c_addr"].eq(0), r["c_off"].eq(0)]
+                    mod.next = "C_COPY_ADDR"
                 with mod.Else():
                     first = ForwardPhase.EULER if self._method == "euler" \
                         else ForwardPhase.PREDICT
@@ -213,6 +257,7 @@ class ForwardController(wiring.Component):
                 self._combine(mod, r)
             with mod.State("AFTER_COMBINE"):
                 self._after_combine(mod, r)
+            self._copy_to_c(mod, r)
             self._classify(mod)
         return mod
 
@@ -244,6 +289,8 @@ class ForwardController(wiring.Component):
                     mod.d.comb += wide.eq(w_k - d_k)
                 with mod.Case(P.FINAL):
                     mod.d.comb += wide.eq(w_k)
+                with mod.Case(P.START):
+                    mod.d.comb += wide.eq(self.i_data[k])
             value, sat = narrow(mod, wide, 0, sw)
             mod.d.comb += chunk_sat[k].eq(sat & valid)
             mod.d.comb += chunk_far[k].eq(valid & ((value > self._tol) | (value < -self._tol)))
@@ -252,9 +299,8 @@ class ForwardController(wiring.Component):
                 # Every phase's value is the next chain's operand.
                 mod.d.comb += self.chain.x_en[k].eq(1)
                 with mod.Switch(phase):
-                    with mod.Case(P.EULER, P.FINAL):
-                        mod.d.comb += [self.z_en[k].eq(1), self.t_en[k].eq(1),
-                                       self.c_en[k].eq(1)]
+                    with mod.Case(P.EULER, P.FINAL, P.START):
+                        mod.d.comb += [self.z_en[k].eq(1), self.t_en[k].eq(1)]
                     with mod.Case(P.PREDICT, P.WUPD):
                         mod.d.comb += self.w_en[k].eq(1)
                     with mod.Case(P.RESID):
@@ -307,6 +353,30 @@ class ForwardController(wiring.Component):
             with mod.Case(P.FINAL):
                 mod.d.sync += [n.eq(n + 1), r["traj_base"].eq(r["traj_base"] + self._chunks)]
                 mod.next = "STEP"
+            with mod.Case(P.START):
+                mod.d.sync += r["traj_base"].eq(self._chunks)
+                mod.next = "STEP"
+
+    def _copy_to_c(self, mod, r):
+        """``z_N`` into C's inputs: C's chunk ``j`` (``lanes_c`` words) is the part
+        ``j mod R`` of the state's chunk ``j // R`` (``R = lanes / lanes_c``), read one cycle
+        ahead."""
+        lanes_c, chunks_c, m = self._lanes_c, self._chunks_c, self._m
+        parts = self._lanes // lanes_c
+        j, addr, off = r["c_chunk"], r["c_addr"], r["c_off"]
+        last_part = off == parts - 1
+        with mod.State("C_COPY_ADDR"):   # vec_addr = 0: chunk 0 is read
+            mod.next = "C_COPY"
+        with mod.State("C_COPY"):
+            mod.d.comb += [self.vec_addr.eq(addr + last_part), self.c_x_addr.eq(j)]
+            for t in range(lanes_c):
+                words = Array(self.z_data[p * lanes_c + t] for p in range(parts))
+                mod.d.comb += [self.c_x_data[t].eq(words[off]),
+                               self.c_x_en[t].eq(j * lanes_c + t < m)]
+            mod.d.sync += [j.eq(j + 1), off.eq(Mux(last_part, 0, off + 1)),
+                           addr.eq(addr + last_part)]
+            with mod.If(j == chunks_c - 1):
+                mod.next = "CLASSIFY_START"
 
     def _classify(self, mod):
         """The classifier: C's forward product with its bias; the argmax as logits arrive."""

@@ -16,7 +16,7 @@ from amaranth.lib.wiring import In, Out
 from .fourier import FourierOp
 from .tile import TileOp
 
-__all__ = ["CoreOp", "HostPort", "VectorBanks", "stream_lanes"]
+__all__ = ["CoreOp", "HostPort", "ImageBuffer", "VectorBanks", "stream_lanes"]
 
 
 class CoreOp(enum.Enum, shape=4):
@@ -167,6 +167,104 @@ class VectorBanks(wiring.Component):
                          wr.addr.eq(self.wr_addr[k]), wr.data.eq(self.wr_data[k]),
                          wr.en.eq(self.wr_en[k])]
         return m
+
+
+class ImageBuffer(wiring.Component):
+    """The image buffer: ``z_0`` of the next RUN, banked like the state.
+
+    Written a word at a time from the core's ``image`` stream (at any time, also while the
+    core runs: the next image arrives while RUN works on this one) or by LOAD_IMAGE
+    (``wr_*``, a word per cycle at the host port's addresses); read by RUN's start a chunk per
+    cycle.
+
+    Parameters
+    ----------
+    m, lanes : int
+        Words of an image, lanes (banking); each ``>= 1``.
+    width : int
+        Word width (the state format's), ``>= 1``.
+
+    Attributes
+    ----------
+    image : In(stream.Signature(signed(width)))
+        Images, ``m`` words each in order. Ready unless ``lock``.
+    arriving : Out(1)
+        Some but not all words of an image have come on ``image``.
+    lock : In(1)
+        No word is taken from ``image`` (RUN reads the buffer, or LOAD_IMAGE writes it).
+    discard : In(1)
+        Forget the words of an image that has not fully arrived (the next word on ``image``
+        is an image's first).
+    rd_addr : In(range(chunks))
+    rd_data : Out(signed(width)).array(lanes)
+        A chunk, at the ``rd_addr`` of the cycle before.
+    wr_addr : In(range(chunks))
+    wr_data : In(signed(width))
+    wr_en : In(1).array(lanes)
+        LOAD_IMAGE's words: ``wr_data`` at ``wr_addr`` of lane ``k`` where ``wr_en[k]``.
+
+    Notes
+    -----
+    Latency: a word taken at an edge is read from the next cycle; ``arriving`` falls in the
+    cycle after an image's last word is taken.
+    """
+
+    def __init__(self, *, m: int, lanes: int, width: int):
+        for name, value in (("m", m), ("lanes", lanes), ("width", width)):
+            check_int(name, value, 1)
+        self._m, self._lanes, self._width = m, lanes, width
+        chunks = -(-m // lanes)
+        self._chunks = chunks
+        super().__init__({
+            "image": In(stream.Signature(signed(width))),
+            "arriving": Out(1), "lock": In(1), "discard": In(1),
+            "rd_addr": In(range(max(chunks + 1, 2))),
+            "rd_data": Out(signed(width)).array(lanes),
+            "wr_addr": In(range(max(chunks, 2))),
+            "wr_data": In(signed(width)),
+            "wr_en": In(1).array(lanes),
+        })
+
+    @property
+    def m(self) -> int:
+        """Words of an image."""
+        return self._m
+
+    @property
+    def lanes(self) -> int:
+        """Lanes (banking)."""
+        return self._lanes
+
+    def elaborate(self, platform):
+        mod = Module()
+        m, lanes = self._m, self._lanes
+        mod.submodules.banks = banks = VectorBanks(lanes=lanes, depth=self._chunks,
+                                                   width=self._width)
+        count = Signal(range(m))
+        lane = Signal(range(max(lanes, 2)))
+        addr = Signal(range(max(self._chunks, 2)))
+        mod.d.comb += [banks.rd_addr.eq(self.rd_addr), self.arriving.eq(count != 0),
+                       self.image.ready.eq(~self.lock)]
+        for k in range(lanes):
+            mod.d.comb += self.rd_data[k].eq(banks.rd_data[k])
+            with mod.If(self.wr_en[k]):
+                mod.d.comb += [banks.wr_addr[k].eq(self.wr_addr), banks.wr_data[k].eq(self.wr_data),
+                               banks.wr_en[k].eq(1)]
+            with mod.Elif(self.image.valid & ~self.lock & (lane == k)):
+                mod.d.comb += [banks.wr_addr[k].eq(addr), banks.wr_data[k].eq(self.image.payload),
+                               banks.wr_en[k].eq(1)]
+        with mod.If(self.discard):
+            mod.d.sync += [count.eq(0), lane.eq(0), addr.eq(0)]
+        with mod.Elif(self.image.valid & ~self.lock):
+            with mod.If(count == m - 1):
+                mod.d.sync += [count.eq(0), lane.eq(0), addr.eq(0)]
+            with mod.Else():
+                mod.d.sync += count.eq(count + 1)
+                with mod.If(lane == lanes - 1):
+                    mod.d.sync += [lane.eq(0), addr.eq(addr + 1)]
+                with mod.Else():
+                    mod.d.sync += lane.eq(lane + 1)
+        return mod
 
 
 class HostPort(wiring.Component):

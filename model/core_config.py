@@ -9,7 +9,10 @@ is validated with a message that names the field. Example (all fields, default v
     structure = "dense"       # "dense" (A, B any m×m) or "conv" (k×k kernels)
     kernel = 3                # kernel size for structure = "conv" (odd)
     classes = 10
-    lanes = 16                # multipliers per tile, 1 … m
+    lanes = 64                # multipliers of tiles A and B each, 1 … m (default:
+                              # 64, or m when smaller)
+    lanes_c = 16              # multipliers of tile C (the classifier), dividing lanes
+                              # (default: the largest divisor of lanes up to 16)
     conv_path = "direct"      # "direct": tiles hold the m×m matrices; "fourier": DFT,
                               # Hadamard product with the kernel's spectrum, inverse DFT
 
@@ -51,12 +54,17 @@ import tomllib
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-__all__ = ["LIMITS", "ConfigError", "CoreConfig", "load_config", "parse_overrides"]
+__all__ = ["DEFAULT_LANES", "DEFAULT_LANES_C", "LIMITS", "ConfigError", "CoreConfig",
+           "load_config", "parse_overrides"]
 
 
 class ConfigError(ValueError):
     """A configuration file or value is invalid; the message names the field."""
 
+
+#: Default multipliers of tiles A and B (each; at most m) and of tile C (at most this, a
+#: divisor of A's and B's): the ECP5-85F's 156 MULT18 hold 64 + 64 + 16.
+DEFAULT_LANES, DEFAULT_LANES_C = 64, 16
 
 #: Upper bounds of the sizes (the hardware grows with each; ``steps = 10**8`` once grew to
 #: 21.5 GB while elaborating).
@@ -76,7 +84,8 @@ class CoreConfig:
     structure: str = "dense"
     kernel: int = 3
     classes: int = 10
-    lanes: int = 16
+    lanes: int | None = None
+    lanes_c: int | None = None
     conv_path: str = "direct"
     steps: int = 8
     h: float = 0.25
@@ -129,7 +138,20 @@ class CoreConfig:
             raise ConfigError(f"kernel must be odd and fit the image {self.image}, not "
                               f"{self.kernel}")
         integer("classes", 2, LIMITS["classes"])
+        if self.lanes is None:
+            object.__setattr__(self, "lanes", min(DEFAULT_LANES, self.m))
         integer("lanes", 1, self.m)
+        if self.lanes_c is None:
+            # C computes once per image: fewer multipliers cost little time (the default
+            # digits core: 64 + 64 + 16 = 144 of the ECP5-85F's 156).
+            divisors = range(1, min(DEFAULT_LANES_C, self.lanes) + 1)
+            object.__setattr__(self, "lanes_c",
+                               max(d for d in divisors if self.lanes % d == 0))
+        integer("lanes_c", 1, self.lanes)
+        if self.lanes % self.lanes_c:
+            # The state moves between A's and C's banks a C chunk per cycle, inside one of
+            # A's chunks (hdl/core_forward.py, the copy of z_N into C).
+            raise ConfigError(f"lanes_c must divide lanes ({self.lanes}), not {self.lanes_c}")
         integer("steps", 1, LIMITS["steps"])
         integer("neumann_terms", 0, LIMITS["neumann_terms"])
         integer("max_iter", 0, 255)
@@ -258,7 +280,8 @@ class CoreConfig:
         return "\n".join(lines)
 
 
-_GROUPS = {"core": ("image", "structure", "kernel", "classes", "lanes", "conv_path"),
+_GROUPS = {"core": ("image", "structure", "kernel", "classes", "lanes", "lanes_c",
+                    "conv_path"),
            "ode": ("steps", "h", "method", "neumann_terms", "max_iter", "tol"),
            "fixed": ("weight", "state", "act", "grad", "acc_width", "rounding", "lfsr_seed",
                      "fourier_data", "twiddle", "spectrum"),

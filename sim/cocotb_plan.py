@@ -25,7 +25,8 @@ from xbarode.sim.cocotb_support import (
 
 #: Inputs held low from the start, where the unit has them (the Hadamard unit has ``restart``
 #: and ``load`` instead of ``start``).
-CONTROL_INPUTS = ("start", "clear", "restart", "i__valid", "o__ready", "load__valid")
+CONTROL_INPUTS = ("start", "clear", "restart", "i__valid", "o__ready", "load__valid",
+                  "image__valid")
 
 
 @cocotb.test()

@@ -320,17 +320,23 @@ class OpDriver:
         self.dut.op.value = op.value
         await self.strobe("start")
 
-    async def run(self, op, *, limit=None, sample=()):
+    async def run(self, op, *, limit=None, sample=(), feed=None):
         """Start a compute operation and wait for ``done``; return its latency in cycles
         (start to done inclusive), or with ``sample`` (output names) ``(latency, values)``,
-        the outputs read in the cycle ``done`` pulses."""
+        the outputs read in the cycle ``done`` pulses. ``feed``: ``(stream, words)``, words
+        offered on the input stream ``stream`` from the cycle after the start cycle on, while
+        the operation runs and after ``done`` until all are taken."""
         self.dut.op.value = op.value
         await FallingEdge(self.clk)
         self.dut.start.value = 1
         began = get_sim_time("ns")
+        cycles = limit or TIMEOUT_CYCLES
+        fed = None
+        if feed is not None:
+            bench = StreamBench(self.clk, sources=[StreamSource(self.dut, *feed)])
+            fed = cocotb.start_soon(bench.run(cycles + 4 * len(feed[1]) + 16))
         await FallingEdge(self.clk)
         self.dut.start.value = 0
-        cycles = limit or TIMEOUT_CYCLES
         try:
             await wait_for(self.dut.done, clk=self.clk, timeout_cycles=cycles)
         except TimeoutError as error:
@@ -339,6 +345,8 @@ class OpDriver:
         # wait_for returns on the falling edge after done rose, in the cycle done is high:
         # count start..done inclusive and read the outputs a host latches on done.
         latency = round((get_sim_time("ns") - began) / CLOCK_PERIOD_NS) + 1
+        if fed is not None:
+            await fed
         if not sample:
             return latency
         return latency, [int(getattr(self.dut, name).value) for name in sample]
@@ -412,9 +420,9 @@ class CocotbDriver:
     async def send(self, op, words):
         await self._drv.send(op, words)
 
-    async def run(self, op, sample=()):
+    async def run(self, op, sample=(), feed=None):
         result = await self._drv.run(op, limit=self._limits.get(_op_name(op)),
-                                     sample=tuple(sample))
+                                     sample=tuple(sample), feed=feed)
         return result if sample else (result, [])
 
     async def receive(self, op, count):

@@ -100,6 +100,10 @@ async def execute(plan: dict, drv, progress=None):
     ``iterations`` and the flag read in the cycle ``done`` pulses), then read the logits, the
     final state, the status words and the trajectory.
 
+    With ``plan["image_stream"]`` the images come on the core's ``image`` stream instead of
+    by LOAD_IMAGE: the first before the first RUN, each next one while the RUN before it
+    runs (overlapped, as a host streaming images does).
+
     Returns
     -------
     results : list of dict
@@ -114,10 +118,15 @@ async def execute(plan: dict, drv, progress=None):
         await drv.send(op, words)
     results, cycles = [], []
     words = (plan["steps"] + 1) * plan["m"]
-    for index, image in enumerate(plan["images"]):
+    images, overlap = plan["images"], plan.get("image_stream", False)
+    if overlap and images:
+        await drv.put("image", images[0])    # pixels: non-negative, their bits are the words
+    for index, image in enumerate(images):
         await drv.strobe("clear")
-        await drv.send(CoreOp.LOAD_IMAGE, image)
-        latency, at_done = await drv.run(CoreOp.RUN, sample=DONE_OUTPUTS)
+        if not overlap:
+            await drv.send(CoreOp.LOAD_IMAGE, image)
+        feed = ("image", images[index + 1]) if overlap and index + 1 < len(images) else None
+        latency, at_done = await drv.run(CoreOp.RUN, sample=DONE_OUTPUTS, feed=feed)
         cycles.append(latency)
         result = dict(zip(DONE_OUTPUTS, at_done, strict=True))
         result["logits"] = await drv.receive(CoreOp.READ_LOGITS, plan["classes"])
@@ -156,9 +165,11 @@ def tile_words(config: CoreConfig, net) -> dict:
     return {"A": net.A.weights.ravel().tolist(), "Bt": net.B.weights.T.ravel().tolist()}
 
 
-def make_plan(config: CoreConfig, params: dict, images: np.ndarray) -> dict:
+def make_plan(config: CoreConfig, params: dict, images: np.ndarray, *,
+              image_stream: bool = False) -> dict:
     """The words the host sends: weights (``Bt`` is Bᵀ; see :func:`tile_words`) and the
-    images as state words."""
+    images as state words; with ``image_stream`` the images go on the core's ``image``
+    stream, each next one while the RUN before it runs (:func:`execute`)."""
     net = model_network(config, params)
     images = np.asarray(images, dtype=np.float64).reshape(len(images), config.m)
     words = config.formats().state.quantize(images, "nearest")
@@ -166,7 +177,8 @@ def make_plan(config: CoreConfig, params: dict, images: np.ndarray) -> dict:
             "weights": {**tile_words(config, net),
                         "C": net.C.weights.ravel().tolist(), "d": net.d.tolist()},
             "images": words.tolist(), "m": config.m, "classes": config.classes,
-            "steps": config.steps, "limits": operation_limits(config, ("RUN",))}
+            "steps": config.steps, "limits": operation_limits(config, ("RUN",)),
+            "image_stream": bool(image_stream)}
 
 
 def operation_limits(config: CoreConfig, ops) -> dict[str, int]:

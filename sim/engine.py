@@ -49,9 +49,12 @@ class Driver(Protocol):
     async def send(self, op, words) -> None:
         """Start ``op`` and stream ``words`` into ``i``; return after ``done``."""
 
-    async def run(self, op, sample=()) -> tuple[int, list[int]]:
+    async def run(self, op, sample=(), feed=None) -> tuple[int, list[int]]:
         """Start ``op`` and wait for ``done``: its latency (start to done inclusive) and the
-        outputs named in ``sample`` read in the cycle ``done`` pulses."""
+        outputs named in ``sample`` read in the cycle ``done`` pulses. ``feed``:
+        ``(stream, words)``, signed words offered on the input stream named ``stream`` from
+        the cycle after the start cycle on while the operation runs (and after it, until all
+        are taken)."""
 
     async def receive(self, op, count: int) -> list[int]:
         """Start ``op`` and collect ``count`` signed words from ``o``."""
@@ -89,9 +92,12 @@ class AmaranthDriver:
     async def send(self, op, words):
         await op_send(self._ctx, self._dut, op, words)
 
-    async def run(self, op, sample=()):
+    async def run(self, op, sample=(), feed=None):
+        if feed is not None:
+            feed = (getattr(self._dut, feed[0]), feed[1])
         ticks, values = await op_sample(self._ctx, self._dut, op,
-                                        [getattr(self._dut, name) for name in sample])
+                                        [getattr(self._dut, name) for name in sample],
+                                        feed=feed)
         return ticks, [int(v) for v in values]
 
     async def receive(self, op, count):

@@ -111,10 +111,12 @@ def core_bound(config, op) -> int:
 
     name = _name(op)
     m, chunks, lanes = config.m, -(-config.m // config.lanes), config.lanes
+    chunks_c = -(-m // config.lanes_c)
     taps = config.conv_taps() if config.training else None
     a = {"rows": m, "cols": m, "lanes": lanes, "taps": 0 if taps is None else len(taps)}
-    c = {"rows": config.classes, "cols": m, "lanes": lanes, "bias": True}
+    c = {"rows": config.classes, "cols": m, "lanes": config.lanes_c, "bias": True}
     combine = chunks + 4
+    copy_c = chunks_c + 4      # z_N into C's inputs; C's λ into the λ banks
     fourier = config.conv_path == "fourier"
     if fourier:
         height, width = config.image
@@ -129,12 +131,14 @@ def core_bound(config, op) -> int:
         else:
             chains = 1 + (config.max_iter + 1) + config.max_iter * config.neumann_terms
             per_step = chains * (chain + combine + 2) + (config.max_iter + 1) * (combine + 2)
-        return config.steps * per_step + classify + 2
+        # The copy of z_0 from the image buffer (a combine), after any image still arriving
+        # (not bounded: the host's).
+        return combine + config.steps * per_step + copy_c + classify + 2
     if name == "BACKWARD":
         products = 5 + (2 * config.neumann_terms if config.method == "implicit_euler" else 0)
         product = tile_bound(op="FORWARD", **a)
         per_step = products * (product + combine) + 2 * combine
-        return tile_bound(op="TRANSPOSED", **c) + combine + config.steps * per_step + 8
+        return tile_bound(op="TRANSPOSED", **c) + copy_c + config.steps * per_step + 8
     if name == "APPLY":
         tiles = [c] if fourier else [a, a, c]
         return max(tile_bound(op="APPLY", **t) for t in tiles) + 4

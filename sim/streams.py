@@ -192,9 +192,13 @@ async def op_receive(ctx, dut, op, count, *, max_cycles=None, sample=()):
     return (words, at_done) if signals else words
 
 
-async def op_sample(ctx, dut, op, signals=(), *, max_cycles=None):
+async def op_sample(ctx, dut, op, signals=(), *, max_cycles=None, feed=None):
     """Start ``op`` and wait for ``dut.done``; return its latency (start to done,
     inclusive) and the values of ``signals`` in the cycle ``done`` pulses.
+
+    ``feed``: ``(stream, words)``, words offered on the input stream ``stream`` from the
+    cycle after the start cycle on, one per cycle its ``ready`` allows, while the operation
+    runs and after ``done`` until the last is taken (the core's ``image`` stream during RUN).
 
     Raises
     ------
@@ -203,17 +207,40 @@ async def op_sample(ctx, dut, op, signals=(), *, max_cycles=None):
         documented latency bound, :mod:`xbarode.sim.latency`).
     """
     budget = _limit(dut, op, max_cycles)
+    port, words = feed if feed is not None else (None, [])
+    words = list(words)
+
+    def offer():
+        if port is not None:
+            ctx.set(port.valid, int(bool(words)))
+            ctx.set(port.payload, words[0] if words else 0)
+
+    async def tick(*signals):
+        offer()
+        _, _, *values = await ctx.tick().sample(*signals,
+                                               *(() if port is None else (port.ready,)))
+        if port is not None and values.pop() and words:
+            words.pop(0)
+        return values
+
     ctx.set(dut.op, op)
     ctx.set(dut.start, 1)
     await ctx.tick()
     ctx.set(dut.start, 0)
-    signals = list(signals)
     ticks = 1
     while ticks < budget:
         # Sampled at the edge that ends the cycle: the values in the cycle done is high.
-        _, _, done, *values = await ctx.tick().sample(dut.done, *signals)
+        done, *values = await tick(dut.done, *signals)
         ticks += 1
         if done:
+            for _ in range(stream_limit(len(words))):
+                if not words:
+                    break
+                await tick()
+            if port is not None:
+                ctx.set(port.valid, 0)
+                if words:
+                    raise OperationTimeout(f"{len(words)} words not taken on the fed stream")
             return ticks, values
     why = "" if max_cycles is not None else " (the limit from its documented latency bound)"
     raise OperationTimeout(f"{_name(op)} did not finish within {budget} cycles{why}")

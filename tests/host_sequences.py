@@ -18,11 +18,10 @@ what the host has loaded (memories are zero at power-up; reset keeps them and re
 LFSRs), and computes every result with the fixed-point model (``FixedNetwork``'s and
 ``FixedTile``'s operations, the LFSRs running on across operations as the hardware's do). A
 value the documentation leaves unspecified (what a reset in the middle of a RUN, BACKWARD,
-APPLY or tile product leaves in the memories it was writing; the results of a RUN after
-BACKWARD without LOAD_IMAGE; the overflow flag after a ``clear`` in the middle of a
-saturating operation) is ``None``: its words are not compared, and whatever is computed from
-it is ``None`` too, until the host loads it again. A load a reset interrupts has written the
-words that moved before the reset cycle, and no other.
+APPLY or tile product leaves in the memories it was writing; the overflow flag after a
+``clear`` in the middle of a saturating operation) is ``None``: its words are not compared,
+and whatever is computed from it is ``None`` too, until the host loads it again. A load a
+reset interrupts has written the words that moved before the reset cycle, and no other.
 """
 
 from __future__ import annotations
@@ -178,8 +177,8 @@ class Reference:
 class CoreReference(Reference):
     """The core as docs/interface.md describes it, for a host that tracks what it loaded.
 
-    State: the weights (``A``, ``Bt``, ``C``, ``d``), the state ``z`` the next RUN starts
-    from, the trajectory memory (``z_0`` from LOAD_IMAGE, ``z_1 … z_N`` from the last RUN),
+    State: the weights (``A``, ``Bt``, ``C``, ``d``), the image buffer (the ``z_0`` every RUN
+    starts from, written by LOAD_IMAGE), the trajectory memory (``z_0 … z_N`` of the last RUN),
     the registers of the last RUN (logits, status words, ``cls``, ``converged``,
     ``iterations``), and with training the loss gradient of the last LOAD_GRAD, the gradient
     sums and ``∂L/∂z_0``. Every memory is zero at power-up; reset zeroes the registers and
@@ -198,13 +197,13 @@ class CoreReference(Reference):
         z = np.zeros(m, dtype=np.int64)
         self.mem = {"A": np.zeros((m, m), dtype=np.int64), "Bt": np.zeros((m, m), np.int64),
                     "C": np.zeros((classes, m), dtype=np.int64),
-                    "d": np.zeros(classes, dtype=np.int64), "z": z,
+                    "d": np.zeros(classes, dtype=np.int64), "image": z,
                     "traj": [z.copy() for _ in range(steps + 1)],
                     "grad": np.zeros(classes, dtype=np.int64),
                     "GA": np.zeros((m, m), dtype=np.int64), "GB": np.zeros((m, m), np.int64),
                     "GC": np.zeros((classes, m), dtype=np.int64),
                     "Gd": np.zeros(classes, dtype=np.int64), "lam": z.copy()}
-        # BACKWARD differentiates the last RUN; a LOAD_IMAGE since then leaves it unspecified.
+        # BACKWARD differentiates the last RUN (unspecified after a RUN cut short by reset).
         self.ran = True
         self.lfsr_known = True
         self.reset()
@@ -263,22 +262,16 @@ class CoreReference(Reference):
         cfg = self.config
         m, classes = cfg.m, cfg.classes
         words = np.asarray(words, dtype=np.int64)
-        name = {0: "A", 1: "Bt", 2: "C", 3: "d", 4: "z", 10: "grad"}[code]
+        name = {0: "A", 1: "Bt", 2: "C", 3: "d", 4: "image", 10: "grad"}[code]
         shape = {"A": (m, m), "Bt": (m, m), "C": (classes, m)}.get(name, words.shape)
         value = words.reshape(shape)
 
         def commit():
             self.mem[name] = value
-            if name == "z":
-                self.mem["traj"][0] = value
-                self.ran = False
 
         def interrupted(moved):
             # The words that moved before the reset cycle are written (docs/interface.md).
             self.mem[name] = _partial(self.mem[name], value, moved)
-            if name == "z":
-                self.mem["traj"][0] = _partial(self.mem["traj"][0], value, moved)
-                self.ran = False
         return Expect("load", count, words=words.tolist(), commit=commit,
                       interrupted=interrupted)
 
@@ -313,11 +306,11 @@ class CoreReference(Reference):
 
     def _run(self) -> Expect:
         cfg, mem, f = self.config, self.mem, self.f
-        known = _known(mem["A"], mem["Bt"], mem["C"], mem["d"], mem["z"]) and self.lfsr_known
+        known = (_known(mem["A"], mem["Bt"], mem["C"], mem["d"], mem["image"])
+                 and self.lfsr_known)
         if not known:
             def commit():
-                mem["z"] = None
-                mem["traj"][1:] = [None] * cfg.steps
+                mem["traj"] = [None] * (cfg.steps + 1)
                 self.regs = dict.fromkeys(self.regs)
                 self.ran = True
                 self._unknown_lfsr()
@@ -325,7 +318,7 @@ class CoreReference(Reference):
                           interrupted=lambda moved: self._run_interrupted())
         self._set_weights()
         before = self._counts()
-        logits, trajectory, info = self.net.forward(f.state.to_float(mem["z"])[None])
+        logits, trajectory, info = self.net.forward(f.state.to_float(mem["image"])[None])
         if cfg.method == "euler":
             iterations, converged = [0] * cfg.steps, [1] * cfg.steps
         else:
@@ -338,8 +331,7 @@ class CoreReference(Reference):
         saturates = int(self._counts() > before)
 
         def commit():
-            mem["z"] = trajectory[-1, 0]
-            mem["traj"][1:] = list(trajectory[1:, 0])
+            mem["traj"] = [mem["image"].copy(), *trajectory[1:, 0]]
             self.regs = regs
             self.ran = True
         return Expect("compute", saturates=saturates, commit=commit,
@@ -347,8 +339,7 @@ class CoreReference(Reference):
                       interrupted=lambda moved: self._run_interrupted())
 
     def _run_interrupted(self):
-        self.mem["z"] = None
-        self.mem["traj"][1:] = [None] * self.config.steps
+        self.mem["traj"] = [None] * (self.config.steps + 1)
         self.ran = False
 
     def _backward(self) -> Expect:
@@ -358,7 +349,7 @@ class CoreReference(Reference):
                         *(mem[k] for k in sums)) and self.ran and self.lfsr_known)
 
         def unknown():
-            for k in (*sums, "lam", "z"):
+            for k in (*sums, "lam"):
                 mem[k] = None
         if not known:
             def commit():
@@ -377,9 +368,6 @@ class CoreReference(Reference):
             mem["GC"] = mem["GC"] + grads["C"]
             mem["Gd"] = mem["Gd"] + grads["d"]
             mem["lam"] = grads["z0"][0]
-            # BACKWARD leaves tile A's inputs at a state of the trajectory, not at z: the
-            # next RUN needs a LOAD_IMAGE (docs/interface.md).
-            mem["z"] = None
         return Expect("compute", saturates=saturates, commit=commit,
                       interrupted=lambda moved: unknown())
 

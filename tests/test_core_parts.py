@@ -498,30 +498,40 @@ def _write_banks(ctx, dut, banks, operand):
     addr, t_addr = ctx.get(dut.wr_addr), ctx.get(dut.t_addr)
     for k in range(dut.lanes):
         data = ctx.get(dut.wr_data[k])
-        for name in ("z", "w", "g", "d", "c"):
+        for name in ("z", "w", "g", "d"):
             if ctx.get(getattr(dut, f"{name}_en")[k]):
                 banks[name].words[(addr, k)] = data
         if ctx.get(dut.t_en[k]):
             banks["t"].words[(t_addr, k)] = data
         if ctx.get(dut.chain.x_en[k]):
             operand.words[(ctx.get(dut.chain.x_addr), k)] = ctx.get(dut.chain.x_data[k])
+    for t in range(dut.lanes_c):
+        if ctx.get(dut.c_x_en[t]):
+            banks["c"].words[(ctx.get(dut.c_x_addr), t)] = ctx.get(dut.c_x_data[t])
 
 
-def run_forward(dut, z0, classes, rng):
-    """RUN on ``dut`` with the chain engine, the banks and tile C played by the testbench."""
+def run_forward(dut, z0, classes, rng, wait=0):
+    """RUN on ``dut`` with the chain engine, the banks, the image buffer (holding ``z0``; an
+    image arriving for ``wait`` cycles after start) and tile C played by the testbench."""
     m, lanes, chunks = dut.m, dut.lanes, dut.chunks
-    banks = {name: _Banks(m, lanes, init=z0 if name == "z" else None)
-             for name in ("z", "w", "g", "d", "t", "c")}
-    chain = {"operand": _Banks(m, lanes, init=z0), "result": _Banks(m, lanes), "left": None}
+    banks = {name: _Banks(m, lanes) for name in ("z", "w", "g", "d", "t")}
+    banks["i"] = _Banks(m, lanes, init=z0)
+    banks["c"] = _Banks(m, dut.lanes_c)
+    chain = {"operand": _Banks(m, lanes), "result": _Banks(m, lanes), "left": None}
     c = {"words": [], "wait": None}
-    seen = {"done": 0, "saturated": False}
+    seen = {"done": 0, "saturated": False, "locked_while_arriving": False}
 
     async def bench(ctx):
         read = {"vec": 0, "r": 0}
         ctx.set(dut.start, 1)
-        for _ in range(4000):
+        for cycle in range(4000):
             # Inputs for this cycle: the words at the addresses of the cycle before.
-            for name in ("z", "w", "g", "d"):
+            arriving = 1 <= cycle <= wait
+            ctx.set(dut.image_wait, int(arriving))
+            seen["locked_while_arriving"] |= arriving and bool(ctx.get(dut.image_lock))
+            if ctx.get(dut.image_lock):
+                seen.setdefault("lock_from", cycle)
+            for name in ("z", "w", "g", "d", "i"):
                 for k, word in enumerate(banks[name].chunk(read["vec"])):
                     ctx.set(getattr(dut, f"{name}_data")[k], word)
             for k, word in enumerate(chain["result"].chunk(read["r"])):
@@ -550,34 +560,40 @@ def run_forward(dut, z0, classes, rng):
 
     simulate(dut, bench)
     seen["z"] = banks["z"].vector()
-    seen["trajectory"] = [banks["t"].vector(n * chunks) for n in range(1, dut.steps + 1)]
+    seen["trajectory"] = [banks["t"].vector(n * chunks) for n in range(dut.steps + 1)]
+    seen["c_inputs"] = banks["c"].vector()
     return seen
 
 
-@pytest.mark.parametrize(("method", "neumann_terms", "max_iter", "tol", "seed"), [
-    ("euler", 0, 0, 0, 0),
-    ("implicit_euler", 2, 4, 1, 1),    # two steps converge, the third does not
-    ("implicit_euler", 0, 3, 0, 2),    # no Neumann terms: δ = G
-    ("implicit_euler", 1, 1, 0, 3),    # the Newton limit reached: not converged
-    ("implicit_euler", 2, 4, 0, 4),    # tol = 0: converged at G = 0
+@pytest.mark.parametrize(("method", "neumann_terms", "max_iter", "tol", "seed", "lanes",
+                          "lanes_c", "wait"), [
+    ("euler", 0, 0, 0, 0, 2, 2, 0),
+    ("implicit_euler", 2, 4, 1, 1, 2, 1, 3),   # two steps converge, the third does not
+    ("implicit_euler", 0, 3, 0, 2, 4, 2, 0),   # no Neumann terms: δ = G
+    ("implicit_euler", 1, 1, 0, 3, 4, 1, 1),   # the Newton limit reached: not converged
+    ("implicit_euler", 2, 4, 0, 4, 2, 2, 2),   # tol = 0: converged at G = 0
+    ("euler", 0, 0, 0, 5, 4, 4, 0),            # one chunk of A: C's copy in one cycle
 ])
 def test_forward_controller_integrates_as_the_equations_say(method, neumann_terms, max_iter,
-                                                            tol, seed):
-    m, lanes, steps, classes, width = 5, 2, 3, 4, 8
+                                                            tol, seed, lanes, lanes_c, wait):
+    m, steps, classes, width = 5, 3, 4, 8
     dut = ForwardController(m=m, lanes=lanes, steps=steps, classes=classes, method=method,
                             neumann_terms=neumann_terms, max_iter=max_iter, tol=tol,
                             state_width=width, act_width=9, x_width=width, r_width=width,
-                            c_width=9)
+                            c_width=9, lanes_c=lanes_c)
     rng = np.random.default_rng(seed)
     z0 = rng.integers(-60, 60, m).tolist()
     if method == "euler":
         z0[0] = 127   # saturates in the first combine
     expected = forward_reference(z0, steps=steps, method=method, neumann_terms=neumann_terms,
                                  max_iter=max_iter, tol=tol, width=width, classes=classes)
-    seen = run_forward(dut, z0, classes, rng)
+    seen = run_forward(dut, z0, classes, rng, wait=wait)
     assert seen["done"] == 1
     assert seen["z"] == expected["z"]
-    assert seen["trajectory"] == expected["trajectory"]
+    # z_0 (copied from the image buffer once no image arrives; locked from that cycle).
+    assert seen["trajectory"] == [z0] + expected["trajectory"]
+    assert not seen["locked_while_arriving"] and seen["lock_from"] == wait + 1
+    assert seen["c_inputs"] == expected["z"]
     assert seen["at_done"]["status"] == expected["status"]
     assert seen["at_done"]["iterations"] == expected["iterations"]
     assert seen["at_done"]["converged"] == expected["converged"]
@@ -585,9 +601,9 @@ def test_forward_controller_integrates_as_the_equations_say(method, neumann_term
     assert seen["at_done"]["cls"] == expected["cls"]
     assert seen["saturated"] == expected["saturated"]
     # The cases the rows are for.
-    assert expected["saturated"] == (seed in (0, 1, 3))
+    assert expected["saturated"] == (seed in (0, 1, 3, 5))
     assert [s >> 8 for s in expected["status"]] == \
-        {0: [1] * 3, 1: [1, 1, 0], 2: [1] * 3, 3: [0] * 3, 4: [1] * 3}[seed]
+        {0: [1] * 3, 1: [1, 1, 0], 2: [1] * 3, 3: [0] * 3, 4: [1] * 3, 5: [1] * 3}[seed]
 
 
 # --- the chain engines ----------------------------------------------------------------------------

@@ -270,12 +270,13 @@ def test_a_wrong_gradient_word_is_named(simulator, monkeypatch, tmp_path):
 
 
 def test_cosim_adjoint_cli_default_core_and_cycle_bound(capsys, tmp_path):
+    # The digits core's size with 16 lanes (the training core at 64 lanes is a long build).
     code, out, err = run(capsys, "cosim", "adjoint", "--vectors", "2", "--simulator",
-                         "verilator", "--out", tmp_path, "--json")
+                         "verilator", "--set", "lanes=16", "--out", tmp_path, "--json")
     assert code == 0, err
     result = last_json(out)
     assert result["mismatches"] == 0 and result["compared"] > 2 * 8842
-    config = CoreConfig()
+    config = CoreConfig(lanes=16)
     bound = adjoint_macs(config) / config.lanes   # 8·5·64² + 2·10·64 MACs on 16 lanes
     assert bound == (8 * 5 * 64 * 64 + 2 * 10 * 64) / 16
     assert result["backward_mac_bound_cycles"] == bound

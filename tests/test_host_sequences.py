@@ -126,10 +126,15 @@ CORE_CORNERS = {
         Step(A, seed=5), Step(B, seed=10), Step(C, seed=15), Step(IMAGE, seed=20),
         Step(RUN, clear_at="done"), Step(RUN), Step(RUN, clear_at=0), Step(LOGITS)]),
     # The whole training flow, implicit Euler, stochastic rounding; BACKWARD again, a RUN
-    # after it without LOAD_IMAGE (unspecified), a reset (which re-seeds the LFSRs).
+    # after it without LOAD_IMAGE (the last image again), a reset (which re-seeds the LFSRs).
     "training flow": (IMPLICIT, [*TRAIN, Step(BACKWARD), Step(RUN), Step(LOGITS),
                                  Step("reset"), Step(IMAGE, seed=6), Step(RUN), Step(TRAJ)]),
     "training flow, explicit": (EXPLICIT, TRAIN),
+    # LOAD_IMAGE between a RUN and its BACKWARD (the next image arrives while the host
+    # differentiates this one): BACKWARD differentiates the RUN; the next RUN runs the image.
+    "load image before backward": (EXPLICIT, [
+        *LOADS, Step(RUN), Step(GRAD_IN, seed=7), Step(IMAGE, seed=9), Step(BACKWARD),
+        Step(READ_GRAD), Step(RUN), Step(LOGITS), Step(TRAJ)]),
 }
 
 
@@ -198,10 +203,11 @@ def test_tile_host_sequences_many(params, sequence):
     ("training flow, explicit", 2 + 46 + 42 + 2, 0),
     # After a reset in the middle of LOAD_C, C holds the words that moved and its old words.
     ("reset during a load", 42 + 2, 0),
-    # The RUN after the second BACKWARD has no LOAD_IMAGE before it: the flag (in its done
-    # cycle and after it, and so in READ_LOGITS' too) and the logits are unspecified; reset
-    # makes the registers and the flag known.
-    ("training flow", 3 + 51 + 47 + 3 + 8, 2 + 2 + 3),
+    # The RUN after the second BACKWARD has no LOAD_IMAGE before it: it runs the last image
+    # again, every word known.
+    ("training flow", 3 + 51 + 47 + 3 + 3 + 8, 0),
+    # BACKWARD after a LOAD_IMAGE: the gradient sums and ∂L/∂z_0 of the RUN before it.
+    ("load image before backward", 2 + 46 + 2 + 27, 0),
 ])
 def test_pinned_sequences_compare_what_they_read(corner, read, skipped):
     config, sequence = CORE_CORNERS[corner]

@@ -221,11 +221,13 @@ def bench_core(lanes=(8, 16, 32, 64), *, config=None, params=None, images=16,
                quiet=False) -> dict:
     """The core at each lane count: cycles per inference, the MAC bound, resources and fmax.
 
-    For every entry of ``lanes`` the core is built with that many lanes in every tile (the
-    configuration's other fields unchanged), the first ``images`` digits test images run
-    through its RTL on ``simulator`` next to the fixed-point model (every word compared; a
-    mismatch raises), and — with ``synth`` — it is synthesised, placed and routed for
-    ``device`` (about an hour per design on this 2-core machine).
+    For every entry of ``lanes`` the core is built with that many lanes in tiles A and B and
+    the configuration's ``lanes_c`` in tile C (or, where that does not divide the lane count,
+    the largest number that does and is smaller; the other fields unchanged), the first
+    ``images`` digits test images run through its RTL on ``simulator`` next to the
+    fixed-point model (every word compared; a mismatch raises), and — with ``synth`` — it is
+    synthesised, placed and routed for ``device`` (about an hour per design on this 2-core
+    machine).
 
     Parameters
     ----------
@@ -248,9 +250,9 @@ def bench_core(lanes=(8, 16, 32, 64), *, config=None, params=None, images=16,
     Returns
     -------
     dict
-        ``device``, ``images`` and ``rows``: per lane count ``lanes``, ``multipliers``
-        (lanes of A, B and C), ``cycles_per_image``, ``mac_bound_cycles`` (the image's
-        multiply–accumulates divided by a tile's lanes, as :func:`simulate_core` reports it),
+        ``device``, ``images`` and ``rows``: per lane count ``lanes``, ``lanes_c``,
+        ``multipliers`` (lanes of A, B and C), ``cycles_per_image``, ``mac_bound_cycles``
+        (:func:`~xbarode.simulate.mac_bound_cycles`, as :func:`simulate_core` reports it),
         ``cycles_ratio``, ``mismatches`` and, with ``synth``, ``luts``, ``carry``,
         ``lutram``, ``ffs``, ``mult18``, ``ebr``, ``logic_cells``, ``fmax_mhz`` and
         ``us_per_image`` (cycles at the routed fmax).
@@ -274,13 +276,14 @@ def bench_core(lanes=(8, 16, 32, 64), *, config=None, params=None, images=16,
     x = load_dataset("digits").x_test[:images]
     rows_out = []
     for n in lanes:
-        cfg = dataclasses.replace(base, lanes=n)
+        lanes_c = max(d for d in range(1, min(n, base.lanes_c) + 1) if n % d == 0)
+        cfg = dataclasses.replace(base, lanes=n, lanes_c=lanes_c)
         folder = Path(out_dir) / f"lanes{n}"
         sim = simulate_core(cfg, params, x, simulator=simulator, out_dir=folder / "sim")
         if sim["mismatches"]:
             raise RuntimeError(f"{n} lanes: {sim['mismatches']} mismatches between the RTL "
                                f"and the model; first: {sim['first_mismatch']}")
-        row = {"lanes": n, "multipliers": 3 * n,
+        row = {"lanes": n, "lanes_c": lanes_c, "multipliers": 2 * n + lanes_c,
                **{k: sim[k] for k in ("cycles_per_image", "mac_bound_cycles", "cycles_ratio",
                                       "mismatches")}}
         if synth:
@@ -301,7 +304,8 @@ def bench_core(lanes=(8, 16, 32, 64), *, config=None, params=None, images=16,
 
 def _core_row_text(row: dict) -> str:
     """One line of ``bench core``'s table."""
-    text = (f"{row['lanes']:3d} lanes: {row['cycles_per_image']:.0f} cycles per image, "
+    text = (f"{row['lanes']:3d} lanes (C: {row['lanes_c']}): {row['cycles_per_image']:.0f} "
+            f"cycles per image, "
             f"{row['cycles_ratio']:.2f}x the MAC bound ({row['mac_bound_cycles']:.0f})")
     if "fmax_mhz" in row:
         text += (f"; {row['luts']} LUT4 + {row['carry']} CCU2C, {row['ffs']} FF, "

@@ -462,12 +462,27 @@ def _core_progress(args):
     return lambda batches: tqdm(batches, desc="simulating", unit="batch", file=sys.stderr)
 
 
-def _synth_figure() -> dict | None:
-    """The recorded ``xbarode synth core`` report of the default core, if the package has it."""
+def _synth_figure(config) -> dict | None:
+    """The recorded ``xbarode synth core`` report (xbarode/data/core_synth.json), if it is of
+    the core of ``config`` (its ``config`` field, the TOML, is ``config``'s)."""
     from .simulate import DEFAULT_WEIGHTS
 
     path = DEFAULT_WEIGHTS.with_name("core_synth.json")
-    return json.loads(path.read_text()) if path.is_file() else None
+    report = json.loads(path.read_text()) if path.is_file() else None
+    if report is None or report.get("config") != config.to_toml():
+        return None
+    return report
+
+
+def _at_fmax(result: dict, config) -> None:
+    """Add ``fmax_mhz``, ``latency_us`` and ``images_per_second`` (a RUN may start in the
+    cycle after the last one's ``done``, the next image streamed meanwhile: one image per RUN
+    latency) from the recorded synthesis of the core, if there is one."""
+    synth = _synth_figure(config)
+    if synth is not None and synth.get("fmax_mhz"):
+        result["fmax_mhz"] = synth["fmax_mhz"]
+        result["latency_us"] = result["cycles_per_image"] / synth["fmax_mhz"]
+        result["images_per_second"] = 1e6 / result["latency_us"]
 
 
 def cmd_simulate(args) -> dict:
@@ -494,6 +509,7 @@ def cmd_simulate(args) -> dict:
               **simulate_core(config, params, x, y, simulator=args.simulator,
                               out_dir=Path(args.out), batch=args.batch,
                               progress=_core_progress(args))}
+    _at_fmax(result, config)
     if not args.json:
         _print_simulation(result)
     if result["mismatches"]:
@@ -512,6 +528,11 @@ def _print_simulation(result: dict) -> None:
               f"{result['model_accuracy']:.2%}")
     print(f"  cycles    {result['cycles_per_image']:.0f} per image (MAC bound "
           f"{result['mac_bound_cycles']:.0f}, ratio {result['cycles_ratio']:.2f})")
+    if "latency_us" in result:
+        print(f"  latency   {result['latency_us']:.2f} µs per inference, "
+              f"{result['images_per_second']:,.0f} images/s with the next image streamed "
+              f"during each RUN, at {result['fmax_mhz']:.1f} MHz (ECP5-85F fmax from xbarode "
+              f"synth core)")
     if "simulated_cycles_per_second" in result:
         print(f"  speed     {result['simulated_cycles_per_second'] / 1e3:.0f} k cycles/s "
               f"simulated; {result['seconds']:.1f} s in all (build "
@@ -565,10 +586,9 @@ def cmd_demo(args) -> dict:
                             out_dir=out.parent / "rtl", progress=_core_progress(args))
         result["rtl"] = rtl
         result["verilog"] = str(out.parent / "rtl" / f"{TOP}.v")
-        synth = _synth_figure()
-        if synth is not None and synth.get("fmax_mhz"):
-            result["fmax_mhz"] = synth["fmax_mhz"]
-            result["latency_us"] = rtl["cycles_per_image"] / synth["fmax_mhz"]
+        _at_fmax(rtl, core)
+        result |= {k: rtl[k] for k in ("fmax_mhz", "latency_us", "images_per_second")
+                   if k in rtl}
     result["seconds"] = time.perf_counter() - started
     if not args.json:
         cfg = result["config"]
@@ -597,7 +617,8 @@ def cmd_demo(args) -> dict:
             print(f"  cycles    {rtl['cycles_per_image']:.0f} per inference (MAC bound "
                   f"{rtl['mac_bound_cycles']:.0f})")
             if "latency_us" in result:
-                print(f"  latency   {result['latency_us']:.1f} µs per inference at "
+                print(f"  latency   {result['latency_us']:.2f} µs per inference, "
+                      f"{result['images_per_second']:,.0f} images/s streamed, at "
                       f"{result['fmax_mhz']:.1f} MHz (ECP5-85F fmax from xbarode synth core)")
             print(f"  Verilog   {result['verilog']}")
         print(f"  total     {result['seconds']:.0f} s")
@@ -735,6 +756,9 @@ def cmd_synth(args) -> dict:
               **synth(unit, params, device=args.device, out=Path(args.out),
                       freq_mhz=args.freq, seed=args.seed, router=args.router,
                       timeout=args.timeout)}
+    if hasattr(params, "config"):
+        # The core's configuration: what xbarode/data/core_synth.json is matched by.
+        result["config"] = params.config.to_toml()
     if not args.json:
         print(f"{unit.name} on {result['device']}: {result['luts']} LUT4, {result['ffs']} FF, "
               f"{result['mult18']} MULT18, {result['ebr']} EBR; fmax "
@@ -809,6 +833,8 @@ def cmd_bench_tile(args) -> dict:
 
 def cmd_bench_core(args) -> dict:
     """``xbarode bench core``: the core's cycles, MAC bound, resources and fmax over lanes."""
+    from xbarode.model.core_config import load_config, parse_overrides
+
     from .bench import bench_core, plot_core
 
     lanes = _int_list(args.lanes, "--lanes")
@@ -816,8 +842,9 @@ def cmd_bench_core(args) -> dict:
     if not 1 <= args.images <= 360:
         raise ValueError(f"--images must be between 1 and 360 (the digits test set), "
                          f"not {args.images}")
+    config = load_config(args.config, parse_overrides(args.set))
     result = {"command": "bench core",
-              **bench_core(lanes, images=args.images, simulator=args.simulator,
+              **bench_core(lanes, config=config, images=args.images, simulator=args.simulator,
                            synth=args.synth, device=args.device, freq_mhz=args.freq,
                            router=args.router, seed=args.seed, timeout=args.timeout,
                            out_dir=out, quiet=args.json)}
@@ -1030,17 +1057,19 @@ def _add_bench(sub) -> None:
     tile.set_defaults(func=cmd_bench_tile)
     core = bench_sub.add_parser(
         "core", help="the digits core over lanes: cycles, MAC bound, resources, fmax",
-        description="Build the digits core with each lane count in every tile, run test "
-                    "images through its RTL next to the fixed-point model (every word "
-                    "compared), and synthesise, place and route it for ECP5: cycles per "
-                    "inference, their ratio to the MAC bound (multiply-accumulates / "
-                    "multipliers), resources, fmax and us per inference. Writes "
+        description="Build the digits core with each lane count in tiles A and B (C: "
+                    "lanes_c, or its largest divisor of the count), run test images through "
+                    "its RTL next to the fixed-point model (every word compared), and "
+                    "synthesise, place and route it for ECP5: cycles per inference, their "
+                    "ratio to the MAC bound (each product's multiply-accumulates over its "
+                    "tile's lanes), resources, fmax and us per inference. Writes "
                     "bench-core.json and, with --synth, bench-core.png (us per inference "
                     "against logic cells). Synthesis takes about an hour per lane count.")
     core.add_argument("--lanes", default="8,16,32,64",
                       help="comma-separated lane counts (default: %(default)s)")
     core.add_argument("--images", type=int, default=16,
                       help="test images simulated per lane count (default: %(default)s)")
+    _add_core_config(core)
     _add_simulator(core)
     core.add_argument("--synth", action=argparse.BooleanOptionalAction, default=True,
                       help="run yosys + nextpnr (default: --synth)")

@@ -438,7 +438,10 @@ def _adjoint_cosim(params: AdjointParams, vectors: int, seed: int, simulator: st
         last = next(r for r in reversed(got) if "grads" in r)
         result["kernel_gradients"] = {name: taps.tolist() for name, taps in
                                       kernel_gradients(config, last["grads"]).items()}
-    bound = backward_mac_count(config) / config.lanes
+    # C's two products (λ and its gradient) on C's lanes, the rest on a tile's.
+    c_macs = 2 * config.classes * config.m
+    bound = ((backward_mac_count(config) - c_macs) / config.lanes
+             + c_macs / config.lanes_c)
     backward = float(np.mean(cycles["backward"]))
     return {**result, "cycles": {"run": float(np.mean(cycles["run"])), "backward": backward,
                                  "apply": float(np.mean(cycles["apply"]))},
