@@ -16,7 +16,7 @@ from xbarode.hdl.core import Core, CoreOp
 from xbarode.hdl.core_adjoint import AdjointController
 from xbarode.hdl.core_chain import DirectChain, FourierChain
 from xbarode.hdl.core_forward import ForwardController
-from xbarode.hdl.core_parts import HostPort, VectorBanks
+from xbarode.hdl.core_parts import HostPort, ImageBuffer, VectorBanks
 from xbarode.hdl.fourier import Dft2d, FourierConv, FourierOp
 from xbarode.hdl.interface import ControlSignature
 from xbarode.hdl.tile import CrossbarTile, TileOp
@@ -149,6 +149,54 @@ def test_vector_banks_read_back_each_lane_one_cycle_later():
 def test_vector_banks_reject_bad_arguments(kwargs, error, message):
     with pytest.raises(error, match=message):
         VectorBanks(**kwargs)
+
+
+# --- the image buffer -----------------------------------------------------------------------
+
+@pytest.mark.parametrize(("m", "lanes", "seed"), [(5, 2, 0), (6, 3, 1), (4, 4, 2), (1, 1, 3)])
+def test_image_buffer_takes_whole_images_unless_locked(m, lanes, seed):
+    dut = ImageBuffer(m=m, lanes=lanes, width=8)
+    rng = np.random.default_rng(seed)
+    chunks = -(-m // lanes)
+    words = {}              # the reference buffer: word index -> value
+    state = {"count": 0}    # words of the image arriving
+    checks = []
+
+    async def bench(ctx):
+        for _ in range(200):
+            valid, lock = rng.random() < 0.7, rng.random() < 0.2
+            discard = rng.random() < 0.05
+            host = rng.random() < 0.1 and not valid       # a LOAD_IMAGE word
+            payload, host_index = int(rng.integers(-128, 128)), int(rng.integers(0, m))
+            read = int(rng.integers(0, chunks))
+            ctx.set(dut.image.valid, int(valid))
+            ctx.set(dut.image.payload, payload)
+            ctx.set(dut.lock, int(lock))
+            ctx.set(dut.discard, int(discard))
+            ctx.set(dut.rd_addr, read)
+            ctx.set(dut.wr_addr, host_index // lanes)
+            ctx.set(dut.wr_data, payload)
+            for k in range(lanes):
+                ctx.set(dut.wr_en[k], int(host and k == host_index % lanes))
+            checks.append((ctx.get(dut.image.ready), not lock, "ready"))
+            checks.append((ctx.get(dut.arriving), state["count"] != 0, "arriving"))
+            expected = [words.get(read * lanes + k, 0) for k in range(lanes)]
+            # The edge: the reference takes what the buffer should.
+            if host:
+                words[host_index] = payload
+            if valid and not lock:
+                words[state["count"]] = payload
+                state["count"] = (state["count"] + 1) % m
+            if discard:
+                state["count"] = 0
+            await ctx.tick()
+            checks.append(([ctx.get(dut.rd_data[k]) for k in range(lanes)], expected,
+                           "words"))
+
+    simulate(dut, bench)
+    assert sum(what == "words" and any(got) for got, _, what in checks) > 20
+    for got, expected, what in checks:
+        assert (got if what == "words" else bool(got)) == expected, what
 
 
 # --- the host port --------------------------------------------------------------------------
