@@ -271,6 +271,11 @@ class ForwardController(wiring.Component):
                        self.chain.x_addr.eq(chunk)]
         chunk_sat = Signal(lanes)
         chunk_far = Signal(lanes)
+        # Only the phases of the method are built (explicit Euler: START and EULER), so that
+        # the other phases' adders and the residual's comparisons cost no logic.
+        explicit = self._method == "euler"
+        phases = (P.START, P.EULER) if explicit else (P.START, P.PREDICT, P.RESID, P.NEU,
+                                                      P.WUPD, P.FINAL)
         for k in range(lanes):
             valid = Signal(name=f"cvalid{k}")
             mod.d.comb += valid.eq(chunk * lanes + k < m)
@@ -278,22 +283,22 @@ class ForwardController(wiring.Component):
             z_k, w_k, g_k, d_k = (data[k] for data in (self.z_data, self.w_data, self.g_data,
                                                        self.d_data))
             wide = Signal(signed(sw + 2), name=f"cwide{k}")
-            with mod.Switch(phase):
-                with mod.Case(P.EULER, P.PREDICT):
-                    mod.d.comb += wide.eq(z_k + dz)
-                with mod.Case(P.RESID):
-                    mod.d.comb += wide.eq(w_k - z_k - dz)
-                with mod.Case(P.NEU):
-                    mod.d.comb += wide.eq(g_k + dz)
-                with mod.Case(P.WUPD):
-                    mod.d.comb += wide.eq(w_k - d_k)
-                with mod.Case(P.FINAL):
-                    mod.d.comb += wide.eq(w_k)
-                with mod.Case(P.START):
-                    mod.d.comb += wide.eq(self.i_data[k])
+            values = {P.EULER: z_k + dz, P.PREDICT: z_k + dz, P.RESID: w_k - z_k - dz,
+                      P.NEU: g_k + dz, P.WUPD: w_k - d_k, P.FINAL: w_k,
+                      P.START: self.i_data[k]}
+            if explicit:
+                # Two phases: a two-way multiplexer, not a decoder of every phase.
+                mod.d.comb += wide.eq(Mux(phase == P.START, values[P.START], values[P.EULER]))
+            else:
+                with mod.Switch(phase):
+                    for p in phases:
+                        with mod.Case(p):
+                            mod.d.comb += wide.eq(values[p])
             value, sat = narrow(mod, wide, 0, sw)
             mod.d.comb += chunk_sat[k].eq(sat & valid)
-            mod.d.comb += chunk_far[k].eq(valid & ((value > self._tol) | (value < -self._tol)))
+            if not explicit:
+                mod.d.comb += chunk_far[k].eq(
+                    valid & ((value > self._tol) | (value < -self._tol)))
             mod.d.comb += [self.wr_data[k].eq(value), self.chain.x_data[k].eq(value)]
             with mod.If(valid):
                 # Every phase's value is the next chain's operand.
