@@ -9,8 +9,8 @@ is validated with a message that names the field. Example (all fields, default v
     structure = "dense"       # "dense" (A, B any m×m) or "conv" (k×k kernels)
     kernel = 3                # kernel size for structure = "conv" (odd)
     classes = 10
-    lanes = 64                # multipliers of tiles A and B each, 1 … m (default:
-                              # 64, or m when smaller)
+    lanes = 16                # multipliers of tiles A and B each, 1 … m (default:
+                              # 16, or m when smaller)
     lanes_c = 16              # multipliers of tile C (the classifier), dividing lanes
                               # (default: the largest divisor of lanes up to 16)
     conv_path = "direct"      # "direct": tiles hold the m×m matrices; "fourier": DFT,
@@ -63,8 +63,10 @@ class ConfigError(ValueError):
 
 
 #: Default multipliers of tiles A and B (each; at most m) and of tile C (at most this, a
-#: divisor of A's and B's): the ECP5-85F's 156 MULT18 hold 64 + 64 + 16.
-DEFAULT_LANES, DEFAULT_LANES_C = 64, 16
+#: divisor of A's and B's). 16 + 16 + 16 is the digits core that fits the ECP5-85F with room
+#: to route; 32 + 32 + 16 fills 78 % of its logic cells and 64 + 64 + 16 needs 109 %
+#: (docs/timing.md, "Lanes per tile").
+DEFAULT_LANES, DEFAULT_LANES_C = 16, 16
 
 #: Upper bounds of the sizes (the hardware grows with each; ``steps = 10**8`` once grew to
 #: 21.5 GB while elaborating).
@@ -142,8 +144,7 @@ class CoreConfig:
             object.__setattr__(self, "lanes", min(DEFAULT_LANES, self.m))
         integer("lanes", 1, self.m)
         if self.lanes_c is None:
-            # C computes once per image: fewer multipliers cost little time (the default
-            # digits core: 64 + 64 + 16 = 144 of the ECP5-85F's 156).
+            # C computes once per image: fewer multipliers cost little time.
             divisors = range(1, min(DEFAULT_LANES_C, self.lanes) + 1)
             object.__setattr__(self, "lanes_c",
                                max(d for d in divisors if self.lanes % d == 0))
