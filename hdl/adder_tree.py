@@ -9,8 +9,9 @@ from __future__ import annotations
 import math
 
 from amaranth import Module, Signal, signed
-from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
+
+from .checked import CheckedComponent
 
 __all__ = ["AdderTree"]
 
@@ -25,7 +26,7 @@ def _sum_width(width: int, count: int) -> int:
     return widths[0]
 
 
-class AdderTree(wiring.Component):
+class AdderTree(CheckedComponent):
     """Exact sum of ``count`` signed terms through a tree of two-input adders with registers.
 
     Parameters
@@ -56,7 +57,9 @@ class AdderTree(wiring.Component):
     total passes through them unchanged).
     """
 
-    def __init__(self, *, width: int, count: int, stages: int | None = None):
+    @staticmethod
+    def check_parameters(*, width: int, count: int, stages: int | None = None) -> None:
+        """The constructor's checks (:class:`~xbarode.hdl.checked.CheckedComponent`)."""
         for name, value in (("width", width), ("count", count), ("stages", stages)):
             if value is None and name == "stages":
                 continue
@@ -66,10 +69,12 @@ class AdderTree(wiring.Component):
             raise ValueError(f"width must be >= 1, not {width}")
         if count < 1:
             raise ValueError(f"count must be >= 1, not {count}")
+        if stages is not None and stages < 0:
+            raise ValueError(f"stages must be >= 0, not {stages}")
+
+    def __init__(self, *, width: int, count: int, stages: int | None = None):
         if stages is None:
             stages = self.min_stages(count)
-        if stages < 0:
-            raise ValueError(f"stages must be >= 0, not {stages}")
         self._width, self._count, self._stages = width, count, stages
         super().__init__({"terms": In(signed(width)).array(count),
                           "total": Out(signed(_sum_width(width, count)))})

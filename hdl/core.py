@@ -46,6 +46,7 @@ from xbarode.model.fixed import Format
 from xbarode.model.fixed_net import site_seed
 from xbarode.model.fixed_ops import check_accumulator
 
+from .checked import CheckedComponent
 from .core_adjoint import AdjointController
 from .core_chain import DirectChain, FourierChain
 from .core_forward import ForwardController
@@ -132,7 +133,7 @@ def _any(values):
     return result
 
 
-class Core(wiring.Component):
+class Core(CheckedComponent):
     """The neural-ODE core for a :class:`~xbarode.model.core_config.CoreConfig`.
 
     Built in :meth:`elaborate` from the tiles (or Fourier units) and its parts: the host port
@@ -195,18 +196,22 @@ class Core(wiring.Component):
     ``(3 + 2·neumann_terms)·(m·C) `` cycles for ``5 + 2·neumann_terms`` products of m² MACs.
     """
 
-    def __init__(self, config: CoreConfig):
+    @staticmethod
+    def check_parameters(config: CoreConfig) -> None:
+        """The constructor's checks (:class:`~xbarode.hdl.checked.CheckedComponent`)."""
         if not isinstance(config, CoreConfig):
             raise TypeError(f"config must be a CoreConfig, not {type(config).__name__}")
+        # The tiles (or units) are built in elaborate; checked now, so that bad parameters
+        # fail here, with the parts' own messages.
+        for cls, kwargs in _part_parameters(config).values():
+            _check_part(cls, kwargs)
+
+    def __init__(self, config: CoreConfig):
         self._config = config
         f = config.formats()
         self._formats = f
         self._fourier = config.fourier()
-        # The tiles (or units) are built in elaborate from these; checked now, so that bad
-        # parameters fail here, with the parts' own messages.
         self._parts = _part_parameters(config)
-        for cls, kwargs in self._parts.values():
-            _check_part(cls, kwargs)
         word = max(f.weight.width, f.state.width, f.act.width, f.grad.width)
         if self._fourier is not None:
             word = max(word, self._fourier["spectrum"].width)

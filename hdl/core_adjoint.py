@@ -13,9 +13,10 @@ explicit Euler with ``λ ← sat(λ + h·Aᵀg)``); then A and B accumulate ``g 
 from __future__ import annotations
 
 from amaranth import Cat, Module, Mux, Signal, signed
-from amaranth.lib import enum, stream, wiring
+from amaranth.lib import enum, stream
 from amaranth.lib.wiring import In, Out
 
+from .checked import CheckedComponent
 from .core_parts import check_int
 from .rounding import narrow
 from .tile import TileOp
@@ -30,7 +31,7 @@ class AdjointPhase(enum.Enum, shape=1):
     G = 1     #: g = D ⊙ Bᵀλ (explicit Euler: and λ ← sat(λ + h·Aᵀg))
 
 
-class AdjointController(wiring.Component):
+class AdjointController(CheckedComponent):
     """BACKWARD and APPLY on tiles A, B (holding Bᵀ) and C.
 
     Parameters
@@ -92,9 +93,11 @@ class AdjointController(wiring.Component):
     tiles' SGD steps, ``done`` with the last tile's ``done``.
     """
 
-    def __init__(self, *, m: int, lanes: int, steps: int, method: str, neumann_terms: int,
-                 state_width: int, grad_width: int, widths: dict,
-                 lanes_c: int | None = None):
+    @staticmethod
+    def check_parameters(*, m: int, lanes: int, steps: int, method: str, neumann_terms: int,
+                         state_width: int, grad_width: int, widths: dict,
+                         lanes_c: int | None = None) -> None:
+        """The constructor's checks (:class:`~xbarode.hdl.checked.CheckedComponent`)."""
         lanes_c = lanes if lanes_c is None else lanes_c
         check_int("lanes_c", lanes_c, 1)
         if isinstance(lanes, int) and lanes >= 1 and lanes % lanes_c:
@@ -110,6 +113,11 @@ class AdjointController(wiring.Component):
             raise ValueError(f"widths must give {list(keys)}")
         for name in keys:
             check_int(f"widths[{name!r}]", widths[name], 1)
+
+    def __init__(self, *, m: int, lanes: int, steps: int, method: str, neumann_terms: int,
+                 state_width: int, grad_width: int, widths: dict,
+                 lanes_c: int | None = None):
+        lanes_c = lanes if lanes_c is None else lanes_c
         chunks = -(-m // lanes)
         self._m, self._lanes, self._steps, self._chunks = m, lanes, steps, chunks
         self._lanes_c, self._chunks_c = lanes_c, -(-m // lanes_c)

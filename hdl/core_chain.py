@@ -25,6 +25,7 @@ from amaranth.lib.wiring import In, Out
 
 from xbarode.model.fixed import ROUNDINGS, Format, site_seed
 
+from .checked import CheckedComponent
 from .core_parts import VectorBanks, check_int, stream_lanes
 from .fourier import FourierOp
 from .rounding import LfsrBank, narrow, rounding_offset
@@ -63,10 +64,17 @@ class ChainSignature(wiring.Signature):
         A narrowing of the chain saturated in this cycle (for the sticky overflow flag).
     """
 
-    def __init__(self, *, lanes: int, chunks: int, x_width: int, r_width: int):
+    @staticmethod
+    def check_parameters(*, lanes: int, chunks: int, x_width: int, r_width: int) -> None:
+        """The constructor's checks; a component that builds its signature from its own
+        arguments checks them with it before it is made
+        (:class:`~xbarode.hdl.checked.CheckedComponent`)."""
         for name, value in (("lanes", lanes), ("chunks", chunks), ("x_width", x_width),
                             ("r_width", r_width)):
             check_int(name, value, 1)
+
+    def __init__(self, *, lanes: int, chunks: int, x_width: int, r_width: int):
+        self.check_parameters(lanes=lanes, chunks=chunks, x_width=x_width, r_width=r_width)
         super().__init__({
             "start": Out(1), "masked": Out(1), "done": In(1),
             "x_addr": Out(range(max(chunks, 2))),
@@ -105,7 +113,7 @@ class _Mask:
                     self.mod.d.sync += self.mask[i].eq(u > 0)
 
 
-class DirectChain(wiring.Component):
+class DirectChain(CheckedComponent):
     """A chain on tiles A and B, the two products overlapping.
 
     Parameters
@@ -145,11 +153,18 @@ class DirectChain(wiring.Component):
     and B's overlap.
     """
 
-    def __init__(self, *, m: int, lanes: int, act_width: int, u_width: int, s_width: int,
-                 x_width: int, r_width: int):
+    @staticmethod
+    def check_parameters(*, m: int, lanes: int, act_width: int, u_width: int, s_width: int,
+                         x_width: int, r_width: int) -> None:
+        """The constructor's checks (:class:`~xbarode.hdl.checked.CheckedComponent`)."""
         for name, value in (("m", m), ("lanes", lanes), ("act_width", act_width),
                             ("u_width", u_width), ("s_width", s_width)):
             check_int(name, value, 1)
+        ChainSignature.check_parameters(lanes=lanes, chunks=-(-m // lanes), x_width=x_width,
+                                        r_width=r_width)
+
+    def __init__(self, *, m: int, lanes: int, act_width: int, u_width: int, s_width: int,
+                 x_width: int, r_width: int):
         chunks = -(-m // lanes)
         self._m, self._lanes, self._act_width = m, lanes, act_width
         super().__init__({
@@ -205,7 +220,7 @@ class DirectChain(wiring.Component):
         return mod
 
 
-class FourierChain(wiring.Component):
+class FourierChain(CheckedComponent):
     """A chain on two Fourier convolution units, one convolution after the other.
 
     Parameters
@@ -244,9 +259,11 @@ class FourierChain(wiring.Component):
     A convolves, A's result streams into B, B convolves, B's result streams out.
     """
 
-    def __init__(self, *, m: int, lanes: int, state_format: Format, act_format: Format,
-                 data_format: Format, h_shift: int, rounding: str, lfsr_seed: int,
-                 unit_word: int):
+    @staticmethod
+    def check_parameters(*, m: int, lanes: int, state_format: Format, act_format: Format,
+                         data_format: Format, h_shift: int, rounding: str, lfsr_seed: int,
+                         unit_word: int) -> None:
+        """The constructor's checks (:class:`~xbarode.hdl.checked.CheckedComponent`)."""
         for name, value in (("m", m), ("lanes", lanes), ("unit_word", unit_word)):
             check_int(name, value, 1)
         check_int("h_shift", h_shift, 0)
@@ -256,6 +273,10 @@ class FourierChain(wiring.Component):
                 raise TypeError(f"{name} must be a Format, not {type(value).__name__}")
         if rounding not in ROUNDINGS:
             raise ValueError(f"rounding must be one of {list(ROUNDINGS)}, not {rounding!r}")
+
+    def __init__(self, *, m: int, lanes: int, state_format: Format, act_format: Format,
+                 data_format: Format, h_shift: int, rounding: str, lfsr_seed: int,
+                 unit_word: int):
         chunks = -(-m // lanes)
         self._m, self._lanes, self._chunks = m, lanes, chunks
         self._sf, self._af, self._df = state_format, act_format, data_format

@@ -23,9 +23,10 @@ arrive.
 from __future__ import annotations
 
 from amaranth import Array, Module, Mux, Signal, signed
-from amaranth.lib import enum, stream, wiring
+from amaranth.lib import enum, stream
 from amaranth.lib.wiring import In, Out
 
+from .checked import CheckedComponent
 from .core_chain import ChainSignature
 from .core_parts import check_int
 from .rounding import narrow
@@ -46,7 +47,7 @@ class ForwardPhase(enum.Enum, shape=3):
     START = 6     #: RUN's start: z ← the image buffer's z_0 (also the trajectory's z_0)
 
 
-class ForwardController(wiring.Component):
+class ForwardController(CheckedComponent):
     """RUN: the Euler steps on the chain engine, then the classifier on tile C.
 
     Parameters
@@ -121,10 +122,12 @@ class ForwardController(wiring.Component):
     product and one cycle (``done`` after the class is registered).
     """
 
-    def __init__(self, *, m: int, lanes: int, steps: int, classes: int, method: str,
-                 neumann_terms: int, max_iter: int, tol: int, state_width: int,
-                 act_width: int, x_width: int, r_width: int, c_width: int,
-                 lanes_c: int | None = None):
+    @staticmethod
+    def check_parameters(*, m: int, lanes: int, steps: int, classes: int, method: str,
+                         neumann_terms: int, max_iter: int, tol: int, state_width: int,
+                         act_width: int, x_width: int, r_width: int, c_width: int,
+                         lanes_c: int | None = None) -> None:
+        """The constructor's checks (:class:`~xbarode.hdl.checked.CheckedComponent`)."""
         lanes_c = lanes if lanes_c is None else lanes_c
         check_int("lanes_c", lanes_c, 1)
         if isinstance(lanes, int) and lanes >= 1 and lanes % lanes_c:
@@ -138,6 +141,14 @@ class ForwardController(wiring.Component):
             check_int(name, value, 0)
         if method not in ("euler", "implicit_euler"):
             raise ValueError(f"method must be 'euler' or 'implicit_euler', not {method!r}")
+        ChainSignature.check_parameters(lanes=lanes, chunks=-(-m // lanes), x_width=x_width,
+                                        r_width=r_width)
+
+    def __init__(self, *, m: int, lanes: int, steps: int, classes: int, method: str,
+                 neumann_terms: int, max_iter: int, tol: int, state_width: int,
+                 act_width: int, x_width: int, r_width: int, c_width: int,
+                 lanes_c: int | None = None):
+        lanes_c = lanes if lanes_c is None else lanes_c
         chunks = -(-m // lanes)
         self._m, self._lanes, self._steps, self._classes = m, lanes, steps, classes
         self._lanes_c, self._chunks_c = lanes_c, -(-m // lanes_c)

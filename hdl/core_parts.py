@@ -13,6 +13,7 @@ from amaranth.lib import enum, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from .checked import CheckedComponent
 from .fourier import FourierOp
 from .tile import TileOp
 
@@ -99,7 +100,7 @@ def stream_lanes(mod, *, sink, data, addr, at, lane, count, lanes, last_word):
     return sink.ready
 
 
-class VectorBanks(wiring.Component):
+class VectorBanks(CheckedComponent):
     """A banked vector: ``lanes`` memories of ``depth`` words, one read address for all.
 
     Parameters
@@ -130,9 +131,13 @@ class VectorBanks(wiring.Component):
     address at the same edge return the old word).
     """
 
-    def __init__(self, *, lanes: int, depth: int, width: int):
+    @staticmethod
+    def check_parameters(*, lanes: int, depth: int, width: int) -> None:
+        """The constructor's checks (:class:`~xbarode.hdl.checked.CheckedComponent`)."""
         for name, value in (("lanes", lanes), ("depth", depth), ("width", width)):
             check_int(name, value, 1)
+
+    def __init__(self, *, lanes: int, depth: int, width: int):
         self._lanes, self._depth, self._width = lanes, depth, width
         super().__init__({
             "rd_addr": In(range(depth)),
@@ -169,7 +174,7 @@ class VectorBanks(wiring.Component):
         return m
 
 
-class ImageBuffer(wiring.Component):
+class ImageBuffer(CheckedComponent):
     """The image buffer: ``z_0`` of the next RUN, banked like the state.
 
     Written a word at a time from the core's ``image`` stream (at any time, also while the
@@ -209,9 +214,13 @@ class ImageBuffer(wiring.Component):
     cycle after an image's last word is taken.
     """
 
-    def __init__(self, *, m: int, lanes: int, width: int):
+    @staticmethod
+    def check_parameters(*, m: int, lanes: int, width: int) -> None:
+        """The constructor's checks (:class:`~xbarode.hdl.checked.CheckedComponent`)."""
         for name, value in (("m", m), ("lanes", lanes), ("width", width)):
             check_int(name, value, 1)
+
+    def __init__(self, *, m: int, lanes: int, width: int):
         self._m, self._lanes, self._width = m, lanes, width
         chunks = -(-m // lanes)
         self._chunks = chunks
@@ -267,7 +276,7 @@ class ImageBuffer(wiring.Component):
         return mod
 
 
-class HostPort(wiring.Component):
+class HostPort(CheckedComponent):
     """The core's stream operations: loads into the tiles and the state banks, reads out of
     the tiles, the registers and the banks.
 
@@ -343,9 +352,11 @@ class HostPort(wiring.Component):
     operations as fast as the tiles stream.
     """
 
-    def __init__(self, *, m: int, lanes: int, steps: int, classes: int, word: int,
-                 out_word: int, state_width: int, act_width: int, grad_width: int,
-                 fourier: bool = False, training: bool = False):
+    @staticmethod
+    def check_parameters(*, m: int, lanes: int, steps: int, classes: int, word: int,
+                         out_word: int, state_width: int, act_width: int, grad_width: int,
+                         fourier: bool = False, training: bool = False) -> None:
+        """The constructor's checks (:class:`~xbarode.hdl.checked.CheckedComponent`)."""
         for name, value in (("m", m), ("lanes", lanes), ("steps", steps), ("classes", classes),
                             ("word", word), ("out_word", out_word),
                             ("state_width", state_width), ("act_width", act_width),
@@ -354,6 +365,10 @@ class HostPort(wiring.Component):
         if fourier and training:
             raise ValueError("the Fourier path is for inference: fourier and training "
                              "exclude each other")
+
+    def __init__(self, *, m: int, lanes: int, steps: int, classes: int, word: int,
+                 out_word: int, state_width: int, act_width: int, grad_width: int,
+                 fourier: bool = False, training: bool = False):
         self._m, self._lanes, self._steps, self._classes = m, lanes, steps, classes
         self._fourier, self._training = bool(fourier), bool(training)
         chunks = -(-m // lanes)

@@ -15,8 +15,9 @@ instantiated version too (Icarus and Verilator, with
 from __future__ import annotations
 
 from amaranth import ClockSignal, Instance, Module, ResetSignal, Signal, signed
-from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
+
+from .checked import CheckedComponent
 
 __all__ = ["DSP_MAPPINGS", "DSP_WIDTH", "Ecp5Dsp", "Multiplier", "dsp_platform",
            "maps_to_dsp_cell"]
@@ -56,7 +57,7 @@ def maps_to_dsp_cell(platform, a_width: int, b_width: int) -> bool:
     return getattr(platform, "dsp", None) == "ecp5" and max(a_width, b_width) <= DSP_WIDTH
 
 
-class Multiplier(wiring.Component):
+class Multiplier(CheckedComponent):
     """Signed multiplier with registered operands and a registered product.
 
     Parameters
@@ -79,12 +80,16 @@ class Multiplier(wiring.Component):
     ``REG_INPUTA_CLK``, ``REG_INPUTB_CLK`` and ``REG_OUTPUT_CLK`` on ``CLK0``.
     """
 
-    def __init__(self, a_width: int, b_width: int):
+    @staticmethod
+    def check_parameters(a_width: int, b_width: int) -> None:
+        """The constructor's checks (:class:`~xbarode.hdl.checked.CheckedComponent`)."""
         for name, value in (("a_width", a_width), ("b_width", b_width)):
             if not isinstance(value, int) or isinstance(value, bool):
                 raise TypeError(f"{name} must be an integer, not {type(value).__name__}")
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, not {value}")
+
+    def __init__(self, a_width: int, b_width: int):
         self._a_width, self._b_width = a_width, b_width
         super().__init__({"a": In(signed(a_width)), "b": In(signed(b_width)),
                           "p": Out(signed(a_width + b_width))})

@@ -19,12 +19,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from amaranth import Module, Signal, signed
-from amaranth.lib import enum, wiring
+from amaranth.lib import enum
 from amaranth.lib.memory import Memory
 
 from xbarode.model.fixed import LFSR_SEED, ROUNDINGS, Format, Lfsr, site_seed
 from xbarode.model.fixed_ops import check_accumulator, twiddle_matrix
 
+from .checked import CheckedComponent
 from .hadamard import HadamardUnit, complex_layout
 from .interface import ControlSignature
 from .tile import CrossbarTile, TileOp
@@ -54,9 +55,12 @@ class DftArray(CrossbarTile):
         As for the tile.
     """
 
-    def __init__(self, n: int, *, lanes: int | None = None, data_format: Format,
-                 twiddle_format: Format, acc_width: int = 48, rounding: str = "nearest",
-                 lfsr_seed: int = LFSR_SEED):
+    @staticmethod
+    def check_parameters(n: int, *, lanes: int | None = None, data_format: Format,
+                         twiddle_format: Format, acc_width: int = 48, rounding: str = "nearest",
+                         lfsr_seed: int = LFSR_SEED) -> None:
+        """The constructor's checks (:class:`~xbarode.hdl.checked.CheckedComponent`): ``n``
+        and ``twiddle_format``, then the tile's for the tile the array is."""
         if isinstance(n, bool) or not isinstance(n, int):
             raise TypeError(f"n must be an integer, not {type(n).__name__}")
         if n < 1:
@@ -64,12 +68,27 @@ class DftArray(CrossbarTile):
         if not isinstance(twiddle_format, Format):
             raise TypeError(f"twiddle_format must be a Format, not "
                             f"{type(twiddle_format).__name__}")
+        CrossbarTile.check_parameters(**DftArray._tile_arguments(
+            n, lanes=lanes, data_format=data_format, twiddle_format=twiddle_format,
+            acc_width=acc_width, rounding=rounding, lfsr_seed=lfsr_seed))
+
+    @staticmethod
+    def _tile_arguments(n, *, lanes, data_format, twiddle_format, acc_width, rounding,
+                        lfsr_seed) -> dict:
+        """The tile's arguments for the array's."""
+        return dict(rows=2 * n, cols=2 * n, lanes=2 * n if lanes is None else lanes,
+                    weight_format=twiddle_format, input_format=data_format,
+                    output_format=data_format, acc_width=acc_width, rounding=rounding,
+                    lfsr_seed=lfsr_seed, weights=twiddle_matrix(n, twiddle_format),
+                    writable=False)
+
+    def __init__(self, n: int, *, lanes: int | None = None, data_format: Format,
+                 twiddle_format: Format, acc_width: int = 48, rounding: str = "nearest",
+                 lfsr_seed: int = LFSR_SEED):
         self._n = n
-        super().__init__(rows=2 * n, cols=2 * n, lanes=2 * n if lanes is None else lanes,
-                         weight_format=twiddle_format, input_format=data_format,
-                         output_format=data_format, acc_width=acc_width, rounding=rounding,
-                         lfsr_seed=lfsr_seed, weights=twiddle_matrix(n, twiddle_format),
-                         writable=False)
+        super().__init__(**self._tile_arguments(
+            n, lanes=lanes, data_format=data_format, twiddle_format=twiddle_format,
+            acc_width=acc_width, rounding=rounding, lfsr_seed=lfsr_seed))
 
     @property
     def n(self) -> int:
@@ -108,7 +127,7 @@ class FourierOp(enum.Enum, shape=4):
     READ = 8
 
 
-class Dft2d(wiring.Component):
+class Dft2d(CheckedComponent):
     """2-D DFT and inverse DFT of an H×W complex buffer, through two DFT block arrays.
 
     Parameters
@@ -168,10 +187,6 @@ class Dft2d(wiring.Component):
                  data_format: Format, twiddle_format: Format, acc_width: int = 48,
                  rounding: str = "nearest", lfsr_seed: int = LFSR_SEED,
                  spectrum_format: Format | None = None, gauss: bool = False):
-        self.check_parameters(height, width, lanes=lanes, data_format=data_format,
-                              twiddle_format=twiddle_format, acc_width=acc_width,
-                              rounding=rounding, lfsr_seed=lfsr_seed,
-                              spectrum_format=spectrum_format, gauss=gauss)
         self._height, self._width = height, width
         self._lanes = lanes
         self._df, self._tf = data_format, twiddle_format
@@ -189,7 +204,8 @@ class Dft2d(wiring.Component):
                          rounding: str = "nearest", lfsr_seed: int = LFSR_SEED,
                          spectrum_format: Format | None = None, gauss: bool = False) -> None:
         """Raise the ``TypeError`` or ``ValueError`` the constructor raises for these
-        parameters, without building the unit or its parts.
+        parameters, before the unit is made (:class:`~xbarode.hdl.checked.CheckedComponent`)
+        and without building its parts.
 
         The unit's own checks, then its parts' with their own messages: the rows array's and
         the columns array's accumulator (:class:`DftArray`; the arrays' other parameters are

@@ -9,12 +9,13 @@ element, or three with the Gauss trick. Its model twin is
 from __future__ import annotations
 
 from amaranth import Module, Signal, signed
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import data, stream
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from xbarode.model.fixed import LFSR_SEED, ROUNDINGS, Format, Lfsr
 
+from .checked import CheckedComponent
 from .rounding import LfsrBank, narrow, rounding_offset
 
 __all__ = ["HadamardUnit", "complex_layout"]
@@ -25,7 +26,7 @@ def complex_layout(width: int) -> data.StructLayout:
     return data.StructLayout({"re": signed(width), "im": signed(width)})
 
 
-class HadamardUnit(wiring.Component):
+class HadamardUnit(CheckedComponent):
     """Multiplies a stream of complex words element-wise by a stored spectrum.
 
     Element ``k`` (counted from the last ``restart``, modulo ``length``) is multiplied by
@@ -74,8 +75,9 @@ class HadamardUnit(wiring.Component):
                          out_format: Format, rounding: str = "nearest", gauss: bool = False,
                          lfsr_seed: int = LFSR_SEED) -> None:
         """Raise the ``TypeError`` or ``ValueError`` the constructor raises for these
-        parameters (the constructor's arguments), without building a unit: a parent checks
-        its part with it before building the part in its ``elaborate``."""
+        parameters (the constructor's arguments), before a unit is made
+        (:class:`~xbarode.hdl.checked.CheckedComponent`): a parent checks its part with it
+        before building the part in its ``elaborate``."""
         if isinstance(length, bool) or not isinstance(length, int):
             raise TypeError(f"length must be an integer, not {type(length).__name__}")
         if length < 1:
@@ -94,9 +96,6 @@ class HadamardUnit(wiring.Component):
     def __init__(self, *, length: int, x_format: Format, spectrum_format: Format,
                  out_format: Format, rounding: str = "nearest", gauss: bool = False,
                  lfsr_seed: int = LFSR_SEED):
-        self.check_parameters(length=length, x_format=x_format,
-                              spectrum_format=spectrum_format, out_format=out_format,
-                              rounding=rounding, gauss=gauss, lfsr_seed=lfsr_seed)
         self._length = length
         self._xf, self._sf, self._of = x_format, spectrum_format, out_format
         self._rounding = rounding

@@ -11,12 +11,13 @@ more than a group's registers) is the structure, each group registering the
 from __future__ import annotations
 
 from amaranth import Cat, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, wiring
+from amaranth.lib import data
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from xbarode.model.fixed import ROUNDINGS
 
+from .checked import CheckedComponent
 from .dsp import Multiplier
 from .groups import GROUP, KEEP
 from .output_stage import narrow_product
@@ -51,7 +52,7 @@ def _check_int(name, value, low):
         raise ValueError(f"{name} must be >= {low}, not {value}")
 
 
-class LaneGroup(wiring.Component):
+class LaneGroup(CheckedComponent):
     """Lanes ``first … first + count - 1`` of a tile of ``lanes`` lanes.
 
     Each lane has a weight bank (and, with ``acc_width``, a gradient bank) of ``depth`` words
@@ -153,12 +154,14 @@ class LaneGroup(wiring.Component):
     go straight to the write ports.
     """
 
-    def __init__(self, *, first: int, count: int, lanes: int, depth: int, weight_width: int,
-                 operand_width: int, lane_width: int, shift: int, width: int, out_width: int,
-                 update_shift: int, rounding: str, grad=None, acc_width: int | None = None,
-                 apply_shift: int = 0, draw_bits: int = 0, one_chunk: bool = False,
-                 tied: bool = False, init=None, block_ram: bool = False,
-                 writable: bool = True):
+    @staticmethod
+    def check_parameters(*, first: int, count: int, lanes: int, depth: int,
+                         weight_width: int, operand_width: int, lane_width: int, shift: int,
+                         width: int, out_width: int, update_shift: int, rounding: str,
+                         grad=None, acc_width: int | None = None, apply_shift: int = 0,
+                         draw_bits: int = 0, one_chunk: bool = False, tied: bool = False,
+                         init=None, block_ram: bool = False, writable: bool = True) -> None:
+        """The constructor's checks (:class:`~xbarode.hdl.checked.CheckedComponent`)."""
         for name, value, low in (
                 ("first", first, 0), ("count", count, 1), ("lanes", lanes, 1),
                 ("depth", depth, 1), ("weight_width", weight_width, 1),
@@ -186,6 +189,13 @@ class LaneGroup(wiring.Component):
         if not writable and acc_width is not None:
             raise ValueError("a read-only group (writable=False) has no gradient banks: "
                              "acc_width must be None")
+
+    def __init__(self, *, first: int, count: int, lanes: int, depth: int, weight_width: int,
+                 operand_width: int, lane_width: int, shift: int, width: int, out_width: int,
+                 update_shift: int, rounding: str, grad=None, acc_width: int | None = None,
+                 apply_shift: int = 0, draw_bits: int = 0, one_chunk: bool = False,
+                 tied: bool = False, init=None, block_ram: bool = False,
+                 writable: bool = True):
         self._first, self._count, self._lanes, self._depth = first, count, lanes, depth
         self._ww, self._ow, self._lane_width = weight_width, operand_width, lane_width
         self._shift, self._width, self._out_width, self._grad = shift, width, out_width, grad

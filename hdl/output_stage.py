@@ -4,12 +4,13 @@ bias added, one rounding, the word written to a memory of its own."""
 from __future__ import annotations
 
 from amaranth import Module, Mux, Signal, signed, unsigned
-from amaranth.lib import stream, wiring
+from amaranth.lib import stream
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from xbarode.model.fixed import ROUNDINGS
 
+from .checked import CheckedComponent
 from .rounding import narrow, rounding_offset
 
 __all__ = ["ForwardOutput", "narrow_product"]
@@ -37,7 +38,7 @@ def _check_int(name, value, low):
         raise ValueError(f"{name} must be >= {low}, not {value}")
 
 
-class ForwardOutput(wiring.Component):
+class ForwardOutput(CheckedComponent):
     """Row accumulator, bias, rounding and output memory of the tile's FORWARD products.
 
     Parameters
@@ -98,9 +99,11 @@ class ForwardOutput(wiring.Component):
     rounding's carry chain.
     """
 
-    def __init__(self, *, rows: int, sum_width: int, acc_width: int, shift: int, width: int,
-                 out_width: int, rounding: str, draw_bits: int = 0, grad=None, bias=None,
-                 accumulate: bool = True):
+    @staticmethod
+    def check_parameters(*, rows: int, sum_width: int, acc_width: int, shift: int, width: int,
+                         out_width: int, rounding: str, draw_bits: int = 0, grad=None, bias=None,
+                         accumulate: bool = True) -> None:
+        """The constructor's checks (:class:`~xbarode.hdl.checked.CheckedComponent`)."""
         for name, value, low in (("rows", rows, 1), ("sum_width", sum_width, 1),
                                  ("acc_width", acc_width, 1), ("shift", shift, -1 << 16),
                                  ("width", width, 1), ("out_width", out_width, 1),
@@ -112,6 +115,10 @@ class ForwardOutput(wiring.Component):
             if pair is not None and (len(pair) != 2 or not all(
                     isinstance(v, int) and not isinstance(v, bool) for v in pair)):
                 raise TypeError(f"{name} must be a pair of integers, not {pair!r}")
+
+    def __init__(self, *, rows: int, sum_width: int, acc_width: int, shift: int, width: int,
+                 out_width: int, rounding: str, draw_bits: int = 0, grad=None, bias=None,
+                 accumulate: bool = True):
         self._rows, self._acc_width, self._shift, self._width = rows, acc_width, shift, width
         self._out_width, self._rounding, self._draw_bits = out_width, rounding, draw_bits
         self._grad, self._bias, self._accumulate = grad, bias, bool(accumulate)

@@ -12,26 +12,12 @@ weight banks, the gradient banks, or else the result banks (``y``).
 from __future__ import annotations
 
 from amaranth import Array, Module, Mux, Signal, signed
-from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from .checked import CheckedComponent
 from .groups import GROUP, group_copies, group_count
 
 __all__ = ["ChainReadout", "MuxReadout"]
-
-
-def _check(lanes, width, w_width, y_width, g_width):
-    for name, value in (("lanes", lanes), ("width", width), ("w_width", w_width),
-                        ("y_width", y_width), ("g_width", g_width)):
-        if value is None and name == "g_width":
-            continue
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{name} must be an integer, not {type(value).__name__}")
-        if value < 1:
-            raise ValueError(f"{name} must be >= 1, not {value}")
-    widest = max(w_width, y_width, g_width or 0)
-    if width < widest:
-        raise ValueError(f"width must hold the widest source ({widest} bits), not {width}")
 
 
 def _members(lanes, width, w_width, y_width, g_width):
@@ -42,11 +28,26 @@ def _members(lanes, width, w_width, y_width, g_width):
     return members
 
 
-class _Readout(wiring.Component):
+class _Readout(CheckedComponent):
     """What both read-outs share: parameters, their checks and the source ports."""
 
+    @staticmethod
+    def check_parameters(*, lanes: int, width: int, w_width: int, y_width: int,
+                         g_width: int | None = None) -> None:
+        """The constructor's checks (:class:`~xbarode.hdl.checked.CheckedComponent`)."""
+        for name, value in (("lanes", lanes), ("width", width), ("w_width", w_width),
+                            ("y_width", y_width), ("g_width", g_width)):
+            if value is None and name == "g_width":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"{name} must be an integer, not {type(value).__name__}")
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, not {value}")
+        widest = max(w_width, y_width, g_width or 0)
+        if width < widest:
+            raise ValueError(f"width must hold the widest source ({widest} bits), not {width}")
+
     def __init__(self, members, *, lanes, width, w_width, y_width, g_width):
-        _check(lanes, width, w_width, y_width, g_width)
         self._lanes, self._width, self._g = lanes, width, g_width is not None
         super().__init__(_members(lanes, width, w_width, y_width, g_width) | members)
 
@@ -146,7 +147,7 @@ class ChainReadout(_Readout):
 
     def __init__(self, *, lanes: int, width: int, w_width: int, y_width: int,
                  g_width: int | None = None):
-        groups = group_count(lanes) if isinstance(lanes, int) and lanes >= 1 else 1
+        groups = group_count(lanes)
         super().__init__({"load": In(1), "shift": In(1), "loading": Out(1).array(groups)},
                          lanes=lanes, width=width, w_width=w_width, y_width=y_width,
                          g_width=g_width)

@@ -8,10 +8,11 @@ draw is 32 clocks of the LFSR, a fixed XOR matrix) and advances by however many 
 from __future__ import annotations
 
 from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from xbarode.model.fixed import LFSR_SEED, Lfsr, lfsr_jump
+
+from .checked import CheckedComponent
 
 __all__ = ["LfsrBank", "narrow", "rounding_offset", "sgd_step"]
 
@@ -118,7 +119,7 @@ def _apply(columns, state, bits: int):
     return Cat(*out)
 
 
-class LfsrBank(wiring.Component):
+class LfsrBank(CheckedComponent):
     """The LFSR of stochastic rounding, offering up to ``draws`` consecutive draws per cycle.
 
     Parameters
@@ -142,15 +143,20 @@ class LfsrBank(wiring.Component):
     Latency: draws are combinational from the state; the state updates at the clock edge.
     """
 
-    def __init__(self, *, draws: int, bits: int, steps, seed: int = LFSR_SEED):
+    @staticmethod
+    def check_parameters(*, draws: int, bits: int, steps, seed: int = LFSR_SEED) -> None:
+        """The constructor's checks (:class:`~xbarode.hdl.checked.CheckedComponent`)."""
         Lfsr(seed)  # validates the seed with the model's message
         if not 1 <= bits <= 32:
             raise ValueError(f"bits must be between 1 and 32, not {bits}")
+        steps = tuple(sorted(set(steps)))
+        if not all(1 <= s <= draws for s in steps):
+            raise ValueError(f"steps must lie in 1..{draws}, not {steps}")
+
+    def __init__(self, *, draws: int, bits: int, steps, seed: int = LFSR_SEED):
         self._draws = draws
         self._bits = bits
         self._steps = tuple(sorted(set(steps)))
-        if not all(1 <= s <= draws for s in self._steps):
-            raise ValueError(f"steps must lie in 1..{draws}, not {self._steps}")
         self._seed = seed
         super().__init__({
             "draw": Out(unsigned(bits)).array(draws),

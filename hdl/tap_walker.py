@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import numpy as np
 from amaranth import Array, Cat, Module, Mux, Signal, Value, signed, unsigned
-from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from xbarode.model.fixed import ROUNDINGS
 
+from .checked import CheckedComponent
 from .groups import stage
 from .rounding import rounding_offset, sgd_step
 
@@ -48,7 +48,7 @@ def _check_int(name, value, low):
         raise ValueError(f"{name} must be >= {low}, not {value}")
 
 
-class TapWalker(wiring.Component):
+class TapWalker(CheckedComponent):
     """One SGD step per kernel tap of a ``rows × cols`` convolution matrix in ``lanes`` banks.
 
     The banks are the tile's: weight and gradient bank ``p`` hold the columns
@@ -111,8 +111,10 @@ class TapWalker(wiring.Component):
     every address from the first step on, alongside.
     """
 
-    def __init__(self, *, taps, rows: int, cols: int, lanes: int, weight_width: int,
-                 acc_width: int, shift: int, rounding: str, draw_bits: int = 0):
+    @staticmethod
+    def check_parameters(*, taps, rows: int, cols: int, lanes: int, weight_width: int,
+                         acc_width: int, shift: int, rounding: str, draw_bits: int = 0) -> None:
+        """The constructor's checks (:class:`~xbarode.hdl.checked.CheckedComponent`)."""
         for name, value, low in (("rows", rows, 1), ("cols", cols, 1), ("lanes", lanes, 1),
                                  ("weight_width", weight_width, 1),
                                  ("acc_width", acc_width, 1), ("shift", shift, -1 << 16),
@@ -125,7 +127,11 @@ class TapWalker(wiring.Component):
         if rounding == "stochastic" and shift > 0 and draw_bits < shift:
             raise ValueError(f"stochastic rounding of {shift} bits needs draw_bits >= {shift}, "
                              f"not {draw_bits}")
-        self._taps = check_taps(taps, rows, cols)
+        check_taps(taps, rows, cols)
+
+    def __init__(self, *, taps, rows: int, cols: int, lanes: int, weight_width: int,
+                 acc_width: int, shift: int, rounding: str, draw_bits: int = 0):
+        self._taps = np.asarray(taps).astype(np.int64)
         self._rows, self._cols, self._lanes = rows, cols, lanes
         self._ww, self._acc_width, self._shift = weight_width, acc_width, shift
         self._rounding, self._draw_bits = rounding, draw_bits

@@ -48,6 +48,7 @@ from xbarode.model.fixed import LFSR_SEED, ROUNDINGS, Format, Lfsr
 from xbarode.model.fixed_ops import accumulator_bits
 
 from .adder_tree import AdderTree
+from .checked import CheckedComponent
 from .dsp import maps_to_dsp_cell
 from .groups import GROUP, own_copy, stage
 from .interface import ControlSignature
@@ -66,7 +67,7 @@ __all__ = ["CHAIN_MIN_LANES", "GROUP", "CrossbarTile", "TileOp"]
 CHAIN_MIN_LANES = 17
 
 
-class CrossbarTile(wiring.Component):
+class CrossbarTile(CheckedComponent):
     """A fixed-point crossbar tile with ``lanes`` multipliers.
 
     Parameters
@@ -208,14 +209,10 @@ class CrossbarTile(wiring.Component):
                          bias: bool = False, side_ports: bool = False,
                          grad_format: Format | None = None, grad_shift: int = 0,
                          sgd_shift: int = 0, taps=None, read_chain: bool = False,
-                         writable: bool = True):
-        """The constructor's checks, without building a tile (the same arguments).
-
-        Returns
-        -------
-        tuple
-            ``(weights, taps)``: the weights as an int64 array (or None) and the checked taps
-            (:func:`~xbarode.hdl.tap_walker.check_taps`, or None).
+                         writable: bool = True) -> None:
+        """The constructor's checks, run before a tile is made (the same arguments;
+        :class:`~xbarode.hdl.checked.CheckedComponent`), and by a parent or a plan to check
+        a tile's parameters without building one.
 
         Raises
         ------
@@ -259,11 +256,10 @@ class CrossbarTile(wiring.Component):
                                  or weights.max() > weight_format.max_int):
                 raise ValueError(f"weights must be words of {weight_format} "
                                  f"({weight_format.min_int}..{weight_format.max_int})")
-            weights = weights.astype(np.int64)
         if taps is not None:
             if grad_format is None:
                 raise ValueError("taps need grad_format: the tied step is APPLY's")
-            taps = check_taps(taps, rows, cols)
+            check_taps(taps, rows, cols)
         if not isinstance(writable, bool):
             raise TypeError(f"writable must be a bool, not {type(writable).__name__}")
         if not writable and weights is None:
@@ -272,7 +268,6 @@ class CrossbarTile(wiring.Component):
         if not writable and grad_format is not None:
             raise ValueError("a read-only tile (writable=False) has no training operations: "
                              "grad_format must be None")
-        return weights, taps
 
     def __init__(self, *, rows: int, cols: int, lanes: int, weight_format: Format,
                  input_format: Format, output_format: Format, acc_width: int = 48,
@@ -280,14 +275,9 @@ class CrossbarTile(wiring.Component):
                  weights=None, shift: int = 0, bias: bool = False, side_ports: bool = False,
                  grad_format: Format | None = None, grad_shift: int = 0, sgd_shift: int = 0,
                  taps=None, read_chain: bool = False, writable: bool = True):
-        weights, taps = self.check_parameters(
-            rows=rows, cols=cols, lanes=lanes, weight_format=weight_format,
-            input_format=input_format, output_format=output_format, acc_width=acc_width,
-            rounding=rounding, eta_shift=eta_shift, lfsr_seed=lfsr_seed, weights=weights,
-            shift=shift, bias=bias, side_ports=side_ports, grad_format=grad_format,
-            grad_shift=grad_shift, sgd_shift=sgd_shift, taps=taps, read_chain=read_chain,
-            writable=writable)
-        self._weights, self._taps = weights, taps
+        # As int64 arrays (their values checked in check_parameters).
+        self._weights, self._taps = (None if v is None else np.asarray(v).astype(np.int64)
+                                     for v in (weights, taps))
         operand = input_format if grad_format is None else \
             Format(max(input_format.width, grad_format.width), 0)
         self._writable = writable

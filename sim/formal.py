@@ -43,6 +43,8 @@ from amaranth.asserts import AnyConst, AnySeq, Initial
 from amaranth.back import rtlil
 from amaranth.hdl import Assert, Assume
 
+from xbarode.hdl.checked import CheckedElaboratable
+
 __all__ = ["PROPERTIES", "FormalFailure", "FormalResult", "OpSpec", "ProtocolHarness",
            "RoundingEquivalence", "abc_main", "narrow_spec", "offset_spec", "prove"]
 
@@ -102,7 +104,7 @@ class FormalFailure(AssertionError):
     """A proof failed or did not finish; the message names the property and the trace."""
 
 
-class ProtocolHarness(Elaboratable):
+class ProtocolHarness(CheckedElaboratable):
     """The host around a unit, free within the host's obligations, and the protocol checks.
 
     Parameters
@@ -119,15 +121,13 @@ class ProtocolHarness(Elaboratable):
         The host is always ready on ``o`` and always valid on ``i`` (the latency proof).
     """
 
-    def __new__(cls, dut, ops: dict, properties, *, eager_host: bool = False):
-        # Checked here, not in __init__: a harness refused there would already exist, an
-        # elaboratable never elaborated, which Amaranth warns about.
+    @staticmethod
+    def check_parameters(dut, ops: dict, properties, *, eager_host: bool = False) -> None:
+        """The constructor's checks (:class:`~xbarode.hdl.checked.CheckedElaboratable`)."""
         unknown = set(properties) - set(PROPERTIES)
         if unknown:
             raise ValueError(f"unknown properties {sorted(unknown)}; choose from "
                              f"{sorted(PROPERTIES)}")
-        # Amaranth records where an elaboratable is made: the caller, one frame up.
-        return super().__new__(cls, src_loc_at=1)
 
     def __init__(self, dut, ops: dict, properties, *, eager_host: bool = False):
         self._dut = dut

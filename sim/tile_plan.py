@@ -1,7 +1,3 @@
-# amaranth: UnusedElaboratable=no
-# (A tile built by TileParams.component() is sometimes refused before it is elaborated, e.g.
-# by a synthesis that stops first; the parameters themselves are checked without building
-# one, TileParams.check.)
 """Co-simulation of the crossbar tile: random plans, the model's answers, the comparison.
 
 A *plan* is data that every simulator back end runs the same way: for each vector, load the

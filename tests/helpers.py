@@ -4,8 +4,17 @@ import dataclasses
 import json
 
 import numpy as np
+from amaranth.hdl import Fragment, Module
 
 from xbarode.cli import main
+
+
+def elaborated(component):
+    """``component``'s module, for a test to look into: elaborated as a design is
+    (``Fragment.get``, so the component and its parts count as used), the module taken from
+    the fragment's origins (the component and what it elaborated to)."""
+    return next(origin for origin in Fragment.get(component, None).origins
+                if isinstance(origin, Module))
 
 
 def assert_close(actual, expected, rtol=1e-10):

@@ -336,6 +336,20 @@ def test_bench_core_bad_options_exit_2(capsys, tmp_path, option, message):
     assert message in err
 
 
+def test_bench_core_refuses_an_unknown_device_before_it_simulates(capsys, tmp_path,
+                                                                   monkeypatch):
+    # Checked first: not after the simulations, with a core built for a refused synthesis.
+    import xbarode.simulate
+
+    def simulated(*args, **kwargs):
+        raise AssertionError("a core was simulated")
+
+    monkeypatch.setattr(xbarode.simulate, "simulate_core", simulated)
+    code, out, err = run(capsys, "bench", "core", "--device", "ice40", "--out", tmp_path)
+    assert code == 2 and out == ""
+    assert "unknown device 'ice40'; choose one of: ecp5-12f" in err
+
+
 def test_synth_timeout_is_the_option(capsys, tmp_path):
     code, out, err = run(capsys, "synth", "hadamard", "--timeout", "0.01", "--out", tmp_path)
     assert code == 2 and out == ""

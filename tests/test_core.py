@@ -1,4 +1,3 @@
-# amaranth: UnusedElaboratable=no
 """The neural-ODE core (hdl/core.py) against its fixed-point twin (FixedNetwork, one image at a
 time), bit for bit, on every simulator; the configuration file; ``xbarode simulate``,
 ``generate core`` and the demo.

@@ -1,4 +1,3 @@
-# amaranth: UnusedElaboratable=no
 """Training on the core (hdl/core.py with ``training``): BACKWARD, the gradient sums, the SGD
 step, against the fixed-point model bit for bit on every simulator, and against the float64
 adjoint; ``xbarode cosim adjoint`` and ``xbarode train --on rtl``.

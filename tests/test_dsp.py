@@ -1,4 +1,3 @@
-# amaranth: UnusedElaboratable=no
 """The lanes' multiplier (hdl/dsp.py): plain Amaranth and its ECP5 mapping, against Python's
 integer product; the MULT18X18D simulation model (sim/ecp5_models.py) against the same."""
 
@@ -7,6 +6,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from amaranth import Fragment
 from amaranth.sim import Simulator
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -35,6 +35,7 @@ def test_widths_are_read_only():
     assert (mult.a_width, mult.b_width, len(mult.p)) == (16, 12, 28)
     with pytest.raises(AttributeError):
         mult.a_width = 3
+    Fragment.get(mult, None)   # and it elaborates with them
 
 
 @settings(max_examples=10, deadline=None)
@@ -68,7 +69,7 @@ def test_ecp5_mapping_uses_the_cell_only_where_it_fits(widths, cells, tmp_path):
     mult = Multiplier(*widths)
     assert mult.uses_dsp_cell(Ecp5Dsp()) == bool(cells)
     assert not mult.uses_dsp_cell(None)
-    text = write_verilog(Multiplier(*widths), "mult", tmp_path, platform=Ecp5Dsp()).read_text()
+    text = write_verilog(mult, "mult", tmp_path, platform=Ecp5Dsp()).read_text()
     assert text.count("MULT18X18D") == cells
     if cells:
         for stage in ("INPUTA", "INPUTB", "OUTPUT"):

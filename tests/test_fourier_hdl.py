@@ -1,4 +1,3 @@
-# amaranth: UnusedElaboratable=no
 """The Fourier path in hardware (hdl/fourier.py, hdl/hadamard.py) against its fixed-point twins,
 bit for bit, on every simulator; and against numpy.fft and scipy, which the hardware does not use.
 
@@ -18,6 +17,7 @@ from amaranth.hdl import Fragment
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from helpers import elaborated
 from xbarode.cli import main
 from xbarode.hdl.fourier import Dft2d, DftArray, FourierConv
 from xbarode.hdl.hadamard import HadamardUnit
@@ -94,12 +94,13 @@ def test_constructor_errors(build, error, message):
 ])
 def test_dft2d_refuses_what_its_arrays_refuse_with_their_messages(height, width, changes):
     # The arrays are built in elaborate; the constructor checks them first, rows array
-    # (length W) then columns array (length H), as elaborate builds them.
+    # (length W) then columns array (length H), as elaborate builds them. An array's own
+    # refusal: its constructor's checks (DftArray.check_parameters), no array built.
     kwargs = {"data_format": D, "twiddle_format": T, **changes}
     refused = None
     for n in (width, height):
         try:
-            DftArray(n, **kwargs)
+            DftArray.check_parameters(n, **kwargs)
         except (TypeError, ValueError) as error:
             refused = error
             break
@@ -136,8 +137,7 @@ def test_fourier_params_are_checked_without_building_the_unit(changes, message, 
 @pytest.mark.parametrize("lanes", [None, 3, 8])
 def test_lanes_are_those_of_the_arrays_elaborate_builds(lanes):
     unit = FourierConv(3, 5, lanes=lanes, data_format=D, twiddle_format=T, spectrum_format=S)
-    m = unit.elaborate(None)
-    Fragment.get(m, None)          # elaborates the parts, as a build does
+    m = elaborated(unit)
     assert unit.lanes == (m.submodules.rows.lanes, m.submodules.cols.lanes)
     assert unit.lanes == Dft2d.array_lanes(3, 5, lanes)
 
@@ -147,9 +147,12 @@ def test_parameters_are_read_only_and_arrays_are_capped():
                        gauss=True)
     assert (unit.height, unit.width, unit.lanes, unit.gauss) == (3, 5, (8, 6), True)
     assert unit.spectrum_format == S and unit.data_format == D
-    assert Dft2d(3, 5, data_format=D, twiddle_format=T).spectrum_format is None
+    dft = Dft2d(3, 5, data_format=D, twiddle_format=T)
+    assert dft.spectrum_format is None
     with pytest.raises(AttributeError):
         unit.height = 4
+    for built in (unit, dft):   # and they elaborate with them
+        Fragment.get(built, None)
 
 
 def test_dft_array_holds_the_model_table_and_reads_it_back():

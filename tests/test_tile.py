@@ -1,4 +1,3 @@
-# amaranth: UnusedElaboratable=no
 """The crossbar tile (hdl/tile.py) against its fixed-point twin, bit for bit, on every simulator.
 
 Plans (random weights and operation sequences, every fourth vector a saturation corner) come
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from amaranth import Fragment
 from amaranth.sim import Simulator
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
@@ -27,7 +27,7 @@ from xbarode.model.fixed import LFSR_SEED, Format, Lfsr
 from xbarode.sim import tile_plan
 from xbarode.sim.tile_plan import TileParams, compare, make_plan, model_results, run_plan_amaranth
 from xbarode.synth import PIN_MIN_LANES, SynthesisError, lane_sites, synthesize
-from xbarode.units import UNITS, cosim
+from xbarode.units import UNITS, cosim, synth
 
 F16 = Format(16, 12)
 
@@ -86,12 +86,14 @@ def test_parameters_are_read_only():
     assert (t.rows, t.cols, t.lanes, t.chunks) == (13, 7, 3, 3)
     with pytest.raises(AttributeError):
         t.rows = 5
+    Fragment.get(t, None)   # and the tile elaborates with them
 
 
 def test_signature_ports():
     t = tile()
     members = dict(t.signature.members)
     assert {"i", "o", "op", "start", "busy", "done", "overflow", "clear"} <= set(members)
+    Fragment.get(t, None)   # and the tile elaborates with them
 
 
 # --- LFSR bank vs the model's LFSR --------------------------------------------------------------
@@ -472,6 +474,7 @@ def test_bench_tile_reports_cycles_and_passes_the_router(monkeypatch, capsys, tm
 
     def fake_synthesize(component, top, **kwargs):
         asked.update(kwargs, top=top, lanes=component.lanes)
+        Fragment.get(component, None)   # as synthesize elaborates it (to write its Verilog)
         return {"luts": 1, "carry": 2, "lutram": 3, "ffs": 4, "mult18": 5, "ebr": 6,
                 "fmax_mhz": 7.0}
 
@@ -484,6 +487,25 @@ def test_bench_tile_reports_cycles_and_passes_the_router(monkeypatch, capsys, tm
     assert asked["lanes"] == 32
     assert row["forward_cycles"] == 64 * 2 + 3 + 7 and row["transposed_cycles"] == 64 * 2 + 7
     assert row["fmax_mhz"] == 7.0
+
+
+def test_bench_and_synth_refuse_bad_options_before_they_build_a_tile(monkeypatch, capsys,
+                                                                     tmp_path):
+    # Checked first: a tile built for a synthesis that then refuses the device (or router)
+    # would be dropped unelaborated, after a simulation for nothing.
+    def built(*args, **kwargs):
+        raise AssertionError("a tile was simulated or built")
+
+    monkeypatch.setattr(tile_plan, "run_plan_amaranth", built)
+    monkeypatch.setattr(TileParams, "component", built)
+    code = main(["bench", "tile", "--lanes", "2", "--device", "ice40", "--out", str(tmp_path)])
+    assert code == 2
+    assert "unknown device 'ice40'; choose one of: ecp5-12f" in capsys.readouterr().err
+    # The same in synth (the command line offers only known devices; a caller may not).
+    params = TileParams(rows=2, cols=2, lanes=2, width=8, frac=4)
+    with pytest.raises(ValueError, match=r"^unknown router 'router3'; choose router1 or "):
+        synth(UNITS["tile"], params, device="ecp5-85f", out=tmp_path, freq_mhz=50.0, seed=1,
+              router="router3")
 
 
 def test_lane_sites_pair_each_multiplier_with_a_block_ram_in_order():

@@ -1,4 +1,3 @@
-# amaranth: UnusedElaboratable=no
 """The crossbar tile's parts on their own (hdl/adder_tree.py, hdl/readout.py,
 hdl/output_stage.py, hdl/lane_group.py, hdl/tap_walker.py), and the read-only table tile
 (``writable=False``): each against plain Python arithmetic, cycle by cycle. The tile's own
@@ -10,6 +9,7 @@ from amaranth import ClockDomain, Fragment, Module
 from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 
+from helpers import elaborated
 from xbarode.hdl.adder_tree import AdderTree
 from xbarode.hdl.fourier import DftArray
 from xbarode.hdl.interface import host_interface
@@ -497,6 +497,8 @@ def test_tap_walker_signature():
     drawing = TapWalker(taps=[[0]], rows=1, cols=1, lanes=1, draw_bits=4,
                         **{**TAP_WALKER, "rounding": "stochastic"})
     assert drawing.signature.members["draw"].flow == In and len(drawing.draw) == 4
+    for walker in (dut, drawing):   # and they elaborate
+        Fragment.get(walker, None)
 
 
 @pytest.mark.parametrize(("changes", "error", "message"), [
@@ -525,13 +527,6 @@ TABLE = {"rows": 3, "cols": 5, "lanes": 2, "weight_format": Format(8, 4),
          "input_format": Format(8, 4), "output_format": Format(8, 4)}
 
 
-def elaborated(component):
-    """``component``'s module, its parts elaborated too (so none is left unused)."""
-    module = component.elaborate(None)
-    Fragment.get(module, None)
-    return module
-
-
 def test_read_only_tile_has_no_weight_write_path():
     """A table tile's lane groups have no load ports and their weight banks no write port;
     its interface lists neither LOAD_W nor UPDATE. A writable tile's have them."""
@@ -547,7 +542,9 @@ def test_read_only_tile_has_no_weight_write_path():
         ops = {op["name"] for op in host_interface(tile).as_json()["operations"]}
         assert ({"LOAD_W", "UPDATE"} <= ops) is writable
         assert {"READ_W", "LOAD_X", "FORWARD", "TRANSPOSED", "READ_Y"} <= ops
-    assert DftArray(2, data_format=Format(8, 4), twiddle_format=Format(8, 6)).writable is False
+    table = DftArray(2, data_format=Format(8, 4), twiddle_format=Format(8, 6))
+    assert table.writable is False
+    assert "load_valid" not in elaborated(table).submodules.lanes0.signature.members
 
 
 def test_read_only_tile_keeps_its_table_and_computes_with_it():

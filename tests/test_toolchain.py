@@ -1,6 +1,3 @@
-# amaranth: UnusedElaboratable=no
-# (Amaranth's per-file switch, as in its own tests: constructor-error tests and manifest tests
-# create components that are never elaborated, on purpose.)
 """The co-simulation and synthesis infrastructure, exercised on the toy dot-product unit
 (tests/toy_design.py): Amaranth's simulator, cocotb on Verilator and on Icarus (both must be
 installed: ``./dev.sh test`` installs Icarus), Verilog generation, port manifests, and ECP5
@@ -15,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from amaranth import Module, Signal
+from amaranth import Fragment, Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
@@ -118,8 +115,10 @@ def test_write_verilog_is_clean_and_atomic(tmp_path):
 
 
 def test_write_verilog_rejects_bad_name(tmp_path):
+    dut = ToyDot(width=8, length=5)
     with pytest.raises(ValueError, match="name must be a Verilog identifier"):
-        write_verilog(ToyDot(width=8, length=5), "my-top", tmp_path)
+        write_verilog(dut, "my-top", tmp_path)
+    Fragment.get(dut, None)   # refused before it was elaborated: still a design
 
 
 def test_port_manifest_matches_verilog(tmp_path):
@@ -143,16 +142,20 @@ def test_port_manifest_matches_verilog(tmp_path):
 
 
 def test_port_manifest_without_verilog_lists_signature_only():
-    names = [entry["name"] for entry in port_manifest(ToyDot(width=4, length=3))]
+    dut = ToyDot(width=4, length=3)
+    names = [entry["name"] for entry in port_manifest(dut)]
     assert names == ["weights__payload", "weights__valid", "weights__ready", "x__payload",
                      "x__valid", "x__ready", "y__payload", "y__valid", "y__ready"]
+    Fragment.get(dut, None)   # the signature's unit elaborates
 
 
 def test_port_manifest_detects_wrong_verilog(tmp_path):
     other = write_verilog(ToyDot(width=6, length=5), "toy", tmp_path)
+    dut = ToyDot(width=8, length=5)
     with pytest.raises(ValueError, match="port weights__payload: signature says in 11 bits, "
                                          "Verilog says in 9 bits"):
-        port_manifest(ToyDot(width=8, length=5), other)
+        port_manifest(dut, other)
+    Fragment.get(dut, None)   # the signature's unit elaborates
 
 
 # --- simulators --------------------------------------------------------------------------
@@ -242,10 +245,10 @@ def test_cocotb_build_is_reused_and_keyed_by_design(simulator, build_root, tmp_p
     assert not second.built
     assert second.results_xml == tmp_path / "run" / "results.xml"
     assert (tmp_path / "run" / "keep.txt").read_text() == "a caller's file"
-    other = write_verilog(ToyDot(width=8, length=6), "toy", tmp_path / "b")
+    longer = ToyDot(width=8, length=6)
+    other = write_verilog(longer, "toy", tmp_path / "b")
     third = run_cocotb([other], "toy", COCOTB_MODULE, simulator, build_dir=build_root,
-                       data=toy_data(ToyDot(width=8, length=6), other, seed=1, vectors=3),
-                       testcase="toy_dot")
+                       data=toy_data(longer, other, seed=1, vectors=3), testcase="toy_dot")
     assert third.build_dir != first.build_dir
 
 
@@ -358,9 +361,11 @@ def test_a_failing_quiet_tool_shows_its_own_log(tmp_path):
 
 
 def test_synthesize_rejects_unknown_device(tmp_path):
+    # Before it reads anything: a component built for it would be dropped unelaborated, so
+    # callers check first (check_options) and this one gives a Verilog file.
     with pytest.raises(ValueError, match="unknown device 'ice40'; choose one of: "
                                          + ", ".join(DEVICES)):
-        synthesize(ToyDot(width=8, length=5), "toy", device="ice40", out_dir=tmp_path)
+        synthesize(tmp_path / "toy.v", "toy", device="ice40", out_dir=tmp_path)
 
 
 class _FixedAfterReset(wiring.Component):

@@ -9,14 +9,16 @@ stream and read combinationally, signed arithmetic and registers with reset valu
 from __future__ import annotations
 
 from amaranth import Module, Mux, Signal, signed
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import data, stream
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
+
+from xbarode.hdl.checked import CheckedComponent
 
 __all__ = ["ToyDot", "toy_dot_reference"]
 
 
-class ToyDot(wiring.Component):
+class ToyDot(CheckedComponent):
     """Dot products of a stream of vectors with a stored weight vector.
 
     The weight vector ``w[0..length-1]`` is written through the ``weights`` stream (one
@@ -41,7 +43,10 @@ class ToyDot(wiring.Component):
     y : Out(stream.Signature(signed(acc_width)))
     """
 
-    def __init__(self, *, width, length):
+    @staticmethod
+    def check_parameters(*, width, length) -> None:
+        """The constructor's checks, before a unit is made (as the real blocks check theirs,
+        :class:`~xbarode.hdl.checked.CheckedComponent`)."""
         if not isinstance(width, int) or isinstance(width, bool):
             raise TypeError(f"width must be an int, not {width!r}")
         if not 2 <= width <= 32:
@@ -50,6 +55,8 @@ class ToyDot(wiring.Component):
             raise TypeError(f"length must be an int, not {length!r}")
         if not 1 <= length <= 1024:
             raise ValueError(f"length must be between 1 and 1024, not {length}")
+
+    def __init__(self, *, width, length):
         self._width = width
         self._length = length
         weight_layout = data.StructLayout({"addr": range(length), "value": signed(width)})

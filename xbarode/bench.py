@@ -185,9 +185,10 @@ def bench_tile(lanes=(16, 64), *, rows=64, cols=64, width=16, frac=12, device="e
     from pathlib import Path
 
     from xbarode.sim.tile_plan import TileParams, make_plan, run_plan_amaranth
-    from xbarode.synth import synthesize
+    from xbarode.synth import check_options, synthesize
     from xbarode.units import tile_sites
 
+    check_options(device, router)   # before any tile is simulated or built
     rows_out = []
     for n in lanes:
         params = TileParams(rows=rows, cols=cols, lanes=n, width=width, frac=frac)
@@ -263,7 +264,7 @@ def bench_core(lanes=(8, 16, 32, 64), *, config=None, params=None, images=16,
     from xbarode.model import load_dataset
     from xbarode.model.core_config import load_config
     from xbarode.simulate import default_weights, simulate_core
-    from xbarode.synth import synthesize
+    from xbarode.synth import check_options, synthesize
 
     from .units import CoreParams
 
@@ -273,6 +274,8 @@ def bench_core(lanes=(8, 16, 32, 64), *, config=None, params=None, images=16,
     for n in lanes:
         if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= base.m:
             raise ValueError(f"lanes must be between 1 and m = {base.m}, not {n!r}")
+    if synth:
+        check_options(device, router)   # before any core is simulated or built
     x = load_dataset("digits").x_test[:images]
     rows_out = []
     for n in lanes:

@@ -21,7 +21,8 @@ from collections import Counter
 from pathlib import Path
 from typing import NamedTuple
 
-__all__ = ["DEVICES", "PIN_MIN_LANES", "Device", "SynthesisError", "lane_sites", "synthesize"]
+__all__ = ["DEVICES", "PIN_MIN_LANES", "Device", "SynthesisError", "check_options", "lane_sites",
+           "synthesize"]
 
 class Device(NamedTuple):
     """An ECP5 device as nextpnr and the studies need it."""
@@ -187,6 +188,19 @@ def _main_clock(fmax):
     return min(fmax, key=lambda name: fmax[name]["achieved"]) if fmax else None
 
 
+def check_options(device: str, router: str = "router1") -> None:
+    """Refuse an unknown ``device`` or ``router`` (``ValueError``) as :func:`synthesize` does.
+
+    A caller that builds a component to synthesise checks these first: a component built and
+    then refused by :func:`synthesize` would be dropped unelaborated (Amaranth's
+    ``UnusedElaboratable``), and the work before it (a simulation, say) wasted.
+    """
+    if router not in ("router1", "router2"):
+        raise ValueError(f"unknown router {router!r}; choose router1 or router2")
+    if device not in DEVICES:
+        raise ValueError(f"unknown device {device!r}; choose one of: {', '.join(DEVICES)}")
+
+
 def synthesize(component_or_verilog, top_name, device="ecp5-85f", out_dir="build/synth",
                seed=1, freq_mhz=50.0, *, timeout=3600, router="router1", sites=None):
     """Synthesise, place and route a design for an ECP5 and report resources and fmax.
@@ -231,15 +245,12 @@ def synthesize(component_or_verilog, top_name, device="ecp5-85f", out_dir="build
     Raises
     ------
     ValueError
-        For an unknown device (the message lists the choices), or ``sites`` naming cells the
-        netlist does not have.
+        For an unknown device (the message lists the choices) or router
+        (:func:`check_options`), or ``sites`` naming cells the netlist does not have.
     SynthesisError
         When a tool fails, with the end of its log and the log's path.
     """
-    if router not in ("router1", "router2"):
-        raise ValueError(f"unknown router {router!r}; choose router1 or router2")
-    if device not in DEVICES:
-        raise ValueError(f"unknown device {device!r}; choose one of: {', '.join(DEVICES)}")
+    check_options(device, router)
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", top_name):
         raise ValueError(f"top_name must be a Verilog identifier, not {top_name!r}")
     out = Path(out_dir).resolve()

@@ -509,8 +509,9 @@ def synth(unit: Unit, params, *, device: str, out: Path, freq_mhz: float, seed: 
           router: str = "router1", timeout: float = 3600) -> dict:
     """Synthesise, place and route the unit; resources and fmax (``timeout``: seconds allowed
     for each of yosys and nextpnr)."""
-    from xbarode.synth import synthesize
+    from xbarode.synth import check_options, synthesize
 
+    check_options(device, router)   # before the component is built
     component = unit.component(params)
     sites = unit.sites(component, device) if unit.sites is not None else None
     report = synthesize(component, unit.top, device=device, out_dir=out, seed=seed,
