@@ -22,8 +22,8 @@ import numpy as np
 
 from xbarode.report import write_report_files
 
-__all__ = ["DEFAULT_WIDTHS", "STUDY_ROUNDINGS", "markdown", "plot", "precision_study",
-           "write_report"]
+__all__ = ["DEFAULT_WIDTHS", "STUDY_ROUNDINGS", "markdown", "plot", "precision_result",
+           "precision_study", "seed_statistics", "write_report"]
 
 #: Widths of the study, widest first.
 DEFAULT_WIDTHS = (16, 12, 10, 8)
@@ -82,12 +82,39 @@ def precision_study(*, seeds: int = 3, epochs: int = 30, widths=DEFAULT_WIDTHS,
         raw.append({"kind": kind, "width": width, "rounding": rounding, "seed": seed,
                     "formats": formats, "test_accuracy": acc, "overflows": overflows})
 
+    return precision_result(raw, seeds=seeds, epochs=epochs, widths=widths, base=base,
+                            seconds=time.perf_counter() - start)
+
+
+def seed_statistics(accuracies, overflows) -> dict:
+    """One cell of the table: ``mean`` and ``std`` (the sample standard deviation; 0 for one
+    run) of the accuracies, ``overflows`` (the mean of the saturation counts) and ``runs``."""
+    accs = np.array(accuracies, dtype=float)
+    return {"mean": float(accs.mean()), "std": float(accs.std(ddof=1)) if len(accs) > 1
+            else 0.0, "overflows": float(np.mean(overflows)), "runs": len(accs)}
+
+
+def precision_result(raw: list[dict], *, seeds: int, epochs: int, widths, base,
+                     seconds: float) -> dict:
+    """The study's result from its runs (what :func:`precision_study` returns).
+
+    Parameters
+    ----------
+    raw : list of dict
+        One per run: ``kind`` (``"float64"``, ``"fixed"`` or ``"ptq"``), ``seed``,
+        ``test_accuracy``, ``overflows`` and, but for float64, ``width``, ``rounding`` and
+        ``formats``.
+    seeds, epochs, widths
+        The study's parameters; every kind, width and rounding needs runs in ``raw``.
+    base : xbarode.model.Config
+        The float64 configuration the runs started from.
+    seconds : float
+        The study's time.
+    """
     def cell(**match):
         chosen = [r for r in raw if all(r.get(k) == v for k, v in match.items())]
-        accs = np.array([r["test_accuracy"] for r in chosen])
-        return {"mean": float(accs.mean()), "std": float(accs.std(ddof=1)) if len(accs) > 1
-                else 0.0, "overflows": float(np.mean([r["overflows"] for r in chosen])),
-                "runs": len(chosen)}
+        return seed_statistics([r["test_accuracy"] for r in chosen],
+                               [r["overflows"] for r in chosen])
 
     table = {"float64": cell(kind="float64")}
     for width in widths:
@@ -97,7 +124,7 @@ def precision_study(*, seeds: int = 3, epochs: int = 30, widths=DEFAULT_WIDTHS,
                                                            rounding=rounding)
     return {"seeds": seeds, "epochs": epochs, "widths": list(widths),
             "roundings": list(STUDY_ROUNDINGS), "config": base.to_dict(), "table": table,
-            "runs": raw, "seconds": time.perf_counter() - start}
+            "runs": raw, "seconds": seconds}
 
 
 #: How the precision study's table names each data set.
