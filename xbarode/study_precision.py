@@ -23,7 +23,7 @@ import numpy as np
 from xbarode.report import write_report_files
 
 __all__ = ["DEFAULT_WIDTHS", "STUDY_ROUNDINGS", "markdown", "plot", "precision_result",
-           "precision_study", "seed_statistics", "write_report"]
+           "precision_study", "seed_statistics", "test_figures", "write_report"]
 
 #: Widths of the study, widest first.
 DEFAULT_WIDTHS = (16, 12, 10, 8)
@@ -48,7 +48,7 @@ def precision_study(*, seeds: int = 3, epochs: int = 30, widths=DEFAULT_WIDTHS,
     dataset : str
         The data set (``"digits"`` or ``"mnist5k"``); the network's image is its image.
     """
-    from xbarode.model import DATASET_SHAPES, Config, accuracy, load_dataset, train
+    from xbarode.model import DATASET_SHAPES, Config, load_dataset, train
     from xbarode.model.fixed_net import formats_for_width
 
     start = time.perf_counter()
@@ -76,14 +76,23 @@ def precision_study(*, seeds: int = 3, epochs: int = 30, widths=DEFAULT_WIDTHS,
             _, summary = train(config, data)
             acc, overflows = summary["test_accuracy"], summary["overflows"]
         else:
-            sites: dict = {}
-            acc = accuracy(config, float_params[seed], data.x_test, data.y_test, overflow=sites)
-            overflows = sum(sites.values())
+            acc, overflows = test_figures(config, float_params[seed], data)
         raw.append({"kind": kind, "width": width, "rounding": rounding, "seed": seed,
                     "formats": formats, "test_accuracy": acc, "overflows": overflows})
 
     return precision_result(raw, seeds=seeds, epochs=epochs, widths=widths, base=base,
                             seconds=time.perf_counter() - start)
+
+
+def test_figures(config, params: dict, data) -> tuple[float, int]:
+    """Test accuracy of ``params`` in ``config``'s arithmetic (post-training quantisation
+    when the network was trained in another) and the words its inference of the test set
+    saturated (0 in float64)."""
+    from xbarode.model import accuracy
+
+    sites: dict = {}
+    acc = accuracy(config, params, data.x_test, data.y_test, overflow=sites)
+    return acc, sum(sites.values())
 
 
 def seed_statistics(accuracies, overflows) -> dict:
