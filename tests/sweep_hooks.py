@@ -46,12 +46,14 @@ def fake_synth(inputs: dict, extra: dict, *, folder, seconds: float = 0.3) -> di
             "files": {}}
 
 
-def fake_simulate(inputs: dict, extra: dict, trained: dict) -> dict:
-    """A simulation's figures: 64000 / lanes cycles per image, no mismatch, the training's
-    test accuracy."""
-    cycles = 64000 / inputs["core"]["lanes"]
-    return {"images": inputs["images"], "agreement": 1.0, "mismatches": 0, "compared": 1,
-            "first_mismatch": None, "accuracy": trained["summary"]["test_accuracy"],
+def fake_simulate(inputs: dict, extra: dict, trained: dict, *, wrong_at: int = 0) -> dict:
+    """A simulation's figures: 64000 / lanes cycles per image, the training's test accuracy;
+    3 mismatches for a core of ``wrong_at`` lanes, none for the others."""
+    lanes = inputs["core"]["lanes"]
+    cycles = 64000 / lanes
+    return {"images": inputs["images"], "agreement": 1.0, "mismatches": 3 * (lanes == wrong_at),
+            "compared": 9, "first_mismatch": "logits[0]" if lanes == wrong_at else None,
+            "accuracy": trained["summary"]["test_accuracy"],
             "model_accuracy": trained["summary"]["test_accuracy"], "cycles_per_image": cycles,
             "mac_bound_cycles": cycles, "cycles_ratio": 1.0, "waveform": None,
             "seconds": 0.0, "build_seconds": 0.0}

@@ -184,6 +184,47 @@ def test_the_precision_spec_gives_the_precision_study(client, tmp_path):
                           "report_plot"}
 
 
+def test_the_precision_report_takes_each_figure_where_the_study_does(tmp_path):
+    """Fixed-point training: the training's accuracy and saturated words; post-training
+    quantisation: the fixed-point evaluation's; float64: the training's, no saturation.
+    (Records made up: a 1-epoch training saturates nothing, so the figures could not tell.)"""
+    from xbarode.sweep_network import precision_report
+
+    spec = load_spec("precision", PRECISION_SLICE)
+    points, tasks = sweep.kind_of("network").plan(spec, tmp_path)
+    records = {}
+    for n, (key, task) in enumerate(tasks.items()):
+        if task.stage == "train":
+            summary = {"test_accuracy": 0.5 + n / 100, "train_accuracy": 0.9,
+                       "overflows": 100 + n}
+            value = {"config": task.inputs["config"], "summary": summary}
+        else:
+            value = {"test_accuracy": 0.1 + n / 100, "overflows": n}
+        records[key] = {"ok": True, "value": value}
+
+    def train_summary(point, seed):
+        return records[point.tasks[f"train/{seed}"]]["value"]["summary"]
+
+    report = precision_report(spec, points, records, 1.0)
+    for point in points:
+        kind = point.grid
+        cell = report["table"]["float64" if kind == "float64" else
+                               f"{kind}/{point.values['fixed.width']}/"
+                               f"{point.values['fixed.rounding']}"]
+        if kind == "ptq":
+            chosen = [records[point.tasks[f"evaluate/{seed}"]]["value"] for seed in (0, 1)]
+        else:
+            chosen = [train_summary(point, seed) for seed in (0, 1)]
+        assert cell["mean"] == pytest.approx(sum(c["test_accuracy"] for c in chosen) / 2)
+        assert cell["overflows"] == (0 if kind == "float64" else
+                                     sum(c["overflows"] for c in chosen) / 2)
+    broken = dict(records, **{points[3].tasks["train/1"]: {
+        "ok": False, "error": "ValueError: no", "cacheable": True, "upstream": False}})
+    with pytest.raises(ValueError, match="the precision report needs every point's runs: "
+                                         "train/1: ValueError: no"):
+        precision_report(spec, points, broken, 1.0)
+
+
 def test_the_fourier_spec_gives_the_fourier_study(client, tmp_path):
     """The shipped fourier spec at 4×4 and 6×6 with kernels 1 and 3: real simulations and
     error measurements, syntheses from a stand-in; the study given the same syntheses as its
@@ -378,29 +419,32 @@ core.lanes = [8, 16, 64]
 
 def test_hardware_figures_and_pareto_fronts(client, tmp_path):
     """Simulation and synthesis from stand-ins: one synthesis per core, µs per inference from
-    the cycles and fmax, and the Pareto fronts of accuracy against µs and logic cells."""
+    the cycles and fmax, the Pareto fronts of accuracy against µs and logic cells; a core
+    whose RTL differs from the model fails its points (and leaves the fronts)."""
     hold = tmp_path / "synth"
     hold.mkdir()
     spec = load_spec(write_spec(tmp_path, HARDWARE.replace("[train]", "[simulate]\n"
                                                                       "images = 4\n[train]")))
     result = run_sweep(spec, tmp_path / "out", client=client, functions={
         "synth": functools.partial(sweep_hooks.fake_synth, folder=str(hold)),
-        "simulate": sweep_hooks.fake_simulate})
-    assert result["failed"] == 0
+        "simulate": functools.partial(sweep_hooks.fake_simulate, wrong_at=16)})
     # 2 × 2 trainings, 6 simulations (one per point) and 6 syntheses (one per core: the
     # steps are the core's too), each run once.
     assert result["tasks"]["total"] == 4 + 6 + 6
     assert len(list(hold.iterdir())) == 6
     rows = result["rows"]
+    assert result["failed"] == 2
     for row in rows:
         lanes = row["core.lanes"]
         assert row["logic_cells"] == 1000 * lanes and row["rtl_images"] == 4
         assert row["us_per_inference"] == pytest.approx(64000 / lanes / (80.0 - lanes))
-    assert result["pareto"]["test_accuracy_mean against logic_cells"] == pareto_front(
-        rows, "test_accuracy_mean", "logic_cells")
-    assert [row["pareto_us_per_inference"] for row in rows] == [
-        i in result["pareto"]["test_accuracy_mean against us_per_inference"]
-        for i in range(len(rows))]
+        assert (row["error"] == "simulate: 3 words and flags differ from the model; first: "
+                                "logits[0]") is (lanes == 16)
+    for name, cost in (("us_per_inference", "us_per_inference"), ("logic_cells", "logic_cells")):
+        front = result["pareto"][f"test_accuracy_mean against {name}"]
+        assert front == pareto_front(rows, "test_accuracy_mean", cost) != []
+        assert [row[f"pareto_{cost}"] for row in rows] == [i in front for i in range(6)]
+        assert all(rows[i]["core.lanes"] != 16 for i in front)
     assert {"pareto_us_per_inference", "pareto_logic_cells", "us_per_inference", "luts",
             "cycles_per_inference"} <= set(result["columns"])
 
