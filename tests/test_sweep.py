@@ -122,8 +122,7 @@ def test_grids_give_the_union_of_their_products_and_set_overrides_them(tmp_path)
 def test_tasks_are_shared_by_the_points_that_need_them(tmp_path):
     """Float64 trainings ignore the fixed-point formats (the ptq points share them); a
     synthesis depends on the core only (every seed and training variant shares it)."""
-    kind = sweep.kind_of("network")
-    _, tasks = kind.plan(load_spec("precision", PRECISION_SLICE), tmp_path)
+    _, tasks = sweep.plan(load_spec("precision", PRECISION_SLICE), tmp_path)
     stages = [task.stage for task in tasks.values()]
     # 2 seeds × (1 float64 + 4 fixed) trainings; 2 seeds × 9 points evaluations.
     assert (stages.count("train"), stages.count("evaluate")) == (10, 18)
@@ -135,7 +134,7 @@ train.epochs = [1, 2]
 core.lanes = [8, 16]
 fixed.rounding = ["nearest", "stochastic"]
 """))
-    points, tasks = kind.plan(spec, tmp_path)
+    points, tasks = sweep.plan(spec, tmp_path)
     synth = [task for task in tasks.values() if task.stage == "synth"]
     assert len(points) == 8 and len(synth) == 4          # lanes × rounding
     assert {(t.inputs["core"]["lanes"], t.inputs["core"]["rounding"]) for t in synth} == {
@@ -191,7 +190,7 @@ def test_the_precision_report_takes_each_figure_where_the_study_does(tmp_path):
     from xbarode.sweep_network import precision_report
 
     spec = load_spec("precision", PRECISION_SLICE)
-    points, tasks = sweep.kind_of("network").plan(spec, tmp_path)
+    points, tasks = sweep.plan(spec, tmp_path)
     records = {}
     for n, (key, task) in enumerate(tasks.items()):
         if task.stage == "train":

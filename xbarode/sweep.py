@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
+import functools
 import hashlib
 import io
 import itertools
@@ -43,10 +45,9 @@ import numpy as np
 from . import __version__
 from .report import write_atomically
 
-__all__ = ["KINDS", "SHIPPED_SPECS", "Cache", "Kind", "Point", "Spec", "Task", "attempt_folder",
-           "dask_client",
-           "find_spec", "load_spec", "pareto_front", "run_sweep", "run_task", "task_key",
-           "write_sweep"]
+__all__ = ["KINDS", "SHIPPED_SPECS", "Cache", "Kind", "Point", "Spec", "Task", "add_task",
+           "attempt_folder", "dask_client", "find_spec", "load_spec", "pareto_front", "plan",
+           "point_values", "run_sweep", "run_task", "task_key", "write_sweep"]
 
 #: The specs shipped with the package, by name (``xbarode sweep precision``).
 SHIPPED_SPECS = Path(__file__).with_name("data") / "sweeps"
@@ -131,12 +132,15 @@ class Kind:
 
     ``sections``: the fields a spec may set per section; ``stages``: the stages in order;
     ``functions``: per stage the worker function ``f(inputs, extra, *dependency values)``;
-    ``resources`` and ``priority``: per stage, Dask's; ``plan(spec, work)`` returns the
-    points with their tasks by key; ``columns(spec)`` the figure columns; ``row(spec, point,
-    records)`` a point's figures; ``pareto``: ``(figure maximised, figure minimised)`` pairs;
-    ``reports``: report name → ``(result(spec, points, records, seconds), write(result,
-    out))``; ``plot(spec, rows, path)``; ``check(spec)`` raises ``ValueError`` for what the
-    kind refuses in a whole spec; ``seeds``: whether its points have seeds.
+    ``resources`` and ``priority``: per stage, Dask's; ``resolve(spec, point)``: a point's
+    configurations (raising ``ValueError`` or ``TypeError`` for a value it refuses);
+    ``tasks(spec, point, resolved, add)`` puts the point's tasks in with ``add``
+    (:func:`add_task` with its first two arguments given) and their keys in ``point.tasks``;
+    ``columns(spec)``: the figure columns; ``row(spec, point, records)``: a point's figures;
+    ``pareto``: ``(figure maximised, figure minimised)`` pairs; ``reports``: report name →
+    ``(result(spec, points, records, seconds), write(result, out))``; ``plot(spec, rows,
+    path)``; ``check(spec)`` raises ``ValueError`` for what the kind refuses in a whole spec;
+    ``seeds``: whether its points have seeds.
     """
 
     name: str
@@ -145,7 +149,8 @@ class Kind:
     functions: dict
     resources: dict
     priority: dict
-    plan: object
+    resolve: object
+    tasks: object
     columns: object
     row: object
     pareto: tuple
@@ -153,6 +158,35 @@ class Kind:
     plot: object
     check: object
     seeds: bool
+
+
+def add_task(tasks: dict, work: Path, stage: str, inputs: dict, deps=(), extra=None) -> str:
+    """Put the task of ``stage`` with ``inputs`` and ``deps`` into ``tasks`` (by key) unless
+    it is there already, and return its key. With ``extra`` (a dict) the task gets a work
+    folder, ``work/STAGE-KEY``, besides."""
+    task = Task(stage, inputs, tuple(deps))
+    if extra is not None:
+        task = dataclasses.replace(task, extra={"work": str(Path(work) / f"{stage}-{task.key}"),
+                                                **extra})
+    tasks.setdefault(task.key, task)
+    return task.key
+
+
+def point_values(point: Point, records: dict, stages=None) -> tuple[dict, list[str]]:
+    """The values of the point's tasks by role, and its errors: its own, then each task's
+    that failed (of ``stages`` only, if given). A task that failed because a dependency did
+    says nothing new and is left out; a task without a record is ``not run``."""
+    values, errors = {}, [point.error] if point.error else []
+    for role, key in point.tasks.items():
+        record = records.get(key)
+        if record is None:
+            errors.append(f"{role}: not run")
+        elif record["ok"]:
+            values[role] = record["value"]
+        elif not record.get("upstream") and (stages is None or
+                                             role.split("/")[0] in stages):
+            errors.append(f"{role}: {record['error']}")
+    return values, errors
 
 
 def run_task(function, inputs: dict, extra: dict, *deps: dict) -> dict:
@@ -381,6 +415,22 @@ def points_of(spec: Spec) -> list[Point]:
     return points
 
 
+def plan(spec: Spec, work) -> tuple[list[Point], dict]:
+    """The spec's points, each with its tasks' keys (or its configuration's error), and the
+    tasks by key, dependencies first; ``work`` is the folder of the tasks' work files."""
+    kind = kind_of(spec.kind)
+    tasks: dict = {}
+    points = points_of(spec)
+    for point in points:
+        try:
+            resolved = kind.resolve(spec, point)
+        except (ValueError, TypeError) as error:
+            point.error = f"configuration: {error}"
+            continue
+        kind.tasks(spec, point, resolved, functools.partial(add_task, tasks, work))
+    return points, tasks
+
+
 # --- the cache ------------------------------------------------------------------------------
 
 class Cache:
@@ -586,7 +636,7 @@ def run_sweep(spec: Spec, out, *, workers: int | None = None, scheduler: str | N
     start = time.perf_counter()
     kind = kind_of(spec.kind)
     out = Path(out)
-    points, tasks = kind.plan(spec, out / "work")
+    points, tasks = plan(spec, out / "work")
     cache = Cache(out / "cache")
     records = {}
     for key, task in tasks.items():

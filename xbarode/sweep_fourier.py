@@ -18,11 +18,10 @@ unit's simulation and initialises the direct tile's weights, as in the study) an
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from pathlib import Path
 
-from .sweep import Kind, Task, attempt_folder, numeric_axis, plot_lines, points_of
+from .sweep import Kind, attempt_folder, numeric_axis, plot_lines, point_values, points_of
 
 __all__ = ["FOURIER", "error_stage", "simulate_stage", "synth_stage"]
 
@@ -34,7 +33,7 @@ FIGURES = ("multipliers", "compute_cycles", "simulated_cycles", "cycles", "macs"
 SYNTH_FIGURES = ("luts", "carry", "ffs", "mult18", "ebr", "fmax_mhz")
 
 
-def _settings(point) -> dict:
+def _settings(spec, point) -> dict:
     """The point's size, lanes, kernels (sorted), device and synthesis timeout, checked as
     the study checks its options."""
     from .study_fourier import SYNTH_TIMEOUT, _check_fourier_args
@@ -52,42 +51,24 @@ def _settings(point) -> dict:
             "device": synth["device"], "timeout": synth["timeout"]}
 
 
-def _plan(spec, work: Path):
+def _tasks(spec, point, s: dict, add) -> None:
+    """The point's tasks (:func:`xbarode.sweep.add_task`): each path's simulation, the error
+    per kernel, each path's synthesis (when the design fits the device)."""
     from .study_fourier import _synthesis_designs, simulation_jobs
 
-    tasks: dict = {}
-
-    def add(stage, inputs, extra=None):
-        task = Task(stage, inputs)
-        if extra is not None:
-            task = dataclasses.replace(task, extra={"work": str(work / f"{stage}-{task.key}"),
-                                                    **extra})
-        tasks.setdefault(task.key, task)
-        return task.key
-
-    points = points_of(spec)
-    for point in points:
-        try:
-            s = _settings(point)
-        except (ValueError, TypeError) as error:
-            point.error = f"configuration: {error}"
-            continue
-        if "simulate" in spec.stages:
-            for path, _, _, args, _ in simulation_jobs(s["size"], s["kernels"][0], s["lanes"],
-                                                       s["device"]):
-                point.tasks[f"simulate/{path}"] = add("simulate",
-                                                      {"path": path, "args": list(args)})
-        if "error" in spec.stages:
-            for k in s["kernels"]:
-                point.tasks[f"error/{k}"] = add("error", {"size": s["size"], "kernel": k})
-        if "synth" in spec.stages:
-            for design in _synthesis_designs([s["size"]], s["kernels"], s["lanes"],
-                                             s["device"]):
-                if design["fits"]:
-                    point.tasks[f"synth/{design['path']}"] = add(
-                        "synth", {"design": design, "lanes": s["lanes"], "device": s["device"]},
-                        extra={"timeout": s["timeout"]})
-    return points, tasks
+    if "simulate" in spec.stages:
+        for path, _, _, args, _ in simulation_jobs(s["size"], s["kernels"][0], s["lanes"],
+                                                   s["device"]):
+            point.tasks[f"simulate/{path}"] = add("simulate", {"path": path, "args": list(args)})
+    if "error" in spec.stages:
+        for k in s["kernels"]:
+            point.tasks[f"error/{k}"] = add("error", {"size": s["size"], "kernel": k})
+    if "synth" in spec.stages:
+        for design in _synthesis_designs([s["size"]], s["kernels"], s["lanes"], s["device"]):
+            if design["fits"]:
+                point.tasks[f"synth/{design['path']}"] = add(
+                    "synth", {"design": design, "lanes": s["lanes"], "device": s["device"]},
+                    extra={"timeout": s["timeout"]})
 
 
 def _check(spec) -> None:
@@ -147,26 +128,13 @@ def _columns(spec) -> list[str]:
     return columns
 
 
-def _values(point, records: dict, roles=None) -> tuple[dict, list[str]]:
-    values, errors = {}, [point.error] if point.error else []
-    for role, key in point.tasks.items():
-        record = records.get(key)
-        if record is None:
-            errors.append(f"{role}: not run")
-        elif record["ok"]:
-            values[role] = record["value"]
-        elif roles is None or role.split("/")[0] in roles:
-            errors.append(f"{role}: {record['error']}")
-    return values, errors
-
-
 def _row(spec, point, records: dict) -> dict:
     from .study_fourier import size_row
 
     row = dict.fromkeys(_columns(spec))
-    values, errors = _values(point, records)
+    values, errors = point_values(point, records)
     if point.error is None and ("simulate" in spec.stages or "synth" in spec.stages):
-        s = _settings(point)
+        s = _settings(spec, point)
         sims = {path: values[f"simulate/{path}"] for path in PATHS
                 if f"simulate/{path}" in values}
         figures, failures = size_row(s["size"], s["lanes"], s["device"], sims)
@@ -215,11 +183,11 @@ def fourier_report(spec, points, records: dict, seconds: float) -> dict:
         raise ValueError("the fourier report needs the stages simulate and error")
     by_size, shared = {}, set()
     for point in points:
-        values, errors = _values(point, records, roles=("simulate", "error"))
+        values, errors = point_values(point, records, stages=("simulate", "error"))
         if errors:
             raise ValueError(f"the fourier report needs every point measured: "
                              f"{'; '.join(errors)}")
-        s = _settings(point)
+        s = _settings(spec, point)
         shared.add((s["lanes"], tuple(s["kernels"]), s["device"]))
         by_size.setdefault(s["size"], (point, values))
     if len(shared) != 1:
@@ -291,6 +259,6 @@ FOURIER = Kind(
     name="fourier", sections=SECTIONS, stages=("simulate", "error", "synth"),
     functions={"simulate": simulate_stage, "error": error_stage, "synth": synth_stage},
     resources={"synth": {"synth": 1}}, priority={"synth": 30, "simulate": 20, "error": 10},
-    plan=_plan, columns=_columns, row=_row, pareto=(),
+    resolve=_settings, tasks=_tasks, columns=_columns, row=_row, pareto=(),
     reports={"fourier": (fourier_report, _write_fourier)}, plot=_plot, check=_check,
     seeds=False)

@@ -23,7 +23,7 @@ import dataclasses
 import functools
 from pathlib import Path
 
-from .sweep import Kind, Task, attempt_folder, mean_or_none, numeric_axis, plot_lines, points_of
+from .sweep import Kind, attempt_folder, mean_or_none, numeric_axis, plot_lines, point_values
 
 __all__ = ["NETWORK", "evaluate_stage", "simulate_stage", "synth_stage", "train_stage"]
 
@@ -129,56 +129,47 @@ def _section(settings: dict, name: str, defaults: dict) -> dict:
     return {**defaults, **settings[name]}
 
 
-def _plan(spec, work: Path):
-    """The points and their tasks, by key, dependencies first."""
+def _resolve(spec, point) -> dict:
+    """The point's configurations: ``trained`` (per seed), ``evaluation`` (the arithmetic),
+    ``core`` (the core's fields) and the ``simulate`` and ``synth`` options."""
     from .model import load_dataset
 
-    tasks: dict = {}
+    trained = {seed: _train_config(point.settings, seed) for seed in spec.seeds}
+    first = trained[spec.seeds[0]]
+    resolved = {"trained": trained,
+                "evaluation": _evaluation(point.settings, first)
+                if "evaluate" in spec.stages else None,
+                "core": dataclasses.asdict(_core_config(point.settings, first))
+                if {"simulate", "synth"} & set(spec.stages) else None,
+                "simulate": _section(point.settings, "simulate", SIMULATE_DEFAULTS),
+                "synth": _section(point.settings, "synth", SYNTH_DEFAULTS)}
+    if "simulate" in spec.stages:
+        available, images = len(load_dataset(first.dataset).y_test), \
+            resolved["simulate"]["images"]
+        if not isinstance(images, int) or not 1 <= images <= available:
+            raise ValueError(f"simulate.images must be between 1 and {available}, not "
+                             f"{images!r}")
+    return resolved
 
-    def add(stage, inputs, deps=(), extra=None):
-        task = Task(stage, inputs, tuple(deps))
-        if extra is not None:
-            task = dataclasses.replace(task, extra={"work": str(work / f"{stage}-{task.key}"),
-                                                    **extra})
-        tasks.setdefault(task.key, task)
-        return task.key
 
-    points = points_of(spec)
-    for point in points:
-        try:
-            trained = {seed: _train_config(point.settings, seed) for seed in spec.seeds}
-            first = trained[spec.seeds[0]]
-            evaluation = _evaluation(point.settings, first) if "evaluate" in spec.stages \
-                else None
-            hardware = {"simulate", "synth"} & set(spec.stages)
-            core = dataclasses.asdict(_core_config(point.settings, first)) if hardware \
-                else None
-            simulate = _section(point.settings, "simulate", SIMULATE_DEFAULTS)
-            synth = _section(point.settings, "synth", SYNTH_DEFAULTS)
-            if "simulate" in spec.stages:
-                available = len(load_dataset(first.dataset).y_test)
-                if not isinstance(simulate["images"], int) \
-                        or not 1 <= simulate["images"] <= available:
-                    raise ValueError(f"simulate.images must be between 1 and {available}, "
-                                     f"not {simulate['images']!r}")
-        except (ValueError, TypeError) as error:
-            point.error = f"configuration: {error}"
-            continue
-        for seed, config in trained.items():
-            if "train" in spec.stages:
-                key = point.tasks[f"train/{seed}"] = add("train", {"config": config.to_dict()})
-            if evaluation is not None:
-                point.tasks[f"evaluate/{seed}"] = add("evaluate", {"arithmetic": evaluation},
-                                                      [key])
-        if "simulate" in spec.stages:
-            point.tasks["simulate"] = add(
-                "simulate", {"core": core, **simulate}, [point.tasks[f"train/{spec.seeds[0]}"]],
-                extra={})
-        if "synth" in spec.stages:
-            timeout = synth.pop("timeout")
-            point.tasks["synth"] = add("synth", {"core": core, **synth},
-                                       extra={"timeout": timeout})
-    return points, tasks
+def _tasks(spec, point, resolved: dict, add) -> None:
+    """The point's tasks (:func:`xbarode.sweep.add_task`): per seed a training and an
+    evaluation, the first seed's simulation, the core's synthesis."""
+    for seed, config in resolved["trained"].items():
+        if "train" in spec.stages:
+            key = point.tasks[f"train/{seed}"] = add("train", {"config": config.to_dict()})
+        if resolved["evaluation"] is not None:
+            point.tasks[f"evaluate/{seed}"] = add(
+                "evaluate", {"arithmetic": resolved["evaluation"]}, [key])
+    if "simulate" in spec.stages:
+        point.tasks["simulate"] = add(
+            "simulate", {"core": resolved["core"], **resolved["simulate"]},
+            [point.tasks[f"train/{spec.seeds[0]}"]], extra={})
+    if "synth" in spec.stages:
+        synth = dict(resolved["synth"])
+        timeout = synth.pop("timeout")
+        point.tasks["synth"] = add("synth", {"core": resolved["core"], **synth},
+                                   extra={"timeout": timeout})
 
 
 def _check(spec) -> None:
@@ -273,21 +264,6 @@ def _columns(spec) -> list[str]:
     return columns
 
 
-def _values(point, records: dict, errors: list) -> dict:
-    """Each role's value; a role without one has its error in ``errors`` (once: a task that
-    failed because its dependency did says nothing new)."""
-    values = {}
-    for role, key in point.tasks.items():
-        record = records.get(key)
-        if record is None:
-            errors.append(f"{role}: not run")
-        elif record["ok"]:
-            values[role] = record["value"]
-        elif not record.get("upstream"):
-            errors.append(f"{role}: {record['error']}")
-    return values
-
-
 def seed_runs(spec, values: dict) -> list[dict]:
     """Per seed whose stages all succeeded: ``seed``, ``test_accuracy`` (the evaluation's, or
     the training's), ``trained_test_accuracy``, ``train_accuracy``, ``train_overflows``
@@ -309,8 +285,7 @@ def seed_runs(spec, values: dict) -> list[dict]:
 def _row(spec, point, records: dict) -> dict:
     from .study_precision import seed_statistics
 
-    errors = [point.error] if point.error else []
-    values = _values(point, records, errors)
+    values, errors = point_values(point, records)
     row = dict.fromkeys(_columns(spec))
     runs = seed_runs(spec, values)
     if runs:
@@ -369,8 +344,7 @@ def precision_report(spec, points, records: dict, seconds: float) -> dict:
     raw, widths = [], []
     for point in points:
         kind = _precision_kind(point)
-        errors: list = []
-        values = _values(point, records, errors)
+        values, errors = point_values(point, records)
         runs = seed_runs(spec, values)
         if kind == "other" or errors or len(runs) != len(spec.seeds):
             raise ValueError(f"the precision report needs every point's runs: "
@@ -476,7 +450,7 @@ NETWORK = Kind(
     resources={"synth": {"synth": 1}},
     # The long tasks first: a synthesis takes minutes to an hour, a simulation minutes.
     priority={"synth": 30, "simulate": 20, "train": 10, "evaluate": 10},
-    plan=_plan, columns=_columns, row=_row,
+    resolve=_resolve, tasks=_tasks, columns=_columns, row=_row,
     pareto=(("test_accuracy_mean", "us_per_inference"), ("test_accuracy_mean", "logic_cells")),
     reports={"precision": (precision_report, _write_precision)}, plot=_plot, check=_check,
     seeds=True)
