@@ -400,6 +400,7 @@ def _plot(spec: dict, rows: list[dict], path) -> None:
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
+    axes_names = list(dict.fromkeys(a for g in spec["grids"].values() for a in g))
     pairs = [(cost, label) for cost, label in (("us_per_inference", "µs per inference"),
                                                ("logic_cells", "logic cells (TRELLIS_COMB)"))
              if any(r.get(cost) is not None and r.get("test_accuracy_mean") is not None
@@ -407,14 +408,18 @@ def _plot(spec: dict, rows: list[dict], path) -> None:
     fig, axes = plt.subplots(1, max(len(pairs), 1), figsize=(6.4 * max(len(pairs), 1), 4.2),
                              dpi=120, squeeze=False)
     for ax, (cost, label) in zip(axes[0], pairs, strict=False):
-        points = [(r[cost], 100 * r["test_accuracy_mean"], r.get(f"pareto_{cost}"))
+        points = [(r[cost], 100 * r["test_accuracy_mean"], r.get(f"pareto_{cost}"), r)
                   for r in rows if r.get(cost) is not None
                   and r.get("test_accuracy_mean") is not None]
         ax.plot([p[0] for p in points], [p[1] for p in points], "o", color="0.6",
                 label="points")
-        front = sorted(p for p in points if p[2])
+        front = sorted((p for p in points if p[2]), key=lambda p: p[0])
         ax.plot([p[0] for p in front], [p[1] for p in front], "o-", color="C3",
                 label="Pareto front")
+        for x, y, _, row in front:          # what each point on the front is
+            ax.annotate(", ".join(f"{axis.partition('.')[2]} {row.get(axis)}"
+                                  for axis in axes_names if row.get(axis) is not None),
+                        (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
         ax.set_xlabel(label)
         ax.set_ylabel("test accuracy (%)")
         ax.grid(alpha=0.3)
