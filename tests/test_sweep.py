@@ -302,6 +302,47 @@ def test_an_interrupted_sweep_resumes_from_the_cache(client, tmp_path):
     assert result["failed"] == 0
 
 
+def test_ctrl_c_ends_the_sweep_and_a_rerun_resumes(client, tmp_path):
+    """Ctrl-C (SIGINT to the command's process group, as a terminal sends it) once the first
+    task is cached: exit status 130, one line, no process left (its local cluster's workers
+    included); the rerun (on the module's cluster) computes only what the cache lacks."""
+    import subprocess
+    import sys
+
+    script = Path(sys.executable).with_name("xbarode")
+    # The 1-epoch trainings finish first; the 8-epoch ones are still running at the signal.
+    spec = write_spec(tmp_path, TINY.replace("train.steps = [2, 4]", "train.epochs = [1, 8]"))
+    argv = [str(script), "sweep", str(spec), "--workers", "2", "--out", "out", "--json"]
+    sweep_run = subprocess.Popen(argv, cwd=tmp_path, start_new_session=True, text=True,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not list((tmp_path / "out").rglob("*.json")) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.killpg(sweep_run.pid, signal.SIGINT)
+    out, err = sweep_run.communicate(timeout=120)
+    assert sweep_run.returncode == 130, err
+    assert out == "" and err.splitlines()[-1] == "xbarode sweep: interrupted"
+    assert "Traceback" not in err
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:           # the workers and their children are gone
+        try:
+            os.killpg(sweep_run.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("processes of the interrupted sweep are left")
+    cached = len(list((tmp_path / "out" / "cache").rglob("*.json")))
+    assert 1 <= cached < 8
+    resume = [*argv[:3], "--scheduler", client.scheduler.address, *argv[5:]]
+    done = subprocess.run(resume, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    tasks = last_json(done.stdout)["tasks"]
+    assert tasks == {"total": 8, "cached": cached, "computed": 8 - cached, "skipped": 0,
+                     "failed": 0}
+
+
 def test_a_damaged_cache_file_is_computed_again(client, tmp_path):
     spec = load_spec(write_spec(tmp_path, TINY))
     run_sweep(spec, tmp_path / "out", client=client)

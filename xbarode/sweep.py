@@ -502,6 +502,7 @@ def dask_client(workers: int | None = None, scheduler: str | None = None, log=No
     else:
         cluster = LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1,
                                processes=True, resources={SYNTH_RESOURCE: 1},
+                               preload=["xbarode.sweep"],     # dask_setup below
                                # Without bokeh the scheduler still serves HTTP (its
                                # health and metrics): on any free port.
                                dashboard_address=":8787" if dashboard else ":0",
@@ -521,6 +522,15 @@ def dask_client(workers: int | None = None, scheduler: str | None = None, log=No
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+def dask_setup(worker) -> None:
+    """Run by each worker of the local cluster as it starts: Ctrl-C is the client's to
+    handle (it closes the cluster, whose nannies end the workers); a worker that took it too
+    would only die printing a traceback."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _end_children() -> None:
