@@ -592,7 +592,8 @@ def test_the_simulate_stage_simulates_the_trained_network(monkeypatch, tmp_path)
     data = load_dataset("digits")
     assert config == core and params is trained["arrays"]
     assert (images == data.x_test[:3]).all() and (labels == data.y_test[:3]).all()
-    assert options == {"simulator": "icarus", "out_dir": tmp_path, "batch": 2}
+    assert options == {"simulator": "icarus", "out_dir": sweep.attempt_folder({"work": tmp_path}),
+                       "batch": 2}
     assert figures["cycles_per_image"] == 100.0 and "other" not in figures
     with pytest.raises(ValueError, match="steps: 4 in the weights, 8 in the core"):
         simulate_stage({"core": dataclasses.asdict(CoreConfig()), "images": 3,

@@ -222,7 +222,7 @@ def simulate_stage(inputs: dict, extra: dict, trained: dict) -> dict:
     data = _dataset(config.dataset)
     n = inputs["images"]
     result = simulate_core(core, trained["arrays"], data.x_test[:n], data.y_test[:n],
-                           simulator=inputs["simulator"], out_dir=Path(extra["work"]),
+                           simulator=inputs["simulator"], out_dir=attempt_folder(extra),
                            batch=inputs["batch"])
     keep = ("images", "agreement", "mismatches", "compared", "first_mismatch", "accuracy",
             "model_accuracy", "cycles_per_image", "mac_bound_cycles", "cycles_ratio",
