@@ -677,3 +677,11 @@ def test_an_unreachable_scheduler_is_bad_input(capsys, monkeypatch, tmp_path):
     code, _, err = run(capsys, "sweep", spec, "--scheduler", "tcp://127.0.0.1:1", "--out",
                        tmp_path / "out")
     assert code == 2 and "--scheduler tcp://127.0.0.1:1: cannot connect" in err
+
+
+def test_sweep_help(capsys):
+    code, out, err = run(capsys, "sweep", "--help")
+    assert code == 0 and err == "" and out.startswith("usage: xbarode sweep")
+    for option in ("spec", "--set", "--out", "--workers", "--scheduler", "--json",
+                   "precision, fourier"):
+        assert option in out, option
