@@ -101,19 +101,23 @@ PACKAGE_DATA = """
 import json
 from xbarode.model import load_weights
 from xbarode.simulate import DEFAULT_WEIGHTS
+from xbarode.sweep import load_spec
 config, params = load_weights(DEFAULT_WEIGHTS)
 report = json.loads(DEFAULT_WEIGHTS.with_name("core_synth.json").read_text())
 print(json.dumps({"weights": str(DEFAULT_WEIGHTS), "A": list(params["A"].shape),
-                  "fmax_mhz": report["fmax_mhz"]}))
+                  "fmax_mhz": report["fmax_mhz"],
+                  "specs": [load_spec(name).source for name in ("precision", "fourier")]}))
 """
 
 
 def test_installed_package_carries_its_data_files(installed, tmp_path):
-    # The shipped weights (simulate's default) and the recorded core synthesis (the demo's
-    # fmax) must be inside the installed package, not only in the source tree.
+    # The shipped weights (simulate's default), the recorded core synthesis (the demo's fmax)
+    # and the sweep specs must be inside the installed package, not only in the source tree.
     done = run_installed(installed, tmp_path, sys.executable, "-c", PACKAGE_DATA)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert Path(report["weights"]).resolve().is_relative_to(installed.resolve())
     assert report["A"] == [64, 64]
     assert report["fmax_mhz"] > 0
+    for spec in report["specs"]:
+        assert Path(spec).resolve().is_relative_to(installed.resolve()), spec

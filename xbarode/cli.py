@@ -703,6 +703,60 @@ def cmd_study_fourier(args) -> dict:
             "crossover": result["crossover"], "seconds": result["seconds"]}
 
 
+def _sweep_progress(args):
+    """``run_sweep``'s progress: a bar on stderr of the tasks to compute (none with --json)."""
+    if args.json:
+        return None
+    from tqdm import tqdm
+
+    def start(todo: int, cached: int):
+        bar = tqdm(total=todo, desc="sweep", unit="task", file=sys.stderr)
+        failed = [0]
+
+        def update(task, record):
+            failed[0] += not record["ok"]
+            bar.set_postfix_str(f"{task.stage} done; {failed[0]} failed, {cached} cached",
+                                refresh=False)
+            bar.update()
+        update.close = bar.close
+        return update
+    return start
+
+
+def cmd_sweep(args) -> dict:
+    """``xbarode sweep SPEC``: a design-space sweep on Dask (docs/sweep.md)."""
+    from .sweep import load_spec, run_sweep, write_sweep
+
+    spec = load_spec(args.spec, args.set)
+    out = _check_writable(args.out, "--out", folder=True)
+
+    def log(message):
+        print(f"[sweep {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+    result = run_sweep(spec, out, workers=args.workers, scheduler=args.scheduler, log=log,
+                       progress=_sweep_progress(args))
+    files = write_sweep(result, out)
+    if "report_error" in result:
+        _note(args, f"the {spec.report} report was not written: {result['report_error']}")
+    summary = {"command": "sweep", "spec": spec.source, "kind": spec.kind, "files": files,
+               "points": len(result["rows"]), "failed": result["failed"],
+               "tasks": result["tasks"], "columns": result["columns"], "rows": result["rows"],
+               "pareto": result["pareto"], "seconds": result["seconds"]}
+    if not args.json:
+        t = result["tasks"]
+        print(f"sweep {spec.name}: {summary['points']} points, {result['failed']} failed; "
+              f"{t['total']} tasks: {t['cached']} from the cache, {t['computed']} computed "
+              f"({t['failed']} failed); {result['seconds']:.1f} s")
+        for name, front in result["pareto"].items():
+            print(f"Pareto front of {name}: rows {', '.join(map(str, front)) or 'none'}")
+        print("written: " + ", ".join(files.values()))
+    if result["failed"]:
+        first = next(row["error"] for row in result["rows"] if row["error"])
+        raise CheckFailed(f"{result['failed']} of {summary['points']} points failed; the "
+                          f"first: {first}", summary)
+    return summary
+
+
 def _unit_and_params(args) -> tuple:
     from .units import UNITS
 
@@ -1019,6 +1073,38 @@ def _add_study(sub) -> None:
     fourier.set_defaults(func=cmd_study_fourier)
 
 
+def _add_sweep(sub) -> None:
+    """The ``sweep`` command."""
+    sweep = sub.add_parser(
+        "sweep", help="a design-space sweep on Dask: train, evaluate, simulate, synthesise",
+        description="Run every point of a sweep spec (TOML: axes over the training "
+                    "configuration, the fixed-point formats and the core; seeds; stages "
+                    "train, evaluate, simulate, synth) as Dask tasks, each cached in "
+                    "OUT/cache by a hash of its inputs so that a rerun computes only what is "
+                    "new; one synthesis per hardware configuration. Writes sweep.csv, "
+                    "sweep.json and sweep.png (and the study's report for the shipped specs "
+                    "precision and fourier). Exit status 1 when a point failed (its error is "
+                    "in the table). See docs/sweep.md.")
+    sweep.add_argument("spec", help="spec file, or the name of a shipped spec (precision, "
+                                    "fourier)")
+    sweep.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override one value of the spec by its dotted name (the value in "
+                            "TOML syntax), e.g. --set seeds=[0,1] --set train.epochs=1; "
+                            "repeatable")
+    sweep.add_argument("--out", default="xbarode-sweep",
+                       help="folder for the table, the cache and the work files "
+                            "(default: %(default)s)")
+    where = sweep.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=_int_in(1, 256), default=None,
+                       help="worker processes of the local Dask cluster (default: one per "
+                            "core)")
+    where.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                       help="run on the workers of this Dask scheduler instead, e.g. "
+                            "tcp://HOST:8786 (docs/sweep.md: scale-out)")
+    _add_json(sweep)
+    sweep.set_defaults(func=cmd_sweep)
+
+
 def _add_bench(sub) -> None:
     """The ``bench`` commands: model and tile."""
     bench = sub.add_parser("bench", help="performance figures",
@@ -1116,6 +1202,7 @@ def build_parser() -> argparse.ArgumentParser:
         add(sub)
     _add_unit_commands(sub)
     _add_study(sub)
+    _add_sweep(sub)
     _add_bench(sub)
     return parser
 

@@ -20,7 +20,8 @@ from xbarode.synth import DEVICES
 
 __all__ = ["FOURIER_METRICS", "StudyCheckError", "crossover", "direct_figures",
            "fourier_conv_latency", "fourier_conv_macs", "fourier_markdown", "fourier_plot",
-           "fourier_study", "load_synthesis_cache", "study_kernel", "write_fourier_report"]
+           "fourier_study", "initial_synthesis", "load_synthesis_cache", "simulation_jobs",
+           "size_row", "study_kernel", "study_params", "write_fourier_report"]
 
 
 #: Formats of the Fourier path as ``(width, frac)``: data words, DFT tables, kernel spectrum
@@ -458,46 +459,21 @@ def fourier_study(*, sizes=(8, 16, 28), kernels=(3, 5), lanes: int = 16, synth: 
     log = log or (lambda message: None)
     cache = dict(cache or {})
     start = time.perf_counter()
-    result = {
-        "params": {"sizes": sizes, "kernels": kernels, "lanes": lanes, "device": device,
-                   "synth": synth, "freq_mhz": SYNTH_FREQ_MHZ, "synth_seed": SYNTH_SEED,
-                   "rounding": FOURIER_ROUNDING,
-                   "fourier_formats": {"data": list(FOURIER_DATA),
-                                       "twiddle": list(FOURIER_TWIDDLE),
-                                       "spectrum": list(FOURIER_SPECTRUM)},
-                   "direct_format": list(DIRECT_FORMAT), "error_images": ERROR_IMAGES,
-                   "error_seed": ERROR_SEED},
-        "source": source_state(),
-        "rows": [], "errors": [], "synthesis": {}, "crossover": {}, "notes": [],
-    }
+    result = {"params": study_params(sizes, kernels, lanes, device, synth),
+              "source": source_state(),
+              "rows": [], "errors": [], "synthesis": {}, "crossover": {}, "notes": []}
     failures = []
     for size in sizes:
-        fourier = fourier_figures(size, lanes)
-        direct = direct_figures(size, lanes, device)
-        for figures, limit, simulate, args in (
-                (fourier, FOURIER_SIM_MAX, simulate_fourier, (size, kernels[0], lanes)),
-                (direct, DIRECT_SIM_MAX, simulate_direct,
-                 (direct["m"], direct["multipliers"]))):
-            figures["simulated_cycles"] = None
-            if (size if figures is fourier else direct["m"]) > limit:
-                continue
-            name = "Fourier CONV" if figures is fourier else "direct FORWARD"
+        simulations = {}
+        for path, name, simulate, args, formula in simulation_jobs(size, kernels[0], lanes,
+                                                                   device):
             log(f"simulating {name} at {size}x{size} …")
-            sim = simulate(*args)
-            figures.update(simulated_cycles=sim["cycles"], simulation_mismatches=
-                           sim["mismatches"], simulation_seconds=sim["seconds"])
-            log(f"  {sim['cycles']} cycles (formula {figures['compute_cycles']}), "
-                f"{sim['mismatches']} mismatches of {sim['compared']}, {sim['seconds']:.1f} s")
-            if sim["cycles"] != figures["compute_cycles"]:
-                failures.append(f"{name} at {size}x{size}: simulated {sim['cycles']} cycles, "
-                                f"the formula says {figures['compute_cycles']}")
-            if sim["mismatches"]:
-                failures.append(f"{name} at {size}x{size}: {sim['mismatches']} words differ "
-                                f"from the fixed-point model")
-        for figures in (fourier, direct):
-            figures["multiplier_use"] = figures["macs"] / (figures["multipliers"]
-                                                           * figures["compute_cycles"])
-        result["rows"].append({"size": size, "fourier": fourier, "direct": direct})
+            sim = simulations[path] = simulate(*args)
+            log(f"  {sim['cycles']} cycles (formula {formula}), {sim['mismatches']} "
+                f"mismatches of {sim['compared']}, {sim['seconds']:.1f} s")
+        row, row_failures = size_row(size, lanes, device, simulations)
+        failures += row_failures
+        result["rows"].append(row)
         for k in kernels:
             result["errors"].append(fixed_point_error(size, k))
     if failures:
@@ -505,21 +481,7 @@ def fourier_study(*, sizes=(8, 16, 28), kernels=(3, 5), lanes: int = 16, synth: 
         raise StudyCheckError("; ".join(failures), result)
 
     designs = _synthesis_designs(sizes, kernels, lanes, device)
-    result["synthesis"] = dict(cache)   # earlier finished syntheses stay in the cache
-    for design in designs:
-        key = design["key"]
-        if not design["fits"]:
-            log(f"synthesis of {design['folder']}: skipped, {design['fit_message']}")
-            result["synthesis"][key] = {"status": "does not fit", "key": key,
-                                        "message": design["fit_message"]}
-        elif key in cache:
-            log(f"synthesis of {design['folder']}: reusing the cached result")
-        elif not synth:
-            result["synthesis"][key] = {"status": "not run", "key": key,
-                                        "message": "not run (--no-synth)"}
-        else:
-            result["synthesis"][key] = {"status": "pending", "key": key,
-                                        "message": "not finished"}
+    result["synthesis"] = initial_synthesis(designs, cache, synth, log)
     _link_synthesis(result, designs)
     _finish(result, start)
     pending = [d for d in designs if result["synthesis"][d["key"]]["status"] == "pending"]
@@ -541,6 +503,83 @@ def fourier_study(*, sizes=(8, 16, 28), kernels=(3, 5), lanes: int = 16, synth: 
             checkpoint(result)
     _finish(result, start)
     return result
+
+
+def study_params(sizes, kernels, lanes: int, device: str, synth: bool) -> dict:
+    """The study's ``params``: what it measured and with which constants."""
+    return {"sizes": list(sizes), "kernels": list(kernels), "lanes": lanes, "device": device,
+            "synth": synth, "freq_mhz": SYNTH_FREQ_MHZ, "synth_seed": SYNTH_SEED,
+            "rounding": FOURIER_ROUNDING,
+            "fourier_formats": {"data": list(FOURIER_DATA), "twiddle": list(FOURIER_TWIDDLE),
+                                "spectrum": list(FOURIER_SPECTRUM)},
+            "direct_format": list(DIRECT_FORMAT), "error_images": ERROR_IMAGES,
+            "error_seed": ERROR_SEED}
+
+
+def simulation_jobs(size: int, kernel: int, lanes: int, device: str) -> list[tuple]:
+    """The simulations that check one size's cycle formulas: ``(path, name, function, args,
+    formula cycles)`` per path small enough to simulate (:data:`FOURIER_SIM_MAX`,
+    :data:`DIRECT_SIM_MAX`); ``function(*args)`` returns what :func:`simulate_fourier`
+    returns. ``kernel`` is the Fourier unit's (it changes neither path's cycles)."""
+    fourier = fourier_figures(size, lanes)
+    direct = direct_figures(size, lanes, device)
+    jobs = []
+    if size <= FOURIER_SIM_MAX:
+        jobs.append(("fourier", "Fourier CONV", simulate_fourier, (size, kernel, lanes),
+                     fourier["compute_cycles"]))
+    if direct["m"] <= DIRECT_SIM_MAX:
+        jobs.append(("direct", "direct FORWARD", simulate_direct,
+                     (direct["m"], direct["multipliers"]), direct["compute_cycles"]))
+    return jobs
+
+
+def size_row(size: int, lanes: int, device: str, simulations: dict) -> tuple[dict, list[str]]:
+    """One size's row of the study and the checks it fails.
+
+    ``simulations`` holds, by path, the results of :func:`simulation_jobs`' simulations. The
+    row has both paths' figures (:func:`fourier_figures`, :func:`direct_figures`), the
+    simulated cycles where simulated and the multiplier use; a failure is a simulated latency
+    that differs from its formula, or RTL words that differ from the model.
+    """
+    figures = {"fourier": fourier_figures(size, lanes),
+               "direct": direct_figures(size, lanes, device)}
+    names = {"fourier": "Fourier CONV", "direct": "direct FORWARD"}
+    failures = []
+    for path, f in figures.items():
+        f["simulated_cycles"] = None
+        sim = simulations.get(path)
+        if sim is not None:
+            f.update(simulated_cycles=sim["cycles"], simulation_mismatches=sim["mismatches"],
+                     simulation_seconds=sim["seconds"])
+            if sim["cycles"] != f["compute_cycles"]:
+                failures.append(f"{names[path]} at {size}x{size}: simulated {sim['cycles']} "
+                                f"cycles, the formula says {f['compute_cycles']}")
+            if sim["mismatches"]:
+                failures.append(f"{names[path]} at {size}x{size}: {sim['mismatches']} words "
+                                f"differ from the fixed-point model")
+        f["multiplier_use"] = f["macs"] / (f["multipliers"] * f["compute_cycles"])
+    return {"size": size, **figures}, failures
+
+
+def initial_synthesis(designs: list[dict], cache: dict, synth: bool, log=None) -> dict:
+    """The study's ``synthesis`` before any tool runs: ``cache`` (finished syntheses by key),
+    and per design that needs one an entry ``does not fit``, ``not run`` (without ``synth``)
+    or ``pending``."""
+    log = log or (lambda message: None)
+    entries = dict(cache)   # earlier finished syntheses stay in the cache
+    for design in designs:
+        key = design["key"]
+        if not design["fits"]:
+            log(f"synthesis of {design['folder']}: skipped, {design['fit_message']}")
+            entries[key] = {"status": "does not fit", "key": key,
+                            "message": design["fit_message"]}
+        elif key in cache:
+            log(f"synthesis of {design['folder']}: reusing the cached result")
+        elif not synth:
+            entries[key] = {"status": "not run", "key": key, "message": "not run (--no-synth)"}
+        else:
+            entries[key] = {"status": "pending", "key": key, "message": "not finished"}
+    return entries
 
 
 def _link_synthesis(result: dict, designs: list[dict]) -> None:

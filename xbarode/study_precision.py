@@ -22,8 +22,8 @@ import numpy as np
 
 from xbarode.report import write_report_files
 
-__all__ = ["DEFAULT_WIDTHS", "STUDY_ROUNDINGS", "markdown", "plot", "precision_study",
-           "write_report"]
+__all__ = ["DEFAULT_WIDTHS", "STUDY_ROUNDINGS", "markdown", "plot", "precision_result",
+           "precision_study", "seed_statistics", "test_figures", "write_report"]
 
 #: Widths of the study, widest first.
 DEFAULT_WIDTHS = (16, 12, 10, 8)
@@ -48,7 +48,7 @@ def precision_study(*, seeds: int = 3, epochs: int = 30, widths=DEFAULT_WIDTHS,
     dataset : str
         The data set (``"digits"`` or ``"mnist5k"``); the network's image is its image.
     """
-    from xbarode.model import DATASET_SHAPES, Config, accuracy, load_dataset, train
+    from xbarode.model import DATASET_SHAPES, Config, load_dataset, train
     from xbarode.model.fixed_net import formats_for_width
 
     start = time.perf_counter()
@@ -76,18 +76,54 @@ def precision_study(*, seeds: int = 3, epochs: int = 30, widths=DEFAULT_WIDTHS,
             _, summary = train(config, data)
             acc, overflows = summary["test_accuracy"], summary["overflows"]
         else:
-            sites: dict = {}
-            acc = accuracy(config, float_params[seed], data.x_test, data.y_test, overflow=sites)
-            overflows = sum(sites.values())
+            acc, overflows = test_figures(config, float_params[seed], data)
         raw.append({"kind": kind, "width": width, "rounding": rounding, "seed": seed,
                     "formats": formats, "test_accuracy": acc, "overflows": overflows})
 
+    return precision_result(raw, seeds=seeds, epochs=epochs, widths=widths, base=base,
+                            seconds=time.perf_counter() - start)
+
+
+def test_figures(config, params: dict, data) -> tuple[float, int]:
+    """Test accuracy of ``params`` in ``config``'s arithmetic (post-training quantisation
+    when the network was trained in another) and the words its inference of the test set
+    saturated (0 in float64)."""
+    from xbarode.model import accuracy
+
+    sites: dict = {}
+    acc = accuracy(config, params, data.x_test, data.y_test, overflow=sites)
+    return acc, sum(sites.values())
+
+
+def seed_statistics(accuracies, overflows) -> dict:
+    """One cell of the table: ``mean`` and ``std`` (the sample standard deviation; 0 for one
+    run) of the accuracies, ``overflows`` (the mean of the saturation counts) and ``runs``."""
+    accs = np.array(accuracies, dtype=float)
+    return {"mean": float(accs.mean()), "std": float(accs.std(ddof=1)) if len(accs) > 1
+            else 0.0, "overflows": float(np.mean(overflows)), "runs": len(accs)}
+
+
+def precision_result(raw: list[dict], *, seeds: int, epochs: int, widths, base,
+                     seconds: float) -> dict:
+    """The study's result from its runs (what :func:`precision_study` returns).
+
+    Parameters
+    ----------
+    raw : list of dict
+        One per run: ``kind`` (``"float64"``, ``"fixed"`` or ``"ptq"``), ``seed``,
+        ``test_accuracy``, ``overflows`` and, but for float64, ``width``, ``rounding`` and
+        ``formats``.
+    seeds, epochs, widths
+        The study's parameters; every kind, width and rounding needs runs in ``raw``.
+    base : xbarode.model.Config
+        The float64 configuration the runs started from.
+    seconds : float
+        The study's time.
+    """
     def cell(**match):
         chosen = [r for r in raw if all(r.get(k) == v for k, v in match.items())]
-        accs = np.array([r["test_accuracy"] for r in chosen])
-        return {"mean": float(accs.mean()), "std": float(accs.std(ddof=1)) if len(accs) > 1
-                else 0.0, "overflows": float(np.mean([r["overflows"] for r in chosen])),
-                "runs": len(chosen)}
+        return seed_statistics([r["test_accuracy"] for r in chosen],
+                               [r["overflows"] for r in chosen])
 
     table = {"float64": cell(kind="float64")}
     for width in widths:
@@ -97,7 +133,7 @@ def precision_study(*, seeds: int = 3, epochs: int = 30, widths=DEFAULT_WIDTHS,
                                                            rounding=rounding)
     return {"seeds": seeds, "epochs": epochs, "widths": list(widths),
             "roundings": list(STUDY_ROUNDINGS), "config": base.to_dict(), "table": table,
-            "runs": raw, "seconds": time.perf_counter() - start}
+            "runs": raw, "seconds": seconds}
 
 
 #: How the precision study's table names each data set.
