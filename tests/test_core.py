@@ -451,6 +451,14 @@ def test_simulate_default_core_on_digits(capsys, tmp_path):
     # Where the default core stands: with C = 4 chunks per row a chain takes about 2·C
     # cycles per row (with C = 1 about one), so 16 lanes are 1.8 times their bound.
     assert result["cycles_per_image"] <= 1.85 * result["mac_bound_cycles"]
+    # The package's recorded synthesis is of this configuration: latency and images per
+    # second at its fmax (one image per RUN latency, the next streamed meanwhile).
+    recorded = json.loads(DEFAULT_WEIGHTS.with_name("core_synth.json").read_text())
+    assert recorded["config"] == CoreConfig().to_toml()
+    assert result["fmax_mhz"] == recorded["fmax_mhz"] > 0
+    assert result["latency_us"] == pytest.approx(result["cycles_per_image"]
+                                                 / recorded["fmax_mhz"])
+    assert result["images_per_second"] == pytest.approx(1e6 / result["latency_us"])
 
 
 def test_simulate_fourier_path_on_digits(capsys, tmp_path):
@@ -466,6 +474,7 @@ def test_simulate_fourier_path_on_digits(capsys, tmp_path):
     result = last_json(out)
     assert result["mismatches"] == 0 and result["agreement"] == 1.0
     assert result["accuracy"] == result["model_accuracy"] >= 0.75
+    assert "fmax_mhz" not in result      # no synthesis recorded for this configuration
     fourier = CoreConfig(structure="conv", conv_path="fourier", lanes=16)
     # The two convolutions one after the other on 16 lanes, then C on 16.
     assert result["mac_bound_cycles"] == mac_count(fourier, [0x100] * 8) / 16
