@@ -199,8 +199,10 @@ class HostInterface(meta.Annotation):
                                "valid": {"type": ["string", "null"]},
                                "ready": {"type": ["string", "null"]},
                                "payload": {"type": "string"},
-                               "width": {"type": "integer"}},
-                "required": ["direction", "valid", "ready", "payload", "width"]}},
+                               "width": {"type": "integer"},
+                               "carries": {"type": "string"}},
+                "required": ["direction", "valid", "ready", "payload", "width",
+                             "carries"]}},
             "op_encoding": {"type": "object",
                             "additionalProperties": {"type": "integer", "minimum": 0}},
             "op_width": {"type": "integer"},
@@ -210,8 +212,11 @@ class HostInterface(meta.Annotation):
                                "code": {"type": ["integer", "null"]},
                                "in": {"type": "array", "items": _segment},
                                "out": {"type": "array", "items": _segment},
+                               "in_stream": {"type": ["string", "null"]},
+                               "out_stream": {"type": ["string", "null"]},
                                "does": {"type": "string"}},
-                "required": ["name", "code", "in", "out", "does"]}},
+                "required": ["name", "code", "in", "out", "in_stream", "out_stream",
+                             "does"]}},
             "handshake": {"type": "array", "items": {"type": "string"}},
             "reset": {"type": "object"},
             "notes": {"type": "array", "items": {"type": "string"}},
@@ -266,7 +271,8 @@ def _ports_and_streams(component, stream_meaning):
                      "valid": None if sig.always_valid else f"{name}__valid",
                      "ready": None if sig.always_ready else f"{name}__ready",
                      "payload": f"{name}__payload",
-                     "width": len(Value.cast(value.payload))}
+                     "width": len(Value.cast(value.payload)),
+                     "carries": stream_meaning.get(name, "")}
             streams[name] = entry
             sender = "host" if direction == "in" else "unit"
             for signal in ("valid", "ready", "payload"):
@@ -439,7 +445,10 @@ def host_interface(component) -> HostInterface:
     notes = []
     if isinstance(component, Core):
         kind, ops = "core", _core(component)
-        meanings = {"i": "the words of LOAD_*", "o": "the words of READ_*"}
+        meanings = {"i": "the words of LOAD_*", "o": "the words of READ_*",
+                    "image": "images at any time, also while an operation runs: m state "
+                             "words each, in LOAD_IMAGE's order, into the image buffer RUN "
+                             "starts from (no operation's words)"}
         cfg = component.config
         wq = word_format(cfg.formats().weight)["q"]
         notes = [
@@ -448,10 +457,10 @@ def host_interface(component) -> HostInterface:
             f"Weights files (xbarode train) hold floats on the {wq} grid of the weight format "
             f"(value · 2^{cfg.formats().weight.frac} is an integer) with B untransposed: "
             "LOAD_B sends Bᵀ row-major.",
-            "Load the image (LOAD_IMAGE) before every RUN: RUN leaves z_N in the state banks "
-            "(a RUN without LOAD_IMAGE goes on from z_N). After BACKWARD, LOAD_IMAGE before "
-            "the next RUN: BACKWARD leaves tile A's inputs at a state of the trajectory. No "
-            "LOAD_IMAGE between a RUN and its BACKWARD.",
+            "RUN integrates from the image buffer: the last image loaded by LOAD_IMAGE or "
+            "taken whole on the image stream (a RUN without a new image runs the same image "
+            "again; a RUN started while an image is arriving waits for its last word). "
+            "LOAD_IMAGE and reset forget an image partly arrived on the image stream.",
             f"Rounding '{cfg.rounding}'. Every LFSR runs on across operations and RUNs; only "
             "reset re-seeds them (stochastic rounding: the same image gives the same words "
             "only in the same position of the sequence after reset).",
@@ -475,7 +484,10 @@ def host_interface(component) -> HostInterface:
         raise TypeError(f"no host interface is described for {type(component).__name__}")
     ports, streams = _ports_and_streams(component, meanings)
     encoding, op_width = _encoding(component)
+    # The streams that carry the operations' words (the image stream carries none).
     operations = [{"name": name, "code": encoding[name], "in": words_in, "out": words_out,
+                   "in_stream": "i" if words_in else None,
+                   "out_stream": "o" if words_out else None,
                    "does": does} for name, (words_in, words_out, does) in ops.items()]
     operations.sort(key=lambda op: op["code"])
     return HostInterface(component, {
@@ -493,10 +505,12 @@ def _hadamard(unit) -> HostInterface:
     operations = [
         {"name": "load", "code": None,
          "in": [_words("spectrum", n, word_format(unit.spectrum_format), layout)], "out": [],
+         "in_stream": "load", "out_stream": None,
          "does": "spectrum[k] <- entry k (counted from the last restart)"},
         {"name": "multiply", "code": None,
          "in": [_words("x", n, word_format(unit.x_format), layout)],
          "out": [_words("y", n, word_format(unit.out_format), layout)],
+         "in_stream": "i", "out_stream": "o",
          "does": "y[k] = narrow(x[k] · spectrum[k mod length]); element taken at edge t is "
                  "offered on o from edge t + 4; the pipeline stalls while o is not taken"},
     ]

@@ -30,9 +30,10 @@ class Host:
         self.inputs = [n for n, p in ports.items() if p["direction"] == "in"
                        and p["role"] not in ("clock", "reset") and "const" not in p]
         streams = self.interface["streams"]
-        self.i = next(s for s in streams.values() if s["direction"] == "in")
-        self.o = next(s for s in streams.values() if s["direction"] == "out")
         self.ops = {op["name"]: op for op in self.interface["operations"]}
+        # The streams that carry the operations' words, as the operations name them.
+        self.i = streams[self.ops["LOAD_A"]["in_stream"]]
+        self.o = streams[self.ops["READ_LOGITS"]["out_stream"]]
         self.cycles = 0
 
     def define(self, name):

@@ -101,6 +101,17 @@ def test_manifest_describes_every_port_and_operation(generated, unit):
     for name, (n_in, n_out) in counts.items():
         assert sum(s["count"] for s in ops[name]["in"]) == n_in, name
         assert sum(s["count"] for s in ops[name]["out"]) == n_out, name
+    # Each operation names the stream its words travel on: one of the unit's, in the right
+    # direction, and none when it moves no words.
+    streams = manifest["interface"]["streams"]
+    for op in ops.values():
+        for side in ("in", "out"):
+            named = op[f"{side}_stream"]
+            if op[side]:
+                assert streams[named]["direction"] == side, (op["name"], side)
+            else:
+                assert named is None, (op["name"], side)
+    assert all(stream["carries"] for stream in streams.values())
 
 
 def test_core_formats_and_orders(generated):
@@ -111,6 +122,10 @@ def test_core_formats_and_orders(generated):
     assert ops["READ_LOGITS"]["out"][0]["format"]["frac"] == 9
     assert "B[j][i]" in ops["LOAD_B"]["in"][0]["order"]
     assert [s["name"] for s in ops["READ_WEIGHTS"]["out"]] == ["A", "Bt", "C", "d"]
+    # Two streams go in: the image stream carries no operation's words.
+    streams = generated["core"][1]["interface"]["streams"]
+    assert sorted(n for n, s in streams.items() if s["direction"] == "in") == ["i", "image"]
+    assert {op["in_stream"] for op in ops.values()} == {"i", None}
 
 
 def _compile_and_run(folder, manifest, tmp_path):
