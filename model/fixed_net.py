@@ -18,7 +18,9 @@ counted cyclically through the non-zero 32-bit values, so the sites' seeds are d
 every ``lfsr_seed``): tiles A, B, C are sites 0, 1, 2; the loss gradient (the one float step,
 the softmax, which the host computes) is quantised with site 3. On the Fourier path
 (``fourier``) A's and B's output narrowings keep sites 0 and 1, and the two Fourier units use
-sites 4–6 and 7–9. The pool unit is site 10.
+sites 4–6 and 7–9. The pool unit is site 10. With a device model, tile ``k``'s device
+generators (read noise, programming noise, the states' rounding) are sites ``16 + 3k`` to
+``18 + 3k`` (:data:`~xbarode.model.device.DEVICE_SITE`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .device import DEVICE_PURPOSES, DEVICE_SITE, DeviceModel
 from .fixed import (
     LFSR_SEED,
     Format,
@@ -175,6 +178,11 @@ class FixedNetwork:
         The head reads the ``pool``×``pool`` average of every channel of ``z_N``, computed by
         :class:`~xbarode.model.fixed_bank.FixedPool` (one narrowing per feature, to the state
         format; its own rounding site ``POOL_SITE`` = 10); 1 is no pool.
+    device : DeviceModel, optional
+        The crossbar's non-idealities (docs/device.md), on tiles A, B and C alike; tile ``k``
+        seeds its device generators with ``site_seed(lfsr_seed, DEVICE_SITE + 3k)``. Needs
+        dense tiles (no kernel bank, no Fourier path; with ``conv_taps``, no write models).
+        None, or every model off: the ideal network, bit for bit.
 
     Notes
     -----
@@ -186,7 +194,16 @@ class FixedNetwork:
     def __init__(self, params, formats: FixedFormats, *, rounding: str, h: float, steps: int,
                  method: str = "euler", newton: dict | None = None, lfsr_seed: int = LFSR_SEED,
                  conv_taps: np.ndarray | None = None, fourier: dict | None = None,
-                 image_shape: tuple[int, int] | None = None, pool: int = 1):
+                 image_shape: tuple[int, int] | None = None, pool: int = 1,
+                 device: DeviceModel | None = None):
+        device = None if device is None or device.off else device
+        if device is not None and (fourier is not None or np.ndim(params["A"]) == 4):
+            raise ValueError("device models need dense tiles: no kernel bank and no Fourier "
+                             "path")
+        if device is not None and device.writes and conv_taps is not None:
+            raise ValueError("the device's write models (states, program_noise) need a dense "
+                             "network; a convolution's tied weights would drift apart")
+        self.device = device
         self.formats = formats
         self.fourier = fourier
         self.conv_taps = None if conv_taps is None else np.asarray(conv_taps, dtype=np.int64)
@@ -210,6 +227,9 @@ class FixedNetwork:
             ints = w.quantize(params[name], "nearest", self.overflow, f"{name}.load")
             tile = FixedConvBank if ints.ndim == 4 else FixedTile
             shape = {"shape": image_shape} if ints.ndim == 4 else {}
+            if device is not None:
+                shape = {"device": device, "device_seed": site_seed(
+                    lfsr_seed, DEVICE_SITE + len(DEVICE_PURPOSES) * k)}
             tiles[name] = tile(ints, **shape, weight_format=w, acc_width=formats.acc_width,
                                rounder=Rounder(rounding, site_seed(lfsr_seed, k)),
                                overflow=self.overflow, name=name)

@@ -18,7 +18,8 @@ import math
 
 import numpy as np
 
-from .fixed import Format, Overflow, Rounder, exact_matmul, narrow, site_seed
+from .device import DEVICE_SEED, DeviceModel, adc_read, dac_input, program_weights
+from .fixed import Format, Lfsr, Overflow, Rounder, exact_matmul, narrow, site_seed
 
 __all__ = [
     "FOURIER_SITES",
@@ -114,10 +115,23 @@ class FixedTile:
         Tally for saturations; a fresh one if omitted.
     name : str
         Prefix of the tally's labels.
+    device : DeviceModel, optional
+        The array's non-idealities (:mod:`xbarode.model.device`, docs/device.md). Reads: each
+        input word of ``forward`` and ``transposed`` passes the DAC (:func:`dac_input`,
+        clips counted as ``NAME.LABEL.dac``) and each output the read noise and ADC
+        (:func:`adc_read`, in place of the one narrowing; clips counted as ``NAME.LABEL``).
+        Writes: the weights given here and every weight an SGD step writes pass
+        :func:`program_weights` (in the row-major order of the matrix the tile holds).
+        None, or every model off: the ideal tile, bit for bit.
+    device_seed : int
+        Seed of the device generators: purpose ``p`` of
+        :data:`~xbarode.model.device.DEVICE_PURPOSES` (read noise, programming noise, the
+        states' rounding) draws from ``Lfsr(site_seed(device_seed, p))``.
     """
 
     def __init__(self, weights, *, weight_format: Format, acc_width: int, rounder: Rounder,
-                 overflow: Overflow | None = None, name: str = "tile"):
+                 overflow: Overflow | None = None, name: str = "tile",
+                 device: DeviceModel | None = None, device_seed: int = DEVICE_SEED):
         weights = np.asarray(weights)
         if weights.ndim != 2 or not np.issubdtype(weights.dtype, np.integer):
             raise ValueError(f"{name}: weights must be a 2-D integer array")
@@ -130,6 +144,28 @@ class FixedTile:
         self.rounder = rounder
         self.overflow = overflow if overflow is not None else Overflow()
         self.name = name
+        if device is not None and not isinstance(device, DeviceModel):
+            raise TypeError(f"{name}: device must be a DeviceModel or None, not "
+                            f"{type(device).__name__}")
+        self.device = None if device is None or device.off else device
+        if self.device is not None:
+            self._read_noise = Lfsr(site_seed(device_seed, 0))
+            self._program_noise = Lfsr(site_seed(device_seed, 1))
+            self._states_rounder = Rounder(rounder.mode, site_seed(device_seed, 2))
+            self.weights = self._write(self.weights)
+
+    def _write(self, values: np.ndarray) -> np.ndarray:
+        """``values`` as the devices hold them once written (:func:`program_weights`)."""
+        if self.device is None or not self.device.writes:
+            return values
+        return program_weights(values, self.weight_format, self.device, self._states_rounder,
+                               self._program_noise, self.overflow, self.name)
+
+    def _dac(self, x: np.ndarray, in_format: Format, label: str) -> np.ndarray:
+        if self.device is None:
+            return x
+        return dac_input(x, in_format, self.device.dac_bits, self.overflow,
+                         f"{self.name}.{label}.dac")
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -143,6 +179,9 @@ class FixedTile:
 
     def _narrow(self, acc, in_format, out_format, shift, label):
         total = self.weight_format.frac + in_format.frac + shift - out_format.frac
+        if self.device is not None and self.device.reads:
+            return adc_read(acc, total, out_format, self.device, self.rounder,
+                            self._read_noise, self.overflow, f"{self.name}.{label}")
         return narrow(acc, total, out_format, self.rounder, self.overflow,
                       f"{self.name}.{label}")
 
@@ -154,7 +193,7 @@ class FixedTile:
         rounding, scaled to the accumulator by ``in_format.frac`` bits (exact).
         """
         self.check_accumulator(in_format, self.shape[1], extra=int(bias is not None))
-        acc = exact_matmul(x, self.weights.T, self.name)
+        acc = exact_matmul(self._dac(x, in_format, "forward"), self.weights.T, self.name)
         if bias is not None:
             acc = acc + (np.asarray(bias, dtype=np.int64) << in_format.frac)
         return self._narrow(acc, in_format, out_format, shift, "forward")
@@ -163,7 +202,7 @@ class FixedTile:
                    shift: int = 0) -> np.ndarray:
         """``narrow(Wᵀ y · 2^-shift)`` for each row of ``y`` (batch, rows)."""
         self.check_accumulator(in_format, self.shape[0])
-        acc = exact_matmul(y, self.weights, self.name)
+        acc = exact_matmul(self._dac(y, in_format, "transposed"), self.weights, self.name)
         return self._narrow(acc, in_format, out_format, shift, "transposed")
 
     def update(self, u: np.ndarray, u_format: Format, v: np.ndarray, v_format: Format, *,
@@ -197,6 +236,10 @@ class FixedTile:
         self.weights = np.clip(summed, self.weight_format.min_int, self.weight_format.max_int)
         self.overflow.add(f"{self.name}.weights", np.count_nonzero(self.weights != summed),
                           summed.size)
+        if transposed:
+            self.weights = self._write(self.weights.T).T
+        else:
+            self.weights = self._write(self.weights)
 
     def apply_kernel_gradient(self, grad: np.ndarray, grad_frac: int, *, shift: int,
                               taps: np.ndarray, transposed: bool = False) -> None:
@@ -211,6 +254,10 @@ class FixedTile:
         entries are left as they are. ``grad`` (the shape of ``W``) has ``grad_frac``
         fractional bits.
         """
+        if self.device is not None and self.device.writes:
+            raise ValueError(f"{self.name}: the device's write models (states, program_noise) "
+                             f"need a dense tile; a convolution tile's tied weights would "
+                             f"drift apart")
         taps = np.asarray(taps, dtype=np.int64)
         held = self.weights.T if transposed else self.weights
         dense = np.asarray(grad, dtype=np.int64)

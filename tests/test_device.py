@@ -1,0 +1,389 @@
+"""Tests of the crossbar's device and converter models (``xbarode.model.device``) and their
+wiring into the fixed-point tile and network: against an independent pure-Python integer
+reimplementation (its own LFSR), the exact distribution of the noise generator, exact
+quantisation grids, and the ideal tile bit for bit when every model is off."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+
+import numpy as np
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from xbarode.model.device import (
+    DEVICE_SEED,
+    DeviceModel,
+    adc_read,
+    dac_input,
+    gauss_draws,
+    program_weights,
+)
+from xbarode.model.fixed import Format, Lfsr, Overflow, Rounder, narrow, site_seed
+from xbarode.model.fixed_net import FixedNetwork, formats_for_width
+from xbarode.model.fixed_ops import FixedTile
+
+SETTINGS = settings(max_examples=40, deadline=None)
+MODES = ("floor", "nearest", "stochastic")
+SEED = 0xACE1ACE1
+NOISES = (0.0, 0.01, 0.06, 0.3, 1.0)
+
+
+def reference_draws(seed: int, count: int) -> list[int]:
+    """Draws of the documented LFSR: 32 clocks of the Galois mask 0x80200003 per draw."""
+    state, out = seed, []
+    for _ in range(count):
+        for _ in range(32):
+            state = (state >> 1) ^ (0x80200003 if state & 1 else 0)
+        out.append(state)
+    return out
+
+
+def reference_gauss(seed: int, count: int) -> list[int]:
+    """The documented generator: the four bytes of a draw summed, minus 510."""
+    return [sum((d >> (8 * k)) & 0xFF for k in range(4)) - 510
+            for d in reference_draws(seed, count)]
+
+
+def amplitude(sigma: float) -> int:
+    """``σ·2^24 / std(G)`` rounded half up, with std(G)² = 4·(256² − 1)/12 derived here."""
+    return math.floor(sigma * 2**24 / math.sqrt(4 * (256**2 - 1) / 12) + 0.5)
+
+
+def times_power(value: int, exponent: int) -> int:
+    """``value · 2^exponent``: exact, or rounded half up (Python's ``//`` is floor)."""
+    if exponent >= 0:
+        return value * 2**exponent
+    return (value + 2 ** (-exponent - 1)) // 2**-exponent
+
+
+def round_shift(values: list[int], shift: int, mode: str, seed: int) -> list[int]:
+    """``values / 2^shift`` rounded by ``mode`` (stochastic: the low bits of one draw each)."""
+    if shift <= 0:
+        return [v * 2**-shift for v in values]
+    draws = reference_draws(seed, len(values)) if mode == "stochastic" else [0] * len(values)
+    offset = {"floor": lambda r: 0, "nearest": lambda r: 2 ** (shift - 1),
+              "stochastic": lambda r: r % 2**shift}[mode]
+    return [(v + offset(r)) // 2**shift for v, r in zip(values, draws, strict=True)]
+
+
+def clip(values: list[int], bits: int) -> tuple[list[int], int]:
+    low, high = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    out = [min(max(v, low), high) for v in values]
+    return out, sum(o != v for o, v in zip(out, values, strict=True))
+
+
+def reference_adc(acc: list[int], shift: int, width: int, adc_bits, k: int, read_noise: float,
+                  mode: str, round_seed: int, noise_seed: int) -> tuple[list[int], int]:
+    """The documented output stage, on Python integers: noise, round, clip, scale back."""
+    r = width - 1 - k
+    if read_noise:
+        g = reference_gauss(noise_seed, len(acc))
+        acc = [v + times_power(x * amplitude(read_noise), r + shift - 24)
+               for v, x in zip(acc, g, strict=True)]
+    code_bits = r + 1 if adc_bits is None else min(adc_bits, r + 1)
+    step = r + 1 - code_bits
+    codes, clipped = clip(round_shift(acc, shift + step, mode, round_seed), code_bits)
+    return [c * 2**step for c in codes], clipped
+
+
+# ---------------------------------------------------------------------------------------------
+# The generator.
+
+def test_gauss_draws_are_byte_sums_of_the_documented_lfsr():
+    lfsr = Lfsr(SEED)
+    first = gauss_draws(lfsr, 300)
+    second = gauss_draws(lfsr, 200)            # the generator draws on from where it stopped
+    assert first.tolist() + second.tolist() == reference_gauss(SEED, 500)
+
+
+def test_gauss_draws_have_the_irwin_hall_moments():
+    # The exact distribution of the sum of four independent uniform bytes, by convolution.
+    counts = np.ones(256)
+    for _ in range(3):
+        counts = np.convolve(counts, np.ones(256))
+    support = np.arange(len(counts)) - 510
+    p = counts / counts.sum()
+    mean = (p * support).sum()
+    variance = (p * (support - mean) ** 2).sum()
+    fourth = (p * (support - mean) ** 4).sum()
+    assert mean == 0 and variance == pytest.approx(21845)
+    n = 1 << 17
+    g = gauss_draws(Lfsr(site_seed(SEED, 7)), n).astype(np.float64)
+    assert -510 <= g.min() and g.max() <= 510
+    # Five standard errors of the sample mean and of the sample variance.
+    assert abs(g.mean() - mean) < 5 * math.sqrt(variance / n)
+    assert abs(g.var() - variance) < 5 * math.sqrt((fourth - variance**2) / n)
+    # And the shape: the histogram in 16 bins against the exact bin probabilities (chi²,
+    # 15 degrees of freedom; 40 is beyond the 0.9995 quantile).
+    edges = np.linspace(-510, 511, 17).astype(int)
+    observed = np.histogram(g, bins=edges)[0]
+    expected = np.array([p[(support >= lo) & (support < hi)].sum()
+                         for lo, hi in itertools.pairwise(edges)]) * n
+    assert ((observed - expected) ** 2 / expected).sum() < 40
+
+
+# ---------------------------------------------------------------------------------------------
+# The converters.
+
+@SETTINGS
+@given(width=st.integers(3, 20), bits=st.integers(2, 24), data=st.data())
+@example(width=8, bits=2, data=None)
+@example(width=16, bits=16, data=None)
+@example(width=16, bits=7, data=None)
+def test_dac_keeps_the_top_bits_rounded_to_nearest(width, bits, data):
+    fmt = Format(width, width // 2)
+    words = [fmt.min_int, fmt.max_int, 0, -1, 1]
+    if data is not None:
+        words += data.draw(st.lists(st.integers(fmt.min_int, fmt.max_int), max_size=20))
+    overflow = Overflow()
+    out = dac_input(np.array(words), fmt, bits, overflow, "x.dac").tolist()
+    drop = width - bits
+    if drop <= 0:
+        assert out == words and overflow.total == 0
+        return
+    codes, clipped = clip([(v + 2 ** (drop - 1)) // 2**drop for v in words], bits)
+    assert out == [c * 2**drop for c in codes]
+    assert overflow.counts["x.dac"] == clipped
+    # On the grid of 2^bits levels over the range, within half a level unless clipped.
+    assert all(v % 2**drop == 0 for v in out)
+    assert all(abs(o - v) <= 2 ** (drop - 1) or o == fmt.max_int + 1 - 2**drop
+               for o, v in zip(out, words, strict=True))
+
+
+@SETTINGS
+@given(width=st.integers(3, 16), k=st.integers(0, 3), adc_bits=st.none() | st.integers(2, 18),
+       read_noise=st.sampled_from(NOISES), shift=st.integers(-2, 12),
+       mode=st.sampled_from(MODES), data=st.data())
+@example(width=8, k=0, adc_bits=None, read_noise=0.0, shift=4, mode="nearest", data=None)
+@example(width=8, k=2, adc_bits=3, read_noise=0.0, shift=4, mode="nearest", data=None)
+@example(width=16, k=1, adc_bits=2, read_noise=1.0, shift=8, mode="stochastic", data=None)
+@example(width=12, k=0, adc_bits=12, read_noise=0.06, shift=0, mode="floor", data=None)
+def test_adc_read_equals_the_integer_reference(width, k, adc_bits, read_noise, shift, mode,
+                                               data):
+    k = min(k, width - 2)
+    fmt = Format(width, width - 3)
+    big = 2 ** (width + max(shift, 0) + 1)
+    acc = [big, -big, 0, 2 ** (width - 1 + shift) if shift >= 0 else 0, 1]
+    if data is not None:
+        acc += data.draw(st.lists(st.integers(-big, big), max_size=16))
+    device = DeviceModel(adc_bits=adc_bits, adc_range=2.0**-k, read_noise=read_noise)
+    round_seed, noise_seed = site_seed(SEED, 1), site_seed(SEED, 2)
+    overflow = Overflow()
+    out = adc_read(np.array(acc, dtype=np.int64), shift, fmt, device, Rounder(mode, round_seed),
+                   Lfsr(noise_seed), overflow, "t.forward")
+    expected, clipped = reference_adc(acc, shift, width, adc_bits, k, read_noise, mode,
+                                      round_seed, noise_seed)
+    assert out.tolist() == expected
+    assert overflow.counts["t.forward"] == clipped and overflow.words["t.forward"] == len(acc)
+    # Every output lies in the clipping range [-R, R).
+    assert all(-(2 ** (width - 1 - k)) <= v < 2 ** (width - 1 - k) for v in expected)
+
+
+@SETTINGS
+@given(width=st.integers(2, 16), shift=st.integers(-3, 14), mode=st.sampled_from(MODES),
+       extra=st.integers(0, 8), seed=st.integers(1, 2**32 - 1), data=st.data())
+@example(width=2, shift=1, mode="stochastic", extra=0, seed=1, data=None)
+def test_adc_with_every_part_off_is_the_narrowing(width, shift, mode, extra, seed, data):
+    fmt = Format(width, 0)
+    big = 2 ** (width + max(shift, 0) + 1)
+    acc = np.array([big, -big, 3, -3] + ([] if data is None else data.draw(
+        st.lists(st.integers(-big, big), max_size=16))), dtype=np.int64)
+    # An ADC of at least the output's bits over the full scale quantises nothing further.
+    adc, ideal = Overflow(), Overflow()
+    device = DeviceModel(adc_bits=min(width + extra, 32))
+    out = adc_read(acc, shift, fmt, device, Rounder(mode, seed), None, adc, "s")
+    assert out.tolist() == narrow(acc, shift, fmt, Rounder(mode, seed), ideal, "s").tolist()
+    assert adc.counts == ideal.counts and adc.words == ideal.words
+
+
+def test_read_noise_has_the_stated_deviation():
+    # R = 2^7 LSBs of an 8-bit word: σ = 0.06·R before rounding half up (variance + 1/12).
+    fmt, n, sigma = Format(8, 4), 1 << 16, 0.06
+    out = adc_read(np.zeros(n, dtype=np.int64), 0, fmt, DeviceModel(read_noise=sigma),
+                   Rounder("nearest"), Lfsr(SEED))
+    exact = amplitude(sigma) * math.sqrt(21845) * 2.0 ** (7 - 24)
+    assert abs(exact / 128 - sigma) <= math.sqrt(21845) / 2**25
+    assert out.std() == pytest.approx(math.sqrt(exact**2 + 1 / 12), rel=0.02)
+    assert abs(out.mean()) < 5 * out.std() / math.sqrt(n)
+
+
+@SETTINGS
+@given(width=st.integers(4, 16), states_bits=st.integers(2, 18),
+       program_noise=st.sampled_from(NOISES), mode=st.sampled_from(MODES), data=st.data())
+@example(width=16, states_bits=2, program_noise=0.0, mode="nearest", data=None)
+@example(width=8, states_bits=8, program_noise=1.0, mode="floor", data=None)
+@example(width=16, states_bits=10, program_noise=0.3, mode="stochastic", data=None)
+def test_program_weights_equals_the_integer_reference(width, states_bits, program_noise, mode,
+                                                      data):
+    fmt = Format(width, width - 2)
+    words = [fmt.min_int, fmt.max_int, 0, -1, 1]
+    if data is not None:
+        words += data.draw(st.lists(st.integers(fmt.min_int, fmt.max_int), max_size=16))
+    device = DeviceModel(states=2**states_bits, program_noise=program_noise)
+    overflow = Overflow()
+    out = program_weights(np.array(words), fmt, device, Rounder(mode, site_seed(SEED, 3)),
+                          Lfsr(SEED), overflow, "W")
+    expected, snapped = list(words), 0
+    drop = width - states_bits
+    if drop > 0:
+        codes, snapped = clip(round_shift(words, drop, mode, site_seed(SEED, 3)), states_bits)
+        expected = [c * 2**drop for c in codes]
+        assert all(v % 2**drop == 0 for v in expected)   # on the grid of levels
+    noisy = 0
+    if program_noise:
+        g = reference_gauss(SEED, len(words))
+        summed = [v + times_power(x * amplitude(program_noise), width - 1 - 24)
+                  for v, x in zip(expected, g, strict=True)]
+        expected, noisy = clip(summed, width)
+    assert out.tolist() == expected
+    assert overflow.counts["W.states"] == snapped and overflow.counts["W.program"] == noisy
+
+
+# ---------------------------------------------------------------------------------------------
+# The tile and the network.
+
+def tile(weights, fmt, mode, overflow, device=None, seed=SEED):
+    return FixedTile(weights, weight_format=fmt, acc_width=48, rounder=Rounder(mode, seed),
+                     overflow=overflow, name="W", device=device)
+
+
+def exercise(t: FixedTile, x, y, fmt: Format):
+    """Forward, transposed and an SGD step; everything they return or leave behind."""
+    out = [t.forward(x, fmt, fmt, shift=1), t.transposed(y, fmt, fmt)]
+    t.apply_gradient(np.outer(y[0], x[0]), 2 * fmt.frac, shift=3, transposed=True)
+    out.append(t.forward(x, fmt, fmt, shift=2))
+    return [o.tolist() for o in out] + [t.weights.tolist(), dict(t.overflow.counts),
+                                        dict(t.overflow.words)]
+
+
+@SETTINGS
+@given(width=st.integers(4, 16), rows=st.integers(1, 5), cols=st.integers(1, 5),
+       mode=st.sampled_from(MODES), seed=st.integers(1, 2**32 - 1), data=st.data())
+@example(width=4, rows=1, cols=1, mode="stochastic", seed=1, data=None)
+@example(width=16, rows=5, cols=5, mode="nearest", seed=SEED, data=None)
+def test_tile_with_every_model_off_is_the_ideal_tile(width, rows, cols, mode, seed, data):
+    fmt = Format(width, width - 2)
+    rng = np.random.default_rng(seed if data is None else data.draw(st.integers(0, 2**16)))
+    w = rng.integers(fmt.min_int, fmt.max_int, (rows, cols), endpoint=True)
+    x = rng.integers(fmt.min_int, fmt.max_int, (3, cols), endpoint=True)
+    y = rng.integers(fmt.min_int, fmt.max_int, (3, rows), endpoint=True)
+    ideal = exercise(tile(w, fmt, mode, Overflow(), seed=seed), x, y, fmt)
+    assert exercise(tile(w, fmt, mode, Overflow(), DeviceModel(), seed=seed), x, y, fmt) == ideal
+    # The general output stage at the output's own resolution gives the same words too.
+    fine = DeviceModel(adc_bits=width, dac_bits=width, states=2**width)
+    assert exercise(tile(w, fmt, mode, Overflow(), fine, seed=seed), x, y, fmt) == ideal
+
+
+def test_tile_with_every_model_on_equals_its_parts():
+    fmt, mode = Format(10, 8), "stochastic"
+    rng = np.random.default_rng(5)
+    w = rng.integers(fmt.min_int, fmt.max_int, (4, 6), endpoint=True)
+    x = rng.integers(fmt.min_int, fmt.max_int, (3, 6), endpoint=True)
+    y = rng.integers(fmt.min_int, fmt.max_int, (3, 4), endpoint=True)
+    device = DeviceModel(dac_bits=6, adc_bits=5, adc_range=0.5, read_noise=0.06,
+                         program_noise=0.02, states=64)
+    t = tile(w, fmt, mode, Overflow(), device)
+    # The parts, with the documented generators: site_seed(device_seed, purpose).
+    read, program = Lfsr(site_seed(DEVICE_SEED, 0)), Lfsr(site_seed(DEVICE_SEED, 1))
+    states, rounder = Rounder(mode, site_seed(DEVICE_SEED, 2)), Rounder(mode, SEED)
+    held = program_weights(w, fmt, device, states, program)
+    assert t.weights.tolist() == held.tolist()
+    acc = dac_input(x, fmt, 6).astype(np.int64) @ held.T
+    assert t.forward(x, fmt, fmt).tolist() == adc_read(acc, fmt.frac, fmt, device, rounder,
+                                                       read).tolist()
+    acc = dac_input(y, fmt, 6).astype(np.int64) @ held
+    assert t.transposed(y, fmt, fmt).tolist() == adc_read(acc, fmt.frac, fmt, device, rounder,
+                                                           read).tolist()
+    grad = np.outer(y[0], x[0])
+    t.apply_gradient(grad, 2 * fmt.frac, shift=4, transposed=True)
+    step = narrow(-grad.T, fmt.frac + 4, fmt, rounder).T
+    written = program_weights(np.clip(held + step, fmt.min_int, fmt.max_int).T, fmt, device,
+                              states, program).T
+    assert t.weights.tolist() == written.tolist()
+
+
+def small_network(device=None, **kwargs):
+    rng = np.random.default_rng(3)
+    params = {"A": rng.normal(0, 0.3, (16, 16)), "B": rng.normal(0, 0.3, (16, 16)),
+              "C": rng.normal(0, 0.3, (10, 16)), "d": rng.normal(0, 0.1, 10)}
+    return FixedNetwork(params, formats_for_width(12), rounding="stochastic", h=0.25, steps=3,
+                        device=device, **kwargs)
+
+
+def train_once(net: FixedNetwork):
+    x = np.random.default_rng(4).uniform(0, 1, (8, 16))
+    logits, trajectory, _ = net.forward(x)
+    grads = net.backward(trajectory, net.loss_gradient(logits, np.arange(8) % 10))
+    net.sgd_step(grads, lr=0.125, batch_size=8)
+    return ([logits.tolist()] + [v.tolist() for v in net.params().values()]
+            + [dict(net.overflow.counts)])
+
+
+def test_network_with_every_model_off_is_the_ideal_network():
+    assert train_once(small_network(DeviceModel())) == train_once(small_network())
+
+
+def test_network_tiles_draw_from_their_own_sites():
+    device = DeviceModel(read_noise=0.01, program_noise=0.01)
+    net = small_network(device)
+    net_again = small_network(device)
+    assert train_once(net) == train_once(net_again)                 # deterministic
+    assert train_once(small_network(device, lfsr_seed=7)) != train_once(small_network(device))
+    # Tile B's generators are sites 16 + 3 … 18 + 3 of the network's seed.
+    rng = np.random.default_rng(3)
+    rng.normal(0, 0.3, (16, 16))
+    b = formats_for_width(12).weight.quantize(rng.normal(0, 0.3, (16, 16)), "nearest")
+    held = program_weights(b, formats_for_width(12).weight, device, None,
+                           Lfsr(site_seed(SEED, 16 + 3 + 1)))
+    assert small_network(device).B.weights.tolist() == held.tolist()
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors.
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"dac_bits": 1}, "dac_bits must be an integer from 2 to 32 (or None for none), not 1"),
+    ({"adc_bits": 33}, "adc_bits must be an integer from 2 to 32 (or None for none), not 33"),
+    ({"adc_bits": True}, "adc_bits must be an integer from 2 to 32 (or None for none), not True"),
+    ({"adc_range": 0.75}, "adc_range must be a power of two from 2^-31 to 1 (a fraction of "
+                          "the output format's full scale), not 0.75"),
+    ({"adc_range": 2.0}, "adc_range must be a power of two from 2^-31 to 1 (a fraction of "
+                         "the output format's full scale), not 2.0"),
+    ({"read_noise": -0.1}, "read_noise must be a number from 0 to 1 (a standard deviation as "
+                           "a fraction of the range), not -0.1"),
+    ({"program_noise": float("nan")}, "program_noise must be a number from 0 to 1 (a standard "
+                                      "deviation as a fraction of the range), not nan"),
+    ({"states": 1000}, "states must be a power of two from 4 to 2^32 (or None for every word), "
+                       "not 1000"),
+    ({"states": 2}, "states must be a power of two from 4 to 2^32 (or None for every word), "
+                    "not 2"),
+])
+def test_device_model_rejects_bad_values(kwargs, message):
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        DeviceModel(**kwargs)
+
+
+def test_device_errors_in_use():
+    fmt = Format(4, 2)
+    with pytest.raises(ValueError, match=r"^t: an ADC range of 0\.125 of Q2\.2's full scale "
+                                         r"leaves fewer than 2 code bits$"):
+        adc_read(np.zeros(2, dtype=np.int64), 0, fmt, DeviceModel(adc_range=0.125),
+                 Rounder("nearest"), None, label="t")
+    with pytest.raises(TypeError, match=r"^W: device must be a DeviceModel or None, not dict$"):
+        tile(np.zeros((2, 2), dtype=np.int64), fmt, "nearest", Overflow(), {"states": 4})
+    t = tile(np.zeros((2, 2), dtype=np.int64), fmt, "nearest", Overflow(), DeviceModel(states=4))
+    with pytest.raises(ValueError, match=r"^W: the device's write models"):
+        t.apply_kernel_gradient(np.zeros((2, 2), dtype=np.int64), 4, shift=1,
+                                taps=np.zeros((1, 2), dtype=np.int64))
+    with pytest.raises(ValueError, match=r"^device models need dense tiles: no kernel bank and "
+                                         r"no Fourier path$"):
+        FixedNetwork({"A": np.zeros((1, 1, 3, 3)), "B": np.zeros((1, 1, 3, 3)),
+                      "C": np.zeros((2, 16)), "d": np.zeros(2)}, formats_for_width(12),
+                     rounding="nearest", h=0.25, steps=1, image_shape=(4, 4),
+                     device=DeviceModel(read_noise=0.1))
+    with pytest.raises(ValueError, match=r"^the device's write models"):
+        small_network(DeviceModel(states=16), conv_taps=np.zeros((1, 16), dtype=np.int64))
