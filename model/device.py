@@ -167,8 +167,9 @@ class DeviceModel:
                              f"of the output format's full scale), not {self.adc_range!r}")
         for name in ("read_noise", "program_noise"):
             value = getattr(self, name)
+            # NaN fails the comparison too.
             if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                    or not math.isfinite(value) or not 0 <= value <= 1:
+                    or not 0 <= value <= 1:
                 raise ValueError(f"{name} must be a number from 0 to 1 (a standard deviation "
                                  f"as a fraction of the range), not {value!r}")
         states = self.states
