@@ -41,6 +41,19 @@ is validated with a message that names the field. Example (all fields, default v
     lr = 0.125                # SGD learning rate, a power of two
     batch = 32                # images per SGD step (APPLY), a power of two
 
+    [device]                  # the crossbar's non-idealities (docs/device.md); all off
+    dac_bits = 0              # input DAC bits, 2 … 32; 0 is none
+    adc_bits = 0              # output ADC bits, 2 … 32; 0 is the output format's own
+    adc_range = 1.0           # ADC clipping range, a power of two fraction of full scale
+    read_noise = 0.0          # output noise deviation, a fraction of the ADC range
+    program_noise = 0.0       # programming noise deviation, a fraction of the weight range
+    states = 0                # conductance levels, a power of two >= 4; 0 is every word
+
+The ``[device]`` table describes the fixed-point model's device and converter models
+(:class:`~xbarode.model.device.DeviceModel`); the RTL core has none yet, so the commands that
+build or simulate it refuse a configuration that turns one on. :meth:`CoreConfig.to_toml`
+writes the table only when a model is on.
+
 Limits (:data:`LIMITS`) keep the hardware a configuration describes, and so the memory and
 time needed to elaborate and simulate it, bounded: image sides at most 64 and ``m = H·W`` at
 most 1024, ``steps`` at most 1024, ``classes`` at most 1024, ``neumann_terms`` at most 255,
@@ -53,6 +66,7 @@ import math
 import tomllib
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import ClassVar
 
 __all__ = ["DEFAULT_LANES", "DEFAULT_LANES_C", "LIMITS", "ConfigError", "CoreConfig",
            "load_config", "parse_overrides"]
@@ -82,6 +96,10 @@ _PATHS = ("direct", "fourier")
 class CoreConfig:
     """Everything that defines a core (see the module docstring for the TOML form)."""
 
+    #: The fields of the ``[device]`` table.
+    DEVICE_FIELDS: ClassVar[tuple[str, ...]] = ("dac_bits", "adc_bits", "adc_range",
+                                                "read_noise", "program_noise", "states")
+
     image: tuple[int, int] = (8, 8)
     structure: str = "dense"
     kernel: int = 3
@@ -108,6 +126,12 @@ class CoreConfig:
     training: bool = False
     lr: float = 0.125
     batch: int = 32
+    dac_bits: int = 0
+    adc_bits: int = 0
+    adc_range: float = 1.0
+    read_noise: float = 0.0
+    program_noise: float = 0.0
+    states: int = 0
 
     # One check per field, each with a message naming it.
     def __post_init__(self):  # noqa: C901
@@ -186,6 +210,7 @@ class CoreConfig:
             Lfsr(self.lfsr_seed)
         except (ValueError, TypeError) as error:
             raise ConfigError(f"lfsr_seed: {error}") from None
+        self._check_device()
         if self.training:
             try:
                 self.formats().check(self.m, self.classes,
@@ -207,6 +232,44 @@ class CoreConfig:
                         f"fourier_data {self.fourier_data} cannot hold {name} words "
                         f"({getattr(self, name)}) exactly: it needs at least "
                         f"{fmt.width - fmt.frac} integer and {fmt.frac} fractional bits")
+
+    def _check_device(self) -> None:
+        for name in ("dac_bits", "adc_bits", "states"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"{name} must be an integer, not {value!r}")
+        for name in ("dac_bits", "adc_bits"):
+            value = getattr(self, name)
+            if value != 0 and not 2 <= value <= 32:
+                raise ConfigError(f"{name} must be 0 (none) or from 2 to 32, not {value}")
+        if self.states != 0 and (self.states < 4 or self.states > 2**32
+                                 or self.states & (self.states - 1)):
+            raise ConfigError(f"states must be 0 (every word) or a power of two from 4 to "
+                              f"2^32, not {self.states}")
+        try:
+            self.device()
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+
+    def device(self):
+        """The :class:`~xbarode.model.device.DeviceModel` of the ``[device]`` table, or None
+        when every model is off."""
+        from xbarode.model.device import DeviceModel
+
+        device = DeviceModel(dac_bits=self.dac_bits or None, adc_bits=self.adc_bits or None,
+                             adc_range=self.adc_range, read_noise=self.read_noise,
+                             program_noise=self.program_noise, states=self.states or None)
+        return None if device.off else device
+
+    def require_ideal_device(self, what: str) -> None:
+        """Raise :class:`ConfigError` if the ``[device]`` table turns a model on: ``what``
+        (the RTL core) has no device models yet."""
+        if self.device() is not None:
+            on = [name for name in _GROUPS["device"]
+                  if getattr(self, name) != getattr(CoreConfig, name)]
+            raise ConfigError(f"[device] turns on {', '.join(on)}: {what} has no device "
+                              f"models yet (they run in the fixed-point model: xbarode train "
+                              f"and evaluate with --dac-bits, --adc-bits, …)")
 
     @property
     def m(self) -> int:
@@ -263,6 +326,8 @@ class CoreConfig:
         d = asdict(self)
         lines = []
         for group, names in _GROUPS.items():
+            if group == "device" and self.device() is None:
+                continue        # the ideal array: the file of a core without device models
             lines.append(f"[{group}]")
             for name in names:
                 value = d[name]
@@ -286,7 +351,8 @@ _GROUPS = {"core": ("image", "structure", "kernel", "classes", "lanes", "lanes_c
            "ode": ("steps", "h", "method", "neumann_terms", "max_iter", "tol"),
            "fixed": ("weight", "state", "act", "grad", "acc_width", "rounding", "lfsr_seed",
                      "fourier_data", "twiddle", "spectrum"),
-           "train": ("training", "lr", "batch")}
+           "train": ("training", "lr", "batch"),
+           "device": CoreConfig.DEVICE_FIELDS}
 
 
 def parse_overrides(items) -> dict:

@@ -34,6 +34,7 @@ from .classifier import (
 )
 from .conv import Conv, ConvBank, Dense, tap_columns
 from .data import DATASET_SHAPES, DATASETS, DIGITS_SHAPE, Split, load_dataset
+from .device import DeviceModel
 from .fixed import LFSR_SEED, ROUNDINGS, Lfsr, parse_format
 from .fixed_net import FixedFormats, FixedNetwork
 from .fixed_ops import power_of_two_shift
@@ -120,6 +121,11 @@ class Config:
     lfsr_seed : int
         First LFSR seed of stochastic rounding (tiles A, B, C and the loss gradient use it and
         the next three values).
+    device : DeviceModel, optional
+        The crossbar's device and converter models in fixed point (docs/device.md): the
+        network's tiles read and write through them, in training and inference. Fixed point
+        only (float64 ignores it); one channel, and no write models with ``structure
+        "conv"``. Omitted from :meth:`to_dict` while None.
     """
 
     structure: str = "dense"
@@ -150,6 +156,7 @@ class Config:
     acc_width: int = 48
     rounding: str = "stochastic"
     lfsr_seed: int = LFSR_SEED
+    device: DeviceModel | None = None
     _model_fields: tuple = field(default=("structure", "kernel_size", "image_shape", "classes",
                                           "channels", "pool"),
                                  init=False, repr=False, compare=False)
@@ -186,9 +193,25 @@ class Config:
             raise ValueError(f"unknown rounding {self.rounding!r}; choose one of {list(ROUNDINGS)}")
         Lfsr(self.lfsr_seed)
         formats = self.fixed_formats()  # validates every format and the accumulator width
+        self._check_device()
         if self.precision == "fixed":
             power_of_two_shift(self.h, "h = T/steps")
             formats.check(self.state_size, self.classes, features=self.features)
+
+    def _check_device(self) -> None:
+        device = self.device
+        if device is not None and not isinstance(device, DeviceModel):
+            raise TypeError(f"device must be a DeviceModel or None, not "
+                            f"{type(device).__name__}")
+        if self.precision != "fixed" or device is None or device.off:
+            return
+        if self.channels > 1:
+            raise ValueError(f"device models need dense tiles, not channels {self.channels} "
+                             f"(kernel banks)")
+        if self.structure == "conv" and device.writes:
+            raise ValueError("the device's write models (states, program_noise) need "
+                             "structure 'dense'; a convolution's tied weights would drift "
+                             "apart")
 
     def _check_channels(self) -> None:
         _checks.positive_int("channels", self.channels)
@@ -259,6 +282,8 @@ class Config:
         """A JSON-ready dictionary of every field."""
         data = dataclasses.asdict(self)
         del data["_model_fields"]
+        if self.device is None:
+            del data["device"]     # the dictionary (and content hashes) of the ideal array
         data["image_shape"] = list(self.image_shape)
         return data
 
@@ -270,6 +295,8 @@ class Config:
         if unknown:
             raise ValueError(f"unknown configuration keys {sorted(unknown)}")
         data = dict(data)
+        if data.get("device") is not None:
+            data["device"] = DeviceModel(**data["device"])
         if "image_shape" in data:
             data["image_shape"] = tuple(data["image_shape"])
         return cls(**data)
@@ -328,7 +355,7 @@ def fixed_network(config: Config, params: dict) -> FixedNetwork:
     return FixedNetwork(params, config.fixed_formats(), rounding=config.rounding, h=config.h,
                         steps=config.steps, method=config.method, newton=newton,
                         lfsr_seed=config.lfsr_seed, conv_taps=taps,
-                        image_shape=config.image_shape, pool=config.pool)
+                        image_shape=config.image_shape, pool=config.pool, device=config.device)
 
 
 def network_params(config: Config, net: FixedNetwork) -> dict[str, np.ndarray]:

@@ -387,3 +387,104 @@ def test_device_errors_in_use():
                      device=DeviceModel(read_noise=0.1))
     with pytest.raises(ValueError, match=r"^the device's write models"):
         small_network(DeviceModel(states=16), conv_taps=np.zeros((1, 16), dtype=np.int64))
+
+
+# ---------------------------------------------------------------------------------------------
+# The core's [device] table, the training configuration and the command line.
+
+def test_core_config_reads_and_writes_the_device_table(tmp_path):
+    from xbarode.model.core_config import ConfigError, CoreConfig, load_config
+
+    path = tmp_path / "core.toml"
+    path.write_text("[device]\nadc_bits = 6\nread_noise = 0.06\nstates = 256\n")
+    config = load_config(path)
+    assert config.device() == DeviceModel(adc_bits=6, read_noise=0.06, states=256)
+    assert "[device]\ndac_bits = 0\nadc_bits = 6\nadc_range = 1.0\nread_noise = 0.06\n" \
+           "program_noise = 0.0\nstates = 256\n" in config.to_toml()
+    path.write_text(config.to_toml())
+    assert load_config(path) == config
+    # All off: no table, and the file of a core without device models.
+    assert CoreConfig().device() is None and "[device]" not in CoreConfig().to_toml()
+    with pytest.raises(ConfigError, match=re.escape(
+            "[device] turns on adc_bits, read_noise, states: the RTL core has no device "
+            "models yet (they run in the fixed-point model: xbarode train and evaluate with "
+            "--dac-bits, --adc-bits, …)")):
+        config.require_ideal_device("the RTL core")
+    path.write_text("[device]\nnoise = 0.1\n")
+    with pytest.raises(ConfigError, match=re.escape(
+            f"{path}: unknown key 'noise' in [device]; expected one of dac_bits, adc_bits, "
+            f"adc_range, read_noise, program_noise, states")):
+        load_config(path)
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"adc_bits": 1}, "adc_bits must be 0 (none) or from 2 to 32, not 1"),
+    ({"dac_bits": 33}, "dac_bits must be 0 (none) or from 2 to 32, not 33"),
+    ({"dac_bits": 2.5}, "dac_bits must be an integer, not 2.5"),
+    ({"states": 1000}, "states must be 0 (every word) or a power of two from 4 to 2^32, not 1000"),
+    ({"adc_range": 3.0}, "adc_range must be a power of two from 2^-31 to 1 (a fraction of the "
+                         "output format's full scale), not 3.0"),
+    ({"read_noise": 2}, "read_noise must be a number from 0 to 1 (a standard deviation as a "
+                        "fraction of the range), not 2"),
+])
+def test_core_config_rejects_bad_device_values(values, message):
+    from xbarode.model.core_config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=f"^{re.escape(message)}$"):
+        load_config(None, values)
+
+
+def test_training_config_carries_the_device():
+    from xbarode.model import Config
+
+    device = DeviceModel(read_noise=0.1, states=64)
+    config = Config(precision="fixed", device=device)
+    data = config.to_dict()
+    assert data["device"] == {"dac_bits": None, "adc_bits": None, "adc_range": 1.0,
+                              "read_noise": 0.1, "program_noise": 0.0, "states": 64}
+    assert Config.from_dict(data) == config
+    assert "device" not in Config(precision="fixed").to_dict()       # the ideal array's dict
+    with pytest.raises(ValueError, match=r"^device models need dense tiles, not channels 2 "
+                                         r"\(kernel banks\)$"):
+        Config(precision="fixed", structure="conv", channels=2, device=device)
+    with pytest.raises(ValueError, match=r"^the device's write models \(states, "
+                                         r"program_noise\) need structure 'dense'"):
+        Config(precision="fixed", structure="conv", device=device)
+
+
+def test_cli_device_options(capsys, tmp_path):
+    from helpers import last_json, run
+    from xbarode.model import load_weights
+
+    weights = tmp_path / "w.npz"
+    base = ("train", "--width", 16, "--epochs", 1, "--out", weights, "--json")
+    code, _, err = run(capsys, *base, "--states", 1000)
+    assert code == 2 and err.strip() == (
+        "xbarode train: error: --states: states must be a power of two from 4 to 2^32 (or None "
+        "for every word), not 1000")
+    code, _, err = run(capsys, "train", "--epochs", 1, "--read-noise", 0.1, "--out", weights)
+    assert code == 2 and err.strip() == ("xbarode train: error: the device models run in fixed "
+                                         "point: give --width or --format with them")
+    assert not weights.exists()
+    # A device option that leaves every model off trains the ideal array, bit for bit.
+    assert run(capsys, *base)[0] == 0
+    ideal = load_weights(weights)[1]
+    code, out, _ = run(capsys, *base, "--adc-range", 1)
+    assert code == 0 and "device" not in last_json(out)["config"]
+    assert all(np.array_equal(ideal[k], v) for k, v in load_weights(weights)[1].items())
+    code, out, _ = run(capsys, *base, "--adc-bits", 10, "--read-noise", 0.001)
+    assert code == 0
+    assert load_weights(weights)[0].device == DeviceModel(adc_bits=10, read_noise=0.001)
+    assert last_json(out)["config"]["device"]["adc_bits"] == 10
+
+
+def test_demo_refuses_a_core_with_device_models_before_training(capsys, tmp_path):
+    from helpers import run
+
+    core = tmp_path / "core.toml"
+    core.write_text("[device]\nstates = 64\n")
+    weights = tmp_path / "w.npz"
+    code, _, err = run(capsys, "demo", "--epochs", 1, "--config", core, "--out", weights)
+    assert code == 2 and "[device] turns on states: the RTL core (--rtl-images 0 skips it) " \
+                         "has no device models yet" in err
+    assert not weights.exists()

@@ -240,6 +240,49 @@ def _add_fixed_options(parser: argparse.ArgumentParser, *, training: bool) -> No
     group.add_argument("--lfsr-seed", type=lambda t: int(t, 0), default=d.lfsr_seed,
                        help="non-zero 32-bit seed of the stochastic-rounding LFSRs "
                             f"(default: {d.lfsr_seed:#x})")
+    device = parser.add_argument_group(
+        "device models (fixed point)",
+        "the memristor crossbar's non-idealities on tiles A, B and C, each off unless given "
+        "(docs/device.md); every random draw from the LFSRs of --lfsr-seed's later sites")
+    for flag, kind, text in _DEVICE_FLAGS:
+        device.add_argument(flag, type=kind, default=None, help=text)
+
+
+#: The device-model options: flag, type, help; each sets the DeviceModel field of its name.
+_DEVICE_FLAGS = (
+    ("--dac-bits", int, "input DAC bits, 2 to 32: each input word keeps its top bits, "
+                        "rounded to nearest"),
+    ("--adc-bits", int, "output ADC bits, 2 to 32, over the clipping range"),
+    ("--adc-range", float, "ADC clipping range as a fraction of the output format's full "
+                           "scale, a power of two up to 1 (default 1); clips count as "
+                           "saturations"),
+    ("--read-noise", float, "standard deviation of the output noise, a fraction of the ADC "
+                            "range, 0 to 1"),
+    ("--program-noise", float, "standard deviation of the weight programming noise, a "
+                               "fraction of the weight range, 0 to 1; one draw per weight "
+                               "written"),
+    ("--states", int, "conductance levels over the weight range, a power of two >= 4"),
+)
+
+
+def _device(args):
+    """The DeviceModel of the device options (None when none is given, or all are off).
+
+    Raises ``ValueError`` naming the option for a bad value.
+    """
+    from .model.device import DeviceModel
+
+    given = {flag[2:].replace("-", "_"): getattr(args, flag[2:].replace("-", "_"))
+             for flag, _, _ in _DEVICE_FLAGS}
+    given = {name: value for name, value in given.items() if value is not None}
+    if not given:
+        return None
+    try:
+        device = DeviceModel(**given)
+    except ValueError as error:
+        name = str(error).split(" ", 1)[0]
+        raise ValueError(f"--{name.replace('_', '-')}: {error}") from None
+    return None if device.off else device     # e.g. --adc-range 1 alone: the ideal array
 
 
 def _fixed_fields(args) -> dict:
@@ -247,7 +290,11 @@ def _fixed_fields(args) -> dict:
     from .model import Config
     from .model.fixed_net import INT_BITS, formats_for_width
 
+    device = _device(args)
     if args.width is None and not args.format and args.frac is None:
+        if device is not None:
+            raise ValueError("the device models run in fixed point: give --width or --format "
+                             "with them")
         return {}
     overrides = {}
     for item in args.format:
@@ -271,7 +318,8 @@ def _fixed_fields(args) -> dict:
     return {"precision": "fixed", "weight_format": strings["weight"],
             "state_format": strings["state"], "act_format": strings["act"],
             "grad_format": strings["grad"], "acc_width": args.acc_width,
-            "rounding": args.rounding, "lfsr_seed": args.lfsr_seed}
+            "rounding": args.rounding, "lfsr_seed": args.lfsr_seed,
+            "device": device}
 
 
 def _config_from(args):
@@ -556,6 +604,7 @@ def cmd_demo(args) -> dict:
     _test_images(args.dataset, args.rtl_images, "--rtl-images", low=0)
     if args.rtl_images:
         core = load_config(args.config, parse_overrides(args.set))
+        core.require_ideal_device("the RTL core (--rtl-images 0 skips it)")
         _image_check(args.dataset, core.image, "the core configuration's image")
         network, _ = weights_differences(training, core)
         if network:

@@ -158,6 +158,7 @@ def simulate_core(config: CoreConfig, params: dict, images: np.ndarray, labels=N
         ``cycles_ratio``, ``simulated_cycles_per_second``, ``seconds`` (simulation runs),
         ``build_seconds``, ``waveform``.
     """
+    config.require_ideal_device("the RTL core")
     from xbarode.hdl.core import Core
     from xbarode.sim.core_plan import compare, make_plan, model_results
     from xbarode.sim.ecp5_models import check_simulator

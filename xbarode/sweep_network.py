@@ -125,6 +125,18 @@ def _core_config(settings: dict, trained):
                       **settings["core"])
 
 
+def _core_fields(core) -> dict:
+    """The core's fields, without the ``[device]`` table's while it is all off: the content
+    hash of a point's hardware tasks stays what it was before the table existed."""
+    from .model.core_config import CoreConfig
+
+    fields = dataclasses.asdict(core)
+    if core.device() is None:
+        for name in CoreConfig.DEVICE_FIELDS:
+            del fields[name]
+    return fields
+
+
 def _section(settings: dict, name: str, defaults: dict) -> dict:
     return {**defaults, **settings[name]}
 
@@ -139,7 +151,7 @@ def _resolve(spec, point) -> dict:
     resolved = {"trained": trained,
                 "evaluation": _evaluation(point.settings, first)
                 if "evaluate" in spec.stages else None,
-                "core": dataclasses.asdict(_core_config(point.settings, first))
+                "core": _core_fields(_core_config(point.settings, first))
                 if {"simulate", "synth"} & set(spec.stages) else None,
                 "simulate": _section(point.settings, "simulate", SIMULATE_DEFAULTS),
                 "synth": _section(point.settings, "synth", SYNTH_DEFAULTS)}

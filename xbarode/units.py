@@ -314,6 +314,11 @@ class CoreParams:
     #: synth`` builds them; cocotb simulates them with the cell model). Keyword-only.
     dsp: str = field(default="none", kw_only=True)
 
+    def __post_init__(self):
+        # The RTL core has no device models yet: a [device] table that turns one on is refused.
+        if hasattr(self.config, "require_ideal_device"):
+            self.config.require_ideal_device("the RTL core")
+
     @property
     def platform(self):
         """The ``platform`` the Verilog is elaborated for (:func:`xbarode.hdl.dsp.dsp_platform`)."""
@@ -332,7 +337,10 @@ class CoreParams:
         """The configuration's fields and ``dsp``, as the manifest lists them."""
         from dataclasses import asdict
 
-        return {**asdict(self.config), "dsp": self.dsp}
+        fields = asdict(self.config)
+        for name in getattr(self.config, "DEVICE_FIELDS", ()):
+            del fields[name]        # all off (checked when built): the ideal array
+        return {**fields, "dsp": self.dsp}
 
 
 def _as_core_params(params) -> CoreParams:
