@@ -241,6 +241,8 @@ def adc_read(acc: np.ndarray, shift: int, out_format: Format, device: DeviceMode
     ------
     ValueError
         If the range leaves fewer than two code bits in ``out_format``.
+    OverflowError
+        If a noisy sum could leave int64.
     """
     r = out_format.width - 1 - device.adc_range_shift
     if r < 1:
@@ -248,8 +250,13 @@ def adc_read(acc: np.ndarray, shift: int, out_format: Format, device: DeviceMode
                          f"scale leaves fewer than 2 code bits")
     acc = np.asarray(acc, dtype=np.int64)
     if device.read_noise > 0:
+        amplitude, exponent = noise_amplitude(device.read_noise), r + shift - NOISE_FRAC
+        # Python integers: the largest |sum + noise| must stay inside int64.
+        peak = max(-int(acc.min()), int(acc.max())) if acc.size else 0
+        if peak + (GAUSS_OFFSET * amplitude << max(exponent, 0)) >= 2**63 - 1:
+            raise OverflowError(f"{label}: the noisy sum may exceed int64")
         g = gauss_draws(noise, acc.size).reshape(acc.shape)
-        acc = acc + scaled_noise(g, noise_amplitude(device.read_noise), r + shift - NOISE_FRAC)
+        acc = acc + scaled_noise(g, amplitude, exponent)
     code_bits = r + 1 if device.adc_bits is None else min(device.adc_bits, r + 1)
     step = r + 1 - code_bits
     return narrow(acc, shift + step, Format(code_bits, 0), rounder, overflow, label) << step

@@ -373,6 +373,11 @@ def test_device_errors_in_use():
                                          r"leaves fewer than 2 code bits$"):
         adc_read(np.zeros(2, dtype=np.int64), 0, fmt, DeviceModel(adc_range=0.125),
                  Rounder("nearest"), None, label="t")
+    with pytest.raises(OverflowError, match=r"^t: the noisy sum may exceed int64$"):
+        adc_read(np.array([2**62 - 2**40], dtype=np.int64), 46, Format(16, 0),
+                 DeviceModel(read_noise=1.0), Rounder("nearest"), Lfsr(SEED), label="t")
+    adc_read(np.array([2**62 - 2**40], dtype=np.int64), 30, Format(16, 0),     # fits
+             DeviceModel(read_noise=1.0), Rounder("nearest"), Lfsr(SEED), label="t")
     with pytest.raises(TypeError, match=r"^W: device must be a DeviceModel or None, not dict$"):
         tile(np.zeros((2, 2), dtype=np.int64), fmt, "nearest", Overflow(), {"states": 4})
     t = tile(np.zeros((2, 2), dtype=np.int64), fmt, "nearest", Overflow(), DeviceModel(states=4))
