@@ -493,3 +493,16 @@ def test_demo_refuses_a_core_with_device_models_before_training(capsys, tmp_path
     assert code == 2 and "[device] turns on states: the RTL core (--rtl-images 0 skips it) " \
                          "has no device models yet" in err
     assert not weights.exists()
+
+
+def test_core_builds_refuse_device_models_and_list_the_ideal_fields():
+    from xbarode.model.core_config import ConfigError, CoreConfig
+    from xbarode.sweep_network import _core_fields
+    from xbarode.units import CoreParams
+
+    ideal = CoreParams(CoreConfig()).manifest_parameters()
+    assert not set(CoreConfig.DEVICE_FIELDS) & set(ideal)    # the manifest of a core as before
+    assert not set(CoreConfig.DEVICE_FIELDS) & set(_core_fields(CoreConfig()))
+    assert _core_fields(CoreConfig(adc_bits=6))["adc_bits"] == 6
+    with pytest.raises(ConfigError, match=r"^\[device\] turns on adc_bits: the RTL core has no "):
+        CoreParams(CoreConfig(adc_bits=6))
