@@ -480,6 +480,8 @@ def test_cli_device_options(capsys, tmp_path):
     code, out, _ = run(capsys, *base, "--adc-bits", 10, "--read-noise", 0.001)
     assert code == 0
     assert load_weights(weights)[0].device == DeviceModel(adc_bits=10, read_noise=0.001)
+    # … and the models act: the array's training differs from the ideal one.
+    assert not all(np.array_equal(ideal[k], v) for k, v in load_weights(weights)[1].items())
     assert last_json(out)["config"]["device"]["adc_bits"] == 10
 
 
