@@ -50,15 +50,19 @@ __all__ = [
     "gauss_draws",
     "noise_amplitude",
     "program_weights",
+    "pulse_step",
+    "pulse_steps",
+    "pulsed_update",
     "scaled_noise",
 ]
 
 #: The random purposes of one tile, in site order: the tile's device generators are seeded
 #: ``site_seed(device_seed, p)`` for purpose ``p``.
-DEVICE_PURPOSES = ("read", "program", "states")
+DEVICE_PURPOSES = ("read", "program", "states", "row_pulses", "col_pulses")
 #: First rounding site of the device generators in a network
 #: (:class:`~xbarode.model.fixed_net.FixedNetwork`): tile ``k`` (A, B, C = 0, 1, 2) seeds its
-#: purposes ``p`` with ``site_seed(lfsr_seed, DEVICE_SITE + len(DEVICE_PURPOSES)·k + p)``.
+#: purposes ``p`` with ``site_seed(lfsr_seed, DEVICE_SITE + len(DEVICE_PURPOSES)·k + p)``
+#: (``16 + 5k + p``).
 DEVICE_SITE = 16
 #: Default device seed of a lone :class:`~xbarode.model.fixed_ops.FixedTile`.
 DEVICE_SEED = 0x5EED0DE5
@@ -68,6 +72,10 @@ GAUSS_OFFSET = 510
 GAUSS_VARIANCE = 4 * (256**2 - 1) / 12
 #: Fractional bits of a noise amplitude (:func:`noise_amplitude`).
 NOISE_FRAC = 24
+#: Fractional bits of the pulse steps' asymmetry factors (:func:`pulse_steps`).
+ASYMMETRY_FRAC = 16
+#: Largest pulse train.
+MAX_PULSES = 1 << 12
 
 _MAX_BITS = 32
 
@@ -141,6 +149,19 @@ class DeviceModel:
         tile's rounding mode from its own generator, saturated and counted as
         ``NAME.states``). A weight format of at most ``log2(states)`` bits is unchanged.
         None: every word is a level.
+    pulses : int, optional
+        Pulsed updates (:func:`pulsed_update`): the SGD step of a tile becomes stochastic pulse
+        trains of this length ``BL``, a power of two from 1 to 4096, per training sample; a
+        coincidence of a row and a column pulse moves the weight one step. None: the digital
+        SGD step (exact sum, one rounding).
+    asymmetry : float
+        Up/down asymmetry of a pulse step, ``-1 < asymmetry < 1``: an up step is
+        ``(1 + asymmetry)`` and a down step ``(1 − asymmetry)`` times the nominal step
+        (:func:`pulse_steps`). Pulsed updates only.
+    soft_bounds : bool
+        Steps shrink linearly to 0 at the bounds of the weight range: an up step is scaled by
+        ``(2^(W−1) − w)/2^(W−1)``, a down step by ``(w + 2^(W−1))/2^(W−1)``. Pulsed updates
+        only.
 
     Notes
     -----
@@ -154,6 +175,9 @@ class DeviceModel:
     read_noise: float = 0.0
     program_noise: float = 0.0
     states: int | None = None
+    pulses: int | None = None
+    asymmetry: float = 0.0
+    soft_bounds: bool = False
 
     def __post_init__(self):
         for name in ("dac_bits", "adc_bits"):
@@ -178,6 +202,21 @@ class DeviceModel:
                                    or states & (states - 1)):
             raise ValueError(f"states must be a power of two from 4 to 2^{_MAX_BITS} (or None "
                              f"for every word), not {states!r}")
+        pulses = self.pulses
+        if pulses is not None and (isinstance(pulses, bool) or not isinstance(pulses, int)
+                                   or not 1 <= pulses <= MAX_PULSES or pulses & (pulses - 1)):
+            raise ValueError(f"pulses must be a power of two from 1 to {MAX_PULSES} (or None "
+                             f"for the digital SGD step), not {pulses!r}")
+        asymmetry = self.asymmetry
+        # NaN fails the comparison too.
+        if isinstance(asymmetry, bool) or not isinstance(asymmetry, (int, float)) \
+                or not -1 < asymmetry < 1:
+            raise ValueError(f"asymmetry must be a number between -1 and 1 (exclusive), not "
+                             f"{asymmetry!r}")
+        if not isinstance(self.soft_bounds, bool):
+            raise ValueError(f"soft_bounds must be true or false, not {self.soft_bounds!r}")
+        if pulses is None and (asymmetry != 0 or self.soft_bounds):
+            raise ValueError("asymmetry and soft_bounds shape pulsed updates: give pulses")
 
     @property
     def adc_range_shift(self) -> int:
@@ -193,7 +232,7 @@ class DeviceModel:
     @property
     def writes(self) -> bool:
         """Whether writing weights differs from the ideal tile."""
-        return self.states is not None or self.program_noise > 0
+        return self.states is not None or self.program_noise > 0 or self.pulses is not None
 
     @property
     def off(self) -> bool:
@@ -289,3 +328,106 @@ def program_weights(values: np.ndarray, weight_format: Format, device: DeviceMod
         if overflow is not None:
             overflow.add(f"{label}.program", np.count_nonzero(values != noisy), values.size)
     return values
+
+
+def pulse_step(weight_format: Format, out_format: Format, in_format: Format, shift: int,
+               pulses: int) -> int:
+    """The nominal step ``Δw_min`` of one coincidence, in weight LSBs (a power of two).
+
+    A row fires with probability ``|δ|/2^(Wδ−1)`` and a column with ``|x|/2^(Wx−1)`` (their
+    words over full scale), so ``BL`` slots give ``BL·|δ|·|x|/2^(Wδ+Wx−2)`` coincidences on
+    average; the step that makes the expected update the SGD step ``δ·x·2^-shift`` is
+    ``2^e`` weight LSBs with ``e = Wδ + Wx − 2 + frac_w − frac_δ − frac_x − shift −
+    log2(BL)``.
+
+    Raises
+    ------
+    ValueError
+        If ``e < 0``: a step below one weight LSB (fewer pulses or a finer weight format).
+    """
+    exponent = (out_format.width + in_format.width - 2 + weight_format.frac - out_format.frac
+                - in_format.frac - shift - (pulses.bit_length() - 1))
+    if exponent < 0:
+        raise ValueError(f"pulses: a pulse step of 2^{exponent} weight LSBs is below one LSB; "
+                         f"use fewer pulses (now {pulses}) or a finer weight format")
+    return 1 << exponent
+
+
+def pulse_steps(weights: np.ndarray, weight_format: Format, step: int,
+                device: DeviceModel) -> tuple[np.ndarray, np.ndarray]:
+    """The up and down step (weight LSBs, ``>= 0``) of one coincidence at each weight.
+
+    With ``A = floor(asymmetry·2^16 + 1/2)`` and ``F = ASYMMETRY_FRAC`` (16):
+    ``up = floor(step·(2^F + A)·b_up / 2^(F + W − 1))`` and
+    ``down = floor(step·(2^F − A)·b_down / 2^(F + W − 1))``, with the soft-bound factors
+    ``b_up = 2^(W−1) − w`` and ``b_down = w + 2^(W−1)`` (both ``2^(W−1)`` without
+    ``soft_bounds``): integer products and one right shift each.
+    """
+    half = 1 << (weight_format.width - 1)
+    a = math.floor(device.asymmetry * 2**ASYMMETRY_FRAC + 0.5)
+    w = np.asarray(weights, dtype=np.int64)
+    up_bound = half - w if device.soft_bounds else np.full_like(w, half)
+    down_bound = w + half if device.soft_bounds else np.full_like(w, half)
+    total = ASYMMETRY_FRAC + weight_format.width - 1
+    up = (step * ((1 << ASYMMETRY_FRAC) + a) * up_bound) >> total
+    down = (step * ((1 << ASYMMETRY_FRAC) - a) * down_bound) >> total
+    return up, down
+
+
+def _fires(words: np.ndarray, fmt: Format, pulses: int, lfsr: Lfsr) -> np.ndarray:
+    """Pulse trains ``(samples, BL, n)`` of 0/1: slot ``t`` of word ``v`` fires iff the low
+    ``W − 1`` bits of its draw are below ``|v|``; draws in C order of ``(sample, word,
+    slot)``."""
+    samples, n = words.shape
+    draws = lfsr.draw(samples * n * pulses).astype(np.int64).reshape(samples, n, pulses)
+    fires = (draws & ((1 << (fmt.width - 1)) - 1)) < np.abs(words)[:, :, None]
+    return np.swapaxes(fires, 1, 2).astype(np.int64)
+
+
+def pulsed_update(weights: np.ndarray, weight_format: Format, outputs: np.ndarray,
+                  out_format: Format, inputs: np.ndarray, in_format: Format, *, shift: int,
+                  device: DeviceModel, row_lfsr: Lfsr, col_lfsr: Lfsr,
+                  overflow: Overflow | None = None, label: str = "tile") -> np.ndarray:
+    """The SGD step ``W − Σ δ xᵀ·2^-shift`` as stochastic pulse trains, sample by sample.
+
+    For each sample ``n`` in order (``outputs[n]`` = δ, one word per row of ``W``;
+    ``inputs[n]`` = x, one per column): ``BL = device.pulses`` slots; row ``i`` fires in a
+    slot with probability ``|δ_i|/2^(Wδ−1)`` (:func:`_fires`, from ``row_lfsr``: all the row
+    draws of the sample, row by row, slot by slot), column ``j`` with ``|x_j|/2^(Wx−1)``
+    (from ``col_lfsr``, likewise). The coincidences ``c_ij`` (slots where both fire) move
+    the weight in the direction of the SGD step, ``−sign(δ_i·x_j)``, by ``c_ij`` up or down
+    steps (:func:`pulse_steps` of :func:`pulse_step`) computed at the weight's value before
+    the sample; the result saturates to the weight format (counted as ``LABEL.weights``).
+    The expected step equals the SGD step when the asymmetry is 0 and the bounds hard
+    (and no step saturates).
+
+    Parameters
+    ----------
+    weights : ndarray of int64, (rows, cols)
+    outputs : ndarray of int, (samples, rows), words of ``out_format``
+    inputs : ndarray of int, (samples, cols), words of ``in_format``
+
+    Returns
+    -------
+    ndarray of int64, (rows, cols)
+        The updated weights.
+    """
+    step = pulse_step(weight_format, out_format, in_format, shift, device.pulses)
+    outputs = np.asarray(outputs, dtype=np.int64)
+    inputs = np.asarray(inputs, dtype=np.int64)
+    row_fires = _fires(outputs, out_format, device.pulses, row_lfsr)
+    col_fires = _fires(inputs, in_format, device.pulses, col_lfsr)
+    w = np.asarray(weights, dtype=np.int64)
+    for n in range(len(outputs)):
+        coincidences = row_fires[n].T @ col_fires[n]
+        if not coincidences.any():
+            continue
+        up, down = pulse_steps(w, weight_format, step, device)
+        direction = -np.sign(outputs[n])[:, None] * np.sign(inputs[n])[None, :]
+        moved = w + coincidences * np.where(direction > 0, up, -down) * (direction != 0)
+        w = np.clip(moved, weight_format.min_int, weight_format.max_int)
+        if overflow is not None:
+            overflow.add(f"{label}.weights", np.count_nonzero(w != moved))
+    if overflow is not None:
+        overflow.add(f"{label}.weights", 0, w.size * len(outputs))
+    return w

@@ -19,8 +19,8 @@ every ``lfsr_seed``): tiles A, B, C are sites 0, 1, 2; the loss gradient (the on
 the softmax, which the host computes) is quantised with site 3. On the Fourier path
 (``fourier``) A's and B's output narrowings keep sites 0 and 1, and the two Fourier units use
 sites 4–6 and 7–9. The pool unit is site 10. With a device model, tile ``k``'s device
-generators (read noise, programming noise, the states' rounding) are sites ``16 + 3k`` to
-``18 + 3k`` (:data:`~xbarode.model.device.DEVICE_SITE`).
+generators (read noise, programming noise, the states' rounding, row and column pulses) are
+sites ``16 + 5k`` to ``20 + 5k`` (:data:`~xbarode.model.device.DEVICE_SITE`).
 """
 
 from __future__ import annotations
@@ -180,7 +180,7 @@ class FixedNetwork:
         format; its own rounding site ``POOL_SITE`` = 10); 1 is no pool.
     device : DeviceModel, optional
         The crossbar's non-idealities (docs/device.md), on tiles A, B and C alike; tile ``k``
-        seeds its device generators with ``site_seed(lfsr_seed, DEVICE_SITE + 3k)``. Needs
+        seeds its device generators with ``site_seed(lfsr_seed, DEVICE_SITE + 5k)``. Needs
         dense tiles (no kernel bank, no Fourier path; with ``conv_taps``, no write models).
         None, or every model off: the ideal network, bit for bit.
 
@@ -345,7 +345,8 @@ class FixedNetwork:
         f = self.formats
         steps, batch, m = trajectory.shape[0] - 1, trajectory.shape[1], trajectory.shape[2]
         f.check(m, self.C.shape[0], gradient_terms=steps * batch, features=self.C.shape[1])
-        grads = {"C": exact_matmul(grad_logits.T, self._features(trajectory[-1]), "C.grad"),
+        features = self._features(trajectory[-1])
+        grads = {"C": exact_matmul(grad_logits.T, features, "C.grad"),
                  "d": grad_logits.sum(axis=0)}
         lam = self.C.transposed(grad_logits, f.grad, f.grad)
         if self.pool is not None:
@@ -367,6 +368,12 @@ class FixedNetwork:
                 lam = self._saturate(lam + step, f.grad, "adjoint.lambda")
         grads["B"] = _gradient_sums(self.B, np.concatenate(b_out), np.concatenate(b_in))
         grads["A"] = _gradient_sums(self.A, np.concatenate(a_out), np.concatenate(a_in))
+        if self.device is not None and self.device.pulses is not None:
+            # Pulsed updates drive the tiles with each sample's vectors, not with the sums.
+            grads["samples"] = {
+                "A": (np.concatenate(a_out), np.concatenate(a_in)),
+                "B": (np.concatenate(b_out), np.concatenate(b_in)),
+                "C": (grad_logits, features)}
         grads["z0"] = lam
         return grads
 
@@ -385,16 +392,35 @@ class FixedNetwork:
         self.overflow.add(label, np.count_nonzero(result != values), result.size)
         return result
 
+    def _pulsed_step(self, grads: dict, shift: int) -> None:
+        """The SGD step with the device's pulsed updates: tiles A, B (holding ``Bᵀ``) and C in
+        that order, each driven by every sample's vectors in the order :meth:`backward` lists
+        them; the bias ``d`` (digital) takes its usual step."""
+        f = self.formats
+        for tile, in_format, extra in ((self.A, f.state, self.h_shift),
+                                       (self.B, f.act, self.h_shift), (self.C, f.state, 0)):
+            outputs, inputs = grads["samples"][tile.name]
+            tile.pulsed_update(outputs, f.grad, inputs, in_format, shift=shift + extra,
+                               transposed=tile is self.B)
+        step = narrow(-grads["d"], f.grad.frac + shift - f.weight.frac, f.weight,
+                      self.C.rounder, self.overflow, "d.update")
+        self.d = self._saturate(self.d + step, f.weight, "d.weights")
+
     def sgd_step(self, grads: dict, *, lr: float, batch_size: int) -> None:
         """``W <- W - lr/batch_size · gradient`` for every tile and the bias, one rounding each.
 
         ``lr`` and ``batch_size`` are powers of two; with ``h`` they make up each update's
         shift. With ``conv_taps``, ``A`` and ``B`` take one step per kernel tap instead of one
-        per matrix entry, so they stay convolution matrices.
+        per matrix entry, so they stay convolution matrices. With a device model's ``pulses``
+        (``grads`` then carries ``samples``, from :meth:`backward`), the tiles take pulsed
+        updates (:meth:`FixedTile.pulsed_update`).
         """
         self._trainable()
         f = self.formats
         shift = power_of_two_shift(lr, "lr") + power_of_two_shift(1 / batch_size, "1/batch_size")
+        if "samples" in grads:
+            self._pulsed_step(grads, shift)
+            return
         # The core's tile B holds Bᵀ: its step draws in the row-major (or tap) order of Bᵀ.
         for tile, frac in ((self.A, f.state.frac), (self.B, f.act.frac)):
             transposed = tile is self.B

@@ -18,7 +18,14 @@ import math
 
 import numpy as np
 
-from .device import DEVICE_SEED, DeviceModel, adc_read, dac_input, program_weights
+from .device import (
+    DEVICE_SEED,
+    DeviceModel,
+    adc_read,
+    dac_input,
+    program_weights,
+    pulsed_update,
+)
 from .fixed import Format, Lfsr, Overflow, Rounder, exact_matmul, narrow, site_seed
 
 __all__ = [
@@ -126,7 +133,8 @@ class FixedTile:
     device_seed : int
         Seed of the device generators: purpose ``p`` of
         :data:`~xbarode.model.device.DEVICE_PURPOSES` (read noise, programming noise, the
-        states' rounding) draws from ``Lfsr(site_seed(device_seed, p))``.
+        states' rounding, the row and the column pulses) draws from
+        ``Lfsr(site_seed(device_seed, p))``.
     """
 
     def __init__(self, weights, *, weight_format: Format, acc_width: int, rounder: Rounder,
@@ -152,11 +160,14 @@ class FixedTile:
             self._read_noise = Lfsr(site_seed(device_seed, 0))
             self._program_noise = Lfsr(site_seed(device_seed, 1))
             self._states_rounder = Rounder(rounder.mode, site_seed(device_seed, 2))
+            self._row_pulses = Lfsr(site_seed(device_seed, 3))
+            self._col_pulses = Lfsr(site_seed(device_seed, 4))
             self.weights = self._write(self.weights)
 
     def _write(self, values: np.ndarray) -> np.ndarray:
         """``values`` as the devices hold them once written (:func:`program_weights`)."""
-        if self.device is None or not self.device.writes:
+        if self.device is None or (self.device.states is None
+                                   and self.device.program_noise == 0):
             return values
         return program_weights(values, self.weight_format, self.device, self._states_rounder,
                                self._program_noise, self.overflow, self.name)
@@ -240,6 +251,32 @@ class FixedTile:
             self.weights = self._write(self.weights.T).T
         else:
             self.weights = self._write(self.weights)
+
+    def pulsed_update(self, outputs: np.ndarray, out_format: Format, inputs: np.ndarray,
+                      in_format: Format, *, shift: int, transposed: bool = False) -> None:
+        """The SGD step ``W <- W − Σ_n δ_n x_nᵀ·2^-shift`` as stochastic pulse trains.
+
+        ``outputs`` (samples, rows) are the δ words and ``inputs`` (samples, cols) the x words
+        of each sample (:func:`~xbarode.model.device.pulsed_update`, with this tile's row and
+        column pulse generators). With ``transposed`` the tile holds ``Wᵀ``: its rows are
+        driven by the x words and its columns by the δ words, and the draws follow. The
+        states and the programming noise apply when the weights are loaded, not to pulses.
+
+        Raises
+        ------
+        ValueError
+            Without a device model with ``pulses``.
+        """
+        if self.device is None or self.device.pulses is None:
+            raise ValueError(f"{self.name}: pulsed updates need a device model with pulses")
+        rows, cols = (inputs, in_format), (outputs, out_format)
+        if not transposed:
+            rows, cols = cols, rows
+        held = pulsed_update(self.weights.T if transposed else self.weights,
+                             self.weight_format, rows[0], rows[1], cols[0], cols[1],
+                             shift=shift, device=self.device, row_lfsr=self._row_pulses,
+                             col_lfsr=self._col_pulses, overflow=self.overflow, label=self.name)
+        self.weights = held.T if transposed else held
 
     def apply_kernel_gradient(self, grad: np.ndarray, grad_frac: int, *, shift: int,
                               taps: np.ndarray, transposed: bool = False) -> None:

@@ -333,12 +333,12 @@ def test_network_tiles_draw_from_their_own_sites():
     net_again = small_network(device)
     assert train_once(net) == train_once(net_again)                 # deterministic
     assert train_once(small_network(device, lfsr_seed=7)) != train_once(small_network(device))
-    # Tile B's generators are sites 16 + 3 … 18 + 3 of the network's seed.
+    # Tile B's generators are sites 16 + 5 … 20 + 5 of the network's seed.
     rng = np.random.default_rng(3)
     rng.normal(0, 0.3, (16, 16))
     b = formats_for_width(12).weight.quantize(rng.normal(0, 0.3, (16, 16)), "nearest")
     held = program_weights(b, formats_for_width(12).weight, device, None,
-                           Lfsr(site_seed(SEED, 16 + 3 + 1)))
+                           Lfsr(site_seed(SEED, 16 + 5 + 1)))
     assert small_network(device).B.weights.tolist() == held.tolist()
 
 
@@ -446,7 +446,8 @@ def test_training_config_carries_the_device():
     config = Config(precision="fixed", device=device)
     data = config.to_dict()
     assert data["device"] == {"dac_bits": None, "adc_bits": None, "adc_range": 1.0,
-                              "read_noise": 0.1, "program_noise": 0.0, "states": 64}
+                              "read_noise": 0.1, "program_noise": 0.0, "states": 64,
+                              "pulses": None, "asymmetry": 0.0, "soft_bounds": False}
     assert Config.from_dict(data) == config
     assert "device" not in Config(precision="fixed").to_dict()       # the ideal array's dict
     with pytest.raises(ValueError, match=r"^device models need dense tiles, not channels 2 "
