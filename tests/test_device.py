@@ -21,6 +21,9 @@ from xbarode.model.device import (
     dac_input,
     gauss_draws,
     program_weights,
+    pulse_step,
+    pulse_steps,
+    pulsed_update,
 )
 from xbarode.model.fixed import Format, Lfsr, Overflow, Rounder, narrow, site_seed
 from xbarode.model.fixed_net import FixedNetwork, formats_for_width
@@ -244,6 +247,110 @@ def test_program_weights_equals_the_integer_reference(width, states_bits, progra
 
 
 # ---------------------------------------------------------------------------------------------
+# Pulsed updates.
+
+def reference_pulses(w, wfmt, deltas, dfmt, xs, xfmt, shift, pulses, asymmetry, soft, row_seed,
+                     col_seed):
+    """The documented pulse trains and steps on Python integers, sample by sample."""
+    rows, cols = len(w), len(w[0])
+    step = 2 ** (dfmt.width + xfmt.width - 2 + wfmt.frac - dfmt.frac - xfmt.frac - shift
+                 - (pulses.bit_length() - 1))
+    row_draws = iter(reference_draws(row_seed, len(deltas) * rows * pulses))
+    col_draws = iter(reference_draws(col_seed, len(xs) * cols * pulses))
+
+    def fires(words, fmt, draws):
+        return [[(next(draws) % 2 ** (fmt.width - 1)) < abs(v) for _ in range(pulses)]
+                for v in words]
+
+    trains = [(fires(d, dfmt, row_draws), fires(x, xfmt, col_draws))
+              for d, x in zip(deltas, xs, strict=True)]
+    a = math.floor(asymmetry * 2**16 + 0.5)
+    half = 2 ** (wfmt.width - 1)
+    w = [list(row) for row in w]
+    clipped = 0
+    for (rf, cf), d, x in zip(trains, deltas, xs, strict=True):
+        new = [list(row) for row in w]
+        for i in range(rows):
+            for j in range(cols):
+                c = sum(rf[i][t] and cf[j][t] for t in range(pulses))
+                sign = -((d[i] > 0) - (d[i] < 0)) * ((x[j] > 0) - (x[j] < 0))
+                if not c or not sign:
+                    continue
+                v = w[i][j]
+                if sign > 0:
+                    bound = half - v if soft else half
+                    move = step * (2**16 + a) * bound // 2 ** (16 + wfmt.width - 1)
+                else:
+                    bound = v + half if soft else half
+                    move = -(step * (2**16 - a) * bound // 2 ** (16 + wfmt.width - 1))
+                total = v + c * move
+                new[i][j] = min(max(total, wfmt.min_int), wfmt.max_int)
+                clipped += new[i][j] != total
+        w = new
+    return w, clipped
+
+
+@SETTINGS
+@given(rows=st.integers(1, 4), cols=st.integers(1, 4), samples=st.integers(1, 4),
+       pulses=st.sampled_from((1, 4, 32)), asymmetry=st.sampled_from((0.0, 0.25, -0.5, 0.9)),
+       soft=st.booleans(), data=st.data())
+@example(rows=2, cols=3, samples=2, pulses=1, asymmetry=0.0, soft=False, data=None)
+@example(rows=4, cols=4, samples=4, pulses=32, asymmetry=-0.5, soft=True, data=None)
+def test_pulsed_update_equals_the_integer_reference(rows, cols, samples, pulses, asymmetry, soft,
+                                                    data):
+    wfmt, dfmt, xfmt = Format(10, 8), Format(6, 3), Format(7, 4)
+    rng = np.random.default_rng(samples if data is None else data.draw(st.integers(0, 2**16)))
+    w = rng.integers(wfmt.min_int, wfmt.max_int, (rows, cols), endpoint=True)
+    w[0, 0] = wfmt.max_int                                      # at the bounds
+    w[-1, -1] = wfmt.min_int
+    deltas = rng.integers(dfmt.min_int, dfmt.max_int, (samples, rows), endpoint=True)
+    xs = rng.integers(xfmt.min_int, xfmt.max_int, (samples, cols), endpoint=True)
+    deltas[0, 0], xs[0, 0] = dfmt.min_int, xfmt.min_int         # probability 1: every slot
+    device = DeviceModel(pulses=pulses, asymmetry=asymmetry, soft_bounds=soft)
+    overflow = Overflow()
+    out = pulsed_update(w, wfmt, deltas, dfmt, xs, xfmt, shift=2, device=device,
+                        row_lfsr=Lfsr(site_seed(SEED, 3)), col_lfsr=Lfsr(site_seed(SEED, 4)),
+                        overflow=overflow, label="W")
+    expected, clipped = reference_pulses(w.tolist(), wfmt, deltas.tolist(), dfmt, xs.tolist(),
+                                         xfmt, 2, pulses, asymmetry, soft, site_seed(SEED, 3),
+                                         site_seed(SEED, 4))
+    assert out.tolist() == expected
+    assert overflow.counts["W.weights"] == clipped
+    assert overflow.words["W.weights"] == rows * cols * samples
+
+
+def test_pulsed_update_is_the_sgd_step_on_average():
+    # One sample 2000 times: p = 64/128, q = 32/128, BL = 4 slots coincide 0.5 times per
+    # sample on average, each a step of 2^(7 + 7 + 14 - 6 - 6 - 10 - 2) = 16 LSBs: 8 LSBs per
+    # sample, the SGD step -δ·x·2^-10 = 0.5·2^-10 in value, 8 LSBs of Q2.14.
+    wfmt, fmt = Format(16, 14), Format(8, 6)
+    n, delta, x = 2000, 64, -32
+    sgd = -delta * x * 2.0 ** (wfmt.frac - 2 * fmt.frac - 10)       # LSBs per sample
+    out = pulsed_update(np.zeros((1, 1), dtype=np.int64), wfmt, np.full((n, 1), delta), fmt,
+                        np.full((n, 1), x), fmt, shift=10, device=DeviceModel(pulses=4),
+                        row_lfsr=Lfsr(SEED), col_lfsr=Lfsr(site_seed(SEED, 1)))
+    step, p = 16, 0.5 * 0.25
+    assert sgd == 4 * p * step
+    sd = step * math.sqrt(n * 4 * p * (1 - p))                      # binomial coincidences
+    assert abs(int(out[0, 0]) - n * sgd) < 5 * sd
+
+
+def test_pulse_steps_closed_form():
+    wfmt = Format(8, 6)
+    w = np.array([wfmt.min_int, -64, 0, 64, wfmt.max_int])
+    up, down = pulse_steps(w, wfmt, 64, DeviceModel(pulses=2, asymmetry=0.25))
+    assert up.tolist() == [80] * 5 and down.tolist() == [48] * 5     # 64·(1 ± 1/4)
+    up, down = pulse_steps(w, wfmt, 64, DeviceModel(pulses=2, asymmetry=0.25, soft_bounds=True))
+    # Scaled by (128 - w)/128 and (w + 128)/128, floored.
+    assert up.tolist() == [160, 120, 80, 40, 0] and down.tolist() == [0, 24, 48, 72, 95]
+    assert pulse_step(wfmt, Format(6, 3), Format(7, 4), 2, 32) == 2 ** (5 + 6 + 6 - 3 - 4 - 2 - 5)
+    with pytest.raises(ValueError, match=r"^pulses: a pulse step of 2\^-2 weight LSBs is below "
+                                         r"one LSB; use fewer pulses \(now 4096\) or a finer "
+                                         r"weight format$"):
+        pulse_step(wfmt, Format(6, 3), Format(7, 4), 0, 4096)
+
+
+# ---------------------------------------------------------------------------------------------
 # The tile and the network.
 
 def tile(weights, fmt, mode, overflow, device=None, seed=SEED):
@@ -342,6 +449,39 @@ def test_network_tiles_draw_from_their_own_sites():
     assert small_network(device).B.weights.tolist() == held.tolist()
 
 
+def test_tile_pulsed_update_drives_the_held_matrix_with_its_generators():
+    fmt = Format(12, 9)
+    rng = np.random.default_rng(8)
+    w = rng.integers(-500, 500, (3, 5))
+    deltas = rng.integers(fmt.min_int, fmt.max_int, (4, 3), endpoint=True)
+    xs = rng.integers(fmt.min_int, fmt.max_int, (4, 5), endpoint=True)
+    device = DeviceModel(pulses=8, asymmetry=0.1, soft_bounds=True)
+    for transposed in (False, True):
+        # The tile's W is (3, 5) either way; with ``transposed`` the hardware holds Wᵀ, whose
+        # rows the x words drive.
+        t = tile(w, fmt, "nearest", Overflow(), device)
+        t.pulsed_update(deltas, fmt, xs, fmt, shift=6, transposed=transposed)
+        held, rows, cols = (w.T, xs, deltas) if transposed else (w, deltas, xs)
+        expected = pulsed_update(held, fmt, rows, fmt, cols, fmt, shift=6, device=device,
+                                 row_lfsr=Lfsr(site_seed(DEVICE_SEED, 3)),
+                                 col_lfsr=Lfsr(site_seed(DEVICE_SEED, 4)))
+        assert t.weights.tolist() == (expected.T if transposed else expected).tolist()
+
+
+def test_network_sgd_step_with_pulses():
+    device = DeviceModel(pulses=8)
+    pulsed = train_once(small_network(device))
+    assert pulsed == train_once(small_network(device))                  # deterministic
+    assert pulsed[1:4] != train_once(small_network())[1:4]              # A, B, C moved otherwise
+    # The bias is digital: with round-to-nearest it takes the digital step exactly.
+    rng = np.random.default_rng(3)
+    params = {"A": rng.normal(0, 0.3, (16, 16)), "B": rng.normal(0, 0.3, (16, 16)),
+              "C": rng.normal(0, 0.3, (10, 16)), "d": rng.normal(0, 0.1, 10)}
+    nets = [FixedNetwork(params, formats_for_width(12), rounding="nearest", h=0.25, steps=3,
+                         device=d) for d in (device, None)]
+    assert train_once(nets[0])[4] == train_once(nets[1])[4]
+
+
 # ---------------------------------------------------------------------------------------------
 # Errors.
 
@@ -361,6 +501,15 @@ def test_network_tiles_draw_from_their_own_sites():
                        "not 1000"),
     ({"states": 2}, "states must be a power of two from 4 to 2^32 (or None for every word), "
                     "not 2"),
+    ({"pulses": 3}, "pulses must be a power of two from 1 to 4096 (or None for the digital SGD "
+                    "step), not 3"),
+    ({"pulses": 8192}, "pulses must be a power of two from 1 to 4096 (or None for the digital "
+                       "SGD step), not 8192"),
+    ({"pulses": 2, "asymmetry": 1.0}, "asymmetry must be a number between -1 and 1 "
+                                      "(exclusive), not 1.0"),
+    ({"pulses": 2, "soft_bounds": 1}, "soft_bounds must be true or false, not 1"),
+    ({"asymmetry": 0.1}, "asymmetry and soft_bounds shape pulsed updates: give pulses"),
+    ({"soft_bounds": True}, "asymmetry and soft_bounds shape pulsed updates: give pulses"),
 ])
 def test_device_model_rejects_bad_values(kwargs, message):
     with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
@@ -380,6 +529,10 @@ def test_device_errors_in_use():
              DeviceModel(read_noise=1.0), Rounder("nearest"), Lfsr(SEED), label="t")
     with pytest.raises(TypeError, match=r"^W: device must be a DeviceModel or None, not dict$"):
         tile(np.zeros((2, 2), dtype=np.int64), fmt, "nearest", Overflow(), {"states": 4})
+    with pytest.raises(ValueError, match=r"^W: pulsed updates need a device model with pulses$"):
+        tile(np.zeros((2, 2), dtype=np.int64), fmt, "nearest", Overflow(),
+             DeviceModel(states=4)).pulsed_update(np.zeros((1, 2)), fmt, np.zeros((1, 2)), fmt,
+                                                  shift=1)
     t = tile(np.zeros((2, 2), dtype=np.int64), fmt, "nearest", Overflow(), DeviceModel(states=4))
     with pytest.raises(ValueError, match=r"^W: the device's write models"):
         t.apply_kernel_gradient(np.zeros((2, 2), dtype=np.int64), 4, shift=1,
