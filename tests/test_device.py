@@ -473,6 +473,25 @@ def test_network_sgd_step_with_pulses():
     pulsed = train_once(small_network(device))
     assert pulsed == train_once(small_network(device))                  # deterministic
     assert pulsed[1:4] != train_once(small_network())[1:4]              # A, B, C moved otherwise
+    # Each tile's step: its own row and column generators (sites 16 + 5k + 3, + 4), the shift
+    # of lr/batch (3 + 3) and, for A and B, of h (2); B's hardware tile holds Bᵀ.
+    net = small_network(device)
+    x = np.random.default_rng(4).uniform(0, 1, (8, 16))
+    logits, trajectory, _ = net.forward(x)
+    grads = net.backward(trajectory, net.loss_gradient(logits, np.arange(8) % 10))
+    before = {name: getattr(net, name).weights.copy() for name in "ABC"}
+    net.sgd_step(grads, lr=0.125, batch_size=8)
+    f = net.formats
+    for k, (name, in_format, shift) in enumerate((("A", f.state, 8), ("B", f.act, 8),
+                                                  ("C", f.state, 6))):
+        deltas, xs = grads["samples"][name]
+        held, rows, cols = (before[name].T, (xs, in_format), (deltas, f.grad)) if name == "B" \
+            else (before[name], (deltas, f.grad), (xs, in_format))
+        expected = pulsed_update(held, f.weight, *rows, *cols, shift=shift, device=device,
+                                 row_lfsr=Lfsr(site_seed(SEED, 16 + 5 * k + 3)),
+                                 col_lfsr=Lfsr(site_seed(SEED, 16 + 5 * k + 4)))
+        expected = expected.T if name == "B" else expected
+        assert getattr(net, name).weights.tolist() == expected.tolist(), name
     # The bias is digital: with round-to-nearest it takes the digital step exactly.
     rng = np.random.default_rng(3)
     params = {"A": rng.normal(0, 0.3, (16, 16)), "B": rng.normal(0, 0.3, (16, 16)),
