@@ -48,6 +48,9 @@ is validated with a message that names the field. Example (all fields, default v
     read_noise = 0.0          # output noise deviation, a fraction of the ADC range
     program_noise = 0.0       # programming noise deviation, a fraction of the weight range
     states = 0                # conductance levels, a power of two >= 4; 0 is every word
+    pulses = 0                # pulsed SGD: pulse-train length, a power of two; 0 is digital
+    asymmetry = 0.0           # pulsed: up steps (1 + a), down steps (1 - a), -1 < a < 1
+    soft_bounds = false       # pulsed: steps shrink linearly to 0 at the weight bounds
 
 The ``[device]`` table describes the fixed-point model's device and converter models
 (:class:`~xbarode.model.device.DeviceModel`); the RTL core has none yet, so the commands that
@@ -98,7 +101,8 @@ class CoreConfig:
 
     #: The fields of the ``[device]`` table.
     DEVICE_FIELDS: ClassVar[tuple[str, ...]] = ("dac_bits", "adc_bits", "adc_range",
-                                                "read_noise", "program_noise", "states")
+                                                "read_noise", "program_noise", "states",
+                                                "pulses", "asymmetry", "soft_bounds")
 
     image: tuple[int, int] = (8, 8)
     structure: str = "dense"
@@ -132,6 +136,9 @@ class CoreConfig:
     read_noise: float = 0.0
     program_noise: float = 0.0
     states: int = 0
+    pulses: int = 0
+    asymmetry: float = 0.0
+    soft_bounds: bool = False
 
     # One check per field, each with a message naming it.
     def __post_init__(self):  # noqa: C901
@@ -234,7 +241,7 @@ class CoreConfig:
                         f"{fmt.width - fmt.frac} integer and {fmt.frac} fractional bits")
 
     def _check_device(self) -> None:
-        for name in ("dac_bits", "adc_bits", "states"):
+        for name in ("dac_bits", "adc_bits", "states", "pulses"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ConfigError(f"{name} must be an integer, not {value!r}")
@@ -246,6 +253,10 @@ class CoreConfig:
                                  or self.states & (self.states - 1)):
             raise ConfigError(f"states must be 0 (every word) or a power of two from 4 to "
                               f"2^32, not {self.states}")
+        if self.pulses != 0 and (self.pulses < 0 or self.pulses & (self.pulses - 1)
+                                 or self.pulses > 4096):
+            raise ConfigError(f"pulses must be 0 (the digital SGD step) or a power of two from "
+                              f"1 to 4096, not {self.pulses}")
         try:
             self.device()
         except ValueError as error:
@@ -258,7 +269,9 @@ class CoreConfig:
 
         device = DeviceModel(dac_bits=self.dac_bits or None, adc_bits=self.adc_bits or None,
                              adc_range=self.adc_range, read_noise=self.read_noise,
-                             program_noise=self.program_noise, states=self.states or None)
+                             program_noise=self.program_noise, states=self.states or None,
+                             pulses=self.pulses or None, asymmetry=self.asymmetry,
+                             soft_bounds=self.soft_bounds)
         return None if device.off else device
 
     def require_ideal_device(self, what: str) -> None:

@@ -603,6 +603,10 @@ def test_core_config_reads_and_writes_the_device_table(tmp_path):
                          "output format's full scale), not 3.0"),
     ({"read_noise": 2}, "read_noise must be a number from 0 to 1 (a standard deviation as a "
                         "fraction of the range), not 2"),
+    ({"pulses": 12}, "pulses must be 0 (the digital SGD step) or a power of two from 1 to "
+                     "4096, not 12"),
+    ({"asymmetry": 0.2}, "asymmetry and soft_bounds shape pulsed updates: give pulses"),
+    ({"pulses": 4, "soft_bounds": "yes"}, "soft_bounds must be true or false, not 'yes'"),
 ])
 def test_core_config_rejects_bad_device_values(values, message):
     from xbarode.model.core_config import ConfigError, load_config
@@ -681,3 +685,17 @@ def test_core_builds_refuse_device_models_and_list_the_ideal_fields():
     assert _core_fields(CoreConfig(adc_bits=6))["adc_bits"] == 6
     with pytest.raises(ConfigError, match=r"^\[device\] turns on adc_bits: the RTL core has no "):
         CoreParams(CoreConfig(adc_bits=6))
+
+
+def test_pulsed_update_options():
+    from xbarode.cli import _device, build_parser
+    from xbarode.model.core_config import load_config
+
+    assert load_config(None, {"pulses": 16, "asymmetry": 0.1, "soft_bounds": True}).device() \
+        == DeviceModel(pulses=16, asymmetry=0.1, soft_bounds=True)
+    args = build_parser().parse_args(["train", "--width", "16", "--pulses", "8",
+                                      "--soft-bounds", "--asymmetry", "0.1"])
+    assert _device(args) == DeviceModel(pulses=8, asymmetry=0.1, soft_bounds=True)
+    with pytest.raises(ValueError, match=r"^--asymmetry: asymmetry and soft_bounds shape pulsed "
+                                         r"updates: give pulses$"):
+        _device(build_parser().parse_args(["train", "--width", "16", "--asymmetry", "0.1"]))

@@ -245,7 +245,10 @@ def _add_fixed_options(parser: argparse.ArgumentParser, *, training: bool) -> No
         "the memristor crossbar's non-idealities on tiles A, B and C, each off unless given "
         "(docs/device.md); every random draw from the LFSRs of --lfsr-seed's later sites")
     for flag, kind, text in _DEVICE_FLAGS:
-        device.add_argument(flag, type=kind, default=None, help=text)
+        if kind is bool:
+            device.add_argument(flag, action="store_const", const=True, default=None, help=text)
+        else:
+            device.add_argument(flag, type=kind, default=None, help=text)
 
 
 #: The device-model options: flag, type, help; each sets the DeviceModel field of its name.
@@ -262,6 +265,12 @@ _DEVICE_FLAGS = (
                                "fraction of the weight range, 0 to 1; one draw per weight "
                                "written"),
     ("--states", int, "conductance levels over the weight range, a power of two >= 4"),
+    ("--pulses", int, "pulsed updates: the SGD step of tiles A, B and C as stochastic pulse "
+                      "trains of this length per sample, a power of two up to 4096"),
+    ("--asymmetry", float, "pulsed updates: up steps (1 + a), down steps (1 - a) times the "
+                           "nominal step, -1 < a < 1"),
+    ("--soft-bounds", bool, "pulsed updates: steps shrink linearly to 0 at the weight range's "
+                            "bounds"),
 )
 
 
