@@ -3,7 +3,9 @@
 A digital tile computes the exact sum of products and rounds once, as if the array were
 perfect. :class:`DeviceModel` describes what a real array adds, each part optional and all off
 by default: input DACs of a few bits, output ADCs of a few bits with a clipping range, additive
-read noise, weight programming noise and a finite number of conductance states. Every part is
+read noise, weight programming noise, a finite number of conductance states, and pulsed
+updates (stochastic pulse trains with up/down asymmetry and soft bounds) in place of the
+digital SGD step. Every part is
 integer arithmetic (shifts, additions, comparisons with constants) and every random draw comes
 from the project's LFSR (:class:`~xbarode.model.fixed.Lfsr`), so a hardware tile can do exactly
 the same.
@@ -38,11 +40,13 @@ import numpy as np
 from .fixed import Format, Lfsr, Overflow, Rounder, narrow
 
 __all__ = [
+    "ASYMMETRY_FRAC",
     "DEVICE_PURPOSES",
     "DEVICE_SEED",
     "DEVICE_SITE",
     "GAUSS_OFFSET",
     "GAUSS_VARIANCE",
+    "MAX_PULSES",
     "NOISE_FRAC",
     "DeviceModel",
     "adc_read",
