@@ -347,13 +347,18 @@ def pulse_step(weight_format: Format, out_format: Format, in_format: Format, shi
     Raises
     ------
     ValueError
-        If ``e < 0``: a step below one weight LSB (fewer pulses or a finer weight format).
+        If ``e < 0``: a step below one weight LSB (fewer pulses or a finer weight format); or
+        if ``e + 17 + W > 62``: the steps' integer products could leave int64.
     """
     exponent = (out_format.width + in_format.width - 2 + weight_format.frac - out_format.frac
                 - in_format.frac - shift - (pulses.bit_length() - 1))
     if exponent < 0:
         raise ValueError(f"pulses: a pulse step of 2^{exponent} weight LSBs is below one LSB; "
                          f"use fewer pulses (now {pulses}) or a finer weight format")
+    # pulse_steps multiplies the step by a 17-bit factor and a W-bit bound in int64.
+    if exponent + ASYMMETRY_FRAC + 1 + weight_format.width > 62:
+        raise ValueError(f"pulses: a pulse step of 2^{exponent} weight LSBs exceeds the weight "
+                         f"range; use more pulses (now {pulses}) or a larger shift")
     return 1 << exponent
 
 

@@ -348,6 +348,13 @@ def test_pulse_steps_closed_form():
                                          r"one LSB; use fewer pulses \(now 4096\) or a finer "
                                          r"weight format$"):
         pulse_step(wfmt, Format(6, 3), Format(7, 4), 0, 4096)
+    big = Format(32, 0)
+    # The largest step whose products stay in int64: e + 17 + W <= 62.
+    assert pulse_step(Format(16, 0), big, big, 33, 1) == 2**29
+    with pytest.raises(ValueError, match=r"^pulses: a pulse step of 2\^30 weight LSBs exceeds "
+                                         r"the weight range; use more pulses \(now 1\) or a "
+                                         r"larger shift$"):
+        pulse_step(Format(16, 0), big, big, 32, 1)
 
 
 # ---------------------------------------------------------------------------------------------
