@@ -406,6 +406,9 @@ def cmd_train(args) -> dict:
     """``xbarode train``: train the float64 network and save its weights; with ``--on rtl``,
     train on the core in RTL simulation next to the fixed-point model."""
     if args.on == "rtl":
+        if _device(args) is not None:
+            raise ValueError("the device options train the fixed-point model; the RTL core has "
+                             "no device models yet (drop them, or --on model)")
         return _train_on_rtl(args)
     result = _train_and_save(args, Path(args.out))
     if not args.json:
