@@ -390,7 +390,8 @@ def _fires(words: np.ndarray, fmt: Format, pulses: int, lfsr: Lfsr) -> np.ndarra
     samples, n = words.shape
     draws = lfsr.draw(samples * n * pulses).astype(np.int64).reshape(samples, n, pulses)
     fires = (draws & ((1 << (fmt.width - 1)) - 1)) < np.abs(words)[:, :, None]
-    return np.swapaxes(fires, 1, 2).astype(np.int64)
+    # float64: the coincidence counts (at most BL <= 4096) are exact in a BLAS product.
+    return np.swapaxes(fires, 1, 2).astype(np.float64)
 
 
 def pulsed_update(weights: np.ndarray, weight_format: Format, outputs: np.ndarray,
@@ -427,11 +428,16 @@ def pulsed_update(weights: np.ndarray, weight_format: Format, outputs: np.ndarra
     row_fires = _fires(outputs, out_format, device.pulses, row_lfsr)
     col_fires = _fires(inputs, in_format, device.pulses, col_lfsr)
     w = np.asarray(weights, dtype=np.int64)
+    # Every sample's coincidences in one batched product, exact in float64 (counts <= BL).
+    all_coincidences = (np.swapaxes(row_fires, 1, 2) @ col_fires).astype(np.int64)
+    # Hard bounds: the steps do not depend on the weights; soft bounds: on the weights before
+    # each sample.
+    steps = None if device.soft_bounds else pulse_steps(w, weight_format, step, device)
     for n in range(len(outputs)):
-        coincidences = row_fires[n].T @ col_fires[n]
+        coincidences = all_coincidences[n]
         if not coincidences.any():
             continue
-        up, down = pulse_steps(w, weight_format, step, device)
+        up, down = steps or pulse_steps(w, weight_format, step, device)
         direction = -np.sign(outputs[n])[:, None] * np.sign(inputs[n])[None, :]
         moved = w + coincidences * np.where(direction > 0, up, -down) * (direction != 0)
         w = np.clip(moved, weight_format.min_int, weight_format.max_int)

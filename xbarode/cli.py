@@ -722,6 +722,53 @@ def cmd_study(args) -> dict:
             "seconds": result["seconds"]}
 
 
+def _analog_axes(args) -> dict:
+    """The analog study's axes from ``--axes`` and ``--values AXIS=V,V,…``."""
+    from .study_analog import ANALOG_AXES
+
+    names = args.axes.split(",")
+    for name in names:
+        if name not in ANALOG_AXES:
+            raise ValueError(f"--axes: unknown axis {name!r}; choose from "
+                             f"{', '.join(ANALOG_AXES)}")
+    axes = {name: ANALOG_AXES[name] for name in names}
+    for given in args.values or ():
+        name, sep, text = given.partition("=")
+        if not sep or name not in axes:
+            raise ValueError(f"--values takes AXIS=V,V,… with an axis of --axes, not {given!r}")
+        kind = int if name in ("adc_bits", "states") else float
+        try:
+            axes[name] = tuple(kind(item) for item in text.split(","))
+        except ValueError:
+            raise ValueError(f"--values {name}= takes comma-separated "
+                             f"{'integers' if kind is int else 'numbers'}, not {text!r}") from None
+    return axes
+
+
+def cmd_study_analog(args) -> dict:
+    """``xbarode study analog``: accuracy against each device and converter model."""
+    from .study_analog import analog_study, markdown, write_report
+
+    progress = None
+    if not args.json:
+        from tqdm import tqdm
+
+        progress = lambda runs: tqdm(runs, desc="study", unit="run", file=sys.stderr)  # noqa: E731
+    result = analog_study(seeds=args.seeds, epochs=args.epochs, methods=args.methods.split(","),
+                          solvers=args.solvers.split(","), axes=_analog_axes(args),
+                          pulses=args.pulses, adc_range=args.adc_range,
+                          implicit_training=args.implicit_training, progress=progress,
+                          dataset=args.dataset)
+    files = write_report(result, Path(args.out))
+    if not args.json:
+        print(markdown(result))
+        print("written: " + ", ".join(files.values()))
+    return {"command": "study analog", "dataset": args.dataset, "files": files,
+            "table": result["table"], "tolerances": result["tolerances"],
+            "seeds": result["seeds"], "epochs": result["epochs"],
+            "seconds": result["seconds"]}
+
+
 def _int_list(text: str, option: str) -> tuple[int, ...]:
     try:
         return tuple(int(item) for item in text.split(","))
@@ -1101,6 +1148,8 @@ def _add_study(sub) -> None:
     _add_json(precision)
     precision.set_defaults(func=cmd_study)
 
+    _add_study_analog(study_sub)
+
     fourier = study_sub.add_parser(
         "fourier", help="Fourier path vs direct convolution-matrix tile",
         description="Circular convolution of SxS images by the Fourier path (FourierConv: 2-D "
@@ -1132,6 +1181,48 @@ def _add_study(sub) -> None:
                          help="folder for fourier.md/.json/.png (default: %(default)s)")
     _add_json(fourier)
     fourier.set_defaults(func=cmd_study_fourier)
+
+
+def _add_study_analog(study_sub) -> None:
+    """``xbarode study analog``."""
+    from .study_analog import ANALOG_AXES, ANALOG_METHODS, ANALOG_SOLVERS
+
+    analog = study_sub.add_parser(
+        "analog", help="accuracy against each device and converter model",
+        description="Turn each device model (docs/device.md) on alone, mild to severe, and "
+                    "measure the 16-bit neural ODE's test accuracy for (a) deployed float64 "
+                    "weights, (b) hardware-aware fixed-point training, (c) training on the "
+                    "array with pulsed updates, with explicit and implicit Euler; report the "
+                    "most severe value of each axis within 1 pp of the noise-free accuracy. "
+                    "Writes analog.md/.json/.png.")
+    _add_dataset(analog)
+    analog.add_argument("--seeds", type=_positive_int, default=3,
+                        help="training seeds 0..N-1 (default: %(default)s)")
+    analog.add_argument("--epochs", type=_positive_int, default=_config_default("epochs"),
+                        help="epochs of every training run (default: %(default)s)")
+    analog.add_argument("--methods", default=",".join(ANALOG_METHODS),
+                        help="comma-separated: deploy, aware, pulsed (default: %(default)s)")
+    analog.add_argument("--solvers", default=",".join(ANALOG_SOLVERS),
+                        help="comma-separated: euler, implicit_euler (default: %(default)s)")
+    analog.add_argument("--implicit-training", action="store_true",
+                        help="also train (aware, pulsed) with implicit Euler, about 50 times "
+                             "slower than explicit; without it implicit Euler runs deploy only")
+    analog.add_argument("--axes", default=",".join(ANALOG_AXES),
+                        help="comma-separated device models to vary (default: %(default)s)")
+    analog.add_argument("--values", action="append", metavar="AXIS=V,V,…",
+                        help="an axis's values, mildest first (repeatable; defaults: "
+                             + "; ".join(f"{k}={','.join(map(str, v))}"
+                                         for k, v in ANALOG_AXES.items()) + ")")
+    analog.add_argument("--pulses", type=_positive_int, default=32,
+                        help="pulse-train slots of the pulsed runs, a power of two "
+                             "(default: %(default)s)")
+    analog.add_argument("--adc-range", type=_positive_float, default=1.0,
+                        help="the ADC's clipping range on the adc_bits axis, a power-of-two "
+                             "fraction of full scale (default: %(default)s)")
+    analog.add_argument("--out", default="xbarode-study",
+                        help="folder for analog.md/.json/.png (default: %(default)s)")
+    _add_json(analog)
+    analog.set_defaults(func=cmd_study_analog)
 
 
 def _add_sweep(sub) -> None:
