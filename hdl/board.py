@@ -13,7 +13,7 @@ from __future__ import annotations
 import enum
 
 from amaranth import Array, Cat, Elaboratable, Module, Mux, Signal, Value
-from amaranth.lib import fifo, stream, wiring
+from amaranth.lib import fifo, io, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from xbarode.model.core_config import CoreConfig
@@ -23,7 +23,7 @@ from .link import END, HEADER, REPLY, CycleCounter, FrameParser, ReplyFramer
 from .uart import UartRx, UartTx
 
 __all__ = ["PROTOCOL_VERSION", "BoardOp", "BoardTop", "CommandEngine", "Status", "Ulx3sTop",
-           "board_info", "core_operations"]
+           "board_info", "check_baud", "core_operations"]
 
 PROTOCOL_VERSION = 1
 #: A core operation ``k`` is board op ``CORE_BASE + k``.
@@ -450,6 +450,15 @@ class BoardTop(CheckedComponent):
         return m
 
 
+def check_baud(baud: int, clock: int = 25_000_000) -> None:
+    """Raise ``ValueError`` unless ``clock / baud`` is a whole number >= 4 of cycles per bit."""
+    if isinstance(baud, bool) or not isinstance(baud, int) or baud <= 0:
+        raise ValueError(f"baud must be a positive integer, not {baud!r}")
+    if clock % baud or clock // baud < 4:
+        raise ValueError(f"baud {baud} does not divide the {clock / 1e6:g} MHz clock into a "
+                         "whole number (>= 4) of cycles per bit")
+
+
 class Ulx3sTop(Elaboratable):
     """:class:`BoardTop` on a ULX3S: the 25 MHz clock, the FTDI UART, the eight LEDs.
 
@@ -465,9 +474,7 @@ class Ulx3sTop(Elaboratable):
 
     def __init__(self, config: CoreConfig, baud: int = 1_000_000, timeout_ms: float = 10.0):
         clock = 25_000_000
-        if clock % baud:
-            raise ValueError(f"baud {baud} does not divide the 25 MHz clock into whole cycles "
-                             "per bit")
+        check_baud(baud)
         self._top = BoardTop(config, clock // baud, max(1, round(timeout_ms * clock / 1000)))
 
     @property
@@ -478,8 +485,11 @@ class Ulx3sTop(Elaboratable):
     def elaborate(self, platform):
         m = Module()
         m.submodules.board = top = self._top
-        uart = platform.request("uart", 0)
-        m.d.comb += [top.rx.eq(uart.rx.i), uart.tx.o.eq(top.tx)]
+        uart = platform.request("uart", 0, dir="-")
+        m.submodules.rx_buffer = rx = io.Buffer("i", uart.rx)
+        m.submodules.tx_buffer = tx = io.Buffer("o", uart.tx)
+        m.d.comb += [top.rx.eq(rx.i), tx.o.eq(top.tx)]
         for k in range(8):
-            m.d.comb += platform.request("led", k).o.eq(top.leds[k])
+            m.submodules[f"led{k}"] = led = io.Buffer("o", platform.request("led", k, dir="-"))
+            m.d.comb += led.o.eq(top.leds[k])
         return m

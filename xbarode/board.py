@@ -122,8 +122,9 @@ def fault_session(transport, data: dict) -> dict:
         "clear": _exchange(board, encode_request(CLEAR)),
     }
     transport.cut = True
+    cut = Board(transport, timeout=20 * settle, settle=settle, retries=2)
     try:
-        board.command(INFO)
+        cut.command(INFO)
         out["cut"] = "no error"
     except BoardError as error:
         out["cut"] = str(error)
@@ -220,8 +221,9 @@ def build(config, board: str = "ulx3s-85f", out_dir="build/board", *, baud: int 
         ``fmax_mhz`` (the 25 MHz clock's achieved frequency from nextpnr's report) and
         ``fmax`` per clock.
     """
-    from xbarode.hdl.board import Ulx3sTop
+    from xbarode.hdl.board import Ulx3sTop, check_baud
 
+    check_baud(baud)
     platform = _platform(board)
     top = Ulx3sTop(config, baud=baud)
     out = Path(out_dir)
