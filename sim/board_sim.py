@@ -2,7 +2,7 @@
 
 :class:`BoardHarness` wraps :class:`~xbarode.hdl.board.BoardTop` with the host's side of the
 serial line: a byte FIFO into a UART transmitter on the board's ``rx``, a UART receiver on
-its ``tx`` into a byte FIFO. The cocotb test (:mod:`xbarode.sim.board_cocotb`) only pushes
+its ``tx`` into a byte FIFO. The cocotb test (:mod:`xbarode.board_cocotb`) only pushes
 bytes into one FIFO and pulls them from the other, while the UARTs run free on Verilator;
 the driver (:class:`xbarode.host.Board`) runs unchanged in a thread bridged into the
 simulation. :func:`simulate_board` builds and runs it.
@@ -100,13 +100,13 @@ def simulate_board(config: CoreConfig, params: dict, images, *, faults: bool = F
                    timeout: int = SIM_TIMEOUT) -> dict:
     """Run the host driver against the simulated board (Verilator) on ``images``.
 
-    The driver loads the weights and classifies every image (:func:`xbarode.board.session`);
-    with ``faults`` it first sends damaged frames (:func:`xbarode.board.fault_session`).
+    The driver loads the weights and classifies every image (:func:`xbarode.board.run_images`);
+    with ``faults`` it first sends damaged frames (:func:`xbarode.board.fault_frames`).
 
     Returns
     -------
     dict
-        :func:`xbarode.board.session`'s result (``results`` per image, ``bytes``,
+        :func:`xbarode.board.run_images`'s result (``results`` per image, ``bytes``,
         ``seconds`` of simulated time at 25 MHz, ``retried``), ``faults`` (with ``faults``),
         ``build_seconds``, ``wall_seconds``, ``log``.
     """
@@ -126,9 +126,9 @@ def simulate_board(config: CoreConfig, params: dict, images, *, faults: bool = F
             "shapes": {k: list(_shape(v)) for k, v in params.items()},
             "images": [[float(x) for x in row] for row in images], "faults": faults,
             "frame_timeout_cycles": timeout, "clock_hz": CLOCK_HZ}
-    run = run_cocotb([verilog], TOP, "xbarode.sim.board_cocotb", "verilator", data=data,
+    run = run_cocotb([verilog], TOP, "xbarode.board_cocotb", "verilator", data=data,
                      test_dir=run_dir, check=False)
-    result = run.outputs.get("session")
+    result = run.outputs.get("run")
     if result is None:
         messages = "".join(f"\n  {c['name']}: {c['message']}" for c in run.testcases
                            if c["message"])
@@ -136,7 +136,7 @@ def simulate_board(config: CoreConfig, params: dict, images, *, faults: bool = F
     result = dict(result)
     result.update({"build_seconds": run.build_seconds, "log": str(run.log),
                    "wall_seconds": time.perf_counter() - started})
-    (Path(run_dir) / "session.json").write_text(json.dumps(result))
+    (Path(run_dir) / "run.json").write_text(json.dumps(result))
     return result
 
 

@@ -1,8 +1,8 @@
 """``xbarode board``: the ULX3S bitstream, and images through the board (real or simulated).
 
-:func:`session` is what ``xbarode board run`` does on any transport: load the weights,
+:func:`run_images` is what ``xbarode board run`` does on any transport: load the weights,
 classify the images, read the status; :func:`report` compares its answers with the
-fixed-point model. :func:`fault_session` sends the damaged frames of docs/board.md's
+fixed-point model. :func:`fault_frames` sends the damaged frames of docs/board.md's
 "Errors" section and records the replies (the simulated board's CI test). :func:`build`
 writes the Amaranth build plan for a ULX3S and runs it with the YoWASP tools.
 """
@@ -18,8 +18,8 @@ import numpy as np
 
 from .host import CLEAR, CORE_BASE, CORE_OPS, INFO, Board, BoardError, encode_request
 
-__all__ = ["BOARDS", "CLOCK_HZ", "build", "fault_session", "report", "session",
-           "session_from_data"]
+__all__ = ["BOARDS", "CLOCK_HZ", "build", "fault_frames", "report", "run_images",
+           "run_images_from_data"]
 
 #: The boards ``xbarode board build`` knows: name → amaranth-boards platform class name.
 BOARDS = {"ulx3s-12f": "ULX3S_12F_Platform", "ulx3s-25f": "ULX3S_25F_Platform",
@@ -29,7 +29,7 @@ CLOCK_HZ = 25_000_000
 TOP = "xbarode_board"
 
 
-def session(board: Board, config, params, images) -> dict:
+def run_images(board: Board, config, params, images) -> dict:
     """Load ``params`` and classify ``images`` (floats in [0, 1]) on the board.
 
     Returns
@@ -63,15 +63,15 @@ def session(board: Board, config, params, images) -> dict:
             "status": board.status()}
 
 
-def session_from_data(transport, data: dict) -> dict:
-    """:func:`session` on the data :func:`xbarode.sim.board_sim.simulate_board` passes."""
+def run_images_from_data(transport, data: dict) -> dict:
+    """:func:`run_images` on the data :func:`xbarode.sim.board_sim.simulate_board` passes."""
     from xbarode.model.core_config import load_config
 
     config = load_config(data["config"])
     params = {k: np.asarray(v, dtype=np.float64).reshape(data["shapes"][k])
               for k, v in data["params"].items()}
     board = Board(transport, timeout=0.05, settle=_settle(data))
-    return session(board, config, params, data["images"])
+    return run_images(board, config, params, data["images"])
 
 
 def _settle(data: dict) -> float:
@@ -89,7 +89,7 @@ def _exchange(board: Board, raw: bytes, quiet: float = 0.0) -> list:
     return [reply.op, reply.status, len(reply.payload)]
 
 
-def fault_session(transport, data: dict) -> dict:
+def fault_frames(transport, data: dict) -> dict:
     """Damaged frames on a freshly reset board, each answered by one reply.
 
     In order: a RUN before any weights, READ_LOGITS before any RUN, a bad CRC, an unknown
@@ -155,7 +155,7 @@ class _CorruptOnce:
 
 
 def report(config, params, images, labels, result: dict, clock_hz: float = CLOCK_HZ) -> dict:
-    """Compare a :func:`session`'s answers with the fixed-point model.
+    """Compare a :func:`run_images`'s answers with the fixed-point model.
 
     Returns
     -------
@@ -164,7 +164,7 @@ def report(config, params, images, labels, result: dict, clock_hz: float = CLOCK
         ``logit_mismatches`` (logits differing from the model's), ``accuracy`` and
         ``model_accuracy`` (with ``labels``), ``cycles_per_image`` (mean on-chip count),
         ``us_per_inference`` (that at ``clock_hz``), ``link_bytes_per_second`` (bytes both ways
-        over the session's time), ``retried``.
+        over the time of the run), ``retried``.
     """
     from xbarode.sim.core_plan import model_results
 

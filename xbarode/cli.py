@@ -1272,7 +1272,7 @@ def _board_inputs(args):
 
 def cmd_board_run(args) -> dict:
     """``xbarode board run``: images through the board (or the simulated board)."""
-    from .board import report, session
+    from .board import report, run_images
 
     config, params, images, labels = _board_inputs(args)
     if args.simulate:
@@ -1287,7 +1287,7 @@ def cmd_board_run(args) -> dict:
 
         transport = SerialTransport(args.port, args.baud)
         try:
-            run = session(Board(transport, timeout=args.timeout), config, params, images)
+            run = run_images(Board(transport, timeout=args.timeout), config, params, images)
         finally:
             transport.close()
     result = {"command": "board run", "simulated": bool(args.simulate),

@@ -14,8 +14,7 @@ from cocotb.triggers import ClockCycles, FallingEdge, RisingEdge, with_timeout
 from cocotb.utils import get_sim_time
 
 from xbarode.host import Transport
-
-from .cocotb_support import CLOCK_PERIOD_NS, record, reset, start_clock, test_data
+from xbarode.sim.cocotb_support import CLOCK_PERIOD_NS, record, reset, start_clock, test_data
 
 __all__ = ["SimTransport"]
 
@@ -100,10 +99,10 @@ class SimTransport(Transport):
 
 
 @cocotb.test()
-async def board_session(dut):
+async def board_run(dut):
     """Load the weights and classify the images through the driver; with ``faults``, first
-    the damaged frames of :func:`xbarode.board.fault_session`."""
-    from xbarode.board import fault_session, session_from_data
+    the damaged frames of :func:`xbarode.board.fault_frames`."""
+    from xbarode.board import fault_frames, run_images_from_data
 
     data = test_data()
     dut.host_in__valid.value = 0
@@ -112,9 +111,9 @@ async def board_session(dut):
     await reset(dut, 2)
     transport = SimTransport(dut, data["clock_hz"])
     if data.get("faults"):
-        faults = await bridge(fault_session)(transport, data)
+        faults = await bridge(fault_frames)(transport, data)
         record("faults", faults)
-    result = await bridge(session_from_data)(transport, data)
+    result = await bridge(run_images_from_data)(transport, data)
     if data.get("faults"):
         result["faults"] = faults
-    record("session", result)
+    record("run", result)
