@@ -11,7 +11,7 @@ CRC.
 from __future__ import annotations
 
 from amaranth import Module, Signal, Value
-from amaranth.lib import data, stream
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .checked import CheckedComponent
@@ -176,7 +176,7 @@ class FrameParser(CheckedComponent):
         return m
 
 
-class ReplyFramer(CheckedComponent):
+class ReplyFramer(wiring.Component):
     """Sends reply frames: ``0x5A, op, status, len (LE), payload, crc (LE)``.
 
     Attributes
@@ -194,10 +194,6 @@ class ReplyFramer(CheckedComponent):
     per cycle that ``o`` takes it (and ``payload`` offers one); the next header is taken in
     the cycle after the last CRC byte moved.
     """
-
-    @staticmethod
-    def check_parameters() -> None:
-        """No parameters."""
 
     def __init__(self):
         super().__init__({"header": In(stream.Signature(REPLY)),
@@ -246,7 +242,7 @@ class ReplyFramer(CheckedComponent):
         return m
 
 
-class CycleCounter(CheckedComponent):
+class CycleCounter(wiring.Component):
     """Counts an operation's cycles: from the cycle ``start`` is high to the cycle ``done``
     is high, both included (the latency ``xbarode simulate`` reports).
 
@@ -263,10 +259,6 @@ class CycleCounter(CheckedComponent):
     -----
     Latency: ``count`` holds the final value from the cycle after ``done``.
     """
-
-    @staticmethod
-    def check_parameters() -> None:
-        """No parameters."""
 
     def __init__(self):
         super().__init__({"start": In(1), "done": In(1), "count": Out(32), "running": Out(1),
