@@ -319,3 +319,56 @@ def test_driver_raises_at_once_on_a_command_error_and_after_retries_on_silence()
     with pytest.raises(BoardError, match="failed after 2 attempts: BAD_CRC"):
         Board(crc, retries=1).command(0x01)
     assert crc.writes == 2
+
+
+def board_exchange(frames, cycles_after=900):
+    """Send ``frames`` to a BoardTop (the 2×3-pixel core, 4 cycles per bit) on its ``rx``
+    pin, one after the other with idle gaps; return the replies decoded from ``tx``."""
+    from xbarode.hdl.board import BoardTop
+    from xbarode.model.core_config import CoreConfig
+
+    divisor = 4
+    dut = BoardTop(CoreConfig(image=(2, 3), classes=3, steps=2, lanes=2), divisor, 300)
+    levels = [1] * 10
+    for frame in frames:
+        levels += line_bits(frame, divisor) + [1] * cycles_after
+    seen = []
+
+    async def bench(ctx):
+        for level in levels:
+            ctx.set(dut.rx, level)
+            seen.append(ctx.get(dut.tx))
+            await ctx.tick()
+
+    simulate(dut, bench)
+    data = bytes(decode_line(seen, divisor))
+    replies = []
+    while data:
+        assert data[0] == 0x5A, data
+        length = data[3] | data[4] << 8
+        body, crc = data[1:5 + length], data[5 + length:7 + length]
+        assert binascii.crc_hqx(body, 0xFFFF) == crc[0] | crc[1] << 8
+        replies.append((body[0], body[1], body[4:]))
+        data = data[7 + length:]
+    return replies
+
+
+def test_board_top_answers_every_frame_through_its_pins():
+    good = encode_request(0x01)
+    replies = board_exchange([
+        good,                                   # INFO
+        encode_request(0x15),                   # RUN before any weights
+        good[:-1] + bytes([good[-1] ^ 1]),      # a bad CRC
+        encode_request(0x2F),                   # an unknown op
+        encode_request(0x13, b"\x00"),          # LOAD_D, 1 byte instead of 6
+        encode_request(0x13, bytes(6))[:6],     # LOAD_D cut off: the timeout ends it
+        encode_request(0x13, bytes([1, 0, 2, 0, 3, 0])),   # LOAD_D
+        encode_request(0x02),                   # STATUS
+    ])
+    assert replies == [
+        (0x01, 0, bytes([1, 6, 0, 3, 2, 2, 2])),
+        (0x15, 5, b""), (0x01, 1, b""), (0x2F, 3, b""), (0x13, 4, b""), (0x13, 2, b""),
+        (0x13, 0, b""),
+        # flags: d loaded (bit 3); class 0, no iterations, no cycles; five error replies.
+        (0x02, 0, bytes([0x08, 0, 0, 0, 0, 0, 0, 0, 5, 0])),
+    ]
