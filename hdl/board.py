@@ -135,9 +135,17 @@ class CommandEngine(CheckedComponent):
 
     @staticmethod
     def check_parameters(core_signature, operations, info: bytes) -> None:
-        """The constructor's checks: ``operations`` with codes below 16, ``info`` <= 16 bytes."""
+        """The constructor's checks: ``operations`` with codes below 16 whose words fit one
+        frame (65,535 bytes), ``info`` <= 16 bytes."""
         if any(not 0 <= op["code"] < 16 for op in operations):
             raise ValueError("operation codes must be in 0 … 15")
+        sizes = {"words_in": _nbytes(_stream_width(core_signature, "i")),
+                 "words_out": _nbytes(_stream_width(core_signature, "o"))}
+        for op in operations:
+            for key, nbytes in sizes.items():
+                if op[key] * nbytes > 0xFFFF:
+                    raise ValueError(f"{op['name']} moves {op[key] * nbytes} bytes; a frame "
+                                     "holds at most 65535")
         if len(info) > 16:
             raise ValueError(f"info must be at most 16 bytes, not {len(info)}")
 

@@ -9,11 +9,14 @@ the layout of docs/board.md written out here.
 import binascii
 
 import pytest
+from amaranth import signed
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from xbarode.hdl.board import check_baud
+from xbarode.hdl.board import CommandEngine, check_baud
 from xbarode.hdl.link import CycleCounter, FrameParser, ReplyFramer
 from xbarode.hdl.uart import UartRx, UartTx
 from xbarode.host import (
@@ -270,6 +273,11 @@ def test_arguments_are_checked():
         encode_request(256)
     with pytest.raises(ValueError, match="word 40000 does not fit in 2 bytes"):
         words_to_bytes([40000], 2)
+    sig = wiring.Signature({"i": In(stream.Signature(signed(16))),
+                            "o": Out(stream.Signature(signed(16)))})
+    with pytest.raises(ValueError, match="LOAD_A moves 80000 bytes; a frame holds at most 65535"):
+        CommandEngine(sig, [{"name": "LOAD_A", "code": 0, "words_in": 40000, "words_out": 0}],
+                      b"")
 
 
 def test_words_round_trip_little_endian():

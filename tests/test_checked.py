@@ -8,7 +8,10 @@ import inspect
 import warnings
 
 import pytest
+from amaranth import signed
 from amaranth.hdl import Fragment, UnusedElaboratable
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
 
 from toy_design import ToyDot
 from xbarode.hdl.adder_tree import AdderTree
@@ -87,8 +90,9 @@ REFUSED = [
     (UartRx, (3,), {}),
     (UartTx, (4.0,), {}),
     (FrameParser, (0,), {}),
-    (CommandEngine, (None, [{"name": "X", "code": 16, "words_in": 0, "words_out": 0}], b""),
-     {}),
+    (CommandEngine, (wiring.Signature({"i": In(stream.Signature(signed(16))),
+                                       "o": Out(stream.Signature(signed(16)))}),
+                     [{"name": "X", "code": 16, "words_in": 0, "words_out": 0}], b""), {}),
     (BoardTop, (CoreConfig(image=(2, 3), classes=3), 25, 0), {}),
     (BoardHarness, (CoreConfig(image=(2, 3), classes=3), 2, 100), {}),
 ]
