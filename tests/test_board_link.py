@@ -109,3 +109,15 @@ def test_board_build_refuses_an_unknown_board_and_a_baud_off_the_clock(config, t
         build(cfg, "ulx3s-99f", tmp_path, run=False)
     with pytest.raises(ValueError, match="baud 3000000 does not divide the 25 MHz clock"):
         build(cfg, "ulx3s-85f", tmp_path, baud=3_000_000, run=False)
+
+
+def test_board_commands_refuse_bad_input(config, tmp_path, capsys):
+    assert main(["board", "run", "--images", "2", "--config", str(config),
+                 "--random-weights", "1"]) == 2
+    assert "give --port DEVICE" in capsys.readouterr().err
+    assert main(["board", "build", "--baud", "3000000", "--plan-only", "--config", str(config),
+                 "--out", str(tmp_path / "b")]) == 2
+    assert "baud 3000000 does not divide" in capsys.readouterr().err
+    assert main(["board", "run", "--simulate", "--random-weights", "1", "--weights",
+                 str(tmp_path / "w.npz"), "--config", str(config)]) == 2
+    assert "--weights and --random-weights exclude each other" in capsys.readouterr().err
