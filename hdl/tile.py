@@ -44,11 +44,13 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from xbarode.model.fixed import LFSR_SEED, ROUNDINGS, Format, Lfsr
+from xbarode.model.device import DEVICE_SEED, DeviceModel
+from xbarode.model.fixed import LFSR_SEED, ROUNDINGS, Format, Lfsr, site_seed
 from xbarode.model.fixed_ops import accumulator_bits
 
 from .adder_tree import AdderTree
 from .checked import CheckedComponent
+from .device import read_geometry, read_noise
 from .dsp import maps_to_dsp_cell
 from .groups import GROUP, own_copy, stage
 from .interface import ControlSignature
@@ -128,6 +130,19 @@ class CrossbarTile(CheckedComponent):
         port — they hold ``weights``, which must be given, and nothing else (READ_W still
         streams them). No training operations (``grad_format`` must be None). The DFT arrays
         (:class:`~xbarode.hdl.fourier.DftArray`) are such tiles.
+    device : DeviceModel, optional
+        The array's read models (docs/device.md, the twin of
+        :class:`~xbarode.model.fixed_ops.FixedTile`'s ``device``): FORWARD's and TRANSPOSED's
+        operands pass the input DAC (``dac_bits``; UPDATE takes its operands as they are),
+        and each output word gets the read noise (``read_noise``) and passes the ADC
+        (``adc_bits``, ``adc_range``) in place of its one rounding; a clipped DAC code or ADC
+        output raises ``overflow``. None, or every model off: the ideal tile, the same
+        hardware as without. The write models (``states``, ``program_noise``, ``pulses``) are
+        not built (refused), nor the device with ``grad_format`` or ``side_ports``.
+    device_seed : int
+        Seed of the device generators (a non-zero 32-bit integer): the read noise draws from
+        ``Lfsr(site_seed(device_seed, 0))``, one draw per output word in the order of the
+        outputs, as the model's.
 
     Attributes
     ----------
@@ -209,7 +224,8 @@ class CrossbarTile(CheckedComponent):
                          bias: bool = False, side_ports: bool = False,
                          grad_format: Format | None = None, grad_shift: int = 0,
                          sgd_shift: int = 0, taps=None, read_chain: bool = False,
-                         writable: bool = True) -> None:
+                         writable: bool = True, device: DeviceModel | None = None,
+                         device_seed: int = DEVICE_SEED) -> None:
         """The constructor's checks, run before a tile is made (the same arguments;
         :class:`~xbarode.hdl.checked.CheckedComponent`), and by a parent or a plan to check
         a tile's parameters without building one.
@@ -268,13 +284,37 @@ class CrossbarTile(CheckedComponent):
         if not writable and grad_format is not None:
             raise ValueError("a read-only tile (writable=False) has no training operations: "
                              "grad_format must be None")
+        CrossbarTile._check_device(device, device_seed, input_format, output_format,
+                                   grad_format, side_ports)
+
+    @staticmethod
+    def _check_device(device, device_seed, input_format, output_format, grad_format,
+                      side_ports):
+        """The checks of ``device`` and ``device_seed`` (:meth:`check_parameters`)."""
+        if device is not None and not isinstance(device, DeviceModel):
+            raise TypeError(f"device must be a DeviceModel or None, not "
+                            f"{type(device).__name__}")
+        Lfsr(device_seed)   # a non-zero 32-bit integer, with the model's message
+        if device is None or device.off:
+            return
+        if device.writes:
+            raise ValueError("the RTL tile has the device's read models only (dac_bits, "
+                             "adc_bits, adc_range, read_noise); states, program_noise and "
+                             "pulses are not built")
+        if grad_format is not None or side_ports:
+            raise ValueError("the RTL tile's device models are not built for the training "
+                             "operations (grad_format) or a core's side ports (side_ports)")
+        read_geometry(device, input_format, output_format, 0)
 
     def __init__(self, *, rows: int, cols: int, lanes: int, weight_format: Format,
                  input_format: Format, output_format: Format, acc_width: int = 48,
                  rounding: str = "nearest", eta_shift: int = 0, lfsr_seed: int = LFSR_SEED,
                  weights=None, shift: int = 0, bias: bool = False, side_ports: bool = False,
                  grad_format: Format | None = None, grad_shift: int = 0, sgd_shift: int = 0,
-                 taps=None, read_chain: bool = False, writable: bool = True):
+                 taps=None, read_chain: bool = False, writable: bool = True,
+                 device: DeviceModel | None = None, device_seed: int = DEVICE_SEED):
+        self._device = None if device is None or device.off else device
+        self._device_seed = device_seed
         # As int64 arrays (their values checked in check_parameters).
         self._weights, self._taps = (None if v is None else np.asarray(v).astype(np.int64)
                                      for v in (weights, taps))
@@ -290,6 +330,10 @@ class CrossbarTile(CheckedComponent):
         self._eta_shift = eta_shift
         self._lfsr_seed = lfsr_seed
         self._gf, self._grad_shift, self._sgd_shift = grad_format, grad_shift, sgd_shift
+        self._reads = None
+        if self._device is not None:
+            self._reads = read_geometry(self._device, input_format, output_format,
+                                        self.forward_shift)
         # Gradient words share the operand and result memories with the inference words.
         in_w = operand.width
         out_w = max(output_format.width, grad_format.width if grad_format else 0)
@@ -389,6 +433,22 @@ class CrossbarTile(CheckedComponent):
         return self._writable
 
     @property
+    def device(self) -> DeviceModel | None:
+        """The device's read models; None for the ideal tile (also when every model is off)."""
+        return self._device
+
+    @property
+    def device_seed(self) -> int:
+        """Seed of the device generators."""
+        return self._device_seed
+
+    @property
+    def read_shift(self) -> int:
+        """Bits discarded by the forward and transposed rounding: :attr:`forward_shift`, plus
+        the ADC's step with a device (its code is coarser than the output format)."""
+        return self.forward_shift + (0 if self._reads is None else self._reads.adc_step)
+
+    @property
     def grad_format(self) -> Format | None:
         """Format of gradient words; None for a tile without the training operations."""
         return self._gf
@@ -481,6 +541,7 @@ class CrossbarTile(CheckedComponent):
         m = Module()
         mem = self._vector_memories(m)
         draws = _Draws(m, self)
+        draws.noise = _ReadNoise(m, self)
         seq = TileSequencer(m, self, mem)
         ctrl, st = seq.pipeline()
         groups = self._lane_groups(m, seq, mem, draws, ctrl)
@@ -568,7 +629,7 @@ class CrossbarTile(CheckedComponent):
                 apply_shift=self.apply_shift, rounding=self._rounding, draw_bits=draws.bits,
                 one_chunk=chunks == 1, tied=self._taps is not None,
                 init=w_init[first:first + size], block_ram=block_ram,
-                writable=self._writable)
+                writable=self._writable, **draws.noise.lane_arguments)
             groups.append(group)
             m.d.comb += [group.ctrl.eq(ctrl), group.addr.eq(seq.bank_addr[g]),
                          group.en.eq(seq.bank_en[g]), group.s.eq(mem.s_rd.data),
@@ -581,6 +642,9 @@ class CrossbarTile(CheckedComponent):
             m.d.comb += [group.x[j].eq(mem.x_rd[first + j].data) for j in range(size)]
             if draws.bits:
                 m.d.comb += [group.draw[j].eq(draws.draws[first + j]) for j in range(size)]
+            if draws.noise.width:
+                m.d.comb += [group.noise[j].eq(draws.noise.values[first + j])
+                             for j in range(size)]
         return groups
 
     def _bias_gradient(self, m, seq, mem, groups, st):
@@ -623,7 +687,8 @@ class CrossbarTile(CheckedComponent):
             shift=self.forward_shift, width=self._of.width, out_width=self._out_w,
             rounding=self._rounding, draw_bits=draws.bits,
             grad=(self.grad_product_shift, self._gf.width) if train else None,
-            bias=(wf.width, self._if.frac) if self._bias else None, accumulate=not fused)
+            bias=(wf.width, self._if.frac) if self._bias else None, accumulate=not fused,
+            **draws.noise.output_arguments)
         m.d.comb += [fwd.total.eq(tree.total), fwd.valid.eq(valid_t), fwd.first.eq(first_t),
                      fwd.last.eq(last_t), fwd.forward.eq(seq.is_fwd),
                      fwd.restart.eq(self.start & ~self.busy)]
@@ -631,10 +696,13 @@ class CrossbarTile(CheckedComponent):
             m.d.comb += fwd.grad.eq(seq.is_grad)
         if draws.bits:
             m.d.comb += fwd.draw.eq(draws.draws[0])
+        if draws.noise.width:
+            m.d.comb += fwd.noise.eq(draws.noise.values[0])
         if self._bias:
             m.d.comb += [mem.b_rd.addr.eq(fwd.bias_row), fwd.bias.eq(mem.b_rd.data)]
         with m.If(fwd.rounds):
             draws.advance_product(1, seq.is_grad)
+            draws.noise.advance(1)
         if self._side:
             wiring.connect(m, fwd.y, wiring.flipped(self.y_out))
         with m.If(fwd.overflow):
@@ -657,8 +725,10 @@ class CrossbarTile(CheckedComponent):
         with m.If(tr_pending):
             with m.If(tr_nlanes == lanes):
                 draws.advance_product(lanes, seq.is_grad)
+                draws.noise.advance(lanes)
             with m.Else():
                 draws.advance_product(last_lanes, seq.is_grad)
+                draws.noise.advance(last_lanes)
         with m.If(own_copy(m, tr_pending, "tr_written")):   # = each group's tr_write
             m.d.sync += tr_chunk.eq(tr_chunk + 1)
         for group in groups:
@@ -792,8 +862,8 @@ class _Draws:
     def __init__(self, m, tile):
         self.m, self._rounding = m, tile.rounding
         self._train = tile.grad_format is not None
-        self._forward_shift, self._grad_shift = tile.forward_shift, tile.grad_product_shift
-        all_shifts = [tile.forward_shift] + ([tile.update_shift] if tile.writable else [])
+        self._forward_shift, self._grad_shift = tile.read_shift, tile.grad_product_shift
+        all_shifts = [tile.read_shift] + ([tile.update_shift] if tile.writable else [])
         if self._train:
             all_shifts += [tile.grad_product_shift, tile.apply_shift]
             if tile.bias:
@@ -835,3 +905,44 @@ class _Draws:
         """The rounding offset of the ``k``-th narrowing of this cycle."""
         return rounding_offset(self._rounding, shift, None if self.draws is None
                                else self.draws[k])
+
+
+class _ReadNoise:
+    """The device's read noise (:func:`~xbarode.hdl.device.read_noise`): an
+    :class:`~xbarode.hdl.rounding.LfsrBank` seeded ``site_seed(device_seed, 0)`` offering the
+    noise of up to ``lanes`` output words per cycle (the words a cycle rounds, in their
+    order), and the read models' arguments of the lane groups and the forward output stage.
+    Without a device (or without read noise) it builds nothing.
+
+    Attributes
+    ----------
+    values : list of Value
+        The noise of this cycle's ``k``-th rounded word (with read noise).
+    width : int
+        Width of each noise value; 0 without read noise.
+    lane_arguments, output_arguments : dict
+        The device's arguments of :class:`~xbarode.hdl.lane_group.LaneGroup` and
+        :class:`~xbarode.hdl.output_stage.ForwardOutput` (empty without a device).
+    """
+
+    def __init__(self, m, tile):
+        self.m, self.values, self.width, self._lfsr = m, [], 0, None
+        self.lane_arguments, self.output_arguments = {}, {}
+        reads = tile._reads
+        if reads is None:
+            return
+        if reads.noise is not None:
+            last_lanes = tile.cols - (tile.chunks - 1) * tile.lanes
+            m.submodules.read_noise = self._lfsr = LfsrBank(
+                draws=tile.lanes, bits=32, steps={1, tile.lanes, last_lanes},
+                seed=site_seed(tile.device_seed, 0))
+            self.values = [read_noise(m, draw, *reads.noise) for draw in self._lfsr.draw]
+            self.width = len(self.values[0])
+        self.lane_arguments = {"dac": reads.dac, "adc": reads.adc, "noise_width": self.width}
+        self.output_arguments = {"adc": reads.adc, "noise_width": self.width}
+
+    def advance(self, count):
+        """Consume ``count`` draws this cycle (a Python int in the bank's steps): the noise of
+        the ``count`` words rounded in it."""
+        if self._lfsr is not None:
+            self.m.d.comb += self._lfsr.advance.eq(self._lfsr.steps.index(count) + 1)
