@@ -702,6 +702,8 @@ class CrossbarTile(CheckedComponent):
             m.d.comb += [mem.b_rd.addr.eq(fwd.bias_row), fwd.bias.eq(mem.b_rd.data)]
         with m.If(fwd.rounds):
             draws.advance_product(1, seq.is_grad)
+        # The read noise runs a cycle ahead: a row is rounded (fwd.rounds) the cycle after this.
+        with m.If(seq.is_fwd & valid_t & last_t):
             draws.noise.advance(1)
         if self._side:
             wiring.connect(m, fwd.y, wiring.flipped(self.y_out))
@@ -725,9 +727,13 @@ class CrossbarTile(CheckedComponent):
         with m.If(tr_pending):
             with m.If(tr_nlanes == lanes):
                 draws.advance_product(lanes, seq.is_grad)
-                draws.noise.advance(lanes)
             with m.Else():
                 draws.advance_product(last_lanes, seq.is_grad)
+        # The read noise runs a cycle ahead: tr_pending's next value, and tr_nlanes's.
+        with m.If(seq.is_tr & st.s4 & st.s4_last):
+            with m.If(st.s4_nlanes == lanes):
+                draws.noise.advance(lanes)
+            with m.Else():
                 draws.noise.advance(last_lanes)
         with m.If(own_copy(m, tr_pending, "tr_written")):   # = each group's tr_write
             m.d.sync += tr_chunk.eq(tr_chunk + 1)
@@ -914,10 +920,15 @@ class _ReadNoise:
     order), and the read models' arguments of the lane groups and the forward output stage.
     Without a device (or without read noise) it builds nothing.
 
+    The bank runs one cycle ahead of the roundings (the tile advances it by the words the
+    *next* cycle rounds) and the noise values are registered: a rounding's noise is a
+    register, computed (XOR matrix, byte sum, product with the amplitude) the cycle before,
+    so its path holds the noise's addition and the narrowing's short carry chain only.
+
     Attributes
     ----------
     values : list of Value
-        The noise of this cycle's ``k``-th rounded word (with read noise).
+        The noise of this cycle's ``k``-th rounded word (with read noise), registered.
     width : int
         Width of each noise value; 0 without read noise.
     lane_arguments, output_arguments : dict
@@ -936,13 +947,18 @@ class _ReadNoise:
             m.submodules.read_noise = self._lfsr = LfsrBank(
                 draws=tile.lanes, bits=32, steps={1, tile.lanes, last_lanes},
                 seed=site_seed(tile.device_seed, 0))
-            self.values = [read_noise(m, draw, *reads.noise) for draw in self._lfsr.draw]
+            self.values = []
+            for k, draw in enumerate(self._lfsr.draw):
+                value = read_noise(m, draw, *reads.noise)
+                reg = Signal.like(value, name=f"noise{k}")
+                m.d.sync += reg.eq(value)
+                self.values.append(reg)
             self.width = len(self.values[0])
         self.lane_arguments = {"dac": reads.dac, "adc": reads.adc, "noise_width": self.width}
         self.output_arguments = {"adc": reads.adc, "noise_width": self.width}
 
     def advance(self, count):
         """Consume ``count`` draws this cycle (a Python int in the bank's steps): the noise of
-        the ``count`` words rounded in it."""
+        the ``count`` words rounded in the next cycle."""
         if self._lfsr is not None:
             self.m.d.comb += self._lfsr.advance.eq(self._lfsr.steps.index(count) + 1)

@@ -77,6 +77,8 @@ NOISES = [0.0, 0.001, 0.05, 0.3, 1.0]
          rounding="stochastic", seed=4).via("full-range noise, the largest seed")
 @example(rows=2, cols=4, data=Draws(4, 16, 15, None, None, 0, 0.001, 1), rounding="nearest",
          seed=5).via("noise alone, below an LSB mostly")
+@example(rows=3, cols=4, data=Draws(1, 12, 4, 9, None, 2, 0.3, 3), rounding="stochastic",
+         seed=6).via("one lane: a word rounded per cycle in TRANSPOSED")
 def test_random_devices_match_the_model(rows, cols, data, rounding, seed):
     lanes = data.draw(st.integers(1, cols))
     width = data.draw(st.sampled_from([8, 12, 16]))
