@@ -20,7 +20,8 @@ from xbarode.model.fixed import Format
 
 from .rounding import narrow
 
-__all__ = ["ReadGeometry", "adc_narrow", "dac", "read_geometry", "read_noise"]
+__all__ = ["ReadGeometry", "adc_narrow", "dac", "gauss", "read_geometry", "read_noise",
+           "scale_noise"]
 
 
 @dataclass(frozen=True)
@@ -101,22 +102,32 @@ def dac(m, value, drop: int, bits: int):
     return word, saturated
 
 
-def read_noise(m, draw, amplitude: int, exponent: int):
-    """The read noise of one 32-bit LFSR ``draw``: ``G = b0 + b1 + b2 + b3 − 510`` (its four
-    bytes), then ``G·amplitude·2^exponent``, exact for ``exponent >= 0``, else rounded half
-    up (an arithmetic right shift after adding half an LSB), as
-    :func:`~xbarode.model.device.scaled_noise`.
+def gauss(m, draw):
+    """``G = b0 + b1 + b2 + b3 − 510`` of one 32-bit LFSR ``draw`` (its four bytes), the
+    first half of :func:`read_noise`.
+
+    Returns
+    -------
+    Signal(signed(11))
+    """
+    byte_sum = Signal(10)
+    m.d.comb += byte_sum.eq(draw[0:8] + draw[8:16] + draw[16:24] + draw[24:32])
+    g = Signal(signed(11))
+    m.d.comb += g.eq(byte_sum - GAUSS_OFFSET)
+    return g
+
+
+def scale_noise(m, g, amplitude: int, exponent: int):
+    """``G·amplitude·2^exponent``, exact for ``exponent >= 0``, else rounded half up (an
+    arithmetic right shift after adding half an LSB), as
+    :func:`~xbarode.model.device.scaled_noise`: the second half of :func:`read_noise`.
 
     Returns
     -------
     Signal, signed
         The noise, wide enough for its largest magnitude.
     """
-    byte_sum = Signal(10)
-    m.d.comb += byte_sum.eq(draw[0:8] + draw[8:16] + draw[16:24] + draw[24:32])
-    g = Signal(signed(11))
-    m.d.comb += g.eq(byte_sum - GAUSS_OFFSET)
-    product = Signal(signed(11 + max(amplitude, 1).bit_length() + 1))
+    product = Signal(signed(len(g) + max(amplitude, 1).bit_length() + 1))
     m.d.comb += product.eq(g * amplitude)
     if exponent >= 0:
         noise = Signal(signed(len(product) + exponent))
@@ -127,6 +138,18 @@ def read_noise(m, draw, amplitude: int, exponent: int):
     noise = Signal(signed(max(len(rounded) + exponent, 2)))
     m.d.comb += noise.eq(rounded >> -exponent)
     return noise
+
+
+def read_noise(m, draw, amplitude: int, exponent: int):
+    """The read noise of one 32-bit LFSR ``draw``: :func:`scale_noise` of :func:`gauss`,
+    ``round(G·amplitude·2^exponent)`` (docs/device.md).
+
+    Returns
+    -------
+    Signal, signed
+        The noise, wide enough for its largest magnitude.
+    """
+    return scale_noise(m, gauss(m, draw), amplitude, exponent)
 
 
 def adc_narrow(m, acc, *, shift: int, width: int, adc, offset, noise=None):

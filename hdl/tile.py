@@ -50,7 +50,7 @@ from xbarode.model.fixed_ops import accumulator_bits
 
 from .adder_tree import AdderTree
 from .checked import CheckedComponent
-from .device import read_geometry, read_noise
+from .device import gauss, read_geometry, scale_noise
 from .dsp import maps_to_dsp_cell
 from .groups import GROUP, own_copy, stage
 from .interface import ControlSignature
@@ -702,9 +702,14 @@ class CrossbarTile(CheckedComponent):
             m.d.comb += [mem.b_rd.addr.eq(fwd.bias_row), fwd.bias.eq(mem.b_rd.data)]
         with m.If(fwd.rounds):
             draws.advance_product(1, seq.is_grad)
-        # The read noise runs a cycle ahead: a row is rounded (fwd.rounds) the cycle after this.
-        with m.If(seq.is_fwd & valid_t & last_t):
-            draws.noise.advance(1)
+        # The read noise runs two cycles ahead: a row's last chunk at stage 3 is rounded
+        # (fwd.rounds) L + 2 cycles later, L the tree's stages before the row accumulator.
+        if draws.noise.width:
+            ahead = seq.is_fwd & st.s3 & st.s3_last
+            for depth in range(tree.latency - int(fused)):
+                ahead = stage(m, ahead, name=f"noise_ahead{depth}")[0]
+            with m.If(ahead):
+                draws.noise.advance(1)
         if self._side:
             wiring.connect(m, fwd.y, wiring.flipped(self.y_out))
         with m.If(fwd.overflow):
@@ -729,12 +734,14 @@ class CrossbarTile(CheckedComponent):
                 draws.advance_product(lanes, seq.is_grad)
             with m.Else():
                 draws.advance_product(last_lanes, seq.is_grad)
-        # The read noise runs a cycle ahead: tr_pending's next value, and tr_nlanes's.
-        with m.If(seq.is_tr & st.s4 & st.s4_last):
-            with m.If(st.s4_nlanes == lanes):
-                draws.noise.advance(lanes)
-            with m.Else():
-                draws.noise.advance(last_lanes)
+        # The read noise runs two cycles ahead: a chunk's last row at stage 3 is rounded
+        # (tr_pending) two cycles later.
+        if draws.noise.width:
+            with m.If(seq.is_tr & st.s3 & st.s3_last):
+                with m.If(st.s3_nlanes == lanes):
+                    draws.noise.advance(lanes)
+                with m.Else():
+                    draws.noise.advance(last_lanes)
         with m.If(own_copy(m, tr_pending, "tr_written")):   # = each group's tr_write
             m.d.sync += tr_chunk.eq(tr_chunk + 1)
         for group in groups:
@@ -920,10 +927,12 @@ class _ReadNoise:
     order), and the read models' arguments of the lane groups and the forward output stage.
     Without a device (or without read noise) it builds nothing.
 
-    The bank runs one cycle ahead of the roundings (the tile advances it by the words the
-    *next* cycle rounds) and the noise values are registered: a rounding's noise is a
-    register, computed (XOR matrix, byte sum, product with the amplitude) the cycle before,
-    so its path holds the noise's addition and the narrowing's short carry chain only.
+    The bank runs two cycles ahead of the roundings (the tile advances it by the words
+    rounded two cycles later, known from the pipeline's metadata) and the noise goes through
+    two registers: ``G`` (XOR matrix, byte sum; :func:`~xbarode.hdl.device.gauss`), then its
+    product with the amplitude (:func:`~xbarode.hdl.device.scale_noise`). A rounding's noise
+    is a register, so its path holds the noise's addition and the narrowing's short carry
+    chain only.
 
     Attributes
     ----------
@@ -949,7 +958,9 @@ class _ReadNoise:
                 seed=site_seed(tile.device_seed, 0))
             self.values = []
             for k, draw in enumerate(self._lfsr.draw):
-                value = read_noise(m, draw, *reads.noise)
+                g = Signal(signed(11), name=f"gauss{k}")
+                m.d.sync += g.eq(gauss(m, draw))
+                value = scale_noise(m, g, *reads.noise)
                 reg = Signal.like(value, name=f"noise{k}")
                 m.d.sync += reg.eq(value)
                 self.values.append(reg)
@@ -959,6 +970,6 @@ class _ReadNoise:
 
     def advance(self, count):
         """Consume ``count`` draws this cycle (a Python int in the bank's steps): the noise of
-        the ``count`` words rounded in the next cycle."""
+        the ``count`` words rounded two cycles later."""
         if self._lfsr is not None:
             self.m.d.comb += self._lfsr.advance.eq(self._lfsr.steps.index(count) + 1)
