@@ -14,7 +14,7 @@ from amaranth.sim import Simulator
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from helpers import Draws
+from helpers import Draws, last_json, run
 from xbarode.hdl.device import adc_narrow, dac, read_noise
 from xbarode.hdl.tile import CrossbarTile
 from xbarode.model.device import DeviceModel
@@ -328,3 +328,29 @@ def test_cocotb_with_the_device_matches_the_model(simulator, rows, cols, lanes, 
     result = check_plan(params, vectors=4, seed=5, simulator=simulator)
     assert result["cycles"]["forward"] == documented_latency("forward", rows, cols, lanes)
     assert result["cycles"]["transposed"] == documented_latency("transposed", rows, cols, lanes)
+
+
+# --- the command line --------------------------------------------------------------------------
+
+def test_cli_cosim_tile_takes_the_device_options(tmp_path, capsys):
+    code, out, _ = run(capsys, "cosim", "tile", "--rows", "4", "--cols", "5", "--lanes", "2",
+                       "--simulator", "amaranth", "--vectors", "2", "--dac-bits", "6",
+                       "--adc-bits", "5", "--adc-range", "0.5", "--read-noise", "0.1",
+                       "--device-seed", "0x77", "--json", "--out", tmp_path)
+    assert code == 0
+    report = last_json(out)
+    assert report["mismatches"] == 0 and report["compared"] > 0
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--states", "16"], "the RTL tile has the device's read models only"),
+    (["--read-noise", "2"], "--read-noise: read_noise must be a number from 0 to 1"),
+    (["--read-noise", "0.1", "--device-seed", "0"],
+     "LFSR seed must be a non-zero 32-bit integer, not 0"),
+    (["--adc-range", "0.00048828125", "--width", "12", "--frac", "8"],
+     "leaves fewer than 2 code bits"),
+])
+def test_cli_refuses_bad_device_options(argv, message, capsys):
+    code, _, err = run(capsys, "cosim", "tile", "--simulator", "amaranth", *argv)
+    assert code == 2
+    assert message in err
