@@ -1,12 +1,13 @@
-"""The crossbar tile's read models in hardware: twins of :mod:`xbarode.model.device`.
+"""The crossbar tile's device models in hardware: twins of :mod:`xbarode.model.device`.
 
 Combinational building blocks the tile's parts use when a tile has a
-:class:`~xbarode.model.device.DeviceModel` whose reads differ from the ideal tile
-(docs/device.md): the input DAC (:func:`dac`), the Gaussian read noise from one LFSR draw
-(:func:`read_noise`) and the ADC in place of a product's one narrowing (:func:`adc_narrow`).
-:func:`read_geometry` turns a device model and the tile's formats into the integers these
-take. Every block is shifts, additions and comparisons with constants, and one multiplication
-by a constant (the noise amplitude).
+:class:`~xbarode.model.device.DeviceModel` (docs/device.md): the input DAC (:func:`dac`), the
+Gaussian noise from one LFSR draw (:func:`read_noise`, :func:`gauss`, :func:`scale_noise`),
+the ADC in place of a product's one narrowing (:func:`adc_narrow`), and a weight write
+through the states and the programming noise (:func:`program_word`).
+:func:`read_geometry` and :func:`write_geometry` turn a device model and the tile's formats
+into the integers these take. Every block is shifts, additions and comparisons with
+constants, and one multiplication by a constant (the noise amplitude).
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from xbarode.model.fixed import Format
 
 from .rounding import narrow
 
-__all__ = ["ReadGeometry", "adc_narrow", "dac", "gauss", "read_geometry", "read_noise",
-           "scale_noise"]
+__all__ = ["ReadGeometry", "WriteGeometry", "adc_narrow", "dac", "gauss", "program_word",
+           "read_geometry", "read_noise", "scale_noise", "write_geometry"]
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,77 @@ def read_geometry(device: DeviceModel, input_format: Format, output_format: Form
     if device.read_noise > 0:
         noise = (noise_amplitude(device.read_noise), r + shift - NOISE_FRAC)
     return ReadGeometry(dac=dac_pair, adc=adc_pair, noise=noise)
+
+
+@dataclass(frozen=True)
+class WriteGeometry:
+    """The integers of a tile's write models (:func:`write_geometry`).
+
+    Attributes
+    ----------
+    states : tuple of int or None
+        ``(drop, bits)``: a written weight keeps its top ``bits`` bits, ``drop`` bits rounded
+        off with the tile's rounding; None: every word is a state.
+    noise : tuple of int or None
+        ``(amplitude, exponent)`` of the programming noise ``round(G·amplitude·2^exponent)``
+        in weight LSBs; None: none.
+    """
+
+    states: tuple[int, int] | None
+    noise: tuple[int, int] | None
+
+
+def write_geometry(device: DeviceModel, weight_format: Format) -> WriteGeometry:
+    """The write models of ``device`` for weights of ``weight_format``
+    (:func:`xbarode.model.device.program_weights`, the same arithmetic): ``states = 2^b``
+    keeps ``b`` bits of a ``W``-bit word (``drop = W − b`` where positive); the noise's
+    ``exponent = W − 1 − NOISE_FRAC``."""
+    width = weight_format.width
+    states = None
+    if device.states is not None and device.states.bit_length() - 1 < width:
+        bits = device.states.bit_length() - 1
+        states = (width - bits, bits)
+    noise = None
+    if device.program_noise > 0:
+        noise = (noise_amplitude(device.program_noise), width - 1 - NOISE_FRAC)
+    return WriteGeometry(states=states, noise=noise)
+
+
+def program_word(m, value, width: int, *, states=None, offset=0, noise=None):
+    """A weight word as the devices hold it once written: snapped to a state, then the
+    programming noise, saturated to ``width`` bits (the model's
+    :func:`~xbarode.model.device.program_weights` for one word).
+
+    Parameters
+    ----------
+    value : Value
+        The word, signed, ``width`` bits.
+    states : tuple of int, optional
+        ``(drop, bits)`` (:class:`WriteGeometry`): ``narrow(value, drop)`` with ``offset``,
+        saturated to ``bits`` signed bits, times ``2^drop``.
+    offset : Value or int
+        The states' rounding offset (:func:`~xbarode.hdl.rounding.rounding_offset`).
+    noise : Value, optional
+        The programming noise (:func:`scale_noise`), added next.
+
+    Returns
+    -------
+    word : Signal(signed(width))
+    saturated : Value
+        High when the state's code or the noisy word was clipped.
+    """
+    word, saturated = value, 0
+    if states is not None:
+        drop, bits = states
+        code, saturated = narrow(m, value, drop, bits, offset)
+        word = Signal(signed(width), name="state")
+        m.d.comb += word.eq(code << drop)
+    if noise is not None:
+        noisy = Signal(signed(max(width, len(noise)) + 1), name="programmed")
+        m.d.comb += noisy.eq(word + noise)
+        word, clipped = narrow(m, noisy, 0, width)
+        saturated = clipped if isinstance(saturated, int) else saturated | clipped
+    return word, saturated
 
 
 def dac(m, value, drop: int, bits: int):

@@ -18,7 +18,7 @@ from amaranth.lib.wiring import In, Out
 from xbarode.model.fixed import ROUNDINGS
 
 from .checked import CheckedComponent
-from .device import adc_narrow, dac
+from .device import adc_narrow, dac, program_word
 from .dsp import Multiplier
 from .groups import GROUP, KEEP
 from .output_stage import narrow_product
@@ -117,6 +117,14 @@ class LaneGroup(CheckedComponent):
     noise_width : int
         Width of ``noise``, each lane's read noise added to its transposed sum before the
         rounding; 0 for none. Not with ``grad``.
+    states : tuple of int, optional
+        ``(drop, bits)`` of a device's conductance states
+        (:class:`~xbarode.hdl.device.WriteGeometry`): UPDATE's new weight is snapped to a
+        state (:func:`~xbarode.hdl.device.program_word`, rounded with ``rounding``, the
+        stochastic offsets from ``state_draw``) before it is written. Not with ``acc_width``.
+    program_noise_width : int
+        Width of ``program_noise``, each lane's programming noise added to UPDATE's new weight
+        (after the state) before it is written; 0 for none. Not with ``acc_width``.
 
     Attributes
     ----------
@@ -135,6 +143,12 @@ class LaneGroup(CheckedComponent):
         (with ``draw_bits``) Each lane's LFSR word.
     noise : In(signed(noise_width)).array(count)
         (with ``noise_width``) Each lane's read noise for the chunk rounded in this cycle.
+    state_draw : In(unsigned(drop)).array(count)
+        (with ``states`` and stochastic rounding) Each lane's draw for the state's rounding of
+        the weight it writes in this cycle.
+    program_noise : In(signed(program_noise_width)).array(count)
+        (with ``program_noise_width``) Each lane's programming noise for the weight it writes
+        in this cycle.
     clear : In(1)
         Lowers ``overflow``.
     tap_we, tap_addr, tap_word, zero, zero_addr : In
@@ -176,7 +190,8 @@ class LaneGroup(CheckedComponent):
                          grad=None, acc_width: int | None = None, apply_shift: int = 0,
                          draw_bits: int = 0, one_chunk: bool = False, tied: bool = False,
                          init=None, block_ram: bool = False, writable: bool = True, dac=None,
-                         adc=None, noise_width: int = 0) -> None:
+                         adc=None, noise_width: int = 0, states=None,
+                         program_noise_width: int = 0) -> None:
         """The constructor's checks (:class:`~xbarode.hdl.checked.CheckedComponent`)."""
         for name, value, low in (
                 ("first", first, 0), ("count", count, 1), ("lanes", lanes, 1),
@@ -184,13 +199,18 @@ class LaneGroup(CheckedComponent):
                 ("operand_width", operand_width, 1), ("lane_width", lane_width, 1),
                 ("shift", shift, -1 << 16), ("width", width, 1), ("out_width", out_width, 1),
                 ("update_shift", update_shift, -1 << 16), ("apply_shift", apply_shift, -1 << 16),
-                ("draw_bits", draw_bits, 0), ("noise_width", noise_width, 0)):
+                ("draw_bits", draw_bits, 0), ("noise_width", noise_width, 0),
+                ("program_noise_width", program_noise_width, 0)):
             _check_int(name, value, low)
+        if (states is not None or program_noise_width) and (acc_width is not None
+                                                            or not writable):
+            raise ValueError("the device's write models (states, program_noise_width) are "
+                             "built for UPDATE only: not with acc_width, and not read-only")
         if (dac is not None or adc is not None or noise_width) and (
                 grad is not None or acc_width is not None):
             raise ValueError("the device's read models (dac, adc, noise_width) are not built "
                              "for the training operations (grad, acc_width)")
-        for name, pair in (("dac", dac), ("adc", adc)):
+        for name, pair in (("dac", dac), ("adc", adc), ("states", states)):
             if pair is not None and (len(pair) != 2 or not all(
                     isinstance(v, int) and not isinstance(v, bool) and v >= 1 - (name == "adc")
                     for v in pair)):
@@ -220,8 +240,10 @@ class LaneGroup(CheckedComponent):
                  update_shift: int, rounding: str, grad=None, acc_width: int | None = None,
                  apply_shift: int = 0, draw_bits: int = 0, one_chunk: bool = False,
                  tied: bool = False, init=None, block_ram: bool = False,
-                 writable: bool = True, dac=None, adc=None, noise_width: int = 0):
+                 writable: bool = True, dac=None, adc=None, noise_width: int = 0, states=None,
+                 program_noise_width: int = 0):
         self._dac, self._adc, self._noise_width = dac, adc, noise_width
+        self._states, self._pnoise_width = states, program_noise_width
         self._first, self._count, self._lanes, self._depth = first, count, lanes, depth
         self._ww, self._ow, self._lane_width = weight_width, operand_width, lane_width
         self._shift, self._width, self._out_width, self._grad = shift, width, out_width, grad
@@ -251,6 +273,10 @@ class LaneGroup(CheckedComponent):
             members["draw"] = In(unsigned(draw_bits)).array(count)
         if noise_width:
             members["noise"] = In(signed(noise_width)).array(count)
+        if states is not None and rounding == "stochastic":
+            members["state_draw"] = In(unsigned(states[0])).array(count)
+        if program_noise_width:
+            members["program_noise"] = In(signed(program_noise_width)).array(count)
         if acc_width is not None:
             members |= {"g_data": Out(signed(acc_width)).array(count),
                         "g_q": Out(signed(acc_width)).array(count)}
@@ -542,6 +568,15 @@ class LaneGroup(CheckedComponent):
             total = Signal(signed(ww + 1), name=f"wsum{k}")
             m.d.comb += total.eq(u_old[j] + steps[j])
             w_new, sat_w = narrow(m, total, 0, ww)
+            if self._states is not None or self._pnoise_width:
+                # The device's write models: a state, then the programming noise.
+                draw = self.state_draw[j] if hasattr(self, "state_draw") else None
+                w_new, sat_p = program_word(
+                    m, w_new, ww, states=self._states,
+                    offset=0 if self._states is None
+                    else rounding_offset(self._rounding, self._states[0], draw),
+                    noise=self.program_noise[j] if self._pnoise_width else None)
+                sat_w = sat_w | sat_p
             with m.If(u_write & lane_on5[j]):
                 write(w_wr[j], u_waddr, w_new)
                 m.d.sync += u3_sat[j].eq(sat_w)

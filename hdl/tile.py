@@ -50,7 +50,7 @@ from xbarode.model.fixed_ops import accumulator_bits
 
 from .adder_tree import AdderTree
 from .checked import CheckedComponent
-from .device import gauss, read_geometry, scale_noise
+from .device import gauss, program_word, read_geometry, scale_noise, write_geometry
 from .dsp import maps_to_dsp_cell
 from .groups import GROUP, own_copy, stage
 from .interface import ControlSignature
@@ -285,11 +285,11 @@ class CrossbarTile(CheckedComponent):
             raise ValueError("a read-only tile (writable=False) has no training operations: "
                              "grad_format must be None")
         CrossbarTile._check_device(device, device_seed, input_format, output_format,
-                                   grad_format, side_ports)
+                                   grad_format, side_ports, weights is not None and writable)
 
     @staticmethod
     def _check_device(device, device_seed, input_format, output_format, grad_format,
-                      side_ports):
+                      side_ports, initial_weights):
         """The checks of ``device`` and ``device_seed`` (:meth:`check_parameters`)."""
         if device is not None and not isinstance(device, DeviceModel):
             raise TypeError(f"device must be a DeviceModel or None, not "
@@ -297,10 +297,12 @@ class CrossbarTile(CheckedComponent):
         Lfsr(device_seed)   # a non-zero 32-bit integer, with the model's message
         if device is None or device.off:
             return
-        if device.writes:
-            raise ValueError("the RTL tile has the device's read models only (dac_bits, "
-                             "adc_bits, adc_range, read_noise); states, program_noise and "
-                             "pulses are not built")
+        if device.pulses is not None:
+            raise ValueError("the RTL tile has no pulsed updates (pulses): its UPDATE is the "
+                             "digital step")
+        if device.writes and initial_weights:
+            raise ValueError("the device's write models (states, program_noise) program the "
+                             "words LOAD_W writes: give no initial weights")
         if grad_format is not None or side_ports:
             raise ValueError("the RTL tile's device models are not built for the training "
                              "operations (grad_format) or a core's side ports (side_ports)")
@@ -330,10 +332,12 @@ class CrossbarTile(CheckedComponent):
         self._eta_shift = eta_shift
         self._lfsr_seed = lfsr_seed
         self._gf, self._grad_shift, self._sgd_shift = grad_format, grad_shift, sgd_shift
-        self._reads = None
+        self._reads = self._writes = None
         if self._device is not None:
             self._reads = read_geometry(self._device, input_format, output_format,
                                         self.forward_shift)
+            if self._device.writes and writable:
+                self._writes = write_geometry(self._device, weight_format)
         # Gradient words share the operand and result memories with the inference words.
         in_w = operand.width
         out_w = max(output_format.width, grad_format.width if grad_format else 0)
@@ -542,8 +546,11 @@ class CrossbarTile(CheckedComponent):
         mem = self._vector_memories(m)
         draws = _Draws(m, self)
         draws.noise = _ReadNoise(m, self)
+        draws.program = _WriteModels(m, self)
         seq = TileSequencer(m, self, mem)
         ctrl, st = seq.pipeline()
+        draws.program.load(seq)
+        draws.program.update(seq, st, self._lanes, seq.last_lanes)
         groups = self._lane_groups(m, seq, mem, draws, ctrl)
         if self._gf is not None and self._bias:
             self._bias_gradient(m, seq, mem, groups, st)
@@ -629,7 +636,8 @@ class CrossbarTile(CheckedComponent):
                 apply_shift=self.apply_shift, rounding=self._rounding, draw_bits=draws.bits,
                 one_chunk=chunks == 1, tied=self._taps is not None,
                 init=w_init[first:first + size], block_ram=block_ram,
-                writable=self._writable, **draws.noise.lane_arguments)
+                writable=self._writable, **draws.noise.lane_arguments,
+                **draws.program.lane_arguments)
             groups.append(group)
             m.d.comb += [group.ctrl.eq(ctrl), group.addr.eq(seq.bank_addr[g]),
                          group.en.eq(seq.bank_en[g]), group.s.eq(mem.s_rd.data),
@@ -645,6 +653,7 @@ class CrossbarTile(CheckedComponent):
             if draws.noise.width:
                 m.d.comb += [group.noise[j].eq(draws.noise.values[first + j])
                              for j in range(size)]
+            draws.program.connect(group, g)
         return groups
 
     def _bias_gradient(self, m, seq, mem, groups, st):
@@ -973,3 +982,103 @@ class _ReadNoise:
         the ``count`` words rounded two cycles later."""
         if self._lfsr is not None:
             self.m.d.comb += self._lfsr.advance.eq(self._lfsr.steps.index(count) + 1)
+
+
+class _WriteModels:
+    """The device's write models (:func:`~xbarode.hdl.device.program_word`): LOAD_W's words and
+    UPDATE's new weights snapped to a state and given the programming noise as they are
+    written, one draw per weight in row-major order from the generators the model uses
+    (``site_seed(device_seed, 1)`` for the noise, ``site_seed(device_seed, 2)`` for the
+    states' stochastic rounding), as two :class:`~xbarode.hdl.rounding.LfsrBank` offering
+    ``lanes`` draws per cycle. LOAD_W programs its word on the way to the groups' load
+    registers (a register per group, ``loaded``) and consumes one draw per word taken; UPDATE
+    programs in the lanes (``LaneGroup(states=, program_noise_width=)``) and consumes a chunk's
+    draws in the cycle its weights are written. Without write models it builds nothing.
+
+    Attributes
+    ----------
+    lane_arguments : dict
+        The write models' arguments of :class:`~xbarode.hdl.lane_group.LaneGroup`.
+    """
+
+    def __init__(self, m, tile):
+        self.m, self.lane_arguments, self._tile = m, {}, tile
+        self._noise = self._states = None
+        writes = tile._writes
+        if writes is None:
+            return
+        last_lanes = tile.cols - (tile.chunks - 1) * tile.lanes
+        steps = {1, tile.lanes, last_lanes}
+        self.noise_values = []
+        if writes.noise is not None:
+            m.submodules.program_noise = self._noise = LfsrBank(
+                draws=tile.lanes, bits=32, steps=steps, seed=site_seed(tile.device_seed, 1))
+            self.noise_values = [scale_noise(m, gauss(m, draw), *writes.noise)
+                                 for draw in self._noise.draw]
+        if writes.states is not None and tile.rounding == "stochastic":
+            m.submodules.state_rounding = self._states = LfsrBank(
+                draws=tile.lanes, bits=writes.states[0], steps=steps,
+                seed=site_seed(tile.device_seed, 2))
+        self.lane_arguments = {
+            "states": writes.states,
+            "program_noise_width": len(self.noise_values[0]) if self.noise_values else 0}
+
+    def advance(self, count):
+        """Consume ``count`` draws of each generator this cycle (a Python int in the steps)."""
+        for bank in (self._noise, self._states):
+            if bank is not None:
+                self.m.d.comb += bank.advance.eq(bank.steps.index(count) + 1)
+
+    def offset(self, k):
+        """The states' rounding offset of this cycle's ``k``-th written weight."""
+        tile, drop = self._tile, self._tile._writes.states[0]
+        return rounding_offset(tile.rounding, drop,
+                               None if self._states is None else self._states.draw[k])
+
+    def connect(self, group, g):
+        """Group ``g``'s draws and noise (for UPDATE) and its LOAD_W word (programmed)."""
+        if self._tile._writes is None:
+            return
+        m, first = self.m, group.first
+        if self._states is not None:
+            m.d.comb += [group.state_draw[j].eq(self._states.draw[first + j])
+                         for j in range(group.count)]
+        if self.noise_values:
+            m.d.comb += [group.program_noise[j].eq(self.noise_values[first + j])
+                         for j in range(group.count)]
+        m.d.comb += group.load_word.eq(self.loaded[g])
+
+    def load(self, seq):
+        """LOAD_W: each word taken is programmed with the first draws, into a register per
+        group that the groups' banks write from (in place of the sequencer's copy); a clipped
+        word raises the flag. Returns nothing."""
+        if self._tile._writes is None:
+            return
+        m, tile, writes = self.m, self._tile, self._tile._writes
+        ww = tile.weight_format.width
+        word, saturated = program_word(
+            m, tile.i.payload[:ww].as_signed(), ww, states=writes.states,
+            offset=0 if writes.states is None else self.offset(0),
+            noise=self.noise_values[0] if self.noise_values else None)
+        self.loaded = [Signal(signed(ww), name=f"lw_programmed{g}") for g in range(seq.n_groups)]
+        m.d.sync += [reg.eq(word) for reg in self.loaded]
+        taken = tile.i.valid & tile.i.ready & (seq.op == TileOp.LOAD_W)
+        with m.If(taken):
+            self.advance(1)
+            with m.If(saturated):
+                m.d.comb += seq.overflow_set.eq(1)
+
+    def update(self, seq, st, lanes, last_lanes):
+        """UPDATE: a chunk's weights are written (the groups' U2) the cycle after its products
+        at stage 4; that cycle consumes its lanes' draws."""
+        if self._tile._writes is None:
+            return
+        m = self.m
+        u2 = Signal(name="program_u2")
+        u2_lanes = Signal.like(st.s4_nlanes, name="program_u2_lanes")
+        m.d.sync += [u2.eq(seq.is_upd & st.s4), u2_lanes.eq(st.s4_nlanes)]
+        with m.If(u2):
+            with m.If(u2_lanes == lanes):
+                self.advance(lanes)
+            with m.Else():
+                self.advance(last_lanes)

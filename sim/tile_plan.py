@@ -181,20 +181,25 @@ def model_results(params: TileParams, plan: dict) -> list[list[dict]]:
     """The fixed-point model's answer to every operation of a plan.
 
     One model tile serves the whole plan, as one hardware tile does: the LFSRs (rounding and
-    read noise) run on across vectors, and the overflow flag is cleared when a vector's
-    weights are loaded.
+    the device's) run on across vectors, and the overflow flag is cleared before a vector's
+    weights are loaded (:meth:`FixedTile.load <xbarode.model.fixed_ops.FixedTile.load>`).
     """
     f = params.format
     overflow = Overflow()
-    tile = FixedTile(np.zeros((params.rows, params.cols), dtype=np.int64), weight_format=f,
-                     acc_width=params.acc_width,
-                     rounder=Rounder(params.rounding, params.lfsr_seed), overflow=overflow,
-                     name="tile", device=params.device, device_seed=params.device_seed)
+    tile = None
     results = []
     for vector in plan["vectors"]:
-        tile.weights = np.array(vector["weights"], dtype=np.int64).reshape(params.rows,
-                                                                           params.cols)
+        weights = np.array(vector["weights"], dtype=np.int64).reshape(params.rows, params.cols)
+        # LOAD_W after the clear: the device's write models program the words (the model
+        # tile programs its first weights as it is made, draw for draw the same).
         overflow.clear()
+        if tile is None:
+            tile = FixedTile(weights, weight_format=f, acc_width=params.acc_width,
+                             rounder=Rounder(params.rounding, params.lfsr_seed),
+                             overflow=overflow, name="tile", device=params.device,
+                             device_seed=params.device_seed)
+        else:
+            tile.load(weights)
         answers = []
         for entry in vector["ops"]:
             if entry["op"] == "forward":

@@ -1,7 +1,8 @@
-"""The crossbar tile's device read models (hdl/device.py, ``CrossbarTile(device=...)``): the
-input DAC, the ADC's clip and resolution and the read noise, bit for bit against
-:class:`xbarode.model.fixed_ops.FixedTile` with the same :class:`DeviceModel` on every
-simulator, the clips raising the flag, and a tile without a device unchanged.
+"""The crossbar tile's device models (hdl/device.py, ``CrossbarTile(device=...)``): the input
+DAC, the ADC's clip and resolution, the read noise, the conductance states and the programming
+noise, bit for bit against :class:`xbarode.model.fixed_ops.FixedTile` with the same
+:class:`DeviceModel` on every simulator, the clips raising the flag, and a tile without a
+device unchanged.
 """
 
 import tempfile
@@ -66,19 +67,22 @@ NOISES = [0.0, 0.001, 0.05, 0.3, 1.0]
 @given(rows=st.integers(1, 7), cols=st.integers(1, 7), data=st.data(),
        rounding=st.sampled_from(["floor", "nearest", "stochastic"]),
        seed=st.integers(0, 2**16))
-# Draws: lanes, width, frac, dac_bits, adc_bits, adc_range shift, read_noise, device_seed.
-@example(rows=4, cols=5, data=Draws(2, 8, 4, 2, 2, 0, 0.0, 1), rounding="nearest",
+# Draws: lanes, width, frac, dac_bits, adc_bits, adc_range shift, read_noise, states,
+# program_noise, device_seed.
+@example(rows=4, cols=5, data=Draws(2, 8, 4, 2, 2, 0, 0.0, None, 0.0, 1), rounding="nearest",
          seed=1).via("2-bit DAC and ADC: clips at both ends")
-@example(rows=3, cols=6, data=Draws(6, 12, 8, None, None, 10, 0.0, 7), rounding="floor",
-         seed=2).via("the narrowest range: 2 code bits")
-@example(rows=5, cols=3, data=Draws(3, 16, 12, 16, 16, 0, 0.0, 2), rounding="stochastic",
-         seed=3).via("converters as wide as the words: the ideal arithmetic")
-@example(rows=6, cols=7, data=Draws(3, 12, 6, 5, 6, 1, 1.0, 0xFFFFFFFF),
-         rounding="stochastic", seed=4).via("full-range noise, the largest seed")
-@example(rows=2, cols=4, data=Draws(4, 16, 15, None, None, 0, 0.001, 1), rounding="nearest",
-         seed=5).via("noise alone, below an LSB mostly")
-@example(rows=3, cols=4, data=Draws(1, 12, 4, 9, None, 2, 0.3, 3), rounding="stochastic",
-         seed=6).via("one lane: a word rounded per cycle in TRANSPOSED")
+@example(rows=3, cols=6, data=Draws(6, 12, 8, None, None, 10, 0.0, None, 0.0, 7),
+         rounding="floor", seed=2).via("the narrowest range: 2 code bits")
+@example(rows=5, cols=3, data=Draws(3, 16, 12, 16, 16, 0, 0.0, 2**16, 0.0, 2),
+         rounding="stochastic", seed=3).via("converters and states as wide as the words")
+@example(rows=6, cols=7, data=Draws(3, 12, 6, 5, 6, 1, 1.0, 4, 1.0, 0xFFFFFFFF),
+         rounding="stochastic", seed=4).via("full-range noises, 4 states, the largest seed")
+@example(rows=2, cols=4, data=Draws(4, 16, 15, None, None, 0, 0.001, None, 0.0, 1),
+         rounding="nearest", seed=5).via("read noise alone, below an LSB mostly")
+@example(rows=3, cols=4, data=Draws(1, 12, 4, 9, None, 2, 0.3, 64, 0.05, 3),
+         rounding="stochastic", seed=6).via("one lane: a word per cycle in TRANSPOSED, UPDATE")
+@example(rows=4, cols=6, data=Draws(3, 8, 3, None, None, 0, 0.0, None, 0.3, 5),
+         rounding="floor", seed=7).via("programming noise alone")
 def test_random_devices_match_the_model(rows, cols, data, rounding, seed):
     lanes = data.draw(st.integers(1, cols))
     width = data.draw(st.sampled_from([8, 12, 16]))
@@ -86,7 +90,10 @@ def test_random_devices_match_the_model(rows, cols, data, rounding, seed):
     bits = st.none() | st.integers(2, width + 1)
     device = DeviceModel(dac_bits=data.draw(bits), adc_bits=data.draw(bits),
                          adc_range=2.0 ** -data.draw(st.integers(0, width - 2)),
-                         read_noise=data.draw(st.sampled_from(NOISES)))
+                         read_noise=data.draw(st.sampled_from(NOISES)),
+                         states=data.draw(st.none() | st.sampled_from(
+                             [4, 8, 64, 2 ** (width - 1), 2**width])),
+                         program_noise=data.draw(st.sampled_from(NOISES)))
     device_seed = data.draw(st.integers(1, 2**32 - 1))
     params = TileParams(rows=rows, cols=cols, lanes=lanes, width=width, frac=frac,
                         rounding=rounding, eta_shift=2, device=device, device_seed=device_seed)
@@ -98,6 +105,8 @@ def test_random_devices_match_the_model(rows, cols, data, rounding, seed):
     DeviceModel(adc_bits=6),
     DeviceModel(adc_range=0.25),
     DeviceModel(read_noise=0.02),
+    DeviceModel(states=16),
+    DeviceModel(program_noise=0.02),
 ])
 def test_each_model_changes_the_answer_and_the_tile_follows(device):
     """Each model alone changes the model's answer to the plan (so the comparison above can
@@ -183,6 +192,32 @@ def test_the_adc_range_edge_is_not_a_clip():
                          [{"op": "forward", "x": [31, -32]}])
     assert got == model
     assert got[0][0] == {"out": [31, -32], "overflow": 0}
+
+
+@pytest.mark.parametrize(("weights", "flag"), [
+    ([[37, -128], [127, 8]], 1),
+    ([[37, -128], [-9, 8]], 0),
+])
+def test_load_w_snaps_to_the_states_and_flags_a_clip(weights, flag):
+    """16 states of an 8-bit word: multiples of 16 rounded to nearest (half up), 37 → 32,
+    8 → 16, -9 → -16; 127 rounds to 128, past the top state 112 (clipped, flagged)."""
+    states = {37: 32, -128: -128, 127: 112, 8: 16, -9: -16}
+    ops = [{"op": "forward", "x": [1, 0]}, {"op": "forward", "x": [0, 1]}]
+    got, model = run_ops(params8(DeviceModel(states=16)), weights, ops)
+    assert got == model
+    held = [[states[w] for w in row] for row in weights]
+    assert got[0][0] == {"out": [held[0][0], held[1][0]], "overflow": flag}
+    assert got[0][1] == {"out": [held[0][1], held[1][1]], "overflow": flag}
+
+
+def test_update_writes_a_state():
+    """UPDATE's new weight 3·5 = 15 is written as the nearest of 16 states, 16."""
+    params = TileParams(rows=2, cols=2, lanes=2, width=8, frac=0, rounding="nearest",
+                        eta_shift=0, device=DeviceModel(states=16))
+    got, model = run_ops(params, [[0, 0], [0, 0]],
+                         [{"op": "update", "x": [5, 0], "s": [3, 0]}])
+    assert got == model
+    assert got[0][0] == {"out": [16, 0, 0, 0], "overflow": 0}
 
 
 # --- the parts -------------------------------------------------------------------------------
@@ -282,10 +317,11 @@ def tile(**changes):
     ({"device": "adc"}, TypeError, r"^device must be a DeviceModel or None, not str$"),
     ({"device": DeviceModel(read_noise=0.1), "device_seed": 0}, ValueError,
      r"^LFSR seed must be a non-zero 32-bit integer, not 0$"),
-    ({"device": DeviceModel(states=16)}, ValueError,
-     r"^the RTL tile has the device's read models only \(dac_bits, adc_bits, adc_range, "
-     r"read_noise\); states, program_noise and pulses are not built$"),
-    ({"device": DeviceModel(program_noise=0.01)}, ValueError, r"^the RTL tile has the device"),
+    ({"device": DeviceModel(pulses=16)}, ValueError,
+     r"^the RTL tile has no pulsed updates \(pulses\): its UPDATE is the digital step$"),
+    ({"device": DeviceModel(states=16), "weights": np.zeros((4, 4), dtype=int)}, ValueError,
+     r"^the device's write models \(states, program_noise\) program the words LOAD_W "
+     r"writes: give no initial weights$"),
     ({"device": DeviceModel(dac_bits=4), "grad_format": F16}, ValueError,
      r"^the RTL tile's device models are not built for the training operations"),
     ({"device": DeviceModel(dac_bits=4), "side_ports": True}, ValueError,
@@ -322,7 +358,8 @@ def test_a_device_with_every_model_off_is_the_ideal_tile():
     ("icarus", 5, 7, 3, "nearest"),
 ])
 def test_cocotb_with_the_device_matches_the_model(simulator, rows, cols, lanes, rounding):
-    device = DeviceModel(dac_bits=6, adc_bits=7, adc_range=0.5, read_noise=0.05)
+    device = DeviceModel(dac_bits=6, adc_bits=7, adc_range=0.5, read_noise=0.05, states=256,
+                         program_noise=0.01)
     params = TileParams(rows=rows, cols=cols, lanes=lanes, width=16, frac=11,
                         rounding=rounding, device=device, device_seed=0x1234)
     result = check_plan(params, vectors=4, seed=5, simulator=simulator)
@@ -343,7 +380,7 @@ def test_cli_cosim_tile_takes_the_device_options(tmp_path, capsys):
 
 
 @pytest.mark.parametrize(("argv", "message"), [
-    (["--states", "16"], "the RTL tile has the device's read models only"),
+    (["--pulses", "16"], "the RTL tile has no pulsed updates"),
     (["--read-noise", "2"], "--read-noise: read_noise must be a number from 0 to 1"),
     (["--read-noise", "0.1", "--device-seed", "0"],
      "LFSR seed must be a non-zero 32-bit integer, not 0"),
