@@ -131,18 +131,22 @@ class CrossbarTile(CheckedComponent):
         streams them). No training operations (``grad_format`` must be None). The DFT arrays
         (:class:`~xbarode.hdl.fourier.DftArray`) are such tiles.
     device : DeviceModel, optional
-        The array's read models (docs/device.md, the twin of
-        :class:`~xbarode.model.fixed_ops.FixedTile`'s ``device``): FORWARD's and TRANSPOSED's
-        operands pass the input DAC (``dac_bits``; UPDATE takes its operands as they are),
-        and each output word gets the read noise (``read_noise``) and passes the ADC
-        (``adc_bits``, ``adc_range``) in place of its one rounding; a clipped DAC code or ADC
-        output raises ``overflow``. None, or every model off: the ideal tile, the same
-        hardware as without. The write models (``states``, ``program_noise``, ``pulses``) are
-        not built (refused), nor the device with ``grad_format`` or ``side_ports``.
+        The array's device models (docs/device.md, the twin of
+        :class:`~xbarode.model.fixed_ops.FixedTile`'s ``device``). Reads: FORWARD's and
+        TRANSPOSED's operands pass the input DAC (``dac_bits``; UPDATE takes its operands as
+        they are), and each output word gets the read noise (``read_noise``) and passes the
+        ADC (``adc_bits``, ``adc_range``) in place of its one rounding. Writes: each word
+        LOAD_W writes and each weight UPDATE writes is snapped to a state (``states``) and
+        given the programming noise (``program_noise``), as ``FixedTile.load`` and
+        ``FixedTile.update`` do. A clipped DAC code, ADC output, state or noisy weight raises
+        ``overflow``. None, or every model off: the ideal tile, the same hardware as without.
+        Refused: ``pulses``, the write models with initial ``weights``, and any model with
+        ``grad_format`` or ``side_ports``. No cycle is added.
     device_seed : int
-        Seed of the device generators (a non-zero 32-bit integer): the read noise draws from
-        ``Lfsr(site_seed(device_seed, 0))``, one draw per output word in the order of the
-        outputs, as the model's.
+        Seed of the device generators (a non-zero 32-bit integer), purpose ``p`` drawing from
+        ``Lfsr(site_seed(device_seed, p))`` as the model's: the read noise (0) one draw per
+        output word in the order of the outputs, the programming noise (1) and the states'
+        stochastic rounding (2) one draw per weight written, in row-major order.
 
     Attributes
     ----------

@@ -391,3 +391,33 @@ def test_cli_refuses_bad_device_options(argv, message, capsys):
     code, _, err = run(capsys, "cosim", "tile", "--simulator", "amaranth", *argv)
     assert code == 2
     assert message in err
+
+
+# --- the model's LOAD_W ------------------------------------------------------------------------
+
+def model_tile(device=None):
+    from xbarode.model.fixed import Overflow, Rounder
+    from xbarode.model.fixed_ops import FixedTile
+
+    return FixedTile(np.zeros((2, 2), dtype=np.int64), weight_format=I8, acc_width=24,
+                     rounder=Rounder("nearest"), overflow=Overflow(), name="A", device=device)
+
+
+def test_fixed_tile_load_writes_through_the_states_and_counts_a_clip():
+    t = model_tile(DeviceModel(states=16))
+    t.load(np.array([[37, -128], [127, 8]]))
+    assert t.weights.tolist() == [[32, -128], [112, 16]]
+    assert t.overflow.flag
+    ideal = model_tile()
+    ideal.load(np.array([[37, -128], [127, 8]]))
+    assert ideal.weights.tolist() == [[37, -128], [127, 8]] and not ideal.overflow.flag
+
+
+@pytest.mark.parametrize(("weights", "message"), [
+    (np.zeros((2, 3), dtype=int), r"^A: weights must be integers of shape \(2, 2\)$"),
+    (np.zeros((2, 2)), r"^A: weights must be integers of shape \(2, 2\)$"),
+    (np.array([[128, 0], [0, 0]]), r"^A: weights lie outside Q7\.0$"),
+])
+def test_fixed_tile_load_refuses_bad_weights(weights, message):
+    with pytest.raises(ValueError, match=message):
+        model_tile().load(weights)

@@ -80,12 +80,13 @@ def _tile_arguments(parser) -> None:
     from xbarode.model.device import DEVICE_SEED
 
     device = add_device_flags(
-        parser, "the array's read models in the tile and its model (docs/device.md), each off "
-                "unless given; the write models (--states, --program-noise, --pulses) are "
-                "refused: the RTL tile does not have them")
+        parser, "the array's device models in the tile and its model (docs/device.md), each "
+                "off unless given; pulsed updates (--pulses) are refused: the RTL tile does "
+                "not have them")
     device.add_argument("--device-seed", type=lambda t: int(t, 0), default=DEVICE_SEED,
-                        help=f"seed of the device generators: the read noise draws from its "
-                             f"site 0 (default: {DEVICE_SEED:#x})")
+                        help=f"seed of the device generators: purpose p (read noise, "
+                             f"programming noise, the states' rounding) draws from its site p "
+                             f"(default: {DEVICE_SEED:#x})")
 
 
 def _tile_params(args):
