@@ -416,7 +416,7 @@ def test_fixed_tile_load_writes_through_the_states_and_counts_a_clip():
 @pytest.mark.parametrize(("weights", "message"), [
     (np.zeros((2, 3), dtype=int), r"^A: weights must be integers of shape \(2, 2\)$"),
     (np.zeros((2, 2)), r"^A: weights must be integers of shape \(2, 2\)$"),
-    (np.array([[128, 0], [0, 0]]), r"^A: weights lie outside Q7\.0$"),
+    (np.array([[128, 0], [0, 0]]), r"^A: weights lie outside Q8\.0$"),
 ])
 def test_fixed_tile_load_refuses_bad_weights(weights, message):
     with pytest.raises(ValueError, match=message):
