@@ -994,10 +994,19 @@ class _WriteModels:
     written, one draw per weight in row-major order from the generators the model uses
     (``site_seed(device_seed, 1)`` for the noise, ``site_seed(device_seed, 2)`` for the
     states' stochastic rounding), as two :class:`~xbarode.hdl.rounding.LfsrBank` offering
-    ``lanes`` draws per cycle. LOAD_W programs its word on the way to the groups' load
-    registers (a register per group, ``loaded``) and consumes one draw per word taken; UPDATE
-    programs in the lanes (``LaneGroup(states=, program_noise_width=)``) and consumes a chunk's
-    draws in the cycle its weights are written. Without write models it builds nothing.
+    ``lanes`` draws per cycle. Without write models it builds nothing.
+
+    The noise's ``G`` is registered (``gauss_q``), and its product with the amplitude too
+    (``noise_q``): no XOR matrix or product lies in a write's path.
+
+    - LOAD_W consumes one draw per word taken (the handshake). The word is snapped to a state
+      there, from the draw of that cycle, into a register per group (``loaded``); the next
+      cycle, when the group writes it, its noise is ``G`` of that draw (``gauss_q``) times the
+      amplitude, added before the clip.
+    - UPDATE consumes a chunk's draws two cycles before it writes the chunk's weights (the
+      pipeline's metadata says what is written two cycles later), so that ``noise_q`` and the
+      twice-registered states' draws are the chunk's when its lanes write (in the lanes,
+      ``LaneGroup(states=, program_noise_width=)``).
 
     Attributes
     ----------
@@ -1013,19 +1022,29 @@ class _WriteModels:
             return
         last_lanes = tile.cols - (tile.chunks - 1) * tile.lanes
         steps = {1, tile.lanes, last_lanes}
-        self.noise_values = []
+        self.gauss_q, self.noise_q, self.state_draws = [], [], []
         if writes.noise is not None:
             m.submodules.program_noise = self._noise = LfsrBank(
                 draws=tile.lanes, bits=32, steps=steps, seed=site_seed(tile.device_seed, 1))
-            self.noise_values = [scale_noise(m, gauss(m, draw), *writes.noise)
-                                 for draw in self._noise.draw]
+            for k, draw in enumerate(self._noise.draw):
+                g = Signal(signed(11), name=f"pgauss{k}")
+                m.d.sync += g.eq(gauss(m, draw))
+                value = scale_noise(m, g, *writes.noise)
+                reg = Signal.like(value, name=f"pnoise{k}")
+                m.d.sync += reg.eq(value)
+                self.gauss_q.append(g)
+                self.noise_q.append(reg)
         if writes.states is not None and tile.rounding == "stochastic":
             m.submodules.state_rounding = self._states = LfsrBank(
                 draws=tile.lanes, bits=writes.states[0], steps=steps,
                 seed=site_seed(tile.device_seed, 2))
+            for k, draw in enumerate(self._states.draw):
+                first, second = (Signal.like(draw, name=f"sdraw{n}_{k}") for n in (1, 2))
+                m.d.sync += [first.eq(draw), second.eq(first)]
+                self.state_draws.append(second)
         self.lane_arguments = {
             "states": writes.states,
-            "program_noise_width": len(self.noise_values[0]) if self.noise_values else 0}
+            "program_noise_width": len(self.noise_q[0]) if self.noise_q else 0}
 
     def advance(self, count):
         """Consume ``count`` draws of each generator this cycle (a Python int in the steps)."""
@@ -1033,56 +1052,58 @@ class _WriteModels:
             if bank is not None:
                 self.m.d.comb += bank.advance.eq(bank.steps.index(count) + 1)
 
-    def offset(self, k):
-        """The states' rounding offset of this cycle's ``k``-th written weight."""
-        tile, drop = self._tile, self._tile._writes.states[0]
-        return rounding_offset(tile.rounding, drop,
-                               None if self._states is None else self._states.draw[k])
-
     def connect(self, group, g):
         """Group ``g``'s draws and noise (for UPDATE) and its LOAD_W word (programmed)."""
         if self._tile._writes is None:
             return
         m, first = self.m, group.first
-        if self._states is not None:
-            m.d.comb += [group.state_draw[j].eq(self._states.draw[first + j])
+        if self.state_draws:
+            m.d.comb += [group.state_draw[j].eq(self.state_draws[first + j])
                          for j in range(group.count)]
-        if self.noise_values:
-            m.d.comb += [group.program_noise[j].eq(self.noise_values[first + j])
+        if self.noise_q:
+            m.d.comb += [group.program_noise[j].eq(self.noise_q[first + j])
                          for j in range(group.count)]
         m.d.comb += group.load_word.eq(self.loaded[g])
 
     def load(self, seq):
-        """LOAD_W: each word taken is programmed with the first draws, into a register per
-        group that the groups' banks write from (in place of the sequencer's copy); a clipped
-        word raises the flag. Returns nothing."""
+        """LOAD_W: each word taken is snapped to a state with the first draw, into a register
+        per group; the next cycle its noise is added as the group writes it (the groups'
+        ``load_word``); a clipped state or noisy word raises the flag."""
         if self._tile._writes is None:
             return
         m, tile, writes = self.m, self._tile, self._tile._writes
         ww = tile.weight_format.width
-        word, saturated = program_word(
-            m, tile.i.payload[:ww].as_signed(), ww, states=writes.states,
-            offset=0 if writes.states is None else self.offset(0),
-            noise=self.noise_values[0] if self.noise_values else None)
-        self.loaded = [Signal(signed(ww), name=f"lw_programmed{g}") for g in range(seq.n_groups)]
-        m.d.sync += [reg.eq(word) for reg in self.loaded]
+        word, saturated = tile.i.payload[:ww].as_signed(), 0
+        if writes.states is not None:
+            offset = rounding_offset(tile.rounding, writes.states[0],
+                                     None if self._states is None else self._states.draw[0])
+            word, saturated = program_word(m, word, ww, states=writes.states, offset=offset)
+        stated = [Signal(signed(ww), name=f"lw_state{g}") for g in range(seq.n_groups)]
+        m.d.sync += [reg.eq(word) for reg in stated]
         taken = tile.i.valid & tile.i.ready & (seq.op == TileOp.LOAD_W)
         with m.If(taken):
             self.advance(1)
-            with m.If(saturated):
-                m.d.comb += seq.overflow_set.eq(1)
+            if writes.states is not None:
+                with m.If(saturated):
+                    m.d.comb += seq.overflow_set.eq(1)
+        self.loaded = stated
+        if self.gauss_q:
+            noise = scale_noise(m, self.gauss_q[0], *writes.noise)
+            self.loaded = []
+            for g, reg in enumerate(stated):
+                noisy, clipped = program_word(m, reg, ww, noise=noise)
+                self.loaded.append(noisy)
+                with m.If(seq.lw_valid[g] & clipped):
+                    m.d.comb += seq.overflow_set.eq(1)
 
     def update(self, seq, st, lanes, last_lanes):
-        """UPDATE: a chunk's weights are written (the groups' U2) the cycle after its products
-        at stage 4; that cycle consumes its lanes' draws."""
+        """UPDATE: a chunk's weights are written (the groups' U2) two cycles after its
+        products are at stage 3; that cycle consumes its lanes' draws."""
         if self._tile._writes is None:
             return
         m = self.m
-        u2 = Signal(name="program_u2")
-        u2_lanes = Signal.like(st.s4_nlanes, name="program_u2_lanes")
-        m.d.sync += [u2.eq(seq.is_upd & st.s4), u2_lanes.eq(st.s4_nlanes)]
-        with m.If(u2):
-            with m.If(u2_lanes == lanes):
+        with m.If(seq.is_upd & st.s3):
+            with m.If(st.s3_nlanes == lanes):
                 self.advance(lanes)
             with m.Else():
                 self.advance(last_lanes)
