@@ -421,3 +421,60 @@ def test_fixed_tile_load_writes_through_the_states_and_counts_a_clip():
 def test_fixed_tile_load_refuses_bad_weights(weights, message):
     with pytest.raises(ValueError, match=message):
         model_tile().load(weights)
+
+
+# --- bias, a product shift and distinct formats ------------------------------------------------
+
+@settings(max_examples=4, deadline=None)
+@given(rows=st.integers(1, 5), cols=st.integers(1, 6), data=st.data(),
+       rounding=st.sampled_from(["floor", "nearest", "stochastic"]),
+       seed=st.integers(0, 2**16))
+@example(rows=3, cols=5, data=Draws(2, 1), rounding="stochastic", seed=1).via("shift 1")
+@example(rows=4, cols=4, data=Draws(4, 0), rounding="nearest", seed=2).via("one chunk")
+def test_bias_shift_and_formats_with_every_model(rows, cols, data, rounding, seed):
+    """A tile with a bias, ``shift`` and a different format for weights, inputs and outputs,
+    every read and write model on: LOAD_W, LOAD_BIAS, FORWARD, TRANSPOSED, UPDATE, READ_W,
+    each word and the flag against FixedTile (``forward(..., bias=)``, ``shift=``,
+    ``load``)."""
+    from xbarode.hdl.tile_op import TileOp
+    from xbarode.model.fixed import Overflow, Rounder
+    from xbarode.model.fixed_ops import FixedTile
+    from xbarode.sim.streams import op_receive, op_run, op_send, run_simulation
+
+    lanes = data.draw(st.integers(1, cols))
+    shift = data.draw(st.integers(0, 2))
+    wf, xf, yf = Format(12, 9), Format(12, 7), Format(12, 6)
+    device = DeviceModel(dac_bits=7, adc_bits=8, adc_range=0.5, read_noise=0.1, states=256,
+                         program_noise=0.02)
+    rng = np.random.default_rng(seed)
+    weights = rng.integers(wf.min_int, wf.max_int + 1, (rows, cols))
+    d = rng.integers(wf.min_int, wf.max_int + 1, rows)
+    x = rng.integers(xf.min_int, xf.max_int + 1, cols)
+    s = rng.integers(xf.min_int, xf.max_int + 1, rows)
+    dut = CrossbarTile(rows=rows, cols=cols, lanes=lanes, weight_format=wf, input_format=xf,
+                       output_format=yf, rounding=rounding, eta_shift=3, shift=shift,
+                       bias=True, device=device, device_seed=0xD0D0)
+    got = []
+
+    async def testbench(ctx):
+        await op_send(ctx, dut, TileOp.LOAD_W, weights.ravel().tolist())
+        await op_send(ctx, dut, TileOp.LOAD_BIAS, d.tolist())
+        await op_send(ctx, dut, TileOp.LOAD_X, x.tolist())
+        await op_send(ctx, dut, TileOp.LOAD_S, s.tolist())
+        for op, count in ((TileOp.FORWARD, rows), (TileOp.TRANSPOSED, cols)):
+            await op_run(ctx, dut, op)
+            got.append(await op_receive(ctx, dut, TileOp.READ_Y, count))
+        await op_run(ctx, dut, TileOp.UPDATE)
+        got.append((await op_receive(ctx, dut, TileOp.READ_W, rows * cols + rows))[:rows * cols])
+        got.append(ctx.get(dut.overflow))
+
+    run_simulation(dut, testbench)
+    overflow = Overflow()
+    model = FixedTile(weights, weight_format=wf, acc_width=48,
+                      rounder=Rounder(rounding, dut.lfsr_seed), overflow=overflow,
+                      device=device, device_seed=0xD0D0)
+    want = [model.forward(x[None], xf, yf, shift=shift, bias=d)[0].tolist(),
+            model.transposed(s[None], xf, yf, shift=shift)[0].tolist()]
+    model.update(s, xf, x, xf, shift=3)
+    want += [model.weights.ravel().tolist(), int(overflow.flag)]
+    assert got == want
