@@ -57,7 +57,7 @@ from .interface import ControlSignature
 from .lane_group import LaneGroup
 from .output_stage import ForwardOutput
 from .readout import ChainReadout, MuxReadout
-from .rounding import LfsrBank, rounding_offset
+from .rounding import LfsrBank, lfsr_successor, rounding_offset
 from .tap_walker import TapWalker, check_taps
 from .tile_op import TileOp
 from .tile_sequencer import TileSequencer
@@ -996,13 +996,13 @@ class _WriteModels:
     states' stochastic rounding), as two :class:`~xbarode.hdl.rounding.LfsrBank` offering
     ``lanes`` draws per cycle. Without write models it builds nothing.
 
-    The noise's ``G`` is registered (``gauss_q``), and its product with the amplitude too
-    (``noise_q``): no XOR matrix or product lies in a write's path.
+    No XOR matrix or product lies in a write's path:
 
     - LOAD_W consumes one draw per word taken (the handshake). The word is snapped to a state
       there, from the draw of that cycle, into a register per group (``loaded``); the next
-      cycle, when the group writes it, its noise is ``G`` of that draw (``gauss_q``) times the
-      amplitude, added before the clip.
+      cycle, when the group writes it, its noise is added before the clip: the noise of that
+      draw, registered (``load_noise``) from the draw itself registered the cycle before
+      (``load_draw``, the first draw of the state the bank takes at the edge).
     - UPDATE consumes a chunk's draws two cycles before it writes the chunk's weights (the
       pipeline's metadata says what is written two cycles later), so that ``noise_q`` and the
       twice-registered states' draws are the chunk's when its lanes write (in the lanes,
@@ -1022,17 +1022,22 @@ class _WriteModels:
             return
         last_lanes = tile.cols - (tile.chunks - 1) * tile.lanes
         steps = {1, tile.lanes, last_lanes}
-        self.gauss_q, self.noise_q, self.state_draws = [], [], []
+        self.noise_q, self.state_draws, self.load_noise = [], [], None
         if writes.noise is not None:
             m.submodules.program_noise = self._noise = LfsrBank(
                 draws=tile.lanes, bits=32, steps=steps, seed=site_seed(tile.device_seed, 1))
+            bank = self._noise
+            load_draw = Signal(32, name="load_draw")
+            m.d.sync += load_draw.eq(lfsr_successor(bank))
+            value = scale_noise(m, gauss(m, load_draw), *writes.noise)
+            self.load_noise = Signal.like(value, name="load_noise")
+            m.d.sync += self.load_noise.eq(value)
             for k, draw in enumerate(self._noise.draw):
                 g = Signal(signed(11), name=f"pgauss{k}")
                 m.d.sync += g.eq(gauss(m, draw))
                 value = scale_noise(m, g, *writes.noise)
                 reg = Signal.like(value, name=f"pnoise{k}")
                 m.d.sync += reg.eq(value)
-                self.gauss_q.append(g)
                 self.noise_q.append(reg)
         if writes.states is not None and tile.rounding == "stochastic":
             m.submodules.state_rounding = self._states = LfsrBank(
@@ -1087,11 +1092,10 @@ class _WriteModels:
                 with m.If(saturated):
                     m.d.comb += seq.overflow_set.eq(1)
         self.loaded = stated
-        if self.gauss_q:
-            noise = scale_noise(m, self.gauss_q[0], *writes.noise)
+        if self.load_noise is not None:
             self.loaded = []
             for g, reg in enumerate(stated):
-                noisy, clipped = program_word(m, reg, ww, noise=noise)
+                noisy, clipped = program_word(m, reg, ww, noise=self.load_noise)
                 self.loaded.append(noisy)
                 with m.If(seq.lw_valid[g] & clipped):
                     m.d.comb += seq.overflow_set.eq(1)
