@@ -478,3 +478,33 @@ def test_bias_shift_and_formats_with_every_model(rows, cols, data, rounding, see
     model.update(s, xf, x, xf, shift=3)
     want += [model.weights.ravel().tolist(), int(overflow.flag)]
     assert got == want
+
+
+@settings(max_examples=10, deadline=None)
+@given(advances=st.lists(st.sampled_from([0, 1, 3, 4]), min_size=1, max_size=12))
+def test_lfsr_successor_is_the_next_cycles_first_draw(advances):
+    """Registered, ``lfsr_successor`` is the bank's ``draw[0]`` of the next cycle: the
+    model's LFSR draw after those consumed."""
+    from xbarode.hdl.rounding import LfsrBank, lfsr_successor
+    from xbarode.model.fixed import Lfsr
+
+    m = Module()
+    m.submodules.bank = bank = LfsrBank(draws=4, bits=32, steps={1, 3, 4}, seed=0x1234)
+    ahead = Signal(32)
+    m.d.sync += ahead.eq(lfsr_successor(bank))
+    reference = Lfsr(0x1234).draw(sum(advances) + 1)
+    seen = []
+
+    async def testbench(ctx):
+        used = 0
+        for n in advances:
+            ctx.set(bank.advance, 0 if n == 0 else bank.steps.index(n) + 1)
+            await ctx.tick()
+            used += n
+            seen.append((ctx.get(ahead), ctx.get(bank.draw[0]), int(reference[used])))
+
+    sim = Simulator(m)
+    sim.add_clock(1e-8)
+    sim.add_testbench(testbench)
+    sim.run()
+    assert all(a == b == c for a, b, c in seen)
