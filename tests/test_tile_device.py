@@ -480,7 +480,7 @@ def test_bias_shift_and_formats_with_every_model(rows, cols, data, rounding, see
     assert got == want
 
 
-@settings(max_examples=10, deadline=None)
+@settings(max_examples=5, deadline=None)
 @given(advances=st.lists(st.sampled_from([0, 1, 3, 4]), min_size=1, max_size=12))
 def test_lfsr_successor_is_the_next_cycles_first_draw(advances):
     """Registered, ``lfsr_successor`` is the bank's ``draw[0]`` of the next cycle: the
