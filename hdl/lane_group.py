@@ -210,11 +210,15 @@ class LaneGroup(CheckedComponent):
                 grad is not None or acc_width is not None):
             raise ValueError("the device's read models (dac, adc, noise_width) are not built "
                              "for the training operations (grad, acc_width)")
-        for name, pair in (("dac", dac), ("adc", adc), ("states", states)):
+        # The least of each pair's values: a DAC and the states drop at least a bit; an ADC's
+        # step may be 0, its code has at least a bit.
+        for name, pair, lows in (("dac", dac, (1, 1)), ("adc", adc, (0, 1)),
+                                 ("states", states, (1, 1))):
             if pair is not None and (len(pair) != 2 or not all(
-                    isinstance(v, int) and not isinstance(v, bool) and v >= 1 - (name == "adc")
-                    for v in pair)):
-                raise TypeError(f"{name} must be a pair of integers, not {pair!r}")
+                    isinstance(v, int) and not isinstance(v, bool) and v >= low
+                    for v, low in zip(pair, lows, strict=True))):
+                raise TypeError(f"{name} must be a pair of integers (at least {lows}), not "
+                                f"{pair!r}")
         if count > GROUP:
             raise ValueError(f"count must be at most GROUP ({GROUP}), not {count}")
         if first + count > lanes:

@@ -508,3 +508,63 @@ def test_lfsr_successor_is_the_next_cycles_first_draw(advances):
     sim.add_testbench(testbench)
     sim.run()
     assert all(a == b == c for a, b, c in seen)
+
+
+# --- the parts' refusals -----------------------------------------------------------------------
+
+GROUP_BASE = {"first": 0, "count": 2, "lanes": 2, "depth": 4, "weight_width": 8,
+              "operand_width": 8, "lane_width": 20, "shift": 4, "width": 8, "out_width": 8,
+              "update_shift": 4, "rounding": "nearest"}
+OUTPUT_BASE = {"rows": 3, "sum_width": 12, "acc_width": 14, "shift": 2, "width": 8,
+               "out_width": 8, "rounding": "nearest"}
+
+
+@pytest.mark.parametrize(("changes", "error", "message"), [
+    ({"dac": (4, 4), "acc_width": 16}, ValueError,
+     r"^the device's read models \(dac, adc, noise_width\) are not built for the training "
+     r"operations \(grad, acc_width\)$"),
+    ({"noise_width": 9, "grad": (4, 8)}, ValueError, r"^the device's read models"),
+    ({"states": (4, 4), "writable": False}, ValueError,
+     r"^the device's write models \(states, program_noise_width\) are built for UPDATE only: "
+     r"not with acc_width, and not read-only$"),
+    ({"program_noise_width": 9, "acc_width": 16}, ValueError, r"^the device's"),
+    ({"dac": (4,)}, TypeError, r"^dac must be a pair of integers \(at least \(1, 1\)\), not "
+     r"\(4,\)$"),
+    ({"adc": (0, 0)}, TypeError, r"^adc must be a pair of integers \(at least \(0, 1\)\), not "
+     r"\(0, 0\)$"),
+    ({"states": (2, True)}, TypeError, r"^states must be a pair of integers \(at least "
+     r"\(1, 1\)\), not \(2, True\)$"),
+    ({"noise_width": -1}, ValueError, r"^noise_width must be >= 0, not -1$"),
+])
+def test_lane_group_refuses_bad_device_arguments(changes, error, message):
+    from xbarode.hdl.lane_group import LaneGroup
+
+    with pytest.raises(error, match=message):
+        LaneGroup(**{**GROUP_BASE, **changes})
+
+
+@pytest.mark.parametrize(("changes", "error", "message"), [
+    ({"adc": (1, 6), "grad": (2, 8)}, ValueError,
+     r"^the device's read models \(adc, noise_width\) are not built for products on "
+     r"gradients \(grad\)$"),
+    ({"adc": (1,)}, TypeError, r"^adc must be a pair of integers, not \(1,\)$"),
+    ({"noise_width": 1.5}, TypeError, r"^noise_width must be an integer, not float$"),
+])
+def test_forward_output_refuses_bad_device_arguments(changes, error, message):
+    from xbarode.hdl.output_stage import ForwardOutput
+
+    with pytest.raises(error, match=message):
+        ForwardOutput(**{**OUTPUT_BASE, **changes})
+
+
+def test_generate_tile_records_the_device_in_the_manifest(tmp_path, capsys):
+    import json
+
+    code, _, _ = run(capsys, "generate", "tile", "--rows", "3", "--cols", "4", "--lanes", "2",
+                     "--states", "64", "--read-noise", "0.1", "--out", tmp_path)
+    assert code == 0
+    manifest = json.loads((tmp_path / "crossbar_tile.json").read_text())
+    device = manifest["parameters"]["device"]
+    assert (device["states"], device["read_noise"], device["dac_bits"]) == (64, 0.1, None)
+    verilog = (tmp_path / "crossbar_tile.v").read_text()
+    assert "read_noise" in verilog and "program_noise" not in verilog
