@@ -140,8 +140,9 @@ class CrossbarTile(CheckedComponent):
         given the programming noise (``program_noise``), as ``FixedTile.load`` and
         ``FixedTile.update`` do. A clipped DAC code, ADC output, state or noisy weight raises
         ``overflow``. None, or every model off: the ideal tile, the same hardware as without.
-        Refused: ``pulses``, the write models with initial ``weights``, and any model with
-        ``grad_format`` or ``side_ports``. No cycle is added.
+        Refused: ``pulses``, the write models with initial ``weights`` or without
+        ``writable``, and any model with ``grad_format`` or ``side_ports``. No cycle is
+        added.
     device_seed : int
         Seed of the device generators (a non-zero 32-bit integer), purpose ``p`` drawing from
         ``Lfsr(site_seed(device_seed, p))`` as the model's: the read noise (0) one draw per
@@ -289,11 +290,11 @@ class CrossbarTile(CheckedComponent):
             raise ValueError("a read-only tile (writable=False) has no training operations: "
                              "grad_format must be None")
         CrossbarTile._check_device(device, device_seed, input_format, output_format,
-                                   grad_format, side_ports, weights is not None and writable)
+                                   grad_format, side_ports, weights is not None or not writable)
 
     @staticmethod
     def _check_device(device, device_seed, input_format, output_format, grad_format,
-                      side_ports, initial_weights):
+                      side_ports, fixed_weights):
         """The checks of ``device`` and ``device_seed`` (:meth:`check_parameters`)."""
         if device is not None and not isinstance(device, DeviceModel):
             raise TypeError(f"device must be a DeviceModel or None, not "
@@ -304,9 +305,10 @@ class CrossbarTile(CheckedComponent):
         if device.pulses is not None:
             raise ValueError("the RTL tile has no pulsed updates (pulses): its UPDATE is the "
                              "digital step")
-        if device.writes and initial_weights:
+        if device.writes and fixed_weights:
             raise ValueError("the device's write models (states, program_noise) program the "
-                             "words LOAD_W writes: give no initial weights")
+                             "words LOAD_W and UPDATE write: give no initial weights, and a "
+                             "writable tile")
         if grad_format is not None or side_ports:
             raise ValueError("the RTL tile's device models are not built for the training "
                              "operations (grad_format) or a core's side ports (side_ports)")

@@ -320,8 +320,13 @@ def tile(**changes):
     ({"device": DeviceModel(pulses=16)}, ValueError,
      r"^the RTL tile has no pulsed updates \(pulses\): its UPDATE is the digital step$"),
     ({"device": DeviceModel(states=16), "weights": np.zeros((4, 4), dtype=int)}, ValueError,
-     r"^the device's write models \(states, program_noise\) program the words LOAD_W "
-     r"writes: give no initial weights$"),
+     r"^the device's write models \(states, program_noise\) program the words LOAD_W and "
+     r"UPDATE write: give no initial weights, and a writable tile$"),
+    ({"device": DeviceModel(program_noise=0.1), "weights": np.zeros((4, 4), dtype=int),
+      "writable": False}, ValueError, r"^the device's write models"),
+    ({"device": DeviceModel(read_noise=0.1), "weights": np.zeros((4, 4), dtype=int),
+      "writable": False, "device_seed": -1}, ValueError,
+     r"^LFSR seed must be a non-zero 32-bit integer, not -1$"),
     ({"device": DeviceModel(dac_bits=4), "grad_format": F16}, ValueError,
      r"^the RTL tile's device models are not built for the training operations"),
     ({"device": DeviceModel(dac_bits=4), "side_ports": True}, ValueError,
