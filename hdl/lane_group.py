@@ -18,6 +18,7 @@ from amaranth.lib.wiring import In, Out
 from xbarode.model.fixed import ROUNDINGS
 
 from .checked import CheckedComponent
+from .device import adc_narrow, dac, program_word
 from .dsp import Multiplier
 from .groups import GROUP, KEEP
 from .output_stage import narrow_product
@@ -104,6 +105,26 @@ class LaneGroup(CheckedComponent):
     block_ram : bool
         The weight and gradient banks go to block RAM (``ram_style``), with ``no_rw_check``:
         no enabled read ever meets a write to its address (the tile's walks see to it).
+    dac : tuple of int, optional
+        ``(drop, bits)`` of a device's input DAC (:class:`~xbarode.hdl.device.ReadGeometry`):
+        the operand of a FORWARD or TRANSPOSED product (``x`` or ``s``, not UPDATE's) keeps its
+        top ``bits`` bits (:func:`~xbarode.hdl.device.dac`); a clipped code raises
+        ``overflow``. Not with ``acc_width``.
+    adc : tuple of int, optional
+        ``(step, code_bits)`` of a device's ADC: a transposed sum's rounding discards ``shift +
+        step`` bits into ``code_bits`` signed bits, the word is the code times ``2^step``
+        (:func:`~xbarode.hdl.device.adc_narrow`). Not with ``grad``.
+    noise_width : int
+        Width of ``noise``, each lane's read noise added to its transposed sum before the
+        rounding; 0 for none. Not with ``grad``.
+    states : tuple of int, optional
+        ``(drop, bits)`` of a device's conductance states
+        (:class:`~xbarode.hdl.device.WriteGeometry`): UPDATE's new weight is snapped to a
+        state (:func:`~xbarode.hdl.device.program_word`, rounded with ``rounding``, the
+        stochastic offsets from ``state_draw``) before it is written. Not with ``acc_width``.
+    program_noise_width : int
+        Width of ``program_noise``, each lane's programming noise added to UPDATE's new weight
+        (after the state) before it is written; 0 for none. Not with ``acc_width``.
 
     Attributes
     ----------
@@ -120,6 +141,14 @@ class LaneGroup(CheckedComponent):
         The word of ``s`` every lane shares, registered here once for the group.
     draw : In(unsigned(draw_bits)).array(count)
         (with ``draw_bits``) Each lane's LFSR word.
+    noise : In(signed(noise_width)).array(count)
+        (with ``noise_width``) Each lane's read noise for the chunk rounded in this cycle.
+    state_draw : In(unsigned(drop)).array(count)
+        (with ``states`` and stochastic rounding) Each lane's draw for the state's rounding of
+        the weight it writes in this cycle.
+    program_noise : In(signed(program_noise_width)).array(count)
+        (with ``program_noise_width``) Each lane's programming noise for the weight it writes
+        in this cycle.
     clear : In(1)
         Lowers ``overflow``.
     tap_we, tap_addr, tap_word, zero, zero_addr : In
@@ -160,7 +189,9 @@ class LaneGroup(CheckedComponent):
                          width: int, out_width: int, update_shift: int, rounding: str,
                          grad=None, acc_width: int | None = None, apply_shift: int = 0,
                          draw_bits: int = 0, one_chunk: bool = False, tied: bool = False,
-                         init=None, block_ram: bool = False, writable: bool = True) -> None:
+                         init=None, block_ram: bool = False, writable: bool = True, dac=None,
+                         adc=None, noise_width: int = 0, states=None,
+                         program_noise_width: int = 0) -> None:
         """The constructor's checks (:class:`~xbarode.hdl.checked.CheckedComponent`)."""
         for name, value, low in (
                 ("first", first, 0), ("count", count, 1), ("lanes", lanes, 1),
@@ -168,8 +199,26 @@ class LaneGroup(CheckedComponent):
                 ("operand_width", operand_width, 1), ("lane_width", lane_width, 1),
                 ("shift", shift, -1 << 16), ("width", width, 1), ("out_width", out_width, 1),
                 ("update_shift", update_shift, -1 << 16), ("apply_shift", apply_shift, -1 << 16),
-                ("draw_bits", draw_bits, 0)):
+                ("draw_bits", draw_bits, 0), ("noise_width", noise_width, 0),
+                ("program_noise_width", program_noise_width, 0)):
             _check_int(name, value, low)
+        if (states is not None or program_noise_width) and (acc_width is not None
+                                                            or not writable):
+            raise ValueError("the device's write models (states, program_noise_width) are "
+                             "built for UPDATE only: not with acc_width, and not read-only")
+        if (dac is not None or adc is not None or noise_width) and (
+                grad is not None or acc_width is not None):
+            raise ValueError("the device's read models (dac, adc, noise_width) are not built "
+                             "for the training operations (grad, acc_width)")
+        # The least of each pair's values: a DAC and the states drop at least a bit; an ADC's
+        # step may be 0, its code has at least a bit.
+        for name, pair, lows in (("dac", dac, (1, 1)), ("adc", adc, (0, 1)),
+                                 ("states", states, (1, 1))):
+            if pair is not None and (len(pair) != 2 or not all(
+                    isinstance(v, int) and not isinstance(v, bool) and v >= low
+                    for v, low in zip(pair, lows, strict=True))):
+                raise TypeError(f"{name} must be a pair of integers (at least {lows}), not "
+                                f"{pair!r}")
         if count > GROUP:
             raise ValueError(f"count must be at most GROUP ({GROUP}), not {count}")
         if first + count > lanes:
@@ -195,7 +244,10 @@ class LaneGroup(CheckedComponent):
                  update_shift: int, rounding: str, grad=None, acc_width: int | None = None,
                  apply_shift: int = 0, draw_bits: int = 0, one_chunk: bool = False,
                  tied: bool = False, init=None, block_ram: bool = False,
-                 writable: bool = True):
+                 writable: bool = True, dac=None, adc=None, noise_width: int = 0, states=None,
+                 program_noise_width: int = 0):
+        self._dac, self._adc, self._noise_width = dac, adc, noise_width
+        self._states, self._pnoise_width = states, program_noise_width
         self._first, self._count, self._lanes, self._depth = first, count, lanes, depth
         self._ww, self._ow, self._lane_width = weight_width, operand_width, lane_width
         self._shift, self._width, self._out_width, self._grad = shift, width, out_width, grad
@@ -223,6 +275,12 @@ class LaneGroup(CheckedComponent):
                         "load_addr": In(address), "load_word": In(signed(weight_width))}
         if draw_bits:
             members["draw"] = In(unsigned(draw_bits)).array(count)
+        if noise_width:
+            members["noise"] = In(signed(noise_width)).array(count)
+        if states is not None and rounding == "stochastic":
+            members["state_draw"] = In(unsigned(states[0])).array(count)
+        if program_noise_width:
+            members["program_noise"] = In(signed(program_noise_width)).array(count)
         if acc_width is not None:
             members |= {"g_data": Out(signed(acc_width)).array(count),
                         "g_q": Out(signed(acc_width)).array(count)}
@@ -358,6 +416,9 @@ class LaneGroup(CheckedComponent):
         m.d.sync += lane_on2.eq(Cat(k < nlanes for k in lanes))
         m.d.sync += [lane_on3.eq(lane_on2), lane_on4.eq(lane_on3), lane_on5.eq(lane_on4)]
         times_s, s_right = copy("times_s"), copy("s_right")
+        x_b, s_b, dac_terms = x_q, s_q, []
+        if self._dac is not None:
+            x_b, s_b, dac_terms = self._dac_operands(m, x_q, s_q, lane_on2, times_s, s_right)
         for j in range(count):
             with m.If(~lane_on2[j]):
                 m.d.comb += op_a[j].eq(0)
@@ -366,9 +427,12 @@ class LaneGroup(CheckedComponent):
             with m.Else():
                 m.d.comb += op_a[j].eq(w_q[j])
             with m.If(s_right):
-                m.d.comb += op_b[j].eq(s_q)
+                m.d.comb += op_b[j].eq(s_b)
+            if self._dac is not None:
+                with m.Elif(times_s):
+                    m.d.comb += op_b[j].eq(x_q[j])
             with m.Else():
-                m.d.comb += op_b[j].eq(x_q[j])
+                m.d.comb += op_b[j].eq(x_b[j])
             m.d.comb += [mults[j].a.eq(op_a[j]), mults[j].b.eq(op_b[j])]
         if self._writable or train:
             s4_waddr = copy("waddr")            # stage 4
@@ -391,7 +455,7 @@ class LaneGroup(CheckedComponent):
                 with m.If(g_write & lane_on4[j]):
                     write(g_wr[j], s4_waddr, Mux(g_keep, g_s4[j] + prods[j], 0))
 
-        sat_terms = self._transposed(m, prods, lane_on5, copy)
+        sat_terms = self._transposed(m, prods, lane_on5, copy) + dac_terms
         if self._writable:
             sat_terms += self._update(m, prods, g_neg, w_old, lane_on4, lane_on5, u_waddr,
                                       w_wr, write, copy)
@@ -412,6 +476,23 @@ class LaneGroup(CheckedComponent):
             m.d.sync += ovf.eq(1)
         m.d.comb += [self.overflow.eq(ovf), self.saturating.eq(sets)]
         return m
+
+    def _dac_operands(self, m, x_q, s_q, lane_on2, times_s, s_right):
+        """The products' operands through the DAC: each lane's ``x`` (FORWARD) and the shared
+        ``s`` (TRANSPOSED), with the registered flag of a clipped code in a lane the chunk
+        uses (UPDATE, ``times_s``, takes its operands as they are). Returns the converted
+        ``x`` words, ``s`` and the flag's terms."""
+        drop, bits = self._dac
+        s_b, s_sat = dac(m, s_q, drop, bits)
+        x_b, x_sat = [], []
+        for j in range(self._count):
+            word, sat = dac(m, x_q[j], drop, bits)
+            x_b.append(word)
+            x_sat.append(sat)
+        dac_sat = Signal(self._count, name="dac_sat")
+        m.d.sync += dac_sat.eq(Cat(
+            lane_on2[j] & Mux(s_right, s_sat, ~times_s & x_sat[j]) for j in range(self._count)))
+        return x_b, s_b, [dac_sat.any()]
 
     def _transposed(self, m, prods, lane_on5, copy):
         """The lane accumulators over a transposed product's rows; the chunk's roundings,
@@ -448,10 +529,16 @@ class LaneGroup(CheckedComponent):
         # Rounded every cycle, kept only the cycle after tr_write's cue: no enable fans out
         # to the lanes' registers.
         for j in range(count):
-            y_k, sat_k = narrow_product(
-                m, lane_acc[j], shift=self._shift, width=self._width, out_width=self._out_width,
-                offset=lambda shift, j=j: self._offset(j, shift), grad=self._grad,
-                is_grad=grad_sel)
+            offset = lambda shift, j=j: self._offset(j, shift)   # noqa: E731
+            if self._adc is not None or self._noise_width:
+                y_k, sat_k = adc_narrow(m, lane_acc[j], shift=self._shift, width=self._width,
+                                        adc=self._adc, offset=offset,
+                                        noise=self.noise[j] if self._noise_width else None)
+            else:
+                y_k, sat_k = narrow_product(
+                    m, lane_acc[j], shift=self._shift, width=self._width,
+                    out_width=self._out_width, offset=offset, grad=self._grad,
+                    is_grad=grad_sel)
             m.d.sync += [tr_values[j].eq(y_k), tr_sat[j].eq(sat_k & lane_on5[j])]
         m.d.comb += [self.y_word[j].eq(tr_values[j]) for j in range(count)]
         m.d.comb += self.y_write.eq(Cat(tr_write & tw_on[j] for j in range(count)))
@@ -485,6 +572,15 @@ class LaneGroup(CheckedComponent):
             total = Signal(signed(ww + 1), name=f"wsum{k}")
             m.d.comb += total.eq(u_old[j] + steps[j])
             w_new, sat_w = narrow(m, total, 0, ww)
+            if self._states is not None or self._pnoise_width:
+                # The device's write models: a state, then the programming noise.
+                draw = self.state_draw[j] if hasattr(self, "state_draw") else None
+                w_new, sat_p = program_word(
+                    m, w_new, ww, states=self._states,
+                    offset=0 if self._states is None
+                    else rounding_offset(self._rounding, self._states[0], draw),
+                    noise=self.program_noise[j] if self._pnoise_width else None)
+                sat_w = sat_w | sat_p
             with m.If(u_write & lane_on5[j]):
                 write(w_wr[j], u_waddr, w_new)
                 m.d.sync += u3_sat[j].eq(sat_w)

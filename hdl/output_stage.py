@@ -11,6 +11,7 @@ from amaranth.lib.wiring import In, Out
 from xbarode.model.fixed import ROUNDINGS
 
 from .checked import CheckedComponent
+from .device import adc_narrow
 from .rounding import narrow, rounding_offset
 
 __all__ = ["ForwardOutput", "narrow_product"]
@@ -66,6 +67,13 @@ class ForwardOutput(CheckedComponent):
         Rows of several chunks (or with a bias) sum ``total`` into the row accumulator; with
         False, ``total`` is the row's sum already, arriving a cycle after its metadata (the
         adder tree's last register stands in for the accumulator).
+    adc : tuple of int, optional
+        ``(step, code_bits)`` of a device's ADC (:class:`~xbarode.hdl.device.ReadGeometry`):
+        the row's rounding discards ``shift + step`` bits into ``code_bits`` signed bits, the
+        word is the code times ``2^step``. Not with ``grad``.
+    noise_width : int
+        Width of ``noise``, the read noise added to the row's sum before its rounding; 0 for
+        none. Not with ``grad``.
 
     Attributes
     ----------
@@ -90,6 +98,8 @@ class ForwardOutput(CheckedComponent):
         With ``y.valid``: that word's rounding saturated.
     read_addr : In(range(rows)), read_data : Out(signed(out_width))
         The output memory's read port (combinational).
+    noise : In(signed(noise_width))
+        (with ``noise_width``) The read noise of the row rounded in this cycle.
 
     Notes
     -----
@@ -102,23 +112,27 @@ class ForwardOutput(CheckedComponent):
     @staticmethod
     def check_parameters(*, rows: int, sum_width: int, acc_width: int, shift: int, width: int,
                          out_width: int, rounding: str, draw_bits: int = 0, grad=None, bias=None,
-                         accumulate: bool = True) -> None:
+                         accumulate: bool = True, adc=None, noise_width: int = 0) -> None:
         """The constructor's checks (:class:`~xbarode.hdl.checked.CheckedComponent`)."""
         for name, value, low in (("rows", rows, 1), ("sum_width", sum_width, 1),
                                  ("acc_width", acc_width, 1), ("shift", shift, -1 << 16),
                                  ("width", width, 1), ("out_width", out_width, 1),
-                                 ("draw_bits", draw_bits, 0)):
+                                 ("draw_bits", draw_bits, 0), ("noise_width", noise_width, 0)):
             _check_int(name, value, low)
+        if (adc is not None or noise_width) and grad is not None:
+            raise ValueError("the device's read models (adc, noise_width) are not built for "
+                             "products on gradients (grad)")
         if rounding not in ROUNDINGS:
             raise ValueError(f"unknown rounding {rounding!r}; choose one of {list(ROUNDINGS)}")
-        for name, pair in (("grad", grad), ("bias", bias)):
+        for name, pair in (("grad", grad), ("bias", bias), ("adc", adc)):
             if pair is not None and (len(pair) != 2 or not all(
                     isinstance(v, int) and not isinstance(v, bool) for v in pair)):
                 raise TypeError(f"{name} must be a pair of integers, not {pair!r}")
 
     def __init__(self, *, rows: int, sum_width: int, acc_width: int, shift: int, width: int,
                  out_width: int, rounding: str, draw_bits: int = 0, grad=None, bias=None,
-                 accumulate: bool = True):
+                 accumulate: bool = True, adc=None, noise_width: int = 0):
+        self._adc, self._noise_width = adc, noise_width
         self._rows, self._acc_width, self._shift, self._width = rows, acc_width, shift, width
         self._out_width, self._rounding, self._draw_bits = out_width, rounding, draw_bits
         self._grad, self._bias, self._accumulate = grad, bias, bool(accumulate)
@@ -133,6 +147,8 @@ class ForwardOutput(CheckedComponent):
             members["grad"] = In(1)
         if draw_bits:
             members["draw"] = In(unsigned(draw_bits))
+        if noise_width:
+            members["noise"] = In(signed(noise_width))
         if bias is not None:
             members |= {"bias": In(signed(bias[0])), "bias_row": Out(range(max(rows, 2)))}
         super().__init__(members)
@@ -197,10 +213,15 @@ class ForwardOutput(CheckedComponent):
         y_r = Signal(signed(self._out_width), name="fwd_y")
         m.d.sync += written.eq(pending)
         with m.If(pending):
-            y, sat = narrow_product(m, row_acc, shift=self._shift, width=self._width,
-                                    out_width=self._out_width, offset=self._offset,
-                                    grad=self._grad,
-                                    is_grad=self.grad if self._grad is not None else None)
+            if self._adc is not None or self._noise_width:
+                y, sat = adc_narrow(m, row_acc, shift=self._shift, width=self._width,
+                                    adc=self._adc, offset=self._offset,
+                                    noise=self.noise if self._noise_width else None)
+            else:
+                y, sat = narrow_product(m, row_acc, shift=self._shift, width=self._width,
+                                        out_width=self._out_width, offset=self._offset,
+                                        grad=self._grad,
+                                        is_grad=self.grad if self._grad is not None else None)
             m.d.sync += [y_r.eq(y), sat_r.eq(sat)]
         m.d.comb += self.rounds.eq(pending)
         with m.If(written):

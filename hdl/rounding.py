@@ -14,7 +14,7 @@ from xbarode.model.fixed import LFSR_SEED, Lfsr, lfsr_jump
 
 from .checked import CheckedComponent
 
-__all__ = ["LfsrBank", "narrow", "rounding_offset", "sgd_step"]
+__all__ = ["LfsrBank", "lfsr_successor", "narrow", "rounding_offset", "sgd_step"]
 
 
 def narrow(m: Module, value, shift: int, width: int, offset=None):
@@ -158,6 +158,7 @@ class LfsrBank(CheckedComponent):
         self._bits = bits
         self._steps = tuple(sorted(set(steps)))
         self._seed = seed
+        self._state = Signal(32, init=seed, name="state")
         super().__init__({
             "draw": Out(unsigned(bits)).array(draws),
             "advance": In(range(len(self._steps) + 1)),
@@ -168,9 +169,14 @@ class LfsrBank(CheckedComponent):
         """The numbers of draws a cycle may consume; ``advance = j`` selects ``steps[j-1]``."""
         return self._steps
 
+    @property
+    def state(self) -> Signal:
+        """The LFSR's state register (:func:`lfsr_successor` reads it)."""
+        return self._state
+
     def elaborate(self, platform):
         m = Module()
-        state = Signal(32, init=self._seed)
+        state = self._state
         for k in range(self._draws):
             m.d.comb += self.draw[k].eq(_apply(lfsr_jump(32 * (k + 1)), state, self._bits))
         with m.Switch(self.advance):
@@ -178,6 +184,24 @@ class LfsrBank(CheckedComponent):
                 with m.Case(j):
                     m.d.sync += state.eq(_apply(lfsr_jump(32 * step), state, 32))
         return m
+
+
+def lfsr_successor(bank: LfsrBank):
+    """The first draw of the state ``bank`` takes at the coming clock edge (its ``draw[0]``
+    in the next cycle), 32 bits: each step's XOR matrix applied to the bank's state beside
+    the others, the bank's ``advance`` picking one. Register it to have the bank's first
+    draw of each cycle with no XOR matrix in front of it.
+
+    Returns
+    -------
+    Value
+    """
+    state = bank.state
+    options = [_apply(lfsr_jump(32 * (1 + step)), state, 32) for step in (0, *bank.steps)]
+    value = options[0]
+    for j, option in enumerate(options[1:], start=1):
+        value = Mux(bank.advance == j, option, value)
+    return value
 
 
 def rounding_offset(mode: str, shift: int, draw=None):

@@ -44,18 +44,20 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from xbarode.model.fixed import LFSR_SEED, ROUNDINGS, Format, Lfsr
+from xbarode.model.device import DEVICE_SEED, DeviceModel
+from xbarode.model.fixed import LFSR_SEED, ROUNDINGS, Format, Lfsr, site_seed
 from xbarode.model.fixed_ops import accumulator_bits
 
 from .adder_tree import AdderTree
 from .checked import CheckedComponent
+from .device import gauss, program_word, read_geometry, scale_noise, write_geometry
 from .dsp import maps_to_dsp_cell
 from .groups import GROUP, own_copy, stage
 from .interface import ControlSignature
 from .lane_group import LaneGroup
 from .output_stage import ForwardOutput
 from .readout import ChainReadout, MuxReadout
-from .rounding import LfsrBank, rounding_offset
+from .rounding import LfsrBank, lfsr_successor, rounding_offset
 from .tap_walker import TapWalker, check_taps
 from .tile_op import TileOp
 from .tile_sequencer import TileSequencer
@@ -128,6 +130,24 @@ class CrossbarTile(CheckedComponent):
         port — they hold ``weights``, which must be given, and nothing else (READ_W still
         streams them). No training operations (``grad_format`` must be None). The DFT arrays
         (:class:`~xbarode.hdl.fourier.DftArray`) are such tiles.
+    device : DeviceModel, optional
+        The array's device models (docs/device.md, the twin of
+        :class:`~xbarode.model.fixed_ops.FixedTile`'s ``device``). Reads: FORWARD's and
+        TRANSPOSED's operands pass the input DAC (``dac_bits``; UPDATE takes its operands as
+        they are), and each output word gets the read noise (``read_noise``) and passes the
+        ADC (``adc_bits``, ``adc_range``) in place of its one rounding. Writes: each word
+        LOAD_W writes and each weight UPDATE writes is snapped to a state (``states``) and
+        given the programming noise (``program_noise``), as ``FixedTile.load`` and
+        ``FixedTile.update`` do. A clipped DAC code, ADC output, state or noisy weight raises
+        ``overflow``. None, or every model off: the ideal tile, the same hardware as without.
+        Refused: ``pulses``, the write models with initial ``weights`` or without
+        ``writable``, and any model with ``grad_format`` or ``side_ports``. No cycle is
+        added.
+    device_seed : int
+        Seed of the device generators (a non-zero 32-bit integer), purpose ``p`` drawing from
+        ``Lfsr(site_seed(device_seed, p))`` as the model's: the read noise (0) one draw per
+        output word in the order of the outputs, the programming noise (1) and the states'
+        stochastic rounding (2) one draw per weight written, in row-major order.
 
     Attributes
     ----------
@@ -209,7 +229,8 @@ class CrossbarTile(CheckedComponent):
                          bias: bool = False, side_ports: bool = False,
                          grad_format: Format | None = None, grad_shift: int = 0,
                          sgd_shift: int = 0, taps=None, read_chain: bool = False,
-                         writable: bool = True) -> None:
+                         writable: bool = True, device: DeviceModel | None = None,
+                         device_seed: int = DEVICE_SEED) -> None:
         """The constructor's checks, run before a tile is made (the same arguments;
         :class:`~xbarode.hdl.checked.CheckedComponent`), and by a parent or a plan to check
         a tile's parameters without building one.
@@ -268,13 +289,40 @@ class CrossbarTile(CheckedComponent):
         if not writable and grad_format is not None:
             raise ValueError("a read-only tile (writable=False) has no training operations: "
                              "grad_format must be None")
+        CrossbarTile._check_device(device, device_seed, input_format, output_format,
+                                   grad_format, side_ports, weights is not None or not writable)
+
+    @staticmethod
+    def _check_device(device, device_seed, input_format, output_format, grad_format,
+                      side_ports, fixed_weights):
+        """The checks of ``device`` and ``device_seed`` (:meth:`check_parameters`)."""
+        if device is not None and not isinstance(device, DeviceModel):
+            raise TypeError(f"device must be a DeviceModel or None, not "
+                            f"{type(device).__name__}")
+        Lfsr(device_seed)   # a non-zero 32-bit integer, with the model's message
+        if device is None or device.off:
+            return
+        if device.pulses is not None:
+            raise ValueError("the RTL tile has no pulsed updates (pulses): its UPDATE is the "
+                             "digital step")
+        if device.writes and fixed_weights:
+            raise ValueError("the device's write models (states, program_noise) program the "
+                             "words LOAD_W and UPDATE write: give no initial weights, and a "
+                             "writable tile")
+        if grad_format is not None or side_ports:
+            raise ValueError("the RTL tile's device models are not built for the training "
+                             "operations (grad_format) or a core's side ports (side_ports)")
+        read_geometry(device, input_format, output_format, 0)
 
     def __init__(self, *, rows: int, cols: int, lanes: int, weight_format: Format,
                  input_format: Format, output_format: Format, acc_width: int = 48,
                  rounding: str = "nearest", eta_shift: int = 0, lfsr_seed: int = LFSR_SEED,
                  weights=None, shift: int = 0, bias: bool = False, side_ports: bool = False,
                  grad_format: Format | None = None, grad_shift: int = 0, sgd_shift: int = 0,
-                 taps=None, read_chain: bool = False, writable: bool = True):
+                 taps=None, read_chain: bool = False, writable: bool = True,
+                 device: DeviceModel | None = None, device_seed: int = DEVICE_SEED):
+        self._device = None if device is None or device.off else device
+        self._device_seed = device_seed
         # As int64 arrays (their values checked in check_parameters).
         self._weights, self._taps = (None if v is None else np.asarray(v).astype(np.int64)
                                      for v in (weights, taps))
@@ -290,6 +338,12 @@ class CrossbarTile(CheckedComponent):
         self._eta_shift = eta_shift
         self._lfsr_seed = lfsr_seed
         self._gf, self._grad_shift, self._sgd_shift = grad_format, grad_shift, sgd_shift
+        self._reads = self._writes = None
+        if self._device is not None:
+            self._reads = read_geometry(self._device, input_format, output_format,
+                                        self.forward_shift)
+            if self._device.writes and writable:
+                self._writes = write_geometry(self._device, weight_format)
         # Gradient words share the operand and result memories with the inference words.
         in_w = operand.width
         out_w = max(output_format.width, grad_format.width if grad_format else 0)
@@ -389,6 +443,22 @@ class CrossbarTile(CheckedComponent):
         return self._writable
 
     @property
+    def device(self) -> DeviceModel | None:
+        """The device's read models; None for the ideal tile (also when every model is off)."""
+        return self._device
+
+    @property
+    def device_seed(self) -> int:
+        """Seed of the device generators."""
+        return self._device_seed
+
+    @property
+    def read_shift(self) -> int:
+        """Bits discarded by the forward and transposed rounding: :attr:`forward_shift`, plus
+        the ADC's step with a device (its code is coarser than the output format)."""
+        return self.forward_shift + (0 if self._reads is None else self._reads.adc_step)
+
+    @property
     def grad_format(self) -> Format | None:
         """Format of gradient words; None for a tile without the training operations."""
         return self._gf
@@ -481,8 +551,12 @@ class CrossbarTile(CheckedComponent):
         m = Module()
         mem = self._vector_memories(m)
         draws = _Draws(m, self)
+        draws.noise = _ReadNoise(m, self)
+        draws.program = _WriteModels(m, self)
         seq = TileSequencer(m, self, mem)
         ctrl, st = seq.pipeline()
+        draws.program.load(seq)
+        draws.program.update(seq, st, self._lanes, seq.last_lanes)
         groups = self._lane_groups(m, seq, mem, draws, ctrl)
         if self._gf is not None and self._bias:
             self._bias_gradient(m, seq, mem, groups, st)
@@ -568,7 +642,8 @@ class CrossbarTile(CheckedComponent):
                 apply_shift=self.apply_shift, rounding=self._rounding, draw_bits=draws.bits,
                 one_chunk=chunks == 1, tied=self._taps is not None,
                 init=w_init[first:first + size], block_ram=block_ram,
-                writable=self._writable)
+                writable=self._writable, **draws.noise.lane_arguments,
+                **draws.program.lane_arguments)
             groups.append(group)
             m.d.comb += [group.ctrl.eq(ctrl), group.addr.eq(seq.bank_addr[g]),
                          group.en.eq(seq.bank_en[g]), group.s.eq(mem.s_rd.data),
@@ -581,6 +656,10 @@ class CrossbarTile(CheckedComponent):
             m.d.comb += [group.x[j].eq(mem.x_rd[first + j].data) for j in range(size)]
             if draws.bits:
                 m.d.comb += [group.draw[j].eq(draws.draws[first + j]) for j in range(size)]
+            if draws.noise.width:
+                m.d.comb += [group.noise[j].eq(draws.noise.values[first + j])
+                             for j in range(size)]
+            draws.program.connect(group, g)
         return groups
 
     def _bias_gradient(self, m, seq, mem, groups, st):
@@ -623,7 +702,8 @@ class CrossbarTile(CheckedComponent):
             shift=self.forward_shift, width=self._of.width, out_width=self._out_w,
             rounding=self._rounding, draw_bits=draws.bits,
             grad=(self.grad_product_shift, self._gf.width) if train else None,
-            bias=(wf.width, self._if.frac) if self._bias else None, accumulate=not fused)
+            bias=(wf.width, self._if.frac) if self._bias else None, accumulate=not fused,
+            **draws.noise.output_arguments)
         m.d.comb += [fwd.total.eq(tree.total), fwd.valid.eq(valid_t), fwd.first.eq(first_t),
                      fwd.last.eq(last_t), fwd.forward.eq(seq.is_fwd),
                      fwd.restart.eq(self.start & ~self.busy)]
@@ -631,10 +711,20 @@ class CrossbarTile(CheckedComponent):
             m.d.comb += fwd.grad.eq(seq.is_grad)
         if draws.bits:
             m.d.comb += fwd.draw.eq(draws.draws[0])
+        if draws.noise.width:
+            m.d.comb += fwd.noise.eq(draws.noise.values[0])
         if self._bias:
             m.d.comb += [mem.b_rd.addr.eq(fwd.bias_row), fwd.bias.eq(mem.b_rd.data)]
         with m.If(fwd.rounds):
             draws.advance_product(1, seq.is_grad)
+        # The read noise runs two cycles ahead: a row's last chunk at stage 3 is rounded
+        # (fwd.rounds) L + 2 cycles later, L the tree's stages before the row accumulator.
+        if draws.noise.width:
+            ahead = seq.is_fwd & st.s3 & st.s3_last
+            for depth in range(tree.latency - int(fused)):
+                ahead = stage(m, ahead, name=f"noise_ahead{depth}")[0]
+            with m.If(ahead):
+                draws.noise.advance(1)
         if self._side:
             wiring.connect(m, fwd.y, wiring.flipped(self.y_out))
         with m.If(fwd.overflow):
@@ -659,6 +749,14 @@ class CrossbarTile(CheckedComponent):
                 draws.advance_product(lanes, seq.is_grad)
             with m.Else():
                 draws.advance_product(last_lanes, seq.is_grad)
+        # The read noise runs two cycles ahead: a chunk's last row at stage 3 is rounded
+        # (tr_pending) two cycles later.
+        if draws.noise.width:
+            with m.If(seq.is_tr & st.s3 & st.s3_last):
+                with m.If(st.s3_nlanes == lanes):
+                    draws.noise.advance(lanes)
+                with m.Else():
+                    draws.noise.advance(last_lanes)
         with m.If(own_copy(m, tr_pending, "tr_written")):   # = each group's tr_write
             m.d.sync += tr_chunk.eq(tr_chunk + 1)
         for group in groups:
@@ -792,8 +890,8 @@ class _Draws:
     def __init__(self, m, tile):
         self.m, self._rounding = m, tile.rounding
         self._train = tile.grad_format is not None
-        self._forward_shift, self._grad_shift = tile.forward_shift, tile.grad_product_shift
-        all_shifts = [tile.forward_shift] + ([tile.update_shift] if tile.writable else [])
+        self._forward_shift, self._grad_shift = tile.read_shift, tile.grad_product_shift
+        all_shifts = [tile.read_shift] + ([tile.update_shift] if tile.writable else [])
         if self._train:
             all_shifts += [tile.grad_product_shift, tile.apply_shift]
             if tile.bias:
@@ -835,3 +933,183 @@ class _Draws:
         """The rounding offset of the ``k``-th narrowing of this cycle."""
         return rounding_offset(self._rounding, shift, None if self.draws is None
                                else self.draws[k])
+
+
+class _ReadNoise:
+    """The device's read noise (:func:`~xbarode.hdl.device.read_noise`): an
+    :class:`~xbarode.hdl.rounding.LfsrBank` seeded ``site_seed(device_seed, 0)`` offering the
+    noise of up to ``lanes`` output words per cycle (the words a cycle rounds, in their
+    order), and the read models' arguments of the lane groups and the forward output stage.
+    Without a device (or without read noise) it builds nothing.
+
+    The bank runs two cycles ahead of the roundings (the tile advances it by the words
+    rounded two cycles later, known from the pipeline's metadata) and the noise goes through
+    two registers: ``G`` (XOR matrix, byte sum; :func:`~xbarode.hdl.device.gauss`), then its
+    product with the amplitude (:func:`~xbarode.hdl.device.scale_noise`). A rounding's noise
+    is a register, so its path holds the noise's addition and the narrowing's short carry
+    chain only.
+
+    Attributes
+    ----------
+    values : list of Value
+        The noise of this cycle's ``k``-th rounded word (with read noise), registered.
+    width : int
+        Width of each noise value; 0 without read noise.
+    lane_arguments, output_arguments : dict
+        The device's arguments of :class:`~xbarode.hdl.lane_group.LaneGroup` and
+        :class:`~xbarode.hdl.output_stage.ForwardOutput` (empty without a device).
+    """
+
+    def __init__(self, m, tile):
+        self.m, self.values, self.width, self._lfsr = m, [], 0, None
+        self.lane_arguments, self.output_arguments = {}, {}
+        reads = tile._reads
+        if reads is None:
+            return
+        if reads.noise is not None:
+            last_lanes = tile.cols - (tile.chunks - 1) * tile.lanes
+            m.submodules.read_noise = self._lfsr = LfsrBank(
+                draws=tile.lanes, bits=32, steps={1, tile.lanes, last_lanes},
+                seed=site_seed(tile.device_seed, 0))
+            self.values = []
+            for k, draw in enumerate(self._lfsr.draw):
+                g = Signal(signed(11), name=f"gauss{k}")
+                m.d.sync += g.eq(gauss(m, draw))
+                value = scale_noise(m, g, *reads.noise)
+                reg = Signal.like(value, name=f"noise{k}")
+                m.d.sync += reg.eq(value)
+                self.values.append(reg)
+            self.width = len(self.values[0])
+        self.lane_arguments = {"dac": reads.dac, "adc": reads.adc, "noise_width": self.width}
+        self.output_arguments = {"adc": reads.adc, "noise_width": self.width}
+
+    def advance(self, count):
+        """Consume ``count`` draws this cycle (a Python int in the bank's steps): the noise of
+        the ``count`` words rounded two cycles later."""
+        if self._lfsr is not None:
+            self.m.d.comb += self._lfsr.advance.eq(self._lfsr.steps.index(count) + 1)
+
+
+class _WriteModels:
+    """The device's write models (:func:`~xbarode.hdl.device.program_word`): LOAD_W's words and
+    UPDATE's new weights snapped to a state and given the programming noise as they are
+    written, one draw per weight in row-major order from the generators the model uses
+    (``site_seed(device_seed, 1)`` for the noise, ``site_seed(device_seed, 2)`` for the
+    states' stochastic rounding), as two :class:`~xbarode.hdl.rounding.LfsrBank` offering
+    ``lanes`` draws per cycle. Without write models it builds nothing.
+
+    No XOR matrix or product lies in a write's path:
+
+    - LOAD_W consumes one draw per word taken (the handshake). The word is snapped to a state
+      there, from the draw of that cycle, into a register per group (``loaded``); the next
+      cycle, when the group writes it, its noise is added before the clip: the noise of that
+      draw, registered (``load_noise``) from the draw itself registered the cycle before
+      (``load_draw``, the first draw of the state the bank takes at the edge).
+    - UPDATE consumes a chunk's draws two cycles before it writes the chunk's weights (the
+      pipeline's metadata says what is written two cycles later), so that ``noise_q`` and the
+      twice-registered states' draws are the chunk's when its lanes write (in the lanes,
+      ``LaneGroup(states=, program_noise_width=)``).
+
+    Attributes
+    ----------
+    lane_arguments : dict
+        The write models' arguments of :class:`~xbarode.hdl.lane_group.LaneGroup`.
+    """
+
+    def __init__(self, m, tile):
+        self.m, self.lane_arguments, self._tile = m, {}, tile
+        self._noise = self._states = None
+        writes = tile._writes
+        if writes is None:
+            return
+        last_lanes = tile.cols - (tile.chunks - 1) * tile.lanes
+        steps = {1, tile.lanes, last_lanes}
+        self.noise_q, self.state_draws, self.load_noise = [], [], None
+        if writes.noise is not None:
+            m.submodules.program_noise = self._noise = LfsrBank(
+                draws=tile.lanes, bits=32, steps=steps, seed=site_seed(tile.device_seed, 1))
+            bank = self._noise
+            load_draw = Signal(32, name="load_draw")
+            m.d.sync += load_draw.eq(lfsr_successor(bank))
+            value = scale_noise(m, gauss(m, load_draw), *writes.noise)
+            self.load_noise = Signal.like(value, name="load_noise")
+            m.d.sync += self.load_noise.eq(value)
+            for k, draw in enumerate(self._noise.draw):
+                g = Signal(signed(11), name=f"pgauss{k}")
+                m.d.sync += g.eq(gauss(m, draw))
+                value = scale_noise(m, g, *writes.noise)
+                reg = Signal.like(value, name=f"pnoise{k}")
+                m.d.sync += reg.eq(value)
+                self.noise_q.append(reg)
+        if writes.states is not None and tile.rounding == "stochastic":
+            m.submodules.state_rounding = self._states = LfsrBank(
+                draws=tile.lanes, bits=writes.states[0], steps=steps,
+                seed=site_seed(tile.device_seed, 2))
+            for k, draw in enumerate(self._states.draw):
+                first, second = (Signal.like(draw, name=f"sdraw{n}_{k}") for n in (1, 2))
+                m.d.sync += [first.eq(draw), second.eq(first)]
+                self.state_draws.append(second)
+        self.lane_arguments = {
+            "states": writes.states,
+            "program_noise_width": len(self.noise_q[0]) if self.noise_q else 0}
+
+    def advance(self, count):
+        """Consume ``count`` draws of each generator this cycle (a Python int in the steps)."""
+        for bank in (self._noise, self._states):
+            if bank is not None:
+                self.m.d.comb += bank.advance.eq(bank.steps.index(count) + 1)
+
+    def connect(self, group, g):
+        """Group ``g``'s draws and noise (for UPDATE) and its LOAD_W word (programmed)."""
+        if self._tile._writes is None:
+            return
+        m, first = self.m, group.first
+        if self.state_draws:
+            m.d.comb += [group.state_draw[j].eq(self.state_draws[first + j])
+                         for j in range(group.count)]
+        if self.noise_q:
+            m.d.comb += [group.program_noise[j].eq(self.noise_q[first + j])
+                         for j in range(group.count)]
+        m.d.comb += group.load_word.eq(self.loaded[g])
+
+    def load(self, seq):
+        """LOAD_W: each word taken is snapped to a state with the first draw, into a register
+        per group; the next cycle its noise is added as the group writes it (the groups'
+        ``load_word``); a clipped state or noisy word raises the flag."""
+        if self._tile._writes is None:
+            return
+        m, tile, writes = self.m, self._tile, self._tile._writes
+        ww = tile.weight_format.width
+        word, saturated = tile.i.payload[:ww].as_signed(), 0
+        if writes.states is not None:
+            offset = rounding_offset(tile.rounding, writes.states[0],
+                                     None if self._states is None else self._states.draw[0])
+            word, saturated = program_word(m, word, ww, states=writes.states, offset=offset)
+        stated = [Signal(signed(ww), name=f"lw_state{g}") for g in range(seq.n_groups)]
+        m.d.sync += [reg.eq(word) for reg in stated]
+        taken = tile.i.valid & tile.i.ready & (seq.op == TileOp.LOAD_W)
+        with m.If(taken):
+            self.advance(1)
+            if writes.states is not None:
+                with m.If(saturated):
+                    m.d.comb += seq.overflow_set.eq(1)
+        self.loaded = stated
+        if self.load_noise is not None:
+            self.loaded = []
+            for g, reg in enumerate(stated):
+                noisy, clipped = program_word(m, reg, ww, noise=self.load_noise)
+                self.loaded.append(noisy)
+                with m.If(seq.lw_valid[g] & clipped):
+                    m.d.comb += seq.overflow_set.eq(1)
+
+    def update(self, seq, st, lanes, last_lanes):
+        """UPDATE: a chunk's weights are written (the groups' U2) two cycles after its
+        products are at stage 3; that cycle consumes its lanes' draws."""
+        if self._tile._writes is None:
+            return
+        m = self.m
+        with m.If(seq.is_upd & st.s3):
+            with m.If(st.s3_nlanes == lanes):
+                self.advance(lanes)
+            with m.Else():
+                self.advance(last_lanes)

@@ -219,7 +219,8 @@ class TileSequencer:
     def pipeline(self):
         """The compute pipeline's issue and metadata, stage 0 (issue: the banks read) to stage
         4 (products), and the lanes' controls. Returns the controls (:func:`lane_control`) and the
-        stages' metadata (``s3_waddr``, ``s4``, ``s4_first``, ``s4_last``, ``s4_nlanes``)."""
+        stages' metadata (``s3``, ``s3_last``, ``s3_nlanes``, ``s3_waddr``, ``s4``, ``s4_first``,
+        ``s4_last``, ``s4_nlanes``)."""
         m, mem, lanes = self.m, self.mem, self.lanes
         self.issue = issue = Signal()
         self.issue_first = issue_first = Signal()   # first chunk of a row (forward) / row
@@ -256,7 +257,8 @@ class TileSequencer:
                      ctrl.u_write.eq((is_upd | is_apply) & s4), ctrl.grad.eq(self.is_grad),
                      ctrl.g_write.eq((is_acc | is_apply) & s3), ctrl.g_keep.eq(is_acc),
                      ctrl.apply.eq(is_apply)]
-        return ctrl, SimpleNamespace(s3_waddr=s3_waddr, s4=s4, s4_first=s4_first,
+        return ctrl, SimpleNamespace(s3=s3, s3_last=s3_last, s3_nlanes=s3_nlanes,
+                                     s3_waddr=s3_waddr, s4=s4, s4_first=s4_first,
                                      s4_last=s4_last, s4_nlanes=s4_nlanes)
 
     def step_read_addresses(self, load_g):

@@ -164,6 +164,25 @@ class FixedTile:
             self._col_pulses = Lfsr(site_seed(device_seed, 4))
             self.weights = self._write(self.weights)
 
+    def load(self, weights) -> None:
+        """Write new weights (words of ``weight_format``, the tile's shape) as a hardware
+        tile's LOAD_W does: through the device's write models (:func:`program_weights`, its
+        clips counted), or as they are without them.
+
+        Raises
+        ------
+        ValueError
+            If ``weights`` are not integers of the tile's shape and format.
+        """
+        weights = np.asarray(weights)
+        if weights.shape != self.weights.shape or not np.issubdtype(weights.dtype, np.integer):
+            raise ValueError(f"{self.name}: weights must be integers of shape "
+                             f"{self.weights.shape}")
+        if weights.min(initial=0) < self.weight_format.min_int or \
+                weights.max(initial=0) > self.weight_format.max_int:
+            raise ValueError(f"{self.name}: weights lie outside {self.weight_format}")
+        self.weights = self._write(weights.astype(np.int64))
+
     def _write(self, values: np.ndarray) -> np.ndarray:
         """``values`` as the devices hold them once written (:func:`program_weights`)."""
         if self.device is None or (self.device.states is None

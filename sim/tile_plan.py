@@ -10,11 +10,12 @@ every word and flag.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from xbarode.hdl.dsp import DSP_MAPPINGS, dsp_platform
+from xbarode.model.device import DEVICE_SEED, DeviceModel
 from xbarode.model.fixed import Format, Overflow, Rounder
 from xbarode.model.fixed_ops import FixedTile
 
@@ -45,6 +46,10 @@ class TileParams:
     #: READ_* through the chain of lane registers; None (resolved on construction): from
     #: CHAIN_MIN_LANES lanes.
     read_chain: bool | None = None
+    #: The array's read models (docs/device.md), in the tile and in its model; None: none.
+    device: DeviceModel | None = None
+    #: Seed of the device generators (the read noise's LFSR is site 0 of it).
+    device_seed: int = DEVICE_SEED
 
     def __post_init__(self):
         if self.read_chain is None:
@@ -67,7 +72,8 @@ class TileParams:
         return {"rows": self.rows, "cols": self.cols, "lanes": self.lanes, "weight_format": f,
                 "input_format": f, "output_format": f, "acc_width": self.acc_width,
                 "rounding": self.rounding, "eta_shift": self.eta_shift,
-                "lfsr_seed": self.lfsr_seed, "read_chain": self.read_chain}
+                "lfsr_seed": self.lfsr_seed, "read_chain": self.read_chain,
+                "device": self.device, "device_seed": self.device_seed}
 
     def check(self) -> None:
         """Refuse bad parameters with the tile's own messages, without building a tile."""
@@ -111,7 +117,8 @@ def make_plan(params: TileParams, vectors: int, seed: int, ops_per_vector: int =
                 entry["s"] = words(params.rows, corner).tolist()
             vector["ops"].append(entry)
         plan.append(vector)
-    return {"params": params.__dict__, "vectors": plan, "limits": operation_limits(params)}
+    # asdict: the device model becomes a dict of its fields (the plan travels as JSON).
+    return {"params": asdict(params), "vectors": plan, "limits": operation_limits(params)}
 
 
 def operation_limits(params: TileParams) -> dict[str, int]:
@@ -173,20 +180,26 @@ def run_plan_amaranth(params: TileParams, plan: dict, vcd_path=None):
 def model_results(params: TileParams, plan: dict) -> list[list[dict]]:
     """The fixed-point model's answer to every operation of a plan.
 
-    One model tile serves the whole plan, as one hardware tile does: the LFSR runs on across
-    vectors, and the overflow flag is cleared when a vector's weights are loaded.
+    One model tile serves the whole plan, as one hardware tile does: the LFSRs (rounding and
+    the device's) run on across vectors, and the overflow flag is cleared before a vector's
+    weights are loaded (:meth:`FixedTile.load <xbarode.model.fixed_ops.FixedTile.load>`).
     """
     f = params.format
     overflow = Overflow()
-    tile = FixedTile(np.zeros((params.rows, params.cols), dtype=np.int64), weight_format=f,
-                     acc_width=params.acc_width,
-                     rounder=Rounder(params.rounding, params.lfsr_seed), overflow=overflow,
-                     name="tile")
+    tile = None
     results = []
     for vector in plan["vectors"]:
-        tile.weights = np.array(vector["weights"], dtype=np.int64).reshape(params.rows,
-                                                                           params.cols)
+        weights = np.array(vector["weights"], dtype=np.int64).reshape(params.rows, params.cols)
+        # LOAD_W after the clear: the device's write models program the words (the model
+        # tile programs its first weights as it is made, draw for draw the same).
         overflow.clear()
+        if tile is None:
+            tile = FixedTile(weights, weight_format=f, acc_width=params.acc_width,
+                             rounder=Rounder(params.rounding, params.lfsr_seed),
+                             overflow=overflow, name="tile", device=params.device,
+                             device_seed=params.device_seed)
+        else:
+            tile.load(weights)
         answers = []
         for entry in vector["ops"]:
             if entry["op"] == "forward":

@@ -240,15 +240,21 @@ def _add_fixed_options(parser: argparse.ArgumentParser, *, training: bool) -> No
     group.add_argument("--lfsr-seed", type=lambda t: int(t, 0), default=d.lfsr_seed,
                        help="non-zero 32-bit seed of the stochastic-rounding LFSRs "
                             f"(default: {d.lfsr_seed:#x})")
-    device = parser.add_argument_group(
-        "device models (fixed point)",
-        "the memristor crossbar's non-idealities on tiles A, B and C, each off unless given "
-        "(docs/device.md); every random draw from the LFSRs of --lfsr-seed's later sites")
+    add_device_flags(parser, "the memristor crossbar's non-idealities on tiles A, B and C, "
+                             "each off unless given (docs/device.md); every random draw from "
+                             "the LFSRs of --lfsr-seed's later sites")
+
+
+def add_device_flags(parser, description: str):
+    """Add the device-model options (:data:`_DEVICE_FLAGS`) to ``parser`` as a group with
+    ``description``; returns the group. :func:`_device` reads them back."""
+    device = parser.add_argument_group("device models (fixed point)", description)
     for flag, kind, text in _DEVICE_FLAGS:
         if kind is bool:
             device.add_argument(flag, action="store_const", const=True, default=None, help=text)
         else:
             device.add_argument(flag, type=kind, default=None, help=text)
+    return device
 
 
 #: The device-model options: flag, type, help; each sets the DeviceModel field of its name.

@@ -76,9 +76,21 @@ def _tile_arguments(parser) -> None:
                             "ECP5 MULT18X18D cells with their registers (ecp5), which cosim "
                             "runs on a model of the cell; synth always builds the cells "
                             "(default: %(default)s)")
+    from xbarode.cli import add_device_flags
+    from xbarode.model.device import DEVICE_SEED
+
+    device = add_device_flags(
+        parser, "the array's device models in the tile and its model (docs/device.md), each "
+                "off unless given; pulsed updates (--pulses) are refused: the RTL tile does "
+                "not have them")
+    device.add_argument("--device-seed", type=lambda t: int(t, 0), default=DEVICE_SEED,
+                        help=f"seed of the device generators: purpose p (read noise, "
+                             f"programming noise, the states' rounding) draws from its site p "
+                             f"(default: {DEVICE_SEED:#x})")
 
 
 def _tile_params(args):
+    from xbarode.cli import _device as device_model
     from xbarode.sim.tile_plan import TileParams
 
     _bounded("--rows", args.rows, 1, UNIT_LIMITS["rows"])
@@ -88,7 +100,8 @@ def _tile_params(args):
                         lanes=args.cols if args.lanes is None else args.lanes,
                         width=args.width, frac=args.frac, rounding=args.rounding,
                         eta_shift=args.eta_shift, acc_width=args.acc_width,
-                        lfsr_seed=args.lfsr_seed, dsp=args.dsp)
+                        lfsr_seed=args.lfsr_seed, dsp=args.dsp, device=device_model(args),
+                        device_seed=args.device_seed)
     params.check()  # every parameter, with the component's own messages
     # The update narrows a 2·width-bit product with 2·frac fractional bits to frac bits:
     # it discards frac + eta_shift bits, at most the product's width (beyond it the model and
