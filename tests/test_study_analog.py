@@ -129,7 +129,9 @@ def test_tolerance_is_the_last_value_before_the_first_miss():
 
 @pytest.mark.parametrize(("options", "message"), [
     (["--axes", "adc_bits,noise"], "--axes: unknown axis 'noise'"),
-    (["--values", "states=256"], "--values takes AXIS=V,V,… with an axis of --axes"),
+    (["--axes", "adc_bits", "--values", "states=256"],
+     "--values takes AXIS=V,V,… with an axis of --axes"),
+    (["--values", "states"], "--values takes AXIS=V,V,… with an axis of --axes"),
     (["--axes", "states", "--values", "states=256,x"],
      "--values states= takes comma-separated integers, not '256,x'"),
     (["--methods", "deploy,magic"], "unknown method 'magic'; choose from deploy, aware, pulsed"),
