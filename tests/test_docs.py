@@ -17,7 +17,7 @@ README = ROOT / "README.md"
 DOCS = ROOT / "docs"
 PAGES = [README, *sorted(DOCS.glob("*.md"))]
 # Reports that `xbarode study` writes; they record which code they measured, by design.
-GENERATED = {DOCS / "precision.md", DOCS / "fourier.md"}
+GENERATED = {DOCS / "precision.md", DOCS / "fourier.md", DOCS / "analog.md"}
 
 README_MAX_LINES = 300
 
