@@ -121,3 +121,44 @@ def test_board_commands_refuse_bad_input(config, tmp_path, capsys):
     assert main(["board", "run", "--simulate", "--random-weights", "1", "--weights",
                  str(tmp_path / "w.npz"), "--config", str(config)]) == 2
     assert "--weights and --random-weights exclude each other" in capsys.readouterr().err
+
+
+def _fake_programmer(folder: Path, status: int) -> Path:
+    """An ``openFPGALoader`` on PATH that records its arguments and exits with ``status``."""
+    script = folder / "openFPGALoader"
+    script.write_text(f'#!/bin/sh\necho "$@" > "{folder}/args"\necho "no cable found" >&2\n'
+                      f"exit {status}\n")
+    script.chmod(0o755)
+    return script
+
+
+def test_board_program_runs_openfpgaloader(tmp_path, capsys, monkeypatch):
+    bitstream = tmp_path / "design.bit"
+    bitstream.write_bytes(b"\xff\x00bitstream")
+    _fake_programmer(tmp_path, 0)
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    assert main(["board", "program", "--bitstream", str(bitstream), "--flash", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["ran"] is True and result["flash"] is True
+    # docs/board.md's command line, written out.
+    assert (tmp_path / "args").read_text().split() == ["--board", "ulx3s", "-f", str(bitstream)]
+    assert main(["board", "program", "--bitstream", str(bitstream), "--dry-run"]) == 0
+    assert capsys.readouterr().out.split()[:4] == ["openFPGALoader", "--board", "ulx3s",
+                                                  str(bitstream)]
+
+
+def test_board_program_says_what_is_wrong(tmp_path, capsys, monkeypatch):
+    bitstream = tmp_path / "design.bit"
+    assert main(["board", "program", "--bitstream", str(bitstream)]) == 2
+    assert "design.bit: no bitstream there (missing or empty)" in capsys.readouterr().err
+    assert main(["board", "program", "--bitstream", str(tmp_path / "design.v")]) == 2
+    assert "design.v: not a bitstream (.bit)" in capsys.readouterr().err
+    bitstream.write_bytes(b"\xff")
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert main(["board", "program", "--bitstream", str(bitstream)]) == 2
+    assert ("openFPGALoader is not on PATH; install it with: apt-get install openfpgaloader"
+            in capsys.readouterr().err)
+    _fake_programmer(tmp_path, 1)
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    assert main(["board", "program", "--bitstream", str(bitstream)]) == 2
+    assert "openFPGALoader failed (exit status 1): no cable found" in capsys.readouterr().err

@@ -18,8 +18,8 @@ import numpy as np
 
 from .host import CLEAR, CORE_BASE, CORE_OPS, INFO, Board, BoardError, encode_request
 
-__all__ = ["BOARDS", "CLOCK_HZ", "build", "fault_frames", "report", "run_images",
-           "run_images_from_data"]
+__all__ = ["BOARDS", "CLOCK_HZ", "PROGRAMMER", "build", "fault_frames", "program",
+           "program_command", "report", "run_images", "run_images_from_data"]
 
 #: The boards ``xbarode board build`` knows: name → amaranth-boards platform class name.
 BOARDS = {"ulx3s-12f": "ULX3S_12F_Platform", "ulx3s-25f": "ULX3S_25F_Platform",
@@ -27,6 +27,8 @@ BOARDS = {"ulx3s-12f": "ULX3S_12F_Platform", "ulx3s-25f": "ULX3S_25F_Platform",
 #: The ULX3S's oscillator, which clocks the whole design.
 CLOCK_HZ = 25_000_000
 TOP = "xbarode_board"
+#: The external programmer ``xbarode board program`` runs (Debian package ``openfpgaloader``).
+PROGRAMMER = "openFPGALoader"
 
 
 def run_images(board: Board, config, params, images) -> dict:
@@ -247,3 +249,49 @@ def build(config, board: str = "ulx3s-85f", out_dir="build/board", *, baud: int 
     result.update({"fmax": fmax, "fmax_mhz": fmax.get(main) if main else None,
                    "bitstream": str(Path(root) / f"{TOP}.bit")})
     return result
+
+
+def program_command(bitstream, *, flash: bool = False, programmer: str = PROGRAMMER) -> list[str]:
+    """The programmer's command line for a ULX3S: ``openFPGALoader --board ulx3s [-f] FILE``
+    (``-f`` writes the SPI flash, so the design survives a power cycle; without it the FPGA's
+    SRAM is loaded)."""
+    return [programmer, "--board", "ulx3s", *(["-f"] if flash else []), str(bitstream)]
+
+
+def program(bitstream, *, flash: bool = False, programmer: str = PROGRAMMER,
+            dry_run: bool = False) -> dict:
+    """Load ``bitstream`` into a ULX3S on USB with openFPGALoader.
+
+    Returns ``{"command": [...], "bitstream": path, "flash": bool, "ran": bool}``.
+
+    Raises
+    ------
+    ValueError
+        The bitstream is missing, empty or not a ``.bit`` file.
+    xbarode.sim.toolchain.ToolchainError
+        The programmer is not on ``PATH`` (with the command that installs it), or it failed
+        (its exit status and the end of its output, e.g. no board on USB).
+    """
+    import shutil
+    import subprocess
+
+    from .sim.toolchain import ToolchainError
+
+    path = Path(bitstream)
+    if path.suffix != ".bit":
+        raise ValueError(f"{path}: not a bitstream (.bit); build one with xbarode board build")
+    if not path.is_file() or path.stat().st_size == 0:
+        raise ValueError(f"{path}: no bitstream there (missing or empty); build one with "
+                         f"xbarode board build")
+    command = program_command(path, flash=flash, programmer=programmer)
+    result = {"command": command, "bitstream": str(path), "flash": flash, "ran": False}
+    if dry_run:
+        return result
+    if shutil.which(programmer) is None:
+        raise ToolchainError(f"{programmer} is not on PATH; install it with: apt-get install "
+                           f"openfpgaloader")
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-5:])
+        raise ToolchainError(f"{programmer} failed (exit status {done.returncode}): {tail}")
+    return {**result, "ran": True}

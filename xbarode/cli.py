@@ -1434,6 +1434,17 @@ def cmd_board_build(args) -> dict:
     return result
 
 
+def cmd_board_program(args) -> dict:
+    """``xbarode board program``: the bitstream into a ULX3S with openFPGALoader."""
+    from .board import program
+
+    result = {"command": "board program",
+              **program(args.bitstream, flash=args.flash, dry_run=args.dry_run)}
+    if not args.json:
+        print(" ".join(result["command"]) + ("" if result["ran"] else "   (not run: --dry-run)"))
+    return result
+
+
 def _add_board(sub) -> None:
     """The ``board`` commands."""
     from .board import BOARDS
@@ -1464,6 +1475,20 @@ def _add_board(sub) -> None:
                        help="folder for the build (default: %(default)s)")
     _add_json(build)
     build.set_defaults(func=cmd_board_build)
+
+    program = board_sub.add_parser(
+        "program", help="load the bitstream into a ULX3S (openFPGALoader)",
+        description="Run openFPGALoader --board ulx3s [-f] BITSTREAM (Debian package "
+                    "openfpgaloader) to load the bitstream of xbarode board build into the "
+                    "ULX3S on USB: into the FPGA's SRAM, or with --flash into the SPI flash.")
+    program.add_argument("--bitstream", type=Path, default=Path("build/board/xbarode_board.bit"),
+                         help="the bitstream (default: %(default)s)")
+    program.add_argument("--flash", action="store_true",
+                         help="write the SPI flash (survives a power cycle)")
+    program.add_argument("--dry-run", action="store_true",
+                         help="print the programmer's command line without running it")
+    _add_json(program)
+    program.set_defaults(func=cmd_board_program)
 
     run = board_sub.add_parser(
         "run", help="images through the board, compared with the fixed-point model",
