@@ -114,7 +114,8 @@ def simulate_board(config: CoreConfig, params: dict, images, *, faults: bool = F
     from .verilog import write_verilog
 
     started = time.perf_counter()
-    out_dir = Path(out_dir)
+    # Absolute: the cocotb test runs in its own folder and reads the files named here.
+    out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     verilog = write_verilog(BoardHarness(config, divisor, timeout), TOP, out_dir)
     run_dir = run_folder(out_dir, "verilator")

@@ -80,9 +80,10 @@ def test_driver_through_the_simulated_uart_agrees_with_the_model(config, tmp_pat
     assert got["retried"] == 0
 
 
-def test_board_run_simulate_reports_agreement_and_cycles(config, tmp_path, capsys):
+def test_board_run_simulate_reports_agreement_and_cycles(config, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)     # a relative --out, as the default is
     code = main(["board", "run", "--simulate", "--images", "2", "--config", str(config),
-                 "--random-weights", "2", "--out", str(tmp_path / "out"), "--json"])
+                 "--random-weights", "2", "--out", "out", "--json"])
     result = json.loads(capsys.readouterr().out)
     assert code == 0
     assert result["images"] == 2
