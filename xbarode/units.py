@@ -359,8 +359,8 @@ class CoreParams:
         from dataclasses import asdict
 
         fields = asdict(self.config)
-        if self.config.device() is None:
-            for name in self.config.DEVICE_FIELDS:
+        if getattr(self.config, "device", lambda: None)() is None:
+            for name in getattr(self.config, "DEVICE_FIELDS", ()):
                 del fields[name]    # all off: the ideal array's manifest, as before
         return {**fields, "dsp": self.dsp}
 
