@@ -42,6 +42,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from xbarode.model.core_config import CoreConfig
+from xbarode.model.device import DEVICE_PURPOSES, DEVICE_SITE
 from xbarode.model.fixed import Format
 from xbarode.model.fixed_net import site_seed
 from xbarode.model.fixed_ops import check_accumulator
@@ -78,6 +79,12 @@ def _part_parameters(config: CoreConfig) -> dict:
             # A and Bᵀ hold convolution matrices: SGD keeps their kernels' weights tied.
             train["A"]["taps"] = train["B"]["taps"] = config.conv_taps()
     fr = config.fourier()
+    device = config.device()
+    if device is not None and fr is None:
+        # The model's sites (FixedNetwork): tile k's device generators at 16 + 5k.
+        for k, name in enumerate("ABC"):
+            train.setdefault(name, {}).update(device=device, device_seed=site_seed(
+                seed, DEVICE_SITE + len(DEVICE_PURPOSES) * k))
     if fr is None:
         parts = {
             "A": (CrossbarTile, dict(rows=m, cols=m, input_format=f.state, output_format=f.act,
@@ -103,6 +110,35 @@ def _part_parameters(config: CoreConfig) -> dict:
     return parts
 
 
+def _check_device(config: CoreConfig) -> None:
+    """Raise ``ValueError`` if the ``[device]`` table turns on a model the core does not
+    carry: any with ``training``, the Fourier path, ``pulses``, ``program_noise``, and
+    ``states`` with stochastic rounding or a convolution (docs/device.md, "In the RTL
+    core")."""
+    device = config.device()
+    if device is None:
+        return
+    if config.training:
+        raise ValueError("the RTL core's training operations (BACKWARD, APPLY) have no device "
+                         "models: set training = false, or train with the device in the "
+                         "fixed-point model (xbarode train --on model)")
+    if config.fourier() is not None:
+        raise ValueError("device models need the direct path's tiles: no Fourier path "
+                         "(conv_path = \"direct\")")
+    if device.pulses is not None:
+        raise ValueError("the RTL core has no pulsed updates (pulses): it has no training "
+                         "operations with a device")
+    if device.writes and config.structure == "conv":
+        raise ValueError("the device's write models (states, program_noise) need a dense "
+                         "network; a convolution's tied weights would drift apart")
+    if device.program_noise > 0 or (device.states is not None
+                                    and config.rounding == "stochastic"):
+        raise ValueError("the RTL core carries the write models only as states with a "
+                         "deterministic rounding on a dense network: tile B holds Bᵀ, so its "
+                         "per-weight draws (program_noise, the states' stochastic rounding) "
+                         "would fall in another order than the model's B")
+
+
 def _check_part(cls, kwargs: dict) -> None:
     """Raise what ``cls(**kwargs)`` raises, without building it.
 
@@ -117,6 +153,8 @@ def _check_part(cls, kwargs: dict) -> None:
     if cls is FourierConv:
         FourierConv.check_parameters(**kwargs)
         return
+    if kwargs.get("device") is not None:
+        CrossbarTile.check_parameters(**kwargs)
     operand, grad = kwargs["input_format"], kwargs.get("grad_format")
     if grad is not None:
         operand = Format(max(operand.width, grad.width), 0)
@@ -201,6 +239,7 @@ class Core(CheckedComponent):
         """The constructor's checks (:class:`~xbarode.hdl.checked.CheckedComponent`)."""
         if not isinstance(config, CoreConfig):
             raise TypeError(f"config must be a CoreConfig, not {type(config).__name__}")
+        _check_device(config)
         # The tiles (or units) are built in elaborate; checked now, so that bad parameters
         # fail here, with the parts' own messages.
         for cls, kwargs in _part_parameters(config).values():

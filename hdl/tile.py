@@ -141,8 +141,10 @@ class CrossbarTile(CheckedComponent):
         ``FixedTile.update`` do. A clipped DAC code, ADC output, state or noisy weight raises
         ``overflow``. None, or every model off: the ideal tile, the same hardware as without.
         Refused: ``pulses``, the write models with initial ``weights`` or without
-        ``writable``, and any model with ``grad_format`` or ``side_ports``. No cycle is
-        added.
+        ``writable``, and any model with ``grad_format``. With ``side_ports`` the models
+        apply alike to a core's paths: ``y_out`` streams FORWARD's words as the ADC gives
+        them, the words ``s_in`` and ``x_side_data`` write pass the DAC when a product reads
+        them, and ``y_side_data`` reads TRANSPOSED's words. No cycle is added.
     device_seed : int
         Seed of the device generators (a non-zero 32-bit integer), purpose ``p`` drawing from
         ``Lfsr(site_seed(device_seed, p))`` as the model's: the read noise (0) one draw per
@@ -309,9 +311,9 @@ class CrossbarTile(CheckedComponent):
             raise ValueError("the device's write models (states, program_noise) program the "
                              "words LOAD_W and UPDATE write: give no initial weights, and a "
                              "writable tile")
-        if grad_format is not None or side_ports:
+        if grad_format is not None:
             raise ValueError("the RTL tile's device models are not built for the training "
-                             "operations (grad_format) or a core's side ports (side_ports)")
+                             "operations (grad_format)")
         read_geometry(device, input_format, output_format, 0)
 
     def __init__(self, *, rows: int, cols: int, lanes: int, weight_format: Format,

@@ -53,8 +53,9 @@ is validated with a message that names the field. Example (all fields, default v
     soft_bounds = false       # pulsed: steps shrink linearly to 0 at the weight bounds
 
 The ``[device]`` table describes the fixed-point model's device and converter models
-(:class:`~xbarode.model.device.DeviceModel`); the RTL core has none yet, so the commands that
-build or simulate it refuse a configuration that turns one on. :meth:`CoreConfig.to_toml`
+(:class:`~xbarode.model.device.DeviceModel`); the RTL core carries the read models and the
+states (deterministic rounding) in its inference path (docs/device.md, "In the RTL core"), and
+refuses the rest, as its training operations refuse any. :meth:`CoreConfig.to_toml`
 writes the table only when a model is on.
 
 Limits (:data:`LIMITS`) keep the hardware a configuration describes, and so the memory and
@@ -276,7 +277,7 @@ class CoreConfig:
 
     def require_ideal_device(self, what: str) -> None:
         """Raise :class:`ConfigError` if the ``[device]`` table turns a model on: ``what``
-        (the RTL core) has no device models yet."""
+        (training on the RTL core) has no device models yet."""
         if self.device() is not None:
             on = [name for name in _GROUPS["device"]
                   if getattr(self, name) != getattr(CoreConfig, name)]

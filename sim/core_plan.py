@@ -55,15 +55,18 @@ def core_params(config: CoreConfig, params: dict) -> dict:
     return {name: np.asarray(params[name], dtype=np.float64) for name in expected}
 
 
-def model_network(config: CoreConfig, params: dict):
-    """The fixed-point model of the core for float ``params``."""
+def model_network(config: CoreConfig, params: dict, *, device: bool = True):
+    """The fixed-point model of the core for float ``params``, with the ``[device]`` table's
+    models (:meth:`CoreConfig.device <xbarode.model.core_config.CoreConfig.device>`) unless
+    ``device`` is False (the ideal array: the words the host sends)."""
     from xbarode.model.fixed_net import FixedNetwork
 
     return FixedNetwork(core_params(config, params), config.formats(),
                         rounding=config.rounding, h=config.h, steps=config.steps,
                         method=config.method, newton=config.newton(),
                         lfsr_seed=config.lfsr_seed, conv_taps=config.conv_taps(),
-                        fourier=config.fourier())
+                        fourier=config.fourier(),
+                        device=config.device() if device else None)
 
 
 def random_params(config: CoreConfig, seed: int) -> dict:
@@ -169,8 +172,10 @@ def make_plan(config: CoreConfig, params: dict, images: np.ndarray, *,
               image_stream: bool = False) -> dict:
     """The words the host sends: weights (``Bt`` is Bᵀ; see :func:`tile_words`) and the
     images as state words; with ``image_stream`` the images go on the core's ``image``
-    stream, each next one while the RUN before it runs (:func:`execute`)."""
-    net = model_network(config, params)
+    stream, each next one while the RUN before it runs (:func:`execute`). The weights are
+    the quantised words, as the host sends them: with the device's write models the tiles
+    snap them to a state as LOAD_* writes them."""
+    net = model_network(config, params, device=False)
     images = np.asarray(images, dtype=np.float64).reshape(len(images), config.m)
     words = config.formats().state.quantize(images, "nearest")
     return {"config": config.to_toml(),

@@ -669,8 +669,8 @@ def test_cli_device_options(capsys, tmp_path):
     assert last_json(out)["config"]["device"]["adc_bits"] == 10
     code, _, err = run(capsys, "train", "--on", "rtl", "--read-noise", 0.1)
     assert code == 2 and err.strip() == (
-        "xbarode train: error: the device options train the fixed-point model; the RTL core has "
-        "no device models yet (drop them, or --on model)")
+        "xbarode train: error: the device options train the fixed-point model; the RTL core's "
+        "training operations have no device models yet (drop them, or --on model)")
 
 
 def test_demo_refuses_a_core_with_device_models_before_training(capsys, tmp_path):
@@ -680,8 +680,10 @@ def test_demo_refuses_a_core_with_device_models_before_training(capsys, tmp_path
     core.write_text("[device]\nstates = 64\n")
     weights = tmp_path / "w.npz"
     code, _, err = run(capsys, "demo", "--epochs", 1, "--config", core, "--out", weights)
-    assert code == 2 and "[device] turns on states: the RTL core (--rtl-images 0 skips it) " \
-                         "has no device models yet" in err
+    # The default core rounds stochastically: its states' draws are refused.
+    assert code == 2 and "[device]: the RTL core carries the write models only as states " \
+                         "with a deterministic rounding" in err
+    assert "(--rtl-images 0 skips the RTL run)" in err
     assert not weights.exists()
 
 
@@ -694,8 +696,10 @@ def test_core_builds_refuse_device_models_and_list_the_ideal_fields():
     assert not set(CoreConfig.DEVICE_FIELDS) & set(ideal)    # the manifest of a core as before
     assert not set(CoreConfig.DEVICE_FIELDS) & set(_core_fields(CoreConfig()))
     assert _core_fields(CoreConfig(adc_bits=6))["adc_bits"] == 6
-    with pytest.raises(ConfigError, match=r"^\[device\] turns on adc_bits: the RTL core has no "):
-        CoreParams(CoreConfig(adc_bits=6))
+    # The read models are built: their fields join the manifest.
+    assert CoreParams(CoreConfig(adc_bits=6)).manifest_parameters()["adc_bits"] == 6
+    with pytest.raises(ConfigError, match=r"^the RTL core carries the write models only as "):
+        CoreParams(CoreConfig(program_noise=0.01))
 
 
 def test_pulsed_update_options():

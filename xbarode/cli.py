@@ -413,8 +413,9 @@ def cmd_train(args) -> dict:
     train on the core in RTL simulation next to the fixed-point model."""
     if args.on == "rtl":
         if _device(args) is not None:
-            raise ValueError("the device options train the fixed-point model; the RTL core has "
-                             "no device models yet (drop them, or --on model)")
+            raise ValueError("the device options train the fixed-point model; the RTL core's "
+                             "training operations have no device models yet (drop them, or "
+                             "--on model)")
         return _train_on_rtl(args)
     result = _train_and_save(args, Path(args.out))
     if not args.json:
@@ -558,7 +559,8 @@ def cmd_simulate(args) -> dict:
     from .model import check_dataset, load_weights
     from .simulate import DEFAULT_WEIGHTS, check_weights, default_weights, simulate_core
 
-    config = load_config(args.config, parse_overrides(args.set))
+    config = load_config(args.config, parse_overrides(args.set) | _device_fields(args))
+    _check_core_device(config)
     _image_check(args.dataset, config.image, "the configuration's image")
     x, y = _test_images(args.dataset, args.images)
     train_config, params = (load_weights(args.weights) if args.weights is not None
@@ -583,6 +585,30 @@ def cmd_simulate(args) -> dict:
                           f"{result['first_mismatch']}; waveform: {result['waveform']}",
                           result)
     return result
+
+
+def _device_fields(args) -> dict:
+    """The ``[device]`` fields the device options give (they win over --config and --set),
+    checked as the model checks them (:func:`_device`)."""
+    _device(args)
+    given = {}
+    for flag, _, _ in _DEVICE_FLAGS:
+        name = flag[2:].replace("-", "_")
+        if getattr(args, name) is not None:
+            given[name] = getattr(args, name)
+    return given
+
+
+def _check_core_device(core, hint: str = "") -> None:
+    """Raise ``ValueError`` with the core's message if ``core``'s ``[device]`` table turns on
+    a model the RTL core does not carry (docs/device.md, "In the RTL core")."""
+    if core.device() is not None:
+        from .hdl.core import Core
+
+        try:
+            Core.check_parameters(core)
+        except ValueError as error:
+            raise ValueError(f"[device]: {error}" + (f" ({hint})" if hint else "")) from None
 
 
 def _print_simulation(result: dict) -> None:
@@ -622,7 +648,7 @@ def cmd_demo(args) -> dict:
     _test_images(args.dataset, args.rtl_images, "--rtl-images", low=0)
     if args.rtl_images:
         core = load_config(args.config, parse_overrides(args.set))
-        core.require_ideal_device("the RTL core (--rtl-images 0 skips it)")
+        _check_core_device(core, "--rtl-images 0 skips the RTL run")
         _image_check(args.dataset, core.image, "the core configuration's image")
         network, _ = weights_differences(training, core)
         if network:
@@ -1126,6 +1152,10 @@ def _add_simulate(sub) -> None:
                           help="images per simulation run (default: %(default)s)")
     simulate.add_argument("--out", default="build/simulate",
                           help="folder for Verilog, logs and waveforms (default: %(default)s)")
+    add_device_flags(simulate, "the crossbar's non-idealities on tiles A, B and C of the RTL "
+                               "core and of the model alike (the [device] table's fields; "
+                               "they win over --config and --set): the read models and the "
+                               "states with a deterministic rounding (docs/device.md)")
     _add_json(simulate)
     simulate.set_defaults(func=cmd_simulate)
 

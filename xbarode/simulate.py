@@ -158,12 +158,12 @@ def simulate_core(config: CoreConfig, params: dict, images: np.ndarray, labels=N
         ``cycles_ratio``, ``simulated_cycles_per_second``, ``seconds`` (simulation runs),
         ``build_seconds``, ``waveform``.
     """
-    config.require_ideal_device("the RTL core")
     from xbarode.hdl.core import Core
     from xbarode.sim.core_plan import compare, make_plan, model_results
     from xbarode.sim.ecp5_models import check_simulator
 
     check_simulator(simulator, platform)
+    Core.check_parameters(config)    # e.g. device models the core does not carry
     images = np.asarray(images, dtype=np.float64).reshape(len(images), config.m)
     out_dir = Path(out_dir if out_dir is not None else "build/simulate")
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -47,7 +47,7 @@ def train_rtl(config: CoreConfig, params: dict, images: np.ndarray, labels, *,
     from xbarode.sim.adjoint_plan import image_loss, make_plan
     from xbarode.units import AdjointParams, run_plan
 
-    config.require_ideal_device("the RTL core")
+    config.require_ideal_device("training on the RTL core (BACKWARD, APPLY)")
     config = dataclasses.replace(config, training=True)
     labels = np.asarray(labels, dtype=np.int64)
     out_dir = Path(out_dir if out_dir is not None else "build/train-rtl")

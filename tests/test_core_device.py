@@ -1,0 +1,145 @@
+"""The RTL core with the crossbar's device models (docs/device.md, "In the RTL core") against
+its fixed-point twin (FixedNetwork with the ``[device]`` table's DeviceModel, one image at a
+time), bit for bit: the DAC, the ADC with its clipping range and the read noise on the chain's
+products A→B and on C, the states at the weight loads; explicit and implicit Euler on
+Amaranth's simulator, one Verilator run; the core's refusals; ``xbarode simulate`` with the
+device options.
+"""
+
+import numpy as np
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from helpers import run
+from xbarode.hdl.core import Core
+from xbarode.model.core_config import ConfigError, CoreConfig
+from xbarode.model.device import DeviceModel
+from xbarode.sim.core_plan import (
+    compare,
+    make_plan,
+    model_results,
+    random_params,
+    run_plan_amaranth,
+)
+from xbarode.simulate import simulate_core
+from xbarode.units import CoreParams
+
+#: Every model the core carries, on: DAC, ADC over half the range, read noise, states.
+NOISY = {"dac_bits": 6, "adc_bits": 7, "adc_range": 0.5, "read_noise": 0.02, "states": 64}
+
+
+def small(**changes):
+    base = {"image": (2, 3), "lanes": 2, "classes": 3, "steps": 3, "neumann_terms": 2,
+            "max_iter": 3}
+    return CoreConfig(**{**base, **changes})
+
+
+def ideal_of(config):
+    """The same core without its device models."""
+    return CoreConfig(**{**config.__dict__, **{name: getattr(CoreConfig, name)
+                                               for name in CoreConfig.DEVICE_FIELDS}})
+
+
+def check_noisy_core(config, seed, images=3):
+    """RTL against the model with the device; the device must change the model's answers
+    (else the comparison would not see models left out of the RTL)."""
+    params = random_params(config, seed)
+    x = np.random.default_rng(seed).uniform(0, 1, (images, config.m))
+    got, cycles = run_plan_amaranth(config, make_plan(config, params, x))
+    expected = model_results(config, params, x)
+    report = compare(expected, got)
+    assert report["mismatches"] == 0, report["first"]
+    assert compare(model_results(ideal_of(config), params, x), expected)["mismatches"] > 0
+    return cycles
+
+
+@settings(max_examples=1, deadline=None)   # and the pinned examples below
+@given(h=st.integers(1, 3), w=st.integers(2, 3), lanes=st.integers(1, 4),
+       method=st.sampled_from(["euler", "implicit_euler"]),
+       rounding=st.sampled_from(["nearest", "floor", "stochastic"]),
+       seed=st.integers(0, 2**16))
+@example(h=2, w=3, lanes=2, method="euler", rounding="nearest", seed=1)
+@example(h=3, w=3, lanes=4, method="implicit_euler", rounding="floor", seed=5)
+@example(h=3, w=2, lanes=3, method="euler", rounding="stochastic", seed=9)
+def test_noisy_cores_match_the_model(h, w, lanes, method, rounding, seed):
+    lanes = min(lanes, h * w)
+    states = {} if rounding != "stochastic" else {"states": 0}   # refused with stochastic
+    config = small(image=(h, w), lanes=lanes, method=method, rounding=rounding,
+                   lfsr_seed=0xACE1 + seed, **(NOISY | states))
+    check_noisy_core(config, seed)
+
+
+def test_the_device_costs_no_cycle():
+    config = small(**NOISY, rounding="nearest")
+    ideal = ideal_of(config)
+    images = np.random.default_rng(2).uniform(0, 1, (3, config.m))
+    _, cycles = run_plan_amaranth(ideal, make_plan(ideal, random_params(ideal, 2), images))
+    assert check_noisy_core(config, 2) == cycles
+
+
+def test_noisy_core_on_verilator(tmp_path):
+    config = small(image=(3, 3), lanes=4, method="implicit_euler", rounding="stochastic",
+                   dac_bits=5, adc_bits=6, read_noise=0.05)
+    params = random_params(config, 11)
+    images = np.random.default_rng(11).uniform(0, 1, (3, config.m))
+    result = simulate_core(config, params, images, simulator="verilator", out_dir=tmp_path)
+    assert result["mismatches"] == 0, result["first_mismatch"]
+    assert result["images"] == 3 and result["agreement"] == 1.0
+    ideal = model_results(ideal_of(config), params, images)
+    assert compare(ideal, model_results(config, params, images))["mismatches"] > 0
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"training": True, "read_noise": 0.1},
+     r"^the RTL core's training operations \(BACKWARD, APPLY\) have no device models: set "
+     r"training = false, or train with the device in the fixed-point model \(xbarode train "
+     r"--on model\)$"),
+    ({"structure": "conv", "conv_path": "fourier", "kernel": 3, "adc_bits": 6},
+     r"^device models need the direct path's tiles: no Fourier path "
+     r"\(conv_path = \"direct\"\)$"),
+    ({"pulses": 16},
+     r"^the RTL core has no pulsed updates \(pulses\): it has no training operations with a "
+     r"device$"),
+    ({"program_noise": 0.01, "rounding": "nearest"},
+     r"^the RTL core carries the write models only as states with a deterministic rounding on "
+     r"a dense network: tile B holds Bᵀ, so its per-weight draws \(program_noise, the states' "
+     r"stochastic rounding\) would fall in another order than the model's B$"),
+    ({"states": 16, "rounding": "stochastic"}, r"^the RTL core carries the write models only "),
+    ({"structure": "conv", "kernel": 3, "states": 16, "rounding": "nearest"},
+     r"^the device's write models \(states, program_noise\) need a dense network; a "
+     r"convolution's tied weights would drift apart$"),
+    ({"adc_range": 2.0**-15},
+     r"^device: an ADC range of 3.0517578125e-05 of Q\d+\.\d+'s full scale leaves fewer than "
+     r"2 code bits$"),
+])
+def test_core_refuses_what_it_does_not_carry(changes, message):
+    config = CoreConfig(image=(3, 3), classes=3, lanes=3, **changes)
+    with pytest.raises(ValueError, match=message):
+        Core(config)
+    with pytest.raises(ConfigError, match=message):
+        CoreParams(config)
+
+
+def test_simulate_takes_the_device_options(capsys, tmp_path, monkeypatch):
+    out = tmp_path / "sim"
+    code, _, err = run(capsys, "simulate", "--program-noise", 0.01, "--images", 1, "--out", out)
+    assert code == 2 and "xbarode simulate: error: [device]: the RTL core carries the write " \
+                         "models only as states" in err
+    code, _, err = run(capsys, "simulate", "--adc-bits", 1, "--images", 1, "--out", out)
+    assert code == 2 and err.strip() == ("xbarode simulate: error: --adc-bits: adc_bits must "
+                                         "be an integer from 2 to 32 (or None for none), not 1")
+    # The options win over --set and reach the core's configuration (the run itself is
+    # test_noisy_core_on_verilator's and the figures' in docs/device.md).
+    seen = {}
+
+    def fake_simulate_core(config, params, images, labels=None, **kwargs):
+        seen["device"], seen["images"] = config.device(), len(images)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr("xbarode.simulate.simulate_core", fake_simulate_core)
+    code, _, err = run(capsys, "simulate", "--set", "adc_bits=4", "--adc-bits", 8,
+                       "--read-noise", 0.005, "--dac-bits", 8, "--images", 2, "--out", out)
+    assert "stop here" in err
+    assert seen == {"device": DeviceModel(dac_bits=8, adc_bits=8, read_noise=0.005),
+                    "images": 2}
