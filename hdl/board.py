@@ -106,6 +106,9 @@ class CommandEngine(CheckedComponent):
         :func:`core_operations` of the core.
     info : bytes
         INFO's reply payload.
+    weights_built_in : bool
+        The core was built with its weights (:class:`~xbarode.hdl.core.Core`'s ``weights``):
+        the state flags start with A, B, C and d loaded, so RUN needs only an image.
 
     Attributes
     ----------
@@ -134,7 +137,8 @@ class CommandEngine(CheckedComponent):
     """
 
     @staticmethod
-    def check_parameters(core_signature, operations, info: bytes) -> None:
+    def check_parameters(core_signature, operations, info: bytes, *,
+                         weights_built_in: bool = False) -> None:
         """The constructor's checks: ``operations`` with codes below 16 whose words fit one
         frame (65,535 bytes), ``info`` <= 16 bytes."""
         if any(not 0 <= op["code"] < 16 for op in operations):
@@ -148,10 +152,15 @@ class CommandEngine(CheckedComponent):
                                      "holds at most 65535")
         if len(info) > 16:
             raise ValueError(f"info must be at most 16 bytes, not {len(info)}")
+        if not isinstance(weights_built_in, bool):
+            raise TypeError(f"weights_built_in must be a bool, not "
+                            f"{type(weights_built_in).__name__}")
 
-    def __init__(self, core_signature, operations, info: bytes):
+    def __init__(self, core_signature, operations, info: bytes, *,
+                 weights_built_in: bool = False):
         self._ops = [dict(op) for op in operations]
         self._info = bytes(info)
+        self._built_in = weights_built_in
         self._in_bytes = _nbytes(_stream_width(core_signature, "i"))
         self._out_bytes = _nbytes(_stream_width(core_signature, "o"))
         super().__init__({"header": In(stream.Signature(HEADER)),
@@ -170,6 +179,11 @@ class CommandEngine(CheckedComponent):
     def info(self) -> bytes:
         """INFO's reply payload."""
         return self._info
+
+    @property
+    def weights_built_in(self) -> bool:
+        """The state flags start with the weights loaded."""
+        return self._built_in
 
     def _decode(self, m, op):
         """Per op byte: known, payload bytes expected, words out, flags needed, kind."""
@@ -195,7 +209,8 @@ class CommandEngine(CheckedComponent):
         length = Signal(16)
         known, expect, words_out, needs, kind = self._decode(m, op)
         status = Signal(8)
-        loaded = Signal(6)
+        # Built-in weights: A, B, C and d (bits 0–3) are loaded from reset.
+        loaded = Signal(6, init=0x0F if self._built_in else 0)
         fixed = Array(Signal(8, name=f"fixed{k}") for k in range(16))
         index = Signal(24)         # bytes of the reply payload sent, or words moved
         part = Signal(range(max(self._in_bytes, self._out_bytes) + 1))
@@ -374,6 +389,10 @@ class BoardTop(CheckedComponent):
         Clock cycles per UART bit (the ULX3S: 25 MHz / 1 Mbaud = 25).
     timeout : int
         Cycles without a byte that end a frame inside it (the ULX3S: 250,000 = 10 ms).
+    weights : mapping, optional
+        Weights built into the core's memories (:class:`~xbarode.hdl.core.Core`'s
+        ``weights``): from reset the board answers RUN after LOAD_IMAGE alone, and STATUS
+        shows A, B, C and d loaded.
 
     Attributes
     ----------
@@ -392,7 +411,8 @@ class BoardTop(CheckedComponent):
     """
 
     @staticmethod
-    def check_parameters(config: CoreConfig, divisor: int, timeout: int) -> None:
+    def check_parameters(config: CoreConfig, divisor: int, timeout: int, *,
+                         weights=None) -> None:
         """The constructor's checks: the core's, the UART's and the parser's."""
         from .core import Core
         from .link import _check_timeout
@@ -400,15 +420,21 @@ class BoardTop(CheckedComponent):
 
         if not isinstance(config, CoreConfig):
             raise TypeError(f"config must be a CoreConfig, not {type(config).__name__}")
-        Core.check_parameters(config)
+        Core.check_parameters(config, weights=weights)
         _check_divisor(divisor)
         _check_timeout(timeout)
 
-    def __init__(self, config: CoreConfig, divisor: int, timeout: int):
+    def __init__(self, config: CoreConfig, divisor: int, timeout: int, *, weights=None):
         self._config = config
         self._divisor = divisor
         self._timeout = timeout
+        self._weights = weights
         super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1), "leds": Out(8)})
+
+    @property
+    def weights_built_in(self) -> bool:
+        """The core was built with weights in its memories."""
+        return self._weights is not None
 
     @property
     def config(self) -> CoreConfig:
@@ -429,12 +455,13 @@ class BoardTop(CheckedComponent):
         from .core import Core
 
         m = Module()
-        m.submodules.core = core = Core(self._config)
+        m.submodules.core = core = Core(self._config, weights=self._weights)
         m.submodules.rx = rx = UartRx(self._divisor)
         m.submodules.fifo = rx_fifo = fifo.SyncFIFOBuffered(width=8, depth=16)
         m.submodules.parser = parser = FrameParser(self._timeout)
-        m.submodules.engine = engine = CommandEngine(core.signature, core_operations(core),
-                                                     board_info(core))
+        m.submodules.engine = engine = CommandEngine(
+            core.signature, core_operations(core), board_info(core),
+            weights_built_in=core.weights_built_in)
         m.submodules.framer = framer = ReplyFramer()
         m.submodules.tx = tx = UartTx(self._divisor)
         m.submodules.counter = counter = CycleCounter()
@@ -478,12 +505,16 @@ class Ulx3sTop(Elaboratable):
         least 4 (default 1,000,000: 25 cycles per bit, exact on both ends).
     timeout_ms : float
         A frame is ended when no byte arrives for this long inside it.
+    weights : mapping, optional
+        Weights built in (:class:`BoardTop`'s).
     """
 
-    def __init__(self, config: CoreConfig, baud: int = 1_000_000, timeout_ms: float = 10.0):
+    def __init__(self, config: CoreConfig, baud: int = 1_000_000, timeout_ms: float = 10.0, *,
+                 weights=None):
         clock = 25_000_000
         check_baud(baud)
-        self._top = BoardTop(config, clock // baud, max(1, round(timeout_ms * clock / 1000)))
+        self._top = BoardTop(config, clock // baud, max(1, round(timeout_ms * clock / 1000)),
+                             weights=weights)
 
     @property
     def board(self) -> BoardTop:

@@ -37,6 +37,8 @@ FixedFourierConv`). READ_WEIGHTS then streams only ``C`` and ``d``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from amaranth import Module, Signal, signed
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -56,12 +58,44 @@ from .fourier import FourierConv
 from .interface import ControlSignature
 from .tile import CrossbarTile
 
-__all__ = ["Core", "CoreOp"]
+__all__ = ["WEIGHT_KEYS", "Core", "CoreOp"]
 
 
-def _part_parameters(config: CoreConfig) -> dict:
+#: The built-in weights' keys: the words of LOAD_A, LOAD_B (Bᵀ), LOAD_C and LOAD_D.
+WEIGHT_KEYS = ("A", "Bt", "C", "d")
+
+
+def _weight_arguments(config: CoreConfig, weights) -> dict:
+    """The tiles' keyword arguments that build ``weights`` in (:class:`Core`'s ``weights``):
+    ``{"A": {"weights": …}, "B": {…}, "C": {"weights": …, "bias_words": …}}``."""
+    import numpy as np
+
+    if not isinstance(weights, Mapping):
+        raise TypeError(f"weights must be a mapping of the words of LOAD_A, LOAD_B, LOAD_C "
+                        f"and LOAD_D ({', '.join(WEIGHT_KEYS)}), not {type(weights).__name__}")
+    if config.fourier() is not None:
+        raise ValueError("built-in weights need the direct path's tiles: the Fourier units' "
+                         "spectra are loaded by LOAD_A and LOAD_B (conv_path = \"direct\")")
+    if sorted(weights) != sorted(WEIGHT_KEYS):
+        raise ValueError(f"weights must have the keys {', '.join(WEIGHT_KEYS)} (the words of "
+                         f"LOAD_A, LOAD_B, LOAD_C and LOAD_D), not {', '.join(map(str, weights))}")
+    m, classes = config.m, config.classes
+    shapes = {"A": (m, m), "Bt": (m, m), "C": (classes, m), "d": (classes,)}
+    words = {}
+    for key, shape in shapes.items():
+        value = np.asarray(weights[key])
+        if value.size != int(np.prod(shape)):
+            raise ValueError(f"weights[{key!r}] must hold {int(np.prod(shape))} words "
+                             f"({'x'.join(map(str, shape))}), not {value.size}")
+        words[key] = value.reshape(shape)
+    return {"A": {"weights": words["A"]}, "B": {"weights": words["Bt"]},
+            "C": {"weights": words["C"], "bias_words": words["d"]}}
+
+
+def _part_parameters(config: CoreConfig, weights=None) -> dict:
     """``{"A": (class, keyword arguments), "B": …, "C": …}``: tiles A, B and C, or on the
-    Fourier path units A and B and tile C, for ``config``."""
+    Fourier path units A and B and tile C, for ``config`` (with ``weights`` built into the
+    tiles' memories, :class:`Core`)."""
     f = config.formats()
     m, lanes, seed = config.m, config.lanes, config.lfsr_seed
     common = {"lanes": lanes, "weight_format": f.weight, "acc_width": config.acc_width,
@@ -79,6 +113,9 @@ def _part_parameters(config: CoreConfig) -> dict:
             # A and Bᵀ hold convolution matrices: SGD keeps their kernels' weights tied.
             train["A"]["taps"] = train["B"]["taps"] = config.conv_taps()
     fr = config.fourier()
+    if weights is not None:
+        for name, kwargs in _weight_arguments(config, weights).items():
+            train.setdefault(name, {}).update(kwargs)
     device = config.device()
     if device is not None and fr is None:
         # The model's sites (FixedNetwork): tile k's device generators at 16 + 5k.
@@ -153,7 +190,7 @@ def _check_part(cls, kwargs: dict) -> None:
     if cls is FourierConv:
         FourierConv.check_parameters(**kwargs)
         return
-    if kwargs.get("device") is not None:
+    if kwargs.get("device") is not None or kwargs.get("weights") is not None:
         CrossbarTile.check_parameters(**kwargs)
     operand, grad = kwargs["input_format"], kwargs.get("grad_format")
     if grad is not None:
@@ -181,6 +218,16 @@ class Core(CheckedComponent):
     (:mod:`~xbarode.hdl.core_adjoint`); its own controller dispatches each operation to the
     part that carries it out. The constructor builds nothing: it checks the tiles' (units')
     parameters, so that a bad configuration fails there with the refusing part's message.
+
+    Parameters
+    ----------
+    config : CoreConfig
+    weights : mapping, optional
+        Weights built into the tiles' memories as their initial contents (direct path only):
+        ``A``, ``Bt``, ``C`` and ``d``, the integer words LOAD_A, LOAD_B, LOAD_C and LOAD_D
+        would send, in their order (``Bt`` is Bᵀ; :func:`xbarode.sim.core_plan.weight_load_words`
+        makes them from float weights). RUN then needs only an image; the loads still replace
+        them. With the device's write models they are refused (the tiles' message).
 
     Attributes
     ----------
@@ -235,22 +282,23 @@ class Core(CheckedComponent):
     """
 
     @staticmethod
-    def check_parameters(config: CoreConfig) -> None:
+    def check_parameters(config: CoreConfig, *, weights=None) -> None:
         """The constructor's checks (:class:`~xbarode.hdl.checked.CheckedComponent`)."""
         if not isinstance(config, CoreConfig):
             raise TypeError(f"config must be a CoreConfig, not {type(config).__name__}")
         _check_device(config)
         # The tiles (or units) are built in elaborate; checked now, so that bad parameters
         # fail here, with the parts' own messages.
-        for cls, kwargs in _part_parameters(config).values():
+        for cls, kwargs in _part_parameters(config, weights).values():
             _check_part(cls, kwargs)
 
-    def __init__(self, config: CoreConfig):
+    def __init__(self, config: CoreConfig, *, weights=None):
         self._config = config
         f = config.formats()
         self._formats = f
         self._fourier = config.fourier()
-        self._parts = _part_parameters(config)
+        self._parts = _part_parameters(config, weights)
+        self._built_in = weights is not None
         word = max(f.weight.width, f.state.width, f.act.width, f.grad.width)
         if self._fourier is not None:
             word = max(word, self._fourier["spectrum"].width)
@@ -267,6 +315,12 @@ class Core(CheckedComponent):
     def config(self) -> CoreConfig:
         """The configuration."""
         return self._config
+
+    @property
+    def weights_built_in(self) -> bool:
+        """The tiles' memories start with the ``weights`` given (no LOAD_A … LOAD_D needed
+        before RUN; the loads still replace them)."""
+        return self._built_in
 
     @property
     def chunks(self) -> int:

@@ -97,6 +97,9 @@ class CrossbarTile(CheckedComponent):
     bias : bool
         FORWARD adds a bias (LOAD_BIAS, words of ``weight_format``) to each row's exact sum,
         aligned to the accumulator (``<< input_format.frac``), before the rounding.
+    bias_words : array_like of int, shape (rows,), optional
+        Initial bias (words of ``weight_format``; needs ``bias``); zeros otherwise. LOAD_BIAS
+        still changes it.
     side_ports : bool
         Ports for a core that joins tiles (below): ``y_out``, ``s_in``, ``s_restart``,
         ``x_side_*``, ``y_side_*``.
@@ -228,7 +231,7 @@ class CrossbarTile(CheckedComponent):
                          weight_format: Format, input_format: Format, output_format: Format,
                          acc_width: int = 48, rounding: str = "nearest", eta_shift: int = 0,
                          lfsr_seed: int = LFSR_SEED, weights=None, shift: int = 0,
-                         bias: bool = False, side_ports: bool = False,
+                         bias: bool = False, bias_words=None, side_ports: bool = False,
                          grad_format: Format | None = None, grad_shift: int = 0,
                          sgd_shift: int = 0, taps=None, read_chain: bool = False,
                          writable: bool = True, device: DeviceModel | None = None,
@@ -270,15 +273,7 @@ class CrossbarTile(CheckedComponent):
                 f"{max(rows, cols)} products of {weight_format.width}x{operand.width}-bit "
                 f"words (needs {need} bits)"
             )
-        if weights is not None:
-            weights = np.asarray(weights)
-            if weights.shape != (rows, cols) or not np.issubdtype(weights.dtype, np.integer):
-                raise ValueError(f"weights must be integers of shape ({rows}, {cols}), not "
-                                 f"{weights.dtype} of shape {weights.shape}")
-            if weights.size and (weights.min() < weight_format.min_int
-                                 or weights.max() > weight_format.max_int):
-                raise ValueError(f"weights must be words of {weight_format} "
-                                 f"({weight_format.min_int}..{weight_format.max_int})")
+        CrossbarTile._check_initial(weights, bias_words, bias, rows, cols, weight_format)
         if taps is not None:
             if grad_format is None:
                 raise ValueError("taps need grad_format: the tied step is APPLY's")
@@ -293,6 +288,27 @@ class CrossbarTile(CheckedComponent):
                              "grad_format must be None")
         CrossbarTile._check_device(device, device_seed, input_format, output_format,
                                    grad_format, side_ports, weights is not None or not writable)
+
+    @staticmethod
+    def _check_initial(weights, bias_words, bias, rows, cols, weight_format) -> None:
+        """The checks of the initial ``weights`` and ``bias_words`` (:meth:`check_parameters`):
+        integers of the right shape, words of ``weight_format``."""
+        if bias_words is not None and not bias:
+            raise ValueError("bias_words need bias=True: a tile without a bias has no bias "
+                             "memory")
+        for name, value, shape in (("weights", weights, (rows, cols)),
+                                   ("bias_words", bias_words, (rows,))):
+            if value is None:
+                continue
+            words = np.asarray(value)
+            if words.shape != shape or not np.issubdtype(words.dtype, np.integer):
+                raise ValueError(f"{name} must be integers of shape "
+                                 f"({', '.join(map(str, shape))}{',' * (len(shape) == 1)}), "
+                                 f"not {words.dtype} of shape {words.shape}")
+            if words.size and (words.min() < weight_format.min_int
+                               or words.max() > weight_format.max_int):
+                raise ValueError(f"{name} must be words of {weight_format} "
+                                 f"({weight_format.min_int}..{weight_format.max_int})")
 
     @staticmethod
     def _check_device(device, device_seed, input_format, output_format, grad_format,
@@ -319,15 +335,17 @@ class CrossbarTile(CheckedComponent):
     def __init__(self, *, rows: int, cols: int, lanes: int, weight_format: Format,
                  input_format: Format, output_format: Format, acc_width: int = 48,
                  rounding: str = "nearest", eta_shift: int = 0, lfsr_seed: int = LFSR_SEED,
-                 weights=None, shift: int = 0, bias: bool = False, side_ports: bool = False,
-                 grad_format: Format | None = None, grad_shift: int = 0, sgd_shift: int = 0,
-                 taps=None, read_chain: bool = False, writable: bool = True,
+                 weights=None, shift: int = 0, bias: bool = False, bias_words=None,
+                 side_ports: bool = False, grad_format: Format | None = None,
+                 grad_shift: int = 0, sgd_shift: int = 0, taps=None, read_chain: bool = False,
+                 writable: bool = True,
                  device: DeviceModel | None = None, device_seed: int = DEVICE_SEED):
         self._device = None if device is None or device.off else device
         self._device_seed = device_seed
         # As int64 arrays (their values checked in check_parameters).
-        self._weights, self._taps = (None if v is None else np.asarray(v).astype(np.int64)
-                                     for v in (weights, taps))
+        self._weights, self._taps, self._bias_words = (
+            None if v is None else np.asarray(v).astype(np.int64)
+            for v in (weights, taps, bias_words))
         operand = input_format if grad_format is None else \
             Format(max(input_format.width, grad_format.width), 0)
         self._writable = writable
@@ -596,7 +614,8 @@ class CrossbarTile(CheckedComponent):
             s_rd=s_mem.read_port(), s_wr=s_mem.write_port(),
             b_rd=None, b_wr=None, gd_rd=None, gd_wr=None)
         if self._bias:
-            b_mem = Memory(shape=signed(self._wf.width), depth=rows, init=[])
+            b_init = [] if self._bias_words is None else self._bias_words.tolist()
+            b_mem = Memory(shape=signed(self._wf.width), depth=rows, init=b_init)
             m.submodules.bias = b_mem
             ports.b_rd, ports.b_wr = b_mem.read_port(domain="comb"), b_mem.write_port()
         if self._gf is not None and self._bias:

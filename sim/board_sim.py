@@ -42,6 +42,8 @@ class BoardHarness(CheckedComponent):
     config : CoreConfig
     divisor, timeout : int
         As :class:`~xbarode.hdl.board.BoardTop`'s (both UARTs use ``divisor``).
+    weights : mapping, optional
+        Weights built into the core (:class:`~xbarode.hdl.board.BoardTop`'s).
 
     Attributes
     ----------
@@ -58,12 +60,14 @@ class BoardHarness(CheckedComponent):
     """
 
     @staticmethod
-    def check_parameters(config: CoreConfig, divisor: int, timeout: int) -> None:
+    def check_parameters(config: CoreConfig, divisor: int, timeout: int, *,
+                         weights=None) -> None:
         """The board top level's checks."""
-        BoardTop.check_parameters(config, divisor, timeout)
+        BoardTop.check_parameters(config, divisor, timeout, weights=weights)
 
-    def __init__(self, config: CoreConfig, divisor: int, timeout: int):
+    def __init__(self, config: CoreConfig, divisor: int, timeout: int, *, weights=None):
         self._board = (config, divisor, timeout)
+        self._weights = weights
         super().__init__({"host_in": In(stream.Signature(8)),
                           "host_out": Out(stream.Signature(8)), "leds": Out(8)})
 
@@ -75,7 +79,7 @@ class BoardHarness(CheckedComponent):
     def elaborate(self, platform):
         m = Module()
         config, divisor, timeout = self._board
-        m.submodules.board = board = BoardTop(config, divisor, timeout)
+        m.submodules.board = board = BoardTop(config, divisor, timeout, weights=self._weights)
         m.submodules.to_board = to_board = fifo.SyncFIFOBuffered(width=8, depth=1024)
         m.submodules.from_board = from_board = fifo.SyncFIFOBuffered(width=8, depth=1024)
         m.submodules.host_tx = host_tx = UartTx(divisor)
@@ -97,11 +101,13 @@ class BoardHarness(CheckedComponent):
 
 def simulate_board(config: CoreConfig, params: dict, images, *, faults: bool = False,
                    out_dir="build/board", divisor: int = SIM_DIVISOR,
-                   timeout: int = SIM_TIMEOUT) -> dict:
+                   timeout: int = SIM_TIMEOUT, built_in: bool = False) -> dict:
     """Run the host driver against the simulated board (Verilator) on ``images``.
 
     The driver loads the weights and classifies every image (:func:`xbarode.board.run_images`);
-    with ``faults`` it first sends damaged frames (:func:`xbarode.board.fault_frames`).
+    with ``faults`` it first sends damaged frames (:func:`xbarode.board.fault_frames`); with
+    ``built_in`` the weights are built into the board's core
+    (:func:`xbarode.sim.core_plan.weight_load_words`) and the driver sends none.
 
     Returns
     -------
@@ -117,7 +123,11 @@ def simulate_board(config: CoreConfig, params: dict, images, *, faults: bool = F
     # Absolute: the cocotb test runs in its own folder and reads the files named here.
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    verilog = write_verilog(BoardHarness(config, divisor, timeout), TOP, out_dir)
+    from .core_plan import weight_load_words
+
+    weights = weight_load_words(config, params) if built_in else None
+    verilog = write_verilog(BoardHarness(config, divisor, timeout, weights=weights), TOP,
+                            out_dir)
     run_dir = run_folder(out_dir, "verilator")
     config_file = Path(run_dir) / "core.toml"
     Path(run_dir).mkdir(parents=True, exist_ok=True)
@@ -126,6 +136,7 @@ def simulate_board(config: CoreConfig, params: dict, images, *, faults: bool = F
             "params": {k: [float(x) for x in _flat(v)] for k, v in params.items()},
             "shapes": {k: list(_shape(v)) for k, v in params.items()},
             "images": [[float(x) for x in row] for row in images], "faults": faults,
+            "built_in": built_in,
             "frame_timeout_cycles": timeout, "clock_hz": CLOCK_HZ}
     run = run_cocotb([verilog], TOP, "xbarode.board_cocotb", "verilator", data=data,
                      test_dir=run_dir, check=False)

@@ -19,9 +19,22 @@ import numpy as np
 from xbarode.model.core_config import CoreConfig
 from xbarode.model.fixed import Overflow
 
-__all__ = ["DONE_OUTPUTS", "compare", "core_params", "execute", "hardware_counts", "make_plan",
-           "model_network", "model_results", "operation_limits", "random_params",
-           "run_plan_amaranth", "tile_words", "weight_loads"]
+__all__ = [
+    "DONE_OUTPUTS",
+    "compare",
+    "core_params",
+    "execute",
+    "hardware_counts",
+    "make_plan",
+    "model_network",
+    "model_results",
+    "operation_limits",
+    "random_params",
+    "run_plan_amaranth",
+    "tile_words",
+    "weight_load_words",
+    "weight_loads",
+]
 
 # Overflow tally labels that belong to the host (quantising weights and images, and the loss
 # gradient, the host's softmax).
@@ -99,9 +112,10 @@ DONE_OUTPUTS = ("cls", "converged", "iterations", "overflow")
 
 async def execute(plan: dict, drv, progress=None):
     """Run a core plan through a co-simulation driver (:mod:`xbarode.sim.engine`): load the
-    weights; per image clear the flag, load the image, RUN (``cls``, ``converged``,
-    ``iterations`` and the flag read in the cycle ``done`` pulses), then read the logits, the
-    final state, the status words and the trajectory.
+    weights (unless ``plan["built_in"]``: the core was built with them); per image clear the
+    flag, load the image, RUN (``cls``, ``converged``, ``iterations`` and the flag read in the
+    cycle ``done`` pulses), then read the logits, the final state, the status words and the
+    trajectory.
 
     With ``plan["image_stream"]`` the images come on the core's ``image`` stream instead of
     by LOAD_IMAGE: the first before the first RUN, each next one while the RUN before it
@@ -117,8 +131,9 @@ async def execute(plan: dict, drv, progress=None):
     """
     from xbarode.hdl.core import CoreOp
 
-    for op, words in weight_loads(plan):
-        await drv.send(op, words)
+    if not plan.get("built_in", False):
+        for op, words in weight_loads(plan):
+            await drv.send(op, words)
     results, cycles = [], []
     words = (plan["steps"] + 1) * plan["m"]
     images, overlap = plan["images"], plan.get("image_stream", False)
@@ -145,12 +160,14 @@ async def execute(plan: dict, drv, progress=None):
 
 def run_plan_amaranth(config: CoreConfig, plan: dict, vcd_path=None):
     """Run ``plan`` on the core in Amaranth's simulator: :func:`execute`'s ``(results,
-    cycles)``."""
+    cycles)``. With ``plan["built_in"]`` the core is built with the plan's weights in its
+    memories and none are loaded."""
     from xbarode.hdl.core import Core
 
     from .engine import run_amaranth
 
-    return run_amaranth(Core(config), execute, plan, vcd_path)
+    weights = plan["weights"] if plan.get("built_in", False) else None
+    return run_amaranth(Core(config, weights=weights), execute, plan, vcd_path)
 
 
 def tile_words(config: CoreConfig, net) -> dict:
@@ -168,22 +185,31 @@ def tile_words(config: CoreConfig, net) -> dict:
     return {"A": net.A.weights.ravel().tolist(), "Bt": net.B.weights.T.ravel().tolist()}
 
 
+def weight_load_words(config: CoreConfig, params: dict) -> dict:
+    """The words LOAD_A, LOAD_B, LOAD_C and LOAD_D send for float weights ``params`` (a
+    weights file's ``A``, ``B``, ``C``, ``d``): put on the weight grid as the fixed-point model
+    does. Keys ``A`` and ``Bt`` (Bᵀ; on the Fourier path ``A`` and ``B``, the spectra: see
+    :func:`tile_words`), ``C`` and ``d``; lists of integers. On the direct path these are
+    also what :class:`~xbarode.hdl.core.Core`'s ``weights`` builds in."""
+    net = model_network(config, params, device=False)
+    return {**tile_words(config, net), "C": net.C.weights.ravel().tolist(),
+            "d": net.d.tolist()}
+
+
 def make_plan(config: CoreConfig, params: dict, images: np.ndarray, *,
-              image_stream: bool = False) -> dict:
+              image_stream: bool = False, built_in: bool = False) -> dict:
     """The words the host sends: weights (``Bt`` is Bᵀ; see :func:`tile_words`) and the
     images as state words; with ``image_stream`` the images go on the core's ``image``
-    stream, each next one while the RUN before it runs (:func:`execute`). The weights are
+    stream, each next one while the RUN before it runs (:func:`execute`); with ``built_in``
+    the core is built with the weights and :func:`execute` loads none. The weights are
     the quantised words, as the host sends them: with the device's write models the tiles
     snap them to a state as LOAD_* writes them."""
-    net = model_network(config, params, device=False)
     images = np.asarray(images, dtype=np.float64).reshape(len(images), config.m)
     words = config.formats().state.quantize(images, "nearest")
-    return {"config": config.to_toml(),
-            "weights": {**tile_words(config, net),
-                        "C": net.C.weights.ravel().tolist(), "d": net.d.tolist()},
+    return {"config": config.to_toml(), "weights": weight_load_words(config, params),
             "images": words.tolist(), "m": config.m, "classes": config.classes,
             "steps": config.steps, "limits": operation_limits(config, ("RUN",)),
-            "image_stream": bool(image_stream)}
+            "image_stream": bool(image_stream), "built_in": bool(built_in)}
 
 
 def operation_limits(config: CoreConfig, ops) -> dict[str, int]:

@@ -28,6 +28,10 @@ from xbarode.host import (
     words_from_bytes,
     words_to_bytes,
 )
+from xbarode.model.core_config import CoreConfig
+
+#: The board tests' core: 2×3 pixels, three classes, two steps, two lanes.
+SMALL_CORE = CoreConfig(image=(2, 3), classes=3, steps=2, lanes=2)
 
 
 def simulate(dut, bench):
@@ -329,14 +333,14 @@ def test_driver_raises_at_once_on_a_command_error_and_after_retries_on_silence()
     assert crc.writes == 2
 
 
-def board_exchange(frames, cycles_after=900):
-    """Send ``frames`` to a BoardTop (the 2×3-pixel core, 4 cycles per bit) on its ``rx``
-    pin, one after the other with idle gaps; return the replies decoded from ``tx``."""
+def board_exchange(frames, cycles_after=900, weights=None):
+    """Send ``frames`` to a BoardTop (the 2×3-pixel core, 4 cycles per bit; with ``weights``
+    built in) on its ``rx`` pin, one after the other with idle gaps; return the replies
+    decoded from ``tx``."""
     from xbarode.hdl.board import BoardTop
-    from xbarode.model.core_config import CoreConfig
 
     divisor = 4
-    dut = BoardTop(CoreConfig(image=(2, 3), classes=3, steps=2, lanes=2), divisor, 300)
+    dut = BoardTop(SMALL_CORE, divisor, 300, weights=weights)
     levels = [1] * 10
     for frame in frames:
         levels += line_bits(frame, divisor) + [1] * cycles_after
@@ -380,3 +384,27 @@ def test_board_top_answers_every_frame_through_its_pins():
         # flags: d loaded (bit 3); class 0, no iterations, no cycles; five error replies.
         (0x02, 0, bytes([0x08, 0, 0, 0, 0, 0, 0, 0, 5, 0])),
     ]
+
+
+def test_board_top_with_built_in_weights_runs_from_reset():
+    """Weights built in: STATUS shows A, B, C and d loaded from reset; LOAD_IMAGE and RUN,
+    with no weight loads, give the fixed-point model's class and logits."""
+    import numpy as np
+
+    from xbarode.sim.core_plan import make_plan, model_results, random_params, weight_load_words
+
+    params = random_params(SMALL_CORE, 6)
+    image = np.random.default_rng(6).uniform(0, 1, (1, SMALL_CORE.m))
+    words = make_plan(SMALL_CORE, params, image)["images"][0]
+    replies = board_exchange([
+        encode_request(0x02),                                   # STATUS
+        encode_request(0x14, words_to_bytes(words, 2)),         # LOAD_IMAGE
+        encode_request(0x15),                                   # RUN
+        encode_request(0x16),                                   # READ_LOGITS
+    ], cycles_after=1500, weights=weight_load_words(SMALL_CORE, params))
+    expected = model_results(SMALL_CORE, params, image)[0]
+    assert [(op, status) for op, status, _ in replies] == [(0x02, 0), (0x14, 0), (0x15, 0),
+                                                           (0x16, 0)]
+    assert replies[0][2][0] == 0x0F           # A, B, C, d loaded; no image, no result
+    assert replies[2][2][0] == expected["cls"]
+    assert words_from_bytes(replies[3][2], 2) == expected["logits"]

@@ -16,8 +16,15 @@ import pytest
 from xbarode.board import build
 from xbarode.cli import main
 from xbarode.model.core_config import load_config
+from xbarode.model.train import Config, save_weights
 from xbarode.sim.board_sim import simulate_board
-from xbarode.sim.core_plan import make_plan, model_results, random_params, run_plan_amaranth
+from xbarode.sim.core_plan import (
+    make_plan,
+    model_results,
+    random_params,
+    run_plan_amaranth,
+    weight_load_words,
+)
 
 CONFIG = """
 [core]
@@ -81,9 +88,11 @@ def test_driver_through_the_simulated_uart_agrees_with_the_model(config, tmp_pat
 
 
 def test_board_run_simulate_reports_agreement_and_cycles(config, tmp_path, capsys, monkeypatch):
+    # The weights built into the simulated board (the driver loads none; the load path runs
+    # in the test above): the answers are still the model's.
     monkeypatch.chdir(tmp_path)     # a relative --out, as the default is
-    code = main(["board", "run", "--simulate", "--images", "2", "--config", str(config),
-                 "--random-weights", "2", "--out", "out", "--json"])
+    code = main(["board", "run", "--simulate", "--built-in", "--images", "2", "--config",
+                 str(config), "--random-weights", "2", "--out", "out", "--json"])
     result = json.loads(capsys.readouterr().out)
     assert code == 0
     assert result["images"] == 2
@@ -102,6 +111,32 @@ def test_board_build_writes_the_ulx3s_plan(config, tmp_path):
         assert f'SITE "{site}"' in lpf, site
     assert "FREQUENCY PORT" in lpf and "25000000" in lpf
     assert "xbarode_board" in Path(result["files"]["il"]).read_text()
+
+
+def test_board_build_builds_the_weights_in(config, tmp_path, capsys):
+    cfg = load_config(config)
+    train = Config(image_shape=cfg.image, classes=cfg.classes, steps=cfg.steps, T=0.75)
+    weights = save_weights(tmp_path / "w.npz", train, random_params(cfg, 4))
+    assert main(["board", "build", "--plan-only", "--config", str(config), "--weights",
+                 str(weights), "--out", str(tmp_path / "b"), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["weights_built_in"] is True
+    # The tiles' memories are initialised with the words: tile C's bias memory holds d
+    # (RTLIL's $meminit cell: the words' 16 bits each, the last word first).
+    rtlil = Path(result["files"]["il"]).read_text()
+    d = weight_load_words(cfg, random_params(cfg, 4))["d"]
+    bits = "".join(f"{w & 0xFFFF:016b}" for w in reversed(d))
+    assert f"connect \\DATA {16 * len(d)}'{bits}\n" in rtlil
+    fourier = tmp_path / "fourier.toml"
+    fourier.write_text(CONFIG.replace("[core]", "[core]\nstructure = \"conv\"\n"
+                                      "conv_path = \"fourier\"\nkernel = 1"))
+    conv = Config(structure="conv", kernel_size=1, image_shape=cfg.image, classes=cfg.classes,
+                  steps=cfg.steps, T=0.75)
+    conv_weights = save_weights(tmp_path / "conv.npz", conv,
+                                random_params(load_config(fourier), 4))
+    assert main(["board", "build", "--plan-only", "--config", str(fourier), "--weights",
+                 str(conv_weights), "--out", str(tmp_path / "f")]) == 2
+    assert "built-in weights need the direct path's tiles" in capsys.readouterr().err
 
 
 def test_board_build_refuses_an_unknown_board_and_a_baud_off_the_clock(config, tmp_path):

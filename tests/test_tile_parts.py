@@ -575,6 +575,45 @@ def test_read_only_tile_keeps_its_table_and_computes_with_it():
     assert seen["transposed"] == [nearest(int(v), 4)[0] for v in weights.T @ np.array(s)]
 
 
+def test_bias_words_are_the_initial_bias_and_load_bias_replaces_them():
+    """A tile built with ``weights`` and ``bias_words``: READ_W streams both, FORWARD is
+    ``nearest((W x + b·2^4) >> 4)`` with no load; after LOAD_BIAS, the loaded bias."""
+    rng = np.random.default_rng(5)
+    weights, bias = rng.integers(-30, 30, (3, 5)), rng.integers(-40, 40, 3)
+    new_bias = rng.integers(-40, 40, 3)
+    x = rng.integers(-30, 30, 5).tolist()
+    dut = CrossbarTile(**TABLE, weights=weights, bias=True, bias_words=bias)
+    seen = {}
+
+    async def bench(ctx):
+        seen["table"] = await op_receive(ctx, dut, TileOp.READ_W, 18)
+        await op_send(ctx, dut, TileOp.LOAD_X, x)
+        await op_run(ctx, dut, TileOp.FORWARD)
+        seen["built_in"] = await op_receive(ctx, dut, TileOp.READ_Y, 3)
+        await op_send(ctx, dut, TileOp.LOAD_BIAS, new_bias.tolist())
+        await op_run(ctx, dut, TileOp.FORWARD)
+        seen["loaded"] = await op_receive(ctx, dut, TileOp.READ_Y, 3)
+
+    simulate(dut, bench)
+    assert seen["table"] == weights.ravel().tolist() + bias.tolist()
+    for key, b in (("built_in", bias), ("loaded", new_bias)):
+        sums = weights @ np.array(x) + b * 16
+        assert seen[key] == [max(-128, min(127, nearest(int(v), 4)[0])) for v in sums], key
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"bias": False}, r"^bias_words need bias=True: a tile without a bias has no bias memory$"),
+    ({"bias_words": [1, 2]}, r"^bias_words must be integers of shape \(3,\), not int64 of "
+                             r"shape \(2,\)$"),
+    ({"bias_words": [0.5, 0, 0]}, r"^bias_words must be integers of shape \(3,\), not "
+                                  r"float64 of shape \(3,\)$"),
+    ({"bias_words": [0, 128, 0]}, r"^bias_words must be words of Q4\.4 \(-128\.\.127\)$"),
+])
+def test_bad_bias_words_are_refused(changes, message):
+    with pytest.raises(ValueError, match=message):
+        CrossbarTile(**{**TABLE, "bias": True, "bias_words": [1, 2, 3], **changes})
+
+
 @pytest.mark.parametrize(("changes", "error", "message"), [
     ({"writable": 0}, TypeError, r"^writable must be a bool, not int$"),
     ({"writable": False, "weights": None}, ValueError,

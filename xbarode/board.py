@@ -31,8 +31,12 @@ TOP = "xbarode_board"
 PROGRAMMER = "openFPGALoader"
 
 
-def run_images(board: Board, config, params, images) -> dict:
+def run_images(board: Board, config, params, images, *, load: bool = True) -> dict:
     """Load ``params`` and classify ``images`` (floats in [0, 1]) on the board.
+
+    With ``load`` False the weights are not sent: the board must hold them already (built
+    in by ``xbarode board build --weights``, or loaded before), and ``params`` must be them
+    for :func:`report`'s comparison to agree.
 
     Returns
     -------
@@ -45,8 +49,8 @@ def run_images(board: Board, config, params, images) -> dict:
     Raises
     ------
     BoardError
-        The board's core is not ``config``'s (m, classes or steps differ), or a command
-        failed.
+        The board's core is not ``config``'s (m, classes or steps differ), with ``load``
+        False the board holds no weights, or a command failed.
     """
     transport = board.transport
     info = board.info()
@@ -54,8 +58,12 @@ def run_images(board: Board, config, params, images) -> dict:
     wrong = [f"{k} {info[k]} (the configuration's {v})" for k, v in want.items() if info[k] != v]
     if wrong:
         raise BoardError("the board's core differs from the configuration: " + ", ".join(wrong))
+    if not load and not board.status()["weights_loaded"]:
+        raise BoardError("the board holds no weights: build them in (xbarode board build "
+                         "--weights FILE) or let the host load them")
     started = transport.seconds()
-    board.load_weights(config, params)
+    if load:
+        board.load_weights(config, params)
     loaded = transport.seconds()
     results = board.classify(config, images)
     done = transport.seconds()
@@ -73,7 +81,8 @@ def run_images_from_data(transport, data: dict) -> dict:
     params = {k: np.asarray(v, dtype=np.float64).reshape(data["shapes"][k])
               for k, v in data["params"].items()}
     board = Board(transport, timeout=0.05, settle=_settle(data))
-    return run_images(board, config, params, data["images"])
+    return run_images(board, config, params, data["images"],
+                      load=not data.get("built_in", False))
 
 
 def _settle(data: dict) -> float:
@@ -211,30 +220,34 @@ def yowasp_env() -> dict:
 
 
 def build(config, board: str = "ulx3s-85f", out_dir="build/board", *, baud: int = 1_000_000,
-          run: bool = True, seed: int = 1) -> dict:
+          run: bool = True, seed: int = 1, weights=None) -> dict:
     """Write the ULX3S build plan of the board top level and, with ``run``, synthesise,
     place and route it and pack the bitstream (Amaranth's build flow, YoWASP tools).
+
+    ``weights`` (the words of :func:`xbarode.sim.core_plan.weight_load_words`) are built into the
+    core's memories as their initial contents: the board classifies from power-up, with no
+    weight loads (``xbarode board run --built-in``).
 
     Returns
     -------
     dict
-        ``board``, ``device``, ``baud``, ``files`` (the plan's files: ``.il``, ``.ys``,
-        ``.lpf``, the build script; with ``run`` also ``bitstream``), and with ``run``
-        ``fmax_mhz`` (the 25 MHz clock's achieved frequency from nextpnr's report) and
-        ``fmax`` per clock.
+        ``board``, ``device``, ``baud``, ``weights_built_in``, ``files`` (the plan's files:
+        ``.il``, ``.ys``, ``.lpf``, the build script; with ``run`` also ``bitstream``), and
+        with ``run`` ``fmax_mhz`` (the 25 MHz clock's achieved frequency from nextpnr's
+        report) and ``fmax`` per clock.
     """
     from xbarode.hdl.board import Ulx3sTop, check_baud
 
     check_baud(baud)
     platform = _platform(board)
-    top = Ulx3sTop(config, baud=baud)
+    top = Ulx3sTop(config, baud=baud, weights=weights)
     out = Path(out_dir)
     opts = f"--report report.json --timing-allow-fail --seed {int(seed)}"
     plan = platform.prepare(top, name=TOP, nextpnr_opts=opts)
     root = plan.extract(str(out))
     files = {Path(name).suffix.lstrip("."): str(Path(root) / name) for name in plan.files}
     result = {"board": board, "device": platform.device, "baud": baud,
-              "clock_hz": CLOCK_HZ, "files": files}
+              "weights_built_in": weights is not None, "clock_hz": CLOCK_HZ, "files": files}
     if not run:
         return result
     plan.execute_local(str(out), env=yowasp_env())

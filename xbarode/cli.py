@@ -576,7 +576,7 @@ def cmd_simulate(args) -> dict:
     result = {"command": "simulate",
               **simulate_core(config, params, x, y, simulator=args.simulator,
                               out_dir=Path(args.out), batch=args.batch,
-                              progress=_core_progress(args))}
+                              progress=_core_progress(args), built_in=args.built_in)}
     _at_fmax(result, config)
     if not args.json:
         _print_simulation(result)
@@ -1152,6 +1152,9 @@ def _add_simulate(sub) -> None:
                           help="images per simulation run (default: %(default)s)")
     simulate.add_argument("--out", default="build/simulate",
                           help="folder for Verilog, logs and waveforms (default: %(default)s)")
+    simulate.add_argument("--built-in", action="store_true",
+                          help="build the weights into the core's memories (their initial "
+                               "contents; direct path) instead of loading them")
     add_device_flags(simulate, "the crossbar's non-idealities on tiles A, B and C of the RTL "
                                "core and of the model alike (the [device] table's fields; "
                                "they win over --config and --set): the read models and the "
@@ -1406,7 +1409,8 @@ def cmd_board_run(args) -> dict:
         from .sim.board_sim import simulate_board
 
         _check_writable(args.out, "--out", folder=True)
-        run = simulate_board(config, params, images, out_dir=Path(args.out))
+        run = simulate_board(config, params, images, out_dir=Path(args.out),
+                             built_in=args.built_in)
     else:
         if args.port is None:
             raise ValueError("give --port DEVICE (the board's serial port) or --simulate")
@@ -1414,7 +1418,8 @@ def cmd_board_run(args) -> dict:
 
         transport = SerialTransport(args.port, args.baud)
         try:
-            run = run_images(Board(transport, timeout=args.timeout), config, params, images)
+            run = run_images(Board(transport, timeout=args.timeout), config, params, images,
+                             load=not args.built_in)
         finally:
             transport.close()
     result = {"command": "board run", "simulated": bool(args.simulate),
@@ -1442,21 +1447,27 @@ def cmd_board_build(args) -> dict:
     from .board import build
 
     config = load_config(args.config, parse_overrides(args.set))
+    words = None
     if args.weights is not None:
+        from xbarode.hdl.core import Core
+
         from .model import load_weights
-        from .sim.core_plan import core_params
+        from .sim.core_plan import core_params, weight_load_words
         from .simulate import check_weights
 
         train_config, params = load_weights(args.weights)
         for difference in check_weights(train_config, config, str(args.weights)):
             _note(args, f"the weights differ from the core's configuration in {difference}")
         core_params(config, params)
+        words = weight_load_words(config, params)
+        Core.check_parameters(config, weights=words)   # e.g. the Fourier path: refused
     _check_writable(args.out, "--out", folder=True)
     result = {"command": "board build",
               **build(config, args.board, args.out, baud=args.baud, run=not args.plan_only,
-                      seed=args.seed)}
+                      seed=args.seed, weights=words)}
     if not args.json:
-        print(f"{args.board} ({result['device']}): build files in {args.out}")
+        print(f"{args.board} ({result['device']}): build files in {args.out}"
+              + (f", weights {args.weights} built in" if words is not None else ""))
         if result.get("fmax_mhz") is not None:
             print(f"  fmax      {result['fmax_mhz']:.1f} MHz (the design runs at 25 MHz)")
         if "bitstream" in result:
@@ -1492,8 +1503,10 @@ def _add_board(sub) -> None:
                        help="the ULX3S's FPGA size (default: %(default)s)")
     _add_core_config(build)
     build.add_argument("--weights", type=Path, default=None,
-                       help="check that this weights file fits the core (weights are loaded "
-                            "over the link at run time, not built in)")
+                       help="build this weights file into the core's memories (their "
+                            "initial contents; direct path): the board classifies from "
+                            "power-up with no weight loads (board run --built-in); without "
+                            "it the host loads weights over the link")
     build.add_argument("--baud", type=_positive_int, default=1_000_000,
                        help="UART rate; must divide 25 MHz into >= 4 cycles per bit "
                             "(default: %(default)s)")
@@ -1545,6 +1558,10 @@ def _add_board(sub) -> None:
                      help="first N test images (default: %(default)s)")
     run.add_argument("--out", default="build/board-sim",
                      help="folder for the simulation (with --simulate; default: %(default)s)")
+    run.add_argument("--built-in", action="store_true",
+                     help="the board holds the weights (board build --weights): send none, "
+                          "compare with the model on --weights; with --simulate they are "
+                          "built into the simulated board")
     _add_json(run)
     run.set_defaults(func=cmd_board_run)
 

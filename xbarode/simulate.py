@@ -139,8 +139,11 @@ def mac_bound_cycles(config: CoreConfig, status: list[int]) -> float:
 
 def simulate_core(config: CoreConfig, params: dict, images: np.ndarray, labels=None, *,
                   simulator: str = "verilator", out_dir=None, batch: int = 90,
-                  progress=None, platform=None) -> dict:
+                  progress=None, platform=None, built_in: bool = False) -> dict:
     """Run ``images`` (float pixels in [0, 1], shape (n, m)) through RTL and model.
+
+    With ``built_in`` the weights are built into the core's memories (:class:`Core
+    <xbarode.hdl.core.Core>`'s ``weights``, direct path) and never loaded.
 
     ``platform`` is passed to the Verilog's elaboration: :class:`xbarode.hdl.dsp.Ecp5Dsp`
     builds every lane multiplier as an ECP5 ``MULT18X18D``, simulated with the cell model of
@@ -163,7 +166,11 @@ def simulate_core(config: CoreConfig, params: dict, images: np.ndarray, labels=N
     from xbarode.sim.ecp5_models import check_simulator
 
     check_simulator(simulator, platform)
-    Core.check_parameters(config)    # e.g. device models the core does not carry
+    from xbarode.sim.core_plan import weight_load_words
+
+    built = weight_load_words(config, params) if built_in else None
+    # e.g. device models the core does not carry, or built-in weights on the Fourier path
+    Core.check_parameters(config, weights=built)
     images = np.asarray(images, dtype=np.float64).reshape(len(images), config.m)
     out_dir = Path(out_dir if out_dir is not None else "build/simulate")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -177,7 +184,7 @@ def simulate_core(config: CoreConfig, params: dict, images: np.ndarray, labels=N
         batches = progress(batches)
     for part in batches:
         chunk = images[part]
-        plan = make_plan(config, params, chunk, image_stream=True)
+        plan = make_plan(config, params, chunk, image_stream=True, built_in=built_in)
         answers = model_results(config, params, chunk)
         expected.extend(answers)
         if simulator == "amaranth":
@@ -193,7 +200,8 @@ def simulate_core(config: CoreConfig, params: dict, images: np.ndarray, labels=N
             from xbarode.sim.verilog import write_verilog
 
             if verilog is None:
-                verilog = [write_verilog(Core(config), TOP, out_dir, platform=platform)]
+                verilog = [write_verilog(Core(config, weights=built), TOP, out_dir,
+                                         platform=platform)]
                 if platform is not None:
                     from xbarode.sim.ecp5_models import write_models
 
