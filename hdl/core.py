@@ -149,9 +149,10 @@ def _part_parameters(config: CoreConfig, weights=None) -> dict:
 
 def _check_device(config: CoreConfig) -> None:
     """Raise ``ValueError`` if the ``[device]`` table turns on a model the core does not
-    carry: any with ``training``, the Fourier path, ``pulses``, ``program_noise``, and
-    ``states`` with stochastic rounding or a convolution (docs/device.md, "In the RTL
-    core")."""
+    carry: any with ``training``, the Fourier path, ``pulses``, and the write models
+    (``states``, ``program_noise``) on a convolution (docs/device.md, "In the RTL core").
+    Tile B holds Bᵀ: its write draws follow Bᵀ's order, and so do the model's
+    (:class:`~xbarode.model.fixed_ops.FixedTile`'s ``holds_transpose``)."""
     device = config.device()
     if device is None:
         return
@@ -168,12 +169,6 @@ def _check_device(config: CoreConfig) -> None:
     if device.writes and config.structure == "conv":
         raise ValueError("the device's write models (states, program_noise) need a dense "
                          "network; a convolution's tied weights would drift apart")
-    if device.program_noise > 0 or (device.states is not None
-                                    and config.rounding == "stochastic"):
-        raise ValueError("the RTL core carries the write models only as states with a "
-                         "deterministic rounding on a dense network: tile B holds Bᵀ, so its "
-                         "per-weight draws (program_noise, the states' stochastic rounding) "
-                         "would fall in another order than the model's B")
 
 
 def _check_part(cls, kwargs: dict) -> None:

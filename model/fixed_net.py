@@ -228,8 +228,11 @@ class FixedNetwork:
             tile = FixedConvBank if ints.ndim == 4 else FixedTile
             shape = {"shape": image_shape} if ints.ndim == 4 else {}
             if device is not None:
+                # The core's tile B holds Bᵀ: B's write draws follow Bᵀ's order, as LOAD_B's.
                 shape = {"device": device, "device_seed": site_seed(
                     lfsr_seed, DEVICE_SITE + len(DEVICE_PURPOSES) * k)}
+                if tile is FixedTile and name == "B":
+                    shape["holds_transpose"] = True
             tiles[name] = tile(ints, **shape, weight_format=w, acc_width=formats.acc_width,
                                rounder=Rounder(rounding, site_seed(lfsr_seed, k)),
                                overflow=self.overflow, name=name)

@@ -135,11 +135,16 @@ class FixedTile:
         :data:`~xbarode.model.device.DEVICE_PURPOSES` (read noise, programming noise, the
         states' rounding, the row and the column pulses) draws from
         ``Lfsr(site_seed(device_seed, p))``.
+    holds_transpose : bool
+        The hardware tile holds ``Wᵀ`` (as the core's tile B holds ``Bᵀ``): the write models'
+        draws for the weights given here and by :meth:`load` follow ``Wᵀ``'s row-major order,
+        as that tile's LOAD_W writes them (an SGD step's with ``transposed``).
     """
 
     def __init__(self, weights, *, weight_format: Format, acc_width: int, rounder: Rounder,
                  overflow: Overflow | None = None, name: str = "tile",
-                 device: DeviceModel | None = None, device_seed: int = DEVICE_SEED):
+                 device: DeviceModel | None = None, device_seed: int = DEVICE_SEED,
+                 holds_transpose: bool = False):
         weights = np.asarray(weights)
         if weights.ndim != 2 or not np.issubdtype(weights.dtype, np.integer):
             raise ValueError(f"{name}: weights must be a 2-D integer array")
@@ -156,13 +161,14 @@ class FixedTile:
             raise TypeError(f"{name}: device must be a DeviceModel or None, not "
                             f"{type(device).__name__}")
         self.device = None if device is None or device.off else device
+        self.holds_transpose = bool(holds_transpose)
         if self.device is not None:
             self._read_noise = Lfsr(site_seed(device_seed, 0))
             self._program_noise = Lfsr(site_seed(device_seed, 1))
             self._states_rounder = Rounder(rounder.mode, site_seed(device_seed, 2))
             self._row_pulses = Lfsr(site_seed(device_seed, 3))
             self._col_pulses = Lfsr(site_seed(device_seed, 4))
-            self.weights = self._write(self.weights)
+            self.weights = self._write_held(self.weights)
 
     def load(self, weights) -> None:
         """Write new weights (words of ``weight_format``, the tile's shape) as a hardware
@@ -181,7 +187,11 @@ class FixedTile:
         if weights.min(initial=0) < self.weight_format.min_int or \
                 weights.max(initial=0) > self.weight_format.max_int:
             raise ValueError(f"{self.name}: weights lie outside {self.weight_format}")
-        self.weights = self._write(weights.astype(np.int64))
+        self.weights = self._write_held(weights.astype(np.int64))
+
+    def _write_held(self, values: np.ndarray) -> np.ndarray:
+        """:meth:`_write` in the order of the matrix the hardware tile holds."""
+        return self._write(values.T).T if self.holds_transpose else self._write(values)
 
     def _write(self, values: np.ndarray) -> np.ndarray:
         """``values`` as the devices hold them once written (:func:`program_weights`)."""

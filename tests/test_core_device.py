@@ -25,8 +25,10 @@ from xbarode.sim.core_plan import (
 from xbarode.simulate import simulate_core
 from xbarode.units import CoreParams
 
-#: Every model the core carries, on: DAC, ADC over half the range, read noise, states.
-NOISY = {"dac_bits": 6, "adc_bits": 7, "adc_range": 0.5, "read_noise": 0.02, "states": 64}
+#: Every model the core carries, on: DAC, ADC over half the range, read noise, states,
+#: programming noise.
+NOISY = {"dac_bits": 6, "adc_bits": 7, "adc_range": 0.5, "read_noise": 0.02, "states": 64,
+         "program_noise": 0.02}
 
 
 def small(**changes):
@@ -64,9 +66,8 @@ def check_noisy_core(config, seed, images=3):
 @example(h=3, w=2, lanes=3, method="euler", rounding="stochastic", seed=9)
 def test_noisy_cores_match_the_model(h, w, lanes, method, rounding, seed):
     lanes = min(lanes, h * w)
-    states = {} if rounding != "stochastic" else {"states": 0}   # refused with stochastic
     config = small(image=(h, w), lanes=lanes, method=method, rounding=rounding,
-                   lfsr_seed=0xACE1 + seed, **(NOISY | states))
+                   lfsr_seed=0xACE1 + seed, **NOISY)
     check_noisy_core(config, seed)
 
 
@@ -80,7 +81,7 @@ def test_the_device_costs_no_cycle():
 
 def test_noisy_core_on_verilator(tmp_path):
     config = small(image=(3, 3), lanes=4, method="implicit_euler", rounding="stochastic",
-                   dac_bits=5, adc_bits=6, read_noise=0.05)
+                   dac_bits=5, adc_bits=6, read_noise=0.05, states=256, program_noise=0.03)
     params = random_params(config, 11)
     images = np.random.default_rng(11).uniform(0, 1, (3, config.m))
     result = simulate_core(config, params, images, simulator="verilator", out_dir=tmp_path)
@@ -101,11 +102,6 @@ def test_noisy_core_on_verilator(tmp_path):
     ({"pulses": 16},
      r"^the RTL core has no pulsed updates \(pulses\): it has no training operations with a "
      r"device$"),
-    ({"program_noise": 0.01, "rounding": "nearest"},
-     r"^the RTL core carries the write models only as states with a deterministic rounding on "
-     r"a dense network: tile B holds Bᵀ, so its per-weight draws \(program_noise, the states' "
-     r"stochastic rounding\) would fall in another order than the model's B$"),
-    ({"states": 16, "rounding": "stochastic"}, r"^the RTL core carries the write models only "),
     ({"structure": "conv", "kernel": 3, "states": 16, "rounding": "nearest"},
      r"^the device's write models \(states, program_noise\) need a dense network; a "
      r"convolution's tied weights would drift apart$"),
@@ -123,9 +119,9 @@ def test_core_refuses_what_it_does_not_carry(changes, message):
 
 def test_simulate_takes_the_device_options(capsys, tmp_path, monkeypatch):
     out = tmp_path / "sim"
-    code, _, err = run(capsys, "simulate", "--program-noise", 0.01, "--images", 1, "--out", out)
-    assert code == 2 and "xbarode simulate: error: [device]: the RTL core carries the write " \
-                         "models only as states" in err
+    code, _, err = run(capsys, "simulate", "--pulses", 16, "--images", 1, "--out", out)
+    assert code == 2 and "xbarode simulate: error: [device]: the RTL core has no pulsed " \
+                         "updates (pulses)" in err
     code, _, err = run(capsys, "simulate", "--adc-bits", 1, "--images", 1, "--out", out)
     assert code == 2 and err.strip() == ("xbarode simulate: error: --adc-bits: adc_bits must "
                                          "be an integer from 2 to 32 (or None for none), not 1")

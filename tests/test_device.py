@@ -360,9 +360,10 @@ def test_pulse_steps_closed_form():
 # ---------------------------------------------------------------------------------------------
 # The tile and the network.
 
-def tile(weights, fmt, mode, overflow, device=None, seed=SEED):
+def tile(weights, fmt, mode, overflow, device=None, seed=SEED, holds_transpose=False):
     return FixedTile(weights, weight_format=fmt, acc_width=48, rounder=Rounder(mode, seed),
-                     overflow=overflow, name="W", device=device)
+                     overflow=overflow, name="W", device=device,
+                     holds_transpose=holds_transpose)
 
 
 def exercise(t: FixedTile, x, y, fmt: Format):
@@ -447,13 +448,30 @@ def test_network_tiles_draw_from_their_own_sites():
     net_again = small_network(device)
     assert train_once(net) == train_once(net_again)                 # deterministic
     assert train_once(small_network(device, lfsr_seed=7)) != train_once(small_network(device))
-    # Tile B's generators are sites 16 + 5 … 20 + 5 of the network's seed.
+    # Tile B's generators are sites 16 + 5 … 20 + 5 of the network's seed; the core's tile B
+    # holds Bᵀ, so B's programming draws follow Bᵀ's row-major order (LOAD_B's).
     rng = np.random.default_rng(3)
     rng.normal(0, 0.3, (16, 16))
     b = formats_for_width(12).weight.quantize(rng.normal(0, 0.3, (16, 16)), "nearest")
-    held = program_weights(b, formats_for_width(12).weight, device, None,
-                           Lfsr(site_seed(SEED, 16 + 5 + 1)))
+    held = program_weights(b.T, formats_for_width(12).weight, device, None,
+                           Lfsr(site_seed(SEED, 16 + 5 + 1))).T
     assert small_network(device).B.weights.tolist() == held.tolist()
+    assert small_network(device).A.weights.tolist() != small_network(device).B.weights.tolist()
+
+
+def test_a_tile_holding_the_transpose_writes_in_its_order():
+    fmt, mode = Format(10, 8), "stochastic"
+    w = np.random.default_rng(8).integers(fmt.min_int, fmt.max_int, (4, 6), endpoint=True)
+    device = DeviceModel(program_noise=0.05, states=64)
+    states, program = Rounder(mode, site_seed(DEVICE_SEED, 2)), Lfsr(site_seed(DEVICE_SEED, 1))
+    held = program_weights(w.T, fmt, device, states, program).T
+    t = tile(w, fmt, mode, Overflow(), device, holds_transpose=True)
+    assert t.weights.tolist() == held.tolist()
+    assert tile(w, fmt, mode, Overflow(), device).weights.tolist() != held.tolist()
+    # LOAD_W: the next draws of the same generators, again in Wᵀ's order.
+    new = np.random.default_rng(9).integers(fmt.min_int, fmt.max_int, (4, 6), endpoint=True)
+    t.load(new)
+    assert t.weights.tolist() == program_weights(new.T, fmt, device, states, program).T.tolist()
 
 
 def test_tile_pulsed_update_drives_the_held_matrix_with_its_generators():
@@ -677,12 +695,12 @@ def test_demo_refuses_a_core_with_device_models_before_training(capsys, tmp_path
     from helpers import run
 
     core = tmp_path / "core.toml"
-    core.write_text("[device]\nstates = 64\n")
+    core.write_text("[core]\nstructure = \"conv\"\n[device]\nstates = 64\n")
     weights = tmp_path / "w.npz"
     code, _, err = run(capsys, "demo", "--epochs", 1, "--config", core, "--out", weights)
-    # The default core rounds stochastically: its states' draws are refused.
-    assert code == 2 and "[device]: the RTL core carries the write models only as states " \
-                         "with a deterministic rounding" in err
+    # A convolution's tied weights with the write models are refused.
+    assert code == 2 and "[device]: the device's write models (states, program_noise) need " \
+                         "a dense network" in err
     assert "(--rtl-images 0 skips the RTL run)" in err
     assert not weights.exists()
 
@@ -698,8 +716,10 @@ def test_core_builds_refuse_device_models_and_list_the_ideal_fields():
     assert _core_fields(CoreConfig(adc_bits=6))["adc_bits"] == 6
     # The read models are built: their fields join the manifest.
     assert CoreParams(CoreConfig(adc_bits=6)).manifest_parameters()["adc_bits"] == 6
-    with pytest.raises(ConfigError, match=r"^the RTL core carries the write models only as "):
-        CoreParams(CoreConfig(program_noise=0.01))
+    assert CoreParams(CoreConfig(program_noise=0.01)).manifest_parameters()[
+        "program_noise"] == 0.01
+    with pytest.raises(ConfigError, match=r"^the RTL core has no pulsed updates \(pulses\)"):
+        CoreParams(CoreConfig(pulses=16))
 
 
 def test_pulsed_update_options():
