@@ -333,6 +333,45 @@ def test_driver_raises_at_once_on_a_command_error_and_after_retries_on_silence()
     assert crc.writes == 2
 
 
+class ScriptedBoard(FakeBoard):
+    """Answers each request OK with the payload ``replies`` gives for its op (none
+    otherwise), and records the ops sent."""
+
+    def __init__(self, replies):
+        super().__init__(0)
+        self.replies, self.ops = replies, []
+
+    def write(self, data):
+        self.writes += 1
+        op = data[1]
+        self.ops.append(op)
+        payload = self.replies.get(op, b"")
+        body = bytes([op, 0, len(payload) & 0xFF, len(payload) >> 8]) + payload
+        crc = binascii.crc_hqx(body, 0xFFFF)
+        self.pending += b"\x5a" + body + bytes([crc & 0xFF, crc >> 8])
+
+
+@pytest.mark.parametrize("flags", [0x00, 0x07, 0x0F])
+def test_run_without_loads_needs_the_weights_on_the_board(flags):
+    """``run_images(load=False)`` (``board run --built-in``) reads STATUS first: without A, B,
+    C and d loaded it raises before anything is sent; with them it sends no LOAD."""
+    from xbarode.board import run_images
+
+    info = bytes([1, 6, 0, 3, 2, 2, 2])           # m 6, 3 classes, 2 steps, 2-byte words
+    status = bytes([flags]) + bytes(9)
+    fake = ScriptedBoard({0x01: info, 0x02: status})
+    board = Board(fake)
+    if flags != 0x0F:
+        with pytest.raises(BoardError, match=r"^the board holds no weights: build them in "
+                                             r"\(xbarode board build --weights FILE\) or let "
+                                             r"the host load them$"):
+            run_images(board, SMALL_CORE, {}, [], load=False)
+        assert fake.ops == [0x01, 0x02]
+    else:
+        result = run_images(board, SMALL_CORE, {}, [], load=False)
+        assert result["results"] == [] and fake.ops == [0x01, 0x02, 0x02]
+
+
 def board_exchange(frames, cycles_after=900, weights=None):
     """Send ``frames`` to a BoardTop (the 2×3-pixel core, 4 cycles per bit; with ``weights``
     built in) on its ``rx`` pin, one after the other with idle gaps; return the replies
