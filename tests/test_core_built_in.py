@@ -117,3 +117,18 @@ def test_the_fourier_path_refuses_built_in_weights():
                                          r"the Fourier units' spectra are loaded by LOAD_A "
                                          r"and LOAD_B \(conv_path = \"direct\"\)$"):
         Core(config, weights={"A": [], "Bt": [], "C": [], "d": []})
+
+
+def test_simulate_built_in_reaches_the_simulation(capsys, tmp_path, monkeypatch):
+    from helpers import run
+
+    seen = {}
+
+    def fake_simulate_core(config, params, images, labels=None, **kwargs):
+        seen["built_in"] = kwargs.get("built_in")
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr("xbarode.simulate.simulate_core", fake_simulate_core)
+    for flags, want in (([], False), (["--built-in"], True)):
+        code, _, err = run(capsys, "simulate", *flags, "--images", 1, "--out", tmp_path / "s")
+        assert "stop here" in err and seen["built_in"] is want
