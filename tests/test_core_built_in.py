@@ -130,5 +130,5 @@ def test_simulate_built_in_reaches_the_simulation(capsys, tmp_path, monkeypatch)
 
     monkeypatch.setattr("xbarode.simulate.simulate_core", fake_simulate_core)
     for flags, want in (([], False), (["--built-in"], True)):
-        code, _, err = run(capsys, "simulate", *flags, "--images", 1, "--out", tmp_path / "s")
+        _, _, err = run(capsys, "simulate", *flags, "--images", 1, "--out", tmp_path / "s")
         assert "stop here" in err and seen["built_in"] is want
