@@ -446,7 +446,8 @@ def hadamard_fixed(x: np.ndarray, spectrum: np.ndarray, *, x_format: Format,
 
 
 #: Rounding sites of the Fourier path, one LFSR each (seeds ``site_seed(seed, index)``): the row
-#: transforms (length W), the column transforms (length H) and the Hadamard product.
+#: transforms (length W), the column transforms (length H) and the Hadamard product (with
+#: channels, the channel mixing that generalises it: :mod:`xbarode.model.fixed_fourier_bank`).
 FOURIER_SITES = ("rows", "cols", "hadamard")
 
 
