@@ -149,8 +149,9 @@ class FixedNetwork:
         (classes × features), ``d``; quantised to the weight format with round-to-nearest
         (the host's DAC) and saturated (counted). A bank makes its tile a
         :class:`~xbarode.model.fixed_bank.FixedConvBank`: the tile holds the bank's
-        (c·m)×(c·m) block matrix, its SGD step keeps the kernels tied, and the state is ``c``
-        images, ``z_0`` the image in channel 0 and zeros in the others.
+        (c·m)×(c·m) block matrix, its SGD step keeps the kernels tied (with ``fourier``, a
+        :class:`~xbarode.model.fixed_fourier_bank.FixedFourierBank` instead), and the state is
+        ``c`` images, ``z_0`` the image in channel 0 and zeros in the others.
     formats : FixedFormats
     rounding : {"floor", "nearest", "stochastic"}
         Rounding of every narrowing in the network.
