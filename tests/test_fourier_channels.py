@@ -249,6 +249,20 @@ def test_bank_against_numpy_fft(height, width, channels, k, frac, mode, seed, sc
 
 
 @pytest.mark.parametrize("mode", MODES)
+def test_bank_on_mnists_28_by_28_images(mode):
+    # The size: 28×28, four channels, 16-bit data words and 3×3 kernels.
+    rng = np.random.default_rng(28)
+    kernels = rng.normal(0, 0.15, (4, 4, 3, 3))
+    fmts = fourier_formats(12)
+    words = fmts["data"].quantize(rng.uniform(0, 1, (1, 4, 28, 28)))
+    overflow = Overflow()
+    got = fourier_bank_fixed(kernels, words, **fmts, rounder=fourier_rounders(mode, 28),
+                             overflow=overflow)
+    error = np.abs(got * 2.0**-12 - fft_bank(kernels, words * 2.0**-12)).max(axis=(0, 2, 3))
+    assert overflow.total == 0 and (error <= bound(kernels, 28, 28, 12)).all()
+
+
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize(("height", "width", "k"), [(5, 7, 3), (9, 9, 5), (3, 3, 1)])
 def test_bank_is_the_one_channel_path_bit_for_bit(height, width, k, mode):
     rng = np.random.default_rng(height * width + k)
