@@ -48,6 +48,7 @@ from .fixed import (
     parse_format,
 )
 from .fixed_bank import FixedConvBank, FixedPool
+from .fixed_fourier_bank import FixedFourierBank
 from .fixed_net import FixedFormats, FixedNetwork, formats_for_width
 from .fixed_ops import FixedFourierConv, FixedTile
 from .fourier import dft_matrix, fourier_conv, from_real, kernel_spectrum, to_real
@@ -83,6 +84,7 @@ __all__ = [
     "Euler",
     "FixedConvBank",
     "FixedFormats",
+    "FixedFourierBank",
     "FixedFourierConv",
     "FixedNetwork",
     "FixedPool",

@@ -41,6 +41,7 @@ from .fixed import (
     site_seed,
 )
 from .fixed_bank import POOL_SITE, FixedConvBank, FixedPool
+from .fixed_fourier_bank import FixedFourierBank
 from .fixed_ops import (
     FixedFourierConv,
     FixedTile,
@@ -148,8 +149,9 @@ class FixedNetwork:
         (classes × features), ``d``; quantised to the weight format with round-to-nearest
         (the host's DAC) and saturated (counted). A bank makes its tile a
         :class:`~xbarode.model.fixed_bank.FixedConvBank`: the tile holds the bank's
-        (c·m)×(c·m) block matrix, its SGD step keeps the kernels tied, and the state is ``c``
-        images, ``z_0`` the image in channel 0 and zeros in the others.
+        (c·m)×(c·m) block matrix, its SGD step keeps the kernels tied (with ``fourier``, a
+        :class:`~xbarode.model.fixed_fourier_bank.FixedFourierBank` instead), and the state is
+        ``c`` images, ``z_0`` the image in channel 0 and zeros in the others.
     formats : FixedFormats
     rounding : {"floor", "nearest", "stochastic"}
         Rounding of every narrowing in the network.
@@ -168,10 +170,14 @@ class FixedNetwork:
         weights tied (one step per tap, :meth:`FixedTile.apply_kernel_gradient`).
     fourier : dict, optional
         The Fourier path of the core: ``A`` and ``B`` are k×k kernels whose products run
-        through :class:`~xbarode.model.fixed_ops.FixedFourierConv`; keys ``shape`` (H, W),
-        ``data``, ``twiddle``, ``spectrum`` (Formats). Sites: A's and B's output narrowings
-        take the seeds of tiles A and B; the Fourier units of A and B the seeds ``4, 5, 6``
-        and ``7, 8, 9`` of ``lfsr_seed`` (:func:`~xbarode.model.fixed.site_seed`). Inference only.
+        through :class:`~xbarode.model.fixed_ops.FixedFourierConv`, or (c, c, k, k) banks
+        through :class:`~xbarode.model.fixed_fourier_bank.FixedFourierBank` (DFT per input
+        channel, a c×c complex product per frequency, inverse DFT per output channel); keys
+        ``shape`` (H, W), ``data``, ``twiddle``, ``spectrum`` (Formats), and for banks an
+        optional ``acc_width`` (the mixing accumulator's, checked). Sites: A's and B's output
+        narrowings take the seeds of tiles A and B; the Fourier units of A and B the seeds
+        ``4, 5, 6`` and ``7, 8, 9`` of ``lfsr_seed`` (:func:`~xbarode.model.fixed.site_seed`).
+        Inference only: :meth:`backward` and :meth:`sgd_step` refuse it.
     image_shape : tuple of int, optional
         ``(H, W)``; needed with kernel banks and with a pool.
     pool : int
@@ -213,14 +219,8 @@ class FixedNetwork:
         self.newton = {"neumann_terms": 8, "max_iter": 10, "tol": 1, **(newton or {})}
         self.overflow = Overflow()
         w = formats.weight
-        tiles = {}
-        if fourier is not None:
-            for k, name in enumerate("AB"):
-                tiles[name] = FixedFourierConv(
-                    params[name], fourier["shape"], data=fourier["data"],
-                    twiddle=fourier["twiddle"], spectrum=fourier["spectrum"], rounding=rounding,
-                    seed=site_seed(lfsr_seed, 4 + 3 * k), out_seed=site_seed(lfsr_seed, k),
-                    overflow=self.overflow, name=name)
+        tiles = {} if fourier is None else self._fourier_units(params, fourier, rounding,
+                                                                lfsr_seed)
         for k, name in enumerate("ABC"):
             if name in tiles:
                 continue
@@ -240,7 +240,8 @@ class FixedNetwork:
         self.d = w.quantize(params["d"], "nearest", self.overflow, "d.load")
         self.loss_rounder = Rounder(rounding, site_seed(lfsr_seed, 3))
         state_size = self.A.shape[0]
-        self.channels = self.A.channels[1] if isinstance(self.A, FixedConvBank) else 1
+        self.channels = self.A.channels[1] if isinstance(self.A, FixedConvBank
+                                                         | FixedFourierBank) else 1
         self.pool = None
         if pool != 1:
             if image_shape is None:
@@ -255,11 +256,28 @@ class FixedNetwork:
                              f"features")
         formats.check(state_size, self.C.shape[0], features=features)
 
+    def _fourier_units(self, params, fourier: dict, rounding: str, lfsr_seed: int) -> dict:
+        """A's and B's Fourier units: a :class:`FixedFourierConv` for a k×k kernel, a
+        :class:`~xbarode.model.fixed_fourier_bank.FixedFourierBank` for a (c, c, k, k) bank."""
+        units = {}
+        for k, name in enumerate("AB"):
+            bank = np.ndim(params[name]) == 4
+            unit = FixedFourierBank if bank else FixedFourierConv
+            extra = {"acc_width": fourier.get("acc_width")} if bank else {}
+            units[name] = unit(
+                params[name], fourier["shape"], data=fourier["data"],
+                twiddle=fourier["twiddle"], spectrum=fourier["spectrum"], rounding=rounding,
+                seed=site_seed(lfsr_seed, 4 + 3 * k), out_seed=site_seed(lfsr_seed, k),
+                overflow=self.overflow, name=name, **extra)
+        return units
+
     def params(self) -> dict[str, np.ndarray]:
         """The current weights as floats (exactly the integers' values; on the Fourier path
         the kernels as given, whose spectra the host quantises)."""
         w = self.formats.weight
-        if self.fourier is not None:
+        if isinstance(self.A, FixedFourierBank):
+            a, b = self.A.kernels.copy(), self.B.kernels.copy()
+        elif self.fourier is not None:
             a, b = self.A.kernel.copy(), self.B.kernel.copy()
         elif isinstance(self.A, FixedConvBank):
             a, b = w.to_float(self.A.kernels), w.to_float(self.B.kernels)

@@ -43,6 +43,7 @@ __all__ = [
     "newton_step",
     "power_of_two_shift",
     "relu_fixed",
+    "spectrum_stream",
     "spectrum_words",
     "twiddle_matrix",
 ]
@@ -445,7 +446,8 @@ def hadamard_fixed(x: np.ndarray, spectrum: np.ndarray, *, x_format: Format,
 
 
 #: Rounding sites of the Fourier path, one LFSR each (seeds ``site_seed(seed, index)``): the row
-#: transforms (length W), the column transforms (length H) and the Hadamard product.
+#: transforms (length W), the column transforms (length H) and the Hadamard product (with
+#: channels, the channel mixing that generalises it: :mod:`xbarode.model.fixed_fourier_bank`).
 FOURIER_SITES = ("rows", "cols", "hadamard")
 
 
@@ -476,14 +478,50 @@ def spectrum_words(kernel, shape: tuple[int, int], spectrum: Format,
     """The kernel's scaled, centred spectrum ``√(HW)·â`` as words, shape ``(H, W, 2)``.
 
     What the host loads into the Hadamard unit (row-major ``(re, im)`` pairs; the Fourier
-    pipeline uses them column by column). Rounded to nearest; saturation counted as
-    ``spectrum.load``.
+    pipeline uses them column by column, :func:`spectrum_stream`). Rounded to nearest;
+    saturation counted as ``spectrum.load``.
+
+    A bank of kernels ``(c_out, c_in, k, k)`` (``K[o, i]`` maps input channel ``i`` to output
+    channel ``o``, as :class:`~xbarode.model.fixed_bank.FixedConvBank`'s) gives the spectrum of
+    every pair, shape ``(c_out, c_in, H, W, 2)``: at frequency ``f`` the c_out×c_in complex
+    matrix ``K̂(f)`` of the channel mixing (:func:`~xbarode.model.fixed_fourier_bank.
+    channel_mix_fixed`).
     """
+    from .conv import _bank_kernels
     from .fourier import kernel_spectrum
 
-    spec = kernel_spectrum(kernel, shape)
+    if np.ndim(kernel) == 4:
+        bank = _bank_kernels(kernel, shape)
+        spec = np.stack([[kernel_spectrum(pair, shape) for pair in row] for row in bank])
+    else:
+        spec = kernel_spectrum(kernel, shape)
     return spectrum.quantize(np.stack([spec.real, spec.imag], axis=-1), "nearest", overflow,
                              "spectrum.load")
+
+
+def spectrum_stream(words: np.ndarray) -> np.ndarray:
+    """Spectrum words (:func:`spectrum_words`) in the order a load sends them, flat.
+
+    One kernel, ``(H, W, 2)``: column by column (``w`` outer, ``h`` inner), ``(re, im)`` per
+    element — LOAD_SPECTRUM's order, and the core's LOAD_A / LOAD_B on the Fourier path. A
+    bank, ``(c_out, c_in, H, W, 2)``: frequency by frequency in that same column-major order,
+    and at each frequency the c_out×c_in matrix ``K̂(f)`` row-major (``o`` outer, ``i``
+    inner), ``(re, im)`` per entry: the order in which the channel mixing
+    (:func:`~xbarode.model.fixed_fourier_bank.channel_mix_fixed`) uses them, ``2·c_out·c_in·H·W``
+    words. With one channel pair the two orders are the same.
+
+    Raises
+    ------
+    ValueError
+        If ``words`` has neither shape.
+    """
+    words = np.asarray(words)
+    if words.ndim == 3 and words.shape[-1] == 2:
+        return np.swapaxes(words, 0, 1).reshape(-1)
+    if words.ndim == 5 and words.shape[-1] == 2:
+        return words.transpose(3, 2, 0, 1, 4).reshape(-1)
+    raise ValueError(f"spectrum words must have shape (H, W, 2) or (c_out, c_in, H, W, 2), "
+                     f"not {words.shape}")
 
 
 def fourier_conv_fixed(kernel, image: np.ndarray, *, data: Format, twiddle: Format,

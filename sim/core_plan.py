@@ -47,7 +47,16 @@ def core_params(config: CoreConfig, params: dict) -> dict:
 
     For ``structure = "conv"`` the kernels become their m×m circular-convolution matrices
     (the direct path: the tiles hold the matrices); the Fourier path keeps the kernels.
+    Kernel banks (``channels > 1``) are refused: the core has one channel; a bank runs in the
+    fixed-point model only (:class:`~xbarode.model.fixed_bank.FixedConvBank`,
+    :class:`~xbarode.model.fixed_fourier_bank.FixedFourierBank`).
     """
+    for name in "AB":
+        if np.ndim(params.get(name)) == 4:
+            raise ValueError(f"weights {name} are a bank of kernels for "
+                             f"{np.shape(params[name])[1]} channels; the core has one channel "
+                             f"(a bank runs on the direct or the Fourier path in the "
+                             f"fixed-point model only)")
     if config.conv_path == "fourier":
         # The same checks as the direct path's; the units take the kernels themselves.
         dense = core_params(dataclasses.replace(config, conv_path="direct"), params)
