@@ -54,10 +54,12 @@ from .fixed_ops import FixedFourierConv, FixedTile
 from .fourier import dft_matrix, fourier_conv, from_real, kernel_spectrum, to_real
 from .ode import SOLVERS, ConvergenceWarning, Euler, ImplicitEuler, SolveInfo, odeint
 from .train import (
+    CONV_PATHS,
     Config,
     WeightsError,
     accuracy,
     check_dataset,
+    fourier_options,
     init_params,
     load_weights,
     loss_and_grads,
@@ -67,6 +69,7 @@ from .train import (
 )
 
 __all__ = [
+    "CONV_PATHS",
     "DATASETS",
     "DATASET_SHAPES",
     "DIGITS_SHAPE",
@@ -109,6 +112,7 @@ __all__ = [
     "dft_matrix",
     "formats_for_width",
     "fourier_conv",
+    "fourier_options",
     "from_real",
     "head_grads",
     "init_params",

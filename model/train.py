@@ -33,20 +33,23 @@ from .classifier import (
     softmax_cross_entropy,
 )
 from .conv import Conv, ConvBank, Dense, tap_columns
+from .core_config import CoreConfig
 from .data import DATASET_SHAPES, DATASETS, DIGITS_SHAPE, Split, load_dataset
 from .device import DeviceModel
 from .fixed import LFSR_SEED, ROUNDINGS, Lfsr, parse_format
 from .fixed_net import FixedFormats, FixedNetwork
-from .fixed_ops import power_of_two_shift
+from .fixed_ops import check_accumulator, power_of_two_shift
 from .ode import SOLVERS, odeint
 
 __all__ = [
+    "CONV_PATHS",
     "DIVERGED_LOSS",
     "Config",
     "TrainingDiverged",
     "WeightsError",
     "accuracy",
     "check_dataset",
+    "fourier_options",
     "init_params",
     "load_weights",
     "loss_and_grads",
@@ -54,6 +57,13 @@ __all__ = [
     "save_weights",
     "train",
 ]
+
+#: The ways a convolution runs in fixed point (:attr:`Config.conv_path`), as the core's.
+CONV_PATHS = ("direct", "fourier")
+
+#: The Fourier path's fields of :class:`Config`, omitted from :meth:`Config.to_dict` on the
+#: direct path with the core's default formats.
+_FOURIER_FIELDS = ("conv_path", "fourier_data", "twiddle", "spectrum")
 
 #: Tag stored in every weights file; files without it are refused.
 WEIGHTS_FORMAT = "xbarode-weights/1"
@@ -126,6 +136,23 @@ class Config:
         network's tiles read and write through them, in training and inference. Fixed point
         only (float64 ignores it); one channel, and no write models with ``structure
         "conv"``. Omitted from :meth:`to_dict` while None.
+    conv_path : {"direct", "fourier"}
+        How the convolutions run in fixed point, as the core's ``conv_path``
+        (:class:`~xbarode.model.core_config.CoreConfig`): ``"direct"``, tiles holding the
+        convolution matrices; ``"fourier"``, a DFT, a product with the kernels' spectra per
+        frequency and an inverse DFT (:class:`~xbarode.model.fixed_ops.FixedFourierConv`, or
+        :class:`~xbarode.model.fixed_fourier_bank.FixedFourierBank` with channels).
+        ``"fourier"`` needs ``structure "conv"``, ``precision "fixed"`` and no device model,
+        and is for inference: :meth:`check_trainable` (so :func:`train`) refuses it, as the
+        Fourier path has no adjoint; train on the direct path and evaluate on either.
+    fourier_data, twiddle, spectrum : str
+        ``"WIDTH.FRAC"`` of the Fourier units' data words, DFT tables and
+        the kernels' spectra; the core's defaults. ``fourier_data`` must hold the state and
+        activation words exactly. Used with ``conv_path "fourier"`` only.
+
+    The four Fourier fields are omitted from :meth:`to_dict` while ``conv_path`` is
+    ``"direct"`` and the formats are the defaults, so weights files written before they
+    existed load as the direct path, and the direct path's dictionaries are unchanged.
     """
 
     structure: str = "dense"
@@ -157,6 +184,10 @@ class Config:
     rounding: str = "stochastic"
     lfsr_seed: int = LFSR_SEED
     device: DeviceModel | None = None
+    conv_path: str = CoreConfig.conv_path
+    fourier_data: str = CoreConfig.fourier_data
+    twiddle: str = CoreConfig.twiddle
+    spectrum: str = CoreConfig.spectrum
     _model_fields: tuple = field(default=("structure", "kernel_size", "image_shape", "classes",
                                           "channels", "pool"),
                                  init=False, repr=False, compare=False)
@@ -197,6 +228,42 @@ class Config:
         if self.precision == "fixed":
             power_of_two_shift(self.h, "h = T/steps")
             formats.check(self.state_size, self.classes, features=self.features)
+        self._check_fourier()
+
+    def _check_fourier(self) -> None:
+        """The core's checks of the Fourier fields (same messages), then this network's."""
+        if self.conv_path not in CONV_PATHS:
+            raise ValueError(f"conv_path must be one of {list(CONV_PATHS)}, not "
+                             f"{self.conv_path!r}")
+        formats = {}
+        for name in _FOURIER_FIELDS[1:]:
+            try:
+                formats[name] = parse_format(getattr(self, name))
+            except (ValueError, TypeError) as error:
+                raise ValueError(f"{name}: {error}") from None
+        if self.conv_path != "fourier":
+            return
+        if self.structure != "conv":
+            raise ValueError("conv_path 'fourier' needs structure 'conv'")
+        if self.precision != "fixed":
+            raise ValueError("conv_path 'fourier' needs precision 'fixed' (in float64 the "
+                             "Fourier path computes the same convolution)")
+        if self.device is not None and not self.device.off:
+            raise ValueError("device models need dense tiles: no kernel bank and no Fourier "
+                             "path")
+        # State and activation words enter the Fourier units by a shift, exactly.
+        data = formats["fourier_data"]
+        for name in ("state", "act"):
+            fmt = parse_format(getattr(self, f"{name}_format"))
+            if not data.holds(fmt):
+                raise ValueError(
+                    f"fourier_data {self.fourier_data} cannot hold {name} words "
+                    f"({getattr(self, f'{name}_format')}) exactly: it needs at least "
+                    f"{fmt.width - fmt.frac} integer and {fmt.frac} fractional bits")
+        if self.channels > 1:
+            # The banks' mixing accumulator (FixedFourierBank's check, before any work).
+            check_accumulator(self.acc_width, data, formats["spectrum"], 2 * self.channels,
+                              name="A")
 
     def _check_device(self) -> None:
         device = self.device
@@ -232,6 +299,9 @@ class Config:
         Fixed-point training needs SGD with a power-of-two learning rate and batch size (they
         become shifts) and an accumulator wide enough for the gradient sums.
         """
+        if self.conv_path == "fourier":
+            raise ValueError("conv_path 'fourier' is for inference; training needs "
+                             "conv_path 'direct'")
         if self.precision != "fixed":
             return
         if self.optimizer != "sgd":
@@ -284,6 +354,10 @@ class Config:
         del data["_model_fields"]
         if self.device is None:
             del data["device"]     # the dictionary (and content hashes) of the ideal array
+        if self.conv_path == "direct" and all(getattr(self, name) == getattr(CoreConfig, name)
+                                              for name in _FOURIER_FIELDS):
+            for name in _FOURIER_FIELDS:
+                del data[name]     # the direct path's dictionary, as before the Fourier path
         data["image_shape"] = list(self.image_shape)
         return data
 
@@ -338,23 +412,40 @@ def init_params(config: Config) -> dict[str, np.ndarray]:
     }
 
 
+def fourier_options(config: Config) -> dict | None:
+    """The ``fourier`` argument of :class:`~xbarode.model.fixed_net.FixedNetwork` for
+    ``config`` (``conv_path = "fourier"``: the image shape, the three formats and, with
+    channels, the mixing accumulator's width ``acc_width``), else None."""
+    if config.conv_path != "fourier":
+        return None
+    options = {"shape": config.image_shape, "data": parse_format(config.fourier_data),
+               "twiddle": parse_format(config.twiddle),
+               "spectrum": parse_format(config.spectrum)}
+    if config.channels > 1:
+        options["acc_width"] = config.acc_width
+    return options
+
+
 def fixed_network(config: Config, params: dict) -> FixedNetwork:
     """The integer network for float ``params`` (quantised to the weight format, nearest).
 
-    With ``structure = "conv"`` the tiles hold the kernels' convolution matrices (the direct
-    path) and SGD keeps the kernels' weights tied: with one channel, tiles holding the m×m
-    matrices (``conv_taps``); with ``c`` channels, tiles holding the (c·m)×(c·m) block
-    matrices of the banks (:class:`~xbarode.model.fixed_bank.FixedConvBank`).
+    With ``conv_path = "fourier"`` A and B are the kernels' Fourier units
+    (:func:`fourier_options`); inference only. Otherwise, with ``structure = "conv"`` the
+    tiles hold the kernels' convolution matrices (the direct path) and SGD keeps the kernels'
+    weights tied: with one channel, tiles holding the m×m matrices (``conv_taps``); with ``c``
+    channels, tiles holding the (c·m)×(c·m) block matrices of the banks
+    (:class:`~xbarode.model.fixed_bank.FixedConvBank`).
     """
     newton = {"neumann_terms": config.neumann_terms, "max_iter": config.max_iter}
     taps = None
-    if config.structure == "conv" and config.channels == 1:
+    fourier = fourier_options(config)
+    if fourier is None and config.structure == "conv" and config.channels == 1:
         A, B = operators(config, params)
         params = {**params, "A": A.dense(), "B": B.dense()}
         taps = tap_columns(config.kernel_size, config.image_shape)
     return FixedNetwork(params, config.fixed_formats(), rounding=config.rounding, h=config.h,
                         steps=config.steps, method=config.method, newton=newton,
-                        lfsr_seed=config.lfsr_seed, conv_taps=taps,
+                        lfsr_seed=config.lfsr_seed, conv_taps=taps, fourier=fourier,
                         image_shape=config.image_shape, pool=config.pool, device=config.device)
 
 
@@ -373,7 +464,8 @@ def network_params(config: Config, net: FixedNetwork) -> dict[str, np.ndarray]:
 def predict(config: Config, params: dict, x: np.ndarray) -> np.ndarray:
     """Logits (float64 values) for a batch of flattened images ``x`` (batch, m).
 
-    With ``config.precision == "fixed"`` these are the values of the integer network's logits.
+    With ``config.precision == "fixed"`` these are the values of the integer network's logits
+    (on ``config.conv_path``).
     """
     if config.precision == "fixed":
         net = fixed_network(config, params)
@@ -387,16 +479,19 @@ def predict(config: Config, params: dict, x: np.ndarray) -> np.ndarray:
 
 def accuracy(config: Config, params: dict, x: np.ndarray, y: np.ndarray,
              batch: int = 512, overflow: dict | None = None) -> float:
-    """Fraction of ``x`` classified as ``y``, in ``config.precision``.
+    """Fraction of ``x`` classified as ``y``, in ``config.precision`` (in fixed point on
+    ``config.conv_path``; one network for all of ``x``, run ``batch`` images at a time).
 
-    In fixed point, ``overflow`` (a dict) receives the saturation counts per site.
+    In fixed point, the saturation counts per site are added to ``overflow`` (a dict), so
+    that one dict sums several calls (on the Fourier path, the Fourier units' sites too).
     """
     if config.precision == "fixed":
         net = fixed_network(config, params)
         correct = sum(int((net.predict(x[i:i + batch]) == y[i:i + batch]).sum())
                       for i in range(0, len(y), batch))
         if overflow is not None:
-            overflow.update(net.overflow.counts)
+            for site, count in net.overflow.counts.items():
+                overflow[site] = overflow.get(site, 0) + count
         return correct / len(y)
     correct = 0
     for start in range(0, len(y), batch):

@@ -243,6 +243,69 @@ def _add_fixed_options(parser: argparse.ArgumentParser, *, training: bool) -> No
     add_device_flags(parser, "the memristor crossbar's non-idealities on tiles A, B and C, "
                              "each off unless given (docs/device.md); every random draw from "
                              "the LFSRs of --lfsr-seed's later sites")
+    if not training:
+        _add_fourier_options(parser)
+
+
+#: The Fourier path's format options: flag, the Config field it sets, what it is.
+_FOURIER_FLAGS = (("--fourier-data", "fourier_data", "the Fourier units' data words"),
+                  ("--twiddle", "twiddle", "their DFT tables"),
+                  ("--spectrum", "spectrum", "the kernels' spectra"))
+
+
+def _add_fourier_options(parser: argparse.ArgumentParser) -> None:
+    """The convolution path of fixed-point evaluation: --conv-path and the Fourier formats."""
+    from .model import CONV_PATHS, Config
+
+    d = Config()
+    group = parser.add_argument_group(
+        "convolution path (fixed point)",
+        "how a convolutional network's A and B run in fixed point, as the core's conv_path "
+        "(docs/architecture.md): 'direct', tiles holding the convolution matrices; 'fourier', "
+        "a 2-D DFT per channel, a product with the kernels' spectra per frequency and an "
+        "inverse DFT. Inference only: training runs on the direct path")
+    group.add_argument("--conv-path", choices=CONV_PATHS, default=None,
+                       help="the path of A and B (default: the weights file's, 'direct' for "
+                            "every file 'xbarode train' writes); 'fourier' needs a 'conv' "
+                            "network and fixed point (--width or --format)")
+    for flag, name, what in _FOURIER_FLAGS:
+        group.add_argument(flag, default=None, metavar="W.F",
+                           help=f"--conv-path fourier: format of {what} (default: "
+                                f"{getattr(d, name)})")
+
+
+def _fourier_fields(args, config, fixed: dict) -> dict:
+    """Config fields of the convolution-path options for the weights' ``config`` and the
+    fixed-point fields ``fixed`` (:func:`_fixed_fields`); {} when none is given.
+
+    Raises ``ValueError`` naming the option for a bad value or combination.
+    """
+    from .model import parse_format
+
+    given = {flag: getattr(args, name) for flag, name, _ in _FOURIER_FLAGS
+             if getattr(args, name) is not None}
+    path = args.conv_path if args.conv_path is not None else config.conv_path
+    if path != "fourier":
+        if given:
+            raise ValueError(f"{', '.join(given)} set the Fourier path's formats: give "
+                             f"--conv-path fourier with them")
+        return {} if args.conv_path is None else {"conv_path": path}
+    if config.structure != "conv":
+        raise ValueError(f"--conv-path fourier needs structure 'conv': the weights "
+                         f"{args.weights} are of a {config.structure!r} network")
+    if not fixed and config.precision != "fixed":
+        raise ValueError("--conv-path fourier runs in fixed point: give --width or --format "
+                         "with it")
+    fields = {"conv_path": path}
+    for flag, name, _ in _FOURIER_FLAGS:
+        if flag not in given:
+            continue
+        try:
+            parse_format(given[flag])
+        except (ValueError, TypeError) as error:
+            raise ValueError(f"{flag}: {error}") from None
+        fields[name] = given[flag]
+    return fields
 
 
 def add_device_flags(parser, description: str):
@@ -482,6 +545,7 @@ def cmd_evaluate(args) -> dict:
     config, params = load_weights(args.weights)
     check_dataset(config, args.dataset, str(args.weights))
     fixed = _fixed_fields(args)
+    fixed.update(_fourier_fields(args, config, fixed))
     if fixed:
         config = dataclasses.replace(config, **fixed)
     data = load_dataset(args.dataset)
@@ -492,6 +556,7 @@ def cmd_evaluate(args) -> dict:
         "dataset": args.dataset,
         "config": config.to_dict(),
         "precision": config.precision,
+        "conv_path": config.conv_path,
         "train_accuracy": accuracy(config, params, data.x_train, data.y_train, overflow=sites),
         "test_accuracy": accuracy(config, params, data.x_test, data.y_test, overflow=sites),
         "overflows": sum(sites.values()),
@@ -502,6 +567,9 @@ def cmd_evaluate(args) -> dict:
         arithmetic = "float64" if config.precision == "float64" else (
             f"fixed point (weight {config.weight_format}, state {config.state_format}, act "
             f"{config.act_format}, {config.rounding} rounding)")
+        if config.conv_path == "fourier":
+            arithmetic += (f" on the Fourier path (data {config.fourier_data}, twiddle "
+                           f"{config.twiddle}, spectrum {config.spectrum})")
         print(f"{args.weights} in {arithmetic}: {args.dataset} test accuracy "
               f"{result['test_accuracy']:.2%} ({len(data.y_test)} images), train accuracy "
               f"{result['train_accuracy']:.2%}")
