@@ -358,11 +358,7 @@ def test_a_mismatch_is_named_and_a_waveform_written(simulator, monkeypatch, tmp_
         return results
 
     monkeypatch.setattr(core_plan, "model_results", wrong)
-    # The core of test_small_core_on_cocotb_matches_the_model[verilator-euler-direct]: the
-    # suite reuses its build, and only the build with tracing (for the waveform) is new.
-    config = small(image=(3, 3), lanes=4, method="euler", neumann_terms=2, max_iter=3,
-                   rounding="stochastic", structure="dense", conv_path="direct")
-    result = cosim(UNITS["core"], config, vectors=1, seed=0, simulator=simulator,
+    result = cosim(UNITS["core"], small(), vectors=1, seed=0, simulator=simulator,
                    out=tmp_path)
     assert result["mismatches"] == 1
     assert result["first_mismatch"].startswith("image 0: state[2] is ")

@@ -261,11 +261,7 @@ def test_a_wrong_gradient_word_is_named(simulator, monkeypatch, tmp_path):
     monkeypatch.setattr(adjoint_plan, "make_plan", wrong)
     from xbarode.units import AdjointParams
 
-    # The core of test_cosim_adjoint_on_cocotb[verilator-euler-dense]: the suite reuses its
-    # build, and only the build with tracing (for the waveform) is this test's own.
-    config = small(image=(3, 3), lanes=4, method="euler", rounding="stochastic",
-                   structure="dense", kernel=3)
-    result = cosim(UNITS["adjoint"], AdjointParams(config, 1), vectors=1, seed=0,
+    result = cosim(UNITS["adjoint"], AdjointParams(small(), 1), vectors=1, seed=0,
                    simulator=simulator, out=tmp_path)
     assert result["mismatches"] == 1
     assert result["first_mismatch"].startswith("image 0: grads[1] (A[0, 1]) is ")
