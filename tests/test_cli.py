@@ -303,14 +303,12 @@ def test_bench_model_without_torchdiffeq_exits_2(capsys, monkeypatch):
 
 
 def test_bench_core_without_synthesis(capsys, tmp_path):
-    # Explicit Euler on the digits core (m = 64, 10 classes) with 2 of its 8 steps, which
-    # Amaranth's simulator runs in a quarter of the cycles: per step two m×m products at the
-    # same time on A and B (lanes each), then the classifier's classes×m on C's lanes (the
-    # configuration's 16, or 12's largest divisor below it: 12).
-    steps = 2
+    # Explicit Euler on the digits core (8 steps, m = 64, 10 classes): per step two m×m
+    # products at the same time on A and B (lanes each), then the classifier's classes×m on
+    # C's lanes (the configuration's 16, or 12's largest divisor below it: 12).
     code, out, err = run(capsys, "bench", "core", "--json", "--no-synth", "--simulator",
                          "amaranth", "--lanes", "12,64", "--images", 1, "--out", tmp_path,
-                         "--set", "lanes_c=16", "--set", f"steps={steps}")
+                         "--set", "lanes_c=16")
     assert code == 0, err
     result = last_json(out)
     rows = result["rows"]
@@ -318,7 +316,7 @@ def test_bench_core_without_synthesis(capsys, tmp_path):
     assert [(r["lanes_c"], r["multipliers"]) for r in rows] == [(12, 36), (16, 144)]
     for r in rows:
         assert r["mismatches"] == 0
-        assert r["mac_bound_cycles"] == steps * 64 * 64 / r["lanes"] + 10 * 64 / r["lanes_c"]
+        assert r["mac_bound_cycles"] == 8 * 64 * 64 / r["lanes"] + 10 * 64 / r["lanes_c"]
         assert r["cycles_ratio"] == pytest.approx(r["cycles_per_image"] / r["mac_bound_cycles"])
         assert "fmax_mhz" not in r
     assert rows[1]["cycles_per_image"] < rows[0]["cycles_per_image"]
