@@ -71,9 +71,10 @@ def test_simulate_on_icarus_in_several_runs(capsys, tmp_path):
 
 
 def test_train_on_rtl_with_tied_kernels(capsys, tmp_path):
+    # 2 of the digits core's 8 steps: a quarter of RUN's and BACKWARD's cycles on Icarus.
     code, out, err = run(capsys, "train", "--on", "rtl", "--images", 2, "--set",
-                         "structure=conv", "--set", "batch=2", "--simulator", "icarus",
-                         "--rtl-out", tmp_path, "--json")
+                         "structure=conv", "--set", "batch=2", "--set", "steps=2",
+                         "--simulator", "icarus", "--rtl-out", tmp_path, "--json")
     assert code == 0, err
     result = last_json(out)
     assert result["images"] == 2 and result["sgd_steps"] == 1

@@ -436,11 +436,14 @@ def test_images_stream_in_while_the_core_runs(changes, seed):
 
 # --- the default digits core on Verilator -------------------------------------------------
 
-def test_simulate_default_core_on_digits(capsys, tmp_path):
-    code, out, err = run(capsys, "simulate", "--images", "12", "--out", tmp_path, "--json")
+# 4 images in the default suite (the build, shared with the demo's test, is the same); 12
+# under slow, and the whole test set in test_whole_test_set_on_verilator.
+@pytest.mark.parametrize("images", [4, pytest.param(12, marks=pytest.mark.slow)])
+def test_simulate_default_core_on_digits(images, capsys, tmp_path):
+    code, out, err = run(capsys, "simulate", "--images", images, "--out", tmp_path, "--json")
     assert code == 0, err
     result = last_json(out)
-    assert result["images"] == 12 and result["mismatches"] == 0
+    assert result["images"] == images and result["mismatches"] == 0
     assert result["agreement"] == 1.0
     assert result["accuracy"] >= 0.9 and result["model_accuracy"] == result["accuracy"]
     # 8 explicit steps of two 64×64 products at the same time on A and B (16 lanes each),
@@ -461,25 +464,33 @@ def test_simulate_default_core_on_digits(capsys, tmp_path):
     assert result["images_per_second"] == pytest.approx(1e6 / result["latency_us"])
 
 
-def test_simulate_fourier_path_on_digits(capsys, tmp_path):
+# The default suite runs the digits network on the Fourier path with 4 lanes and 2 steps: less
+# than half the Verilog of 16 lanes (a Verilator build of minutes) and a quarter of the chains
+# per image. The 16-lane core with the digits network's 8 steps runs under slow.
+@pytest.mark.parametrize(("lanes", "steps"), [(4, 2), pytest.param(16, 8, marks=pytest.mark.slow)])
+def test_simulate_fourier_path_on_digits(lanes, steps, capsys, tmp_path):
     # 3×3 kernels trained in fixed point (the model's tied SGD), run on the Fourier path.
     weights = tmp_path / "conv.npz"
     code, _, err = run(capsys, "train", "--width", "16", "--structure", "conv",
-                       "--kernel-size", "3", "--epochs", "5", "--out", weights, "--json")
+                       "--kernel-size", "3", "--steps", steps, "--h", "0.25", "--epochs", "5",
+                       "--out", weights, "--json")
     assert code == 0, err
     code, out, err = run(capsys, "simulate", "--set", "structure=conv", "--set",
-                         "conv_path=fourier", "--set", "lanes=16", "--weights", weights,
-                         "--images", "4", "--out", tmp_path, "--json")
+                         "conv_path=fourier", "--set", f"lanes={lanes}", "--set",
+                         f"steps={steps}", "--weights", weights, "--images", "4", "--out",
+                         tmp_path, "--json")
     assert code == 0, err
     result = last_json(out)
     assert result["mismatches"] == 0 and result["agreement"] == 1.0
     assert result["accuracy"] == result["model_accuracy"] >= 0.75
     assert "fmax_mhz" not in result      # no synthesis recorded for this configuration
-    fourier = CoreConfig(structure="conv", conv_path="fourier", lanes=16)
-    # The two convolutions one after the other on 16 lanes, then C on 16.
-    assert result["mac_bound_cycles"] == mac_count(fourier, [0x100] * 8) / 16
+    fourier = CoreConfig(structure="conv", conv_path="fourier", lanes=lanes, steps=steps)
+    assert fourier.lanes_c == lanes
+    # The two convolutions one after the other on the lanes, then C on as many.
+    assert result["mac_bound_cycles"] == mac_count(fourier, [0x100] * steps) / lanes
     # Per chain two Fourier convolutions: 2·(H·(2W)² + W·(2H)²) + 4·H·W MACs each.
-    assert mac_count(fourier, [0x100] * 8) == 8 * 2 * (2 * (8 * 256 + 8 * 256) + 256) + 640
+    assert mac_count(fourier, [0x100] * steps) == steps * 2 * (2 * (8 * 256 + 8 * 256)
+                                                               + 256) + 640
 
 
 @pytest.mark.slow

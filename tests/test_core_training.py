@@ -268,10 +268,17 @@ def test_a_wrong_gradient_word_is_named(simulator, monkeypatch, tmp_path):
     assert result["waveform"] is not None
 
 
+#: The digits training core of the two command-line runs below: the default core (16 lanes)
+#: with batch 2 (one SGD step per two images; the batch is a shift in APPLY). Both generate
+#: the same Verilog, so the suite builds it for Verilator once: a build of this core takes
+#: minutes, and the build cache is keyed by the Verilog text.
+TRAINING_CORE = ("--set", "lanes=16", "--set", "batch=2", "--set", "rounding=stochastic")
+
+
 def test_cosim_adjoint_cli_default_core_and_cycle_bound(capsys, tmp_path):
     # The digits core's size with 16 lanes (the training core at 64 lanes is a long build).
     code, out, err = run(capsys, "cosim", "adjoint", "--vectors", "2", "--simulator",
-                         "verilator", "--set", "lanes=16", "--out", tmp_path, "--json")
+                         "verilator", *TRAINING_CORE, "--out", tmp_path, "--json")
     assert code == 0, err
     result = last_json(out)
     assert result["mismatches"] == 0 and result["compared"] > 2 * 8842
@@ -285,11 +292,13 @@ def test_cosim_adjoint_cli_default_core_and_cycle_bound(capsys, tmp_path):
 
 
 def test_train_on_rtl_equals_the_model(capsys, tmp_path):
-    code, out, err = run(capsys, "train", "--on", "rtl", "--images", "6", "--set", "batch=2",
-                         "--set", "rounding=stochastic", "--rtl-out", tmp_path, "--json")
+    # Two SGD steps of two images each on the digits training core (the build is shared
+    # with the test above).
+    code, out, err = run(capsys, "train", "--on", "rtl", "--images", "4", *TRAINING_CORE,
+                         "--rtl-out", tmp_path, "--json")
     assert code == 0, err
     result = last_json(out)
-    assert result["sgd_steps"] == 3 and result["weights_identical"]
+    assert result["sgd_steps"] == 2 and result["weights_identical"]
     assert result["mismatches"] == 0
     assert result["loss_rtl"] == result["loss_model"]
     assert result["loss_rtl"][0] == pytest.approx(np.log(10))   # zero head: uniform softmax
