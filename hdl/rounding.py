@@ -132,6 +132,12 @@ class LfsrBank(CheckedComponent):
         The numbers of draws a cycle may consume (e.g. ``{1, lanes, last chunk}``).
     seed : int
         Initial state (non-zero, 32 bits).
+    registered : bool
+        Drive the draws from registers (loaded at each clock edge with the draws of the next
+        state, reset to the seed's draws) instead of from the state's XOR matrices: the same
+        bits in every cycle, ``draws · bits`` more flip-flops, and the roundings that read
+        them, spread over the device, start their paths at a register (the XOR matrices and
+        the ``advance`` mux sit in front of the registers, beside the state).
 
     Attributes
     ----------
@@ -140,11 +146,13 @@ class LfsrBank(CheckedComponent):
     advance : In(range(len(steps) + 1))
         0 keeps the state; ``j > 0`` consumes ``steps[j - 1]`` draws this cycle.
 
-    Latency: draws are combinational from the state; the state updates at the clock edge.
+    Latency: the state updates at the clock edge; ``draw`` follows it in the same cycle (the
+    combinational matrices, or the registers loaded at that edge).
     """
 
     @staticmethod
-    def check_parameters(*, draws: int, bits: int, steps, seed: int = LFSR_SEED) -> None:
+    def check_parameters(*, draws: int, bits: int, steps, seed: int = LFSR_SEED,
+                         registered: bool = False) -> None:
         """The constructor's checks (:class:`~xbarode.hdl.checked.CheckedComponent`)."""
         Lfsr(seed)  # validates the seed with the model's message
         if not 1 <= bits <= 32:
@@ -153,7 +161,9 @@ class LfsrBank(CheckedComponent):
         if not all(1 <= s <= draws for s in steps):
             raise ValueError(f"steps must lie in 1..{draws}, not {steps}")
 
-    def __init__(self, *, draws: int, bits: int, steps, seed: int = LFSR_SEED):
+    def __init__(self, *, draws: int, bits: int, steps, seed: int = LFSR_SEED,
+                 registered: bool = False):
+        self._registered = registered
         self._draws = draws
         self._bits = bits
         self._steps = tuple(sorted(set(steps)))
@@ -170,6 +180,11 @@ class LfsrBank(CheckedComponent):
         return self._steps
 
     @property
+    def registered(self) -> bool:
+        """True if the draws come from registers."""
+        return self._registered
+
+    @property
     def state(self) -> Signal:
         """The LFSR's state register (:func:`lfsr_successor` reads it)."""
         return self._state
@@ -177,12 +192,23 @@ class LfsrBank(CheckedComponent):
     def elaborate(self, platform):
         m = Module()
         state = self._state
-        for k in range(self._draws):
-            m.d.comb += self.draw[k].eq(_apply(lfsr_jump(32 * (k + 1)), state, self._bits))
+        following = Signal(32)          # the state after this cycle's advance
+        m.d.comb += following.eq(state)
         with m.Switch(self.advance):
             for j, step in enumerate(self._steps, start=1):
                 with m.Case(j):
-                    m.d.sync += state.eq(_apply(lfsr_jump(32 * step), state, 32))
+                    m.d.comb += following.eq(_apply(lfsr_jump(32 * step), state, 32))
+        m.d.sync += state.eq(following)
+        mask = (1 << self._bits) - 1
+        initial = Lfsr(self._seed).draw(self._draws)
+        for k in range(self._draws):
+            jump = lfsr_jump(32 * (k + 1))
+            if self._registered:
+                reg = Signal(self._bits, init=int(initial[k]) & mask, name=f"draw{k}_q")
+                m.d.sync += reg.eq(_apply(jump, following, self._bits))
+                m.d.comb += self.draw[k].eq(reg)
+            else:
+                m.d.comb += self.draw[k].eq(_apply(jump, state, self._bits))
         return m
 
 

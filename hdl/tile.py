@@ -924,9 +924,11 @@ class _Draws:
                 raise ValueError("stochastic rounding draws 32 bits; cannot discard "
                                  f"{max(shifts)} bits")
             last_lanes = tile.cols - (tile.chunks - 1) * tile.lanes
+            # Registered draws: the lanes and the rows' rounding, spread over the device, each
+            # read a register rather than the state's XOR matrices.
             m.submodules.lfsr = self._lfsr = LfsrBank(
                 draws=tile.lanes, bits=max(shifts), steps={1, tile.lanes, last_lanes},
-                seed=tile.lfsr_seed)
+                seed=tile.lfsr_seed, registered=True)
             self.draws = self._lfsr.draw
         self.bits = 0 if self.draws is None else len(self.draws[0])
 

@@ -486,9 +486,12 @@ def test_bias_shift_and_formats_with_every_model(rows, cols, data, rounding, see
 
 @settings(max_examples=5, deadline=None)
 @given(advances=st.lists(st.sampled_from([0, 1, 3, 4]), min_size=1, max_size=12))
+@example(advances=[0])
+@example(advances=[4, 4, 3, 1, 0, 1])
 def test_lfsr_successor_is_the_next_cycles_first_draw(advances):
     """Registered, ``lfsr_successor`` is the bank's ``draw[0]`` of the next cycle: the
-    model's LFSR draw after those consumed."""
+    model's LFSR draw after those consumed; a registered bank offers the low bits of the same
+    draws in every cycle, from reset on."""
     from xbarode.hdl.rounding import LfsrBank, lfsr_successor
     from xbarode.model.fixed import Lfsr
 
@@ -496,22 +499,29 @@ def test_lfsr_successor_is_the_next_cycles_first_draw(advances):
     m.submodules.bank = bank = LfsrBank(draws=4, bits=32, steps={1, 3, 4}, seed=0x1234)
     ahead = Signal(32)
     m.d.sync += ahead.eq(lfsr_successor(bank))
+    m.submodules.low = low = LfsrBank(draws=4, bits=5, steps={1, 3, 4}, seed=0x1234,
+                                      registered=True)
+    m.d.comb += low.advance.eq(bank.advance)
     reference = Lfsr(0x1234).draw(sum(advances) + 1)
-    seen = []
+    seen, firsts = [], []
 
     async def testbench(ctx):
         used = 0
+        firsts.append(([ctx.get(d) for d in low.draw], [int(r) & 31 for r in Lfsr(0x1234).draw(4)]))
         for n in advances:
             ctx.set(bank.advance, 0 if n == 0 else bank.steps.index(n) + 1)
             await ctx.tick()
             used += n
             seen.append((ctx.get(ahead), ctx.get(bank.draw[0]), int(reference[used])))
+            firsts.append(([ctx.get(d) for d in low.draw],
+                           [int(r) & 31 for r in Lfsr(0x1234).draw(used + 4)[used:]]))
 
     sim = Simulator(m)
     sim.add_clock(1e-8)
     sim.add_testbench(testbench)
     sim.run()
     assert all(a == b == c for a, b, c in seen)
+    assert all(a == b for a, b in firsts)
 
 
 # --- the parts' refusals -----------------------------------------------------------------------
