@@ -14,6 +14,13 @@ the channel mixing per frequency (one exact integer sum per output component, na
 those of the one-channel path (:data:`~xbarode.model.fixed_ops.FOURIER_SITES`: rows, columns,
 and the Hadamard unit, which the mixing generalises), so that with ``c = 1`` every word and
 every draw is the one-channel path's.
+
+The backward pass (training in the model): the transposed product ``Kᵀ y`` is the bank of
+circular correlations, by the same units from the same spectrum words — the conjugate
+spectra, the mixing's transpose ``K̂(f)ᴴ`` at each frequency (:func:`channel_mix_fixed` and
+:func:`fourier_bank_fixed` with ``adjoint``) — and the kernel gradients are the direct path's
+exact tap sums (:meth:`FixedFourierBank.gradient_sums`), stepped as the direct path steps them
+(:meth:`FixedFourierBank.apply_kernel_gradient`).
 """
 
 from __future__ import annotations

@@ -17,8 +17,9 @@ Where randomness enters: each rounding site ``k`` has its own LFSR seeded
 counted cyclically through the non-zero 32-bit values, so the sites' seeds are distinct for
 every ``lfsr_seed``): tiles A, B, C are sites 0, 1, 2; the loss gradient (the one float step,
 the softmax, which the host computes) is quantised with site 3. On the Fourier path
-(``fourier``) A's and B's output narrowings keep sites 0 and 1, and the two Fourier units use
-sites 4–6 and 7–9. The pool unit is site 10. With a device model, tile ``k``'s device
+(``fourier``) A's and B's output narrowings (and, when the banks train, their SGD steps) keep
+sites 0 and 1, and the two Fourier units use sites 4–6 and 7–9 (for the adjoint's transposed
+products too). The pool unit is site 10. With a device model, tile ``k``'s device
 generators (read noise, programming noise, the states' rounding, row and column pulses) are
 sites ``16 + 5k`` to ``20 + 5k`` (:data:`~xbarode.model.device.DEVICE_SITE`).
 """
@@ -437,7 +438,9 @@ class FixedNetwork:
 
         ``lr`` and ``batch_size`` are powers of two; with ``h`` they make up each update's
         shift. With ``conv_taps``, ``A`` and ``B`` take one step per kernel tap instead of one
-        per matrix entry, so they stay convolution matrices. With a device model's ``pulses``
+        per matrix entry, so they stay convolution matrices; a kernel bank, on either path,
+        takes one step per kernel weight (on the Fourier path the spectra then follow the
+        kernels). With a device model's ``pulses``
         (``grads`` then carries ``samples``, from :meth:`backward`), the tiles take pulsed
         updates (:meth:`FixedTile.pulsed_update`).
         """
