@@ -194,20 +194,7 @@ class FixedConvBank:
             accumulator by :meth:`FixedFormats.check`; the tap's sum of ``m`` entries needs
             ``ceil(log2 m)`` bits more, as the hardware's tap sums have).
         """
-        c_out, c_in, k, _ = self.kernels.shape
-        height, width = self.image_shape
-        m = height * width
-        images = np.asarray(inputs, dtype=np.int64).reshape(-1, c_in, height, width)
-        grads = np.asarray(outputs, dtype=np.int64).reshape(-1, c_out, m)
-        dtype = _exact_dtype(_peak(images) * _peak(grads) * len(images) * m,
-                             f"{self.name}.grad")
-        flipped = np.zeros((c_out, c_in * k * k), dtype=dtype)
-        # A few images at a time, so that the im2col copy of a whole trajectory is never held.
-        for first in range(0, len(images), _CHUNK):
-            patches = _patches(images[first:first + _CHUNK].astype(dtype), k)
-            flipped += np.matmul(grads[first:first + _CHUNK].astype(dtype),
-                                 patches.transpose(0, 2, 1)).sum(axis=0)
-        return flipped.astype(np.int64).reshape(c_out, c_in, k, k)[..., ::-1, ::-1].copy()
+        return _tap_sums(outputs, inputs, self.kernels.shape, self.image_shape, self.name)
 
     def apply_kernel_gradient(self, sums: np.ndarray, grad_frac: int, *, shift: int,
                               transposed: bool = False) -> None:
@@ -223,20 +210,45 @@ class FixedConvBank:
         ``c = 1`` this is :meth:`~xbarode.model.fixed_ops.FixedTile.apply_kernel_gradient`,
         draw for draw.
         """
-        sums = np.asarray(sums, dtype=np.int64)
-        if sums.shape != self.kernels.shape:
-            raise ValueError(f"{self.name}: tap sums must have shape {self.kernels.shape}, "
-                             f"not {sums.shape}")
-        held, held_sums = self.kernels, sums
-        if transposed:
-            held, held_sums = (_transpose_bank(a) for a in (held, held_sums))
-        fmt = self.weight_format
-        step = narrow(-held_sums, grad_frac + shift - fmt.frac, fmt, self.rounder,
-                      self.overflow, f"{self.name}.update")
-        summed = held + step
-        value = np.clip(summed, fmt.min_int, fmt.max_int)
-        self.overflow.add(f"{self.name}.weights", np.count_nonzero(value != summed), summed.size)
-        self.kernels = _transpose_bank(value) if transposed else value
+        self.kernels = _tied_step(self.kernels, sums, grad_frac, shift=shift,
+                                  fmt=self.weight_format, rounder=self.rounder,
+                                  overflow=self.overflow, name=self.name, transposed=transposed)
+
+
+def _tap_sums(outputs, inputs, kernel_shape, image_shape, name: str) -> np.ndarray:
+    """:meth:`FixedConvBank.gradient_sums` for a bank of ``kernel_shape`` on ``image_shape``
+    images (shared with the Fourier path's bank, whose tap sums are the same integers)."""
+    c_out, c_in, k, _ = kernel_shape
+    height, width = image_shape
+    m = height * width
+    images = np.asarray(inputs, dtype=np.int64).reshape(-1, c_in, height, width)
+    grads = np.asarray(outputs, dtype=np.int64).reshape(-1, c_out, m)
+    dtype = _exact_dtype(_peak(images) * _peak(grads) * len(images) * m, f"{name}.grad")
+    flipped = np.zeros((c_out, c_in * k * k), dtype=dtype)
+    # A few images at a time, so that the im2col copy of a whole trajectory is never held.
+    for first in range(0, len(images), _CHUNK):
+        patches = _patches(images[first:first + _CHUNK].astype(dtype), k)
+        flipped += np.matmul(grads[first:first + _CHUNK].astype(dtype),
+                             patches.transpose(0, 2, 1)).sum(axis=0)
+    return flipped.astype(np.int64).reshape(c_out, c_in, k, k)[..., ::-1, ::-1].copy()
+
+
+def _tied_step(kernels: np.ndarray, sums, grad_frac: int, *, shift: int, fmt: Format,
+               rounder: Rounder, overflow: Overflow, name: str, transposed: bool) -> np.ndarray:
+    """The new kernel words of :meth:`FixedConvBank.apply_kernel_gradient` (shared with the
+    Fourier path's bank): ``sat(K + narrow(-S · 2^-shift))`` in the held bank's C order."""
+    sums = np.asarray(sums, dtype=np.int64)
+    if sums.shape != kernels.shape:
+        raise ValueError(f"{name}: tap sums must have shape {kernels.shape}, not {sums.shape}")
+    held, held_sums = kernels, sums
+    if transposed:
+        held, held_sums = (_transpose_bank(a) for a in (held, held_sums))
+    step = narrow(-held_sums, grad_frac + shift - fmt.frac, fmt, rounder, overflow,
+                  f"{name}.update")
+    summed = held + step
+    value = np.clip(summed, fmt.min_int, fmt.max_int)
+    overflow.add(f"{name}.weights", np.count_nonzero(value != summed), summed.size)
+    return _transpose_bank(value) if transposed else value
 
 
 # Images per im2col copy in the gradient sums (64 28×28 images, 8 channels: 29 MB).

@@ -14,6 +14,13 @@ the channel mixing per frequency (one exact integer sum per output component, na
 those of the one-channel path (:data:`~xbarode.model.fixed_ops.FOURIER_SITES`: rows, columns,
 and the Hadamard unit, which the mixing generalises), so that with ``c = 1`` every word and
 every draw is the one-channel path's.
+
+The backward pass (training in the model): the transposed product ``Kᵀ y`` is the bank of
+circular correlations, by the same units from the same spectrum words — the conjugate
+spectra, the mixing's transpose ``K̂(f)ᴴ`` at each frequency (:func:`channel_mix_fixed` and
+:func:`fourier_bank_fixed` with ``adjoint``) — and the kernel gradients are the direct path's
+exact tap sums (:meth:`FixedFourierBank.gradient_sums`), stepped as the direct path steps them
+(:meth:`FixedFourierBank.apply_kernel_gradient`).
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 from .fixed import Format, Overflow, Rounder, narrow
+from .fixed_bank import _tap_sums, _tied_step
 from .fixed_ops import (
     accumulator_bits,
     check_accumulator,
@@ -48,13 +56,16 @@ def mixing_accumulator_bits(x_format: Format, spectrum_format: Format, channels_
 
 def channel_mix_fixed(x: np.ndarray, spectra: np.ndarray, *, x_format: Format,
                       spectrum_format: Format, out_format: Format, rounder: Rounder,
-                      overflow: Overflow, acc_width: int | None = None) -> np.ndarray:
-    """Per frequency, the complex matrix–vector product ``y_o = Σ_i K̂[o, i]·x_i`` on words.
+                      overflow: Overflow, acc_width: int | None = None,
+                      adjoint: bool = False) -> np.ndarray:
+    """Per frequency, the complex matrix–vector product ``y_o = Σ_i K̂[o, i]·x_i`` on words;
+    with ``adjoint``, the conjugate-transposed product ``y_i = Σ_o conj(K̂[o, i])·x_o``.
 
     Parameters
     ----------
     x : ndarray of int, shape (..., c_in, 2)
-        ``(re, im)`` words of ``x_format``, one c_in-vector per frequency (the leading axes).
+        ``(re, im)`` words of ``x_format``, one c_in-vector per frequency (the leading axes);
+        with ``adjoint``, one c_out-vector, shape ``(..., c_out, 2)``.
     spectra : ndarray of int, shape (..., c_out, c_in, 2)
         ``(re, im)`` words of ``spectrum_format``, one c_out×c_in matrix per frequency; the
         leading axes broadcast with ``x``'s.
@@ -67,11 +78,14 @@ def channel_mix_fixed(x: np.ndarray, spectra: np.ndarray, *, x_format: Format,
     acc_width : int, optional
         Width of the hardware's accumulator: raise if it cannot hold the exact sum
         (:func:`mixing_accumulator_bits`). None: an accumulator as wide as the sum needs.
+    adjoint : bool
+        The product by ``K̂(f)ᴴ`` (c_in×c_out) instead of ``K̂(f)``: the transposed product of
+        the bank, from the same spectrum words.
 
     Returns
     -------
     ndarray of int64, shape (..., c_out, 2)
-        ``(re, im)`` words of ``out_format``.
+        ``(re, im)`` words of ``out_format``; with ``adjoint``, shape ``(..., c_in, 2)``.
 
     Notes
     -----
@@ -83,6 +97,15 @@ def channel_mix_fixed(x: np.ndarray, spectra: np.ndarray, *, x_format: Format,
     real before imaginary. With ``c_in = c_out = 1`` this is
     :func:`~xbarode.model.fixed_ops.hadamard_fixed`, word for word and draw for draw.
 
+    With ``adjoint`` each output component is likewise one exact sum over the c_out input
+    components, ``re = Σ_o (a·c + b·d)``, ``im = Σ_o (b·c − a·d)`` with ``x_o = a + ib`` and
+    ``K̂[o, i] = c + id``: the real 2×2 block ``[[c, d], [−d, c]]``, the transpose of the
+    forward's, so the (2·c_in)×(2·c_out) real matrix is the transpose of the forward's
+    (2·c_out)×(2·c_in) one — a crossbar product driven from the other side, with no word
+    negated (so none can overflow). One narrowing per output component, the same number of
+    fractional bits; draws in C order of the output: frequency by frequency, output channel
+    ``i`` by output channel, real before imaginary.
+
     Raises
     ------
     ValueError
@@ -92,10 +115,12 @@ def channel_mix_fixed(x: np.ndarray, spectra: np.ndarray, *, x_format: Format,
         If the exact sum could leave int64.
     """
     x, spectra = np.asarray(x, dtype=np.int64), np.asarray(spectra, dtype=np.int64)
+    shared = -3 if adjoint else -2      # the axis of spectra that x's channels run along
     if x.ndim < 2 or x.shape[-1] != 2 or spectra.ndim < 3 or spectra.shape[-1] != 2 \
-            or spectra.shape[-2] != x.shape[-2]:
-        raise ValueError(f"mix: x must have shape (..., c_in, 2) and spectra (..., c_out, c_in, "
-                         f"2), not {x.shape} and {spectra.shape}")
+            or spectra.shape[shared] != x.shape[-2]:
+        want = "c_out" if adjoint else "c_in"
+        raise ValueError(f"mix: x must have shape (..., {want}, 2) and spectra (..., c_out, "
+                         f"c_in, 2), not {x.shape} and {spectra.shape}")
     channels_in = x.shape[-2]
     if acc_width is not None:
         check_accumulator(acc_width, x_format, spectrum_format, 2 * channels_in, name="mix")
@@ -103,16 +128,22 @@ def channel_mix_fixed(x: np.ndarray, spectra: np.ndarray, *, x_format: Format,
     if need > _INT64_BITS:
         raise OverflowError(f"mix: the exact sum needs {need} bits, more than int64 holds")
     a, b = x[..., None, :, 0], x[..., None, :, 1]
+    if adjoint:
+        spectra = np.swapaxes(spectra, -2, -3)                  # (..., c_in, c_out, 2)
     c, d = spectra[..., 0], spectra[..., 1]
-    acc = np.stack([(a * c - b * d).sum(axis=-1), (a * d + b * c).sum(axis=-1)], axis=-1)
+    if adjoint:
+        acc = np.stack([(a * c + b * d).sum(axis=-1), (b * c - a * d).sum(axis=-1)], axis=-1)
+    else:
+        acc = np.stack([(a * c - b * d).sum(axis=-1), (a * d + b * c).sum(axis=-1)], axis=-1)
     return narrow(acc, x_format.frac + spectrum_format.frac - out_format.frac, out_format,
                   rounder, overflow, "hadamard")
 
 
 def fourier_bank_fixed(kernels, images: np.ndarray, *, data: Format, twiddle: Format,
                        spectrum: Format, rounder, overflow: Overflow,
-                       acc_width: int | None = None) -> np.ndarray:
-    """Integer twin of a bank of circular convolutions by the Fourier path.
+                       acc_width: int | None = None, adjoint: bool = False) -> np.ndarray:
+    """Integer twin of a bank of circular convolutions by the Fourier path, or (``adjoint``)
+    of its transpose, the bank of circular correlations.
 
     Parameters
     ----------
@@ -120,7 +151,7 @@ def fourier_bank_fixed(kernels, images: np.ndarray, *, data: Format, twiddle: Fo
         Float kernels, ``K[o, i]`` from input channel ``i`` to output channel ``o``; their
         spectra are :func:`~xbarode.model.fixed_ops.spectrum_words` (quantised once per call).
     images : ndarray of int, shape (batch, c_in, H, W)
-        Words of ``data``.
+        Words of ``data``; with ``adjoint``, shape ``(batch, c_out, H, W)``.
     data, twiddle, spectrum : Format
         As :func:`~xbarode.model.fixed_ops.fourier_conv_fixed`'s.
     rounder : Rounder or tuple of three Rounder
@@ -130,11 +161,18 @@ def fourier_bank_fixed(kernels, images: np.ndarray, *, data: Format, twiddle: Fo
     overflow : Overflow
     acc_width : int, optional
         The mixing accumulator's width (:func:`channel_mix_fixed`).
+    adjoint : bool
+        The transposed product ``Kᵀ y``: ``(Kᵀ y)_i = Σ_o K[o, i]ᵀ y_o``, where ``K[o, i]ᵀ``
+        is the circular *correlation* with ``K[o, i]`` (the convolution with its 180° rotation),
+        whose spectrum is the conjugate ``conj(K̂[o, i])``. The same spectrum words, DFT units
+        and rounding sites; the mixing is :func:`channel_mix_fixed` with ``adjoint``.
 
     Returns
     -------
     ndarray of int64, shape (batch, c_out, H, W)
-        Real parts, in ``data``: ``Σ_i K[o, i] ⊛ images[:, i]``.
+        Real parts, in ``data``: ``Σ_i K[o, i] ⊛ images[:, i]``; with ``adjoint``, shape
+        ``(batch, c_in, H, W)``, ``Σ_o K[o, i] ⋆ images[:, o]`` (``⋆``: circular correlation,
+        ``(a ⋆ y)[n] = Σ_s a[s]·y[n + s]``).
 
     Notes
     -----
@@ -153,17 +191,32 @@ def fourier_bank_fixed(kernels, images: np.ndarray, *, data: Format, twiddle: Fo
     ``(H + W)·(c_in − 1 + max(1, Σ_i Σ|K[o, i]|))·(2^-data.frac + 2^-twiddle.frac +
     2^-spectrum.frac)`` of the float64 ``Σ_i K[o, i] ⊛ x_i`` of the images' word values; with
     one channel, the one-channel path's bound.
+
+    With ``adjoint`` the order is the same with the roles of the channels swapped: per image,
+    the forward 2-D DFT of input channel ``o = 0 … c_out − 1`` (rows, then columns), the
+    conjugate-transposed mixing at every frequency, column-major, output channel ``i`` by
+    output channel (``i = 0 … c_in − 1``), real before imaginary (``2·c_in`` draws per
+    frequency), then the inverse 2-D DFT of output channel ``i = 0 … c_in − 1`` (columns,
+    then rows). The same three sites draw: rows, columns, mixing. Error bound (documented,
+    tested): for inputs in [-1, 1] and without saturation, output channel ``i`` lies within
+    ``(H + W)·(c_out − 1 + max(1, Σ_o Σ|K[o, i]|))·(2^-data.frac + 2^-twiddle.frac +
+    2^-spectrum.frac)`` of the float64 correlation ``Σ_o K[o, i] ⋆ y_o`` of the word values:
+    the forward bound with c_in and c_out swapped (the adjoint's conditioning is the
+    forward's: the same unitary DFTs and spectra of the same magnitudes).
     """
     rows_r, cols_r, mix_r = (rounder,) * 3 if isinstance(rounder, Rounder) else rounder
     images = np.asarray(images, dtype=np.int64)
     kernels = np.asarray(kernels, dtype=np.float64)
-    if images.ndim != 4 or kernels.ndim != 4 or images.shape[1] != kernels.shape[1]:
-        raise ValueError(f"images must have shape (batch, c_in, H, W) and kernels (c_out, c_in, "
-                         f"k, k) with the same c_in, not {images.shape} and {kernels.shape}")
+    # The kernels' axes of the input and of the output channels.
+    (side, axis_in, axis_out) = ("c_out", 0, 1) if adjoint else ("c_in", 1, 0)
+    if images.ndim != 4 or kernels.ndim != 4 or images.shape[1] != kernels.shape[axis_in]:
+        raise ValueError(f"images must have shape (batch, {side}, H, W) and kernels (c_out, "
+                         f"c_in, k, k) with the same {side}, not {images.shape} and "
+                         f"{kernels.shape}")
     height, width = images.shape[2:]
     words = spectrum_words(kernels, (height, width), spectrum, overflow)
     spec_t = words.transpose(3, 2, 0, 1, 4)                     # (W, H, c_out, c_in, 2)
-    out = np.empty((len(images), kernels.shape[0], height, width), dtype=np.int64)
+    out = np.empty((len(images), kernels.shape[axis_out], height, width), dtype=np.int64)
     passes = {"data": data, "twiddle": twiddle, "rounder": (rows_r, cols_r),
               "overflow": overflow}
     for b, picture in enumerate(images):
@@ -172,16 +225,17 @@ def fourier_bank_fixed(kernels, images: np.ndarray, *, data: Format, twiddle: Fo
             for channel in picture], axis=-2)                    # (H, W, c_in, 2)
         mixed = channel_mix_fixed(np.swapaxes(spectra_in, 0, 1), spec_t, x_format=data,
                                   spectrum_format=spectrum, out_format=data, rounder=mix_r,
-                                  overflow=overflow, acc_width=acc_width)
-        mixed = np.swapaxes(mixed, 0, 1)                         # (H, W, c_out, 2)
-        for o in range(kernels.shape[0]):
+                                  overflow=overflow, acc_width=acc_width, adjoint=adjoint)
+        mixed = np.swapaxes(mixed, 0, 1)                         # (H, W, channels out, 2)
+        for o in range(out.shape[1]):
             out[b, o] = dft2_fixed(mixed[:, :, o], **passes, inverse=True)[..., 0]
     return out
 
 
 class FixedFourierBank:
     """Integer twin of a bank's product ``K z`` by the Fourier path inside the core, with
-    :class:`~xbarode.model.fixed_bank.FixedConvBank`'s ``forward`` interface.
+    :class:`~xbarode.model.fixed_bank.FixedConvBank`'s interface: ``forward``, ``transposed``,
+    ``gradient_sums`` and ``apply_kernel_gradient``.
 
     ``forward`` moves each input word into the Fourier ``data`` format (exactly: a left shift;
     the formats are checked for it), convolves with :func:`fourier_bank_fixed` (its three
@@ -189,6 +243,16 @@ class FixedFourierBank:
     format with the extra ``shift`` folded in: one more rounding, drawn from its own LFSR
     (``out_seed``) in the output's C order ``(batch, channel, pixel)``. With ``c = 1`` this is
     :class:`~xbarode.model.fixed_ops.FixedFourierConv`, bit for bit.
+
+    Training (the discrete adjoint of :class:`~xbarode.model.fixed_net.FixedNetwork`):
+    ``transposed`` is ``Kᵀ y`` by the same units (:func:`fourier_bank_fixed` with
+    ``adjoint``: the conjugate spectra, the mixing's transpose per frequency) and the same
+    four rounding sites; ``gradient_sums`` are the exact integer tap sums of the direct path
+    (:meth:`~xbarode.model.fixed_bank.FixedConvBank.gradient_sums`, the same integers: exact
+    sums in the wide accumulator, formed in the pixel domain, not from spectra); and
+    ``apply_kernel_gradient`` is the direct path's tied step on the kernels' weight words,
+    after which the spectra are those of the new kernels (:func:`~xbarode.model.fixed_ops.
+    spectrum_words`, recomputed by every product).
 
     Parameters
     ----------
@@ -267,3 +331,81 @@ class FixedFourierBank:
         y = y.reshape(*x.shape[:-1], self.shape[0])
         return narrow(y, self.data.frac + shift - out_format.frac, out_format,
                       self.out_rounder, self.overflow, f"{self.name}.forward")
+
+    def transposed(self, y: np.ndarray, in_format: Format, out_format: Format, *,
+                   shift: int = 0) -> np.ndarray:
+        """``narrow(Kᵀ y · 2^-shift)`` for each row of ``y`` (batch, c_out·m), in ``out_format``.
+
+        ``(Kᵀ y)_i = Σ_o K[o, i] ⋆ y_o`` (circular correlation): :func:`fourier_bank_fixed`
+        with ``adjoint``. Draw order (deterministic): the Fourier sites draw as that function
+        documents (per row of ``y``: the row and column sites for the forward DFTs of the
+        c_out input channels, the mixing site ``2·c_in`` draws per frequency, column-major,
+        then the row and column sites for the inverse DFTs of the c_in output channels); then
+        the output narrowing draws from ``out_seed``'s LFSR in the output's C order
+        ``(batch, channel, pixel)``, counted as ``NAME.transposed``. The LFSRs are the
+        forward's: the draws continue where the last product left them.
+
+        Raises
+        ------
+        ValueError
+            If ``in_format`` words do not fit the data format exactly, ``y`` is not
+            ``c_out·m`` words per row, or the mixing accumulator cannot hold a sum of
+            ``2·c_out`` products.
+        """
+        if not self.data.holds(in_format):
+            raise ValueError(f"{self.name}: words of {in_format} do not fit the Fourier data "
+                             f"format {self.data} exactly")
+        y = np.asarray(y, dtype=np.int64)
+        if y.shape[-1] != self.shape[0]:
+            raise ValueError(f"{self.name}: y must have {self.shape[0]} words per row "
+                             f"(c_out·m), not {y.shape[-1]}")
+        if self.acc_width is not None:
+            check_accumulator(self.acc_width, self.data, self.spectrum,
+                              2 * self.kernels.shape[0], name=self.name)
+        words = y << (self.data.frac - in_format.frac)
+        images = words.reshape(-1, self.kernels.shape[0], *self.image_shape)
+        x = fourier_bank_fixed(self.kernels, images, data=self.data, twiddle=self.twiddle,
+                               spectrum=self.spectrum, rounder=self.rounders,
+                               overflow=self.overflow, acc_width=self.acc_width, adjoint=True)
+        x = x.reshape(*y.shape[:-1], self.shape[1])
+        return narrow(x, self.data.frac + shift - out_format.frac, out_format,
+                      self.out_rounder, self.overflow, f"{self.name}.transposed")
+
+    def gradient_sums(self, outputs: np.ndarray, inputs: np.ndarray) -> np.ndarray:
+        """The exact tap sums ``S[o, i, p, q] = Σ_b Σ_pixel g_b⁽ᵒ⁾[pixel]·x_b⁽ⁱ⁾[pixel − s_pq]``.
+
+        The same integers as :meth:`~xbarode.model.fixed_bank.FixedConvBank.gradient_sums`
+        (one exact sum per tap, no rounding): the gradient of a circular convolution's kernel
+        is the correlation of the output gradient with the input, taken here in the pixel
+        domain, where it is exact. ``outputs`` (n, c_out·m) and ``inputs`` (n, c_in·m) are
+        integer words; the result is (c_out, c_in, k, k) int64.
+        """
+        return _tap_sums(outputs, inputs, self.kernels.shape, self.image_shape, self.name)
+
+    def apply_kernel_gradient(self, sums: np.ndarray, grad_frac: int, *, shift: int,
+                              weight_format: Format, transposed: bool = False) -> None:
+        """One SGD step on the kernels: ``K <- sat(K + narrow(-S · 2^-shift))`` in
+        ``weight_format``, one rounding per kernel weight.
+
+        The kernels are first taken as words of ``weight_format`` (rounded to nearest, the
+        host's DAC; exact for kernels on that grid, as every kernel after a step is;
+        saturation counted as ``NAME.load``), then stepped exactly as
+        :meth:`~xbarode.model.fixed_bank.FixedConvBank.apply_kernel_gradient` steps them:
+        the rounding draws from the output narrowing's LFSR (``out_seed``, the seed of the
+        direct path's tile) in C order of ``K`` (``(o, i, p, q)``), or with ``transposed`` of
+        the bank of ``Kᵀ`` (``K'[i, o] = rot180(K[o, i])``, as the core's tile B holds
+        ``Bᵀ``); counted as ``NAME.update`` and ``NAME.weights``. The kernels then hold the
+        new words' values, and every later product quantises their spectra afresh
+        (:func:`~xbarode.model.fixed_ops.spectrum_words`).
+
+        Raises
+        ------
+        ValueError
+            If ``sums`` is not shaped like the kernels.
+        """
+        words = weight_format.quantize(self.kernels, "nearest", self.overflow,
+                                       f"{self.name}.load")
+        words = _tied_step(words, sums, grad_frac, shift=shift, fmt=weight_format,
+                           rounder=self.out_rounder, overflow=self.overflow, name=self.name,
+                           transposed=transposed)
+        self.kernels = weight_format.to_float(words)

@@ -17,8 +17,9 @@ Where randomness enters: each rounding site ``k`` has its own LFSR seeded
 counted cyclically through the non-zero 32-bit values, so the sites' seeds are distinct for
 every ``lfsr_seed``): tiles A, B, C are sites 0, 1, 2; the loss gradient (the one float step,
 the softmax, which the host computes) is quantised with site 3. On the Fourier path
-(``fourier``) A's and B's output narrowings keep sites 0 and 1, and the two Fourier units use
-sites 4–6 and 7–9. The pool unit is site 10. With a device model, tile ``k``'s device
+(``fourier``) A's and B's output narrowings (and, when the banks train, their SGD steps) keep
+sites 0 and 1, and the two Fourier units use sites 4–6 and 7–9 (for the adjoint's transposed
+products too). The pool unit is site 10. With a device model, tile ``k``'s device
 generators (read noise, programming noise, the states' rounding, row and column pulses) are
 sites ``16 + 5k`` to ``20 + 5k`` (:data:`~xbarode.model.device.DEVICE_SITE`).
 """
@@ -175,9 +176,14 @@ class FixedNetwork:
         channel, a c×c complex product per frequency, inverse DFT per output channel); keys
         ``shape`` (H, W), ``data``, ``twiddle``, ``spectrum`` (Formats), and for banks an
         optional ``acc_width`` (the mixing accumulator's, checked). Sites: A's and B's output
-        narrowings take the seeds of tiles A and B; the Fourier units of A and B the seeds
-        ``4, 5, 6`` and ``7, 8, 9`` of ``lfsr_seed`` (:func:`~xbarode.model.fixed.site_seed`).
-        Inference only: :meth:`backward` and :meth:`sgd_step` refuse it.
+        narrowings (and their SGD steps) take the seeds of tiles A and B; the Fourier units of
+        A and B the seeds ``4, 5, 6`` and ``7, 8, 9`` of ``lfsr_seed``
+        (:func:`~xbarode.model.fixed.site_seed`). Banks train: the adjoint's transposed
+        products run through the same units (:meth:`FixedFourierBank.transposed`), the tap
+        sums are the direct path's, and the SGD step moves the kernels on the weight grid
+        (:meth:`FixedFourierBank.apply_kernel_gradient`); give one channel as a (1, 1, k, k)
+        bank to train it. A k×k kernel's unit is for inference: :meth:`backward` and
+        :meth:`sgd_step` refuse it.
     image_shape : tuple of int, optional
         ``(H, W)``; needed with kernel banks and with a pool.
     pool : int
@@ -286,9 +292,9 @@ class FixedNetwork:
         return {"A": a, "B": b, "C": w.to_float(self.C.weights), "d": w.to_float(self.d)}
 
     def _trainable(self) -> None:
-        if self.fourier is not None:
-            raise ValueError("the Fourier path has no adjoint here; train with the direct "
-                             "path (conv_path 'direct')")
+        if isinstance(self.A, FixedFourierConv):
+            raise ValueError("the one-channel Fourier unit (a k×k kernel) has no adjoint; "
+                             "give A and B as (1, 1, k, k) banks to train on the Fourier path")
 
     def forward(self, x: np.ndarray):
         """Integer forward pass of float images ``x`` (batch, m), pixels in [0, 1].
@@ -432,7 +438,9 @@ class FixedNetwork:
 
         ``lr`` and ``batch_size`` are powers of two; with ``h`` they make up each update's
         shift. With ``conv_taps``, ``A`` and ``B`` take one step per kernel tap instead of one
-        per matrix entry, so they stay convolution matrices. With a device model's ``pulses``
+        per matrix entry, so they stay convolution matrices; a kernel bank, on either path,
+        takes one step per kernel weight (on the Fourier path the spectra then follow the
+        kernels). With a device model's ``pulses``
         (``grads`` then carries ``samples``, from :meth:`backward`), the tiles take pulsed
         updates (:meth:`FixedTile.pulsed_update`).
         """
@@ -448,6 +456,10 @@ class FixedNetwork:
             if isinstance(tile, FixedConvBank):
                 tile.apply_kernel_gradient(grads[tile.name], f.grad.frac + frac,
                                            shift=shift + self.h_shift, transposed=transposed)
+            elif isinstance(tile, FixedFourierBank):
+                tile.apply_kernel_gradient(grads[tile.name], f.grad.frac + frac,
+                                           shift=shift + self.h_shift, weight_format=f.weight,
+                                           transposed=transposed)
             elif self.conv_taps is None:
                 tile.apply_gradient(grads[tile.name], f.grad.frac + frac,
                                     shift=shift + self.h_shift, transposed=transposed)
@@ -462,7 +474,8 @@ class FixedNetwork:
 
 
 def _gradient_sums(tile, outputs: np.ndarray, inputs: np.ndarray) -> np.ndarray:
-    """The exact gradient sums of a tile: ``Σ g xᵀ`` (m×m), or per kernel tap for a bank."""
-    if isinstance(tile, FixedConvBank):
+    """The exact gradient sums of a tile: ``Σ g xᵀ`` (m×m), or per kernel tap for a bank (on
+    either path)."""
+    if isinstance(tile, FixedConvBank | FixedFourierBank):
         return tile.gradient_sums(outputs, inputs)
     return exact_matmul(outputs.T, inputs, f"{tile.name}.grad")

@@ -142,9 +142,12 @@ class Config:
         convolution matrices; ``"fourier"``, a DFT, a product with the kernels' spectra per
         frequency and an inverse DFT (:class:`~xbarode.model.fixed_ops.FixedFourierConv`, or
         :class:`~xbarode.model.fixed_fourier_bank.FixedFourierBank` with channels).
-        ``"fourier"`` needs ``structure "conv"``, ``precision "fixed"`` and no device model,
-        and is for inference: :meth:`check_trainable` (so :func:`train`) refuses it, as the
-        Fourier path has no adjoint; train on the direct path and evaluate on either.
+        ``"fourier"`` needs ``structure "conv"``, ``precision "fixed"`` and no device model.
+        It trains too (in the model; the core's Fourier path is for inference): the adjoint's
+        transposed products run through the same Fourier units, the kernel gradients are the
+        direct path's exact tap sums, and each SGD step moves the kernels' weight words, whose
+        spectra the next products use (:class:`~xbarode.model.fixed_fourier_bank.
+        FixedFourierBank`); training also needs ``fourier_data`` to hold the grad words.
     fourier_data, twiddle, spectrum : str
         ``"WIDTH.FRAC"`` of the Fourier units' data words, DFT tables and
         the kernels' spectra; the core's defaults. ``fourier_data`` must hold the state and
@@ -297,11 +300,10 @@ class Config:
         """Raise unless :func:`train` can run this configuration.
 
         Fixed-point training needs SGD with a power-of-two learning rate and batch size (they
-        become shifts) and an accumulator wide enough for the gradient sums.
+        become shifts) and an accumulator wide enough for the gradient sums; on the Fourier
+        path, a data format that holds the grad words exactly (the adjoint's products take
+        them by a shift, as the forward's take the state and act words).
         """
-        if self.conv_path == "fourier":
-            raise ValueError("conv_path 'fourier' is for inference; training needs "
-                             "conv_path 'direct'")
         if self.precision != "fixed":
             return
         if self.optimizer != "sgd":
@@ -312,6 +314,12 @@ class Config:
         self.fixed_formats().check(self.state_size, self.classes,
                                    gradient_terms=self.steps * self.batch_size,
                                    features=self.features)
+        grad = parse_format(self.grad_format)
+        if self.conv_path == "fourier" and not parse_format(self.fourier_data).holds(grad):
+            raise ValueError(
+                f"fourier_data {self.fourier_data} cannot hold grad words ({self.grad_format}) "
+                f"exactly, which training on the Fourier path needs: it needs at least "
+                f"{grad.width - grad.frac} integer and {grad.frac} fractional bits")
 
     @property
     def h(self) -> float:
@@ -430,7 +438,9 @@ def fixed_network(config: Config, params: dict) -> FixedNetwork:
     """The integer network for float ``params`` (quantised to the weight format, nearest).
 
     With ``conv_path = "fourier"`` A and B are the kernels' Fourier units
-    (:func:`fourier_options`); inference only. Otherwise, with ``structure = "conv"`` the
+    (:func:`fourier_options`), always banks (:class:`~xbarode.model.fixed_fourier_bank.
+    FixedFourierBank`; one channel as a 1×1 bank, bit for bit the one-channel unit), so that
+    the network trains. Otherwise, with ``structure = "conv"`` the
     tiles hold the kernels' convolution matrices (the direct path) and SGD keeps the kernels'
     weights tied: with one channel, tiles holding the m×m matrices (``conv_taps``); with ``c``
     channels, tiles holding the (c·m)×(c·m) block matrices of the banks
@@ -439,7 +449,11 @@ def fixed_network(config: Config, params: dict) -> FixedNetwork:
     newton = {"neumann_terms": config.neumann_terms, "max_iter": config.max_iter}
     taps = None
     fourier = fourier_options(config)
-    if fourier is None and config.structure == "conv" and config.channels == 1:
+    if fourier is not None:
+        bank = (config.channels, config.channels, *(config.kernel_size,) * 2)
+        params = {**params, "A": np.reshape(params["A"], bank),
+                  "B": np.reshape(params["B"], bank)}
+    elif config.structure == "conv" and config.channels == 1:
         A, B = operators(config, params)
         params = {**params, "A": A.dense(), "B": B.dense()}
         taps = tap_columns(config.kernel_size, config.image_shape)
@@ -452,9 +466,12 @@ def fixed_network(config: Config, params: dict) -> FixedNetwork:
 def network_params(config: Config, net: FixedNetwork) -> dict[str, np.ndarray]:
     """The parameters of ``config``'s shapes held by ``net``: its matrices, or for
     ``structure = "conv"`` the kernels read from row 0 of A's and B's matrices (SGD keeps
-    every row the same); with ``c`` channels, the banks' kernels."""
+    every row the same); with ``c`` channels, or on the Fourier path, the banks' kernels."""
     params = net.params()
-    if config.structure == "conv" and config.channels == 1:
+    if config.conv_path == "fourier":
+        shapes = config.param_shapes()
+        params.update({name: params[name].reshape(shapes[name]) for name in "AB"})
+    elif config.structure == "conv" and config.channels == 1:
         k = config.kernel_size
         for name in "AB":
             params[name] = params[name][0, net.conv_taps[:, 0]].reshape(k, k)
@@ -571,7 +588,14 @@ def _float_stepper(config: Config):
 
 
 def _fixed_stepper(config: Config):
-    net = fixed_network(config, init_params(config))
+    params = init_params(config)
+    if config.conv_path == "fourier":
+        # The kernels start as the weight words the direct path's tiles would load, so that
+        # both paths start from the same words (and every step keeps them on that grid).
+        weight = config.fixed_formats().weight
+        params.update({name: weight.to_float(weight.quantize(params[name], "nearest"))
+                       for name in "AB"})
+    net = fixed_network(config, params)
     net.overflow.clear()  # saturation while loading the initial weights is not training's
 
     def step(x, y):

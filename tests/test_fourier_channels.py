@@ -432,12 +432,8 @@ def test_network_with_channels_on_the_fourier_path_follows_the_direct_path():
     assert (np.argmax(logits, 1) == np.argmax(want_logits, 1)).mean() >= 5 / 6
 
 
-def test_network_with_channels_on_the_fourier_path_is_inference_only():
-    net = network(bank_params(2), fourier=True)
-    logits, trajectory, _ = net.forward(np.zeros((1, 25)))
-    with pytest.raises(ValueError, match=r"^the Fourier path has no adjoint here; train with "
-                                         r"the direct path \(conv_path 'direct'\)$"):
-        net.backward(trajectory, logits)
+def test_network_with_channels_on_the_fourier_path_checks_the_mixing_accumulator():
+    # (Its adjoint and training: tests/test_fourier_training.py.)
     with pytest.raises(ValueError, match=r"^A: an accumulator of 30 bits is too narrow"):
         network(bank_params(2), fourier={"shape": (5, 5), "data": Format(22, 12),
                                          "twiddle": Format(18, 16),

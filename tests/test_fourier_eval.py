@@ -29,7 +29,6 @@ from xbarode.model import (
     parse_format,
     predict,
     save_weights,
-    train,
 )
 from xbarode.model import data as data_module
 from xbarode.model.core_config import CoreConfig
@@ -263,18 +262,14 @@ def test_narrow_mixing_accumulator_is_refused():
                grad_format="12.7")
 
 
-def test_training_on_the_fourier_path_is_refused(monkeypatch):
-    config = Config(structure="conv", precision="fixed", conv_path="fourier", epochs=1)
-    refusal = "conv_path 'fourier' is for inference; training needs conv_path 'direct'"
-    with pytest.raises(ValueError) as info:
-        config.check_trainable()
-    assert str(info.value) == refusal
-    monkeypatch.setitem(data_module.DATASETS, "digits", lambda: pytest.fail("data loaded"))
-    with pytest.raises(ValueError, match=r"^conv_path 'fourier' is for inference"):
-        train(config)
+def test_training_on_the_fourier_path_is_the_models_and_not_the_cores():
+    # The model trains on the Fourier path (tests/test_fourier_training.py); the core's
+    # Fourier path is for inference, and its configuration still says so.
+    Config(structure="conv", precision="fixed", conv_path="fourier", epochs=1).check_trainable()
     with pytest.raises(ValueError) as cores:
         CoreConfig(structure="conv", conv_path="fourier", training=True)
-    assert str(cores.value) == refusal
+    assert str(cores.value) == ("conv_path 'fourier' is for inference; training needs "
+                                "conv_path 'direct'")
 
 
 # --- weights files ---------------------------------------------------------------------------

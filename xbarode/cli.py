@@ -253,50 +253,49 @@ _FOURIER_FLAGS = (("--fourier-data", "fourier_data", "the Fourier units' data wo
                   ("--spectrum", "spectrum", "the kernels' spectra"))
 
 
-def _add_fourier_options(parser: argparse.ArgumentParser) -> None:
-    """The convolution path of fixed-point evaluation: --conv-path and the Fourier formats."""
+def _add_fourier_options(parser: argparse.ArgumentParser, *, training: bool = False) -> None:
+    """The convolution path of fixed-point evaluation (or training): --conv-path and the
+    Fourier formats."""
     from .model import CONV_PATHS, Config
 
     d = Config()
+    if training:
+        what = ("Training on 'fourier' runs the adjoint's transposed products through the same "
+                "units, takes the direct path's exact kernel-gradient sums and steps the "
+                "kernels, whose spectra the next products use (the fixed-point model; the "
+                "core's Fourier path is for inference)")
+        default = ("the path trained on and written to the weights file (default: direct); "
+                   "'fourier' needs --structure conv and fixed point (--width or --format)")
+    else:
+        what = "Evaluates weights trained on either path"
+        default = ("the path of A and B (default: the weights file's, the path it was trained "
+                   "on); 'fourier' needs a 'conv' network and fixed point (--width or --format)")
     group = parser.add_argument_group(
         "convolution path (fixed point)",
         "how a convolutional network's A and B run in fixed point, as the core's conv_path "
         "(docs/architecture.md): 'direct', tiles holding the convolution matrices; 'fourier', "
         "a 2-D DFT per channel, a product with the kernels' spectra per frequency and an "
-        "inverse DFT. Inference only: training runs on the direct path")
-    group.add_argument("--conv-path", choices=CONV_PATHS, default=None,
-                       help="the path of A and B (default: the weights file's, 'direct' for "
-                            "every file 'xbarode train' writes); 'fourier' needs a 'conv' "
-                            "network and fixed point (--width or --format)")
+        f"inverse DFT. {what}")
+    group.add_argument("--conv-path", choices=CONV_PATHS, default=None, help=default)
     for flag, name, what in _FOURIER_FLAGS:
         group.add_argument(flag, default=None, metavar="W.F",
                            help=f"--conv-path fourier: format of {what} (default: "
                                 f"{getattr(d, name)})")
 
 
-def _fourier_fields(args, config, fixed: dict) -> dict:
-    """Config fields of the convolution-path options for the weights' ``config`` and the
-    fixed-point fields ``fixed`` (:func:`_fixed_fields`); {} when none is given.
-
-    Raises ``ValueError`` naming the option for a bad value or combination.
-    """
+def _fourier_formats_given(args, path: str) -> dict:
+    """The Fourier format options given, as Config fields, checked; with ``path`` other than
+    ``"fourier"``, refused if any is given."""
     from .model import parse_format
 
-    given = {flag: getattr(args, name) for flag, name, _ in _FOURIER_FLAGS
-             if getattr(args, name) is not None}
-    path = args.conv_path if args.conv_path is not None else config.conv_path
+    given = {flag: getattr(args, name, None) for flag, name, _ in _FOURIER_FLAGS
+             if getattr(args, name, None) is not None}
     if path != "fourier":
         if given:
             raise ValueError(f"{', '.join(given)} set the Fourier path's formats: give "
                              f"--conv-path fourier with them")
-        return {} if args.conv_path is None else {"conv_path": path}
-    if config.structure != "conv":
-        raise ValueError(f"--conv-path fourier needs structure 'conv': the weights "
-                         f"{args.weights} are of a {config.structure!r} network")
-    if not fixed and config.precision != "fixed":
-        raise ValueError("--conv-path fourier runs in fixed point: give --width or --format "
-                         "with it")
-    fields = {"conv_path": path}
+        return {}
+    fields = {}
     for flag, name, _ in _FOURIER_FLAGS:
         if flag not in given:
             continue
@@ -306,6 +305,33 @@ def _fourier_fields(args, config, fixed: dict) -> dict:
             raise ValueError(f"{flag}: {error}") from None
         fields[name] = given[flag]
     return fields
+
+
+def _training_fourier_fields(args) -> dict:
+    """Config fields of ``train``'s --conv-path and Fourier formats; {} when none is given
+    (commands without them, such as ``demo``, train on the direct path)."""
+    path = getattr(args, "conv_path", None)
+    fields = _fourier_formats_given(args, path or "direct")
+    return fields if path is None else {"conv_path": path, **fields}
+
+
+def _fourier_fields(args, config, fixed: dict) -> dict:
+    """Config fields of the convolution-path options for the weights' ``config`` and the
+    fixed-point fields ``fixed`` (:func:`_fixed_fields`); {} when none is given.
+
+    Raises ``ValueError`` naming the option for a bad value or combination.
+    """
+    path = args.conv_path if args.conv_path is not None else config.conv_path
+    if path != "fourier":
+        _fourier_formats_given(args, path)
+        return {} if args.conv_path is None else {"conv_path": path}
+    if config.structure != "conv":
+        raise ValueError(f"--conv-path fourier needs structure 'conv': the weights "
+                         f"{args.weights} are of a {config.structure!r} network")
+    if not fixed and config.precision != "fixed":
+        raise ValueError("--conv-path fourier runs in fixed point: give --width or --format "
+                         "with it")
+    return {"conv_path": path, **_fourier_formats_given(args, path)}
 
 
 def add_device_flags(parser, description: str):
@@ -410,7 +436,8 @@ def _config_from(args):
                   method=args.method, linear_solver=args.linear_solver,
                   neumann_terms=args.neumann_terms, max_iter=args.max_iter, tol=args.tol,
                   epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer,
-                  lr=args.lr, seed=args.seed, **_fixed_fields(args))
+                  lr=args.lr, seed=args.seed, **_fixed_fields(args),
+                  **_training_fourier_fields(args))
 
 
 def _progress(args, desc: str):
@@ -479,6 +506,9 @@ def cmd_train(args) -> dict:
             raise ValueError("the device options train the fixed-point model; the RTL core's "
                              "training operations have no device models yet (drop them, or "
                              "--on model)")
+        if args.conv_path == "fourier":
+            raise ValueError("--conv-path fourier trains the fixed-point model; the RTL core's "
+                             "Fourier path is for inference (drop it, or --on model)")
         return _train_on_rtl(args)
     result = _train_and_save(args, Path(args.out))
     if not args.json:
@@ -1143,6 +1173,7 @@ def _add_train(sub) -> None:
                                        "save the weights with the configuration that "
                                        "produced them (the data set included).")
     _add_model_options(train)
+    _add_fourier_options(train, training=True)
     train.add_argument("--out", default="weights.npz",
                        help="weights file to write (default: %(default)s)")
     rtl = train.add_argument_group(
