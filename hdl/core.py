@@ -53,7 +53,15 @@ from .checked import CheckedComponent
 from .core_adjoint import AdjointController
 from .core_chain import DirectChain, FourierChain
 from .core_forward import ForwardController
-from .core_parts import HOST_OPS, HOST_TRAINING_OPS, CoreOp, HostPort, ImageBuffer, VectorBanks
+from .core_parts import (
+    HOST_OPS,
+    HOST_TRAINING_OPS,
+    STATUS_BITS,
+    CoreOp,
+    HostPort,
+    ImageBuffer,
+    VectorBanks,
+)
 from .fourier import FourierConv
 from .interface import ControlSignature
 from .tile import CrossbarTile
@@ -297,7 +305,8 @@ class Core(CheckedComponent):
         word = max(f.weight.width, f.state.width, f.act.width, f.grad.width)
         if self._fourier is not None:
             word = max(word, self._fourier["spectrum"].width)
-        out_word = max(word, config.acc_width) if config.training else word
+        # READ_STATUS's words are 9 bits whatever the formats; READ_GRAD's, acc_width.
+        out_word = max(word, STATUS_BITS, config.acc_width if config.training else 0)
         super().__init__(ControlSignature(CoreOp, word, out_word, side={
             "image": In(stream.Signature(signed(f.state.width))),
         }, results={

@@ -73,6 +73,9 @@ HOST_OPS = (CoreOp.LOAD_A, CoreOp.LOAD_B, CoreOp.LOAD_C, CoreOp.LOAD_D, CoreOp.L
             CoreOp.READ_TRAJECTORY, CoreOp.READ_WEIGHTS)
 #: … and with ``training``.
 HOST_TRAINING_OPS = (CoreOp.LOAD_GRAD, CoreOp.READ_GRAD)
+#: Bits of a READ_STATUS word: Newton iterations (bits 0–7) and converged (bit 8). The core's
+#: ``o`` stream is at least this wide, so that a core of narrow formats reads them whole.
+STATUS_BITS = 9
 
 
 
@@ -335,7 +338,7 @@ class HostPort(CheckedComponent):
     image_en : Out(1).array(lanes)
         LOAD_IMAGE: write ``image_data`` at ``image_addr`` of lane ``k``'s banks.
     logits : In(signed(act_width)).array(classes)
-    status : In(9).array(steps)
+    status : In(STATUS_BITS).array(steps)
         The registers READ_LOGITS and READ_STATUS stream out.
     traj_addr : Out(range((steps + 2)·chunks + 1))
     traj_data : In(signed(state_width)).array(lanes)
@@ -388,7 +391,7 @@ class HostPort(CheckedComponent):
             "image_data": Out(signed(state_width)),
             "image_en": Out(1).array(lanes),
             "logits": In(signed(act_width)).array(classes),
-            "status": In(9).array(steps),
+            "status": In(STATUS_BITS).array(steps),
             "traj_addr": Out(range((steps + 2) * chunks + 1)),
             "traj_data": In(signed(state_width)).array(lanes),
             "lam_addr": Out(range(max(chunks + 1, 2))),

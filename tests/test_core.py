@@ -10,6 +10,7 @@ import json
 
 import numpy as np
 import pytest
+from amaranth.hdl import Fragment
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -167,6 +168,18 @@ def test_small_cores_match_the_model(h, w, data, method, rounding, seed):
                         lfsr_seed=seed + 1)
     images = np.random.default_rng(seed).uniform(0, 1, (2, m))
     check_amaranth(config, random_params(config, seed), images)
+
+
+@pytest.mark.parametrize("method", ["euler", "implicit_euler"])
+def test_formats_narrower_than_a_status_word(method):
+    # 8-bit words: READ_STATUS's 9-bit words (explicit Euler's 0x100) still read whole.
+    config = CoreConfig(image=(2, 3), lanes=2, classes=3, steps=2, method=method,
+                        weight="8.6", state="8.5", act="8.4", grad="8.5", max_iter=2)
+    core = Core(config)
+    assert len(core.o.payload) == 9 and len(core.i.payload) == 8
+    Fragment.get(core, None)   # built, as a generated core is
+    images = np.random.default_rng(7).uniform(0, 1, (2, 6))
+    check_amaranth(config, random_params(config, 7), images)
 
 
 @pytest.mark.parametrize("method", ["euler", "implicit_euler"])
