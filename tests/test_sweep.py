@@ -115,7 +115,7 @@ def test_grids_give_the_union_of_their_products_and_set_overrides_them(tmp_path)
     nested = load_spec(write_spec(tmp_path, TINY, "nested"))
     assert quoted.grids == {"": {"train.steps": [2, 4]}} == nested.grids
     with pytest.raises(FileNotFoundError, match=re.escape("no spec file nothing (the shipped "
-                                                          "specs: fourier, precision)")):
+                                                          "specs: fourier, hardware, precision)")):
         load_spec("nothing")
 
 
@@ -142,6 +142,21 @@ fixed.rounding = ["nearest", "stochastic"]
     # float64 training: the rounding does not change it, the lanes are not the network's.
     assert sum(t.stage == "train" for t in tasks.values()) == 2 * 3
     assert all(t.extra["timeout"] == 7200.0 and "timeout" not in t.inputs for t in synth)
+
+
+def test_the_hardware_spec_synthesises_each_core_once(tmp_path):
+    """The shipped lanes × width spec: 20 cores, each synthesised and simulated once; one
+    float64 training per seed for all of them; an evaluation per width and seed (the lanes
+    are not the network's)."""
+    points, tasks = sweep.plan(load_spec("hardware"), tmp_path)
+    stages = [task.stage for task in tasks.values()]
+    assert len(points) == 20
+    assert [stages.count(s) for s in ("train", "evaluate", "simulate", "synth")] == [2, 10, 20,
+                                                                                      20]
+    cores = {(t.inputs["core"]["lanes"], t.inputs["core"]["weight"])
+             for t in tasks.values() if t.stage == "synth"}
+    assert cores == {(lanes, f"{width}.{frac}") for lanes in (1, 2, 4, 8)
+                     for width, frac in ((8, 6), (10, 8), (12, 10), (14, 12), (16, 14))}
 
 
 def test_a_key_is_the_hash_of_stage_inputs_dependencies_and_version(monkeypatch):
