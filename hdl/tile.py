@@ -143,17 +143,28 @@ class CrossbarTile(CheckedComponent):
         LOAD_W writes and each weight UPDATE writes is snapped to a state (``states``) and
         given the programming noise (``program_noise``), as ``FixedTile.load`` and
         ``FixedTile.update`` do. A clipped DAC code, ADC output, state or noisy weight raises
-        ``overflow``. None, or every model off: the ideal tile, the same hardware as without.
-        Refused: ``pulses``, the write models with initial ``weights`` or without
-        ``writable``, and any model with ``grad_format``. With ``side_ports`` the models
-        apply alike to a core's paths: ``y_out`` streams FORWARD's words as the ADC gives
-        them, the words ``s_in`` and ``x_side_data`` write pass the DAC when a product reads
-        them, and ``y_side_data`` reads TRANSPOSED's words. No cycle is added.
+        ``overflow``. Pulsed updates (``pulses``, with ``asymmetry`` and ``soft_bounds``):
+        UPDATE is one sample's stochastic pulse trains with δ = −s (its expected step the
+        digital one's ``+ s xᵀ·2^-eta_shift``), ``FixedTile.pulsed_update(-s, input_format,
+        x, input_format, shift=eta_shift)`` bit for bit, the generators running on from one
+        UPDATE to the next (:class:`~xbarode.hdl.pulses.PulseTrains` makes the trains, the
+        lanes count the coincidences and step each weight, a saturation raising
+        ``overflow``); the states and the programming noise then apply at LOAD_W only, as
+        in the model. None, or every model off: the ideal tile, the same hardware as
+        without. Refused: the write models or ``pulses`` with initial ``weights`` or without
+        ``writable``, ``pulses`` with ``side_ports``, a pulse step below one weight LSB (the
+        model's :func:`~xbarode.model.device.pulse_step`), and any model with
+        ``grad_format``. With ``side_ports`` the models apply alike to a core's paths:
+        ``y_out`` streams FORWARD's words as the ADC gives them, the words ``s_in`` and
+        ``x_side_data`` write pass the DAC when a product reads them, and ``y_side_data``
+        reads TRANSPOSED's words. The read and write models add no cycle.
     device_seed : int
         Seed of the device generators (a non-zero 32-bit integer), purpose ``p`` drawing from
         ``Lfsr(site_seed(device_seed, p))`` as the model's: the read noise (0) one draw per
         output word in the order of the outputs, the programming noise (1) and the states'
-        stochastic rounding (2) one draw per weight written, in row-major order.
+        stochastic rounding (2) one draw per weight written, in row-major order, the row
+        pulses (3) and the column pulses (4) ``BL`` draws per word of ``s`` and of ``x`` at
+        each UPDATE, in word order.
 
     Attributes
     ----------
@@ -195,7 +206,8 @@ class CrossbarTile(CheckedComponent):
     Latency, from the cycle ``start`` is seen to the ``done`` pulse inclusive:
     ``rows·C + T + 7`` cycles for FORWARD, where ``C = ceil(cols/lanes)`` and
     ``T = ceil(log2(lanes) / 2)`` adder-tree register stages; ``rows·C + 7`` for TRANSPOSED,
-    UPDATE, ACCUMULATE and APPLY (with ``bias``, APPLY takes ``rows`` cycles more); with
+    UPDATE, ACCUMULATE and APPLY (with ``bias``, APPLY takes ``rows`` cycles more; a pulsed
+    UPDATE ``max(rows, cols) + 1`` more, its pulse trains, :meth:`pulse_cycles`); with
     ``taps`` (``K = k²`` of them), APPLY takes ``K·rows + max(K·(rows + 1), rows·C - 1) + 6``
     cycles (the second term: writing the taps, or clearing ``G`` if that is longer), plus
     ``rows`` with ``bias``. A result is in the output buffer when ``done`` rises. Every path

@@ -165,5 +165,6 @@ def latency_bound(dut, op) -> int:
     if isinstance(dut, CrossbarTile):
         taps = dut.taps
         return tile_bound(dut.rows, dut.cols, dut.lanes, op,
-                          taps=0 if taps is None else len(taps), bias=dut.bias)
+                          taps=0 if taps is None else len(taps), bias=dut.bias,
+                          pulses=dut.pulse_geometry is not None)
     raise TypeError(f"no documented latency for {type(dut).__name__}")
