@@ -368,3 +368,19 @@ def test_cocotb_with_pulses_matches_the_model(simulator, rows, cols, lanes, devi
     assert result["mismatches"] == 0, result["first_mismatch"]
     assert result["compared"] > 0
     assert result["cycles"]["update"] == update_cycles(rows, cols, lanes)
+
+
+def test_the_pulse_hardware_is_built_with_pulses_only():
+    """A tile without pulses (here with the write models) has no pulse trains; with them its
+    host interface says what UPDATE does."""
+    from amaranth.back import rtlil
+
+    from xbarode.hdl.interface import host_interface
+
+    plain = CrossbarTile(**tile(device=DeviceModel(states=16)))
+    pulsed = CrossbarTile(**tile(device=DeviceModel(pulses=8, states=16)))
+    assert "row_trains" not in rtlil.convert(plain)
+    assert "row_trains" in rtlil.convert(pulsed)
+    assert plain.pulse_geometry is None and pulsed.pulse_geometry.pulses == 8
+    update = {op["name"]: op for op in host_interface(pulsed).as_json()["operations"]}
+    assert "8-slot stochastic pulse trains" in update["UPDATE"]["does"]
