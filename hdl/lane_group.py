@@ -614,10 +614,12 @@ class LaneGroup(CheckedComponent):
         return [u3_sat.any(), u_write & u_sat.any()]
 
     def _pulsed_update(self, m, w_q, s_q, x_q, lane_on5, u_waddr, w_wr, write, copy):
-        """UPDATE as pulse trains (``pulses``): the coincidences and the direction (stage 3),
-        the step of one coincidence at the old weight (stage 4), ``c·step`` (stage 5), the
-        old weight plus it saturated and written back (stage 6, with ``u_write``); the
-        saturations raise the flag a cycle later. Returns the flag's terms."""
+        """UPDATE as pulse trains (``pulses``): the coincidences and the direction (stage 3);
+        the step of one coincidence at the old weight, or with hard bounds already ``c·step``
+        (stage 4); ``c·step`` (stage 5); the old weight plus or minus it saturated and
+        written back (stage 6, with ``u_write``); the saturations raise the flag a cycle
+        later. Each path holds one product or one carry chain (and the sum's saturation).
+        Returns the flag's terms."""
         geo, count, ww = self._pulses, self._count, self._ww
         lanes = range(self._first, self._first + count)
         bl, half = geo.pulses, 1 << (ww - 1)
@@ -628,7 +630,7 @@ class LaneGroup(CheckedComponent):
         m.d.sync += [cf_q[j].eq(self.col_fires[j]) for j in range(count)]
         largest = geo.largest_step(ww)
         step_shape = unsigned(max(largest.bit_length(), 1))
-        delta_shape = signed(max((largest * bl).bit_length(), 1) + 1)
+        move_shape = unsigned(max((largest * bl).bit_length(), 1))
         hard_up, hard_down = geo.steps(ww)
         u_write = copy("u_write")
         u3_sat = Signal(count, name="u3_sat")
@@ -641,30 +643,32 @@ class LaneGroup(CheckedComponent):
             both = rf_q & cf_q[j]
             m.d.sync += [hits.eq(popcount(both)),
                          up3.eq(s_q[-1] == x_q[j][-1])]
-            # Stage 4: the step of one coincidence at the old weight.
-            mag = Signal(step_shape, name=f"pstep{k}")
-            up4 = Signal(name=f"up4_{k}")
-            hits4 = Signal.like(hits, name=f"hits4_{k}")
+            # Stage 4: with hard bounds the move c·step (a constant's multiple), with soft
+            # bounds the step of one coincidence at the old weight (a constant times the
+            # distance to the bound, b_up = 2^(W−1) − w or b_down = w + 2^(W−1)).
+            w3 = Signal(signed(ww), name=f"pold3_{k}")
             old4 = Signal(signed(ww), name=f"pold4_{k}")
+            up4 = Signal(name=f"up4_{k}")
+            m.d.sync += [w3.eq(w_q[j]), old4.eq(w3), up4.eq(up3)]
             if geo.soft_bounds:
                 bound = Signal(unsigned(ww + 1), name=f"pbound{k}")
-                w3 = Signal(signed(ww), name=f"pold3_{k}")
-                m.d.sync += [w3.eq(w_q[j]),
-                             bound.eq(Mux(s_q[-1] == x_q[j][-1], half - w_q[j],
-                                          w_q[j] + half))]
-                m.d.sync += mag.eq((Mux(up3, geo.up, geo.down) * bound) >> geo.shift)
-                m.d.sync += old4.eq(w3)
+                m.d.sync += bound.eq(Mux(s_q[-1] == x_q[j][-1], half - w_q[j], w_q[j] + half))
+                mag = Signal(step_shape, name=f"pstep{k}")
+                hits4 = Signal.like(hits, name=f"hits4_{k}")
+                m.d.sync += [mag.eq((Mux(up3, geo.up, geo.down) * bound) >> geo.shift),
+                             hits4.eq(hits)]
+                move = hits4 * mag
             else:
-                w3 = Signal(signed(ww), name=f"pold3_{k}")
-                m.d.sync += [w3.eq(w_q[j]), old4.eq(w3),
-                             mag.eq(Mux(up3, hard_up, hard_down))]
-            m.d.sync += [up4.eq(up3), hits4.eq(hits)]
-            # Stage 5: the signed move c·step, the old weight beside it.
-            delta = Signal(delta_shape, name=f"pdelta{k}")
+                move = Signal(move_shape, name=f"pmove4_{k}")
+                m.d.sync += move.eq(Mux(up3, hits * hard_up, hits * hard_down))
+            # Stage 5: |c·step|, the direction and the old weight; the sum or the difference
+            # (two carry chains side by side, no negation in front of them).
+            delta = Signal(move_shape, name=f"pdelta{k}")
             old5 = Signal(signed(ww), name=f"pold5_{k}")
-            m.d.sync += [delta.eq(Mux(up4, hits4 * mag, -(hits4 * mag))), old5.eq(old4)]
-            total = Signal(signed(max(ww, len(delta)) + 1), name=f"wsum{k}")
-            m.d.comb += total.eq(old5 + delta)
+            up5 = Signal(name=f"up5_{k}")
+            m.d.sync += [delta.eq(move), old5.eq(old4), up5.eq(up4)]
+            total = Signal(signed(max(ww, len(delta) + 1) + 1), name=f"wsum{k}")
+            m.d.comb += total.eq(Mux(up5, old5 + delta, old5 - delta))
             w_new, sat_w = narrow(m, total, 0, ww)
             with m.If(u_write & lane_on5[j]):
                 write(w_wr[j], u_waddr, w_new)

@@ -82,6 +82,9 @@ def random_ops(rng, params, kinds):
                                     0xFFFFFFFF), seed=3).via("one weight, one slot, big steps")
 @example(rows=4, cols=6, data=Draws(4, 8, 3, 2, 5, 0.25, True, "stochastic", 16, 0.05, 5),
          seed=4).via("states and programming noise: at LOAD_W only, as the model")
+@example(rows=4, cols=2, data=Draws(1, 12, 10, 16, 8, 0.999, False, "floor", None, 0.0,
+                                    0x46F0A391), seed=5).via(
+    "16 slots of a 511-LSB up step: a move of 4 ranges past a full-scale weight")
 def test_random_pulsed_tiles_match_the_model(rows, cols, data, seed):
     lanes = data.draw(st.integers(1, cols))
     width = data.draw(st.sampled_from([8, 12]))
