@@ -25,7 +25,8 @@ from xbarode.model.fixed import Format, Lfsr
 from .checked import CheckedComponent
 from .rounding import LfsrBank
 
-__all__ = ["PulseGeometry", "PulseTrains", "fires", "popcount", "pulse_geometry"]
+__all__ = ["PulseGeometry", "PulseTrains", "fires", "fires_below", "magnitude", "popcount",
+           "pulse_geometry"]
 
 
 def fires(word, draws, width: int):
@@ -46,9 +47,19 @@ def fires(word, draws, width: int):
     Value
         ``len(draws)`` bits, bit ``t`` the slot ``t``.
     """
-    magnitude = Mux(word < 0, -word, word).as_unsigned()[:width]
+    return fires_below(magnitude(word, width), draws, width)
+
+
+def magnitude(word, width: int):
+    """``|word|`` of a signed ``width``-bit word, ``width`` bits unsigned (``2^(width−1)``
+    for the most negative word)."""
+    return Mux(word < 0, -word, word).as_unsigned()[:width]
+
+
+def fires_below(value, draws, width: int):
+    """:func:`fires` of a word whose magnitude ``value`` is given."""
     low = min(width - 1, 32)
-    return Cat(((draw[:low] if low > 0 else 0) < magnitude) for draw in draws)
+    return Cat(((draw[:low] if low > 0 else 0) < value) for draw in draws)
 
 
 def popcount(bits):
@@ -115,9 +126,10 @@ class PulseTrains(CheckedComponent):
     columns likewise from the column generator. Each generator advances by ``BL`` draws per
     word, so the next sample's trains continue where this sample's end.
 
-    Latency: ``busy`` from the cycle after ``start`` for ``max(rows, cols) + 1`` cycles,
+    Latency: ``busy`` from the cycle after ``start`` for ``max(rows, cols) + 2`` cycles,
     ``done`` in the last: one cycle per word (row ``t`` and column ``t`` are read in cycle
-    ``t + 1`` and their trains written in cycle ``t + 2``).
+    ``t + 1``, their magnitudes registered in cycle ``t + 2`` and their trains made from
+    registered draws and written in cycle ``t + 3``).
     """
 
     @staticmethod
@@ -161,8 +173,8 @@ class PulseTrains(CheckedComponent):
 
     @property
     def cycles(self) -> int:
-        """Cycles of ``busy``: ``max(rows, cols) + 1``."""
-        return max(self._rows, self._cols) + 1
+        """Cycles of ``busy``: ``max(rows, cols) + 2``."""
+        return max(self._rows, self._cols) + 2
 
     def elaborate(self, platform):
         m = Module()
@@ -170,9 +182,10 @@ class PulseTrains(CheckedComponent):
         words = max(rows, cols)
         bits = min(max(self._width - 1, 1), 32)
         # The word counter t: row t and column t (lane, chunk) are read in cycle t + 1 after
-        # start; cycle words + 1 only writes the last trains.
+        # start, their magnitudes registered in cycle t + 2 and their trains made and written
+        # in cycle t + 3; cycles words + 1 and words + 2 only finish the last ones.
         running = Signal(name="pulsing")
-        t = Signal(range(words + 1), name="pulse_word")
+        t = Signal(range(words + 2), name="pulse_word")
         lane = Signal(range(max(lanes, 2)), name="pulse_lane")
         chunk = Signal(range(max(chunks, 2)), name="pulse_chunk")
         with m.If(self.start):
@@ -183,30 +196,42 @@ class PulseTrains(CheckedComponent):
                 m.d.sync += [lane.eq(0), chunk.eq(chunk + 1)]
             with m.Else():
                 m.d.sync += lane.eq(lane + 1)
-            with m.If(t == words):
+            with m.If(t == words + 1):
                 m.d.sync += running.eq(0)
-        m.d.comb += [self.busy.eq(running), self.done.eq(running & (t == words)),
+        m.d.comb += [self.busy.eq(running), self.done.eq(running & (t == words + 1)),
                      self.s_addr.eq(Mux(t < rows, t, 0)),
                      self.x_addr.eq(Mux(t < cols, chunk, 0))]
-        # The words read in this cycle: which row and which column they are.
-        row_valid, col_valid = Signal(name="row_valid"), Signal(name="col_valid")
-        row_at = Signal(range(max(rows, 2)), name="row_at")
-        lane_at = Signal.like(lane, name="lane_at")
-        chunk_at = Signal.like(chunk, name="chunk_at")
-        m.d.sync += [row_valid.eq(running & (t < rows)), col_valid.eq(running & (t < cols)),
-                     row_at.eq(self.s_addr), lane_at.eq(lane), chunk_at.eq(chunk)]
-        m.submodules.row_draws = row_bank = LfsrBank(
-            draws=self._pulses, bits=bits, steps={self._pulses}, seed=self._row_seed)
-        m.submodules.col_draws = col_bank = LfsrBank(
-            draws=self._pulses, bits=bits, steps={self._pulses}, seed=self._col_seed)
-        m.d.comb += [row_bank.advance.eq(row_valid), col_bank.advance.eq(col_valid)]
-        row_train = fires(self.s, list(row_bank.draw), self._width)
+        # The words read in this cycle (which row and which column they are), and their
+        # magnitudes the next (registered: the negation's carry chain and the compare's are
+        # paths of their own).
+        row_read, col_read = Signal(name="row_read"), Signal(name="col_read")
+        row_read_at = Signal(range(max(rows, 2)), name="row_read_at")
+        lane_read, chunk_read = Signal.like(lane, name="lane_read"), Signal.like(chunk)
+        m.d.sync += [row_read.eq(running & (t < rows)), col_read.eq(running & (t < cols)),
+                     row_read_at.eq(self.s_addr), lane_read.eq(lane), chunk_read.eq(chunk)]
         x_word = Signal(signed(self._width), name="x_word")
         m.d.comb += x_word.eq(self.x[0])
         for k in range(1, lanes):
-            with m.If(lane_at == k):
+            with m.If(lane_read == k):
                 m.d.comb += x_word.eq(self.x[k])
-        col_train = fires(x_word, list(col_bank.draw), self._width)
+        s_mag, x_mag = (Signal(self._width, name=name) for name in ("s_mag", "x_mag"))
+        row_valid, col_valid = Signal(name="row_valid"), Signal(name="col_valid")
+        row_at = Signal.like(row_read_at, name="row_at")
+        lane_at, chunk_at = Signal.like(lane, name="lane_at"), Signal.like(chunk, name="chunk_at")
+        m.d.sync += [s_mag.eq(magnitude(self.s, self._width)),
+                     x_mag.eq(magnitude(x_word, self._width)),
+                     row_valid.eq(row_read), col_valid.eq(col_read), row_at.eq(row_read_at),
+                     lane_at.eq(lane_read), chunk_at.eq(chunk_read)]
+        # The draws from registers (LfsrBank's registered): a compare's path starts at one.
+        m.submodules.row_draws = row_bank = LfsrBank(
+            draws=self._pulses, bits=bits, steps={self._pulses}, seed=self._row_seed,
+            registered=True)
+        m.submodules.col_draws = col_bank = LfsrBank(
+            draws=self._pulses, bits=bits, steps={self._pulses}, seed=self._col_seed,
+            registered=True)
+        m.d.comb += [row_bank.advance.eq(row_valid), col_bank.advance.eq(col_valid)]
+        row_train = fires_below(s_mag, list(row_bank.draw), self._width)
+        col_train = fires_below(x_mag, list(col_bank.draw), self._width)
         # The trains: R in one memory (a word per row), C in one bank per lane (a word per
         # chunk), read by the walk at the tile's row and chunk.
         m.submodules.row_trains = r_mem = Memory(shape=unsigned(self._pulses), depth=rows,

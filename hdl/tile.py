@@ -207,7 +207,7 @@ class CrossbarTile(CheckedComponent):
     ``rows·C + T + 7`` cycles for FORWARD, where ``C = ceil(cols/lanes)`` and
     ``T = ceil(log2(lanes) / 2)`` adder-tree register stages; ``rows·C + 7`` for TRANSPOSED,
     UPDATE, ACCUMULATE and APPLY (with ``bias``, APPLY takes ``rows`` cycles more; a pulsed
-    UPDATE ``max(rows, cols) + 1`` more, its pulse trains, :meth:`pulse_cycles`); with
+    UPDATE ``max(rows, cols) + 2`` more, its pulse trains, :meth:`pulse_cycles`); with
     ``taps`` (``K = k²`` of them), APPLY takes ``K·rows + max(K·(rows + 1), rows·C - 1) + 6``
     cycles (the second term: writing the taps, or clearing ``G`` if that is longer), plus
     ``rows`` with ``bias``. A result is in the output buffer when ``done`` rises. Every path
@@ -496,8 +496,8 @@ class CrossbarTile(CheckedComponent):
     @staticmethod
     def pulse_cycles(rows: int, cols: int) -> int:
         """Cycles a pulsed UPDATE adds to the digital one's ``rows·C + 7``: the pulse trains'
-        prologue, ``max(rows, cols) + 1`` (:class:`~xbarode.hdl.pulses.PulseTrains`)."""
-        return max(rows, cols) + 1
+        prologue, ``max(rows, cols) + 2`` (:class:`~xbarode.hdl.pulses.PulseTrains`)."""
+        return max(rows, cols) + 2
 
     @property
     def device_seed(self) -> int:

@@ -10,7 +10,7 @@ The bounds, start to ``done`` inclusive, with ``C = ceil(cols / lanes)`` and ``T
 tree's register stages (:class:`~xbarode.hdl.tile.CrossbarTile`'s docstring):
 
 - tile: FORWARD ``rows·C + T + 7``; TRANSPOSED, UPDATE, ACCUMULATE, APPLY ``rows·C + 7``
-  (a pulsed UPDATE, with a device's ``pulses``: ``max(rows, cols) + 1`` more, its pulse
+  (a pulsed UPDATE, with a device's ``pulses``: ``max(rows, cols) + 2`` more, its pulse
   trains)
   (APPLY with ``bias``: ``rows`` more; with ``taps``:
   ``K·rows + max(K·(rows + 1), rows·C − 1) + 6``); a streamed product as its two products

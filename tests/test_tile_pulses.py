@@ -26,8 +26,8 @@ from xbarode.units import UNITS, cosim
 
 def update_cycles(rows, cols, lanes):
     """UPDATE's latency with pulses (CrossbarTile's notes): ``rows·C + 7`` plus the pulse
-    trains' ``max(rows, cols) + 1``."""
-    return rows * -(-cols // lanes) + 7 + max(rows, cols) + 1
+    trains' ``max(rows, cols) + 2``."""
+    return rows * -(-cols // lanes) + 7 + max(rows, cols) + 2
 
 
 def plan_of(params, vectors):
@@ -279,7 +279,7 @@ def test_pulse_trains_consume_bl_draws_per_word_in_c_order():
         return [sum(1 << t for t in range(bl) if (int(d[t]) & 127) < abs(w))
                 for w, d in zip(words, draws, strict=True)]
 
-    assert got["busy"] == max(rows, cols) + 1 == dut.cycles
+    assert got["busy"] == max(rows, cols) + 2 == dut.cycles
     assert got["rows"] == expected(s_words, 3)
     assert got["rows"][0] == 2**bl - 1 and got["rows"][2] == 0
     assert got["cols"] == expected(x_words, 4)
