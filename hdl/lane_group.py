@@ -641,8 +641,7 @@ class LaneGroup(CheckedComponent):
             hits = Signal(range(bl + 1), name=f"hits{k}")
             up3 = Signal(name=f"up3_{k}")
             both = rf_q & cf_q[j]
-            m.d.sync += [hits.eq(popcount(both)),
-                         up3.eq(s_q[-1] == x_q[j][-1])]
+            m.d.sync += [hits.eq(popcount(both)), up3.eq(s_q[-1] == x_q[j][-1])]
             # Stage 4: with hard bounds the move c·step (a constant's multiple), with soft
             # bounds the step of one coincidence at the old weight (a constant times the
             # distance to the bound, b_up = 2^(W−1) − w or b_down = w + 2^(W−1)).
@@ -651,12 +650,16 @@ class LaneGroup(CheckedComponent):
             up4 = Signal(name=f"up4_{k}")
             m.d.sync += [w3.eq(w_q[j]), old4.eq(w3), up4.eq(up3)]
             if geo.soft_bounds:
+                # The bound and the asymmetry's factor registered at stage 3 (no look-up
+                # table in front of the multiplier); 2^exponent is a shift.
                 bound = Signal(unsigned(ww + 1), name=f"pbound{k}")
-                m.d.sync += bound.eq(Mux(s_q[-1] == x_q[j][-1], half - w_q[j], w_q[j] + half))
+                factor = Signal(range(max(geo.up, geo.down) + 1), name=f"pfactor{k}")
+                up2 = s_q[-1] == x_q[j][-1]
+                m.d.sync += [bound.eq(Mux(up2, half - w_q[j], w_q[j] + half)),
+                             factor.eq(Mux(up2, geo.up, geo.down))]
                 mag = Signal(step_shape, name=f"pstep{k}")
                 hits4 = Signal.like(hits, name=f"hits4_{k}")
-                m.d.sync += [mag.eq((Mux(up3, geo.up, geo.down) * bound) >> geo.shift),
-                             hits4.eq(hits)]
+                m.d.sync += [mag.eq(geo.scale(factor * bound)), hits4.eq(hits)]
                 move = hits4 * mag
             else:
                 move = Signal(move_shape, name=f"pmove4_{k}")

@@ -253,16 +253,19 @@ class PulseTrains(CheckedComponent):
 class PulseGeometry:
     """The integers of a tile's pulsed update (:func:`pulse_geometry`,
     :func:`xbarode.model.device.pulse_steps`): an up step at weight ``w`` is
-    ``floor(up · b_up / 2^shift)`` weight LSBs and a down step ``floor(down · b_down /
-    2^shift)``, with ``b_up = 2^(W−1) − w``, ``b_down = w + 2^(W−1)`` under ``soft_bounds``
-    and both ``2^(W−1)`` otherwise.
+    ``floor(2^exponent · up · b_up / 2^shift)`` weight LSBs and a down step
+    ``floor(2^exponent · down · b_down / 2^shift)`` (:meth:`scale` of the products ``up ·
+    b_up``, ``down · b_down``), with ``b_up = 2^(W−1) − w``, ``b_down = w + 2^(W−1)`` under
+    ``soft_bounds`` and both ``2^(W−1)`` otherwise.
 
     Attributes
     ----------
     pulses : int
         Slots per train, ``BL``.
+    exponent : int
+        The nominal step ``Δw_min = 2^exponent`` weight LSBs.
     up, down : int
-        ``Δw_min·(2^16 ± A)``, ``A = floor(asymmetry·2^16 + 1/2)``.
+        The asymmetry's factors ``2^16 ± A``, ``A = floor(asymmetry·2^16 + 1/2)``.
     shift : int
         ``16 + W − 1``.
     soft_bounds : bool
@@ -270,21 +273,29 @@ class PulseGeometry:
     """
 
     pulses: int
+    exponent: int
     up: int
     down: int
     shift: int
     soft_bounds: bool
 
+    def scale(self, value):
+        """``floor(value · 2^exponent / 2^shift)`` (an int or a Value): one shift, since
+        ``Δw_min`` is a power of two."""
+        if self.exponent >= self.shift:
+            return value << (self.exponent - self.shift)
+        return value >> (self.shift - self.exponent)
+
     def steps(self, width: int) -> tuple[int, int]:
         """The hard-bound steps ``(up, down)`` (bounds ``2^(width−1)``) in weight LSBs."""
         half = 1 << (width - 1)
-        return (self.up * half) >> self.shift, (self.down * half) >> self.shift
+        return self.scale(self.up * half), self.scale(self.down * half)
 
     def largest_step(self, width: int) -> int:
         """The largest step of one coincidence at any weight of ``width`` bits."""
         if not self.soft_bounds:
             return max(self.steps(width))
-        return max(self.up, self.down) * (1 << width) >> self.shift
+        return self.scale(max(self.up, self.down) << width)
 
 
 def pulse_geometry(device: DeviceModel, weight_format: Format, input_format: Format,
@@ -301,7 +312,7 @@ def pulse_geometry(device: DeviceModel, weight_format: Format, input_format: For
     """
     step = pulse_step(weight_format, input_format, input_format, eta_shift, device.pulses)
     a = math.floor(device.asymmetry * 2**ASYMMETRY_FRAC + 0.5)
-    return PulseGeometry(pulses=device.pulses, up=step * ((1 << ASYMMETRY_FRAC) + a),
-                         down=step * ((1 << ASYMMETRY_FRAC) - a),
+    return PulseGeometry(pulses=device.pulses, exponent=step.bit_length() - 1,
+                         up=(1 << ASYMMETRY_FRAC) + a, down=(1 << ASYMMETRY_FRAC) - a,
                          shift=ASYMMETRY_FRAC + weight_format.width - 1,
                          soft_bounds=device.soft_bounds)

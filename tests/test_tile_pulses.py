@@ -387,3 +387,35 @@ def test_the_pulse_hardware_is_built_with_pulses_only():
     assert plain.pulse_geometry is None and pulsed.pulse_geometry.pulses == 8
     update = {op["name"]: op for op in host_interface(pulsed).as_json()["operations"]}
     assert "8-slot stochastic pulse trains" in update["UPDATE"]["does"]
+
+
+@settings(max_examples=30, deadline=None)
+@given(width=st.integers(2, 16), frac=st.integers(0, 15), pulses=st.sampled_from([1, 8, 64]),
+       eta_shift=st.integers(0, 12), asymmetry=st.floats(-0.9999, 0.9999),
+       soft_bounds=st.booleans(), data=st.data())
+@example(width=8, frac=4, pulses=1, eta_shift=0, asymmetry=0.99999, soft_bounds=True,
+         data=Draws([-128, 127, 0])).via("A = 2^16: a down factor of 0")
+def test_the_geometry_gives_the_model_s_steps(width, frac, pulses, eta_shift, asymmetry,
+                                              soft_bounds, data):
+    """PulseGeometry's integers (a factor, a shift for the power-of-two nominal step) give
+    pulse_steps' up and down steps at every weight, and largest_step bounds them."""
+    from xbarode.model.device import pulse_step, pulse_steps
+
+    fmt = Format(width, min(frac, width - 1))
+    device = DeviceModel(pulses=pulses, asymmetry=asymmetry, soft_bounds=soft_bounds)
+    try:
+        step = pulse_step(fmt, fmt, fmt, eta_shift, pulses)
+    except ValueError:
+        with pytest.raises(ValueError, match=r"^pulses: a pulse step"):
+            pulse_geometry(device, fmt, fmt, eta_shift)
+        return
+    geo = pulse_geometry(device, fmt, fmt, eta_shift)
+    weights = np.array(data.draw(st.lists(st.integers(fmt.min_int, fmt.max_int), min_size=1,
+                                          max_size=5)))
+    up, down = pulse_steps(weights, fmt, step, device)
+    half = 1 << (width - 1)
+    b_up = half - weights if soft_bounds else np.full_like(weights, half)
+    b_down = weights + half if soft_bounds else np.full_like(weights, half)
+    assert [geo.scale(geo.up * int(b)) for b in b_up] == up.tolist()
+    assert [geo.scale(geo.down * int(b)) for b in b_down] == down.tolist()
+    assert max(up.max(), down.max()) <= geo.largest_step(width)
