@@ -130,8 +130,9 @@ class LaneGroup(CheckedComponent):
         UPDATE is a pulsed update (:class:`~xbarode.hdl.pulses.PulseGeometry`): each lane
         counts the coincidences ``c = popcount(row_fires & col_fires[j])`` (stage 3), takes
         the step of one coincidence in the direction ``sign(s)·sign(x)`` at its old weight
-        (stage 4: a constant with hard bounds, a product with the weight's bound with soft
-        bounds), and writes ``sat(w + c·step)`` (stage 6, as the digital step's sum; a
+        (a constant with hard bounds, ``c·step`` at stage 4; with soft bounds the
+        asymmetry's factor times the weight's distance to the bound at stage 4, times ``c``
+        at stage 5), and writes ``sat(w ± c·step)`` (stage 6, as the digital step's sum; a
         saturation raises ``overflow``). No narrowing of ``s·x``, no write models. Not with
         ``acc_width``, ``states`` or ``program_noise_width``.
 
