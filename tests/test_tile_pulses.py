@@ -114,6 +114,32 @@ def test_random_pulsed_tiles_match_the_model(rows, cols, data, seed):
     assert cycles["update"] == update_cycles(rows, cols, lanes)
 
 
+@pytest.mark.slow
+@settings(max_examples=12, deadline=None)
+@given(rows=st.integers(1, 9), cols=st.integers(1, 9), data=st.data(),
+       seed=st.integers(0, 2**16))
+def test_long_trains_on_16_bit_words_match_the_model(rows, cols, data, seed):
+    """Longer trains (16 to 128 slots) on 16-bit words, every step size from one LSB to a
+    quarter of the range; several UPDATEs in a row."""
+    lanes = data.draw(st.integers(1, cols))
+    frac = data.draw(st.integers(0, 15))
+    pulses = data.draw(st.sampled_from([16, 64, 128]))
+    log_bl = pulses.bit_length() - 1
+    top = 30 - frac - log_bl
+    exponent = data.draw(st.integers(0, min(14, top)))
+    device = DeviceModel(pulses=pulses, asymmetry=data.draw(st.floats(-0.99, 0.99)),
+                         soft_bounds=data.draw(st.booleans()))
+    params = TileParams(rows=rows, cols=cols, lanes=lanes, width=16, frac=frac,
+                        rounding="stochastic", eta_shift=top - exponent, device=device,
+                        device_seed=data.draw(st.integers(1, 2**32 - 1)))
+    rng = np.random.default_rng(seed)
+    f = params.format
+    vectors = [(rng.integers(f.min_int, f.max_int + 1, (rows, cols)),
+                random_ops(rng, params, ["update", "update", "forward", "update"]))]
+    _, cycles = check(params, vectors)
+    assert cycles["update"] == update_cycles(rows, cols, lanes)
+
+
 # --- pinned corners ---------------------------------------------------------------------------
 
 I8 = Format(8, 4)
