@@ -320,6 +320,10 @@ def _tile(tile) -> dict:
                                f"TRANSPOSED: {cols} words, y[j] is word j")],
                    "stream out the last FORWARD or TRANSPOSED result"),
     }
+    if tile.pulse_geometry is not None:
+        ops["UPDATE"] = ([], [], f"W <- W moved by {tile.pulse_geometry.pulses}-slot "
+                                 f"stochastic pulse trains of s and x, expected step "
+                                 f"s xᵀ · 2^-{tile.eta_shift} (docs/device.md)")
     if not tile.writable:   # a read-only table: its weights are its initial contents
         del ops["LOAD_W"], ops["UPDATE"]
     if tile.bias:

@@ -22,6 +22,7 @@ from .device import adc_narrow, dac, program_word
 from .dsp import Multiplier
 from .groups import GROUP, KEEP
 from .output_stage import narrow_product
+from .pulses import PulseGeometry, popcount
 from .rounding import narrow, rounding_offset
 
 __all__ = ["LaneGroup", "lane_control"]
@@ -125,6 +126,15 @@ class LaneGroup(CheckedComponent):
     program_noise_width : int
         Width of ``program_noise``, each lane's programming noise added to UPDATE's new weight
         (after the state) before it is written; 0 for none. Not with ``acc_width``.
+    pulses : PulseGeometry, optional
+        UPDATE is a pulsed update (:class:`~xbarode.hdl.pulses.PulseGeometry`): each lane
+        counts the coincidences ``c = popcount(row_fires & col_fires[j])`` (stage 3), takes
+        the step of one coincidence in the direction ``sign(s)·sign(x)`` at its old weight
+        (a constant with hard bounds, ``c·step`` at stage 4; with soft bounds the
+        asymmetry's factor times the weight's distance to the bound at stage 4, times ``c``
+        at stage 5), and writes ``sat(w ± c·step)`` (stage 6, as the digital step's sum; a
+        saturation raises ``overflow``). No narrowing of ``s·x``, no write models. Not with
+        ``acc_width``, ``states`` or ``program_noise_width``.
 
     Attributes
     ----------
@@ -149,6 +159,10 @@ class LaneGroup(CheckedComponent):
     program_noise : In(signed(program_noise_width)).array(count)
         (with ``program_noise_width``) Each lane's programming noise for the weight it writes
         in this cycle.
+    row_fires : In(unsigned(BL))
+        (with ``pulses``) The row's pulse train, with ``s`` (stage 1), registered here once.
+    col_fires : In(unsigned(BL)).array(count)
+        (with ``pulses``) Each lane's column pulse train, with ``x`` (stage 1).
     clear : In(1)
         Lowers ``overflow``.
     tap_we, tap_addr, tap_word, zero, zero_addr : In
@@ -191,7 +205,7 @@ class LaneGroup(CheckedComponent):
                          draw_bits: int = 0, one_chunk: bool = False, tied: bool = False,
                          init=None, block_ram: bool = False, writable: bool = True, dac=None,
                          adc=None, noise_width: int = 0, states=None,
-                         program_noise_width: int = 0) -> None:
+                         program_noise_width: int = 0, pulses=None) -> None:
         """The constructor's checks (:class:`~xbarode.hdl.checked.CheckedComponent`)."""
         for name, value, low in (
                 ("first", first, 0), ("count", count, 1), ("lanes", lanes, 1),
@@ -206,6 +220,13 @@ class LaneGroup(CheckedComponent):
                                                             or not writable):
             raise ValueError("the device's write models (states, program_noise_width) are "
                              "built for UPDATE only: not with acc_width, and not read-only")
+        if pulses is not None and not isinstance(pulses, PulseGeometry):
+            raise TypeError(f"pulses must be a PulseGeometry or None, not "
+                            f"{type(pulses).__name__}")
+        if pulses is not None and (acc_width is not None or not writable or states is not None
+                                   or program_noise_width):
+            raise ValueError("a pulsed update (pulses) is built for UPDATE alone: not with "
+                             "acc_width, states or program_noise_width, and not read-only")
         if (dac is not None or adc is not None or noise_width) and (
                 grad is not None or acc_width is not None):
             raise ValueError("the device's read models (dac, adc, noise_width) are not built "
@@ -245,7 +266,8 @@ class LaneGroup(CheckedComponent):
                  apply_shift: int = 0, draw_bits: int = 0, one_chunk: bool = False,
                  tied: bool = False, init=None, block_ram: bool = False,
                  writable: bool = True, dac=None, adc=None, noise_width: int = 0, states=None,
-                 program_noise_width: int = 0):
+                 program_noise_width: int = 0, pulses=None):
+        self._pulses = pulses
         self._dac, self._adc, self._noise_width = dac, adc, noise_width
         self._states, self._pnoise_width = states, program_noise_width
         self._first, self._count, self._lanes, self._depth = first, count, lanes, depth
@@ -281,6 +303,9 @@ class LaneGroup(CheckedComponent):
             members["state_draw"] = In(unsigned(states[0])).array(count)
         if program_noise_width:
             members["program_noise"] = In(signed(program_noise_width)).array(count)
+        if pulses is not None:
+            members |= {"row_fires": In(unsigned(pulses.pulses)),
+                        "col_fires": In(unsigned(pulses.pulses)).array(count)}
         if acc_width is not None:
             members |= {"g_data": Out(signed(acc_width)).array(count),
                         "g_q": Out(signed(acc_width)).array(count)}
@@ -456,7 +481,10 @@ class LaneGroup(CheckedComponent):
                     write(g_wr[j], s4_waddr, Mux(g_keep, g_s4[j] + prods[j], 0))
 
         sat_terms = self._transposed(m, prods, lane_on5, copy) + dac_terms
-        if self._writable:
+        if self._pulses is not None:
+            sat_terms += self._pulsed_update(m, w_q, s_q, x_q, lane_on5, u_waddr, w_wr, write,
+                                             copy)
+        elif self._writable:
             sat_terms += self._update(m, prods, g_neg, w_old, lane_on4, lane_on5, u_waddr,
                                       w_wr, write, copy)
         if self._tied:
@@ -585,3 +613,68 @@ class LaneGroup(CheckedComponent):
                 write(w_wr[j], u_waddr, w_new)
                 m.d.sync += u3_sat[j].eq(sat_w)
         return [u3_sat.any(), u_write & u_sat.any()]
+
+    def _pulsed_update(self, m, w_q, s_q, x_q, lane_on5, u_waddr, w_wr, write, copy):
+        """UPDATE as pulse trains (``pulses``): the coincidences and the direction (stage 3);
+        the step of one coincidence at the old weight, or with hard bounds already ``c·step``
+        (stage 4); ``c·step`` (stage 5); the old weight plus or minus it saturated and
+        written back (stage 6, with ``u_write``); the saturations raise the flag a cycle
+        later. Each path holds one product or one carry chain (and the sum's saturation).
+        Returns the flag's terms."""
+        geo, count, ww = self._pulses, self._count, self._ww
+        lanes = range(self._first, self._first + count)
+        bl, half = geo.pulses, 1 << (ww - 1)
+        # Stage 2: the trains registered beside s and x (the row's once for the group).
+        rf_q = Signal(bl, name="rfire_q", attrs=KEEP)
+        m.d.sync += rf_q.eq(self.row_fires)
+        cf_q = [Signal(bl, name=f"cfire_q{k}") for k in lanes]
+        m.d.sync += [cf_q[j].eq(self.col_fires[j]) for j in range(count)]
+        largest = geo.largest_step(ww)
+        step_shape = unsigned(max(largest.bit_length(), 1))
+        move_shape = unsigned(max((largest * bl).bit_length(), 1))
+        hard_up, hard_down = geo.steps(ww)
+        u_write = copy("u_write")
+        u3_sat = Signal(count, name="u3_sat")
+        m.d.sync += u3_sat.eq(0)
+        for j, k in enumerate(lanes):
+            # Stage 3: coincidences, direction (up where s and x have one sign: δ = −s; a
+            # zero word fires nowhere, so its direction does not matter), the bound.
+            hits = Signal(range(bl + 1), name=f"hits{k}")
+            up3 = Signal(name=f"up3_{k}")
+            both = rf_q & cf_q[j]
+            m.d.sync += [hits.eq(popcount(both)), up3.eq(s_q[-1] == x_q[j][-1])]
+            # Stage 4: with hard bounds the move c·step (a constant's multiple), with soft
+            # bounds the step of one coincidence at the old weight (a constant times the
+            # distance to the bound, b_up = 2^(W−1) − w or b_down = w + 2^(W−1)).
+            w3 = Signal(signed(ww), name=f"pold3_{k}")
+            old4 = Signal(signed(ww), name=f"pold4_{k}")
+            up4 = Signal(name=f"up4_{k}")
+            m.d.sync += [w3.eq(w_q[j]), old4.eq(w3), up4.eq(up3)]
+            if geo.soft_bounds:
+                # The bound and the asymmetry's factor registered at stage 3 (no look-up
+                # table in front of the multiplier); 2^exponent is a shift.
+                bound = Signal(unsigned(ww + 1), name=f"pbound{k}")
+                factor = Signal(range(max(geo.up, geo.down) + 1), name=f"pfactor{k}")
+                up2 = s_q[-1] == x_q[j][-1]
+                m.d.sync += [bound.eq(Mux(up2, half - w_q[j], w_q[j] + half)),
+                             factor.eq(Mux(up2, geo.up, geo.down))]
+                mag = Signal(step_shape, name=f"pstep{k}")
+                hits4 = Signal.like(hits, name=f"hits4_{k}")
+                m.d.sync += [mag.eq(geo.scale(factor * bound)), hits4.eq(hits)]
+                move = hits4 * mag
+            else:
+                move = Signal(move_shape, name=f"pmove4_{k}")
+                m.d.sync += move.eq(Mux(up3, hits * hard_up, hits * hard_down))
+            # Stage 5: |c·step|, the direction and the old weight; the sum or the difference
+            # (two carry chains side by side, no negation in front of them).
+            delta = Signal(move_shape, name=f"pdelta{k}")
+            old5 = Signal(signed(ww), name=f"pold5_{k}")
+            up5 = Signal(name=f"up5_{k}")
+            m.d.sync += [delta.eq(move), old5.eq(old4), up5.eq(up4)]
+            total = Signal(signed(max(ww, len(delta) + 1) + 1), name=f"wsum{k}")
+            m.d.comb += total.eq(Mux(up5, old5 + delta, old5 - delta))
+            w_new, sat_w = narrow(m, total, 0, ww)
+            with m.If(u_write & lane_on5[j]):
+                write(w_wr[j], u_waddr, w_new)
+                m.d.sync += u3_sat[j].eq(sat_w)
+        return [u3_sat.any()]

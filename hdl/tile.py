@@ -56,6 +56,7 @@ from .groups import GROUP, own_copy, stage
 from .interface import ControlSignature
 from .lane_group import LaneGroup
 from .output_stage import ForwardOutput
+from .pulses import PulseTrains, pulse_geometry
 from .readout import ChainReadout, MuxReadout
 from .rounding import LfsrBank, lfsr_successor, rounding_offset
 from .tap_walker import TapWalker, check_taps
@@ -142,17 +143,28 @@ class CrossbarTile(CheckedComponent):
         LOAD_W writes and each weight UPDATE writes is snapped to a state (``states``) and
         given the programming noise (``program_noise``), as ``FixedTile.load`` and
         ``FixedTile.update`` do. A clipped DAC code, ADC output, state or noisy weight raises
-        ``overflow``. None, or every model off: the ideal tile, the same hardware as without.
-        Refused: ``pulses``, the write models with initial ``weights`` or without
-        ``writable``, and any model with ``grad_format``. With ``side_ports`` the models
-        apply alike to a core's paths: ``y_out`` streams FORWARD's words as the ADC gives
-        them, the words ``s_in`` and ``x_side_data`` write pass the DAC when a product reads
-        them, and ``y_side_data`` reads TRANSPOSED's words. No cycle is added.
+        ``overflow``. Pulsed updates (``pulses``, with ``asymmetry`` and ``soft_bounds``):
+        UPDATE is one sample's stochastic pulse trains with δ = −s (its expected step the
+        digital one's ``+ s xᵀ·2^-eta_shift``), ``FixedTile.pulsed_update(-s, input_format,
+        x, input_format, shift=eta_shift)`` bit for bit, the generators running on from one
+        UPDATE to the next (:class:`~xbarode.hdl.pulses.PulseTrains` makes the trains, the
+        lanes count the coincidences and step each weight, a saturation raising
+        ``overflow``); the states and the programming noise then apply at LOAD_W only, as
+        in the model. None, or every model off: the ideal tile, the same hardware as
+        without. Refused: the write models or ``pulses`` with initial ``weights`` or without
+        ``writable``, ``pulses`` with ``side_ports``, a pulse step below one weight LSB (the
+        model's :func:`~xbarode.model.device.pulse_step`), and any model with
+        ``grad_format``. With ``side_ports`` the models apply alike to a core's paths:
+        ``y_out`` streams FORWARD's words as the ADC gives them, the words ``s_in`` and
+        ``x_side_data`` write pass the DAC when a product reads them, and ``y_side_data``
+        reads TRANSPOSED's words. The read and write models add no cycle.
     device_seed : int
         Seed of the device generators (a non-zero 32-bit integer), purpose ``p`` drawing from
         ``Lfsr(site_seed(device_seed, p))`` as the model's: the read noise (0) one draw per
         output word in the order of the outputs, the programming noise (1) and the states'
-        stochastic rounding (2) one draw per weight written, in row-major order.
+        stochastic rounding (2) one draw per weight written, in row-major order, the row
+        pulses (3) and the column pulses (4) ``BL`` draws per word of ``s`` and of ``x`` at
+        each UPDATE, in word order.
 
     Attributes
     ----------
@@ -194,7 +206,8 @@ class CrossbarTile(CheckedComponent):
     Latency, from the cycle ``start`` is seen to the ``done`` pulse inclusive:
     ``rows·C + T + 7`` cycles for FORWARD, where ``C = ceil(cols/lanes)`` and
     ``T = ceil(log2(lanes) / 2)`` adder-tree register stages; ``rows·C + 7`` for TRANSPOSED,
-    UPDATE, ACCUMULATE and APPLY (with ``bias``, APPLY takes ``rows`` cycles more); with
+    UPDATE, ACCUMULATE and APPLY (with ``bias``, APPLY takes ``rows`` cycles more; a pulsed
+    UPDATE ``max(rows, cols) + 2`` more, its pulse trains, :meth:`pulse_cycles`); with
     ``taps`` (``K = k²`` of them), APPLY takes ``K·rows + max(K·(rows + 1), rows·C - 1) + 6``
     cycles (the second term: writing the taps, or clearing ``G`` if that is longer), plus
     ``rows`` with ``bias``. A result is in the output buffer when ``done`` rises. Every path
@@ -288,6 +301,8 @@ class CrossbarTile(CheckedComponent):
                              "grad_format must be None")
         CrossbarTile._check_device(device, device_seed, input_format, output_format,
                                    grad_format, side_ports, weights is not None or not writable)
+        if device is not None and device.pulses is not None:
+            pulse_geometry(device, weight_format, input_format, eta_shift)
 
     @staticmethod
     def _check_initial(weights, bias_words, bias, rows, cols, weight_format) -> None:
@@ -320,9 +335,9 @@ class CrossbarTile(CheckedComponent):
         Lfsr(device_seed)   # a non-zero 32-bit integer, with the model's message
         if device is None or device.off:
             return
-        if device.pulses is not None:
-            raise ValueError("the RTL tile has no pulsed updates (pulses): its UPDATE is the "
-                             "digital step")
+        if device.pulses is not None and (side_ports or fixed_weights):
+            raise ValueError("the RTL tile's pulsed updates (pulses) are built for a tile "
+                             "alone: no side_ports, no initial weights, and a writable tile")
         if device.writes and fixed_weights:
             raise ValueError("the device's write models (states, program_noise) program the "
                              "words LOAD_W and UPDATE write: give no initial weights, and a "
@@ -362,8 +377,13 @@ class CrossbarTile(CheckedComponent):
         if self._device is not None:
             self._reads = read_geometry(self._device, input_format, output_format,
                                         self.forward_shift)
-            if self._device.writes and writable:
+            if (self._device.states is not None or self._device.program_noise > 0) \
+                    and writable:
                 self._writes = write_geometry(self._device, weight_format)
+        self._pulse_geometry = None
+        if self._device is not None and self._device.pulses is not None:
+            self._pulse_geometry = pulse_geometry(self._device, weight_format, input_format,
+                                                  eta_shift)
         # Gradient words share the operand and result memories with the inference words.
         in_w = operand.width
         out_w = max(output_format.width, grad_format.width if grad_format else 0)
@@ -466,6 +486,18 @@ class CrossbarTile(CheckedComponent):
     def device(self) -> DeviceModel | None:
         """The device's read models; None for the ideal tile (also when every model is off)."""
         return self._device
+
+    @property
+    def pulse_geometry(self):
+        """UPDATE's pulsed update (:class:`~xbarode.hdl.pulses.PulseGeometry`); None for the
+        digital step."""
+        return self._pulse_geometry
+
+    @staticmethod
+    def pulse_cycles(rows: int, cols: int) -> int:
+        """Cycles a pulsed UPDATE adds to the digital one's ``rows·C + 7``: the pulse trains'
+        prologue, ``max(rows, cols) + 2`` (:class:`~xbarode.hdl.pulses.PulseTrains`)."""
+        return max(rows, cols) + 2
 
     @property
     def device_seed(self) -> int:
@@ -577,7 +609,8 @@ class CrossbarTile(CheckedComponent):
         ctrl, st = seq.pipeline()
         draws.program.load(seq)
         draws.program.update(seq, st, self._lanes, seq.last_lanes)
-        groups = self._lane_groups(m, seq, mem, draws, ctrl)
+        pulses = self._pulse_trains(m, seq, mem)
+        groups = self._lane_groups(m, seq, mem, draws, ctrl, pulses)
         if self._gf is not None and self._bias:
             self._bias_gradient(m, seq, mem, groups, st)
         forward_drain, fwd = self._forward(m, seq, mem, draws, groups, st)
@@ -588,7 +621,8 @@ class CrossbarTile(CheckedComponent):
         walker = None
         if self._taps is not None:
             walker = self._tap_walker(m, seq, draws, groups)
-        seq.fsm(draws=draws, fwd=fwd, forward_drain=forward_drain, walker=walker)
+        seq.fsm(draws=draws, fwd=fwd, forward_drain=forward_drain, walker=walker,
+                pulses=pulses)
         self._overflow(m, seq, groups)
         return m
 
@@ -625,7 +659,27 @@ class CrossbarTile(CheckedComponent):
             ports.gd_rd, ports.gd_wr = gd_mem.read_port(domain="comb"), gd_mem.write_port()
         return ports
 
-    def _lane_groups(self, m, seq, mem, draws, ctrl):
+    def _pulse_trains(self, m, seq, mem):
+        """A pulsed UPDATE's pulse trains (:class:`~xbarode.hdl.pulses.PulseTrains`, the
+        generators ``site_seed(device_seed, 3)`` for the rows and ``4`` for the columns): while
+        it makes them it reads ``s`` and ``x`` (its addresses win over the walk's, which
+        reads nothing then); the walk reads the trains at its row and chunk, beside ``s`` and
+        ``x``. None without pulses."""
+        if self._pulse_geometry is None:
+            return None
+        m.submodules.pulses = pulses = PulseTrains(
+            rows=self._rows, cols=self._cols, lanes=self._lanes, width=self._in_w,
+            pulses=self._pulse_geometry.pulses, row_seed=site_seed(self._device_seed, 3),
+            col_seed=site_seed(self._device_seed, 4))
+        m.d.comb += [pulses.s.eq(mem.s_rd.data), pulses.row.eq(seq.row),
+                     pulses.chunk.eq(seq.chunk)]
+        m.d.comb += [pulses.x[k].eq(mem.x_rd[k].data) for k in range(self._lanes)]
+        with m.If(pulses.busy):
+            m.d.comb += [mem.s_rd.addr.eq(pulses.s_addr),
+                         *(port.addr.eq(pulses.x_addr) for port in mem.x_rd)]
+        return pulses
+
+    def _lane_groups(self, m, seq, mem, draws, ctrl, pulses=None):
         """The lanes, a LaneGroup per group of GROUP lanes: its banks, multipliers, lane
         accumulators and weight updates, each group with its own registered copy of the
         controls ``ctrl`` (its fan-out bound)."""
@@ -663,8 +717,8 @@ class CrossbarTile(CheckedComponent):
                 apply_shift=self.apply_shift, rounding=self._rounding, draw_bits=draws.bits,
                 one_chunk=chunks == 1, tied=self._taps is not None,
                 init=w_init[first:first + size], block_ram=block_ram,
-                writable=self._writable, **draws.noise.lane_arguments,
-                **draws.program.lane_arguments)
+                writable=self._writable, pulses=self._pulse_geometry,
+                **draws.noise.lane_arguments, **draws.program.lane_arguments)
             groups.append(group)
             m.d.comb += [group.ctrl.eq(ctrl), group.addr.eq(seq.bank_addr[g]),
                          group.en.eq(seq.bank_en[g]), group.s.eq(mem.s_rd.data),
@@ -681,6 +735,10 @@ class CrossbarTile(CheckedComponent):
                 m.d.comb += [group.noise[j].eq(draws.noise.values[first + j])
                              for j in range(size)]
             draws.program.connect(group, g)
+            if pulses is not None:
+                m.d.comb += group.row_fires.eq(pulses.row_fires)
+                m.d.comb += [group.col_fires[j].eq(pulses.col_fires[first + j])
+                             for j in range(size)]
         return groups
 
     def _bias_gradient(self, m, seq, mem, groups, st):
@@ -793,8 +851,9 @@ class CrossbarTile(CheckedComponent):
             with m.Else():
                 draws.advance(last_lanes, shift)
 
-        with m.If(seq.is_upd & st.s4):
-            update_draws(self.update_shift)
+        if self._pulse_geometry is None:   # a pulsed update rounds nothing
+            with m.If(seq.is_upd & st.s4):
+                update_draws(self.update_shift)
         if self._gf is not None:
             with m.If(seq.is_apply & st.s4):
                 update_draws(self.apply_shift)
@@ -912,7 +971,8 @@ class _Draws:
         self.m, self._rounding = m, tile.rounding
         self._train = tile.grad_format is not None
         self._forward_shift, self._grad_shift = tile.read_shift, tile.grad_product_shift
-        all_shifts = [tile.read_shift] + ([tile.update_shift] if tile.writable else [])
+        digital_update = tile.writable and tile.pulse_geometry is None
+        all_shifts = [tile.read_shift] + ([tile.update_shift] if digital_update else [])
         if self._train:
             all_shifts += [tile.grad_product_shift, tile.apply_shift]
             if tile.bias:
@@ -1042,6 +1102,7 @@ class _WriteModels:
     def __init__(self, m, tile):
         self.m, self.lane_arguments, self._tile = m, {}, tile
         self._noise = self._states = None
+        self._updates = tile.pulse_geometry is None   # UPDATE writes through the models
         writes = tile._writes
         if writes is None:
             return
@@ -1057,7 +1118,9 @@ class _WriteModels:
             value = scale_noise(m, gauss(m, load_draw), *writes.noise)
             self.load_noise = Signal.like(value, name="load_noise")
             m.d.sync += self.load_noise.eq(value)
-            for k, draw in enumerate(self._noise.draw):
+            # UPDATE's noise per lane (a pulsed update programs nothing: the model's states
+            # and noise apply at the load only).
+            for k, draw in enumerate(self._noise.draw if self._updates else []):
                 g = Signal(signed(11), name=f"pgauss{k}")
                 m.d.sync += g.eq(gauss(m, draw))
                 value = scale_noise(m, g, *writes.noise)
@@ -1068,12 +1131,12 @@ class _WriteModels:
             m.submodules.state_rounding = self._states = LfsrBank(
                 draws=tile.lanes, bits=writes.states[0], steps=steps,
                 seed=site_seed(tile.device_seed, 2))
-            for k, draw in enumerate(self._states.draw):
+            for k, draw in enumerate(self._states.draw if self._updates else []):
                 first, second = (Signal.like(draw, name=f"sdraw{n}_{k}") for n in (1, 2))
                 m.d.sync += [first.eq(draw), second.eq(first)]
                 self.state_draws.append(second)
         self.lane_arguments = {
-            "states": writes.states,
+            "states": writes.states if self._updates else None,
             "program_noise_width": len(self.noise_q[0]) if self.noise_q else 0}
 
     def advance(self, count):
@@ -1128,7 +1191,7 @@ class _WriteModels:
     def update(self, seq, st, lanes, last_lanes):
         """UPDATE: a chunk's weights are written (the groups' U2) two cycles after its
         products are at stage 3; that cycle consumes its lanes' draws."""
-        if self._tile._writes is None:
+        if self._tile._writes is None or not self._updates:
             return
         m = self.m
         with m.If(seq.is_upd & st.s3):

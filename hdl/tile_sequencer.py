@@ -402,7 +402,8 @@ class TileSequencer:
         TileOp values end at once (NOTHING)."""
         stream_ops = [TileOp.TRANSPOSED_STREAM] if self.side else []
         fwd_ops = [TileOp.FORWARD]
-        write_ops = [TileOp.UPDATE] if self.writable else []
+        # A pulsed UPDATE makes its pulse trains first (its own case in _dispatch).
+        write_ops = [TileOp.UPDATE] if self.writable and self.pulses is None else []
         tr_ops = [TileOp.TRANSPOSED, *stream_ops]
         read_ops = [TileOp.READ_W, TileOp.READ_Y]
         grad_ops = []
@@ -417,13 +418,15 @@ class TileSequencer:
         return SimpleNamespace(stream=stream_ops, fwd=fwd_ops, write=write_ops, tr=tr_ops,
                                read=read_ops, grad=grad_ops)
 
-    def fsm(self, *, draws, fwd, forward_drain, walker=None):
+    def fsm(self, *, draws, fwd, forward_drain, walker=None, pulses=None):
         """The state machine. ``draws`` offers the LFSR's words (``advance``, ``offset``),
         ``fwd`` is the forward output stage (READ_Y after a FORWARD reads its memory),
         ``forward_drain`` the cycles from a forward issue to its result's write, ``walker``
-        the tied-kernel walk (APPLY on a tile with ``taps``)."""
+        the tied-kernel walk (APPLY on a tile with ``taps``), ``pulses`` the pulse trains of
+        a pulsed UPDATE (:class:`~xbarode.hdl.pulses.PulseTrains`: made in the state PULSES
+        before the update's walk)."""
         m, tile = self.m, self.tile
-        self.walker = walker
+        self.walker, self.pulses = walker, pulses
         # Pipeline occupancy: the operation ends when the last issue has drained: the last
         # forward result is written T + 6 cycles after its issue, a transposed one 6 cycles
         # after; an update writes 5 cycles after and raises the flag (if any) 6 after.
@@ -490,6 +493,11 @@ class TileSequencer:
                 with m.Case(*ops.write):
                     m.d.sync += self.drain.eq(6)
                     self.goto("ISSUE_ROWS")
+            if self.pulses is not None:
+                with m.Case(TileOp.UPDATE):
+                    m.d.sync += self.drain.eq(6)
+                    m.d.comb += self.pulses.start.eq(1)
+                    self.goto("PULSES")
             with m.Case(*ops.tr):
                 m.d.sync += [self.y_fwd.eq(0), self.drain.eq(6)]
                 self.goto("ISSUE_COLS")
@@ -571,6 +579,12 @@ class TileSequencer:
                         self.goto("DRAIN")
                 with m.Else():
                     self.set_row(row + 1)
+
+        if self.pulses is not None:
+            # A pulsed UPDATE's prologue: the pulse trains, then the walk.
+            with self.state("PULSES"):
+                with m.If(self.pulses.done):
+                    self.goto("ISSUE_ROWS")
 
         with self.state("NOTHING"):
             m.d.comb += self.tile.done.eq(1)

@@ -10,6 +10,8 @@ The bounds, start to ``done`` inclusive, with ``C = ceil(cols / lanes)`` and ``T
 tree's register stages (:class:`~xbarode.hdl.tile.CrossbarTile`'s docstring):
 
 - tile: FORWARD ``rows·C + T + 7``; TRANSPOSED, UPDATE, ACCUMULATE, APPLY ``rows·C + 7``
+  (a pulsed UPDATE, with a device's ``pulses``: ``max(rows, cols) + 2`` more, its pulse
+  trains)
   (APPLY with ``bias``: ``rows`` more; with ``taps``:
   ``K·rows + max(K·(rows + 1), rows·C − 1) + 6``); a streamed product as its two products
   one after the other;
@@ -55,10 +57,11 @@ def _name(op) -> str:
 
 
 def tile_bound(rows: int, cols: int, lanes: int, op, *, taps: int = 0,
-               bias: bool = False) -> int:
+               bias: bool = False, pulses: bool = False) -> int:
     """The documented latency bound of operation ``op`` (a
     :class:`~xbarode.hdl.tile.TileOp` or its name) on a tile of ``rows × cols`` weights with
-    ``lanes`` multipliers, ``taps`` kernel taps (0: a dense tile) and a ``bias`` or not."""
+    ``lanes`` multipliers, ``taps`` kernel taps (0: a dense tile), a ``bias`` or not, and
+    pulsed updates (``pulses``) or not."""
     from xbarode.hdl.tile import CrossbarTile
 
     name = _name(op)
@@ -75,7 +78,8 @@ def tile_bound(rows: int, cols: int, lanes: int, op, *, taps: int = 0,
     if name in ("TRANSPOSED_STREAM", "TRANSPOSED_STREAM_G"):
         # Fed by another product: both, one after the other.
         return 2 * forward
-    return CrossbarTile.product_latency(rows, cols, lanes, transposed=True)
+    extra = CrossbarTile.pulse_cycles(rows, cols) if pulses and name == "UPDATE" else 0
+    return CrossbarTile.product_latency(rows, cols, lanes, transposed=True) + extra
 
 
 def _dft_pass(height: int, width: int, lanes: tuple[int, int], forward: bool,
@@ -161,5 +165,6 @@ def latency_bound(dut, op) -> int:
     if isinstance(dut, CrossbarTile):
         taps = dut.taps
         return tile_bound(dut.rows, dut.cols, dut.lanes, op,
-                          taps=0 if taps is None else len(taps), bias=dut.bias)
+                          taps=0 if taps is None else len(taps), bias=dut.bias,
+                          pulses=dut.pulse_geometry is not None)
     raise TypeError(f"no documented latency for {type(dut).__name__}")

@@ -127,7 +127,9 @@ def operation_limits(params: TileParams) -> dict[str, int]:
     (:mod:`xbarode.sim.latency`)."""
     from .latency import limit, tile_bound
 
-    return {name.upper(): limit(tile_bound(params.rows, params.cols, params.lanes, name.upper()))
+    pulses = params.device is not None and params.device.pulses is not None
+    return {name.upper(): limit(tile_bound(params.rows, params.cols, params.lanes, name.upper(),
+                                           pulses=pulses))
             for name in OPS}
 
 
@@ -206,6 +208,12 @@ def model_results(params: TileParams, plan: dict) -> list[list[dict]]:
                 out = tile.forward(np.array([entry["x"]]), f, f)[0]
             elif entry["op"] == "transposed":
                 out = tile.transposed(np.array([entry["s"]]), f, f)[0]
+            elif params.device is not None and params.device.pulses is not None:
+                # A pulsed UPDATE is one sample's pulse trains with δ = −s: its expected step
+                # is the digital UPDATE's + s xᵀ·2^-eta_shift.
+                tile.pulsed_update(-np.array([entry["s"]]), f, np.array([entry["x"]]), f,
+                                   shift=params.eta_shift)
+                out = tile.weights.ravel()
             else:
                 tile.update(np.array(entry["s"]), f, np.array(entry["x"]), f,
                             shift=params.eta_shift)

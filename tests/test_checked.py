@@ -28,6 +28,7 @@ from xbarode.hdl.hadamard import HadamardUnit
 from xbarode.hdl.lane_group import LaneGroup
 from xbarode.hdl.link import FrameParser
 from xbarode.hdl.output_stage import ForwardOutput
+from xbarode.hdl.pulses import PulseTrains
 from xbarode.hdl.readout import ChainReadout, MuxReadout
 from xbarode.hdl.rounding import LfsrBank
 from xbarode.hdl.tap_walker import TapWalker
@@ -65,6 +66,8 @@ REFUSED = [
     (TapWalker, (), {"taps": [[0, 1, 3]], "rows": 3, "cols": 3, "lanes": 2,
                      "weight_width": 8, "acc_width": 12, "shift": 3, "rounding": "nearest"}),
     (LfsrBank, (), {"draws": 2, "bits": 8, "steps": {3}}),
+    (PulseTrains, (), {"rows": 2, "cols": 2, "lanes": 1, "width": 8, "pulses": 3,
+                       "row_seed": 1, "col_seed": 2}),
     (CrossbarTile, (), {"rows": 4, "cols": 4, "lanes": 5, "weight_format": F16,
                         "input_format": F16, "output_format": F16}),
     (DftArray, (0,), DFT),

@@ -317,8 +317,9 @@ def tile(**changes):
     ({"device": "adc"}, TypeError, r"^device must be a DeviceModel or None, not str$"),
     ({"device": DeviceModel(read_noise=0.1), "device_seed": 0}, ValueError,
      r"^LFSR seed must be a non-zero 32-bit integer, not 0$"),
-    ({"device": DeviceModel(pulses=16)}, ValueError,
-     r"^the RTL tile has no pulsed updates \(pulses\): its UPDATE is the digital step$"),
+    ({"device": DeviceModel(pulses=16), "side_ports": True}, ValueError,
+     r"^the RTL tile's pulsed updates \(pulses\) are built for a tile alone: no side_ports, "
+     r"no initial weights, and a writable tile$"),
     ({"device": DeviceModel(states=16), "weights": np.zeros((4, 4), dtype=int)}, ValueError,
      r"^the device's write models \(states, program_noise\) program the words LOAD_W and "
      r"UPDATE write: give no initial weights, and a writable tile$"),
@@ -384,7 +385,9 @@ def test_cli_cosim_tile_takes_the_device_options(tmp_path, capsys):
 
 
 @pytest.mark.parametrize(("argv", "message"), [
-    (["--pulses", "16"], "the RTL tile has no pulsed updates"),
+    (["--pulses", "16", "--eta-shift", "15"], "pulses: a pulse step of 2^-1 weight LSBs is "
+                                              "below one LSB"),
+    (["--pulses", "12"], "--pulses: pulses must be a power of two from 1 to 4096"),
     (["--read-noise", "2"], "--read-noise: read_noise must be a number from 0 to 1"),
     (["--read-noise", "0.1", "--device-seed", "0"],
      "LFSR seed must be a non-zero 32-bit integer, not 0"),

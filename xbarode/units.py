@@ -81,11 +81,12 @@ def _tile_arguments(parser) -> None:
 
     device = add_device_flags(
         parser, "the array's device models in the tile and its model (docs/device.md), each "
-                "off unless given; pulsed updates (--pulses) are refused: the RTL tile does "
-                "not have them")
+                "off unless given; with --pulses each UPDATE is one sample's pulse trains "
+                "(its expected step + s x^T 2^-ETA_SHIFT)")
     device.add_argument("--device-seed", type=lambda t: int(t, 0), default=DEVICE_SEED,
                         help=f"seed of the device generators: purpose p (read noise, "
-                             f"programming noise, the states' rounding) draws from its site p "
+                             f"programming noise, the states' rounding, row pulses, column "
+                             f"pulses) draws from its site p "
                              f"(default: {DEVICE_SEED:#x})")
 
 
