@@ -20,7 +20,7 @@ from xbarode.model.fixed import Format, Overflow, Rounder
 from xbarode.model.fixed_ops import FixedTile
 
 __all__ = ["DSP_MAPPINGS", "TileParams", "compare", "execute", "make_plan", "model_results",
-           "run_plan_amaranth"]
+           "run_plan_amaranth", "training_plan"]
 
 OPS = ("forward", "transposed", "update")
 
@@ -119,6 +119,71 @@ def make_plan(params: TileParams, vectors: int, seed: int, ops_per_vector: int =
         plan.append(vector)
     # asdict: the device model becomes a dict of its fields (the plan travels as JSON).
     return {"params": asdict(params), "vectors": plan, "limits": operation_limits(params)}
+
+
+def training_plan(params: TileParams, images: np.ndarray, labels: np.ndarray) -> tuple[dict,
+                                                                                       np.ndarray]:
+    """A linear classifier trained on the tile, one image after the other, as a plan.
+
+    The tile holds ``W`` (``rows`` classes × ``cols`` pixels), loaded as zeros. Per image
+    ``x`` (pixels in [0, 1], rounded to the tile's format): FORWARD gives the logits ``y``;
+    the host computes ``δ = softmax(y) − onehot(label)`` in float64 and rounds it to the
+    format (half away from zero, saturated); UPDATE with ``s = −δ`` takes the SGD step
+    ``W ← W − δ xᵀ·2^-eta_shift`` (with the device's ``pulses``: as pulse trains). The host's
+    decisions are the fixed-point model's (:class:`FixedTile`, the same parameters and
+    seeds): run on the RTL, the plan is the same training run only if every logit and every
+    weight equals the model's, which :func:`compare` checks after each operation.
+
+    Returns
+    -------
+    plan : dict
+        One vector (zero weights; per image a ``forward`` and an ``update``).
+    weights : ndarray of int64, (rows, cols)
+        The model's weights after the last update.
+
+    Raises
+    ------
+    ValueError
+        If ``images`` is not (n, cols) or ``labels`` not n integers in ``0 … rows − 1``.
+    """
+    f = params.format
+    images = np.asarray(images, dtype=np.float64)
+    labels = np.asarray(labels)
+    if images.ndim != 2 or images.shape[1] != params.cols:
+        raise ValueError(f"images must be (n, {params.cols}) for a tile of {params.cols} "
+                         f"columns, not {images.shape}")
+    if (labels.shape != images.shape[:1] or not np.issubdtype(labels.dtype, np.integer)
+            or (labels.size and not 0 <= labels.min() <= labels.max() < params.rows)):
+        raise ValueError(f"labels must be {len(images)} integers in 0..{params.rows - 1}, one "
+                         f"per image (a class per row of the tile)")
+
+    def words(values):
+        scaled = np.sign(values) * np.floor(np.abs(values) * 2.0**f.frac + 0.5)
+        return np.clip(scaled, f.min_int, f.max_int).astype(np.int64)
+
+    zeros = np.zeros((params.rows, params.cols), dtype=np.int64)
+    tile = FixedTile(zeros, weight_format=f, acc_width=params.acc_width,
+                     rounder=Rounder(params.rounding, params.lfsr_seed), overflow=Overflow(),
+                     name="tile", device=params.device, device_seed=params.device_seed)
+    pulses = params.device is not None and params.device.pulses is not None
+    ops = []
+    for image, label in zip(images, labels, strict=True):
+        x = words(image)
+        logits = tile.forward(x[None, :], f, f)[0] / 2.0**f.frac
+        p = np.exp(logits - logits.max())
+        delta = p / p.sum()
+        delta[label] -= 1.0
+        s = -words(delta)
+        if pulses:
+            tile.pulsed_update(-s[None, :], f, x[None, :], f, shift=params.eta_shift)
+        else:
+            tile.update(s, f, x, f, shift=params.eta_shift)
+        ops += [{"op": "forward", "x": x.tolist()},
+                {"op": "update", "x": x.tolist(), "s": s.tolist()}]
+    plan = {"params": asdict(params), "vectors": [{"weights": zeros.ravel().tolist(),
+                                                   "ops": ops}],
+            "limits": operation_limits(params)}
+    return plan, tile.weights.copy()
 
 
 def operation_limits(params: TileParams) -> dict[str, int]:

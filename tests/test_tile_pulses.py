@@ -445,3 +445,61 @@ def test_the_geometry_gives_the_model_s_steps(width, frac, pulses, eta_shift, as
     assert [geo.scale(geo.up * int(b)) for b in b_up] == up.tolist()
     assert [geo.scale(geo.down * int(b)) for b in b_down] == down.tolist()
     assert max(up.max(), down.max()) <= geo.largest_step(width)
+
+
+# --- a short training run on the pulsed tile ---------------------------------------------------
+
+def test_a_classifier_trained_on_the_pulsed_tile_is_the_models_run(tmp_path, capsys):
+    """Six digits through FORWARD, the host's softmax − one-hot and a pulsed UPDATE (soft
+    bounds, asymmetry): every logit and every weight after each update as the model's."""
+    code, out, _ = run(capsys, "cosim", "tile", "--rows", 10, "--cols", 64, "--lanes", 16,
+                       "--digits-training", "--vectors", 6, "--pulses", 8, "--soft-bounds",
+                       "--asymmetry", 0.125, "--eta-shift", 3, "--simulator", "amaranth",
+                       "--out", tmp_path, "--json")
+    result = last_json(out)
+    assert code == 0 and result["mismatches"] == 0
+    # Per image: 10 logits and 640 weights, each with the flag.
+    assert result["compared"] == 6 * (10 + 1 + 640 + 1) and result["images"] == 6
+    assert result["cycles_per_image"] == (result["cycles"]["forward"]
+                                          + result["cycles"]["update"])
+
+
+def test_the_training_plan_learns_and_takes_the_sgd_direction():
+    """The host's loop on its own (the model): s = −round(softmax − onehot) per image; after
+    300 digits the weights classify the test set far above chance, with pulses as without."""
+    from xbarode.model.data import load_digits_split
+    from xbarode.sim.tile_plan import training_plan
+
+    split = load_digits_split()
+    pixels = np.floor(split.x_test * 2**12 + 0.5)
+    for device in (None, DeviceModel(pulses=16)):
+        params = TileParams(rows=10, cols=64, lanes=8, width=16, frac=12, eta_shift=4,
+                            device=device)
+        plan, weights = training_plan(params, split.x_train[:300], split.y_train[:300])
+        ops = plan["vectors"][0]["ops"]
+        # The first image: zero weights give equal logits, softmax 1/10 each.
+        expected = np.full(10, 0.1)
+        expected[split.y_train[0]] -= 1
+        assert ops[1]["s"] == (-np.sign(expected) * np.floor(abs(expected) * 2**12 + 0.5)).tolist()
+        accuracy = np.mean(np.argmax(pixels @ weights.T, axis=1) == split.y_test)
+        assert accuracy > 0.6, (device, accuracy)
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--rows", 9, "--cols", 64], "--digits-training needs a tile of 10 rows"),
+    (["--rows", 10, "--cols", 64, "--vectors", 1438], "--vectors must be between 1 and 1437"),
+])
+def test_digits_training_refusals(argv, message, tmp_path, capsys):
+    code, _, err = run(capsys, "cosim", "tile", "--digits-training", "--lanes", 8, *argv,
+                       "--simulator", "amaranth", "--out", tmp_path)
+    assert code == 2 and message in err
+
+
+def test_the_training_plan_refuses_bad_images_and_labels():
+    from xbarode.sim.tile_plan import training_plan
+
+    params = TileParams(rows=3, cols=4, lanes=2, width=8, frac=6)
+    with pytest.raises(ValueError, match=r"^images must be \(n, 4\) for a tile of 4 columns"):
+        training_plan(params, np.zeros((2, 5)), np.zeros(2, dtype=int))
+    with pytest.raises(ValueError, match=r"^labels must be 2 integers in 0\.\.2"):
+        training_plan(params, np.zeros((2, 4)), np.array([0, 3]))

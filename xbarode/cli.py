@@ -1021,6 +1021,8 @@ def cmd_cosim(args) -> dict:
 
     unit, params = _unit_and_params(args)
     _check_writable(args.out, "--out", folder=True)
+    if getattr(args, "digits_training", False):
+        return _cosim_tile_training(args, params)
     result = {"command": f"cosim {unit.name}",
               **cosim(unit, params, vectors=args.vectors, seed=args.seed,
                       simulator=args.simulator, out=Path(args.out))}
@@ -1031,6 +1033,26 @@ def cmd_cosim(args) -> dict:
         print(f"{unit.name} on {args.simulator}: {args.vectors} vectors, "
               f"{result['compared']} words and flags compared, {result['mismatches']} "
               f"mismatches; {cycles}, {result['seconds']:.1f} s")
+    if result["mismatches"]:
+        raise CheckFailed(f"{result['mismatches']} mismatches; first: "
+                          f"{result['first_mismatch']}; waveform: {result['waveform']}",
+                          result)
+    return result
+
+
+def _cosim_tile_training(args, params) -> dict:
+    """``xbarode cosim tile --digits-training``: a linear classifier trained on the tile."""
+    from .units import tile_training
+
+    started = time.monotonic()
+    result = {"command": "cosim tile", "training": "digits", "simulator": args.simulator,
+              **tile_training(params, args.vectors, args.simulator, Path(args.out))}
+    result["seconds"] = time.monotonic() - started
+    if not args.json:
+        print(f"tile on {args.simulator}: a linear classifier trained on {args.vectors} digits, "
+              f"{result['compared']} words and flags compared, {result['mismatches']} "
+              f"mismatches; test accuracy {100 * result['test_accuracy']:.1f} %; "
+              f"{result['cycles_per_image']} cycles per image, {result['seconds']:.1f} s")
     if result["mismatches"]:
         raise CheckFailed(f"{result['mismatches']} mismatches; first: "
                           f"{result['first_mismatch']}; waveform: {result['waveform']}",
@@ -1087,6 +1109,14 @@ def _add_unit_commands(sub) -> None:
                                     "(adjoint) (default: %(default)s)")
                 p.add_argument("--seed", type=int, default=0,
                                help="seed of the random vectors (default: %(default)s)")
+                if unit.name == "tile":
+                    p.add_argument("--digits-training", action="store_true",
+                                   help="instead of random vectors: a linear classifier of "
+                                        "the digits trained on the tile (--rows 10 --cols "
+                                        "64), one training image per vector: FORWARD, the "
+                                        "host's softmax minus one-hot as s = -delta, UPDATE "
+                                        "(with --pulses: pulse trains); every logit and the "
+                                        "weights after every update compared")
                 _add_simulator(p)
                 p.add_argument("--out", default=f"build/cosim-{unit.name}",
                                help="folder for Verilog, logs and waveforms "

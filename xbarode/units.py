@@ -180,6 +180,44 @@ def _tile_cosim(params, vectors: int, seed: int, simulator: str, out_dir: Path) 
     return {**result, "cycles_per_mvm": result["cycles"].get("forward")}
 
 
+def tile_training(params, images: int, simulator: str, out_dir: Path) -> dict:
+    """``xbarode cosim tile --digits-training``: a linear classifier of the digits trained on
+    the tile (:func:`xbarode.sim.tile_plan.training_plan`) on the first ``images`` training
+    images, every logit and the weights after every update against the model.
+
+    Returns ``run_plan``'s report with ``images``, ``test_accuracy`` (the trained weights'
+    argmax of the exact ``W x`` over the 360 test images, their pixels rounded to the format
+    as the training's are) and ``cycles_per_image`` (FORWARD
+    plus UPDATE).
+
+    Raises
+    ------
+    ValueError
+        Unless the tile is 10 rows (classes) by 64 columns (pixels).
+    """
+    import numpy as np
+
+    from xbarode.model.data import load_digits_split
+    from xbarode.sim.tile_plan import model_results, training_plan
+
+    if (params.rows, params.cols) != (10, 64):
+        raise ValueError(f"--digits-training needs a tile of 10 rows (the classes) and 64 "
+                         f"columns (the 8x8 pixels): --rows 10 --cols 64, not --rows "
+                         f"{params.rows} --cols {params.cols}")
+    _bounded("--vectors", images, 1, 1437)
+    split = load_digits_split()
+    plan, weights = training_plan(params, split.x_train[:images], split.y_train[:images])
+    result = run_plan("tile", params, plan, model_results(params, plan), simulator, out_dir,
+                      "xbarode.sim.tile_plan", "crossbar_tile", 0)
+    f = params.format
+    pixels = np.clip(np.floor(split.x_test * 2.0**f.frac + 0.5), f.min_int, f.max_int)
+    predicted = np.argmax(pixels @ weights.T.astype(np.float64), axis=1)
+    cycles = result["cycles"]
+    return {**result, "images": images,
+            "test_accuracy": float(np.mean(predicted == split.y_test)),
+            "cycles_per_image": (cycles.get("forward", 0) + cycles.get("update", 0)) or None}
+
+
 def _component(params):
     return params.component()
 
