@@ -19,6 +19,7 @@ from scipy import ndimage
 
 from helpers import last_json, run
 from xbarode.model import Config, load_weights
+from xbarode.model.conv import conv_matrix, tap_columns
 from xbarode.model.device import DEVICE_SEED, DeviceModel
 from xbarode.model.fixed import Format, Overflow, Rounder
 from xbarode.model.fixed_bank import FixedConvBank
@@ -346,6 +347,46 @@ def test_network_with_banks_reads_through_the_device(mode):
     net.sgd_step(grads, lr=0.5, batch_size=4)
     assert not np.array_equal(net.A.kernels, ka) and not np.array_equal(net.B.kernels, kb)
     assert all(np.isfinite(v).all() for v in net.params().values())
+
+
+@pytest.mark.parametrize("method", ["euler", "implicit_euler"])
+def test_one_channel_bank_with_a_device_is_the_one_channel_network(method):
+    """A 1×1 bank with the read models trains exactly as the one-channel network with
+    ``conv_taps`` (m×m tiles, which took the read models before banks did): forward, adjoint
+    and SGD, two steps, every noise draw."""
+    shape, k = (5, 7), 3
+    ka, kb, C, d, x = net_problem(shape, 1, k, batch=4)
+    w = FORMATS.weight
+    common = {"rounding": "stochastic", "h": 2.0**-H_SHIFT, "steps": 2, "method": method,
+              "lfsr_seed": SEED, "image_shape": shape, "device": NET_DEVICE,
+              "newton": {"neumann_terms": 6, "max_iter": 6}}
+    head = {"C": C / 2**w.frac, "d": d / 2**w.frac}
+    bank = FixedNetwork({"A": ka / 2**w.frac, "B": kb / 2**w.frac, **head}, FORMATS, **common)
+    taps = tap_columns(k, shape)
+    dense = FixedNetwork({"A": conv_matrix(ka[0, 0], shape) / 2**w.frac,
+                          "B": conv_matrix(kb[0, 0], shape) / 2**w.frac, **head}, FORMATS,
+                         conv_taps=taps, **common)
+    assert isinstance(bank.A, FixedConvBank) and isinstance(dense.A, FixedTile)
+    labels = np.array([0, 1, 2, 1])
+    for _ in range(2):
+        outputs = [net.forward(x / 2**FORMATS.state.frac) for net in (bank, dense)]
+        np.testing.assert_array_equal(outputs[0][0], outputs[1][0])
+        np.testing.assert_array_equal(outputs[0][1], outputs[1][1])
+        grad_logits = bank.loss_gradient(outputs[0][0], labels)
+        grads = [net.backward(out[1], grad_logits)
+                 for net, out in zip((bank, dense), outputs, strict=True)]
+        for name in "AB":
+            pulled = grads[1][name][np.arange(shape[0] * shape[1])[None, :], taps].sum(axis=1)
+            np.testing.assert_array_equal(grads[0][name].ravel(), pulled)
+        for key in ("C", "d", "z0"):
+            np.testing.assert_array_equal(grads[0][key], grads[1][key])
+        for net, g in zip((bank, dense), grads, strict=True):
+            net.sgd_step(g, lr=0.25, batch_size=4)
+        for name in "AB":
+            np.testing.assert_array_equal(getattr(bank, name).dense(),
+                                          getattr(dense, name).weights)
+        assert bank.overflow.counts == dense.overflow.counts
+        assert bank.overflow.counts["A.forward.dac"] == 0 < bank.overflow.words["A.forward.dac"]
 
 
 def test_cli_trains_and_evaluates_a_bank_network_with_read_models(capsys, tmp_path):
