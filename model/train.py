@@ -134,8 +134,9 @@ class Config:
     device : DeviceModel, optional
         The crossbar's device and converter models in fixed point (docs/device.md): the
         network's tiles read and write through them, in training and inference. Fixed point
-        only (float64 ignores it); one channel, and no write models with ``structure
-        "conv"``. Omitted from :meth:`to_dict` while None.
+        only (float64 ignores it); no write models with ``structure "conv"`` (one channel or
+        kernel banks: the read models only), and the direct path only. Omitted from
+        :meth:`to_dict` while None.
     conv_path : {"direct", "fourier"}
         How the convolutions run in fixed point, as the core's ``conv_path``
         (:class:`~xbarode.model.core_config.CoreConfig`): ``"direct"``, tiles holding the
@@ -252,8 +253,7 @@ class Config:
             raise ValueError("conv_path 'fourier' needs precision 'fixed' (in float64 the "
                              "Fourier path computes the same convolution)")
         if self.device is not None and not self.device.off:
-            raise ValueError("device models need dense tiles: no kernel bank and no Fourier "
-                             "path")
+            raise ValueError("device models need the direct path's tiles: no Fourier path")
         # State and activation words enter the Fourier units by a shift, exactly.
         data = formats["fourier_data"]
         for name in ("state", "act"):
@@ -275,9 +275,6 @@ class Config:
                             f"{type(device).__name__}")
         if self.precision != "fixed" or device is None or device.off:
             return
-        if self.channels > 1:
-            raise ValueError(f"device models need dense tiles, not channels {self.channels} "
-                             f"(kernel banks)")
         if self.structure == "conv" and device.writes:
             raise ValueError("the device's write models (states, program_noise) need "
                              "structure 'dense'; a convolution's tied weights would drift "
