@@ -1,0 +1,327 @@
+"""The device's read models on the Fourier path's DFT block arrays (docs/device.md, "The
+Fourier path").
+
+The reference is a :class:`~xbarode.model.fixed_ops.FixedTile` holding the real block DFT
+table, built here from numpy (cos/sin of the unitary DFT, rounded to nearest as
+:func:`~xbarode.model.fixed_ops.twiddle_matrix` documents), with the same device and seed:
+each pass of :func:`~xbarode.model.fixed_ops.dft2_fixed` must be that tile's FORWARD (the
+forward transform) or TRANSPOSED (the inverse), word for word and clip for clip. The RTL
+units against the model are at the end (Amaranth's simulator, Verilator, Icarus).
+"""
+
+import numpy as np
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from xbarode.model.device import DEVICE_SEED, DeviceModel
+from xbarode.model.fixed import Format, Overflow, Rounder, site_seed
+from xbarode.model.fixed_fourier_bank import FixedFourierBank, fourier_bank_fixed
+from xbarode.model.fixed_ops import (
+    FixedFourierConv,
+    FixedTile,
+    dft2_fixed,
+    dft_noise,
+    fourier_conv_fixed,
+    fourier_rounders,
+    hadamard_fixed,
+    spectrum_words,
+    twiddle_matrix,
+)
+
+D, T, S = Format(18, 10), Format(18, 16), Format(18, 14)
+SIZES = [(3, 5), (5, 7), (4, 6)]
+ROUNDINGS = ["floor", "nearest", "stochastic"]
+#: Each read model alone, and all together.
+DEVICES = [DeviceModel(dac_bits=7), DeviceModel(adc_bits=6), DeviceModel(adc_range=0.125),
+           DeviceModel(read_noise=0.02),
+           DeviceModel(dac_bits=8, adc_bits=8, adc_range=0.5, read_noise=0.01)]
+SEED = 0x1234567
+
+
+def numpy_table(n, fmt):
+    """The real block form of the unitary DFT of length n, from numpy's FFT, rounded to
+    nearest (half up) and saturated: block (j, k) is [[Re, -Im], [Im, Re]] of F[j, k]."""
+    f = np.fft.fft(np.eye(n), norm="ortho")
+    table = np.zeros((2 * n, 2 * n))
+    table[0::2, 0::2], table[0::2, 1::2] = f.real, -f.imag
+    table[1::2, 0::2], table[1::2, 1::2] = f.imag, f.real
+    return np.clip(np.floor(table * 2**fmt.frac + 0.5), fmt.min_int, fmt.max_int).astype(
+        np.int64)
+
+
+class ReferenceArrays:
+    """The rows and the columns DFT arrays as two FixedTiles with the numpy table: the rows
+    tile seeded ``device_seed``, the columns tile ``site_seed(device_seed, 1)``."""
+
+    def __init__(self, height, width, rounding, seed, device, device_seed, twiddle=T):
+        self.overflow = Overflow()
+        seeds = (device_seed, site_seed(device_seed, 1))
+        self.tiles = [FixedTile(numpy_table(n, twiddle), weight_format=twiddle, acc_width=64,
+                                rounder=Rounder(rounding, site_seed(seed, k)),
+                                overflow=self.overflow, name=name, device=device,
+                                device_seed=seeds[k])
+                      for k, (n, name) in enumerate(((width, "rows"), (height, "cols")))]
+
+    def pass_(self, blocks, k, inverse):
+        tile = self.tiles[k]
+        x = blocks if k == 0 else np.swapaxes(blocks, 0, 1)
+        flat = x.reshape(x.shape[0], -1)
+        out = (tile.transposed if inverse else tile.forward)(flat, D, D).reshape(x.shape)
+        return out if k == 0 else np.swapaxes(out, 0, 1)
+
+    def dft2(self, blocks, inverse=False):
+        if inverse:
+            return self.pass_(self.pass_(blocks, 1, True), 0, True)
+        return self.pass_(self.pass_(blocks, 0, False), 1, False)
+
+
+def clips(overflow):
+    """(DAC clips, ADC clips) of a tally, over its sites."""
+    dac = sum(n for label, n in overflow.counts.items() if label.endswith(".dac"))
+    adc = sum(n for label, n in overflow.counts.items()
+              if not label.endswith(".dac") and not label.endswith(".load"))
+    return dac, adc
+
+
+def random_image(rng, height, width, corner=False):
+    if corner:
+        return rng.choice([D.min_int, D.max_int], (height, width, 2))
+    return D.quantize(rng.uniform(-1, 1, (height, width, 2)), "nearest")
+
+
+def test_the_numpy_table_is_the_twiddle_matrix():
+    for n in (1, 3, 4, 5, 6, 7):
+        assert np.array_equal(numpy_table(n, T), twiddle_matrix(n, T))
+        assert np.array_equal(numpy_table(n, Format(12, 10)), twiddle_matrix(n, Format(12, 10)))
+
+
+# --- the model: every pass is a crossbar read --------------------------------------------------
+
+@settings(max_examples=25, deadline=None)
+@given(size=st.sampled_from(SIZES), device=st.sampled_from(DEVICES),
+       rounding=st.sampled_from(ROUNDINGS), seed=st.integers(1, 2**20),
+       device_seed=st.integers(1, 2**32 - 3), corner=st.booleans())
+@example(size=(3, 5), device=DEVICES[-1], rounding="stochastic", seed=1, device_seed=DEVICE_SEED,
+         corner=True)
+def test_each_pass_is_a_fixed_tile_with_the_numpy_table(size, device, rounding, seed,
+                                                        device_seed, corner):
+    height, width = size
+    rng = np.random.default_rng(seed)
+    ref = ReferenceArrays(height, width, rounding, seed, device, device_seed)
+    rounders = fourier_rounders(rounding, seed)[:2]
+    noise = dft_noise(device_seed)
+    overflow = Overflow()
+    for _ in range(2):          # the generators run on across images and transforms
+        x = random_image(rng, height, width, corner)
+        want = ref.dft2(x)
+        got = dft2_fixed(x, data=D, twiddle=T, rounder=rounders, overflow=overflow,
+                         device=device, noise=noise)
+        assert np.array_equal(got, want)
+        back = dft2_fixed(got, data=D, twiddle=T, rounder=rounders, overflow=overflow,
+                          device=device, noise=noise, inverse=True)
+        assert np.array_equal(back, ref.dft2(want, inverse=True))
+    assert clips(overflow) == clips(ref.overflow)
+
+
+@settings(max_examples=12, deadline=None)
+@given(size=st.sampled_from(SIZES), dac_bits=st.integers(2, 18), adc_bits=st.integers(2, 18),
+       range_shift=st.integers(0, 6), noise=st.sampled_from([0.0, 0.001, 0.1, 1.0]),
+       rounding=st.sampled_from(ROUNDINGS), seed=st.integers(1, 2**20))
+def test_any_read_models_are_the_tiles(size, dac_bits, adc_bits, range_shift, noise, rounding,
+                                       seed):
+    height, width = size
+    device = DeviceModel(dac_bits=dac_bits, adc_bits=adc_bits, adc_range=2.0**-range_shift,
+                         read_noise=noise)
+    ref = ReferenceArrays(height, width, rounding, seed, device, seed)
+    x = random_image(np.random.default_rng(seed), height, width)
+    overflow = Overflow()
+    got = dft2_fixed(x, data=D, twiddle=T, rounder=fourier_rounders(rounding, seed)[:2],
+                     overflow=overflow, device=device, noise=dft_noise(seed))
+    assert np.array_equal(got, ref.dft2(x))
+    assert clips(overflow) == clips(ref.overflow)
+
+
+def test_full_scale_saturates_the_adc_and_the_dac_and_counts_every_clip():
+    # Every word at full scale: the DAC rounds the largest words past its top (clipped), and
+    # a range of 1/16 of the full scale clips most transform outputs.
+    height, width = 3, 5
+    device = DeviceModel(dac_bits=6, adc_bits=6, adc_range=1 / 16, read_noise=0.05)
+    x = np.full((height, width, 2), D.max_int)
+    ref = ReferenceArrays(height, width, "nearest", 7, device, 99)
+    overflow = Overflow()
+    got = dft2_fixed(x, data=D, twiddle=T, rounder=Rounder("nearest", 7), overflow=overflow,
+                     device=device, noise=dft_noise(99))
+    want = ref.pass_(ref.pass_(x, 0, False), 1, False)
+    assert np.array_equal(got, want)
+    dac, adc = clips(overflow)
+    assert (dac, adc) == clips(ref.overflow)
+    # The row pass's 2·H·W inputs are all max_int: each rounds up past the DAC's top.
+    assert overflow.counts["dft.rows.dac"] == 2 * height * width
+    assert adc > 0 and overflow.counts["dft.rows"] > 0
+    r = D.width - 1 - 4                       # the clipping range is [-2^r, 2^r) LSBs
+    assert got.max() < 2**r and got.min() >= -(2**r)
+    assert overflow.flag
+
+
+def test_read_noise_moves_the_words_and_the_seed_chooses_the_draws():
+    x = random_image(np.random.default_rng(3), 4, 6)
+    kwargs = {"data": D, "twiddle": T, "overflow": Overflow()}
+    ideal = dft2_fixed(x, rounder=Rounder("nearest"), **kwargs)
+    noisy = {seed: dft2_fixed(x, rounder=Rounder("nearest"), device=DeviceModel(read_noise=0.01),
+                              noise=dft_noise(seed), **kwargs) for seed in (5, 6)}
+    assert not np.array_equal(noisy[5], ideal) and not np.array_equal(noisy[5], noisy[6])
+    # 1 % of the full scale (2^17 LSBs): a deviation of about 1300 LSBs, within 3.5 sigma.
+    assert 300 < np.abs(noisy[5] - ideal).max() < 2 * 4600
+    # The default generators are those of DEVICE_SEED.
+    assert np.array_equal(
+        dft2_fixed(x, rounder=Rounder("nearest"), device=DeviceModel(read_noise=0.01), **kwargs),
+        dft2_fixed(x, rounder=Rounder("nearest"), device=DeviceModel(read_noise=0.01),
+                   noise=dft_noise(DEVICE_SEED), **kwargs))
+
+
+def test_no_device_and_every_model_off_are_the_ideal_arrays():
+    x = random_image(np.random.default_rng(4), 5, 7)
+    runs = [dft2_fixed(x, data=D, twiddle=T, rounder=Rounder("stochastic", 9),
+                       overflow=Overflow(), device=device, noise=dft_noise(3))
+            for device in (None, DeviceModel(), DeviceModel(adc_range=1.0))]
+    assert np.array_equal(runs[0], runs[1]) and np.array_equal(runs[0], runs[2])
+    ref = ReferenceArrays(5, 7, "stochastic", 9, None, 3)
+    ref.tiles[1].rounder = ref.tiles[0].rounder          # one rounder for both sites
+    assert np.array_equal(runs[0], ref.dft2(x))
+
+
+# --- the convolution: DFT arrays with the device, the Hadamard product digital ------------------
+
+def reference_conv(kernel, images, rounding, seed, device, device_seed):
+    """Rows and columns arrays as FixedTiles, the Hadamard product digital in between."""
+    _, height, width = images.shape
+    ref = ReferenceArrays(height, width, rounding, seed, device, device_seed)
+    had = Rounder(rounding, site_seed(seed, 2))
+    spec = spectrum_words(kernel, (height, width), S)
+    out = []
+    for picture in images:
+        x = ref.dft2(np.stack([picture, np.zeros_like(picture)], axis=-1))
+        x = hadamard_fixed(np.swapaxes(x, 0, 1), np.swapaxes(spec, 0, 1), x_format=D,
+                           spectrum_format=S, out_format=D, rounder=had, overflow=ref.overflow)
+        out.append(ref.dft2(np.swapaxes(x, 0, 1), inverse=True)[..., 0])
+    return np.array(out), ref.overflow
+
+
+@settings(max_examples=10, deadline=None)
+@given(size=st.sampled_from(SIZES), device=st.sampled_from(DEVICES),
+       rounding=st.sampled_from(ROUNDINGS), seed=st.integers(1, 2**20))
+def test_fourier_conv_is_the_arrays_and_a_digital_hadamard(size, device, rounding, seed):
+    height, width = size
+    rng = np.random.default_rng(seed)
+    kernel = rng.uniform(-0.5, 0.5, (3, 3))
+    images = D.quantize(rng.uniform(0, 1, (2, height, width)), "nearest")
+    want, ref_overflow = reference_conv(kernel, images, rounding, seed, device, seed + 1)
+    overflow = Overflow()
+    got = fourier_conv_fixed(kernel, images, data=D, twiddle=T, spectrum=S,
+                             rounder=fourier_rounders(rounding, seed), overflow=overflow,
+                             device=device, noise=dft_noise(seed + 1))
+    assert np.array_equal(got, want)
+    assert clips(overflow) == clips(ref_overflow)
+    # The unit in the network: its generators run on across products.
+    unit = FixedFourierConv(kernel, (height, width), data=D, twiddle=T, spectrum=S,
+                            rounding=rounding, seed=seed, out_seed=1, overflow=Overflow(),
+                            name="A", device=device, device_seed=seed + 1)
+    flat = images.reshape(2, -1)
+    first, second = unit.forward(flat[:1], D, D), unit.forward(flat[1:], D, D)
+    assert np.array_equal(np.concatenate([first, second]), got.reshape(2, -1))
+
+
+@settings(max_examples=6, deadline=None)
+@given(size=st.sampled_from(SIZES), device=st.sampled_from(DEVICES),
+       rounding=st.sampled_from(ROUNDINGS), seed=st.integers(1, 2**20))
+def test_one_channel_bank_is_the_one_channel_path_draw_for_draw(size, device, rounding, seed):
+    height, width = size
+    rng = np.random.default_rng(seed)
+    kernel = rng.uniform(-0.5, 0.5, (3, 3))
+    images = D.quantize(rng.uniform(0, 1, (2, height, width)), "nearest")
+    conv = fourier_conv_fixed(kernel, images, data=D, twiddle=T, spectrum=S,
+                              rounder=fourier_rounders(rounding, seed), overflow=Overflow(),
+                              device=device, noise=dft_noise(seed))
+    bank = fourier_bank_fixed(kernel[None, None], images[:, None], data=D, twiddle=T,
+                              spectrum=S, rounder=fourier_rounders(rounding, seed),
+                              overflow=Overflow(), device=device, noise=dft_noise(seed))
+    assert np.array_equal(bank[:, 0], conv)
+
+
+def test_two_channel_bank_draws_channel_after_channel():
+    # Forward DFT of input channel 0, then 1 (rows array, then columns array each); the
+    # mixing; inverse DFT of output channel 0, then 1: the reference arrays in that order.
+    from xbarode.model.fixed_fourier_bank import channel_mix_fixed
+
+    height, width, device = 3, 5, DEVICES[-1]
+    rng = np.random.default_rng(8)
+    kernels = rng.uniform(-0.4, 0.4, (2, 2, 3, 3))
+    images = D.quantize(rng.uniform(0, 1, (1, 2, height, width)), "nearest")
+    ref = ReferenceArrays(height, width, "stochastic", 21, device, 77)
+    spectra = [ref.dft2(np.stack([c, np.zeros_like(c)], axis=-1)) for c in images[0]]
+    words = spectrum_words(kernels, (height, width), S)
+    mixed = channel_mix_fixed(np.stack(spectra, axis=-2), words.transpose(2, 3, 0, 1, 4),
+                              x_format=D, spectrum_format=S, out_format=D,
+                              rounder=Rounder("stochastic", site_seed(21, 2)),
+                              overflow=ref.overflow)
+    want = np.stack([ref.dft2(mixed[:, :, o], inverse=True)[..., 0] for o in range(2)])
+    bank = FixedFourierBank(kernels, (height, width), data=D, twiddle=T, spectrum=S,
+                            rounding="stochastic", seed=21, out_seed=1, overflow=Overflow(),
+                            name="A", device=device, device_seed=77)
+    got = bank.forward(images.reshape(1, -1), D, D)
+    assert np.array_equal(got.reshape(2, height, width), want)
+    # transposed runs on the same generators: it differs from a fresh unit's.
+    y = D.quantize(rng.uniform(-1, 1, (1, 2 * height * width)), "nearest")
+    fresh = FixedFourierBank(kernels, (height, width), data=D, twiddle=T, spectrum=S,
+                             rounding="stochastic", seed=21, out_seed=1, overflow=Overflow(),
+                             name="A", device=device, device_seed=77)
+    assert not np.array_equal(bank.transposed(y, D, D), fresh.transposed(y, D, D))
+
+
+# --- refusals -----------------------------------------------------------------------------------
+
+FIXED_TABLE = (r"the DFT arrays hold a fixed table: the device's write models \(states, "
+               r"program_noise, pulses\) do not apply; give read models only \(dac_bits, "
+               r"adc_bits, adc_range, read_noise\)$")
+
+
+@pytest.mark.parametrize("device", [DeviceModel(states=16), DeviceModel(program_noise=0.01),
+                                    DeviceModel(pulses=8), DeviceModel(read_noise=0.1,
+                                                                       states=256)])
+def test_write_models_are_refused_the_table_is_fixed(device):
+    x = np.zeros((3, 5, 2), dtype=np.int64)
+    with pytest.raises(ValueError, match="^" + FIXED_TABLE):
+        dft2_fixed(x, data=D, twiddle=T, rounder=Rounder("nearest"), overflow=Overflow(),
+                   device=device)
+    with pytest.raises(ValueError, match="^" + FIXED_TABLE):
+        fourier_conv_fixed(np.ones((3, 3)), x[None, ..., 0], data=D, twiddle=T, spectrum=S,
+                           rounder=Rounder("nearest"), overflow=Overflow(), device=device)
+    with pytest.raises(ValueError, match="^" + FIXED_TABLE):
+        fourier_bank_fixed(np.ones((1, 1, 3, 3)), x[None, None, ..., 0], data=D, twiddle=T,
+                           spectrum=S, rounder=Rounder("nearest"), overflow=Overflow(),
+                           device=device)
+    common = {"data": D, "twiddle": T, "spectrum": S, "rounding": "nearest", "seed": 1,
+              "out_seed": 2, "overflow": Overflow(), "name": "B", "device": device}
+    with pytest.raises(ValueError, match="^B: " + FIXED_TABLE):
+        FixedFourierConv(np.ones((3, 3)), (3, 5), **common)
+    with pytest.raises(ValueError, match="^B: " + FIXED_TABLE):
+        FixedFourierBank(np.ones((1, 1, 3, 3)), (3, 5), **common)
+
+
+def test_a_device_that_is_not_a_model_is_refused():
+    with pytest.raises(TypeError, match=r"^A: device must be a DeviceModel or None, not dict$"):
+        FixedFourierConv(np.ones((3, 3)), (3, 5), data=D, twiddle=T, spectrum=S,
+                         rounding="nearest", seed=1, out_seed=2, overflow=Overflow(), name="A",
+                         device={"read_noise": 0.1})
+    with pytest.raises(TypeError, match=r"^device must be a DeviceModel or None, not str$"):
+        dft2_fixed(np.zeros((3, 5, 2), dtype=np.int64), data=D, twiddle=T,
+                   rounder=Rounder("nearest"), overflow=Overflow(), device="adc")
+
+
+def test_a_range_too_narrow_for_the_data_format_is_refused():
+    with pytest.raises(ValueError, match=r"^dft\.rows: an ADC range of .* leaves fewer than 2 "
+                                         r"code bits$"):
+        dft2_fixed(np.zeros((3, 5, 2), dtype=np.int64), data=Format(4, 2), twiddle=T,
+                   rounder=Rounder("nearest"), overflow=Overflow(),
+                   device=DeviceModel(adc_range=2.0**-3))
