@@ -325,3 +325,163 @@ def test_a_range_too_narrow_for_the_data_format_is_refused():
         dft2_fixed(np.zeros((3, 5, 2), dtype=np.int64), data=Format(4, 2), twiddle=T,
                    rounder=Rounder("nearest"), overflow=Overflow(),
                    device=DeviceModel(adc_range=2.0**-3))
+
+
+# --- the RTL units against the model ------------------------------------------------------------
+
+def transform_latency(height, width, lanes, forward):
+    """The ideal unit's documented latency of a DFT (``forward``) or IDFT (Dft2d's docstring:
+    ``4 + Σ V·(4n + L + 4)``, L the array's FORWARD or TRANSPOSED latency)."""
+    total = 4
+    for vectors, n in ((height, width), (width, height)):
+        p = min(lanes or 2 * n, 2 * n)
+        chunks = -(-2 * n // p)
+        tree = -(-(p - 1).bit_length() // 2) if p > 1 else 0
+        total += vectors * (4 * n + 2 * n * chunks + (tree if forward else 0) + 7 + 4)
+    return total
+
+
+def cosim_check(params, vectors=4, seed=0, simulator="amaranth", out=None):
+    import tempfile
+
+    from xbarode.units import UNITS, cosim
+
+    with tempfile.TemporaryDirectory() as tmp:
+        result = cosim(UNITS[params.unit], params, vectors=vectors, seed=seed,
+                       simulator=simulator, out=out or tmp)
+    assert result["mismatches"] == 0, result["first_mismatch"]
+    assert result["compared"] > 0
+    return result
+
+
+@settings(max_examples=6, deadline=None)
+@given(unit=st.sampled_from(["dft", "fourier-conv"]),
+       size=st.sampled_from([(3, 5), (2, 3), (4, 3)]), device=st.sampled_from(DEVICES),
+       rounding=st.sampled_from(ROUNDINGS), lanes=st.one_of(st.none(), st.integers(1, 10)),
+       seed=st.integers(0, 2**16), device_seed=st.integers(1, 2**32 - 3))
+@example(unit="dft", size=(3, 5), device=DEVICES[-1], rounding="stochastic", lanes=None, seed=3,
+         device_seed=DEVICE_SEED)
+def test_rtl_units_with_read_models_match_the_model(unit, size, device, rounding, lanes, seed,
+                                                    device_seed):
+    # Every fourth vector of a plan is a full-scale corner: the DAC and the ADC clip there.
+    from xbarode.sim.fourier_plan import FourierParams
+
+    height, width = size
+    params = FourierParams(unit=unit, height=height, width_px=width, lanes=lanes, kernel=1
+                           if min(size) < 3 else 3, rounding=rounding, device=device,
+                           device_seed=device_seed)
+    result = cosim_check(params, vectors=4, seed=seed)
+    # The read models add no cycle.
+    fwd, inv = (transform_latency(height, width, lanes, forward) for forward in (True, False))
+    want = ({"DFT": fwd, "IDFT": inv} if unit == "dft"
+            else {"CONV": fwd + inv + height * width + 4})
+    assert result["cycles"] == want
+
+
+def test_rtl_corner_clips_raise_the_flag_as_the_model_counts():
+    from xbarode.sim.fourier_plan import (
+        FourierParams,
+        compare,
+        make_plan,
+        model_results,
+        run_plan_amaranth,
+    )
+
+    device = DeviceModel(dac_bits=6, adc_bits=6, adc_range=1 / 16)
+    params = FourierParams(unit="dft", height=3, width_px=4, device=device)
+    plan = make_plan(params, 4, 2)
+    expected = model_results(params, plan)
+    assert all(answer["overflow"] == 1 for answer in expected[3])     # the full-scale corner
+    got, _ = run_plan_amaranth(params, plan)
+    assert compare(expected, got)["mismatches"] == 0
+    ideal = FourierParams(unit="dft", height=3, width_px=4)
+    assert model_results(ideal, plan) != expected
+
+
+@pytest.mark.parametrize("simulator", ["verilator", "icarus"])
+def test_cocotb_fourier_conv_with_read_models_matches_the_model(simulator, tmp_path):
+    from xbarode.sim.fourier_plan import FourierParams
+
+    params = FourierParams(unit="fourier-conv", height=3, width_px=5, kernel=3, lanes=4,
+                           rounding="stochastic", device=DEVICES[-1], device_seed=0xBEEF)
+    result = cosim_check(params, vectors=4, seed=5, simulator=simulator, out=tmp_path)
+    assert result["cycles"] == cosim_check(params, vectors=1, seed=5)["cycles"]
+
+
+@pytest.mark.parametrize("device", [DeviceModel(states=16), DeviceModel(program_noise=0.01),
+                                    DeviceModel(pulses=8)])
+def test_rtl_units_refuse_write_models(device):
+    from xbarode.hdl.fourier import Dft2d, DftArray, FourierConv
+
+    with pytest.raises(ValueError, match="^" + FIXED_TABLE):
+        DftArray(3, data_format=D, twiddle_format=T, device=device)
+    with pytest.raises(ValueError, match="^" + FIXED_TABLE):
+        Dft2d(3, 5, data_format=D, twiddle_format=T, device=device)
+    with pytest.raises(ValueError, match="^" + FIXED_TABLE):
+        FourierConv(3, 5, data_format=D, twiddle_format=T, spectrum_format=S, device=device)
+
+
+def test_rtl_units_refuse_bad_read_models_and_seeds():
+    from xbarode.hdl.fourier import Dft2d
+    from xbarode.sim.fourier_plan import FourierParams
+
+    with pytest.raises(ValueError, match=r"^device: an ADC range of 0\.125 of Q2\.2's full scale "
+                                         r"leaves fewer than 2 code bits$"):
+        Dft2d(3, 5, data_format=Format(4, 2), twiddle_format=T,
+              device=DeviceModel(adc_range=0.125))
+    with pytest.raises(ValueError, match=r"^LFSR seed must be a non-zero 32-bit integer, not 0$"):
+        Dft2d(3, 5, data_format=D, twiddle_format=T, device=DeviceModel(read_noise=0.1),
+              device_seed=0)
+    with pytest.raises(TypeError, match=r"^device must be a DeviceModel or None, not dict$"):
+        Dft2d(3, 5, data_format=D, twiddle_format=T, device={"read_noise": 0.1})
+    with pytest.raises(ValueError, match=r"^the Hadamard unit is digital: the device models apply "
+                                         r"to the DFT arrays \(units dft and fourier-conv\)$"):
+        FourierParams(unit="hadamard", height=1, width_px=4,
+                      device=DeviceModel(read_noise=0.1)).check()
+
+
+def test_rtl_arrays_take_the_device_and_their_seeds():
+    from helpers import elaborated
+    from xbarode.hdl.fourier import FourierConv
+
+    device = DEVICES[-1]
+    unit = FourierConv(3, 5, data_format=D, twiddle_format=T, spectrum_format=S, device=device,
+                       device_seed=1000)
+    assert (unit.device, unit.device_seed) == (device, 1000)
+    m = elaborated(unit)
+    rows, cols = m.submodules.rows, m.submodules.cols
+    assert (rows.device, rows.device_seed) == (device, 1000)
+    assert (cols.device, cols.device_seed) == (device, 1001)
+    assert FourierConv(3, 5, data_format=D, twiddle_format=T, spectrum_format=S,
+                       device=DeviceModel()).device is None
+
+
+def test_every_model_off_is_the_same_verilog(tmp_path):
+    from xbarode.hdl.fourier import Dft2d
+    from xbarode.sim.verilog import write_verilog
+
+    texts = [write_verilog(Dft2d(2, 3, data_format=D, twiddle_format=T, **kwargs), "dft2d",
+                           tmp_path / str(k)).read_text()
+             for k, kwargs in enumerate([{}, {"device": DeviceModel(), "device_seed": 5}])]
+    assert texts[0] == texts[1]
+    noisy = write_verilog(Dft2d(2, 3, data_format=D, twiddle_format=T,
+                                device=DeviceModel(read_noise=0.1)), "dft2d", tmp_path / "n")
+    assert noisy.read_text() != texts[0]
+
+
+def test_cli_cosim_fourier_conv_takes_the_read_models(tmp_path, capsys):
+    import json
+
+    from xbarode.cli import main
+
+    code = main(["cosim", "fourier-conv", "--image", "3x5", "--kernel", "3", "--vectors", "2",
+                 "--adc-bits", "8", "--read-noise", "0.01", "--dac-bits", "8",
+                 "--device-seed", "0x1234", "--simulator", "amaranth", "--out", str(tmp_path),
+                 "--json"])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["mismatches"] == 0 and result["compared"] == 2 * (15 + 1)   # words and the flag
+    code = main(["cosim", "dft", "--image", "3x5", "--program-noise", "0.01", "--simulator",
+                 "amaranth", "--out", str(tmp_path)])
+    assert code == 2
+    assert "the DFT arrays hold a fixed table" in capsys.readouterr().err
