@@ -325,9 +325,11 @@ class HostPort(CheckedComponent):
     done : Out(1)
         The operation ends in this cycle.
     tile_op : Out(4)
-        The operation code of the tile started (TileOp or FourierOp values).
+        The operation code of the tile started (TileOp or FourierOp values); a register.
     tile_start : Out(1).array(3)
-        Start tile A, B or C with ``tile_op``.
+        Start tile A, B or C with ``tile_op``; registers, high in the cycle after the one in
+        which the host port decides to start the tile (after ``start``, or after the previous
+        tile's ``done`` in READ_WEIGHTS and READ_GRAD).
     tile_done : In(1).array(3)
         The tiles' ``done``.
     tile_i : Out(stream.Signature(signed(word))).array(3)
@@ -352,7 +354,8 @@ class HostPort(CheckedComponent):
     Latency: ``done`` with the last word; loads and reads from the banks move one word per
     cycle the stream allows (their first read is issued in the cycle after ``start``);
     READ_LOGITS and READ_STATUS one word per cycle from the cycle after ``start``; the tile
-    operations as fast as the tiles stream.
+    operations as fast as the tiles stream, each tile started one cycle after the decision
+    (so a tile's first word moves two cycles after ``start`` at the earliest).
     """
 
     @staticmethod
@@ -434,7 +437,7 @@ class HostPort(CheckedComponent):
         load_ab = FourierOp.LOAD_SPECTRUM if fourier else TileOp.LOAD_W
 
         def start_tile(k, code):
-            mod.d.comb += [self.tile_op.eq(code), self.tile_start[k].eq(1)]
+            mod.d.comb += [regs["tile_op"].eq(code), regs["tile_start"][k].eq(1)]
 
         with mod.Switch(self.op):
             loads = [(CoreOp.LOAD_A, 0, load_ab), (CoreOp.LOAD_B, 1, load_ab),
@@ -472,7 +475,12 @@ class HostPort(CheckedComponent):
         total_words = Signal(range((steps + 1) * m + 1))
         pos = Signal(range(max(m, 2)))     # word within a state vector (READ_STATE, …)
         op_reg = Signal(CoreOp)
-        regs = {"total_words": total_words}
+        # A tile starts in the cycle after the decision: the decoder of ``op`` and of this
+        # FSM's state stays in front of these registers, not of the tiles' control.
+        tile_op, tile_start = Signal(4), Signal(3)
+        mod.d.sync += [self.tile_op.eq(tile_op)]
+        mod.d.sync += [self.tile_start[k].eq(tile_start[k]) for k in range(3)]
+        regs = {"total_words": total_words, "tile_op": tile_op, "tile_start": tile_start}
 
         with mod.FSM():
             with mod.State("IDLE"):
@@ -551,7 +559,8 @@ class HostPort(CheckedComponent):
                 wiring.connect(mod, wiring.flipped(self.tile_o[k]), wiring.flipped(self.o))
                 with mod.If(self.tile_done[k]):
                     if k < 2:
-                        mod.d.comb += [self.tile_op.eq(tile_read), self.tile_start[k + 1].eq(1)]
+                        mod.d.comb += [regs["tile_op"].eq(tile_read),
+                                       regs["tile_start"][k + 1].eq(1)]
                         mod.next = f"READ_TILES_{'ABC'[k + 1]}"
                     elif self._training:
                         with mod.If(op_reg == CoreOp.READ_GRAD):

@@ -20,8 +20,9 @@ import numpy as np
 
 from . import _checks
 from .conv import _bank_kernels, _patches, conv_matrix
+from .device import DEVICE_SEED, DeviceModel
 from .fixed import Format, Overflow, Rounder, narrow
-from .fixed_ops import accumulator_bits
+from .fixed_ops import _CrossbarReads, accumulator_bits
 
 __all__ = ["POOL_SITE", "RECIPROCAL_BITS", "FixedConvBank", "FixedPool", "pool_reciprocal"]
 
@@ -51,7 +52,7 @@ def _exact_dtype(bound: int, label: str):
     return np.float64 if bound < _FLOAT_EXACT else np.int64
 
 
-class FixedConvBank:
+class FixedConvBank(_CrossbarReads):
     """Integer twin of a crossbar tile that holds the block matrix of a bank of kernels.
 
     The tile holds ``M``, (c_out·m)×(c_in·m), block ``(o, i)`` = ``conv_matrix(K[o, i], (H, W))``
@@ -86,6 +87,25 @@ class FixedConvBank:
     name : str
         Prefix of the tally's labels (``NAME.forward``, ``NAME.transposed``, ``NAME.update``,
         ``NAME.weights``, as a ``FixedTile``'s).
+    device : DeviceModel, optional
+        The array's read models (docs/device.md): ``dac_bits``, ``adc_bits``, ``adc_range``
+        and ``read_noise`` act on ``forward`` and ``transposed`` exactly as on a
+        :class:`~xbarode.model.fixed_ops.FixedTile` holding :meth:`dense` with the same
+        ``device`` and ``device_seed`` (the same code: each operand word through the DAC, each
+        exact sum through the read noise and the ADC in place of the one narrowing, one noise
+        draw per output word in the output's C order; clips counted as ``NAME.LABEL.dac`` and
+        ``NAME.LABEL``). The gradient sums and the tied SGD step stay digital. None, or every
+        model off: the ideal bank, bit for bit.
+    device_seed : int
+        Seed of the device generators, as a ``FixedTile``'s: the read noise draws from
+        ``Lfsr(site_seed(device_seed, 0))``.
+
+    Raises
+    ------
+    ValueError
+        If ``device`` turns on a write model (``states``, ``program_noise``) or pulsed
+        updates (``pulses``): every copy of a kernel weight would be written with its own
+        draws, and the tied weights would drift apart.
 
     Notes
     -----
@@ -96,7 +116,12 @@ class FixedConvBank:
 
     def __init__(self, kernels, shape: tuple[int, int], *, weight_format: Format,
                  acc_width: int, rounder: Rounder, overflow: Overflow | None = None,
-                 name: str = "tile"):
+                 name: str = "tile", device: DeviceModel | None = None,
+                 device_seed: int = DEVICE_SEED):
+        if isinstance(device, DeviceModel) and device.writes:
+            raise ValueError(f"{name}: the device's write models (states, program_noise) and "
+                             f"pulsed updates need a dense tile; a kernel bank's tied weights "
+                             f"would drift apart")
         kernels = np.asarray(kernels)
         if not np.issubdtype(kernels.dtype, np.integer):
             raise ValueError(f"{name}: kernels must be integers, not {kernels.dtype}")
@@ -111,6 +136,7 @@ class FixedConvBank:
         self.rounder = rounder
         self.overflow = overflow if overflow is not None else Overflow()
         self.name = name
+        self._init_reads(device, device_seed)
 
     @property
     def channels(self) -> tuple[int, int]:
@@ -149,11 +175,6 @@ class FixedConvBank:
                                                         self.kernels.shape[-1]))
         return out.astype(np.int64).reshape(*x.shape[:-1], -1)
 
-    def _narrow(self, acc, in_format, out_format, shift, label):
-        total = self.weight_format.frac + in_format.frac + shift - out_format.frac
-        return narrow(acc, total, out_format, self.rounder, self.overflow,
-                      f"{self.name}.{label}")
-
     def forward(self, x: np.ndarray, in_format: Format, out_format: Format, *,
                 shift: int = 0) -> np.ndarray:
         """``narrow(M x · 2^-shift)`` for each row of ``x`` (batch, c_in·m), in ``out_format``."""
@@ -161,6 +182,7 @@ class FixedConvBank:
         self.check_accumulator(in_format, self.shape[1])
         # Tap (p, q) reads x[pixel - s_pq] = patch (2c - p, 2c - q): the flipped kernel.
         weights = self.kernels[..., ::-1, ::-1].reshape(c_out, c_in * k * k)
+        x = self._dac(x, in_format, "forward")
         return self._narrow(self._product(weights, x, c_in), in_format, out_format, shift,
                             "forward")
 
@@ -174,6 +196,7 @@ class FixedConvBank:
         c_out, c_in, k, _ = self.kernels.shape
         self.check_accumulator(in_format, self.shape[0])
         weights = self.kernels.transpose(1, 0, 2, 3).reshape(c_in, c_out * k * k)
+        y = self._dac(y, in_format, "transposed")
         return self._narrow(self._product(weights, y, c_out), in_format, out_format, shift,
                             "transposed")
 

@@ -195,12 +195,13 @@ class FixedNetwork:
         format; its own rounding site ``POOL_SITE`` = 10); 1 is no pool.
     device : DeviceModel, optional
         The crossbar's non-idealities (docs/device.md), on tiles A, B and C alike; tile ``k``
-        seeds its device generators with ``site_seed(lfsr_seed, DEVICE_SITE + 5k)``. Needs
-        dense tiles (no kernel bank on the direct path; with ``conv_taps``, no write models)
-        or the Fourier path with read models only: there A's and B's DFT arrays read through
-        them (:func:`~xbarode.model.fixed_ops.dft2_fixed`), unit ``k`` seeded
-        ``site_seed(lfsr_seed, FOURIER_DEVICE_SITE + 2k)``, and C is a dense tile as above.
-        None, or every model off: the ideal network, bit for bit.
+        seeds its device generators with ``site_seed(lfsr_seed, DEVICE_SITE + 5k)``, a
+        kernel bank's as a dense tile's. With ``conv_taps`` or kernel banks, the read models
+        only (no ``states``, ``program_noise`` or ``pulses``: the tied kernel weights would
+        drift apart). On the Fourier path (``fourier``) the read models only too: A's and B's
+        DFT arrays read through them (:func:`~xbarode.model.fixed_ops.dft2_fixed`), unit
+        ``k`` seeded ``site_seed(lfsr_seed, FOURIER_DEVICE_SITE + 2k)``, and C is a dense
+        tile as above. None, or every model off: the ideal network, bit for bit.
 
     Notes
     -----
@@ -215,12 +216,10 @@ class FixedNetwork:
                  image_shape: tuple[int, int] | None = None, pool: int = 1,
                  device: DeviceModel | None = None):
         device = None if device is None or device.off else device
-        if device is not None and fourier is None and np.ndim(params["A"]) == 4:
-            raise ValueError("device models need dense tiles or the Fourier path: no kernel "
-                             "bank on the direct path")
         if fourier is not None:
             device = dft_device(device, "the Fourier path")
-        if device is not None and device.writes and conv_taps is not None:
+        if device is not None and device.writes and (conv_taps is not None
+                                                      or np.ndim(params["A"]) == 4):
             raise ValueError("the device's write models (states, program_noise) need a dense "
                              "network; a convolution's tied weights would drift apart")
         self.device = device
@@ -240,14 +239,15 @@ class FixedNetwork:
                 continue
             ints = w.quantize(params[name], "nearest", self.overflow, f"{name}.load")
             tile = FixedConvBank if ints.ndim == 4 else FixedTile
-            shape = {"shape": image_shape} if ints.ndim == 4 else {}
+            extra = {"shape": image_shape} if ints.ndim == 4 else {}
             if device is not None:
-                # The core's tile B holds Bᵀ: B's write draws follow Bᵀ's order, as LOAD_B's.
-                shape = {"device": device, "device_seed": site_seed(
+                # A bank takes the read models only (its write models are refused above).
+                extra |= {"device": device, "device_seed": site_seed(
                     lfsr_seed, DEVICE_SITE + len(DEVICE_PURPOSES) * k)}
+                # The core's tile B holds Bᵀ: B's write draws follow Bᵀ's order, as LOAD_B's.
                 if tile is FixedTile and name == "B":
-                    shape["holds_transpose"] = True
-            tiles[name] = tile(ints, **shape, weight_format=w, acc_width=formats.acc_width,
+                    extra["holds_transpose"] = True
+            tiles[name] = tile(ints, **extra, weight_format=w, acc_width=formats.acc_width,
                                rounder=Rounder(rounding, site_seed(lfsr_seed, k)),
                                overflow=self.overflow, name=name)
         self.A, self.B, self.C = tiles["A"], tiles["B"], tiles["C"]

@@ -103,7 +103,44 @@ def fixed_argmax(scores: np.ndarray) -> np.ndarray:
     return np.argmax(scores, axis=-1)
 
 
-class FixedTile:
+class _CrossbarReads:
+    """The read path of a crossbar tile, shared by :class:`FixedTile` and
+    :class:`~xbarode.model.fixed_bank.FixedConvBank`: the input DAC on each operand word and,
+    in place of the one narrowing of each exact sum, the read noise and the ADC.
+
+    A class using it sets ``weight_format``, ``rounder``, ``overflow`` and ``name`` and calls
+    :meth:`_init_reads` (which sets ``device`` and, with a device, ``_read_noise``, the
+    generator of purpose 0, ``Lfsr(site_seed(device_seed, 0))``).
+    """
+
+    def _init_reads(self, device: DeviceModel | None, device_seed: int) -> None:
+        if device is not None and not isinstance(device, DeviceModel):
+            raise TypeError(f"{self.name}: device must be a DeviceModel or None, not "
+                            f"{type(device).__name__}")
+        self.device = None if device is None or device.off else device
+        if self.device is not None:
+            self._read_noise = Lfsr(site_seed(device_seed, 0))
+
+    def _dac(self, x: np.ndarray, in_format: Format, label: str) -> np.ndarray:
+        """``x`` through the input DAC (:func:`dac_input`, clips counted as
+        ``NAME.LABEL.dac``), or as it is without a device."""
+        if self.device is None:
+            return x
+        return dac_input(x, in_format, self.device.dac_bits, self.overflow,
+                         f"{self.name}.{label}.dac")
+
+    def _narrow(self, acc, in_format, out_format, shift, label):
+        """The exact sums ``acc`` to ``out_format``: through the read noise and the ADC
+        (:func:`adc_read`) with a device's read models, else the one narrowing."""
+        total = self.weight_format.frac + in_format.frac + shift - out_format.frac
+        if self.device is not None and self.device.reads:
+            return adc_read(acc, total, out_format, self.device, self.rounder,
+                            self._read_noise, self.overflow, f"{self.name}.{label}")
+        return narrow(acc, total, out_format, self.rounder, self.overflow,
+                      f"{self.name}.{label}")
+
+
+class FixedTile(_CrossbarReads):
     """Integer twin of a crossbar tile: ``W x``, ``Wᵀ y`` and the rank-1 update.
 
     Every output is the exact sum of products of the word values, narrowed once. Error bound
@@ -160,13 +197,9 @@ class FixedTile:
         self.rounder = rounder
         self.overflow = overflow if overflow is not None else Overflow()
         self.name = name
-        if device is not None and not isinstance(device, DeviceModel):
-            raise TypeError(f"{name}: device must be a DeviceModel or None, not "
-                            f"{type(device).__name__}")
-        self.device = None if device is None or device.off else device
+        self._init_reads(device, device_seed)
         self.holds_transpose = bool(holds_transpose)
         if self.device is not None:
-            self._read_noise = Lfsr(site_seed(device_seed, 0))
             self._program_noise = Lfsr(site_seed(device_seed, 1))
             self._states_rounder = Rounder(rounder.mode, site_seed(device_seed, 2))
             self._row_pulses = Lfsr(site_seed(device_seed, 3))
@@ -204,12 +237,6 @@ class FixedTile:
         return program_weights(values, self.weight_format, self.device, self._states_rounder,
                                self._program_noise, self.overflow, self.name)
 
-    def _dac(self, x: np.ndarray, in_format: Format, label: str) -> np.ndarray:
-        if self.device is None:
-            return x
-        return dac_input(x, in_format, self.device.dac_bits, self.overflow,
-                         f"{self.name}.{label}.dac")
-
     @property
     def shape(self) -> tuple[int, int]:
         """``(rows, cols)``."""
@@ -219,14 +246,6 @@ class FixedTile:
         """Raise if the accumulator cannot hold ``terms`` products with ``operand`` words."""
         check_accumulator(self.acc_width, self.weight_format, operand, terms, extra,
                           name=self.name)
-
-    def _narrow(self, acc, in_format, out_format, shift, label):
-        total = self.weight_format.frac + in_format.frac + shift - out_format.frac
-        if self.device is not None and self.device.reads:
-            return adc_read(acc, total, out_format, self.device, self.rounder,
-                            self._read_noise, self.overflow, f"{self.name}.{label}")
-        return narrow(acc, total, out_format, self.rounder, self.overflow,
-                      f"{self.name}.{label}")
 
     def forward(self, x: np.ndarray, in_format: Format, out_format: Format, *, shift: int = 0,
                 bias: np.ndarray | None = None) -> np.ndarray:

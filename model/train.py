@@ -134,8 +134,9 @@ class Config:
     device : DeviceModel, optional
         The crossbar's device and converter models in fixed point (docs/device.md): the
         network's tiles read and write through them, in training and inference. Fixed point
-        only (float64 ignores it); one channel, and no write models with ``structure
-        "conv"``. Omitted from :meth:`to_dict` while None.
+        only (float64 ignores it); no write models with ``structure "conv"`` (one channel or
+        kernel banks, on the direct or the Fourier path: the read models only). Omitted from
+        :meth:`to_dict` while None.
     conv_path : {"direct", "fourier"}
         How the convolutions run in fixed point, as the core's ``conv_path``
         (:class:`~xbarode.model.core_config.CoreConfig`): ``"direct"``, tiles holding the
@@ -275,9 +276,6 @@ class Config:
                             f"{type(device).__name__}")
         if self.precision != "fixed" or device is None or device.off:
             return
-        if self.channels > 1:
-            raise ValueError(f"device models need dense tiles, not channels {self.channels} "
-                             f"(kernel banks)")
         if self.structure == "conv" and device.writes:
             raise ValueError("the device's write models (states, program_noise) need "
                              "structure 'dense'; a convolution's tied weights would drift "

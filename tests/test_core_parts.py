@@ -343,8 +343,10 @@ def test_host_port_passes_a_load_to_its_tile_until_the_tile_is_done(op, tile, co
     got = {"words": [], "done": []}
 
     async def bench(ctx):
-        seen = await start(ctx, dut, op)
-        got["start"] = seen
+        got["decision"] = await start(ctx, dut, op)
+        # The tile starts in the next cycle (a register after the decision).
+        got["start"] = {"tile_start": [ctx.get(dut.tile_start[k]) for k in range(3)],
+                        "tile_op": ctx.get(dut.tile_op)}
         sent = 0
         for _ in range(30):
             valid = sent < len(words) and rng.random() < 0.7
@@ -368,6 +370,7 @@ def test_host_port_passes_a_load_to_its_tile_until_the_tile_is_done(op, tile, co
                 break
 
     simulate(dut, bench)
+    assert got["decision"]["tile_start"] == [0, 0, 0]
     assert got["start"]["tile_start"] == [int(k == tile) for k in range(3)]
     assert got["start"]["tile_op"] == code.value
     assert got["words"] == words

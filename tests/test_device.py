@@ -581,12 +581,14 @@ def test_device_errors_in_use():
     with pytest.raises(ValueError, match=r"^W: the device's write models"):
         t.apply_kernel_gradient(np.zeros((2, 2), dtype=np.int64), 4, shift=1,
                                 taps=np.zeros((1, 2), dtype=np.int64))
-    with pytest.raises(ValueError, match=r"^device models need dense tiles or the Fourier path: "
-                                         r"no kernel bank on the direct path$"):
+    # Kernel banks take the read models (tests/test_bank_device.py), not the write models.
+    with pytest.raises(ValueError, match=r"^the device's write models \(states, program_noise\) "
+                                         r"need a dense network; a convolution's tied weights "
+                                         r"would drift apart$"):
         FixedNetwork({"A": np.zeros((1, 1, 3, 3)), "B": np.zeros((1, 1, 3, 3)),
                       "C": np.zeros((2, 16)), "d": np.zeros(2)}, formats_for_width(12),
                      rounding="nearest", h=0.25, steps=1, image_shape=(4, 4),
-                     device=DeviceModel(read_noise=0.1))
+                     device=DeviceModel(states=16))
     with pytest.raises(ValueError, match=r"^the device's write models"):
         small_network(DeviceModel(states=16), conv_taps=np.zeros((1, 16), dtype=np.int64))
 
@@ -651,8 +653,10 @@ def test_training_config_carries_the_device():
                               "pulses": None, "asymmetry": 0.0, "soft_bounds": False}
     assert Config.from_dict(data) == config
     assert "device" not in Config(precision="fixed").to_dict()       # the ideal array's dict
-    with pytest.raises(ValueError, match=r"^device models need dense tiles, not channels 2 "
-                                         r"\(kernel banks\)$"):
+    # Kernel banks take the read models, and refuse the write models as one channel does.
+    Config(precision="fixed", structure="conv", channels=2, device=DeviceModel(read_noise=0.1))
+    with pytest.raises(ValueError, match=r"^the device's write models \(states, "
+                                         r"program_noise\) need structure 'dense'"):
         Config(precision="fixed", structure="conv", channels=2, device=device)
     with pytest.raises(ValueError, match=r"^the device's write models \(states, "
                                          r"program_noise\) need structure 'dense'"):

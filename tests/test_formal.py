@@ -92,13 +92,14 @@ CORE_1X2 = CoreConfig(image=(1, 2), classes=2, lanes=1, steps=1, weight="4.2", s
 
 def core_ops(core):
     """docs/interface.md, "The core": the table's word counts (m = 4, 2 classes, 1 step);
-    loads a word per cycle, reads after one cycle of addressing (READ_WEIGHTS: through the
-    tiles, a few cycles between them); 10–13 (no training) and 15 end at once."""
+    loads a word per cycle once the tile has started (a cycle after ``start``), reads after
+    one cycle of addressing (READ_WEIGHTS: through the tiles, a few cycles between them);
+    10–13 (no training) and 15 end at once."""
     cfg = core.config
     m, k, steps = cfg.m, cfg.classes, cfg.steps
     weights = 2 * m * m + k * m + k
-    ops = {0: OpSpec("LOAD_A", m * m, bound=m * m + 1), 1: OpSpec("LOAD_B", m * m, bound=m * m + 1),
-           2: OpSpec("LOAD_C", k * m, bound=k * m + 1), 3: OpSpec("LOAD_D", k, bound=k + 1),
+    ops = {0: OpSpec("LOAD_A", m * m, bound=m * m + 2), 1: OpSpec("LOAD_B", m * m, bound=m * m + 2),
+           2: OpSpec("LOAD_C", k * m, bound=k * m + 2), 3: OpSpec("LOAD_D", k, bound=k + 2),
            4: OpSpec("LOAD_IMAGE", m, bound=m + 1),
            5: OpSpec("RUN", bound=latency_bound(core, CoreOp.RUN)),
            6: OpSpec("READ_LOGITS", 0, k, bound=k + 2), 7: OpSpec("READ_STATE", 0, m, bound=m + 2),
