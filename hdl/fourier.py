@@ -22,8 +22,9 @@ from amaranth import Module, Signal, signed
 from amaranth.lib import enum
 from amaranth.lib.memory import Memory
 
+from xbarode.model.device import DEVICE_SEED, DeviceModel
 from xbarode.model.fixed import LFSR_SEED, ROUNDINGS, Format, Lfsr, site_seed
-from xbarode.model.fixed_ops import check_accumulator, twiddle_matrix
+from xbarode.model.fixed_ops import check_accumulator, dft_device, twiddle_matrix
 
 from .checked import CheckedComponent
 from .hadamard import HadamardUnit, complex_layout
@@ -53,14 +54,25 @@ class DftArray(CrossbarTile):
         Format of the vectors and of the DFT table.
     acc_width, rounding, lfsr_seed
         As for the tile.
+    device : DeviceModel, optional
+        The array's read models (``dac_bits``, ``adc_bits``, ``adc_range``, ``read_noise``;
+        docs/device.md), built into FORWARD and TRANSPOSED as the tile builds them: the twin
+        of :func:`~xbarode.model.fixed_ops.dft2_fixed`'s ``device``. Write models are refused
+        (the table is fixed; :func:`~xbarode.model.fixed_ops.dft_device`'s message). None, or
+        every model off: the ideal array, the same Verilog.
+    device_seed : int
+        Seed of the device generators; the read noise draws from ``Lfsr(device_seed)``
+        (purpose 0, as the tile's).
     """
 
     @staticmethod
     def check_parameters(n: int, *, lanes: int | None = None, data_format: Format,
                          twiddle_format: Format, acc_width: int = 48, rounding: str = "nearest",
-                         lfsr_seed: int = LFSR_SEED) -> None:
-        """The constructor's checks (:class:`~xbarode.hdl.checked.CheckedComponent`): ``n``
-        and ``twiddle_format``, then the tile's for the tile the array is."""
+                         lfsr_seed: int = LFSR_SEED, device: DeviceModel | None = None,
+                         device_seed: int = DEVICE_SEED) -> None:
+        """The constructor's checks (:class:`~xbarode.hdl.checked.CheckedComponent`): ``n``,
+        ``twiddle_format`` and ``device`` (read models only), then the tile's for the tile the
+        array is."""
         if isinstance(n, bool) or not isinstance(n, int):
             raise TypeError(f"n must be an integer, not {type(n).__name__}")
         if n < 1:
@@ -68,27 +80,32 @@ class DftArray(CrossbarTile):
         if not isinstance(twiddle_format, Format):
             raise TypeError(f"twiddle_format must be a Format, not "
                             f"{type(twiddle_format).__name__}")
+        dft_device(device)
         CrossbarTile.check_parameters(**DftArray._tile_arguments(
             n, lanes=lanes, data_format=data_format, twiddle_format=twiddle_format,
-            acc_width=acc_width, rounding=rounding, lfsr_seed=lfsr_seed))
+            acc_width=acc_width, rounding=rounding, lfsr_seed=lfsr_seed, device=device,
+            device_seed=device_seed))
 
     @staticmethod
     def _tile_arguments(n, *, lanes, data_format, twiddle_format, acc_width, rounding,
-                        lfsr_seed) -> dict:
+                        lfsr_seed, device, device_seed) -> dict:
         """The tile's arguments for the array's."""
         return dict(rows=2 * n, cols=2 * n, lanes=2 * n if lanes is None else lanes,
                     weight_format=twiddle_format, input_format=data_format,
                     output_format=data_format, acc_width=acc_width, rounding=rounding,
                     lfsr_seed=lfsr_seed, weights=twiddle_matrix(n, twiddle_format),
-                    writable=False)
+                    writable=False, device=device, device_seed=device_seed)
 
     def __init__(self, n: int, *, lanes: int | None = None, data_format: Format,
                  twiddle_format: Format, acc_width: int = 48, rounding: str = "nearest",
-                 lfsr_seed: int = LFSR_SEED):
+                 lfsr_seed: int = LFSR_SEED, device: DeviceModel | None = None,
+                 device_seed: int = DEVICE_SEED):
         self._n = n
+        dft_device(device)
         super().__init__(**self._tile_arguments(
             n, lanes=lanes, data_format=data_format, twiddle_format=twiddle_format,
-            acc_width=acc_width, rounding=rounding, lfsr_seed=lfsr_seed))
+            acc_width=acc_width, rounding=rounding, lfsr_seed=lfsr_seed, device=device,
+            device_seed=device_seed))
 
     @property
     def n(self) -> int:
@@ -146,6 +163,15 @@ class Dft2d(CheckedComponent):
         The rows array draws from an LFSR seeded ``lfsr_seed``, the columns array from
         ``site_seed(lfsr_seed, 1)`` (:func:`~xbarode.model.fixed.site_seed`; the model's
         sites, :data:`~xbarode.model.fixed_ops.FOURIER_SITES`).
+    device : DeviceModel, optional
+        The DFT arrays' read models (:class:`DftArray`), on both arrays, forward and inverse:
+        the twin of :func:`~xbarode.model.fixed_ops.dft2_fixed`'s ``device``. The Hadamard
+        unit of :class:`FourierConv` is digital and has none. Write models are refused.
+        No cycle is added; None (or every model off) gives the same Verilog as before.
+    device_seed : int
+        The rows array takes ``device_seed``, the columns array ``site_seed(device_seed, 1)``:
+        their read noise draws from ``Lfsr(device_seed)`` and
+        ``Lfsr(site_seed(device_seed, 1))`` (:func:`~xbarode.model.fixed_ops.dft_noise`).
 
     Attributes
     ----------
@@ -186,7 +212,10 @@ class Dft2d(CheckedComponent):
     def __init__(self, height: int, width: int, *, lanes: int | None = None,
                  data_format: Format, twiddle_format: Format, acc_width: int = 48,
                  rounding: str = "nearest", lfsr_seed: int = LFSR_SEED,
-                 spectrum_format: Format | None = None, gauss: bool = False):
+                 spectrum_format: Format | None = None, gauss: bool = False,
+                 device: DeviceModel | None = None, device_seed: int = DEVICE_SEED):
+        self._device = None if device is None or device.off else device
+        self._device_seed = device_seed
         self._height, self._width = height, width
         self._lanes = lanes
         self._df, self._tf = data_format, twiddle_format
@@ -202,7 +231,9 @@ class Dft2d(CheckedComponent):
     def check_parameters(cls, height: int, width: int, *, lanes: int | None = None,
                          data_format: Format, twiddle_format: Format, acc_width: int = 48,
                          rounding: str = "nearest", lfsr_seed: int = LFSR_SEED,
-                         spectrum_format: Format | None = None, gauss: bool = False) -> None:
+                         spectrum_format: Format | None = None, gauss: bool = False,
+                         device: DeviceModel | None = None,
+                         device_seed: int = DEVICE_SEED) -> None:
         """Raise the ``TypeError`` or ``ValueError`` the constructor raises for these
         parameters, before the unit is made (:class:`~xbarode.hdl.checked.CheckedComponent`)
         and without building its parts.
@@ -233,6 +264,18 @@ class Dft2d(CheckedComponent):
             raise TypeError(f"acc_width must be an integer, not {type(acc_width).__name__}")
         for n in (width, height):
             check_accumulator(acc_width, twiddle_format, data_format, 2 * n)
+        if dft_device(device) is not None:
+            # The arrays' read models (their ADC's range, the stochastic rounding's bits).
+            seeds = (device_seed, site_seed(device_seed, 1))
+            for n, array_lanes, seed in zip((width, height),
+                                            cls.array_lanes(height, width, lanes), seeds,
+                                            strict=True):
+                DftArray.check_parameters(n, lanes=array_lanes, data_format=data_format,
+                                          twiddle_format=twiddle_format, acc_width=acc_width,
+                                          rounding=rounding, lfsr_seed=lfsr_seed,
+                                          device=device, device_seed=seed)
+        else:
+            Lfsr(device_seed)
         if cls._hadamard:
             if not isinstance(spectrum_format, Format):
                 raise TypeError(f"spectrum_format must be a Format, not "
@@ -299,17 +342,31 @@ class Dft2d(CheckedComponent):
         """Accumulator width of the arrays."""
         return self._acc_width
 
+    @property
+    def device(self) -> DeviceModel | None:
+        """The DFT arrays' read models; None for the ideal arrays."""
+        return self._device
+
+    @property
+    def device_seed(self) -> int:
+        """Seed of the rows array's device generators (columns array:
+        ``site_seed(device_seed, 1)``)."""
+        return self._device_seed
+
     # Hardware -------------------------------------------------------------------------------
     def _parts(self, m):
         """Build the rows array, the columns array and (FourierConv) the Hadamard unit as
         submodules of ``m``; ``((rows, cols), unit or None)``."""
         rows_lanes, cols_lanes = self.lanes
         common = {"data_format": self._df, "twiddle_format": self._tf,
-                  "acc_width": self._acc_width, "rounding": self._rounding}
+                  "acc_width": self._acc_width, "rounding": self._rounding,
+                  "device": self._device}
         m.submodules.rows = rows_arr = DftArray(self._width, lanes=rows_lanes,
-                                                lfsr_seed=self._lfsr_seed, **common)
+                                                lfsr_seed=self._lfsr_seed,
+                                                device_seed=self._device_seed, **common)
         m.submodules.cols = cols_arr = DftArray(self._height, lanes=cols_lanes,
                                                 lfsr_seed=site_seed(self._lfsr_seed, 1),
+                                                device_seed=site_seed(self._device_seed, 1),
                                                 **common)
         unit = None
         if self._hadamard:

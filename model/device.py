@@ -44,6 +44,7 @@ __all__ = [
     "DEVICE_PURPOSES",
     "DEVICE_SEED",
     "DEVICE_SITE",
+    "FOURIER_DEVICE_SITE",
     "GAUSS_OFFSET",
     "GAUSS_VARIANCE",
     "MAX_PULSES",
@@ -68,6 +69,12 @@ DEVICE_PURPOSES = ("read", "program", "states", "row_pulses", "col_pulses")
 #: purposes ``p`` with ``site_seed(lfsr_seed, DEVICE_SITE + len(DEVICE_PURPOSES)·k + p)``
 #: (``16 + 5k + p``).
 DEVICE_SITE = 16
+#: First rounding site of the DFT arrays' read-noise generators on a network's Fourier path:
+#: Fourier unit ``k`` (A, B = 0, 1) takes ``device_seed = site_seed(lfsr_seed,
+#: FOURIER_DEVICE_SITE + 2k)``, its rows array drawing from that site and its columns array
+#: from the next (``31 + 2k`` and ``32 + 2k``): after the tiles' device sites (16–30), distinct
+#: from every site of the network.
+FOURIER_DEVICE_SITE = 31
 #: Default device seed of a lone :class:`~xbarode.model.fixed_ops.FixedTile`.
 DEVICE_SEED = 0x5EED0DE5
 #: The mean of a sum of four uniform bytes: ``G`` is that sum minus this.

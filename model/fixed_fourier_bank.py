@@ -27,12 +27,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from .fixed import Format, Overflow, Rounder, narrow
+from .device import DEVICE_SEED, DeviceModel
+from .fixed import Format, Lfsr, Overflow, Rounder, narrow
 from .fixed_bank import _tap_sums, _tied_step
 from .fixed_ops import (
     accumulator_bits,
     check_accumulator,
     dft2_fixed,
+    dft_device,
+    dft_noise,
     fourier_rounders,
     spectrum_words,
 )
@@ -141,7 +144,9 @@ def channel_mix_fixed(x: np.ndarray, spectra: np.ndarray, *, x_format: Format,
 
 def fourier_bank_fixed(kernels, images: np.ndarray, *, data: Format, twiddle: Format,
                        spectrum: Format, rounder, overflow: Overflow,
-                       acc_width: int | None = None, adjoint: bool = False) -> np.ndarray:
+                       acc_width: int | None = None, adjoint: bool = False,
+                       device: DeviceModel | None = None,
+                       noise: tuple[Lfsr, Lfsr] | None = None) -> np.ndarray:
     """Integer twin of a bank of circular convolutions by the Fourier path, or (``adjoint``)
     of its transpose, the bank of circular correlations.
 
@@ -166,6 +171,14 @@ def fourier_bank_fixed(kernels, images: np.ndarray, *, data: Format, twiddle: Fo
         is the circular *correlation* with ``K[o, i]`` (the convolution with its 180° rotation),
         whose spectrum is the conjugate ``conj(K̂[o, i])``. The same spectrum words, DFT units
         and rounding sites; the mixing is :func:`channel_mix_fixed` with ``adjoint``.
+    device : DeviceModel, optional
+        The DFT arrays' read models (:func:`~xbarode.model.fixed_ops.dft2_fixed`), on every
+        forward and inverse transform of every channel; the channel mixing is digital and
+        has none. Write models are refused (:func:`~xbarode.model.fixed_ops.dft_device`).
+    noise : pair of Lfsr, optional
+        The rows and the columns array's read-noise generators
+        (:func:`~xbarode.model.fixed_ops.dft_noise`), drawing in the order of the transforms
+        (below); None: fresh ones of ``dft_noise(DEVICE_SEED)``.
 
     Returns
     -------
@@ -205,6 +218,9 @@ def fourier_bank_fixed(kernels, images: np.ndarray, *, data: Format, twiddle: Fo
     forward's: the same unitary DFTs and spectra of the same magnitudes).
     """
     rows_r, cols_r, mix_r = (rounder,) * 3 if isinstance(rounder, Rounder) else rounder
+    device = dft_device(device)
+    if device is not None and noise is None:
+        noise = dft_noise(DEVICE_SEED)
     images = np.asarray(images, dtype=np.int64)
     kernels = np.asarray(kernels, dtype=np.float64)
     # The kernels' axes of the input and of the output channels.
@@ -218,7 +234,7 @@ def fourier_bank_fixed(kernels, images: np.ndarray, *, data: Format, twiddle: Fo
     spec_t = words.transpose(3, 2, 0, 1, 4)                     # (W, H, c_out, c_in, 2)
     out = np.empty((len(images), kernels.shape[axis_out], height, width), dtype=np.int64)
     passes = {"data": data, "twiddle": twiddle, "rounder": (rows_r, cols_r),
-              "overflow": overflow}
+              "overflow": overflow, "device": device, "noise": noise}
     for b, picture in enumerate(images):
         spectra_in = np.stack([
             dft2_fixed(np.stack([channel, np.zeros_like(channel)], axis=-1), **passes)
@@ -272,6 +288,13 @@ class FixedFourierBank:
     acc_width : int, optional
         Width of the mixing accumulator, checked here (:func:`mixing_accumulator_bits`);
         None: as wide as the exact sum needs.
+    device : DeviceModel, optional
+        The DFT arrays' read models (:func:`fourier_bank_fixed`), in ``forward`` and
+        ``transposed`` alike; write models are refused
+        (:func:`~xbarode.model.fixed_ops.dft_device`).
+    device_seed : int
+        Seed of the arrays' read noise (:func:`~xbarode.model.fixed_ops.dft_noise`): the
+        generators run on across products, forward and transposed.
 
     Raises
     ------
@@ -281,7 +304,8 @@ class FixedFourierBank:
 
     def __init__(self, kernels, shape: tuple[int, int], *, data: Format, twiddle: Format,
                  spectrum: Format, rounding: str, seed: int, out_seed: int,
-                 overflow: Overflow, name: str, acc_width: int | None = None):
+                 overflow: Overflow, name: str, acc_width: int | None = None,
+                 device: DeviceModel | None = None, device_seed: int = DEVICE_SEED):
         from .conv import _bank_kernels
 
         self.image_shape = (int(shape[0]), int(shape[1]))
@@ -294,6 +318,8 @@ class FixedFourierBank:
         self.out_rounder = Rounder(rounding, out_seed)
         self.overflow = overflow
         self.name = name
+        self.device = dft_device(device, name)
+        self.noise = None if self.device is None else dft_noise(device_seed)
 
     @property
     def channels(self) -> tuple[int, int]:
@@ -327,7 +353,8 @@ class FixedFourierBank:
         images = words.reshape(-1, self.kernels.shape[1], *self.image_shape)
         y = fourier_bank_fixed(self.kernels, images, data=self.data, twiddle=self.twiddle,
                                spectrum=self.spectrum, rounder=self.rounders,
-                               overflow=self.overflow, acc_width=self.acc_width)
+                               overflow=self.overflow, acc_width=self.acc_width,
+                               device=self.device, noise=self.noise)
         y = y.reshape(*x.shape[:-1], self.shape[0])
         return narrow(y, self.data.frac + shift - out_format.frac, out_format,
                       self.out_rounder, self.overflow, f"{self.name}.forward")
@@ -366,7 +393,8 @@ class FixedFourierBank:
         images = words.reshape(-1, self.kernels.shape[0], *self.image_shape)
         x = fourier_bank_fixed(self.kernels, images, data=self.data, twiddle=self.twiddle,
                                spectrum=self.spectrum, rounder=self.rounders,
-                               overflow=self.overflow, acc_width=self.acc_width, adjoint=True)
+                               overflow=self.overflow, acc_width=self.acc_width, adjoint=True,
+                               device=self.device, noise=self.noise)
         x = x.reshape(*y.shape[:-1], self.shape[1])
         return narrow(x, self.data.frac + shift - out_format.frac, out_format,
                       self.out_rounder, self.overflow, f"{self.name}.transposed")

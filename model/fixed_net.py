@@ -21,7 +21,9 @@ the softmax, which the host computes) is quantised with site 3. On the Fourier p
 sites 0 and 1, and the two Fourier units use sites 4–6 and 7–9 (for the adjoint's transposed
 products too). The pool unit is site 10. With a device model, tile ``k``'s device
 generators (read noise, programming noise, the states' rounding, row and column pulses) are
-sites ``16 + 5k`` to ``20 + 5k`` (:data:`~xbarode.model.device.DEVICE_SITE`).
+sites ``16 + 5k`` to ``20 + 5k`` (:data:`~xbarode.model.device.DEVICE_SITE`); on the Fourier
+path the read noise of A's and B's DFT arrays draws from sites ``31 + 2k`` (rows array) and
+``32 + 2k`` (columns array) (:data:`~xbarode.model.device.FOURIER_DEVICE_SITE`).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .device import DEVICE_PURPOSES, DEVICE_SITE, DeviceModel
+from .device import DEVICE_PURPOSES, DEVICE_SITE, FOURIER_DEVICE_SITE, DeviceModel
 from .fixed import (
     LFSR_SEED,
     Format,
@@ -47,6 +49,7 @@ from .fixed_ops import (
     FixedFourierConv,
     FixedTile,
     accumulator_bits,
+    dft_device,
     euler_step,
     fixed_argmax,
     newton_step,
@@ -193,10 +196,12 @@ class FixedNetwork:
     device : DeviceModel, optional
         The crossbar's non-idealities (docs/device.md), on tiles A, B and C alike; tile ``k``
         seeds its device generators with ``site_seed(lfsr_seed, DEVICE_SITE + 5k)``, a
-        kernel bank's as a dense tile's. Needs the direct path (no ``fourier``); with
-        ``conv_taps`` or kernel banks, the read models only (no ``states``,
-        ``program_noise`` or ``pulses``: the tied kernel weights would drift apart). None, or
-        every model off: the ideal network, bit for bit.
+        kernel bank's as a dense tile's. With ``conv_taps`` or kernel banks, the read models
+        only (no ``states``, ``program_noise`` or ``pulses``: the tied kernel weights would
+        drift apart). On the Fourier path (``fourier``) the read models only too: A's and B's
+        DFT arrays read through them (:func:`~xbarode.model.fixed_ops.dft2_fixed`), unit
+        ``k`` seeded ``site_seed(lfsr_seed, FOURIER_DEVICE_SITE + 2k)``, and C is a dense
+        tile as above. None, or every model off: the ideal network, bit for bit.
 
     Notes
     -----
@@ -211,8 +216,8 @@ class FixedNetwork:
                  image_shape: tuple[int, int] | None = None, pool: int = 1,
                  device: DeviceModel | None = None):
         device = None if device is None or device.off else device
-        if device is not None and fourier is not None:
-            raise ValueError("device models need the direct path's tiles: no Fourier path")
+        if fourier is not None:
+            device = dft_device(device, "the Fourier path")
         if device is not None and device.writes and (conv_taps is not None
                                                       or np.ndim(params["A"]) == 4):
             raise ValueError("the device's write models (states, program_noise) need a dense "
@@ -228,7 +233,7 @@ class FixedNetwork:
         self.overflow = Overflow()
         w = formats.weight
         tiles = {} if fourier is None else self._fourier_units(params, fourier, rounding,
-                                                                lfsr_seed)
+                                                                lfsr_seed, device)
         for k, name in enumerate("ABC"):
             if name in tiles:
                 continue
@@ -265,9 +270,11 @@ class FixedNetwork:
                              f"features")
         formats.check(state_size, self.C.shape[0], features=features)
 
-    def _fourier_units(self, params, fourier: dict, rounding: str, lfsr_seed: int) -> dict:
+    def _fourier_units(self, params, fourier: dict, rounding: str, lfsr_seed: int,
+                       device: DeviceModel | None) -> dict:
         """A's and B's Fourier units: a :class:`FixedFourierConv` for a k×k kernel, a
-        :class:`~xbarode.model.fixed_fourier_bank.FixedFourierBank` for a (c, c, k, k) bank."""
+        :class:`~xbarode.model.fixed_fourier_bank.FixedFourierBank` for a (c, c, k, k) bank;
+        with ``device`` (read models) unit ``k`` seeded ``FOURIER_DEVICE_SITE + 2k``."""
         units = {}
         for k, name in enumerate("AB"):
             bank = np.ndim(params[name]) == 4
@@ -277,7 +284,8 @@ class FixedNetwork:
                 params[name], fourier["shape"], data=fourier["data"],
                 twiddle=fourier["twiddle"], spectrum=fourier["spectrum"], rounding=rounding,
                 seed=site_seed(lfsr_seed, 4 + 3 * k), out_seed=site_seed(lfsr_seed, k),
-                overflow=self.overflow, name=name, **extra)
+                overflow=self.overflow, name=name, device=device,
+                device_seed=site_seed(lfsr_seed, FOURIER_DEVICE_SITE + 2 * k), **extra)
         return units
 
     def params(self) -> dict[str, np.ndarray]:

@@ -35,6 +35,8 @@ __all__ = [
     "accumulator_bits",
     "check_accumulator",
     "dft2_fixed",
+    "dft_device",
+    "dft_noise",
     "euler_step",
     "fixed_argmax",
     "fourier_conv_fixed",
@@ -545,7 +547,8 @@ def spectrum_stream(words: np.ndarray) -> np.ndarray:
 
 def fourier_conv_fixed(kernel, image: np.ndarray, *, data: Format, twiddle: Format,
                        spectrum: Format, rounder, overflow: Overflow,
-                       gauss: bool = False) -> np.ndarray:
+                       gauss: bool = False, device: DeviceModel | None = None,
+                       noise: tuple[Lfsr, Lfsr] | None = None) -> np.ndarray:
     """Integer twin of :func:`~xbarode.model.fourier.fourier_conv`.
 
     Parameters
@@ -565,6 +568,13 @@ def fourier_conv_fixed(kernel, image: np.ndarray, *, data: Format, twiddle: Form
         Saturation tally.
     gauss : bool
         Hadamard product in the 3-multiply form (same result).
+    device : DeviceModel, optional
+        The DFT arrays' read models (:func:`dft2_fixed`); the Hadamard product is digital
+        and has none. Write models are refused (:func:`dft_device`).
+    noise : pair of Lfsr, optional
+        The rows and the columns array's read-noise generators (:func:`dft_noise`), used by
+        the forward and the inverse passes of every image in turn; None: fresh ones of
+        ``dft_noise(DEVICE_SEED)``.
 
     Returns
     -------
@@ -585,18 +595,21 @@ def fourier_conv_fixed(kernel, image: np.ndarray, *, data: Format, twiddle: Form
     of the float64 convolution of the image's word values; it halves with each added bit.
     """
     rows_r, cols_r, had_r = (rounder,) * 3 if isinstance(rounder, Rounder) else rounder
+    device = dft_device(device)
+    if device is not None and noise is None:
+        noise = dft_noise(DEVICE_SEED)
     _batch, height, width = image.shape
     spec_t = np.swapaxes(spectrum_words(kernel, (height, width), spectrum, overflow), 0, 1)
     out = np.empty(image.shape, dtype=np.int64)
+    passes = {"data": data, "twiddle": twiddle, "rounder": (rows_r, cols_r),
+              "overflow": overflow, "device": device, "noise": noise}
     for b, picture in enumerate(image):
         blocks = np.stack([picture, np.zeros_like(picture)], axis=-1)         # (H, W, 2)
-        blocks = dft2_fixed(blocks, data=data, twiddle=twiddle, rounder=(rows_r, cols_r),
-                            overflow=overflow)
+        blocks = dft2_fixed(blocks, **passes)
         blocks = np.swapaxes(hadamard_fixed(
             np.swapaxes(blocks, 0, 1), spec_t, x_format=data, spectrum_format=spectrum,
             out_format=data, rounder=had_r, overflow=overflow, gauss=gauss), 0, 1)
-        blocks = dft2_fixed(blocks, data=data, twiddle=twiddle, rounder=(rows_r, cols_r),
-                            overflow=overflow, inverse=True)
+        blocks = dft2_fixed(blocks, **passes, inverse=True)
         out[b] = blocks[..., 0]
     return out
 
@@ -625,11 +638,19 @@ class FixedFourierConv:
     overflow : Overflow
     name : str
         Prefix of the output narrowing's tally label (``NAME.forward``).
+    device : DeviceModel, optional
+        The DFT arrays' read models (:func:`dft2_fixed`); write models are refused
+        (:func:`dft_device`). The Hadamard product and the output narrowing are digital.
+    device_seed : int
+        The rows array's read noise draws from ``Lfsr(device_seed)``, the columns array's
+        from ``Lfsr(site_seed(device_seed, 1))`` (:func:`dft_noise`), running on across
+        products.
     """
 
     def __init__(self, kernel, shape: tuple[int, int], *, data: Format, twiddle: Format,
                  spectrum: Format, rounding: str, seed: int, out_seed: int,
-                 overflow: Overflow, name: str):
+                 overflow: Overflow, name: str, device: DeviceModel | None = None,
+                 device_seed: int = DEVICE_SEED):
         self.kernel = np.asarray(kernel, dtype=np.float64)
         self.image_shape = tuple(shape)
         self.data, self.twiddle, self.spectrum = data, twiddle, spectrum
@@ -637,6 +658,8 @@ class FixedFourierConv:
         self.out_rounder = Rounder(rounding, out_seed)
         self.overflow = overflow
         self.name = name
+        self.device = dft_device(device, name)
+        self.noise = None if self.device is None else dft_noise(device_seed)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -654,13 +677,52 @@ class FixedFourierConv:
         images = words.reshape(-1, *self.image_shape)
         y = fourier_conv_fixed(self.kernel, images, data=self.data, twiddle=self.twiddle,
                                spectrum=self.spectrum, rounder=self.rounders,
-                               overflow=self.overflow).reshape(words.shape)
+                               overflow=self.overflow, device=self.device,
+                               noise=self.noise).reshape(words.shape)
         return narrow(y, self.data.frac + shift - out_format.frac, out_format,
                       self.out_rounder, self.overflow, f"{self.name}.forward")
 
 
+def dft_device(device: DeviceModel | None, name: str | None = None) -> DeviceModel | None:
+    """``device`` for the DFT block arrays: None for no device or every model off, the model
+    itself if it has read models only.
+
+    Raises
+    ------
+    TypeError
+        If ``device`` is not a :class:`~xbarode.model.device.DeviceModel` or None.
+    ValueError
+        If it turns on a write model (``states``, ``program_noise``, ``pulses``): the arrays
+        hold a fixed table, which is never written. ``name`` prefixes the message.
+    """
+    prefix = "" if name is None else f"{name}: "
+    if device is not None and not isinstance(device, DeviceModel):
+        raise TypeError(f"{prefix}device must be a DeviceModel or None, not "
+                        f"{type(device).__name__}")
+    if device is None or device.off:
+        return None
+    if device.writes:
+        raise ValueError(f"{prefix}the DFT arrays hold a fixed table: the device's write models "
+                         f"(states, program_noise, pulses) do not apply; give read models only "
+                         f"(dac_bits, adc_bits, adc_range, read_noise)")
+    return device
+
+
+def dft_noise(device_seed: int = DEVICE_SEED) -> tuple[Lfsr, Lfsr]:
+    """The read-noise generators of a Fourier unit's two DFT arrays, ``(rows, columns)``.
+
+    The rows array is a tile with ``device_seed``, the columns array one with
+    ``site_seed(device_seed, 1)``; each draws its read noise from its purpose 0
+    (:data:`~xbarode.model.device.DEVICE_PURPOSES`), as :class:`FixedTile` and the RTL tile
+    do: ``Lfsr(device_seed)`` and ``Lfsr(site_seed(device_seed, 1))``. (A read-only array
+    draws nothing for its other purposes.)
+    """
+    return (Lfsr(site_seed(device_seed, 0)), Lfsr(site_seed(site_seed(device_seed, 1), 0)))
+
+
 def dft2_fixed(blocks: np.ndarray, *, data: Format, twiddle: Format, rounder,
-               overflow: Overflow, inverse: bool = False) -> np.ndarray:
+               overflow: Overflow, inverse: bool = False, device: DeviceModel | None = None,
+               noise: tuple[Lfsr, Lfsr] | None = None) -> np.ndarray:
     """Integer twin of the 2-D DFT block array: one H×W complex image, ``(H, W, 2)`` words.
 
     Forward: the row pass (H transforms of length W, table :func:`twiddle_matrix`), then the
@@ -670,12 +732,34 @@ def dft2_fixed(blocks: np.ndarray, *, data: Format, twiddle: Format, rounder,
     of its output (a column pass: column by column). ``rounder`` is one :class:`Rounder` or
     a pair (rows site, columns site).
 
+    With a ``device`` (read models only, :func:`dft_device`) each transform is a read of a
+    crossbar, exactly :class:`FixedTile`'s with the table as weights (FORWARD for the forward
+    transform, TRANSPOSED for the inverse): every input word of the vector passes the DAC
+    (:func:`~xbarode.model.device.dac_input`, clips counted as ``LABEL.dac``) and every output
+    word the read noise and the ADC (:func:`~xbarode.model.device.adc_read`, in place of the
+    narrowing, clips counted as ``LABEL``), one noise draw per output word in the pass's C
+    order — vector by vector, ``(re, im)`` by element — from the generator of the array that
+    computes it, ``noise[0]`` for the rows array and ``noise[1]`` for the columns array
+    (:func:`dft_noise`; None: fresh ones of ``dft_noise(DEVICE_SEED)``). The generators run
+    on: a forward and then an inverse transform draw on from where the last left them, as the
+    hardware's arrays do. ``LABEL`` is ``dft.rows``, ``dft.cols``, ``idft.cols`` or
+    ``idft.rows``. Without a device (or with every model off): the ideal arrays, bit for bit.
+
     Returns
     -------
     ndarray of int64, shape (H, W, 2)
         ``(re, im)`` words of ``data``.
+
+    Raises
+    ------
+    ValueError
+        If ``device`` has write models (:func:`dft_device`).
     """
     rows_r, cols_r = (rounder,) * 2 if isinstance(rounder, Rounder) else rounder
+    device = dft_device(device)
+    if device is not None and noise is None:
+        noise = dft_noise(DEVICE_SEED)
+    rows_n, cols_n = (None, None) if device is None else noise
     height, width = blocks.shape[:2]
     table_w = twiddle_matrix(width, twiddle, overflow)
     table_h = table_w if height == width else twiddle_matrix(height, twiddle, overflow)
@@ -683,15 +767,23 @@ def dft2_fixed(blocks: np.ndarray, *, data: Format, twiddle: Format, rounder,
         table_w, table_h = table_w.T, table_h.T
     prefix = "idft" if inverse else "dft"
 
-    def apply(vectors, matrix, rounder, label):
+    def apply(vectors, matrix, rounder, lfsr, label):
         n = vectors.shape[-2]
-        acc = exact_matmul(vectors.reshape(-1, 2 * n), matrix.T, label)
-        return narrow(acc, twiddle.frac, data, rounder, overflow, label).reshape(vectors.shape)
+        flat = vectors.reshape(-1, 2 * n)
+        if device is None:
+            acc = exact_matmul(flat, matrix.T, label)
+            return narrow(acc, twiddle.frac, data, rounder, overflow,
+                          label).reshape(vectors.shape)
+        flat = dac_input(flat, data, device.dac_bits, overflow, f"{label}.dac")
+        acc = exact_matmul(flat, matrix.T, label)
+        return adc_read(acc, twiddle.frac, data, device, rounder, lfsr, overflow,
+                        label).reshape(vectors.shape)
 
     def rows(x):
-        return apply(x, table_w, rows_r, f"{prefix}.rows")
+        return apply(x, table_w, rows_r, rows_n, f"{prefix}.rows")
 
     def cols(x):
-        return np.swapaxes(apply(np.swapaxes(x, 0, 1), table_h, cols_r, f"{prefix}.cols"), 0, 1)
+        return np.swapaxes(apply(np.swapaxes(x, 0, 1), table_h, cols_r, cols_n,
+                                 f"{prefix}.cols"), 0, 1)
 
     return rows(cols(blocks)) if inverse else cols(rows(blocks))

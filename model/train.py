@@ -38,7 +38,7 @@ from .data import DATASET_SHAPES, DATASETS, DIGITS_SHAPE, Split, load_dataset
 from .device import DeviceModel
 from .fixed import LFSR_SEED, ROUNDINGS, Lfsr, parse_format
 from .fixed_net import FixedFormats, FixedNetwork
-from .fixed_ops import check_accumulator, power_of_two_shift
+from .fixed_ops import check_accumulator, dft_device, power_of_two_shift
 from .ode import SOLVERS, odeint
 
 __all__ = [
@@ -135,7 +135,7 @@ class Config:
         The crossbar's device and converter models in fixed point (docs/device.md): the
         network's tiles read and write through them, in training and inference. Fixed point
         only (float64 ignores it); no write models with ``structure "conv"`` (one channel or
-        kernel banks: the read models only), and the direct path only. Omitted from
+        kernel banks, on the direct or the Fourier path: the read models only). Omitted from
         :meth:`to_dict` while None.
     conv_path : {"direct", "fourier"}
         How the convolutions run in fixed point, as the core's ``conv_path``
@@ -143,9 +143,10 @@ class Config:
         convolution matrices; ``"fourier"``, a DFT, a product with the kernels' spectra per
         frequency and an inverse DFT (:class:`~xbarode.model.fixed_ops.FixedFourierConv`, or
         :class:`~xbarode.model.fixed_fourier_bank.FixedFourierBank` with channels).
-        ``"fourier"`` needs ``structure "conv"``, ``precision "fixed"`` and no device model.
-        It trains too (in the model; the core's Fourier path is for inference): the adjoint's
-        transposed products run through the same Fourier units, the kernel gradients are the
+        ``"fourier"`` needs ``structure "conv"``, ``precision "fixed"``, and of a device model
+        the read models only (on its DFT arrays and tile C, docs/device.md). It trains too
+        (in the model; the core's Fourier path is for inference): the adjoint's transposed
+        products run through the same Fourier units, the kernel gradients are the
         direct path's exact tap sums, and each SGD step moves the kernels' weight words, whose
         spectra the next products use (:class:`~xbarode.model.fixed_fourier_bank.
         FixedFourierBank`); training also needs ``fourier_data`` to hold the grad words.
@@ -252,8 +253,8 @@ class Config:
         if self.precision != "fixed":
             raise ValueError("conv_path 'fourier' needs precision 'fixed' (in float64 the "
                              "Fourier path computes the same convolution)")
-        if self.device is not None and not self.device.off:
-            raise ValueError("device models need the direct path's tiles: no Fourier path")
+        if self.device is not None and not self.device.off and self.device.writes:
+            dft_device(self.device, "the Fourier path")     # read models only: the table is fixed
         # State and activation words enter the Fourier units by a shift, exactly.
         data = formats["fourier_data"]
         for name in ("state", "act"):

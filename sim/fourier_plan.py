@@ -16,13 +16,15 @@ The Hadamard unit has element streams instead; its vectors are ``{"spectrum": pa
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from xbarode.model.device import DEVICE_SEED, DeviceModel
 from xbarode.model.fixed import Format, Overflow, Rounder
 from xbarode.model.fixed_ops import (
     dft2_fixed,
+    dft_noise,
     fourier_conv_fixed,
     fourier_rounders,
     hadamard_fixed,
@@ -47,6 +49,8 @@ class FourierParams:
 
     ``width``/``frac`` are the data words (image, transforms, products), ``twiddle`` and
     ``spectrum`` the formats of the DFT tables and of the kernel spectrum as ``(width, frac)``.
+    ``device`` (read models only) and ``device_seed`` are the DFT arrays'
+    (:class:`~xbarode.hdl.fourier.Dft2d`); the Hadamard unit has none.
     """
 
     unit: str
@@ -62,6 +66,10 @@ class FourierParams:
     gauss: bool = False
     acc_width: int = 48
     lfsr_seed: int = 0xACE1ACE1
+    #: The DFT arrays' read models (docs/device.md), in the unit and in its model.
+    device: DeviceModel | None = None
+    #: Seed of the rows array's device generators (columns array: its site 1).
+    device_seed: int = DEVICE_SEED
 
     @property
     def data_format(self) -> Format:
@@ -98,13 +106,17 @@ class FourierParams:
             raise ValueError(f"a {self.kernel}x{self.kernel} kernel does not fit a "
                              f"{self.height}x{self.width_px} image")
         if self.unit == "hadamard":
+            if self.device is not None and not self.device.off:
+                raise ValueError("the Hadamard unit is digital: the device models apply to "
+                                 "the DFT arrays (units dft and fourier-conv)")
             return HadamardUnit, (), {
                 "length": self.size, "x_format": self.data_format,
                 "spectrum_format": self.spectrum_format, "out_format": self.data_format,
                 "rounding": self.rounding, "gauss": self.gauss, "lfsr_seed": self.lfsr_seed}
         common = {"lanes": self.lanes, "data_format": self.data_format,
                   "twiddle_format": self.twiddle_format, "acc_width": self.acc_width,
-                  "rounding": self.rounding, "lfsr_seed": self.lfsr_seed}
+                  "rounding": self.rounding, "lfsr_seed": self.lfsr_seed,
+                  "device": self.device, "device_seed": self.device_seed}
         if self.unit == "dft":
             return Dft2d, (self.height, self.width_px), common
         return FourierConv, (self.height, self.width_px), {
@@ -173,7 +185,8 @@ def make_plan(params: FourierParams, vectors: int, seed: int) -> dict:
                  {"send": "LOAD_REAL", "words": image.ravel().tolist()},
                  {"run": "CONV"}, {"receive": "READ_REAL", "count": params.size}]
         plan.append({"kernel": kernel.tolist(), "image": image.tolist(), "steps": steps})
-    return {"params": params.__dict__, "vectors": plan, "limits": operation_limits(params)}
+    # asdict: the device model becomes a dict of its fields (the plan travels as JSON).
+    return {"params": asdict(params), "vectors": plan, "limits": operation_limits(params)}
 
 
 def operation_limits(params: FourierParams) -> dict[str, int]:
@@ -267,8 +280,9 @@ def _flag(overflow: Overflow) -> int:
 def model_results(params: FourierParams, plan: dict) -> list[list[dict]]:
     """The fixed-point model's answer to every result of a plan.
 
-    One set of rounders (one LFSR per site) serves the whole plan, as in hardware; the
-    overflow flag is cleared at the start of each vector.
+    One set of rounders (one LFSR per site) and of read-noise generators (with a device,
+    one per DFT array) serves the whole plan, as in hardware; the overflow flag is cleared
+    at the start of each vector.
     """
     f = params.data_format
     results = []
@@ -283,6 +297,7 @@ def model_results(params: FourierParams, plan: dict) -> list[list[dict]]:
             results.append([{"out": out.ravel().tolist(), "overflow": _flag(overflow)}])
         return results
     rounders = fourier_rounders(params.rounding, params.lfsr_seed)
+    reads = {"device": params.device, "noise": dft_noise(params.device_seed)}
     for vector in plan["vectors"]:
         overflow = Overflow()
         answers = []
@@ -290,14 +305,14 @@ def model_results(params: FourierParams, plan: dict) -> list[list[dict]]:
             x = np.array(vector["image"], dtype=np.int64)
             for inverse in (False, True):
                 x = dft2_fixed(x, data=f, twiddle=params.twiddle_format, rounder=rounders[:2],
-                               overflow=overflow, inverse=inverse)
+                               overflow=overflow, inverse=inverse, **reads)
                 answers.append({"out": x.ravel().tolist(), "overflow": _flag(overflow)})
         else:
             image = np.array(vector["image"], dtype=np.int64)[None]
             out = fourier_conv_fixed(np.array(vector["kernel"]), image, data=f,
                                      twiddle=params.twiddle_format,
                                      spectrum=params.spectrum_format, rounder=rounders,
-                                     overflow=overflow, gauss=params.gauss)
+                                     overflow=overflow, gauss=params.gauss, **reads)
             answers.append({"out": out.ravel().tolist(), "overflow": _flag(overflow)})
         results.append(answers)
     return results

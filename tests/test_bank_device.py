@@ -217,13 +217,17 @@ def test_other_refusals():
                "spectrum": Format(18, 14)}
     params = {"A": np.zeros((2, 2, 3, 3)), "B": np.zeros((2, 2, 3, 3)),
               "C": np.zeros((3, 70)), "d": np.zeros(3)}
-    message = r"^device models need the direct path's tiles: no Fourier path$"
+    # On the Fourier path the DFT arrays take the read models (tests/test_fourier_device.py),
+    # not the write models: their table is fixed.
+    message = r"^the Fourier path: the DFT arrays hold a fixed table: the device's write models"
     with pytest.raises(ValueError, match=message):
         FixedNetwork(params, formats_for_width(16), rounding="nearest", h=0.25, steps=1,
-                     image_shape=(5, 7), fourier=fourier, device=DeviceModel(adc_bits=8))
-    with pytest.raises(ValueError, match=message):
-        Config(precision="fixed", structure="conv", channels=2, conv_path="fourier",
-               device=DeviceModel(adc_bits=8))
+                     image_shape=(5, 7), fourier=fourier, device=DeviceModel(pulses=8))
+    net = FixedNetwork(params, formats_for_width(16), rounding="nearest", h=0.25, steps=1,
+                       image_shape=(5, 7), fourier=fourier, device=DeviceModel(adc_bits=8))
+    assert net.A.device == net.B.device == DeviceModel(adc_bits=8)
+    Config(precision="fixed", structure="conv", channels=2, conv_path="fourier",
+           device=DeviceModel(adc_bits=8))
     # The read models on banks are a valid training configuration.
     Config(precision="fixed", structure="conv", channels=2,
            device=DeviceModel(dac_bits=8, adc_bits=8, read_noise=0.01)).check_trainable()

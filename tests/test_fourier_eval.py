@@ -203,8 +203,9 @@ def test_fourier_path_on_mnist5k(capsys, tmp_path, small_mnist5k):
     ("conv", ["--width", "16", "--conv-path", "fourier", "--fourier-data", "16.12"],
      "fourier_data 16.12 cannot hold state words (16.11) exactly: it needs at least 5 integer "
      "and 11 fractional bits"),
-    ("conv", ["--width", "16", "--conv-path", "fourier", "--read-noise", "0.1"],
-     "device models need the direct path's tiles: no Fourier path"),
+    ("conv", ["--width", "16", "--conv-path", "fourier", "--states", "16"],
+     "the device's write models (states, program_noise) need structure 'dense'; a "
+     "convolution's tied weights would drift apart"),
 ])
 def test_bad_combinations_exit_2(capsys, tmp_path, monkeypatch, weights, options, message):
     monkeypatch.setitem(data_module.DATASETS, "digits", lambda: pytest.fail("data loaded"))

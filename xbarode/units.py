@@ -299,11 +299,24 @@ def _fourier_arguments(unit: str):
         group.add_argument("--lfsr-seed", type=lambda t: int(t, 0), default=0xACE1ACE1,
                            help="seed of the first stochastic-rounding LFSR "
                                 "(default: 0xace1ace1)")
+        if unit != "hadamard":
+            from xbarode.cli import add_device_flags
+            from xbarode.model.device import DEVICE_SEED
+
+            device = add_device_flags(
+                parser, "the DFT arrays' read models in the unit and its model "
+                        "(docs/device.md), each off unless given; the write models are "
+                        "refused (the table is fixed), the Hadamard product is digital")
+            device.add_argument("--device-seed", type=lambda t: int(t, 0), default=DEVICE_SEED,
+                                help=f"seed of the rows array's read noise; the columns "
+                                     f"array's is its site 1 (default: {DEVICE_SEED:#x})")
     return add
 
 
 def _fourier_params(unit: str):
     def params(args):
+        from xbarode.cli import _device as device_model
+        from xbarode.model.device import DEVICE_SEED
         from xbarode.model.fixed import Format
         from xbarode.sim.fourier_plan import FourierParams
 
@@ -318,7 +331,9 @@ def _fourier_params(unit: str):
                                spectrum=getattr(args, "spectrum", (18, 14)),
                                rounding=args.rounding, gauss=getattr(args, "gauss", False),
                                acc_width=getattr(args, "acc_width", 48),
-                               lfsr_seed=args.lfsr_seed)
+                               lfsr_seed=args.lfsr_seed,
+                               device=device_model(args) if unit != "hadamard" else None,
+                               device_seed=getattr(args, "device_seed", DEVICE_SEED))
         result.check()  # every parameter, with the component's own messages
         return result
     return params
