@@ -508,16 +508,6 @@ class Core(CheckedComponent):
         mod.d.comb += [vec_addr.eq(_any(vec_addrs)), traj_addr.eq(_any(traj_addrs)),
                        ovf_set.eq(_any(sat)), img.wr_addr.eq(host.image_addr),
                        img.wr_data.eq(host.image_data), fwd.image_wait.eq(img.arriving)]
-        # The trajectory's writes pass a register stage: the forward controller decides them
-        # in the cycle it computes a chunk, and the banks lie far from it. Nothing reads a
-        # trajectory word in the cycle after RUN writes it (the host and BACKWARD read it
-        # after RUN's done, which follows the last write by C's product at least).
-        t_addr = Signal.like(fwd.t_addr)
-        t_en = [Signal(name=f"t_en{k}") for k in range(lanes)]
-        t_data = [Signal.like(fwd.wr_data[k], name=f"t_data{k}") for k in range(lanes)]
-        mod.d.sync += [t_addr.eq(fwd.t_addr)]
-        mod.d.sync += [t_en[k].eq(fwd.t_en[k]) for k in range(lanes)]
-        mod.d.sync += [t_data[k].eq(fwd.wr_data[k]) for k in range(lanes)]
         for k in range(lanes):
             # The forward controller's writes and reads of the state banks.
             mod.d.comb += [fwd.z_data[k].eq(z_b.rd_data[k]), fwd.w_data[k].eq(w_b.rd_data[k]),
@@ -527,8 +517,8 @@ class Core(CheckedComponent):
                              (d_b, fwd.d_en)):
                 with mod.If(en[k]):
                     write_lane(bank, k, fwd.wr_addr, fwd.wr_data[k])
-            with mod.If(t_en[k]):
-                write_lane(t_b, k, t_addr, t_data[k])
+            with mod.If(fwd.t_en[k]):
+                write_lane(t_b, k, fwd.t_addr, fwd.wr_data[k])
             # LOAD_IMAGE's z_0 (from the host port) into the image buffer; RUN copies it.
             mod.d.comb += img.wr_en[k].eq(host.image_en[k])
             mod.d.comb += host.traj_data[k].eq(t_b.rd_data[k])
