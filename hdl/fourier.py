@@ -94,7 +94,7 @@ class DftArray(CrossbarTile):
                     weight_format=twiddle_format, input_format=data_format,
                     output_format=data_format, acc_width=acc_width, rounding=rounding,
                     lfsr_seed=lfsr_seed, weights=twiddle_matrix(n, twiddle_format),
-                    writable=False, device=device, device_seed=device_seed)
+                    writable=False, side_ports=True, device=device, device_seed=device_seed)
 
     def __init__(self, n: int, *, lanes: int | None = None, data_format: Format,
                  twiddle_format: Format, acc_width: int = 48, rounding: str = "nearest",
@@ -191,13 +191,18 @@ class Dft2d(CheckedComponent):
 
     Notes
     -----
-    Latency, from the cycle ``start`` is seen to the ``done`` pulse inclusive: DFT and IDFT
-    take ``4 + Σ V·(4n + L + 4)`` over their two passes, a row pass having ``V = H`` vectors of
-    length ``n = W`` and a column pass ``V = W`` vectors of length ``n = H``, and ``L`` the
-    array's product latency (:class:`~xbarode.hdl.tile.CrossbarTile`: FORWARD for DFT,
-    TRANSPOSED for IDFT, with ``rows = cols = 2n``): each vector is streamed into the array
-    (``2n`` cycles), multiplied, and read back into the buffer (``2n + 1``). LOAD_* and READ_*
-    move one word per cycle.
+    Latency, from the cycle ``start`` is seen to the ``done`` pulse inclusive: DFT takes
+    ``4 + Σ V·(2n + L + 2)`` and IDFT ``4 + Σ V·(2n + L + 4)`` over their two passes, a row
+    pass having ``V = H`` vectors of length ``n = W`` and a column pass ``V = W`` vectors of
+    length ``n = H``, and ``L`` the array's product latency
+    (:class:`~xbarode.hdl.tile.CrossbarTile`: FORWARD for DFT, TRANSPOSED for IDFT, with
+    ``rows = cols = 2n``). Forward, each vector is streamed into the array (LOAD_X, ``2n``
+    cycles) and multiplied; FORWARD's words come out on the array's side port ``y_out`` as
+    each row is rounded and go straight back into the buffer, within ``L``. Inverse, the
+    vector streams from the buffer into ``s_in`` while TRANSPOSED_STREAM runs (each row
+    enters the multipliers once its word has arrived: the product ends one cycle later than
+    ``L``), then is read back into the buffer (READ_Y, ``2n + 1``). LOAD_* and READ_* move
+    one word per cycle.
 
     Structure: :meth:`elaborate` builds the two arrays (and FourierConv's Hadamard unit), the
     buffer, and one FSM over registers the operations share, its states from one builder
@@ -526,42 +531,49 @@ class _Walk:
 @dataclass(frozen=True)
 class _ArrayDrive:
     """One set of strobes for both arrays, gated by ``sel``, and the selected array's
-    answers: the walk drives ``a_op``, ``a_start``, ``a_valid``, ``a_payload`` and
-    ``a_ready_out``, and reads ``a_i_ready``, ``a_done``, ``a_o_valid`` and ``a_o_payload``."""
+    answers: the walk drives ``a_op``, ``a_start``, ``a_valid``, ``a_payload``,
+    ``a_ready_out`` and the side port ``s_in`` (``a_s_valid``, ``a_payload`` too), and reads
+    ``a_i_ready``, ``a_done``, ``a_o_valid``, ``a_o_payload`` and the side port ``y_out``
+    (``a_y_valid``, ``a_y_payload``)."""
 
     a_op: Signal
     a_start: Signal
     a_valid: Signal
     a_ready_out: Signal
     a_payload: Signal
+    a_s_valid: Signal
     a_i_ready: Signal
     a_done: Signal
     a_o_valid: Signal
     a_o_payload: Signal
+    a_y_valid: Signal
+    a_y_payload: Signal
 
     @classmethod
     def create(cls, m, arrays, sel, dw):
         """The strobes and answers, wired in ``m`` to ``arrays`` (rows, columns)."""
-        rows_arr, cols_arr = arrays
+        rows_arr = arrays[0]
         a_op = Signal(TileOp)
-        a_start, a_valid, a_ready_out = Signal(), Signal(), Signal()
+        a_start, a_valid, a_ready_out, a_s_valid = Signal(), Signal(), Signal(), Signal()
         a_payload = Signal(signed(dw))
         for k, a in enumerate(arrays):
             mine = sel == k
             m.d.comb += [a.op.eq(a_op), a.start.eq(a_start & mine),
                          a.i.valid.eq(a_valid & mine), a.i.payload.eq(a_payload),
-                         a.o.ready.eq(a_ready_out & mine)]
+                         a.o.ready.eq(a_ready_out & mine), a.s_in.valid.eq(a_s_valid & mine),
+                         a.s_in.payload.eq(a_payload)]
         a_i_ready = Signal()
         a_done = Signal()
-        a_o_valid = Signal()
+        a_o_valid, a_y_valid = Signal(), Signal()
         a_o_payload = Signal(signed(len(rows_arr.o.payload)))
-        m.d.comb += [a_i_ready.eq(rows_arr.i.ready), a_done.eq(rows_arr.done),
-                     a_o_valid.eq(rows_arr.o.valid), a_o_payload.eq(rows_arr.o.payload)]
-        with m.If(sel):
-            m.d.comb += [a_i_ready.eq(cols_arr.i.ready), a_done.eq(cols_arr.done),
-                         a_o_valid.eq(cols_arr.o.valid), a_o_payload.eq(cols_arr.o.payload)]
-        return cls(a_op, a_start, a_valid, a_ready_out, a_payload, a_i_ready, a_done,
-                   a_o_valid, a_o_payload)
+        a_y_payload = Signal(signed(len(rows_arr.y_out.payload)))
+        for k, a in enumerate(arrays):
+            with m.If(sel == k):
+                m.d.comb += [a_i_ready.eq(a.i.ready), a_done.eq(a.done),
+                             a_o_valid.eq(a.o.valid), a_o_payload.eq(a.o.payload),
+                             a_y_valid.eq(a.y_out.valid), a_y_payload.eq(a.y_out.payload)]
+        return cls(a_op, a_start, a_valid, a_ready_out, a_payload, a_s_valid, a_i_ready,
+                   a_done, a_o_valid, a_o_payload, a_y_valid, a_y_payload)
 
 
 @dataclass(frozen=True)
@@ -730,42 +742,60 @@ def _sequencer_state(m, dut, walk, unit):
 
 
 def _vector_states(m, walk, drive, words, rd, wr, width):
-    """One vector of a pass (VEC_START … VEC_END): stream its ``n_len`` elements from the
-    buffer into the selected array (two words each), multiply (FORWARD, or TRANSPOSED for
-    the inverse), read the result back in place, then go to the next vector or back to
-    NEXT_PASS."""
+    """One vector of a pass (VEC_START … VEC_END). Forward: stream its ``n_len`` elements
+    from the buffer into the selected array (LOAD_X, two words each), then FORWARD, whose
+    words (``y_out``, as each row is rounded) go back into the buffer in place as they come.
+    Inverse: TRANSPOSED_STREAM, its ``s`` streamed from the buffer on ``s_in`` while the
+    product runs, then READ_Y back in place. Then the next vector, or back to NEXT_PASS."""
     w, d = walk, drive
     half, re_hold, im_hold = words.half, words.re_hold, words.im_hold
     with m.State("VEC_START"):
         m.d.comb += [d.a_op.eq(TileOp.LOAD_X), d.a_start.eq(1), rd.addr.eq(w.vec_start),
                      rd.en.eq(1)]
         with m.If(w.inverse):
-            m.d.comb += d.a_op.eq(TileOp.LOAD_S)
-        m.d.sync += [w.feed_addr.eq(w.vec_start), w.back_addr.eq(w.vec_start), w.elem.eq(0)]
+            m.d.comb += d.a_op.eq(TileOp.TRANSPOSED_STREAM)
+        m.d.sync += [w.feed_addr.eq(w.vec_start), w.back_addr.eq(w.vec_start), w.elem.eq(0),
+                     half.eq(0)]
         m.next = "FEED_RE"
+    # The inverse's words go to s_in (always ready), the forward's to the i stream.
+    feed_ready = Signal()
+    m.d.comb += feed_ready.eq(d.a_i_ready | w.inverse)
     with m.State("FEED_RE"):
-        m.d.comb += [d.a_valid.eq(1), d.a_payload.eq(rd.data.re),
-                     rd.addr.eq(w.feed_addr + w.stride)]
-        with m.If(d.a_i_ready):
+        m.d.comb += [d.a_valid.eq(~w.inverse), d.a_s_valid.eq(w.inverse),
+                     d.a_payload.eq(rd.data.re), rd.addr.eq(w.feed_addr + w.stride)]
+        with m.If(feed_ready):
             m.d.comb += rd.en.eq(1)
             m.d.sync += [im_hold.eq(rd.data.im), w.feed_addr.eq(w.feed_addr + w.stride)]
             m.next = "FEED_IM"
     with m.State("FEED_IM"):
-        m.d.comb += [d.a_valid.eq(1), d.a_payload.eq(im_hold)]
-        with m.If(d.a_i_ready):
+        m.d.comb += [d.a_valid.eq(~w.inverse), d.a_s_valid.eq(w.inverse),
+                     d.a_payload.eq(im_hold)]
+        with m.If(feed_ready):
             m.d.sync += w.elem.eq(w.elem + 1)
             with m.If(w.elem == w.n_len - 1):
-                m.next = "COMPUTE"
+                with m.If(w.inverse):
+                    m.next = "COMPUTE_WAIT"
+                with m.Else():
+                    m.next = "COMPUTE"
             with m.Else():
                 m.next = "FEED_RE"
     with m.State("COMPUTE"):
         m.d.comb += [d.a_op.eq(TileOp.FORWARD), d.a_start.eq(1)]
-        with m.If(w.inverse):
-            m.d.comb += d.a_op.eq(TileOp.TRANSPOSED)
         m.next = "COMPUTE_WAIT"
     with m.State("COMPUTE_WAIT"):
+        # FORWARD's words, in row order, back into the buffer as they are rounded.
+        with m.If(d.a_y_valid):
+            with m.If(~half):
+                m.d.sync += [re_hold.eq(d.a_y_payload), half.eq(1)]
+            with m.Else():
+                m.d.comb += [wr.addr.eq(w.back_addr), wr.data.re.eq(re_hold),
+                             wr.data.im.eq(d.a_y_payload), wr.en.eq(1)]
+                m.d.sync += [w.back_addr.eq(w.back_addr + w.stride), half.eq(0)]
         with m.If(d.a_done):
-            m.next = "COLLECT_START"
+            with m.If(w.inverse):
+                m.next = "COLLECT_START"
+            with m.Else():
+                m.next = "VEC_END"
     with m.State("COLLECT_START"):
         m.d.comb += [d.a_op.eq(TileOp.READ_Y), d.a_start.eq(1)]
         m.d.sync += [half.eq(0), w.elem.eq(0)]

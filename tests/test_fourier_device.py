@@ -331,13 +331,14 @@ def test_a_range_too_narrow_for_the_data_format_is_refused():
 
 def transform_latency(height, width, lanes, forward):
     """The ideal unit's documented latency of a DFT (``forward``) or IDFT (Dft2d's docstring:
-    ``4 + Σ V·(4n + L + 4)``, L the array's FORWARD or TRANSPOSED latency)."""
+    ``4 + Σ V·(2n + L + 2)`` forward, ``4 + Σ V·(2n + L + 4)`` inverse, L the array's FORWARD
+    or TRANSPOSED latency)."""
     total = 4
     for vectors, n in ((height, width), (width, height)):
         p = min(lanes or 2 * n, 2 * n)
         chunks = -(-2 * n // p)
         tree = -(-(p - 1).bit_length() // 2) if p > 1 else 0
-        total += vectors * (4 * n + 2 * n * chunks + (tree if forward else 0) + 7 + 4)
+        total += vectors * (2 * n + 2 * n * chunks + 7 + (tree + 2 if forward else 4))
     return total
 
 

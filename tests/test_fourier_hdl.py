@@ -284,10 +284,11 @@ def tile_latency(n, lanes, forward):
 
 
 def transform_latency(height, width, lanes, forward):
+    """Dft2d's docstring: DFT ``4 + Σ V·(2n + L + 2)``, IDFT ``4 + Σ V·(2n + L + 4)``."""
     total = 4
     for vectors, n in ((height, width), (width, height)):
         p = min(lanes or 2 * n, 2 * n)
-        total += vectors * (4 * n + tile_latency(n, p, forward) + 4)
+        total += vectors * (2 * n + tile_latency(n, p, forward) + (2 if forward else 4))
     return total
 
 
