@@ -18,7 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from amaranth import Module, Signal, signed
+from amaranth import Module, Mux, Signal, signed
+from amaranth.hdl import Array
 from amaranth.lib import enum
 from amaranth.lib.memory import Memory
 
@@ -41,8 +42,10 @@ class DftArray(CrossbarTile):
     words, LOAD_X), TRANSPOSED its inverse (LOAD_S); every output word is narrowed once to
     ``data_format``. A read-only table tile (:class:`~xbarode.hdl.tile.CrossbarTile` with
     ``writable=False``): its weight banks hold the table and have no write port, so it has
-    no LOAD_W and no UPDATE (they end at once); READ_W streams the table. Its other
-    operations and the latency are the tile's (with ``rows = cols = 2n``).
+    no LOAD_W and no UPDATE (they end at once); READ_W streams the table. It has the tile's
+    side ports (``side_ports``: ``x_side_*``, ``y_out``, ``s_in``, ``y_side_*``), through
+    which :class:`Dft2d` moves its vectors, and TRANSPOSED_STREAM. Its other operations and
+    the latency are the tile's (with ``rows = cols = 2n``).
 
     Parameters
     ----------
@@ -192,17 +195,21 @@ class Dft2d(CheckedComponent):
     Notes
     -----
     Latency, from the cycle ``start`` is seen to the ``done`` pulse inclusive: DFT takes
-    ``4 + Σ V·(2n + L + 2)`` and IDFT ``4 + Σ V·(2n + L + 4)`` over their two passes, a row
-    pass having ``V = H`` vectors of length ``n = W`` and a column pass ``V = W`` vectors of
-    length ``n = H``, and ``L`` the array's product latency
+    ``4 + Σ V·(E + L)`` and IDFT ``4 + Σ V·(E + L + 2)`` over their two passes, a row pass
+    having ``V = H`` vectors of length ``n = W`` and a column pass ``V = W`` vectors of
+    length ``n = H``; ``L`` is the array's product latency
     (:class:`~xbarode.hdl.tile.CrossbarTile`: FORWARD for DFT, TRANSPOSED for IDFT, with
-    ``rows = cols = 2n``). Forward, each vector is streamed into the array (LOAD_X, ``2n``
-    cycles) and multiplied; FORWARD's words come out on the array's side port ``y_out`` as
-    each row is rounded and go straight back into the buffer, within ``L``. Inverse, the
-    vector streams from the buffer into ``s_in`` while TRANSPOSED_STREAM runs (each row
-    enters the multipliers once its word has arrived: the product ends one cycle later than
-    ``L``), then is read back into the buffer (READ_Y, ``2n + 1``). LOAD_* and READ_* move
-    one word per cycle.
+    ``rows = cols = 2n``) and ``E`` the cycles a vector's ``2n`` words take through the
+    array's side ports: ``n`` when the array has an even number of lanes (an element's two
+    words share a chunk and move in one cycle), ``2n`` when odd. Forward, each vector is
+    written from the buffer into the array's ``x`` (``x_side_*``), FORWARD starting with
+    its last element, and FORWARD's words come out on ``y_out`` as each row is rounded and
+    go straight back into the buffer, within ``L``. Inverse, the vector streams from the
+    buffer into ``s_in`` while TRANSPOSED_STREAM runs (each row enters the multipliers once
+    its word has arrived: the product ends one cycle later than ``L``), then goes back into
+    the buffer from ``y_side_data`` after a cycle addressing it. Each vector waits for the
+    one before (the array runs one operation at a time). LOAD_* and READ_* move one word per
+    cycle.
 
     Structure: :meth:`elaborate` builds the two arrays (and FourierConv's Hadamard unit), the
     buffer, and one FSM over registers the operations share, its states from one builder
@@ -397,6 +404,7 @@ class Dft2d(CheckedComponent):
         words = _Words.create(size, dw, len(self.i.payload))
         walk = _Walk.create(m, height, width)
         drive = _ArrayDrive.create(m, arrays, walk.sel, dw)
+        side = _SideWalk.create(m, arrays, walk.sel, rd, words.half)
         if unit is not None:
             sweep = _Sweep.create(height, width)
             m.d.comb += [unit.i.payload.re.eq(rd.data.re), unit.i.payload.im.eq(rd.data.im)]
@@ -407,7 +415,7 @@ class Dft2d(CheckedComponent):
             _load_states(m, self, words, wr, unit, size)
             _read_states(m, self, words, rd, size)
             _sequencer_state(m, self, walk, unit)
-            _vector_states(m, walk, drive, words, rd, wr, width)
+            _vector_states(m, walk, drive, side, words, rd, wr, width)
             if unit is not None:
                 _hadamard_states(m, unit, sweep, rd, wr, height, width)
         return m
@@ -577,6 +585,71 @@ class _ArrayDrive:
 
 
 @dataclass(frozen=True)
+class _SideWalk:
+    """The walk of a vector's words over the selected array's lanes, for its side ports:
+    word ``2j`` of element ``j`` (its real part) and word ``2j + 1`` (its imaginary part)
+    sit at lane ``w mod p``, chunk ``w // p`` of ``x`` (forward input) and of the transposed
+    result ``y`` (``p`` the array's lanes). With ``p`` even (``pair``) an element's two words
+    share a chunk and move together, one element per cycle; with ``p`` odd, one word per
+    cycle (``half``: the imaginary one). ``lane`` and ``chunk`` are the element's (or
+    word's) place, ``wrap`` says it is its chunk's last; ``x_en`` writes the buffer's element
+    (read port) there through ``x_side_*``; ``y_addr`` drives both arrays' ``y_side_addr``,
+    and ``y_word0``, ``y_word1`` are the selected array's ``y_side_data`` at ``lane`` and
+    ``lane + 1``."""
+
+    lane: Signal
+    chunk: Signal
+    pair: Signal
+    wrap: Signal
+    x_en: Signal
+    y_addr: Signal
+    y_word0: Signal
+    y_word1: Signal
+
+    @classmethod
+    def create(cls, m, arrays, sel, rd, half):
+        """The walk's registers and the side ports of ``arrays`` (rows, columns) wired in
+        ``m``, the selected one (``sel``) taking the buffer's read port ``rd``."""
+        lanes = [a.lanes for a in arrays]
+        chunks = [a.chunks for a in arrays]
+        lane = Signal(range(max(*lanes, 2)))
+        chunk = Signal(range(max(*chunks, 2) + 1))
+        pair, wrap, x_en = Signal(), Signal(), Signal()
+        y_addr = Signal.like(chunk)
+        width = len(arrays[0].y_side_data[0])
+        y_word0, y_word1 = Signal(signed(width)), Signal(signed(width))
+        for k, a in enumerate(arrays):
+            p, mine = a.lanes, sel == k
+            m.d.comb += [a.x_side_addr.eq(chunk), a.y_side_addr.eq(y_addr)]
+            for j in range(p):
+                if p % 2 == 0:
+                    m.d.comb += [a.x_side_en[j].eq(x_en & mine & (lane == j - j % 2)),
+                                 a.x_side_data[j].eq(rd.data.im if j % 2 else rd.data.re)]
+                else:
+                    m.d.comb += [a.x_side_en[j].eq(x_en & mine & (lane == j)),
+                                 a.x_side_data[j].eq(Mux(half, rd.data.im, rd.data.re))]
+            with m.If(mine):
+                data = Array(a.y_side_data)
+                m.d.comb += [pair.eq(p % 2 == 0), y_word0.eq(data[lane])]
+                if p % 2 == 0:
+                    m.d.comb += [wrap.eq(lane == p - 2), y_word1.eq(data[lane | 1])]
+                else:
+                    m.d.comb += wrap.eq(lane == p - 1)
+        return cls(lane, chunk, pair, wrap, x_en, y_addr, y_word0, y_word1)
+
+    def step(self, m):
+        """To the next element (``pair``) or word at the next edge."""
+        with m.If(self.wrap):
+            m.d.sync += [self.lane.eq(0), self.chunk.eq(self.chunk + 1)]
+        with m.Else():
+            m.d.sync += self.lane.eq(self.lane + Mux(self.pair, 2, 1))
+
+    def restart(self, m):
+        """Back to word 0 at the next edge."""
+        m.d.sync += [self.lane.eq(0), self.chunk.eq(0)]
+
+
+@dataclass(frozen=True)
 class _Sweep:
     """The Hadamard pass's counters, column-major: the row and column of the next element
     read (``h_rr``, ``h_rc``) and of the next product written (``h_wr``, ``h_wc``), their
@@ -741,47 +814,64 @@ def _sequencer_state(m, dut, walk, unit):
             m.next = "IDLE"
 
 
-def _vector_states(m, walk, drive, words, rd, wr, width):
-    """One vector of a pass (VEC_START … VEC_END). Forward: stream its ``n_len`` elements
-    from the buffer into the selected array (LOAD_X, two words each), then FORWARD, whose
-    words (``y_out``, as each row is rounded) go back into the buffer in place as they come.
-    Inverse: TRANSPOSED_STREAM, its ``s`` streamed from the buffer on ``s_in`` while the
-    product runs, then READ_Y back in place. Then the next vector, or back to NEXT_PASS."""
+def _vector_states(m, walk, drive, side, words, rd, wr, width):
+    """One vector of a pass (VEC_START … YBACK). Forward: write its ``n_len`` elements from
+    the buffer into the selected array's ``x`` through the side port (:class:`_SideWalk`),
+    then FORWARD, whose words (``y_out``, as each row is rounded) go back into the buffer in
+    place as they come. Inverse: TRANSPOSED_STREAM, its ``s`` streamed from the buffer on
+    ``s_in`` while the product runs, then the result back in place through the side port
+    ``y_side_*``. Then the next vector, or back to NEXT_PASS."""
     w, d = walk, drive
     half, re_hold, im_hold = words.half, words.re_hold, words.im_hold
+    last_elem = w.elem == w.n_len - 1
+
+    def end_vector():
+        m.d.sync += w.vec.eq(w.vec + 1)
+        with m.If(w.sel):
+            m.d.sync += w.vec_start.eq(w.vec_start + 1)
+        with m.Else():
+            m.d.sync += w.vec_start.eq(w.vec_start + width)
+        with m.If(w.vec == w.n_vec - 1):
+            m.next = "NEXT_PASS"
+        with m.Else():
+            m.next = "VEC_START"
+
     with m.State("VEC_START"):
-        m.d.comb += [d.a_op.eq(TileOp.LOAD_X), d.a_start.eq(1), rd.addr.eq(w.vec_start),
-                     rd.en.eq(1)]
-        with m.If(w.inverse):
-            m.d.comb += d.a_op.eq(TileOp.TRANSPOSED_STREAM)
+        m.d.comb += [rd.addr.eq(w.vec_start), rd.en.eq(1)]
         m.d.sync += [w.feed_addr.eq(w.vec_start), w.back_addr.eq(w.vec_start), w.elem.eq(0),
                      half.eq(0)]
-        m.next = "FEED_RE"
-    # The inverse's words go to s_in (always ready), the forward's to the i stream.
-    feed_ready = Signal()
-    m.d.comb += feed_ready.eq(d.a_i_ready | w.inverse)
-    with m.State("FEED_RE"):
-        m.d.comb += [d.a_valid.eq(~w.inverse), d.a_s_valid.eq(w.inverse),
-                     d.a_payload.eq(rd.data.re), rd.addr.eq(w.feed_addr + w.stride)]
-        with m.If(feed_ready):
+        side.restart(m)
+        with m.If(w.inverse):
+            m.d.comb += [d.a_op.eq(TileOp.TRANSPOSED_STREAM), d.a_start.eq(1)]
+            m.next = "FEED_RE"
+        with m.Else():
+            m.next = "XFEED"
+    # Forward: the element in the read port into x, FORWARD started with its last word.
+    with m.State("XFEED"):
+        m.d.comb += [side.x_en.eq(1), rd.addr.eq(w.feed_addr + w.stride)]
+        side.step(m)
+        with m.If(side.pair | half):
             m.d.comb += rd.en.eq(1)
-            m.d.sync += [im_hold.eq(rd.data.im), w.feed_addr.eq(w.feed_addr + w.stride)]
-            m.next = "FEED_IM"
+            m.d.sync += [w.feed_addr.eq(w.feed_addr + w.stride), w.elem.eq(w.elem + 1),
+                         half.eq(0)]
+            with m.If(last_elem):
+                m.d.comb += [d.a_op.eq(TileOp.FORWARD), d.a_start.eq(1)]
+                m.next = "COMPUTE_WAIT"
+        with m.Else():
+            m.d.sync += half.eq(1)
+    # Inverse: the words into s_in (always ready), one per cycle, while the product runs.
+    with m.State("FEED_RE"):
+        m.d.comb += [d.a_s_valid.eq(1), d.a_payload.eq(rd.data.re),
+                     rd.addr.eq(w.feed_addr + w.stride), rd.en.eq(1)]
+        m.d.sync += [im_hold.eq(rd.data.im), w.feed_addr.eq(w.feed_addr + w.stride)]
+        m.next = "FEED_IM"
     with m.State("FEED_IM"):
-        m.d.comb += [d.a_valid.eq(~w.inverse), d.a_s_valid.eq(w.inverse),
-                     d.a_payload.eq(im_hold)]
-        with m.If(feed_ready):
-            m.d.sync += w.elem.eq(w.elem + 1)
-            with m.If(w.elem == w.n_len - 1):
-                with m.If(w.inverse):
-                    m.next = "COMPUTE_WAIT"
-                with m.Else():
-                    m.next = "COMPUTE"
-            with m.Else():
-                m.next = "FEED_RE"
-    with m.State("COMPUTE"):
-        m.d.comb += [d.a_op.eq(TileOp.FORWARD), d.a_start.eq(1)]
-        m.next = "COMPUTE_WAIT"
+        m.d.comb += [d.a_s_valid.eq(1), d.a_payload.eq(im_hold)]
+        m.d.sync += w.elem.eq(w.elem + 1)
+        with m.If(last_elem):
+            m.next = "COMPUTE_WAIT"
+        with m.Else():
+            m.next = "FEED_RE"
     with m.State("COMPUTE_WAIT"):
         # FORWARD's words, in row order, back into the buffer as they are rounded.
         with m.If(d.a_y_valid):
@@ -792,36 +882,31 @@ def _vector_states(m, walk, drive, words, rd, wr, width):
                              wr.data.im.eq(d.a_y_payload), wr.en.eq(1)]
                 m.d.sync += [w.back_addr.eq(w.back_addr + w.stride), half.eq(0)]
         with m.If(d.a_done):
+            m.d.sync += [w.elem.eq(0), half.eq(0)]
+            side.restart(m)
             with m.If(w.inverse):
-                m.next = "COLLECT_START"
+                m.next = "YBACK_START"
             with m.Else():
-                m.next = "VEC_END"
-    with m.State("COLLECT_START"):
-        m.d.comb += [d.a_op.eq(TileOp.READ_Y), d.a_start.eq(1)]
-        m.d.sync += [half.eq(0), w.elem.eq(0)]
-        m.next = "COLLECT"
-    with m.State("COLLECT"):
-        m.d.comb += d.a_ready_out.eq(1)
-        with m.If(d.a_o_valid):
-            with m.If(~half):
-                m.d.sync += [re_hold.eq(d.a_o_payload), half.eq(1)]
-            with m.Else():
-                m.d.comb += [wr.addr.eq(w.back_addr), wr.data.re.eq(re_hold),
-                             wr.data.im.eq(d.a_o_payload), wr.en.eq(1)]
-                m.d.sync += [w.back_addr.eq(w.back_addr + w.stride), half.eq(0),
-                             w.elem.eq(w.elem + 1)]
-                with m.If(w.elem == w.n_len - 1):
-                    m.next = "VEC_END"
-    with m.State("VEC_END"):
-        m.d.sync += w.vec.eq(w.vec + 1)
-        with m.If(w.sel):
-            m.d.sync += w.vec_start.eq(w.vec_start + 1)
+                end_vector()
+    # Inverse: the result back through y_side (the array idle), its first chunk addressed.
+    with m.State("YBACK_START"):
+        m.d.comb += side.y_addr.eq(0)
+        m.next = "YBACK"
+    with m.State("YBACK"):
+        # The chunk addressed now is the next element's (or word's).
+        m.d.comb += side.y_addr.eq(Mux(side.wrap, side.chunk + 1, side.chunk))
+        side.step(m)
+        with m.If(side.pair | half):
+            m.d.comb += [wr.addr.eq(w.back_addr), wr.en.eq(1), wr.data.im.eq(side.y_word0),
+                         wr.data.re.eq(Mux(side.pair, side.y_word0, re_hold))]
+            with m.If(side.pair):
+                m.d.comb += wr.data.im.eq(side.y_word1)
+            m.d.sync += [w.back_addr.eq(w.back_addr + w.stride), half.eq(0),
+                         w.elem.eq(w.elem + 1)]
+            with m.If(last_elem):
+                end_vector()
         with m.Else():
-            m.d.sync += w.vec_start.eq(w.vec_start + width)
-        with m.If(w.vec == w.n_vec - 1):
-            m.next = "NEXT_PASS"
-        with m.Else():
-            m.next = "VEC_START"
+            m.d.sync += [re_hold.eq(side.y_word0), half.eq(1)]
 
 
 def _hadamard_states(m, unit, sweep, rd, wr, height, width):

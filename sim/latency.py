@@ -15,8 +15,9 @@ tree's register stages (:class:`~xbarode.hdl.tile.CrossbarTile`'s docstring):
   (APPLY with ``bias``: ``rows`` more; with ``taps``:
   ``K·rows + max(K·(rows + 1), rows·C − 1) + 6``); a streamed product as its two products
   one after the other;
-- :class:`~xbarode.hdl.fourier.Dft2d`: DFT ``4 + Σ V·(2n + L + 2)`` and IDFT
-  ``4 + Σ V·(2n + L + 4)`` over their two passes; HADAMARD ``H·W + 4``; CONV the sum of the three;
+- :class:`~xbarode.hdl.fourier.Dft2d`: DFT ``4 + Σ V·(E + L)`` and IDFT
+  ``4 + Σ V·(E + L + 2)`` over their two passes (``E``: ``n``, or ``2n`` for an array with
+  an odd number of lanes); HADAMARD ``H·W + 4``; CONV the sum of the three;
 - :class:`~xbarode.hdl.core.Core`: RUN, per chain the two products one after the other (the
   overlap only shortens it; on the Fourier path ``2·CONV + 3·m``), one combine (``C + 1``)
   per chain and per Newton update, per step at most ``1 + (max_iter + 1) +
@@ -88,7 +89,9 @@ def _dft_pass(height: int, width: int, lanes: tuple[int, int], forward: bool,
     vectors = width if columns else height
     product = tile_bound(2 * n, 2 * n, lanes[1 if columns else 0],
                          "FORWARD" if forward else "TRANSPOSED")
-    return vectors * (2 * n + product + (2 if forward else 4))
+    array_lanes = lanes[1 if columns else 0]
+    words = n if array_lanes % 2 == 0 else 2 * n
+    return vectors * (words + product + (0 if forward else 2))
 
 
 def dft_bound(height: int, width: int, lanes: tuple[int, int], op) -> int:

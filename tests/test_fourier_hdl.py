@@ -284,11 +284,13 @@ def tile_latency(n, lanes, forward):
 
 
 def transform_latency(height, width, lanes, forward):
-    """Dft2d's docstring: DFT ``4 + Σ V·(2n + L + 2)``, IDFT ``4 + Σ V·(2n + L + 4)``."""
+    """Dft2d's docstring: DFT ``4 + Σ V·(E + L)``, IDFT ``4 + Σ V·(E + L + 2)``, ``E`` the
+    side ports' ``n`` cycles per vector (two words a cycle), ``2n`` with odd lanes."""
     total = 4
     for vectors, n in ((height, width), (width, height)):
         p = min(lanes or 2 * n, 2 * n)
-        total += vectors * (2 * n + tile_latency(n, p, forward) + (2 if forward else 4))
+        words = 2 * n if p % 2 else n
+        total += vectors * (words + tile_latency(n, p, forward) + (0 if forward else 2))
     return total
 
 
