@@ -195,27 +195,35 @@ class Dft2d(CheckedComponent):
     Notes
     -----
     Latency, from the cycle ``start`` is seen to the ``done`` pulse inclusive: DFT takes
-    ``4 + Σ V·(E + L)`` and IDFT ``4 + Σ V·(E + L + 2)`` over their two passes, a row pass
-    having ``V = H`` vectors of length ``n = W`` and a column pass ``V = W`` vectors of
-    length ``n = H``; ``L`` is the array's product latency
+    ``4 + Σ (E + L + (V - 1)·max(L, I + E))`` and IDFT ``4 + Σ V·(E + L + 2)`` over their two
+    passes, a row pass having ``V = H`` vectors of length ``n = W`` and a column pass
+    ``V = W`` vectors of length ``n = H``; ``L`` is the array's product latency
     (:class:`~xbarode.hdl.tile.CrossbarTile`: FORWARD for DFT, TRANSPOSED for IDFT, with
-    ``rows = cols = 2n``) and ``E`` the cycles a vector's ``2n`` words take through the
-    array's side ports: ``n`` when the array has an even number of lanes (an element's two
-    words share a chunk and move in one cycle), ``2n`` when odd. Forward, each vector is
-    written from the buffer into the array's ``x`` (``x_side_*``), FORWARD starting with
-    its last element, and FORWARD's words come out on ``y_out`` as each row is rounded and
-    go straight back into the buffer, within ``L``. Inverse, the vector streams from the
-    buffer into ``s_in`` while TRANSPOSED_STREAM runs (each row enters the multipliers once
-    its word has arrived: the product ends one cycle later than ``L``), then goes back into
-    the buffer from ``y_side_data`` after a cycle addressing it. Each vector waits for the
-    one before (the array runs one operation at a time). LOAD_* and READ_* move one word per
-    cycle.
+    ``rows = cols = 2n``), ``I = 2n·C`` its issue cycles (``C = ceil(2n / lanes)``), and
+    ``E`` the cycles a vector's ``2n`` words take through the array's side ports: ``n`` when
+    the array has an even number of lanes (an element's two words share a chunk and move in
+    one cycle), ``2n`` when odd.
+
+    Forward, the feeder writes each vector from the buffer into the array's ``x``
+    (``x_side_*``), FORWARD starting with its last element, and FORWARD's words come out on
+    ``y_out`` as each row is rounded and go straight back into the buffer, within ``L``. A
+    FORWARD reads ``x`` last in the cycle of its last issue (cycle ``I``, its start being
+    cycle 0): from the next cycle on the feeder writes the pass's next vector into ``x``
+    while the product drains, so the next FORWARD starts ``max(L, I + E)`` cycles after
+    this one (the array idle again, or the vector in). The last vector of a pass is written
+    back before the next pass reads the buffer. Inverse, the vector streams from the buffer
+    into ``s_in`` while TRANSPOSED_STREAM runs (each row enters the multipliers once its
+    word has arrived: the product ends one cycle later than ``L``), then goes back into the
+    buffer from ``y_side_data`` after a cycle addressing it, before the next vector starts
+    (the array runs one operation at a time, and ``y_side`` is read while it is idle).
+    LOAD_* and READ_* move one word per cycle.
 
     Structure: :meth:`elaborate` builds the two arrays (and FourierConv's Hadamard unit), the
     buffer, and one FSM over registers the operations share, its states from one builder
     each: IDLE (the dispatch), LOAD and LOAD_SPECTRUM, READ_RE and READ_IM, NEXT_PASS (the
-    pass sequencer), VEC_START … VEC_END (one vector of a pass; a column pass steps through
-    the buffer ``W`` apart, the transpose) and the Hadamard pass. The constructor checks
+    pass sequencer), VEC_START … YBACK (one vector of a pass; a column pass steps through
+    the buffer ``W`` apart, the transpose) and the Hadamard pass; beside it the feeder's FSM,
+    which writes the forward passes' vectors into the arrays' ``x``. The constructor checks
     every parameter, the parts' included (:meth:`check_parameters`).
     """
 
@@ -404,7 +412,8 @@ class Dft2d(CheckedComponent):
         words = _Words.create(size, dw, len(self.i.payload))
         walk = _Walk.create(m, height, width)
         drive = _ArrayDrive.create(m, arrays, walk.sel, dw)
-        side = _SideWalk.create(m, arrays, walk.sel, rd, words.half)
+        feed = _Feed.create(m, arrays, walk.sel)
+        side = _SideWalk.create(m, arrays, walk.sel, rd, feed.half)
         if unit is not None:
             sweep = _Sweep.create(height, width)
             m.d.comb += [unit.i.payload.re.eq(rd.data.re), unit.i.payload.im.eq(rd.data.im)]
@@ -415,9 +424,10 @@ class Dft2d(CheckedComponent):
             _load_states(m, self, words, wr, unit, size)
             _read_states(m, self, words, rd, size)
             _sequencer_state(m, self, walk, unit)
-            _vector_states(m, walk, drive, side, words, rd, wr, width)
+            _vector_states(m, walk, drive, side, feed, words, rd, wr, width)
             if unit is not None:
                 _hadamard_states(m, unit, sweep, rd, wr, height, width)
+        _feeder(m, walk, side, feed, rd)
         return m
 
 
@@ -650,6 +660,50 @@ class _SideWalk:
 
 
 @dataclass(frozen=True)
+class _Feed:
+    """The feeder's controls and registers (:func:`_feeder`): ``go`` (with ``start``, the
+    buffer address of the vector's first element) starts writing a vector into the
+    selected array's ``x``; ``last`` marks the cycle of its last write; ``full`` says a
+    whole vector is in ``x`` that no FORWARD has started on; ``forward`` is a FORWARD's
+    start (it empties ``x``). ``addr``, ``elem`` and ``half`` walk the vector. ``since``
+    counts the cycles of the running FORWARD (1 the cycle after its start), up to
+    ``issue_end + 1``; ``issue_end``
+    is the cycle of its last issue, ``rows·C`` of the selected array, after which it reads
+    ``x`` no more."""
+
+    go: Signal
+    start: Signal
+    last: Signal
+    full: Signal
+    forward: Signal
+    addr: Signal
+    elem: Signal
+    half: Signal
+    since: Signal
+    issue_end: Signal
+
+    @classmethod
+    def create(cls, m, arrays, sel):
+        """The controls and registers for ``arrays`` (rows, columns), ``issue_end`` that of
+        the one ``sel`` selects."""
+        ends = [a.rows * a.chunks for a in arrays]
+        size = arrays[0].n * arrays[1].n
+        go, last, full, forward = Signal(), Signal(), Signal(), Signal()
+        start = Signal(range(size + 1))
+        addr = Signal(range(2 * size + 1))
+        elem = Signal(range(max(a.n for a in arrays) + 1))
+        half = Signal()
+        since = Signal(range(max(ends) + 2))
+        issue_end = Signal(range(max(ends) + 1))
+        m.d.comb += issue_end.eq(Mux(sel, ends[1], ends[0]))
+        with m.If(forward):
+            m.d.sync += full.eq(0)
+        with m.Elif(last):
+            m.d.sync += full.eq(1)
+        return cls(go, start, last, full, forward, addr, elem, half, since, issue_end)
+
+
+@dataclass(frozen=True)
 class _Sweep:
     """The Hadamard pass's counters, column-major: the row and column of the next element
     read (``h_rr``, ``h_rc``) and of the next product written (``h_wr``, ``h_wc``), their
@@ -814,51 +868,51 @@ def _sequencer_state(m, dut, walk, unit):
             m.next = "IDLE"
 
 
-def _vector_states(m, walk, drive, side, words, rd, wr, width):
-    """One vector of a pass (VEC_START … YBACK). Forward: write its ``n_len`` elements from
-    the buffer into the selected array's ``x`` through the side port (:class:`_SideWalk`),
-    then FORWARD, whose words (``y_out``, as each row is rounded) go back into the buffer in
-    place as they come. Inverse: TRANSPOSED_STREAM, its ``s`` streamed from the buffer on
-    ``s_in`` while the product runs, then the result back in place through the side port
-    ``y_side_*``. Then the next vector, or back to NEXT_PASS."""
+def _vector_states(m, walk, drive, side, feed, words, rd, wr, width):
+    """One vector of a pass (VEC_START … YBACK). Forward: the feeder (:func:`_feeder`)
+    writes its ``n_len`` elements from the buffer into the selected array's ``x`` through
+    the side port, FORWARD starts with the last of them (or as soon as the array is idle, if
+    they are there already), and its words (``y_out``, as each row is rounded) go back into
+    the buffer in place as they come; once FORWARD has issued its last row, the feeder
+    writes the pass's next vector into ``x`` while the product drains. Inverse:
+    TRANSPOSED_STREAM, its ``s`` streamed from the buffer on ``s_in`` while the product
+    runs, then the result back in place through the side port ``y_side_*``. Then the next
+    vector, or back to NEXT_PASS."""
     w, d = walk, drive
     half, re_hold, im_hold = words.half, words.re_hold, words.im_hold
     last_elem = w.elem == w.n_len - 1
+    next_start = Mux(w.sel, w.vec_start + 1, w.vec_start + width)
 
     def end_vector():
-        m.d.sync += w.vec.eq(w.vec + 1)
-        with m.If(w.sel):
-            m.d.sync += w.vec_start.eq(w.vec_start + 1)
-        with m.Else():
-            m.d.sync += w.vec_start.eq(w.vec_start + width)
+        m.d.sync += [w.vec.eq(w.vec + 1), w.vec_start.eq(next_start)]
         with m.If(w.vec == w.n_vec - 1):
             m.next = "NEXT_PASS"
         with m.Else():
             m.next = "VEC_START"
 
+    def start_forward():
+        m.d.comb += [d.a_op.eq(TileOp.FORWARD), d.a_start.eq(1), feed.forward.eq(1)]
+        m.d.sync += feed.since.eq(1)
+        m.next = "COMPUTE_WAIT"
+
     with m.State("VEC_START"):
-        m.d.comb += [rd.addr.eq(w.vec_start), rd.en.eq(1)]
-        m.d.sync += [w.feed_addr.eq(w.vec_start), w.back_addr.eq(w.vec_start), w.elem.eq(0),
-                     half.eq(0)]
-        side.restart(m)
+        m.d.sync += [w.back_addr.eq(w.vec_start), w.elem.eq(0), half.eq(0)]
         with m.If(w.inverse):
-            m.d.comb += [d.a_op.eq(TileOp.TRANSPOSED_STREAM), d.a_start.eq(1)]
+            m.d.comb += [rd.addr.eq(w.vec_start), rd.en.eq(1),
+                         d.a_op.eq(TileOp.TRANSPOSED_STREAM), d.a_start.eq(1)]
+            m.d.sync += w.feed_addr.eq(w.vec_start)
             m.next = "FEED_RE"
         with m.Else():
-            m.next = "XFEED"
-    # Forward: the element in the read port into x, FORWARD started with its last word.
-    with m.State("XFEED"):
-        m.d.comb += [side.x_en.eq(1), rd.addr.eq(w.feed_addr + w.stride)]
-        side.step(m)
-        with m.If(side.pair | half):
-            m.d.comb += rd.en.eq(1)
-            m.d.sync += [w.feed_addr.eq(w.feed_addr + w.stride), w.elem.eq(w.elem + 1),
-                         half.eq(0)]
-            with m.If(last_elem):
-                m.d.comb += [d.a_op.eq(TileOp.FORWARD), d.a_start.eq(1)]
-                m.next = "COMPUTE_WAIT"
-        with m.Else():
-            m.d.sync += half.eq(1)
+            # The pass's first vector is fed now; the others were while the last drained.
+            with m.If(w.vec == 0):
+                m.d.comb += [feed.go.eq(1), feed.start.eq(w.vec_start)]
+            with m.If(feed.full | feed.last):
+                start_forward()
+            with m.Else():
+                m.next = "FWD_WAIT"
+    with m.State("FWD_WAIT"):
+        with m.If(feed.full | feed.last):
+            start_forward()
     # Inverse: the words into s_in (always ready), one per cycle, while the product runs.
     with m.State("FEED_RE"):
         m.d.comb += [d.a_s_valid.eq(1), d.a_payload.eq(rd.data.re),
@@ -881,9 +935,13 @@ def _vector_states(m, walk, drive, side, words, rd, wr, width):
                 m.d.comb += [wr.addr.eq(w.back_addr), wr.data.re.eq(re_hold),
                              wr.data.im.eq(d.a_y_payload), wr.en.eq(1)]
                 m.d.sync += [w.back_addr.eq(w.back_addr + w.stride), half.eq(0)]
+        # FORWARD's last issue: x is free for the pass's next vector (since stops after it).
+        with m.If(feed.since <= feed.issue_end):
+            m.d.sync += feed.since.eq(feed.since + 1)
+        with m.If(~w.inverse & (feed.since == feed.issue_end) & (w.vec != w.n_vec - 1)):
+            m.d.comb += [feed.go.eq(1), feed.start.eq(next_start)]
         with m.If(d.a_done):
             m.d.sync += [w.elem.eq(0), half.eq(0)]
-            side.restart(m)
             with m.If(w.inverse):
                 m.next = "YBACK_START"
             with m.Else():
@@ -891,6 +949,7 @@ def _vector_states(m, walk, drive, side, words, rd, wr, width):
     # Inverse: the result back through y_side (the array idle), its first chunk addressed.
     with m.State("YBACK_START"):
         m.d.comb += side.y_addr.eq(0)
+        side.restart(m)
         m.next = "YBACK"
     with m.State("YBACK"):
         # The chunk addressed now is the next element's (or word's).
@@ -907,6 +966,34 @@ def _vector_states(m, walk, drive, side, words, rd, wr, width):
                 end_vector()
         with m.Else():
             m.d.sync += [re_hold.eq(side.y_word0), half.eq(1)]
+
+
+def _feeder(m, walk, side, feed, rd):
+    """The feeder, an FSM of its own beside the unit's (its accesses to the buffer's read
+    port win over the unit's, which reads nothing while it runs): at ``go`` it reads the
+    vector's first element, then writes one element per cycle (an array with an odd number
+    of lanes: one word) into the selected array's ``x`` through ``x_side_*``
+    (:class:`_SideWalk`), ``last`` with the last."""
+    w = walk
+    with m.FSM(name="feeder"):
+        with m.State("F_IDLE"):
+            with m.If(feed.go):
+                m.d.comb += [rd.addr.eq(feed.start), rd.en.eq(1)]
+                m.d.sync += [feed.addr.eq(feed.start), feed.elem.eq(0), feed.half.eq(0)]
+                side.restart(m)
+                m.next = "F_RUN"
+        with m.State("F_RUN"):
+            m.d.comb += [side.x_en.eq(1), rd.addr.eq(feed.addr + w.stride)]
+            side.step(m)
+            with m.If(side.pair | feed.half):
+                m.d.comb += rd.en.eq(1)
+                m.d.sync += [feed.addr.eq(feed.addr + w.stride), feed.elem.eq(feed.elem + 1),
+                             feed.half.eq(0)]
+                with m.If(feed.elem == w.n_len - 1):
+                    m.d.comb += feed.last.eq(1)
+                    m.next = "F_IDLE"
+            with m.Else():
+                m.d.sync += feed.half.eq(1)
 
 
 def _hadamard_states(m, unit, sweep, rd, wr, height, width):
