@@ -18,7 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from amaranth import Module, Signal, signed
+from amaranth import Module, Mux, Signal, signed
+from amaranth.hdl import Array
 from amaranth.lib import enum
 from amaranth.lib.memory import Memory
 
@@ -41,8 +42,10 @@ class DftArray(CrossbarTile):
     words, LOAD_X), TRANSPOSED its inverse (LOAD_S); every output word is narrowed once to
     ``data_format``. A read-only table tile (:class:`~xbarode.hdl.tile.CrossbarTile` with
     ``writable=False``): its weight banks hold the table and have no write port, so it has
-    no LOAD_W and no UPDATE (they end at once); READ_W streams the table. Its other
-    operations and the latency are the tile's (with ``rows = cols = 2n``).
+    no LOAD_W and no UPDATE (they end at once); READ_W streams the table. It has the tile's
+    side ports (``side_ports``: ``x_side_*``, ``y_out``, ``s_in``, ``y_side_*``), through
+    which :class:`Dft2d` moves its vectors, and TRANSPOSED_STREAM. Its other operations and
+    the latency are the tile's (with ``rows = cols = 2n``).
 
     Parameters
     ----------
@@ -94,7 +97,7 @@ class DftArray(CrossbarTile):
                     weight_format=twiddle_format, input_format=data_format,
                     output_format=data_format, acc_width=acc_width, rounding=rounding,
                     lfsr_seed=lfsr_seed, weights=twiddle_matrix(n, twiddle_format),
-                    writable=False, device=device, device_seed=device_seed)
+                    writable=False, side_ports=True, device=device, device_seed=device_seed)
 
     def __init__(self, n: int, *, lanes: int | None = None, data_format: Format,
                  twiddle_format: Format, acc_width: int = 48, rounding: str = "nearest",
@@ -191,19 +194,36 @@ class Dft2d(CheckedComponent):
 
     Notes
     -----
-    Latency, from the cycle ``start`` is seen to the ``done`` pulse inclusive: DFT and IDFT
-    take ``4 + Σ V·(4n + L + 4)`` over their two passes, a row pass having ``V = H`` vectors of
-    length ``n = W`` and a column pass ``V = W`` vectors of length ``n = H``, and ``L`` the
-    array's product latency (:class:`~xbarode.hdl.tile.CrossbarTile`: FORWARD for DFT,
-    TRANSPOSED for IDFT, with ``rows = cols = 2n``): each vector is streamed into the array
-    (``2n`` cycles), multiplied, and read back into the buffer (``2n + 1``). LOAD_* and READ_*
-    move one word per cycle.
+    Latency, from the cycle ``start`` is seen to the ``done`` pulse inclusive: DFT takes
+    ``4 + Σ (E + L + (V - 1)·max(L, I + E))`` and IDFT ``4 + Σ V·(E + L + 2)`` over their two
+    passes, a row pass having ``V = H`` vectors of length ``n = W`` and a column pass
+    ``V = W`` vectors of length ``n = H``; ``L`` is the array's product latency
+    (:class:`~xbarode.hdl.tile.CrossbarTile`: FORWARD for DFT, TRANSPOSED for IDFT, with
+    ``rows = cols = 2n``), ``I = 2n·C`` its issue cycles (``C = ceil(2n / lanes)``), and
+    ``E`` the cycles a vector's ``2n`` words take through the array's side ports: ``n`` when
+    the array has an even number of lanes (an element's two words share a chunk and move in
+    one cycle), ``2n`` when odd.
+
+    Forward, the feeder writes each vector from the buffer into the array's ``x``
+    (``x_side_*``), FORWARD starting with its last element, and FORWARD's words come out on
+    ``y_out`` as each row is rounded and go straight back into the buffer, within ``L``. A
+    FORWARD reads ``x`` last in the cycle of its last issue (cycle ``I``, its start being
+    cycle 0): from the next cycle on the feeder writes the pass's next vector into ``x``
+    while the product drains, so the next FORWARD starts ``max(L, I + E)`` cycles after
+    this one (the array idle again, or the vector in). The last vector of a pass is written
+    back before the next pass reads the buffer. Inverse, the vector streams from the buffer
+    into ``s_in`` while TRANSPOSED_STREAM runs (each row enters the multipliers once its
+    word has arrived: the product ends one cycle later than ``L``), then goes back into the
+    buffer from ``y_side_data`` after a cycle addressing it, before the next vector starts
+    (the array runs one operation at a time, and ``y_side`` is read while it is idle).
+    LOAD_* and READ_* move one word per cycle.
 
     Structure: :meth:`elaborate` builds the two arrays (and FourierConv's Hadamard unit), the
     buffer, and one FSM over registers the operations share, its states from one builder
     each: IDLE (the dispatch), LOAD and LOAD_SPECTRUM, READ_RE and READ_IM, NEXT_PASS (the
-    pass sequencer), VEC_START … VEC_END (one vector of a pass; a column pass steps through
-    the buffer ``W`` apart, the transpose) and the Hadamard pass. The constructor checks
+    pass sequencer), VEC_START … YBACK (one vector of a pass; a column pass steps through
+    the buffer ``W`` apart, the transpose) and the Hadamard pass; beside it the feeder's FSM,
+    which writes the forward passes' vectors into the arrays' ``x``. The constructor checks
     every parameter, the parts' included (:meth:`check_parameters`).
     """
 
@@ -392,6 +412,8 @@ class Dft2d(CheckedComponent):
         words = _Words.create(size, dw, len(self.i.payload))
         walk = _Walk.create(m, height, width)
         drive = _ArrayDrive.create(m, arrays, walk.sel, dw)
+        feed = _Feed.create(m, arrays, walk.sel)
+        side = _SideWalk.create(m, arrays, walk.sel, rd, feed.half)
         if unit is not None:
             sweep = _Sweep.create(height, width)
             m.d.comb += [unit.i.payload.re.eq(rd.data.re), unit.i.payload.im.eq(rd.data.im)]
@@ -402,9 +424,10 @@ class Dft2d(CheckedComponent):
             _load_states(m, self, words, wr, unit, size)
             _read_states(m, self, words, rd, size)
             _sequencer_state(m, self, walk, unit)
-            _vector_states(m, walk, drive, words, rd, wr, width)
+            _vector_states(m, walk, drive, side, feed, words, rd, wr, width)
             if unit is not None:
                 _hadamard_states(m, unit, sweep, rd, wr, height, width)
+        _feeder(m, walk, side, feed, rd)
         return m
 
 
@@ -526,42 +549,158 @@ class _Walk:
 @dataclass(frozen=True)
 class _ArrayDrive:
     """One set of strobes for both arrays, gated by ``sel``, and the selected array's
-    answers: the walk drives ``a_op``, ``a_start``, ``a_valid``, ``a_payload`` and
-    ``a_ready_out``, and reads ``a_i_ready``, ``a_done``, ``a_o_valid`` and ``a_o_payload``."""
+    answers: the walk drives ``a_op``, ``a_start``, ``a_valid``, ``a_payload``,
+    ``a_ready_out`` and the side port ``s_in`` (``a_s_valid``, ``a_payload`` too), and reads
+    ``a_i_ready``, ``a_done``, ``a_o_valid``, ``a_o_payload`` and the side port ``y_out``
+    (``a_y_valid``, ``a_y_payload``)."""
 
     a_op: Signal
     a_start: Signal
     a_valid: Signal
     a_ready_out: Signal
     a_payload: Signal
+    a_s_valid: Signal
     a_i_ready: Signal
     a_done: Signal
     a_o_valid: Signal
     a_o_payload: Signal
+    a_y_valid: Signal
+    a_y_payload: Signal
 
     @classmethod
     def create(cls, m, arrays, sel, dw):
         """The strobes and answers, wired in ``m`` to ``arrays`` (rows, columns)."""
-        rows_arr, cols_arr = arrays
+        rows_arr = arrays[0]
         a_op = Signal(TileOp)
-        a_start, a_valid, a_ready_out = Signal(), Signal(), Signal()
+        a_start, a_valid, a_ready_out, a_s_valid = Signal(), Signal(), Signal(), Signal()
         a_payload = Signal(signed(dw))
         for k, a in enumerate(arrays):
             mine = sel == k
             m.d.comb += [a.op.eq(a_op), a.start.eq(a_start & mine),
                          a.i.valid.eq(a_valid & mine), a.i.payload.eq(a_payload),
-                         a.o.ready.eq(a_ready_out & mine)]
+                         a.o.ready.eq(a_ready_out & mine), a.s_in.valid.eq(a_s_valid & mine),
+                         a.s_in.payload.eq(a_payload)]
         a_i_ready = Signal()
         a_done = Signal()
-        a_o_valid = Signal()
+        a_o_valid, a_y_valid = Signal(), Signal()
         a_o_payload = Signal(signed(len(rows_arr.o.payload)))
-        m.d.comb += [a_i_ready.eq(rows_arr.i.ready), a_done.eq(rows_arr.done),
-                     a_o_valid.eq(rows_arr.o.valid), a_o_payload.eq(rows_arr.o.payload)]
-        with m.If(sel):
-            m.d.comb += [a_i_ready.eq(cols_arr.i.ready), a_done.eq(cols_arr.done),
-                         a_o_valid.eq(cols_arr.o.valid), a_o_payload.eq(cols_arr.o.payload)]
-        return cls(a_op, a_start, a_valid, a_ready_out, a_payload, a_i_ready, a_done,
-                   a_o_valid, a_o_payload)
+        a_y_payload = Signal(signed(len(rows_arr.y_out.payload)))
+        for k, a in enumerate(arrays):
+            with m.If(sel == k):
+                m.d.comb += [a_i_ready.eq(a.i.ready), a_done.eq(a.done),
+                             a_o_valid.eq(a.o.valid), a_o_payload.eq(a.o.payload),
+                             a_y_valid.eq(a.y_out.valid), a_y_payload.eq(a.y_out.payload)]
+        return cls(a_op, a_start, a_valid, a_ready_out, a_payload, a_s_valid, a_i_ready,
+                   a_done, a_o_valid, a_o_payload, a_y_valid, a_y_payload)
+
+
+@dataclass(frozen=True)
+class _SideWalk:
+    """The walk of a vector's words over the selected array's lanes, for its side ports:
+    word ``2j`` of element ``j`` (its real part) and word ``2j + 1`` (its imaginary part)
+    sit at lane ``w mod p``, chunk ``w // p`` of ``x`` (forward input) and of the transposed
+    result ``y`` (``p`` the array's lanes). With ``p`` even (``pair``) an element's two words
+    share a chunk and move together, one element per cycle; with ``p`` odd, one word per
+    cycle (``half``: the imaginary one). ``lane`` and ``chunk`` are the element's (or
+    word's) place, ``wrap`` says it is its chunk's last; ``x_en`` writes the buffer's element
+    (read port) there through ``x_side_*``; ``y_addr`` drives both arrays' ``y_side_addr``,
+    and ``y_word0``, ``y_word1`` are the selected array's ``y_side_data`` at ``lane`` and
+    ``lane + 1``."""
+
+    lane: Signal
+    chunk: Signal
+    pair: Signal
+    wrap: Signal
+    x_en: Signal
+    y_addr: Signal
+    y_word0: Signal
+    y_word1: Signal
+
+    @classmethod
+    def create(cls, m, arrays, sel, rd, half):
+        """The walk's registers and the side ports of ``arrays`` (rows, columns) wired in
+        ``m``, the selected one (``sel``) taking the buffer's read port ``rd``."""
+        lanes = [a.lanes for a in arrays]
+        chunks = [a.chunks for a in arrays]
+        lane = Signal(range(max(*lanes, 2)))
+        chunk = Signal(range(max(*chunks, 2) + 1))
+        pair, wrap, x_en = Signal(), Signal(), Signal()
+        y_addr = Signal.like(chunk)
+        width = len(arrays[0].y_side_data[0])
+        y_word0, y_word1 = Signal(signed(width)), Signal(signed(width))
+        for k, a in enumerate(arrays):
+            p, mine = a.lanes, sel == k
+            m.d.comb += [a.x_side_addr.eq(chunk), a.y_side_addr.eq(y_addr)]
+            for j in range(p):
+                if p % 2 == 0:
+                    m.d.comb += [a.x_side_en[j].eq(x_en & mine & (lane == j - j % 2)),
+                                 a.x_side_data[j].eq(rd.data.im if j % 2 else rd.data.re)]
+                else:
+                    m.d.comb += [a.x_side_en[j].eq(x_en & mine & (lane == j)),
+                                 a.x_side_data[j].eq(Mux(half, rd.data.im, rd.data.re))]
+            with m.If(mine):
+                data = Array(a.y_side_data)
+                m.d.comb += [pair.eq(p % 2 == 0), y_word0.eq(data[lane])]
+                if p % 2 == 0:
+                    m.d.comb += [wrap.eq(lane == p - 2), y_word1.eq(data[lane | 1])]
+                else:
+                    m.d.comb += wrap.eq(lane == p - 1)
+        return cls(lane, chunk, pair, wrap, x_en, y_addr, y_word0, y_word1)
+
+    def step(self, m):
+        """To the next element (``pair``) or word at the next edge."""
+        with m.If(self.wrap):
+            m.d.sync += [self.lane.eq(0), self.chunk.eq(self.chunk + 1)]
+        with m.Else():
+            m.d.sync += self.lane.eq(self.lane + Mux(self.pair, 2, 1))
+
+    def restart(self, m):
+        """Back to word 0 at the next edge."""
+        m.d.sync += [self.lane.eq(0), self.chunk.eq(0)]
+
+
+@dataclass(frozen=True)
+class _Feed:
+    """The feeder's controls and registers (:func:`_feeder`): ``go`` (with ``start``, the
+    buffer address of the vector's first element) starts writing a vector into the
+    selected array's ``x``; ``last`` marks the cycle of its last write; ``full`` says a
+    whole vector is in ``x`` that no FORWARD has started on; ``forward`` is a FORWARD's
+    start (it empties ``x``). ``addr``, ``elem`` and ``half`` walk the vector. ``since``
+    counts the cycles of the running FORWARD (1 the cycle after its start), up to
+    ``issue_end + 1``; ``issue_end``
+    is the cycle of its last issue, ``rows·C`` of the selected array, after which it reads
+    ``x`` no more."""
+
+    go: Signal
+    start: Signal
+    last: Signal
+    full: Signal
+    forward: Signal
+    addr: Signal
+    elem: Signal
+    half: Signal
+    since: Signal
+    issue_end: Signal
+
+    @classmethod
+    def create(cls, m, arrays, sel):
+        """The controls and registers for ``arrays`` (rows, columns), ``issue_end`` that of
+        the one ``sel`` selects."""
+        ends = [a.rows * a.chunks for a in arrays]
+        size = arrays[0].n * arrays[1].n
+        go, last, full, forward = Signal(), Signal(), Signal(), Signal()
+        start = Signal(range(size + 1))
+        addr = Signal(range(2 * size + 1))
+        elem = Signal(range(max(a.n for a in arrays) + 1))
+        half = Signal()
+        since = Signal(range(max(ends) + 2))
+        issue_end = Signal(range(max(ends) + 1))
+        m.d.comb += issue_end.eq(Mux(sel, ends[1], ends[0]))
+        with m.If(forward):
+            m.d.sync += full.eq(0)
+        with m.Elif(last):
+            m.d.sync += full.eq(1)
+        return cls(go, start, last, full, forward, addr, elem, half, since, issue_end)
 
 
 @dataclass(frozen=True)
@@ -729,69 +868,132 @@ def _sequencer_state(m, dut, walk, unit):
             m.next = "IDLE"
 
 
-def _vector_states(m, walk, drive, words, rd, wr, width):
-    """One vector of a pass (VEC_START … VEC_END): stream its ``n_len`` elements from the
-    buffer into the selected array (two words each), multiply (FORWARD, or TRANSPOSED for
-    the inverse), read the result back in place, then go to the next vector or back to
-    NEXT_PASS."""
+def _vector_states(m, walk, drive, side, feed, words, rd, wr, width):
+    """One vector of a pass (VEC_START … YBACK). Forward: the feeder (:func:`_feeder`)
+    writes its ``n_len`` elements from the buffer into the selected array's ``x`` through
+    the side port, FORWARD starts with the last of them (or as soon as the array is idle, if
+    they are there already), and its words (``y_out``, as each row is rounded) go back into
+    the buffer in place as they come; once FORWARD has issued its last row, the feeder
+    writes the pass's next vector into ``x`` while the product drains. Inverse:
+    TRANSPOSED_STREAM, its ``s`` streamed from the buffer on ``s_in`` while the product
+    runs, then the result back in place through the side port ``y_side_*``. Then the next
+    vector, or back to NEXT_PASS."""
     w, d = walk, drive
     half, re_hold, im_hold = words.half, words.re_hold, words.im_hold
-    with m.State("VEC_START"):
-        m.d.comb += [d.a_op.eq(TileOp.LOAD_X), d.a_start.eq(1), rd.addr.eq(w.vec_start),
-                     rd.en.eq(1)]
-        with m.If(w.inverse):
-            m.d.comb += d.a_op.eq(TileOp.LOAD_S)
-        m.d.sync += [w.feed_addr.eq(w.vec_start), w.back_addr.eq(w.vec_start), w.elem.eq(0)]
-        m.next = "FEED_RE"
-    with m.State("FEED_RE"):
-        m.d.comb += [d.a_valid.eq(1), d.a_payload.eq(rd.data.re),
-                     rd.addr.eq(w.feed_addr + w.stride)]
-        with m.If(d.a_i_ready):
-            m.d.comb += rd.en.eq(1)
-            m.d.sync += [im_hold.eq(rd.data.im), w.feed_addr.eq(w.feed_addr + w.stride)]
-            m.next = "FEED_IM"
-    with m.State("FEED_IM"):
-        m.d.comb += [d.a_valid.eq(1), d.a_payload.eq(im_hold)]
-        with m.If(d.a_i_ready):
-            m.d.sync += w.elem.eq(w.elem + 1)
-            with m.If(w.elem == w.n_len - 1):
-                m.next = "COMPUTE"
-            with m.Else():
-                m.next = "FEED_RE"
-    with m.State("COMPUTE"):
-        m.d.comb += [d.a_op.eq(TileOp.FORWARD), d.a_start.eq(1)]
-        with m.If(w.inverse):
-            m.d.comb += d.a_op.eq(TileOp.TRANSPOSED)
-        m.next = "COMPUTE_WAIT"
-    with m.State("COMPUTE_WAIT"):
-        with m.If(d.a_done):
-            m.next = "COLLECT_START"
-    with m.State("COLLECT_START"):
-        m.d.comb += [d.a_op.eq(TileOp.READ_Y), d.a_start.eq(1)]
-        m.d.sync += [half.eq(0), w.elem.eq(0)]
-        m.next = "COLLECT"
-    with m.State("COLLECT"):
-        m.d.comb += d.a_ready_out.eq(1)
-        with m.If(d.a_o_valid):
-            with m.If(~half):
-                m.d.sync += [re_hold.eq(d.a_o_payload), half.eq(1)]
-            with m.Else():
-                m.d.comb += [wr.addr.eq(w.back_addr), wr.data.re.eq(re_hold),
-                             wr.data.im.eq(d.a_o_payload), wr.en.eq(1)]
-                m.d.sync += [w.back_addr.eq(w.back_addr + w.stride), half.eq(0),
-                             w.elem.eq(w.elem + 1)]
-                with m.If(w.elem == w.n_len - 1):
-                    m.next = "VEC_END"
-    with m.State("VEC_END"):
-        m.d.sync += w.vec.eq(w.vec + 1)
-        with m.If(w.sel):
-            m.d.sync += w.vec_start.eq(w.vec_start + 1)
-        with m.Else():
-            m.d.sync += w.vec_start.eq(w.vec_start + width)
+    last_elem = w.elem == w.n_len - 1
+    next_start = Mux(w.sel, w.vec_start + 1, w.vec_start + width)
+
+    def end_vector():
+        m.d.sync += [w.vec.eq(w.vec + 1), w.vec_start.eq(next_start)]
         with m.If(w.vec == w.n_vec - 1):
             m.next = "NEXT_PASS"
         with m.Else():
             m.next = "VEC_START"
+
+    def start_forward():
+        m.d.comb += [d.a_op.eq(TileOp.FORWARD), d.a_start.eq(1), feed.forward.eq(1)]
+        m.d.sync += feed.since.eq(1)
+        m.next = "COMPUTE_WAIT"
+
+    with m.State("VEC_START"):
+        m.d.sync += [w.back_addr.eq(w.vec_start), w.elem.eq(0), half.eq(0)]
+        with m.If(w.inverse):
+            m.d.comb += [rd.addr.eq(w.vec_start), rd.en.eq(1),
+                         d.a_op.eq(TileOp.TRANSPOSED_STREAM), d.a_start.eq(1)]
+            m.d.sync += w.feed_addr.eq(w.vec_start)
+            m.next = "FEED_RE"
+        with m.Else():
+            # The pass's first vector is fed now; the others were while the last drained.
+            with m.If(w.vec == 0):
+                m.d.comb += [feed.go.eq(1), feed.start.eq(w.vec_start)]
+            with m.If(feed.full | feed.last):
+                start_forward()
+            with m.Else():
+                m.next = "FWD_WAIT"
+    with m.State("FWD_WAIT"):
+        with m.If(feed.full | feed.last):
+            start_forward()
+    # Inverse: the words into s_in (always ready), one per cycle, while the product runs.
+    with m.State("FEED_RE"):
+        m.d.comb += [d.a_s_valid.eq(1), d.a_payload.eq(rd.data.re),
+                     rd.addr.eq(w.feed_addr + w.stride), rd.en.eq(1)]
+        m.d.sync += [im_hold.eq(rd.data.im), w.feed_addr.eq(w.feed_addr + w.stride)]
+        m.next = "FEED_IM"
+    with m.State("FEED_IM"):
+        m.d.comb += [d.a_s_valid.eq(1), d.a_payload.eq(im_hold)]
+        m.d.sync += w.elem.eq(w.elem + 1)
+        with m.If(last_elem):
+            m.next = "COMPUTE_WAIT"
+        with m.Else():
+            m.next = "FEED_RE"
+    with m.State("COMPUTE_WAIT"):
+        # FORWARD's words, in row order, back into the buffer as they are rounded.
+        with m.If(d.a_y_valid):
+            with m.If(~half):
+                m.d.sync += [re_hold.eq(d.a_y_payload), half.eq(1)]
+            with m.Else():
+                m.d.comb += [wr.addr.eq(w.back_addr), wr.data.re.eq(re_hold),
+                             wr.data.im.eq(d.a_y_payload), wr.en.eq(1)]
+                m.d.sync += [w.back_addr.eq(w.back_addr + w.stride), half.eq(0)]
+        # FORWARD's last issue: x is free for the pass's next vector (since stops after it).
+        with m.If(feed.since <= feed.issue_end):
+            m.d.sync += feed.since.eq(feed.since + 1)
+        with m.If(~w.inverse & (feed.since == feed.issue_end) & (w.vec != w.n_vec - 1)):
+            m.d.comb += [feed.go.eq(1), feed.start.eq(next_start)]
+        with m.If(d.a_done):
+            m.d.sync += [w.elem.eq(0), half.eq(0)]
+            with m.If(w.inverse):
+                m.next = "YBACK_START"
+            with m.Else():
+                end_vector()
+    # Inverse: the result back through y_side (the array idle), its first chunk addressed.
+    with m.State("YBACK_START"):
+        m.d.comb += side.y_addr.eq(0)
+        side.restart(m)
+        m.next = "YBACK"
+    with m.State("YBACK"):
+        # The chunk addressed now is the next element's (or word's).
+        m.d.comb += side.y_addr.eq(Mux(side.wrap, side.chunk + 1, side.chunk))
+        side.step(m)
+        with m.If(side.pair | half):
+            m.d.comb += [wr.addr.eq(w.back_addr), wr.en.eq(1), wr.data.im.eq(side.y_word0),
+                         wr.data.re.eq(Mux(side.pair, side.y_word0, re_hold))]
+            with m.If(side.pair):
+                m.d.comb += wr.data.im.eq(side.y_word1)
+            m.d.sync += [w.back_addr.eq(w.back_addr + w.stride), half.eq(0),
+                         w.elem.eq(w.elem + 1)]
+            with m.If(last_elem):
+                end_vector()
+        with m.Else():
+            m.d.sync += [re_hold.eq(side.y_word0), half.eq(1)]
+
+
+def _feeder(m, walk, side, feed, rd):
+    """The feeder, an FSM of its own beside the unit's (its accesses to the buffer's read
+    port win over the unit's, which reads nothing while it runs): at ``go`` it reads the
+    vector's first element, then writes one element per cycle (an array with an odd number
+    of lanes: one word) into the selected array's ``x`` through ``x_side_*``
+    (:class:`_SideWalk`), ``last`` with the last."""
+    w = walk
+    with m.FSM(name="feeder"):
+        with m.State("F_IDLE"):
+            with m.If(feed.go):
+                m.d.comb += [rd.addr.eq(feed.start), rd.en.eq(1)]
+                m.d.sync += [feed.addr.eq(feed.start), feed.elem.eq(0), feed.half.eq(0)]
+                side.restart(m)
+                m.next = "F_RUN"
+        with m.State("F_RUN"):
+            m.d.comb += [side.x_en.eq(1), rd.addr.eq(feed.addr + w.stride)]
+            side.step(m)
+            with m.If(side.pair | feed.half):
+                m.d.comb += rd.en.eq(1)
+                m.d.sync += [feed.addr.eq(feed.addr + w.stride), feed.elem.eq(feed.elem + 1),
+                             feed.half.eq(0)]
+                with m.If(feed.elem == w.n_len - 1):
+                    m.d.comb += feed.last.eq(1)
+                    m.next = "F_IDLE"
+            with m.Else():
+                m.d.sync += feed.half.eq(1)
 
 
 def _hadamard_states(m, unit, sweep, rd, wr, height, width):

@@ -15,8 +15,9 @@ tree's register stages (:class:`~xbarode.hdl.tile.CrossbarTile`'s docstring):
   (APPLY with ``bias``: ``rows`` more; with ``taps``:
   ``K·rows + max(K·(rows + 1), rows·C − 1) + 6``); a streamed product as its two products
   one after the other;
-- :class:`~xbarode.hdl.fourier.Dft2d`: DFT and IDFT ``4 + Σ V·(4n + L + 4)`` over their two
-  passes; HADAMARD ``H·W + 4``; CONV the sum of the three;
+- :class:`~xbarode.hdl.fourier.Dft2d`: DFT ``4 + Σ (E + L + (V − 1)·max(L, I + E))`` and
+  IDFT ``4 + Σ V·(E + L + 2)`` over their two passes (``E``: ``n``, or ``2n`` for an array
+  with an odd number of lanes; ``I = 2n·C``); HADAMARD ``H·W + 4``; CONV the sum of the three;
 - :class:`~xbarode.hdl.core.Core`: RUN, per chain the two products one after the other (the
   overlap only shortens it; on the Fourier path ``2·CONV + 3·m``), one combine (``C + 1``)
   per chain and per Newton update, per step at most ``1 + (max_iter + 1) +
@@ -88,7 +89,12 @@ def _dft_pass(height: int, width: int, lanes: tuple[int, int], forward: bool,
     vectors = width if columns else height
     product = tile_bound(2 * n, 2 * n, lanes[1 if columns else 0],
                          "FORWARD" if forward else "TRANSPOSED")
-    return vectors * (4 * n + product + 4)
+    array_lanes = lanes[1 if columns else 0]
+    words = n if array_lanes % 2 == 0 else 2 * n
+    if not forward:
+        return vectors * (words + product + 2)
+    issue = 2 * n * -(-2 * n // array_lanes)
+    return words + product + (vectors - 1) * max(product, issue + words)
 
 
 def dft_bound(height: int, width: int, lanes: tuple[int, int], op) -> int:

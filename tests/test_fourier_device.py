@@ -331,13 +331,20 @@ def test_a_range_too_narrow_for_the_data_format_is_refused():
 
 def transform_latency(height, width, lanes, forward):
     """The ideal unit's documented latency of a DFT (``forward``) or IDFT (Dft2d's docstring:
-    ``4 + Σ V·(4n + L + 4)``, L the array's FORWARD or TRANSPOSED latency)."""
+    ``4 + Σ (E + L + (V - 1)·max(L, I + E))`` forward, ``4 + Σ V·(E + L + 2)`` inverse, L the
+    array's FORWARD or TRANSPOSED latency, I = 2n·C its issue cycles, E = n with an even
+    number of lanes, 2n with an odd one)."""
     total = 4
     for vectors, n in ((height, width), (width, height)):
         p = min(lanes or 2 * n, 2 * n)
         chunks = -(-2 * n // p)
         tree = -(-(p - 1).bit_length() // 2) if p > 1 else 0
-        total += vectors * (4 * n + 2 * n * chunks + (tree if forward else 0) + 7 + 4)
+        words = n * (1 + p % 2)
+        if forward:
+            product = 2 * n * chunks + tree + 7
+            total += words + product + (vectors - 1) * max(product, 2 * n * chunks + words)
+        else:
+            total += vectors * (words + 2 * n * chunks + 7 + 2)
     return total
 
 

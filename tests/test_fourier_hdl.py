@@ -203,6 +203,16 @@ def test_dft_random_sizes_match_the_model(height, width, data, rounding, seed):
                         rounding=rounding), vectors=4, seed=seed)
 
 
+@pytest.mark.parametrize(("height", "width", "lanes"), [(3, 3, None), (2, 7, 5), (4, 3, 1)])
+def test_forward_passes_write_the_next_vector_while_the_product_drains(height, width, lanes):
+    # Each forward pass writes vector v + 1 into x from the cycle after vector v's last issue:
+    # a vector written too early (or twice, a stale "vector in x") changes the first rows'
+    # words. The product drains longer than the vector takes (3×3, lanes 2n), shorter (2×7
+    # rows, 5 lanes: odd, a word a cycle), and one lane (4×3).
+    check(FourierParams(unit="dft", height=height, width_px=width, lanes=lanes,
+                        rounding="stochastic"), vectors=2, seed=3)
+
+
 @settings(max_examples=6, deadline=None)
 @given(height=st.integers(3, 6), width=st.integers(3, 7), data=st.data(),
        rounding=st.sampled_from(["floor", "nearest", "stochastic"]), gauss=st.booleans(),
@@ -284,10 +294,20 @@ def tile_latency(n, lanes, forward):
 
 
 def transform_latency(height, width, lanes, forward):
+    """Dft2d's docstring: DFT ``4 + Σ (E + L + (V - 1)·max(L, I + E))`` (the next vector
+    written into x from the cycle after the last issue ``I = 2n·C``), IDFT
+    ``4 + Σ V·(E + L + 2)``; ``E`` the side ports' ``n`` cycles per vector (two words a
+    cycle), ``2n`` with odd lanes."""
     total = 4
     for vectors, n in ((height, width), (width, height)):
         p = min(lanes or 2 * n, 2 * n)
-        total += vectors * (4 * n + tile_latency(n, p, forward) + 4)
+        words = 2 * n if p % 2 else n
+        product = tile_latency(n, p, forward)
+        if forward:
+            issue = 2 * n * math.ceil(2 * n / p)
+            total += words + product + (vectors - 1) * max(product, issue + words)
+        else:
+            total += vectors * (words + product + 2)
     return total
 
 

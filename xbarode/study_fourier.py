@@ -77,13 +77,22 @@ def tile_latency(rows: int, cols: int, lanes: int, *, transposed: bool = False) 
 
 
 def dft2d_latency(height: int, width: int, lanes: int, *, inverse: bool = False) -> int:
-    """Cycles of Dft2d's DFT (or IDFT): ``4 + Σ V·(4n + L + 4)`` over the row pass (``V = H``,
-    ``n = W``) and the column pass (``V = W``, ``n = H``); ``L`` is the latency of the array
-    (``2n × 2n``, ``min(lanes, 2n)`` lanes), FORWARD for the DFT, TRANSPOSED for the IDFT."""
+    """Cycles of Dft2d's DFT ``4 + Σ (E + L + (V - 1)·max(L, I + E))`` (or IDFT
+    ``4 + Σ V·(E + L + 2)``) over the row pass (``V = H``, ``n = W``) and the column pass
+    (``V = W``, ``n = H``); ``L`` is the latency of the array (``2n × 2n``,
+    ``P = min(lanes, 2n)`` lanes), FORWARD for the DFT, TRANSPOSED for the IDFT, ``I`` its
+    issue cycles ``2n·ceil(2n / P)``, and ``E`` a vector's words through its side ports:
+    ``n`` with ``P`` even, ``2n`` with ``P`` odd."""
     total = 4
     for vectors, n in ((height, width), (width, height)):
-        latency = tile_latency(2 * n, 2 * n, min(lanes, 2 * n), transposed=inverse)
-        total += vectors * (4 * n + latency + 4)
+        array_lanes = min(lanes, 2 * n)
+        latency = tile_latency(2 * n, 2 * n, array_lanes, transposed=inverse)
+        words = n if array_lanes % 2 == 0 else 2 * n
+        if inverse:
+            total += vectors * (words + latency + 2)
+        else:
+            issue = 2 * n * -(-2 * n // array_lanes)
+            total += words + latency + (vectors - 1) * max(latency, issue + words)
     return total
 
 
