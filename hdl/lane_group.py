@@ -124,12 +124,14 @@ class LaneGroup(CheckedComponent):
         gradients); 0 for none.
     states : tuple of int, optional
         ``(drop, bits)`` of a device's conductance states
-        (:class:`~xbarode.hdl.device.WriteGeometry`): UPDATE's new weight is snapped to a
-        state (:func:`~xbarode.hdl.device.program_word`, rounded with ``rounding``, the
-        stochastic offsets from ``state_draw``) before it is written. Not with ``acc_width``.
+        (:class:`~xbarode.hdl.device.WriteGeometry`): UPDATE's (and APPLY's) new weight is
+        snapped to a state (:func:`~xbarode.hdl.device.program_word`, rounded with
+        ``rounding``, the stochastic offsets from ``state_draw``) before it is written. Not
+        with ``tied``.
     program_noise_width : int
-        Width of ``program_noise``, each lane's programming noise added to UPDATE's new weight
-        (after the state) before it is written; 0 for none. Not with ``acc_width``.
+        Width of ``program_noise``, each lane's programming noise added to UPDATE's (and
+        APPLY's) new weight (after the state) before it is written; 0 for none. Not with
+        ``tied``.
     pulses : PulseGeometry, optional
         UPDATE is a pulsed update (:class:`~xbarode.hdl.pulses.PulseGeometry`): each lane
         counts the coincidences ``c = popcount(row_fires & col_fires[j])`` (stage 3), takes
@@ -220,10 +222,9 @@ class LaneGroup(CheckedComponent):
                 ("draw_bits", draw_bits, 0), ("noise_width", noise_width, 0),
                 ("program_noise_width", program_noise_width, 0)):
             _check_int(name, value, low)
-        if (states is not None or program_noise_width) and (acc_width is not None
-                                                            or not writable):
+        if (states is not None or program_noise_width) and (tied or not writable):
             raise ValueError("the device's write models (states, program_noise_width) are "
-                             "built for UPDATE only: not with acc_width, and not read-only")
+                             "built for UPDATE and APPLY: not with tied, and not read-only")
         if pulses is not None and not isinstance(pulses, PulseGeometry):
             raise TypeError(f"pulses must be a PulseGeometry or None, not "
                             f"{type(pulses).__name__}")

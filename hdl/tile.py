@@ -157,8 +157,9 @@ class CrossbarTile(CheckedComponent):
         in the model. None, or every model off: the ideal tile, the same hardware as
         without. Refused: the write models or ``pulses`` with initial ``weights`` or without
         ``writable``, ``pulses`` with ``side_ports``, a pulse step below one weight LSB (the
-        model's :func:`~xbarode.model.device.pulse_step`), and the write models or
-        ``pulses`` with ``grad_format`` (a training tile takes the read models only). With
+        model's :func:`~xbarode.model.device.pulse_step`), ``pulses`` with ``grad_format``
+        (APPLY is the digital step; its writes pass the write models as UPDATE's do, as
+        ``FixedTile.apply_gradient`` writes), and the write models with ``taps``. With
         ``side_ports`` the models apply alike to a core's paths: ``y_out`` streams FORWARD's
         words as the ADC gives them, the words ``s_in`` and ``x_side_data`` write pass the DAC
         when a product reads them, and ``y_side_data`` reads TRANSPOSED's words. The read and
@@ -305,7 +306,8 @@ class CrossbarTile(CheckedComponent):
             raise ValueError("a read-only tile (writable=False) has no training operations: "
                              "grad_format must be None")
         CrossbarTile._check_device(device, device_seed, input_format, output_format,
-                                   grad_format, side_ports, weights is not None or not writable)
+                                   grad_format, side_ports, weights is not None or not writable,
+                                   taps)
         if device is not None and device.pulses is not None:
             pulse_geometry(device, weight_format, input_format, eta_shift)
 
@@ -332,7 +334,7 @@ class CrossbarTile(CheckedComponent):
 
     @staticmethod
     def _check_device(device, device_seed, input_format, output_format, grad_format,
-                      side_ports, fixed_weights):
+                      side_ports, fixed_weights, taps=None):
         """The checks of ``device`` and ``device_seed`` (:meth:`check_parameters`)."""
         if device is not None and not isinstance(device, DeviceModel):
             raise TypeError(f"device must be a DeviceModel or None, not "
@@ -347,10 +349,12 @@ class CrossbarTile(CheckedComponent):
             raise ValueError("the device's write models (states, program_noise) program the "
                              "words LOAD_W and UPDATE write: give no initial weights, and a "
                              "writable tile")
-        if grad_format is not None and device.writes:
-            raise ValueError("the RTL tile's write models (states, program_noise) and pulsed "
-                             "updates (pulses) are not built for the training operations "
-                             "(grad_format): with grad_format, the read models only")
+        if grad_format is not None and device.pulses is not None:
+            raise ValueError("the RTL tile's pulsed updates (pulses) are not built for the "
+                             "training operations (grad_format): APPLY is the digital step")
+        if device.writes and taps is not None:
+            raise ValueError("the device's write models (states, program_noise) need a dense "
+                             "tile; a convolution tile's tied weights (taps) would drift apart")
         read_geometry(device, input_format, output_format, 0)
         if grad_format is not None:
             read_geometry(device, grad_format, grad_format, 0)
@@ -1110,8 +1114,8 @@ class _ReadNoise:
 
 class _WriteModels:
     """The device's write models (:func:`~xbarode.hdl.device.program_word`): LOAD_W's words and
-    UPDATE's new weights snapped to a state and given the programming noise as they are
-    written, one draw per weight in row-major order from the generators the model uses
+    UPDATE's (and APPLY's) new weights snapped to a state and given the programming noise as
+    they are written, one draw per weight in row-major order from the generators the model uses
     (``site_seed(device_seed, 1)`` for the noise, ``site_seed(device_seed, 2)`` for the
     states' stochastic rounding), as two :class:`~xbarode.hdl.rounding.LfsrBank` offering
     ``lanes`` draws per cycle. Without write models it builds nothing.
@@ -1123,7 +1127,7 @@ class _WriteModels:
       cycle, when the group writes it, its noise is added before the clip: the noise of that
       draw, registered (``load_noise``) from the draw itself registered the cycle before
       (``load_draw``, the first draw of the state the bank takes at the edge).
-    - UPDATE consumes a chunk's draws two cycles before it writes the chunk's weights (the
+    - UPDATE and APPLY consume a chunk's draws two cycles before it writes the chunk's weights (the
       pipeline's metadata says what is written two cycles later), so that ``noise_q`` and the
       twice-registered states' draws are the chunk's when its lanes write (in the lanes,
       ``LaneGroup(states=, program_noise_width=)``).
@@ -1229,7 +1233,8 @@ class _WriteModels:
         if self._tile._writes is None or not self._updates:
             return
         m = self.m
-        with m.If(seq.is_upd & st.s3):
+        writes = seq.is_upd | seq.is_apply if self._tile.grad_format is not None else seq.is_upd
+        with m.If(writes & st.s3):
             with m.If(st.s3_nlanes == lanes):
                 self.advance(lanes)
             with m.Else():

@@ -277,29 +277,13 @@ class CoreConfig:
 
     def require_ideal_device(self, what: str) -> None:
         """Raise :class:`ConfigError` if the ``[device]`` table turns a model on: ``what`` has
-        no device models (:meth:`require_read_models_only` for hardware with the read models
-        only)."""
+        no device models."""
         if self.device() is not None:
             on = [name for name in _GROUPS["device"]
                   if getattr(self, name) != getattr(CoreConfig, name)]
             raise ConfigError(f"[device] turns on {', '.join(on)}: {what} has no device "
                               f"models yet (they run in the fixed-point model: xbarode train "
                               f"and evaluate with --dac-bits, --adc-bits, …)")
-
-    def require_read_models_only(self, what: str) -> None:
-        """Raise :class:`ConfigError` if the ``[device]`` table turns on a write model
-        (``states``, ``program_noise``) or pulsed updates (``pulses``, ``asymmetry``,
-        ``soft_bounds``): ``what`` (training on the RTL core) carries the read models only
-        (``dac_bits``, ``adc_bits``, ``adc_range``, ``read_noise``)."""
-        device = self.device()
-        if device is not None and device.writes:
-            on = [name for name in ("program_noise", "states", "pulses", "asymmetry",
-                                    "soft_bounds")
-                  if getattr(self, name) != getattr(CoreConfig, name)]
-            raise ConfigError(f"[device] turns on {', '.join(on)}: {what} carries the read "
-                              f"models only (dac_bits, adc_bits, adc_range, read_noise); the "
-                              f"write models and pulses train in the fixed-point model "
-                              f"(xbarode train --on model)")
 
     @property
     def m(self) -> int:

@@ -23,8 +23,10 @@ __all__ = ["DSP_MAPPINGS", "GRAD_OPS", "TileParams", "compare", "execute", "make
            "model_results", "run_plan_amaranth", "training_plan"]
 
 OPS = ("forward", "transposed", "update")
-#: The products on gradient words of a tile with ``grad_frac`` (FORWARD_G, TRANSPOSED_G).
-GRAD_OPS = ("forward_g", "transposed_g")
+#: The training operations of a tile with ``grad_frac``: the products on gradient words
+#: (FORWARD_G, TRANSPOSED_G), ACCUMULATE (``G += s xᵀ``, ``s`` gradient words; READ_G after
+#: it) and APPLY (one SGD step from ``G``; READ_W after it).
+GRAD_OPS = ("forward_g", "accumulate", "transposed_g", "apply")
 
 @dataclass(frozen=True)
 class TileParams:
@@ -56,6 +58,8 @@ class TileParams:
     grad_frac: int | None = None
     #: Extra right shift of the products on gradients (the tile's ``grad_shift``).
     grad_shift: int = 0
+    #: APPLY's learning rate is ``2^-sgd_shift`` (the tile's ``sgd_shift``; with ``grad_frac``).
+    sgd_shift: int = 0
 
     def __post_init__(self):
         if self.read_chain is None:
@@ -81,7 +85,8 @@ class TileParams:
     def _tile_arguments(self) -> dict:
         f = self.format
         grad = {} if self.grad_frac is None else {"grad_format": self.grad_format,
-                                                  "grad_shift": self.grad_shift}
+                                                  "grad_shift": self.grad_shift,
+                                                  "sgd_shift": self.sgd_shift}
         return grad | {
             "rows": self.rows, "cols": self.cols, "lanes": self.lanes, "weight_format": f,
             "input_format": f, "output_format": f, "acc_width": self.acc_width,
@@ -109,8 +114,8 @@ def make_plan(params: TileParams, vectors: int, seed: int, ops_per_vector: int =
 
     Every fourth vector is a saturation corner: all weights and operands at full scale
     (``min_int`` or ``max_int``, random signs), so that every narrowing saturates. With
-    ``grad_frac`` the operations are drawn from the products on gradients too (forward_g
-    and transposed_g first, then any).
+    ``grad_frac`` the operations cycle through the training operations and the others
+    (:data:`GRAD_OPS` then forward, transposed, update), vector after vector.
     """
     ops = OPS if params.grad_frac is None else (*GRAD_OPS, *OPS)
     rng = np.random.default_rng(seed)
@@ -126,11 +131,14 @@ def make_plan(params: TileParams, vectors: int, seed: int, ops_per_vector: int =
 
         vector = {"weights": words(params.rows * params.cols, corner).tolist(), "ops": []}
         for k in range(ops_per_vector):
-            op = ops[k % 3] if k < 3 else ops[int(rng.integers(len(ops)))]
+            if params.grad_frac is None:
+                op = ops[k % 3] if k < 3 else ops[int(rng.integers(len(ops)))]
+            else:
+                op = ops[(k + ops_per_vector * v) % len(ops)]
             entry = {"op": op}
-            if op in ("forward", "forward_g", "update"):
+            if op in ("forward", "forward_g", "update", "accumulate"):
                 entry["x"] = words(params.cols, corner).tolist()
-            if op in ("transposed", "transposed_g", "update"):
+            if op in ("transposed", "transposed_g", "update", "accumulate"):
                 entry["s"] = words(params.rows, corner).tolist()
             vector["ops"].append(entry)
         plan.append(vector)
@@ -205,7 +213,7 @@ def training_plan(params: TileParams, images: np.ndarray, labels: np.ndarray) ->
 
 def operation_limits(params: TileParams) -> dict[str, int]:
     """Cycle limits of the plan's compute operations (FORWARD, TRANSPOSED, UPDATE, and with
-    ``grad_frac`` FORWARD_G and TRANSPOSED_G, by :class:`~xbarode.hdl.tile.TileOp` name), from
+    ``grad_frac`` those of :data:`GRAD_OPS`, by :class:`~xbarode.hdl.tile.TileOp` name), from
     the tile's documented latency bounds (:mod:`xbarode.sim.latency`)."""
     from .latency import limit, tile_bound
 
@@ -242,8 +250,10 @@ async def execute(plan: dict, drv, progress=None):
             if "s" in entry:
                 await drv.send(TileOp.LOAD_S, entry["s"])
             cycles[entry["op"]], _ = await drv.run(TileOp[entry["op"].upper()])
-            if entry["op"] == "update":
+            if entry["op"] in ("update", "apply"):
                 out = await drv.receive(TileOp.READ_W, rows * cols)
+            elif entry["op"] == "accumulate":
+                out = await drv.receive(TileOp.READ_G, rows * cols)
             else:
                 out = await drv.receive(TileOp.READ_Y, rows if entry["op"] in (
                     "forward", "forward_g") else cols)
@@ -272,6 +282,7 @@ def model_results(params: TileParams, plan: dict) -> list[list[dict]]:
     f, g = params.format, params.grad_format
     overflow = Overflow()
     tile = None
+    grad = np.zeros((params.rows, params.cols), dtype=np.int64)   # ACCUMULATE's sums
     results = []
     for vector in plan["vectors"]:
         weights = np.array(vector["weights"], dtype=np.int64).reshape(params.rows, params.cols)
@@ -295,6 +306,14 @@ def model_results(params: TileParams, plan: dict) -> list[list[dict]]:
                 out = tile.forward(np.array([entry["x"]]), g, g, shift=params.grad_shift)[0]
             elif entry["op"] == "transposed_g":
                 out = tile.transposed(np.array([entry["s"]]), g, g, shift=params.grad_shift)[0]
+            elif entry["op"] == "accumulate":
+                grad = grad + np.outer(entry["s"], entry["x"])
+                out = grad.ravel()
+            elif entry["op"] == "apply":
+                # One SGD step from G (then G <- 0), through the device's write models.
+                tile.apply_gradient(grad, g.frac + f.frac, shift=params.sgd_shift)
+                grad = np.zeros_like(grad)
+                out = tile.weights.ravel()
             elif params.device is not None and params.device.pulses is not None:
                 # A pulsed UPDATE is one sample's pulse trains with δ = −s: its expected step
                 # is the digital UPDATE's + s xᵀ·2^-eta_shift.

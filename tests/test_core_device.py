@@ -92,11 +92,6 @@ def test_noisy_core_on_verilator(tmp_path):
 
 
 @pytest.mark.parametrize(("changes", "message"), [
-    ({"training": True, "states": 64},
-     r"^the RTL core's training operations \(BACKWARD, APPLY\) carry the read models only "
-     r"\(dac_bits, adc_bits, adc_range, read_noise\): with training = true, no write models "
-     r"\(states, program_noise\); train with them in the fixed-point model \(xbarode train "
-     r"--on model\)$"),
     ({"structure": "conv", "conv_path": "fourier", "kernel": 3, "adc_bits": 6},
      r"^device models need the direct path's tiles: no Fourier path "
      r"\(conv_path = \"direct\"\)$"),

@@ -1,13 +1,11 @@
-"""Training on the core with the crossbar's read models (docs/device.md, "In the RTL core"):
-RUN, LOAD_GRAD, BACKWARD, READ_GRAD and APPLY with the DAC, the ADC and the read noise on
-every product, BACKWARD's on gradients too, against the fixed-point model (FixedNetwork with
-the same DeviceModel and seeds, one image at a time, its generators running on from RUN into
-BACKWARD) bit for bit, explicit and implicit Euler, on Amaranth's simulator and once on
-Verilator; the refusals of the write models and pulses with training; ``xbarode train --on
-rtl`` with the read options.
+"""Training on the core with the crossbar's device models (docs/device.md, "In the RTL
+core"): RUN, LOAD_GRAD, BACKWARD, READ_GRAD and APPLY with the DAC, the ADC and the read noise
+on every product, BACKWARD's on gradients too, and the states and the programming noise on
+the loads and APPLY's writes, against the fixed-point model (FixedNetwork with the same
+DeviceModel and seeds, one image at a time, its generators running on from RUN into BACKWARD
+and APPLY) bit for bit, explicit and implicit Euler, on Amaranth's simulator and once on
+Verilator; the refusal of pulses; ``xbarode train --on rtl`` with the device options.
 """
-
-import re
 
 import numpy as np
 import pytest
@@ -21,6 +19,8 @@ from xbarode.units import UNITS, AdjointParams, CoreParams, cosim
 
 #: Every read model: DAC, ADC over half the range, read noise.
 READS = {"dac_bits": 6, "adc_bits": 7, "adc_range": 0.5, "read_noise": 0.05}
+#: The write models: 64 states, programming noise.
+WRITES = {"states": 64, "program_noise": 0.02}
 
 
 def small(**changes):
@@ -40,16 +40,23 @@ def gradients(expected):
     return [entry["grads"] for entry in expected if "grads" in entry]
 
 
-@pytest.mark.parametrize(("method", "rounding", "lanes", "seed"), [
-    ("euler", "stochastic", 4, 1),
-    ("euler", "floor", 2, 2),
-    ("implicit_euler", "nearest", 3, 3),
+def weights_after_apply(expected):
+    return [entry["weights"] for entry in expected if "weights" in entry]
+
+
+@pytest.mark.parametrize(("method", "rounding", "lanes", "writes", "seed"), [
+    ("euler", "stochastic", 4, False, 1),
+    ("euler", "floor", 2, True, 2),
+    ("euler", "stochastic", 3, True, 4),
+    ("implicit_euler", "nearest", 3, False, 3),
 ])
-def test_training_with_read_models_matches_the_model(method, rounding, lanes, seed):
+def test_training_with_device_models_matches_the_model(method, rounding, lanes, writes, seed):
     """Every logit, gradient sum, ∂L/∂z_0 word, weight after APPLY and flag of three images
     (two SGD steps) equals the model's; the read models change the model's gradient sums (so
-    the comparison would see a product on gradients left without them)."""
-    config = small(method=method, rounding=rounding, lanes=lanes, lfsr_seed=0xACE1 + seed)
+    the comparison would see a product on gradients left without them), and the write models
+    the weights after APPLY beyond what the read models change."""
+    config = small(method=method, rounding=rounding, lanes=lanes, lfsr_seed=0xACE1 + seed,
+                   **(WRITES if writes else {}))
     params = random_params(config, seed)
     rng = np.random.default_rng(seed)
     images = rng.uniform(0, 1, (3, config.m))
@@ -61,10 +68,14 @@ def test_training_with_read_models_matches_the_model(method, rounding, lanes, se
     assert gradients(expected) and len(gradients(got)) == len(gradients(expected))
     _, ideal = make_plan(ideal_of(config), params, images, labels, apply_every=2)
     assert gradients(ideal) != gradients(expected)
+    if writes:
+        _, reads = make_plan(CoreConfig(**{**config.__dict__, "states": 0, "program_noise": 0.0}),
+                             params, images, labels, apply_every=2)
+        assert weights_after_apply(reads) != weights_after_apply(expected)
 
 
-def test_training_with_read_models_on_verilator(tmp_path):
-    config = small(lanes=3, rounding="stochastic")
+def test_training_with_device_models_on_verilator(tmp_path):
+    config = small(lanes=3, rounding="stochastic", **WRITES)
     result = cosim(UNITS["adjoint"], AdjointParams(config, apply_every=2), vectors=2, seed=1,
                    simulator="verilator", out=tmp_path)
     assert result["mismatches"] == 0, result["first_mismatch"]
@@ -73,43 +84,29 @@ def test_training_with_read_models_on_verilator(tmp_path):
 
 # --- what training refuses ------------------------------------------------------------------
 
-WRITES_MESSAGE = (r"^the RTL core's training operations \(BACKWARD, APPLY\) carry the read "
-                  r"models only \(dac_bits, adc_bits, adc_range, read_noise\): with training "
-                  r"= true, no write models \(states, program_noise\); train with them in the "
-                  r"fixed-point model \(xbarode train --on model\)$")
+PULSES_MESSAGE = (r"^the RTL core has no pulsed updates \(pulses\): its SGD step \(APPLY\) "
+                  r"is the digital one; train with pulses in the fixed-point model \(xbarode "
+                  r"train --on model\)$")
 
 
-@pytest.mark.parametrize(("changes", "message"), [
-    ({"states": 64}, WRITES_MESSAGE),
-    ({"program_noise": 0.01}, WRITES_MESSAGE),
-    ({"pulses": 16}, r"^the RTL core has no pulsed updates \(pulses\): its SGD step \(APPLY\) "
-                     r"is the digital one; train with pulses in the fixed-point model "
-                     r"\(xbarode train --on model\)$"),
-])
-def test_training_refuses_the_write_models_and_pulses(changes, message):
-    config = small(**changes)
-    with pytest.raises(ValueError, match=message):
-        Core(config)
-    with pytest.raises(ConfigError, match=message):
-        CoreParams(config)
+def test_training_refuses_pulses_and_takes_every_other_model():
+    with pytest.raises(ValueError, match=PULSES_MESSAGE):
+        Core(small(pulses=16))
+    with pytest.raises(ConfigError, match=PULSES_MESSAGE):
+        CoreParams(small(pulses=16))
+    # The read and the write models are carried (the constructor's checks pass).
+    Core.check_parameters(small(**WRITES))
+    # A convolution's tied kernels refuse the write models, training or not.
+    with pytest.raises(ValueError, match=r"^the device's write models \(states, program_noise\) "
+                                         r"need a dense network"):
+        Core(small(image=(3, 3), structure="conv", kernel=3, **WRITES))
 
 
-def test_config_requires_the_read_models_only():
-    small().require_read_models_only("training on the RTL core")    # the read models pass
-    with pytest.raises(ConfigError, match=re.escape(
-            "[device] turns on program_noise, states: training on the RTL core carries the "
-            "read models only (dac_bits, adc_bits, adc_range, read_noise); the write models "
-            "and pulses train in the fixed-point model (xbarode train --on model)")):
-        small(states=64, program_noise=0.01).require_read_models_only(
-            "training on the RTL core")
-
-
-def test_train_on_rtl_refuses_the_write_options(capsys, tmp_path):
-    code, _, err = run(capsys, "train", "--on", "rtl", "--images", "2", "--states", "64",
+def test_train_on_rtl_refuses_pulses_and_bad_options(capsys, tmp_path):
+    code, _, err = run(capsys, "train", "--on", "rtl", "--images", "2", "--pulses", "16",
                        "--rtl-out", tmp_path)
     assert code == 2
-    assert "[device]: the RTL core's training operations (BACKWARD, APPLY) carry the read " \
-           "models only" in err
+    assert "[device]: the RTL core has no pulsed updates (pulses)" in err
     code, _, err = run(capsys, "train", "--on", "rtl", "--images", "2", "--adc-bits", "1",
                        "--rtl-out", tmp_path)
     assert code == 2
@@ -119,11 +116,13 @@ def test_train_on_rtl_refuses_the_write_options(capsys, tmp_path):
 @pytest.mark.slow   # about 5 minutes: the 8×8 digits core in Amaranth's simulator
 def test_train_on_rtl_with_the_read_options_equals_the_model(capsys, tmp_path):
     """Two SGD steps of two images on a small digits-shaped core (8×8 images, 8 lanes) with
-    every read model, on Amaranth's simulator: every logit, flag and final weight equal."""
+    every read model and the states, on Amaranth's simulator: every logit, flag and final
+    weight equal."""
     code, out, err = run(capsys, "train", "--on", "rtl", "--images", "4", "--set", "lanes=8",
                          "--set", "steps=1", "--set", "batch=2", "--set",
                          "rounding=stochastic", "--dac-bits", "8", "--adc-bits", "8",
-                         "--adc-range", "0.5", "--read-noise", "0.02", "--simulator",
+                         "--adc-range", "0.5", "--read-noise", "0.02", "--states", "256",
+                         "--simulator",
                          "amaranth", "--rtl-out", tmp_path, "--json")
     assert code == 0, err
     result = last_json(out)

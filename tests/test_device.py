@@ -689,14 +689,13 @@ def test_cli_device_options(capsys, tmp_path):
     # … and the models act: the array's training differs from the ideal one.
     assert not all(np.array_equal(ideal[k], v) for k, v in load_weights(weights)[1].items())
     assert last_json(out)["config"]["device"]["adc_bits"] == 10
-    # The RTL core trains with the read models (tests/test_core_training_device.py), not
-    # with the write models.
-    code, _, err = run(capsys, "train", "--on", "rtl", "--states", 64)
+    # The RTL core trains with the read and write models (tests/test_core_training_device.py),
+    # not with pulses.
+    code, _, err = run(capsys, "train", "--on", "rtl", "--pulses", 16)
     assert code == 2 and err.strip() == (
-        "xbarode train: error: [device]: the RTL core's training operations (BACKWARD, APPLY) "
-        "carry the read models only (dac_bits, adc_bits, adc_range, read_noise): with training "
-        "= true, no write models (states, program_noise); train with them in the fixed-point "
-        "model (xbarode train --on model)")
+        "xbarode train: error: [device]: the RTL core has no pulsed updates (pulses): its SGD "
+        "step (APPLY) is the digital one; train with pulses in the fixed-point model (xbarode "
+        "train --on model)")
 
 
 def test_demo_refuses_a_core_with_device_models_before_training(capsys, tmp_path):

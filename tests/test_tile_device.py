@@ -328,12 +328,10 @@ def tile(**changes):
     ({"device": DeviceModel(read_noise=0.1), "weights": np.zeros((4, 4), dtype=int),
       "writable": False, "device_seed": -1}, ValueError,
      r"^LFSR seed must be a non-zero 32-bit integer, not -1$"),
-    ({"device": DeviceModel(states=16), "grad_format": F16}, ValueError,
-     r"^the RTL tile's write models \(states, program_noise\) and pulsed updates \(pulses\) "
-     r"are not built for the training operations \(grad_format\): with grad_format, the read "
-     r"models only$"),
-    ({"device": DeviceModel(program_noise=0.1), "grad_format": F16}, ValueError,
-     r"^the RTL tile's write models \(states, program_noise\) and pulsed updates"),
+    ({"device": DeviceModel(states=16), "grad_format": F16,
+      "taps": np.zeros((1, 4), dtype=int)}, ValueError,
+     r"^the device's write models \(states, program_noise\) need a dense tile; a convolution "
+     r"tile's tied weights \(taps\) would drift apart$"),
     ({"device": DeviceModel(adc_range=2.0**-9), "grad_format": Format(10, 4)}, ValueError,
      r"^device: an ADC range of 0\.001953125 of Q6\.4's full scale leaves fewer than 2 code "
      r"bits$"),
@@ -549,9 +547,9 @@ OUTPUT_BASE = {"rows": 3, "sum_width": 12, "acc_width": 14, "shift": 2, "width":
     ({"grad_dac": (4, 4, 4), "grad": (4, 8)}, TypeError,
      r"^grad_dac must be a pair of integers \(at least \(1, 1\)\), not \(4, 4, 4\)$"),
     ({"states": (4, 4), "writable": False}, ValueError,
-     r"^the device's write models \(states, program_noise_width\) are built for UPDATE only: "
-     r"not with acc_width, and not read-only$"),
-    ({"program_noise_width": 9, "acc_width": 16}, ValueError, r"^the device's"),
+     r"^the device's write models \(states, program_noise_width\) are built for UPDATE and "
+     r"APPLY: not with tied, and not read-only$"),
+    ({"program_noise_width": 9, "acc_width": 16, "tied": True}, ValueError, r"^the device's"),
     ({"dac": (4,)}, TypeError, r"^dac must be a pair of integers \(at least \(1, 1\)\), not "
      r"\(4,\)$"),
     ({"adc": (0, 0)}, TypeError, r"^adc must be a pair of integers \(at least \(0, 1\)\), not "

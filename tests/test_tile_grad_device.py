@@ -1,8 +1,10 @@
-"""The crossbar tile's read models on its products on gradients (FORWARD_G, TRANSPOSED_G,
-TRANSPOSED_STREAM_G): the DAC on gradient words, the read noise and the ADC in the gradient
-format's geometry, one read-noise generator shared with the plain products, bit for bit
-against :class:`xbarode.model.fixed_ops.FixedTile` with the same :class:`DeviceModel` and
-seed, on Amaranth's simulator and on Verilator.
+"""The crossbar tile's device models on its training operations: the read models on the
+products on gradients (FORWARD_G, TRANSPOSED_G, TRANSPOSED_STREAM_G: the DAC on gradient
+words, the read noise and the ADC in the gradient format's geometry, one read-noise generator
+shared with the plain products) and the write models on APPLY's writes (the states and the
+programming noise, as ``FixedTile.apply_gradient`` writes), bit for bit against
+:class:`xbarode.model.fixed_ops.FixedTile` with the same :class:`DeviceModel` and seed, on
+Amaranth's simulator and on Verilator.
 """
 
 import tempfile
@@ -32,7 +34,7 @@ def check_plan(params, vectors, seed, simulator="amaranth"):
 
 def grad_ops(plan):
     return [entry["op"] for vector in plan["vectors"] for entry in vector["ops"]
-            if entry["op"].endswith("_g")]
+            if entry["op"] in ("forward_g", "transposed_g", "accumulate", "apply")]
 
 
 # --- random sizes, formats and read models ---------------------------------------------------
@@ -45,18 +47,21 @@ NOISES = [0.0, 0.001, 0.05, 0.3, 1.0]
        rounding=st.sampled_from(["floor", "nearest", "stochastic"]),
        seed=st.integers(0, 2**16))
 # Draws: lanes, width, frac, grad_frac, grad_shift, dac_bits, adc_bits, adc_range shift,
-# read_noise, device_seed.
-@example(rows=4, cols=5, data=Draws(2, 8, 4, 2, 0, 2, 2, 0, 0.0, 1), rounding="nearest",
-         seed=1).via("2-bit DAC and ADC on gradient words: clips at both ends")
-@example(rows=3, cols=6, data=Draws(4, 12, 8, 5, 2, None, None, 10, 0.0, 7),
-         rounding="floor", seed=2).via("the narrowest range: 2 code bits, lanes not dividing")
-@example(rows=5, cols=3, data=Draws(3, 16, 12, 9, 1, 16, 16, 0, 0.05, 2),
-         rounding="stochastic", seed=3).via("converters as wide as the words, noise")
-@example(rows=6, cols=7, data=Draws(3, 12, 6, 9, 2, 5, 6, 1, 1.0, 0xFFFFFFFF),
-         rounding="stochastic", seed=4).via("full-range noise, the largest seed")
-@example(rows=3, cols=4, data=Draws(1, 12, 4, 10, 0, 9, None, 2, 0.3, 3),
-         rounding="stochastic", seed=6).via("one lane: a word per cycle in TRANSPOSED_G")
-def test_random_read_models_on_gradients_match_the_model(rows, cols, data, rounding, seed):
+# read_noise, states, program_noise, device_seed.
+@example(rows=4, cols=5, data=Draws(2, 8, 4, 2, 0, 2, 2, 0, 0.0, None, 0.0, 1),
+         rounding="nearest", seed=1).via("2-bit DAC and ADC on gradient words: clips at both "
+                                         "ends")
+@example(rows=3, cols=6, data=Draws(4, 12, 8, 5, 2, None, None, 10, 0.0, 4, 0.0, 7),
+         rounding="floor", seed=2).via("the narrowest range: 2 code bits, lanes not dividing, "
+                                       "4 states")
+@example(rows=5, cols=3, data=Draws(3, 16, 12, 9, 1, 16, 16, 0, 0.05, 2**16, 0.0, 2),
+         rounding="stochastic", seed=3).via("converters and states as wide as the words")
+@example(rows=6, cols=7, data=Draws(3, 12, 6, 9, 2, 5, 6, 1, 1.0, 64, 1.0, 0xFFFFFFFF),
+         rounding="stochastic", seed=4).via("full-range noises, the largest seed")
+@example(rows=3, cols=4, data=Draws(1, 12, 4, 10, 0, 9, None, 2, 0.3, None, 0.05, 3),
+         rounding="stochastic", seed=6).via("one lane: a word per cycle in TRANSPOSED_G, APPLY")
+def test_random_models_on_training_operations_match_the_model(rows, cols, data, rounding,
+                                                               seed):
     lanes = data.draw(st.integers(1, cols))
     width = data.draw(st.sampled_from([8, 12, 16]))
     frac = data.draw(st.integers(0, width - 1))
@@ -65,32 +70,38 @@ def test_random_read_models_on_gradients_match_the_model(rows, cols, data, round
     bits = st.none() | st.integers(2, width + 1)
     device = DeviceModel(dac_bits=data.draw(bits), adc_bits=data.draw(bits),
                          adc_range=2.0 ** -data.draw(st.integers(0, width - 2)),
-                         read_noise=data.draw(st.sampled_from(NOISES)))
+                         read_noise=data.draw(st.sampled_from(NOISES)),
+                         states=data.draw(st.none() | st.sampled_from(
+                             [4, 8, 64, 2 ** (width - 1), 2**width])),
+                         program_noise=data.draw(st.sampled_from(NOISES)))
     device_seed = data.draw(st.integers(1, 2**32 - 1))
     params = TileParams(rows=rows, cols=cols, lanes=lanes, width=width, frac=frac,
                         rounding=rounding, eta_shift=2, device=device, device_seed=device_seed,
-                        grad_frac=grad_frac, grad_shift=grad_shift)
-    assert {"forward_g", "transposed_g"} <= set(grad_ops(make_plan(params, 4, seed)))
+                        grad_frac=grad_frac, grad_shift=grad_shift, sgd_shift=1)
+    assert set(grad_ops(make_plan(params, 4, seed))) == {"forward_g", "transposed_g",
+                                                         "accumulate", "apply"}
     check_plan(params, vectors=4, seed=seed)
 
 
-@pytest.mark.parametrize("device", [
-    DeviceModel(dac_bits=5),
-    DeviceModel(adc_bits=5),
-    DeviceModel(adc_range=0.125),
-    DeviceModel(read_noise=0.05),
+@pytest.mark.parametrize(("device", "changes"), [
+    (DeviceModel(dac_bits=5), "forward_g"),
+    (DeviceModel(adc_bits=5), "transposed_g"),
+    (DeviceModel(adc_range=0.125), "forward_g"),
+    (DeviceModel(read_noise=0.05), "transposed_g"),
+    (DeviceModel(states=16), "apply"),
+    (DeviceModel(program_noise=0.02), "apply"),
 ])
-def test_each_read_model_changes_the_gradient_products_and_the_tile_follows(device):
-    """Each model alone changes the model's answers to the products on gradients (so the
+def test_each_model_changes_a_training_operation_and_the_tile_follows(device, changes):
+    """Each model alone changes the model's answers to a training operation (so the
     comparison can fail), and the tile gives the changed answers."""
     args = {"rows": 6, "cols": 7, "lanes": 3, "width": 12, "frac": 8, "grad_frac": 6,
-            "grad_shift": 1}
+            "grad_shift": 1, "sgd_shift": 2}
     params, ideal = TileParams(**args, device=device), TileParams(**args)
     plan = make_plan(params, 4, 11)
     want, plain = model_results(params, plan), model_results(ideal, plan)
     changed = [entry["op"] for vector, a, b in zip(plan["vectors"], want, plain, strict=True)
                for entry, x, y in zip(vector["ops"], a, b, strict=True) if x != y]
-    assert any(op.endswith("_g") for op in changed)
+    assert changes in changed
     got, _ = run_plan_amaranth(params, plan)
     assert got == want
 
@@ -226,7 +237,7 @@ def test_plain_and_gradient_products_share_one_generator_in_order():
 def test_verilator_with_read_models_on_gradients_matches_the_model():
     params = TileParams(rows=5, cols=6, lanes=4, width=16, frac=11, rounding="stochastic",
                         device=DeviceModel(dac_bits=6, adc_bits=7, adc_range=0.5,
-                                           read_noise=0.05),
-                        device_seed=0x1234, grad_frac=12, grad_shift=1)
+                                           read_noise=0.05, states=256, program_noise=0.01),
+                        device_seed=0x1234, grad_frac=12, grad_shift=1, sgd_shift=2)
     result = check_plan(params, vectors=3, seed=5, simulator="verilator")
-    assert {"forward_g", "transposed_g"} <= set(result["cycles"])
+    assert {"forward_g", "transposed_g", "accumulate", "apply"} <= set(result["cycles"])
