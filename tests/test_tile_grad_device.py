@@ -93,7 +93,9 @@ def test_random_models_on_training_operations_match_the_model(rows, cols, data, 
 ])
 def test_each_model_changes_a_training_operation_and_the_tile_follows(device, changes):
     """Each model alone changes the model's answers to a training operation (so the
-    comparison can fail), and the tile gives the changed answers."""
+    comparison can fail), and the tile gives the changed answers, in the ideal tile's
+    documented latencies (``rows·C + T + 7`` forward, ``rows·C + 7`` otherwise: the models add
+    no cycle)."""
     args = {"rows": 6, "cols": 7, "lanes": 3, "width": 12, "frac": 8, "grad_frac": 6,
             "grad_shift": 1, "sgd_shift": 2}
     params, ideal = TileParams(**args, device=device), TileParams(**args)
@@ -102,8 +104,11 @@ def test_each_model_changes_a_training_operation_and_the_tile_follows(device, ch
     changed = [entry["op"] for vector, a, b in zip(plan["vectors"], want, plain, strict=True)
                for entry, x, y in zip(vector["ops"], a, b, strict=True) if x != y]
     assert changes in changed
-    got, _ = run_plan_amaranth(params, plan)
+    got, cycles = run_plan_amaranth(params, plan)
     assert got == want
+    walk = 6 * 3 + 7                     # rows·C + 7 with C = ceil(7 / 3) = 3
+    assert cycles == {"forward_g": walk + 1, "forward": walk + 1, "transposed_g": walk,
+                      "transposed": walk, "accumulate": walk, "apply": walk, "update": walk}
 
 
 # --- clips by hand --------------------------------------------------------------------------
