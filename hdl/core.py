@@ -157,23 +157,22 @@ def _part_parameters(config: CoreConfig, weights=None) -> dict:
 
 def _check_device(config: CoreConfig) -> None:
     """Raise ``ValueError`` if the ``[device]`` table turns on a model the core does not
-    carry: any with ``training``, the Fourier path, ``pulses``, and the write models
-    (``states``, ``program_noise``) on a convolution (docs/device.md, "In the RTL core").
-    Tile B holds Bᵀ: its write draws follow Bᵀ's order, and so do the model's
-    (:class:`~xbarode.model.fixed_ops.FixedTile`'s ``holds_transpose``)."""
+    carry: the Fourier path, ``pulses``, and the write models (``states``,
+    ``program_noise``) on a convolution (docs/device.md, "In the RTL core"). With
+    ``training`` the read models act on every product, BACKWARD's on gradients too, and the
+    write models on APPLY's writes as on the loads. Tile B holds Bᵀ: its write draws follow
+    Bᵀ's order, and so do the model's (:class:`~xbarode.model.fixed_ops.FixedTile`'s
+    ``holds_transpose``)."""
     device = config.device()
     if device is None:
         return
-    if config.training:
-        raise ValueError("the RTL core's training operations (BACKWARD, APPLY) have no device "
-                         "models: set training = false, or train with the device in the "
-                         "fixed-point model (xbarode train --on model)")
     if config.fourier() is not None:
         raise ValueError("device models need the direct path's tiles: no Fourier path "
                          "(conv_path = \"direct\")")
     if device.pulses is not None:
-        raise ValueError("the RTL core has no pulsed updates (pulses): it has no training "
-                         "operations with a device")
+        raise ValueError("the RTL core has no pulsed updates (pulses): its SGD step (APPLY) is "
+                         "the digital one; train with pulses in the fixed-point model (xbarode "
+                         "train --on model)")
     if device.writes and config.structure == "conv":
         raise ValueError("the device's write models (states, program_noise) need a dense "
                          "network; a convolution's tied weights would drift apart")

@@ -18,10 +18,10 @@ from amaranth.lib.wiring import In, Out
 from xbarode.model.fixed import ROUNDINGS
 
 from .checked import CheckedComponent
-from .device import adc_narrow, dac, program_word
+from .device import dac, program_word
 from .dsp import Multiplier
 from .groups import GROUP, KEEP
-from .output_stage import narrow_product
+from .output_stage import narrow_product, read_product
 from .pulses import PulseGeometry, popcount
 from .rounding import narrow, rounding_offset
 
@@ -110,22 +110,28 @@ class LaneGroup(CheckedComponent):
         ``(drop, bits)`` of a device's input DAC (:class:`~xbarode.hdl.device.ReadGeometry`):
         the operand of a FORWARD or TRANSPOSED product (``x`` or ``s``, not UPDATE's) keeps its
         top ``bits`` bits (:func:`~xbarode.hdl.device.dac`); a clipped code raises
-        ``overflow``. Not with ``acc_width``.
+        ``overflow``. ACCUMULATE, like UPDATE, takes its operands as they are.
     adc : tuple of int, optional
         ``(step, code_bits)`` of a device's ADC: a transposed sum's rounding discards ``shift +
         step`` bits into ``code_bits`` signed bits, the word is the code times ``2^step``
-        (:func:`~xbarode.hdl.device.adc_narrow`). Not with ``grad``.
+        (:func:`~xbarode.hdl.device.adc_narrow`).
+    grad_dac, grad_adc : tuple of int, optional
+        The same for the products on gradients (where ``grad`` is high; with ``grad``): the
+        device's read geometry for the gradient format.
     noise_width : int
         Width of ``noise``, each lane's read noise added to its transposed sum before the
-        rounding; 0 for none. Not with ``grad``.
+        rounding (the running product's: the tile scales it for the gradient format on
+        gradients); 0 for none.
     states : tuple of int, optional
         ``(drop, bits)`` of a device's conductance states
-        (:class:`~xbarode.hdl.device.WriteGeometry`): UPDATE's new weight is snapped to a
-        state (:func:`~xbarode.hdl.device.program_word`, rounded with ``rounding``, the
-        stochastic offsets from ``state_draw``) before it is written. Not with ``acc_width``.
+        (:class:`~xbarode.hdl.device.WriteGeometry`): UPDATE's (and APPLY's) new weight is
+        snapped to a state (:func:`~xbarode.hdl.device.program_word`, rounded with
+        ``rounding``, the stochastic offsets from ``state_draw``) before it is written. Not
+        with ``tied``.
     program_noise_width : int
-        Width of ``program_noise``, each lane's programming noise added to UPDATE's new weight
-        (after the state) before it is written; 0 for none. Not with ``acc_width``.
+        Width of ``program_noise``, each lane's programming noise added to UPDATE's (and
+        APPLY's) new weight (after the state) before it is written; 0 for none. Not with
+        ``tied``.
     pulses : PulseGeometry, optional
         UPDATE is a pulsed update (:class:`~xbarode.hdl.pulses.PulseGeometry`): each lane
         counts the coincidences ``c = popcount(row_fires & col_fires[j])`` (stage 3), takes
@@ -204,8 +210,8 @@ class LaneGroup(CheckedComponent):
                          grad=None, acc_width: int | None = None, apply_shift: int = 0,
                          draw_bits: int = 0, one_chunk: bool = False, tied: bool = False,
                          init=None, block_ram: bool = False, writable: bool = True, dac=None,
-                         adc=None, noise_width: int = 0, states=None,
-                         program_noise_width: int = 0, pulses=None) -> None:
+                         adc=None, grad_dac=None, grad_adc=None, noise_width: int = 0,
+                         states=None, program_noise_width: int = 0, pulses=None) -> None:
         """The constructor's checks (:class:`~xbarode.hdl.checked.CheckedComponent`)."""
         for name, value, low in (
                 ("first", first, 0), ("count", count, 1), ("lanes", lanes, 1),
@@ -216,10 +222,9 @@ class LaneGroup(CheckedComponent):
                 ("draw_bits", draw_bits, 0), ("noise_width", noise_width, 0),
                 ("program_noise_width", program_noise_width, 0)):
             _check_int(name, value, low)
-        if (states is not None or program_noise_width) and (acc_width is not None
-                                                            or not writable):
+        if (states is not None or program_noise_width) and (tied or not writable):
             raise ValueError("the device's write models (states, program_noise_width) are "
-                             "built for UPDATE only: not with acc_width, and not read-only")
+                             "built for UPDATE and APPLY: not with tied, and not read-only")
         if pulses is not None and not isinstance(pulses, PulseGeometry):
             raise TypeError(f"pulses must be a PulseGeometry or None, not "
                             f"{type(pulses).__name__}")
@@ -227,13 +232,13 @@ class LaneGroup(CheckedComponent):
                                    or program_noise_width):
             raise ValueError("a pulsed update (pulses) is built for UPDATE alone: not with "
                              "acc_width, states or program_noise_width, and not read-only")
-        if (dac is not None or adc is not None or noise_width) and (
-                grad is not None or acc_width is not None):
-            raise ValueError("the device's read models (dac, adc, noise_width) are not built "
-                             "for the training operations (grad, acc_width)")
+        if (grad_dac is not None or grad_adc is not None) and grad is None:
+            raise ValueError("grad_dac and grad_adc are the read models of products on "
+                             "gradients: they need grad")
         # The least of each pair's values: a DAC and the states drop at least a bit; an ADC's
         # step may be 0, its code has at least a bit.
         for name, pair, lows in (("dac", dac, (1, 1)), ("adc", adc, (0, 1)),
+                                 ("grad_dac", grad_dac, (1, 1)), ("grad_adc", grad_adc, (0, 1)),
                                  ("states", states, (1, 1))):
             if pair is not None and (len(pair) != 2 or not all(
                     isinstance(v, int) and not isinstance(v, bool) and v >= low
@@ -265,10 +270,11 @@ class LaneGroup(CheckedComponent):
                  update_shift: int, rounding: str, grad=None, acc_width: int | None = None,
                  apply_shift: int = 0, draw_bits: int = 0, one_chunk: bool = False,
                  tied: bool = False, init=None, block_ram: bool = False,
-                 writable: bool = True, dac=None, adc=None, noise_width: int = 0, states=None,
-                 program_noise_width: int = 0, pulses=None):
+                 writable: bool = True, dac=None, adc=None, grad_dac=None, grad_adc=None,
+                 noise_width: int = 0, states=None, program_noise_width: int = 0, pulses=None):
         self._pulses = pulses
         self._dac, self._adc, self._noise_width = dac, adc, noise_width
+        self._grad_dac, self._grad_adc = grad_dac, grad_adc
         self._states, self._pnoise_width = states, program_noise_width
         self._first, self._count, self._lanes, self._depth = first, count, lanes, depth
         self._ww, self._ow, self._lane_width = weight_width, operand_width, lane_width
@@ -442,8 +448,12 @@ class LaneGroup(CheckedComponent):
         m.d.sync += [lane_on3.eq(lane_on2), lane_on4.eq(lane_on3), lane_on5.eq(lane_on4)]
         times_s, s_right = copy("times_s"), copy("s_right")
         x_b, s_b, dac_terms = x_q, s_q, []
-        if self._dac is not None:
-            x_b, s_b, dac_terms = self._dac_operands(m, x_q, s_q, lane_on2, times_s, s_right)
+        has_dac = self._dac is not None or self._grad_dac is not None
+        if has_dac:
+            grad_dac = copy("grad") if self._grad_dac is not None or self._grad is not None \
+                else None
+            x_b, s_b, dac_terms = self._dac_operands(m, x_q, s_q, lane_on2, times_s, s_right,
+                                                     grad_dac)
         for j in range(count):
             with m.If(~lane_on2[j]):
                 m.d.comb += op_a[j].eq(0)
@@ -453,7 +463,7 @@ class LaneGroup(CheckedComponent):
                 m.d.comb += op_a[j].eq(w_q[j])
             with m.If(s_right):
                 m.d.comb += op_b[j].eq(s_b)
-            if self._dac is not None:
+            if has_dac:
                 with m.Elif(times_s):
                     m.d.comb += op_b[j].eq(x_q[j])
             with m.Else():
@@ -505,16 +515,28 @@ class LaneGroup(CheckedComponent):
         m.d.comb += [self.overflow.eq(ovf), self.saturating.eq(sets)]
         return m
 
-    def _dac_operands(self, m, x_q, s_q, lane_on2, times_s, s_right):
-        """The products' operands through the DAC: each lane's ``x`` (FORWARD) and the shared
-        ``s`` (TRANSPOSED), with the registered flag of a clipped code in a lane the chunk
-        uses (UPDATE, ``times_s``, takes its operands as they are). Returns the converted
-        ``x`` words, ``s`` and the flag's terms."""
-        drop, bits = self._dac
-        s_b, s_sat = dac(m, s_q, drop, bits)
+    def _dac_operands(self, m, x_q, s_q, lane_on2, times_s, s_right, is_grad):
+        """The products' operands through the DAC: each lane's ``x`` (FORWARD*) and the shared
+        ``s`` (TRANSPOSED*), with the registered flag of a clipped code in a lane the chunk
+        uses (UPDATE and ACCUMULATE, ``times_s``, take their operands as they are); on
+        gradients (``is_grad``, a register of the group's, or None without gradients) the
+        gradient format's DAC. Returns the converted ``x`` words, ``s`` and the flag's
+        terms."""
+
+        def convert(value):
+            word, sat = (value, 0) if self._dac is None else dac(m, value, *self._dac)
+            if is_grad is None:
+                return word, sat
+            word_g, sat_g = (value, 0) if self._grad_dac is None else \
+                dac(m, value, *self._grad_dac)
+            out, flag = Signal(signed(self._ow)), Signal()
+            m.d.comb += [out.eq(Mux(is_grad, word_g, word)), flag.eq(Mux(is_grad, sat_g, sat))]
+            return out, flag
+
+        s_b, s_sat = convert(s_q)
         x_b, x_sat = [], []
         for j in range(self._count):
-            word, sat = dac(m, x_q[j], drop, bits)
+            word, sat = convert(x_q[j])
             x_b.append(word)
             x_sat.append(sat)
         dac_sat = Signal(self._count, name="dac_sat")
@@ -558,10 +580,12 @@ class LaneGroup(CheckedComponent):
         # to the lanes' registers.
         for j in range(count):
             offset = lambda shift, j=j: self._offset(j, shift)   # noqa: E731
-            if self._adc is not None or self._noise_width:
-                y_k, sat_k = adc_narrow(m, lane_acc[j], shift=self._shift, width=self._width,
-                                        adc=self._adc, offset=offset,
-                                        noise=self.noise[j] if self._noise_width else None)
+            if self._adc is not None or self._grad_adc is not None or self._noise_width:
+                y_k, sat_k = read_product(
+                    m, lane_acc[j], shift=self._shift, width=self._width,
+                    out_width=self._out_width, offset=offset, adc=self._adc,
+                    grad=self._grad, grad_adc=self._grad_adc, is_grad=grad_sel,
+                    noise=self.noise[j] if self._noise_width else None)
             else:
                 y_k, sat_k = narrow_product(
                     m, lane_acc[j], shift=self._shift, width=self._width,

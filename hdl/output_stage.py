@@ -14,7 +14,7 @@ from .checked import CheckedComponent
 from .device import adc_narrow
 from .rounding import narrow, rounding_offset
 
-__all__ = ["ForwardOutput", "narrow_product"]
+__all__ = ["ForwardOutput", "narrow_product", "read_product"]
 
 
 def narrow_product(m, acc, *, shift, width, out_width, offset, grad=None, is_grad=None):
@@ -27,6 +27,25 @@ def narrow_product(m, acc, *, shift, width, out_width, offset, grad=None, is_gra
         return y, sat
     grad_shift, grad_width = grad
     y_g, sat_g = narrow(m, acc, grad_shift, grad_width, offset(grad_shift))
+    out, flag = Signal(signed(out_width)), Signal()
+    m.d.comb += [out.eq(Mux(is_grad, y_g, y)), flag.eq(Mux(is_grad, sat_g, sat))]
+    return out, flag
+
+
+def read_product(m, acc, *, shift, width, out_width, offset, adc=None, noise=None, grad=None,
+                 grad_adc=None, is_grad=None):
+    """The one rounding of a product's exact sum ``acc`` through a device's read models: the
+    read noise and the ADC (:func:`~xbarode.hdl.device.adc_narrow`, ``adc`` for ``shift`` and
+    ``width``), or, where ``is_grad`` (``grad = (shift, width)`` given), the gradient
+    formats' (``grad_adc``). ``noise`` is the noise of the running product (the same value for
+    both: the tile selects its scale by the operation). Returns the word (``out_width`` bits
+    where ``grad`` is given) and whether it saturated."""
+    y, sat = adc_narrow(m, acc, shift=shift, width=width, adc=adc, offset=offset, noise=noise)
+    if grad is None:
+        return y, sat
+    grad_shift, grad_width = grad
+    y_g, sat_g = adc_narrow(m, acc, shift=grad_shift, width=grad_width, adc=grad_adc,
+                            offset=offset, noise=noise)
     out, flag = Signal(signed(out_width)), Signal()
     m.d.comb += [out.eq(Mux(is_grad, y_g, y)), flag.eq(Mux(is_grad, sat_g, sat))]
     return out, flag
@@ -70,10 +89,13 @@ class ForwardOutput(CheckedComponent):
     adc : tuple of int, optional
         ``(step, code_bits)`` of a device's ADC (:class:`~xbarode.hdl.device.ReadGeometry`):
         the row's rounding discards ``shift + step`` bits into ``code_bits`` signed bits, the
-        word is the code times ``2^step``. Not with ``grad``.
+        word is the code times ``2^step``.
+    grad_adc : tuple of int, optional
+        ``(step, code_bits)`` of the ADC of a product on gradients (with ``grad``; the
+        device's read geometry for the gradient format).
     noise_width : int
         Width of ``noise``, the read noise added to the row's sum before its rounding; 0 for
-        none. Not with ``grad``.
+        none.
 
     Attributes
     ----------
@@ -112,27 +134,27 @@ class ForwardOutput(CheckedComponent):
     @staticmethod
     def check_parameters(*, rows: int, sum_width: int, acc_width: int, shift: int, width: int,
                          out_width: int, rounding: str, draw_bits: int = 0, grad=None, bias=None,
-                         accumulate: bool = True, adc=None, noise_width: int = 0) -> None:
+                         accumulate: bool = True, adc=None, grad_adc=None,
+                         noise_width: int = 0) -> None:
         """The constructor's checks (:class:`~xbarode.hdl.checked.CheckedComponent`)."""
         for name, value, low in (("rows", rows, 1), ("sum_width", sum_width, 1),
                                  ("acc_width", acc_width, 1), ("shift", shift, -1 << 16),
                                  ("width", width, 1), ("out_width", out_width, 1),
                                  ("draw_bits", draw_bits, 0), ("noise_width", noise_width, 0)):
             _check_int(name, value, low)
-        if (adc is not None or noise_width) and grad is not None:
-            raise ValueError("the device's read models (adc, noise_width) are not built for "
-                             "products on gradients (grad)")
+        if grad_adc is not None and grad is None:
+            raise ValueError("grad_adc is the ADC of products on gradients: it needs grad")
         if rounding not in ROUNDINGS:
             raise ValueError(f"unknown rounding {rounding!r}; choose one of {list(ROUNDINGS)}")
-        for name, pair in (("grad", grad), ("bias", bias), ("adc", adc)):
+        for name, pair in (("grad", grad), ("bias", bias), ("adc", adc), ("grad_adc", grad_adc)):
             if pair is not None and (len(pair) != 2 or not all(
                     isinstance(v, int) and not isinstance(v, bool) for v in pair)):
                 raise TypeError(f"{name} must be a pair of integers, not {pair!r}")
 
     def __init__(self, *, rows: int, sum_width: int, acc_width: int, shift: int, width: int,
                  out_width: int, rounding: str, draw_bits: int = 0, grad=None, bias=None,
-                 accumulate: bool = True, adc=None, noise_width: int = 0):
-        self._adc, self._noise_width = adc, noise_width
+                 accumulate: bool = True, adc=None, grad_adc=None, noise_width: int = 0):
+        self._adc, self._grad_adc, self._noise_width = adc, grad_adc, noise_width
         self._rows, self._acc_width, self._shift, self._width = rows, acc_width, shift, width
         self._out_width, self._rounding, self._draw_bits = out_width, rounding, draw_bits
         self._grad, self._bias, self._accumulate = grad, bias, bool(accumulate)
@@ -213,10 +235,13 @@ class ForwardOutput(CheckedComponent):
         y_r = Signal(signed(self._out_width), name="fwd_y")
         m.d.sync += written.eq(pending)
         with m.If(pending):
-            if self._adc is not None or self._noise_width:
-                y, sat = adc_narrow(m, row_acc, shift=self._shift, width=self._width,
-                                    adc=self._adc, offset=self._offset,
-                                    noise=self.noise if self._noise_width else None)
+            if self._adc is not None or self._grad_adc is not None or self._noise_width:
+                grad = self._grad is not None
+                y, sat = read_product(m, row_acc, shift=self._shift, width=self._width,
+                                      out_width=self._out_width, offset=self._offset,
+                                      adc=self._adc, grad_adc=self._grad_adc,
+                                      noise=self.noise if self._noise_width else None,
+                                      grad=self._grad, is_grad=self.grad if grad else None)
             else:
                 y, sat = narrow_product(m, row_acc, shift=self._shift, width=self._width,
                                         out_width=self._out_width, offset=self._offset,

@@ -39,7 +39,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import numpy as np
-from amaranth import Cat, Module, Signal, signed
+from amaranth import Cat, Module, Mux, Signal, signed
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -137,9 +137,13 @@ class CrossbarTile(CheckedComponent):
     device : DeviceModel, optional
         The array's device models (docs/device.md, the twin of
         :class:`~xbarode.model.fixed_ops.FixedTile`'s ``device``). Reads: FORWARD's and
-        TRANSPOSED's operands pass the input DAC (``dac_bits``; UPDATE takes its operands as
-        they are), and each output word gets the read noise (``read_noise``) and passes the
-        ADC (``adc_bits``, ``adc_range``) in place of its one rounding. Writes: each word
+        TRANSPOSED's operands pass the input DAC (``dac_bits``; UPDATE and ACCUMULATE take
+        their operands as they are), and each output word gets the read noise
+        (``read_noise``) and passes the ADC (``adc_bits``, ``adc_range``) in place of its one
+        rounding; the products on gradients (FORWARD_G, TRANSPOSED_G, TRANSPOSED_STREAM_G)
+        alike, with the geometry of ``grad_format`` words and ``grad_shift``
+        (``FixedTile.forward(x, grad_format, grad_format, shift=grad_shift)``), their noise
+        drawn from the same generator in the order the products run. Writes: each word
         LOAD_W writes and each weight UPDATE writes is snapped to a state (``states``) and
         given the programming noise (``program_noise``), as ``FixedTile.load`` and
         ``FixedTile.update`` do. A clipped DAC code, ADC output, state or noisy weight raises
@@ -153,11 +157,13 @@ class CrossbarTile(CheckedComponent):
         in the model. None, or every model off: the ideal tile, the same hardware as
         without. Refused: the write models or ``pulses`` with initial ``weights`` or without
         ``writable``, ``pulses`` with ``side_ports``, a pulse step below one weight LSB (the
-        model's :func:`~xbarode.model.device.pulse_step`), and any model with
-        ``grad_format``. With ``side_ports`` the models apply alike to a core's paths:
-        ``y_out`` streams FORWARD's words as the ADC gives them, the words ``s_in`` and
-        ``x_side_data`` write pass the DAC when a product reads them, and ``y_side_data``
-        reads TRANSPOSED's words. The read and write models add no cycle.
+        model's :func:`~xbarode.model.device.pulse_step`), ``pulses`` with ``grad_format``
+        (APPLY is the digital step; its writes pass the write models as UPDATE's do, as
+        ``FixedTile.apply_gradient`` writes), and the write models with ``taps``. With
+        ``side_ports`` the models apply alike to a core's paths: ``y_out`` streams FORWARD's
+        words as the ADC gives them, the words ``s_in`` and ``x_side_data`` write pass the DAC
+        when a product reads them, and ``y_side_data`` reads TRANSPOSED's words. The read and
+        write models add no cycle.
     device_seed : int
         Seed of the device generators (a non-zero 32-bit integer), purpose ``p`` drawing from
         ``Lfsr(site_seed(device_seed, p))`` as the model's: the read noise (0) one draw per
@@ -300,7 +306,8 @@ class CrossbarTile(CheckedComponent):
             raise ValueError("a read-only tile (writable=False) has no training operations: "
                              "grad_format must be None")
         CrossbarTile._check_device(device, device_seed, input_format, output_format,
-                                   grad_format, side_ports, weights is not None or not writable)
+                                   grad_format, side_ports, weights is not None or not writable,
+                                   taps)
         if device is not None and device.pulses is not None:
             pulse_geometry(device, weight_format, input_format, eta_shift)
 
@@ -327,7 +334,7 @@ class CrossbarTile(CheckedComponent):
 
     @staticmethod
     def _check_device(device, device_seed, input_format, output_format, grad_format,
-                      side_ports, fixed_weights):
+                      side_ports, fixed_weights, taps=None):
         """The checks of ``device`` and ``device_seed`` (:meth:`check_parameters`)."""
         if device is not None and not isinstance(device, DeviceModel):
             raise TypeError(f"device must be a DeviceModel or None, not "
@@ -342,10 +349,15 @@ class CrossbarTile(CheckedComponent):
             raise ValueError("the device's write models (states, program_noise) program the "
                              "words LOAD_W and UPDATE write: give no initial weights, and a "
                              "writable tile")
-        if grad_format is not None:
-            raise ValueError("the RTL tile's device models are not built for the training "
-                             "operations (grad_format)")
+        if grad_format is not None and device.pulses is not None:
+            raise ValueError("the RTL tile's pulsed updates (pulses) are not built for the "
+                             "training operations (grad_format): APPLY is the digital step")
+        if device.writes and taps is not None:
+            raise ValueError("the device's write models (states, program_noise) need a dense "
+                             "tile; a convolution tile's tied weights (taps) would drift apart")
         read_geometry(device, input_format, output_format, 0)
+        if grad_format is not None:
+            read_geometry(device, grad_format, grad_format, 0)
 
     def __init__(self, *, rows: int, cols: int, lanes: int, weight_format: Format,
                  input_format: Format, output_format: Format, acc_width: int = 48,
@@ -373,10 +385,13 @@ class CrossbarTile(CheckedComponent):
         self._eta_shift = eta_shift
         self._lfsr_seed = lfsr_seed
         self._gf, self._grad_shift, self._sgd_shift = grad_format, grad_shift, sgd_shift
-        self._reads = self._writes = None
+        self._reads = self._writes = self._grad_reads = None
         if self._device is not None:
             self._reads = read_geometry(self._device, input_format, output_format,
                                         self.forward_shift)
+            if grad_format is not None:
+                self._grad_reads = read_geometry(self._device, grad_format, grad_format,
+                                                 self.grad_product_shift)
             if (self._device.states is not None or self._device.program_noise > 0) \
                     and writable:
                 self._writes = write_geometry(self._device, weight_format)
@@ -511,6 +526,13 @@ class CrossbarTile(CheckedComponent):
         return self.forward_shift + (0 if self._reads is None else self._reads.adc_step)
 
     @property
+    def grad_read_shift(self) -> int:
+        """Bits discarded by the rounding of a product on gradients:
+        :attr:`grad_product_shift`, plus the ADC's step on gradient words with a device."""
+        step = 0 if self._grad_reads is None else self._grad_reads.adc_step
+        return self.grad_product_shift + step
+
+    @property
     def grad_format(self) -> Format | None:
         """Format of gradient words; None for a tile without the training operations."""
         return self._gf
@@ -606,6 +628,8 @@ class CrossbarTile(CheckedComponent):
         draws.noise = _ReadNoise(m, self)
         draws.program = _WriteModels(m, self)
         seq = TileSequencer(m, self, mem)
+        if self._grad_reads is not None:
+            m.d.comb += draws.noise.grad.eq(seq.is_grad)
         ctrl, st = seq.pipeline()
         draws.program.load(seq)
         draws.program.update(seq, st, self._lanes, seq.last_lanes)
@@ -970,11 +994,11 @@ class _Draws:
     def __init__(self, m, tile):
         self.m, self._rounding = m, tile.rounding
         self._train = tile.grad_format is not None
-        self._forward_shift, self._grad_shift = tile.read_shift, tile.grad_product_shift
+        self._forward_shift, self._grad_shift = tile.read_shift, tile.grad_read_shift
         digital_update = tile.writable and tile.pulse_geometry is None
         all_shifts = [tile.read_shift] + ([tile.update_shift] if digital_update else [])
         if self._train:
-            all_shifts += [tile.grad_product_shift, tile.apply_shift]
+            all_shifts += [tile.grad_read_shift, tile.apply_shift]
             if tile.bias:
                 all_shifts.append(tile.bias_apply_shift)
         shifts = [s for s in all_shifts if s > 0]
@@ -1030,7 +1054,11 @@ class _ReadNoise:
     two registers: ``G`` (XOR matrix, byte sum; :func:`~xbarode.hdl.device.gauss`), then its
     product with the amplitude (:func:`~xbarode.hdl.device.scale_noise`). A rounding's noise
     is a register, so its path holds the noise's addition and the narrowing's short carry
-    chain only.
+    chain only. A training tile's products on gradients (``*_G``) read through the gradient
+    format's geometry: the second register takes the product of ``G`` with that geometry's
+    scale where ``grad`` (the running operation's, which the tile drives) is high, so one
+    generator draws for every product, in the order the products run, as the model's one
+    generator does.
 
     Attributes
     ----------
@@ -1041,12 +1069,15 @@ class _ReadNoise:
     lane_arguments, output_arguments : dict
         The device's arguments of :class:`~xbarode.hdl.lane_group.LaneGroup` and
         :class:`~xbarode.hdl.output_stage.ForwardOutput` (empty without a device).
+    grad : Signal(1)
+        (training tiles) The running product is on gradients: the tile drives it.
     """
 
     def __init__(self, m, tile):
         self.m, self.values, self.width, self._lfsr = m, [], 0, None
         self.lane_arguments, self.output_arguments = {}, {}
-        reads = tile._reads
+        self.grad = Signal(name="noise_grad")
+        reads, grad_reads = tile._reads, tile._grad_reads
         if reads is None:
             return
         if reads.noise is not None:
@@ -1059,12 +1090,20 @@ class _ReadNoise:
                 g = Signal(signed(11), name=f"gauss{k}")
                 m.d.sync += g.eq(gauss(m, draw))
                 value = scale_noise(m, g, *reads.noise)
+                if grad_reads is not None:
+                    value_g = scale_noise(m, g, *grad_reads.noise)
+                    both = Signal(signed(max(len(value), len(value_g))), name=f"noise_sel{k}")
+                    m.d.comb += both.eq(Mux(self.grad, value_g, value))
+                    value = both
                 reg = Signal.like(value, name=f"noise{k}")
                 m.d.sync += reg.eq(value)
                 self.values.append(reg)
             self.width = len(self.values[0])
         self.lane_arguments = {"dac": reads.dac, "adc": reads.adc, "noise_width": self.width}
         self.output_arguments = {"adc": reads.adc, "noise_width": self.width}
+        if grad_reads is not None:
+            self.lane_arguments |= {"grad_dac": grad_reads.dac, "grad_adc": grad_reads.adc}
+            self.output_arguments["grad_adc"] = grad_reads.adc
 
     def advance(self, count):
         """Consume ``count`` draws this cycle (a Python int in the bank's steps): the noise of
@@ -1075,8 +1114,8 @@ class _ReadNoise:
 
 class _WriteModels:
     """The device's write models (:func:`~xbarode.hdl.device.program_word`): LOAD_W's words and
-    UPDATE's new weights snapped to a state and given the programming noise as they are
-    written, one draw per weight in row-major order from the generators the model uses
+    UPDATE's (and APPLY's) new weights snapped to a state and given the programming noise as
+    they are written, one draw per weight in row-major order from the generators the model uses
     (``site_seed(device_seed, 1)`` for the noise, ``site_seed(device_seed, 2)`` for the
     states' stochastic rounding), as two :class:`~xbarode.hdl.rounding.LfsrBank` offering
     ``lanes`` draws per cycle. Without write models it builds nothing.
@@ -1088,7 +1127,7 @@ class _WriteModels:
       cycle, when the group writes it, its noise is added before the clip: the noise of that
       draw, registered (``load_noise``) from the draw itself registered the cycle before
       (``load_draw``, the first draw of the state the bank takes at the edge).
-    - UPDATE consumes a chunk's draws two cycles before it writes the chunk's weights (the
+    - UPDATE and APPLY consume a chunk's draws two cycles before it writes the chunk's weights (the
       pipeline's metadata says what is written two cycles later), so that ``noise_q`` and the
       twice-registered states' draws are the chunk's when its lanes write (in the lanes,
       ``LaneGroup(states=, program_noise_width=)``).
@@ -1194,7 +1233,8 @@ class _WriteModels:
         if self._tile._writes is None or not self._updates:
             return
         m = self.m
-        with m.If(seq.is_upd & st.s3):
+        writes = seq.is_upd | seq.is_apply if self._tile.grad_format is not None else seq.is_upd
+        with m.If(writes & st.s3):
             with m.If(st.s3_nlanes == lanes):
                 self.advance(lanes)
             with m.Else():

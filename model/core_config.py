@@ -276,8 +276,8 @@ class CoreConfig:
         return None if device.off else device
 
     def require_ideal_device(self, what: str) -> None:
-        """Raise :class:`ConfigError` if the ``[device]`` table turns a model on: ``what``
-        (training on the RTL core) has no device models yet."""
+        """Raise :class:`ConfigError` if the ``[device]`` table turns a model on: ``what`` has
+        no device models."""
         if self.device() is not None:
             on = [name for name in _GROUPS["device"]
                   if getattr(self, name) != getattr(CoreConfig, name)]

@@ -114,10 +114,13 @@ def make_plan(config: CoreConfig, params: dict, images: np.ndarray, labels, *,
     if labels.size and (labels.min() < 0 or labels.max() >= config.classes):
         raise ValueError(f"labels must lie in 0..{config.classes - 1}")
     state = config.formats().state
+    # The words the host sends: quantised, not yet programmed (the tiles program them as
+    # they write them, as the model's tiles did when built).
+    host = model_network(config, params, device=False)
     plan = {"config": config.to_toml(), "m": config.m, "classes": config.classes,
-            "weights": {"A": net.A.weights.ravel().tolist(),
-                        "Bt": net.B.weights.T.ravel().tolist(),
-                        "C": net.C.weights.ravel().tolist(), "d": net.d.tolist()},
+            "weights": {"A": host.A.weights.ravel().tolist(),
+                        "Bt": host.B.weights.T.ravel().tolist(),
+                        "C": host.C.weights.ravel().tolist(), "d": host.d.tolist()},
             "images": [], "apply_after": [], "read_weights_after": [],
             "read_grads": bool(read_grads), "grad_words": gradient_words(config),
             "weight_words": weight_words(config),

@@ -1,11 +1,11 @@
 """Co-simulation of the crossbar tile: random plans, the model's answers, the comparison.
 
 A *plan* is data that every simulator back end runs the same way: for each vector, load the
-weights, then a random sequence of operations (forward, transposed, update), each with its
-random operands; after each operation the result (``y`` for a product, the read-back weights
-for an update) and the sticky overflow flag are recorded. The fixed-point model
-(:class:`~xbarode.model.fixed_ops.FixedTile`) answers the same plan; :func:`compare` checks
-every word and flag.
+weights, then a random sequence of operations (forward, transposed, update; with gradient
+words, also forward_g and transposed_g), each with its random operands; after each operation
+the result (``y`` for a product, the read-back weights for an update) and the sticky overflow
+flag are recorded. The fixed-point model (:class:`~xbarode.model.fixed_ops.FixedTile`)
+answers the same plan; :func:`compare` checks every word and flag.
 """
 
 from __future__ import annotations
@@ -19,12 +19,14 @@ from xbarode.model.device import DEVICE_SEED, DeviceModel
 from xbarode.model.fixed import Format, Overflow, Rounder
 from xbarode.model.fixed_ops import FixedTile
 
-__all__ = ["DSP_MAPPINGS", "TileParams", "compare", "execute", "make_plan", "model_results",
-           "run_plan_amaranth", "training_plan"]
+__all__ = ["DSP_MAPPINGS", "GRAD_OPS", "TileParams", "compare", "execute", "make_plan",
+           "model_results", "run_plan_amaranth", "training_plan"]
 
 OPS = ("forward", "transposed", "update")
-
-
+#: The training operations of a tile with ``grad_frac``: the products on gradient words
+#: (FORWARD_G, TRANSPOSED_G), ACCUMULATE (``G += s xᵀ``, ``s`` gradient words; READ_G after
+#: it) and APPLY (one SGD step from ``G``; READ_W after it).
+GRAD_OPS = ("forward_g", "accumulate", "transposed_g", "apply")
 
 @dataclass(frozen=True)
 class TileParams:
@@ -50,6 +52,14 @@ class TileParams:
     device: DeviceModel | None = None
     #: Seed of the device generators (the read noise's LFSR is site 0 of it).
     device_seed: int = DEVICE_SEED
+    #: Fractional bits of gradient words (``width`` bits): the tile gets ``grad_format`` and
+    #: the plan its products on gradients (forward_g, transposed_g) among the others; None:
+    #: an inference tile.
+    grad_frac: int | None = None
+    #: Extra right shift of the products on gradients (the tile's ``grad_shift``).
+    grad_shift: int = 0
+    #: APPLY's learning rate is ``2^-sgd_shift`` (the tile's ``sgd_shift``; with ``grad_frac``).
+    sgd_shift: int = 0
 
     def __post_init__(self):
         if self.read_chain is None:
@@ -67,13 +77,22 @@ class TileParams:
         """The format of weights, inputs and outputs (one format for all three)."""
         return Format(self.width, self.frac)
 
+    @property
+    def grad_format(self) -> Format | None:
+        """The format of gradient words, or None (no ``grad_frac``)."""
+        return None if self.grad_frac is None else Format(self.width, self.grad_frac)
+
     def _tile_arguments(self) -> dict:
         f = self.format
-        return {"rows": self.rows, "cols": self.cols, "lanes": self.lanes, "weight_format": f,
-                "input_format": f, "output_format": f, "acc_width": self.acc_width,
-                "rounding": self.rounding, "eta_shift": self.eta_shift,
-                "lfsr_seed": self.lfsr_seed, "read_chain": self.read_chain,
-                "device": self.device, "device_seed": self.device_seed}
+        grad = {} if self.grad_frac is None else {"grad_format": self.grad_format,
+                                                  "grad_shift": self.grad_shift,
+                                                  "sgd_shift": self.sgd_shift}
+        return grad | {
+            "rows": self.rows, "cols": self.cols, "lanes": self.lanes, "weight_format": f,
+            "input_format": f, "output_format": f, "acc_width": self.acc_width,
+            "rounding": self.rounding, "eta_shift": self.eta_shift,
+            "lfsr_seed": self.lfsr_seed, "read_chain": self.read_chain,
+            "device": self.device, "device_seed": self.device_seed}
 
     def check(self) -> None:
         """Refuse bad parameters with the tile's own messages, without building a tile."""
@@ -94,8 +113,11 @@ def make_plan(params: TileParams, vectors: int, seed: int, ops_per_vector: int =
     """A random plan: ``vectors`` weight sets, each with ``ops_per_vector`` operations.
 
     Every fourth vector is a saturation corner: all weights and operands at full scale
-    (``min_int`` or ``max_int``, random signs), so that every narrowing saturates.
+    (``min_int`` or ``max_int``, random signs), so that every narrowing saturates. With
+    ``grad_frac`` the operations cycle through the training operations and the others
+    (:data:`GRAD_OPS` then forward, transposed, update), vector after vector.
     """
+    ops = OPS if params.grad_frac is None else (*GRAD_OPS, *OPS)
     rng = np.random.default_rng(seed)
     f = params.format
     plan = []
@@ -109,11 +131,14 @@ def make_plan(params: TileParams, vectors: int, seed: int, ops_per_vector: int =
 
         vector = {"weights": words(params.rows * params.cols, corner).tolist(), "ops": []}
         for k in range(ops_per_vector):
-            op = OPS[k % 3] if k < 3 else OPS[int(rng.integers(3))]
+            if params.grad_frac is None:
+                op = ops[k % 3] if k < 3 else ops[int(rng.integers(len(ops)))]
+            else:
+                op = ops[(k + ops_per_vector * v) % len(ops)]
             entry = {"op": op}
-            if op in ("forward", "update"):
+            if op in ("forward", "forward_g", "update", "accumulate"):
                 entry["x"] = words(params.cols, corner).tolist()
-            if op in ("transposed", "update"):
+            if op in ("transposed", "transposed_g", "update", "accumulate"):
                 entry["s"] = words(params.rows, corner).tolist()
             vector["ops"].append(entry)
         plan.append(vector)
@@ -187,15 +212,16 @@ def training_plan(params: TileParams, images: np.ndarray, labels: np.ndarray) ->
 
 
 def operation_limits(params: TileParams) -> dict[str, int]:
-    """Cycle limits of the plan's compute operations (FORWARD, TRANSPOSED, UPDATE, by
-    :class:`~xbarode.hdl.tile.TileOp` name), from the tile's documented latency bounds
-    (:mod:`xbarode.sim.latency`)."""
+    """Cycle limits of the plan's compute operations (FORWARD, TRANSPOSED, UPDATE, and with
+    ``grad_frac`` those of :data:`GRAD_OPS`, by :class:`~xbarode.hdl.tile.TileOp` name), from
+    the tile's documented latency bounds (:mod:`xbarode.sim.latency`)."""
     from .latency import limit, tile_bound
 
     pulses = params.device is not None and params.device.pulses is not None
+    ops = OPS if params.grad_frac is None else (*OPS, *GRAD_OPS)
     return {name.upper(): limit(tile_bound(params.rows, params.cols, params.lanes, name.upper(),
                                            pulses=pulses))
-            for name in OPS}
+            for name in ops}
 
 
 async def execute(plan: dict, drv, progress=None):
@@ -224,11 +250,13 @@ async def execute(plan: dict, drv, progress=None):
             if "s" in entry:
                 await drv.send(TileOp.LOAD_S, entry["s"])
             cycles[entry["op"]], _ = await drv.run(TileOp[entry["op"].upper()])
-            if entry["op"] == "update":
+            if entry["op"] in ("update", "apply"):
                 out = await drv.receive(TileOp.READ_W, rows * cols)
+            elif entry["op"] == "accumulate":
+                out = await drv.receive(TileOp.READ_G, rows * cols)
             else:
-                out = await drv.receive(TileOp.READ_Y, rows if entry["op"] == "forward"
-                                        else cols)
+                out = await drv.receive(TileOp.READ_Y, rows if entry["op"] in (
+                    "forward", "forward_g") else cols)
             answers.append({"out": out, "overflow": drv.get("overflow")})
         results.append(answers)
         if progress is not None:
@@ -251,9 +279,10 @@ def model_results(params: TileParams, plan: dict) -> list[list[dict]]:
     the device's) run on across vectors, and the overflow flag is cleared before a vector's
     weights are loaded (:meth:`FixedTile.load <xbarode.model.fixed_ops.FixedTile.load>`).
     """
-    f = params.format
+    f, g = params.format, params.grad_format
     overflow = Overflow()
     tile = None
+    grad = np.zeros((params.rows, params.cols), dtype=np.int64)   # ACCUMULATE's sums
     results = []
     for vector in plan["vectors"]:
         weights = np.array(vector["weights"], dtype=np.int64).reshape(params.rows, params.cols)
@@ -273,6 +302,18 @@ def model_results(params: TileParams, plan: dict) -> list[list[dict]]:
                 out = tile.forward(np.array([entry["x"]]), f, f)[0]
             elif entry["op"] == "transposed":
                 out = tile.transposed(np.array([entry["s"]]), f, f)[0]
+            elif entry["op"] == "forward_g":
+                out = tile.forward(np.array([entry["x"]]), g, g, shift=params.grad_shift)[0]
+            elif entry["op"] == "transposed_g":
+                out = tile.transposed(np.array([entry["s"]]), g, g, shift=params.grad_shift)[0]
+            elif entry["op"] == "accumulate":
+                grad = grad + np.outer(entry["s"], entry["x"])
+                out = grad.ravel()
+            elif entry["op"] == "apply":
+                # One SGD step from G (then G <- 0), through the device's write models.
+                tile.apply_gradient(grad, g.frac + f.frac, shift=params.sgd_shift)
+                grad = np.zeros_like(grad)
+                out = tile.weights.ravel()
             elif params.device is not None and params.device.pulses is not None:
                 # A pulsed UPDATE is one sample's pulse trains with δ = −s: its expected step
                 # is the digital UPDATE's + s xᵀ·2^-eta_shift.

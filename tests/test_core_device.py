@@ -92,16 +92,12 @@ def test_noisy_core_on_verilator(tmp_path):
 
 
 @pytest.mark.parametrize(("changes", "message"), [
-    ({"training": True, "read_noise": 0.1},
-     r"^the RTL core's training operations \(BACKWARD, APPLY\) have no device models: set "
-     r"training = false, or train with the device in the fixed-point model \(xbarode train "
-     r"--on model\)$"),
     ({"structure": "conv", "conv_path": "fourier", "kernel": 3, "adc_bits": 6},
      r"^device models need the direct path's tiles: no Fourier path "
      r"\(conv_path = \"direct\"\)$"),
     ({"pulses": 16},
-     r"^the RTL core has no pulsed updates \(pulses\): it has no training operations with a "
-     r"device$"),
+     r"^the RTL core has no pulsed updates \(pulses\): its SGD step \(APPLY\) is the digital "
+     r"one; train with pulses in the fixed-point model \(xbarode train --on model\)$"),
     ({"structure": "conv", "kernel": 3, "states": 16, "rounding": "nearest"},
      r"^the device's write models \(states, program_noise\) need a dense network; a "
      r"convolution's tied weights would drift apart$"),

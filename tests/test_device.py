@@ -689,10 +689,13 @@ def test_cli_device_options(capsys, tmp_path):
     # … and the models act: the array's training differs from the ideal one.
     assert not all(np.array_equal(ideal[k], v) for k, v in load_weights(weights)[1].items())
     assert last_json(out)["config"]["device"]["adc_bits"] == 10
-    code, _, err = run(capsys, "train", "--on", "rtl", "--read-noise", 0.1)
+    # The RTL core trains with the read and write models (tests/test_core_training_device.py),
+    # not with pulses.
+    code, _, err = run(capsys, "train", "--on", "rtl", "--pulses", 16)
     assert code == 2 and err.strip() == (
-        "xbarode train: error: the device options train the fixed-point model; the RTL core's "
-        "training operations have no device models yet (drop them, or --on model)")
+        "xbarode train: error: [device]: the RTL core has no pulsed updates (pulses): its SGD "
+        "step (APPLY) is the digital one; train with pulses in the fixed-point model (xbarode "
+        "train --on model)")
 
 
 def test_demo_refuses_a_core_with_device_models_before_training(capsys, tmp_path):

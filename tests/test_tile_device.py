@@ -328,9 +328,13 @@ def tile(**changes):
     ({"device": DeviceModel(read_noise=0.1), "weights": np.zeros((4, 4), dtype=int),
       "writable": False, "device_seed": -1}, ValueError,
      r"^LFSR seed must be a non-zero 32-bit integer, not -1$"),
-    ({"device": DeviceModel(dac_bits=4), "grad_format": F16}, ValueError,
-     r"^the RTL tile's device models are not built for the training operations "
-     r"\(grad_format\)$"),
+    ({"device": DeviceModel(states=16), "grad_format": F16,
+      "taps": np.zeros((1, 4), dtype=int)}, ValueError,
+     r"^the device's write models \(states, program_noise\) need a dense tile; a convolution "
+     r"tile's tied weights \(taps\) would drift apart$"),
+    ({"device": DeviceModel(adc_range=2.0**-9), "grad_format": Format(10, 4)}, ValueError,
+     r"^device: an ADC range of 0\.001953125 of Q6\.4's full scale leaves fewer than 2 code "
+     r"bits$"),
     ({"device": DeviceModel(adc_range=2.0**-15)}, ValueError,
      r"^device: an ADC range of 3.0517578125e-05 of Q4\.12's full scale leaves fewer than "
      r"2 code bits$"),
@@ -537,14 +541,15 @@ OUTPUT_BASE = {"rows": 3, "sum_width": 12, "acc_width": 14, "shift": 2, "width":
 
 
 @pytest.mark.parametrize(("changes", "error", "message"), [
-    ({"dac": (4, 4), "acc_width": 16}, ValueError,
-     r"^the device's read models \(dac, adc, noise_width\) are not built for the training "
-     r"operations \(grad, acc_width\)$"),
-    ({"noise_width": 9, "grad": (4, 8)}, ValueError, r"^the device's read models"),
+    ({"grad_dac": (4, 4)}, ValueError,
+     r"^grad_dac and grad_adc are the read models of products on gradients: they need grad$"),
+    ({"grad_adc": (1, 6), "acc_width": 16}, ValueError, r"^grad_dac and grad_adc are"),
+    ({"grad_dac": (4, 4, 4), "grad": (4, 8)}, TypeError,
+     r"^grad_dac must be a pair of integers \(at least \(1, 1\)\), not \(4, 4, 4\)$"),
     ({"states": (4, 4), "writable": False}, ValueError,
-     r"^the device's write models \(states, program_noise_width\) are built for UPDATE only: "
-     r"not with acc_width, and not read-only$"),
-    ({"program_noise_width": 9, "acc_width": 16}, ValueError, r"^the device's"),
+     r"^the device's write models \(states, program_noise_width\) are built for UPDATE and "
+     r"APPLY: not with tied, and not read-only$"),
+    ({"program_noise_width": 9, "acc_width": 16, "tied": True}, ValueError, r"^the device's"),
     ({"dac": (4,)}, TypeError, r"^dac must be a pair of integers \(at least \(1, 1\)\), not "
      r"\(4,\)$"),
     ({"adc": (0, 0)}, TypeError, r"^adc must be a pair of integers \(at least \(0, 1\)\), not "
@@ -561,9 +566,10 @@ def test_lane_group_refuses_bad_device_arguments(changes, error, message):
 
 
 @pytest.mark.parametrize(("changes", "error", "message"), [
-    ({"adc": (1, 6), "grad": (2, 8)}, ValueError,
-     r"^the device's read models \(adc, noise_width\) are not built for products on "
-     r"gradients \(grad\)$"),
+    ({"grad_adc": (1, 6)}, ValueError,
+     r"^grad_adc is the ADC of products on gradients: it needs grad$"),
+    ({"grad_adc": (1,), "grad": (2, 8)}, TypeError,
+     r"^grad_adc must be a pair of integers, not \(1,\)$"),
     ({"adc": (1,)}, TypeError, r"^adc must be a pair of integers, not \(1,\)$"),
     ({"noise_width": 1.5}, TypeError, r"^noise_width must be an integer, not float$"),
 ])

@@ -330,8 +330,9 @@ def tile(**changes):
                            r"alone"),
     ({"weights": np.zeros((4, 4), dtype=int), "writable": False},
      r"^the RTL tile's pulsed updates"),
-    ({"grad_format": F16}, r"^the RTL tile's device models are not built for the training "
-                           r"operations \(grad_format\)$"),
+    ({"grad_format": F16}, r"^the RTL tile's pulsed updates \(pulses\) are not built for the "
+                           r"training operations \(grad_format\): APPLY is the digital "
+                           r"step$"),
     ({"eta_shift": 16}, r"^pulses: a pulse step of 2\^-1 weight LSBs is below one LSB; use "
                         r"fewer pulses \(now 8\) or a finer weight format$"),
 ])

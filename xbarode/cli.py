@@ -502,10 +502,6 @@ def cmd_train(args) -> dict:
     """``xbarode train``: train the float64 network and save its weights; with ``--on rtl``,
     train on the core in RTL simulation next to the fixed-point model."""
     if args.on == "rtl":
-        if _device(args) is not None:
-            raise ValueError("the device options train the fixed-point model; the RTL core's "
-                             "training operations have no device models yet (drop them, or "
-                             "--on model)")
         if args.conv_path == "fourier":
             raise ValueError("--conv-path fourier trains the fixed-point model; the RTL core's "
                              "Fourier path is for inference (drop it, or --on model)")
@@ -535,7 +531,10 @@ def _train_on_rtl(args) -> dict:
     if not 1 <= args.images <= len(data.y_train):
         raise ValueError(f"--images must be between 1 and {len(data.y_train)} (the training "
                          f"set), not {args.images}")
-    config = load_config(args.config, {**parse_overrides(args.set), "training": True})
+    # The device options win over --config and --set; the core refuses pulses.
+    config = load_config(args.config, {**parse_overrides(args.set), **_device_fields(args),
+                                       "training": True})
+    _check_core_device(config)
     _image_check(args.dataset, config.image, "the core configuration's image")
     if args.weights is not None:
         trained, params = load_weights(args.weights)

@@ -2,9 +2,12 @@
 
 The core is built with its training hardware (``training = true``); each training image
 goes through RUN, the host's softmax (``∂L/∂logits``), LOAD_GRAD and BACKWARD; after every
-``batch`` images one APPLY is the SGD step. The fixed-point model trains on the same images
-in the same order (:mod:`xbarode.sim.adjoint_plan`); every logit of every image and the
-final weights are compared, and the loss curve is reported from both.
+``batch`` images one APPLY is the SGD step. The ``[device]`` table's read models (DAC, ADC,
+read noise) apply to every product, BACKWARD's on gradients too, and its write models
+(states, programming noise) to the loads and APPLY's writes, in the core and in the model
+alike; pulses are refused (the core's message). The fixed-point model trains on the
+same images in the same order (:mod:`xbarode.sim.adjoint_plan`); every logit of every image
+and the final weights are compared, and the loss curve is reported from both.
 """
 
 from __future__ import annotations
@@ -47,7 +50,6 @@ def train_rtl(config: CoreConfig, params: dict, images: np.ndarray, labels, *,
     from xbarode.sim.adjoint_plan import image_loss, make_plan
     from xbarode.units import AdjointParams, run_plan
 
-    config.require_ideal_device("training on the RTL core (BACKWARD, APPLY)")
     config = dataclasses.replace(config, training=True)
     labels = np.asarray(labels, dtype=np.int64)
     out_dir = Path(out_dir if out_dir is not None else "build/train-rtl")
