@@ -22,7 +22,7 @@ arrive.
 
 from __future__ import annotations
 
-from amaranth import Array, Cat, Module, Mux, Signal, signed
+from amaranth import Array, Module, Mux, Signal, signed
 from amaranth.lib import enum, stream
 from amaranth.lib.wiring import In, Out
 
@@ -218,21 +218,10 @@ class ForwardController(CheckedComponent):
         shapes = {"n": range(steps + 1), "phase": ForwardPhase, "it": 8,
                   "nt": range(self._neumann_terms + 2), "not_conv": 1,
                   "chunk": range(chunks + 1), "traj_base": range((steps + 2) * chunks + 1),
-                  "t_ptr": range((steps + 2) * chunks + 1), "writes": 4,
                   "combine_sat": 1, "c_chunk": range(self._chunks_c + 1),
                   "c_addr": range(chunks + 1), "c_off": range(self._lanes // self._lanes_c)}
         r = {name: Signal(shape, name=name) for name, shape in shapes.items()}
         n, phase, chunk = r["n"], r["phase"], r["chunk"]
-        # The banks the phase writes (z and the trajectory, w, G, δ), decoded into a register:
-        # the phase is set at least two cycles before its combine's first chunk (in the state
-        # before COMBINE_START or CHAIN_START, which lead through COMBINE_ADDR), so the decode
-        # a cycle late is the phase's, and no decoder of it sits in front of the banks.
-        P = ForwardPhase
-        mod.d.sync += r["writes"].eq(Cat(
-            (phase == P.EULER) | (phase == P.FINAL) | (phase == P.START),
-            (phase == P.PREDICT) | (phase == P.WUPD),
-            phase == P.RESID,
-            (phase == P.RESID) | (phase == P.NEU)))
         mod.d.comb += [self.chain.masked.eq(phase == ForwardPhase.NEU),
                        self.saturated.eq(r["combine_sat"] | self.chain.saturated)]
         lock = Signal()
@@ -266,13 +255,11 @@ class ForwardController(CheckedComponent):
                 mod.next = "CHAIN"
             with mod.State("CHAIN"):
                 with mod.If(self.chain.done):
-                    mod.d.sync += [chunk.eq(0), r["t_ptr"].eq(r["traj_base"]),
-                                   r["not_conv"].eq(0)]
+                    mod.d.sync += [chunk.eq(0), r["not_conv"].eq(0)]
                     mod.next = "COMBINE_ADDR"
             # A combine without a chain before it (the update, the step's final state).
             with mod.State("COMBINE_START"):
-                mod.d.sync += [chunk.eq(0), r["t_ptr"].eq(r["traj_base"]),
-                               r["not_conv"].eq(0)]
+                mod.d.sync += [chunk.eq(0), r["not_conv"].eq(0)]
                 mod.next = "COMBINE_ADDR"
             # Combine, chunk by chunk: reads issued one cycle ahead.
             with mod.State("COMBINE_ADDR"):   # vec_addr = 0: chunk 0 is read
@@ -291,12 +278,8 @@ class ForwardController(CheckedComponent):
         lanes, chunks, m, sw = self._lanes, self._chunks, self._m, self._sw
         phase, chunk = r["phase"], r["chunk"]
         mod.d.comb += [self.vec_addr.eq(chunk + 1), self.chain.r_addr.eq(chunk + 1),
-                       self.wr_addr.eq(chunk), self.t_addr.eq(r["t_ptr"]),
+                       self.wr_addr.eq(chunk), self.t_addr.eq(r["traj_base"] + chunk),
                        self.chain.x_addr.eq(chunk)]
-        # The trajectory's address counts beside the chunk (no adder in front of the banks'
-        # write enables), and the banks each phase writes are decoded a cycle early.
-        mod.d.sync += r["t_ptr"].eq(r["t_ptr"] + 1)
-        writes = r["writes"]
         chunk_sat = Signal(lanes)
         chunk_far = Signal(lanes)
         # Only the phases of the method are built (explicit Euler: START and EULER), so that
@@ -330,9 +313,16 @@ class ForwardController(CheckedComponent):
             mod.d.comb += [self.wr_data[k].eq(value), self.chain.x_data[k].eq(value)]
             with mod.If(valid):
                 # Every phase's value is the next chain's operand.
-                mod.d.comb += [self.chain.x_en[k].eq(1), self.z_en[k].eq(writes[0]),
-                               self.t_en[k].eq(writes[0]), self.w_en[k].eq(writes[1]),
-                               self.g_en[k].eq(writes[2]), self.d_en[k].eq(writes[3])]
+                mod.d.comb += self.chain.x_en[k].eq(1)
+                with mod.Switch(phase):
+                    with mod.Case(P.EULER, P.FINAL, P.START):
+                        mod.d.comb += [self.z_en[k].eq(1), self.t_en[k].eq(1)]
+                    with mod.Case(P.PREDICT, P.WUPD):
+                        mod.d.comb += self.w_en[k].eq(1)
+                    with mod.Case(P.RESID):
+                        mod.d.comb += [self.g_en[k].eq(1), self.d_en[k].eq(1)]
+                    with mod.Case(P.NEU):
+                        mod.d.comb += self.d_en[k].eq(1)
         mod.d.comb += r["combine_sat"].eq(chunk_sat.any())
         with mod.If((phase == P.RESID) & chunk_far.any()):
             mod.d.sync += r["not_conv"].eq(1)
