@@ -291,3 +291,26 @@ def test_help(capsys):
     for option in ("--sizes", "--kernels", "--lanes", "--synth", "--no-synth", "--device",
                    "--out", "--json"):
         assert option in out
+
+
+def test_source_state_digests_the_python_sources_only(tmp_path):
+    """The recorded code is named by a digest of the sources' paths and bytes (hashlib over
+    the same files here), which changes with any byte of a ``.py`` file and not otherwise."""
+    import hashlib
+
+    for folder in study.SOURCE_DIRS:
+        (tmp_path / folder / "sub").mkdir(parents=True)
+        (tmp_path / folder / "sub" / "b.py").write_text(f"# {folder} b\n")
+        (tmp_path / folder / "a.py").write_text(f"# {folder} a\n")
+    (tmp_path / "hdl" / "notes.txt").write_text("not code\n")
+    expected = hashlib.sha256()
+    for folder in study.SOURCE_DIRS:
+        for name in ("a.py", "sub/b.py"):
+            expected.update(f"{folder}/{name}".encode() + b"\0")
+            expected.update(f"# {folder} {name[-4]}\n".encode() + b"\0")
+    first = study.source_state(tmp_path)
+    assert first["digest"] == expected.hexdigest()
+    (tmp_path / "hdl" / "notes.txt").write_text("changed, still not code\n")
+    assert study.source_state(tmp_path) == first
+    (tmp_path / "model" / "sub" / "b.py").write_text("# model b \n")
+    assert study.source_state(tmp_path)["digest"] != first["digest"]

@@ -383,21 +383,30 @@ def load_synthesis_cache(path) -> dict:
         return {}
 
 
-def source_state() -> dict | None:
-    """The code a measurement ran on: the git commit of the working tree and the files of
-    ``hdl/``, ``sim/``, ``model/`` and ``xbarode/`` that differ from it (None without git)."""
-    import subprocess
+SOURCE_DIRS = ("hdl", "sim", "model", "xbarode")
+"""The package folders whose code a measurement depends on (:func:`source_state`)."""
 
-    root = Path(__file__).resolve().parent.parent
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                                text=True, check=True, timeout=30).stdout.strip()
-        status = subprocess.run(["git", "status", "--porcelain", "--", "hdl", "sim", "model",
-                                 "xbarode"], cwd=root, capture_output=True, text=True,
-                                check=True, timeout=30).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return {"commit": commit, "modified": sorted(line[3:] for line in status.splitlines())}
+
+def source_state(root: Path | None = None) -> dict:
+    """The code a measurement ran on: a SHA-256 digest of the Python sources under
+    :data:`SOURCE_DIRS` (relative path and contents of every ``*.py`` file, in sorted order)
+    and the package's version.
+
+    The digest names the code itself, not a revision of some repository, so anyone holding the
+    sources (an installed wheel or a checkout) can recompute it with this function and see
+    whether a recorded figure was measured on the code they have.
+    """
+    import hashlib
+
+    from xbarode import __version__
+
+    root = Path(__file__).resolve().parent.parent if root is None else Path(root)
+    digest = hashlib.sha256()
+    for folder in SOURCE_DIRS:
+        for path in sorted((root / folder).rglob("*.py")):
+            digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+            digest.update(path.read_bytes() + b"\0")
+    return {"digest": digest.hexdigest(), "version": __version__}
 
 
 def _check_fourier_args(sizes, kernels, lanes, device) -> None:
@@ -732,10 +741,10 @@ def _notes(result: dict) -> list[str]:
     ]
     source = result.get("source")
     if source:
-        modified = source.get("modified") or []
-        notes.append(f"Code measured: commit {source['commit'][:10]}"
-                     + (f" with local changes to {', '.join(modified)}" if modified else "")
-                     + (f" ({source['note']})" if source.get("note") else "") + ".")
+        notes.append(f"Code measured: xbarode {source['version']}, sources "
+                     f"{', '.join(f'{d}/' for d in SOURCE_DIRS)} with SHA-256 digest "
+                     f"{source['digest'][:16]} (xbarode.study_fourier.source_state)"
+                     + (f"; {source['note']}" if source.get("note") else "") + ".")
     return notes
 
 
