@@ -506,6 +506,32 @@ def test_simulate_fourier_path_on_digits(lanes, steps, capsys, tmp_path):
                                                                + 256) + 640
 
 
+def test_simulate_fourier_path_on_mnist5k(capsys, tmp_path):
+    # The 28×28 workload, where only the Fourier path fits the device: one channel, 3×3
+    # kernels trained in float64 on mnist5k, one Euler step (an eighth of the default's
+    # chains; the RTL is the same) and one held-out image on Icarus, whose build takes
+    # seconds where Verilator's takes minutes at this size.
+    weights = tmp_path / "m28.npz"
+    code, _, err = run(capsys, "train", "--dataset", "mnist5k", "--structure", "conv",
+                       "--kernel-size", "3", "--steps", "1", "--h", "0.25", "--optimizer",
+                       "adam", "--lr", "0.01", "--epochs", "1", "--out", weights, "--json")
+    assert code == 0, err
+    code, out, err = run(capsys, "simulate", "--dataset", "mnist5k", "--set", "image=[28,28]",
+                         "--set", "structure=conv", "--set", "conv_path=fourier", "--set",
+                         "steps=1", "--weights", weights, "--images", "1", "--simulator",
+                         "icarus", "--out", tmp_path, "--json")
+    assert code == 0, err
+    result = last_json(out)
+    assert result["mismatches"] == 0 and result["agreement"] == 1.0
+    assert result["compared"] > 784
+    assert result["accuracy"] == result["model_accuracy"]
+    # Two Fourier convolutions (2·(H·(2W)² + W·(2H)²) + 4·H·W MACs each) and C (10×784), on
+    # 16 lanes.
+    macs = 2 * (2 * (28 * 56**2 + 28 * 56**2) + 4 * 784) + 10 * 784
+    assert result["mac_bound_cycles"] == macs / 16
+    assert result["mac_bound_cycles"] < result["cycles_per_image"] <= 1.5 * macs / 16
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["euler", "implicit_euler"])
 def test_whole_test_set_on_verilator(method, tmp_path):
