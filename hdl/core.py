@@ -26,7 +26,8 @@ the result through the controller — narrowed to ``act`` (one rounding, tile A'
 ``φ`` applied, shifted back into the data format — into unit B, convolves, and narrows B's
 result to ``state`` with ``h`` folded in (tile B's seed) into banks that the combine reads.
 The model twin is ``FixedNetwork(fourier=…)`` (:class:`~xbarode.model.fixed_ops.
-FixedFourierConv`). READ_WEIGHTS then streams only ``C`` and ``d``.
+FixedFourierConv`). READ_WEIGHTS then streams only ``C`` and ``d``. The ``[device]`` table's
+read models act there on the units' DFT arrays (seeded at the model's sites) and on tile C.
 
 - explicit Euler: ``z ← sat(z + narrow(h·B·relu(A z)))``;
 - implicit Euler: predictor ``w = z + h·B·relu(A z)``; per Newton iteration the residual
@@ -44,10 +45,10 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from xbarode.model.core_config import CoreConfig
-from xbarode.model.device import DEVICE_PURPOSES, DEVICE_SITE
+from xbarode.model.device import DEVICE_PURPOSES, DEVICE_SITE, FOURIER_DEVICE_SITE
 from xbarode.model.fixed import Format
 from xbarode.model.fixed_net import site_seed
-from xbarode.model.fixed_ops import check_accumulator
+from xbarode.model.fixed_ops import check_accumulator, dft_device
 
 from .checked import CheckedComponent
 from .core_adjoint import AdjointController
@@ -125,11 +126,13 @@ def _part_parameters(config: CoreConfig, weights=None) -> dict:
         for name, kwargs in _weight_arguments(config, weights).items():
             train.setdefault(name, {}).update(kwargs)
     device = config.device()
-    if device is not None and fr is None:
-        # The model's sites (FixedNetwork): tile k's device generators at 16 + 5k.
+    if device is not None:
+        # The model's sites (FixedNetwork): tile k's device generators at 16 + 5k (on the
+        # Fourier path tile C's only: units A and B take theirs below).
         for k, name in enumerate("ABC"):
-            train.setdefault(name, {}).update(device=device, device_seed=site_seed(
-                seed, DEVICE_SITE + len(DEVICE_PURPOSES) * k))
+            if fr is None or name == "C":
+                train.setdefault(name, {}).update(device=device, device_seed=site_seed(
+                    seed, DEVICE_SITE + len(DEVICE_PURPOSES) * k))
     if fr is None:
         parts = {
             "A": (CrossbarTile, dict(rows=m, cols=m, input_format=f.state, output_format=f.act,
@@ -140,13 +143,20 @@ def _part_parameters(config: CoreConfig, weights=None) -> dict:
                                      **common, **train.get("B", {}))),
         }
     else:
-        # Units A and B instead of the tiles (their sites: site_seed(seed, 4…6), (7…9)).
+        # Units A and B instead of the tiles (their sites: site_seed(seed, 4…6), (7…9)); with
+        # the read models, unit k's DFT arrays draw from FOURIER_DEVICE_SITE + 2k and the next
+        # site (FixedNetwork's Fourier units). Without, no device argument: the same Verilog.
         height, width = config.image
         units = {"height": height, "width": width, "lanes": lanes, "data_format": fr["data"],
                  "acc_width": config.acc_width, "twiddle_format": fr["twiddle"],
                  "spectrum_format": fr["spectrum"], "rounding": config.rounding}
-        parts = {"A": (FourierConv, dict(lfsr_seed=site_seed(seed, 4), **units)),
-                 "B": (FourierConv, dict(lfsr_seed=site_seed(seed, 7), **units))}
+        parts = {}
+        for k, name in enumerate("AB"):
+            if device is not None:
+                train.setdefault(name, {}).update(device=device, device_seed=site_seed(
+                    seed, FOURIER_DEVICE_SITE + 2 * k))
+            parts[name] = (FourierConv, dict(lfsr_seed=site_seed(seed, 4 + 3 * k), **units,
+                                             **train.get(name, {})))
     parts["C"] = (CrossbarTile, dict(rows=config.classes, cols=m, input_format=f.state,
                                      output_format=f.act, bias=True,
                                      lfsr_seed=site_seed(seed, 2),
@@ -157,8 +167,10 @@ def _part_parameters(config: CoreConfig, weights=None) -> dict:
 
 def _check_device(config: CoreConfig) -> None:
     """Raise ``ValueError`` if the ``[device]`` table turns on a model the core does not
-    carry: the Fourier path, ``pulses``, and the write models (``states``,
-    ``program_noise``) on a convolution (docs/device.md, "In the RTL core"). With
+    carry: ``pulses``, and the write models (``states``, ``program_noise``) on a convolution,
+    on the Fourier path with the model's message (its DFT arrays hold a fixed table:
+    :func:`~xbarode.model.fixed_ops.dft_device`) (docs/device.md, "In the RTL core"). On the
+    Fourier path the read models act on units A's and B's DFT arrays and on tile C. With
     ``training`` the read models act on every product, BACKWARD's on gradients too, and the
     write models on APPLY's writes as on the loads. Tile B holds Bᵀ: its write draws follow
     Bᵀ's order, and so do the model's (:class:`~xbarode.model.fixed_ops.FixedTile`'s
@@ -167,8 +179,8 @@ def _check_device(config: CoreConfig) -> None:
     if device is None:
         return
     if config.fourier() is not None:
-        raise ValueError("device models need the direct path's tiles: no Fourier path "
-                         "(conv_path = \"direct\")")
+        # The DFT arrays hold a fixed table: read models only (the model's check and message).
+        dft_device(device, "the Fourier path")
     if device.pulses is not None:
         raise ValueError("the RTL core has no pulsed updates (pulses): its SGD step (APPLY) is "
                          "the digital one; train with pulses in the fixed-point model (xbarode "

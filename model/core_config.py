@@ -54,9 +54,9 @@ is validated with a message that names the field. Example (all fields, default v
 
 The ``[device]`` table describes the fixed-point model's device and converter models
 (:class:`~xbarode.model.device.DeviceModel`); the RTL core carries the read models and the
-states (deterministic rounding) in its inference path (docs/device.md, "In the RTL core"), and
-refuses the rest, as its training operations refuse any. :meth:`CoreConfig.to_toml`
-writes the table only when a model is on.
+write models (dense networks) in RUN and its training operations, the read models on its
+Fourier path too (docs/device.md, "In the RTL core"), and refuses the rest.
+:meth:`CoreConfig.to_toml` writes the table only when a model is on.
 
 Limits (:data:`LIMITS`) keep the hardware a configuration describes, and so the memory and
 time needed to elaborate and simulate it, bounded: image sides at most 64 and ``m = H·W`` at

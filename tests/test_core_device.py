@@ -2,8 +2,9 @@
 its fixed-point twin (FixedNetwork with the ``[device]`` table's DeviceModel, one image at a
 time), bit for bit: the DAC, the ADC with its clipping range and the read noise on the chain's
 products A→B and on C, the states at the weight loads; explicit and implicit Euler on
-Amaranth's simulator, one Verilator run; the core's refusals; ``xbarode simulate`` with the
-device options.
+Amaranth's simulator, one Verilator run; on the Fourier path the read models on units A's and
+B's DFT arrays and on C, on Amaranth's simulator and one Icarus run; the core's refusals;
+``xbarode simulate`` with the device options.
 """
 
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from helpers import run
+from helpers import Draws, run
 from xbarode.hdl.core import Core
 from xbarode.model.core_config import ConfigError, CoreConfig
 from xbarode.model.device import DeviceModel
@@ -91,10 +92,68 @@ def test_noisy_core_on_verilator(tmp_path):
     assert compare(ideal, model_results(config, params, images))["mismatches"] > 0
 
 
+# --- the Fourier path: the read models on units A's and B's DFT arrays and on tile C -------
+
+#: The read models (the Fourier path's DFT arrays hold a fixed table: no write models).
+READS = {"dac_bits": 6, "adc_bits": 7, "adc_range": 0.5, "read_noise": 0.02}
+
+
+def fourier(**changes):
+    return small(**{"structure": "conv", "conv_path": "fourier", "steps": 2, **READS,
+                    **changes})
+
+
+@settings(max_examples=1, deadline=None)   # and the pinned examples below
+@given(h=st.integers(1, 3), w=st.integers(2, 3), data=st.data(),
+       method=st.sampled_from(["euler", "implicit_euler"]),
+       rounding=st.sampled_from(["nearest", "floor", "stochastic"]),
+       seed=st.integers(0, 2**16))
+# Draws: kernel, lanes.
+@example(h=2, w=3, data=Draws(1, 2), method="euler", rounding="nearest", seed=1)
+@example(h=3, w=3, data=Draws(3, 4), method="implicit_euler", rounding="floor",
+         seed=5).via("3×3 kernel, Newton and Neumann chains")
+@example(h=1, w=3, data=Draws(1, 3), method="euler", rounding="stochastic",
+         seed=9).via("a 1-D transform, lanes not dividing the arrays' 2n")
+def test_noisy_fourier_path_cores_match_the_model(h, w, data, method, rounding, seed):
+    # Units A and B read their DFT arrays through the DAC, the ADC and the read noise (the
+    # model's FixedFourierConv with the same seeds), tile C as on the direct path.
+    config = fourier(image=(h, w), method=method, rounding=rounding, lfsr_seed=0xACE1 + seed,
+                     kernel=data.draw(st.sampled_from([k for k in (1, 3) if k <= min(h, w)])),
+                     lanes=data.draw(st.integers(1, h * w)), neumann_terms=1, max_iter=2)
+    check_noisy_core(config, seed, images=2)
+
+
+def test_the_device_costs_no_cycle_on_the_fourier_path():
+    config = fourier(image=(2, 3), kernel=1, lanes=2, rounding="nearest")
+    ideal = ideal_of(config)
+    images = np.random.default_rng(4).uniform(0, 1, (2, config.m))
+    _, cycles = run_plan_amaranth(ideal, make_plan(ideal, random_params(ideal, 4), images))
+    assert check_noisy_core(config, 4, images=2) == cycles
+
+
+def test_noisy_fourier_core_on_icarus(tmp_path):
+    config = fourier(image=(3, 3), kernel=3, lanes=4, rounding="stochastic", dac_bits=5,
+                     adc_bits=6, read_noise=0.05)
+    params = random_params(config, 7)
+    images = np.random.default_rng(7).uniform(0, 1, (2, config.m))
+    result = simulate_core(config, params, images, simulator="icarus", out_dir=tmp_path)
+    assert result["mismatches"] == 0, result["first_mismatch"]
+    assert result["images"] == 2 and result["agreement"] == 1.0
+    ideal = model_results(ideal_of(config), params, images)
+    assert compare(ideal, model_results(config, params, images))["mismatches"] > 0
+
+
+#: The Fourier path refuses the write models with the model's message (FixedNetwork's).
+FOURIER_WRITES = (r"^the Fourier path: the DFT arrays hold a fixed table: the device's write "
+                  r"models \(states, program_noise, pulses\) do not apply; give read models "
+                  r"only \(dac_bits, adc_bits, adc_range, read_noise\)$")
+
+
 @pytest.mark.parametrize(("changes", "message"), [
-    ({"structure": "conv", "conv_path": "fourier", "kernel": 3, "adc_bits": 6},
-     r"^device models need the direct path's tiles: no Fourier path "
-     r"\(conv_path = \"direct\"\)$"),
+    ({"structure": "conv", "conv_path": "fourier", "kernel": 3, "states": 16}, FOURIER_WRITES),
+    ({"structure": "conv", "conv_path": "fourier", "kernel": 3, "program_noise": 0.01,
+      "adc_bits": 6}, FOURIER_WRITES),
+    ({"structure": "conv", "conv_path": "fourier", "kernel": 3, "pulses": 16}, FOURIER_WRITES),
     ({"pulses": 16},
      r"^the RTL core has no pulsed updates \(pulses\): its SGD step \(APPLY\) is the digital "
      r"one; train with pulses in the fixed-point model \(xbarode train --on model\)$"),
@@ -135,3 +194,13 @@ def test_simulate_takes_the_device_options(capsys, tmp_path, monkeypatch):
     assert "stop here" in err
     assert seen == {"device": DeviceModel(dac_bits=8, adc_bits=8, read_noise=0.005),
                     "images": 2}
+
+
+def test_simulate_refuses_write_models_on_the_fourier_path(capsys, tmp_path):
+    code, _, err = run(capsys, "simulate", "--set", "structure=conv", "--set",
+                       "conv_path=fourier", "--states", 16, "--images", 1, "--out", tmp_path)
+    assert code == 2
+    assert err.strip() == ("xbarode simulate: error: [device]: the Fourier path: the DFT "
+                           "arrays hold a fixed table: the device's write models (states, "
+                           "program_noise, pulses) do not apply; give read models only "
+                           "(dac_bits, adc_bits, adc_range, read_noise)")

@@ -3,8 +3,8 @@ core"): RUN, LOAD_GRAD, BACKWARD, READ_GRAD and APPLY with the DAC, the ADC and 
 on every product, BACKWARD's on gradients too, and the states and the programming noise on
 the loads and APPLY's writes, against the fixed-point model (FixedNetwork with the same
 DeviceModel and seeds, one image at a time, its generators running on from RUN into BACKWARD
-and APPLY) bit for bit, explicit and implicit Euler, on Amaranth's simulator and once on
-Verilator; the refusal of pulses; ``xbarode train --on rtl`` with the device options.
+and APPLY) bit for bit, explicit and implicit Euler, on Amaranth's simulator and once each on
+Verilator and Icarus; the refusal of pulses; ``xbarode train --on rtl`` with the device options.
 """
 
 import numpy as np
@@ -74,10 +74,11 @@ def test_training_with_device_models_matches_the_model(method, rounding, lanes, 
         assert weights_after_apply(reads) != weights_after_apply(expected)
 
 
-def test_training_with_device_models_on_verilator(tmp_path):
+@pytest.mark.parametrize("simulator", ["verilator", "icarus"])
+def test_training_with_device_models_on_the_generated_verilog(simulator, tmp_path):
     config = small(lanes=3, rounding="stochastic", **WRITES)
     result = cosim(UNITS["adjoint"], AdjointParams(config, apply_every=2), vectors=2, seed=1,
-                   simulator="verilator", out=tmp_path)
+                   simulator=simulator, out=tmp_path)
     assert result["mismatches"] == 0, result["first_mismatch"]
     assert result["compared"] > 0
 

@@ -4,7 +4,7 @@ words, the read noise and the ADC in the gradient format's geometry, one read-no
 shared with the plain products) and the write models on APPLY's writes (the states and the
 programming noise, as ``FixedTile.apply_gradient`` writes), bit for bit against
 :class:`xbarode.model.fixed_ops.FixedTile` with the same :class:`DeviceModel` and seed, on
-Amaranth's simulator and on Verilator.
+Amaranth's simulator, on Verilator and on Icarus.
 """
 
 import tempfile
@@ -239,10 +239,11 @@ def test_plain_and_gradient_products_share_one_generator_in_order():
 
 # --- the generated Verilog ------------------------------------------------------------------
 
-def test_verilator_with_read_models_on_gradients_matches_the_model():
+@pytest.mark.parametrize("simulator", ["verilator", "icarus"])
+def test_generated_verilog_with_device_models_on_gradients_matches_the_model(simulator):
     params = TileParams(rows=5, cols=6, lanes=4, width=16, frac=11, rounding="stochastic",
                         device=DeviceModel(dac_bits=6, adc_bits=7, adc_range=0.5,
                                            read_noise=0.05, states=256, program_noise=0.01),
                         device_seed=0x1234, grad_frac=12, grad_shift=1, sgd_shift=2)
-    result = check_plan(params, vectors=3, seed=5, simulator="verilator")
+    result = check_plan(params, vectors=3, seed=5, simulator=simulator)
     assert {"forward_g", "transposed_g", "accumulate", "apply"} <= set(result["cycles"])
