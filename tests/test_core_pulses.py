@@ -49,7 +49,7 @@ def sample_major(samples):
     ("euler", "stochastic", 2, {"asymmetry": 0.25, "soft_bounds": True}, 1),
     ("implicit_euler", "nearest", 3, {"asymmetry": -0.5}, 2),
     ("euler", "floor", 4, {"soft_bounds": True, "states": 64, "program_noise": 0.02,
-                           "adc_bits": 8, "read_noise": 0.05}, 3),
+                           "adc_bits": 8, "read_noise": 0.05, "lanes_c": 2}, 3),
 ])
 def test_pulsed_training_matches_the_model(method, rounding, lanes, device, seed, monkeypatch):
     """Three images, two SGD steps (two images, then one): every logit, flag and weight word
