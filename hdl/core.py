@@ -40,7 +40,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from amaranth import Module, Signal, signed
+from amaranth import Cat, Module, Signal, signed
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -65,7 +65,7 @@ from .core_parts import (
 )
 from .fourier import FourierConv
 from .interface import ControlSignature
-from .tile import CrossbarTile
+from .tile import CrossbarTile, TileOp
 
 __all__ = ["WEIGHT_KEYS", "Core", "CoreOp"]
 
@@ -125,7 +125,7 @@ def _part_parameters(config: CoreConfig, weights=None) -> dict:
     if weights is not None:
         for name, kwargs in _weight_arguments(config, weights).items():
             train.setdefault(name, {}).update(kwargs)
-    device = config.device()
+    device = _tile_device(config)
     if device is not None:
         # The model's sites (FixedNetwork): tile k's device generators at 16 + 5k (on the
         # Fourier path tile C's only: units A and B take theirs below).
@@ -133,6 +133,9 @@ def _part_parameters(config: CoreConfig, weights=None) -> dict:
             if fr is None or name == "C":
                 train.setdefault(name, {}).update(device=device, device_seed=site_seed(
                     seed, DEVICE_SITE + len(DEVICE_PURPOSES) * k))
+        if device.pulses is not None and fr is None:
+            # Tile B holds Bᵀ: its rows take relu(u) (act), its columns λ (grad).
+            train["B"]["update_formats"] = (f.act, f.grad)
     if fr is None:
         parts = {
             "A": (CrossbarTile, dict(rows=m, cols=m, input_format=f.state, output_format=f.act,
@@ -165,15 +168,27 @@ def _part_parameters(config: CoreConfig, weights=None) -> dict:
     return parts
 
 
+def _tile_device(config: CoreConfig):
+    """The tiles' device model: the ``[device]`` table's, without ``pulses`` unless the core
+    trains (they act on the SGD step only); None if every model is off."""
+    import dataclasses
+
+    device = config.device()
+    if device is not None and device.pulses is not None and not config.training:
+        device = dataclasses.replace(device, pulses=None)
+    return None if device is None or device.off else device
+
+
 def _check_device(config: CoreConfig) -> None:
     """Raise ``ValueError`` if the ``[device]`` table turns on a model the core does not
-    carry: ``pulses``, and the write models (``states``, ``program_noise``) on a convolution,
+    carry: the write models (``states``, ``program_noise``, ``pulses``) on a convolution, and
     on the Fourier path with the model's message (its DFT arrays hold a fixed table:
     :func:`~xbarode.model.fixed_ops.dft_device`) (docs/device.md, "In the RTL core"). On the
     Fourier path the read models act on units A's and B's DFT arrays and on tile C. With
-    ``training`` the read models act on every product, BACKWARD's on gradients too, and the
-    write models on APPLY's writes as on the loads. Tile B holds Bᵀ: its write draws follow
-    Bᵀ's order, and so do the model's (:class:`~xbarode.model.fixed_ops.FixedTile`'s
+    ``training`` the read models act on every product, BACKWARD's on gradients too, the write
+    models on APPLY's writes as on the loads, and ``pulses`` make APPLY the model's pulsed step
+    (:mod:`~xbarode.hdl.core_pulses`). Tile B holds Bᵀ: its write draws follow Bᵀ's order,
+    and so do the model's (:class:`~xbarode.model.fixed_ops.FixedTile`'s
     ``holds_transpose``)."""
     device = config.device()
     if device is None:
@@ -181,10 +196,6 @@ def _check_device(config: CoreConfig) -> None:
     if config.fourier() is not None:
         # The DFT arrays hold a fixed table: read models only (the model's check and message).
         dft_device(device, "the Fourier path")
-    if device.pulses is not None:
-        raise ValueError("the RTL core has no pulsed updates (pulses): its SGD step (APPLY) is "
-                         "the digital one; train with pulses in the fixed-point model (xbarode "
-                         "train --on model)")
     if device.writes and config.structure == "conv":
         raise ValueError("the device's write models (states, program_noise) need a dense "
                          "network; a convolution's tied weights would drift apart")
@@ -293,6 +304,9 @@ class Core(CheckedComponent):
     chain ``g = D ⊙ Bᵀλ`` (for explicit Euler with ``λ ← sat(λ + h·Aᵀg)``); then A and B
     accumulate ``g zᵀ`` and ``relu(u) λᵀ`` at the same time. Per step about
     ``(3 + 2·neumann_terms)·(m·C) `` cycles for ``5 + 2·neumann_terms`` products of m² MACs.
+    APPLY: the tiles' SGD steps at once; with the device's ``pulses``, first every pair kept
+    by BACKWARD through the tiles' pulsed UPDATE (:class:`~xbarode.hdl.core_adjoint.
+    AdjointController`'s latency, :mod:`~xbarode.hdl.core_pulses`).
     """
 
     @staticmethod
@@ -430,10 +444,18 @@ class Core(CheckedComponent):
                   "a_y": len(A.y_out.payload), "b_y": len(B.y_out.payload),
                   "a_x": len(A.x_side_data[0]), "b_x": len(B.x_side_data[0]),
                   "a_r": len(A.y_side_data[0]), "c_r": len(C.y_side_data[0])}
+        device = _tile_device(cfg)
+        pulses = None
+        if device is not None and device.pulses is not None:
+            widths |= {"c_s": len(C.s_in.payload), "c_x": len(C.x_side_data[0])}
+            pulses = {"batch": cfg.batch, "classes": cfg.classes,
+                      "widths": {"a": (f.grad.width, f.state.width),
+                                 "b": (f.act.width, f.grad.width),
+                                 "c": (f.grad.width, f.state.width)}}
         mod.submodules.adjoint = adj = AdjointController(
             m=cfg.m, lanes=cfg.lanes, steps=cfg.steps, method=cfg.method,
             neumann_terms=cfg.neumann_terms, state_width=f.state.width,
-            grad_width=f.grad.width, widths=widths, lanes_c=cfg.lanes_c)
+            grad_width=f.grad.width, widths=widths, lanes_c=cfg.lanes_c, pulses=pulses)
         wiring.connect(mod, adj.a_s, A.s_in)
         mod.d.comb += [adj.a_y.valid.eq(A.y_out.valid), adj.a_y.payload.eq(A.y_out.payload),
                        adj.b_y.valid.eq(B.y_out.valid), adj.b_y.payload.eq(B.y_out.payload),
@@ -449,7 +471,35 @@ class Core(CheckedComponent):
             mod.d.comb += getattr(adj, f"{name}_done").eq(tile.done)
             with mod.If(getattr(adj, f"{name}_start")):
                 mod.d.comb += [tile.op.eq(getattr(adj, f"{name}_op")), tile.start.eq(1)]
+        if pulses is not None:
+            self._join_pairs_c(mod, adj, C)
         return adj
+
+    def _join_pairs_c(self, mod, adj, C):
+        """Pulses: C's pair of each image into the adjoint controller's store (``∂L/∂logits``
+        as LOAD_GRAD writes C's ``s``, ``z_N`` as RUN writes C's ``x``), and APPLY's walk into
+        C's ``s_in`` and ``x`` side port (the forward controller's, idle then)."""
+        lanes_c = self._config.lanes_c
+        fwd = mod.submodules.forward
+        grad_in, load_s = Signal(name="grad_in"), Signal(name="grad_load")
+        mod.d.comb += load_s.eq(C.start & (C.op == TileOp.LOAD_S))
+        with mod.If(load_s):
+            mod.d.sync += grad_in.eq(1)
+        with mod.Elif(C.done):
+            mod.d.sync += grad_in.eq(0)
+        mod.d.comb += [adj.c_cap_s_restart.eq(load_s),
+                       adj.c_cap_s_valid.eq(grad_in & C.i.valid & C.i.ready),
+                       adj.c_cap_s_data.eq(C.i.payload),
+                       adj.c_cap_x_addr.eq(fwd.c_x_addr),
+                       adj.c_cap_x_en.eq(Cat(*(fwd.c_x_en[t] for t in range(lanes_c)))),
+                       C.s_in.valid.eq(adj.c_s.valid), C.s_in.payload.eq(adj.c_s.payload),
+                       C.s_restart.eq(adj.c_s_restart)]
+        mod.d.comb += [adj.c_cap_x_data[t].eq(fwd.c_x_data[t]) for t in range(lanes_c)]
+        with mod.If(adj.c_x_en.any()):
+            mod.d.comb += C.x_side_addr.eq(adj.c_x_addr)
+        for t in range(lanes_c):
+            with mod.If(adj.c_x_en[t]):
+                mod.d.comb += [C.x_side_data[t].eq(adj.c_x_data[t]), C.x_side_en[t].eq(1)]
 
     def elaborate(self, platform):
         mod = Module()

@@ -8,6 +8,11 @@ its gradient; per step, from the last: A's forward product of the step's state r
 gradients streaming into A's transposed one) and ``λ ← μ``; the chain ``g = D ⊙ Bᵀλ`` (for
 explicit Euler with ``λ ← sat(λ + h·Aᵀg)``); then A and B accumulate ``g zᵀ`` and
 ``relu(u) λᵀ`` at the same time.
+
+With pulsed updates (``pulses``), BACKWARD also keeps every step's pair of A and of B, and
+the core each image's pair of C, in :class:`~xbarode.hdl.core_pulses.PairStore` s; APPLY walks
+them through the tiles' pulsed UPDATE in the model's order, then steps C's bias (the tiles'
+APPLY, which with pulses applies no weight gradient).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from amaranth.lib.wiring import In, Out
 
 from .checked import CheckedComponent
 from .core_parts import check_int
+from .core_pulses import PairStore
 from .rounding import narrow
 from .tile import TileOp
 
@@ -47,7 +53,12 @@ class AdjointController(CheckedComponent):
         Widths of the state words (trajectory) and of the gradient words (λ).
     widths : dict of int
         The tiles' port widths: ``a_s``, ``b_s`` (``s_in``), ``a_y``, ``b_y`` (``y_out``),
-        ``a_x``, ``b_x`` (``x_side_data``), ``a_r``, ``c_r`` (``y_side_data``).
+        ``a_x``, ``b_x`` (``x_side_data``), ``a_r``, ``c_r`` (``y_side_data``); with
+        ``pulses`` also ``c_s`` and ``c_x`` (C's ``s_in`` and ``x_side_data``).
+    pulses : dict, optional
+        Pulsed updates: ``batch`` (images per APPLY), ``classes`` and ``widths``, the stored
+        words' widths ``(s, x)`` of each tile's update (``"a"``: grad, state; ``"b"``: act,
+        grad; ``"c"``: grad, state). Adds the pair stores and C's ports below.
 
     Attributes
     ----------
@@ -84,19 +95,26 @@ class AdjointController(CheckedComponent):
         The trajectory banks' read address and words.
     saturated : Out(1)
         A saturating addition saturated in this cycle.
+    c_s, c_s_restart, c_x_addr, c_x_data, c_x_en : Out
+        (``pulses``) C's ``s_in``, ``s_restart`` and ``x_side_*`` (APPLY's walk).
+    c_cap_s_valid, c_cap_s_data, c_cap_s_restart, c_cap_x_addr, c_cap_x_data, c_cap_x_en : In
+        (``pulses``) The words the core writes into C's ``s`` (LOAD_GRAD; the restart at its
+        start) and ``x`` (RUN's copy of ``z_N``): the image's pair of C.
 
     Notes
     -----
     Latency of BACKWARD: C's transposed product, then per step about
     ``(3 + 2·neumann_terms)·(m·C)`` cycles (``C = ceil(m/lanes)``) for ``5 + 2·neumann_terms``
     products of m² MACs; ``done`` once C's gradient accumulation has ended too. APPLY: the
-    tiles' SGD steps, ``done`` with the last tile's ``done``.
+    tiles' SGD steps, ``done`` with the last tile's ``done``. With ``pulses``, APPLY first walks
+    the three pair stores at once (:class:`~xbarode.hdl.core_pulses.PairStore`'s latency),
+    then the tiles' APPLY: ``1 + max(walks) + `` the slowest tile's APPLY.
     """
 
     @staticmethod
     def check_parameters(*, m: int, lanes: int, steps: int, method: str, neumann_terms: int,
                          state_width: int, grad_width: int, widths: dict,
-                         lanes_c: int | None = None) -> None:
+                         lanes_c: int | None = None, pulses: dict | None = None) -> None:
         """The constructor's checks (:class:`~xbarode.hdl.checked.CheckedComponent`)."""
         lanes_c = lanes if lanes_c is None else lanes_c
         check_int("lanes_c", lanes_c, 1)
@@ -108,7 +126,8 @@ class AdjointController(CheckedComponent):
         check_int("neumann_terms", neumann_terms, 0)
         if method not in ("euler", "implicit_euler"):
             raise ValueError(f"method must be 'euler' or 'implicit_euler', not {method!r}")
-        keys = ("a_s", "b_s", "a_y", "b_y", "a_x", "b_x", "a_r", "c_r")
+        keys = ("a_s", "b_s", "a_y", "b_y", "a_x", "b_x", "a_r", "c_r") + (
+            ("c_s", "c_x") if pulses is not None else ())
         if not isinstance(widths, dict) or sorted(widths) != sorted(keys):
             raise ValueError(f"widths must give {list(keys)}")
         for name in keys:
@@ -116,14 +135,24 @@ class AdjointController(CheckedComponent):
 
     def __init__(self, *, m: int, lanes: int, steps: int, method: str, neumann_terms: int,
                  state_width: int, grad_width: int, widths: dict,
-                 lanes_c: int | None = None):
+                 lanes_c: int | None = None, pulses: dict | None = None):
         lanes_c = lanes if lanes_c is None else lanes_c
         chunks = -(-m // lanes)
+        side = {}
         self._m, self._lanes, self._steps, self._chunks = m, lanes, steps, chunks
         self._lanes_c, self._chunks_c = lanes_c, -(-m // lanes_c)
         self._method, self._neumann_terms, self._gw = method, neumann_terms, grad_width
+        self._pulses, self._widths = pulses, widths
         w = widths
-        side = {}
+        if pulses is not None:
+            chunks_c = self._chunks_c
+            side |= {"c_s": Out(stream.Signature(signed(w["c_s"]), always_ready=True)),
+                     "c_s_restart": Out(1), "c_x_addr": Out(range(max(chunks_c, 2))),
+                     "c_x_data": Out(signed(w["c_x"])).array(lanes_c), "c_x_en": Out(lanes_c),
+                     "c_cap_s_valid": In(1), "c_cap_s_data": In(signed(w["c_s"])),
+                     "c_cap_s_restart": In(1), "c_cap_x_addr": In(range(max(chunks_c, 2))),
+                     "c_cap_x_data": In(signed(w["c_x"])).array(lanes_c),
+                     "c_cap_x_en": In(lanes_c)}
         for t in ("a", "b"):
             side |= {f"{t}_s_restart": Out(1),
                      f"{t}_s": Out(stream.Signature(signed(w[f"{t}_s"]), always_ready=True)),
@@ -193,6 +222,7 @@ class AdjointController(CheckedComponent):
         # The backward chain runs A's transposed product (else A only stores the words).
         mod.d.comb += r["a_runs"].eq((self._method == "euler")
                                      | (r["bphase"] == AdjointPhase.NEU))
+        stores = self._pair_stores(mod) if self._pulses is not None else None
         with mod.FSM():
             with mod.State("IDLE"):
                 with mod.If(self.backward):
@@ -202,16 +232,85 @@ class AdjointController(CheckedComponent):
                     mod.d.sync += [r["n"].eq(steps), r["traj_base"].eq(last * chunks)]
                     mod.next = "LAMBDA_WAIT"
                 with mod.Elif(self.apply):
-                    for tile in "abc":
-                        self._start(mod, tile, TileOp.APPLY)
                     mod.d.sync += r["tiles_done"].eq(0)
-                    mod.next = "APPLY"
+                    if stores is None:
+                        for tile in "abc":
+                            self._start(mod, tile, TileOp.APPLY)
+                        mod.next = "APPLY"
+                    else:
+                        mod.d.comb += [store.start.eq(1) for store in stores.values()]
+                        mod.next = "PULSES"
             self._lambda(mod, r)
             self._step(mod, r)
             self._chain(mod, r)
             self._combine(mod, r)
             self._accumulate(mod, r)
+            if stores is not None:
+                self._pulsed_apply(mod, r, stores)
         return mod
+
+    def _pair_stores(self, mod):
+        """The pair stores of A, B and C (:class:`~xbarode.hdl.core_pulses.PairStore`), their
+        captures joined: A's and B's from this controller's own writes into the tiles' ``s``
+        and ``x`` while BACKWARD runs (a slot per step), C's from the core's (a slot per
+        image). Returns ``{"a": …, "b": …, "c": …}``."""
+        p, w, m = self._pulses, self._widths, self._m
+        shapes = {"a": (m, self._lanes, self._steps), "b": (m, self._lanes, self._steps),
+                  "c": (p["classes"], self._lanes_c, 1)}
+        stores = {}
+        self._advance_ab, self._advance_c = Signal(name="pairs_next"), Signal(name="image_next")
+        for t, (rows, lanes, stride) in shapes.items():
+            s_width, x_width = p["widths"][t]
+            mod.submodules[f"pairs_{t}"] = stores[t] = PairStore(
+                rows=rows, cols=m, lanes=lanes, slots=p["batch"] * stride, stride=stride,
+                s_width=s_width, x_width=x_width, s_port=w[f"{t}_s"], x_port=w[f"{t}_x"])
+            mod.d.comb += stores[t].advance.eq(self._advance_c if t == "c" else self._advance_ab)
+        for t in "ab":
+            store = stores[t]
+            s_in = getattr(self, f"{t}_s")
+            # A tile's s counts from 0 after s_restart and after every start.
+            mod.d.comb += [store.cap_s_valid.eq(s_in.valid), store.cap_s_data.eq(s_in.payload),
+                           store.cap_s_restart.eq(getattr(self, f"{t}_s_restart")
+                                                  | getattr(self, f"{t}_start")),
+                           store.cap_x_addr.eq(getattr(self, f"{t}_x_addr")),
+                           store.cap_x_en.eq(getattr(self, f"{t}_x_en"))]
+            mod.d.comb += [store.cap_x_data[k].eq(getattr(self, f"{t}_x_data")[k])
+                           for k in range(self._lanes)]
+        c = stores["c"]
+        mod.d.comb += [c.cap_s_valid.eq(self.c_cap_s_valid), c.cap_s_data.eq(self.c_cap_s_data),
+                       c.cap_s_restart.eq(self.c_cap_s_restart),
+                       c.cap_x_addr.eq(self.c_cap_x_addr), c.cap_x_en.eq(self.c_cap_x_en)]
+        mod.d.comb += [c.cap_x_data[k].eq(self.c_cap_x_data[k]) for k in range(self._lanes_c)]
+        return stores
+
+    def _pulsed_apply(self, mod, r, stores):
+        """APPLY with pulses: the three walks at once (each tile's pairs through its pulsed
+        UPDATE), then the tiles' APPLY (C's bias; A's and B's gradient sums cleared)."""
+        tiles_done = r["tiles_done"]
+        with mod.State("PULSES"):
+            for t, store in stores.items():
+                ports = [(store.s_valid, getattr(self, f"{t}_s").valid),
+                         (store.s_data, getattr(self, f"{t}_s").payload),
+                         (store.s_restart, getattr(self, f"{t}_s_restart")),
+                         (store.x_addr, getattr(self, f"{t}_x_addr")),
+                         (store.x_en, getattr(self, f"{t}_x_en"))]
+                lanes = self._lanes_c if t == "c" else self._lanes
+                ports += [(store.x_data[k], getattr(self, f"{t}_x_data")[k])
+                          for k in range(lanes)]
+                mod.d.comb += [port.eq(value) for value, port in ports]
+                mod.d.comb += store.t_done.eq(getattr(self, f"{t}_done"))
+                with mod.If(store.t_start):
+                    self._start(mod, t, TileOp.UPDATE)
+            done_now = tiles_done | Cat(*(store.done for store in stores.values()))
+            mod.d.sync += tiles_done.eq(done_now)
+            with mod.If(done_now.all()):
+                mod.d.sync += tiles_done.eq(0)
+                mod.next = "PULSES_APPLY"
+        with mod.State("PULSES_APPLY"):
+            for tile in "abc":
+                self._start(mod, tile, TileOp.APPLY)
+            mod.d.comb += [store.clear.eq(1) for store in stores.values()]
+            mod.next = "APPLY"
 
     def _lambda(self, mod, r):
         """λ = Cᵀ ∂L/∂logits, then into the λ banks (from C's result, a chunk of C per cycle:
@@ -344,6 +443,8 @@ class AdjointController(CheckedComponent):
         with mod.State("ACCUMULATE_START"):
             self._start(mod, "a", TileOp.ACCUMULATE)
             self._start(mod, "b", TileOp.ACCUMULATE)
+            if self._pulses is not None:   # the step's pairs are complete
+                mod.d.comb += self._advance_ab.eq(1)
             mod.d.sync += tiles_done.eq(0)
             mod.next = "ACCUMULATE"
         with mod.State("ACCUMULATE"):
@@ -355,6 +456,8 @@ class AdjointController(CheckedComponent):
         with mod.State("FINISH"):
             with mod.If(~self.c_busy):
                 mod.d.comb += self.done.eq(1)
+                if self._pulses is not None:   # the image's pair of C is complete
+                    mod.d.comb += self._advance_c.eq(1)
                 mod.next = "IDLE"
         # One SGD step in all three tiles at once (each with its own LFSR).
         with mod.State("APPLY"):

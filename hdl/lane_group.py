@@ -135,12 +135,14 @@ class LaneGroup(CheckedComponent):
     pulses : PulseGeometry, optional
         UPDATE is a pulsed update (:class:`~xbarode.hdl.pulses.PulseGeometry`): each lane
         counts the coincidences ``c = popcount(row_fires & col_fires[j])`` (stage 3), takes
-        the step of one coincidence in the direction ``sign(s)·sign(x)`` at its old weight
+        the step of one coincidence in the direction ``sign(s)·sign(x)`` (``−sign(s)·sign(x)``
+        with the geometry's ``descent``) at its old weight
         (a constant with hard bounds, ``c·step`` at stage 4; with soft bounds the
         asymmetry's factor times the weight's distance to the bound at stage 4, times ``c``
         at stage 5), and writes ``sat(w ± c·step)`` (stage 6, as the digital step's sum; a
         saturation raises ``overflow``). No narrowing of ``s·x``, no write models. Not with
-        ``acc_width``, ``states`` or ``program_noise_width``.
+        ``tied``, ``states`` or ``program_noise_width``. With ``acc_width`` (a training
+        tile's) APPLY writes no weight (it clears ``G``): UPDATE is the weights' step.
 
     Attributes
     ----------
@@ -228,10 +230,10 @@ class LaneGroup(CheckedComponent):
         if pulses is not None and not isinstance(pulses, PulseGeometry):
             raise TypeError(f"pulses must be a PulseGeometry or None, not "
                             f"{type(pulses).__name__}")
-        if pulses is not None and (acc_width is not None or not writable or states is not None
-                                   or program_noise_width):
+        if pulses is not None and (not writable or states is not None or program_noise_width
+                                   or tied):
             raise ValueError("a pulsed update (pulses) is built for UPDATE alone: not with "
-                             "acc_width, states or program_noise_width, and not read-only")
+                             "tied, states or program_noise_width, and not read-only")
         if (grad_dac is not None or grad_adc is not None) and grad is None:
             raise ValueError("grad_dac and grad_adc are the read models of products on "
                              "gradients: they need grad")
@@ -658,6 +660,9 @@ class LaneGroup(CheckedComponent):
         move_shape = unsigned(max((largest * bl).bit_length(), 1))
         hard_up, hard_down = geo.steps(ww)
         u_write = copy("u_write")
+        if self.training:
+            # u_write is UPDATE's and APPLY's: APPLY only clears G here.
+            u_write = u_write & ~copy("apply")
         u3_sat = Signal(count, name="u3_sat")
         m.d.sync += u3_sat.eq(0)
         for j, k in enumerate(lanes):
@@ -666,7 +671,8 @@ class LaneGroup(CheckedComponent):
             hits = Signal(range(bl + 1), name=f"hits{k}")
             up3 = Signal(name=f"up3_{k}")
             both = rf_q & cf_q[j]
-            m.d.sync += [hits.eq(popcount(both)), up3.eq(s_q[-1] == x_q[j][-1])]
+            same = s_q[-1] == x_q[j][-1]
+            m.d.sync += [hits.eq(popcount(both)), up3.eq(~same if geo.descent else same)]
             # Stage 4: with hard bounds the move c·step (a constant's multiple), with soft
             # bounds the step of one coincidence at the old weight (a constant times the
             # distance to the bound, b_up = 2^(W−1) − w or b_down = w + 2^(W−1)).
@@ -679,7 +685,7 @@ class LaneGroup(CheckedComponent):
                 # table in front of the multiplier); 2^exponent is a shift.
                 bound = Signal(unsigned(ww + 1), name=f"pbound{k}")
                 factor = Signal(range(max(geo.up, geo.down) + 1), name=f"pfactor{k}")
-                up2 = s_q[-1] == x_q[j][-1]
+                up2 = (s_q[-1] != x_q[j][-1]) if geo.descent else (s_q[-1] == x_q[j][-1])
                 m.d.sync += [bound.eq(Mux(up2, half - w_q[j], w_q[j] + half)),
                              factor.eq(Mux(up2, geo.up, geo.down))]
                 mag = Signal(step_shape, name=f"pstep{k}")

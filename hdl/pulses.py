@@ -86,7 +86,11 @@ class PulseTrains(CheckedComponent):
         The tile's shape and lanes (``1 <= lanes <= cols``); column ``j`` is lane
         ``j mod lanes`` of chunk ``j // lanes``, as in the tile's ``x`` banks.
     width : int
-        Width of the words of ``s`` and ``x`` (``>= 2``).
+        Width of the words of ``s`` and ``x`` (``>= 2``): their format's width, over which a
+        word's magnitude is full scale.
+    x_width : int, optional
+        Width of the words of ``x`` when it differs from that of ``s`` (``width``): a training
+        tile's pulsed SGD step takes a gradient on one side and an operand on the other.
     pulses : int
         Slots per train, ``BL``: a power of two from 1 to
         :data:`~xbarode.model.device.MAX_PULSES`.
@@ -134,10 +138,12 @@ class PulseTrains(CheckedComponent):
 
     @staticmethod
     def check_parameters(*, rows: int, cols: int, lanes: int, width: int, pulses: int,
-                         row_seed: int, col_seed: int) -> None:
+                         row_seed: int, col_seed: int, x_width: int | None = None) -> None:
         """The constructor's checks (:class:`~xbarode.hdl.checked.CheckedComponent`)."""
+        x_width = width if x_width is None else x_width
         for name, value, low in (("rows", rows, 1), ("cols", cols, 1), ("lanes", lanes, 1),
-                                 ("width", width, 2), ("pulses", pulses, 1)):
+                                 ("width", width, 2), ("x_width", x_width, 2),
+                                 ("pulses", pulses, 1)):
             if isinstance(value, bool) or not isinstance(value, int):
                 raise TypeError(f"{name} must be an integer, not {type(value).__name__}")
             if value < low:
@@ -151,16 +157,18 @@ class PulseTrains(CheckedComponent):
         Lfsr(col_seed)
 
     def __init__(self, *, rows: int, cols: int, lanes: int, width: int, pulses: int,
-                 row_seed: int, col_seed: int):
+                 row_seed: int, col_seed: int, x_width: int | None = None):
         self._rows, self._cols, self._lanes = rows, cols, lanes
         self._width, self._pulses = width, pulses
+        self._x_width = width if x_width is None else x_width
         self._row_seed, self._col_seed = row_seed, col_seed
         chunks = -(-cols // lanes)
         self._chunks = chunks
         super().__init__({
             "start": In(1), "busy": Out(1), "done": Out(1),
             "s_addr": Out(range(max(rows, 2))), "s": In(signed(width)),
-            "x_addr": Out(range(max(chunks, 2))), "x": In(signed(width)).array(lanes),
+            "x_addr": Out(range(max(chunks, 2))),
+            "x": In(signed(self._x_width)).array(lanes),
             "row": In(range(max(rows, 2))), "row_fires": Out(unsigned(pulses)),
             "chunk": In(range(max(chunks, 2))),
             "col_fires": Out(unsigned(pulses)).array(lanes),
@@ -180,7 +188,9 @@ class PulseTrains(CheckedComponent):
         m = Module()
         rows, cols, lanes, chunks = self._rows, self._cols, self._lanes, self._chunks
         words = max(rows, cols)
+        xw = self._x_width
         bits = min(max(self._width - 1, 1), 32)
+        x_bits = min(max(xw - 1, 1), 32)
         # The word counter t: row t and column t (lane, chunk) are read in cycle t + 1 after
         # start, their magnitudes registered in cycle t + 2 and their trains made and written
         # in cycle t + 3; cycles words + 1 and words + 2 only finish the last ones.
@@ -209,17 +219,17 @@ class PulseTrains(CheckedComponent):
         lane_read, chunk_read = Signal.like(lane, name="lane_read"), Signal.like(chunk)
         m.d.sync += [row_read.eq(running & (t < rows)), col_read.eq(running & (t < cols)),
                      row_read_at.eq(self.s_addr), lane_read.eq(lane), chunk_read.eq(chunk)]
-        x_word = Signal(signed(self._width), name="x_word")
+        x_word = Signal(signed(xw), name="x_word")
         m.d.comb += x_word.eq(self.x[0])
         for k in range(1, lanes):
             with m.If(lane_read == k):
                 m.d.comb += x_word.eq(self.x[k])
-        s_mag, x_mag = (Signal(self._width, name=name) for name in ("s_mag", "x_mag"))
+        s_mag, x_mag = Signal(self._width, name="s_mag"), Signal(xw, name="x_mag")
         row_valid, col_valid = Signal(name="row_valid"), Signal(name="col_valid")
         row_at = Signal.like(row_read_at, name="row_at")
         lane_at, chunk_at = Signal.like(lane, name="lane_at"), Signal.like(chunk, name="chunk_at")
         m.d.sync += [s_mag.eq(magnitude(self.s, self._width)),
-                     x_mag.eq(magnitude(x_word, self._width)),
+                     x_mag.eq(magnitude(x_word, xw)),
                      row_valid.eq(row_read), col_valid.eq(col_read), row_at.eq(row_read_at),
                      lane_at.eq(lane_read), chunk_at.eq(chunk_read)]
         # The draws from registers (LfsrBank's registered): a compare's path starts at one.
@@ -227,11 +237,11 @@ class PulseTrains(CheckedComponent):
             draws=self._pulses, bits=bits, steps={self._pulses}, seed=self._row_seed,
             registered=True)
         m.submodules.col_draws = col_bank = LfsrBank(
-            draws=self._pulses, bits=bits, steps={self._pulses}, seed=self._col_seed,
+            draws=self._pulses, bits=x_bits, steps={self._pulses}, seed=self._col_seed,
             registered=True)
         m.d.comb += [row_bank.advance.eq(row_valid), col_bank.advance.eq(col_valid)]
         row_train = fires_below(s_mag, list(row_bank.draw), self._width)
-        col_train = fires_below(x_mag, list(col_bank.draw), self._width)
+        col_train = fires_below(x_mag, list(col_bank.draw), xw)
         # The trains: R in one memory (a word per row), C in one bank per lane (a word per
         # chunk), read by the walk at the tile's row and chunk.
         m.submodules.row_trains = r_mem = Memory(shape=unsigned(self._pulses), depth=rows,
@@ -270,6 +280,9 @@ class PulseGeometry:
         ``16 + W − 1``.
     soft_bounds : bool
         The steps scale with the weight's distance to the bound.
+    descent : bool
+        The step's direction: ``−sign(s)·sign(x)`` (the SGD step ``W − s xᵀ``, a training
+        tile's, δ = s), else ``sign(s)·sign(x)`` (UPDATE's ``W + s xᵀ``, δ = −s).
     """
 
     pulses: int
@@ -278,6 +291,7 @@ class PulseGeometry:
     down: int
     shift: int
     soft_bounds: bool
+    descent: bool = False
 
     def scale(self, value):
         """``floor(value · 2^exponent / 2^shift)`` (an int or a Value): one shift, since
@@ -299,20 +313,23 @@ class PulseGeometry:
 
 
 def pulse_geometry(device: DeviceModel, weight_format: Format, input_format: Format,
-                   eta_shift: int) -> PulseGeometry:
-    """The pulsed update of a tile whose UPDATE takes ``s`` and ``x`` in ``input_format``
-    with the learning rate ``2^-eta_shift``: the model's :func:`~xbarode.model.device.
-    pulse_step` (its errors: a step below one LSB, or too large) and
-    :func:`~xbarode.model.device.pulse_steps`' integers.
+                   eta_shift: int, *, x_format: Format | None = None,
+                   descent: bool = False) -> PulseGeometry:
+    """The pulsed update of a tile whose UPDATE takes ``s`` in ``input_format`` and ``x`` in
+    ``x_format`` (default ``input_format``) with the learning rate ``2^-eta_shift``: the
+    model's :func:`~xbarode.model.device.pulse_step` (its errors: a step below one LSB, or too
+    large) and :func:`~xbarode.model.device.pulse_steps`' integers; ``descent`` as
+    :class:`PulseGeometry`'s.
 
     Raises
     ------
     ValueError
         As :func:`~xbarode.model.device.pulse_step`.
     """
-    step = pulse_step(weight_format, input_format, input_format, eta_shift, device.pulses)
+    x_format = input_format if x_format is None else x_format
+    step = pulse_step(weight_format, input_format, x_format, eta_shift, device.pulses)
     a = math.floor(device.asymmetry * 2**ASYMMETRY_FRAC + 0.5)
     return PulseGeometry(pulses=device.pulses, exponent=step.bit_length() - 1,
                          up=(1 << ASYMMETRY_FRAC) + a, down=(1 << ASYMMETRY_FRAC) - a,
                          shift=ASYMMETRY_FRAC + weight_format.width - 1,
-                         soft_bounds=device.soft_bounds)
+                         soft_bounds=device.soft_bounds, descent=descent)

@@ -154,12 +154,17 @@ class CrossbarTile(CheckedComponent):
         UPDATE to the next (:class:`~xbarode.hdl.pulses.PulseTrains` makes the trains, the
         lanes count the coincidences and step each weight, a saturation raising
         ``overflow``); the states and the programming noise then apply at LOAD_W only, as
-        in the model. None, or every model off: the ideal tile, the same hardware as
-        without. Refused: the write models or ``pulses`` with initial ``weights`` or without
-        ``writable``, ``pulses`` with ``side_ports``, a pulse step below one weight LSB (the
-        model's :func:`~xbarode.model.device.pulse_step`), ``pulses`` with ``grad_format``
-        (APPLY is the digital step; its writes pass the write models as UPDATE's do, as
-        ``FixedTile.apply_gradient`` writes), and the write models with ``taps``. With
+        in the model. With ``grad_format`` (a core's training tile) UPDATE is the pulsed SGD
+        step instead, δ = s: ``FixedTile.pulsed_update(s, s_format, x, x_format,
+        shift=sgd_shift)`` for one sample (``update_formats``), and APPLY steps only the bias
+        (digitally, with ``bias``; the weights' gradient sums are cleared, not applied, and
+        draw nothing), as the model's pulsed step (``FixedNetwork.sgd_step``). Without
+        pulses, APPLY's writes pass the write models as UPDATE's do, as
+        ``FixedTile.apply_gradient`` writes. None, or every model off: the ideal tile, the
+        same hardware as without. Refused: the write models or ``pulses`` with initial
+        ``weights`` or without ``writable``, a pulse step below one weight LSB (the model's
+        :func:`~xbarode.model.device.pulse_step`), and the write models (``pulses`` too)
+        with ``taps``. With
         ``side_ports`` the models apply alike to a core's paths: ``y_out`` streams FORWARD's
         words as the ADC gives them, the words ``s_in`` and ``x_side_data`` write pass the DAC
         when a product reads them, and ``y_side_data`` reads TRANSPOSED's words. The read and
@@ -171,6 +176,11 @@ class CrossbarTile(CheckedComponent):
         stochastic rounding (2) one draw per weight written, in row-major order, the row
         pulses (3) and the column pulses (4) ``BL`` draws per word of ``s`` and of ``x`` at
         each UPDATE, in word order.
+    update_formats : tuple of Format, optional
+        With ``grad_format`` and ``pulses``: the formats ``(s, x)`` of UPDATE's pulsed SGD
+        step (their widths set the trains' full scale, their fractions the step); default
+        ``(grad_format, input_format)`` (the gradient on the rows); a tile holding ``Bᵀ``
+        takes ``(input_format, grad_format)``.
 
     Attributes
     ----------
@@ -254,7 +264,7 @@ class CrossbarTile(CheckedComponent):
                          grad_format: Format | None = None, grad_shift: int = 0,
                          sgd_shift: int = 0, taps=None, read_chain: bool = False,
                          writable: bool = True, device: DeviceModel | None = None,
-                         device_seed: int = DEVICE_SEED) -> None:
+                         device_seed: int = DEVICE_SEED, update_formats=None) -> None:
         """The constructor's checks, run before a tile is made (the same arguments;
         :class:`~xbarode.hdl.checked.CheckedComponent`), and by a parent or a plan to check
         a tile's parameters without building one.
@@ -308,8 +318,29 @@ class CrossbarTile(CheckedComponent):
         CrossbarTile._check_device(device, device_seed, input_format, output_format,
                                    grad_format, side_ports, weights is not None or not writable,
                                    taps)
-        if device is not None and device.pulses is not None:
-            pulse_geometry(device, weight_format, input_format, eta_shift)
+        CrossbarTile._pulses(device, weight_format, input_format, eta_shift, grad_format,
+                             sgd_shift, update_formats)
+
+    @staticmethod
+    def _pulses(device, weight_format, input_format, eta_shift, grad_format, sgd_shift,
+                update_formats):
+        """UPDATE's :class:`~xbarode.hdl.pulses.PulseGeometry` (None without ``pulses``): the
+        tile's ``s`` and ``x`` in ``input_format`` at ``eta_shift``, or a training tile's SGD
+        step (``descent``) on ``update_formats`` at ``sgd_shift``."""
+        if update_formats is not None:
+            if grad_format is None or device is None or device.pulses is None:
+                raise ValueError("update_formats are the formats of a training tile's pulsed "
+                                 "SGD step: they need grad_format and a device with pulses")
+            if not (isinstance(update_formats, tuple) and len(update_formats) == 2
+                    and all(isinstance(f, Format) for f in update_formats)):
+                raise TypeError("update_formats must be a tuple of two Formats (s, x)")
+        if device is None or device.off or device.pulses is None:
+            return None
+        if grad_format is None:
+            return pulse_geometry(device, weight_format, input_format, eta_shift)
+        s_format, x_format = update_formats or (grad_format, input_format)
+        return pulse_geometry(device, weight_format, s_format, sgd_shift, x_format=x_format,
+                              descent=True)
 
     @staticmethod
     def _check_initial(weights, bias_words, bias, rows, cols, weight_format) -> None:
@@ -342,16 +373,13 @@ class CrossbarTile(CheckedComponent):
         Lfsr(device_seed)   # a non-zero 32-bit integer, with the model's message
         if device is None or device.off:
             return
-        if device.pulses is not None and (side_ports or fixed_weights):
-            raise ValueError("the RTL tile's pulsed updates (pulses) are built for a tile "
-                             "alone: no side_ports, no initial weights, and a writable tile")
+        if device.pulses is not None and fixed_weights:
+            raise ValueError("the RTL tile's pulsed updates (pulses) write the weights: give "
+                             "no initial weights, and a writable tile")
         if device.writes and fixed_weights:
             raise ValueError("the device's write models (states, program_noise) program the "
                              "words LOAD_W and UPDATE write: give no initial weights, and a "
                              "writable tile")
-        if grad_format is not None and device.pulses is not None:
-            raise ValueError("the RTL tile's pulsed updates (pulses) are not built for the "
-                             "training operations (grad_format): APPLY is the digital step")
         if device.writes and taps is not None:
             raise ValueError("the device's write models (states, program_noise) need a dense "
                              "tile; a convolution tile's tied weights (taps) would drift apart")
@@ -366,7 +394,8 @@ class CrossbarTile(CheckedComponent):
                  side_ports: bool = False, grad_format: Format | None = None,
                  grad_shift: int = 0, sgd_shift: int = 0, taps=None, read_chain: bool = False,
                  writable: bool = True,
-                 device: DeviceModel | None = None, device_seed: int = DEVICE_SEED):
+                 device: DeviceModel | None = None, device_seed: int = DEVICE_SEED,
+                 update_formats=None):
         self._device = None if device is None or device.off else device
         self._device_seed = device_seed
         # As int64 arrays (their values checked in check_parameters).
@@ -395,10 +424,11 @@ class CrossbarTile(CheckedComponent):
             if (self._device.states is not None or self._device.program_noise > 0) \
                     and writable:
                 self._writes = write_geometry(self._device, weight_format)
-        self._pulse_geometry = None
-        if self._device is not None and self._device.pulses is not None:
-            self._pulse_geometry = pulse_geometry(self._device, weight_format, input_format,
-                                                  eta_shift)
+        self._pulse_geometry = self._pulses(self._device, weight_format, input_format,
+                                            eta_shift, grad_format, sgd_shift, update_formats)
+        self._update_formats = None
+        if self._pulse_geometry is not None and grad_format is not None:
+            self._update_formats = update_formats or (grad_format, input_format)
         # Gradient words share the operand and result memories with the inference words.
         in_w = operand.width
         out_w = max(output_format.width, grad_format.width if grad_format else 0)
@@ -691,8 +721,12 @@ class CrossbarTile(CheckedComponent):
         ``x``. None without pulses."""
         if self._pulse_geometry is None:
             return None
+        # A training tile's s and x: the words of its update formats (sign-extended in the
+        # memories, which are as wide as the wider of the operand and gradient words).
+        widths = {"width": self._in_w} if self._update_formats is None else {
+            "width": self._update_formats[0].width, "x_width": self._update_formats[1].width}
         m.submodules.pulses = pulses = PulseTrains(
-            rows=self._rows, cols=self._cols, lanes=self._lanes, width=self._in_w,
+            rows=self._rows, cols=self._cols, lanes=self._lanes, **widths,
             pulses=self._pulse_geometry.pulses, row_seed=site_seed(self._device_seed, 3),
             col_seed=site_seed(self._device_seed, 4))
         m.d.comb += [pulses.s.eq(mem.s_rd.data), pulses.row.eq(seq.row),
@@ -878,7 +912,7 @@ class CrossbarTile(CheckedComponent):
         if self._pulse_geometry is None:   # a pulsed update rounds nothing
             with m.If(seq.is_upd & st.s4):
                 update_draws(self.update_shift)
-        if self._gf is not None:
+        if self._gf is not None and self._pulse_geometry is None:   # pulses: G is not applied
             with m.If(seq.is_apply & st.s4):
                 update_draws(self.apply_shift)
 

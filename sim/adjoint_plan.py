@@ -12,7 +12,8 @@ loads ``∂L/∂logits``, runs BACKWARD and reads every gradient sum and ``∂L/
 
 The fixed-point model (:class:`~xbarode.model.fixed_net.FixedNetwork`, one image at a time,
 its LFSRs running on as the hardware's do) answers the same plan: ``forward``,
-``loss_gradient``, ``backward``, the sums over the images since the last step, ``sgd_step``.
+``loss_gradient``, ``backward``, the sums over the images since the last step, ``sgd_step``
+(with pulses, on the images' pairs in the order ``backward`` lists a batch's).
 """
 
 from __future__ import annotations
@@ -125,13 +126,15 @@ def make_plan(config: CoreConfig, params: dict, images: np.ndarray, labels, *,
             "read_grads": bool(read_grads), "grad_words": gradient_words(config),
             "weight_words": weight_words(config),
             "limits": operation_limits(config, ("RUN", "BACKWARD", "APPLY"))}
-    expected, sums = [], None
+    expected, sums, samples = [], None, []
     for index, (x, label) in enumerate(zip(images, labels, strict=True)):
         before = hardware_counts(net.overflow)
         logits, trajectory, _ = net.forward(x[None])
         grad_logits = net.loss_gradient(logits, np.array([label]))
         grads = net.backward(trajectory, grad_logits)
         sums = {k: grads[k] if sums is None else sums[k] + grads[k] for k in "ABCd"}
+        if "samples" in grads:   # pulses: each image's pairs, for the step's order
+            samples.append(grads["samples"])
         words = (sums["A"].ravel().tolist() + sums["B"].T.ravel().tolist()
                  + sums["C"].ravel().tolist() + sums["d"].tolist() + grads["z0"][0].tolist())
         entry = {"kind": "image", "logits": logits[0].tolist(),
@@ -144,8 +147,10 @@ def make_plan(config: CoreConfig, params: dict, images: np.ndarray, labels, *,
                                "grad_logits": grad_logits[0].tolist()})
         if (index + 1) % apply_every == 0 or index == len(images) - 1:
             before = hardware_counts(net.overflow)
+            if samples:
+                sums["samples"] = _batch_samples(samples)
             net.sgd_step(sums, lr=config.lr, batch_size=config.batch)
-            sums = None
+            sums, samples = None, []
             plan["apply_after"].append(index)
             entry = {"kind": "apply", "overflow": int(hardware_counts(net.overflow) > before)}
             if read_weights == "every" or index == len(images) - 1:
@@ -153,6 +158,22 @@ def make_plan(config: CoreConfig, params: dict, images: np.ndarray, labels, *,
                 entry["weights"] = _weights(net)
             expected.append(entry)
     return plan, expected
+
+
+def _batch_samples(samples: list[dict]) -> dict:
+    """The pairs of a mini-batch's images (each :meth:`FixedNetwork.backward`'s
+    ``samples`` of one image) in the order ``backward`` lists a batch's: for A and B step by
+    step from the last, each step's images in order; for C the images in order (the order
+    of the hardware's APPLY, :mod:`xbarode.hdl.core_pulses`)."""
+    batched = {}
+    for name in "AB":
+        pairs = []
+        for part in range(2):
+            per_image = np.stack([s[name][part] for s in samples])   # (images, steps, n)
+            pairs.append(np.swapaxes(per_image, 0, 1).reshape(-1, per_image.shape[-1]))
+        batched[name] = tuple(pairs)
+    batched["C"] = tuple(np.concatenate([s["C"][part] for s in samples]) for part in range(2))
+    return batched
 
 
 async def execute(plan: dict, drv, progress=None):

@@ -23,7 +23,8 @@ tree's register stages (:class:`~xbarode.hdl.tile.CrossbarTile`'s docstring):
   per chain and per Newton update, per step at most ``1 + (max_iter + 1) +
   max_iter·neumann_terms`` chains, then C's forward product; BACKWARD C's transposed product
   and, per step, ``5 + 2·neumann_terms`` products (implicit Euler; 5 for explicit) with a
-  combine each; APPLY the slowest tile's APPLY;
+  combine each; APPLY the slowest tile's APPLY (with ``pulses`` and ``training``, first the
+  slowest tile's walk over its pairs, :func:`pulse_walk_bound`);
 - loads and reads move one word per cycle (a tile's read chain: one per two cycles): a
   limit of ``4·words + 64`` cycles.
 """
@@ -31,7 +32,7 @@ tree's register stages (:class:`~xbarode.hdl.tile.CrossbarTile`'s docstring):
 from __future__ import annotations
 
 __all__ = ["OperationTimeout", "core_bound", "dft_bound", "latency_bound", "limit",
-           "stream_limit", "tile_bound"]
+           "pulse_walk_bound", "stream_limit", "tile_bound"]
 
 #: Cycles added to every limit (start-up, pipeline fill, the handshake's own cycles).
 SLACK = 64
@@ -151,8 +152,26 @@ def core_bound(config, op) -> int:
         return tile_bound(op="TRANSPOSED", **c) + copy_c + config.steps * per_step + 8
     if name == "APPLY":
         tiles = [c] if fourier else [a, a, c]
-        return max(tile_bound(op="APPLY", **t) for t in tiles) + 4
+        walk = pulse_walk_bound(config) if config.training and not fourier else 0
+        return walk + max(tile_bound(op="APPLY", **t) for t in tiles) + 4
     return 2
+
+
+def pulse_walk_bound(config) -> int:
+    """The cycles of APPLY's walk over the pairs of a full mini-batch with pulsed updates
+    (:class:`~xbarode.hdl.core_pulses.PairStore`; 0 without ``pulses``): the slowest of the
+    three tiles' walks (A and B ``batch·steps`` pairs, C ``batch``), per pair
+    ``max(rows, C) + 2`` cycles and a pulsed UPDATE, plus ``steps + 1``."""
+    if config.pulses is None or config.pulses == 0:
+        return 0
+    m, batch, steps = config.m, config.batch, config.steps
+    walks = []
+    for rows, lanes, pairs, stride in ((m, config.lanes, batch * steps, steps),
+                                       (config.classes, config.lanes_c, batch, 1)):
+        chunks = -(-m // lanes)
+        update = tile_bound(rows, m, lanes, "UPDATE", pulses=True)
+        walks.append(pairs * (max(rows, chunks) + 2 + update) + stride)
+    return max(walks) + 1
 
 
 def latency_bound(dut, op) -> int:

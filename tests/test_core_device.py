@@ -154,9 +154,9 @@ FOURIER_WRITES = (r"^the Fourier path: the DFT arrays hold a fixed table: the de
     ({"structure": "conv", "conv_path": "fourier", "kernel": 3, "program_noise": 0.01,
       "adc_bits": 6}, FOURIER_WRITES),
     ({"structure": "conv", "conv_path": "fourier", "kernel": 3, "pulses": 16}, FOURIER_WRITES),
-    ({"pulses": 16},
-     r"^the RTL core has no pulsed updates \(pulses\): its SGD step \(APPLY\) is the digital "
-     r"one; train with pulses in the fixed-point model \(xbarode train --on model\)$"),
+    ({"structure": "conv", "kernel": 3, "pulses": 16, "training": True},
+     r"^the device's write models \(states, program_noise\) need a dense network; a "
+     r"convolution's tied weights would drift apart$"),
     ({"structure": "conv", "kernel": 3, "states": 16, "rounding": "nearest"},
      r"^the device's write models \(states, program_noise\) need a dense network; a "
      r"convolution's tied weights would drift apart$"),

@@ -4,7 +4,8 @@ on every product, BACKWARD's on gradients too, and the states and the programmin
 the loads and APPLY's writes, against the fixed-point model (FixedNetwork with the same
 DeviceModel and seeds, one image at a time, its generators running on from RUN into BACKWARD
 and APPLY) bit for bit, explicit and implicit Euler, on Amaranth's simulator and once each on
-Verilator and Icarus; the refusal of pulses; ``xbarode train --on rtl`` with the device options.
+Verilator and Icarus; the refusal of the write models on a convolution; ``xbarode train --on
+rtl`` with the device options (pulses: tests/test_core_pulses.py).
 """
 
 import numpy as np
@@ -85,29 +86,20 @@ def test_training_with_device_models_on_the_generated_verilog(simulator, tmp_pat
 
 # --- what training refuses ------------------------------------------------------------------
 
-PULSES_MESSAGE = (r"^the RTL core has no pulsed updates \(pulses\): its SGD step \(APPLY\) "
-                  r"is the digital one; train with pulses in the fixed-point model \(xbarode "
-                  r"train --on model\)$")
-
-
-def test_training_refuses_pulses_and_takes_every_other_model():
-    with pytest.raises(ValueError, match=PULSES_MESSAGE):
-        Core(small(pulses=16))
-    with pytest.raises(ConfigError, match=PULSES_MESSAGE):
-        CoreParams(small(pulses=16))
-    # The read and the write models are carried (the constructor's checks pass).
+def test_training_takes_every_model_but_write_models_on_a_convolution():
+    # The read and the write models are carried, pulses too (tests/test_core_pulses.py).
     Core.check_parameters(small(**WRITES))
-    # A convolution's tied kernels refuse the write models, training or not.
-    with pytest.raises(ValueError, match=r"^the device's write models \(states, program_noise\) "
-                                         r"need a dense network"):
-        Core(small(image=(3, 3), structure="conv", kernel=3, **WRITES))
+    CoreParams(small(pulses=16))
+    # A convolution's tied kernels refuse the write models (pulses too), training or not.
+    for writes in (WRITES, {"pulses": 16}):
+        with pytest.raises(ValueError, match=r"^the device's write models \(states, "
+                                             r"program_noise\) need a dense network"):
+            Core(small(image=(3, 3), structure="conv", kernel=3, **writes))
+        with pytest.raises(ConfigError, match=r"^the device's write models"):
+            CoreParams(small(image=(3, 3), structure="conv", kernel=3, **writes))
 
 
-def test_train_on_rtl_refuses_pulses_and_bad_options(capsys, tmp_path):
-    code, _, err = run(capsys, "train", "--on", "rtl", "--images", "2", "--pulses", "16",
-                       "--rtl-out", tmp_path)
-    assert code == 2
-    assert "[device]: the RTL core has no pulsed updates (pulses)" in err
+def test_train_on_rtl_refuses_bad_options(capsys, tmp_path):
     code, _, err = run(capsys, "train", "--on", "rtl", "--images", "2", "--adc-bits", "1",
                        "--rtl-out", tmp_path)
     assert code == 2

@@ -689,13 +689,13 @@ def test_cli_device_options(capsys, tmp_path):
     # … and the models act: the array's training differs from the ideal one.
     assert not all(np.array_equal(ideal[k], v) for k, v in load_weights(weights)[1].items())
     assert last_json(out)["config"]["device"]["adc_bits"] == 10
-    # The RTL core trains with the read and write models (tests/test_core_training_device.py),
-    # not with pulses.
-    code, _, err = run(capsys, "train", "--on", "rtl", "--pulses", 16)
+    # The RTL core trains with every model (tests/test_core_training_device.py and
+    # tests/test_core_pulses.py), pulses on a dense network only.
+    code, _, err = run(capsys, "train", "--on", "rtl", "--pulses", 16, "--set",
+                       "structure=\"conv\"")
     assert code == 2 and err.strip() == (
-        "xbarode train: error: [device]: the RTL core has no pulsed updates (pulses): its SGD "
-        "step (APPLY) is the digital one; train with pulses in the fixed-point model (xbarode "
-        "train --on model)")
+        "xbarode train: error: [device]: the device's write models (states, program_noise) "
+        "need a dense network; a convolution's tied weights would drift apart")
 
 
 def test_demo_refuses_a_core_with_device_models_before_training(capsys, tmp_path):
@@ -725,8 +725,13 @@ def test_core_builds_refuse_device_models_and_list_the_ideal_fields():
     assert CoreParams(CoreConfig(adc_bits=6)).manifest_parameters()["adc_bits"] == 6
     assert CoreParams(CoreConfig(program_noise=0.01)).manifest_parameters()[
         "program_noise"] == 0.01
-    with pytest.raises(ConfigError, match=r"^the RTL core has no pulsed updates \(pulses\)"):
-        CoreParams(CoreConfig(pulses=16))
+    # Pulses (the SGD step's) are built with training, and join the manifest.
+    assert CoreParams(CoreConfig(pulses=16, training=True)).manifest_parameters()[
+        "pulses"] == 16
+    with pytest.raises(ConfigError, match=r"^the device's write models \(states, "
+                                          r"program_noise\) need a dense network"):
+        CoreParams(CoreConfig(pulses=16, training=True, structure="conv", image=(3, 3),
+                              kernel=3))
 
 
 def test_pulsed_update_options():

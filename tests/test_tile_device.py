@@ -317,9 +317,9 @@ def tile(**changes):
     ({"device": "adc"}, TypeError, r"^device must be a DeviceModel or None, not str$"),
     ({"device": DeviceModel(read_noise=0.1), "device_seed": 0}, ValueError,
      r"^LFSR seed must be a non-zero 32-bit integer, not 0$"),
-    ({"device": DeviceModel(pulses=16), "side_ports": True}, ValueError,
-     r"^the RTL tile's pulsed updates \(pulses\) are built for a tile alone: no side_ports, "
-     r"no initial weights, and a writable tile$"),
+    ({"device": DeviceModel(pulses=16), "weights": np.zeros((4, 4), dtype=int)}, ValueError,
+     r"^the RTL tile's pulsed updates \(pulses\) write the weights: give no initial "
+     r"weights, and a writable tile$"),
     ({"device": DeviceModel(states=16), "weights": np.zeros((4, 4), dtype=int)}, ValueError,
      r"^the device's write models \(states, program_noise\) program the words LOAD_W and "
      r"UPDATE write: give no initial weights, and a writable tile$"),

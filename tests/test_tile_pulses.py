@@ -324,15 +324,15 @@ def tile(**changes):
 
 @pytest.mark.parametrize(("changes", "message"), [
     ({"weights": np.zeros((4, 4), dtype=int)},
-     r"^the RTL tile's pulsed updates \(pulses\) are built for a tile alone: no side_ports, "
-     r"no initial weights, and a writable tile$"),
-    ({"side_ports": True}, r"^the RTL tile's pulsed updates \(pulses\) are built for a tile "
-                           r"alone"),
+     r"^the RTL tile's pulsed updates \(pulses\) write the weights: give no initial "
+     r"weights, and a writable tile$"),
     ({"weights": np.zeros((4, 4), dtype=int), "writable": False},
      r"^the RTL tile's pulsed updates"),
-    ({"grad_format": F16}, r"^the RTL tile's pulsed updates \(pulses\) are not built for the "
-                           r"training operations \(grad_format\): APPLY is the digital "
-                           r"step$"),
+    ({"update_formats": (F16, F16)}, r"^update_formats are the formats of a training tile's "
+                                     r"pulsed SGD step: they need grad_format and a device "
+                                     r"with pulses$"),
+    ({"grad_format": F16, "taps": np.zeros((1, 4), dtype=int)},
+     r"^the device's write models \(states, program_noise\) need a dense tile"),
     ({"eta_shift": 16}, r"^pulses: a pulse step of 2\^-1 weight LSBs is below one LSB; use "
                         r"fewer pulses \(now 8\) or a finer weight format$"),
 ])
@@ -359,10 +359,11 @@ def test_pulse_trains_refuse_bad_arguments(changes, error, message):
 
 @pytest.mark.parametrize(("changes", "error", "message"), [
     ({"pulses": 4}, TypeError, r"^pulses must be a PulseGeometry or None, not int$"),
-    ({"acc_width": 32}, ValueError, r"^a pulsed update \(pulses\) is built for UPDATE alone: "
-                                    r"not with acc_width, states or program_noise_width, and "
-                                    r"not read-only$"),
-    ({"states": (4, 4)}, ValueError, r"^a pulsed update \(pulses\) is built for UPDATE alone"),
+    ({"states": (4, 4)}, ValueError, r"^a pulsed update \(pulses\) is built for UPDATE alone: "
+                                     r"not with tied, states or program_noise_width, and "
+                                     r"not read-only$"),
+    ({"program_noise_width": 4}, ValueError,
+     r"^a pulsed update \(pulses\) is built for UPDATE alone"),
 ])
 def test_lane_group_refuses_bad_pulse_arguments(changes, error, message):
     geometry = pulse_geometry(DeviceModel(pulses=4), I8, I8, 2)

@@ -531,7 +531,7 @@ def _train_on_rtl(args) -> dict:
     if not 1 <= args.images <= len(data.y_train):
         raise ValueError(f"--images must be between 1 and {len(data.y_train)} (the training "
                          f"set), not {args.images}")
-    # The device options win over --config and --set; the core refuses pulses.
+    # The device options win over --config and --set.
     config = load_config(args.config, {**parse_overrides(args.set), **_device_fields(args),
                                        "training": True})
     _check_core_device(config)

@@ -5,7 +5,9 @@ goes through RUN, the host's softmax (``∂L/∂logits``), LOAD_GRAD and BACKWAR
 ``batch`` images one APPLY is the SGD step. The ``[device]`` table's read models (DAC, ADC,
 read noise) apply to every product, BACKWARD's on gradients too, and its write models
 (states, programming noise) to the loads and APPLY's writes, in the core and in the model
-alike; pulses are refused (the core's message). The fixed-point model trains on the
+alike; with ``pulses`` APPLY is the model's pulsed step (every image's and step's pairs
+through the tiles' pulsed UPDATE, :mod:`xbarode.hdl.core_pulses`). The fixed-point model
+trains on the
 same images in the same order (:mod:`xbarode.sim.adjoint_plan`); every logit of every image
 and the final weights are compared, and the loss curve is reported from both.
 """
