@@ -175,8 +175,9 @@ def test_core_refuses_what_it_does_not_carry(changes, message):
 def test_simulate_takes_the_device_options(capsys, tmp_path, monkeypatch):
     out = tmp_path / "sim"
     code, _, err = run(capsys, "simulate", "--pulses", 16, "--images", 1, "--out", out)
-    assert code == 2 and "xbarode simulate: error: [device]: the RTL core has no pulsed " \
-                         "updates (pulses)" in err
+    assert code == 2 and err.strip() == (
+        "xbarode simulate: error: [device]: pulses act on the SGD step only and xbarode "
+        "simulate runs inference; train with them: xbarode train --on rtl --pulses N")
     code, _, err = run(capsys, "simulate", "--adc-bits", 1, "--images", 1, "--out", out)
     assert code == 2 and err.strip() == ("xbarode simulate: error: --adc-bits: adc_bits must "
                                          "be an integer from 2 to 32 (or None for none), not 1")

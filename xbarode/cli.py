@@ -658,6 +658,11 @@ def cmd_simulate(args) -> dict:
 
     config = load_config(args.config, parse_overrides(args.set) | _device_fields(args))
     _check_core_device(config)
+    device = config.device()
+    if device is not None and device.pulses is not None:
+        # Pulses shape the SGD step only: an inference run would ignore them without a word.
+        raise ValueError("[device]: pulses act on the SGD step only and xbarode simulate runs "
+                         "inference; train with them: xbarode train --on rtl --pulses N")
     _image_check(args.dataset, config.image, "the configuration's image")
     x, y = _test_images(args.dataset, args.images)
     train_config, params = (load_weights(args.weights) if args.weights is not None
