@@ -3,8 +3,8 @@ its fixed-point twin (FixedNetwork with the ``[device]`` table's DeviceModel, on
 time), bit for bit: the DAC, the ADC with its clipping range and the read noise on the chain's
 products A→B and on C, the states at the weight loads; explicit and implicit Euler on
 Amaranth's simulator, one Verilator run; on the Fourier path the read models on units A's and
-B's DFT arrays and on C, on Amaranth's simulator and one Icarus run; the core's refusals;
-``xbarode simulate`` with the device options.
+B's DFT arrays and on C, on Amaranth's simulator and once each on Icarus and Verilator; the
+core's refusals; ``xbarode simulate`` with the device options.
 """
 
 import numpy as np
@@ -131,12 +131,13 @@ def test_the_device_costs_no_cycle_on_the_fourier_path():
     assert check_noisy_core(config, 4, images=2) == cycles
 
 
-def test_noisy_fourier_core_on_icarus(tmp_path):
+@pytest.mark.parametrize("simulator", ["icarus", "verilator"])
+def test_noisy_fourier_core_on_a_cocotb_simulator(simulator, tmp_path):
     config = fourier(image=(3, 3), kernel=3, lanes=4, rounding="stochastic", dac_bits=5,
                      adc_bits=6, read_noise=0.05)
     params = random_params(config, 7)
     images = np.random.default_rng(7).uniform(0, 1, (2, config.m))
-    result = simulate_core(config, params, images, simulator="icarus", out_dir=tmp_path)
+    result = simulate_core(config, params, images, simulator=simulator, out_dir=tmp_path)
     assert result["mismatches"] == 0, result["first_mismatch"]
     assert result["images"] == 2 and result["agreement"] == 1.0
     ideal = model_results(ideal_of(config), params, images)

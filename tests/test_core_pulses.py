@@ -2,8 +2,8 @@
 keeps every step's and image's pairs (hdl/core_pulses.py), APPLY drives them through the
 tiles' pulsed UPDATE in the model's order and steps C's bias, bit for bit against the
 fixed-point model (FixedNetwork's pulsed ``sgd_step`` on a mini-batch's pairs, in
-``backward``'s order) on Amaranth's simulator and once on Verilator; the latency; what is
-still refused.
+``backward``'s order) on Amaranth's simulator and once each on Verilator and Icarus; the
+latency; what is still refused.
 """
 
 import numpy as np
@@ -100,10 +100,11 @@ def test_apply_latency():
         assert measured == 1 + max(walk_a, walk_c) + apply
 
 
-def test_pulsed_training_on_verilator(tmp_path):
+@pytest.mark.parametrize("simulator", ["verilator", "icarus"])
+def test_pulsed_training_on_a_cocotb_simulator(simulator, tmp_path):
     config = small(lanes=3, rounding="stochastic", asymmetry=0.25, soft_bounds=True)
     result = cosim(UNITS["adjoint"], AdjointParams(config, apply_every=2), vectors=2, seed=1,
-                   simulator="verilator", out=tmp_path)
+                   simulator=simulator, out=tmp_path)
     assert result["mismatches"] == 0, result["first_mismatch"]
     assert result["compared"] > 0
 
