@@ -272,7 +272,9 @@ class Core(CheckedComponent):
         ``done`` pulses for one cycle when an operation ends; ``cls``, ``converged``,
         ``iterations`` and ``overflow`` hold the operation's results in that cycle.
     overflow : Out(1)
-        Sticky: some narrowing or saturating addition saturated since the last ``clear``.
+        Sticky: some narrowing or saturating addition saturated since the last ``clear`` (with
+        ``pulses``, also a BACKWARD beyond ``batch`` images since the last APPLY, whose pairs
+        are lost).
     clear : In(1)
     cls : Out(range(classes))
         The class of the last RUN (argmax of the logits, ties to the lowest index).

@@ -94,7 +94,8 @@ class AdjointController(CheckedComponent):
     traj_data : In(signed(state_width)).array(lanes)
         The trajectory banks' read address and words.
     saturated : Out(1)
-        A saturating addition saturated in this cycle.
+        A saturating addition saturated in this cycle, or (``pulses``) a pair store dropped a
+        pair: a BACKWARD beyond the ``batch`` images since the last APPLY.
     c_s, c_s_restart, c_x_addr, c_x_data, c_x_en : Out
         (``pulses``) C's ``s_in``, ``s_restart`` and ``x_side_*`` (APPLY's walk).
     c_cap_s_valid, c_cap_s_data, c_cap_s_restart, c_cap_x_addr, c_cap_x_data, c_cap_x_en : In
@@ -217,12 +218,14 @@ class AdjointController(CheckedComponent):
                   "u_idx": range(m + 1), "chunk": range(chunks + 1),
                   "traj_base": range((steps + 2) * chunks + 1), "bphase": AdjointPhase,
                   "tiles_done": 3, "a_runs": 1, "c_chunk": range(self._chunks_c + 1),
-                  "c_off": range(self._lanes // self._lanes_c)}
+                  "c_off": range(self._lanes // self._lanes_c), "sat": 1}
         r = {name: Signal(shape, name=name) for name, shape in shapes.items()}
         # The backward chain runs A's transposed product (else A only stores the words).
         mod.d.comb += r["a_runs"].eq((self._method == "euler")
                                      | (r["bphase"] == AdjointPhase.NEU))
         stores = self._pair_stores(mod) if self._pulses is not None else None
+        dropped = [store.dropped for store in stores.values()] if stores else []
+        mod.d.comb += self.saturated.eq(r["sat"] | (Cat(*dropped).any() if dropped else 0))
         with mod.FSM():
             with mod.State("IDLE"):
                 with mod.If(self.backward):
@@ -426,7 +429,7 @@ class AdjointController(CheckedComponent):
                         self._side_write(mod, "b", k, chunk, value)
                     with mod.If((bphase == P.G) | last_term):
                         self._lam_write(mod, k, chunk, value)
-            mod.d.comb += self.saturated.eq(chunk_sat.any())
+            mod.d.comb += r["sat"].eq(chunk_sat.any())
             mod.d.sync += chunk.eq(chunk + 1)
             with mod.If(chunk == self._chunks - 1):
                 with mod.If(bphase == P.G):

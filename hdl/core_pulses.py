@@ -56,6 +56,9 @@ class PairStore(CheckedComponent):
         A chunk written into the tile's ``x`` (its side port's words).
     advance : In(1)
         The current pair is complete: the next words go to the next slot.
+    dropped : Out(1)
+        The pair completed by ``advance`` in this cycle had no slot (every slot was written
+        since the last ``clear``): it is lost, and the core raises ``overflow`` for it.
     clear : In(1)
         Forget every pair (the capture counter to 0).
     start : In(1)
@@ -105,7 +108,7 @@ class PairStore(CheckedComponent):
             "cap_s_valid": In(1), "cap_s_data": In(signed(s_port)), "cap_s_restart": In(1),
             "cap_x_addr": In(range(max(chunks, 2))), "cap_x_en": In(lanes),
             "cap_x_data": In(signed(x_port)).array(lanes),
-            "advance": In(1), "clear": In(1),
+            "advance": In(1), "dropped": Out(1), "clear": In(1),
             "start": In(1), "busy": Out(1), "done": Out(1),
             "s_valid": Out(1), "s_data": Out(signed(s_port)), "s_restart": Out(1),
             "x_addr": Out(range(max(chunks, 2))), "x_en": Out(lanes),
@@ -136,6 +139,8 @@ class PairStore(CheckedComponent):
         with mod.Elif(self.advance & (cap_slot < slots)):
             mod.d.sync += [cap_slot.eq(cap_slot + 1), cap_s_base.eq(cap_s_base + rows),
                            cap_x_base.eq(cap_x_base + chunks)]
+        # A pair past the last slot is not kept: say so rather than train on fewer pairs.
+        mod.d.comb += self.dropped.eq(self.advance & ~self.clear & (cap_slot == slots))
         capturing = ~walking & (cap_slot < slots)
         with mod.If(self.cap_s_restart):
             mod.d.sync += cap_count.eq(0)

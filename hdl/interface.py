@@ -248,8 +248,9 @@ _MEANINGS = {
     "restart": "resets the element and spectrum-load counters to 0",
     "busy": "an operation is running",
     "done": "one-cycle pulse when an operation ends",
-    "overflow": "sticky: some narrowing or saturating addition saturated since the last "
-                "clear (or reset)",
+    "overflow": "sticky: some narrowing or saturating addition saturated (a core training "
+                "with pulses: or a BACKWARD found its pair stores full) since the last clear "
+                "(or reset)",
     "cls": "the class of the last RUN (argmax of the logits, ties to the lowest index); "
            "valid in the cycle RUN's done pulses and until the next RUN",
     "converged": "every implicit-Euler step of the last RUN converged (1 for explicit Euler)",

@@ -109,6 +109,21 @@ def test_pulsed_training_on_a_cocotb_simulator(simulator, tmp_path):
     assert result["compared"] > 0
 
 
+def test_a_backward_beyond_the_batch_raises_overflow():
+    """The pair stores hold ``batch`` images: the pairs of a third BACKWARD before APPLY
+    (batch 2) are lost, and the core says so with ``overflow`` after that BACKWARD, where the
+    model (which keeps every pair) flags nothing; the two images before it flag as the
+    model does."""
+    config = small(rounding="nearest")
+    images, labels = data(config, 7, images=3)
+    plan, expected = make_plan(config, random_params(config, 7), images, labels,
+                               apply_every=3, read_grads=False)
+    got, _ = run_plan_amaranth(config, plan)
+    flags = [(e["overflow"], g["overflow"]) for e, g in zip(expected, got, strict=True)
+             if e["kind"] == "image"]
+    assert flags == [(0, 0), (0, 0), (0, 1)]
+
+
 def test_pulses_build_only_with_training():
     """An inference core has no SGD step: its tiles are built without the pulses."""
     parts = _part_parameters(small(training=False, adc_bits=8))

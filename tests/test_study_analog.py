@@ -71,6 +71,17 @@ def test_study_cells_and_statistics(study):
         accuracies = [r["test_accuracy"] for r in runs]
         assert cell["mean"] == pytest.approx(statistics.mean(accuracies), abs=1e-12)
         assert cell["std"] == pytest.approx(statistics.stdev(accuracies), abs=1e-12)
+        if axis is None:
+            assert "delta" not in cell
+            continue
+        # Paired with the reference run of the same seed (aware's for pulsed).
+        reference = {r["seed"]: r["test_accuracy"] for r in saved["runs"]
+                     if (r["method"], r["solver"], r["axis"]) ==
+                     ("aware" if method == "pulsed" else method, solver, None)}
+        diffs = [r["test_accuracy"] - reference[r["seed"]] for r in runs]
+        assert cell["delta"]["mean"] == pytest.approx(statistics.mean(diffs), abs=1e-12)
+        assert cell["delta"]["sem"] == pytest.approx(statistics.stdev(diffs) / 2 ** 0.5,
+                                                     abs=1e-12)
 
 
 def test_study_cells_are_the_runs_they_name(study):

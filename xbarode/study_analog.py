@@ -230,7 +230,8 @@ def analog_result(raw: list[dict], *, seeds: int, epochs: int, pairs, axes: dict
     -------
     dict
         ``table`` (``METHOD/SOLVER/reference``, ``pulsed/SOLVER/pulses/BL`` and
-        ``METHOD/SOLVER/AXIS/VALUE`` → mean, std, overflows, runs), ``tolerances``
+        ``METHOD/SOLVER/AXIS/VALUE`` → mean, std, overflows, runs; but for the reference
+        also ``delta``, the paired difference from it: mean and standard error), ``tolerances``
         (:func:`tolerances`), the parameters, ``runs`` and ``seconds``.
     """
     def cell(**match):
@@ -244,12 +245,29 @@ def analog_result(raw: list[dict], *, seeds: int, epochs: int, pairs, axes: dict
     for method, solver, axis, value, _ in _runs(pairs, axes, 1, pulses):
         key = f"{method}/{solver}/" + ("reference" if axis is None else f"{axis}/{value}")
         table[key] = cell(method=method, solver=solver, axis=axis, value=value)
+        if axis is not None:
+            table[key]["delta"] = _paired_delta(raw, method, solver, axis, value)
     return {"seeds": seeds, "epochs": epochs, "pairs": [list(p) for p in pairs],
             "axes": {k: list(v) for k, v in axes.items()},
             "pulses": pulses, "adc_range": adc_range, "config": base.to_dict(),
             "table": table,
             "tolerances": tolerances(table, pairs=pairs, axes=axes),
             "runs": raw, "seconds": seconds}
+
+
+def _paired_delta(raw: list[dict], method: str, solver: str, axis: str, value) -> dict:
+    """A cell's accuracy minus its reference's, seed by seed (the same training seed and
+    solver): ``mean`` and ``sem``, the standard error of that mean (0 for one seed). Pairing
+    takes out what a seed does to both runs; what the device model does to a seed's
+    training trajectory remains."""
+    reference = "aware" if method == "pulsed" else method
+    by_seed = {r["seed"]: r["test_accuracy"] for r in raw
+               if (r["method"], r["solver"], r["axis"]) == (reference, solver, None)}
+    diffs = np.array([r["test_accuracy"] - by_seed[r["seed"]] for r in raw
+                      if (r["method"], r["solver"], r["axis"], r["value"]) ==
+                      (method, solver, axis, value)])
+    sem = float(diffs.std(ddof=1) / np.sqrt(len(diffs))) if len(diffs) > 1 else 0.0
+    return {"mean": float(diffs.mean()), "sem": sem}
 
 
 _METHOD_TITLES = {"deploy": "(a) deployed float64 weights",
@@ -273,7 +291,8 @@ def markdown(result: dict) -> str:
     lines = [f"Test accuracy (%, mean ± std over {result['seeds']} seeds, {result['epochs']} "
              f"epochs of SGD, 16-bit formats; pulse trains of {result['pulses']} slots; ADC "
              f"range {result['adc_range']} of full scale); overflows = mean saturated or "
-             f"clipped words per run.", ""]
+             f"clipped words per run; paired Δ = mean over seeds of (cell − the reference "
+             f"run of the same seed) ± its standard error.", ""]
     for method, solver in result["pairs"]:
         reference = t[f"{'aware' if method == 'pulsed' else method}/{solver}/reference"]
         lines += [f"### {_METHOD_TITLES[method]}, {solver}", "",
@@ -281,13 +300,16 @@ def markdown(result: dict) -> str:
         if method == "pulsed":
             alone = t[f"pulsed/{solver}/pulses/{result['pulses']}"]
             lines += [f"pulse trains alone: {_pct(alone)}", ""]
-        lines += ["| axis | value | accuracy | Δ (pp) | overflows |", "|---|---|---|---|---|"]
+        lines += ["| axis | value | accuracy | Δ (pp) | paired Δ (pp) | overflows |",
+                  "|---|---|---|---|---|---|"]
         for axis, values in axes.items():
             for value in values:
                 c = t.get(f"{method}/{solver}/{axis}/{value}")
                 if c is not None:
                     delta = 100 * (c["mean"] - reference["mean"])
+                    paired = c["delta"]
                     lines.append(f"| {axis} | {value} | {_pct(c)} | {delta:+.2f} | "
+                                 f"{100 * paired['mean']:+.2f} ± {100 * paired['sem']:.2f} | "
                                  f"{c['overflows']:.0f} |")
         lines.append("")
     lines += ["### Within 1 pp of the noise-free reference", "",
