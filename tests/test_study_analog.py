@@ -136,6 +136,18 @@ def test_tolerance_is_the_last_value_before_the_first_miss():
         "pulsed/euler/read_noise": {"value": None, "all": False},
         "pulsed/euler/asymmetry": {"value": 0.01, "all": False},
     }
+    # Against the pulse trains alone (0.85 here): 0.2 still misses, 0.5 now passes.
+    table["pulsed/euler/pulses/4"] = _cell(0.85)
+    table["pulsed/euler/read_noise/0.001"] = _cell(0.845)
+    found = tolerances(table, pairs=[("pulsed", "euler")], axes=axes, pulses=4)
+    assert found == {
+        "pulsed/euler/adc_bits": {"value": 4, "all": True},
+        "pulsed/euler/adc_bits/vs-pulses": {"value": 4, "all": True},
+        "pulsed/euler/read_noise": {"value": None, "all": False},
+        "pulsed/euler/read_noise/vs-pulses": {"value": 0.001, "all": False},
+        "pulsed/euler/asymmetry": {"value": 0.01, "all": False},
+        "pulsed/euler/asymmetry/vs-pulses": {"value": 0.01, "all": False},
+    }
 
 
 @pytest.mark.parametrize(("options", "message"), [
