@@ -85,7 +85,8 @@ def test_study_cells_and_statistics(study):
 
 
 def test_study_cells_are_the_runs_they_name(study):
-    """Three cells recomputed with the model's own train/accuracy and DeviceModel."""
+    """Three cells recomputed with the model's own train/accuracy and DeviceModel (the ADC
+    over a quarter of full scale, the study's default range)."""
     _, _, _, out = study
     saved = json.loads((out / "analog.json").read_text())
     data = load_digits_split()
@@ -97,10 +98,11 @@ def test_study_cells_are_the_runs_they_name(study):
     base = Config(epochs=1, **NEWTON)
     implicit = dataclasses.replace(base, seed=1, method="implicit_euler")
     float_params, _ = train(implicit, data)
-    deployed = dataclasses.replace(implicit, precision="fixed", device=DeviceModel(adc_bits=6))
+    adc = DeviceModel(adc_bits=6, adc_range=0.25)
+    deployed = dataclasses.replace(implicit, precision="fixed", device=adc)
     assert reported(method="deploy", solver="implicit_euler", axis="adc_bits", seed=1) == \
         accuracy(deployed, float_params, data.x_test, data.y_test)
-    aware = dataclasses.replace(base, precision="fixed", device=DeviceModel(adc_bits=6))
+    aware = dataclasses.replace(base, precision="fixed", device=adc)
     assert reported(method="aware", solver="euler", axis="adc_bits", seed=0) == \
         train(aware, data)[1]["test_accuracy"]
     pulsed = dataclasses.replace(base, seed=1, precision="fixed",

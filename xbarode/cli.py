@@ -1388,9 +1388,11 @@ def _add_study_analog(study_sub) -> None:
     analog.add_argument("--pulses", type=_positive_int, default=32,
                         help="pulse-train slots of the pulsed runs, a power of two "
                              "(default: %(default)s)")
-    analog.add_argument("--adc-range", type=_positive_float, default=1.0,
-                        help="the ADC's clipping range on the adc_bits axis, a power-of-two "
-                             "fraction of full scale (default: %(default)s)")
+    analog.add_argument("--adc-range", type=_positive_float, default=0.25,
+                        help="the ADC's clipping range on the adc_bits and read_noise axes, a "
+                             "power-of-two fraction of full scale; read noise is a fraction "
+                             "of it (default: %(default)s, about the digits network's "
+                             "largest outputs)")
     analog.add_argument("--out", default="xbarode-study",
                         help="folder for analog.md/.json/.png (default: %(default)s)")
     _add_json(analog)

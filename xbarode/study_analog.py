@@ -89,7 +89,8 @@ def _runs(pairs, axes, seeds, pulses) -> list[tuple]:
 def _device(method: str, axis: str | None, value, pulses: int, adc_range: float):
     from xbarode.model.device import DeviceModel
 
-    fields = {"adc_range": adc_range} if axis == "adc_bits" else {}
+    # Read noise is a fraction of the ADC's range: both axes see the same converter.
+    fields = {"adc_range": adc_range} if axis in ("adc_bits", "read_noise") else {}
     if axis not in (None, "pulses"):
         fields[axis] = value
     if method == "pulsed":
@@ -99,7 +100,7 @@ def _device(method: str, axis: str | None, value, pulses: int, adc_range: float)
 
 
 def analog_study(*, seeds: int = 3, epochs: int = 30, methods=ANALOG_METHODS,
-                 solvers=ANALOG_SOLVERS, axes=None, pulses: int = 32, adc_range: float = 1.0,
+                 solvers=ANALOG_SOLVERS, axes=None, pulses: int = 32, adc_range: float = 0.25,
                  implicit_training: bool = False, progress=None,
                  dataset: str = "digits") -> dict:
     """Run the study; returns a JSON-ready dict (see :func:`analog_result`).
@@ -120,8 +121,9 @@ def analog_study(*, seeds: int = 3, epochs: int = 30, methods=ANALOG_METHODS,
     pulses : int
         Slots ``BL`` of a pulse train in the ``pulsed`` runs (a power of two).
     adc_range : float
-        The ADC's clipping range along the ``adc_bits`` axis (a fraction of the output
-        format's full scale, a power of two; docs/device.md).
+        The ADC's clipping range along the ``adc_bits`` and ``read_noise`` axes (a fraction
+        of the output format's full scale, a power of two; read noise is a fraction of it;
+        docs/device.md).
     implicit_training : bool
         Also train (``aware``, ``pulsed``) with implicit Euler. Off by default: under
         stochastic rounding Newton's residual rarely settles to one LSB, so every step runs
