@@ -138,6 +138,13 @@ def test_tolerance_is_the_last_value_before_the_first_miss():
         "pulsed/euler/read_noise": {"value": None, "all": False},
         "pulsed/euler/asymmetry": {"value": 0.01, "all": False},
     }
+    # A cell whose every run diverged (mean None) is a miss.
+    diverged = dict(table, **{"deploy/euler/adc_bits/8": {**_cell(None), "runs": 0}})
+    assert tolerances(diverged, pairs=[("deploy", "euler")], axes=axes)[
+        "deploy/euler/adc_bits"] == {"value": 10, "all": False}
+    diverged["deploy/euler/adc_bits/10"] = {**_cell(None), "runs": 0}
+    assert tolerances(diverged, pairs=[("deploy", "euler")], axes=axes)[
+        "deploy/euler/adc_bits"] == {"value": None, "all": False}
     # Against the pulse trains alone (0.85 here): 0.2 still misses, 0.5 now passes.
     table["pulsed/euler/pulses/4"] = _cell(0.85)
     table["pulsed/euler/read_noise/0.001"] = _cell(0.845)
@@ -183,3 +190,34 @@ def test_study_help(capsys):
     for option in ("--seeds", "--epochs", "--methods", "--solvers", "--implicit-training",
                    "--axes", "--values", "--pulses", "--adc-range", "--out", "--json"):
         assert option in out
+
+
+def test_a_diverged_run_is_recorded_not_fatal(monkeypatch):
+    """A training run that diverges (here: every run of seed 1, forced) is kept in the
+    study as a diverged run: left out of its cell's mean and of the paired Δ, counted,
+    named in the Markdown; the other seed's runs are as usual."""
+    import xbarode.model as model
+    from xbarode.model.train import TrainingDiverged
+
+    real_train = model.train
+
+    def train(config, data, *args, **kwargs):
+        if config.seed == 1:
+            raise TrainingDiverged("training diverged in epoch 1 of 1 (forced)")
+        return real_train(config, data, *args, **kwargs)
+
+    monkeypatch.setattr(model, "train", train)
+    result = analog_study(seeds=2, epochs=1, methods=("deploy", "aware"), solvers=("euler",),
+                          axes={"adc_bits": (6,)})
+    diverged = [r for r in result["runs"] if "diverged" in r]
+    assert sorted({r["seed"] for r in diverged}) == [1] and len(diverged) == 4
+    assert all(r["test_accuracy"] is None and "forced" in r["diverged"] for r in diverged)
+    (seed0,) = [r["test_accuracy"] for r in result["runs"]
+                if (r["method"], r["axis"], r["seed"]) == ("aware", "adc_bits", 0)]
+    (ref0,) = [r["test_accuracy"] for r in result["runs"]
+               if (r["method"], r["axis"], r["seed"]) == ("aware", None, 0)]
+    cell = result["table"]["aware/euler/adc_bits/6"]
+    assert (cell["runs"], cell["diverged"], cell["std"]) == (1, 1, 0.0)
+    assert cell["mean"] == seed0
+    assert cell["delta"] == {"mean": pytest.approx(seed0 - ref0, abs=1e-12), "sem": 0.0}
+    assert "(1 of 2 diverged)" in markdown(result)

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from xbarode.model.train import TrainingDiverged
 from xbarode.report import write_report_files
 from xbarode.study_precision import seed_statistics
 
@@ -166,18 +167,35 @@ def analog_study(*, seeds: int = 3, epochs: int = 30, methods=ANALOG_METHODS,
         config = dataclasses.replace(base, seed=seed, method=solver)
         fixed = dataclasses.replace(config, precision="fixed",
                                     device=_device(method, axis, value, pulses, adc_range))
-        if method == "deploy":
-            if (solver, seed) not in float_params:
-                float_params[solver, seed] = train(config, data)[0]
-            acc, overflows = _test_figures(fixed, float_params[solver, seed], data)
-        else:
-            _, summary = train(fixed, data)
-            acc, overflows = summary["test_accuracy"], summary["overflows"]
-        raw.append({"method": method, "solver": solver, "axis": axis, "value": value,
-                    "seed": seed, "test_accuracy": acc, "overflows": overflows})
+        entry = {"method": method, "solver": solver, "axis": axis, "value": value,
+                 "seed": seed, "test_accuracy": None, "overflows": None}
+        try:
+            if method == "deploy":
+                if (solver, seed) not in float_params:
+                    float_params[solver, seed] = _train_or_error(config, data)
+                if isinstance(float_params[solver, seed], str):
+                    raise TrainingDiverged(float_params[solver, seed])
+                acc, overflows = _test_figures(fixed, float_params[solver, seed], data)
+            else:
+                _, summary = train(fixed, data)
+                acc, overflows = summary["test_accuracy"], summary["overflows"]
+            entry.update(test_accuracy=acc, overflows=overflows)
+        except TrainingDiverged as error:    # a run that diverged is a result, not a crash
+            entry["diverged"] = str(error)
+        raw.append(entry)
     return analog_result(raw, seeds=seeds, epochs=epochs, pairs=pairs, axes=axes,
                          pulses=pulses, adc_range=adc_range, base=base,
                          seconds=time.perf_counter() - start)
+
+
+def _train_or_error(config, data):
+    """The float64 weights of ``config``, or the message of its divergence."""
+    from xbarode.model import train
+
+    try:
+        return train(config, data)[0]
+    except TrainingDiverged as error:
+        return str(error)
 
 
 def _test_figures(config, params, data) -> tuple[float, int]:
@@ -201,9 +219,10 @@ def tolerances(table: dict, *, pairs, axes, tolerance: float = 0.01,
     def limit(method, solver, axis, values, reference):
         best = None
         for value in values:
-            if table[f"{method}/{solver}/{axis}/{value}"]["mean"] < \
-                    reference["mean"] - tolerance:
-                break
+            mean = table[f"{method}/{solver}/{axis}/{value}"]["mean"]
+            if mean is None or reference["mean"] is None or \
+                    mean < reference["mean"] - tolerance:
+                break            # every run diverged: a miss
             best = value
         return {"value": best, "all": best == values[-1]}
 
@@ -250,8 +269,11 @@ def analog_result(raw: list[dict], *, seeds: int, epochs: int, pairs, axes: dict
         chosen = [r for r in raw if all(r.get(k) == v for k, v in match.items())]
         if not chosen:
             raise ValueError(f"no runs for {match}")
-        return seed_statistics([r["test_accuracy"] for r in chosen],
-                               [r["overflows"] for r in chosen])
+        done = [r for r in chosen if r["test_accuracy"] is not None]
+        stats = (seed_statistics([r["test_accuracy"] for r in done],
+                                 [r["overflows"] for r in done]) if done else
+                 {"mean": None, "std": None, "overflows": None, "runs": 0})
+        return {**stats, "diverged": len(chosen) - len(done)}
 
     table = {}
     for method, solver, axis, value, _ in _runs(pairs, axes, 1, pulses):
@@ -277,7 +299,10 @@ def _paired_delta(raw: list[dict], method: str, solver: str, axis: str, value) -
                if (r["method"], r["solver"], r["axis"]) == (reference, solver, None)}
     diffs = np.array([r["test_accuracy"] - by_seed[r["seed"]] for r in raw
                       if (r["method"], r["solver"], r["axis"], r["value"]) ==
-                      (method, solver, axis, value)])
+                      (method, solver, axis, value) and r["test_accuracy"] is not None
+                      and by_seed.get(r["seed"]) is not None])
+    if not len(diffs):          # every run (or its reference) diverged
+        return {"mean": None, "sem": None}
     sem = float(diffs.std(ddof=1) / np.sqrt(len(diffs))) if len(diffs) > 1 else 0.0
     return {"mean": float(diffs.mean()), "sem": sem}
 
@@ -288,7 +313,14 @@ _METHOD_TITLES = {"deploy": "(a) deployed float64 weights",
 
 
 def _pct(c: dict) -> str:
-    return f"{100 * c['mean']:.2f} ± {100 * c['std']:.2f}"
+    text = "diverged" if c["mean"] is None else f"{100 * c['mean']:.2f} ± {100 * c['std']:.2f}"
+    return text + (f" ({c['diverged']} of {c['runs'] + c['diverged']} diverged)"
+                   if c.get("diverged") and c["mean"] is not None else "")
+
+
+def _delta(c: dict) -> str:
+    d = c["delta"]
+    return "—" if d["mean"] is None else f"{100 * d['mean']:+.2f} ± {100 * d['sem']:.2f}"
 
 
 def _limit(entry: dict, values) -> str:
@@ -311,16 +343,15 @@ def markdown(result: dict) -> str:
                   f"noise-free reference: {_pct(reference)}", ""]
         if method == "pulsed":
             alone = t[f"pulsed/{solver}/pulses/{result['pulses']}"]
-            lines += [f"pulse trains alone: {_pct(alone)}, Δ {100 * alone['delta']['mean']:+.2f}"
-                      f" ± {100 * alone['delta']['sem']:.2f} pp", ""]
+            lines += [f"pulse trains alone: {_pct(alone)}, Δ {_delta(alone)} pp", ""]
         lines += ["| axis | value | accuracy | Δ (pp) | overflows |", "|---|---|---|---|---|"]
         for axis, values in axes.items():
             for value in values:
                 c = t.get(f"{method}/{solver}/{axis}/{value}")
                 if c is not None:
-                    delta = c["delta"]
-                    lines.append(f"| {axis} | {value} | {_pct(c)} | {100 * delta['mean']:+.2f}"
-                                 f" ± {100 * delta['sem']:.2f} | {c['overflows']:.0f} |")
+                    overflows = "—" if c["overflows"] is None else f"{c['overflows']:.0f}"
+                    lines.append(f"| {axis} | {value} | {_pct(c)} | {_delta(c)} | "
+                                 f"{overflows} |")
         lines.append("")
     lines += ["### Within 1 pp of the noise-free reference", "",
               "| method | solver | " + " | ".join(axes) + " |",
@@ -358,8 +389,10 @@ def plot(result: dict, path: Path) -> None:
             cells = [t.get(f"{method}/{solver}/{axis}/{v}") for v in values]
             if cells[0] is None:
                 continue
-            ax.errorbar(positions, [100 * c["mean"] for c in cells],
-                        yerr=[100 * c["std"] for c in cells],
+            # A cell whose every run diverged is left out of its line (NaN).
+            ax.errorbar(positions, [np.nan if c["mean"] is None else 100 * c["mean"]
+                                    for c in cells],
+                        yerr=[np.nan if c["std"] is None else 100 * c["std"] for c in cells],
                         fmt=styles[method] + ("-" if solver == "euler" else "--"),
                         capsize=2, label=f"{method}, {solver}")
         ax.set_xticks(positions, [str(v) for v in values])
