@@ -383,6 +383,8 @@ def plot(result: dict, path: Path) -> None:
     fig, panels = plt.subplots(1, len(axes), figsize=(3.2 * len(axes), 3.4), dpi=110,
                                squeeze=False)
     styles = {"deploy": "o", "aware": "s", "pulsed": "^"}
+    # One colour per method and solver in every panel (the colour cycle restarts per panel).
+    colours = {pair: f"C{k}" for k, pair in enumerate(map(tuple, result["pairs"]))}
     for ax, (axis, values) in zip(panels[0], axes.items(), strict=True):
         positions = np.arange(len(values))
         for method, solver in result["pairs"]:
@@ -394,12 +396,12 @@ def plot(result: dict, path: Path) -> None:
                                     for c in cells],
                         yerr=[np.nan if c["std"] is None else 100 * c["std"] for c in cells],
                         fmt=styles[method] + ("-" if solver == "euler" else "--"),
-                        capsize=2, label=f"{method}, {solver}")
+                        color=colours[method, solver], capsize=2, label=f"{method}, {solver}")
         ax.set_xticks(positions, [str(v) for v in values])
         ax.set_xlabel(f"{axis} (milder left)")
         ax.grid(alpha=0.3)
     panels[0][0].set_ylabel(f"{result['config'].get('dataset', 'digits')} test accuracy (%)")
-    panels[0][-1].legend(fontsize=6, loc="lower left")
+    panels[0][0].legend(fontsize=6, loc="lower left")     # the panel with every line
     fig.suptitle("Neural ODE on a non-ideal crossbar: accuracy against each device model")
     fig.tight_layout()
     fig.savefig(path)
