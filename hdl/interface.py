@@ -435,13 +435,15 @@ def _core(core) -> dict:
 
 
 def host_interface(component) -> HostInterface:
-    """The :class:`HostInterface` of a tile, DFT, Hadamard, Fourier-convolution or core.
+    """The :class:`HostInterface` of a tile, DFT, Hadamard, channel-mixing,
+    Fourier-convolution or core unit.
 
     Raises
     ------
     TypeError
         For a component this module does not describe.
     """
+    from .channel_mix import ChannelMixUnit
     from .core import Core
     from .fourier import Dft2d, FourierConv
     from .hadamard import HadamardUnit
@@ -485,6 +487,8 @@ def host_interface(component) -> HostInterface:
                  "(cols words), even if a FORWARD came last."]
     elif isinstance(component, HadamardUnit):
         return _hadamard(component)
+    elif isinstance(component, ChannelMixUnit):
+        return _channel_mix(component)
     else:
         raise TypeError(f"no host interface is described for {type(component).__name__}")
     ports, streams = _ports_and_streams(component, meanings)
@@ -526,6 +530,47 @@ def _hadamard(unit) -> HostInterface:
                       "No op, start, busy or done: the streams run freely; restart (one "
                       "cycle) sets both counters to 0."],
         "reset": dict(_RESET), "notes": []})
+
+
+def _channel_mix(unit) -> HostInterface:
+    ports, streams = _ports_and_streams(unit, {
+        "load": "spectrum entries, written at addresses 0, 1, … from the last restart",
+        "i": "vectors to multiply, channel 0 first", "o": "products, channel 0 first"})
+    n, ci, co = unit.length, unit.channels_in, unit.channels_out
+    layout = "one complex word per transfer: re in the low half of the payload, im above"
+    x, y, s = (word_format(f) for f in (unit.x_format, unit.out_format, unit.spectrum_format))
+    operations = [
+        {"name": "load", "code": None,
+         "in": [_words("spectrum", n * co * ci, s, layout)], "out": [],
+         "in_stream": "load", "out_stream": None,
+         "does": "spectrum[(k·c_out + o)·c_in + i] <- K̂[o, i] at frequency k: frequency by "
+                 "frequency, each matrix row-major (counted from the last restart)"},
+        {"name": "multiply", "code": None,
+         "in": [_words("x", n * ci, x, layout)], "out": [_words("y", n * co, y, layout)],
+         "in_stream": "i", "out_stream": "o",
+         "does": "restarted with adjoint low: y_o(k) = narrow(Σ_i K̂[o, i](k)·x_i(k)), c_in "
+                 "words in and c_out out per frequency k; the last word of a vector taken at "
+                 "edge t, its first output offered from edge t + c_in + 4 (idle unit), then "
+                 "one output every c_in cycles; c_in·c_out cycles a vector in a stream; the "
+                 "pipeline stalls while o is not taken"},
+        {"name": "multiply_adjoint", "code": None,
+         "in": [_words("x", n * co, x, layout)], "out": [_words("y", n * ci, y, layout)],
+         "in_stream": "i", "out_stream": "o",
+         "does": "restarted with adjoint high: y_i(k) = narrow(Σ_o conj(K̂[o, i](k))·x_o(k)), "
+                 "c_out words in and c_in out per frequency; timing as multiply with c_in and "
+                 "c_out swapped"},
+    ]
+    return HostInterface(unit, {
+        "unit": "channel-mix", "ports": ports, "streams": streams, "op_encoding": {},
+        "op_width": 0, "operations": operations,
+        "handshake": [HANDSHAKE[0], HANDSHAKE[-1],
+                      "No op, start, busy or done: the streams run freely; restart (one "
+                      "cycle) sets the counters to 0, forgets a vector partly taken and "
+                      "samples adjoint (the direction until the next restart)."],
+        "reset": dict(_RESET), "notes": [
+            "Outputs are narrowed once per component (real part first); with stochastic "
+            "rounding the unit's LFSR gives two draws per output and runs on across "
+            "restarts; only reset re-seeds it."]})
 
 
 def metadata(component) -> dict:

@@ -29,6 +29,8 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly, RisingEdge, with_timeout
 from cocotb.utils import get_sim_time
 
+from .latency import limit
+
 __all__ = [
     "CLOCK_PERIOD_NS", "DATA_ENV", "OP_INPUTS", "OUTPUT_ENV", "TAIL", "CocotbDriver",
     "HandshakeError", "OpDriver", "StreamBench",
@@ -431,15 +433,20 @@ class CocotbDriver:
     def get(self, name):
         return int(getattr(self._dut, name).value)
 
+    async def set(self, name, value):
+        await FallingEdge(self._drv.clk)
+        getattr(self._dut, name).value = value
+
     async def put(self, stream, words):
         await StreamBench(self._drv.clk, sources=[StreamSource(self._dut, stream, words)]).run(
             len(words) + 16)
 
-    async def exchange(self, source, words, sink, count):
+    async def exchange(self, source, words, sink, count, bound=None):
         # A strict sink, still ready for TAIL cycles after the last word: a surplus one fails.
         out = StreamSink(self._dut, sink, expect=count, strict=True)
         cycles = await StreamBench(self._drv.clk, sources=[StreamSource(self._dut, source, words)],
-                                   sinks=[out], tail=TAIL).run(count + 64)
+                                   sinks=[out], tail=TAIL).run(
+            count + 64 if bound is None else limit(bound))
         return out.received, cycles
 
 

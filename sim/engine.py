@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from .latency import OperationTimeout, stream_limit
+from .latency import OperationTimeout, limit, stream_limit
 from .streams import (
     TAIL,
     HandshakeError,
@@ -62,14 +62,21 @@ class Driver(Protocol):
     def get(self, name: str) -> int:
         """The current value of output ``name`` (e.g. the sticky ``overflow``)."""
 
+    async def set(self, name: str, value: int) -> None:
+        """Hold the input ``name`` at ``value`` until it is set again (a level, e.g. a mode
+        that a later strobe samples)."""
+
     async def put(self, stream: str, words) -> None:
         """Move ``words`` (raw bits) into the input stream ``stream`` (no operation)."""
 
-    async def exchange(self, source: str, words, sink: str, count: int) -> tuple[list, int]:
+    async def exchange(self, source: str, words, sink: str, count: int,
+                       bound: int | None = None) -> tuple[list, int]:
         """Offer ``words`` (raw bits) on ``source`` every cycle while taking ``count`` words
         (raw bits) from ``sink``, ready every cycle; then ready for :data:`TAIL` more cycles,
         in which a further word is a ``HandshakeError``. Returns the words and the cycles from
-        the first word taken to the last word out, inclusive."""
+        the first word taken to the last word out, inclusive. ``bound``: the exchange's
+        documented cycles, when a word out takes more than a cycle (the limit is
+        :func:`~xbarode.sim.latency.limit` of it; default: that of ``count`` words)."""
 
 
 def cocotb_data(plan_module: str, plan, expected) -> dict:
@@ -106,6 +113,9 @@ class AmaranthDriver:
     def get(self, name):
         return int(self._ctx.get(getattr(self._dut, name)))
 
+    async def set(self, name, value):
+        self._ctx.set(getattr(self._dut, name), value)
+
     def _bits(self, stream):
         payload = stream.payload
         return payload.as_value() if hasattr(payload, "as_value") else payload
@@ -119,8 +129,9 @@ class AmaranthDriver:
             await ctx.tick().until(port.ready) if hasattr(port, "ready") else await ctx.tick()
         ctx.set(port.valid, 0)
 
-    async def exchange(self, source, words, sink, count):
+    async def exchange(self, source, words, sink, count, bound=None):
         ctx = self._ctx
+        cycle_limit = stream_limit(count) if bound is None else limit(bound)
         src, snk = getattr(self._dut, source), getattr(self._dut, sink)
         src_bits, snk_bits = self._bits(src), self._bits(snk)
         words = list(words)
@@ -128,7 +139,7 @@ class AmaranthDriver:
         ctx.set(snk.ready, 1)
         try:
             while len(out) < count:
-                if ticks >= stream_limit(count):
+                if ticks >= cycle_limit:
                     raise OperationTimeout(f"{sink}: {len(out)} of {count} words within "
                                            f"{ticks} cycles")
                 ctx.set(src.valid, int(sent < len(words)))

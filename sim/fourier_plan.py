@@ -1,4 +1,5 @@
-"""Co-simulation of the Fourier units (``dft``, ``hadamard``, ``fourier-conv``): plans and answers.
+"""Co-simulation of the Fourier units (``dft``, ``hadamard``, ``channel-mix``, ``fourier-conv``):
+plans and answers.
 
 A plan is a list of *vectors*, each a script of steps that every simulator back end runs the
 same way on a unit with the ``op``/``start``/``done`` and ``i``/``o`` stream interface
@@ -9,8 +10,9 @@ same way on a unit with the ``op``/``start``/``done`` and ``i``/``o`` stream int
 - ``{"receive": OP, "count": N}`` starts ``OP`` and collects ``N`` words, recorded with the
   sticky overflow flag as one result.
 
-The Hadamard unit has element streams instead; its vectors are ``{"spectrum": pairs,
-"elements": pairs}`` and each yields one result. The fixed-point model answers every plan
+The Hadamard and channel-mixing units have element streams instead; their vectors are
+``{"spectrum": pairs, "elements": pairs}`` (channel mixing: with ``"adjoint"``, the direction)
+and each yields one result. The fixed-point model answers every plan
 (:func:`model_results`); :func:`compare` (shared with the tile) checks every word and flag.
 """
 
@@ -22,6 +24,7 @@ import numpy as np
 
 from xbarode.model.device import DEVICE_SEED, DeviceModel
 from xbarode.model.fixed import Format, Overflow, Rounder
+from xbarode.model.fixed_fourier_bank import channel_mix_fixed
 from xbarode.model.fixed_ops import (
     dft2_fixed,
     dft_noise,
@@ -37,7 +40,9 @@ __all__ = ["FOURIER_UNITS", "FourierParams", "compare", "execute", "make_plan", 
            "pack_pair", "run_plan_amaranth", "unpack_pair"]
 
 #: The units this module plans for.
-FOURIER_UNITS = ("dft", "hadamard", "fourier-conv")
+FOURIER_UNITS = ("dft", "hadamard", "channel-mix", "fourier-conv")
+#: The units with element streams instead of operations.
+_STREAM_UNITS = ("hadamard", "channel-mix")
 
 # Overflow tally labels that are the host's (quantising constants), not the hardware's.
 _HOST_LABELS = ("spectrum.load", "twiddle.load")
@@ -50,7 +55,9 @@ class FourierParams:
     ``width``/``frac`` are the data words (image, transforms, products), ``twiddle`` and
     ``spectrum`` the formats of the DFT tables and of the kernel spectrum as ``(width, frac)``.
     ``device`` (read models only) and ``device_seed`` are the DFT arrays'
-    (:class:`~xbarode.hdl.fourier.Dft2d`); the Hadamard unit has none.
+    (:class:`~xbarode.hdl.fourier.Dft2d`); the Hadamard and channel-mixing units have none.
+    ``channels_in`` and ``channels_out`` are the channel-mixing unit's matrices' (the others
+    have one channel); its ``length`` is ``height·width_px`` frequencies.
     """
 
     unit: str
@@ -70,6 +77,9 @@ class FourierParams:
     device: DeviceModel | None = None
     #: Seed of the rows array's device generators (columns array: its site 1).
     device_seed: int = DEVICE_SEED
+    #: c_in and c_out of the channel-mixing unit's matrices.
+    channels_in: int = 1
+    channels_out: int = 1
 
     @property
     def data_format(self) -> Format:
@@ -94,6 +104,7 @@ class FourierParams:
     def _unit(self):
         """The unit's class and constructor arguments, after the checks of the unit's name
         and of the kernel (which only the plans use)."""
+        from xbarode.hdl.channel_mix import ChannelMixUnit
         from xbarode.hdl.fourier import Dft2d, FourierConv
         from xbarode.hdl.hadamard import HadamardUnit
 
@@ -105,10 +116,20 @@ class FourierParams:
         if self.unit == "fourier-conv" and self.kernel > min(self.height, self.width_px):
             raise ValueError(f"a {self.kernel}x{self.kernel} kernel does not fit a "
                              f"{self.height}x{self.width_px} image")
+        if (self.channels_in, self.channels_out) != (1, 1) and self.unit != "channel-mix":
+            raise ValueError(f"the {self.unit} unit has one channel; channels apply to the "
+                             "channel-mix unit")
+        if self.unit in _STREAM_UNITS and self.device is not None and not self.device.off:
+            name = "Hadamard" if self.unit == "hadamard" else "channel-mixing"
+            raise ValueError(f"the {name} unit is digital: the device models apply to the "
+                             "DFT arrays (units dft and fourier-conv)")
+        if self.unit == "channel-mix":
+            return ChannelMixUnit, (), {
+                "length": self.size, "channels_in": self.channels_in,
+                "channels_out": self.channels_out, "x_format": self.data_format,
+                "spectrum_format": self.spectrum_format, "out_format": self.data_format,
+                "rounding": self.rounding, "lfsr_seed": self.lfsr_seed}
         if self.unit == "hadamard":
-            if self.device is not None and not self.device.off:
-                raise ValueError("the Hadamard unit is digital: the device models apply to "
-                                 "the DFT arrays (units dft and fourier-conv)")
             return HadamardUnit, (), {
                 "length": self.size, "x_format": self.data_format,
                 "spectrum_format": self.spectrum_format, "out_format": self.data_format,
@@ -140,8 +161,10 @@ def make_plan(params: FourierParams, vectors: int, seed: int) -> dict:
     ``dft``: a complex image in [-1, 1), DFT and read, IDFT and read (the round trip).
     ``fourier-conv``: a kernel with taps in [-0.5, 0.5), its spectrum loaded, an image in
     [0, 1), CONV and read the real parts. ``hadamard``: spectrum in [-2, 2) and elements in
-    [-4, 4), or (every fourth from the second) any words. Corners put every word at full
-    scale (a corner kernel has taps of ±0.99).
+    [-4, 4), or (every fourth from the second) any words. ``channel-mix``: the same, a
+    c_out×c_in matrix per frequency and one vector per frequency, every second vector through
+    the adjoint product (c_out words in, c_in out). Corners put every word at full scale (a
+    corner kernel has taps of ±0.99).
     """
     rng = np.random.default_rng(seed)
     f = params.data_format
@@ -154,18 +177,25 @@ def make_plan(params: FourierParams, vectors: int, seed: int) -> dict:
                 return rng.choice([f.min_int, f.max_int], shape)
             return f.quantize(rng.uniform(low, high, shape), "nearest")
 
-        if params.unit == "hadamard":
-            s, pairs = params.spectrum_format, (params.size, 2)
+        if params.unit in _STREAM_UNITS:
+            adjoint = params.unit == "channel-mix" and v % 2 == 1
+            n_in = params.channels_out if adjoint else params.channels_in
+            s = params.spectrum_format
+            pairs = (params.size * params.channels_out * params.channels_in, 2)
+            elements_shape = (params.size * n_in, 2)
             if corner:
                 spectrum = rng.choice([s.min_int, s.max_int], pairs)
-                elements = rng.choice([f.min_int, f.max_int], pairs)
+                elements = rng.choice([f.min_int, f.max_int], elements_shape)
             elif v % 4 == 1:                      # any words: most products saturate
                 spectrum = rng.integers(s.min_int, s.max_int + 1, pairs)
-                elements = rng.integers(f.min_int, f.max_int + 1, pairs)
+                elements = rng.integers(f.min_int, f.max_int + 1, elements_shape)
             else:                                 # the ranges of a convolution
                 spectrum = s.quantize(rng.uniform(-2, 2, pairs), "nearest")
-                elements = f.quantize(rng.uniform(-4, 4, pairs), "nearest")
-            plan.append({"spectrum": spectrum.tolist(), "elements": elements.tolist()})
+                elements = f.quantize(rng.uniform(-4, 4, elements_shape), "nearest")
+            vector = {"spectrum": spectrum.tolist(), "elements": elements.tolist()}
+            if params.unit == "channel-mix":
+                vector["adjoint"] = adjoint
+            plan.append(vector)
             continue
         shape = (params.height, params.width_px)
         if params.unit == "dft":
@@ -192,8 +222,9 @@ def make_plan(params: FourierParams, vectors: int, seed: int) -> dict:
 def operation_limits(params: FourierParams) -> dict[str, int]:
     """Cycle limits of the compute operations of ``dft`` and ``fourier-conv`` plans (by
     :class:`~xbarode.hdl.fourier.FourierOp` name), from the documented latency bounds
-    (:mod:`xbarode.sim.latency`); none for the Hadamard unit (its streams have their own)."""
-    if params.unit == "hadamard":
+    (:mod:`xbarode.sim.latency`); none for the Hadamard and channel-mixing units (their
+    streams have their own)."""
+    if params.unit in _STREAM_UNITS:
         return {}
     from xbarode.hdl.fourier import Dft2d
 
@@ -224,16 +255,18 @@ async def execute(plan: dict, drv, progress=None):
 
     ``dft``/``fourier-conv``: per vector clear the flag, then its ``send``/``run``/
     ``receive`` steps. ``hadamard``: per vector clear, restart, load the spectrum, then offer
-    an element every cycle while taking every product.
+    an element every cycle while taking every product. ``channel-mix``: the same, with
+    ``adjoint`` set to the vector's direction before the restart.
 
     Returns
     -------
     results : list of list of dict
-        Per vector, per ``receive`` step (Hadamard: one per vector): ``out`` (words) and
-        ``overflow`` (the sticky flag).
+        Per vector, per ``receive`` step (Hadamard, channel mixing: one per vector): ``out``
+        (words) and ``overflow`` (the sticky flag).
     cycles : dict
         Latency (start to done, inclusive) of each ``run`` step, by operation name; for the
-        Hadamard unit, ``elements`` (cycles from the first element in to the last out).
+        Hadamard and channel-mixing units, ``elements`` (cycles from the first element in to
+        the last out, of the last vector).
     """
     from xbarode.hdl.fourier import FourierOp
 
@@ -242,13 +275,24 @@ async def execute(plan: dict, drv, progress=None):
     for vector in plan["vectors"]:
         await drv.strobe("clear")
         answers = []
-        if params["unit"] == "hadamard":
+        if params["unit"] in _STREAM_UNITS:
             width, swidth = params["width"], params["spectrum"][0]
+            count, bound = len(vector["elements"]), None
+            if params["unit"] == "channel-mix":
+                await drv.set("adjoint", int(vector["adjoint"]))
+                c_in, c_out = params["channels_in"], params["channels_out"]
+                n_in, n_out = (c_out, c_in) if vector["adjoint"] else (c_in, c_out)
+                frequencies = count // n_in
+                count = frequencies * n_out
+                # ChannelMixUnit's documented rate: c_in·c_out cycles a vector.
+                bound = frequencies * c_in * c_out + n_in + 8
             await drv.strobe("restart")
+            if params["unit"] == "channel-mix":
+                await drv.set("adjoint", 0)
             await drv.put("load", [pack_pair(re, im, swidth) for re, im in vector["spectrum"]])
             words, cycles["elements"] = await drv.exchange(
                 "i", [pack_pair(re, im, width) for re, im in vector["elements"]], "o",
-                len(vector["elements"]))
+                count, bound)
             out = [v for word in words for v in unpack_pair(word, width)]
             answers.append({"out": out, "overflow": drv.get("overflow")})
         for step in vector.get("steps", ()):
@@ -294,6 +338,20 @@ def model_results(params: FourierParams, plan: dict) -> list[list[dict]]:
                                  x_format=f, spectrum_format=params.spectrum_format,
                                  out_format=f, rounder=rounder, overflow=overflow,
                                  gauss=params.gauss)
+            results.append([{"out": out.ravel().tolist(), "overflow": _flag(overflow)}])
+        return results
+    if params.unit == "channel-mix":
+        rounder = Rounder(params.rounding, params.lfsr_seed)
+        c_in, c_out = params.channels_in, params.channels_out
+        for vector in plan["vectors"]:
+            overflow = Overflow()
+            n_in = c_out if vector["adjoint"] else c_in
+            x = np.array(vector["elements"]).reshape(params.size, n_in, 2)
+            spectra = np.array(vector["spectrum"]).reshape(params.size, c_out, c_in, 2)
+            out = channel_mix_fixed(x, spectra, x_format=f,
+                                    spectrum_format=params.spectrum_format, out_format=f,
+                                    rounder=rounder, overflow=overflow,
+                                    adjoint=vector["adjoint"])
             results.append([{"out": out.ravel().tolist(), "overflow": _flag(overflow)}])
         return results
     rounders = fourier_rounders(params.rounding, params.lfsr_seed)

@@ -16,6 +16,7 @@ from amaranth.lib.wiring import In, Out
 from toy_design import ToyDot
 from xbarode.hdl.adder_tree import AdderTree
 from xbarode.hdl.board import BoardTop, CommandEngine
+from xbarode.hdl.channel_mix import ChannelMixUnit
 from xbarode.hdl.checked import CheckedComponent, CheckedElaboratable
 from xbarode.hdl.core import Core
 from xbarode.hdl.core_adjoint import AdjointController
@@ -76,6 +77,8 @@ REFUSED = [
     (FourierConv, (4, 4), DFT),
     (HadamardUnit, (), {"length": 0, "x_format": F16, "spectrum_format": F16,
                         "out_format": F16}),
+    (ChannelMixUnit, (), {"length": 2, "channels_in": 0, "channels_out": 2, "x_format": F16,
+                          "spectrum_format": F16, "out_format": F16}),
     (VectorBanks, (), {"lanes": 2, "depth": 0, "width": 8}),
     (ImageBuffer, (), {"m": 5, "lanes": 2, "width": 8.0}),
     (HostPort, (), {**HOST, "fourier": True, "training": True}),

@@ -1,9 +1,10 @@
 """Hardware units as the command line sees them: options, Verilog, co-simulation, synthesis.
 
-Each unit (the crossbar ``tile``; ``dft``, ``hadamard`` and ``fourier-conv``; the ``core``) is
-one :class:`Unit` in :data:`UNITS`: how to read its parameters from the command line, how to
-build its Amaranth component, and how to co-simulate it against the fixed-point model on a
-given simulator. ``xbarode generate``, ``cosim`` and ``synth`` are generic over this registry.
+Each unit (the crossbar ``tile``; ``dft``, ``hadamard``, ``channel-mix`` and ``fourier-conv``;
+the ``core``) is one :class:`Unit` in :data:`UNITS`: how to read its parameters from the
+command line, how to build its Amaranth component, and how to co-simulate it against the
+fixed-point model on a given simulator. ``xbarode generate``, ``cosim`` and ``synth`` are
+generic over this registry.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ class Unit:
 #: Upper bounds of the units' sizes (memory and time of elaboration and simulation grow with
 #: each): tile rows and columns, Fourier image sides, word widths, co-simulation vectors.
 UNIT_LIMITS = {"rows": 512, "cols": 512, "side": 64, "width": 32, "fourier_width": 40,
-               "vectors": 10_000}
+               "channels": 64, "vectors": 10_000}
 
 
 def _bounded(name: str, value: int, low: int, high: int) -> None:
@@ -276,7 +277,14 @@ def _fourier_arguments(unit: str):
         if unit == "fourier-conv":
             group.add_argument("--kernel", type=int, default=3, metavar="K",
                                help="kernel size K x K, odd (default: %(default)s)")
-        if unit != "hadamard":
+        if unit == "channel-mix":
+            group.add_argument("--channels-in", type=int, default=1, metavar="C",
+                               help="c_in of the stored c_out x c_in matrices: words in per "
+                                    "vector (out with adjoint) (default: %(default)s)")
+            group.add_argument("--channels-out", type=int, default=1, metavar="C",
+                               help="c_out of the matrices: words out per vector (in with "
+                                    "adjoint) (default: %(default)s)")
+        if unit not in ("hadamard", "channel-mix"):
             group.add_argument("--lanes", type=int, default=None,
                                help="multipliers of each DFT array, capped at 2n "
                                     "(default: 2n)")
@@ -288,6 +296,7 @@ def _fourier_arguments(unit: str):
             group.add_argument("--spectrum", type=_word_format, default=(18, 14),
                                metavar="W.F",
                                help="format of the kernel spectrum (default: 18.14)")
+        if unit in ("hadamard", "fourier-conv"):
             group.add_argument("--gauss", action="store_true",
                                help="Hadamard product with 3 multipliers instead of 4")
         group.add_argument("--width", type=int, default=18,
@@ -299,7 +308,7 @@ def _fourier_arguments(unit: str):
         group.add_argument("--lfsr-seed", type=lambda t: int(t, 0), default=0xACE1ACE1,
                            help="seed of the first stochastic-rounding LFSR "
                                 "(default: 0xace1ace1)")
-        if unit != "hadamard":
+        if unit not in ("hadamard", "channel-mix"):
             from xbarode.cli import add_device_flags
             from xbarode.model.device import DEVICE_SEED
 
@@ -324,6 +333,10 @@ def _fourier_params(unit: str):
         _bounded("--width", args.width, 2, UNIT_LIMITS["fourier_width"])
         height, width = args.image
         _bounded("--image sides", max(height, width), 1, UNIT_LIMITS["side"])
+        for flag in ("channels_in", "channels_out"):
+            if hasattr(args, flag):
+                _bounded(f"--{flag.replace('_', '-')}", getattr(args, flag), 1,
+                         UNIT_LIMITS["channels"])
         result = FourierParams(unit=unit, height=height, width_px=width,
                                kernel=getattr(args, "kernel", 3),
                                lanes=getattr(args, "lanes", None), width=args.width,
@@ -332,8 +345,11 @@ def _fourier_params(unit: str):
                                rounding=args.rounding, gauss=getattr(args, "gauss", False),
                                acc_width=getattr(args, "acc_width", 48),
                                lfsr_seed=args.lfsr_seed,
-                               device=device_model(args) if unit != "hadamard" else None,
-                               device_seed=getattr(args, "device_seed", DEVICE_SEED))
+                               device=device_model(args) if hasattr(args, "device_seed")
+                               else None,
+                               device_seed=getattr(args, "device_seed", DEVICE_SEED),
+                               channels_in=getattr(args, "channels_in", 1),
+                               channels_out=getattr(args, "channels_out", 1))
         result.check()  # every parameter, with the component's own messages
         return result
     return params
@@ -348,10 +364,13 @@ def _fourier_cosim(params, vectors: int, seed: int, simulator: str, out_dir: Pat
                     out_dir, "xbarode.sim.fourier_plan", top, seed)
 
 
-_FOURIER_TOPS = {"dft": "dft2d", "hadamard": "hadamard_unit", "fourier-conv": "fourier_conv"}
+_FOURIER_TOPS = {"dft": "dft2d", "hadamard": "hadamard_unit", "channel-mix": "channel_mix",
+                 "fourier-conv": "fourier_conv"}
 _FOURIER_HELP = {
     "dft": "2-D DFT and inverse DFT through two DFT block arrays and a transpose buffer",
     "hadamard": "element-wise complex product with a stored spectrum (4 or 3 multipliers)",
+    "channel-mix": "per frequency a stored c_out x c_in complex matrix times a vector, or its "
+                   "conjugate transpose: the Hadamard product with channels",
     "fourier-conv": "circular convolution: 2-D DFT, Hadamard product, inverse 2-D DFT",
 }
 
