@@ -373,6 +373,30 @@ def _fourier(unit, conv: bool) -> dict:
     return ops
 
 
+def _bank(bank) -> dict:
+    h, w, ci, co = bank.height, bank.width, bank.channels_in, bank.channels_out
+    df, sf = word_format(bank.data_format), word_format(bank.spectrum_format)
+    channels = "channel by channel, each row-major: element (r, c) of channel k is word " \
+               "(k·H + r)·W + c"
+    return {
+        "LOAD_SPECTRUM": ([_words("spectrum", 2 * co * ci * h * w, sf,
+                                  "frequency by frequency column-major (c outer, r inner), "
+                                  "each c_out×c_in matrix row-major, (re, im) per entry")], [],
+                          "the kernels' spectra (xbarode.model.fixed_ops.spectrum_stream of "
+                          "spectrum_words of the bank)"),
+        "LOAD_REAL": ([_words("real", ci * h * w, df, channels)], [],
+                      "the c_in input channels; the next CONV is the forward product"),
+        "LOAD_REAL_T": ([_words("real", co * h * w, df, channels)], [],
+                        "the c_out input channels; the next CONV is the adjoint product"),
+        "CONV": ([], [], "(K z)_o = Σ_i K[o, i] ⊛ z_i, or after LOAD_REAL_T (Kᵀ y)_i = "
+                         "Σ_o K[o, i] ⋆ y_o (circular correlation)"),
+        "READ_REAL": ([], [_words("real", co * h * w, df, channels)],
+                      "the forward product's c_out channels"),
+        "READ_REAL_T": ([], [_words("real", ci * h * w, df, channels)],
+                        "the adjoint product's c_in channels"),
+    }
+
+
 def _core(core) -> dict:
     cfg = core.config
     f = cfg.formats()
@@ -436,7 +460,7 @@ def _core(core) -> dict:
 
 def host_interface(component) -> HostInterface:
     """The :class:`HostInterface` of a tile, DFT, Hadamard, channel-mixing,
-    Fourier-convolution or core unit.
+    Fourier-convolution, Fourier-bank or core unit.
 
     Raises
     ------
@@ -446,6 +470,7 @@ def host_interface(component) -> HostInterface:
     from .channel_mix import ChannelMixUnit
     from .core import Core
     from .fourier import Dft2d, FourierConv
+    from .fourier_bank import FourierBank
     from .hadamard import HadamardUnit
     from .tile import CrossbarTile
 
@@ -474,6 +499,14 @@ def host_interface(component) -> HostInterface:
             "cls, converged and iterations are valid in the cycle RUN's done pulses and stay "
             "until the next RUN.",
         ]
+    elif isinstance(component, FourierBank):
+        kind, ops = "fourier-bank", _bank(component)
+        meanings = {"i": "the words of LOAD_*", "o": "the words of READ_*"}
+        notes = ["CONV runs the direction of the last LOAD_REAL (forward) or LOAD_REAL_T "
+                 "(adjoint); read its output with READ_REAL or READ_REAL_T respectively.",
+                 f"Rounding '{component.rounding}': the DFT unit's rows and columns arrays and "
+                 "the mixing unit each have an LFSR that runs on across operations; only "
+                 "reset re-seeds them."]
     elif isinstance(component, FourierConv):
         kind, ops = "fourier-conv", _fourier(component, True)
         meanings = {"i": "the words of LOAD_*", "o": "the words of READ_*"}

@@ -1,9 +1,10 @@
-"""Co-simulation of the Fourier units (``dft``, ``hadamard``, ``channel-mix``, ``fourier-conv``):
-plans and answers.
+"""Co-simulation of the Fourier units (``dft``, ``hadamard``, ``channel-mix``, ``fourier-conv``,
+``fourier-bank``): plans and answers.
 
 A plan is a list of *vectors*, each a script of steps that every simulator back end runs the
 same way on a unit with the ``op``/``start``/``done`` and ``i``/``o`` stream interface
-(:class:`~xbarode.hdl.fourier.Dft2d`, :class:`~xbarode.hdl.fourier.FourierConv`):
+(:class:`~xbarode.hdl.fourier.Dft2d`, :class:`~xbarode.hdl.fourier.FourierConv`,
+:class:`~xbarode.hdl.fourier_bank.FourierBank`, whose steps name its ``BankOp`` members):
 
 - ``{"send": OP, "words": [...]}`` starts ``OP`` and streams the words in;
 - ``{"run": OP}`` starts ``OP`` and waits for ``done`` (its latency is recorded by name);
@@ -24,13 +25,14 @@ import numpy as np
 
 from xbarode.model.device import DEVICE_SEED, DeviceModel
 from xbarode.model.fixed import Format, Overflow, Rounder
-from xbarode.model.fixed_fourier_bank import channel_mix_fixed
+from xbarode.model.fixed_fourier_bank import channel_mix_fixed, fourier_bank_fixed
 from xbarode.model.fixed_ops import (
     dft2_fixed,
     dft_noise,
     fourier_conv_fixed,
     fourier_rounders,
     hadamard_fixed,
+    spectrum_stream,
     spectrum_words,
 )
 
@@ -40,7 +42,7 @@ __all__ = ["FOURIER_UNITS", "FourierParams", "compare", "execute", "make_plan", 
            "pack_pair", "run_plan_amaranth", "unpack_pair"]
 
 #: The units this module plans for.
-FOURIER_UNITS = ("dft", "hadamard", "channel-mix", "fourier-conv")
+FOURIER_UNITS = ("dft", "hadamard", "channel-mix", "fourier-conv", "fourier-bank")
 #: The units with element streams instead of operations.
 _STREAM_UNITS = ("hadamard", "channel-mix")
 
@@ -56,8 +58,9 @@ class FourierParams:
     ``spectrum`` the formats of the DFT tables and of the kernel spectrum as ``(width, frac)``.
     ``device`` (read models only) and ``device_seed`` are the DFT arrays'
     (:class:`~xbarode.hdl.fourier.Dft2d`); the Hadamard and channel-mixing units have none.
-    ``channels_in`` and ``channels_out`` are the channel-mixing unit's matrices' (the others
-    have one channel); its ``length`` is ``height·width_px`` frequencies.
+    ``channels_in`` and ``channels_out`` are the channel-mixing unit's matrices' and the
+    Fourier bank's (the others have one channel); the mixing unit's ``length`` is
+    ``height·width_px`` frequencies.
     """
 
     unit: str
@@ -77,7 +80,7 @@ class FourierParams:
     device: DeviceModel | None = None
     #: Seed of the rows array's device generators (columns array: its site 1).
     device_seed: int = DEVICE_SEED
-    #: c_in and c_out of the channel-mixing unit's matrices.
+    #: c_in and c_out of the channel-mixing unit's matrices and of the Fourier bank.
     channels_in: int = 1
     channels_out: int = 1
 
@@ -106,19 +109,35 @@ class FourierParams:
         and of the kernel (which only the plans use)."""
         from xbarode.hdl.channel_mix import ChannelMixUnit
         from xbarode.hdl.fourier import Dft2d, FourierConv
+        from xbarode.hdl.fourier_bank import FourierBank
         from xbarode.hdl.hadamard import HadamardUnit
 
         if self.unit not in FOURIER_UNITS:
             raise ValueError(f"unknown Fourier unit {self.unit!r}; choose one of "
                              f"{list(FOURIER_UNITS)}")
-        if self.unit == "fourier-conv" and (self.kernel < 1 or self.kernel % 2 == 0):
+        convolves = self.unit in ("fourier-conv", "fourier-bank")
+        if convolves and (self.kernel < 1 or self.kernel % 2 == 0):
             raise ValueError(f"the kernel size must be odd and >= 1, not {self.kernel}")
-        if self.unit == "fourier-conv" and self.kernel > min(self.height, self.width_px):
+        if convolves and self.kernel > min(self.height, self.width_px):
             raise ValueError(f"a {self.kernel}x{self.kernel} kernel does not fit a "
                              f"{self.height}x{self.width_px} image")
-        if (self.channels_in, self.channels_out) != (1, 1) and self.unit != "channel-mix":
+        if (self.channels_in, self.channels_out) != (1, 1) and self.unit not in (
+                "channel-mix", "fourier-bank"):
             raise ValueError(f"the {self.unit} unit has one channel; channels apply to the "
-                             "channel-mix unit")
+                             "channel-mix and fourier-bank units")
+        if self.unit == "fourier-bank":
+            if self.device is not None and not self.device.off:
+                raise ValueError("the fourier-bank unit has no device models; the DFT "
+                                 "arrays take them in units dft and fourier-conv")
+            if self.gauss:
+                raise ValueError("the fourier-bank unit's mixing has four multipliers; "
+                                 "gauss applies to units hadamard and fourier-conv")
+            return FourierBank, (self.height, self.width_px), {
+                "channels_in": self.channels_in, "channels_out": self.channels_out,
+                "lanes": self.lanes, "data_format": self.data_format,
+                "twiddle_format": self.twiddle_format,
+                "spectrum_format": self.spectrum_format, "acc_width": self.acc_width,
+                "rounding": self.rounding, "lfsr_seed": self.lfsr_seed}
         if self.unit in _STREAM_UNITS and self.device is not None and not self.device.off:
             name = "Hadamard" if self.unit == "hadamard" else "channel-mixing"
             raise ValueError(f"the {name} unit is digital: the device models apply to the "
@@ -163,8 +182,10 @@ def make_plan(params: FourierParams, vectors: int, seed: int) -> dict:
     [0, 1), CONV and read the real parts. ``hadamard``: spectrum in [-2, 2) and elements in
     [-4, 4), or (every fourth from the second) any words. ``channel-mix``: the same, a
     c_out×c_in matrix per frequency and one vector per frequency, every second vector through
-    the adjoint product (c_out words in, c_in out). Corners put every word at full scale (a
-    corner kernel has taps of ±0.99).
+    the adjoint product (c_out words in, c_in out). ``fourier-bank``: a c_out×c_in bank of
+    kernels with taps in [-0.5, 0.5)/c_in, its spectra loaded, c_in channels in [0, 1), CONV and
+    READ_REAL; every second vector the adjoint, c_out channels in [-1, 1), LOAD_REAL_T, CONV and
+    READ_REAL_T. Corners put every word at full scale (a corner kernel has taps of ±0.99).
     """
     rng = np.random.default_rng(seed)
     f = params.data_format
@@ -205,6 +226,9 @@ def make_plan(params: FourierParams, vectors: int, seed: int) -> dict:
                      {"run": "IDFT"}, {"receive": "READ", "count": 2 * params.size}]
             plan.append({"image": image.tolist(), "steps": steps})
             continue
+        if params.unit == "fourier-bank":
+            plan.append(_bank_vector(params, rng, corner, v % 2 == 1, words))
+            continue
         kernel = rng.uniform(-0.5, 0.5, (params.kernel, params.kernel))
         if corner:
             kernel = rng.choice([-1.0, 1.0], kernel.shape) * 0.99
@@ -219,18 +243,41 @@ def make_plan(params: FourierParams, vectors: int, seed: int) -> dict:
     return {"params": asdict(params), "vectors": plan, "limits": operation_limits(params)}
 
 
+def _bank_vector(params: FourierParams, rng, corner: bool, adjoint: bool, words) -> dict:
+    """One ``fourier-bank`` vector: a kernel bank, its spectra loaded, channels through CONV
+    (forward, or the adjoint) and read."""
+    c_in, c_out, k = params.channels_in, params.channels_out, params.kernel
+    kernels = rng.uniform(-0.5, 0.5, (c_out, c_in, k, k)) / c_in
+    if corner:
+        kernels = rng.choice([-1.0, 1.0], kernels.shape) * 0.99
+    shape = (params.height, params.width_px)
+    stream = spectrum_stream(spectrum_words(kernels, shape, params.spectrum_format))
+    n_in, n_out = (c_out, c_in) if adjoint else (c_in, c_out)
+    image = words((n_in, *shape), -1 if adjoint else 0, 1)
+    suffix = "_T" if adjoint else ""
+    steps = [{"send": "LOAD_SPECTRUM", "words": stream.tolist()},
+             {"send": "LOAD_REAL" + suffix, "words": image.ravel().tolist()},
+             {"run": "CONV"}, {"receive": "READ_REAL" + suffix, "count": n_out * params.size}]
+    return {"kernels": kernels.tolist(), "image": image.tolist(), "adjoint": adjoint,
+            "steps": steps}
+
+
 def operation_limits(params: FourierParams) -> dict[str, int]:
-    """Cycle limits of the compute operations of ``dft`` and ``fourier-conv`` plans (by
-    :class:`~xbarode.hdl.fourier.FourierOp` name), from the documented latency bounds
+    """Cycle limits of the compute operations of ``dft``, ``fourier-conv`` and
+    ``fourier-bank`` plans (by :class:`~xbarode.hdl.fourier.FourierOp` or
+    :class:`~xbarode.hdl.fourier_bank.BankOp` name), from the documented latency bounds
     (:mod:`xbarode.sim.latency`); none for the Hadamard and channel-mixing units (their
     streams have their own)."""
     if params.unit in _STREAM_UNITS:
         return {}
     from xbarode.hdl.fourier import Dft2d
 
-    from .latency import dft_bound, limit
+    from .latency import bank_bound, dft_bound, limit
 
     lanes = Dft2d.array_lanes(params.height, params.width_px, params.lanes)
+    if params.unit == "fourier-bank":
+        return {"CONV": limit(bank_bound(params.height, params.width_px, lanes,
+                                         params.channels_in, params.channels_out, "CONV"))}
     return {name: limit(dft_bound(params.height, params.width_px, lanes, name))
             for name in ("DFT", "IDFT", "CONV")}
 
@@ -269,8 +316,10 @@ async def execute(plan: dict, drv, progress=None):
         the last out, of the last vector).
     """
     from xbarode.hdl.fourier import FourierOp
+    from xbarode.hdl.fourier_bank import BankOp
 
     params = plan["params"]
+    ops = BankOp if params["unit"] == "fourier-bank" else FourierOp
     results, cycles = [], {}
     for vector in plan["vectors"]:
         await drv.strobe("clear")
@@ -297,11 +346,11 @@ async def execute(plan: dict, drv, progress=None):
             answers.append({"out": out, "overflow": drv.get("overflow")})
         for step in vector.get("steps", ()):
             if "send" in step:
-                await drv.send(FourierOp[step["send"]], step["words"])
+                await drv.send(ops[step["send"]], step["words"])
             elif "run" in step:
-                cycles[step["run"]], _ = await drv.run(FourierOp[step["run"]])
+                cycles[step["run"]], _ = await drv.run(ops[step["run"]])
             else:
-                out = await drv.receive(FourierOp[step["receive"]], step["count"])
+                out = await drv.receive(ops[step["receive"]], step["count"])
                 answers.append({"out": out, "overflow": drv.get("overflow")})
         results.append(answers)
         if progress is not None:
@@ -355,6 +404,16 @@ def model_results(params: FourierParams, plan: dict) -> list[list[dict]]:
             results.append([{"out": out.ravel().tolist(), "overflow": _flag(overflow)}])
         return results
     rounders = fourier_rounders(params.rounding, params.lfsr_seed)
+    if params.unit == "fourier-bank":
+        for vector in plan["vectors"]:
+            overflow = Overflow()
+            image = np.array(vector["image"], dtype=np.int64)[None]
+            out = fourier_bank_fixed(np.array(vector["kernels"]), image, data=f,
+                                     twiddle=params.twiddle_format,
+                                     spectrum=params.spectrum_format, rounder=rounders,
+                                     overflow=overflow, adjoint=vector["adjoint"])
+            results.append([{"out": out.ravel().tolist(), "overflow": _flag(overflow)}])
+        return results
     reads = {"device": params.device, "noise": dft_noise(params.device_seed)}
     for vector in plan["vectors"]:
         overflow = Overflow()

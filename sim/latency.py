@@ -31,7 +31,7 @@ tree's register stages (:class:`~xbarode.hdl.tile.CrossbarTile`'s docstring):
 
 from __future__ import annotations
 
-__all__ = ["OperationTimeout", "core_bound", "dft_bound", "latency_bound", "limit",
+__all__ = ["OperationTimeout", "bank_bound", "core_bound", "dft_bound", "latency_bound", "limit",
            "pulse_walk_bound", "stream_limit", "tile_bound"]
 
 #: Cycles added to every limit (start-up, pipeline fill, the handshake's own cycles).
@@ -114,6 +114,21 @@ def dft_bound(height: int, width: int, lanes: tuple[int, int], op) -> int:
             "CONV": dft + idft + hadamard}.get(name, 2)
 
 
+def bank_bound(height: int, width: int, lanes: tuple[int, int], channels_in: int,
+               channels_out: int, op) -> int:
+    """The documented latency bound of operation ``op`` (a
+    :class:`~xbarode.hdl.fourier_bank.BankOp` or its name) on an H×W
+    :class:`~xbarode.hdl.fourier_bank.FourierBank` of c_out×c_in kernels whose DFT arrays have
+    ``lanes`` multipliers: CONV's, in the slower of its two directions."""
+    if _name(op) != "CONV":
+        return 2
+    size = height * width
+    dft, idft = (dft_bound(height, width, lanes, name) for name in ("DFT", "IDFT"))
+    return max(n_in * (3 * size + dft + 7) + size * channels_in * channels_out
+               + n_out * (3 * size + idft + 7) + 10
+               for n_in, n_out in ((channels_in, channels_out), (channels_out, channels_in)))
+
+
 def core_bound(config, op) -> int:
     """The documented latency bound of operation ``op`` (a
     :class:`~xbarode.hdl.core.CoreOp` or its name) on the core of ``config`` (a
@@ -176,15 +191,20 @@ def pulse_walk_bound(config) -> int:
 
 def latency_bound(dut, op) -> int:
     """The documented latency bound (cycles, start to ``done`` inclusive) of compute
-    operation ``op`` on ``dut`` (a tile, a DFT array, ``Dft2d``/``FourierConv`` or the
-    core); 2 for an operation that ends at once. :func:`tile_bound`, :func:`dft_bound` and
-    :func:`core_bound` give it from the parameters, without a unit."""
+    operation ``op`` on ``dut`` (a tile, a DFT array, ``Dft2d``/``FourierConv``, a
+    ``FourierBank`` or the core); 2 for an operation that ends at once. :func:`tile_bound`,
+    :func:`dft_bound`, :func:`bank_bound` and :func:`core_bound` give it from the parameters,
+    without a unit."""
     from xbarode.hdl.core import Core
     from xbarode.hdl.fourier import Dft2d
+    from xbarode.hdl.fourier_bank import FourierBank
     from xbarode.hdl.tile import CrossbarTile
 
     if isinstance(dut, Core):
         return core_bound(dut.config, op)
+    if isinstance(dut, FourierBank):
+        return bank_bound(dut.height, dut.width, dut.lanes, dut.channels_in,
+                          dut.channels_out, op)
     if isinstance(dut, Dft2d):
         return dft_bound(dut.height, dut.width, dut.lanes, op)
     if isinstance(dut, CrossbarTile):

@@ -82,7 +82,7 @@ def test_parameters_are_read_only():
 
 def test_channels_belong_to_the_channel_mixing_unit():
     with pytest.raises(ValueError, match=r"^the hadamard unit has one channel; channels apply "
-                                         r"to the channel-mix unit$"):
+                                         r"to the channel-mix and fourier-bank units$"):
         FourierParams(unit="hadamard", height=1, width_px=4, channels_in=2).check()
 
 

@@ -26,6 +26,7 @@ from xbarode.hdl.core_parts import HostPort, ImageBuffer, VectorBanks
 from xbarode.hdl.core_pulses import PairStore
 from xbarode.hdl.dsp import Multiplier
 from xbarode.hdl.fourier import Dft2d, DftArray, FourierConv
+from xbarode.hdl.fourier_bank import FourierBank
 from xbarode.hdl.hadamard import HadamardUnit
 from xbarode.hdl.lane_group import LaneGroup
 from xbarode.hdl.link import FrameParser
@@ -77,6 +78,8 @@ REFUSED = [
     (FourierConv, (4, 4), DFT),
     (HadamardUnit, (), {"length": 0, "x_format": F16, "spectrum_format": F16,
                         "out_format": F16}),
+    (FourierBank, (3, 3), {**DFT, "spectrum_format": F16, "channels_in": 2,
+                           "channels_out": 0}),
     (ChannelMixUnit, (), {"length": 2, "channels_in": 0, "channels_out": 2, "x_format": F16,
                           "spectrum_format": F16, "out_format": F16}),
     (VectorBanks, (), {"lanes": 2, "depth": 0, "width": 8}),

@@ -30,6 +30,9 @@ TINY_CORE = ["--set", "image=[2, 2]", "--set", "classes=2", "--set", "steps=1", 
         ("hadamard", ["--image", "2x2"], 4),
         # Four real products per complex multiply–accumulate, whatever the channels.
         ("channel-mix", ["--image", "2x2", "--channels-in", "2", "--channels-out", "3"], 4),
+        # One lane in each DFT array and the mixing unit's four.
+        ("fourier-bank", ["--image", "2x2", "--kernel", "1", "--lanes", "1", "--channels-in",
+                          "2", "--channels-out", "2"], 2 + 4),
         # One lane in each of the two DFT block arrays (row pass, column pass).
         ("dft", ["--image", "2x2", "--lanes", "1"], 2),
         # One 2-D DFT unit (its two arrays do the forward and the inverse transforms) and the

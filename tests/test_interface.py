@@ -19,6 +19,7 @@ from amaranth.sim import Simulator
 from xbarode.cli import main
 from xbarode.hdl.core import CoreOp
 from xbarode.hdl.fourier import FourierOp
+from xbarode.hdl.fourier_bank import BankOp
 from xbarode.hdl.interface import HostInterface, host_interface
 from xbarode.hdl.tile import TileOp
 
@@ -47,6 +48,13 @@ UNITS = {
                       "READ_REAL": (0, 9)}),
     "hadamard": (["--image", "2x2"], "hadamard_unit", None,
                  {"load": (4, 0), "multiply": (4, 4)}),
+    "channel-mix": (["--image", "2x2", "--channels-in", "2", "--channels-out", "3"],
+                    "channel_mix", None,
+                    {"load": (24, 0), "multiply": (8, 12), "multiply_adjoint": (12, 8)}),
+    "fourier-bank": (["--image", "2x3", "--kernel", "1", "--channels-in", "2",
+                      "--channels-out", "3"], "fourier_bank", BankOp,
+                     {"LOAD_SPECTRUM": (72, 0), "LOAD_REAL": (12, 0), "LOAD_REAL_T": (18, 0),
+                      "CONV": (0, 0), "READ_REAL": (0, 18), "READ_REAL_T": (0, 12)}),
     "core": (["--config", "CORE"], "xbarode_core", CoreOp,
              {"LOAD_A": (36, 0), "LOAD_B": (36, 0), "LOAD_C": (18, 0), "LOAD_D": (3, 0),
               "LOAD_IMAGE": (6, 0), "RUN": (0, 0), "READ_LOGITS": (0, 3),
@@ -269,7 +277,8 @@ def _handshake_trace(dut, description, rng):
     return trace
 
 
-@pytest.mark.parametrize("unit", ["tile", "tile-chain", "dft", "fourier-conv", "core"])
+@pytest.mark.parametrize("unit", ["tile", "tile-chain", "dft", "fourier-conv", "fourier-bank",
+                                  "core"])
 def test_handshake_rules_hold_for_every_operation(generated, unit):
     from xbarode.units import UNITS as REGISTRY
 
@@ -302,8 +311,8 @@ def test_handshake_rules_hold_for_every_operation(generated, unit):
         # busy from the cycle after start to done inclusive, then low.
         assert all(c > done for c in record["busy_low"]), op["name"]
         assert record["busy_low"][:1] == [done + 1], op["name"]
-    missing = [c for c in range(16) if c not in {op["code"] for op in
-                                                 manifest["interface"]["operations"]}]
+    missing = [c for c in range(1 << manifest["interface"]["op_width"])
+               if c not in {op["code"] for op in manifest["interface"]["operations"]}]
     assert missing, "every unit here lacks some op code"
     for code in missing:
         assert trace[f"code {code}"] == [0], code

@@ -1,10 +1,10 @@
 """Hardware units as the command line sees them: options, Verilog, co-simulation, synthesis.
 
-Each unit (the crossbar ``tile``; ``dft``, ``hadamard``, ``channel-mix`` and ``fourier-conv``;
-the ``core``) is one :class:`Unit` in :data:`UNITS`: how to read its parameters from the
-command line, how to build its Amaranth component, and how to co-simulate it against the
-fixed-point model on a given simulator. ``xbarode generate``, ``cosim`` and ``synth`` are
-generic over this registry.
+Each unit (the crossbar ``tile``; ``dft``, ``hadamard``, ``channel-mix``, ``fourier-conv`` and
+``fourier-bank``; the ``core``) is one :class:`Unit` in :data:`UNITS`: how to read its
+parameters from the command line, how to build its Amaranth component, and how to co-simulate
+it against the fixed-point model on a given simulator. ``xbarode generate``, ``cosim`` and
+``synth`` are generic over this registry.
 """
 
 from __future__ import annotations
@@ -274,16 +274,18 @@ def _fourier_arguments(unit: str):
         group = parser.add_argument_group(unit)
         group.add_argument("--image", type=_image_size, default=(8, 8), metavar="HxW",
                            help="image size H x W (default: 8x8)")
-        if unit == "fourier-conv":
+        if unit in ("fourier-conv", "fourier-bank"):
             group.add_argument("--kernel", type=int, default=3, metavar="K",
                                help="kernel size K x K, odd (default: %(default)s)")
-        if unit == "channel-mix":
+        if unit in ("channel-mix", "fourier-bank"):
+            what = "matrices" if unit == "channel-mix" else "bank"
             group.add_argument("--channels-in", type=int, default=1, metavar="C",
-                               help="c_in of the stored c_out x c_in matrices: words in per "
-                                    "vector (out with adjoint) (default: %(default)s)")
+                               help=f"c_in of the c_out x c_in {what}: channels in of the "
+                                    "forward product, out of the adjoint (default: "
+                                    "%(default)s)")
             group.add_argument("--channels-out", type=int, default=1, metavar="C",
-                               help="c_out of the matrices: words out per vector (in with "
-                                    "adjoint) (default: %(default)s)")
+                               help=f"c_out of the {what}: channels out of the forward "
+                                    "product, in of the adjoint (default: %(default)s)")
         if unit not in ("hadamard", "channel-mix"):
             group.add_argument("--lanes", type=int, default=None,
                                help="multipliers of each DFT array, capped at 2n "
@@ -308,7 +310,7 @@ def _fourier_arguments(unit: str):
         group.add_argument("--lfsr-seed", type=lambda t: int(t, 0), default=0xACE1ACE1,
                            help="seed of the first stochastic-rounding LFSR "
                                 "(default: 0xace1ace1)")
-        if unit not in ("hadamard", "channel-mix"):
+        if unit in ("dft", "fourier-conv"):
             from xbarode.cli import add_device_flags
             from xbarode.model.device import DEVICE_SEED
 
@@ -365,13 +367,15 @@ def _fourier_cosim(params, vectors: int, seed: int, simulator: str, out_dir: Pat
 
 
 _FOURIER_TOPS = {"dft": "dft2d", "hadamard": "hadamard_unit", "channel-mix": "channel_mix",
-                 "fourier-conv": "fourier_conv"}
+                 "fourier-conv": "fourier_conv", "fourier-bank": "fourier_bank"}
 _FOURIER_HELP = {
     "dft": "2-D DFT and inverse DFT through two DFT block arrays and a transpose buffer",
     "hadamard": "element-wise complex product with a stored spectrum (4 or 3 multipliers)",
     "channel-mix": "per frequency a stored c_out x c_in complex matrix times a vector, or its "
                    "conjugate transpose: the Hadamard product with channels",
     "fourier-conv": "circular convolution: 2-D DFT, Hadamard product, inverse 2-D DFT",
+    "fourier-bank": "a c_out x c_in bank of circular convolutions and its adjoint: 2-D DFT "
+                    "per channel, channel mixing per frequency, inverse 2-D DFT per channel",
 }
 
 
