@@ -216,16 +216,43 @@ class FourierBank(CheckedComponent):
         adj = Signal()                       # the direction of the last load
         n_in, n_out = Mux(adj, co, ci), Mux(adj, ci, co)
         regs = _Registers.create(depth, ci * co * size, max(ci, co), len(self.i.payload))
+        # The DFT unit's words are written one cycle after they arrive (no block RAM output
+        # drives another's write data); nothing reads them sooner.
+        spectra_wb = _WriteBehind.create(m, ports["spectra"][1], "spectra_wb")
+        reals_wb = _WriteBehind.create(m, ports["reals"][1], "reals_wb")
         m.d.comb += self.busy.eq(1)
         with m.FSM():
             _host_states(m, self, mix, ports["reals"], regs, adj, n_in, size)
-            _forward_states(m, dft, ports["reals"][0], ports["spectra"][1], regs, n_in,
-                            height, width)
+            _forward_states(m, dft, ports["reals"][0], spectra_wb, regs, n_in, height, width)
             _mixing_states(m, mix, adj, ports["spectra"][0], ports["mixed"][1], regs, n_in,
                            n_out, size)
-            _inverse_states(m, self, dft, ports["mixed"][0], ports["reals"][1], regs, n_out,
-                            height, width)
+            _inverse_states(m, self, dft, ports["mixed"][0], reals_wb, regs, n_out, height,
+                            width)
         return m
+
+
+class _WriteBehind:
+    """A memory write registered: :meth:`write` in a state loads the address and the word,
+    and the port writes them in the next cycle."""
+
+    @classmethod
+    def create(cls, m, wr, name):
+        wb = cls()
+        wb.valid = Signal(name=f"{name}_valid")
+        wb.addr = Signal.like(wr.addr, name=f"{name}_addr")
+        wb.data = Signal(wr.data.shape(), name=f"{name}_data")
+        m.d.sync += wb.valid.eq(0)
+        with m.If(wb.valid):
+            m.d.comb += [wr.en.eq(1), wr.addr.eq(wb.addr), wr.data.eq(wb.data)]
+        return wb
+
+    def write(self, m, addr, data=None, **fields):
+        """Write ``data`` (or the word's ``fields`` by name) at ``addr`` in the next cycle."""
+        m.d.sync += [self.valid.eq(1), self.addr.eq(addr)]
+        if data is not None:
+            m.d.sync += self.data.eq(data)
+        for field, value in fields.items():
+            m.d.sync += getattr(self.data, field).eq(value)
 
 
 class _Registers:
@@ -242,21 +269,28 @@ class _Registers:
         regs.channel = Signal(range(max(channels, 2)))
         regs.last = Signal(range(max(depth, 2)))
         regs.valid = Signal()
+        regs.out_valid = Signal()
         regs.half = Signal()
         regs.hold = Signal(word)
         return regs
 
 
-def _feed(m, rd, regs, last, take):
-    """A read port feeding a stream one word per cycle: the word at ``regs.addr`` is read when
-    the stream's register is free or taken (``take``), while ``regs.count`` is below
-    ``last + 1``; ``regs.valid`` says the port holds an unsent word."""
-    advance = ~regs.valid | take
-    issue = advance & (regs.count <= last)
-    m.d.comb += [rd.en.eq(advance), rd.addr.eq(regs.addr)]
-    with m.If(advance):
+def _feed(m, rd, regs, last, take, shape, name):
+    """A read port feeding a stream one word per cycle through a register (no block RAM
+    output drives the stream's consumer directly): the word at ``regs.addr`` is read while
+    ``regs.count`` is at most ``last`` and the port's word can move on; ``regs.valid`` says the
+    port holds a word, ``regs.out_valid`` that the register does (the stream's valid).
+    Returns the read's issue and the register."""
+    word = Signal(shape, name=name)
+    out_free = ~regs.out_valid | take
+    port_free = ~regs.valid | out_free
+    issue = port_free & (regs.count <= last)
+    m.d.comb += [rd.en.eq(port_free), rd.addr.eq(regs.addr)]
+    with m.If(port_free):
         m.d.sync += regs.valid.eq(issue)
-    return issue
+    with m.If(out_free):
+        m.d.sync += [regs.out_valid.eq(regs.valid), word.eq(rd.data)]
+    return issue, word
 
 
 def _strided_step(m, regs, n, height, width):
@@ -280,7 +314,8 @@ def _host_states(m, dut, mix, reals_ports, regs, adj, n_in, size):
         m.d.comb += dut.busy.eq(0)
         with m.If(dut.start):
             m.d.sync += [regs.count.eq(0), regs.addr.eq(0), regs.out_addr.eq(0),
-                         regs.half.eq(0), regs.valid.eq(0), regs.channel.eq(0)]
+                         regs.half.eq(0), regs.valid.eq(0), regs.out_valid.eq(0),
+                         regs.channel.eq(0)]
             with m.Switch(dut.op):
                 with m.Case(BankOp.LOAD_SPECTRUM):
                     m.d.comb += mix.restart.eq(1)
@@ -325,8 +360,9 @@ def _host_states(m, dut, mix, reals_ports, regs, adj, n_in, size):
 
     with m.State("READ"):
         take = dut.o.valid & dut.o.ready
-        m.d.comb += [dut.o.valid.eq(regs.valid), dut.o.payload.eq(rd.data)]
-        with m.If(_feed(m, rd, regs, regs.last, take)):
+        issue, word = _feed(m, rd, regs, regs.last, take, signed(len(dut.o.payload)), "read_word")
+        m.d.comb += [dut.o.valid.eq(regs.out_valid), dut.o.payload.eq(word)]
+        with m.If(issue):
             m.d.sync += [regs.count.eq(regs.count + 1), regs.addr.eq(regs.addr + 1)]
         with m.If(take):
             m.d.sync += regs.out_addr.eq(regs.out_addr + 1)
@@ -343,18 +379,20 @@ def _start(m, dft, op, state):
     m.next = state
 
 
-def _forward_states(m, dft, reals_rd, spectra_wr, regs, n_in, height, width):
+def _forward_states(m, dft, reals_rd, spectra_wb, regs, n_in, height, width):
     """Per input channel: LOAD_REAL from the real buffer, DFT, READ into the spectra
     (frequency-major, entry ``(w·H + h)·n_in + channel``)."""
     size = height * width
     with m.State("D_LOAD_START"):
         m.d.sync += [regs.count.eq(regs.channel * size), regs.addr.eq(regs.channel * size),
-                     regs.valid.eq(0)]
+                     regs.valid.eq(0), regs.out_valid.eq(0)]
         _start(m, dft, FourierOp.LOAD_REAL, "D_LOAD")
     with m.State("D_LOAD"):
         take = dft.i.valid & dft.i.ready
-        m.d.comb += [dft.i.valid.eq(regs.valid), dft.i.payload.eq(reals_rd.data)]
-        with m.If(_feed(m, reals_rd, regs, regs.channel * size + size - 1, take)):
+        issue, word = _feed(m, reals_rd, regs, regs.channel * size + size - 1, take,
+                            signed(len(reals_rd.data)), "load_word")
+        m.d.comb += [dft.i.valid.eq(regs.out_valid), dft.i.payload.eq(word)]
+        with m.If(issue):
             m.d.sync += [regs.count.eq(regs.count + 1), regs.addr.eq(regs.addr + 1)]
         with m.If(dft.done):
             m.next = "D_RUN"
@@ -373,15 +411,13 @@ def _forward_states(m, dft, reals_rd, spectra_wr, regs, n_in, height, width):
             with m.If(~regs.half):
                 m.d.sync += [regs.hold.eq(dft.o.payload), regs.half.eq(1)]
             with m.Else():
-                m.d.comb += [spectra_wr.addr.eq(regs.addr), spectra_wr.en.eq(1),
-                             spectra_wr.data.re.eq(regs.hold),
-                             spectra_wr.data.im.eq(dft.o.payload)]
+                spectra_wb.write(m, regs.addr, re=regs.hold, im=dft.o.payload)
                 m.d.sync += regs.half.eq(0)
                 _strided_step(m, regs, n_in, height, width)
         with m.If(dft.done):
             with m.If(regs.channel == n_in - 1):
                 m.d.sync += [regs.count.eq(0), regs.addr.eq(0), regs.out_addr.eq(0),
-                             regs.valid.eq(0)]
+                             regs.valid.eq(0), regs.out_valid.eq(0)]
                 m.next = "M_START"
             with m.Else():
                 m.d.sync += regs.channel.eq(regs.channel + 1)
@@ -396,9 +432,10 @@ def _mixing_states(m, mix, adj, spectra_rd, mixed_wr, regs, n_in, n_out, size):
         m.next = "M_RUN"
     with m.State("M_RUN"):
         take = mix.i.valid & mix.i.ready
-        m.d.comb += [mix.i.valid.eq(regs.valid), mix.i.payload.eq(spectra_rd.data),
-                     mix.o.ready.eq(1)]
-        with m.If(_feed(m, spectra_rd, regs, n_in * size - 1, take)):
+        issue, word = _feed(m, spectra_rd, regs, n_in * size - 1, take,
+                            complex_layout(len(spectra_rd.data.re)), "mix_word")
+        m.d.comb += [mix.i.valid.eq(regs.out_valid), mix.i.payload.eq(word), mix.o.ready.eq(1)]
+        with m.If(issue):
             m.d.sync += [regs.count.eq(regs.count + 1), regs.addr.eq(regs.addr + 1)]
         with m.If(mix.o.valid):
             m.d.comb += [mixed_wr.addr.eq(regs.out_addr), mixed_wr.en.eq(1),
@@ -409,23 +446,25 @@ def _mixing_states(m, mix, adj, spectra_rd, mixed_wr, regs, n_in, n_out, size):
                 m.next = "I_LOAD_START"
 
 
-def _inverse_states(m, dut, dft, mixed_rd, reals_wr, regs, n_out, height, width):
+def _inverse_states(m, dut, dft, mixed_rd, reals_wb, regs, n_out, height, width):
     """Per output channel: LOAD from the mixed buffer (strided: the channel's elements
     row-major, ``re`` then ``im``), IDFT, READ_REAL into the real buffer (channel by
     channel, in order); ``done`` with the last channel's last word."""
     size = height * width
     with m.State("I_LOAD_START"):
         m.d.sync += [regs.count.eq(0), regs.addr.eq(regs.channel), regs.col.eq(regs.channel),
-                     regs.w.eq(0), regs.valid.eq(0), regs.half.eq(0)]
+                     regs.w.eq(0), regs.valid.eq(0), regs.out_valid.eq(0), regs.half.eq(0)]
         _start(m, dft, FourierOp.LOAD, "I_LOAD")
     with m.State("I_LOAD"):
         # Two words per element: the element is read once, its im sent after its re.
         take = dft.i.valid & dft.i.ready
-        m.d.comb += [dft.i.valid.eq(regs.valid),
-                     dft.i.payload.eq(Mux(regs.half, mixed_rd.data.im, mixed_rd.data.re))]
+        issue, word = _feed(m, mixed_rd, regs, size - 1, take & regs.half,
+                            complex_layout(len(mixed_rd.data.re)), "inverse_word")
+        m.d.comb += [dft.i.valid.eq(regs.out_valid),
+                     dft.i.payload.eq(Mux(regs.half, word.im, word.re))]
         with m.If(take):
             m.d.sync += regs.half.eq(~regs.half)
-        with m.If(_feed(m, mixed_rd, regs, size - 1, take & regs.half)):
+        with m.If(issue):
             m.d.sync += regs.count.eq(regs.count + 1)
             _strided_step(m, regs, n_out, height, width)
         with m.If(dft.done):
@@ -440,8 +479,7 @@ def _inverse_states(m, dut, dft, mixed_rd, reals_wr, regs, n_out, height, width)
     with m.State("I_READ"):
         m.d.comb += dft.o.ready.eq(1)
         with m.If(dft.o.valid):
-            m.d.comb += [reals_wr.addr.eq(regs.out_addr), reals_wr.en.eq(1),
-                         reals_wr.data.eq(dft.o.payload)]
+            reals_wb.write(m, regs.out_addr, dft.o.payload)
             m.d.sync += regs.out_addr.eq(regs.out_addr + 1)
         with m.If(dft.done):
             with m.If(regs.channel == n_out - 1):
