@@ -12,6 +12,7 @@ import tempfile
 
 import numpy as np
 import pytest
+from amaranth.hdl import Fragment
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -78,6 +79,7 @@ def test_parameters_are_read_only():
     assert unit.accumulator_width == (6 * 2**17 * 2**17).bit_length() + 1
     with pytest.raises(AttributeError):
         unit.channels_in = 5
+    Fragment.get(unit, None)    # and it elaborates with them
 
 
 def test_channels_belong_to_the_channel_mixing_unit():
