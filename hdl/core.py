@@ -47,6 +47,7 @@ from amaranth.lib.wiring import In, Out
 from xbarode.model.core_config import CoreConfig
 from xbarode.model.device import DEVICE_PURPOSES, DEVICE_SITE, FOURIER_DEVICE_SITE
 from xbarode.model.fixed import Format
+from xbarode.model.fixed_bank import POOL_SITE
 from xbarode.model.fixed_net import site_seed
 from xbarode.model.fixed_ops import check_accumulator, dft_device
 
@@ -63,7 +64,9 @@ from .core_parts import (
     ImageBuffer,
     VectorBanks,
 )
-from .fourier import FourierConv
+from .core_pool import PoolUnit
+from .fourier import FourierConv, FourierOp
+from .fourier_bank import BankOp, FourierBank
 from .interface import ControlSignature
 from .tile import CrossbarTile, TileOp
 
@@ -153,14 +156,20 @@ def _part_parameters(config: CoreConfig, weights=None) -> dict:
         units = {"height": height, "width": width, "lanes": lanes, "data_format": fr["data"],
                  "acc_width": config.acc_width, "twiddle_format": fr["twiddle"],
                  "spectrum_format": fr["spectrum"], "rounding": config.rounding}
+        unit = FourierConv
+        if config.channels > 1:
+            # c×c kernel banks (no device models: CoreConfig refuses them with channels).
+            unit = FourierBank
+            units |= {"channels_in": config.channels, "channels_out": config.channels}
         parts = {}
         for k, name in enumerate("AB"):
             if device is not None:
                 train.setdefault(name, {}).update(device=device, device_seed=site_seed(
                     seed, FOURIER_DEVICE_SITE + 2 * k))
-            parts[name] = (FourierConv, dict(lfsr_seed=site_seed(seed, 4 + 3 * k), **units,
-                                             **train.get(name, {})))
-    parts["C"] = (CrossbarTile, dict(rows=config.classes, cols=m, input_format=f.state,
+            parts[name] = (unit, dict(lfsr_seed=site_seed(seed, 4 + 3 * k), **units,
+                                      **train.get(name, {})))
+    parts["C"] = (CrossbarTile, dict(rows=config.classes, cols=config.features,
+                                     input_format=f.state,
                                      output_format=f.act, bias=True,
                                      lfsr_seed=site_seed(seed, 2),
                                      **(common | {"lanes": config.lanes_c}),
@@ -212,8 +221,8 @@ def _check_part(cls, kwargs: dict) -> None:
     ``max(rows, cols)`` products of weights and operands (the wider of the input and gradient
     words), one more bit with a bias.
     """
-    if cls is FourierConv:
-        FourierConv.check_parameters(**kwargs)
+    if cls in (FourierConv, FourierBank):
+        cls.check_parameters(**kwargs)
         return
     if kwargs.get("device") is not None or kwargs.get("weights") is not None:
         CrossbarTile.check_parameters(**kwargs)
@@ -375,7 +384,8 @@ class Core(CheckedComponent):
             mod.submodules.chain = chain = FourierChain(
                 m=cfg.m, lanes=cfg.lanes, state_format=f.state, act_format=f.act,
                 data_format=fr["data"], h_shift=cfg.h_shift, rounding=cfg.rounding,
-                lfsr_seed=cfg.lfsr_seed, unit_word=len(A.i.payload))
+                lfsr_seed=cfg.lfsr_seed, unit_word=len(A.i.payload),
+                unit_ops=BankOp if cfg.channels > 1 else FourierOp)
             # The units' i streams are shared with the host port (_host_port).
             for unit, name in ((A, "a"), (B, "b")):
                 wiring.connect(mod, unit.o, getattr(chain, f"{name}_o"))
@@ -394,17 +404,26 @@ class Core(CheckedComponent):
             neumann_terms=cfg.neumann_terms, max_iter=cfg.max_iter, tol=cfg.tol,
             state_width=f.state.width, act_width=f.act.width,
             x_width=len(chain.chain.x_data[0]), r_width=r_width,
-            c_width=len(C.y_out.payload), lanes_c=cfg.lanes_c)
+            c_width=len(C.y_out.payload), lanes_c=cfg.lanes_c, features=cfg.features)
         wiring.connect(mod, fwd.chain, chain.chain)
         wiring.connect(mod, C.y_out, fwd.c_y)
         mod.d.comb += fwd.c_done.eq(C.done)
         with mod.If(fwd.c_start):
             mod.d.comb += [C.op.eq(fwd.c_op), C.start.eq(1)]
-        # z_N into C's inputs (nothing else writes them).
-        mod.d.comb += C.x_side_addr.eq(fwd.c_x_addr)
+        # z_N (or with a pool its features) into C's inputs (nothing else writes them).
+        writer = fwd
+        if cfg.pool > 1:
+            # Inference only (CoreConfig): the pool is the one writer of C's inputs.
+            mod.submodules.pool = writer = PoolUnit(
+                height=cfg.image[0], width=cfg.image[1], channels=cfg.channels,
+                factor=cfg.pool, lanes=cfg.lanes, lanes_c=cfg.lanes_c,
+                state_width=f.state.width, rounding=cfg.rounding,
+                lfsr_seed=site_seed(cfg.lfsr_seed, POOL_SITE))
+            mod.d.comb += [writer.start.eq(fwd.pool_start), fwd.pool_done.eq(writer.done)]
+        mod.d.comb += C.x_side_addr.eq(writer.c_x_addr)
         for t in range(cfg.lanes_c):
-            mod.d.comb += [C.x_side_data[t].eq(fwd.c_x_data[t]),
-                           C.x_side_en[t].eq(fwd.c_x_en[t])]
+            mod.d.comb += [C.x_side_data[t].eq(writer.c_x_data[t]),
+                           C.x_side_en[t].eq(writer.c_x_en[t])]
         return fwd
 
     def _host_port(self, mod, A, B, C, chain):
@@ -415,7 +434,7 @@ class Core(CheckedComponent):
             m=cfg.m, lanes=cfg.lanes, steps=cfg.steps, classes=cfg.classes,
             word=len(self.i.payload), out_word=len(self.o.payload), state_width=f.state.width,
             act_width=f.act.width, grad_width=f.grad.width, fourier=fourier,
-            training=cfg.training)
+            channels=cfg.channels, training=cfg.training)
         wiring.connect(mod, wiring.flipped(self.i), host.i)
         wiring.connect(mod, host.o, wiring.flipped(self.o))
         mod.d.comb += host.op.eq(self.op)
@@ -524,7 +543,8 @@ class Core(CheckedComponent):
         z_b, w_b, g_b, d_b = (banks(name, chunks) for name in ("z", "w", "g", "dl"))
         t_b = banks("traj", (steps + 1) * chunks)
         lam_b = banks("lam", chunks, f.grad.width) if cfg.training else None
-        mod.submodules.image = img = ImageBuffer(m=cfg.m, lanes=lanes, width=sw)
+        mod.submodules.image = img = ImageBuffer(m=cfg.m, lanes=lanes, width=sw,
+                                                   channels=cfg.channels)
         wiring.connect(mod, wiring.flipped(self.image), img.image)
         vec_addr = Signal(range(max(chunks + 1, -(-cfg.m // cfg.lanes_c) + 1, 2)))
         traj_addr = Signal(range((steps + 2) * chunks + 1))
@@ -564,6 +584,11 @@ class Core(CheckedComponent):
         # Each part drives its addresses, enables and words only while it runs (0 otherwise)
         # and never while another runs: the OR of them is the one that runs.
         vec_addrs, traj_addrs, sat = [fwd.vec_addr], [host.traj_addr], [fwd.saturated]
+        if cfg.pool > 1:
+            pool = mod.submodules.pool
+            vec_addrs.append(pool.rd_addr)
+            sat.append(pool.saturated)
+            mod.d.comb += [pool.rd_data[k].eq(z_b.rd_data[k]) for k in range(lanes)]
         if cfg.training:
             vec_addrs += [host.lam_addr, adj.vec_addr]
             traj_addrs.append(adj.traj_addr)

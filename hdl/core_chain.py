@@ -7,11 +7,12 @@ with one signature (:class:`ChainSignature`) and two implementations.
   ``i`` of ``B`` times ``φ(u_i)`` while A is still computing (B's narrowing folds in ``h``).
   The operand ``v`` is A's input banks, the result B's result banks.
 - :class:`FourierChain`: two :class:`~xbarode.hdl.fourier.FourierConv` units holding A's and
-  B's kernel spectra. ``v`` (in banks of its own) streams into unit A, shifted into the data
-  format; A convolves; its result streams through the narrowing to ``act`` (one rounding,
-  tile A's LFSR site), ``φ`` and the shift back into the data format into unit B; B convolves;
-  its result is narrowed to ``state`` with ``h`` folded in (tile B's site) into the result
-  banks.
+  B's kernel spectra (with ``c`` channels two :class:`~xbarode.hdl.fourier_bank.FourierBank`
+  units holding the c×c banks' spectra, the state's channels one after the other). ``v`` (in
+  banks of its own) streams into unit A, shifted into the data format; A convolves; its
+  result streams through the narrowing to ``act`` (one rounding, tile A's LFSR site), ``φ``
+  and the shift back into the data format into unit B; B convolves; its result is narrowed
+  to ``state`` with ``h`` folded in (tile B's site) into the result banks.
 
 ``φ`` is relu, recording the Heaviside mask ``H(u_i)`` (``H(0) = 0``), or, where ``masked``
 (the Neumann terms of implicit Euler), the mask recorded by the last chain without it.
@@ -28,6 +29,7 @@ from xbarode.model.fixed import ROUNDINGS, Format, site_seed
 from .checked import CheckedComponent
 from .core_parts import VectorBanks, check_int, stream_lanes
 from .fourier import FourierOp
+from .fourier_bank import BankOp
 from .rounding import LfsrBank, narrow, rounding_offset
 from .tile import TileOp
 
@@ -221,12 +223,12 @@ class DirectChain(CheckedComponent):
 
 
 class FourierChain(CheckedComponent):
-    """A chain on two Fourier convolution units, one convolution after the other.
+    """A chain on two Fourier convolution units (or banks), one convolution after the other.
 
     Parameters
     ----------
     m, lanes : int
-        State words and lanes, ``>= 1``.
+        State words (all channels) and lanes, ``>= 1``.
     state_format, act_format, data_format : Format
         Formats of the state words (operand and result), of ``φ``'s words, and of the
         units' data words (holding both exactly).
@@ -238,12 +240,17 @@ class FourierChain(CheckedComponent):
         The core's seed: the narrowings use sites 0 and 1 (tile A's and B's seeds).
     unit_word : int
         Width of the units' ``i`` and ``o`` words.
+    unit_ops : FourierOp or BankOp
+        The units' operation enum: :class:`~xbarode.hdl.fourier.FourierOp` for
+        :class:`~xbarode.hdl.fourier.FourierConv`, :class:`~xbarode.hdl.fourier_bank.BankOp`
+        for :class:`~xbarode.hdl.fourier_bank.FourierBank` (whose LOAD_REAL and READ_REAL
+        move all ``m`` words of a state, channel by channel).
 
     Attributes
     ----------
     chain : In(ChainSignature(...))
         The controller's side (operand and result words in the state format).
-    a_op, b_op : Out(FourierOp)
+    a_op, b_op : Out(unit_ops)
     a_start, b_start : Out(1)
         Start unit A or B.
     a_i, b_i : Out(stream.Signature(signed(unit_word)))
@@ -255,15 +262,18 @@ class FourierChain(CheckedComponent):
     Notes
     -----
     Latency: ``chain.done`` about ``2·CONV + 3·m`` cycles after ``chain.start``
-    (``CONV``: :class:`~xbarode.hdl.fourier.FourierConv`'s latency): ``v`` streams into A,
+    (``CONV``: the unit's, :func:`~xbarode.sim.latency.dft_bound` or
+    :func:`~xbarode.sim.latency.bank_bound`): ``v`` streams into A,
     A convolves, A's result streams into B, B convolves, B's result streams out.
     """
 
     @staticmethod
     def check_parameters(*, m: int, lanes: int, state_format: Format, act_format: Format,
                          data_format: Format, h_shift: int, rounding: str, lfsr_seed: int,
-                         unit_word: int) -> None:
+                         unit_word: int, unit_ops=FourierOp) -> None:
         """The constructor's checks (:class:`~xbarode.hdl.checked.CheckedComponent`)."""
+        if unit_ops not in (FourierOp, BankOp):
+            raise TypeError(f"unit_ops must be FourierOp or BankOp, not {unit_ops!r}")
         for name, value in (("m", m), ("lanes", lanes), ("unit_word", unit_word)):
             check_int(name, value, 1)
         check_int("h_shift", h_shift, 0)
@@ -276,15 +286,16 @@ class FourierChain(CheckedComponent):
 
     def __init__(self, *, m: int, lanes: int, state_format: Format, act_format: Format,
                  data_format: Format, h_shift: int, rounding: str, lfsr_seed: int,
-                 unit_word: int):
+                 unit_word: int, unit_ops=FourierOp):
         chunks = -(-m // lanes)
+        self._ops = unit_ops
         self._m, self._lanes, self._chunks = m, lanes, chunks
         self._sf, self._af, self._df = state_format, act_format, data_format
         self._h_shift, self._rounding, self._seed = h_shift, rounding, lfsr_seed
         sw = state_format.width
         super().__init__({
             "chain": In(ChainSignature(lanes=lanes, chunks=chunks, x_width=sw, r_width=sw)),
-            "a_op": Out(FourierOp), "a_start": Out(1), "b_op": Out(FourierOp),
+            "a_op": Out(unit_ops), "a_start": Out(1), "b_op": Out(unit_ops),
             "b_start": Out(1),
             "a_i": Out(stream.Signature(signed(unit_word))),
             "a_o": In(stream.Signature(signed(unit_word))),
@@ -302,6 +313,11 @@ class FourierChain(CheckedComponent):
     def lanes(self) -> int:
         """Lanes."""
         return self._lanes
+
+    @property
+    def unit_ops(self):
+        """The units' operation enum (FourierOp or BankOp)."""
+        return self._ops
 
     def _narrowing(self, mod, name, shift, site):
         """``narrowed(value, width) -> (word, take)``: ``value`` narrowed by ``shift`` bits
@@ -327,7 +343,7 @@ class FourierChain(CheckedComponent):
     def elaborate(self, platform):
         mod = Module()
         chain, m, lanes, chunks = self.chain, self._m, self._lanes, self._chunks
-        sf, af, df = self._sf, self._af, self._df
+        sf, af, df, ops = self._sf, self._af, self._df, self._ops
         A = {"op": self.a_op, "start": self.a_start, "i": self.a_i, "o": self.a_o,
              "done": self.a_done}
         B = {"op": self.b_op, "start": self.b_start, "i": self.b_i, "o": self.b_o,
@@ -355,7 +371,7 @@ class FourierChain(CheckedComponent):
         with mod.FSM():
             with mod.State("IDLE"):   # v_addr = 0: chunk 0 of v is read
                 with mod.If(chain.start):
-                    start(A, FourierOp.LOAD_REAL)
+                    start(A, ops.LOAD_REAL)
                     mod.d.sync += [chunk.eq(0), lane.eq(0), count.eq(0)]
                     mod.next = "LOAD"
             with mod.State("LOAD"):
@@ -367,14 +383,14 @@ class FourierChain(CheckedComponent):
                     mod.next = "CONV_A"
             for unit, name, then in ((A, "A", "PIPE_START"), (B, "B", "READ_START")):
                 with mod.State(f"CONV_{name}"):
-                    start(unit, FourierOp.CONV)
+                    start(unit, ops.CONV)
                     mod.next = f"WAIT_{name}"
                 with mod.State(f"WAIT_{name}"):
                     with mod.If(unit["done"]):
                         mod.next = then
             with mod.State("PIPE_START"):
-                start(A, FourierOp.READ_REAL)
-                start(B, FourierOp.LOAD_REAL)
+                start(A, ops.READ_REAL)
+                start(B, ops.LOAD_REAL)
                 mod.d.sync += phi.u_idx.eq(0)
                 mod.next = "PIPE"
             with mod.State("PIPE"):
@@ -388,7 +404,7 @@ class FourierChain(CheckedComponent):
                 with mod.If(self.b_done):
                     mod.next = "CONV_B"
             with mod.State("READ_START"):
-                start(B, FourierOp.READ_REAL)
+                start(B, ops.READ_REAL)
                 mod.d.sync += [chunk.eq(0), lane.eq(0)]
                 mod.next = "READ"
             with mod.State("READ"):

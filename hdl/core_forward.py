@@ -66,6 +66,9 @@ class ForwardController(CheckedComponent):
         The chain engine's operand and result widths (:class:`ChainSignature`).
     c_width : int
         Width of C's ``y_out`` words.
+    features : int, optional
+        Words of C's input (default ``m``). Fewer: a pool (:class:`~xbarode.hdl.core_pool.
+        PoolUnit`) writes them from ``z_N``, started on ``pool_start``, instead of the copy.
 
     Attributes
     ----------
@@ -90,10 +93,14 @@ class ForwardController(CheckedComponent):
     z_en, w_en, g_en, d_en, t_en : Out(1).array(lanes)
         Write lane ``k``'s ``wr_data`` at ``wr_addr`` into z, w, G or δ, or at ``t_addr``
         into the trajectory.
-    c_x_addr : Out(range(ceil(m / lanes_c)))
+    c_x_addr : Out(range(ceil(features / lanes_c)))
     c_x_data : Out(signed(state_width)).array(lanes_c)
     c_x_en : Out(1).array(lanes_c)
-        Write C's inputs (its ``x_side_*``): ``z_N``, a chunk of C per cycle.
+        Write C's inputs (its ``x_side_*``): ``z_N``, a chunk of C per cycle (not with a
+        pool).
+    pool_start : Out(1)
+    pool_done : In(1)
+        With a pool: start it after the last step, and its ``done``.
     c_op : Out(TileOp)
     c_start : Out(1)
         Start tile C (FORWARD).
@@ -118,16 +125,19 @@ class ForwardController(CheckedComponent):
     wait for an arriving image); per explicit step one chain and one combine (``C + 1``
     cycles, and one cycle to the next step); implicit steps take one chain and combine per
     predictor, residual and Neumann term, and one combine per update and for the final
-    state; then the copy of ``z_N`` into C (``ceil(m/lanes_c) + 1`` cycles), C's forward
-    product and one cycle (``done`` after the class is registered).
+    state; then the copy of ``z_N`` into C (``ceil(m/lanes_c) + 1`` cycles; with a pool,
+    the pool's ``m + 1`` and one), C's forward product and one cycle (``done`` after the class
+    is registered).
     """
 
     @staticmethod
     def check_parameters(*, m: int, lanes: int, steps: int, classes: int, method: str,
                          neumann_terms: int, max_iter: int, tol: int, state_width: int,
                          act_width: int, x_width: int, r_width: int, c_width: int,
-                         lanes_c: int | None = None) -> None:
+                         lanes_c: int | None = None, features: int | None = None) -> None:
         """The constructor's checks (:class:`~xbarode.hdl.checked.CheckedComponent`)."""
+        if features is not None:
+            check_int("features", features, 1)
         lanes_c = lanes if lanes_c is None else lanes_c
         check_int("lanes_c", lanes_c, 1)
         if isinstance(lanes, int) and lanes >= 1 and lanes % lanes_c:
@@ -147,11 +157,13 @@ class ForwardController(CheckedComponent):
     def __init__(self, *, m: int, lanes: int, steps: int, classes: int, method: str,
                  neumann_terms: int, max_iter: int, tol: int, state_width: int,
                  act_width: int, x_width: int, r_width: int, c_width: int,
-                 lanes_c: int | None = None):
+                 lanes_c: int | None = None, features: int | None = None):
         lanes_c = lanes if lanes_c is None else lanes_c
+        features = m if features is None else features
         chunks = -(-m // lanes)
         self._m, self._lanes, self._steps, self._classes = m, lanes, steps, classes
-        self._lanes_c, self._chunks_c = lanes_c, -(-m // lanes_c)
+        self._features = features
+        self._lanes_c, self._chunks_c = lanes_c, -(-features // lanes_c)
         self._chunks, self._method = chunks, method
         self._neumann_terms, self._max_iter, self._tol = neumann_terms, max_iter, tol
         self._sw = state_width
@@ -173,6 +185,7 @@ class ForwardController(CheckedComponent):
             "c_x_addr": Out(range(max(self._chunks_c, 2))),
             "c_x_data": Out(signed(state_width)).array(lanes_c),
             "c_x_en": Out(1).array(lanes_c),
+            "pool_start": Out(1), "pool_done": In(1),
             "c_op": Out(TileOp), "c_start": Out(1),
             "c_y": In(stream.Signature(signed(c_width), always_ready=True)),
             "c_done": In(1),
@@ -196,6 +209,11 @@ class ForwardController(CheckedComponent):
     def lanes_c(self) -> int:
         """Lanes of tile C."""
         return self._lanes_c
+
+    @property
+    def features(self) -> int:
+        """Words of C's input (``m`` without a pool)."""
+        return self._features
 
     @property
     def method(self) -> str:
@@ -381,6 +399,14 @@ class ForwardController(CheckedComponent):
         parts = self._lanes // lanes_c
         j, addr, off = r["c_chunk"], r["c_addr"], r["c_off"]
         last_part = off == parts - 1
+        if self._features != m:     # a pool writes C's inputs
+            with mod.State("C_COPY_ADDR"):
+                mod.d.comb += self.pool_start.eq(1)
+                mod.next = "POOL"
+            with mod.State("POOL"):
+                with mod.If(self.pool_done):
+                    mod.next = "CLASSIFY_START"
+            return
         with mod.State("C_COPY_ADDR"):   # vec_addr = 0: chunk 0 is read
             mod.next = "C_COPY"
         with mod.State("C_COPY"):

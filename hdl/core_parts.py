@@ -15,6 +15,7 @@ from amaranth.lib.wiring import In, Out
 
 from .checked import CheckedComponent
 from .fourier import FourierOp
+from .fourier_bank import BankOp
 from .tile import TileOp
 
 __all__ = ["CoreOp", "HostPort", "ImageBuffer", "VectorBanks", "stream_lanes"]
@@ -28,7 +29,8 @@ class CoreOp(enum.Enum, shape=4):
     LOAD_B          stream in ``Bᵀ`` (m·m weight words, row-major: ``B`` column by column)
     LOAD_C          stream in ``C`` (classes·m weight words, row-major)
     LOAD_D          stream in ``d`` (classes weight words)
-    LOAD_IMAGE      stream in ``z_0`` (m state words)
+    LOAD_IMAGE      stream in the image (H·W state words), channel 0 of ``z_0``; with
+                    ``c`` channels the others are 0
     RUN             integrate and classify; ``done`` when the class is ready
     READ_LOGITS     stream out the logits (classes act words)
     READ_STATE      stream out ``z_N`` (m state words)
@@ -85,6 +87,12 @@ def check_int(name, value, low):
         raise TypeError(f"{name} must be an integer, not {type(value).__name__}")
     if value < low:
         raise ValueError(f"{name} must be >= {low}, not {value}")
+
+
+def _check_channels(m, channels):
+    """Raise unless ``channels`` divides the state's ``m`` words."""
+    if m % channels:
+        raise ValueError(f"channels ({channels}) must divide m ({m})")
 
 
 def stream_lanes(mod, *, sink, data, addr, at, lane, count, lanes, last_word):
@@ -188,14 +196,17 @@ class ImageBuffer(CheckedComponent):
     Parameters
     ----------
     m, lanes : int
-        Words of an image, lanes (banking); each ``>= 1``.
+        Words of the state it is read as, lanes (banking); each ``>= 1``.
     width : int
         Word width (the state format's), ``>= 1``.
+    channels : int
+        Channels of the state, dividing ``m``: an image is channel 0, its first ``m/channels``
+        words; the others are never written and read 0 (the augmented state's zeros).
 
     Attributes
     ----------
     image : In(stream.Signature(signed(width)))
-        Images, ``m`` words each in order. Ready unless ``lock``.
+        Images, ``m/channels`` words each in order. Ready unless ``lock``.
     arriving : Out(1)
         Some but not all words of an image have come on ``image``.
     lock : In(1)
@@ -218,13 +229,15 @@ class ImageBuffer(CheckedComponent):
     """
 
     @staticmethod
-    def check_parameters(*, m: int, lanes: int, width: int) -> None:
+    def check_parameters(*, m: int, lanes: int, width: int, channels: int = 1) -> None:
         """The constructor's checks (:class:`~xbarode.hdl.checked.CheckedComponent`)."""
-        for name, value in (("m", m), ("lanes", lanes), ("width", width)):
+        for name, value in (("m", m), ("lanes", lanes), ("width", width),
+                            ("channels", channels)):
             check_int(name, value, 1)
+        _check_channels(m, channels)
 
-    def __init__(self, *, m: int, lanes: int, width: int):
-        self._m, self._lanes, self._width = m, lanes, width
+    def __init__(self, *, m: int, lanes: int, width: int, channels: int = 1):
+        self._m, self._lanes, self._width, self._channels = m, lanes, width, channels
         chunks = -(-m // lanes)
         self._chunks = chunks
         super().__init__({
@@ -239,8 +252,13 @@ class ImageBuffer(CheckedComponent):
 
     @property
     def m(self) -> int:
-        """Words of an image."""
+        """Words of the state it is read as."""
         return self._m
+
+    @property
+    def channels(self) -> int:
+        """Channels of the state (an image is channel 0)."""
+        return self._channels
 
     @property
     def lanes(self) -> int:
@@ -249,7 +267,7 @@ class ImageBuffer(CheckedComponent):
 
     def elaborate(self, platform):
         mod = Module()
-        m, lanes = self._m, self._lanes
+        m, lanes = self._m // self._channels, self._lanes
         mod.submodules.banks = banks = VectorBanks(lanes=lanes, depth=self._chunks,
                                                    width=self._width)
         count = Signal(range(m))
@@ -292,7 +310,7 @@ class HostPort(CheckedComponent):
                                    and B on the Fourier path: LOAD_SPECTRUM), LOAD_BIAS
                                    for LOAD_D; ``i`` passes to ``tile_i`` until it is done
     LOAD_GRAD                      the same into C with LOAD_S
-    LOAD_IMAGE                     ``m`` words from ``i`` to ``image_*``
+    LOAD_IMAGE                     ``m/channels`` words (channel 0) from ``i`` to ``image_*``
     READ_LOGITS, READ_STATUS       ``logits`` or ``status`` to ``o``
     READ_STATE, READ_TRAJECTORY    the trajectory banks (``traj_*``) from ``z_N`` or ``z_0``
     READ_WEIGHTS, READ_GRAD        each tile's READ_W or READ_G (A, B, C; on the Fourier
@@ -311,6 +329,10 @@ class HostPort(CheckedComponent):
         a gradient word (``lam_data``).
     fourier : bool
         A and B are Fourier units (LOAD_SPECTRUM; READ_WEIGHTS reads C only).
+    channels : int
+        Channels of the state, dividing ``m`` (more than one on the Fourier path only: A and B
+        are :class:`~xbarode.hdl.fourier_bank.FourierBank` units, their LOAD_SPECTRUM a
+        :class:`~xbarode.hdl.fourier_bank.BankOp`).
     training : bool
         The core trains (LOAD_GRAD, READ_GRAD).
 
@@ -361,22 +383,27 @@ class HostPort(CheckedComponent):
     @staticmethod
     def check_parameters(*, m: int, lanes: int, steps: int, classes: int, word: int,
                          out_word: int, state_width: int, act_width: int, grad_width: int,
-                         fourier: bool = False, training: bool = False) -> None:
+                         fourier: bool = False, channels: int = 1,
+                         training: bool = False) -> None:
         """The constructor's checks (:class:`~xbarode.hdl.checked.CheckedComponent`)."""
         for name, value in (("m", m), ("lanes", lanes), ("steps", steps), ("classes", classes),
                             ("word", word), ("out_word", out_word),
                             ("state_width", state_width), ("act_width", act_width),
-                            ("grad_width", grad_width)):
+                            ("grad_width", grad_width), ("channels", channels)):
             check_int(name, value, 1)
+        _check_channels(m, channels)
         if fourier and training:
             raise ValueError("the Fourier path is for inference: fourier and training "
                              "exclude each other")
+        if channels > 1 and not fourier:
+            raise ValueError("channels > 1 need the Fourier path's banks (fourier)")
 
     def __init__(self, *, m: int, lanes: int, steps: int, classes: int, word: int,
                  out_word: int, state_width: int, act_width: int, grad_width: int,
-                 fourier: bool = False, training: bool = False):
+                 fourier: bool = False, channels: int = 1, training: bool = False):
         self._m, self._lanes, self._steps, self._classes = m, lanes, steps, classes
         self._fourier, self._training = bool(fourier), bool(training)
+        self._channels = channels
         chunks = -(-m // lanes)
         self._chunks = chunks
         super().__init__({
@@ -427,6 +454,11 @@ class HostPort(CheckedComponent):
         return self._fourier
 
     @property
+    def channels(self) -> int:
+        """Channels of the state (LOAD_IMAGE writes channel 0)."""
+        return self._channels
+
+    @property
     def training(self) -> bool:
         """LOAD_GRAD and READ_GRAD are carried out."""
         return self._training
@@ -434,7 +466,9 @@ class HostPort(CheckedComponent):
     def _start_ops(self, mod, regs):
         """The IDLE state's decoding of ``op``."""
         m, steps, fourier = self._m, self._steps, self._fourier
-        load_ab = FourierOp.LOAD_SPECTRUM if fourier else TileOp.LOAD_W
+        load_ab = TileOp.LOAD_W
+        if fourier:
+            load_ab = BankOp.LOAD_SPECTRUM if self._channels > 1 else FourierOp.LOAD_SPECTRUM
 
         def start_tile(k, code):
             mod.d.comb += [regs["tile_op"].eq(code), regs["tile_start"][k].eq(1)]
@@ -507,11 +541,12 @@ class HostPort(CheckedComponent):
                     for k in range(lanes):
                         mod.d.comb += self.image_en[k].eq(lane == k)
                     mod.d.sync += count.eq(count + 1)
-                    with mod.If((lane == lanes - 1) | (count == m - 1)):
+                    last = count == m // self._channels - 1     # channel 0's last word
+                    with mod.If((lane == lanes - 1) | last):
                         mod.d.sync += [lane.eq(0), waddr.eq(waddr + 1)]
                     with mod.Else():
                         mod.d.sync += lane.eq(lane + 1)
-                    with mod.If(count == m - 1):
+                    with mod.If(last):
                         mod.d.comb += self.done.eq(1)
                         mod.next = "IDLE"
 

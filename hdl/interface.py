@@ -405,11 +405,25 @@ def _core(core) -> dict:
     a_rm = "row-major: A[i][j] is word i·m + j"
     bt_rm = ("row-major over Bᵀ: word i·m + j is B[j][i] (B column by column; the host "
              "transposes B as stored in a weights file)")
-    c_rm = "row-major: C[k][j] is word k·m + j"
+    n = cfg.features
+    c_rm = "row-major: C[k][j] is word k·n + j" + (
+        f" (n = {n} features: the {cfg.pool}x{cfg.pool} averages of z_N, channel by channel, "
+        f"each pooled image row-major)" if cfg.pool > 1 else " (n = m)")
+    state = ("channel by channel, each row-major: pixel (r, c) of channel k is word "
+             "(k·H + r)·W + c") if cfg.channels > 1 else "row-major: pixel (r, c) is word r·W + c"
     fr = cfg.fourier()
     if fr is None:
         a_words, b_words = _words("A", m * m, wf, a_rm), _words("Bt", m * m, wf, bt_rm)
         weights = [a_words, b_words]
+    elif cfg.channels > 1:
+        h, w, c = *cfg.image, cfg.channels
+        spec = ("A's c×c bank's spectra (xbarode.model.fixed_ops.spectrum_stream of "
+                "spectrum_words): frequency by frequency column-major (c outer, r inner), each "
+                "c×c matrix row-major (output channel outer), (re, im) per entry")
+        a_words = _words("A", 2 * c * c * h * w, word_format(fr["spectrum"]), spec)
+        b_words = _words("B", 2 * c * c * h * w, word_format(fr["spectrum"]),
+                         spec.replace("A's", "B's"))
+        weights = []
     else:
         h, w = cfg.image
         spec = ("A's kernel spectrum (xbarode.model.fixed_ops.spectrum_words), column by "
@@ -418,7 +432,7 @@ def _core(core) -> dict:
         b_words = _words("B", 2 * h * w, word_format(fr["spectrum"]),
                          spec.replace("A's", "B's"))
         weights = []
-    c_words, d_words = _words("C", classes * m, wf, c_rm), _words("d", classes, wf,
+    c_words, d_words = _words("C", classes * n, wf, c_rm), _words("d", classes, wf,
                                                                   "d[k] is word k")
     ops = {
         "LOAD_A": ([a_words], [], "A <- the words"),
@@ -426,13 +440,14 @@ def _core(core) -> dict:
         "LOAD_C": ([c_words], [], "C <- the words"),
         "LOAD_D": ([d_words], [], "d <- the words; logits = narrow(C·z + (d << state frac)): "
                    "d enters at the product's binary point, before the one rounding"),
-        "LOAD_IMAGE": ([_words("z0", m, sf, "row-major pixels: z0[j] is word j")], [],
-                       "z_0 <- the words"),
+        "LOAD_IMAGE": ([_words("z0", cfg.pixels, sf, "row-major pixels: z0[j] is word j")],
+                       [], "z_0 <- the words" if cfg.channels == 1 else
+                       f"channel 0 of z_0 <- the words; channels 1 … {cfg.channels - 1} <- 0"),
         "RUN": ([], [], f"integrate {steps} steps ({cfg.method}), then logits and cls; "
                 "done in the cycle cls, converged and iterations are valid"),
         "READ_LOGITS": ([], [_words("logits", classes, af, "logit k is word k")],
                         "stream out the logits of the last RUN"),
-        "READ_STATE": ([], [_words("zN", m, sf, "z_N[j] is word j")],
+        "READ_STATE": ([], [_words("zN", m, sf, f"z_N[j] is word j; {state}")],
                        "stream out the final state of the last RUN"),
         "READ_STATUS": ([], [_words("status", steps, _raw(9), "step n is word n")],
                         "per step: Newton iterations (bits 0-7), converged (bit 8); explicit "
@@ -477,11 +492,11 @@ def host_interface(component) -> HostInterface:
     notes = []
     if isinstance(component, Core):
         kind, ops = "core", _core(component)
-        meanings = {"i": "the words of LOAD_*", "o": "the words of READ_*",
-                    "image": "images at any time, also while an operation runs: m state "
-                             "words each, in LOAD_IMAGE's order, into the image buffer RUN "
-                             "starts from (no operation's words)"}
         cfg = component.config
+        meanings = {"i": "the words of LOAD_*", "o": "the words of READ_*",
+                    "image": f"images at any time, also while an operation runs: "
+                             f"{cfg.pixels} state words (H·W) each, in LOAD_IMAGE's order, "
+                             f"into the image buffer RUN starts from (no operation's words)"}
         wq = word_format(cfg.formats().weight)["q"]
         notes = [
             "Words narrower than the stream are sign-extended on o; on i the unit reads the "

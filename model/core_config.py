@@ -5,9 +5,14 @@ default (the digits core, with the 16-bit formats the precision study chose), an
 is validated with a message that names the field. Example (all fields, default values)::
 
     [core]
-    image = [8, 8]            # H, W: the state has m = H·W entries
+    image = [8, 8]            # H, W: the state has m = c·H·W entries
     structure = "dense"       # "dense" (A, B any m×m) or "conv" (k×k kernels)
     kernel = 3                # kernel size for structure = "conv" (odd)
+    channels = 1              # c: the state's channels, the image in channel 0 and the
+                              # others starting at 0; A and B are c×c kernel banks
+                              # (c > 1: conv_path = "fourier")
+    pool = 1                  # the head reads the pool×pool average of every channel of
+                              # z_N (p divides H and W; inference); 1 is none
     classes = 10
     lanes = 16                # multipliers of tiles A and B each, 1 … m (default:
                               # 16, or m when smaller)
@@ -59,9 +64,10 @@ Fourier path too (docs/device.md, "In the RTL core"), and refuses the rest.
 :meth:`CoreConfig.to_toml` writes the table only when a model is on.
 
 Limits (:data:`LIMITS`) keep the hardware a configuration describes, and so the memory and
-time needed to elaborate and simulate it, bounded: image sides at most 64 and ``m = H·W`` at
-most 1024, ``steps`` at most 1024, ``classes`` at most 1024, ``neumann_terms`` at most 255,
-word widths at most 32 (the Fourier units' 40), ``batch`` at most 65536.
+time needed to elaborate and simulate it, bounded: image sides at most 64, ``H·W`` at
+most 1024 and ``channels`` at most 16, ``steps`` at most 1024, ``classes`` at most 1024,
+``neumann_terms`` at most 255, word widths at most 32 (the Fourier units' 40), ``batch``
+at most 65536.
 """
 
 from __future__ import annotations
@@ -88,8 +94,8 @@ DEFAULT_LANES, DEFAULT_LANES_C = 16, 16
 
 #: Upper bounds of the sizes (the hardware grows with each; ``steps = 10**8`` once grew to
 #: 21.5 GB while elaborating).
-LIMITS = {"side": 64, "m": 1024, "steps": 1024, "classes": 1024, "neumann_terms": 255,
-          "tol": 2**16, "batch": 2**16, "width": 32, "fourier_width": 40}
+LIMITS = {"side": 64, "m": 1024, "channels": 16, "steps": 1024, "classes": 1024,
+          "neumann_terms": 255, "tol": 2**16, "batch": 2**16, "width": 32, "fourier_width": 40}
 
 _METHODS = ("euler", "implicit_euler")
 _STRUCTURES = ("dense", "conv")
@@ -108,6 +114,8 @@ class CoreConfig:
     image: tuple[int, int] = (8, 8)
     structure: str = "dense"
     kernel: int = 3
+    channels: int = 1
+    pool: int = 1
     classes: int = 10
     lanes: int | None = None
     lanes_c: int | None = None
@@ -171,6 +179,13 @@ class CoreConfig:
         if self.structure == "conv" and (self.kernel % 2 == 0 or self.kernel > min(self.image)):
             raise ConfigError(f"kernel must be odd and fit the image {self.image}, not "
                               f"{self.kernel}")
+        integer("channels", 1, LIMITS["channels"])
+        integer("pool", 1, min(self.image))
+        if self.image[0] % self.pool or self.image[1] % self.pool:
+            raise ConfigError(f"pool must divide the image {self.image[0]}x{self.image[1]}, "
+                              f"not {self.pool}")
+        if self.pool > 1 and self.training:
+            raise ConfigError("pool > 1 is for inference: training needs pool = 1")
         integer("classes", 2, LIMITS["classes"])
         if self.lanes is None:
             object.__setattr__(self, "lanes", min(DEFAULT_LANES, self.m))
@@ -225,6 +240,13 @@ class CoreConfig:
                                      gradient_terms=self.steps * self.batch)
             except ValueError as error:
                 raise ConfigError(f"acc_width: {error}") from None
+        if self.channels > 1 and self.conv_path != "fourier":
+            # Tiles A and B would hold the (c·H·W)² block matrices of the kernel banks.
+            raise ConfigError(f"channels = {self.channels} needs conv_path 'fourier' (the "
+                              f"direct path's core has one channel)")
+        if self.channels > 1 and self.device() is not None:
+            raise ConfigError("the Fourier path with channels has no device models: "
+                              "[device] must be off with channels > 1")
         if self.conv_path == "fourier":
             if self.structure != "conv":
                 raise ConfigError("conv_path 'fourier' needs structure 'conv'")
@@ -287,7 +309,17 @@ class CoreConfig:
 
     @property
     def m(self) -> int:
-        """State size ``H·W``."""
+        """State size ``c·H·W`` (``H·W`` with one channel)."""
+        return self.channels * self.pixels
+
+    @property
+    def features(self) -> int:
+        """Words the head C reads: ``m``, or ``c·(H/p)·(W/p)`` after a p×p pool."""
+        return self.m // (self.pool * self.pool)
+
+    @property
+    def pixels(self) -> int:
+        """Image size ``H·W``: the words of LOAD_IMAGE, channel 0 of the state."""
         return self.image[0] * self.image[1]
 
     @property
@@ -360,8 +392,8 @@ class CoreConfig:
         return "\n".join(lines)
 
 
-_GROUPS = {"core": ("image", "structure", "kernel", "classes", "lanes", "lanes_c",
-                    "conv_path"),
+_GROUPS = {"core": ("image", "structure", "kernel", "channels", "pool", "classes",
+                    "lanes", "lanes_c", "conv_path"),
            "ode": ("steps", "h", "method", "neumann_terms", "max_iter", "tol"),
            "fixed": ("weight", "state", "act", "grad", "acc_width", "rounding", "lfsr_seed",
                      "fourier_data", "twiddle", "spectrum"),

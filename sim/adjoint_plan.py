@@ -110,7 +110,7 @@ def make_plan(config: CoreConfig, params: dict, images: np.ndarray, labels, *,
     if apply_every < 1:
         raise ValueError(f"apply_every must be >= 1, not {apply_every}")
     net = model_network(config, params)
-    images = np.asarray(images, dtype=np.float64).reshape(len(images), config.m)
+    images = np.asarray(images, dtype=np.float64).reshape(len(images), config.pixels)
     labels = np.asarray(labels, dtype=np.int64).reshape(len(images))
     if labels.size and (labels.min() < 0 or labels.max() >= config.classes):
         raise ValueError(f"labels must lie in 0..{config.classes - 1}")

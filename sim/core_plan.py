@@ -46,17 +46,32 @@ def core_params(config: CoreConfig, params: dict) -> dict:
     """Dense float parameters ``A``, ``B``, ``C``, ``d`` for the core's tiles.
 
     For ``structure = "conv"`` the kernels become their m×m circular-convolution matrices
-    (the direct path: the tiles hold the matrices); the Fourier path keeps the kernels.
-    Kernel banks (``channels > 1``) are refused: the core has one channel; a bank runs in the
-    fixed-point model only (:class:`~xbarode.model.fixed_bank.FixedConvBank`,
-    :class:`~xbarode.model.fixed_fourier_bank.FixedFourierBank`).
+    (the direct path: the tiles hold the matrices); the Fourier path keeps the kernels. With
+    ``channels = c > 1`` (the Fourier path) ``A`` and ``B`` are c×c banks of k×k kernels,
+    shape ``(c, c, k, k)``, and ``C`` reads all ``m = c·H·W`` state words.
     """
     for name in "AB":
-        if np.ndim(params.get(name)) == 4:
-            raise ValueError(f"weights {name} are a bank of kernels for "
-                             f"{np.shape(params[name])[1]} channels; the core has one channel "
-                             f"(a bank runs on the direct or the Fourier path in the "
-                             f"fixed-point model only)")
+        got = np.shape(params.get(name))
+        if config.channels > 1:
+            want = (config.channels, config.channels, config.kernel, config.kernel)
+            if got != want:
+                raise ValueError(f"weights {name} have shape {got}; a core with "
+                                 f"{config.channels} channels needs a bank of shape {want}")
+        elif len(got) == 4:
+            raise ValueError(f"weights {name} are a bank of kernels for {got[1]} channels; "
+                             f"the core has one channel (set channels = {got[1]} on the "
+                             f"Fourier path)")
+    if config.channels > 1 or config.pool > 1:
+        m, classes = config.features, config.classes
+        for name, shape in (("C", (classes, m)), ("d", (classes,))):
+            if np.shape(params.get(name)) != shape:
+                raise ValueError(f"weights {name} have shape {np.shape(params.get(name))}; "
+                                 f"the configuration needs {shape}")
+        if config.channels > 1:
+            return {name: np.asarray(params[name], dtype=np.float64) for name in "ABCd"}
+        dense = core_params(dataclasses.replace(config, pool=1), {
+            **params, "C": np.zeros((classes, config.m))})
+        return {**dense, "C": np.asarray(params["C"], dtype=np.float64)}
     if config.conv_path == "fourier":
         # The same checks as the direct path's; the units take the kernels themselves.
         dense = core_params(dataclasses.replace(config, conv_path="direct"), params)
@@ -87,22 +102,27 @@ def model_network(config: CoreConfig, params: dict, *, device: bool = True):
                         rounding=config.rounding, h=config.h, steps=config.steps,
                         method=config.method, newton=config.newton(),
                         lfsr_seed=config.lfsr_seed, conv_taps=config.conv_taps(),
-                        fourier=config.fourier(),
+                        fourier=config.fourier(), image_shape=config.image,
+                        pool=config.pool,
                         device=config.device() if device else None)
 
 
 def random_params(config: CoreConfig, seed: int) -> dict:
     """Random float weights of a size that exercises the core without saturating everywhere.
 
-    ``A`` and ``B`` (m×m, or k×k kernels for ``structure = "conv"``) have entries of about
-    ``1.2/√fan-in`` (ρ(hJ) < 1 for implicit Euler), ``C`` and ``d`` of about 0.5.
+    ``A`` and ``B`` (m×m, or k×k kernels for ``structure = "conv"``, c×c banks of them with
+    ``c`` channels) have entries of about ``1.2/√fan-in`` (ρ(hJ) < 1 for implicit Euler),
+    ``C`` and ``d`` of about 0.5.
     """
     rng = np.random.default_rng(seed)
-    m, classes = config.m, config.classes
+    m, classes, c = config.m, config.classes, config.channels
     shape = (config.kernel,) * 2 if config.structure == "conv" else (m, m)
-    scale = 1.2 / np.sqrt(shape[0] * shape[1] if config.structure == "conv" else m)
+    scale = 1.2 / np.sqrt(c * shape[0] * shape[1] if config.structure == "conv" else m)
+    if c > 1:
+        shape = (c, c, *shape)
     return {"A": rng.normal(0, scale, shape), "B": rng.normal(0, scale, shape),
-            "C": rng.normal(0, 0.5, (classes, m)), "d": rng.normal(0, 0.5, classes)}
+            "C": rng.normal(0, 0.5, (classes, config.features)),
+            "d": rng.normal(0, 0.5, classes)}
 
 
 def weight_loads(plan: dict) -> list:
@@ -181,15 +201,18 @@ def run_plan_amaranth(config: CoreConfig, plan: dict, vcd_path=None):
 
 def tile_words(config: CoreConfig, net) -> dict:
     """What LOAD_A and LOAD_B send: the words of A and Bᵀ (``A``, ``Bt``), or on the Fourier
-    path the kernels' spectra in LOAD_SPECTRUM's order, column by column (``A``, ``B``)."""
+    path the kernels' spectra in LOAD_SPECTRUM's order (``A``, ``B``;
+    :func:`~xbarode.model.fixed_ops.spectrum_stream`: column by column, and with channels the
+    c×c matrix of every frequency row-major)."""
     if config.conv_path == "fourier":
-        from xbarode.model.fixed_ops import spectrum_words
+        from xbarode.model.fixed_ops import spectrum_stream, spectrum_words
 
         spectra = {}
         for name in "AB":
             unit = getattr(net, name)
-            words = spectrum_words(unit.kernel, config.image, unit.spectrum)
-            spectra[name] = np.swapaxes(words, 0, 1).ravel().tolist()
+            kernel = unit.kernels if config.channels > 1 else unit.kernel
+            words = spectrum_words(kernel, config.image, unit.spectrum)
+            spectra[name] = spectrum_stream(words).tolist()
         return spectra
     return {"A": net.A.weights.ravel().tolist(), "Bt": net.B.weights.T.ravel().tolist()}
 
@@ -213,7 +236,7 @@ def make_plan(config: CoreConfig, params: dict, images: np.ndarray, *,
     the core is built with the weights and :func:`execute` loads none. The weights are
     the quantised words, as the host sends them: with the device's write models the tiles
     snap them to a state as LOAD_* writes them."""
-    images = np.asarray(images, dtype=np.float64).reshape(len(images), config.m)
+    images = np.asarray(images, dtype=np.float64).reshape(len(images), config.pixels)
     words = config.formats().state.quantize(images, "nearest")
     return {"config": config.to_toml(), "weights": weight_load_words(config, params),
             "images": words.tolist(), "m": config.m, "classes": config.classes,
@@ -237,7 +260,7 @@ def model_results(config: CoreConfig, params: dict, images: np.ndarray) -> list[
     ``iterations`` (Newton updates summed over the steps) and ``overflow`` (some hardware
     narrowing or saturating addition saturated on this image)."""
     net = model_network(config, params)
-    images = np.asarray(images, dtype=np.float64).reshape(len(images), config.m)
+    images = np.asarray(images, dtype=np.float64).reshape(len(images), config.pixels)
     results = []
     for x in images:
         before = hardware_counts(net.overflow)

@@ -21,7 +21,8 @@ tree's register stages (:class:`~xbarode.hdl.tile.CrossbarTile`'s docstring):
 - :class:`~xbarode.hdl.core.Core`: RUN, per chain the two products one after the other (the
   overlap only shortens it; on the Fourier path ``2·CONV + 3·m``), one combine (``C + 1``)
   per chain and per Newton update, per step at most ``1 + (max_iter + 1) +
-  max_iter·neumann_terms`` chains, then C's forward product; BACKWARD C's transposed product
+  max_iter·neumann_terms`` chains, then the copy of ``z_N`` into C (a pool: ``m + 4``) and
+  C's forward product; BACKWARD C's transposed product
   and, per step, ``5 + 2·neumann_terms`` products (implicit Euler; 5 for explicit) with a
   combine each; APPLY the slowest tile's APPLY (with ``pulses`` and ``training``, first the
   slowest tile's walk over its pairs, :func:`pulse_walk_bound`);
@@ -140,13 +141,19 @@ def core_bound(config, op) -> int:
     chunks_c = -(-m // config.lanes_c)
     taps = config.conv_taps() if config.training else None
     a = {"rows": m, "cols": m, "lanes": lanes, "taps": 0 if taps is None else len(taps)}
-    c = {"rows": config.classes, "cols": m, "lanes": config.lanes_c, "bias": True}
+    c = {"rows": config.classes, "cols": config.features, "lanes": config.lanes_c,
+         "bias": True}
     combine = chunks + 4
     copy_c = chunks_c + 4      # z_N into C's inputs; C's λ into the λ banks
+    if config.pool > 1:
+        copy_c = m + 4         # the pool's walk, a word per cycle (inference only)
     fourier = config.conv_path == "fourier"
     if fourier:
         height, width = config.image
-        conv = dft_bound(height, width, Dft2d.array_lanes(height, width, lanes), "CONV")
+        array_lanes = Dft2d.array_lanes(height, width, lanes)
+        ch = config.channels
+        conv = (bank_bound(height, width, array_lanes, ch, ch, "CONV") if ch > 1
+                else dft_bound(height, width, array_lanes, "CONV"))
         chain = 2 * conv + 4 * m + 16
     else:
         chain = tile_bound(op="FORWARD", **a) + tile_bound(op="TRANSPOSED", **a) + 8

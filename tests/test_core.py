@@ -28,7 +28,7 @@ from xbarode.sim.core_plan import (
     random_params,
     run_plan_amaranth,
 )
-from xbarode.simulate import DEFAULT_WEIGHTS, mac_count, simulate_core
+from xbarode.simulate import DEFAULT_WEIGHTS, mac_bound_cycles, mac_count, simulate_core
 from xbarode.units import UNITS, cosim
 
 
@@ -60,6 +60,15 @@ def check_amaranth(config, params, images):
     ({"structure": "conv", "kernel": 4}, r"^kernel must be odd and fit the image \(8, 8\), "
                                          r"not 4$"),
     ({"conv_path": "fourier"}, r"^conv_path 'fourier' needs structure 'conv'$"),
+    ({"channels": 2}, r"^channels = 2 needs conv_path 'fourier' \(the direct path's core has "
+                      r"one channel\)$"),
+    ({"channels": 17}, r"^channels must be between 1 and 16, not 17$"),
+    ({"channels": 2, "structure": "conv", "conv_path": "fourier", "read_noise": 0.01},
+     r"^the Fourier path with channels has no device models: \[device\] must be off with "
+     r"channels > 1$"),
+    ({"pool": 3}, r"^pool must divide the image 8x8, not 3$"),
+    ({"pool": 9}, r"^pool must be between 1 and 8, not 9$"),
+    ({"pool": 2, "training": True}, r"^pool > 1 is for inference: training needs pool = 1$"),
     ({"conv_path": "fourier", "structure": "conv", "training": True},
      r"^conv_path 'fourier' is for inference; training needs conv_path 'direct'$"),
     ({"conv_path": "fourier", "structure": "conv", "fourier_data": "18.10"},
@@ -220,6 +229,41 @@ def test_fourier_path_cores_match_the_model(h, w, data, method, rounding, seed):
     check_amaranth(config, random_params(config, seed), images)
 
 
+@settings(max_examples=3, deadline=None)   # and the pinned examples below
+@given(data=st.data(), method=st.sampled_from(["euler", "implicit_euler"]),
+       rounding=st.sampled_from(["floor", "nearest", "stochastic"]),
+       seed=st.integers(0, 2**16))
+# Draws: height, width, channels, pool, lanes, (implicit Euler: neumann_terms, max_iter,
+# tol,) lanes_c, steps.
+@example(data=Draws(4, 4, 2, 2, 4, 2, 2), method="euler", rounding="stochastic",
+         seed=3).via("2 channels, 2×2 pool, C on 2 lanes")
+@example(data=Draws(3, 6, 3, 3, 5, 1, 1, 1, 5, 1), method="implicit_euler",
+         rounding="nearest", seed=4).via("3 channels, 3×3 pool (a reciprocal), odd lanes")
+def test_channel_cores_match_the_model(data, method, rounding, seed):
+    # The Fourier path with channels: two FourierBank units hold the c×c kernel banks; the
+    # image is channel 0 of the state; the pool (if any) walks z_N into C.
+    h, w = data.draw(st.integers(1, 4)), data.draw(st.integers(1, 4))
+    channels = data.draw(st.integers(2, 3))
+    pool = data.draw(st.sampled_from([p for p in range(1, min(h, w) + 1)
+                                      if h % p == 0 and w % p == 0]))
+    m = channels * h * w
+    lanes = data.draw(st.integers(1, min(m, 8)))
+    newton = {"neumann_terms": data.draw(st.integers(0, 1)),
+              "max_iter": data.draw(st.integers(0, 1)), "tol": data.draw(st.integers(0, 1))} \
+        if method == "implicit_euler" else {}
+    config = CoreConfig(image=(h, w), structure="conv", conv_path="fourier",
+                        kernel=3 if min(h, w) >= 3 else 1, channels=channels, pool=pool,
+                        lanes=lanes, lanes_c=data.draw(st.sampled_from(
+                            [d for d in range(1, lanes + 1) if lanes % d == 0])),
+                        classes=3, steps=data.draw(st.integers(1, 2)), method=method,
+                        rounding=rounding, lfsr_seed=seed + 1, **newton)
+    params = random_params(config, seed)
+    assert params["A"].shape == (channels, channels, config.kernel, config.kernel)
+    images = np.random.default_rng(seed).uniform(0, 1, (2, h * w))
+    got, _ = check_amaranth(config, params, images)
+    assert len(got[0]["state"]) == m
+
+
 @pytest.mark.parametrize(("lfsr_seed", "conv_path"), [
     (0xFFFFFFFF, "direct"), (0xFFFFFFFD, "direct"), (0xFFFFFFF8, "fourier")])
 def test_stochastic_rounding_at_the_top_seeds(lfsr_seed, conv_path):
@@ -346,14 +390,18 @@ def test_mac_count_is_the_equations(changes):
 
 @pytest.mark.parametrize(("simulator", "method", "conv_path"), [
     ("verilator", "euler", "direct"), ("verilator", "implicit_euler", "fourier"),
-    ("icarus", "euler", "fourier"), ("icarus", "implicit_euler", "direct")])
+    ("icarus", "euler", "fourier"), ("icarus", "implicit_euler", "direct"),
+    ("verilator", "euler", "channels"), ("icarus", "euler", "channels")])
 def test_small_core_on_cocotb_matches_the_model(simulator, method, conv_path, tmp_path):
-    # Both methods and both convolution paths on each simulator.
-    structure = "conv" if conv_path == "fourier" else "dense"
-    config = small(image=(3, 3), lanes=4, method=method, neumann_terms=2, max_iter=3,
-                   rounding="stochastic", structure=structure, conv_path=conv_path)
+    # Both methods and both convolution paths on each simulator; channels: the Fourier path
+    # with 2 channels and the 2×2 pool before C (image 4×4).
+    structure = "conv" if conv_path != "direct" else "dense"
+    shape = {"image": (4, 4), "channels": 2, "pool": 2} if conv_path == "channels" else {}
+    config = small(**({"image": (3, 3)} | shape), lanes=4, method=method, neumann_terms=2,
+                   max_iter=3, rounding="stochastic", structure=structure,
+                   conv_path="fourier" if conv_path == "channels" else conv_path)
     params = random_params(config, 7)
-    images = np.random.default_rng(7).uniform(0, 1, (3, config.m))
+    images = np.random.default_rng(7).uniform(0, 1, (3, config.pixels))
     result = simulate_core(config, params, images, simulator=simulator, out_dir=tmp_path)
     assert result["mismatches"] == 0, result["first_mismatch"]
     assert result["agreement"] == 1.0 and result["images"] == 3
@@ -504,6 +552,19 @@ def test_simulate_fourier_path_on_digits(lanes, steps, capsys, tmp_path):
     # Per chain two Fourier convolutions: 2·(H·(2W)² + W·(2H)²) + 4·H·W MACs each.
     assert mac_count(fourier, [0x100] * steps) == steps * 2 * (2 * (8 * 256 + 8 * 256)
                                                                + 256) + 640
+
+
+def test_mac_bound_of_a_channel_core():
+    # Closed forms: per chain two banks, each c DFTs and c inverse DFTs of
+    # H·(2W)² + W·(2H)² MACs and the mixing's 4·c²·H·W; the transforms on the lanes, the
+    # mixing on its unit's 4 multipliers; then C on the pooled features.
+    config = CoreConfig(structure="conv", conv_path="fourier", channels=2, pool=2)
+    transform = 8 * 16**2 + 8 * 16**2
+    per_bank = 2 * 2 * transform + 4 * 2**2 * 64
+    assert config.features == 2 * 16
+    assert mac_count(config, [0x100] * 8) == 8 * 2 * per_bank + 10 * 32
+    assert mac_bound_cycles(config, [0x100] * 8) == \
+        8 * (2 * 2 * 2 * transform / 16 + 2 * 4 * 4 * 64 / 4) + 10 * 32 / 16
 
 
 def test_simulate_fourier_path_on_mnist5k(capsys, tmp_path):

@@ -154,9 +154,12 @@ def test_vector_banks_reject_bad_arguments(kwargs, error, message):
 
 # --- the image buffer -----------------------------------------------------------------------
 
-@pytest.mark.parametrize(("m", "lanes", "seed"), [(5, 2, 0), (6, 3, 1), (4, 4, 2), (1, 1, 3)])
-def test_image_buffer_takes_whole_images_unless_locked(m, lanes, seed):
-    dut = ImageBuffer(m=m, lanes=lanes, width=8)
+@pytest.mark.parametrize(("m", "lanes", "seed", "channels"), [
+    (5, 2, 0, 1), (6, 3, 1, 1), (4, 4, 2, 1), (1, 1, 3, 1), (8, 3, 4, 2), (9, 2, 5, 3)])
+def test_image_buffer_takes_whole_images_unless_locked(m, lanes, seed, channels):
+    # With channels an image is channel 0 (m / channels words); the rest is never written by
+    # the stream and reads 0 (the augmented state's zeros).
+    dut = ImageBuffer(m=m, lanes=lanes, width=8, channels=channels)
     rng = np.random.default_rng(seed)
     chunks = -(-m // lanes)
     words = {}              # the reference buffer: word index -> value
@@ -168,7 +171,8 @@ def test_image_buffer_takes_whole_images_unless_locked(m, lanes, seed):
             valid, lock = rng.random() < 0.7, rng.random() < 0.2
             discard = rng.random() < 0.05
             host = rng.random() < 0.1 and not valid       # a LOAD_IMAGE word
-            payload, host_index = int(rng.integers(-128, 128)), int(rng.integers(0, m))
+            payload = int(rng.integers(-128, 128))
+            host_index = int(rng.integers(0, m // channels))
             read = int(rng.integers(0, chunks))
             ctx.set(dut.image.valid, int(valid))
             ctx.set(dut.image.payload, payload)
@@ -187,7 +191,7 @@ def test_image_buffer_takes_whole_images_unless_locked(m, lanes, seed):
                 words[host_index] = payload
             if valid and not lock:
                 words[state["count"]] = payload
-                state["count"] = (state["count"] + 1) % m
+                state["count"] = (state["count"] + 1) % (m // channels)
             if discard:
                 state["count"] = 0
             await ctx.tick()

@@ -763,13 +763,22 @@ def test_bad_banks_and_pools_are_refused(build, message):
         build()
 
 
-def test_cli_demo_reports_the_fixed_point_figure_of_a_channel_network(capsys, tmp_path):
-    """A network with channels and a pool trains in float64 in the demo (the core has one
-    channel); its fixed-point figure is post-training quantisation to 16 bits."""
+def test_cli_demo_runs_a_channel_network_through_the_rtl(capsys, tmp_path):
+    """A network with channels and a pool trains in the core's 16-bit fixed point and runs
+    through the RTL core with the same channels and pool (its Fourier path), bit for bit."""
     code, out, err = run(capsys, "demo", "--structure", "conv", "--channels", 2, "--pool", 2,
-                         "--epochs", 2, "--rtl-images", 0, "--out", tmp_path / "w.npz", "--json")
+                         "--set", "structure=conv", "--set", "conv_path=fourier", "--set",
+                         "channels=2", "--set", "pool=2", "--steps", 2, "--h", 0.25,
+                         "--set", "steps=2", "--set", "lanes=4", "--epochs", 1,
+                         "--rtl-images", 1,
+                         "--simulator", "verilator", "--out", tmp_path / "w.npz", "--json")
     assert code == 0, err
     result = last_json(out)
-    assert result["config"]["precision"] == "float64" and result["config"]["channels"] == 2
-    assert isinstance(result["fixed_accuracy"], float)
-    assert abs(result["fixed_accuracy"] - result["float_accuracy"]) <= 0.02
+    assert result["config"]["precision"] == "fixed" and result["config"]["channels"] == 2
+    assert result["config"]["weight_format"] == "16.14"
+    rtl = result["rtl"]
+    # Every word compared: the trajectory z_0 … z_2 and z_N (m = 2·64 each), 10 logits,
+    # 2 status words, and cls, converged, iterations and the flag.
+    assert rtl["mismatches"] == 0 and rtl["images"] == 1
+    assert rtl["compared"] == 3 * 128 + 128 + 10 + 2 + 4
+    assert rtl["agreement"] == 1.0

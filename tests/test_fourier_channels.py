@@ -441,6 +441,8 @@ def test_network_with_channels_on_the_fourier_path_checks_the_mixing_accumulator
 
 
 def test_the_core_refuses_a_bank():
+    # A one-channel core refuses a bank (and names the setting that takes it); a core with
+    # channels refuses a bank of another size.
     from xbarode.model.core_config import CoreConfig
     from xbarode.sim.core_plan import core_params
 
@@ -448,7 +450,11 @@ def test_the_core_refuses_a_bank():
     for path in ("fourier", "direct"):
         config = CoreConfig(image=(5, 5), structure="conv", conv_path=path, classes=4)
         with pytest.raises(ValueError, match=r"^weights A are a bank of kernels for 2 "
-                                             r"channels; the core has one channel \(a bank "
-                                             r"runs on the direct or the Fourier path in the "
-                                             r"fixed-point model only\)$"):
+                                             r"channels; the core has one channel \(set "
+                                             r"channels = 2 on the Fourier path\)$"):
             core_params(config, params)
+    config = CoreConfig(image=(5, 5), structure="conv", conv_path="fourier", classes=4,
+                        channels=3)
+    with pytest.raises(ValueError, match=r"^weights A have shape \(2, 2, 3, 3\); a core with "
+                                         r"3 channels needs a bank of shape \(3, 3, 3, 3\)$"):
+        core_params(config, params)

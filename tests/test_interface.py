@@ -32,6 +32,22 @@ lanes = 2
 steps = 2
 """
 
+# The Fourier path with channels and a pool: m = 2·2·4 = 16 state words, 8 pixels, C reads
+# 2·1·2 = 4 features.
+CORE_CHANNELS_TOML = """
+[core]
+image = [2, 4]
+structure = "conv"
+kernel = 1
+channels = 2
+pool = 2
+classes = 3
+lanes = 2
+conv_path = "fourier"
+[ode]
+steps = 2
+"""
+
 # unit -> (extra arguments, top, op enum or None, expected {op: (words in, words out)})
 UNITS = {
     "tile": (["--rows", "3", "--cols", "4", "--lanes", "2"], "crossbar_tile", TileOp,
@@ -60,6 +76,11 @@ UNITS = {
               "LOAD_IMAGE": (6, 0), "RUN": (0, 0), "READ_LOGITS": (0, 3),
               "READ_STATE": (0, 6), "READ_STATUS": (0, 2), "READ_TRAJECTORY": (0, 18),
               "READ_WEIGHTS": (0, 36 + 36 + 18 + 3)}),
+    "core-channels": (["--config", "CORE_CHANNELS"], "xbarode_core", CoreOp,
+                      {"LOAD_A": (2 * 4 * 8, 0), "LOAD_B": (2 * 4 * 8, 0), "LOAD_C": (12, 0),
+                       "LOAD_D": (3, 0), "LOAD_IMAGE": (8, 0), "RUN": (0, 0),
+                       "READ_LOGITS": (0, 3), "READ_STATE": (0, 16), "READ_STATUS": (0, 2),
+                       "READ_TRAJECTORY": (0, 48), "READ_WEIGHTS": (0, 12 + 3)}),
     "adjoint": (["--config", "CORE"], "xbarode_core", CoreOp,
                 {"LOAD_GRAD": (3, 0), "BACKWARD": (0, 0), "APPLY": (0, 0),
                  "READ_GRAD": (0, 36 + 36 + 18 + 3 + 6)}),
@@ -70,14 +91,15 @@ UNITS = {
 def generated(tmp_path_factory):
     """Every unit generated once: {unit: (folder, manifest)}."""
     root = tmp_path_factory.mktemp("units")
-    config = root / "core.toml"
-    config.write_text(CORE_TOML)
+    configs = {"CORE": root / "core.toml", "CORE_CHANNELS": root / "channels.toml"}
+    configs["CORE"].write_text(CORE_TOML)
+    configs["CORE_CHANNELS"].write_text(CORE_CHANNELS_TOML)
     out = {}
     for unit, (args, top, _, _) in UNITS.items():
         folder = root / unit
-        args = [str(config) if a == "CORE" else a for a in args]
-        assert main(["generate", unit.removesuffix("-chain"), *args, "--out",
-                     str(folder)]) == 0
+        args = [str(configs.get(a, a)) for a in args]
+        assert main(["generate", unit.removesuffix("-chain").removesuffix("-channels"), *args,
+                     "--out", str(folder)]) == 0
         out[unit] = (folder, json.loads((folder / f"{top}.json").read_text()))
     return out
 
@@ -278,16 +300,19 @@ def _handshake_trace(dut, description, rng):
 
 
 @pytest.mark.parametrize("unit", ["tile", "tile-chain", "dft", "fourier-conv", "fourier-bank",
-                                  "core"])
+                                  "core", "core-channels"])
 def test_handshake_rules_hold_for_every_operation(generated, unit):
     from xbarode.units import UNITS as REGISTRY
 
     _, manifest = generated[unit]
-    registry = REGISTRY[unit.removesuffix("-chain")]
-    if unit == "core":
+    registry = REGISTRY[unit.removesuffix("-chain").removesuffix("-channels")]
+    if unit.startswith("core"):
+        import tomllib
+
         from xbarode.model.core_config import CoreConfig
 
-        params = CoreConfig(image=(2, 3), classes=3, lanes=2, steps=2)
+        toml = tomllib.loads(CORE_TOML if unit == "core" else CORE_CHANNELS_TOML)
+        params = CoreConfig(**{**toml["core"], **toml["ode"]})
     else:
         parser = argparse.ArgumentParser()
         registry.add_arguments(parser)

@@ -743,7 +743,7 @@ def cmd_demo(args) -> dict:
     started = time.perf_counter()
     out = Path(args.out)
     if args.width is None and not args.format and args.frac is None \
-            and args.optimizer == "sgd" and (args.channels, args.pool) == (1, 1):
+            and args.optimizer == "sgd":
         args.width = 16          # the demo trains in the core's 16-bit fixed point
     # Everything checked before training overwrites the weights file.
     training = _training_config(args, out)
@@ -763,9 +763,8 @@ def cmd_demo(args) -> dict:
     data = load_dataset(args.dataset)
     float_accuracy = accuracy(dataclasses.replace(config, precision="float64"), params,
                               data.x_test, data.y_test)
-    # Trained in float64 (e.g. with Adam, or a network with channels or a pool, which the core
-    # does not have): the fixed-point figure is post-training quantisation to the default
-    # 16-bit formats.
+    # Trained in float64 (e.g. with Adam): the fixed-point figure is post-training
+    # quantisation to the default 16-bit formats.
     if config.precision == "fixed":
         fixed_accuracy = trained["test_accuracy"]
     else:

@@ -49,7 +49,7 @@ def weights_differences(trained, config: CoreConfig) -> tuple[list[str], list[st
     -------
     network : list of str
         Differences that make the weights another network's: structure, kernel size (conv),
-        image, channels and pool (the core has one channel and no pool), classes, steps, T
+        image, channels, pool, classes, steps, T
         and h. Each reads ``"steps: 4 in the weights, 8 in the
         core"``.
     arithmetic : list of str
@@ -68,7 +68,8 @@ def weights_differences(trained, config: CoreConfig) -> tuple[list[str], list[st
     if "conv" in (trained.structure, config.structure) and trained.structure == config.structure:
         pairs.append(("kernel", trained.kernel_size, config.kernel))
     pairs += [("image", tuple(trained.image_shape), tuple(config.image)),
-              ("channels", trained.channels, 1), ("pool", trained.pool, 1),
+              ("channels", trained.channels, config.channels),
+              ("pool", trained.pool, config.pool),
               ("classes", trained.classes, config.classes),
               ("steps", trained.steps, config.steps),
               ("T", float(trained.T), float(config.steps * config.h)),
@@ -103,22 +104,38 @@ def check_weights(trained, config: CoreConfig, source: str) -> list[str]:
     return arithmetic
 
 
+def _chains(config: CoreConfig, status: list[int]) -> int:
+    """Chains of one inference: one per step (explicit Euler); per step with ``k`` Newton
+    updates the predictor, ``k + 1`` residuals and ``k·neumann_terms`` Neumann terms."""
+    if config.method == "euler":
+        return config.steps
+    return sum(1 + (s & 0xFF) + 1 + (s & 0xFF) * config.neumann_terms for s in status)
+
+
+def _product_macs(config: CoreConfig) -> tuple[int, int]:
+    """``(transforms, mixing)``: multiply–accumulates of one product of A or B on the
+    multipliers of its tile or DFT arrays, and on a bank's mixing unit (0 without channels)."""
+    from xbarode.study_fourier import fourier_conv_macs
+
+    if config.conv_path == "direct":
+        return config.m * config.m, 0
+    if config.channels == 1:
+        return fourier_conv_macs(*config.image), 0
+    c, pixels = config.channels, config.pixels
+    return c * (fourier_conv_macs(*config.image) - 4 * pixels), 4 * c * c * pixels
+
+
 def mac_count(config: CoreConfig, status: list[int]) -> int:
     """Multiply–accumulates of one inference: ``2·m²`` per chain (A and B; on the Fourier
-    path two Fourier convolutions, ``xbarode.study_fourier.fourier_conv_macs``), ``classes·m``.
+    path two Fourier convolutions, ``xbarode.study_fourier.fourier_conv_macs``, or with ``c``
+    channels two banks: ``c`` DFTs, the mixing's ``4·c²·H·W`` and ``c`` inverse DFTs each),
+    ``classes·features`` (``m``, or fewer after a pool).
 
     Explicit Euler: one chain per step. Implicit Euler, per step with ``k`` Newton updates:
     the predictor, ``k + 1`` residuals and ``k·neumann_terms`` Neumann terms.
     """
-    from xbarode.study_fourier import fourier_conv_macs
-
-    m = config.m
-    if config.method == "euler":
-        chains = config.steps
-    else:
-        chains = sum(1 + (s & 0xFF) + 1 + (s & 0xFF) * config.neumann_terms for s in status)
-    product = m * m if config.conv_path == "direct" else fourier_conv_macs(*config.image)
-    return chains * 2 * product + config.classes * m
+    return _chains(config, status) * 2 * sum(_product_macs(config)) \
+        + config.classes * config.features
 
 
 def mac_bound_cycles(config: CoreConfig, status: list[int]) -> float:
@@ -128,13 +145,16 @@ def mac_bound_cycles(config: CoreConfig, status: list[int]) -> float:
 
     A chain's two products run at the same time on tiles A and B (``lanes`` each): ``m²/lanes``
     per chain; on the Fourier path its two convolutions run one after the other on units A
-    and B: ``2·fourier_conv_macs/lanes``. Then C's product on its ``lanes_c``:
-    ``classes·m/lanes_c``. Chains per inference as in :func:`mac_count`.
+    and B: ``2·fourier_conv_macs/lanes``; with channels the banks' transforms on their
+    ``lanes`` and the mixing on its unit's 4 multipliers (one complex multiply–accumulate per
+    cycle). Then C's product on its ``lanes_c``: ``classes·features/lanes_c``. Chains per inference
+    as in :func:`mac_count`.
     """
-    m = config.m
-    chain_macs = mac_count(config, status) - config.classes * m    # 2 products per chain
+    transforms, mixing = _product_macs(config)
     overlap = 2 if config.conv_path == "direct" else 1
-    return chain_macs / overlap / config.lanes + config.classes * m / config.lanes_c
+    per_chain = 2 * transforms / overlap / config.lanes + 2 * mixing / 4
+    return _chains(config, status) * per_chain \
+        + config.classes * config.features / config.lanes_c
 
 
 def simulate_core(config: CoreConfig, params: dict, images: np.ndarray, labels=None, *,
@@ -171,7 +191,7 @@ def simulate_core(config: CoreConfig, params: dict, images: np.ndarray, labels=N
     built = weight_load_words(config, params) if built_in else None
     # e.g. device models the core does not carry, or built-in weights on the Fourier path
     Core.check_parameters(config, weights=built)
-    images = np.asarray(images, dtype=np.float64).reshape(len(images), config.m)
+    images = np.asarray(images, dtype=np.float64).reshape(len(images), config.pixels)
     out_dir = Path(out_dir if out_dir is not None else "build/simulate")
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
