@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from amaranth import Module, Mux, Signal, signed
 from amaranth.lib import stream, wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from xbarode.model.fixed import ROUNDINGS, Format, site_seed
@@ -89,30 +90,40 @@ class ChainSignature(wiring.Signature):
 
 
 class _Mask:
-    """φ and the Heaviside mask of a chain: the word index ``u_idx`` and the mask bits."""
+    """φ and the Heaviside mask of a chain: the word index ``u_idx`` and the mask bits, kept
+    in a one-bit memory of ``m`` words (block RAM at large ``m``, not ``m`` flip-flops behind an
+    ``m``-way decoder). The memory is read one cycle ahead, at the index the next cycle will
+    have, so that the bit of ``u_idx`` is there when its word arrives."""
 
     def __init__(self, mod, m, act_width, masked):
         self.mod, self.m, self.masked = mod, m, masked
         self.act_width = act_width
         self.u_idx = Signal(range(m + 1))
-        self.mask = Signal(m)
+        self._next = Signal(range(m + 1))
+        mod.submodules.mask = memory = Memory(shape=1, depth=m, init=[])
+        self._write, self._read = memory.write_port(), memory.read_port()
+        mod.d.comb += [self._next.eq(self.u_idx), self._read.addr.eq(self._next)]
+        mod.d.sync += self.u_idx.eq(self._next)
+
+    def restart(self):
+        """The next chain's first word is word 0."""
+        self.mod.d.comb += self._next.eq(0)
 
     def phi(self, u):
         """relu (where ``masked``: the recorded mask) of ``u_idx``'s word ``u``."""
         out = Signal(signed(self.act_width))
         with self.mod.If(self.masked):
-            self.mod.d.comb += out.eq(Mux(self.mask.bit_select(self.u_idx, 1), u, 0))
+            self.mod.d.comb += out.eq(Mux(self._read.data, u, 0))
         with self.mod.Else():
             self.mod.d.comb += out.eq(Mux(u > 0, u, 0))
         return out
 
     def next_u(self, u):
         """``u`` has passed: count it; record its mask bit unless ``masked``."""
-        self.mod.d.sync += self.u_idx.eq(self.u_idx + 1)
+        self.mod.d.comb += self._next.eq(self.u_idx + 1)
         with self.mod.If(~self.masked):
-            for i in range(self.m):
-                with self.mod.If(self.u_idx == i):
-                    self.mod.d.sync += self.mask[i].eq(u > 0)
+            self.mod.d.comb += [self._write.addr.eq(self.u_idx), self._write.data.eq(u > 0),
+                                self._write.en.eq(1)]
 
 
 class DirectChain(CheckedComponent):
@@ -208,7 +219,7 @@ class DirectChain(CheckedComponent):
                 with mod.If(chain.start):
                     mod.d.comb += [self.a_op.eq(TileOp.FORWARD), self.a_start.eq(1),
                                    self.b_op.eq(TileOp.TRANSPOSED_STREAM), self.b_start.eq(1)]
-                    mod.d.sync += phi.u_idx.eq(0)
+                    phi.restart()
                     mod.next = "RUN"
             with mod.State("RUN"):
                 u = self.a_y.payload
@@ -391,7 +402,7 @@ class FourierChain(CheckedComponent):
             with mod.State("PIPE_START"):
                 start(A, ops.READ_REAL)
                 start(B, ops.LOAD_REAL)
-                mod.d.sync += phi.u_idx.eq(0)
+                phi.restart()
                 mod.next = "PIPE"
             with mod.State("PIPE"):
                 u, take_u = narrowed_u(self.a_o.payload, af.width)

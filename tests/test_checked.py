@@ -23,6 +23,7 @@ from xbarode.hdl.core_adjoint import AdjointController
 from xbarode.hdl.core_chain import DirectChain, FourierChain
 from xbarode.hdl.core_forward import ForwardController
 from xbarode.hdl.core_parts import HostPort, ImageBuffer, VectorBanks
+from xbarode.hdl.core_pool import PoolUnit
 from xbarode.hdl.core_pulses import PairStore
 from xbarode.hdl.dsp import Multiplier
 from xbarode.hdl.fourier import Dft2d, DftArray, FourierConv
@@ -90,6 +91,8 @@ REFUSED = [
                         "data_format": (14, 5), "h_shift": 2, "rounding": "nearest",
                         "lfsr_seed": 1, "unit_word": 16}),
     (ForwardController, (), {**FORWARD, "x_width": 0}),
+    (PoolUnit, (), {"height": 4, "width": 6, "channels": 2, "factor": 4, "lanes": 3,
+                    "lanes_c": 3, "state_width": 16, "rounding": "nearest", "lfsr_seed": 1}),
     (PairStore, (), {"cols": 3, "lanes": 2, "slots": 4, "stride": 2, "s_width": 8,
                      "x_width": 8, "s_port": 8, "x_port": 8, "rows": 0}),
     (AdjointController, (), {"m": 5, "lanes": 2, "steps": 3, "method": "euler",

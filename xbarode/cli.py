@@ -1518,7 +1518,7 @@ def _board_inputs(args):
         rng = np.random.default_rng(args.random_weights)
         if args.images < 1:
             raise ValueError(f"--images must be >= 1, not {args.images}")
-        images = np.rint(rng.uniform(0, 1, (args.images, config.m)) * 256) / 256
+        images = np.rint(rng.uniform(0, 1, (args.images, config.pixels)) * 256) / 256
         return config, params, images, None
     _image_check(args.dataset, config.image, "the configuration's image")
     x, y = _test_images(args.dataset, args.images)

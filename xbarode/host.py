@@ -304,18 +304,18 @@ class Board:
         ``B`` sent transposed."""
         from xbarode.sim.core_plan import make_plan
 
-        plan = make_plan(config, params, [[0.0] * config.m])
+        plan = make_plan(config, params, [[0.0] * config.pixels])
         w = plan["weights"]
         for name, key in (("LOAD_A", "A"), ("LOAD_B", "Bt" if "Bt" in w else "B"),
                           ("LOAD_C", "C"), ("LOAD_D", "d")):
             self.load(name, w[key])
 
     def classify(self, config, images) -> list[dict]:
-        """Per image (floats in [0, 1], ``m`` each): CLEAR, LOAD_IMAGE, RUN, READ_LOGITS.
+        """Per image (floats in [0, 1], ``H·W`` each): CLEAR, LOAD_IMAGE, RUN, READ_LOGITS.
         Returns per image ``cls``, ``logits``, ``overflow``, ``converged``, ``iterations``,
         ``cycles``."""
         words = config.formats().state.quantize(
-            _as_array(images, config.m), "nearest").tolist()
+            _as_array(images, config.pixels), "nearest").tolist()
         results = []
         for image in words:
             self.clear()

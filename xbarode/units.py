@@ -466,7 +466,7 @@ def _core_cosim(params, vectors: int, seed: int, simulator: str, out_dir: Path) 
 
     params = _as_core_params(params)
     config = params.config
-    images = np.random.default_rng(seed).uniform(0, 1, (vectors, config.m))
+    images = np.random.default_rng(seed).uniform(0, 1, (vectors, config.pixels))
     result = simulate_core(config, random_params(config, seed), images, simulator=simulator,
                            out_dir=out_dir, platform=params.platform)
     return {key: result[key] for key in ("mismatches", "compared", "first_mismatch",
@@ -530,7 +530,7 @@ def _adjoint_cosim(params: AdjointParams, vectors: int, seed: int, simulator: st
 
     config = params.config
     rng = np.random.default_rng(seed)
-    images = rng.uniform(0, 1, (vectors, config.m))
+    images = rng.uniform(0, 1, (vectors, config.pixels))
     labels = rng.integers(0, config.classes, vectors)
     plan, expected = make_plan(config, random_params(config, seed), images, labels,
                                apply_every=params.apply_every)
