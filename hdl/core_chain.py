@@ -90,20 +90,29 @@ class ChainSignature(wiring.Signature):
 
 
 class _Mask:
-    """φ and the Heaviside mask of a chain: the word index ``u_idx`` and the mask bits, kept
-    in a one-bit memory of ``m`` words (block RAM at large ``m``, not ``m`` flip-flops behind an
-    ``m``-way decoder). The memory is read one cycle ahead, at the index the next cycle will
-    have, so that the bit of ``u_idx`` is there when its word arrives."""
+    """φ and the Heaviside mask of a chain: the word index ``u_idx`` and the mask bits.
 
-    def __init__(self, mod, m, act_width, masked):
+    With ``memory`` the bits are a one-bit memory of ``m`` words (block RAM at the Fourier
+    path's large ``m``, e.g. 3 136 bits at 28×28 with 4 channels, not as many flip-flops behind
+    an ``m``-way decoder), read one cycle ahead at the index the next cycle will have, so that
+    the bit of ``u_idx`` is there when its word arrives. Without, ``m`` flip-flops (the direct
+    path: ``m`` at most 1 024, beside tiles of ``m²`` weights)."""
+
+    def __init__(self, mod, m, act_width, masked, *, memory=False):
         self.mod, self.m, self.masked = mod, m, masked
         self.act_width = act_width
         self.u_idx = Signal(range(m + 1))
         self._next = Signal(range(m + 1))
-        mod.submodules.mask = memory = Memory(shape=1, depth=m, init=[])
-        self._write, self._read = memory.write_port(), memory.read_port()
-        mod.d.comb += [self._next.eq(self.u_idx), self._read.addr.eq(self._next)]
+        mod.d.comb += self._next.eq(self.u_idx)
         mod.d.sync += self.u_idx.eq(self._next)
+        if memory:
+            mod.submodules.mask = mem = Memory(shape=1, depth=m, init=[])
+            self._write, read = mem.write_port(), mem.read_port()
+            mod.d.comb += read.addr.eq(self._next)
+            self._bit = read.data
+        else:
+            self._write, self._bits = None, Signal(m)
+            self._bit = self._bits.bit_select(self.u_idx, 1)
 
     def restart(self):
         """The next chain's first word is word 0."""
@@ -113,7 +122,7 @@ class _Mask:
         """relu (where ``masked``: the recorded mask) of ``u_idx``'s word ``u``."""
         out = Signal(signed(self.act_width))
         with self.mod.If(self.masked):
-            self.mod.d.comb += out.eq(Mux(self._read.data, u, 0))
+            self.mod.d.comb += out.eq(Mux(self._bit, u, 0))
         with self.mod.Else():
             self.mod.d.comb += out.eq(Mux(u > 0, u, 0))
         return out
@@ -122,8 +131,13 @@ class _Mask:
         """``u`` has passed: count it; record its mask bit unless ``masked``."""
         self.mod.d.comb += self._next.eq(self.u_idx + 1)
         with self.mod.If(~self.masked):
-            self.mod.d.comb += [self._write.addr.eq(self.u_idx), self._write.data.eq(u > 0),
-                                self._write.en.eq(1)]
+            if self._write is not None:
+                self.mod.d.comb += [self._write.addr.eq(self.u_idx),
+                                    self._write.data.eq(u > 0), self._write.en.eq(1)]
+            else:
+                for i in range(self.m):
+                    with self.mod.If(self.u_idx == i):
+                        self.mod.d.sync += self._bits[i].eq(u > 0)
 
 
 class DirectChain(CheckedComponent):
@@ -372,7 +386,7 @@ class FourierChain(CheckedComponent):
         chunk = Signal(range(chunks + 1))
         count = Signal(range(m + 1))
         lane = Signal(range(max(lanes, 2)))
-        phi = _Mask(mod, m, af.width, chain.masked)
+        phi = _Mask(mod, m, af.width, chain.masked, memory=True)
         narrowed_u = self._narrowing(mod, "lfsr_u", df.frac - af.frac, 0)
         narrowed_dz = self._narrowing(mod, "lfsr_dz", df.frac + self._h_shift - sf.frac, 1)
 
