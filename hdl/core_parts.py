@@ -16,6 +16,7 @@ from amaranth.lib.wiring import In, Out
 from .checked import CheckedComponent
 from .fourier import FourierOp
 from .fourier_bank import BankOp
+from .ram import memory_attrs
 from .tile import TileOp
 
 __all__ = ["CoreOp", "HostPort", "ImageBuffer", "VectorBanks", "stream_lanes"]
@@ -176,8 +177,9 @@ class VectorBanks(CheckedComponent):
     def elaborate(self, platform):
         m = Module()
         for k in range(self._lanes):
-            m.submodules[f"lane{k}"] = mem = Memory(shape=signed(self._width),
-                                                    depth=self._depth, init=[])
+            m.submodules[f"lane{k}"] = mem = Memory(
+                shape=signed(self._width), depth=self._depth, init=[],
+                attrs=memory_attrs(self._depth, self._width))
             rd, wr = mem.read_port(), mem.write_port()
             m.d.comb += [rd.addr.eq(self.rd_addr), rd.en.eq(1), self.rd_data[k].eq(rd.data),
                          wr.addr.eq(self.wr_addr[k]), wr.data.eq(self.wr_data[k]),
@@ -268,15 +270,22 @@ class ImageBuffer(CheckedComponent):
     def elaborate(self, platform):
         mod = Module()
         m, lanes = self._m // self._channels, self._lanes
-        mod.submodules.banks = banks = VectorBanks(lanes=lanes, depth=self._chunks,
-                                                   width=self._width)
+        # The banks hold the image's chunks only (channel 0 comes first); a chunk beyond them
+        # is channel 1's and later, never written: it reads 0 without a memory behind it.
+        held = -(-m // lanes)
+        mod.submodules.banks = banks = VectorBanks(lanes=lanes, depth=held, width=self._width)
         count = Signal(range(m))
         lane = Signal(range(max(lanes, 2)))
-        addr = Signal(range(max(self._chunks, 2)))
+        addr = Signal(range(max(held, 2)))
         mod.d.comb += [banks.rd_addr.eq(self.rd_addr), self.arriving.eq(count != 0),
                        self.image.ready.eq(~self.lock)]
+        words = list(banks.rd_data)
+        if held < self._chunks:
+            beyond = Signal()                # the read of the cycle before was past the image
+            mod.d.sync += beyond.eq(self.rd_addr >= held)
+            words = [Mux(beyond, 0, word) for word in words]
         for k in range(lanes):
-            mod.d.comb += self.rd_data[k].eq(banks.rd_data[k])
+            mod.d.comb += self.rd_data[k].eq(words[k])
             with mod.If(self.wr_en[k]):
                 mod.d.comb += [banks.wr_addr[k].eq(self.wr_addr), banks.wr_data[k].eq(self.wr_data),
                                banks.wr_en[k].eq(1)]

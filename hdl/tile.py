@@ -57,6 +57,7 @@ from .interface import ControlSignature
 from .lane_group import LaneGroup
 from .output_stage import ForwardOutput
 from .pulses import PulseTrains, pulse_geometry
+from .ram import memory_attrs
 from .readout import ChainReadout, MuxReadout
 from .rounding import LfsrBank, lfsr_successor, rounding_offset
 from .tap_walker import TapWalker, check_taps
@@ -686,10 +687,10 @@ class CrossbarTile(CheckedComponent):
         weights' and gradients' banks are the lane groups', the FORWARD result's memory the
         output stage's). Returns their ports."""
         lanes, chunks, rows = self._lanes, self.chunks, self._rows
-        x_banks = [Memory(shape=signed(self._in_w), depth=chunks, init=[])
-                   for _ in range(lanes)]
-        y_banks = [Memory(shape=signed(self._out_w), depth=chunks, init=[])
-                   for _ in range(lanes)]
+        x_banks = [Memory(shape=signed(self._in_w), depth=chunks, init=[],
+                          attrs=memory_attrs(chunks, self._in_w)) for _ in range(lanes)]
+        y_banks = [Memory(shape=signed(self._out_w), depth=chunks, init=[],
+                          attrs=memory_attrs(chunks, self._out_w)) for _ in range(lanes)]
         s_mem = Memory(shape=signed(self._in_w), depth=rows, init=[])
         for k, mem in enumerate(x_banks):
             m.submodules[f"x{k}"] = mem

@@ -17,8 +17,10 @@ import numpy as np
 import pytest
 
 from helpers import last_json, run
+from xbarode.hdl.core import Core
 from xbarode.model import (
     Config,
+    accuracy,
     init_params,
     load_dataset,
     load_digits_split,
@@ -27,6 +29,9 @@ from xbarode.model import (
     save_weights,
 )
 from xbarode.model import data as data_module
+from xbarode.model.core_config import load_config
+from xbarode.shipped import CONFIGS, WEIGHTS, config_file, weights_file
+from xbarode.simulate import DEFAULT_WEIGHTS, weights_differences
 
 ACCURACY_KEYS = {"test_accuracy", "train_accuracy", "seconds"}
 
@@ -274,6 +279,64 @@ def test_demo_summary_and_default_output(capsys, tmp_path, monkeypatch):
     assert config.epochs == 1
 
 
+# --- shipped weights and configurations ---------------------------------------------------
+
+
+def test_shipped_names_resolve_and_a_file_of_that_name_wins(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert weights_file("mnist5k") == WEIGHTS["mnist5k"] and WEIGHTS["mnist5k"].is_file()
+    assert weights_file("digits") == DEFAULT_WEIGHTS
+    assert config_file("mnist5k") == CONFIGS["mnist5k"] and CONFIGS["mnist5k"].is_file()
+    assert config_file("digits") is None
+    assert weights_file("w.npz") == Path("w.npz") and config_file("c.toml") == Path("c.toml")
+    (tmp_path / "mnist5k").write_text("[core]\n")
+    assert weights_file("mnist5k") == Path("mnist5k") == config_file("mnist5k")
+
+
+def test_shipped_mnist5k_weights_are_the_shipped_cores_network():
+    trained, params = load_weights(WEIGHTS["mnist5k"])
+    core = load_config(CONFIGS["mnist5k"])
+    assert weights_differences(trained, core)[0] == []
+    assert (trained.dataset, core.image, core.channels, core.pool) == ("mnist5k", (28, 28), 4, 2)
+    assert core.conv_path == "fourier"
+    Core.check_parameters(core)
+    # The accuracy target for the 28×28 network, on the 1 000 held-out images.
+    data = load_dataset("mnist5k")
+    assert accuracy(trained, params, data.x_test, data.y_test) >= 0.95
+
+
+def test_demo_runs_shipped_weights_without_training(capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr("xbarode.model.train", refuse_training)
+    out_file = tmp_path / "demo" / "w.npz"
+    code, out, err = run(capsys, "demo", "--weights", "digits", "--rtl-images", 2,
+                         "--simulator", "icarus", "--out", out_file)
+    assert code == 0, err
+    assert f"(loaded, not trained: {DEFAULT_WEIGHTS})" in out
+    assert "2 images on icarus" in out and ", 0 mismatches" in out
+    # The weights file is the shipped one: nothing is written in its place or beside --out
+    # but the RTL build.
+    assert not out_file.exists() and (tmp_path / "demo" / "rtl" / "xbarode_core.v").is_file()
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--weights", "mnist5k"], "the weights {shipped} were trained on mnist5k (28x28 images); "
+                               "the data set digits has 8x8 images"),
+    (["--weights", "mnist5k", "--dataset", "mnist5k"],
+     "the mnist5k digits are 28x28 images; the core configuration's image is 8x8 "
+     "(--config mnist5k is the shipped 28x28 core)"),
+    (["--weights", "mnist5k", "--dataset", "mnist5k", "--config", "mnist5k", "--set",
+      "channels=2"],
+     "the weights {shipped} were trained for another network than the core's configuration: "
+     "channels: 4 in the weights, 2 in the core"),
+])
+def test_demo_refuses_weights_of_another_network_before_any_work(capsys, tmp_path, argv,
+                                                                message):
+    code, out, err = run(capsys, "demo", *argv, "--out", tmp_path / "demo" / "w.npz")
+    assert code == 2 and out == ""
+    assert message.format(shipped=WEIGHTS["mnist5k"]) in err
+    assert not (tmp_path / "demo").exists()
+
+
 # --- bench ----------------------------------------------------------------------------------
 
 
@@ -477,7 +540,8 @@ def test_simulate_refuses_a_data_set_of_another_image_size(capsys, tmp_path):
     code, out, err = run(capsys, "simulate", "--dataset", "mnist5k", "--out", tmp_path / "sim")
     assert code == 2 and out == ""
     assert err == ("xbarode simulate: error: the mnist5k digits are 28x28 images; the "
-                   "configuration's image is 8x8\n")
+                   "configuration's image is 8x8 (--config mnist5k is the shipped 28x28 "
+                   "core)\n")
     assert not (tmp_path / "sim").exists()
 
 
@@ -506,7 +570,8 @@ def test_demo_on_mnist5k_refuses_the_8x8_core_before_training(capsys, tmp_path, 
                          "--out", weights)
     assert code == 2 and out == ""
     assert err == ("xbarode demo: error: the mnist5k digits are 28x28 images; the core "
-                   "configuration's image is 8x8\n")
+                   "configuration's image is 8x8 (--config mnist5k is the shipped 28x28 "
+                   "core)\n")
     assert not weights.exists() and not weights.parent.exists()
 
 

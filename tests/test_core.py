@@ -17,9 +17,11 @@ from hypothesis import strategies as st
 from helpers import LIVE_FRACTION, Draws, first_seed, last_json, live_fraction, run
 from xbarode.cli import main
 from xbarode.hdl.core import Core
+from xbarode.hdl.core_parts import CoreOp
 from xbarode.hdl.fourier import FourierConv
 from xbarode.hdl.tile import CrossbarTile
 from xbarode.model.core_config import ConfigError, CoreConfig, load_config
+from xbarode.shipped import CONFIGS
 from xbarode.sim import core_plan
 from xbarode.sim.core_plan import (
     compare,
@@ -28,6 +30,7 @@ from xbarode.sim.core_plan import (
     random_params,
     run_plan_amaranth,
 )
+from xbarode.sim.latency import core_bound
 from xbarode.simulate import DEFAULT_WEIGHTS, mac_bound_cycles, mac_count, simulate_core
 from xbarode.units import UNITS, cosim
 
@@ -435,7 +438,6 @@ def test_a_mismatch_is_named_and_a_waveform_written(simulator, monkeypatch, tmp_
       "neumann_terms": 1}, 2),                                    # m = 6: chunks of 4 and 2
 ])
 def test_images_stream_in_while_the_core_runs(changes, seed):
-    from xbarode.hdl.core import CoreOp
     from xbarode.sim.core_plan import weight_loads
     from xbarode.sim.engine import AmaranthDriver, run_simulation
 
@@ -591,6 +593,29 @@ def test_simulate_fourier_path_on_mnist5k(capsys, tmp_path):
     macs = 2 * (2 * (28 * 56**2 + 28 * 56**2) + 4 * 784) + 10 * 784
     assert result["mac_bound_cycles"] == macs / 16
     assert result["mac_bound_cycles"] < result["cycles_per_image"] <= 1.5 * macs / 16
+
+
+def test_shipped_mnist5k_core_on_a_held_out_image(capsys, tmp_path):
+    # The shipped 28×28 network (4 channels, 3×3 kernel banks, 8 Euler steps, a 2×2 pool) on
+    # its shipped core (two FourierBank units with 8 lanes per DFT array, C on 8): the first
+    # held-out image on Verilator, every logit, state, trajectory and status word and flag
+    # against the fixed-point model. The README has the figure of more images.
+    code, out, err = run(capsys, "simulate", "--dataset", "mnist5k", "--weights", "mnist5k",
+                         "--config", "mnist5k", "--images", "1", "--out", tmp_path, "--json")
+    assert code == 0, err
+    result = last_json(out)
+    assert result["mismatches"] == 0 and result["agreement"] == 1.0
+    # The trajectory alone is 9 states of 4·784 words.
+    assert result["compared"] > 9 * 4 * 784
+    config = load_config(CONFIGS["mnist5k"])
+    assert result["cycles_per_image"] <= core_bound(config, CoreOp.RUN)
+    # Per chain two banks, each 4 DFTs and 4 inverse DFTs of 28·56² + 28·56² MACs on 8
+    # lanes and the mixing's 4·4²·784 on its 4 multipliers; then C (10×4·14·14) on 8 lanes.
+    transform = 2 * 28 * 56**2
+    bound = 8 * 2 * (2 * 4 * transform / 8 + 4 * 4**2 * 784 / 4) + 10 * 4 * 14 * 14 / 8
+    assert result["mac_bound_cycles"] == bound
+    # The target for the Fourier path: within 1.5 times the bound.
+    assert bound < result["cycles_per_image"] <= 1.5 * bound
 
 
 @pytest.mark.slow

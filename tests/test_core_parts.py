@@ -18,9 +18,11 @@ from xbarode.hdl.core_forward import ForwardController
 from xbarode.hdl.core_parts import HostPort, ImageBuffer, VectorBanks
 from xbarode.hdl.fourier import Dft2d, FourierConv, FourierOp
 from xbarode.hdl.interface import ControlSignature
+from xbarode.hdl.ram import memory_attrs
 from xbarode.hdl.tile import CrossbarTile, TileOp
 from xbarode.model.core_config import CoreConfig
 from xbarode.model.fixed import Format, Overflow, Rounder, narrow, site_seed
+from xbarode.sim.verilog import write_verilog
 
 # The Verilog ports of the control set as docs/interface.md names them (a stream X is
 # X__valid, X__ready, X__payload), in the order of the signature's members (a stream's
@@ -152,6 +154,22 @@ def test_vector_banks_reject_bad_arguments(kwargs, error, message):
         VectorBanks(**kwargs)
 
 
+@pytest.mark.parametrize(("depth", "width", "lut_ram"), [
+    (98, 16, True),      # the 28×28 image buffer's and tile C's banks: 1 568 bits
+    (128, 16, True),     # 2 048 bits, the largest kept out of block RAM
+    (129, 16, False),    # a bit more: the synthesis tool's choice (a block RAM)
+    (392, 16, False),    # the 28×28 state's banks
+])
+def test_small_vector_banks_ask_for_lut_ram(tmp_path, depth, width, lut_ram):
+    # A block RAM holds 18 432 bits; a bank of a ninth of that asks for LUT RAM, so a 28×28
+    # core's small banks leave the block RAMs to the spectra (hdl/ram.py).
+    assert memory_attrs(depth, width) == ({"ram_style": "distributed"} if lut_ram else {})
+    text = write_verilog(VectorBanks(lanes=3, depth=depth, width=width), "banks",
+                         tmp_path).read_text()
+    assert text.count('ram_style = "distributed"') == (3 if lut_ram else 0)
+
+
+# --- the image buffer -----------------------------------------------------------------------
 # --- the image buffer -----------------------------------------------------------------------
 
 @pytest.mark.parametrize(("m", "lanes", "seed", "channels"), [

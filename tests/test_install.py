@@ -101,11 +101,16 @@ PACKAGE_DATA = """
 import json
 from xbarode.model import load_weights
 from xbarode.simulate import DEFAULT_WEIGHTS
+from xbarode.model.core_config import load_config
+from xbarode.shipped import CONFIGS, WEIGHTS
 from xbarode.sweep import load_spec
 config, params = load_weights(DEFAULT_WEIGHTS)
 report = json.loads(DEFAULT_WEIGHTS.with_name("core_synth.json").read_text())
+_, mnist = load_weights(WEIGHTS["mnist5k"])
 print(json.dumps({"weights": str(DEFAULT_WEIGHTS), "A": list(params["A"].shape),
-                  "fmax_mhz": report["fmax_mhz"],
+                  "fmax_mhz": report["fmax_mhz"], "mnist5k_A": list(mnist["A"].shape),
+                  "mnist5k_image": list(load_config(CONFIGS["mnist5k"]).image),
+                  "shipped": [str(WEIGHTS["mnist5k"]), str(CONFIGS["mnist5k"])],
                   "specs": [load_spec(name).source for name in ("precision", "fourier")]}))
 """
 
@@ -119,5 +124,8 @@ def test_installed_package_carries_its_data_files(installed, tmp_path):
     assert Path(report["weights"]).resolve().is_relative_to(installed.resolve())
     assert report["A"] == [64, 64]
     assert report["fmax_mhz"] > 0
-    for spec in report["specs"]:
+    # The shipped 28×28 network (--weights mnist5k) and its core (--config mnist5k).
+    assert report["mnist5k_A"] == [4, 4, 3, 3]
+    assert report["mnist5k_image"] == [28, 28]
+    for spec in report["specs"] + report["shipped"]:
         assert Path(spec).resolve().is_relative_to(installed.resolve()), spec

@@ -29,6 +29,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from . import __version__
+from .shipped import CONFIGS, config_file, weights_file
 
 #: The exit statuses of every command.
 EXIT_CODES = {"ok": 0, "check failed": 1, "bad input": 2, "internal error": 3,
@@ -54,6 +55,10 @@ class CheckFailed(Exception):
 
 #: Where ``xbarode demo`` writes its weights unless told otherwise.
 DEMO_WEIGHTS = Path("xbarode-demo") / "weights.npz"
+
+#: Test images ``xbarode demo`` runs through the RTL core unless ``--rtl-images`` says: every
+#: digit; two 28×28 images (millions of cycles each on a simulator).
+DEMO_RTL_IMAGES = {"digits": 360, "mnist5k": 2}
 
 
 def _positive_int(text: str) -> int:
@@ -141,8 +146,10 @@ def _image_check(dataset: str, image, what: str) -> None:
 
     height, width = DATASET_SHAPES[dataset]
     if tuple(image) != (height, width):
+        hint = (f" (--config {dataset} is the shipped {height}x{width} core)"
+                if CONFIGS.get(dataset) is not None else "")
         raise ValueError(f"{_DATASET_NOUNS[dataset]} are {height}x{width} images; {what} is "
-                         f"{image[0]}x{image[1]}")
+                         f"{image[0]}x{image[1]}{hint}")
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -627,15 +634,17 @@ def _core_progress(args):
 
 
 def _synth_figure(config) -> dict | None:
-    """The recorded ``xbarode synth core`` report (xbarode/data/core_synth.json), if it is of
-    the core of ``config`` (its ``config`` field, the TOML, is ``config``'s)."""
+    """The recorded ``xbarode synth core`` report of the core of ``config`` (a report's
+    ``config`` field, the TOML, is ``config``'s), if there is one: xbarode/data/core_synth.json
+    (the digits core), core_synth_mnist5k.json (the shipped 28×28 core)."""
     from .simulate import DEFAULT_WEIGHTS
 
-    path = DEFAULT_WEIGHTS.with_name("core_synth.json")
-    report = json.loads(path.read_text()) if path.is_file() else None
-    if report is None or report.get("config") != config.to_toml():
-        return None
-    return report
+    toml = config.to_toml()
+    for path in sorted(DEFAULT_WEIGHTS.parent.glob("core_synth*.json")):
+        report = json.loads(path.read_text())
+        if report.get("config") == toml:
+            return report
+    return None
 
 
 def _at_fmax(result: dict, config) -> None:
@@ -737,35 +746,51 @@ def cmd_demo(args) -> dict:
     """``xbarode demo``: the whole flow on the default configuration."""
     from xbarode.model.core_config import load_config, parse_overrides
 
-    from .model import accuracy, load_dataset, load_weights
-    from .simulate import TOP, weights_differences
+    from .model import accuracy, check_dataset, load_dataset, load_weights
+    from .simulate import TOP, check_weights, weights_differences
 
     started = time.perf_counter()
     out = Path(args.out)
-    if args.width is None and not args.format and args.frac is None \
-            and args.optimizer == "sgd":
-        args.width = 16          # the demo trains in the core's 16-bit fixed point
-    # Everything checked before training overwrites the weights file.
-    training = _training_config(args, out)
+    if args.rtl_images is None:
+        args.rtl_images = DEMO_RTL_IMAGES[args.dataset]
+    if args.weights is not None:
+        training, params = load_weights(args.weights)
+        check_dataset(training, args.dataset, str(args.weights))
+        out = Path(args.weights)
+    else:
+        if args.width is None and not args.format and args.frac is None \
+                and args.optimizer == "sgd":
+            args.width = 16          # the demo trains in the core's 16-bit fixed point
+        # Everything checked before training overwrites the weights file.
+        training = _training_config(args, out)
     _test_images(args.dataset, args.rtl_images, "--rtl-images", low=0)
     if args.rtl_images:
         core = load_config(args.config, parse_overrides(args.set))
         _check_core_device(core, "--rtl-images 0 skips the RTL run")
         _image_check(args.dataset, core.image, "the core configuration's image")
+        if args.weights is not None:
+            for difference in check_weights(training, core, str(args.weights)):
+                _note(args, f"the weights differ from the core's configuration in "
+                            f"{difference}")
         network, _ = weights_differences(training, core)
         if network:
             raise ValueError(f"the network to train differs from the core's configuration: "
                              f"{'; '.join(network).replace(' in the weights', ' to train')} "
                              f"(set them alike with --config/--set or the training options)")
-        _check_writable(out.parent / "rtl", "--out (its rtl folder)", folder=True)
-    trained = _train_and_save(args, out, training)
-    config, params = load_weights(out)
+        rtl_dir = Path(args.out).parent / "rtl"
+        _check_writable(rtl_dir, "--out (its rtl folder)", folder=True)
+    if args.weights is None:
+        trained = _train_and_save(args, out, training)
+        config, params = load_weights(out)
+    else:
+        config = training
+        trained = {"command": "demo", "weights": str(out), "config": config.to_dict()}
     data = load_dataset(args.dataset)
     float_accuracy = accuracy(dataclasses.replace(config, precision="float64"), params,
                               data.x_test, data.y_test)
     # Trained in float64 (e.g. with Adam): the fixed-point figure is post-training
     # quantisation to the default 16-bit formats.
-    if config.precision == "fixed":
+    if config.precision == "fixed" and "test_accuracy" in trained:
         fixed_accuracy = trained["test_accuracy"]
     else:
         fixed_accuracy = accuracy(dataclasses.replace(config, precision="fixed"), params,
@@ -777,9 +802,9 @@ def cmd_demo(args) -> dict:
         from .simulate import simulate_core
 
         rtl = simulate_core(core, params, x, y, simulator=args.simulator,
-                            out_dir=out.parent / "rtl", progress=_core_progress(args))
+                            out_dir=rtl_dir, progress=_core_progress(args))
         result["rtl"] = rtl
-        result["verilog"] = str(out.parent / "rtl" / f"{TOP}.v")
+        result["verilog"] = str(rtl_dir / f"{TOP}.v")
         _at_fmax(rtl, core)
         result |= {k: rtl[k] for k in ("fmax_mhz", "latency_us", "images_per_second")
                    if k in rtl}
@@ -791,14 +816,16 @@ def cmd_demo(args) -> dict:
               f"({height}x{width})")
         channels = (f", {cfg['channels']} channels" if cfg["channels"] > 1 else "") + (
             f", {cfg['pool']}x{cfg['pool']} pool" if cfg["pool"] > 1 else "")
-        print(f"  network   {cfg['structure']} A, B on m = {height * width}{channels}; "
+        m = cfg["channels"] * height * width
+        print(f"  network   {cfg['structure']} A, B on m = {m}{channels}; "
               f"{cfg['method']}, {cfg['steps']} steps, T = {cfg['T']}")
         optimiser = {"sgd": "SGD", "adam": "Adam"}[cfg["optimizer"]]
         print(f"  training  {cfg['epochs']} epochs of {optimiser} (lr {cfg['lr']}, batch "
               f"{cfg['batch_size']}, seed {cfg['seed']}) in "
               + (f"fixed point ({cfg['weight_format']} weights, {cfg['rounding']} rounding)"
                  if cfg["precision"] == "fixed" else "float64")
-              + f", {trained['seconds']:.1f} s")
+              + (f", {trained['seconds']:.1f} s" if "seconds" in trained
+                 else f" (loaded, not trained: {trained['weights']})"))
         print(f"  accuracy  test set ({len(data.y_test)} images): float64 "
               f"{float_accuracy:.2%}, fixed point {fixed_accuracy:.2%}")
         print(f"  weights   {result['weights']}")
@@ -809,7 +836,7 @@ def cmd_demo(args) -> dict:
                   f"{rtl['model_accuracy']:.2%}), agreement {rtl['agreement']:.2%}, "
                   f"{rtl['mismatches']} mismatches")
             print(f"  cycles    {rtl['cycles_per_image']:.0f} per inference (MAC bound "
-                  f"{rtl['mac_bound_cycles']:.0f})")
+                  f"{rtl['mac_bound_cycles']:.0f}, ratio {rtl['cycles_ratio']:.2f})")
             if "latency_us" in result:
                 print(f"  latency   {result['latency_us']:.2f} µs per inference, "
                       f"{result['images_per_second']:,.0f} images/s streamed, at "
@@ -1182,8 +1209,9 @@ def cmd_bench_core(args) -> dict:
 
 def _add_core_config(parser) -> None:
     """``--config`` (a core configuration file) and repeatable ``--set KEY=VALUE``."""
-    parser.add_argument("--config", type=Path, default=None,
-                        help="core configuration (TOML; default: the digits core)")
+    parser.add_argument("--config", type=config_file, default=None,
+                        help="core configuration: a TOML file, or a shipped one by name "
+                             "(digits, mnist5k; default: the digits core)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override one core configuration field (e.g. --set batch=1); "
                              "repeatable")
@@ -1221,8 +1249,9 @@ def _add_train(sub) -> None:
                      help="training images (the first of the training set; default: "
                           "%(default)s, three mini-batches of 32)")
     _add_core_config(rtl)
-    rtl.add_argument("--weights", type=Path, default=None,
-                     help="initial weights (default: the training's seeded initialisation)")
+    rtl.add_argument("--weights", type=weights_file, default=None,
+                     help="initial weights, a file or shipped weights by name (digits; "
+                          "default: the training's seeded initialisation)")
     _add_simulator(rtl)
     rtl.add_argument("--rtl-out", default="build/train-rtl",
                      help="folder for the Verilog and simulator logs (default: %(default)s)")
@@ -1251,15 +1280,23 @@ def _add_demo(sub) -> None:
                                       "fixed point, save the weights, generate the core's "
                                       "Verilog, run the test set through it on a simulator "
                                       "and report accuracy (float64, fixed point, RTL), "
-                                      "mismatches and cycles per inference.")
+                                      "mismatches and cycles per inference. With --weights, "
+                                      "the same with shipped or saved weights instead of "
+                                      "training: xbarode demo --dataset mnist5k --weights "
+                                      "mnist5k --config mnist5k runs the 28x28 core.")
     _add_model_options(demo)
     demo.add_argument("--out", default=str(DEMO_WEIGHTS),
                       help="weights file to write; the RTL build goes beside it "
                            "(default: %(default)s)")
+    demo.add_argument("--weights", type=weights_file, default=None,
+                      help="run these weights instead of training: a file, or shipped "
+                           "weights by name (digits, mnist5k); the network is the file's, "
+                           "the training options are not used and --out is not written")
     _add_core_config(demo)
-    demo.add_argument("--rtl-images", type=int, default=360,
-                      help="test images through the RTL core; 0 skips the RTL "
-                           "(default: %(default)s)")
+    demo.add_argument("--rtl-images", type=int, default=None,
+                      help="test images through the RTL core; 0 skips the RTL (default: "
+                           "all 360 of the digits; 2 of mnist5k, whose 28x28 inference is "
+                           "millions of cycles)")
     _add_simulator(demo)
     _add_json(demo)
     demo.set_defaults(func=cmd_demo)
@@ -1273,9 +1310,10 @@ def _add_simulate(sub) -> None:
                     "fixed-point model; compare every logit, state word, status word and "
                     "flag; report agreement, accuracy and cycles.")
     _add_core_config(simulate)
-    simulate.add_argument("--weights", type=Path, default=None,
-                          help="weights file (default: the trained 16-bit weights shipped "
-                               "with the package, what xbarode demo trains)")
+    simulate.add_argument("--weights", type=weights_file, default=None,
+                          help="weights file, or shipped weights by name: digits (the "
+                               "default: the trained 16-bit weights, what xbarode demo "
+                               "trains) or mnist5k (with --config mnist5k)")
     _add_dataset(simulate, "data set of the test images; its image size must be the core's")
     simulate.add_argument("--images", type=int, default=360,
                           help="first N test images (default: %(default)s, all the digits)")
@@ -1636,7 +1674,7 @@ def _add_board(sub) -> None:
     build.add_argument("--board", choices=sorted(BOARDS), default="ulx3s-85f",
                        help="the ULX3S's FPGA size (default: %(default)s)")
     _add_core_config(build)
-    build.add_argument("--weights", type=Path, default=None,
+    build.add_argument("--weights", type=weights_file, default=None,
                        help="build this weights file into the core's memories (their "
                             "initial contents; direct path): the board classifies from "
                             "power-up with no weight loads (board run --built-in); without "
@@ -1682,9 +1720,9 @@ def _add_board(sub) -> None:
     run.add_argument("--timeout", type=_positive_float, default=2.0,
                      help="seconds to wait for a reply (default: %(default)g)")
     _add_core_config(run)
-    run.add_argument("--weights", type=Path, default=None,
-                     help="weights file (default: the trained 16-bit weights shipped with the "
-                          "package)")
+    run.add_argument("--weights", type=weights_file, default=None,
+                     help="weights file, or shipped weights by name (default: digits, the "
+                          "trained 16-bit weights shipped with the package)")
     run.add_argument("--random-weights", type=int, default=None, metavar="SEED",
                      help="random weights and images from SEED instead (any core size)")
     _add_dataset(run, "data set of the test images; its image size must be the core's")

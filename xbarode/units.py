@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .shipped import config_file
+
 __all__ = ["SIMULATORS", "UNITS", "AdjointParams", "CoreParams", "Unit", "backward_mac_count",
            "cosim",
            "generate", "run_plan", "synth"]
@@ -382,8 +384,9 @@ _FOURIER_HELP = {
 # --- the core -------------------------------------------------------------------------------
 
 def _core_arguments(parser) -> None:
-    parser.add_argument("--config", type=Path, default=None,
-                        help="core configuration (TOML; default: the digits core, see "
+    parser.add_argument("--config", type=config_file, default=None,
+                        help="core configuration: a TOML file, or a shipped one by name "
+                             "(digits, mnist5k; default: the digits core, see "
                              "xbarode.model.core_config)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override one configuration field (e.g. --set "
