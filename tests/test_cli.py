@@ -300,6 +300,12 @@ def test_shipped_mnist5k_weights_are_the_shipped_cores_network():
     assert (trained.dataset, core.image, core.channels, core.pool) == ("mnist5k", (28, 28), 4, 2)
     assert core.conv_path == "fourier"
     Core.check_parameters(core)
+    # Its recorded synthesis (what simulate and demo quote µs per image from) is of this
+    # configuration and fits the ECP5-85F.
+    recorded = json.loads(CONFIGS["mnist5k"].with_name("core_synth_mnist5k.json").read_text())
+    assert recorded["config"] == core.to_toml() and recorded["fmax_mhz"] > 0
+    assert recorded["ebr"] <= 208 and recorded["mult18"] <= 156
+    assert recorded["utilisation"]["TRELLIS_COMB"]["used"] <= 83640
     # The accuracy target for the 28×28 network, on the 1 000 held-out images.
     data = load_dataset("mnist5k")
     assert accuracy(trained, params, data.x_test, data.y_test) >= 0.95

@@ -616,6 +616,9 @@ def test_shipped_mnist5k_core_on_a_held_out_image(capsys, tmp_path):
     assert result["mac_bound_cycles"] == bound
     # The target for the Fourier path: within 1.5 times the bound.
     assert bound < result["cycles_per_image"] <= 1.5 * bound
+    # µs per image at the recorded synthesis's fmax (xbarode/data/core_synth_mnist5k.json).
+    assert result["fmax_mhz"] > 0
+    assert result["latency_us"] == pytest.approx(result["cycles_per_image"] / result["fmax_mhz"])
 
 
 @pytest.mark.slow
